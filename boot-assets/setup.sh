@@ -1,0 +1,396 @@
+#!/usr/bin/env bash
+# Fetch and build every binary rackboot serves, into boot-assets/dist/.
+#
+#   boot-assets/setup.sh [--refresh]
+#
+# Produces (all git-ignored; nothing binary is ever committed):
+#   dist/undionly.kpxe dist/ipxe-amd64.efi dist/snponly.efi dist/ipxe-arm64.efi
+#                                      first-stage loaders, Debian trixie's ipxe (arch all)
+#   dist/x86_64/vmlinuz  dist/x86_64/initrd.img
+#   dist/arm64/Image     dist/arm64/initrd.img
+#                                      the operational image: Debian bookworm's kernel and an
+#                                      initramfs of busybox-static + NIC modules + image/init
+#   dist/SOURCES                       the Debian packages and versions everything came from
+#   dist/MANIFEST                      sha256sum of every file above (check: cd dist && sha256sum -c MANIFEST)
+#
+# Packages come from the Debian mirror the host's own apt sources already use, through a private
+# apt state under boot-assets/.cache/ (own sources.list, lists and cache): the host's apt sources
+# are never touched and no foreign architecture is ever added to dpkg.
+#
+# Safe to re-run: package indexes are refreshed when older than a day (or with --refresh), .debs
+# are only downloaded when the resolved version changed, and an image is only rebuilt when one of
+# its inputs (kernel, busybox, image/*, this script) changed. The build is reproducible: the same
+# inputs give byte-identical initrds, so content-addressed asset names stay stable.
+#
+# Environment:
+#   RACKBOOT_DEBIAN_MIRROR           Debian archive URI (default: from the host's apt sources)
+#   RACKBOOT_DEBIAN_SECURITY_MIRROR  Debian security URI (default: from the host's apt sources)
+#   SOURCE_DATE_EPOCH                timestamp stored in the initrds (default 0)
+set -euo pipefail
+
+readonly KERNEL_SUITE=bookworm # the kernel and busybox the operational image is built from
+readonly IPXE_SUITE=trixie     # bookworm's ipxe (2019) has no arm64 loader and waits on IPv6 RAs
+# NIC drivers the operational image carries (with their dependencies) for the NICs racks and VMs
+# present: e1000 (qemu's default x86 NIC) and virtio-net. Each is included where the kernel has it
+# as a module; built-in ones need nothing.
+readonly WANT_MODULES=(e1000 virtio_net virtio_pci)
+# An index older than this is refreshed; kernel security updates land within days.
+readonly APT_MAX_AGE_MIN=1440
+readonly KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SELF=$HERE/$(basename "${BASH_SOURCE[0]}")
+readonly HERE SELF
+readonly DIST=$HERE/dist CACHE=$HERE/.cache IMAGE=$HERE/image
+readonly DEBS=$CACHE/debs STAMPS=$CACHE/stamps
+readonly EPOCH=${SOURCE_DATE_EPOCH:-0}
+START=$(date +%s)
+
+REFRESH=0
+for arg in "$@"; do
+    case $arg in
+        --refresh) REFRESH=1 ;;
+        -h | --help) sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
+        *) echo "setup.sh: unknown argument: $arg (try --help)" >&2; exit 2 ;;
+    esac
+done
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------------------------------------
+# Host tools
+
+# command (or file) -> Debian package that provides it
+declare -A HOST_TOOLS=(
+    [apt-get]=apt [apt-cache]=apt [dpkg-deb]=dpkg [modinfo]=kmod [cpio]=cpio [gzip]=gzip
+    [xz]=xz-utils [flock]=util-linux [sha256sum]=coreutils [awk]=mawk [find]=findutils
+    [od]=coreutils [timeout]=coreutils ["$KEYRING"]=debian-archive-keyring
+)
+
+# Installs the packages providing the given commands/files, only those that are missing.
+ensure_host_tools() {
+    local t missing=()
+    for t in "$@"; do
+        if [[ $t == /* ]]; then [[ -e $t ]] && continue
+        else command -v "$t" >/dev/null && continue
+        fi
+        missing+=("${HOST_TOOLS[$t]:-$t}")
+    done
+    ((${#missing[@]})) || return 0
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+    [[ $EUID -eq 0 ]] || die "missing host packages (run as root, or install them): ${missing[*]}"
+    log "installing host packages: ${missing[*]}"
+    local install=(timeout 900 apt-get install -y -q --no-install-recommends "${missing[@]}")
+    if ! DEBIAN_FRONTEND=noninteractive "${install[@]}" >&2; then
+        # A stale host index is the usual cause; refresh it once and retry.
+        timeout 600 apt-get update -q >&2 || die "apt-get update failed"
+        DEBIAN_FRONTEND=noninteractive "${install[@]}" >&2 || die "could not install ${missing[*]}"
+    fi
+}
+
+mkdir -p "$CACHE" "$DEBS" "$STAMPS" "$DIST"
+# Two runs at once would download into and replace the same files. (flock is in util-linux,
+# which Debian marks essential, so it is there before ensure_host_tools runs.)
+exec 9>"$CACHE/lock"
+flock -w 900 9 || die "another setup.sh still holds $CACHE/lock after 15 minutes"
+
+ensure_host_tools "${!HOST_TOOLS[@]}"
+
+WORK=$(mktemp -d "$CACHE/work.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+
+# ---------------------------------------------------------------------------------------------
+# Private apt state
+
+# Prints "URI SUITE" for every enabled deb source of the host (one-line and deb822 formats).
+host_apt_sources() {
+    local f
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        [[ -r $f ]] || continue
+        sed 's/#.*//' "$f" | awk '$1 == "deb" {
+            i = 2
+            if ($2 ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ }
+            if (i + 1 <= NF) print $i, $(i + 1)
+        }'
+    done
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [[ -r $f ]] || continue
+        awk 'BEGIN { RS = ""; FS = "\n" }
+        {
+            delete v; key = ""
+            for (i = 1; i <= NF; i++) {
+                line = $i
+                if (line ~ /^#/) continue
+                if (line ~ /^[ \t]/) { if (key != "") v[key] = v[key] " " line; continue }
+                c = index(line, ":"); if (!c) continue
+                key = tolower(substr(line, 1, c - 1)); v[key] = substr(line, c + 1)
+            }
+            if (tolower(v["enabled"]) ~ /no/ || v["types"] !~ /(^|[ \t])deb([ \t]|$)/) next
+            nu = split(v["uris"], u, /[ \t]+/); ns = split(v["suites"], s, /[ \t]+/)
+            for (a = 1; a <= nu; a++) for (b = 1; b <= ns; b++)
+                if (u[a] != "" && s[b] != "") print u[a], s[b]
+        }' "$f"
+    done
+}
+
+# The mirror is whatever the host's apt already uses for its own release: on these machines that
+# is the only Debian host reachable, and elsewhere it is the mirror the admin chose.
+HOST_CODENAME=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+MIRROR=${RACKBOOT_DEBIAN_MIRROR:-$(host_apt_sources | awk -v s="$HOST_CODENAME" '$2 == s { print $1; exit }')}
+SECURITY=${RACKBOOT_DEBIAN_SECURITY_MIRROR:-$(host_apt_sources | awk -v s="$HOST_CODENAME-security" '$2 == s { print $1; exit }')}
+[[ -n $MIRROR ]] || die "no Debian mirror for '$HOST_CODENAME' in /etc/apt/sources.list(.d); set RACKBOOT_DEBIAN_MIRROR"
+MIRROR=${MIRROR%/} SECURITY=${SECURITY%/}
+[[ -n $SECURITY ]] || log "no security mirror in the host's apt sources; using $MIRROR only"
+
+# apt_state NAME SUITE ARCHS: writes the private sources.list for SUITE, refreshes its indexes when
+# stale, and sets APT (options for apt-get/apt-cache) to use it.
+apt_state() {
+    local name=$1 suite=$2 archs=$3 dir=$CACHE/apt/$1
+    local opts="[arch=$archs signed-by=$KEYRING target=Packages]" list
+    list="deb $opts $MIRROR $suite main"$'\n'"deb $opts $MIRROR $suite-updates main"$'\n'
+    [[ -z $SECURITY ]] || list+="deb $opts $SECURITY $suite-security main"$'\n'
+    mkdir -p "$dir/lists/partial" "$dir/cache/archives/partial"
+    if [[ ! -f $dir/sources.list || $(<"$dir/sources.list")$'\n' != "$list" ]]; then
+        printf '%s' "$list" >"$dir/sources.list"
+        rm -f "$dir/updated"
+    fi
+    APT=(
+        -o "Dir::Etc::SourceList=$dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
+        -o "Dir::State::Lists=$dir/lists" -o "Dir::Cache=$dir/cache"
+        # Some hosts (Docker images) disable apt's binary cache; this private one saves parsing
+        # every index again on each of the dozen apt calls below.
+        -o Dir::Cache::pkgcache=pkgcache.bin -o Dir::Cache::srcpkgcache=srcpkgcache.bin
+        -o "APT::Architectures=$archs" -o Acquire::Languages=none
+        -o Acquire::Retries=3 -o Acquire::http::Timeout=30 -o Acquire::https::Timeout=30
+    )
+    if ((REFRESH)) || [[ ! -f $dir/updated ]] ||
+        [[ -n $(find "$dir/updated" -mmin +"$APT_MAX_AGE_MIN") ]]; then
+        log "refreshing $suite indexes ($archs) from $MIRROR"
+        timeout 600 apt-get -q "${APT[@]}" update >"$WORK/apt-update.log" 2>&1 ||
+            { cat "$WORK/apt-update.log" >&2; die "apt-get update for $suite failed"; }
+        # apt only warns (exit 0) when a signature or an index is missing.
+        if grep -E '^(W|E):' "$WORK/apt-update.log" >&2; then die "apt-get update for $suite was not clean"; fi
+        touch "$dir/updated"
+    fi
+}
+
+declare -A USED_DEBS=() # file names of the .debs this run used (the rest are pruned)
+SOURCES_LINES=()
+
+# fetch_deb PKG[:ARCH]: downloads the candidate .deb (a no-op when it is already there with the
+# right hash) and sets DEB to its path.
+fetch_deb() {
+    local spec=$1 fields pkg ver arch
+    fields=$(apt-cache "${APT[@]}" show --no-all-versions "$spec" 2>/dev/null |
+        awk '/^Package:/ { p = $2 } /^Version:/ { v = $2 } /^Architecture:/ { a = $2 } END { print p, v, a }')
+    read -r pkg ver arch <<<"$fields"
+    [[ -n $pkg && -n $ver && -n $arch ]] || die "no candidate for $spec"
+    DEB=$DEBS/${pkg}_${ver//:/%3a}_$arch.deb
+    # apt drops to _apt for downloads; let it write here rather than fall back to root.
+    if [[ $EUID -eq 0 ]] && id _apt >/dev/null 2>&1; then chown _apt "$DEBS"; fi
+    if [[ ! -f $DEB ]]; then log "downloading $pkg $ver ($arch)"; fi
+    local want="$pkg:$arch=$ver"
+    [[ $arch != all ]] || want="$pkg=$ver"
+    (cd "$DEBS" && timeout 900 apt-get -q "${APT[@]}" download "$want" >"$WORK/dl.log" 2>&1) ||
+        { cat "$WORK/dl.log" >&2; die "apt-get download $spec failed"; }
+    [[ -f $DEB ]] || die "apt-get download $spec did not produce $DEB"
+    USED_DEBS[${DEB##*/}]=1
+    SOURCES_LINES+=("$pkg $ver $arch")
+}
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+
+# install_file SRC DEST: replaces DEST only when its content differs, atomically, so a server
+# reading dist/ never sees a half-written file and unchanged files keep their mtime.
+install_file() {
+    local src=$1 dest=$2
+    mkdir -p "$(dirname "$dest")"
+    if [[ -f $dest ]] && cmp -s "$src" "$dest"; then return 0; fi
+    cp "$src" "$dest.tmp.$$"
+    chmod 0644 "$dest.tmp.$$"
+    mv -f "$dest.tmp.$$" "$dest"
+    log "wrote ${dest#"$HERE"/}"
+}
+
+# elf_machine FILE: the ELF e_machine field (62 = x86_64, 183 = aarch64).
+elf_machine() { od -An -j18 -N2 -tu2 --endian=little "$1" | tr -d ' '; }
+
+# unpack_module SRC DEST: writes the plain .ko (busybox insmod cannot read compressed modules).
+unpack_module() {
+    case $1 in
+        *.ko) cp "$1" "$2" ;;
+        *.ko.xz) xz -dc "$1" >"$2" ;;
+        *.ko.gz) gzip -dc "$1" >"$2" ;;
+        *.ko.zst) ensure_host_tools zstd; zstd -qdc "$1" >"$2" ;;
+        *) die "unknown module format: $1" ;;
+    esac
+}
+
+# ---------------------------------------------------------------------------------------------
+# Loaders: Debian trixie's ipxe (architecture all)
+
+apt_state "$IPXE_SUITE" "$IPXE_SUITE" amd64
+fetch_deb ipxe
+mkdir -p "$WORK/ipxe"
+dpkg-deb -x "$DEB" "$WORK/ipxe"
+for f in undionly.kpxe ipxe-amd64.efi snponly.efi ipxe-arm64.efi; do
+    [[ -f $WORK/ipxe/usr/lib/ipxe/$f ]] || die "ipxe package lacks usr/lib/ipxe/$f"
+    install_file "$WORK/ipxe/usr/lib/ipxe/$f" "$DIST/$f"
+done
+
+# ---------------------------------------------------------------------------------------------
+# The operational image, per architecture
+
+apt_state "$KERNEL_SUITE" "$KERNEL_SUITE" amd64,arm64
+
+# build_image DEBARCH DISTDIR KERNELNAME ELFMACHINE
+build_image() {
+    local debarch=$1 dir=$2 kname=$3 machine=$4
+    local kpkg kdeb bbdeb key root kver f
+
+    # The metapackage names the current ABI (linux-image-6.1.0-N-ARCH); follow it.
+    kpkg=$(apt-cache "${APT[@]}" depends "linux-image-$debarch:$debarch" 2>/dev/null |
+        sed -nE "s/^ *Depends: (linux-image-[0-9][^ :]*-$debarch)(:$debarch)?\$/\1/p" | head -n1)
+    [[ -n $kpkg ]] || die "cannot resolve linux-image-$debarch to a kernel package"
+    fetch_deb "$kpkg:$debarch"
+    kdeb=$DEB
+    fetch_deb "busybox-static:$debarch"
+    bbdeb=$DEB
+
+    # Everything the image depends on; unchanged inputs mean the outputs in dist/ are still right.
+    key=$({
+        printf '%s\n' "$debarch" "${WANT_MODULES[@]}" "$EPOCH"
+        sha "$kdeb"; sha "$bbdeb"; sha "$SELF"
+        for f in "$IMAGE"/*; do sha "$f"; done
+    } | sha256sum | cut -d' ' -f1)
+    if [[ -f $STAMPS/$dir ]] && [[ $(head -n1 "$STAMPS/$dir") == "$key" ]] &&
+        (cd "$DIST" && tail -n +2 "$STAMPS/$dir" | sha256sum -c --status 2>/dev/null); then
+        log "$dir: up to date ($kpkg)"
+        return 0
+    fi
+
+    log "$dir: building from $kpkg"
+    rm -rf "$WORK/k" "$WORK/bb" "$WORK/root"
+    mkdir -p "$WORK/k" "$WORK/bb"
+    dpkg-deb -x "$kdeb" "$WORK/k"
+    dpkg-deb -x "$bbdeb" "$WORK/bb"
+    kver=$(cd "$WORK/k/lib/modules" && ls)
+    [[ $kver != *$'\n'* && -d $WORK/k/lib/modules/$kver ]] || die "$kpkg: expected one module tree, got: $kver"
+
+    # Kernel. iPXE and UEFI boot arm64 only from a raw Image; Debian has shipped it both gzip'd
+    # and raw, so accept either and check the result.
+    local vmlinuz=$WORK/k/boot/vmlinuz-$kver
+    [[ -f $vmlinuz ]] || die "$kpkg has no boot/vmlinuz-$kver"
+    if [[ $kname == Image ]]; then
+        if [[ $(od -An -N2 -tx1 "$vmlinuz" | tr -d ' ') == 1f8b ]]; then
+            gzip -dc "$vmlinuz" >"$WORK/kernel"
+        else
+            cp "$vmlinuz" "$WORK/kernel"
+        fi
+        [[ $(od -An -j56 -N4 -c "$WORK/kernel" | tr -d ' ') == ARMd ]] || die "$kpkg: not an arm64 Image"
+    else
+        cp "$vmlinuz" "$WORK/kernel"
+        [[ $(od -An -j514 -N4 -c "$WORK/kernel" | tr -d ' ') == HdrS ]] || die "$kpkg: not a bzImage"
+    fi
+
+    # Initramfs tree.
+    root=$WORK/root
+    mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,run,tmp,root,var,etc/udhcpc}
+    mkdir -p "$root/lib/modules/$kver"
+    chmod 1777 "$root/tmp"
+    cp "$WORK/bb/bin/busybox" "$root/bin/busybox"
+    [[ $(elf_machine "$root/bin/busybox") == "$machine" ]] || die "busybox-static:$debarch is not for ELF machine $machine"
+    ln -s busybox "$root/bin/sh" # the kernel starts /init through its #!/bin/sh
+    install -m 0755 "$IMAGE/init" "$root/init"
+    install -m 0755 "$IMAGE/udhcpc.script" "$root/etc/udhcpc/default.script"
+    # The kernel opens /dev/console for init before init can mount devtmpfs; without the node,
+    # init's early output is lost (init re-opens the console after mounting devtmpfs either way).
+    if [[ $EUID -eq 0 ]]; then mknod -m 0600 "$root/dev/console" c 5 1; fi
+
+    # Modules: name -> file, and the built-in set, from the kernel's own tree.
+    local mroot=$WORK/k/lib/modules/$kver path name
+    declare -A modfile=() builtin=() seen=()
+    while IFS= read -r path; do
+        name=${path##*/}; name=${name%%.ko*}; name=${name//-/_}
+        modfile[$name]=$path
+    done < <(find "$mroot/kernel" -name '*.ko*')
+    if [[ -f $mroot/modules.builtin ]]; then
+        while IFS= read -r path; do
+            name=${path##*/}; name=${name%%.ko*}; builtin[${name//-/_}]=1
+        done <"$mroot/modules.builtin"
+    fi
+    local order=()
+    # add_module NAME: appends NAME after its dependencies (depth first, each module once).
+    add_module() {
+        local m=${1//-/_} dep deps
+        [[ -z ${seen[$m]:-} ]] || return 0
+        seen[$m]=1
+        if [[ -z ${modfile[$m]:-} ]]; then
+            [[ -n ${builtin[$m]:-} ]] || die "$kpkg has no module $m (needed for ${2:-the image})"
+            return 0
+        fi
+        unpack_module "${modfile[$m]}" "$root/lib/modules/$kver/$m.ko"
+        deps=$(modinfo -F depends "$root/lib/modules/$kver/$m.ko")
+        for dep in ${deps//,/ }; do add_module "$dep" "$m"; done
+        order+=("$m.ko")
+    }
+    for name in "${WANT_MODULES[@]}"; do
+        if [[ -n ${modfile[$name]:-} || -n ${builtin[$name]:-} ]]; then
+            add_module "$name"
+        else
+            log "$dir: $kpkg has no $name; the image will lack it"
+        fi
+    done
+    printf '%s' "${order[@]/%/$'\n'}" >"$root/lib/modules/$kver/load-order"
+    printf 'arch=%s\nkernel=%s\nkernel_package=%s %s\nmodules=%s\n' "$dir" "$kver" "$kpkg" \
+        "$(dpkg-deb -f "$kdeb" Version)" "${order[*]}" >"$root/etc/rackboot-image"
+
+    # newc cpio, fixed owners, times and inode numbers, so identical inputs give identical bytes.
+    find "$root" -mindepth 1 -exec touch -h -d "@$EPOCH" {} +
+    (cd "$root" && find . -mindepth 1 | LC_ALL=C sort |
+        cpio -o -H newc -R 0:0 --reproducible --quiet) | gzip -n -9 >"$WORK/initrd.img"
+
+    install_file "$WORK/kernel" "$DIST/$dir/$kname"
+    install_file "$WORK/initrd.img" "$DIST/$dir/initrd.img"
+    log "$dir: kernel $kver, modules: ${order[*]:-none}"
+    {
+        echo "$key"
+        (cd "$DIST" && sha256sum "$dir/$kname" "$dir/initrd.img")
+    } >"$STAMPS/$dir"
+}
+
+build_image amd64 x86_64 vmlinuz 62
+build_image arm64 arm64 Image 183
+
+# ---------------------------------------------------------------------------------------------
+# Provenance, manifest, cache pruning
+
+printf '%s\n' "# Debian packages dist/ was built from (package version architecture)" \
+    "${SOURCES_LINES[@]}" | awk '!seen[$0]++' >"$WORK/SOURCES"
+install_file "$WORK/SOURCES" "$DIST/SOURCES"
+
+OUTPUTS=(undionly.kpxe ipxe-amd64.efi snponly.efi ipxe-arm64.efi
+    x86_64/vmlinuz x86_64/initrd.img arm64/Image arm64/initrd.img SOURCES)
+(cd "$DIST" && sha256sum "${OUTPUTS[@]}") >"$WORK/MANIFEST"
+install_file "$WORK/MANIFEST" "$DIST/MANIFEST"
+
+# Keep the cache bounded: only the .debs this run used survive.
+for f in "$DEBS"/*.deb; do
+    [[ -e $f && -z ${USED_DEBS[${f##*/}]:-} ]] || continue
+    log "pruning ${f##*/}"
+    rm -f "$f"
+done
+
+extra=$(cd "$DIST" && find . -type f ! -name MANIFEST | sed 's|^\./||' | LC_ALL=C sort |
+    grep -vxF -f <(printf '%s\n' "${OUTPUTS[@]}") || true)
+[[ -z $extra ]] || log "note: dist/ also holds files setup.sh did not make: $(echo $extra)"
+
+echo "rackboot boot assets in ${DIST} ($(($(date +%s) - START)) s):"
+(cd "$DIST" && for f in "${OUTPUTS[@]}" MANIFEST; do
+    printf '  %-20s %10s  %.16s\n' "$f" "$(stat -c %s "$f")" "$(sha "$f")"
+done)
+sed -n 's/^\([^#].*\)/  from: \1/p' "$DIST/SOURCES"
