@@ -1,0 +1,290 @@
+//! Bootenvs: what a node boots, per architecture, read from
+//! `configs/bootenvs/*.toml` and validated before they are used.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::model::BootArch;
+
+/// The built-in bootenv that boots a node from its own disk.
+pub const LOCAL: &str = "local";
+
+/// How iPXE hands a node back to its own disk. Firmware differs: most BIOS
+/// and OVMF return to the next boot entry on `exit`; some UEFI boot managers
+/// only move on after a failure status (`exit 1`); some BIOSes need an
+/// explicit `sanboot` of the first disk.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Deserialize)]
+pub enum LocalMethod {
+    #[serde(rename = "exit")]
+    Exit,
+    #[serde(rename = "exit 1")]
+    ExitFailure,
+    #[serde(rename = "sanboot")]
+    Sanboot,
+}
+
+impl LocalMethod {
+    pub fn ipxe(self) -> &'static str {
+        match self {
+            LocalMethod::Exit => "exit",
+            LocalMethod::ExitFailure => "exit 1",
+            LocalMethod::Sanboot => "sanboot --no-describe --drive 0x80",
+        }
+    }
+}
+
+/// What one architecture boots in a bootenv.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ArchBoot {
+    /// Fetch a kernel and initrds (paths under the assets directory) and boot
+    /// them with a command line rendered from `cmdline`, a template.
+    Kernel {
+        kernel: String,
+        initrds: Vec<String>,
+        cmdline: String,
+    },
+    /// Boot the node's own disk.
+    Local(LocalMethod),
+}
+
+/// A named boot environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bootenv {
+    pub name: String,
+    pub description: String,
+    /// Config scripts (names in the scripts directory) the node runs after boot, in order.
+    pub scripts: Vec<String>,
+    pub arches: BTreeMap<BootArch, ArchBoot>,
+}
+
+impl Bootenv {
+    /// The built-in `local` bootenv; a `local.toml` may replace it to choose
+    /// another [`LocalMethod`] per architecture.
+    pub fn builtin_local() -> Bootenv {
+        Bootenv {
+            name: LOCAL.into(),
+            description: "boot from the node's own disk".into(),
+            scripts: Vec::new(),
+            arches: BootArch::ALL
+                .into_iter()
+                .map(|a| (a, ArchBoot::Local(LocalMethod::Exit)))
+                .collect(),
+        }
+    }
+
+    pub fn for_arch(&self, arch: BootArch) -> Option<&ArchBoot> {
+        self.arches.get(&arch)
+    }
+}
+
+/// Why a bootenv file was refused. Names the file, and the line where the
+/// parser knows it.
+#[derive(Debug, thiserror::Error)]
+pub enum BootenvError {
+    #[error("cannot read bootenv {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("bootenv {path} does not parse: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("bootenv {path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+mod raw {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Bootenv {
+        #[serde(default)]
+        pub description: String,
+        #[serde(default)]
+        pub scripts: Vec<String>,
+        #[serde(default)]
+        pub arch: BTreeMap<BootArch, Arch>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Arch {
+        pub kernel: Option<String>,
+        #[serde(default)]
+        pub initrds: Vec<String>,
+        #[serde(default)]
+        pub cmdline: String,
+        pub local: Option<LocalMethod>,
+    }
+}
+
+impl Bootenv {
+    /// Parses one bootenv file's text; `path` names it in errors and its stem names the bootenv.
+    pub fn parse(path: &Path, text: &str) -> Result<Bootenv, BootenvError> {
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let invalid = |reason: String| BootenvError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(format!(
+                "the file name `{name}` is not a valid bootenv name (letters, digits, - and _)"
+            )));
+        }
+        let raw: raw::Bootenv = toml::from_str(text).map_err(|e| BootenvError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        if raw.arch.is_empty() {
+            return Err(invalid(
+                "no [arch.*] table: say what bios, x86_64_efi or arm64_efi boot".into(),
+            ));
+        }
+        let mut arches = BTreeMap::new();
+        for (arch, a) in raw.arch {
+            let boot = match (a.kernel, a.local) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(format!(
+                        "[arch.{arch}] has both `kernel` and `local`: choose one"
+                    )));
+                }
+                (None, None) => {
+                    return Err(invalid(format!(
+                        "[arch.{arch}] needs `kernel` (and initrds, cmdline) or `local`"
+                    )));
+                }
+                (None, Some(method)) => ArchBoot::Local(method),
+                (Some(kernel), None) => {
+                    for p in std::iter::once(&kernel).chain(&a.initrds) {
+                        if !is_relative_inside(p) {
+                            return Err(invalid(format!(
+                                "[arch.{arch}] `{p}` must be a path inside assets_dir"
+                            )));
+                        }
+                    }
+                    ArchBoot::Kernel {
+                        kernel,
+                        initrds: a.initrds,
+                        cmdline: a.cmdline,
+                    }
+                }
+            };
+            arches.insert(arch, boot);
+        }
+        for s in &raw.scripts {
+            if !is_relative_inside(s) || s.contains('/') {
+                return Err(invalid(format!(
+                    "script `{s}` must be a file name in scripts_dir"
+                )));
+            }
+        }
+        Ok(Bootenv {
+            name,
+            description: raw.description,
+            scripts: raw.scripts,
+            arches,
+        })
+    }
+
+    /// Reads and parses one file.
+    pub fn load(path: &Path) -> Result<Bootenv, BootenvError> {
+        let text = std::fs::read_to_string(path).map_err(|source| BootenvError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Bootenv::parse(path, &text)
+    }
+}
+
+/// A path that stays inside the directory it is joined to.
+pub fn is_relative_inside(p: &str) -> bool {
+    !p.is_empty()
+        && !p.starts_with('/')
+        && Path::new(p)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+description = "test"
+scripts = ["a.sh"]
+[arch.x86_64_efi]
+kernel = "x86_64/vmlinuz"
+initrds = ["x86_64/initrd.img"]
+cmdline = "console=ttyS0"
+[arch.bios]
+local = "sanboot"
+"#;
+
+    #[test]
+    fn parses_kernel_and_local_arches() {
+        let b = Bootenv::parse(Path::new("/c/install.toml"), GOOD).unwrap();
+        assert_eq!(b.name, "install");
+        assert_eq!(b.scripts, ["a.sh"]);
+        assert_eq!(
+            b.for_arch(BootArch::Bios),
+            Some(&ArchBoot::Local(LocalMethod::Sanboot))
+        );
+        assert!(matches!(
+            b.for_arch(BootArch::X86_64Efi),
+            Some(ArchBoot::Kernel { .. })
+        ));
+        assert_eq!(b.for_arch(BootArch::Arm64Efi), None);
+    }
+
+    #[test]
+    fn refusals_name_the_file_and_the_problem() {
+        let cases = [
+            (GOOD.replace("kernel =", "kernal ="), "kernal"),
+            (
+                GOOD.replace("x86_64/vmlinuz", "../../etc/shadow"),
+                "inside assets_dir",
+            ),
+            (GOOD.replace("[arch.bios]", "[arch.ppc64]"), "ppc64"),
+            (GOOD.replace("\"sanboot\"", "\"reboot\""), "reboot"),
+            (
+                GOOD.replace("scripts = [\"a.sh\"]", "scripts = [\"/bin/sh\"]"),
+                "scripts_dir",
+            ),
+            ("description = \"x\"\n".to_string(), "no [arch.*]"),
+            (GOOD.replace("cmdline", "local = \"exit\"\ncmdline"), "both"),
+        ];
+        for (text, want) in cases {
+            let msg = Bootenv::parse(Path::new("/c/bad.toml"), &text)
+                .unwrap_err()
+                .to_string();
+            assert!(msg.contains("/c/bad.toml"), "{msg}");
+            assert!(msg.contains(want), "want `{want}` in: {msg}");
+        }
+    }
+
+    #[test]
+    fn parse_errors_carry_the_line() {
+        let msg = Bootenv::parse(Path::new("b.toml"), "description = \"x\"\n[arch.bios\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("line 2"), "{msg}");
+    }
+
+    #[test]
+    fn path_containment() {
+        assert!(is_relative_inside("x86_64/vmlinuz"));
+        for p in ["", "/etc/passwd", "../x", "a/../../b", "./a"] {
+            assert!(!is_relative_inside(p), "{p}");
+        }
+    }
+}

@@ -1,0 +1,463 @@
+//! The set of bootenvs and config scripts in force, with their templates
+//! compiled once, so rendering per node is cheap and can never meet a
+//! template that was not checked.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde::Serialize;
+
+use super::bootenv::{ArchBoot, Bootenv, BootenvError, LOCAL};
+use crate::model::{BootArch, Node};
+
+/// What a template may use. Anything else is an error when the file is loaded.
+#[derive(Debug, Serialize)]
+pub struct TemplateContext<'a> {
+    /// Base URL of rackboot's HTTP service as the node reaches it, no trailing slash.
+    pub server_url: &'a str,
+    pub node: NodeView<'a>,
+    /// The node's params, also reachable as `node.params`.
+    pub params: &'a BTreeMap<String, String>,
+    /// `bios`, `x86_64_efi` or `arm64_efi`.
+    pub arch: &'a str,
+}
+
+/// The node fields templates see (the token included: it reaches the node
+/// only through its own script).
+#[derive(Debug, Serialize)]
+pub struct NodeView<'a> {
+    pub mac: String,
+    pub hostname: &'a str,
+    pub ipv4: Option<String>,
+    pub labels: &'a BTreeMap<String, String>,
+    pub params: &'a BTreeMap<String, String>,
+    pub bootenv: &'a str,
+    pub token: &'a str,
+}
+
+impl<'a> TemplateContext<'a> {
+    pub fn new(server_url: &'a str, node: &'a Node, arch: BootArch) -> Self {
+        TemplateContext {
+            server_url,
+            node: NodeView {
+                mac: node.mac.to_string(),
+                hostname: &node.hostname,
+                ipv4: node.ipv4.map(|ip| ip.to_string()),
+                labels: &node.labels,
+                params: &node.params,
+                bootenv: &node.bootenv,
+                token: &node.token,
+            },
+            params: &node.params,
+            arch: arch.as_str(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error(transparent)]
+    Bootenv(#[from] BootenvError),
+    #[error("cannot read directory {path}: {source}")]
+    ReadDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read config script {path}: {source}")]
+    ReadScript {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: template does not compile: {message}")]
+    Template { path: PathBuf, message: String },
+    #[error(
+        "bootenv {path}: [arch.{arch}] {what} `{asset}` is not in the assets directory {assets} (run boot-assets/setup.sh, or fix the path)"
+    )]
+    MissingAsset {
+        path: PathBuf,
+        arch: BootArch,
+        what: &'static str,
+        asset: String,
+        assets: PathBuf,
+    },
+    #[error("bootenv {path}: config script `{script}` does not exist in {dir}")]
+    MissingScript {
+        path: PathBuf,
+        script: String,
+        dir: PathBuf,
+    },
+    #[error("the default bootenv `{0}` is not defined (add bootenvs/{0}.toml)")]
+    MissingDefault(String),
+}
+
+/// A failure to render a template for one node (e.g. a param the template
+/// uses but the node lacks).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot render {template}: {message}")]
+pub struct RenderError {
+    pub template: String,
+    pub message: String,
+}
+
+pub struct Catalog {
+    bootenvs: BTreeMap<String, Bootenv>,
+    /// Where each bootenv came from, for messages.
+    sources: BTreeMap<String, PathBuf>,
+    scripts: BTreeSet<String>,
+    env: Environment<'static>,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog")
+            .field("bootenvs", &self.bootenvs.keys().collect::<Vec<_>>())
+            .field("scripts", &self.scripts)
+            .finish()
+    }
+}
+
+fn cmdline_template(bootenv: &str, arch: BootArch) -> String {
+    format!("bootenv/{bootenv}/{arch}")
+}
+
+fn script_template(name: &str) -> String {
+    format!("script/{name}")
+}
+
+impl Catalog {
+    /// Reads every `*.toml` in `bootenvs_dir` and every file in `scripts_dir`,
+    /// and checks that each template compiles and uses only known variables,
+    /// that every asset exists under `assets_dir`, that every named script
+    /// exists, and that `default_bootenv` is defined.
+    pub fn load(
+        bootenvs_dir: &Path,
+        scripts_dir: &Path,
+        assets_dir: &Path,
+        default_bootenv: &str,
+    ) -> Result<Catalog, CatalogError> {
+        let mut bootenvs = BTreeMap::new();
+        let mut sources = BTreeMap::new();
+        bootenvs.insert(LOCAL.to_string(), Bootenv::builtin_local());
+        sources.insert(LOCAL.to_string(), PathBuf::from("(built in)"));
+        for path in sorted_files(bootenvs_dir)? {
+            if path.extension().is_some_and(|e| e == "toml") {
+                let b = Bootenv::load(&path)?;
+                sources.insert(b.name.clone(), path);
+                bootenvs.insert(b.name.clone(), b);
+            }
+        }
+        let mut scripts = BTreeMap::new();
+        if scripts_dir.exists() {
+            for path in sorted_files(scripts_dir)? {
+                let name = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default();
+                if name.starts_with('.') {
+                    continue;
+                }
+                let text =
+                    std::fs::read_to_string(&path).map_err(|source| CatalogError::ReadScript {
+                        path: path.clone(),
+                        source,
+                    })?;
+                scripts.insert(name.to_string(), (path.clone(), text));
+            }
+        }
+
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // Command lines and shell scripts are not HTML.
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        env.set_keep_trailing_newline(true);
+
+        for (name, b) in &bootenvs {
+            let path = &sources[name];
+            for (arch, boot) in &b.arches {
+                if let ArchBoot::Kernel {
+                    kernel,
+                    initrds,
+                    cmdline,
+                } = boot
+                {
+                    for (what, asset) in std::iter::once(("kernel", kernel))
+                        .chain(initrds.iter().map(|i| ("initrd", i)))
+                    {
+                        if !assets_dir.join(asset).is_file() {
+                            return Err(CatalogError::MissingAsset {
+                                path: path.clone(),
+                                arch: *arch,
+                                what,
+                                asset: asset.clone(),
+                                assets: assets_dir.to_path_buf(),
+                            });
+                        }
+                    }
+                    env.add_template_owned(cmdline_template(name, *arch), cmdline.clone())
+                        .map_err(|e| CatalogError::Template {
+                            path: path.clone(),
+                            message: format!("[arch.{arch}] cmdline: {e}"),
+                        })?;
+                }
+            }
+            for s in &b.scripts {
+                if !scripts.contains_key(s) {
+                    return Err(CatalogError::MissingScript {
+                        path: path.clone(),
+                        script: s.clone(),
+                        dir: scripts_dir.to_path_buf(),
+                    });
+                }
+            }
+        }
+        for (name, (path, text)) in &scripts {
+            env.add_template_owned(script_template(name), text.clone())
+                .map_err(|e| CatalogError::Template {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+        }
+        if !bootenvs.contains_key(default_bootenv) {
+            return Err(CatalogError::MissingDefault(default_bootenv.to_string()));
+        }
+
+        let catalog = Catalog {
+            bootenvs,
+            sources,
+            scripts: scripts.keys().cloned().collect(),
+            env,
+        };
+        catalog.check_templates(&scripts)?;
+        Ok(catalog)
+    }
+
+    /// Renders every template against a sample node, so a misspelt variable
+    /// is refused at load time instead of failing a boot.
+    fn check_templates(
+        &self,
+        scripts: &BTreeMap<String, (PathBuf, String)>,
+    ) -> Result<(), CatalogError> {
+        let sample = Node::discovered(
+            crate::model::Mac::new([0x52, 0x54, 0, 0, 0, 1]),
+            "discovery",
+            "sample-token".into(),
+            crate::model::Timestamp(0),
+        );
+        for (name, b) in &self.bootenvs {
+            for (arch, boot) in &b.arches {
+                if !matches!(boot, ArchBoot::Kernel { .. }) {
+                    continue;
+                }
+                if let Err(e) = self.render_cmdline(
+                    name,
+                    *arch,
+                    &TemplateContext::new("http://192.0.2.1", &sample, *arch),
+                ) {
+                    return Err(CatalogError::Template {
+                        path: self.sources[name].clone(),
+                        message: format!("[arch.{arch}] cmdline: {}", e.message),
+                    });
+                }
+            }
+        }
+        for (name, (path, _)) in scripts {
+            let ctx = TemplateContext::new("http://192.0.2.1", &sample, BootArch::X86_64Efi);
+            if let Err(e) = self.render_script(name, &ctx) {
+                return Err(CatalogError::Template {
+                    path: path.clone(),
+                    message: e.message,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Bootenv> {
+        self.bootenvs.get(name)
+    }
+
+    pub fn bootenvs(&self) -> impl Iterator<Item = &Bootenv> {
+        self.bootenvs.values()
+    }
+
+    pub fn has_script(&self, name: &str) -> bool {
+        self.scripts.contains(name)
+    }
+
+    /// The kernel command line of `bootenv` on `arch` for one node.
+    pub fn render_cmdline(
+        &self,
+        bootenv: &str,
+        arch: BootArch,
+        ctx: &TemplateContext<'_>,
+    ) -> Result<String, RenderError> {
+        self.render(&cmdline_template(bootenv, arch), ctx)
+            .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+    }
+
+    /// One config script for one node.
+    pub fn render_script(
+        &self,
+        name: &str,
+        ctx: &TemplateContext<'_>,
+    ) -> Result<String, RenderError> {
+        self.render(&script_template(name), ctx)
+    }
+
+    fn render(&self, template: &str, ctx: &TemplateContext<'_>) -> Result<String, RenderError> {
+        let err = |e: minijinja::Error| RenderError {
+            template: template.to_string(),
+            message: match e.detail() {
+                Some(d) => format!("{} ({d})", e.kind()),
+                None => e.to_string(),
+            },
+        };
+        self.env
+            .get_template(template)
+            .map_err(err)?
+            .render(ctx)
+            .map_err(err)
+    }
+}
+
+fn sorted_files(dir: &Path) -> Result<Vec<PathBuf>, CatalogError> {
+    let read_err = |source| CatalogError::ReadDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(read_err)? {
+        let path = entry.map_err(read_err)?.path();
+        if path.is_file() {
+            out.push(path);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            for d in ["bootenvs", "scripts", "assets/x86_64"] {
+                std::fs::create_dir_all(dir.path().join(d)).unwrap();
+            }
+            std::fs::write(dir.path().join("assets/x86_64/vmlinuz"), b"k").unwrap();
+            std::fs::write(dir.path().join("assets/x86_64/initrd.img"), b"i").unwrap();
+            std::fs::write(
+                dir.path().join("scripts/hello.sh"),
+                "echo {{ node.hostname }} {{ params.role | default('none') }}\n",
+            )
+            .unwrap();
+            let f = Fixture { dir };
+            f.bootenv(
+                "discovery",
+                r#"scripts = ["hello.sh"]
+[arch.x86_64_efi]
+kernel = "x86_64/vmlinuz"
+initrds = ["x86_64/initrd.img"]
+cmdline = "console=ttyS0  rackboot.url={{ server_url }} rackboot.mac={{ node.mac }}"
+"#,
+            );
+            f
+        }
+
+        fn bootenv(&self, name: &str, text: &str) {
+            std::fs::write(self.dir.path().join(format!("bootenvs/{name}.toml")), text).unwrap();
+        }
+
+        fn load(&self) -> Result<Catalog, CatalogError> {
+            let p = self.dir.path();
+            Catalog::load(
+                &p.join("bootenvs"),
+                &p.join("scripts"),
+                &p.join("assets"),
+                "discovery",
+            )
+        }
+    }
+
+    fn node() -> Node {
+        Node::discovered(
+            "52:54:00:aa:bb:cc".parse().unwrap(),
+            "discovery",
+            "tok".into(),
+            crate::model::Timestamp(0),
+        )
+    }
+
+    #[test]
+    fn renders_cmdline_and_script_for_a_node() {
+        let c = Fixture::new().load().unwrap();
+        let n = node();
+        let ctx = TemplateContext::new("http://10.0.0.1", &n, BootArch::X86_64Efi);
+        assert_eq!(
+            c.render_cmdline("discovery", BootArch::X86_64Efi, &ctx)
+                .unwrap(),
+            "console=ttyS0 rackboot.url=http://10.0.0.1 rackboot.mac=52:54:00:aa:bb:cc"
+        );
+        assert_eq!(
+            c.render_script("hello.sh", &ctx).unwrap(),
+            "echo node-525400aabbcc none\n"
+        );
+        assert!(c.get("local").is_some(), "local is built in");
+    }
+
+    #[test]
+    fn unknown_template_variable_is_refused_at_load() {
+        let f = Fixture::new();
+        f.bootenv(
+            "typo",
+            "[arch.bios]\nkernel = \"x86_64/vmlinuz\"\ncmdline = \"x={{ nod.mac }}\"\n",
+        );
+        let msg = f.load().unwrap_err().to_string();
+        assert!(
+            msg.contains("typo.toml") && msg.contains("undefined"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn missing_kernel_and_missing_script_are_refused() {
+        let f = Fixture::new();
+        f.bootenv("k", "[arch.bios]\nkernel = \"x86_64/nope\"\n");
+        let msg = f.load().unwrap_err().to_string();
+        assert!(
+            msg.contains("k.toml") && msg.contains("x86_64/nope"),
+            "{msg}"
+        );
+
+        let f = Fixture::new();
+        f.bootenv(
+            "s",
+            "scripts = [\"gone.sh\"]\n[arch.bios]\nlocal = \"exit\"\n",
+        );
+        let msg = f.load().unwrap_err().to_string();
+        assert!(msg.contains("s.toml") && msg.contains("gone.sh"), "{msg}");
+    }
+
+    #[test]
+    fn a_missing_default_bootenv_is_named() {
+        let f = Fixture::new();
+        std::fs::remove_file(f.dir.path().join("bootenvs/discovery.toml")).unwrap();
+        let p = f.dir.path();
+        let msg = Catalog::load(
+            &p.join("bootenvs"),
+            &p.join("scripts"),
+            &p.join("assets"),
+            "discovery",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(msg.contains("discovery"), "{msg}");
+    }
+}

@@ -1,0 +1,181 @@
+//! What a booting client is handed by DHCP: a loader, its script, or nothing.
+
+use crate::config::LoaderMap;
+use crate::model::{BootArch, ClientInfo};
+
+/// The boot part of a DHCP answer. Addresses are the lease module's business.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Fetch this first-stage loader (a path under the assets directory) by TFTP.
+    Loader { path: String, arch: BootArch },
+    /// UEFI HTTP boot: fetch the loader from this URL.
+    HttpLoader { url: String, arch: BootArch },
+    /// The client already runs iPXE: fetch its per-MAC script. Handing a
+    /// loader again here would make iPXE chainload itself forever.
+    Script { url: String, arch: BootArch },
+    /// An address, but nothing to boot (not a network-boot client).
+    AddressOnly,
+    /// Do not answer at all.
+    Ignore { reason: String },
+}
+
+/// Where nodes reach rackboot.
+#[derive(Debug, Clone)]
+pub struct Urls {
+    /// `http://<address>[:port]`, no trailing slash.
+    pub http_base: String,
+}
+
+impl Urls {
+    pub fn script(&self, mac: &crate::model::Mac) -> String {
+        format!("{}/boot/{mac}.ipxe", self.http_base)
+    }
+    pub fn asset(&self, path: &str) -> String {
+        format!("{}/assets/{path}", self.http_base)
+    }
+}
+
+/// Decides what `client` boots next. Pure: the same inputs give the same
+/// answer, so DISCOVER and REQUEST agree and it can be called on every packet.
+pub fn decide(client: &ClientInfo, loaders: &LoaderMap, urls: &Urls) -> Decision {
+    if !client.is_pxe() {
+        return Decision::AddressOnly;
+    }
+    let Some(code) = client.arch else {
+        // iPXE always sends option 93, and so does every PXE ROM that follows
+        // the PXE 2.1 spec; without it the loader cannot be chosen.
+        return Decision::Ignore {
+            reason: "PXE client without an architecture (option 93)".into(),
+        };
+    };
+    let Some(arch) = code.boot_arch() else {
+        return Decision::Ignore {
+            reason: format!("unsupported client architecture {code}"),
+        };
+    };
+    if client.is_ipxe {
+        return Decision::Script {
+            url: urls.script(&client.mac),
+            arch,
+        };
+    }
+    let loader = match arch {
+        BootArch::Bios => &loaders.bios,
+        BootArch::X86_64Efi => &loaders.x86_64_efi,
+        BootArch::Arm64Efi => &loaders.arm64_efi,
+    };
+    if code.is_http_boot() || client.is_http_client() {
+        return Decision::HttpLoader {
+            url: urls.asset(loader),
+            arch,
+        };
+    }
+    Decision::Loader {
+        path: loader.clone(),
+        arch,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ClientArch;
+
+    fn loaders() -> LoaderMap {
+        LoaderMap {
+            bios: "undionly.kpxe".into(),
+            x86_64_efi: "ipxe-amd64.efi".into(),
+            arm64_efi: "ipxe-arm64.efi".into(),
+        }
+    }
+
+    fn client(arch: Option<u16>, vendor: Option<&str>, ipxe: bool) -> ClientInfo {
+        ClientInfo {
+            mac: "52:54:00:00:00:01".parse().unwrap(),
+            arch: arch.map(ClientArch),
+            vendor_class: vendor.map(str::to_string),
+            user_class: ipxe.then(|| "iPXE".to_string()),
+            is_ipxe: ipxe,
+            relay: None,
+        }
+    }
+
+    #[test]
+    fn decision_table() {
+        let urls = Urls {
+            http_base: "http://10.0.0.1".into(),
+        };
+        let script = |arch| Decision::Script {
+            url: "http://10.0.0.1/boot/52:54:00:00:00:01.ipxe".into(),
+            arch,
+        };
+        let loader = |p: &str, arch| Decision::Loader {
+            path: p.into(),
+            arch,
+        };
+        let pxe = Some("PXEClient:Arch:00000:UNDI:002001");
+        let table = [
+            (
+                client(Some(0), pxe, false),
+                loader("undionly.kpxe", BootArch::Bios),
+            ),
+            (
+                client(Some(7), pxe, false),
+                loader("ipxe-amd64.efi", BootArch::X86_64Efi),
+            ),
+            (
+                client(Some(9), pxe, false),
+                loader("ipxe-amd64.efi", BootArch::X86_64Efi),
+            ),
+            (
+                client(Some(11), pxe, false),
+                loader("ipxe-arm64.efi", BootArch::Arm64Efi),
+            ),
+            (client(Some(0), pxe, true), script(BootArch::Bios)),
+            (client(Some(7), pxe, true), script(BootArch::X86_64Efi)),
+            (client(Some(11), None, true), script(BootArch::Arm64Efi)),
+            (
+                client(Some(16), Some("HTTPClient:Arch:00016"), false),
+                Decision::HttpLoader {
+                    url: "http://10.0.0.1/assets/ipxe-amd64.efi".into(),
+                    arch: BootArch::X86_64Efi,
+                },
+            ),
+            (
+                client(Some(19), Some("HTTPClient:Arch:00019"), false),
+                Decision::HttpLoader {
+                    url: "http://10.0.0.1/assets/ipxe-arm64.efi".into(),
+                    arch: BootArch::Arm64Efi,
+                },
+            ),
+            (client(None, None, false), Decision::AddressOnly),
+            (client(None, Some("MSFT 5.0"), false), Decision::AddressOnly),
+        ];
+        for (c, want) in table {
+            assert_eq!(decide(&c, &loaders(), &urls), want, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn unsupported_architectures_are_ignored_with_a_reason() {
+        let urls = Urls {
+            http_base: "http://10.0.0.1".into(),
+        };
+        for code in [1, 2, 6, 10, 12, 22, 25, 27, 39, 41, 999] {
+            for ipxe in [false, true] {
+                match decide(
+                    &client(Some(code), Some("PXEClient"), ipxe),
+                    &loaders(),
+                    &urls,
+                ) {
+                    Decision::Ignore { reason } => assert!(reason.contains(&code.to_string())),
+                    other => panic!("{code}: {other:?}"),
+                }
+            }
+        }
+        assert!(matches!(
+            decide(&client(None, Some("PXEClient"), false), &loaders(), &urls),
+            Decision::Ignore { .. }
+        ));
+    }
+}

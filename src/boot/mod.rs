@@ -1,0 +1,16 @@
+//! Boot policy: which client gets what, and what a node's script says.
+//!
+//! Pure functions over plain data: no sockets, no store, no clock. The
+//! protocol modules ask; this module answers.
+
+pub mod bootenv;
+pub mod catalog;
+pub mod decide;
+pub mod lifecycle;
+pub mod script;
+
+pub use bootenv::{ArchBoot, Bootenv, LocalMethod};
+pub use catalog::{Catalog, CatalogError, TemplateContext};
+pub use decide::{Decision, Urls, decide};
+pub use lifecycle::{Progress, next_state};
+pub use script::{RenderedScript, ScriptError, render_ipxe};

@@ -1,0 +1,217 @@
+//! Renders the iPXE script a node fetches after its loader is running.
+
+use std::fmt::Write;
+
+use super::bootenv::ArchBoot;
+use super::catalog::{Catalog, RenderError, TemplateContext};
+use crate::model::{BootArch, Node};
+
+/// Why no script can be rendered for a node.
+#[derive(Debug, thiserror::Error)]
+pub enum ScriptError {
+    #[error("node {mac}: bootenv `{bootenv}` does not exist")]
+    UnknownBootenv { mac: String, bootenv: String },
+    #[error("node {mac}: bootenv `{bootenv}` has nothing for architecture {arch}")]
+    NoArch {
+        mac: String,
+        bootenv: String,
+        arch: BootArch,
+    },
+    #[error("node {mac}: {source}")]
+    Render {
+        mac: String,
+        #[source]
+        source: RenderError,
+    },
+}
+
+/// What the script makes the node fetch, for the timeline and for tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedScript {
+    pub text: String,
+    /// The bootenv actually rendered.
+    pub bootenv: String,
+    /// `None` for a local boot.
+    pub kernel: Option<String>,
+}
+
+/// The iPXE script that boots `node` on `arch` into `bootenv`.
+///
+/// Asset URLs carry the MAC so rackboot can put each fetch on the right
+/// timeline even when it did not hand out the address (proxyDHCP, relays).
+pub fn render_ipxe(
+    catalog: &Catalog,
+    node: &Node,
+    bootenv: &str,
+    arch: BootArch,
+    server_url: &str,
+) -> Result<RenderedScript, ScriptError> {
+    let mac = node.mac.to_string();
+    let b = catalog
+        .get(bootenv)
+        .ok_or_else(|| ScriptError::UnknownBootenv {
+            mac: mac.clone(),
+            bootenv: bootenv.to_string(),
+        })?;
+    let boot = b.for_arch(arch).ok_or_else(|| ScriptError::NoArch {
+        mac: mac.clone(),
+        bootenv: bootenv.to_string(),
+        arch,
+    })?;
+    let mut s = String::with_capacity(512);
+    let _ = writeln!(s, "#!ipxe");
+    let _ = writeln!(s, "# rackboot: node {mac}, bootenv {bootenv}, arch {arch}");
+    match boot {
+        ArchBoot::Local(method) => {
+            let _ = writeln!(s, "echo rackboot: {mac} boots from its local disk");
+            let _ = writeln!(s, "{}", method.ipxe());
+            Ok(RenderedScript {
+                text: s,
+                bootenv: bootenv.to_string(),
+                kernel: None,
+            })
+        }
+        ArchBoot::Kernel {
+            kernel, initrds, ..
+        } => {
+            let ctx = TemplateContext::new(server_url, node, arch);
+            let args = catalog
+                .render_cmdline(bootenv, arch, &ctx)
+                .map_err(|source| ScriptError::Render {
+                    mac: mac.clone(),
+                    source,
+                })?;
+            // The Linux EFI stub loads initrds by the name given in `initrd=`,
+            // which must equal the name iPXE registered the image under; BIOS
+            // kernels ignore the argument. Naming them explicitly makes both work.
+            let names: Vec<String> = (0..initrds.len()).map(|i| format!("initrd{i}")).collect();
+            let mut kernel_args = String::new();
+            for n in &names {
+                let _ = write!(kernel_args, " initrd={n}");
+            }
+            if !args.is_empty() {
+                kernel_args.push(' ');
+                kernel_args.push_str(&args);
+            }
+            let asset = |p: &str| format!("{server_url}/assets/{p}?mac={mac}");
+            // A busy server must slow a boot down, not fail it: retry the
+            // whole fetch after a pause instead of dropping to a shell.
+            let _ = writeln!(s, ":fetch");
+            let _ = writeln!(
+                s,
+                "kernel --name kernel {}{kernel_args} || goto retry",
+                asset(kernel)
+            );
+            for (i, initrd) in initrds.iter().enumerate() {
+                let _ = writeln!(
+                    s,
+                    "initrd --name {} {} || goto retry",
+                    names[i],
+                    asset(initrd)
+                );
+            }
+            let _ = writeln!(s, "boot || goto retry");
+            let _ = writeln!(s, ":retry");
+            let _ = writeln!(s, "echo rackboot: fetch failed, retrying in 5 seconds");
+            let _ = writeln!(s, "imgfree");
+            let _ = writeln!(s, "sleep 5");
+            let _ = writeln!(s, "goto fetch");
+            Ok(RenderedScript {
+                text: s,
+                bootenv: bootenv.to_string(),
+                kernel: Some(kernel.clone()),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Timestamp;
+
+    fn fixture() -> (tempfile::TempDir, Catalog) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        for d in ["bootenvs", "scripts", "assets/arm64"] {
+            std::fs::create_dir_all(p.join(d)).unwrap();
+        }
+        std::fs::write(p.join("assets/arm64/Image"), b"k").unwrap();
+        std::fs::write(p.join("assets/arm64/initrd.img"), b"i").unwrap();
+        std::fs::write(
+            p.join("bootenvs/discovery.toml"),
+            r#"[arch.arm64_efi]
+kernel = "arm64/Image"
+initrds = ["arm64/initrd.img"]
+cmdline = "console=ttyAMA0 rackboot.url={{ server_url }} rackboot.token={{ node.token }}"
+"#,
+        )
+        .unwrap();
+        let c = Catalog::load(
+            &p.join("bootenvs"),
+            &p.join("scripts"),
+            &p.join("assets"),
+            "discovery",
+        )
+        .unwrap();
+        (dir, c)
+    }
+
+    fn node() -> Node {
+        Node::discovered(
+            "52:54:00:aa:bb:cc".parse().unwrap(),
+            "discovery",
+            "tok".into(),
+            Timestamp(0),
+        )
+    }
+
+    #[test]
+    fn kernel_boot_script_matches_golden() {
+        let (_d, c) = fixture();
+        let s = render_ipxe(
+            &c,
+            &node(),
+            "discovery",
+            BootArch::Arm64Efi,
+            "http://10.0.0.1",
+        )
+        .unwrap();
+        let golden = "\
+#!ipxe
+# rackboot: node 52:54:00:aa:bb:cc, bootenv discovery, arch arm64_efi
+:fetch
+kernel --name kernel http://10.0.0.1/assets/arm64/Image?mac=52:54:00:aa:bb:cc initrd=initrd0 console=ttyAMA0 rackboot.url=http://10.0.0.1 rackboot.token=tok || goto retry
+initrd --name initrd0 http://10.0.0.1/assets/arm64/initrd.img?mac=52:54:00:aa:bb:cc || goto retry
+boot || goto retry
+:retry
+echo rackboot: fetch failed, retrying in 5 seconds
+imgfree
+sleep 5
+goto fetch
+";
+        assert_eq!(s.text, golden);
+        assert_eq!(s.kernel.as_deref(), Some("arm64/Image"));
+    }
+
+    #[test]
+    fn local_bootenv_exits_to_the_disk() {
+        let (_d, c) = fixture();
+        let s = render_ipxe(&c, &node(), "local", BootArch::Bios, "http://10.0.0.1").unwrap();
+        assert!(
+            s.text.ends_with("boots from its local disk\nexit\n"),
+            "{}",
+            s.text
+        );
+        assert_eq!(s.kernel, None);
+    }
+
+    #[test]
+    fn missing_bootenv_or_arch_is_an_error_naming_the_node() {
+        let (_d, c) = fixture();
+        let e = render_ipxe(&c, &node(), "nope", BootArch::Bios, "http://x").unwrap_err();
+        assert!(e.to_string().contains("52:54:00:aa:bb:cc") && e.to_string().contains("nope"));
+        let e = render_ipxe(&c, &node(), "discovery", BootArch::Bios, "http://x").unwrap_err();
+        assert!(matches!(e, ScriptError::NoArch { .. }), "{e}");
+    }
+}

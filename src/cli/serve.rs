@@ -1,0 +1,64 @@
+//! `rackboot serve` and `rackboot check`.
+
+use std::path::Path;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::boot::Catalog;
+use crate::config::Config;
+
+pub fn serve(path: &Path) -> anyhow::Result<()> {
+    let cfg = Config::load(path)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let cancel = CancellationToken::new();
+        let on_signal = cancel.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                tracing::error!("cannot install signal handlers");
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            }
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+            on_signal.cancel();
+        });
+        crate::service::run(cfg, cancel, || {
+            // Type=notify: systemd considers rackboot started only now, with every socket bound.
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        })
+        .await
+    })?;
+    Ok(())
+}
+
+pub fn check(path: &Path) -> anyhow::Result<()> {
+    let cfg = Config::load(path)?;
+    let catalog = Catalog::load(
+        &cfg.bootenvs_dir,
+        &cfg.scripts_dir,
+        &cfg.assets_dir,
+        &cfg.default_bootenv,
+    )?;
+    println!("{}: ok", cfg.path.display());
+    for b in catalog.bootenvs() {
+        let arches: Vec<&str> = b.arches.keys().map(|a| a.as_str()).collect();
+        println!(
+            "bootenv {}: {} ({})",
+            b.name,
+            arches.join(", "),
+            b.description
+        );
+    }
+    Ok(())
+}

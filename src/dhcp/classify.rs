@@ -1,0 +1,195 @@
+//! Turns a DHCP packet into plain data: who is asking, for what, and what
+//! kind of boot client it is.
+
+use std::net::Ipv4Addr;
+
+use dhcproto::v4::{DhcpOption, HType, Message, MessageType, Opcode, OptionCode};
+
+use crate::model::{ClientArch, ClientInfo, Mac};
+
+/// iPXE's own encapsulated options (feature flags, bus id, ...). Only iPXE sends it.
+pub const OPTION_IPXE_ENCAP: u8 = 175;
+
+/// A client request rackboot may answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub kind: MessageType,
+    pub client: ClientInfo,
+    pub xid: u32,
+    pub ciaddr: Ipv4Addr,
+    /// Option 50.
+    pub requested_ip: Option<Ipv4Addr>,
+    /// Option 54: the server the client chose (REQUEST in SELECTING state).
+    pub server_id: Option<Ipv4Addr>,
+    pub broadcast: bool,
+}
+
+/// Why a packet is not answered. Logged, never fatal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unanswerable {
+    #[error("not a BOOTREQUEST")]
+    NotRequest,
+    #[error("hardware type {0:?} is not Ethernet")]
+    NotEthernet(HType),
+    #[error("no DHCP message type (option 53): BOOTP is not served")]
+    NoMessageType,
+    #[error("message type {0:?} is not one a client sends to a server")]
+    WrongType(MessageType),
+}
+
+pub fn classify(msg: &Message) -> Result<Request, Unanswerable> {
+    if msg.opcode() != Opcode::BootRequest {
+        return Err(Unanswerable::NotRequest);
+    }
+    if msg.htype() != HType::Eth || msg.chaddr().len() < 6 {
+        return Err(Unanswerable::NotEthernet(msg.htype()));
+    }
+    let kind = msg.opts().msg_type().ok_or(Unanswerable::NoMessageType)?;
+    match kind {
+        MessageType::Discover
+        | MessageType::Request
+        | MessageType::Release
+        | MessageType::Decline
+        | MessageType::Inform => {}
+        other => return Err(Unanswerable::WrongType(other)),
+    }
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&msg.chaddr()[..6]);
+    let opts = msg.opts();
+
+    let arch = match opts.get(OptionCode::ClientSystemArchitecture) {
+        Some(DhcpOption::ClientSystemArchitecture(a)) => Some(ClientArch(u16::from(*a))),
+        _ => None,
+    };
+    let vendor_class = match opts.get(OptionCode::ClassIdentifier) {
+        Some(DhcpOption::ClassIdentifier(v)) => Some(String::from_utf8_lossy(v).into_owned()),
+        _ => None,
+    };
+    let user_class = match opts.get(OptionCode::UserClass) {
+        Some(DhcpOption::UserClass(v)) => Some(user_class_text(v)),
+        _ => None,
+    };
+    let is_ipxe = user_class.as_deref() == Some("iPXE")
+        || opts.get(OptionCode::from(OPTION_IPXE_ENCAP)).is_some();
+    let giaddr = msg.giaddr();
+    Ok(Request {
+        kind,
+        client: ClientInfo {
+            mac: Mac::new(mac),
+            arch,
+            vendor_class,
+            user_class,
+            is_ipxe,
+            relay: (!giaddr.is_unspecified()).then_some(giaddr),
+        },
+        xid: msg.xid(),
+        ciaddr: msg.ciaddr(),
+        requested_ip: match opts.get(OptionCode::RequestedIpAddress) {
+            Some(DhcpOption::RequestedIpAddress(ip)) => Some(*ip),
+            _ => None,
+        },
+        server_id: match opts.get(OptionCode::ServerIdentifier) {
+            Some(DhcpOption::ServerIdentifier(ip)) => Some(*ip),
+            _ => None,
+        },
+        broadcast: msg.flags().broadcast(),
+    })
+}
+
+/// Option 77 per RFC 3004 is a list of length-prefixed strings, but iPXE
+/// (and most PXE ROMs) send one bare string. Accept both.
+fn user_class_text(raw: &[u8]) -> String {
+    if let Some((&len, rest)) = raw.split_first() {
+        if len as usize == rest.len() && !rest.is_empty() {
+            return String::from_utf8_lossy(rest).into_owned();
+        }
+    }
+    String::from_utf8_lossy(raw).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dhcproto::v4::{Architecture, Flags, UnknownOption};
+
+    pub(crate) fn packet(kind: MessageType) -> Message {
+        let mut m = Message::new_with_id(
+            7,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            &[0x52, 0x54, 0, 0x12, 0x34, 0x56],
+        );
+        m.opts_mut().insert(DhcpOption::MessageType(kind));
+        m
+    }
+
+    #[test]
+    fn firmware_pxe_discover() {
+        let mut m = packet(MessageType::Discover);
+        m.set_flags(Flags::default().set_broadcast());
+        m.opts_mut()
+            .insert(DhcpOption::ClientSystemArchitecture(Architecture::from(7)));
+        m.opts_mut().insert(DhcpOption::ClassIdentifier(
+            b"PXEClient:Arch:00007:UNDI:003000".to_vec(),
+        ));
+        let r = classify(&m).unwrap();
+        assert_eq!(r.kind, MessageType::Discover);
+        assert_eq!(r.client.mac.to_string(), "52:54:00:12:34:56");
+        assert_eq!(r.client.arch, Some(ClientArch(7)));
+        assert!(!r.client.is_ipxe && r.client.is_pxe() && r.broadcast);
+    }
+
+    #[test]
+    fn ipxe_is_recognised_by_user_class_or_option_175() {
+        let mut m = packet(MessageType::Request);
+        m.opts_mut().insert(DhcpOption::UserClass(b"iPXE".to_vec()));
+        assert!(classify(&m).unwrap().client.is_ipxe);
+
+        let mut m = packet(MessageType::Request);
+        m.opts_mut()
+            .insert(DhcpOption::UserClass(b"\x04iPXE".to_vec()));
+        assert!(classify(&m).unwrap().client.is_ipxe, "RFC 3004 framing");
+
+        let mut m = packet(MessageType::Discover);
+        m.opts_mut().insert(DhcpOption::Unknown(UnknownOption::new(
+            OptionCode::from(OPTION_IPXE_ENCAP),
+            vec![0x13, 0x01, 0x01],
+        )));
+        assert!(classify(&m).unwrap().client.is_ipxe);
+
+        let mut m = packet(MessageType::Discover);
+        m.opts_mut()
+            .insert(DhcpOption::UserClass(b"Other".to_vec()));
+        assert!(!classify(&m).unwrap().client.is_ipxe);
+    }
+
+    #[test]
+    fn refuses_what_a_server_must_not_answer() {
+        let mut m = packet(MessageType::Offer);
+        assert_eq!(
+            classify(&m),
+            Err(Unanswerable::WrongType(MessageType::Offer))
+        );
+        m.set_opcode(Opcode::BootReply);
+        assert_eq!(classify(&m), Err(Unanswerable::NotRequest));
+        let mut m = packet(MessageType::Discover);
+        m.opts_mut().remove(OptionCode::MessageType);
+        assert_eq!(classify(&m), Err(Unanswerable::NoMessageType));
+    }
+
+    #[test]
+    fn relay_and_requested_address_are_kept() {
+        let mut m = packet(MessageType::Request);
+        m.set_giaddr(Ipv4Addr::new(10, 1, 0, 1));
+        m.opts_mut()
+            .insert(DhcpOption::RequestedIpAddress(Ipv4Addr::new(10, 1, 0, 50)));
+        m.opts_mut()
+            .insert(DhcpOption::ServerIdentifier(Ipv4Addr::new(10, 1, 0, 2)));
+        let r = classify(&m).unwrap();
+        assert_eq!(r.client.relay, Some(Ipv4Addr::new(10, 1, 0, 1)));
+        assert_eq!(r.requested_ip, Some(Ipv4Addr::new(10, 1, 0, 50)));
+        assert_eq!(r.server_id, Some(Ipv4Addr::new(10, 1, 0, 2)));
+    }
+}

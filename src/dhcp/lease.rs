@@ -1,0 +1,271 @@
+//! Lease decisions of RFC 2131 §4.3 on top of the store: which address a
+//! client is offered, and whether a REQUEST is acknowledged.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use super::classify::Request;
+use crate::model::{Lease, LeaseState, Mac, Timestamp};
+use crate::store::{LeaseRequest, Store, StoreError};
+
+/// How long an offered address is held for the client's REQUEST.
+pub const OFFER_HOLD_SECS: u64 = 60;
+
+#[derive(Debug, Clone)]
+pub struct Pool {
+    pub subnet: Ipv4Net,
+    pub range: (Ipv4Addr, Ipv4Addr),
+    pub lease_seconds: u32,
+    pub server_ip: Ipv4Addr,
+}
+
+/// The answer to a DHCPREQUEST.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Ack(Lease),
+    Nak(String),
+    /// Not for us (the client chose another server): say nothing.
+    Silent(String),
+}
+
+/// The address to offer `mac`: its live lease if it has one, else a new one
+/// held for [`OFFER_HOLD_SECS`]. `None` when the pool is exhausted.
+pub async fn offer(
+    store: &dyn Store,
+    pool: &Pool,
+    mac: Mac,
+    fixed: Option<Ipv4Addr>,
+    wanted: Option<Ipv4Addr>,
+    now: Timestamp,
+) -> Result<Option<Lease>, StoreError> {
+    if let Some(l) = store.lease_of(mac).await? {
+        let keeps =
+            l.state == LeaseState::Bound && l.is_live(now) && fixed.is_none_or(|f| f == l.ip);
+        if keeps {
+            return Ok(Some(l));
+        }
+    }
+    store
+        .allocate(&LeaseRequest {
+            mac,
+            range: pool.range,
+            fixed,
+            wanted,
+            state: LeaseState::Offered,
+            expires: now.plus_secs(OFFER_HOLD_SECS),
+            now,
+        })
+        .await
+}
+
+/// Decides a DHCPREQUEST in any of its RFC 2131 states: SELECTING (server
+/// identifier present), INIT-REBOOT (requested address, no ciaddr), RENEWING
+/// and REBINDING (ciaddr set).
+pub async fn request(
+    store: &dyn Store,
+    pool: &Pool,
+    req: &Request,
+    fixed: Option<Ipv4Addr>,
+    now: Timestamp,
+) -> Result<Outcome, StoreError> {
+    let mac = req.client.mac;
+    if let Some(sid) = req.server_id {
+        if sid != pool.server_ip {
+            // The client took another server's offer: free what we held.
+            if let Some(l) = store.lease_of(mac).await? {
+                if l.state == LeaseState::Offered {
+                    store.release(mac, l.ip).await?;
+                }
+            }
+            return Ok(Outcome::Silent(format!("client chose server {sid}")));
+        }
+    }
+    let asked = match (req.requested_ip, req.ciaddr.is_unspecified()) {
+        (Some(ip), _) => ip,
+        (None, false) => req.ciaddr,
+        (None, true) => return Ok(Outcome::Nak("REQUEST names no address".into())),
+    };
+    if !pool.subnet.contains(&asked) {
+        return Ok(Outcome::Nak(format!("{asked} is not on this network")));
+    }
+    if let Some(f) = fixed {
+        if f != asked {
+            return Ok(Outcome::Nak(format!(
+                "this node's address is {f}, not {asked}"
+            )));
+        }
+    }
+    let lease = store
+        .allocate(&LeaseRequest {
+            mac,
+            range: pool.range,
+            fixed,
+            wanted: Some(asked),
+            state: LeaseState::Bound,
+            expires: now.plus_secs(u64::from(pool.lease_seconds)),
+            now,
+        })
+        .await?;
+    Ok(match lease {
+        Some(l) if l.ip == asked => Outcome::Ack(l),
+        Some(l) => Outcome::Nak(format!("{asked} is not available; {} is", l.ip)),
+        None => Outcome::Nak(format!(
+            "{asked} is not available and the pool is exhausted"
+        )),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ClientArch, ClientInfo};
+    use crate::store::SqliteStore;
+    use dhcproto::v4::MessageType;
+
+    fn pool() -> Pool {
+        Pool {
+            subnet: "10.0.0.0/24".parse().unwrap(),
+            range: ("10.0.0.10".parse().unwrap(), "10.0.0.20".parse().unwrap()),
+            lease_seconds: 3600,
+            server_ip: "10.0.0.1".parse().unwrap(),
+        }
+    }
+
+    fn mac(n: u8) -> Mac {
+        Mac::new([2, 0, 0, 0, 0, n])
+    }
+
+    fn req(m: Mac, requested: Option<&str>, server: Option<&str>, ciaddr: &str) -> Request {
+        Request {
+            kind: MessageType::Request,
+            client: ClientInfo {
+                mac: m,
+                arch: Some(ClientArch(7)),
+                vendor_class: None,
+                user_class: None,
+                is_ipxe: false,
+                relay: None,
+            },
+            xid: 1,
+            ciaddr: ciaddr.parse().unwrap(),
+            requested_ip: requested.map(|s| s.parse().unwrap()),
+            server_id: server.map(|s| s.parse().unwrap()),
+            broadcast: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn rfc2131_request_states() {
+        let s = SqliteStore::in_memory().await.unwrap();
+        let p = pool();
+        let now = Timestamp(0);
+        let offered = offer(&s, &p, mac(1), None, None, now)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(offered.ip.to_string(), "10.0.0.10");
+        assert_eq!(offered.state, LeaseState::Offered);
+
+        // SELECTING, for us.
+        let ip = offered.ip.to_string();
+        let out = request(
+            &s,
+            &p,
+            &req(mac(1), Some(&ip), Some("10.0.0.1"), "0.0.0.0"),
+            None,
+            now,
+        )
+        .await
+        .unwrap();
+        assert!(
+            matches!(out, Outcome::Ack(ref l) if l.ip == offered.ip && l.state == LeaseState::Bound)
+        );
+        // A second DISCOVER keeps the bound lease.
+        assert_eq!(
+            offer(&s, &p, mac(1), None, None, now)
+                .await
+                .unwrap()
+                .unwrap()
+                .state,
+            LeaseState::Bound
+        );
+        // RENEWING: ciaddr set.
+        let out = request(&s, &p, &req(mac(1), None, None, &ip), None, Timestamp(1000))
+            .await
+            .unwrap();
+        assert!(matches!(out, Outcome::Ack(_)));
+        // INIT-REBOOT with someone else's address: NAK.
+        let out = request(&s, &p, &req(mac(2), Some(&ip), None, "0.0.0.0"), None, now)
+            .await
+            .unwrap();
+        assert!(matches!(out, Outcome::Nak(_)), "{out:?}");
+        // Wrong network: NAK.
+        let out = request(
+            &s,
+            &p,
+            &req(mac(2), Some("192.168.1.5"), None, "0.0.0.0"),
+            None,
+            now,
+        )
+        .await
+        .unwrap();
+        assert!(matches!(out, Outcome::Nak(ref r) if r.contains("not on this network")));
+        // SELECTING another server: silent, and our offer is freed.
+        let o2 = offer(&s, &p, mac(3), None, None, now)
+            .await
+            .unwrap()
+            .unwrap();
+        let out = request(
+            &s,
+            &p,
+            &req(
+                mac(3),
+                Some(&o2.ip.to_string()),
+                Some("10.0.0.9"),
+                "0.0.0.0",
+            ),
+            None,
+            now,
+        )
+        .await
+        .unwrap();
+        assert!(matches!(out, Outcome::Silent(_)));
+        assert_eq!(s.lease_of(mac(3)).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn fixed_address_wins_and_other_addresses_are_refused() {
+        let s = SqliteStore::in_memory().await.unwrap();
+        let p = pool();
+        let fixed: Ipv4Addr = "10.0.0.200".parse().unwrap();
+        let o = offer(&s, &p, mac(1), Some(fixed), None, Timestamp(0))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            o.ip, fixed,
+            "a fixed address may lie outside the dynamic range"
+        );
+        let out = request(
+            &s,
+            &p,
+            &req(mac(1), Some("10.0.0.10"), None, "0.0.0.0"),
+            Some(fixed),
+            Timestamp(0),
+        )
+        .await
+        .unwrap();
+        assert!(matches!(out, Outcome::Nak(_)));
+        let out = request(
+            &s,
+            &p,
+            &req(mac(1), Some("10.0.0.200"), None, "0.0.0.0"),
+            Some(fixed),
+            Timestamp(0),
+        )
+        .await
+        .unwrap();
+        assert!(matches!(out, Outcome::Ack(ref l) if l.ip == fixed));
+    }
+}

@@ -1,0 +1,10 @@
+//! DHCPv4: hands out addresses on the boot subnet and tells each client which
+//! loader or script to fetch. Owns the socket and the wire format (dhcproto);
+//! asks `boot` what to hand out and the store for leases. No bootenv logic.
+
+pub mod classify;
+pub mod lease;
+pub mod reply;
+pub mod server;
+
+pub use server::{DhcpContext, bind, serve};

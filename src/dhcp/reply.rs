@@ -1,0 +1,270 @@
+//! Builds DHCP replies. Pure: the request, the address and the boot decision
+//! in; a message out.
+
+use std::net::Ipv4Addr;
+
+use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode, OptionCode};
+use ipnet::Ipv4Net;
+
+/// The per-subnet answers every reply carries.
+#[derive(Debug, Clone)]
+pub struct ServerParams {
+    /// rackboot's address: server identifier (54) and next-server (siaddr).
+    pub server_ip: Ipv4Addr,
+    pub subnet: Ipv4Net,
+    pub router: Option<Ipv4Addr>,
+    pub dns: Option<Ipv4Addr>,
+    pub domain: Option<String>,
+    pub lease_seconds: u32,
+}
+
+/// What the reply tells the client to boot, in wire terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootFile {
+    None,
+    /// A file on rackboot's TFTP service (siaddr = server).
+    Tftp(String),
+    /// A URL for iPXE (`Script`) or for UEFI HTTP boot (`http_client`).
+    Url {
+        url: String,
+        http_client: bool,
+    },
+}
+
+/// PXE option 43, sub-option 6 (discovery control) = 8: "boot the file in this
+/// reply, skip PXE boot-server discovery". Without it some PXE ROMs wait for a
+/// boot server answer on port 4011 that never comes.
+const PXE_DISCOVERY_CONTROL: [u8; 4] = [6, 1, 8, 255];
+
+/// An OFFER or ACK handing `yiaddr` (unspecified for INFORM) and `boot`.
+pub fn answer(
+    request: &Message,
+    kind: MessageType,
+    yiaddr: Ipv4Addr,
+    hostname: Option<&str>,
+    boot: &BootFile,
+    p: &ServerParams,
+) -> Message {
+    let mut m = base(request, kind, p.server_ip);
+    m.set_yiaddr(yiaddr);
+    let opts = m.opts_mut();
+    if kind != MessageType::Ack || !yiaddr.is_unspecified() {
+        // Not for DHCPINFORM: the client keeps its own lease (RFC 2131 §4.3.5).
+        opts.insert(DhcpOption::AddressLeaseTime(p.lease_seconds));
+        opts.insert(DhcpOption::Renewal(p.lease_seconds / 2));
+        opts.insert(DhcpOption::Rebinding(p.lease_seconds / 8 * 7));
+    }
+    opts.insert(DhcpOption::SubnetMask(p.subnet.netmask()));
+    opts.insert(DhcpOption::BroadcastAddr(p.subnet.broadcast()));
+    if let Some(r) = p.router {
+        opts.insert(DhcpOption::Router(vec![r]));
+    }
+    if let Some(d) = p.dns {
+        opts.insert(DhcpOption::DomainNameServer(vec![d]));
+    }
+    if let Some(d) = &p.domain {
+        opts.insert(DhcpOption::DomainName(d.clone()));
+    }
+    if let Some(h) = hostname {
+        opts.insert(DhcpOption::Hostname(h.to_string()));
+    }
+    // Firmware that sent a machine UUID (option 97) expects it back (PXE 2.1).
+    if let Some(uuid) = request.opts().get(OptionCode::ClientMachineIdentifier) {
+        opts.insert(uuid.clone());
+    }
+    match boot {
+        BootFile::None => {}
+        BootFile::Tftp(file) => {
+            m.set_siaddr(p.server_ip);
+            m.set_fname_str(file);
+            let opts = m.opts_mut();
+            opts.insert(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
+            opts.insert(DhcpOption::VendorExtensions(PXE_DISCOVERY_CONTROL.to_vec()));
+            opts.insert(DhcpOption::TFTPServerName(
+                p.server_ip.to_string().into_bytes(),
+            ));
+            opts.insert(DhcpOption::BootfileName(file.as_bytes().to_vec()));
+        }
+        BootFile::Url { url, http_client } => {
+            m.set_fname_str(url);
+            let opts = m.opts_mut();
+            opts.insert(DhcpOption::BootfileName(url.as_bytes().to_vec()));
+            if *http_client {
+                // UEFI HTTP boot only accepts offers that say HTTPClient (UEFI 2.x §24.7).
+                opts.insert(DhcpOption::ClassIdentifier(b"HTTPClient".to_vec()));
+            }
+        }
+    }
+    m
+}
+
+/// A DHCPNAK: the client must restart from DISCOVER.
+pub fn nak(request: &Message, server_ip: Ipv4Addr, reason: &str) -> Message {
+    let mut m = base(request, MessageType::Nak, server_ip);
+    m.opts_mut().insert(DhcpOption::Message(reason.to_string()));
+    m
+}
+
+fn base(request: &Message, kind: MessageType, server_ip: Ipv4Addr) -> Message {
+    let mut m = Message::new_with_id(
+        request.xid(),
+        if kind == MessageType::Nak {
+            Ipv4Addr::UNSPECIFIED
+        } else {
+            request.ciaddr()
+        },
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        request.giaddr(),
+        &request.chaddr()[..request.chaddr().len().min(16)],
+    );
+    m.set_opcode(Opcode::BootReply);
+    m.set_htype(request.htype());
+    m.set_flags(request.flags());
+    let opts = m.opts_mut();
+    opts.insert(DhcpOption::MessageType(kind));
+    opts.insert(DhcpOption::ServerIdentifier(server_ip));
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dhcproto::{Decodable, Decoder, Encodable, Encoder};
+
+    fn params() -> ServerParams {
+        ServerParams {
+            server_ip: Ipv4Addr::new(10, 77, 0, 1),
+            subnet: "10.77.0.0/24".parse().unwrap(),
+            router: Some(Ipv4Addr::new(10, 77, 0, 254)),
+            dns: Some(Ipv4Addr::new(10, 77, 0, 1)),
+            domain: Some("rack.internal".into()),
+            lease_seconds: 3600,
+        }
+    }
+
+    fn request() -> Message {
+        let mut m = Message::new_with_id(
+            42,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            &[0x52, 0x54, 0, 1, 2, 3],
+        );
+        m.opts_mut()
+            .insert(DhcpOption::MessageType(MessageType::Discover));
+        m.opts_mut()
+            .insert(DhcpOption::ClientMachineIdentifier(vec![0; 17]));
+        m
+    }
+
+    /// The header's file field is NUL-padded on the wire.
+    fn fname(m: &Message) -> &str {
+        m.fname_str().unwrap().unwrap().trim_end_matches('\0')
+    }
+
+    fn round_trip(m: &Message) -> Message {
+        let mut buf = Vec::new();
+        m.encode(&mut Encoder::new(&mut buf)).unwrap();
+        Message::decode(&mut Decoder::new(&buf)).unwrap()
+    }
+
+    #[test]
+    fn offer_with_tftp_loader() {
+        let req = request();
+        let m = round_trip(&answer(
+            &req,
+            MessageType::Offer,
+            Ipv4Addr::new(10, 77, 0, 100),
+            Some("node-1"),
+            &BootFile::Tftp("ipxe-amd64.efi".into()),
+            &params(),
+        ));
+        assert_eq!(m.opcode(), Opcode::BootReply);
+        assert_eq!(m.xid(), 42);
+        assert_eq!(m.yiaddr(), Ipv4Addr::new(10, 77, 0, 100));
+        assert_eq!(m.siaddr(), Ipv4Addr::new(10, 77, 0, 1));
+        assert_eq!(fname(&m), "ipxe-amd64.efi");
+        assert_eq!(m.chaddr(), req.chaddr());
+        let o = m.opts();
+        assert_eq!(o.msg_type(), Some(MessageType::Offer));
+        assert_eq!(
+            o.get(OptionCode::ServerIdentifier),
+            Some(&DhcpOption::ServerIdentifier(Ipv4Addr::new(10, 77, 0, 1)))
+        );
+        assert_eq!(
+            o.get(OptionCode::SubnetMask),
+            Some(&DhcpOption::SubnetMask(Ipv4Addr::new(255, 255, 255, 0)))
+        );
+        assert_eq!(
+            o.get(OptionCode::AddressLeaseTime),
+            Some(&DhcpOption::AddressLeaseTime(3600))
+        );
+        assert_eq!(
+            o.get(OptionCode::ClassIdentifier),
+            Some(&DhcpOption::ClassIdentifier(b"PXEClient".to_vec()))
+        );
+        assert!(
+            o.get(OptionCode::ClientMachineIdentifier).is_some(),
+            "97 echoed"
+        );
+        assert_eq!(
+            o.get(OptionCode::Hostname),
+            Some(&DhcpOption::Hostname("node-1".into()))
+        );
+    }
+
+    #[test]
+    fn ack_with_script_url_has_no_pxe_vendor_class() {
+        let url = "http://10.77.0.1/boot/52:54:00:01:02:03.ipxe";
+        let m = round_trip(&answer(
+            &request(),
+            MessageType::Ack,
+            Ipv4Addr::new(10, 77, 0, 100),
+            None,
+            &BootFile::Url {
+                url: url.into(),
+                http_client: false,
+            },
+            &params(),
+        ));
+        assert_eq!(fname(&m), url);
+        assert_eq!(m.siaddr(), Ipv4Addr::UNSPECIFIED);
+        assert!(m.opts().get(OptionCode::ClassIdentifier).is_none());
+    }
+
+    #[test]
+    fn http_boot_offer_says_httpclient() {
+        let m = answer(
+            &request(),
+            MessageType::Offer,
+            Ipv4Addr::new(10, 77, 0, 100),
+            None,
+            &BootFile::Url {
+                url: "http://10.77.0.1/assets/ipxe-amd64.efi".into(),
+                http_client: true,
+            },
+            &params(),
+        );
+        assert_eq!(
+            m.opts().get(OptionCode::ClassIdentifier),
+            Some(&DhcpOption::ClassIdentifier(b"HTTPClient".to_vec()))
+        );
+    }
+
+    #[test]
+    fn nak_carries_no_address_and_a_reason() {
+        let m = round_trip(&nak(
+            &request(),
+            Ipv4Addr::new(10, 77, 0, 1),
+            "wrong address",
+        ));
+        assert_eq!(m.opts().msg_type(), Some(MessageType::Nak));
+        assert_eq!(m.yiaddr(), Ipv4Addr::UNSPECIFIED);
+        assert_eq!(
+            m.opts().get(OptionCode::Message),
+            Some(&DhcpOption::Message("wrong address".into()))
+        );
+    }
+}

@@ -1,0 +1,283 @@
+//! The DHCP socket loop: receive, classify, ask the lease module and boot
+//! policy, reply. One bad packet costs one log line, never the server.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+
+use dhcproto::v4::{Message, MessageType};
+use dhcproto::{Decodable, Decoder, Encodable, Encoder};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+
+use super::classify::{Request, classify};
+use super::lease::{self, Outcome, Pool};
+use super::reply::{self, BootFile, ServerParams};
+use crate::boot::{Decision, Urls, decide};
+use crate::config::LoaderMap;
+use crate::events::Timeline;
+use crate::model::{EventKind, Timestamp};
+use crate::nodes;
+use crate::store::{Store, StoreError};
+
+pub const SERVER_PORT: u16 = 67;
+pub const CLIENT_PORT: u16 = 68;
+
+/// Everything the DHCP service needs, passed in explicitly.
+pub struct DhcpContext {
+    pub store: Arc<dyn Store>,
+    pub timeline: Timeline,
+    pub params: ServerParams,
+    pub pool: Pool,
+    pub loaders: LoaderMap,
+    pub urls: Urls,
+    pub default_bootenv: String,
+}
+
+/// Binds the DHCP server socket on `interface` only: rackboot must never
+/// answer DHCP on a network it was not told to serve.
+pub fn bind(interface: &str, port: u16) -> io::Result<std::net::UdpSocket> {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    s.set_broadcast(true)?;
+    s.bind_device(Some(interface.as_bytes()))?;
+    s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+/// Serves until `cancel` fires.
+pub async fn serve(
+    socket: UdpSocket,
+    ctx: Arc<DhcpContext>,
+    cancel: CancellationToken,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; 1500];
+    loop {
+        let (len, peer) = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            r = socket.recv_from(&mut buf) => r?,
+        };
+        let Some((reply, dest)) = handle(&ctx, &buf[..len], peer).await else {
+            continue;
+        };
+        let mut out = Vec::with_capacity(576);
+        if let Err(e) = reply.encode(&mut Encoder::new(&mut out)) {
+            tracing::error!(error = %e, "cannot encode DHCP reply");
+            continue;
+        }
+        // Firmware DHCP clients may drop replies shorter than BOOTP's 300 bytes.
+        if out.len() < 300 {
+            out.resize(300, 0);
+        }
+        if let Err(e) = socket.send_to(&out, dest).await {
+            tracing::warn!(%dest, error = %e, "cannot send DHCP reply");
+        }
+    }
+}
+
+/// One packet in, at most one reply out (and where to send it).
+pub async fn handle(
+    ctx: &DhcpContext,
+    packet: &[u8],
+    peer: SocketAddr,
+) -> Option<(Message, SocketAddr)> {
+    let msg = match Message::decode(&mut Decoder::new(packet)) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::info!(%peer, error = %e, "ignoring DHCP packet that does not parse");
+            return None;
+        }
+    };
+    let req = match classify(&msg) {
+        Ok(r) => r,
+        Err(why) => {
+            tracing::debug!(%peer, %why, "ignoring DHCP packet");
+            return None;
+        }
+    };
+    if let Some(relay) = req.client.relay {
+        if !ctx.params.subnet.contains(&relay) {
+            tracing::info!(mac = %req.client.mac, %relay, "ignoring relayed request for a subnet rackboot does not serve");
+            return None;
+        }
+    }
+    match answer(ctx, &msg, &req).await {
+        Ok(Some(reply)) => {
+            let dest = destination(&req, &reply);
+            Some((reply, dest))
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::error!(mac = %req.client.mac, error = %e, "cannot answer DHCP request");
+            None
+        }
+    }
+}
+
+async fn answer(
+    ctx: &DhcpContext,
+    msg: &Message,
+    req: &Request,
+) -> Result<Option<Message>, StoreError> {
+    let now = Timestamp::now();
+    let mac = req.client.mac;
+    let store = ctx.store.as_ref();
+    let (node, created) = nodes::ensure(store, mac, &ctx.default_bootenv, now).await?;
+    if created {
+        ctx.timeline
+            .record(
+                mac,
+                EventKind::State,
+                format!("new node, bootenv {}", node.bootenv),
+            )
+            .await;
+    }
+    let decision = decide(&req.client, &ctx.loaders, &ctx.urls);
+    let arch = match &decision {
+        Decision::Loader { arch, .. }
+        | Decision::HttpLoader { arch, .. }
+        | Decision::Script { arch, .. } => Some(*arch),
+        _ => None,
+    };
+    store.touch_node(mac, arch, now).await?;
+    if let Decision::Ignore { reason } = &decision {
+        tracing::info!(%mac, %reason, "ignoring DHCP request");
+        ctx.timeline
+            .record(mac, EventKind::DhcpIgnored, reason.clone())
+            .await;
+        return Ok(None);
+    }
+    let boot = match &decision {
+        Decision::Loader { path, .. } => BootFile::Tftp(path.clone()),
+        Decision::HttpLoader { url, .. } => BootFile::Url {
+            url: url.clone(),
+            http_client: true,
+        },
+        Decision::Script { url, .. } => BootFile::Url {
+            url: url.clone(),
+            http_client: false,
+        },
+        Decision::AddressOnly | Decision::Ignore { .. } => BootFile::None,
+    };
+    let hostname = Some(node.hostname.as_str());
+
+    match req.kind {
+        MessageType::Discover => {
+            let Some(l) =
+                lease::offer(store, &ctx.pool, mac, node.ipv4, req.requested_ip, now).await?
+            else {
+                tracing::warn!(%mac, "DHCP pool exhausted: no address to offer");
+                ctx.timeline
+                    .record(mac, EventKind::DhcpIgnored, "pool exhausted")
+                    .await;
+                return Ok(None);
+            };
+            ctx.timeline
+                .record(mac, EventKind::DhcpOffer, detail(l.ip, &boot, req))
+                .await;
+            Ok(Some(reply::answer(
+                msg,
+                MessageType::Offer,
+                l.ip,
+                hostname,
+                &boot,
+                &ctx.params,
+            )))
+        }
+        MessageType::Request => {
+            match lease::request(store, &ctx.pool, req, node.ipv4, now).await? {
+                Outcome::Ack(l) => {
+                    ctx.timeline
+                        .record(mac, EventKind::DhcpAck, detail(l.ip, &boot, req))
+                        .await;
+                    Ok(Some(reply::answer(
+                        msg,
+                        MessageType::Ack,
+                        l.ip,
+                        hostname,
+                        &boot,
+                        &ctx.params,
+                    )))
+                }
+                Outcome::Nak(reason) => {
+                    ctx.timeline
+                        .record(mac, EventKind::DhcpNak, reason.clone())
+                        .await;
+                    Ok(Some(reply::nak(msg, ctx.params.server_ip, &reason)))
+                }
+                Outcome::Silent(reason) => {
+                    tracing::debug!(%mac, %reason, "not answering REQUEST");
+                    Ok(None)
+                }
+            }
+        }
+        MessageType::Release => {
+            let released = store.release(mac, req.ciaddr).await?;
+            ctx.timeline
+                .record(
+                    mac,
+                    EventKind::DhcpRelease,
+                    format!(
+                        "{}{}",
+                        req.ciaddr,
+                        if released { "" } else { " (no such lease)" }
+                    ),
+                )
+                .await;
+            Ok(None)
+        }
+        MessageType::Decline => {
+            if let Some(ip) = req.requested_ip.filter(|ip| ctx.pool.subnet.contains(ip)) {
+                store
+                    .decline(ip, now.plus_secs(u64::from(ctx.pool.lease_seconds)))
+                    .await?;
+                ctx.timeline
+                    .record(
+                        mac,
+                        EventKind::DhcpDecline,
+                        format!("{ip} is in use by another host; quarantined"),
+                    )
+                    .await;
+            }
+            Ok(None)
+        }
+        MessageType::Inform => Ok(Some(reply::answer(
+            msg,
+            MessageType::Ack,
+            std::net::Ipv4Addr::UNSPECIFIED,
+            hostname,
+            &boot,
+            &ctx.params,
+        ))),
+        _ => Ok(None),
+    }
+}
+
+fn detail(ip: std::net::Ipv4Addr, boot: &BootFile, req: &Request) -> String {
+    let who = match (req.client.is_ipxe, req.client.arch) {
+        (true, Some(a)) => format!("iPXE, arch {a}"),
+        (false, Some(a)) => format!("firmware, arch {a}"),
+        (_, None) => "no PXE".to_string(),
+    };
+    match boot {
+        BootFile::None => format!("{ip} ({who})"),
+        BootFile::Tftp(f) => format!("{ip}, loader {f} by TFTP ({who})"),
+        BootFile::Url { url, .. } => format!("{ip}, {url} ({who})"),
+    }
+}
+
+/// RFC 2131 §4.1: to the relay if there is one; to ciaddr when the client
+/// has an address (not for a NAK); otherwise broadcast, since a client
+/// without an address cannot receive unicast until ARP knows it.
+fn destination(req: &Request, reply: &Message) -> SocketAddr {
+    if let Some(relay) = req.client.relay {
+        return SocketAddrV4::new(relay, SERVER_PORT).into();
+    }
+    let is_nak = reply.opts().msg_type() == Some(MessageType::Nak);
+    if !req.ciaddr.is_unspecified() && !is_nak {
+        return SocketAddrV4::new(req.ciaddr, CLIENT_PORT).into();
+    }
+    SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT).into()
+}

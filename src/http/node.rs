@@ -1,0 +1,202 @@
+//! The endpoints the operational image calls: its script list, each script,
+//! and its reports. Every request carries the node's own token.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+
+use super::{HttpContext, HttpError, parse_mac};
+use crate::boot::{Progress, TemplateContext};
+use crate::model::{BootArch, EventKind, Mac, Node};
+
+/// How much of a script's output is kept on the timeline.
+const TAIL_BYTES: usize = 4096;
+
+async fn authenticated(
+    ctx: &HttpContext,
+    mac: Mac,
+    headers: &HeaderMap,
+) -> Result<Node, HttpError> {
+    let node = ctx
+        .store
+        .node(mac)
+        .await?
+        .ok_or_else(|| HttpError::not_found(format!("no node with MAC {mac}")))?;
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            HttpError::new(
+                StatusCode::UNAUTHORIZED,
+                "node token required (Authorization: Bearer <token>)",
+            )
+        })?;
+    if !constant_time_eq(token.trim().as_bytes(), node.token.as_bytes()) {
+        return Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            format!("this token is not {mac}'s"),
+        ));
+    }
+    Ok(node)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn script_names(ctx: &HttpContext, node: &Node) -> Vec<String> {
+    ctx.catalog
+        .get(&node.bootenv)
+        .map(|b| b.scripts.clone())
+        .unwrap_or_default()
+}
+
+/// The node's config scripts, one name per line, in the order to run them.
+pub async fn scripts(
+    State(ctx): State<Arc<HttpContext>>,
+    Path(mac): Path<String>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, HttpError> {
+    let node = authenticated(&ctx, parse_mac(&mac)?, &headers).await?;
+    let names = script_names(&ctx, &node);
+    ctx.timeline
+        .record(node.mac, EventKind::ConfigPull, names.join(", "))
+        .await;
+    ctx.timeline
+        .progress(node.mac, Progress::ConfigPulled)
+        .await?;
+    let mut body = names.join("\n");
+    if !body.is_empty() {
+        body.push('\n');
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body))
+}
+
+/// One config script, rendered for the node.
+pub async fn script(
+    State(ctx): State<Arc<HttpContext>>,
+    Path((mac, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, HttpError> {
+    let node = authenticated(&ctx, parse_mac(&mac)?, &headers).await?;
+    if !script_names(&ctx, &node).contains(&name) {
+        return Err(HttpError::not_found(format!(
+            "script `{name}` is not assigned to {}",
+            node.mac
+        )));
+    }
+    let arch = node.arch.unwrap_or(BootArch::X86_64Efi);
+    let text = ctx
+        .catalog
+        .render_script(
+            &name,
+            &TemplateContext::new(&ctx.urls.http_base, &node, arch),
+        )
+        .map_err(|e| HttpError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    ctx.timeline
+        .record(node.mac, EventKind::ScriptFetch, name)
+        .await;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text))
+}
+
+/// `state=booted|script|configured|failed`, with `script` and `status` for
+/// script results; the body is the tail of the script's output.
+pub async fn report(
+    State(ctx): State<Arc<HttpContext>>,
+    Path(mac): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: String,
+) -> Result<impl IntoResponse, HttpError> {
+    let node = authenticated(&ctx, parse_mac(&mac)?, &headers).await?;
+    let state = q.get("state").ok_or_else(|| {
+        HttpError::bad_request("missing `state` (booted, script, configured or failed)")
+    })?;
+    let script = q.get("script").map(String::as_str).unwrap_or("");
+    let status = match q.get("status") {
+        Some(s) => Some(s.parse::<i32>().map_err(|_| {
+            HttpError::bad_request(format!("`status` must be an exit status, not `{s}`"))
+        })?),
+        None => None,
+    };
+    let tail = tail(&body);
+    let mac = node.mac;
+    match state.as_str() {
+        "booted" => {
+            ctx.timeline
+                .record(mac, EventKind::ReportBooted, tail)
+                .await;
+            ctx.timeline.progress(mac, Progress::Booted).await?;
+        }
+        "script" => {
+            let status =
+                status.ok_or_else(|| HttpError::bad_request("a script report needs `status`"))?;
+            ctx.timeline
+                .record(
+                    mac,
+                    EventKind::ReportScript,
+                    format!("{script} exited {status}\n{tail}"),
+                )
+                .await;
+        }
+        "configured" => {
+            ctx.timeline
+                .record(mac, EventKind::ReportConfigured, tail)
+                .await;
+            ctx.timeline.progress(mac, Progress::Configured).await?;
+        }
+        "failed" => {
+            let reason = match (script.is_empty(), status) {
+                (false, Some(s)) => format!("script {script} exited {s}"),
+                (false, None) => format!("script {script} failed"),
+                (true, _) => "the node reported a failure".to_string(),
+            };
+            ctx.timeline
+                .record(mac, EventKind::ReportFailed, format!("{reason}\n{tail}"))
+                .await;
+            ctx.timeline
+                .progress(mac, Progress::Failed { reason })
+                .await?;
+        }
+        other => {
+            return Err(HttpError::bad_request(format!(
+                "unknown state `{other}` (booted, script, configured or failed)"
+            )));
+        }
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The last [`TAIL_BYTES`] of `s`, cut at a character boundary.
+fn tail(s: &str) -> String {
+    let mut start = s.len().saturating_sub(TAIL_BYTES);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    s[start..].trim_end().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_end_on_a_char_boundary() {
+        let s = format!("{}é{}", "a".repeat(10), "b".repeat(TAIL_BYTES - 1));
+        let t = tail(&s);
+        assert!(t.len() <= TAIL_BYTES);
+        assert!(t.ends_with('b'));
+        assert_eq!(tail("short\n"), "short");
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+}

@@ -1,0 +1,27 @@
+//! rackboot: a PXE network boot appliance. One process serves DHCPv4, TFTP,
+//! HTTP and DNS on a boot network and decides, per MAC, what each machine boots.
+//!
+//! Crate map (one boot reads as one path through these):
+//! - [`model`]: plain domain types (MAC, architectures, node records, events).
+//! - [`config`]: the configuration file, parsed then validated.
+//! - [`boot`]: policy, pure: which loader or script a client gets, bootenvs,
+//!   iPXE script rendering, node state transitions.
+//! - [`store`]: node records, leases and events behind one trait (embedded SQLite).
+//! - [`dhcp`], [`tftp`], [`http`], [`dns`]: one protocol each; they turn the wire
+//!   into plain data, ask policy, and answer. No bootenv logic in them.
+//! - [`events`]: the timeline writer shared by the protocols.
+//! - [`service`]: binds the sockets, starts the servers, stops them on one token.
+//! - [`cli`]: the `rackboot` command.
+
+pub mod boot;
+pub mod cli;
+pub mod config;
+pub mod dhcp;
+pub mod dns;
+pub mod events;
+pub mod http;
+pub mod model;
+pub mod nodes;
+pub mod service;
+pub mod store;
+pub mod tftp;

@@ -1,0 +1,145 @@
+//! Events: the steps of a node's boot timeline.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::Timestamp;
+
+/// What happened. The names are stable: tests, the API and admins' scripts read them.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    DhcpDiscover,
+    DhcpOffer,
+    DhcpRequest,
+    DhcpAck,
+    DhcpNak,
+    DhcpRelease,
+    DhcpDecline,
+    /// A DHCP packet from this node that rackboot did not answer, and why.
+    DhcpIgnored,
+    /// A TFTP read began.
+    TftpStart,
+    /// The whole file went out.
+    TftpSent,
+    /// The node's boot script was rendered.
+    HttpScript,
+    HttpKernel,
+    HttpInitrd,
+    /// Any other asset fetched over HTTP.
+    HttpAsset,
+    /// The node pulled its list of config scripts.
+    ConfigPull,
+    /// The node fetched one config script.
+    ScriptFetch,
+    ReportBooted,
+    /// One config script finished (status in the detail).
+    ReportScript,
+    ReportConfigured,
+    ReportFailed,
+    /// The node record changed state (detail: from → to, and why).
+    State,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 21] = [
+        EventKind::DhcpDiscover,
+        EventKind::DhcpOffer,
+        EventKind::DhcpRequest,
+        EventKind::DhcpAck,
+        EventKind::DhcpNak,
+        EventKind::DhcpRelease,
+        EventKind::DhcpDecline,
+        EventKind::DhcpIgnored,
+        EventKind::TftpStart,
+        EventKind::TftpSent,
+        EventKind::HttpScript,
+        EventKind::HttpKernel,
+        EventKind::HttpInitrd,
+        EventKind::HttpAsset,
+        EventKind::ConfigPull,
+        EventKind::ScriptFetch,
+        EventKind::ReportBooted,
+        EventKind::ReportScript,
+        EventKind::ReportConfigured,
+        EventKind::ReportFailed,
+        EventKind::State,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::DhcpDiscover => "dhcp.discover",
+            EventKind::DhcpOffer => "dhcp.offer",
+            EventKind::DhcpRequest => "dhcp.request",
+            EventKind::DhcpAck => "dhcp.ack",
+            EventKind::DhcpNak => "dhcp.nak",
+            EventKind::DhcpRelease => "dhcp.release",
+            EventKind::DhcpDecline => "dhcp.decline",
+            EventKind::DhcpIgnored => "dhcp.ignored",
+            EventKind::TftpStart => "tftp.start",
+            EventKind::TftpSent => "tftp.sent",
+            EventKind::HttpScript => "http.script",
+            EventKind::HttpKernel => "http.kernel",
+            EventKind::HttpInitrd => "http.initrd",
+            EventKind::HttpAsset => "http.asset",
+            EventKind::ConfigPull => "config.pull",
+            EventKind::ScriptFetch => "config.script",
+            EventKind::ReportBooted => "report.booted",
+            EventKind::ReportScript => "report.script",
+            EventKind::ReportConfigured => "report.configured",
+            EventKind::ReportFailed => "report.failed",
+            EventKind::State => "state",
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for EventKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EventKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown event kind `{s}`"))
+    }
+}
+
+impl Serialize for EventKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for EventKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// One step of a node's timeline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub at: Timestamp,
+    pub kind: EventKind,
+    pub detail: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_names_round_trip() {
+        for kind in EventKind::ALL {
+            assert_eq!(kind.as_str().parse::<EventKind>().unwrap(), kind);
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! DHCP leases as the store keeps them.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Mac, Timestamp};
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaseState {
+    /// Held for a client between OFFER and REQUEST.
+    Offered,
+    /// Acknowledged: the client uses it.
+    Bound,
+    /// A client said the address is in use (DHCPDECLINE): kept out of the pool.
+    Declined,
+}
+
+impl LeaseState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaseState::Offered => "offered",
+            LeaseState::Bound => "bound",
+            LeaseState::Declined => "declined",
+        }
+    }
+}
+
+impl fmt::Display for LeaseState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for LeaseState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "offered" => Ok(LeaseState::Offered),
+            "bound" => Ok(LeaseState::Bound),
+            "declined" => Ok(LeaseState::Declined),
+            _ => Err(format!("unknown lease state `{s}`")),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub ip: Ipv4Addr,
+    /// `None` for a declined address.
+    pub mac: Option<Mac>,
+    pub state: LeaseState,
+    pub expires: Timestamp,
+}
+
+impl Lease {
+    /// Whether the address is still held at `now`.
+    pub fn is_live(&self, now: Timestamp) -> bool {
+        self.expires > now
+    }
+}

@@ -1,0 +1,17 @@
+//! Plain domain types shared by every module. No I/O here.
+
+mod arch;
+mod client;
+mod event;
+mod lease;
+mod mac;
+mod node;
+mod time;
+
+pub use arch::{BootArch, ClientArch};
+pub use client::ClientInfo;
+pub use event::{Event, EventKind};
+pub use lease::{Lease, LeaseState};
+pub use mac::{Mac, MacParseError};
+pub use node::{Node, NodeState};
+pub use time::Timestamp;

@@ -1,0 +1,132 @@
+//! The node record: what rackboot keeps per machine.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::{BootArch, Mac, Timestamp};
+
+/// Where a node is in its boot and configuration cycle (DESIGN.md, "Node states").
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    /// Seen on the wire (DHCP) for the first time; nothing booted yet.
+    Discovered,
+    /// Handed a boot script: its kernel and initrd are on the way.
+    Booting,
+    /// The operational image is up and has reported.
+    Booted,
+    /// Pulling and running its config scripts.
+    Configuring,
+    /// Every config script succeeded.
+    Configured,
+    /// A step failed; the reason is kept on the record.
+    Failed,
+    /// Running an OS installer.
+    Installing,
+    /// The installer called back.
+    Installed,
+    /// A booted node stopped reporting.
+    Unreachable,
+}
+
+impl NodeState {
+    pub const ALL: [NodeState; 9] = [
+        NodeState::Discovered,
+        NodeState::Booting,
+        NodeState::Booted,
+        NodeState::Configuring,
+        NodeState::Configured,
+        NodeState::Failed,
+        NodeState::Installing,
+        NodeState::Installed,
+        NodeState::Unreachable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Discovered => "discovered",
+            NodeState::Booting => "booting",
+            NodeState::Booted => "booted",
+            NodeState::Configuring => "configuring",
+            NodeState::Configured => "configured",
+            NodeState::Failed => "failed",
+            NodeState::Installing => "installing",
+            NodeState::Installed => "installed",
+            NodeState::Unreachable => "unreachable",
+        }
+    }
+}
+
+impl fmt::Display for NodeState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for NodeState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        NodeState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown node state `{s}`"))
+    }
+}
+
+/// One machine, known by the MAC of its boot NIC.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    pub mac: Mac,
+    pub hostname: String,
+    /// A fixed address: DHCP always hands this node this address.
+    pub ipv4: Option<Ipv4Addr>,
+    /// Free-form classification (rack, role, ...), used by selectors.
+    pub labels: BTreeMap<String, String>,
+    /// Values for bootenv and script templates.
+    pub params: BTreeMap<String, String>,
+    /// What the node boots.
+    pub bootenv: String,
+    /// Boot this once (or until `bootenv_expires`), then return to `bootenv`.
+    pub next_bootenv: Option<String>,
+    pub bootenv_expires: Option<Timestamp>,
+    /// A protected node refuses bootenv changes unless forced.
+    pub protected: bool,
+    pub state: NodeState,
+    /// Why the node is in its state (for `failed`: what failed).
+    pub state_reason: Option<String>,
+    /// The architecture its firmware announced last.
+    pub arch: Option<BootArch>,
+    pub last_seen: Option<Timestamp>,
+    /// Secret the node presents on every request it makes; reaches the node
+    /// only through its own boot script.
+    #[serde(skip_serializing)]
+    pub token: String,
+    pub created: Timestamp,
+}
+
+impl Node {
+    /// The record a MAC seen for the first time gets.
+    pub fn discovered(mac: Mac, bootenv: &str, token: String, now: Timestamp) -> Node {
+        Node {
+            mac,
+            hostname: mac.default_hostname(),
+            ipv4: None,
+            labels: BTreeMap::new(),
+            params: BTreeMap::new(),
+            bootenv: bootenv.to_string(),
+            next_bootenv: None,
+            bootenv_expires: None,
+            protected: false,
+            state: NodeState::Discovered,
+            state_reason: None,
+            arch: None,
+            last_seen: Some(now),
+            token,
+            created: now,
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! `rackboot serve`: binds every socket first (so a port in use fails
+//! start-up with a clear message), then runs the servers until SIGTERM or
+//! SIGINT cancels one token.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::boot::{Catalog, CatalogError, Urls};
+use crate::config::Config;
+use crate::dhcp::{self, DhcpContext, lease::Pool, reply::ServerParams};
+use crate::dns::{self, NameSource, Zone};
+use crate::events::Timeline;
+use crate::http::{self, HttpContext};
+use crate::model::Timestamp;
+use crate::store::{SqliteStore, Store, StoreError};
+use crate::tftp;
+
+/// Why rackboot could not start. Each names the config file and key to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("no network interface `{interface}` (network.interface in {config})")]
+    NoInterface { interface: String, config: String },
+    #[error(
+        "interface `{interface}` has no IPv4 address; give it one or set network.address in {config}"
+    )]
+    NoAddress { interface: String, config: String },
+    #[error("network.address {address} is not in dhcp.subnet {subnet} ({config})")]
+    AddressOutsideSubnet {
+        address: Ipv4Addr,
+        subnet: ipnet::Ipv4Net,
+        config: String,
+    },
+    #[error(
+        "cannot bind {service} to {addr}: {source} (is another {service} server running? see {key} in {config})"
+    )]
+    Bind {
+        service: &'static str,
+        addr: String,
+        key: &'static str,
+        config: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("dns.domain `{0}` is not a DNS name: {1} ({2})")]
+    BadDomain(String, String, String),
+    #[error("invalid DNS zone: {0} (dns.domain in {1})")]
+    Zone(Box<dns::DnsError>, String),
+}
+
+/// The boot network address: from the config, else the interface's first IPv4.
+pub fn boot_address(cfg: &Config) -> Result<Ipv4Addr, StartError> {
+    let config = cfg.path.display().to_string();
+    if nix::net::if_::if_nametoindex(cfg.interface.as_str()).is_err() {
+        return Err(StartError::NoInterface {
+            interface: cfg.interface.clone(),
+            config,
+        });
+    }
+    let address = match cfg.address {
+        Some(a) => a,
+        None => nix::ifaddrs::getifaddrs()
+            .ok()
+            .into_iter()
+            .flatten()
+            .filter(|i| i.interface_name == cfg.interface)
+            .find_map(|i| i.address?.as_sockaddr_in().map(|s| s.ip()))
+            .ok_or_else(|| StartError::NoAddress {
+                interface: cfg.interface.clone(),
+                config: config.clone(),
+            })?,
+    };
+    if !cfg.dhcp.subnet.contains(&address) {
+        return Err(StartError::AddressOutsideSubnet {
+            address,
+            subnet: cfg.dhcp.subnet,
+            config,
+        });
+    }
+    Ok(address)
+}
+
+/// Resolves DNS names from node records and leases.
+struct StoreNames(Arc<dyn Store>);
+
+impl NameSource for StoreNames {
+    async fn host_addr(&self, hostname: &str) -> Option<Ipv4Addr> {
+        self.0
+            .host_addr(hostname, Timestamp::now())
+            .await
+            .inspect_err(|e| tracing::warn!(error = %e, "DNS lookup failed"))
+            .ok()
+            .flatten()
+    }
+
+    async fn addr_host(&self, ip: Ipv4Addr) -> Option<String> {
+        self.0
+            .addr_host(ip, Timestamp::now())
+            .await
+            .inspect_err(|e| tracing::warn!(error = %e, "DNS lookup failed"))
+            .ok()
+            .flatten()
+    }
+}
+
+/// Starts every enabled service and runs until `cancel` fires. `ready` is
+/// called once every socket is bound.
+pub async fn run(
+    cfg: Config,
+    cancel: CancellationToken,
+    ready: impl FnOnce(),
+) -> Result<(), StartError> {
+    let config = cfg.path.display().to_string();
+    let address = boot_address(&cfg)?;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.state_dir).await?);
+    let catalog = Arc::new(Catalog::load(
+        &cfg.bootenvs_dir,
+        &cfg.scripts_dir,
+        &cfg.assets_dir,
+        &cfg.default_bootenv,
+    )?);
+    let timeline = Timeline::new(store.clone());
+    let http_port = cfg.http.unwrap_or(80);
+    let urls = Urls {
+        http_base: if http_port == 80 {
+            format!("http://{address}")
+        } else {
+            format!("http://{address}:{http_port}")
+        },
+    };
+    let bind_err = |service, addr: String, key| {
+        let config = config.clone();
+        move |source| StartError::Bind {
+            service,
+            addr,
+            key,
+            config,
+            source,
+        }
+    };
+
+    let mut tasks: JoinSet<(&'static str, Result<(), String>)> = JoinSet::new();
+
+    if cfg.dhcp.enabled {
+        let sock = dhcp::bind(&cfg.interface, dhcp::server::SERVER_PORT)
+            .and_then(UdpSocket::from_std)
+            .map_err(bind_err(
+                "DHCP",
+                format!("{}:67", cfg.interface),
+                "network.interface",
+            ))?;
+        let ctx = Arc::new(DhcpContext {
+            store: store.clone(),
+            timeline: timeline.clone(),
+            params: ServerParams {
+                server_ip: address,
+                subnet: cfg.dhcp.subnet,
+                router: cfg.dhcp.router,
+                dns: cfg.dns.is_some().then_some(address),
+                domain: cfg.dns.as_ref().map(|d| d.domain.clone()),
+                lease_seconds: cfg.dhcp.lease_seconds,
+            },
+            pool: Pool {
+                subnet: cfg.dhcp.subnet,
+                range: cfg.dhcp.range,
+                lease_seconds: cfg.dhcp.lease_seconds,
+                server_ip: address,
+            },
+            loaders: cfg.dhcp.loaders.clone(),
+            urls: urls.clone(),
+            default_bootenv: cfg.default_bootenv.clone(),
+        });
+        let c = cancel.clone();
+        tasks.spawn(async move {
+            (
+                "DHCP",
+                dhcp::serve(sock, ctx, c).await.map_err(|e| e.to_string()),
+            )
+        });
+    }
+
+    if let Some(port) = cfg.tftp {
+        let addr = SocketAddr::new(IpAddr::V4(address), port);
+        let sock = std::net::UdpSocket::bind(addr).map_err(bind_err(
+            "TFTP",
+            addr.to_string(),
+            "tftp.port",
+        ))?;
+        let handler =
+            tftp::AssetsHandler::new(cfg.assets_dir.clone(), store.clone(), timeline.clone());
+        let c = cancel.clone();
+        tasks.spawn(async move {
+            (
+                "TFTP",
+                tftp::serve(sock, handler, c)
+                    .await
+                    .map_err(|e| e.to_string()),
+            )
+        });
+    }
+
+    if let Some(port) = cfg.http {
+        let addr = SocketAddr::new(IpAddr::V4(address), port);
+        let listener = TcpListener::bind(addr).await.map_err(bind_err(
+            "HTTP",
+            addr.to_string(),
+            "http.port",
+        ))?;
+        let ctx = Arc::new(HttpContext {
+            store: store.clone(),
+            timeline: timeline.clone(),
+            catalog: catalog.clone(),
+            urls: urls.clone(),
+            assets_dir: cfg.assets_dir.clone(),
+            default_bootenv: cfg.default_bootenv.clone(),
+        });
+        let c = cancel.clone();
+        tasks.spawn(async move {
+            (
+                "HTTP",
+                http::serve(listener, ctx, c)
+                    .await
+                    .map_err(|e| e.to_string()),
+            )
+        });
+    }
+
+    if let Some(d) = &cfg.dns {
+        let addr = SocketAddr::new(IpAddr::V4(address), d.port);
+        let udp = UdpSocket::bind(addr).await.map_err(bind_err(
+            "DNS",
+            format!("{addr}/udp"),
+            "dns.port",
+        ))?;
+        let tcp = TcpListener::bind(addr).await.map_err(bind_err(
+            "DNS",
+            format!("{addr}/tcp"),
+            "dns.port",
+        ))?;
+        let name = hickory_proto::rr::Name::from_ascii(format!("{}.", d.domain))
+            .map_err(|e| StartError::BadDomain(d.domain.clone(), e.to_string(), config.clone()))?;
+        let zone = Zone::new(
+            name,
+            cfg.dhcp.subnet.network(),
+            cfg.dhcp.subnet.prefix_len(),
+        )
+        .map_err(|e| StartError::Zone(Box::new(e), config.clone()))?;
+        let names = Arc::new(StoreNames(store.clone()));
+        let c = cancel.clone();
+        tasks.spawn(async move {
+            (
+                "DNS",
+                dns::serve(udp, tcp, zone, names, c)
+                    .await
+                    .map_err(|e| e.to_string()),
+            )
+        });
+    }
+
+    tracing::info!(
+        %address,
+        interface = %cfg.interface,
+        dhcp = cfg.dhcp.enabled,
+        tftp = ?cfg.tftp,
+        http = ?cfg.http,
+        dns = ?cfg.dns.as_ref().map(|d| d.port),
+        bootenvs = catalog.bootenvs().count(),
+        "rackboot serving"
+    );
+    ready();
+
+    // A server that stops on its own takes the others down with it: a
+    // half-working appliance boots some machines and silently not others.
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((name, Ok(()))) if cancel.is_cancelled() => tracing::debug!("{name} stopped"),
+            Ok((name, Ok(()))) => {
+                tracing::error!("{name} server stopped unexpectedly; shutting down");
+                cancel.cancel();
+            }
+            Ok((name, Err(e))) => {
+                tracing::error!("{name} server failed: {e}; shutting down");
+                cancel.cancel();
+            }
+            Err(e) => {
+                tracing::error!("a server task panicked: {e}; shutting down");
+                cancel.cancel();
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! The store: node records, leases and events. One trait, so every engine
+//! (embedded SQLite by default) is interchangeable and passes the same tests.
+
+use std::net::Ipv4Addr;
+
+use async_trait::async_trait;
+
+use crate::model::{BootArch, Event, Lease, LeaseState, Mac, Node, NodeState, Timestamp};
+
+pub mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+/// How many events each node keeps; older ones are dropped first.
+pub const EVENTS_PER_NODE: i64 = 500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store: {op} failed: {source}")]
+    Database {
+        op: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("store: cannot open {path}: {source}")]
+    Open {
+        path: std::path::PathBuf,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("store: row for {key} is corrupt: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("store: no node with MAC {0}")]
+    NoSuchNode(Mac),
+}
+
+impl StoreError {
+    pub fn is_no_such_node(&self) -> bool {
+        matches!(self, StoreError::NoSuchNode(_))
+    }
+}
+
+/// What a lease allocation asks for.
+#[derive(Debug, Clone)]
+pub struct LeaseRequest {
+    pub mac: Mac,
+    /// The dynamic range, inclusive.
+    pub range: (Ipv4Addr, Ipv4Addr),
+    /// The node's fixed address, which wins over everything else.
+    pub fixed: Option<Ipv4Addr>,
+    /// The address the client asked for (option 50), honoured when free.
+    pub wanted: Option<Ipv4Addr>,
+    pub state: LeaseState,
+    pub expires: Timestamp,
+    pub now: Timestamp,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn node(&self, mac: Mac) -> Result<Option<Node>, StoreError>;
+    /// Inserts `node` unless a record for its MAC exists; returns the record
+    /// in force and whether it was created.
+    async fn create_node_if_absent(&self, node: Node) -> Result<(Node, bool), StoreError>;
+    async fn nodes(&self) -> Result<Vec<Node>, StoreError>;
+    /// Records that the node was seen now, on `arch` if known.
+    async fn touch_node(
+        &self,
+        mac: Mac,
+        arch: Option<BootArch>,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+    async fn set_node_state(
+        &self,
+        mac: Mac,
+        state: NodeState,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError>;
+
+    /// Appends to the node's timeline, dropping its oldest events beyond
+    /// [`EVENTS_PER_NODE`].
+    async fn add_event(&self, mac: Mac, event: &Event) -> Result<(), StoreError>;
+    /// The node's timeline, oldest first.
+    async fn events(&self, mac: Mac) -> Result<Vec<Event>, StoreError>;
+
+    async fn lease_of(&self, mac: Mac) -> Result<Option<Lease>, StoreError>;
+    async fn lease_at(&self, ip: Ipv4Addr) -> Result<Option<Lease>, StoreError>;
+    async fn leases(&self) -> Result<Vec<Lease>, StoreError>;
+    /// Atomically picks and records an address for `req.mac`: its fixed
+    /// address, else its current lease, else the wanted address if free, else
+    /// the lowest free address in the range. `None` when the pool is exhausted.
+    /// Never hands a live lease or another node's fixed address to this MAC.
+    async fn allocate(&self, req: &LeaseRequest) -> Result<Option<Lease>, StoreError>;
+    /// Drops the lease of `ip` if `mac` holds it (DHCPRELEASE).
+    async fn release(&self, mac: Mac, ip: Ipv4Addr) -> Result<bool, StoreError>;
+    /// Takes `ip` out of the pool until `until` (DHCPDECLINE).
+    async fn decline(&self, ip: Ipv4Addr, until: Timestamp) -> Result<(), StoreError>;
+
+    /// The address of the node called `hostname`: its fixed address, else its
+    /// live bound lease.
+    async fn host_addr(
+        &self,
+        hostname: &str,
+        now: Timestamp,
+    ) -> Result<Option<Ipv4Addr>, StoreError>;
+    /// The hostname of the node holding `ip`.
+    async fn addr_host(&self, ip: Ipv4Addr, now: Timestamp) -> Result<Option<String>, StoreError>;
+    /// The MAC holding `ip` (to put a TFTP or HTTP fetch on a timeline).
+    async fn mac_at(&self, ip: Ipv4Addr, now: Timestamp) -> Result<Option<Mac>, StoreError>;
+}

@@ -1,0 +1,199 @@
+//! Which files TFTP hands out, and the timeline entries for each transfer.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use async_tftp::packet;
+use async_tftp::server::Handler;
+use blocking::Unblock;
+use futures_lite::AsyncRead;
+
+use crate::boot::bootenv::is_relative_inside;
+use crate::events::Timeline;
+use crate::model::{EventKind, Mac, Timestamp};
+use crate::store::Store;
+
+/// Serves regular files below `root`.
+pub struct AssetsHandler {
+    root: PathBuf,
+    store: Arc<dyn Store>,
+    timeline: Timeline,
+    runtime: tokio::runtime::Handle,
+}
+
+impl AssetsHandler {
+    /// Must be called inside the tokio runtime: async-tftp drives handlers on
+    /// its own executor, so store work is sent back to tokio explicitly.
+    pub fn new(root: PathBuf, store: Arc<dyn Store>, timeline: Timeline) -> AssetsHandler {
+        AssetsHandler {
+            root,
+            store,
+            timeline,
+            runtime: tokio::runtime::Handle::current(),
+        }
+    }
+}
+
+/// Why a read request is refused; each maps to a TFTP error packet.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Absolute paths, `..`, and anything else that could leave the root.
+    OutsideRoot,
+    NotFound,
+}
+
+/// The file `requested` names under `root`, if it may be served.
+pub fn resolve(root: &Path, requested: &Path) -> Result<PathBuf, Refusal> {
+    let s = requested.to_str().ok_or(Refusal::OutsideRoot)?;
+    // Backslashes are path separators to some Windows-derived PXE stacks.
+    if s.contains('\\') || !is_relative_inside(s) {
+        return Err(Refusal::OutsideRoot);
+    }
+    let full = root.join(s);
+    match std::fs::symlink_metadata(&full) {
+        Ok(m) if m.is_file() => Ok(full),
+        _ => Err(Refusal::NotFound),
+    }
+}
+
+impl Handler for AssetsHandler {
+    type Reader = Tracked;
+    type Writer = futures_lite::io::Sink;
+
+    async fn read_req_open(
+        &mut self,
+        client: &SocketAddr,
+        path: &Path,
+    ) -> Result<(Self::Reader, Option<u64>), packet::Error> {
+        let full = match resolve(&self.root, path) {
+            Ok(p) => p,
+            Err(Refusal::OutsideRoot) => {
+                tracing::warn!(%client, path = %path.display(), "TFTP read outside the assets directory refused");
+                return Err(packet::Error::PermissionDenied);
+            }
+            Err(Refusal::NotFound) => {
+                tracing::info!(%client, path = %path.display(), "TFTP read of a file that does not exist");
+                return Err(packet::Error::FileNotFound);
+            }
+        };
+        let file = std::fs::File::open(&full).map_err(|e| {
+            tracing::warn!(path = %full.display(), error = %e, "cannot open file for TFTP");
+            packet::Error::FileNotFound
+        })?;
+        let size = file.metadata().map(|m| m.len()).ok();
+        let name = path.display().to_string();
+        let mac = self.mac_of(client.ip()).await;
+        if let Some(mac) = mac {
+            self.spawn_event(
+                mac,
+                EventKind::TftpStart,
+                format!("{name} ({} bytes)", size.unwrap_or(0)),
+            );
+        }
+        Ok((
+            Tracked {
+                inner: Unblock::new(file),
+                done: mac.map(|mac| (mac, name, self.timeline.clone(), self.runtime.clone())),
+                sent: 0,
+            },
+            size,
+        ))
+    }
+
+    async fn write_req_open(
+        &mut self,
+        client: &SocketAddr,
+        path: &Path,
+        _size: Option<u64>,
+    ) -> Result<Self::Writer, packet::Error> {
+        tracing::warn!(%client, path = %path.display(), "TFTP write refused: rackboot serves TFTP read-only");
+        Err(packet::Error::Msg("rackboot TFTP is read-only".into()))
+    }
+}
+
+impl AssetsHandler {
+    async fn mac_of(&self, ip: IpAddr) -> Option<Mac> {
+        let IpAddr::V4(ip) = ip else { return None };
+        let store = self.store.clone();
+        self.runtime
+            .spawn(async move { store.mac_at(ip, Timestamp::now()).await })
+            .await
+            .ok()?
+            .ok()?
+    }
+
+    fn spawn_event(&self, mac: Mac, kind: EventKind, detail: String) {
+        let timeline = self.timeline.clone();
+        self.runtime
+            .spawn(async move { timeline.record(mac, kind, detail).await });
+    }
+}
+
+/// A file reader that puts "sent" on the timeline once the whole file has
+/// been read out by the transfer.
+pub struct Tracked {
+    inner: Unblock<std::fs::File>,
+    done: Option<(Mac, String, Timeline, tokio::runtime::Handle)>,
+    sent: u64,
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            this.sent += n as u64;
+            if n == 0 && !buf.is_empty() {
+                if let Some((mac, name, timeline, rt)) = this.done.take() {
+                    let detail = format!("{name} ({} bytes)", this.sent);
+                    rt.spawn(
+                        async move { timeline.record(mac, EventKind::TftpSent, detail).await },
+                    );
+                }
+            }
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_regular_files_below_the_root_are_served() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("undionly.kpxe"), b"x").unwrap();
+        std::fs::write(dir.path().join("sub/a.efi"), b"x").unwrap();
+        let r = dir.path();
+        assert!(resolve(r, Path::new("undionly.kpxe")).is_ok());
+        assert!(resolve(r, Path::new("sub/a.efi")).is_ok());
+        for bad in [
+            "../etc/passwd",
+            "/etc/passwd",
+            "sub/../../x",
+            "sub\\a.efi",
+            "./undionly.kpxe",
+        ] {
+            assert_eq!(
+                resolve(r, Path::new(bad)),
+                Err(Refusal::OutsideRoot),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            resolve(r, Path::new("sub")),
+            Err(Refusal::NotFound),
+            "directories"
+        );
+        assert_eq!(resolve(r, Path::new("nope")), Err(Refusal::NotFound));
+    }
+}
