@@ -99,6 +99,8 @@ mod raw {
         pub lease_seconds: u32,
         #[serde(default)]
         pub loaders: Loaders,
+        #[serde(default = "yes")]
+        pub upgrade_old_ipxe: bool,
     }
     fn default_lease() -> u32 {
         3600
@@ -240,6 +242,9 @@ pub struct LoaderMap {
     pub bios: String,
     pub x86_64_efi: String,
     pub arm64_efi: String,
+    /// Chainload these loaders into an iPXE too old to support HTTPS (old
+    /// NIC option ROMs) instead of handing it the script.
+    pub upgrade_old_ipxe: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -377,6 +382,7 @@ impl Config {
                     bios: d.loaders.bios.clone(),
                     x86_64_efi: d.loaders.x86_64_efi.clone(),
                     arm64_efi: d.loaders.arm64_efi.clone(),
+                    upgrade_old_ipxe: d.upgrade_old_ipxe,
                 },
             },
             tftp: raw.tftp.enabled.then_some(raw.tftp.port),

@@ -53,7 +53,10 @@ pub fn decide(client: &ClientInfo, loaders: &LoaderMap, urls: &Urls) -> Decision
             reason: format!("unsupported client architecture {code}"),
         };
     };
-    if client.is_ipxe {
+    // An old iPXE (typically a NIC option ROM) is replaced by rackboot's own
+    // loader first. Those announce HTTPS, so the second round gets the script
+    // and this cannot loop.
+    if client.is_ipxe && !(loaders.upgrade_old_ipxe && client.is_old_ipxe()) {
         return Decision::Script {
             url: urls.script(&client.mac),
             arch,
@@ -86,6 +89,7 @@ mod tests {
             bios: "undionly.kpxe".into(),
             x86_64_efi: "ipxe-amd64.efi".into(),
             arm64_efi: "ipxe-arm64.efi".into(),
+            upgrade_old_ipxe: true,
         }
     }
 
@@ -96,6 +100,7 @@ mod tests {
             vendor_class: vendor.map(str::to_string),
             user_class: ipxe.then(|| "iPXE".to_string()),
             is_ipxe: ipxe,
+            ipxe_features: vec![],
             relay: None,
         }
     }
@@ -154,6 +159,40 @@ mod tests {
         for (c, want) in table {
             assert_eq!(decide(&c, &loaders(), &urls), want, "{c:?}");
         }
+    }
+
+    #[test]
+    fn an_ipxe_without_https_gets_rackboots_loader_once() {
+        let urls = Urls {
+            http_base: "http://10.0.0.1".into(),
+        };
+        let mut old_rom = client(Some(0), Some("PXEClient"), true);
+        old_rom.ipxe_features = vec![0x13, 0x18];
+        assert_eq!(
+            decide(&old_rom, &loaders(), &urls),
+            Decision::Loader {
+                path: "undionly.kpxe".into(),
+                arch: BootArch::Bios
+            }
+        );
+        let mut ours = old_rom.clone();
+        ours.ipxe_features.push(crate::model::IPXE_FEATURE_HTTPS);
+        assert!(matches!(
+            decide(&ours, &loaders(), &urls),
+            Decision::Script { .. }
+        ));
+        let mut off = loaders();
+        off.upgrade_old_ipxe = false;
+        assert!(matches!(
+            decide(&old_rom, &off, &urls),
+            Decision::Script { .. }
+        ));
+        // No feature list at all: trust it rather than risk a chainload loop.
+        let silent = client(Some(0), Some("PXEClient"), true);
+        assert!(matches!(
+            decide(&silent, &loaders(), &urls),
+            Decision::Script { .. }
+        ));
     }
 
     #[test]

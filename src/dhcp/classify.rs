@@ -69,8 +69,12 @@ pub fn classify(msg: &Message) -> Result<Request, Unanswerable> {
         Some(DhcpOption::UserClass(v)) => Some(user_class_text(v)),
         _ => None,
     };
-    let is_ipxe = user_class.as_deref() == Some("iPXE")
-        || opts.get(OptionCode::from(OPTION_IPXE_ENCAP)).is_some();
+    let ipxe_encap = match opts.get(OptionCode::from(OPTION_IPXE_ENCAP)) {
+        Some(DhcpOption::Unknown(o)) => Some(o.data().to_vec()),
+        _ => None,
+    };
+    let is_ipxe = user_class.as_deref() == Some("iPXE") || ipxe_encap.is_some();
+    let ipxe_features = ipxe_encap.as_deref().map(ipxe_features).unwrap_or_default();
     let giaddr = msg.giaddr();
     Ok(Request {
         kind,
@@ -80,6 +84,7 @@ pub fn classify(msg: &Message) -> Result<Request, Unanswerable> {
             vendor_class,
             user_class,
             is_ipxe,
+            ipxe_features,
             relay: (!giaddr.is_unspecified()).then_some(giaddr),
         },
         xid: msg.xid(),
@@ -94,6 +99,25 @@ pub fn classify(msg: &Message) -> Result<Request, Unanswerable> {
         },
         broadcast: msg.flags().broadcast(),
     })
+}
+
+/// The feature codes in iPXE's option 175: sub-options of length 1 and value
+/// 1 (iPXE `DHCP_FEATURE`). Other sub-options (bus id 177, version 235) are
+/// skipped; a truncated list yields what was readable.
+fn ipxe_features(encap: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut rest = encap;
+    while let [code, len, tail @ ..] = rest {
+        let len = *len as usize;
+        if tail.len() < len {
+            break;
+        }
+        if len == 1 && tail[0] == 1 {
+            out.push(*code);
+        }
+        rest = &tail[len..];
+    }
+    out
 }
 
 /// Option 77 per RFC 3004 is a list of length-prefixed strings, but iPXE
@@ -163,6 +187,32 @@ mod tests {
         m.opts_mut()
             .insert(DhcpOption::UserClass(b"Other".to_vec()));
         assert!(!classify(&m).unwrap().client.is_ipxe);
+    }
+
+    #[test]
+    fn ipxe_features_are_read_from_option_175() {
+        // As sent by qemu's 2019 BIOS ROM (no HTTPS) and by a 2025 build
+        // (0x14 HTTPS present), bus id 177 and version 235 interleaved.
+        let old = [
+            0xb1, 0x05, 0x01, 0x80, 0x86, 0x10, 0x0e, 0x13, 0x01, 0x01, 0x18, 0x01, 0x01, 0xeb,
+            0x03, 0x01, 0x00, 0x00,
+        ];
+        let new = [0x13, 0x01, 0x01, 0x14, 0x01, 0x01, 0x24, 0x01, 0x01];
+        assert_eq!(ipxe_features(&old), [0x13, 0x18]);
+        assert_eq!(ipxe_features(&new), [0x13, 0x14, 0x24]);
+        assert_eq!(
+            ipxe_features(&[0x13, 0x05, 0x01]),
+            Vec::<u8>::new(),
+            "truncated"
+        );
+        let mut m = packet(MessageType::Discover);
+        m.opts_mut().insert(DhcpOption::UserClass(b"iPXE".to_vec()));
+        m.opts_mut().insert(DhcpOption::Unknown(UnknownOption::new(
+            OptionCode::from(OPTION_IPXE_ENCAP),
+            old.to_vec(),
+        )));
+        let c = classify(&m).unwrap().client;
+        assert!(c.is_ipxe && c.is_old_ipxe());
     }
 
     #[test]

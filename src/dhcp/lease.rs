@@ -145,6 +145,7 @@ mod tests {
                 vendor_class: None,
                 user_class: None,
                 is_ipxe: false,
+                ipxe_features: vec![],
                 relay: None,
             },
             xid: 1,

@@ -3,7 +3,9 @@
 
 use std::net::Ipv4Addr;
 
-use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode, OptionCode};
+use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode, OptionCode, UnknownOption};
+
+use super::classify::OPTION_IPXE_ENCAP;
 use ipnet::Ipv4Net;
 
 /// The per-subnet answers every reply carries.
@@ -36,13 +38,19 @@ pub enum BootFile {
 /// boot server answer on port 4011 that never comes.
 const PXE_DISCOVERY_CONTROL: [u8; 4] = [6, 1, 8, 255];
 
+/// iPXE option 175, sub-option 176 (`no-pxedhcp`) = 1: iPXE otherwise waits
+/// about 3 s on every boot for ProxyDHCP offers that rackboot never sends.
+const IPXE_NO_PXEDHCP: [u8; 3] = [176, 1, 1];
+
 /// An OFFER or ACK handing `yiaddr` (unspecified for INFORM) and `boot`.
+/// `ipxe` says the client is iPXE, which gets its own speed-up option.
 pub fn answer(
     request: &Message,
     kind: MessageType,
     yiaddr: Ipv4Addr,
     hostname: Option<&str>,
     boot: &BootFile,
+    ipxe: bool,
     p: &ServerParams,
 ) -> Message {
     let mut m = base(request, kind, p.server_ip);
@@ -71,6 +79,12 @@ pub fn answer(
     // Firmware that sent a machine UUID (option 97) expects it back (PXE 2.1).
     if let Some(uuid) = request.opts().get(OptionCode::ClientMachineIdentifier) {
         opts.insert(uuid.clone());
+    }
+    if ipxe {
+        opts.insert(DhcpOption::Unknown(UnknownOption::new(
+            OptionCode::from(OPTION_IPXE_ENCAP),
+            IPXE_NO_PXEDHCP.to_vec(),
+        )));
     }
     match boot {
         BootFile::None => {}
@@ -179,6 +193,7 @@ mod tests {
             Ipv4Addr::new(10, 77, 0, 100),
             Some("node-1"),
             &BootFile::Tftp("ipxe-amd64.efi".into()),
+            false,
             &params(),
         ));
         assert_eq!(m.opcode(), Opcode::BootReply);
@@ -227,11 +242,16 @@ mod tests {
                 url: url.into(),
                 http_client: false,
             },
+            true,
             &params(),
         ));
         assert_eq!(fname(&m), url);
         assert_eq!(m.siaddr(), Ipv4Addr::UNSPECIFIED);
         assert!(m.opts().get(OptionCode::ClassIdentifier).is_none());
+        match m.opts().get(OptionCode::from(OPTION_IPXE_ENCAP)) {
+            Some(DhcpOption::Unknown(o)) => assert_eq!(o.data(), IPXE_NO_PXEDHCP),
+            other => panic!("no option 175 for iPXE: {other:?}"),
+        }
     }
 
     #[test]
@@ -245,6 +265,7 @@ mod tests {
                 url: "http://10.77.0.1/assets/ipxe-amd64.efi".into(),
                 http_client: true,
             },
+            false,
             &params(),
         );
         assert_eq!(

@@ -183,6 +183,7 @@ async fn answer(
                 l.ip,
                 hostname,
                 &boot,
+                req.client.is_ipxe,
                 &ctx.params,
             )))
         }
@@ -198,6 +199,7 @@ async fn answer(
                         l.ip,
                         hostname,
                         &boot,
+                        req.client.is_ipxe,
                         &ctx.params,
                     )))
                 }
@@ -249,6 +251,7 @@ async fn answer(
             std::net::Ipv4Addr::UNSPECIFIED,
             hostname,
             &boot,
+            req.client.is_ipxe,
             &ctx.params,
         ))),
         _ => Ok(None),

@@ -9,7 +9,7 @@ mod node;
 mod time;
 
 pub use arch::{BootArch, ClientArch};
-pub use client::ClientInfo;
+pub use client::{ClientInfo, IPXE_FEATURE_HTTPS};
 pub use event::{Event, EventKind};
 pub use lease::{Lease, LeaseState};
 pub use mac::{Mac, MacParseError};
