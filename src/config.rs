@@ -16,7 +16,8 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config file {path} does not parse: {message}")]
+    /// `message` starts with `line L, column C:` when the parser knows where.
+    #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config file {path}: key `{key}`: {reason}")]
     Invalid {
@@ -253,6 +254,21 @@ pub struct DnsConfig {
     pub domain: String,
 }
 
+/// One line for a TOML error: `line L, column C: what`, so every file error
+/// reads the same and fits a log line (toml's own Display spans several lines).
+pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let what = e.message().trim_end();
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {what}")
+        }
+        None => what.to_string(),
+    }
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -266,7 +282,7 @@ impl Config {
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let raw: raw::Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
+            message: toml_error(text, &e),
         })?;
         let invalid = |key: &'static str, reason: String| ConfigError::Invalid {
             path: path.to_path_buf(),
@@ -442,7 +458,8 @@ range = ["10.0.0.100", "10.0.0.200"]
         assert!(err.is_parse());
         assert!(msg.contains("r.toml"), "{msg}");
         assert!(msg.contains("interfcae"), "{msg}");
-        assert!(msg.contains("line 5"), "{msg}");
+        assert!(msg.contains("line 5, column 1"), "{msg}");
+        assert_eq!(msg.lines().count(), 1, "one line: {msg}");
     }
 
     #[test]

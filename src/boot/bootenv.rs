@@ -88,7 +88,7 @@ pub enum BootenvError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("bootenv {path} does not parse: {message}")]
+    #[error("bootenv {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("bootenv {path}: {reason}")]
     Invalid { path: PathBuf, reason: String },
@@ -143,7 +143,7 @@ impl Bootenv {
         }
         let raw: raw::Bootenv = toml::from_str(text).map_err(|e| BootenvError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
+            message: crate::config::toml_error(text, &e),
         })?;
         if raw.arch.is_empty() {
             return Err(invalid(
@@ -277,7 +277,8 @@ local = "sanboot"
         let msg = Bootenv::parse(Path::new("b.toml"), "description = \"x\"\n[arch.bios\n")
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("line 2"), "{msg}");
+        assert!(msg.contains("line 2, column"), "{msg}");
+        assert_eq!(msg.lines().count(), 1, "one line: {msg}");
     }
 
     #[test]
