@@ -127,6 +127,8 @@ fn boots_to_configured(name: &str, firmware: Firmware, loader: &str) {
     let lab = Lab::new(name);
     // Router advertisements on the link: iPXE otherwise waits ~13 s for IPv6 autoconfiguration.
     lab.start_ipv6_ra();
+    // Kept in the lab directory: the first thing to read when a boot fails in CI.
+    lab.capture(lab.dir().join("boot.pcap"));
     let rb = start_rackboot(&lab);
     let started = Instant::now();
     let vm = lab.vm(name, firmware).start();

@@ -243,3 +243,70 @@ mod tests {
         assert_eq!(r.server_id, Some(Ipv4Addr::new(10, 1, 0, 2)));
     }
 }
+
+/// Real packets captured from firmware netbooting in qemu (`testdata/*.hex`)
+/// are classified and decided; the result must match `testdata/decisions.golden`.
+/// Regenerate with `RACKBOOT_BLESS=1 cargo test golden`.
+#[cfg(test)]
+mod golden {
+    use super::*;
+    use crate::boot::{Urls, decide};
+    use crate::config::LoaderMap;
+    use dhcproto::{Decodable, Decoder};
+    use std::fmt::Write;
+    use std::path::Path;
+
+    #[test]
+    fn golden_captured_firmware_packets() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/dhcp/testdata");
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "hex"))
+            .collect();
+        names.sort();
+        assert!(!names.is_empty());
+        let loaders = LoaderMap {
+            bios: "undionly.kpxe".into(),
+            x86_64_efi: "ipxe-amd64.efi".into(),
+            arm64_efi: "ipxe-arm64.efi".into(),
+            upgrade_old_ipxe: true,
+        };
+        let urls = Urls {
+            http_base: "http://10.77.0.1".into(),
+        };
+        let mut out = String::new();
+        for path in names {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let bytes: Vec<u8> = (0..text.trim().len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&text.trim()[i..i + 2], 16).unwrap())
+                .collect();
+            let msg = Message::decode(&mut Decoder::new(&bytes)).unwrap();
+            let req = classify(&msg).unwrap();
+            let c = &req.client;
+            let _ = writeln!(
+                out,
+                "{}: {:?} arch={:?} vendor={:?} user={:?} ipxe={} features={:02x?} broadcast={} -> {:?}",
+                path.file_stem().unwrap().to_string_lossy(),
+                req.kind,
+                c.arch.map(|a| a.0),
+                c.vendor_class,
+                c.user_class,
+                c.is_ipxe,
+                c.ipxe_features,
+                req.broadcast,
+                decide(c, &loaders, &urls),
+            );
+        }
+        let golden = dir.join("decisions.golden");
+        if std::env::var_os("RACKBOOT_BLESS").is_some() {
+            std::fs::write(&golden, &out).unwrap();
+        }
+        assert_eq!(
+            std::fs::read_to_string(&golden).unwrap_or_default(),
+            out,
+            "regenerate with RACKBOOT_BLESS=1 if the change is intended"
+        );
+    }
+}

@@ -187,7 +187,11 @@ impl Lab {
         let pcap = self.dir.join(pcap);
         let log = pcap.with_extension("tcpdump.log");
         let pcap_s = pcap.to_str().expect("utf-8 path");
-        let pid = self.spawn("tcpdump", &["-i", BRIDGE, "-n", "-U", "-w", pcap_s], &log);
+        let pid = self.spawn(
+            "tcpdump",
+            &["-i", BRIDGE, "-n", "-U", "-s", "600", "-w", pcap_s],
+            &log,
+        );
         wait_for_file(&log, "listening on", Duration::from_secs(10))
             .unwrap_or_else(|e| panic!("tcpdump did not start: {e}"));
         pid
