@@ -1,7 +1,18 @@
 #!/usr/bin/env bash
-# Fetch and build every binary rackboot serves, into boot-assets/dist/.
+# Install the host packages rackboot needs, then fetch and build every binary rackboot serves,
+# into boot-assets/dist/.
 #
-#   boot-assets/setup.sh [--refresh]
+#   boot-assets/setup.sh [--refresh] [--packages-only | --no-packages]
+#
+#   --refresh        refresh the private package indexes now, not only when a day old
+#   --packages-only  install the host packages and stop (no boot assets)
+#   --no-packages    never run apt-get on the host; fail if this script's own tools are missing
+#
+# Host packages (Debian, installed with apt-get only when missing, as root): everything the
+# project needs to build (gcc, libc6-dev, pkg-config), test (qemu, OVMF/AAVMF, NIC ROMs, real
+# DHCP/TFTP/DNS/HTTP clients, tcpdump, dnsmasq for IPv6 router adverts) and demo, and the tools
+# this script runs. Run as non-root, it installs nothing: it names what is missing and goes on
+# with the assets when its own tools are there.
 #
 # Produces (all git-ignored; nothing binary is ever committed):
 #   dist/undionly.kpxe dist/ipxe-amd64.efi dist/snponly.efi dist/ipxe-arm64.efi
@@ -13,13 +24,14 @@
 #   dist/SOURCES                       the Debian packages and versions everything came from
 #   dist/MANIFEST                      sha256sum of every file above (check: cd dist && sha256sum -c MANIFEST)
 #
-# Packages come from the Debian mirror the host's own apt sources already use, through a private
-# apt state under boot-assets/.cache/ (own sources.list, lists and cache): the host's apt sources
-# are never touched and no foreign architecture is ever added to dpkg.
+# Boot-asset packages come from the Debian mirror the host's own apt sources already use, through
+# a private apt state under boot-assets/.cache/ (own sources.list, lists and cache): the host's apt
+# sources are never touched and no foreign architecture is ever added to dpkg.
 #
-# Safe to re-run: package indexes are refreshed when older than a day (or with --refresh), .debs
-# are only downloaded when the resolved version changed, and an image is only rebuilt when one of
-# its inputs (kernel, busybox, image/*, this script) changed. The build is reproducible: the same
+# Safe to re-run, and quick when nothing changed: host packages are only installed when missing,
+# package indexes are refreshed when older than a day (or with --refresh), .debs are only
+# downloaded when the resolved version changed, and an image is only rebuilt when one of its
+# inputs (kernel, busybox, image/*, this script) changed. The build is reproducible: the same
 # inputs give byte-identical initrds, so content-addressed asset names stay stable.
 #
 # Environment:
@@ -46,56 +58,138 @@ readonly DEBS=$CACHE/debs STAMPS=$CACHE/stamps
 readonly EPOCH=${SOURCE_DATE_EPOCH:-0}
 START=$(date +%s)
 
-REFRESH=0
+REFRESH=0 PACKAGES=1 ASSETS=1
 for arg in "$@"; do
     case $arg in
         --refresh) REFRESH=1 ;;
+        --packages-only) ASSETS=0 ;;
+        --no-packages) PACKAGES=0 ;;
         -h | --help) sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
         *) echo "setup.sh: unknown argument: $arg (try --help)" >&2; exit 2 ;;
     esac
 done
+((PACKAGES || ASSETS)) || { echo "setup.sh: --packages-only and --no-packages leave nothing to do" >&2; exit 2; }
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 
 # ---------------------------------------------------------------------------------------------
-# Host tools
+# Host packages
 
-# command (or file) -> Debian package that provides it
-declare -A HOST_TOOLS=(
-    [apt-get]=apt [apt-cache]=apt [dpkg-deb]=dpkg [modinfo]=kmod [cpio]=cpio [gzip]=gzip
-    [xz]=xz-utils [flock]=util-linux [sha256sum]=coreutils [awk]=mawk [find]=findutils
-    [od]=coreutils [timeout]=coreutils ["$KEYRING"]=debian-archive-keyring
+# What the project needs on the host beyond this script's own tools (HOST_TOOLS below), and why.
+readonly PROJECT_PACKAGES=(
+    gcc libc6-dev pkg-config ca-certificates # cargo build: linker, C parts (sqlite), crates.io TLS
+    qemu-system-x86 qemu-system-arm          # VM tests and demo.sh: diskless VMs that netboot
+    ovmf qemu-efi-aarch64 ipxe-qemu          # their firmware: OVMF, AAVMF, iPXE NIC option ROMs
+    iproute2                                 # private network namespaces, bridges, taps
+    isc-dhcp-client udhcpc dnsutils curl atftp tftp-hpa # real clients the protocol tests drive
+    tcpdump                                  # packet captures of test boots
+    dnsmasq-base                             # IPv6 router adverts in the lab (RA-only mode)
+    busybox-static                           # the image's userland (ash, udhcpc) on the host too
+    python3                                  # demo.sh formats the node timeline
 )
 
-# Installs the packages providing the given commands/files, only those that are missing.
-ensure_host_tools() {
-    local t missing=()
-    for t in "$@"; do
+# This script's own tools: command (or file) -> Debian package that provides it.
+declare -A HOST_TOOLS=(
+    [apt-get]=apt [apt-cache]=apt [dpkg-deb]=dpkg [modinfo]=kmod [cpio]=cpio [gzip]=gzip
+    [xz]=xz-utils [zstd]=zstd [flock]=util-linux [sha256sum]=coreutils [awk]=mawk
+    [find]=findutils [od]=coreutils [timeout]=coreutils ["$KEYRING"]=debian-archive-keyring
+)
+
+# missing_tools: prints the packages providing the HOST_TOOLS that are missing.
+missing_tools() {
+    local t
+    for t in "${!HOST_TOOLS[@]}"; do
         if [[ $t == /* ]]; then [[ -e $t ]] && continue
         else command -v "$t" >/dev/null && continue
         fi
-        missing+=("${HOST_TOOLS[$t]:-$t}")
+        echo "${HOST_TOOLS[$t]}"
     done
-    ((${#missing[@]})) || return 0
-    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
-    [[ $EUID -eq 0 ]] || die "missing host packages (run as root, or install them): ${missing[*]}"
-    log "installing host packages: ${missing[*]}"
-    local install=(timeout 900 apt-get install -y -q --no-install-recommends "${missing[@]}")
-    if ! DEBIAN_FRONTEND=noninteractive "${install[@]}" >&2; then
-        # A stale host index is the usual cause; refresh it once and retry.
-        timeout 600 apt-get update -q >&2 || die "apt-get update failed"
-        DEBIAN_FRONTEND=noninteractive "${install[@]}" >&2 || die "could not install ${missing[*]}"
+}
+
+# missing_packages PKG...: prints those of the given packages that dpkg does not have installed.
+missing_packages() {
+    dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' "$@" 2>/dev/null |
+        awk -v want="$*" '$1 == "ii" { have[$2] = 1 }
+            END { n = split(want, w, " "); for (i = 1; i <= n; i++) if (!(w[i] in have)) print w[i] }'
+}
+
+# qemu_utils_pin: prints the extra install argument that keeps qemu-utils installable beside
+# Debian's qemu-system-*, or nothing when none is needed.
+#
+# Quirk (the images of these build machines): they carry qemu-utils 10.x from bookworm-backports
+# in dpkg's status only (no backports source configured). It Breaks qemu-system-common << 8.0, so
+# installing bookworm's qemu-system-* would make apt remove qemu-utils (which --no-remove below
+# refuses). Both come from the qemu source package, so the fix is qemu-utils at the very version
+# of the qemu-system-common apt would install: an explicit, allowed downgrade. A plain Debian 12
+# (no qemu-utils, or bookworm's) needs nothing.
+qemu_utils_pin() {
+    local have want
+    have=$(dpkg-query -W -f='${db:Status-Abbrev} ${Version}' qemu-utils 2>/dev/null) || return 0
+    [[ $have == "ii "* ]] || return 0
+    have=${have#ii }
+    have=${have# }
+    want=$(apt-cache policy qemu-system-common | awk '$1 == "Candidate:" { print $2 }')
+    [[ -n $want && $want != "(none)" ]] || return 0
+    dpkg --compare-versions "$have" gt "$want" || return 0
+    if apt-cache madison qemu-utils | awk -F' *[|] *' -v v="$want" '$2 == v { f = 1 } END { exit !f }'; then
+        echo "qemu-utils=$want"
+    else
+        # No exact twin (a binNMU of one but not the other): the host release's own version.
+        echo "qemu-utils/$HOST_CODENAME"
     fi
 }
 
+# ensure_packages: installs what is missing of PROJECT_PACKAGES and HOST_TOOLS (one dpkg-query
+# when everything is there). Without root or with --no-packages it installs nothing and only
+# fails when this script's own tools are missing.
+ensure_packages() {
+    local missing own pin
+    mapfile -t own < <(missing_tools | sort -u)
+    if ((PACKAGES)); then
+        mapfile -t missing < <({ missing_packages "${PROJECT_PACKAGES[@]}"; printf '%s\n' "${own[@]}"; } |
+            grep -v '^$' | sort -u)
+    else
+        missing=("${own[@]}")
+    fi
+    ((${#missing[@]})) || return 0
+    if ((!PACKAGES)) || [[ $EUID -ne 0 ]]; then
+        ((${#own[@]} == 0)) || die "missing host packages: ${own[*]} (install them, or run this as root without --no-packages)"
+        log "note: not installing missing host packages (${missing[*]}); tests and demo.sh need them: sudo $SELF --packages-only"
+        return 0
+    fi
+
+    log "installing host packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    # Wait for another apt or dpkg (e.g. unattended-upgrades) instead of failing at once.
+    local apt=(apt-get -q -o DPkg::Lock::Timeout=300)
+    # A fresh machine's indexes are often stale or absent; an unreachable third-party source must
+    # not stop the install when the Debian ones are fine, so a failed update is only a warning.
+    timeout 900 "${apt[@]}" update >&2 || log "warning: apt-get update failed; trying the install anyway"
+    local install=(install -y --no-install-recommends --no-remove
+        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
+    if printf '%s\n' "${missing[@]}" | grep -q '^qemu-system-'; then
+        pin=$(qemu_utils_pin)
+        if [[ -n $pin ]]; then
+            log "aligning qemu-utils with Debian's qemu-system packages: $pin"
+            install+=(--allow-downgrades "$pin")
+        fi
+    fi
+    timeout 1800 "${apt[@]}" "${install[@]}" "${missing[@]}" >&2 ||
+        die "could not install: ${missing[*]}"
+    mapfile -t missing < <(missing_packages "${missing[@]}")
+    ((${#missing[@]} == 0)) || die "apt-get succeeded but these are still not installed: ${missing[*]}"
+}
+
+HOST_CODENAME=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+ensure_packages
+((ASSETS)) || { log "host packages ready ($(($(date +%s) - START)) s)"; exit 0; }
+
 mkdir -p "$CACHE" "$DEBS" "$STAMPS" "$DIST"
 # Two runs at once would download into and replace the same files. (flock is in util-linux,
-# which Debian marks essential, so it is there before ensure_host_tools runs.)
+# which Debian marks essential.)
 exec 9>"$CACHE/lock"
 flock -w 900 9 || die "another setup.sh still holds $CACHE/lock after 15 minutes"
-
-ensure_host_tools "${!HOST_TOOLS[@]}"
 
 WORK=$(mktemp -d "$CACHE/work.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
@@ -136,7 +230,6 @@ host_apt_sources() {
 
 # The mirror is whatever the host's apt already uses for its own release: on these machines that
 # is the only Debian host reachable, and elsewhere it is the mirror the admin chose.
-HOST_CODENAME=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
 MIRROR=${RACKBOOT_DEBIAN_MIRROR:-$(host_apt_sources | awk -v s="$HOST_CODENAME" '$2 == s { print $1; exit }')}
 SECURITY=${RACKBOOT_DEBIAN_SECURITY_MIRROR:-$(host_apt_sources | awk -v s="$HOST_CODENAME-security" '$2 == s { print $1; exit }')}
 [[ -n $MIRROR ]] || die "no Debian mirror for '$HOST_CODENAME' in /etc/apt/sources.list(.d); set RACKBOOT_DEBIAN_MIRROR"
@@ -225,7 +318,7 @@ unpack_module() {
         *.ko) cp "$1" "$2" ;;
         *.ko.xz) xz -dc "$1" >"$2" ;;
         *.ko.gz) gzip -dc "$1" >"$2" ;;
-        *.ko.zst) ensure_host_tools zstd; zstd -qdc "$1" >"$2" ;;
+        *.ko.zst) zstd -qdc "$1" >"$2" ;;
         *) die "unknown module format: $1" ;;
     esac
 }
