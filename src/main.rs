@@ -15,8 +15,26 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line an admin can act on: the whole chain of causes.
-            eprintln!("rackboot: error: {e:#}");
+            eprintln!("rackboot: error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, joined by `: `. Many of rackboot's errors quote
+/// their cause in their own message (logs print one level), so `{:#}` would
+/// say it twice: a cause the line already holds is not repeated.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }

@@ -83,6 +83,10 @@ pub async fn handle(
     packet: &[u8],
     peer: SocketAddr,
 ) -> Option<(Message, SocketAddr)> {
+    if let Err(why) = check_wire(packet) {
+        tracing::info!(%peer, %why, "ignoring DHCP packet that does not parse");
+        return None;
+    }
     let msg = match Message::decode(&mut Decoder::new(packet)) {
         Ok(m) => m,
         Err(e) => {
@@ -114,6 +118,40 @@ pub async fn handle(
             None
         }
     }
+}
+
+/// The fixed BOOTP header before the options field (RFC 2131 §2, figure 1).
+const HEADER_LEN: usize = 236;
+/// RFC 2131 §3: the first four octets of the options field.
+const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
+
+/// What dhcproto does not check: it takes any four bytes as the magic cookie,
+/// and stops silently at an option that runs past the end of the packet,
+/// keeping the options before it. Either way the packet is not DHCP, and
+/// answering it would act on a guess.
+fn check_wire(packet: &[u8]) -> Result<(), &'static str> {
+    let Some(options) = packet.get(HEADER_LEN + MAGIC_COOKIE.len()..) else {
+        return Err("shorter than a DHCP header");
+    };
+    if packet[HEADER_LEN..HEADER_LEN + MAGIC_COOKIE.len()] != MAGIC_COOKIE {
+        return Err("no DHCP magic cookie");
+    }
+    let mut i = 0;
+    while let Some(&code) = options.get(i) {
+        match code {
+            0 => i += 1,
+            255 => return Ok(()),
+            _ => {
+                let len = options.get(i + 1).map(|&l| usize::from(l));
+                i = match len {
+                    Some(len) if i + 2 + len <= options.len() => i + 2 + len,
+                    _ => return Err("an option runs past the end of the packet"),
+                };
+            }
+        }
+    }
+    // No end option (255): tolerated, the options are all complete.
+    Ok(())
 }
 
 async fn answer(
@@ -283,4 +321,28 @@ fn destination(req: &Request, reply: &Message) -> SocketAddr {
         return SocketAddrV4::new(req.ciaddr, CLIENT_PORT).into();
     }
     SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_check_refuses_what_dhcproto_would_guess_at() {
+        let header = [0u8; HEADER_LEN];
+        let packet = |tail: &[u8]| [&header[..], tail].concat();
+        let ok = packet(&[99, 130, 83, 99, 53, 1, 1, 0, 0, 255]);
+        assert_eq!(check_wire(&ok), Ok(()));
+        assert_eq!(check_wire(&packet(&[99, 130, 83, 99, 53, 1, 1])), Ok(()));
+        assert_eq!(check_wire(&packet(&[99, 130, 83, 99])), Ok(()));
+        for bad in [
+            &ok[..HEADER_LEN + 3],
+            &packet(&[0xde, 0xad, 0xbe, 0xef, 53, 1, 1, 255])[..],
+            &packet(&[99, 130, 83, 99, 53, 1, 1, 60, 200, b'P', b'X', b'E'])[..],
+            &packet(&[99, 130, 83, 99, 53])[..],
+            &[1, 1, 6][..],
+        ] {
+            assert!(check_wire(bad).is_err(), "{bad:?}");
+        }
+    }
 }
