@@ -1624,3 +1624,27 @@ fn startup_fails_on_a_bootenv_that_does_not_parse_naming_file_and_line() {
     );
     assert!(msg.contains("line 3"), "{msg}");
 }
+
+/// Two DHCP servers answering on one boot network would hand out conflicting
+/// boot files: a second rackboot on the same interface must refuse to start.
+#[test]
+fn startup_fails_when_another_rackboot_serves_dhcp_on_the_interface() {
+    let rb = Rackboot::start("start-twice");
+    let second = Files::new();
+    // Only DHCP may clash: the other services are off in the second instance.
+    second.write(
+        "rackboot.toml",
+        format!(
+            "{}\n[tftp]\nenabled = false\n[http]\nenabled = false\n[dns]\nenabled = false\n",
+            second.config_text()
+        )
+        .as_bytes(),
+    );
+    let msg = start_fails(&rb.lab, &second.config());
+    assert!(msg.contains("DHCP") && msg.contains(BRIDGE), "{msg}");
+    assert!(msg.contains("network.interface"), "{msg}");
+    assert!(
+        rb.lab.is_running(rb.pid),
+        "the first instance keeps serving"
+    );
+}

@@ -36,10 +36,11 @@ pub struct DhcpContext {
 }
 
 /// Binds the DHCP server socket on `interface` only: rackboot must never
-/// answer DHCP on a network it was not told to serve.
+/// answer DHCP on a network it was not told to serve. No SO_REUSEADDR: a
+/// second DHCP server on the same interface must fail to start rather than
+/// answer beside this one (servers bound to other interfaces do not clash).
 pub fn bind(interface: &str, port: u16) -> io::Result<std::net::UdpSocket> {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    s.set_reuse_address(true)?;
     s.set_broadcast(true)?;
     s.bind_device(Some(interface.as_bytes()))?;
     s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
