@@ -203,9 +203,8 @@ domain = "demo.internal"
 EOF
 sed 's/^/    | /' "$CONFIG"
 RB_LOG=$DEMO_DIR/rackboot.log
-# `ip netns exec` and `env` exec their commands, so $! is rackboot's own PID. NO_COLOR: a plain
-# text log.
-in_ns env NO_COLOR=1 "$RACKBOOT" serve --config "$CONFIG" >"$RB_LOG" 2>&1 8>&- &
+# `ip netns exec` execs its command, so $! is rackboot's own PID.
+in_ns "$RACKBOOT" serve --config "$CONFIG" >"$RB_LOG" 2>&1 8>&- &
 RB_PID=$!
 PIDS+=("$RB_PID")
 if ! wait_for_text "$RB_LOG" "rackboot serving" 30 "$RB_PID"; then
