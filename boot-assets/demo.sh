@@ -194,9 +194,9 @@ scripts_dir = "$REPO/configs/scripts"
 [network]
 interface = "br0"
 
-[dhcp]
-subnet = "10.77.0.0/24"
-range = ["10.77.0.100", "10.77.0.199"]
+[[dhcp.subnet]]
+cidr = "10.77.0.0/24"
+ranges = [["10.77.0.100", "10.77.0.199"]]
 
 [dns]
 domain = "demo.internal"

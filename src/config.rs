@@ -22,7 +22,7 @@ pub enum ConfigError {
     #[error("config file {path}: key `{key}`: {reason}")]
     Invalid {
         path: PathBuf,
-        key: &'static str,
+        key: String,
         reason: String,
     },
 }
@@ -93,15 +93,28 @@ mod raw {
     pub struct Dhcp {
         #[serde(default = "yes")]
         pub enabled: bool,
-        pub subnet: Ipv4Net,
-        pub range: [Ipv4Addr; 2],
-        pub router: Option<Ipv4Addr>,
         #[serde(default = "default_lease")]
         pub lease_seconds: u32,
         #[serde(default)]
         pub loaders: Loaders,
         #[serde(default = "yes")]
         pub upgrade_old_ipxe: bool,
+        #[serde(default)]
+        pub subnet: Vec<Subnet>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Subnet {
+        pub cidr: Ipv4Net,
+        #[serde(default)]
+        pub ranges: Vec<[Ipv4Addr; 2]>,
+        pub router: Option<Ipv4Addr>,
+        pub lease_seconds: Option<u32>,
+        #[serde(default)]
+        pub mode: super::SubnetMode,
+        #[serde(default)]
+        pub unknown_clients: super::UnknownClients,
     }
     fn default_lease() -> u32 {
         3600
@@ -230,11 +243,50 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct DhcpConfig {
     pub enabled: bool,
-    pub subnet: Ipv4Net,
-    pub range: (Ipv4Addr, Ipv4Addr),
+    pub subnets: Vec<SubnetConfig>,
+    pub loaders: LoaderMap,
+}
+
+/// How rackboot serves a subnet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubnetMode {
+    /// Addresses and boot information.
+    #[default]
+    Dhcp,
+    /// proxyDHCP: another server owns the addresses; rackboot answers PXE
+    /// clients with boot information only.
+    Proxy,
+}
+
+/// What happens to a MAC rackboot has no record of.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownClients {
+    /// Give it an address and the default bootenv (discovery).
+    #[default]
+    Serve,
+    /// Do not answer it; only nodes already in the store boot here.
+    Ignore,
+}
+
+/// One subnet rackboot serves: the boot interface's own, or one behind a relay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubnetConfig {
+    pub cidr: Ipv4Net,
+    /// Dynamic ranges, inclusive; may be empty (fixed addresses only, or proxy mode).
+    pub ranges: Vec<(Ipv4Addr, Ipv4Addr)>,
     pub router: Option<Ipv4Addr>,
     pub lease_seconds: u32,
-    pub loaders: LoaderMap,
+    pub mode: SubnetMode,
+    pub unknown_clients: UnknownClients,
+}
+
+impl DhcpConfig {
+    /// The subnet an address (a relay's giaddr, rackboot's own address) lies in.
+    pub fn subnet_of(&self, ip: Ipv4Addr) -> Option<&SubnetConfig> {
+        self.subnets.iter().find(|s| s.cidr.contains(&ip))
+    }
 }
 
 /// First-stage loader per boot architecture, relative to the assets directory.
@@ -284,9 +336,9 @@ impl Config {
             path: path.to_path_buf(),
             message: toml_error(text, &e),
         })?;
-        let invalid = |key: &'static str, reason: String| ConfigError::Invalid {
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
             path: path.to_path_buf(),
-            key,
+            key: key.to_string(),
             reason,
         };
         let base = path
@@ -307,44 +359,117 @@ impl Config {
         };
 
         let d = &raw.dhcp;
-        let [first, last] = d.range;
-        if !d.subnet.contains(&first) || !d.subnet.contains(&last) {
+        if d.enabled && d.subnet.is_empty() {
             return Err(invalid(
-                "dhcp.range",
-                format!("{first}..{last} is not inside dhcp.subnet {}", d.subnet),
+                "dhcp.subnet",
+                "DHCP is enabled but no [[dhcp.subnet]] is configured".into(),
             ));
-        }
-        if u32::from(first) > u32::from(last) {
-            return Err(invalid(
-                "dhcp.range",
-                format!("the first address {first} comes after the last {last}"),
-            ));
-        }
-        if first == d.subnet.network() || last == d.subnet.broadcast() {
-            return Err(invalid(
-                "dhcp.range",
-                "the range must not include the subnet's network or broadcast address".into(),
-            ));
-        }
-        if let Some(addr) = raw.network.address {
-            if !d.subnet.contains(&addr) {
-                return Err(invalid(
-                    "network.address",
-                    format!("{addr} is not inside dhcp.subnet {}", d.subnet),
-                ));
-            }
-            if (u32::from(first)..=u32::from(last)).contains(&u32::from(addr)) {
-                return Err(invalid(
-                    "network.address",
-                    format!("{addr} lies inside dhcp.range: it could be leased to a node"),
-                ));
-            }
         }
         if d.lease_seconds < 60 {
             return Err(invalid(
                 "dhcp.lease_seconds",
                 format!("{} is too short: use at least 60", d.lease_seconds),
             ));
+        }
+        let mut subnets = Vec::with_capacity(d.subnet.len());
+        for (i, sn) in d.subnet.iter().enumerate() {
+            let key = |k: &str| format!("dhcp.subnet[{i}].{k}");
+            let cidr = sn.cidr.trunc();
+            if cidr != sn.cidr {
+                return Err(invalid(
+                    &key("cidr"),
+                    format!("{} has host bits set; did you mean {cidr}?", sn.cidr),
+                ));
+            }
+            if cidr.prefix_len() > 30 {
+                return Err(invalid(
+                    &key("cidr"),
+                    format!("{cidr} is too small to serve"),
+                ));
+            }
+            if let Some(j) = subnets
+                .iter()
+                .position(|o: &SubnetConfig| o.cidr.contains(&cidr) || cidr.contains(&o.cidr))
+            {
+                return Err(invalid(
+                    &key("cidr"),
+                    format!("{cidr} overlaps dhcp.subnet[{j}] ({})", subnets[j].cidr),
+                ));
+            }
+            let mut ranges: Vec<(Ipv4Addr, Ipv4Addr)> = Vec::new();
+            for &[first, last] in &sn.ranges {
+                if !cidr.contains(&first) || !cidr.contains(&last) {
+                    return Err(invalid(
+                        &key("ranges"),
+                        format!("{first}..{last} is not inside {cidr}"),
+                    ));
+                }
+                if u32::from(first) > u32::from(last) {
+                    return Err(invalid(
+                        &key("ranges"),
+                        format!("the first address {first} comes after the last {last}"),
+                    ));
+                }
+                if first == cidr.network() || last == cidr.broadcast() {
+                    return Err(invalid(
+                        &key("ranges"),
+                        format!("{first}..{last} includes {cidr}'s network or broadcast address"),
+                    ));
+                }
+                if let Some((a, b)) = ranges.iter().find(|(a, b)| {
+                    u32::from(first) <= u32::from(*b) && u32::from(*a) <= u32::from(last)
+                }) {
+                    return Err(invalid(
+                        &key("ranges"),
+                        format!("{first}..{last} overlaps {a}..{b}"),
+                    ));
+                }
+                if let Some(addr) = raw.network.address {
+                    if (u32::from(first)..=u32::from(last)).contains(&u32::from(addr)) {
+                        return Err(invalid(
+                            "network.address",
+                            format!(
+                                "{addr} lies inside {first}..{last}: it could be leased to a node"
+                            ),
+                        ));
+                    }
+                }
+                ranges.push((first, last));
+            }
+            if sn.mode == SubnetMode::Proxy && !ranges.is_empty() {
+                return Err(invalid(
+                    &key("ranges"),
+                    "a proxy subnet hands out no addresses: remove its ranges".into(),
+                ));
+            }
+            if let Some(r) = sn.router {
+                if !cidr.contains(&r) {
+                    return Err(invalid(&key("router"), format!("{r} is not inside {cidr}")));
+                }
+            }
+            let lease_seconds = sn.lease_seconds.unwrap_or(d.lease_seconds);
+            if lease_seconds < 60 {
+                return Err(invalid(
+                    &key("lease_seconds"),
+                    format!("{lease_seconds} is too short: use at least 60"),
+                ));
+            }
+            subnets.push(SubnetConfig {
+                cidr,
+                ranges,
+                router: sn.router,
+                lease_seconds,
+                mode: sn.mode,
+                unknown_clients: sn.unknown_clients,
+            });
+        }
+        if let Some(addr) = raw.network.address {
+            if d.enabled && !subnets.iter().any(|s| s.cidr.contains(&addr)) {
+                return Err(invalid(
+                    "network.address",
+                    format!("{addr} is inside no [[dhcp.subnet]]: add the boot network's subnet"),
+                ));
+            }
         }
         if raw.network.interface.is_empty() {
             return Err(invalid(
@@ -390,10 +515,7 @@ impl Config {
             default_bootenv: raw.boot.default_bootenv,
             dhcp: DhcpConfig {
                 enabled: d.enabled,
-                subnet: d.subnet,
-                range: (first, last),
-                router: d.router,
-                lease_seconds: d.lease_seconds,
+                subnets,
                 loaders: LoaderMap {
                     bios: d.loaders.bios.clone(),
                     x86_64_efi: d.loaders.x86_64_efi.clone(),
@@ -420,9 +542,9 @@ state_dir = "state"
 assets_dir = "/srv/assets"
 [network]
 interface = "br0"
-[dhcp]
-subnet = "10.0.0.0/24"
-range = ["10.0.0.100", "10.0.0.200"]
+[[dhcp.subnet]]
+cidr = "10.0.0.0/24"
+ranges = [["10.0.0.100", "10.0.0.200"]]
 "#;
 
     #[test]
@@ -448,6 +570,15 @@ range = ["10.0.0.100", "10.0.0.200"]
         assert_eq!(cfg.default_bootenv, "discovery");
         assert_eq!(cfg.tftp, Some(69));
         assert_eq!(cfg.dhcp.loaders.bios, "undionly.kpxe");
+        assert_eq!(cfg.dhcp.subnets.len(), 1);
+        assert_eq!(cfg.dhcp.subnets[0].lease_seconds, 3600);
+        assert_eq!(cfg.dhcp.subnets[0].mode, SubnetMode::Dhcp);
+        assert_eq!(
+            cfg.dhcp
+                .subnet_of("10.0.0.7".parse().unwrap())
+                .map(|s| s.cidr),
+            Some("10.0.0.0/24".parse().unwrap())
+        );
     }
 
     #[test]
@@ -465,10 +596,43 @@ range = ["10.0.0.100", "10.0.0.200"]
     #[test]
     fn semantic_errors_name_the_key() {
         let cases = [
-            (MINIMAL.replace("10.0.0.200", "10.0.1.5"), "dhcp.range"),
             (
-                MINIMAL.replace("[dhcp]", "[dhcp]\nlease_seconds = 5"),
+                MINIMAL.replace("10.0.0.200", "10.0.1.5"),
+                "dhcp.subnet[0].ranges",
+            ),
+            (
+                MINIMAL.replace(
+                    "[[dhcp.subnet]]",
+                    "[dhcp]\nlease_seconds = 5\n[[dhcp.subnet]]",
+                ),
                 "dhcp.lease_seconds",
+            ),
+            (
+                format!("{MINIMAL}[[dhcp.subnet]]\ncidr = \"10.0.0.128/25\"\n"),
+                "dhcp.subnet[1].cidr",
+            ),
+            (
+                format!("{MINIMAL}[[dhcp.subnet]]\ncidr = \"10.1.0.5/16\"\n"),
+                "dhcp.subnet[1].cidr",
+            ),
+            (
+                format!(
+                    "{MINIMAL}[[dhcp.subnet]]\ncidr = \"10.1.0.0/16\"\nmode = \"proxy\"\nranges = [[\"10.1.0.5\", \"10.1.0.9\"]]\n"
+                ),
+                "dhcp.subnet[1].ranges",
+            ),
+            (
+                MINIMAL.replace(
+                    "\"10.0.0.200\"]]",
+                    "\"10.0.0.200\"], [\"10.0.0.150\", \"10.0.0.160\"]]",
+                ),
+                "dhcp.subnet[0].ranges",
+            ),
+            (
+                format!(
+                    "{MINIMAL}[[dhcp.subnet]]\ncidr = \"10.9.0.0/24\"\nrouter = \"10.8.0.1\"\n"
+                ),
+                "dhcp.subnet[1].router",
             ),
             (
                 MINIMAL.replace(

@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::boot::{Catalog, CatalogError, Urls};
-use crate::config::Config;
+use crate::config::{Config, SubnetMode};
 use crate::dhcp::{self, DhcpContext, lease::Pool, reply::ServerParams};
 use crate::dns::{self, NameSource, Zone};
 use crate::events::Timeline;
@@ -28,10 +28,12 @@ pub enum StartError {
         "interface `{interface}` has no IPv4 address; give it one or set network.address in {config}"
     )]
     NoAddress { interface: String, config: String },
-    #[error("network.address {address} is not in dhcp.subnet {subnet} ({config})")]
-    AddressOutsideSubnet {
+    #[error(
+        "rackboot's address {address} on `{interface}` is inside no [[dhcp.subnet]]: add the boot network's subnet to {config}"
+    )]
+    AddressOutsideSubnets {
         address: Ipv4Addr,
-        subnet: ipnet::Ipv4Net,
+        interface: String,
         config: String,
     },
     #[error(
@@ -76,10 +78,10 @@ pub fn boot_address(cfg: &Config) -> Result<Ipv4Addr, StartError> {
                 config: config.clone(),
             })?,
     };
-    if !cfg.dhcp.subnet.contains(&address) {
-        return Err(StartError::AddressOutsideSubnet {
+    if cfg.dhcp.enabled && cfg.dhcp.subnet_of(address).is_none() {
+        return Err(StartError::AddressOutsideSubnets {
             address,
-            subnet: cfg.dhcp.subnet,
+            interface: cfg.interface.clone(),
             config,
         });
     }
@@ -155,27 +157,61 @@ pub async fn run(
                 format!("{}:67", cfg.interface),
                 "network.interface",
             ))?;
+        let domain = cfg.dns.as_ref().map(|d| d.domain.clone());
+        let subnets: Vec<dhcp::Subnet> = cfg
+            .dhcp
+            .subnets
+            .iter()
+            .map(|s| dhcp::Subnet {
+                params: ServerParams {
+                    server_ip: address,
+                    subnet: s.cidr,
+                    router: s.router,
+                    dns: cfg.dns.is_some().then_some(address),
+                    domain: domain.clone(),
+                    lease_seconds: s.lease_seconds,
+                },
+                pool: Pool {
+                    subnet: s.cidr,
+                    ranges: s.ranges.clone(),
+                    lease_seconds: s.lease_seconds,
+                    server_ip: address,
+                },
+                mode: s.mode,
+                unknown_clients: s.unknown_clients,
+            })
+            .collect();
+        let direct = subnets
+            .iter()
+            .position(|s| s.params.subnet.contains(&address));
+        let any_proxy = subnets.iter().any(|s| s.mode == SubnetMode::Proxy);
         let ctx = Arc::new(DhcpContext {
             store: store.clone(),
             timeline: timeline.clone(),
-            params: ServerParams {
-                server_ip: address,
-                subnet: cfg.dhcp.subnet,
-                router: cfg.dhcp.router,
-                dns: cfg.dns.is_some().then_some(address),
-                domain: cfg.dns.as_ref().map(|d| d.domain.clone()),
-                lease_seconds: cfg.dhcp.lease_seconds,
-            },
-            pool: Pool {
-                subnet: cfg.dhcp.subnet,
-                range: cfg.dhcp.range,
-                lease_seconds: cfg.dhcp.lease_seconds,
-                server_ip: address,
-            },
+            subnets,
+            direct,
             loaders: cfg.dhcp.loaders.clone(),
             urls: urls.clone(),
             default_bootenv: cfg.default_bootenv.clone(),
         });
+        if any_proxy {
+            let boot = dhcp::bind(&cfg.interface, dhcp::server::BOOT_SERVER_PORT)
+                .and_then(UdpSocket::from_std)
+                .map_err(bind_err(
+                    "PXE boot server",
+                    format!("{}:4011", cfg.interface),
+                    "network.interface",
+                ))?;
+            let (ctx, c) = (ctx.clone(), cancel.clone());
+            tasks.spawn(async move {
+                (
+                    "PXE boot server",
+                    dhcp::serve_boot_server(boot, ctx, c)
+                        .await
+                        .map_err(|e| e.to_string()),
+                )
+            });
+        }
         let c = cancel.clone();
         tasks.spawn(async move {
             (
@@ -245,12 +281,14 @@ pub async fn run(
         ))?;
         let name = hickory_proto::rr::Name::from_ascii(format!("{}.", d.domain))
             .map_err(|e| StartError::BadDomain(d.domain.clone(), e.to_string(), config.clone()))?;
-        let zone = Zone::new(
-            name,
-            cfg.dhcp.subnet.network(),
-            cfg.dhcp.subnet.prefix_len(),
-        )
-        .map_err(|e| StartError::Zone(Box::new(e), config.clone()))?;
+        // Reverse names for the boot interface's own subnet.
+        let own = cfg
+            .dhcp
+            .subnet_of(address)
+            .map(|s| s.cidr)
+            .unwrap_or_else(|| ipnet::Ipv4Net::new(address, 32).expect("/32 is valid"));
+        let zone = Zone::new(name, own.network(), own.prefix_len())
+            .map_err(|e| StartError::Zone(Box::new(e), config.clone()))?;
         let names = Arc::new(StoreNames(store.clone()));
         let c = cancel.clone();
         tasks.spawn(async move {

@@ -117,8 +117,10 @@ impl Files {
              interface = \"{BRIDGE}\"\n\
              \n\
              [dhcp]\n\
-             subnet = \"10.77.0.0/24\"\n\
-             range = [\"10.77.0.{}\", \"10.77.0.{}\"]\n",
+             \n\
+             [[dhcp.subnet]]\n\
+             cidr = \"10.77.0.0/24\"\n\
+             ranges = [[\"10.77.0.{}\", \"10.77.0.{}\"]]\n",
             RANGE.0, RANGE.1
         )
     }

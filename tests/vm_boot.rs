@@ -44,9 +44,9 @@ bootenvs_dir = "{bootenvs}"
 scripts_dir = "{scripts}"
 [network]
 interface = "{bridge}"
-[dhcp]
-subnet = "10.77.0.0/24"
-range = ["10.77.0.100", "10.77.0.199"]
+[[dhcp.subnet]]
+cidr = "10.77.0.0/24"
+ranges = [["10.77.0.100", "10.77.0.199"]]
 [dns]
 domain = "lab.internal"
 "#,

@@ -22,6 +22,9 @@ pub struct Request {
     /// Option 54: the server the client chose (REQUEST in SELECTING state).
     pub server_id: Option<Ipv4Addr>,
     pub broadcast: bool,
+    /// Option 82 (RFC 3046) as `circuit-id=… remote-id=…`: the switch port a
+    /// relayed client sits behind.
+    pub relay_info: Option<String>,
 }
 
 /// Why a packet is not answered. Logged, never fatal.
@@ -98,6 +101,10 @@ pub fn classify(msg: &Message) -> Result<Request, Unanswerable> {
             _ => None,
         },
         broadcast: msg.flags().broadcast(),
+        relay_info: match opts.get(OptionCode::RelayAgentInformation) {
+            Some(DhcpOption::RelayAgentInformation(info)) => relay_info_text(info),
+            _ => None,
+        },
     })
 }
 
@@ -118,6 +125,27 @@ fn ipxe_features(encap: &[u8]) -> Vec<u8> {
         rest = &tail[len..];
     }
     out
+}
+
+/// Circuit and remote id in a form an admin can read: text when printable
+/// (most switches send port names), hex otherwise.
+fn relay_info_text(info: &dhcproto::v4::relay::RelayAgentInformation) -> Option<String> {
+    use dhcproto::v4::relay::{RelayCode, RelayInfo};
+    let show = |b: &[u8]| {
+        if !b.is_empty() && b.iter().all(|c| c.is_ascii_graphic() || *c == b' ') {
+            String::from_utf8_lossy(b).into_owned()
+        } else {
+            b.iter().map(|c| format!("{c:02x}")).collect()
+        }
+    };
+    let mut parts = Vec::new();
+    if let Some(RelayInfo::AgentCircuitId(id)) = info.get(RelayCode::AgentCircuitId) {
+        parts.push(format!("circuit-id={}", show(id)));
+    }
+    if let Some(RelayInfo::AgentRemoteId(id)) = info.get(RelayCode::AgentRemoteId) {
+        parts.push(format!("remote-id={}", show(id)));
+    }
+    (!parts.is_empty()).then(|| parts.join(" "))
 }
 
 /// Option 77 per RFC 3004 is a list of length-prefixed strings, but iPXE
@@ -237,7 +265,19 @@ mod tests {
             .insert(DhcpOption::RequestedIpAddress(Ipv4Addr::new(10, 1, 0, 50)));
         m.opts_mut()
             .insert(DhcpOption::ServerIdentifier(Ipv4Addr::new(10, 1, 0, 2)));
+        let mut info = dhcproto::v4::relay::RelayAgentInformation::default();
+        info.insert(dhcproto::v4::relay::RelayInfo::AgentCircuitId(
+            b"Gi1/0/7".to_vec(),
+        ));
+        info.insert(dhcproto::v4::relay::RelayInfo::AgentRemoteId(vec![
+            0, 1, 0xfe,
+        ]));
+        m.opts_mut().insert(DhcpOption::RelayAgentInformation(info));
         let r = classify(&m).unwrap();
+        assert_eq!(
+            r.relay_info.as_deref(),
+            Some("circuit-id=Gi1/0/7 remote-id=0001fe")
+        );
         assert_eq!(r.client.relay, Some(Ipv4Addr::new(10, 1, 0, 1)));
         assert_eq!(r.requested_ip, Some(Ipv4Addr::new(10, 1, 0, 50)));
         assert_eq!(r.server_id, Some(Ipv4Addr::new(10, 1, 0, 2)));

@@ -15,7 +15,7 @@ pub const OFFER_HOLD_SECS: u64 = 60;
 #[derive(Debug, Clone)]
 pub struct Pool {
     pub subnet: Ipv4Net,
-    pub range: (Ipv4Addr, Ipv4Addr),
+    pub ranges: Vec<(Ipv4Addr, Ipv4Addr)>,
     pub lease_seconds: u32,
     pub server_ip: Ipv4Addr,
 }
@@ -49,7 +49,7 @@ pub async fn offer(
     store
         .allocate(&LeaseRequest {
             mac,
-            range: pool.range,
+            ranges: pool.ranges.clone(),
             fixed,
             wanted,
             state: LeaseState::Offered,
@@ -99,7 +99,7 @@ pub async fn request(
     let lease = store
         .allocate(&LeaseRequest {
             mac,
-            range: pool.range,
+            ranges: pool.ranges.clone(),
             fixed,
             wanted: Some(asked),
             state: LeaseState::Bound,
@@ -126,7 +126,7 @@ mod tests {
     fn pool() -> Pool {
         Pool {
             subnet: "10.0.0.0/24".parse().unwrap(),
-            range: ("10.0.0.10".parse().unwrap(), "10.0.0.20".parse().unwrap()),
+            ranges: vec![("10.0.0.10".parse().unwrap(), "10.0.0.20".parse().unwrap())],
             lease_seconds: 3600,
             server_ip: "10.0.0.1".parse().unwrap(),
         }
@@ -153,6 +153,7 @@ mod tests {
             requested_ip: requested.map(|s| s.parse().unwrap()),
             server_id: server.map(|s| s.parse().unwrap()),
             broadcast: false,
+            relay_info: None,
         }
     }
 

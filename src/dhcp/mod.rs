@@ -7,4 +7,4 @@ pub mod lease;
 pub mod reply;
 pub mod server;
 
-pub use server::{DhcpContext, bind, serve};
+pub use server::{DhcpContext, Subnet, bind, serve, serve_boot_server};

@@ -138,6 +138,47 @@ fn base(request: &Message, kind: MessageType, server_ip: Ipv4Addr) -> Message {
     let opts = m.opts_mut();
     opts.insert(DhcpOption::MessageType(kind));
     opts.insert(DhcpOption::ServerIdentifier(server_ip));
+    // RFC 3046 §2.2: the relay agent information goes back to the relay,
+    // which strips it and uses it to find the client's port.
+    if let Some(info) = request.opts().get(OptionCode::RelayAgentInformation) {
+        opts.insert(info.clone());
+    }
+    m
+}
+
+/// A proxyDHCP offer (PXE 2.1 §2.2.5): boot information for a PXE client
+/// whose address comes from another server. No address, no lease options.
+pub fn proxy_offer(
+    request: &Message,
+    kind: MessageType,
+    boot: &BootFile,
+    p: &ServerParams,
+) -> Message {
+    let mut m = base(request, kind, p.server_ip);
+    match boot {
+        BootFile::Tftp(file) => {
+            m.set_siaddr(p.server_ip);
+            m.set_fname_str(file);
+            let opts = m.opts_mut();
+            opts.insert(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
+            opts.insert(DhcpOption::VendorExtensions(PXE_DISCOVERY_CONTROL.to_vec()));
+            opts.insert(DhcpOption::BootfileName(file.as_bytes().to_vec()));
+        }
+        BootFile::Url { url, http_client } => {
+            m.set_fname_str(url);
+            let opts = m.opts_mut();
+            opts.insert(DhcpOption::BootfileName(url.as_bytes().to_vec()));
+            opts.insert(DhcpOption::ClassIdentifier(if *http_client {
+                b"HTTPClient".to_vec()
+            } else {
+                b"PXEClient".to_vec()
+            }));
+        }
+        BootFile::None => {}
+    }
+    if let Some(uuid) = request.opts().get(OptionCode::ClientMachineIdentifier) {
+        m.opts_mut().insert(uuid.clone());
+    }
     m
 }
 

@@ -15,7 +15,7 @@ use super::classify::{Request, classify};
 use super::lease::{self, Outcome, Pool};
 use super::reply::{self, BootFile, ServerParams};
 use crate::boot::{Decision, Urls, decide};
-use crate::config::LoaderMap;
+use crate::config::{LoaderMap, SubnetMode, UnknownClients};
 use crate::events::Timeline;
 use crate::model::{EventKind, Timestamp};
 use crate::nodes;
@@ -23,16 +23,42 @@ use crate::store::{Store, StoreError};
 
 pub const SERVER_PORT: u16 = 67;
 pub const CLIENT_PORT: u16 = 68;
+/// The PXE boot server port (proxyDHCP's second round).
+pub const BOOT_SERVER_PORT: u16 = 4011;
+
+/// One subnet as the DHCP service serves it.
+#[derive(Debug, Clone)]
+pub struct Subnet {
+    pub params: ServerParams,
+    pub pool: Pool,
+    pub mode: SubnetMode,
+    pub unknown_clients: UnknownClients,
+}
 
 /// Everything the DHCP service needs, passed in explicitly.
 pub struct DhcpContext {
     pub store: Arc<dyn Store>,
     pub timeline: Timeline,
-    pub params: ServerParams,
-    pub pool: Pool,
+    pub subnets: Vec<Subnet>,
+    /// The subnet of the boot interface itself (requests without a relay).
+    pub direct: Option<usize>,
     pub loaders: LoaderMap,
     pub urls: Urls,
     pub default_bootenv: String,
+}
+
+impl DhcpContext {
+    /// The subnet a request belongs to: the relay's (by giaddr), or the boot
+    /// interface's own for a request heard directly.
+    pub fn subnet_for(&self, relay: Option<Ipv4Addr>) -> Option<&Subnet> {
+        match relay {
+            Some(giaddr) => self
+                .subnets
+                .iter()
+                .find(|s| s.params.subnet.contains(&giaddr)),
+            None => self.direct.map(|i| &self.subnets[i]),
+        }
+    }
 }
 
 /// Binds the DHCP server socket on `interface` only: rackboot must never
@@ -48,8 +74,43 @@ pub fn bind(interface: &str, port: u16) -> io::Result<std::net::UdpSocket> {
     Ok(s.into())
 }
 
-/// Serves until `cancel` fires.
+/// Requests handled at once; beyond this the socket buffer queues them. A
+/// storm costs queueing, never unbounded memory.
+const IN_FLIGHT: usize = 512;
+
+/// Serves until `cancel` fires. Packets are handled concurrently, so a slow
+/// store write for one client does not hold up the others.
 pub async fn serve(
+    socket: UdpSocket,
+    ctx: Arc<DhcpContext>,
+    cancel: CancellationToken,
+) -> io::Result<()> {
+    let socket = Arc::new(socket);
+    let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    let mut buf = vec![0u8; 1500];
+    loop {
+        let (len, peer) = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            r = socket.recv_from(&mut buf) => r?,
+        };
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return Ok(());
+        };
+        let packet = buf[..len].to_vec();
+        let (ctx, socket) = (ctx.clone(), socket.clone());
+        tokio::spawn(async move {
+            if let Some((reply, dest)) = handle(&ctx, &packet, peer).await {
+                send(&socket, &reply, dest).await;
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// The PXE boot server on port 4011 (PXE 2.1 §2.2.6), for proxy subnets:
+/// UEFI and many PXE ROMs take the boot file from a REQUEST sent here after
+/// the proxyDHCP offer, not from the offer itself. Answered to the sender.
+pub async fn serve_boot_server(
     socket: UdpSocket,
     ctx: Arc<DhcpContext>,
     cancel: CancellationToken,
@@ -60,21 +121,71 @@ pub async fn serve(
             _ = cancel.cancelled() => return Ok(()),
             r = socket.recv_from(&mut buf) => r?,
         };
-        let Some((reply, dest)) = handle(&ctx, &buf[..len], peer).await else {
-            continue;
-        };
-        let mut out = Vec::with_capacity(576);
-        if let Err(e) = reply.encode(&mut Encoder::new(&mut out)) {
-            tracing::error!(error = %e, "cannot encode DHCP reply");
-            continue;
+        if let Some(reply) = boot_server_answer(&ctx, &buf[..len], peer).await {
+            send(&socket, &reply, peer).await;
         }
-        // Firmware DHCP clients may drop replies shorter than BOOTP's 300 bytes.
-        if out.len() < 300 {
-            out.resize(300, 0);
-        }
-        if let Err(e) = socket.send_to(&out, dest).await {
-            tracing::warn!(%dest, error = %e, "cannot send DHCP reply");
-        }
+    }
+}
+
+async fn boot_server_answer(ctx: &DhcpContext, packet: &[u8], peer: SocketAddr) -> Option<Message> {
+    check_wire(packet).ok()?;
+    let msg = Message::decode(&mut Decoder::new(packet)).ok()?;
+    let req = classify(&msg).ok()?;
+    if req.kind != MessageType::Request {
+        return None;
+    }
+    let SocketAddr::V4(from) = peer else {
+        return None;
+    };
+    let subnet = ctx
+        .subnets
+        .iter()
+        .find(|s| s.mode == SubnetMode::Proxy && s.params.subnet.contains(from.ip()))?;
+    let boot = match decide(&req.client, &ctx.loaders, &ctx.urls) {
+        Decision::Loader { path, .. } => BootFile::Tftp(path),
+        Decision::HttpLoader { url, .. } => BootFile::Url {
+            url,
+            http_client: true,
+        },
+        Decision::Script { url, .. } => BootFile::Url {
+            url,
+            http_client: false,
+        },
+        Decision::AddressOnly | Decision::Ignore { .. } => return None,
+    };
+    let mac = req.client.mac;
+    if subnet.unknown_clients == UnknownClients::Ignore
+        && !matches!(ctx.store.node(mac).await, Ok(Some(_)))
+    {
+        return None;
+    }
+    ctx.timeline
+        .record(
+            mac,
+            EventKind::DhcpAck,
+            format!("boot server (4011): {}", detail_boot(&boot, &req)),
+        )
+        .await;
+    Some(reply::proxy_offer(
+        &msg,
+        MessageType::Ack,
+        &boot,
+        &subnet.params,
+    ))
+}
+
+async fn send(socket: &UdpSocket, reply: &Message, dest: SocketAddr) {
+    let mut out = Vec::with_capacity(576);
+    if let Err(e) = reply.encode(&mut Encoder::new(&mut out)) {
+        tracing::error!(error = %e, "cannot encode DHCP reply");
+        return;
+    }
+    // Firmware DHCP clients may drop replies shorter than BOOTP's 300 bytes.
+    if out.len() < 300 {
+        out.resize(300, 0);
+    }
+    if let Err(e) = socket.send_to(&out, dest).await {
+        tracing::warn!(%dest, error = %e, "cannot send DHCP reply");
     }
 }
 
@@ -102,13 +213,18 @@ pub async fn handle(
             return None;
         }
     };
-    if let Some(relay) = req.client.relay {
-        if !ctx.params.subnet.contains(&relay) {
-            tracing::info!(mac = %req.client.mac, %relay, "ignoring relayed request for a subnet rackboot does not serve");
-            return None;
+    let Some(subnet) = ctx.subnet_for(req.client.relay) else {
+        match req.client.relay {
+            Some(relay) => {
+                tracing::info!(mac = %req.client.mac, %relay, "ignoring relayed request: no [[dhcp.subnet]] contains the relay address")
+            }
+            None => {
+                tracing::info!(mac = %req.client.mac, "ignoring request: no [[dhcp.subnet]] contains rackboot's own address")
+            }
         }
-    }
-    match answer(ctx, &msg, &req).await {
+        return None;
+    };
+    match answer(ctx, subnet, &msg, &req).await {
         Ok(Some(reply)) => {
             let dest = destination(&req, &reply);
             Some((reply, dest))
@@ -157,21 +273,53 @@ fn check_wire(packet: &[u8]) -> Result<(), &'static str> {
 
 async fn answer(
     ctx: &DhcpContext,
+    subnet: &Subnet,
     msg: &Message,
     req: &Request,
 ) -> Result<Option<Message>, StoreError> {
     let now = Timestamp::now();
     let mac = req.client.mac;
     let store = ctx.store.as_ref();
-    let (node, created) = nodes::ensure(store, mac, &ctx.default_bootenv, now).await?;
-    if created {
-        ctx.timeline
-            .record(
-                mac,
-                EventKind::State,
-                format!("new node, bootenv {}", node.bootenv),
-            )
-            .await;
+    let node = match subnet.unknown_clients {
+        UnknownClients::Serve => {
+            let (node, created) = nodes::ensure(store, mac, &ctx.default_bootenv, now).await?;
+            if created {
+                let via = match req.client.relay {
+                    Some(r) => format!(" via relay {r}"),
+                    None => String::new(),
+                };
+                ctx.timeline
+                    .record(
+                        mac,
+                        EventKind::State,
+                        format!(
+                            "new node on {}{via}, bootenv {}",
+                            subnet.params.subnet, node.bootenv
+                        ),
+                    )
+                    .await;
+            }
+            node
+        }
+        UnknownClients::Ignore => match store.node(mac).await? {
+            Some(node) => node,
+            None => {
+                tracing::info!(%mac, subnet = %subnet.params.subnet, "ignoring unknown client (unknown_clients = \"ignore\")");
+                return Ok(None);
+            }
+        },
+    };
+    if let Some(info) = &req.relay_info {
+        if node.relay_info.as_deref() != Some(info.as_str()) {
+            store.set_node_relay_info(mac, Some(info)).await?;
+            ctx.timeline
+                .record(
+                    mac,
+                    EventKind::DhcpRelay,
+                    format!("relay agent information: {info}"),
+                )
+                .await;
+        }
     }
     let decision = decide(&req.client, &ctx.loaders, &ctx.urls);
     let arch = match &decision {
@@ -202,10 +350,31 @@ async fn answer(
     };
     let hostname = Some(node.hostname.as_str());
 
+    if subnet.mode == SubnetMode::Proxy {
+        // Another server owns the addresses: answer PXE clients' DISCOVERs
+        // with boot information only and leave everything else to it.
+        if matches!(boot, BootFile::None) || req.kind != MessageType::Discover {
+            return Ok(None);
+        }
+        ctx.timeline
+            .record(
+                mac,
+                EventKind::DhcpOffer,
+                format!("proxyDHCP: {}", detail_boot(&boot, req)),
+            )
+            .await;
+        return Ok(Some(reply::proxy_offer(
+            msg,
+            MessageType::Offer,
+            &boot,
+            &subnet.params,
+        )));
+    }
+
     match req.kind {
         MessageType::Discover => {
             let Some(l) =
-                lease::offer(store, &ctx.pool, mac, node.ipv4, req.requested_ip, now).await?
+                lease::offer(store, &subnet.pool, mac, node.ipv4, req.requested_ip, now).await?
             else {
                 tracing::warn!(%mac, "DHCP pool exhausted: no address to offer");
                 ctx.timeline
@@ -223,11 +392,11 @@ async fn answer(
                 hostname,
                 &boot,
                 req.client.is_ipxe,
-                &ctx.params,
+                &subnet.params,
             )))
         }
         MessageType::Request => {
-            match lease::request(store, &ctx.pool, req, node.ipv4, now).await? {
+            match lease::request(store, &subnet.pool, req, node.ipv4, now).await? {
                 Outcome::Ack(l) => {
                     ctx.timeline
                         .record(mac, EventKind::DhcpAck, detail(l.ip, &boot, req))
@@ -239,14 +408,14 @@ async fn answer(
                         hostname,
                         &boot,
                         req.client.is_ipxe,
-                        &ctx.params,
+                        &subnet.params,
                     )))
                 }
                 Outcome::Nak(reason) => {
                     ctx.timeline
                         .record(mac, EventKind::DhcpNak, reason.clone())
                         .await;
-                    Ok(Some(reply::nak(msg, ctx.params.server_ip, &reason)))
+                    Ok(Some(reply::nak(msg, subnet.params.server_ip, &reason)))
                 }
                 Outcome::Silent(reason) => {
                     tracing::debug!(%mac, %reason, "not answering REQUEST");
@@ -270,9 +439,12 @@ async fn answer(
             Ok(None)
         }
         MessageType::Decline => {
-            if let Some(ip) = req.requested_ip.filter(|ip| ctx.pool.subnet.contains(ip)) {
+            if let Some(ip) = req
+                .requested_ip
+                .filter(|ip| subnet.pool.subnet.contains(ip))
+            {
                 store
-                    .decline(ip, now.plus_secs(u64::from(ctx.pool.lease_seconds)))
+                    .decline(ip, now.plus_secs(u64::from(subnet.pool.lease_seconds)))
                     .await?;
                 ctx.timeline
                     .record(
@@ -291,22 +463,26 @@ async fn answer(
             hostname,
             &boot,
             req.client.is_ipxe,
-            &ctx.params,
+            &subnet.params,
         ))),
         _ => Ok(None),
     }
 }
 
 fn detail(ip: std::net::Ipv4Addr, boot: &BootFile, req: &Request) -> String {
+    format!("{ip}, {}", detail_boot(boot, req))
+}
+
+fn detail_boot(boot: &BootFile, req: &Request) -> String {
     let who = match (req.client.is_ipxe, req.client.arch) {
         (true, Some(a)) => format!("iPXE, arch {a}"),
         (false, Some(a)) => format!("firmware, arch {a}"),
         (_, None) => "no PXE".to_string(),
     };
     match boot {
-        BootFile::None => format!("{ip} ({who})"),
-        BootFile::Tftp(f) => format!("{ip}, loader {f} by TFTP ({who})"),
-        BootFile::Url { url, .. } => format!("{ip}, {url} ({who})"),
+        BootFile::None => format!("no boot file ({who})"),
+        BootFile::Tftp(f) => format!("loader {f} by TFTP ({who})"),
+        BootFile::Url { url, .. } => format!("{url} ({who})"),
     }
 }
 

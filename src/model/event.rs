@@ -19,6 +19,8 @@ pub enum EventKind {
     DhcpDecline,
     /// A DHCP packet from this node that rackboot did not answer, and why.
     DhcpIgnored,
+    /// The relay agent information (option 82) of the node changed.
+    DhcpRelay,
     /// A TFTP read began.
     TftpStart,
     /// The whole file went out.
@@ -43,7 +45,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 21] = [
+    pub const ALL: [EventKind; 22] = [
         EventKind::DhcpDiscover,
         EventKind::DhcpOffer,
         EventKind::DhcpRequest,
@@ -52,6 +54,7 @@ impl EventKind {
         EventKind::DhcpRelease,
         EventKind::DhcpDecline,
         EventKind::DhcpIgnored,
+        EventKind::DhcpRelay,
         EventKind::TftpStart,
         EventKind::TftpSent,
         EventKind::HttpScript,
@@ -77,6 +80,7 @@ impl EventKind {
             EventKind::DhcpRelease => "dhcp.release",
             EventKind::DhcpDecline => "dhcp.decline",
             EventKind::DhcpIgnored => "dhcp.ignored",
+            EventKind::DhcpRelay => "dhcp.relay",
             EventKind::TftpStart => "tftp.start",
             EventKind::TftpSent => "tftp.sent",
             EventKind::HttpScript => "http.script",

@@ -98,6 +98,8 @@ pub struct Node {
     pub state: NodeState,
     /// Why the node is in its state (for `failed`: what failed).
     pub state_reason: Option<String>,
+    /// Where a relayed node is plugged in (DHCP option 82), as last seen.
+    pub relay_info: Option<String>,
     /// The architecture its firmware announced last.
     pub arch: Option<BootArch>,
     pub last_seen: Option<Timestamp>,
@@ -123,6 +125,7 @@ impl Node {
             protected: false,
             state: NodeState::Discovered,
             state_reason: None,
+            relay_info: None,
             arch: None,
             last_seen: Some(now),
             token,

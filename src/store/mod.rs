@@ -44,8 +44,8 @@ impl StoreError {
 #[derive(Debug, Clone)]
 pub struct LeaseRequest {
     pub mac: Mac,
-    /// The dynamic range, inclusive.
-    pub range: (Ipv4Addr, Ipv4Addr),
+    /// The dynamic ranges, inclusive, searched in order.
+    pub ranges: Vec<(Ipv4Addr, Ipv4Addr)>,
     /// The node's fixed address, which wins over everything else.
     pub fixed: Option<Ipv4Addr>,
     /// The address the client asked for (option 50), honoured when free.
@@ -75,6 +75,9 @@ pub trait Store: Send + Sync + 'static {
         state: NodeState,
         reason: Option<&str>,
     ) -> Result<(), StoreError>;
+
+    /// Records where a relayed node is plugged in (option 82).
+    async fn set_node_relay_info(&self, mac: Mac, info: Option<&str>) -> Result<(), StoreError>;
 
     /// Appends to the node's timeline, dropping its oldest events beyond
     /// [`EVENTS_PER_NODE`].

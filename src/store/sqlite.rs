@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS nodes (
     protected       INTEGER NOT NULL DEFAULT 0,
     state           TEXT NOT NULL,
     state_reason    TEXT,
+    relay_info      TEXT,
     arch            TEXT,
     last_seen       INTEGER,
     token           TEXT NOT NULL,
@@ -160,6 +161,7 @@ fn node_from_row(row: &SqliteRow) -> Result<Node, StoreError> {
         protected: row.try_get("protected").map_err(db("read node"))?,
         state: NodeState::from_str(&state_s).map_err(|e| corrupt(mac, e))?,
         state_reason: row.try_get("state_reason").map_err(db("read node"))?,
+        relay_info: row.try_get("relay_info").map_err(db("read node"))?,
         arch: arch
             .map(|a| BootArch::from_str(&a))
             .transpose()
@@ -188,15 +190,12 @@ fn lease_from_row(row: &SqliteRow) -> Result<Lease, StoreError> {
     })
 }
 
-const NODE_COLUMNS: &str = "mac, hostname, ipv4, labels, params, bootenv, next_bootenv, \
-     bootenv_expires, protected, state, state_reason, arch, last_seen, token, created";
-
 #[async_trait]
 impl Store for SqliteStore {
     async fn node(&self, mac: Mac) -> Result<Option<Node>, StoreError> {
         let row = sqlx::query(
             "SELECT mac, hostname, ipv4, labels, params, bootenv, next_bootenv, bootenv_expires, \
-             protected, state, state_reason, arch, last_seen, token, created FROM nodes WHERE mac = ?",
+             protected, state, state_reason, relay_info, arch, last_seen, token, created FROM nodes WHERE mac = ?",
         )
         .bind(mac.to_string())
         .fetch_optional(&self.pool)
@@ -206,13 +205,12 @@ impl Store for SqliteStore {
     }
 
     async fn create_node_if_absent(&self, node: Node) -> Result<(Node, bool), StoreError> {
-        let _ = NODE_COLUMNS;
         let labels = serde_json::to_string(&node.labels).unwrap_or_else(|_| "{}".into());
         let params = serde_json::to_string(&node.params).unwrap_or_else(|_| "{}".into());
         let done = sqlx::query(
             "INSERT INTO nodes (mac, hostname, ipv4, labels, params, bootenv, next_bootenv, \
-             bootenv_expires, protected, state, state_reason, arch, last_seen, token, created) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(mac) DO NOTHING",
+             bootenv_expires, protected, state, state_reason, relay_info, arch, last_seen, token, created) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(mac) DO NOTHING",
         )
         .bind(node.mac.to_string())
         .bind(&node.hostname)
@@ -225,6 +223,7 @@ impl Store for SqliteStore {
         .bind(node.protected)
         .bind(node.state.as_str())
         .bind(&node.state_reason)
+        .bind(&node.relay_info)
         .bind(node.arch.map(BootArch::as_str))
         .bind(node.last_seen.map(Timestamp::millis))
         .bind(&node.token)
@@ -243,7 +242,7 @@ impl Store for SqliteStore {
     async fn nodes(&self) -> Result<Vec<Node>, StoreError> {
         let rows = sqlx::query(
             "SELECT mac, hostname, ipv4, labels, params, bootenv, next_bootenv, bootenv_expires, \
-             protected, state, state_reason, arch, last_seen, token, created FROM nodes ORDER BY mac",
+             protected, state, state_reason, relay_info, arch, last_seen, token, created FROM nodes ORDER BY mac",
         )
         .fetch_all(&self.pool)
         .await
@@ -287,6 +286,17 @@ impl Store for SqliteStore {
         if done.rows_affected() == 0 {
             return Err(StoreError::NoSuchNode(mac));
         }
+        Ok(())
+    }
+
+    async fn set_node_relay_info(&self, mac: Mac, info: Option<&str>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE nodes SET relay_info = ? WHERE mac = ? AND relay_info IS NOT ?")
+            .bind(info)
+            .bind(mac.to_string())
+            .bind(info)
+            .execute(&self.pool)
+            .await
+            .map_err(db("set relay info"))?;
         Ok(())
     }
 
@@ -383,7 +393,9 @@ impl Store for SqliteStore {
         }
 
         let in_range = |ip: Ipv4Addr| {
-            (u32::from(req.range.0)..=u32::from(req.range.1)).contains(&u32::from(ip))
+            req.ranges
+                .iter()
+                .any(|(a, b)| (u32::from(*a)..=u32::from(*b)).contains(&u32::from(ip)))
         };
 
         let mut chosen = None;
@@ -409,20 +421,23 @@ impl Store for SqliteStore {
                     break;
                 }
             }
-            if chosen.is_none() {
+            for &(first, last) in &req.ranges {
+                if chosen.is_some() {
+                    break;
+                }
                 let busy: Vec<i64> = sqlx::query_scalar(
                     "SELECT ip FROM leases WHERE ip BETWEEN ?1 AND ?2 AND expires > ?3 \
                      UNION SELECT ipv4 FROM nodes WHERE ipv4 BETWEEN ?1 AND ?2 ORDER BY 1",
                 )
-                .bind(ip_col(req.range.0))
-                .bind(ip_col(req.range.1))
+                .bind(ip_col(first))
+                .bind(ip_col(last))
                 .bind(now)
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(db("scan pool"))?;
                 let busy: std::collections::HashSet<u32> =
                     busy.into_iter().map(|v| v as u32).collect();
-                chosen = (u32::from(req.range.0)..=u32::from(req.range.1))
+                chosen = (u32::from(first)..=u32::from(last))
                     .find(|ip| !busy.contains(ip))
                     .map(Ipv4Addr::from);
             }
@@ -539,7 +554,7 @@ mod tests {
     fn req(m: Mac, now: i64) -> LeaseRequest {
         LeaseRequest {
             mac: m,
-            range: ("10.0.0.10".parse().unwrap(), "10.0.0.12".parse().unwrap()),
+            ranges: vec![("10.0.0.10".parse().unwrap(), "10.0.0.12".parse().unwrap())],
             fixed: None,
             wanted: None,
             state: LeaseState::Bound,
