@@ -332,5 +332,7 @@ pub async fn run(
             }
         }
     }
+    // Timeline entries are written behind the replies; save the last ones.
+    store.sync().await?;
     Ok(())
 }

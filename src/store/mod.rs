@@ -32,6 +32,16 @@ pub enum StoreError {
     Corrupt { key: String, reason: String },
     #[error("store: no node with MAC {0}")]
     NoSuchNode(Mac),
+    #[error("store: {0}")]
+    Conflict(String),
+    #[error(
+        "store: the state directory {0} is in use by another rackboot (only one process may own it)"
+    )]
+    Locked(std::path::PathBuf),
+    #[error("store: the writer task has stopped; rackboot is shutting down")]
+    WriterGone,
+    #[error("store: commit failed: {0}")]
+    Commit(String),
 }
 
 impl StoreError {
@@ -57,6 +67,9 @@ pub struct LeaseRequest {
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Waits until every change made so far is durable (used at shutdown).
+    async fn sync(&self) -> Result<(), StoreError>;
+
     async fn node(&self, mac: Mac) -> Result<Option<Node>, StoreError>;
     /// Inserts `node` unless a record for its MAC exists; returns the record
     /// in force and whether it was created.
@@ -90,8 +103,10 @@ pub trait Store: Send + Sync + 'static {
     async fn leases(&self) -> Result<Vec<Lease>, StoreError>;
     /// Atomically picks and records an address for `req.mac`: its fixed
     /// address, else its current lease, else the wanted address if free, else
-    /// the lowest free address in the range. `None` when the pool is exhausted.
-    /// Never hands a live lease or another node's fixed address to this MAC.
+    /// the next free address in the ranges, searching on from where the last
+    /// search ended (so a released address is not handed out again at once).
+    /// `None` when the pool is exhausted. Never hands a live lease or another
+    /// node's fixed address to this MAC. A bound lease is durable on return.
     async fn allocate(&self, req: &LeaseRequest) -> Result<Option<Lease>, StoreError>;
     /// Drops the lease of `ip` if `mac` holds it (DHCPRELEASE).
     async fn release(&self, mac: Mac, ip: Ipv4Addr) -> Result<bool, StoreError>;

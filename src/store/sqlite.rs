@@ -1,9 +1,20 @@
 //! The embedded store engine: one SQLite file in the state directory, in WAL
 //! mode, so nothing has to be installed or started.
+//!
+//! Reads are served from memory: node records and leases are loaded at open
+//! and kept in step with every write, so a DHCP storm never waits on a query.
+//! Writes go through one writer task that commits whatever has queued up in a
+//! single transaction (group commit): under load one commit carries hundreds
+//! of leases. Callers that promise something to a client (an ACK, a new node
+//! record) wait for their write's commit; with WAL a committed transaction
+//! survives the process being killed. One process owns the state directory
+//! (an exclusive lock), so memory and file cannot disagree.
 
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -11,7 +22,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{EVENTS_PER_NODE, LeaseRequest, Store, StoreError};
 use crate::model::{
@@ -56,14 +68,107 @@ CREATE INDEX IF NOT EXISTS events_by_mac ON events(mac, id);
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    cache: Arc<Mutex<Cache>>,
+    writer: mpsc::Sender<Write>,
+    /// Held for the life of the store: the exclusive lock on the state directory.
+    _lock: Option<nix::fcntl::Flock<std::fs::File>>,
 }
+
+/// Everything reads need, kept in step with the database.
+#[derive(Default)]
+struct Cache {
+    nodes: HashMap<Mac, Node>,
+    /// Lowercase hostname → MAC.
+    by_hostname: HashMap<String, Mac>,
+    /// Fixed address → MAC.
+    by_fixed_ip: HashMap<Ipv4Addr, Mac>,
+    leases: BTreeMap<u32, Lease>,
+    lease_of: HashMap<Mac, u32>,
+    /// Where the next free-address search in a range starts.
+    cursors: HashMap<(u32, u32), u32>,
+    /// Events written per MAC since the last trim of its timeline.
+    events_since_trim: HashMap<Mac, i64>,
+}
+
+impl Cache {
+    fn put_node(&mut self, node: Node) {
+        if let Some(old) = self.nodes.get(&node.mac) {
+            self.by_hostname.remove(&old.hostname.to_ascii_lowercase());
+            if let Some(ip) = old.ipv4 {
+                self.by_fixed_ip.remove(&ip);
+            }
+        }
+        self.by_hostname
+            .insert(node.hostname.to_ascii_lowercase(), node.mac);
+        if let Some(ip) = node.ipv4 {
+            self.by_fixed_ip.insert(ip, node.mac);
+        }
+        self.nodes.insert(node.mac, node);
+    }
+
+    fn put_lease(&mut self, lease: Lease) {
+        let ip = u32::from(lease.ip);
+        if let Some(old) = self.leases.get(&ip) {
+            if let Some(m) = old.mac {
+                if self.lease_of.get(&m) == Some(&ip) {
+                    self.lease_of.remove(&m);
+                }
+            }
+        }
+        if let Some(m) = lease.mac {
+            self.lease_of.insert(m, ip);
+        }
+        self.leases.insert(ip, lease);
+    }
+
+    fn drop_lease(&mut self, ip: u32) -> Option<Lease> {
+        let old = self.leases.remove(&ip)?;
+        if let Some(m) = old.mac {
+            if self.lease_of.get(&m) == Some(&ip) {
+                self.lease_of.remove(&m);
+            }
+        }
+        Some(old)
+    }
+
+    /// Whether `ip` is held right now by anyone but `mac`: a live lease of
+    /// another MAC (or a declined address), or another node's fixed address.
+    fn taken_by_other(&self, ip: Ipv4Addr, mac: Mac, now: Timestamp) -> bool {
+        let leased = self
+            .leases
+            .get(&u32::from(ip))
+            .is_some_and(|l| l.is_live(now) && l.mac != Some(mac));
+        let fixed = self.by_fixed_ip.get(&ip).is_some_and(|m| *m != mac);
+        leased || fixed
+    }
+}
+
+/// One change for the writer task.
+enum Write {
+    Node(Box<Node>),
+    Lease(Lease),
+    DropLease(Ipv4Addr),
+    Event(Mac, Event),
+    /// Trim the MAC's timeline to the newest [`EVENTS_PER_NODE`].
+    Trim(Mac),
+    /// Answered once everything queued before it is committed.
+    Flush(oneshot::Sender<Result<(), String>>),
+}
+
+/// Writes queued before the writer catches up; past this, writers wait.
+const WRITE_QUEUE: usize = 65_536;
+/// Most changes one transaction carries.
+const BATCH: usize = 4096;
+/// Timelines are trimmed after this many new events per node.
+const TRIM_EVERY: i64 = 50;
 
 fn db(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| StoreError::Database { op, source }
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) `rackboot.db` in `state_dir`.
+    /// Opens (creating if needed) `rackboot.db` in `state_dir`, taking an
+    /// exclusive lock on the directory.
     pub async fn open(state_dir: &Path) -> Result<SqliteStore, StoreError> {
         let path = state_dir.join("rackboot.db");
         let open_err = |source| StoreError::Open {
@@ -71,6 +176,7 @@ impl SqliteStore {
             source,
         };
         std::fs::create_dir_all(state_dir).map_err(|e| open_err(sqlx::Error::Io(e)))?;
+        let lock = lock_dir(state_dir)?;
         let options = SqliteConnectOptions::new()
             .filename(&path)
             .create_if_missing(true)
@@ -85,11 +191,7 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(open_err)?;
-        sqlx::raw_sql(SCHEMA)
-            .execute(&pool)
-            .await
-            .map_err(open_err)?;
-        Ok(SqliteStore { pool })
+        SqliteStore::start(pool, Some(lock)).await
     }
 
     /// A private store in memory, for tests.
@@ -102,21 +204,231 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(db("open in-memory database"))?;
+        SqliteStore::start(pool, None).await
+    }
+
+    async fn start(
+        pool: SqlitePool,
+        lock: Option<nix::fcntl::Flock<std::fs::File>>,
+    ) -> Result<SqliteStore, StoreError> {
         sqlx::raw_sql(SCHEMA)
             .execute(&pool)
             .await
             .map_err(db("create schema"))?;
-        Ok(SqliteStore { pool })
+        let mut cache = Cache::default();
+        let rows = sqlx::query(
+            "SELECT mac, hostname, ipv4, labels, params, bootenv, next_bootenv, bootenv_expires, \
+             protected, state, state_reason, relay_info, arch, last_seen, token, created FROM nodes",
+        )
+        .fetch_all(&pool)
+        .await
+        .map_err(db("load nodes"))?;
+        for row in &rows {
+            cache.put_node(node_from_row(row)?);
+        }
+        let rows = sqlx::query("SELECT ip, mac, state, expires FROM leases")
+            .fetch_all(&pool)
+            .await
+            .map_err(db("load leases"))?;
+        for row in &rows {
+            cache.put_lease(lease_from_row(row)?);
+        }
+        let (writer, queue) = mpsc::channel(WRITE_QUEUE);
+        tokio::spawn(write_loop(pool.clone(), queue));
+        Ok(SqliteStore {
+            pool,
+            cache: Arc::new(Mutex::new(cache)),
+            writer,
+            _lock: lock,
+        })
     }
 
-    async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        // IMMEDIATE takes the write lock up front, so two allocations can
-        // never both read the same free address.
-        self.pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db("begin transaction"))
+    fn cache(&self) -> MutexGuard<'_, Cache> {
+        // The cache holds no invariant a panicking writer could half-break
+        // beyond one entry; keep serving rather than poison every request.
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    async fn queue(&self, w: Write) -> Result<(), StoreError> {
+        self.writer
+            .send(w)
+            .await
+            .map_err(|_| StoreError::WriterGone)
+    }
+
+    /// Waits until every write queued so far is committed.
+    async fn flush(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.queue(Write::Flush(tx)).await?;
+        rx.await
+            .map_err(|_| StoreError::WriterGone)?
+            .map_err(StoreError::Commit)
+    }
+}
+
+fn lock_dir(state_dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, StoreError> {
+    let path = state_dir.join("rackboot.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::Open {
+            path: path.clone(),
+            source: sqlx::Error::Io(e),
+        })?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|_| StoreError::Locked(state_dir.to_path_buf()))
+}
+
+/// The writer task: commits whatever has queued, in order, a transaction at a time.
+async fn write_loop(pool: SqlitePool, mut queue: mpsc::Receiver<Write>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while queue.recv_many(&mut batch, BATCH).await > 0 {
+        let mut nodes: HashMap<Mac, Box<Node>> = HashMap::new();
+        let mut leases: BTreeMap<u32, Option<Lease>> = BTreeMap::new();
+        let mut events = Vec::new();
+        let mut trims = Vec::new();
+        let mut flushes = Vec::new();
+        // Later changes of the same record replace earlier ones: one row each.
+        for w in batch.drain(..) {
+            match w {
+                Write::Node(n) => {
+                    nodes.insert(n.mac, n);
+                }
+                Write::Lease(l) => {
+                    leases.insert(u32::from(l.ip), Some(l));
+                }
+                Write::DropLease(ip) => {
+                    leases.insert(u32::from(ip), None);
+                }
+                Write::Event(mac, e) => events.push((mac, e)),
+                Write::Trim(mac) => trims.push(mac),
+                Write::Flush(tx) => flushes.push(tx),
+            }
+        }
+        let result = commit(&pool, nodes, leases, events, trims)
+            .await
+            .map_err(|e| e.to_string());
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "store: cannot commit; these changes are not saved");
+        }
+        for tx in flushes {
+            let _ = tx.send(result.clone());
+        }
+    }
+}
+
+async fn commit(
+    pool: &SqlitePool,
+    nodes: HashMap<Mac, Box<Node>>,
+    leases: BTreeMap<u32, Option<Lease>>,
+    events: Vec<(Mac, Event)>,
+    trims: Vec<Mac>,
+) -> Result<(), StoreError> {
+    if nodes.is_empty() && leases.is_empty() && events.is_empty() && trims.is_empty() {
+        return Ok(());
+    }
+    let mut tx = pool
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(db("begin transaction"))?;
+    let nodes: Vec<Box<Node>> = nodes.into_values().collect();
+    // SQLite allows 32766 bound values per statement.
+    for chunk in nodes.chunks(1000) {
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO nodes (mac, hostname, ipv4, labels, params, bootenv, next_bootenv, \
+             bootenv_expires, protected, state, state_reason, relay_info, arch, last_seen, token, created) ",
+        );
+        q.push_values(chunk, |mut b, n| {
+            b.push_bind(n.mac.to_string())
+                .push_bind(n.hostname.clone())
+                .push_bind(n.ipv4.map(ip_col))
+                .push_bind(serde_json::to_string(&n.labels).unwrap_or_else(|_| "{}".into()))
+                .push_bind(serde_json::to_string(&n.params).unwrap_or_else(|_| "{}".into()))
+                .push_bind(n.bootenv.clone())
+                .push_bind(n.next_bootenv.clone())
+                .push_bind(n.bootenv_expires.map(Timestamp::millis))
+                .push_bind(n.protected)
+                .push_bind(n.state.as_str())
+                .push_bind(n.state_reason.clone())
+                .push_bind(n.relay_info.clone())
+                .push_bind(n.arch.map(BootArch::as_str))
+                .push_bind(n.last_seen.map(Timestamp::millis))
+                .push_bind(n.token.clone())
+                .push_bind(n.created.millis());
+        });
+        q.push(
+            " ON CONFLICT(mac) DO UPDATE SET hostname = excluded.hostname, ipv4 = excluded.ipv4, \
+             labels = excluded.labels, params = excluded.params, bootenv = excluded.bootenv, \
+             next_bootenv = excluded.next_bootenv, bootenv_expires = excluded.bootenv_expires, \
+             protected = excluded.protected, state = excluded.state, state_reason = excluded.state_reason, \
+             relay_info = excluded.relay_info, arch = excluded.arch, last_seen = excluded.last_seen, \
+             token = excluded.token",
+        );
+        q.build()
+            .execute(&mut *tx)
+            .await
+            .map_err(db("save nodes"))?;
+    }
+    let (upserts, drops): (Vec<_>, Vec<_>) = leases.into_iter().partition(|(_, l)| l.is_some());
+    for chunk in drops.chunks(5000) {
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("DELETE FROM leases WHERE ip IN (");
+        let mut sep = q.separated(", ");
+        for (ip, _) in chunk {
+            sep.push_bind(*ip as i64);
+        }
+        q.push(")");
+        q.build()
+            .execute(&mut *tx)
+            .await
+            .map_err(db("drop leases"))?;
+    }
+    let upserts: Vec<Lease> = upserts.into_iter().filter_map(|(_, l)| l).collect();
+    for chunk in upserts.chunks(5000) {
+        let mut q: QueryBuilder<Sqlite> =
+            QueryBuilder::new("INSERT INTO leases (ip, mac, state, expires) ");
+        q.push_values(chunk, |mut b, l| {
+            b.push_bind(ip_col(l.ip))
+                .push_bind(l.mac.map(|m| m.to_string()))
+                .push_bind(l.state.as_str())
+                .push_bind(l.expires.millis());
+        });
+        q.push(
+            " ON CONFLICT(ip) DO UPDATE SET mac = excluded.mac, state = excluded.state, \
+             expires = excluded.expires",
+        );
+        q.build()
+            .execute(&mut *tx)
+            .await
+            .map_err(db("save leases"))?;
+    }
+    for chunk in events.chunks(5000) {
+        let mut q: QueryBuilder<Sqlite> =
+            QueryBuilder::new("INSERT INTO events (mac, at, kind, detail) ");
+        q.push_values(chunk, |mut b, (mac, e)| {
+            b.push_bind(mac.to_string())
+                .push_bind(e.at.millis())
+                .push_bind(e.kind.as_str())
+                .push_bind(e.detail.clone());
+        });
+        q.build()
+            .execute(&mut *tx)
+            .await
+            .map_err(db("save events"))?;
+    }
+    for mac in trims {
+        sqlx::query(
+            "DELETE FROM events WHERE mac = ?1 AND id <= \
+             (SELECT id FROM events WHERE mac = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+        )
+        .bind(mac.to_string())
+        .bind(EVENTS_PER_NODE)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("trim events"))?;
+    }
+    tx.commit().await.map_err(db("commit"))
 }
 
 fn corrupt(key: impl ToString, reason: impl ToString) -> StoreError {
@@ -192,62 +504,44 @@ fn lease_from_row(row: &SqliteRow) -> Result<Lease, StoreError> {
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn sync(&self) -> Result<(), StoreError> {
+        self.flush().await
+    }
+
     async fn node(&self, mac: Mac) -> Result<Option<Node>, StoreError> {
-        let row = sqlx::query(
-            "SELECT mac, hostname, ipv4, labels, params, bootenv, next_bootenv, bootenv_expires, \
-             protected, state, state_reason, relay_info, arch, last_seen, token, created FROM nodes WHERE mac = ?",
-        )
-        .bind(mac.to_string())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db("get node"))?;
-        row.as_ref().map(node_from_row).transpose()
+        Ok(self.cache().nodes.get(&mac).cloned())
     }
 
     async fn create_node_if_absent(&self, node: Node) -> Result<(Node, bool), StoreError> {
-        let labels = serde_json::to_string(&node.labels).unwrap_or_else(|_| "{}".into());
-        let params = serde_json::to_string(&node.params).unwrap_or_else(|_| "{}".into());
-        let done = sqlx::query(
-            "INSERT INTO nodes (mac, hostname, ipv4, labels, params, bootenv, next_bootenv, \
-             bootenv_expires, protected, state, state_reason, relay_info, arch, last_seen, token, created) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(mac) DO NOTHING",
-        )
-        .bind(node.mac.to_string())
-        .bind(&node.hostname)
-        .bind(node.ipv4.map(ip_col))
-        .bind(labels)
-        .bind(params)
-        .bind(&node.bootenv)
-        .bind(&node.next_bootenv)
-        .bind(node.bootenv_expires.map(Timestamp::millis))
-        .bind(node.protected)
-        .bind(node.state.as_str())
-        .bind(&node.state_reason)
-        .bind(&node.relay_info)
-        .bind(node.arch.map(BootArch::as_str))
-        .bind(node.last_seen.map(Timestamp::millis))
-        .bind(&node.token)
-        .bind(node.created.millis())
-        .execute(&self.pool)
-        .await
-        .map_err(db("create node"))?;
-        let created = done.rows_affected() == 1;
-        let stored = self
-            .node(node.mac)
-            .await?
-            .ok_or(StoreError::NoSuchNode(node.mac))?;
-        Ok((stored, created))
+        {
+            let mut c = self.cache();
+            if let Some(existing) = c.nodes.get(&node.mac) {
+                return Ok((existing.clone(), false));
+            }
+            if let Some(other) = c.by_hostname.get(&node.hostname.to_ascii_lowercase()) {
+                return Err(StoreError::Conflict(format!(
+                    "hostname {} already belongs to {other}",
+                    node.hostname
+                )));
+            }
+            if let Some(other) = node.ipv4.and_then(|ip| c.by_fixed_ip.get(&ip)) {
+                return Err(StoreError::Conflict(format!(
+                    "address {} already belongs to {other}",
+                    node.ipv4.unwrap_or(Ipv4Addr::UNSPECIFIED)
+                )));
+            }
+            c.put_node(node.clone());
+        }
+        self.queue(Write::Node(Box::new(node.clone()))).await?;
+        // A new record is a promise to the node (its token is in its script): durable first.
+        self.flush().await?;
+        Ok((node, true))
     }
 
     async fn nodes(&self) -> Result<Vec<Node>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT mac, hostname, ipv4, labels, params, bootenv, next_bootenv, bootenv_expires, \
-             protected, state, state_reason, relay_info, arch, last_seen, token, created FROM nodes ORDER BY mac",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db("list nodes"))?;
-        rows.iter().map(node_from_row).collect()
+        let mut all: Vec<Node> = self.cache().nodes.values().cloned().collect();
+        all.sort_by_key(|n| n.mac);
+        Ok(all)
     }
 
     async fn touch_node(
@@ -256,18 +550,16 @@ impl Store for SqliteStore {
         arch: Option<BootArch>,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let done =
-            sqlx::query("UPDATE nodes SET last_seen = ?, arch = COALESCE(?, arch) WHERE mac = ?")
-                .bind(now.millis())
-                .bind(arch.map(BootArch::as_str))
-                .bind(mac.to_string())
-                .execute(&self.pool)
-                .await
-                .map_err(db("touch node"))?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NoSuchNode(mac));
-        }
-        Ok(())
+        let node = {
+            let mut c = self.cache();
+            let n = c.nodes.get_mut(&mac).ok_or(StoreError::NoSuchNode(mac))?;
+            n.last_seen = Some(now);
+            if arch.is_some() {
+                n.arch = arch;
+            }
+            n.clone()
+        };
+        self.queue(Write::Node(Box::new(node))).await
     }
 
     async fn set_node_state(
@@ -276,57 +568,60 @@ impl Store for SqliteStore {
         state: NodeState,
         reason: Option<&str>,
     ) -> Result<(), StoreError> {
-        let done = sqlx::query("UPDATE nodes SET state = ?, state_reason = ? WHERE mac = ?")
-            .bind(state.as_str())
-            .bind(reason)
-            .bind(mac.to_string())
-            .execute(&self.pool)
-            .await
-            .map_err(db("set node state"))?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NoSuchNode(mac));
+        let node = {
+            let mut c = self.cache();
+            let n = c.nodes.get_mut(&mac).ok_or(StoreError::NoSuchNode(mac))?;
+            n.state = state;
+            n.state_reason = reason.map(str::to_string);
+            n.clone()
+        };
+        self.queue(Write::Node(Box::new(node))).await?;
+        self.flush().await
+    }
+
+    async fn set_node_relay_info(&self, mac: Mac, info: Option<&str>) -> Result<(), StoreError> {
+        let node = {
+            let mut c = self.cache();
+            let n = c.nodes.get_mut(&mac).ok_or(StoreError::NoSuchNode(mac))?;
+            if n.relay_info.as_deref() == info {
+                return Ok(());
+            }
+            n.relay_info = info.map(str::to_string);
+            n.clone()
+        };
+        self.queue(Write::Node(Box::new(node))).await
+    }
+
+    async fn add_event(&self, mac: Mac, event: &Event) -> Result<(), StoreError> {
+        let trim = {
+            let mut c = self.cache();
+            let n = c.events_since_trim.entry(mac).or_insert(0);
+            *n += 1;
+            if *n >= TRIM_EVERY {
+                *n = 0;
+                true
+            } else {
+                false
+            }
+        };
+        self.queue(Write::Event(mac, event.clone())).await?;
+        if trim {
+            self.queue(Write::Trim(mac)).await?;
         }
         Ok(())
     }
 
-    async fn set_node_relay_info(&self, mac: Mac, info: Option<&str>) -> Result<(), StoreError> {
-        sqlx::query("UPDATE nodes SET relay_info = ? WHERE mac = ? AND relay_info IS NOT ?")
-            .bind(info)
-            .bind(mac.to_string())
-            .bind(info)
-            .execute(&self.pool)
-            .await
-            .map_err(db("set relay info"))?;
-        Ok(())
-    }
-
-    async fn add_event(&self, mac: Mac, event: &Event) -> Result<(), StoreError> {
-        let mac_s = mac.to_string();
-        let mut tx = self.write_tx().await?;
-        let id = sqlx::query("INSERT INTO events (mac, at, kind, detail) VALUES (?, ?, ?, ?)")
-            .bind(&mac_s)
-            .bind(event.at.millis())
-            .bind(event.kind.as_str())
-            .bind(&event.detail)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("add event"))?
-            .last_insert_rowid();
-        sqlx::query("DELETE FROM events WHERE mac = ? AND id <= ?")
-            .bind(&mac_s)
-            .bind(id - EVENTS_PER_NODE)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("trim events"))?;
-        tx.commit().await.map_err(db("add event"))
-    }
-
     async fn events(&self, mac: Mac) -> Result<Vec<Event>, StoreError> {
-        let rows = sqlx::query("SELECT at, kind, detail FROM events WHERE mac = ? ORDER BY id")
-            .bind(mac.to_string())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db("list events"))?;
+        self.flush().await?;
+        let rows = sqlx::query(
+            "SELECT at, kind, detail FROM (SELECT id, at, kind, detail FROM events WHERE mac = ? \
+             ORDER BY id DESC LIMIT ?) ORDER BY id",
+        )
+        .bind(mac.to_string())
+        .bind(EVENTS_PER_NODE)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("list events"))?;
         rows.iter()
             .map(|r| {
                 let kind: String = r.try_get("kind").map_err(db("read event"))?;
@@ -340,159 +635,126 @@ impl Store for SqliteStore {
     }
 
     async fn lease_of(&self, mac: Mac) -> Result<Option<Lease>, StoreError> {
-        let row = sqlx::query("SELECT ip, mac, state, expires FROM leases WHERE mac = ? ORDER BY expires DESC LIMIT 1")
-            .bind(mac.to_string())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db("get lease"))?;
-        row.as_ref().map(lease_from_row).transpose()
+        let c = self.cache();
+        Ok(c.lease_of
+            .get(&mac)
+            .and_then(|ip| c.leases.get(ip))
+            .cloned())
     }
 
     async fn lease_at(&self, ip: Ipv4Addr) -> Result<Option<Lease>, StoreError> {
-        let row = sqlx::query("SELECT ip, mac, state, expires FROM leases WHERE ip = ?")
-            .bind(ip_col(ip))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db("get lease"))?;
-        row.as_ref().map(lease_from_row).transpose()
+        Ok(self.cache().leases.get(&u32::from(ip)).cloned())
     }
 
     async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
-        let rows = sqlx::query("SELECT ip, mac, state, expires FROM leases ORDER BY ip")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db("list leases"))?;
-        rows.iter().map(lease_from_row).collect()
+        Ok(self.cache().leases.values().cloned().collect())
     }
 
     async fn allocate(&self, req: &LeaseRequest) -> Result<Option<Lease>, StoreError> {
-        let mac_s = req.mac.to_string();
-        let now = req.now.millis();
-        let mut tx = self.write_tx().await?;
-
-        // Who holds an address right now: a live lease of another MAC, or
-        // another node's fixed address.
-        async fn taken_by_other(
-            tx: &mut Transaction<'static, Sqlite>,
-            ip: Ipv4Addr,
-            mac: &str,
-            now: i64,
-        ) -> Result<bool, StoreError> {
-            let n: i64 = sqlx::query_scalar(
-                "SELECT (SELECT COUNT(*) FROM leases WHERE ip = ?1 AND expires > ?3 \
-                   AND (mac IS NULL OR mac != ?2)) \
-                 + (SELECT COUNT(*) FROM nodes WHERE ipv4 = ?1 AND mac != ?2)",
-            )
-            .bind(ip_col(ip))
-            .bind(mac)
-            .bind(now)
-            .fetch_one(&mut **tx)
-            .await
-            .map_err(db("check address"))?;
-            Ok(n > 0)
-        }
-
-        let in_range = |ip: Ipv4Addr| {
-            req.ranges
-                .iter()
-                .any(|(a, b)| (u32::from(*a)..=u32::from(*b)).contains(&u32::from(ip)))
-        };
-
-        let mut chosen = None;
-        if let Some(fixed) = req.fixed {
-            // A fixed address is the node's own: no other MAC may hold it,
-            // but a stale dynamic lease of someone else on it is overridden
-            // only once it has expired.
-            if !taken_by_other(&mut tx, fixed, &mac_s, now).await? {
-                chosen = Some(fixed);
-            }
-        } else {
-            let current: Option<i64> = sqlx::query_scalar(
-                "SELECT ip FROM leases WHERE mac = ? AND state != 'declined' ORDER BY expires DESC LIMIT 1",
-            )
-            .bind(&mac_s)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db("find lease"))?;
-            let candidates = current.map(ip_of).into_iter().chain(req.wanted);
-            for ip in candidates {
-                if in_range(ip) && !taken_by_other(&mut tx, ip, &mac_s, now).await? {
-                    chosen = Some(ip);
-                    break;
+        let now = req.now;
+        let (lease, dropped) = {
+            let mut c = self.cache();
+            let in_range = |ip: Ipv4Addr| {
+                req.ranges
+                    .iter()
+                    .any(|(a, b)| (u32::from(*a)..=u32::from(*b)).contains(&u32::from(ip)))
+            };
+            let current = c
+                .lease_of
+                .get(&req.mac)
+                .and_then(|ip| c.leases.get(ip))
+                .filter(|l| l.state != LeaseState::Declined)
+                .map(|l| l.ip);
+            let mut chosen = None;
+            if let Some(fixed) = req.fixed {
+                // A fixed address is the node's own: no other MAC may hold it,
+                // but a stale dynamic lease of someone else on it is overridden
+                // only once it has expired.
+                if !c.taken_by_other(fixed, req.mac, now) {
+                    chosen = Some(fixed);
+                }
+            } else {
+                chosen = current
+                    .into_iter()
+                    .chain(req.wanted)
+                    .find(|ip| in_range(*ip) && !c.taken_by_other(*ip, req.mac, now));
+                for &(first, last) in &req.ranges {
+                    if chosen.is_some() {
+                        break;
+                    }
+                    let (lo, hi) = (u32::from(first), u32::from(last));
+                    // Start where the last search ended: a storm of new clients
+                    // costs O(1) each instead of a scan from the bottom.
+                    let start = c
+                        .cursors
+                        .get(&(lo, hi))
+                        .copied()
+                        .unwrap_or(lo)
+                        .clamp(lo, hi);
+                    let found = (start..=hi)
+                        .chain(lo..start)
+                        .find(|ip| !c.taken_by_other(Ipv4Addr::from(*ip), req.mac, now));
+                    if let Some(ip) = found {
+                        c.cursors
+                            .insert((lo, hi), if ip == hi { lo } else { ip + 1 });
+                        chosen = Some(Ipv4Addr::from(ip));
+                    }
                 }
             }
-            for &(first, last) in &req.ranges {
-                if chosen.is_some() {
-                    break;
-                }
-                let busy: Vec<i64> = sqlx::query_scalar(
-                    "SELECT ip FROM leases WHERE ip BETWEEN ?1 AND ?2 AND expires > ?3 \
-                     UNION SELECT ipv4 FROM nodes WHERE ipv4 BETWEEN ?1 AND ?2 ORDER BY 1",
-                )
-                .bind(ip_col(first))
-                .bind(ip_col(last))
-                .bind(now)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db("scan pool"))?;
-                let busy: std::collections::HashSet<u32> =
-                    busy.into_iter().map(|v| v as u32).collect();
-                chosen = (u32::from(first)..=u32::from(last))
-                    .find(|ip| !busy.contains(ip))
-                    .map(Ipv4Addr::from);
-            }
-        }
-        let Some(ip) = chosen else {
-            return Ok(None);
+            let Some(ip) = chosen else {
+                return Ok(None);
+            };
+            // One lease per MAC: drop any other address it held.
+            let dropped = match c.lease_of.get(&req.mac).copied() {
+                Some(old) if old != u32::from(ip) => c.drop_lease(old).map(|l| l.ip),
+                _ => None,
+            };
+            let lease = Lease {
+                ip,
+                mac: Some(req.mac),
+                state: req.state,
+                expires: req.expires,
+            };
+            c.put_lease(lease.clone());
+            (lease, dropped)
         };
-        // One lease per MAC: drop any other address it held.
-        sqlx::query("DELETE FROM leases WHERE mac = ? AND ip != ?")
-            .bind(&mac_s)
-            .bind(ip_col(ip))
-            .execute(&mut *tx)
-            .await
-            .map_err(db("drop old lease"))?;
-        sqlx::query(
-            "INSERT INTO leases (ip, mac, state, expires) VALUES (?, ?, ?, ?) \
-             ON CONFLICT(ip) DO UPDATE SET mac = excluded.mac, state = excluded.state, expires = excluded.expires",
-        )
-        .bind(ip_col(ip))
-        .bind(&mac_s)
-        .bind(req.state.as_str())
-        .bind(req.expires.millis())
-        .execute(&mut *tx)
-        .await
-        .map_err(db("record lease"))?;
-        tx.commit().await.map_err(db("record lease"))?;
-        Ok(Some(Lease {
-            ip,
-            mac: Some(req.mac),
-            state: req.state,
-            expires: req.expires,
-        }))
+        if let Some(old) = dropped {
+            self.queue(Write::DropLease(old)).await?;
+        }
+        self.queue(Write::Lease(lease.clone())).await?;
+        if lease.state == LeaseState::Bound {
+            // An ACK promises the address: it must survive a crash before it is sent.
+            self.flush().await?;
+        }
+        Ok(Some(lease))
     }
 
     async fn release(&self, mac: Mac, ip: Ipv4Addr) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM leases WHERE ip = ? AND mac = ?")
-            .bind(ip_col(ip))
-            .bind(mac.to_string())
-            .execute(&self.pool)
-            .await
-            .map_err(db("release lease"))?;
-        Ok(done.rows_affected() > 0)
+        let released = {
+            let mut c = self.cache();
+            let holds = c
+                .leases
+                .get(&u32::from(ip))
+                .is_some_and(|l| l.mac == Some(mac));
+            holds && c.drop_lease(u32::from(ip)).is_some()
+        };
+        if released {
+            self.queue(Write::DropLease(ip)).await?;
+            self.flush().await?;
+        }
+        Ok(released)
     }
 
     async fn decline(&self, ip: Ipv4Addr, until: Timestamp) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO leases (ip, mac, state, expires) VALUES (?, NULL, 'declined', ?) \
-             ON CONFLICT(ip) DO UPDATE SET mac = NULL, state = 'declined', expires = excluded.expires",
-        )
-        .bind(ip_col(ip))
-        .bind(until.millis())
-        .execute(&self.pool)
-        .await
-        .map_err(db("decline address"))?;
-        Ok(())
+        let lease = Lease {
+            ip,
+            mac: None,
+            state: LeaseState::Declined,
+            expires: until,
+        };
+        self.cache().put_lease(lease.clone());
+        self.queue(Write::Lease(lease)).await?;
+        self.flush().await
     }
 
     async fn host_addr(
@@ -500,46 +762,40 @@ impl Store for SqliteStore {
         hostname: &str,
         now: Timestamp,
     ) -> Result<Option<Ipv4Addr>, StoreError> {
-        let v: Option<i64> = sqlx::query_scalar(
-            "SELECT COALESCE(n.ipv4, (SELECT l.ip FROM leases l WHERE l.mac = n.mac \
-               AND l.state = 'bound' AND l.expires > ? ORDER BY l.expires DESC LIMIT 1)) \
-             FROM nodes n WHERE n.hostname = ? COLLATE NOCASE",
-        )
-        .bind(now.millis())
-        .bind(hostname)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db("resolve hostname"))?
-        .flatten();
-        Ok(v.map(ip_of))
+        let c = self.cache();
+        let Some(mac) = c.by_hostname.get(&hostname.to_ascii_lowercase()) else {
+            return Ok(None);
+        };
+        if let Some(ip) = c.nodes.get(mac).and_then(|n| n.ipv4) {
+            return Ok(Some(ip));
+        }
+        Ok(c.lease_of
+            .get(mac)
+            .and_then(|ip| c.leases.get(ip))
+            .filter(|l| l.state == LeaseState::Bound && l.is_live(now))
+            .map(|l| l.ip))
     }
 
     async fn addr_host(&self, ip: Ipv4Addr, now: Timestamp) -> Result<Option<String>, StoreError> {
-        let v: Option<String> = sqlx::query_scalar(
-            "SELECT hostname FROM nodes WHERE ipv4 = ?1 \
-             UNION ALL SELECT n.hostname FROM nodes n JOIN leases l ON l.mac = n.mac \
-               WHERE l.ip = ?1 AND l.state = 'bound' AND l.expires > ?2 LIMIT 1",
-        )
-        .bind(ip_col(ip))
-        .bind(now.millis())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db("resolve address"))?;
-        Ok(v)
+        let c = self.cache();
+        let mac = c.by_fixed_ip.get(&ip).copied().or_else(|| {
+            c.leases
+                .get(&u32::from(ip))
+                .filter(|l| l.state == LeaseState::Bound && l.is_live(now))
+                .and_then(|l| l.mac)
+        });
+        Ok(mac
+            .and_then(|m| c.nodes.get(&m))
+            .map(|n| n.hostname.clone()))
     }
 
     async fn mac_at(&self, ip: Ipv4Addr, now: Timestamp) -> Result<Option<Mac>, StoreError> {
-        let v: Option<String> = sqlx::query_scalar(
-            "SELECT mac FROM leases WHERE ip = ?1 AND mac IS NOT NULL AND expires > ?2 \
-             UNION ALL SELECT mac FROM nodes WHERE ipv4 = ?1 LIMIT 1",
-        )
-        .bind(ip_col(ip))
-        .bind(now.millis())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db("find MAC by address"))?;
-        v.map(|m| Mac::from_str(&m).map_err(|e| corrupt(ip, e)))
-            .transpose()
+        let c = self.cache();
+        Ok(c.leases
+            .get(&u32::from(ip))
+            .filter(|l| l.is_live(now))
+            .and_then(|l| l.mac)
+            .or_else(|| c.by_fixed_ip.get(&ip).copied()))
     }
 }
 
@@ -669,24 +925,63 @@ mod tests {
         s.decline("10.0.0.10".parse().unwrap(), Timestamp(1000))
             .await
             .unwrap();
+        let ip = |l: Option<Lease>| l.map(|l| l.ip.to_string());
         assert_eq!(
-            s.allocate(&req(mac(1), 0))
-                .await
-                .unwrap()
-                .unwrap()
-                .ip
-                .to_string(),
-            "10.0.0.11"
+            ip(s.allocate(&req(mac(1), 0)).await.unwrap()).as_deref(),
+            Some("10.0.0.11")
         );
         assert_eq!(
-            s.allocate(&req(mac(2), 2000))
+            ip(s.allocate(&req(mac(2), 0)).await.unwrap()).as_deref(),
+            Some("10.0.0.12")
+        );
+        assert_eq!(
+            s.allocate(&req(mac(3), 0)).await.unwrap(),
+            None,
+            "quarantined"
+        );
+        assert_eq!(
+            ip(s.allocate(&req(mac(3), 2000)).await.unwrap()).as_deref(),
+            Some("10.0.0.10")
+        );
+    }
+
+    #[tokio::test]
+    async fn writes_survive_reopening_and_one_process_owns_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SqliteStore::open(dir.path()).await.unwrap();
+            let n = Node::discovered(mac(1), "discovery", "t".into(), Timestamp(0));
+            s.create_node_if_absent(n).await.unwrap();
+            s.allocate(&req(mac(1), 0)).await.unwrap().unwrap();
+            let err = SqliteStore::open(dir.path())
                 .await
-                .unwrap()
-                .unwrap()
-                .ip
-                .to_string(),
+                .err()
+                .expect("second open must fail");
+            assert!(
+                err.to_string().contains("in use by another rackboot"),
+                "{err}"
+            );
+            s.add_event(
+                mac(1),
+                &Event {
+                    at: Timestamp(1),
+                    kind: EventKind::DhcpAck,
+                    detail: "x".into(),
+                },
+            )
+            .await
+            .unwrap();
+            s.events(mac(1)).await.unwrap();
+        }
+        // Let the first store's writer task wind down and drop its lock.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let s = SqliteStore::open(dir.path()).await.unwrap();
+        assert!(s.node(mac(1)).await.unwrap().is_some());
+        assert_eq!(
+            s.lease_of(mac(1)).await.unwrap().unwrap().ip.to_string(),
             "10.0.0.10"
         );
+        assert_eq!(s.events(mac(1)).await.unwrap().len(), 1);
     }
 
     #[tokio::test]
