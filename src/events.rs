@@ -25,7 +25,14 @@ impl Timeline {
             kind,
             detail: detail.into(),
         };
-        tracing::info!(%mac, event = kind.as_str(), detail = %event.detail);
+        // Per-packet steps at debug: a rack powering on makes thousands a
+        // second, and the timeline (API) is where they are read. State
+        // changes stay at info, so the log still tells each node's story.
+        if kind == EventKind::State {
+            tracing::info!(%mac, event = kind.as_str(), detail = %event.detail);
+        } else {
+            tracing::debug!(%mac, event = kind.as_str(), detail = %event.detail);
+        }
         if let Err(e) = self.store.add_event(mac, &event).await {
             tracing::warn!(%mac, error = %e, "could not record event {kind}");
         }
