@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use serde::Serialize;
 
 use super::{HttpContext, HttpError, parse_mac};
-use crate::model::{Event, Node};
+use crate::model::{Event, Lease, Node};
 
 #[derive(Serialize)]
 pub struct NodeWithEvents {
@@ -39,4 +39,9 @@ pub async fn node(
         .ok_or_else(|| HttpError::not_found(format!("no node with MAC {mac}")))?;
     let events = ctx.store.events(mac).await?;
     Ok(Json(NodeWithEvents { node, events }))
+}
+
+/// Every lease the store holds (offered, bound, declined), by address.
+pub async fn leases(State(ctx): State<Arc<HttpContext>>) -> Result<Json<Vec<Lease>>, HttpError> {
+    Ok(Json(ctx.store.leases().await?))
 }

@@ -42,6 +42,7 @@ pub fn router(ctx: Arc<HttpContext>) -> Router {
         .route("/node/{mac}/report", post(node::report))
         .route("/api/v1/nodes", get(api::nodes))
         .route("/api/v1/nodes/{mac}", get(api::node))
+        .route("/api/v1/leases", get(api::leases))
         .fallback(|| async { HttpError::not_found("no such endpoint") })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REPORT_BYTES))
         .with_state(ctx)

@@ -1,0 +1,392 @@
+//! Leases survive a crash: rackboot is killed with SIGKILL in the middle of a `perfdhcp` run
+//! (relayed, thousands of clients), started again on the same state directory, and then
+//! - no address was ever acknowledged to two MACs (read from a capture of the whole run),
+//! - every acknowledged lease is in the store with its MAC,
+//! - a client that had an address before the crash gets the same one back, and another MAC
+//!   asking for that address does not.
+//!
+//! Needs root, perfdhcp (Debian's kea-admin), udhcpc and tcpdump. Every wait is bounded.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::lab::{self, BRIDGE, Lab, SERVER_IP};
+use serde_json::Value;
+
+const CMD: Duration = Duration::from_secs(30);
+
+/// A namespace for the clients, joined to the lab's bridge by a veth; removed on drop.
+struct Clients {
+    ns: String,
+}
+
+impl Clients {
+    fn new(lab: &Lab, name: &str) -> Clients {
+        let ns = format!("rb-{name}-{}", std::process::id());
+        let c = Clients { ns };
+        run(&["ip", "netns", "add", &c.ns]);
+        let (outer, inner) = ("pdbr0", "pd0");
+        run(&[
+            "ip",
+            "-n",
+            lab.ns(),
+            "link",
+            "add",
+            outer,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            inner,
+            "netns",
+            &c.ns,
+        ]);
+        run(&[
+            "ip",
+            "-n",
+            lab.ns(),
+            "link",
+            "set",
+            outer,
+            "master",
+            BRIDGE,
+            "up",
+        ]);
+        run(&["ip", "-n", &c.ns, "link", "set", "lo", "up"]);
+        run(&[
+            "ip",
+            "-n",
+            &c.ns,
+            "addr",
+            "add",
+            "10.77.0.2/24",
+            "dev",
+            inner,
+        ]);
+        run(&["ip", "-n", &c.ns, "link", "set", inner, "up"]);
+        c
+    }
+
+    /// A second interface for a plain DHCP client with its own MAC.
+    fn add_client_nic(&self, lab: &Lab, name: &str, mac: &str) {
+        let outer = format!("{name}br");
+        run(&[
+            "ip",
+            "-n",
+            lab.ns(),
+            "link",
+            "add",
+            &outer,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            name,
+            "netns",
+            &self.ns,
+        ]);
+        run(&[
+            "ip",
+            "-n",
+            lab.ns(),
+            "link",
+            "set",
+            &outer,
+            "master",
+            BRIDGE,
+            "up",
+        ]);
+        run(&["ip", "-n", &self.ns, "link", "set", name, "address", mac]);
+        run(&["ip", "-n", &self.ns, "link", "set", name, "up"]);
+    }
+
+    fn cmd(&self, program: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("timeout");
+        c.args(["60", "ip", "netns", "exec", &self.ns, program])
+            .args(args);
+        c
+    }
+}
+
+impl Drop for Clients {
+    fn drop(&mut self) {
+        // Ends every process still in the namespace (perfdhcp, udhcpc), by PID.
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.ns])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-9", pid]).status();
+            }
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+fn run(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("spawn");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn write_config(lab: &Lab) -> PathBuf {
+    let dir = lab.dir();
+    for d in ["assets", "bootenvs", "scripts"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::write(
+        dir.join("bootenvs/discovery.toml"),
+        "[arch.bios]\nlocal = \"exit\"\n",
+    )
+    .unwrap();
+    let config = dir.join("rackboot.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"{d}/state\"\nassets_dir = \"{d}/assets\"\nbootenvs_dir = \"{d}/bootenvs\"\n\
+             scripts_dir = \"{d}/scripts\"\n[network]\ninterface = \"{BRIDGE}\"\n\
+             [[dhcp.subnet]]\ncidr = \"10.77.0.0/24\"\nranges = [[\"10.77.0.10\", \"10.77.0.250\"]]\n\
+             [tftp]\nenabled = false\n[dns]\nenabled = false\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+fn start(lab: &Lab, config: &Path, log: &str) -> u32 {
+    let pid = lab.spawn(
+        env!("CARGO_BIN_EXE_rackboot"),
+        &["serve", "--config", config.to_str().unwrap()],
+        log,
+    );
+    lab::wait_for_file(&lab.dir().join(log), "rackboot serving", CMD).unwrap_or_else(|e| {
+        panic!(
+            "rackboot did not start: {e}\n{}",
+            lab::read_text(&lab.dir().join(log))
+        )
+    });
+    pid
+}
+
+/// `udhcpc` on `nic` asking for `want`; the address it was given, if any.
+fn udhcpc(clients: &Clients, nic: &str, want: Option<&str>) -> Option<String> {
+    let mut args = vec![
+        "-i",
+        nic,
+        "-n",
+        "-q",
+        "-f",
+        "-t",
+        "4",
+        "-T",
+        "2",
+        "-s",
+        "/bin/true",
+    ];
+    if let Some(ip) = want {
+        args.extend(["-r", ip]);
+    }
+    let out = clients.cmd("udhcpc", &args).output().expect("udhcpc");
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    text.lines().find_map(|l| {
+        l.strip_prefix("udhcpc: lease of ")?
+            .split_whitespace()
+            .next()
+            .map(str::to_string)
+    })
+}
+
+/// Every DHCPACK in a pcap: (yiaddr, chaddr).
+fn acks(pcap: &Path) -> Vec<(Ipv4Addr, [u8; 6])> {
+    let data = std::fs::read(pcap).expect("read pcap");
+    assert!(data.len() >= 24, "empty capture");
+    let le = data[..4] == [0xd4, 0xc3, 0xb2, 0xa1];
+    let u32_at = |b: &[u8]| {
+        if le {
+            u32::from_le_bytes(b.try_into().unwrap())
+        } else {
+            u32::from_be_bytes(b.try_into().unwrap())
+        }
+    };
+    let mut out = Vec::new();
+    let mut at = 24;
+    while at + 16 <= data.len() {
+        let incl = u32_at(&data[at + 8..at + 12]) as usize;
+        let pkt = &data[at + 16..(at + 16 + incl).min(data.len())];
+        at += 16 + incl;
+        // Ethernet, IPv4, UDP from port 67.
+        if pkt.len() < 14 + 20 + 8 + 240 || pkt[12..14] != [0x08, 0x00] || pkt[23] != 17 {
+            continue;
+        }
+        let ip = &pkt[14..];
+        let udp = &ip[(ip[0] & 0x0f) as usize * 4..];
+        if udp.len() < 8 + 240 || u16::from_be_bytes([udp[0], udp[1]]) != 67 {
+            continue;
+        }
+        let b = &udp[8..];
+        if b[0] != 2 {
+            continue;
+        }
+        let mut i = 240;
+        let mut kind = 0;
+        while i + 1 < b.len() && b[i] != 255 {
+            if b[i] == 0 {
+                i += 1;
+                continue;
+            }
+            let len = b[i + 1] as usize;
+            if b[i] == 53 && len == 1 && i + 2 < b.len() {
+                kind = b[i + 2];
+            }
+            i += 2 + len;
+        }
+        if kind == 5 {
+            out.push((
+                Ipv4Addr::new(b[16], b[17], b[18], b[19]),
+                b[28..34].try_into().unwrap(),
+            ));
+        }
+    }
+    out
+}
+
+fn mac_text(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[test]
+fn leases_survive_sigkill_during_a_perfdhcp_storm() {
+    let lab = Lab::new("durable");
+    let clients = Clients::new(&lab, "durable-cl");
+    clients.add_client_nic(&lab, "c1", "02:77:00:00:00:01");
+    clients.add_client_nic(&lab, "c2", "02:77:00:00:00:02");
+    let pcap = lab.dir().join("storm.pcap");
+    lab.capture(&pcap);
+    let config = write_config(&lab);
+    let first = start(&lab, &config, "rackboot-1.log");
+
+    // A plain client's lease from before the crash.
+    let before = udhcpc(&clients, "c1", None).expect("c1 gets a lease before the crash");
+
+    // perfdhcp as a relay (giaddr 10.77.0.2), 200 clients, for 8 s.
+    let mut storm = clients
+        .cmd(
+            "perfdhcp",
+            &[
+                "-4",
+                "-l",
+                "10.77.0.2",
+                "-r",
+                "200",
+                "-R",
+                "200",
+                "-p",
+                "8",
+                &SERVER_IP.to_string(),
+            ],
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("perfdhcp (Debian's kea-admin)");
+    std::thread::sleep(Duration::from_secs(3));
+    run(&["kill", "-9", &first.to_string()]);
+    assert!(
+        lab::poll_until(CMD, || (!lab.is_running(first)).then_some(())).is_some(),
+        "rackboot survived SIGKILL"
+    );
+    let second = start(&lab, &config, "rackboot-2.log");
+    let out = storm.wait_with_output().expect("perfdhcp");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(lab.is_running(second));
+
+    // The client from before the crash gets its address back; another MAC does not.
+    assert_eq!(
+        udhcpc(&clients, "c1", Some(&before)).as_deref(),
+        Some(before.as_str())
+    );
+    let other = udhcpc(&clients, "c2", Some(&before));
+    assert_ne!(
+        other.as_deref(),
+        Some(before.as_str()),
+        "{before} handed to a second MAC"
+    );
+
+    std::thread::sleep(Duration::from_millis(500)); // tcpdump writes with -U; let the last packets land
+    let acks = acks(&pcap);
+    assert!(
+        acks.len() > 100,
+        "too few ACKs ({}) — perfdhcp:\n{report}",
+        acks.len()
+    );
+    let mut owner: HashMap<Ipv4Addr, [u8; 6]> = HashMap::new();
+    for (ip, mac) in &acks {
+        if let Some(prev) = owner.insert(*ip, *mac) {
+            assert_eq!(
+                prev,
+                *mac,
+                "{ip} acknowledged to {} and later to {}",
+                mac_text(&prev),
+                mac_text(mac)
+            );
+        }
+    }
+
+    let out = lab.run(
+        "curl",
+        &[
+            "-sf",
+            "-m",
+            "5",
+            &format!("http://{SERVER_IP}/api/v1/leases"),
+        ],
+        CMD,
+    );
+    assert!(out.status.success(), "GET /api/v1/leases failed");
+    let leases: Vec<Value> = serde_json::from_slice(&out.stdout).expect("leases JSON");
+    let stored: HashMap<String, String> = leases
+        .iter()
+        .filter(|l| l["state"] == "bound")
+        .map(|l| {
+            (
+                l["ip"].as_str().unwrap().to_string(),
+                l["mac"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let mut macs = HashSet::new();
+    for l in &leases {
+        if let Some(m) = l["mac"].as_str() {
+            assert!(macs.insert(m.to_string()), "{m} holds two leases");
+        }
+    }
+    for (ip, mac) in &owner {
+        assert_eq!(
+            stored.get(&ip.to_string()),
+            Some(&mac_text(mac)),
+            "acknowledged lease {ip} -> {} missing from the store after the restart",
+            mac_text(mac)
+        );
+    }
+    eprintln!(
+        "{} ACKs for {} addresses across a SIGKILL; all in the store",
+        acks.len(),
+        owner.len()
+    );
+}
