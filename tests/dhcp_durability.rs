@@ -285,7 +285,7 @@ fn leases_survive_sigkill_during_a_perfdhcp_storm() {
     let before = udhcpc(&clients, "c1", None).expect("c1 gets a lease before the crash");
 
     // perfdhcp as a relay (giaddr 10.77.0.2), 200 clients, for 8 s.
-    let mut storm = clients
+    let storm = clients
         .cmd(
             "perfdhcp",
             &[
