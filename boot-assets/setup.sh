@@ -83,6 +83,7 @@ readonly PROJECT_PACKAGES=(
     ovmf qemu-efi-aarch64 ipxe-qemu          # their firmware: OVMF, AAVMF, iPXE NIC option ROMs
     iproute2                                 # private network namespaces, bridges, taps
     isc-dhcp-client udhcpc dnsutils curl atftp tftp-hpa # real clients the protocol tests drive
+    isc-dhcp-relay                           # dhcrelay: the relay agent in tests/relay.rs
     tcpdump                                  # packet captures of test boots
     dnsmasq-base                             # IPv6 router adverts in the lab (RA-only mode)
     busybox-static                           # the image's userland (ash, udhcpc) on the host too
@@ -174,6 +175,11 @@ ensure_packages() {
             log "aligning qemu-utils with Debian's qemu-system packages: $pin"
             install+=(--allow-downgrades "$pin")
         fi
+    fi
+    # Quirk (isc-dhcp-relay): its postinst starts a host-wide relay, which fails without servers
+    # configured and so fails the install. The tests run dhcrelay themselves: mask the unit.
+    if printf '%s\n' "${missing[@]}" | grep -qx isc-dhcp-relay && [[ -d /run/systemd/system ]]; then
+        systemctl mask isc-dhcp-relay.service >&2 || true
     fi
     timeout 1800 "${apt[@]}" "${install[@]}" "${missing[@]}" >&2 ||
         die "could not install: ${missing[*]}"

@@ -40,8 +40,12 @@ pub async fn offer(
     now: Timestamp,
 ) -> Result<Option<Lease>, StoreError> {
     if let Some(l) = store.lease_of(mac).await? {
-        let keeps =
-            l.state == LeaseState::Bound && l.is_live(now) && fixed.is_none_or(|f| f == l.ip);
+        // A node that moved (e.g. known on the boot subnet, now behind a relay)
+        // keeps nothing from another subnet: its old address would be NAKed.
+        let keeps = l.state == LeaseState::Bound
+            && l.is_live(now)
+            && pool.subnet.contains(&l.ip)
+            && fixed.is_none_or(|f| f == l.ip);
         if keeps {
             return Ok(Some(l));
         }
@@ -234,6 +238,42 @@ mod tests {
         .unwrap();
         assert!(matches!(out, Outcome::Silent(_)));
         assert_eq!(s.lease_of(mac(3)).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_node_that_moved_subnet_is_offered_an_address_of_the_new_one() {
+        let s = SqliteStore::in_memory().await.unwrap();
+        let (boot, rack) = (
+            pool(),
+            Pool {
+                subnet: "10.1.0.0/24".parse().unwrap(),
+                ranges: vec![("10.1.0.10".parse().unwrap(), "10.1.0.20".parse().unwrap())],
+                lease_seconds: 3600,
+                server_ip: "10.0.0.1".parse().unwrap(),
+            },
+        );
+        let now = Timestamp(0);
+        let o = offer(&s, &boot, mac(1), None, None, now)
+            .await
+            .unwrap()
+            .unwrap();
+        let ip = o.ip.to_string();
+        let out = request(
+            &s,
+            &boot,
+            &req(mac(1), Some(&ip), None, "0.0.0.0"),
+            None,
+            now,
+        )
+        .await
+        .unwrap();
+        assert!(matches!(out, Outcome::Ack(_)), "{out:?}");
+        // The same MAC behind a relay: a live lease on the boot subnet is no offer there.
+        let o = offer(&s, &rack, mac(1), None, None, now)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.ip.to_string(), "10.1.0.10");
     }
 
     #[tokio::test]

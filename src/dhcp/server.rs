@@ -48,14 +48,18 @@ pub struct DhcpContext {
 }
 
 impl DhcpContext {
-    /// The subnet a request belongs to: the relay's (by giaddr), or the boot
-    /// interface's own for a request heard directly.
-    pub fn subnet_for(&self, relay: Option<Ipv4Addr>) -> Option<&Subnet> {
+    /// The subnet a request belongs to: the relay's (by giaddr); for one heard
+    /// directly, the subnet of the client's own address (`ciaddr`) when it has
+    /// one we serve, else the boot interface's own. A client behind a relay
+    /// renews by unicast straight to the server, without the relay and so
+    /// without giaddr (RFC 2131 §4.4.5): only its ciaddr says where it is.
+    pub fn subnet_for(&self, relay: Option<Ipv4Addr>, ciaddr: Ipv4Addr) -> Option<&Subnet> {
+        let containing = |ip: Ipv4Addr| self.subnets.iter().find(|s| s.params.subnet.contains(&ip));
         match relay {
-            Some(giaddr) => self
-                .subnets
-                .iter()
-                .find(|s| s.params.subnet.contains(&giaddr)),
+            Some(giaddr) => containing(giaddr),
+            None if !ciaddr.is_unspecified() => {
+                containing(ciaddr).or_else(|| self.direct.map(|i| &self.subnets[i]))
+            }
             None => self.direct.map(|i| &self.subnets[i]),
         }
     }
@@ -213,7 +217,7 @@ pub async fn handle(
             return None;
         }
     };
-    let Some(subnet) = ctx.subnet_for(req.client.relay) else {
+    let Some(subnet) = ctx.subnet_for(req.client.relay, req.ciaddr) else {
         match req.client.relay {
             Some(relay) => {
                 tracing::info!(mac = %req.client.mac, %relay, "ignoring relayed request: no [[dhcp.subnet]] contains the relay address")
