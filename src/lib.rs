@@ -10,6 +10,7 @@
 //! - [`dhcp`], [`tftp`], [`http`], [`dns`]: one protocol each; they turn the wire
 //!   into plain data, ask policy, and answer. No bootenv logic in them.
 //! - [`events`]: the timeline writer shared by the protocols.
+//! - [`metrics`]: the Prometheus registry the protocols count into, served at `/metrics`.
 //! - [`service`]: binds the sockets, starts the servers, stops them on one token.
 //! - [`cli`]: the `rackboot` command.
 
@@ -20,6 +21,7 @@ pub mod dhcp;
 pub mod dns;
 pub mod events;
 pub mod http;
+pub mod metrics;
 pub mod model;
 pub mod nodes;
 pub mod service;

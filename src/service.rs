@@ -15,6 +15,7 @@ use crate::dhcp::{self, DhcpContext, lease::Pool, reply::ServerParams};
 use crate::dns::{self, NameSource, Zone};
 use crate::events::Timeline;
 use crate::http::{self, HttpContext};
+use crate::metrics::{Metrics, PoolRanges};
 use crate::model::Timestamp;
 use crate::store::{SqliteStore, Store, StoreError};
 use crate::tftp;
@@ -128,6 +129,19 @@ pub async fn run(
         &cfg.default_bootenv,
     )?);
     let timeline = Timeline::new(store.clone());
+    // One registry for every service; the pool gauges cover the subnets
+    // rackboot hands addresses out on (proxy subnets have no ranges).
+    let pools: Vec<PoolRanges> = cfg
+        .dhcp
+        .subnets
+        .iter()
+        .filter(|s| cfg.dhcp.enabled && s.mode == SubnetMode::Dhcp)
+        .map(|s| PoolRanges {
+            subnet: s.cidr,
+            ranges: s.ranges.clone(),
+        })
+        .collect();
+    let metrics = Arc::new(Metrics::new(&pools));
     let http_port = cfg.http.unwrap_or(80);
     let urls = Urls {
         http_base: if http_port == 80 {
@@ -193,6 +207,7 @@ pub async fn run(
             loaders: cfg.dhcp.loaders.clone(),
             urls: urls.clone(),
             default_bootenv: cfg.default_bootenv.clone(),
+            metrics: metrics.clone(),
         });
         if any_proxy {
             let boot = dhcp::bind(&cfg.interface, dhcp::server::BOOT_SERVER_PORT)
@@ -228,8 +243,12 @@ pub async fn run(
             addr.to_string(),
             "tftp.port",
         ))?;
-        let handler =
-            tftp::AssetsHandler::new(cfg.assets_dir.clone(), store.clone(), timeline.clone());
+        let handler = tftp::AssetsHandler::new(
+            cfg.assets_dir.clone(),
+            store.clone(),
+            timeline.clone(),
+            metrics.clone(),
+        );
         let c = cancel.clone();
         tasks.spawn(async move {
             (
@@ -255,6 +274,7 @@ pub async fn run(
             urls: urls.clone(),
             assets_dir: cfg.assets_dir.clone(),
             default_bootenv: cfg.default_bootenv.clone(),
+            metrics: metrics.clone(),
         });
         let c = cancel.clone();
         tasks.spawn(async move {

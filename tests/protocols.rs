@@ -1650,3 +1650,143 @@ fn startup_fails_when_another_rackboot_serves_dhcp_on_the_interface() {
         "the first instance keeps serving"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Metrics
+
+/// Parses Prometheus/OpenMetrics text: every line is a `# HELP|TYPE|UNIT|EOF` comment or
+/// `name{k="v",…} value`. Returns the samples as (name, labels as written, value).
+fn metrics_samples(text: &str) -> Vec<(String, String, f64)> {
+    assert!(text.ends_with("# EOF\n"), "no closing # EOF:\n{text}");
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if let Some(comment) = line.strip_prefix("# ") {
+            let word = comment.split(' ').next().unwrap_or_default();
+            assert!(
+                ["HELP", "TYPE", "UNIT", "EOF"].contains(&word),
+                "comment {line:?}"
+            );
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value: {line:?}"));
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v
+                .parse()
+                .unwrap_or_else(|_| panic!("value not a number: {line:?}")),
+        };
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => (
+                name,
+                rest.strip_suffix('}')
+                    .unwrap_or_else(|| panic!("unclosed labels: {line:?}")),
+            ),
+            None => (series, ""),
+        };
+        let name_ok = name.bytes().enumerate().all(|(i, b)| {
+            b.is_ascii_alphabetic() || b == b'_' || b == b':' || (i > 0 && b.is_ascii_digit())
+        });
+        assert!(!name.is_empty() && name_ok, "metric name in {line:?}");
+        if !labels.is_empty() {
+            for pair in labels.split(',') {
+                let (k, v) = pair
+                    .split_once('=')
+                    .unwrap_or_else(|| panic!("label {pair:?} in {line:?}"));
+                assert!(
+                    !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+                    "label name {k:?} in {line:?}"
+                );
+                assert!(
+                    v.len() >= 2 && v.starts_with('"') && v.ends_with('"'),
+                    "label value {v:?} in {line:?}"
+                );
+            }
+        }
+        samples.push((name.to_string(), labels.to_string(), value));
+    }
+    samples
+}
+
+fn metrics_value(samples: &[(String, String, f64)], name: &str, labels: &str) -> f64 {
+    samples
+        .iter()
+        .find(|(n, l, _)| n == name && l == labels)
+        .map(|s| s.2)
+        .unwrap_or_else(|| panic!("no {name}{{{labels}}} among {samples:#?}"))
+}
+
+#[test]
+fn metrics_count_a_dhcp_exchange_and_a_tftp_fetch() {
+    let rb = Rackboot::start("metrics");
+    let mac = "52:54:00:10:0a:01";
+    let net = ClientNet::new(&rb.lab, &[mac]);
+
+    let before = metrics_samples(&rb.http(&[], "/metrics").text());
+    let sub = r#"subnet="10.77.0.0/24""#;
+    assert_eq!(
+        metrics_value(&before, "rackboot_dhcp_pool_leased", sub),
+        0.0
+    );
+    assert_eq!(
+        metrics_value(&before, "rackboot_dhcp_pool_addresses", sub),
+        f64::from(RANGE.1 - RANGE.0 + 1)
+    );
+
+    let lease = net
+        .udhcpc("c0", &["-V", PXE_VENDOR, "-x", "0x5d:0007"])
+        .expect("a lease");
+    assert_eq!(
+        lease.get("boot_file").map(String::as_str),
+        Some("ipxe-amd64.efi")
+    );
+    let (out, got) = rb.tftp_curl(&[], "ipxe-amd64.efi");
+    assert!(
+        out.status.success() && got == rb.files.asset("ipxe-amd64.efi"),
+        "{}",
+        text(&out)
+    );
+
+    let r = rb.http(&[], "/metrics");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let content_type = r.header("content-type").unwrap_or_default();
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    let s = metrics_samples(&r.text());
+    let at_least = |name: &str, labels: &str, min: f64| {
+        let v = metrics_value(&s, name, labels);
+        assert!(
+            v >= min,
+            "{name}{{{labels}}} = {v}, want >= {min}\n{}",
+            r.text()
+        );
+    };
+    at_least("rackboot_dhcp_received_total", r#"type="discover""#, 1.0);
+    at_least("rackboot_dhcp_received_total", r#"type="request""#, 1.0);
+    at_least("rackboot_dhcp_replies_total", r#"type="offer""#, 1.0);
+    at_least("rackboot_dhcp_replies_total", r#"type="ack""#, 1.0);
+    assert_eq!(
+        metrics_value(&s, "rackboot_dhcp_replies_total", r#"type="nak""#),
+        0.0
+    );
+    assert_eq!(metrics_value(&s, "rackboot_dhcp_pool_leased", sub), 1.0);
+    at_least("rackboot_dhcp_decision_seconds_count", "", 2.0);
+    at_least("rackboot_dhcp_decision_seconds_bucket", r#"le="1.0""#, 2.0);
+    at_least("rackboot_tftp_transfers_total", r#"result="sent""#, 1.0);
+    at_least(
+        "rackboot_tftp_sent_bytes_total",
+        "",
+        rb.files.asset("ipxe-amd64.efi").len() as f64,
+    );
+    // The first scrape is counted by the time of the second.
+    at_least(
+        "rackboot_http_requests_total",
+        r#"route="metrics",status="2xx""#,
+        1.0,
+    );
+    rb.assert_still_serving();
+}

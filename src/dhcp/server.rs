@@ -4,6 +4,7 @@
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
+use std::time::Instant;
 
 use dhcproto::v4::{Message, MessageType};
 use dhcproto::{Decodable, Decoder, Encodable, Encoder};
@@ -11,12 +12,13 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
-use super::classify::{Request, classify};
+use super::classify::{Request, Unanswerable, classify};
 use super::lease::{self, Outcome, Pool};
 use super::reply::{self, BootFile, ServerParams};
 use crate::boot::{Decision, Urls, decide};
 use crate::config::{LoaderMap, SubnetMode, UnknownClients};
 use crate::events::Timeline;
+use crate::metrics::{DhcpReply, DhcpType, IgnoreReason, Metrics};
 use crate::model::{EventKind, Timestamp};
 use crate::nodes;
 use crate::store::{Store, StoreError};
@@ -45,6 +47,7 @@ pub struct DhcpContext {
     pub loaders: LoaderMap,
     pub urls: Urls,
     pub default_bootenv: String,
+    pub metrics: Arc<Metrics>,
 }
 
 impl DhcpContext {
@@ -97,6 +100,7 @@ pub async fn serve(
             _ = cancel.cancelled() => return Ok(()),
             r = socket.recv_from(&mut buf) => r?,
         };
+        let received = Instant::now();
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return Ok(());
         };
@@ -104,6 +108,7 @@ pub async fn serve(
         let (ctx, socket) = (ctx.clone(), socket.clone());
         tokio::spawn(async move {
             if let Some((reply, dest)) = handle(&ctx, &packet, peer).await {
+                ctx.metrics.dhcp_decided(received.elapsed());
                 send(&socket, &reply, dest).await;
             }
             drop(slot);
@@ -125,15 +130,22 @@ pub async fn serve_boot_server(
             _ = cancel.cancelled() => return Ok(()),
             r = socket.recv_from(&mut buf) => r?,
         };
+        let received = Instant::now();
         if let Some(reply) = boot_server_answer(&ctx, &buf[..len], peer).await {
+            ctx.metrics.dhcp_replied(DhcpReply::Ack);
+            ctx.metrics.dhcp_decided(received.elapsed());
             send(&socket, &reply, peer).await;
         }
     }
 }
 
 async fn boot_server_answer(ctx: &DhcpContext, packet: &[u8], peer: SocketAddr) -> Option<Message> {
-    check_wire(packet).ok()?;
-    let msg = Message::decode(&mut Decoder::new(packet)).ok()?;
+    let msg = check_wire(packet)
+        .ok()
+        .and_then(|()| Message::decode(&mut Decoder::new(packet)).ok());
+    ctx.metrics
+        .dhcp_received(DhcpType::of(msg.as_ref().and_then(|m| m.opts().msg_type())));
+    let msg = msg?;
     let req = classify(&msg).ok()?;
     if req.kind != MessageType::Request {
         return None;
@@ -199,21 +211,33 @@ pub async fn handle(
     packet: &[u8],
     peer: SocketAddr,
 ) -> Option<(Message, SocketAddr)> {
+    let metrics = &ctx.metrics;
     if let Err(why) = check_wire(packet) {
         tracing::info!(%peer, %why, "ignoring DHCP packet that does not parse");
+        metrics.dhcp_received(DhcpType::Other);
+        metrics.dhcp_ignored(IgnoreReason::Malformed);
         return None;
     }
     let msg = match Message::decode(&mut Decoder::new(packet)) {
         Ok(m) => m,
         Err(e) => {
             tracing::info!(%peer, error = %e, "ignoring DHCP packet that does not parse");
+            metrics.dhcp_received(DhcpType::Other);
+            metrics.dhcp_ignored(IgnoreReason::Malformed);
             return None;
         }
     };
+    metrics.dhcp_received(DhcpType::of(msg.opts().msg_type()));
     let req = match classify(&msg) {
         Ok(r) => r,
         Err(why) => {
             tracing::debug!(%peer, %why, "ignoring DHCP packet");
+            metrics.dhcp_ignored(match why {
+                Unanswerable::NotRequest | Unanswerable::WrongType(_) => IgnoreReason::NotForUs,
+                Unanswerable::NotEthernet(_) | Unanswerable::NoMessageType => {
+                    IgnoreReason::Malformed
+                }
+            });
             return None;
         }
     };
@@ -226,16 +250,21 @@ pub async fn handle(
                 tracing::info!(mac = %req.client.mac, "ignoring request: no [[dhcp.subnet]] contains rackboot's own address")
             }
         }
+        metrics.dhcp_ignored(IgnoreReason::NoSubnet);
         return None;
     };
     match answer(ctx, subnet, &msg, &req).await {
         Ok(Some(reply)) => {
+            if let Some(kind) = DhcpReply::of(reply.opts().msg_type()) {
+                metrics.dhcp_replied(kind);
+            }
             let dest = destination(&req, &reply);
             Some((reply, dest))
         }
         Ok(None) => None,
         Err(e) => {
             tracing::error!(mac = %req.client.mac, error = %e, "cannot answer DHCP request");
+            metrics.dhcp_ignored(IgnoreReason::Error);
             None
         }
     }
@@ -309,6 +338,7 @@ async fn answer(
             Some(node) => node,
             None => {
                 tracing::info!(%mac, subnet = %subnet.params.subnet, "ignoring unknown client (unknown_clients = \"ignore\")");
+                ctx.metrics.dhcp_ignored(IgnoreReason::UnknownClient);
                 return Ok(None);
             }
         },
@@ -335,6 +365,7 @@ async fn answer(
     store.touch_node(mac, arch, now).await?;
     if let Decision::Ignore { reason } = &decision {
         tracing::info!(%mac, %reason, "ignoring DHCP request");
+        ctx.metrics.dhcp_ignored(IgnoreReason::UnsupportedArch);
         ctx.timeline
             .record(mac, EventKind::DhcpIgnored, reason.clone())
             .await;
@@ -358,6 +389,7 @@ async fn answer(
         // Another server owns the addresses: answer PXE clients' DISCOVERs
         // with boot information only and leave everything else to it.
         if matches!(boot, BootFile::None) || req.kind != MessageType::Discover {
+            ctx.metrics.dhcp_ignored(IgnoreReason::NotForUs);
             return Ok(None);
         }
         ctx.timeline
@@ -381,6 +413,7 @@ async fn answer(
                 lease::offer(store, &subnet.pool, mac, node.ipv4, req.requested_ip, now).await?
             else {
                 tracing::warn!(%mac, "DHCP pool exhausted: no address to offer");
+                ctx.metrics.dhcp_ignored(IgnoreReason::PoolExhausted);
                 ctx.timeline
                     .record(mac, EventKind::DhcpIgnored, "pool exhausted")
                     .await;
@@ -423,6 +456,7 @@ async fn answer(
                 }
                 Outcome::Silent(reason) => {
                     tracing::debug!(%mac, %reason, "not answering REQUEST");
+                    ctx.metrics.dhcp_ignored(IgnoreReason::NotForUs);
                     Ok(None)
                 }
             }

@@ -5,6 +5,7 @@
 mod api;
 mod boot;
 mod error;
+mod metrics;
 mod node;
 
 use std::path::PathBuf;
@@ -19,6 +20,7 @@ pub use error::HttpError;
 
 use crate::boot::{Catalog, Urls};
 use crate::events::Timeline;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// Largest report body kept (the tail of a script's output).
@@ -31,6 +33,7 @@ pub struct HttpContext {
     pub urls: Urls,
     pub assets_dir: PathBuf,
     pub default_bootenv: String,
+    pub metrics: Arc<Metrics>,
 }
 
 pub fn router(ctx: Arc<HttpContext>) -> Router {
@@ -40,11 +43,16 @@ pub fn router(ctx: Arc<HttpContext>) -> Router {
         .route("/node/{mac}/scripts", get(node::scripts))
         .route("/node/{mac}/scripts/{name}", get(node::script))
         .route("/node/{mac}/report", post(node::report))
+        .route("/metrics", get(metrics::scrape))
         .route("/api/v1/nodes", get(api::nodes))
         .route("/api/v1/nodes/{mac}", get(api::node))
         .route("/api/v1/leases", get(api::leases))
         .fallback(|| async { HttpError::not_found("no such endpoint") })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REPORT_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            ctx.clone(),
+            metrics::count,
+        ))
         .with_state(ctx)
 }
 

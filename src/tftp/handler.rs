@@ -13,6 +13,7 @@ use futures_lite::AsyncRead;
 
 use crate::boot::bootenv::is_relative_inside;
 use crate::events::Timeline;
+use crate::metrics::{Metrics, TftpResult};
 use crate::model::{EventKind, Mac, Timestamp};
 use crate::store::Store;
 
@@ -21,17 +22,24 @@ pub struct AssetsHandler {
     root: PathBuf,
     store: Arc<dyn Store>,
     timeline: Timeline,
+    metrics: Arc<Metrics>,
     runtime: tokio::runtime::Handle,
 }
 
 impl AssetsHandler {
     /// Must be called inside the tokio runtime: async-tftp drives handlers on
     /// its own executor, so store work is sent back to tokio explicitly.
-    pub fn new(root: PathBuf, store: Arc<dyn Store>, timeline: Timeline) -> AssetsHandler {
+    pub fn new(
+        root: PathBuf,
+        store: Arc<dyn Store>,
+        timeline: Timeline,
+        metrics: Arc<Metrics>,
+    ) -> AssetsHandler {
         AssetsHandler {
             root,
             store,
             timeline,
+            metrics,
             runtime: tokio::runtime::Handle::current(),
         }
     }
@@ -72,15 +80,18 @@ impl Handler for AssetsHandler {
             Ok(p) => p,
             Err(Refusal::OutsideRoot) => {
                 tracing::warn!(%client, path = %path.display(), "TFTP read outside the assets directory refused");
+                self.metrics.tftp_transfer(TftpResult::Refused);
                 return Err(packet::Error::PermissionDenied);
             }
             Err(Refusal::NotFound) => {
                 tracing::info!(%client, path = %path.display(), "TFTP read of a file that does not exist");
+                self.metrics.tftp_transfer(TftpResult::NotFound);
                 return Err(packet::Error::FileNotFound);
             }
         };
         let file = std::fs::File::open(&full).map_err(|e| {
             tracing::warn!(path = %full.display(), error = %e, "cannot open file for TFTP");
+            self.metrics.tftp_transfer(TftpResult::NotFound);
             packet::Error::FileNotFound
         })?;
         let size = file.metadata().map(|m| m.len()).ok();
@@ -98,6 +109,7 @@ impl Handler for AssetsHandler {
                 inner: Unblock::new(file),
                 done: mac.map(|mac| (mac, name, self.timeline.clone(), self.runtime.clone())),
                 sent: 0,
+                metrics: Some(self.metrics.clone()),
             },
             size,
         ))
@@ -110,6 +122,7 @@ impl Handler for AssetsHandler {
         _size: Option<u64>,
     ) -> Result<Self::Writer, packet::Error> {
         tracing::warn!(%client, path = %path.display(), "TFTP write refused: rackboot serves TFTP read-only");
+        self.metrics.tftp_transfer(TftpResult::Refused);
         Err(packet::Error::Msg("rackboot TFTP is read-only".into()))
     }
 }
@@ -133,11 +146,13 @@ impl AssetsHandler {
 }
 
 /// A file reader that puts "sent" on the timeline once the whole file has
-/// been read out by the transfer.
+/// been read out by the transfer, and counts the bytes and the transfer.
 pub struct Tracked {
     inner: Unblock<std::fs::File>,
     done: Option<(Mac, String, Timeline, tokio::runtime::Handle)>,
     sent: u64,
+    /// Taken when the transfer is counted, so it counts once.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl AsyncRead for Tracked {
@@ -150,7 +165,13 @@ impl AsyncRead for Tracked {
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(n)) = r {
             this.sent += n as u64;
+            if let Some(metrics) = &this.metrics {
+                metrics.tftp_sent_bytes(n as u64);
+            }
             if n == 0 && !buf.is_empty() {
+                if let Some(metrics) = this.metrics.take() {
+                    metrics.tftp_transfer(TftpResult::Sent);
+                }
                 if let Some((mac, name, timeline, rt)) = this.done.take() {
                     let detail = format!("{name} ({} bytes)", this.sent);
                     rt.spawn(

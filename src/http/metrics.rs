@@ -1,0 +1,31 @@
+//! `GET /metrics` for Prometheus, and the middleware that counts every HTTP
+//! request by route class and status class.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::{HttpContext, HttpError};
+use crate::metrics::{CONTENT_TYPE, HttpRoute};
+use crate::model::Timestamp;
+
+/// Every metric as text. The pool gauges are computed here, from one read of
+/// the leases, so the DHCP path never spends time on them.
+pub async fn scrape(State(ctx): State<Arc<HttpContext>>) -> Result<Response, HttpError> {
+    let leases = ctx.store.leases().await?;
+    ctx.metrics.update_pools(&leases, Timestamp::now());
+    let body = ctx.metrics.render().map_err(HttpError::internal)?;
+    Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response())
+}
+
+/// Counts each request once its response status is known (before the body
+/// is streamed). Classed by path before routing, so unknown paths count too.
+pub async fn count(State(ctx): State<Arc<HttpContext>>, req: Request, next: Next) -> Response {
+    let route = HttpRoute::of_path(req.uri().path());
+    let response = next.run(req).await;
+    ctx.metrics.http_request(route, response.status().as_u16());
+    response
+}
