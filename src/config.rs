@@ -99,6 +99,10 @@ mod raw {
         pub loaders: Loaders,
         #[serde(default = "yes")]
         pub upgrade_old_ipxe: bool,
+        #[serde(default = "default_rate_per_mac")]
+        pub rate_limit_per_mac: u32,
+        #[serde(default = "default_rate_per_relay")]
+        pub rate_limit_per_relay: u32,
         #[serde(default)]
         pub subnet: Vec<Subnet>,
     }
@@ -118,6 +122,12 @@ mod raw {
     }
     fn default_lease() -> u32 {
         3600
+    }
+    fn default_rate_per_mac() -> u32 {
+        20
+    }
+    fn default_rate_per_relay() -> u32 {
+        50_000
     }
 
     #[derive(Debug, Deserialize)]
@@ -245,6 +255,9 @@ pub struct DhcpConfig {
     pub enabled: bool,
     pub subnets: Vec<SubnetConfig>,
     pub loaders: LoaderMap,
+    /// Packets per second per MAC and per relay; 0 = no limit.
+    pub rate_limit_per_mac: u32,
+    pub rate_limit_per_relay: u32,
 }
 
 /// How rackboot serves a subnet.
@@ -516,6 +529,8 @@ impl Config {
             dhcp: DhcpConfig {
                 enabled: d.enabled,
                 subnets,
+                rate_limit_per_mac: d.rate_limit_per_mac,
+                rate_limit_per_relay: d.rate_limit_per_relay,
                 loaders: LoaderMap {
                     bios: d.loaders.bios.clone(),
                     x86_64_efi: d.loaders.x86_64_efi.clone(),

@@ -127,6 +127,8 @@ label_value! {
         NoSubnet => "no_subnet",
         /// No free address to offer.
         PoolExhausted => "pool_exhausted",
+        /// Over `dhcp.rate_limit_per_mac` or `dhcp.rate_limit_per_relay`.
+        RateLimited => "rate_limited",
         /// Meant for another server (a REQUEST naming it, a server's message), or not
         /// rackboot's to answer on a proxy subnet.
         NotForUs => "not_for_us",

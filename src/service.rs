@@ -164,13 +164,22 @@ pub async fn run(
     let mut tasks: JoinSet<(&'static str, Result<(), String>)> = JoinSet::new();
 
     if cfg.dhcp.enabled {
-        let sock = dhcp::bind(&cfg.interface, dhcp::server::SERVER_PORT)
-            .and_then(UdpSocket::from_std)
-            .map_err(bind_err(
-                "DHCP",
-                format!("{}:67", cfg.interface),
-                "network.interface",
-            ))?;
+        // A boot subnet in proxy mode shares port 67 with the address server.
+        let proxy_boot_subnet = cfg
+            .dhcp
+            .subnets
+            .iter()
+            .any(|s| s.mode == SubnetMode::Proxy && s.cidr.contains(&address));
+        let sock = if proxy_boot_subnet {
+            dhcp::server::bind_proxy(&cfg.interface, cfg.dhcp.subnets.len() == 1)
+        } else {
+            dhcp::bind(&cfg.interface, dhcp::server::SERVER_PORT)
+        };
+        let sock = sock.and_then(UdpSocket::from_std).map_err(bind_err(
+            "DHCP",
+            format!("{}:67", cfg.interface),
+            "network.interface",
+        ))?;
         let domain = cfg.dns.as_ref().map(|d| d.domain.clone());
         let subnets: Vec<dhcp::Subnet> = cfg
             .dhcp
@@ -207,6 +216,11 @@ pub async fn run(
             loaders: cfg.dhcp.loaders.clone(),
             urls: urls.clone(),
             default_bootenv: cfg.default_bootenv.clone(),
+            limits: std::sync::Mutex::new(dhcp::ratelimit::RateLimits::new(
+                cfg.dhcp.rate_limit_per_mac,
+                cfg.dhcp.rate_limit_per_relay,
+            )),
+            started: std::time::Instant::now(),
             metrics: metrics.clone(),
         });
         if any_proxy {

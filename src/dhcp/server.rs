@@ -47,6 +47,9 @@ pub struct DhcpContext {
     pub loaders: LoaderMap,
     pub urls: Urls,
     pub default_bootenv: String,
+    pub limits: std::sync::Mutex<super::ratelimit::RateLimits>,
+    /// The origin of the rate limiter's clock.
+    pub started: std::time::Instant,
     pub metrics: Arc<Metrics>,
 }
 
@@ -77,6 +80,30 @@ pub fn bind(interface: &str, port: u16) -> io::Result<std::net::UdpSocket> {
     s.set_broadcast(true)?;
     s.bind_device(Some(interface.as_bytes()))?;
     s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+/// Binds the DHCP server socket for a boot subnet in proxy mode, where the
+/// address server may run on this very host and interface (dnsmasq, ISC
+/// dhcpd): both bind port 67 with SO_REUSEADDR, and each gets a copy of every
+/// broadcast. A unicast to port 67, such as a renewal sent to that server,
+/// reaches only one of the sockets (the one bound last), so unless relays must
+/// reach rackboot too (`broadcast_only` false), rackboot binds the broadcast
+/// address and leaves every unicast to the address server. Replies still
+/// leave from the interface's address: Linux picks the source address by
+/// route for a socket bound to a broadcast address.
+pub fn bind_proxy(interface: &str, broadcast_only: bool) -> io::Result<std::net::UdpSocket> {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_broadcast(true)?;
+    s.set_reuse_address(true)?;
+    s.bind_device(Some(interface.as_bytes()))?;
+    let addr = if broadcast_only {
+        Ipv4Addr::BROADCAST
+    } else {
+        Ipv4Addr::UNSPECIFIED
+    };
+    s.bind(&SocketAddr::from((addr, SERVER_PORT)).into())?;
     s.set_nonblocking(true)?;
     Ok(s.into())
 }
@@ -241,6 +268,16 @@ pub async fn handle(
             return None;
         }
     };
+    let limited = ctx
+        .limits
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .check(req.client.mac, req.client.relay, ctx.started.elapsed());
+    if let Err(which) = limited {
+        tracing::debug!(mac = %req.client.mac, relay = ?req.client.relay, ?which, "rate limited");
+        metrics.dhcp_ignored(IgnoreReason::RateLimited);
+        return None;
+    }
     let Some(subnet) = ctx.subnet_for(req.client.relay, req.ciaddr) else {
         match req.client.relay {
             Some(relay) => {
