@@ -76,11 +76,14 @@ mod raw {
     pub struct Boot {
         #[serde(default = "default_bootenv")]
         pub default_bootenv: String,
+        #[serde(default)]
+        pub local_boot: super::LocalBoot,
     }
     impl Default for Boot {
         fn default() -> Self {
             Boot {
                 default_bootenv: default_bootenv(),
+                local_boot: super::LocalBoot::default(),
             }
         }
     }
@@ -260,6 +263,19 @@ pub struct DhcpConfig {
     pub rate_limit_per_relay: u32,
 }
 
+/// How a node whose bootenv is `local` is sent to its disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LocalBoot {
+    /// The normal chain, ending in an iPXE script that exits to the disk
+    /// (the bootenv's `local` method).
+    #[default]
+    Script,
+    /// An address but no boot file: the firmware's network boot fails at
+    /// once and it moves on to the next boot device.
+    NoBootFile,
+}
+
 /// How rackboot serves a subnet.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -311,6 +327,8 @@ pub struct LoaderMap {
     /// Chainload these loaders into an iPXE too old to support HTTPS (old
     /// NIC option ROMs) instead of handing it the script.
     pub upgrade_old_ipxe: bool,
+    /// What DHCP hands a node whose bootenv is `local`.
+    pub local_boot: LocalBoot,
 }
 
 #[derive(Debug, Clone)]
@@ -536,6 +554,7 @@ impl Config {
                     x86_64_efi: d.loaders.x86_64_efi.clone(),
                     arm64_efi: d.loaders.arm64_efi.clone(),
                     upgrade_old_ipxe: d.upgrade_old_ipxe,
+                    local_boot: raw.boot.local_boot,
                 },
             },
             tftp: raw.tftp.enabled.then_some(raw.tftp.port),

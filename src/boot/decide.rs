@@ -1,7 +1,7 @@
 //! What a booting client is handed by DHCP: a loader, its script, or nothing.
 
-use crate::config::LoaderMap;
-use crate::model::{BootArch, ClientInfo};
+use crate::config::{LoaderMap, LocalBoot};
+use crate::model::{BootArch, ClientInfo, Node};
 
 /// The boot part of a DHCP answer. Addresses are the lease module's business.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +15,9 @@ pub enum Decision {
     Script { url: String, arch: BootArch },
     /// An address, but nothing to boot (not a network-boot client).
     AddressOnly,
+    /// The node boots from its own disk: an address and no boot file, so the
+    /// firmware moves on to its next boot device at once.
+    Local { arch: BootArch },
     /// Do not answer at all.
     Ignore { reason: String },
 }
@@ -79,6 +82,41 @@ pub fn decide(client: &ClientInfo, loaders: &LoaderMap, urls: &Urls) -> Decision
     }
 }
 
+/// [`decide`] for a client rackboot has a record of: the record's loader
+/// override replaces its architecture's loader, and a node whose bootenv is
+/// `local` gets no boot file when `loaders.local_boot` says so.
+pub fn decide_for_node(
+    client: &ClientInfo,
+    node: &Node,
+    loaders: &LoaderMap,
+    urls: &Urls,
+) -> Decision {
+    let decision = decide(client, loaders, urls);
+    let arch = match &decision {
+        Decision::Loader { arch, .. }
+        | Decision::HttpLoader { arch, .. }
+        | Decision::Script { arch, .. } => *arch,
+        _ => return decision,
+    };
+    if node.bootenv == super::bootenv::LOCAL
+        && node.next_bootenv.is_none()
+        && loaders.local_boot == LocalBoot::NoBootFile
+    {
+        return Decision::Local { arch };
+    }
+    match (decision, &node.loader) {
+        (Decision::Loader { arch, .. }, Some(own)) => Decision::Loader {
+            path: own.clone(),
+            arch,
+        },
+        (Decision::HttpLoader { arch, .. }, Some(own)) => Decision::HttpLoader {
+            url: urls.asset(own),
+            arch,
+        },
+        (d, _) => d,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,6 +128,7 @@ mod tests {
             x86_64_efi: "ipxe-amd64.efi".into(),
             arm64_efi: "ipxe-arm64.efi".into(),
             upgrade_old_ipxe: true,
+            local_boot: LocalBoot::Script,
         }
     }
 
@@ -193,6 +232,98 @@ mod tests {
             decide(&silent, &loaders(), &urls),
             Decision::Script { .. }
         ));
+    }
+
+    #[test]
+    fn node_overrides_loader_and_local_nodes_can_get_no_boot_file() {
+        let urls = Urls {
+            http_base: "http://10.0.0.1".into(),
+        };
+        let mut node = Node::discovered(
+            "52:54:00:00:00:01".parse().unwrap(),
+            "discovery",
+            "t".into(),
+            crate::model::Timestamp(0),
+        );
+        let fw = client(Some(7), Some("PXEClient"), false);
+        node.loader = Some("snponly.efi".into());
+        assert_eq!(
+            decide_for_node(&fw, &node, &loaders(), &urls),
+            Decision::Loader {
+                path: "snponly.efi".into(),
+                arch: BootArch::X86_64Efi
+            }
+        );
+        // iPXE still gets its script: the override is the first stage only.
+        let ipxe = client(Some(7), Some("PXEClient"), true);
+        assert!(matches!(
+            decide_for_node(&ipxe, &node, &loaders(), &urls),
+            Decision::Script { .. }
+        ));
+
+        node.bootenv = "local".into();
+        assert!(matches!(
+            decide_for_node(&fw, &node, &loaders(), &urls),
+            Decision::Loader { .. }
+        ));
+        let mut no_file = loaders();
+        no_file.local_boot = LocalBoot::NoBootFile;
+        for c in [&fw, &ipxe] {
+            assert_eq!(
+                decide_for_node(c, &node, &no_file, &urls),
+                Decision::Local {
+                    arch: BootArch::X86_64Efi
+                }
+            );
+        }
+        // A one-time boot into something else wins over local.
+        node.next_bootenv = Some("rescue".into());
+        assert!(matches!(
+            decide_for_node(&fw, &node, &no_file, &urls),
+            Decision::Loader { .. }
+        ));
+        // Non-PXE clients are unaffected.
+        let plain = client(None, None, false);
+        assert_eq!(
+            decide_for_node(&plain, &node, &no_file, &urls),
+            Decision::AddressOnly
+        );
+    }
+
+    #[test]
+    fn every_registered_architecture_with_and_without_ipxe() {
+        let urls = Urls {
+            http_base: "http://10.0.0.1".into(),
+        };
+        // RFC 4578 and the IANA registry: 0..=41, plus values beyond it.
+        for code in (0u16..=45).chain([0x00ff, 0xffff]) {
+            for ipxe in [false, true] {
+                let vendor = if matches!(code, 16 | 19) && !ipxe {
+                    format!("HTTPClient:Arch:{code:05}")
+                } else {
+                    format!("PXEClient:Arch:{code:05}")
+                };
+                let d = decide(&client(Some(code), Some(&vendor), ipxe), &loaders(), &urls);
+                let want_arch = crate::model::ClientArch(code).boot_arch();
+                match (want_arch, &d) {
+                    (None, Decision::Ignore { reason }) => {
+                        assert!(reason.contains(&code.to_string()), "{code}: {reason}")
+                    }
+                    (Some(a), Decision::Script { arch, .. }) if ipxe => assert_eq!(*arch, a),
+                    (Some(a), Decision::Loader { arch, path }) if !ipxe => {
+                        assert_eq!(*arch, a);
+                        assert!(!matches!(code, 16 | 19), "{code} is HTTP boot");
+                        assert!(path.ends_with(".kpxe") || path.ends_with(".efi"));
+                    }
+                    (Some(a), Decision::HttpLoader { arch, url }) if !ipxe => {
+                        assert_eq!(*arch, a);
+                        assert!(matches!(code, 16 | 19), "{code}");
+                        assert!(url.starts_with("http://10.0.0.1/assets/"));
+                    }
+                    _ => panic!("option 93 = {code}, ipxe = {ipxe}: {d:?}"),
+                }
+            }
+        }
     }
 
     #[test]

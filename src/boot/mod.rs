@@ -11,6 +11,6 @@ pub mod script;
 
 pub use bootenv::{ArchBoot, Bootenv, LocalMethod};
 pub use catalog::{Catalog, CatalogError, TemplateContext};
-pub use decide::{Decision, Urls, decide};
+pub use decide::{Decision, Urls, decide, decide_for_node};
 pub use lifecycle::{Progress, next_state};
 pub use script::{RenderedScript, ScriptError, render_ipxe};

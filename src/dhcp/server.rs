@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::classify::{Request, Unanswerable, classify};
 use super::lease::{self, Outcome, Pool};
 use super::reply::{self, BootFile, ServerParams};
-use crate::boot::{Decision, Urls, decide};
+use crate::boot::{Decision, Urls, decide, decide_for_node};
 use crate::config::{LoaderMap, SubnetMode, UnknownClients};
 use crate::events::Timeline;
 use crate::metrics::{DhcpReply, DhcpType, IgnoreReason, Metrics};
@@ -194,7 +194,7 @@ async fn boot_server_answer(ctx: &DhcpContext, packet: &[u8], peer: SocketAddr) 
             url,
             http_client: false,
         },
-        Decision::AddressOnly | Decision::Ignore { .. } => return None,
+        Decision::AddressOnly | Decision::Local { .. } | Decision::Ignore { .. } => return None,
     };
     let mac = req.client.mac;
     if subnet.unknown_clients == UnknownClients::Ignore
@@ -392,11 +392,12 @@ async fn answer(
                 .await;
         }
     }
-    let decision = decide(&req.client, &ctx.loaders, &ctx.urls);
+    let decision = decide_for_node(&req.client, &node, &ctx.loaders, &ctx.urls);
     let arch = match &decision {
         Decision::Loader { arch, .. }
         | Decision::HttpLoader { arch, .. }
-        | Decision::Script { arch, .. } => Some(*arch),
+        | Decision::Script { arch, .. }
+        | Decision::Local { arch } => Some(*arch),
         _ => None,
     };
     store.touch_node(mac, arch, now).await?;
@@ -418,7 +419,7 @@ async fn answer(
             url: url.clone(),
             http_client: false,
         },
-        Decision::AddressOnly | Decision::Ignore { .. } => BootFile::None,
+        Decision::AddressOnly | Decision::Local { .. } | Decision::Ignore { .. } => BootFile::None,
     };
     let hostname = Some(node.hostname.as_str());
 

@@ -93,6 +93,10 @@ pub struct Node {
     /// Boot this once (or until `bootenv_expires`), then return to `bootenv`.
     pub next_bootenv: Option<String>,
     pub bootenv_expires: Option<Timestamp>,
+    /// A first-stage loader (path under the assets directory) that replaces
+    /// the one its architecture gets, e.g. `snponly.efi` for a NIC whose
+    /// driver iPXE lacks.
+    pub loader: Option<String>,
     /// A protected node refuses bootenv changes unless forced.
     pub protected: bool,
     pub state: NodeState,
@@ -122,6 +126,7 @@ impl Node {
             bootenv: bootenv.to_string(),
             next_bootenv: None,
             bootenv_expires: None,
+            loader: None,
             protected: false,
             state: NodeState::Discovered,
             state_reason: None,

@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS nodes (
     bootenv         TEXT NOT NULL,
     next_bootenv    TEXT,
     bootenv_expires INTEGER,
+    loader          TEXT,
     protected       INTEGER NOT NULL DEFAULT 0,
     state           TEXT NOT NULL,
     state_reason    TEXT,
@@ -215,10 +216,27 @@ impl SqliteStore {
             .execute(&pool)
             .await
             .map_err(db("create schema"))?;
+        // Columns added after a store was first created (CREATE TABLE IF NOT
+        // EXISTS leaves an existing table as it was).
+        let columns: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM pragma_table_info('nodes')")
+                .fetch_all(&pool)
+                .await
+                .map_err(db("read schema"))?;
+        for (column, ty) in [("relay_info", "TEXT"), ("loader", "TEXT")] {
+            if !columns.iter().any(|c| c == column) {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "ALTER TABLE nodes ADD COLUMN {column} {ty}"
+                )))
+                .execute(&pool)
+                .await
+                .map_err(db("upgrade schema"))?;
+            }
+        }
         let mut cache = Cache::default();
         let rows = sqlx::query(
             "SELECT mac, hostname, ipv4, labels, params, bootenv, next_bootenv, bootenv_expires, \
-             protected, state, state_reason, relay_info, arch, last_seen, token, created FROM nodes",
+             loader, protected, state, state_reason, relay_info, arch, last_seen, token, created FROM nodes",
         )
         .fetch_all(&pool)
         .await
@@ -338,7 +356,7 @@ async fn commit(
     for chunk in nodes.chunks(1000) {
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
             "INSERT INTO nodes (mac, hostname, ipv4, labels, params, bootenv, next_bootenv, \
-             bootenv_expires, protected, state, state_reason, relay_info, arch, last_seen, token, created) ",
+             bootenv_expires, loader, protected, state, state_reason, relay_info, arch, last_seen, token, created) ",
         );
         q.push_values(chunk, |mut b, n| {
             b.push_bind(n.mac.to_string())
@@ -349,6 +367,7 @@ async fn commit(
                 .push_bind(n.bootenv.clone())
                 .push_bind(n.next_bootenv.clone())
                 .push_bind(n.bootenv_expires.map(Timestamp::millis))
+                .push_bind(n.loader.clone())
                 .push_bind(n.protected)
                 .push_bind(n.state.as_str())
                 .push_bind(n.state_reason.clone())
@@ -362,6 +381,7 @@ async fn commit(
             " ON CONFLICT(mac) DO UPDATE SET hostname = excluded.hostname, ipv4 = excluded.ipv4, \
              labels = excluded.labels, params = excluded.params, bootenv = excluded.bootenv, \
              next_bootenv = excluded.next_bootenv, bootenv_expires = excluded.bootenv_expires, \
+             loader = excluded.loader, \
              protected = excluded.protected, state = excluded.state, state_reason = excluded.state_reason, \
              relay_info = excluded.relay_info, arch = excluded.arch, last_seen = excluded.last_seen, \
              token = excluded.token",
@@ -470,6 +490,7 @@ fn node_from_row(row: &SqliteRow) -> Result<Node, StoreError> {
             .try_get::<Option<i64>, _>("bootenv_expires")
             .map_err(db("read node"))?
             .map(Timestamp),
+        loader: row.try_get("loader").map_err(db("read node"))?,
         protected: row.try_get("protected").map_err(db("read node"))?,
         state: NodeState::from_str(&state_s).map_err(|e| corrupt(mac, e))?,
         state_reason: row.try_get("state_reason").map_err(db("read node"))?,
