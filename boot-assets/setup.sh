@@ -85,7 +85,7 @@ readonly PROJECT_PACKAGES=(
     isc-dhcp-client udhcpc dnsutils curl atftp tftp-hpa # real clients the protocol tests drive
     isc-dhcp-relay                           # dhcrelay: the relay agent in tests/relay.rs
     tcpdump                                  # packet captures of test boots
-    dnsmasq-base                             # IPv6 router adverts in the lab (RA-only mode)
+    dnsmasq-base                             # lab IPv6 router adverts; proxyDHCP tests: address server
     busybox-static                           # the image's userland (ash, udhcpc) on the host too
     python3                                  # demo.sh formats the node timeline
 )

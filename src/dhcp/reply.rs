@@ -155,9 +155,14 @@ pub fn proxy_offer(
     p: &ServerParams,
 ) -> Message {
     let mut m = base(request, kind, p.server_ip);
+    // Quirk (iPXE, every version seen: qemu's 2019 ROM, trixie's 2025
+    // loaders): a proxy answer counts only with a next-server (siaddr) *and* a
+    // boot file (`dhcp_has_pxeopts`). A script URL needs no next-server, but
+    // without one iPXE ignores the offer, sends a ProxyDHCPREQUEST to 4011,
+    // ignores that answer too and ends "Nothing to boot".
+    m.set_siaddr(p.server_ip);
     match boot {
         BootFile::Tftp(file) => {
-            m.set_siaddr(p.server_ip);
             m.set_fname_str(file);
             let opts = m.opts_mut();
             opts.insert(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
@@ -313,6 +318,34 @@ mod tests {
             m.opts().get(OptionCode::ClassIdentifier),
             Some(&DhcpOption::ClassIdentifier(b"HTTPClient".to_vec()))
         );
+    }
+
+    #[test]
+    fn proxy_answers_carry_no_address_but_a_next_server_for_ipxe() {
+        let url = "http://10.77.0.1/boot/52:54:00:01:02:03.ipxe";
+        for boot in [
+            BootFile::Tftp("undionly.kpxe".into()),
+            BootFile::Url {
+                url: url.into(),
+                http_client: false,
+            },
+        ] {
+            let m = round_trip(&proxy_offer(
+                &request(),
+                MessageType::Offer,
+                &boot,
+                &params(),
+            ));
+            assert_eq!(m.yiaddr(), Ipv4Addr::UNSPECIFIED, "{boot:?}");
+            assert!(m.opts().get(OptionCode::AddressLeaseTime).is_none());
+            // iPXE takes a proxy answer only with siaddr and a boot file.
+            assert_eq!(m.siaddr(), Ipv4Addr::new(10, 77, 0, 1), "{boot:?}");
+            assert!(m.opts().get(OptionCode::BootfileName).is_some());
+            assert_eq!(
+                m.opts().get(OptionCode::ClassIdentifier),
+                Some(&DhcpOption::ClassIdentifier(b"PXEClient".to_vec()))
+            );
+        }
     }
 
     #[test]

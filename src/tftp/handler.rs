@@ -128,14 +128,24 @@ impl Handler for AssetsHandler {
 }
 
 impl AssetsHandler {
+    /// Whose transfer this is: the MAC holding `ip`'s lease, else the MAC the
+    /// kernel's neighbour table has for `ip`. A proxyDHCP subnet's addresses
+    /// come from another server, so rackboot holds no lease for them; the
+    /// client has just ARPed for rackboot, so the kernel knows its MAC.
     async fn mac_of(&self, ip: IpAddr) -> Option<Mac> {
         let IpAddr::V4(ip) = ip else { return None };
         let store = self.store.clone();
-        self.runtime
+        let leased = self
+            .runtime
             .spawn(async move { store.mac_at(ip, Timestamp::now()).await })
             .await
-            .ok()?
-            .ok()?
+            .ok()
+            .and_then(Result::ok)
+            .flatten();
+        leased.or_else(|| {
+            let table = std::fs::read_to_string("/proc/net/arp").ok()?;
+            mac_in_arp_table(&table, ip)
+        })
     }
 
     fn spawn_event(&self, mac: Mac, kind: EventKind, detail: String) {
@@ -143,6 +153,19 @@ impl AssetsHandler {
         self.runtime
             .spawn(async move { timeline.record(mac, kind, detail).await });
     }
+}
+
+/// The MAC of `ip` in the text of `/proc/net/arp` (IP address, HW type,
+/// flags, HW address, mask, device), if the entry is complete (flags != 0).
+fn mac_in_arp_table(table: &str, ip: std::net::Ipv4Addr) -> Option<Mac> {
+    let ip = ip.to_string();
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f[..] {
+            [addr, _, flags, hw, ..] if addr == ip && flags != "0x0" => hw.parse().ok(),
+            _ => None,
+        }
+    })
 }
 
 /// A file reader that puts "sent" on the timeline once the whole file has
@@ -187,6 +210,21 @@ impl AsyncRead for Tracked {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn macs_come_from_complete_arp_entries_only() {
+        let table = "IP address       HW type     Flags       HW address            Mask     Device\n\
+                     10.77.0.100      0x1         0x2         52:54:00:77:00:01     *        br0\n\
+                     10.77.0.101      0x1         0x0         00:00:00:00:00:00     *        br0\n";
+        let ip = |s: &str| s.parse().unwrap();
+        assert_eq!(
+            mac_in_arp_table(table, ip("10.77.0.100")),
+            Some("52:54:00:77:00:01".parse().unwrap())
+        );
+        assert_eq!(mac_in_arp_table(table, ip("10.77.0.101")), None);
+        assert_eq!(mac_in_arp_table(table, ip("10.77.0.1")), None);
+        assert_eq!(mac_in_arp_table("", ip("10.77.0.100")), None);
+    }
 
     #[test]
     fn only_regular_files_below_the_root_are_served() {
