@@ -89,6 +89,8 @@ struct Cache {
     cursors: HashMap<(u32, u32), u32>,
     /// Events written per MAC since the last trim of its timeline.
     events_since_trim: HashMap<Mac, i64>,
+    /// When each node's last-seen time was last written to the file.
+    seen_saved: HashMap<Mac, Timestamp>,
 }
 
 impl Cache {
@@ -160,6 +162,8 @@ enum Write {
 const WRITE_QUEUE: usize = 65_536;
 /// Most changes one transaction carries.
 const BATCH: usize = 4096;
+/// How stale the stored last-seen time may get before a touch writes it.
+const LAST_SEEN_GRAIN_MS: i64 = 60_000;
 /// Timelines are trimmed after this many new events per node.
 const TRIM_EVERY: i64 = 50;
 
@@ -574,11 +578,23 @@ impl Store for SqliteStore {
         let node = {
             let mut c = self.cache();
             let n = c.nodes.get_mut(&mac).ok_or(StoreError::NoSuchNode(mac))?;
+            // Every packet touches its node; the file needs last-seen only to
+            // the minute (memory has it exact), so most touches write nothing.
+            let arch_changed = arch.is_some() && arch != n.arch;
             n.last_seen = Some(now);
             if arch.is_some() {
                 n.arch = arch;
             }
-            n.clone()
+            let node = n.clone();
+            let stale = c
+                .seen_saved
+                .get(&mac)
+                .is_none_or(|saved| now.millis() - saved.millis() >= LAST_SEEN_GRAIN_MS);
+            if !(stale || arch_changed) {
+                return Ok(());
+            }
+            c.seen_saved.insert(mac, now);
+            node
         };
         self.queue(Write::Node(Box::new(node))).await
     }
