@@ -10,6 +10,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::lab::{self, Firmware, Lab, SERVER_IP, Vm};
@@ -68,6 +69,11 @@ struct Rackboot {
 /// rackboot with the lab subnet in proxy mode (no ranges), the repository's bootenvs and
 /// scripts and the assets of `boot-assets/dist`.
 fn start_rackboot(lab: &Lab) -> Rackboot {
+    start_rackboot_with(lab, "")
+}
+
+/// [`start_rackboot`] with `extra` appended to the config.
+fn start_rackboot_with(lab: &Lab, extra: &str) -> Rackboot {
     let assets = lab::dist_file("undionly.kpxe")
         .parent()
         .expect("dist has a parent")
@@ -87,7 +93,7 @@ cidr = "10.77.0.0/24"
 mode = "proxy"
 [dns]
 domain = "lab.internal"
-"#,
+{extra}"#,
             state = lab.dir().join("state").display(),
             assets = assets.display(),
             bootenvs = repo("configs/bootenvs").display(),
@@ -398,4 +404,203 @@ fn x86_bios_vm_boots_through_proxy_dhcp_beside_dnsmasq() {
 #[test]
 fn x86_uefi_vm_boots_through_proxy_dhcp_beside_dnsmasq() {
     proxy_boots_to_configured("proxy-uefi", Firmware::X86Uefi, "ipxe-amd64.efi");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sharing the interface with the address server
+
+/// Runs `cmd args…` to completion within 20 s (`timeout`), panicking with its output on failure.
+fn sh(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new("timeout")
+        .arg("20")
+        .arg(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{cmd} {}: {text}", args.join(" "));
+    text
+}
+
+/// A machine on the lab's bridge: namespace `rb-cl-<lab>-<pid>` (the lab's sweep removes it if
+/// the test binary dies) with `c0`, a veth whose peer is enslaved to `br0`. Its processes are
+/// killed by PID and the namespace deleted on drop, also when the test fails.
+struct Client {
+    ns: String,
+    children: Vec<Child>,
+}
+
+impl Client {
+    fn new(lab: &Lab, mac: &str) -> Client {
+        let ns = lab.ns().replacen("rb-", "rb-cl-", 1);
+        sh("ip", &["netns", "add", &ns]);
+        let client = Client {
+            ns,
+            children: Vec::new(),
+        };
+        lab.ip(&[
+            "link", "add", "c0br", "type", "veth", "peer", "name", "c0", "netns", &client.ns,
+        ]);
+        lab.ip(&["link", "set", "c0br", "master", lab::BRIDGE, "up"]);
+        sh("ip", &["-n", &client.ns, "link", "set", "lo", "up"]);
+        sh(
+            "ip",
+            &["-n", &client.ns, "link", "set", "c0", "address", mac, "up"],
+        );
+        client
+    }
+
+    /// Starts `cmd` in the namespace, output to `log`; killed on drop.
+    fn spawn(&mut self, cmd: &str, args: &[&str], log: &Path) -> u32 {
+        let out = std::fs::File::create(log).expect("create log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns, cmd])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup log"))
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {cmd}: {e}"));
+        self.children.push(child);
+        self.children.last().expect("just pushed").id()
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        for mut child in self.children.drain(..) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Ok(out) = Command::new("timeout")
+            .args(["20", "ip", "netns", "pids", &self.ns])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-KILL", pid]).status();
+            }
+        }
+        let _ = Command::new("timeout")
+            .args(["20", "ip", "netns", "del", &self.ns])
+            .status();
+    }
+}
+
+/// rackboot in proxy mode shares port 67 with dnsmasq on the same interface. Broadcasts reach
+/// both; a renewal, unicast to dnsmasq's server identifier (also 10.77.0.1), must reach dnsmasq
+/// and be answered, not be swallowed by rackboot's socket.
+#[test]
+fn unicast_renewals_reach_the_address_server_beside_rackboot_in_proxy_mode() {
+    let lab = Lab::new("proxy-renew");
+    let pcap = lab.dir().join("renew.pcap");
+    lab.capture(&pcap);
+    let (_dnsmasq, dnsmasq_log) = start_dnsmasq(&lab);
+    let rb = start_rackboot(&lab);
+    let mac = "52:54:00:77:10:01";
+    let mut client = Client::new(&lab, mac);
+
+    let script = lab.dir().join("udhcpc.sh");
+    let record = lab.dir().join("udhcpc.env");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             case \"$1\" in bound|renew) ip addr replace \"$ip/$mask\" dev \"$interface\" ;; esac\n\
+             echo \"$1 $ip $serverid\" >> '{}'\n",
+            record.display()
+        ),
+    )
+    .expect("write script");
+    sh("chmod", &["+x", script.to_str().unwrap()]);
+    let log = lab.dir().join("udhcpc.log");
+    let pid = client.spawn(
+        "udhcpc",
+        &["-i", "c0", "-f", "-t", "5", "-T", "3", "-s"]
+            .into_iter()
+            .chain([script.to_str().unwrap()])
+            .collect::<Vec<_>>(),
+        &log,
+    );
+    let line = |event: &str| {
+        lab::poll_until(Duration::from_secs(40), || {
+            lab::read_text(&record)
+                .lines()
+                .find(|l| l.starts_with(&format!("{event} ")))
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "udhcpc: no {event}:\n{}\n{}\n--- rackboot:\n{}",
+                lab::read_text(&record),
+                lab::read_text(&log),
+                lab::tail(&lab::read_text(&rb.log), 20)
+            )
+        })
+    };
+    let bound = line("bound");
+    let ip = bound
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    assert!(in_dnsmasq_range(&ip), "{bound}");
+    assert!(bound.ends_with(&format!(" {SERVER_IP}")), "{bound}");
+
+    sh("kill", &["-USR1", &pid.to_string()]);
+    let renewed = line("renew");
+    assert_eq!(
+        renewed.split_whitespace().nth(1),
+        Some(ip.as_str()),
+        "{renewed}"
+    );
+    // The renewal went by unicast and dnsmasq answered it by unicast.
+    let (request, ack) = (
+        format!("{ip}.68 > {SERVER_IP}.67"),
+        format!("{SERVER_IP}.67 > {ip}.68"),
+    );
+    let wire = lab::poll_until(Duration::from_secs(15), || {
+        let out = lab.run(
+            "tcpdump",
+            &[
+                "-n",
+                "-r",
+                pcap.to_str().unwrap(),
+                "udp port 67 or udp port 68",
+            ],
+            Duration::from_secs(30),
+        );
+        let dump = String::from_utf8_lossy(&out.stdout).into_owned();
+        let lines: Vec<&str> = dump.lines().collect();
+        // The next DHCP packet after the unicast REQUEST is dnsmasq's unicast ACK. Had
+        // rackboot's socket taken the REQUEST, udhcpc would broadcast it next instead.
+        let i = lines.iter().position(|l| l.contains(&request))?;
+        let next = lines.get(i + 1)?;
+        Some((next.contains(&ack), dump.clone()))
+    });
+    match wire {
+        Some((true, _)) => {}
+        Some((false, dump)) => panic!(
+            "the unicast renewal was not answered; udhcpc fell back to broadcast:\n{dump}\n{}",
+            lab::read_text(&log)
+        ),
+        None => panic!(
+            "no unicast renewal on the wire\n--- dnsmasq:\n{}",
+            lab::tail(&lab::read_text(&dnsmasq_log), 20)
+        ),
+    }
+    assert!(
+        !lab::read_text(&log).contains("broadcasting renew"),
+        "{}",
+        lab::read_text(&log)
+    );
+    let acks = lab::read_text(&dnsmasq_log)
+        .matches(&format!("DHCPACK(br0) {ip} {mac}"))
+        .count();
+    assert!(acks >= 2, "dnsmasq acknowledged {acks} time(s)");
+    assert!(lab.is_running(rb.pid), "rackboot exited");
 }
