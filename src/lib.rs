@@ -24,6 +24,7 @@ pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod nodes;
+pub mod reload;
 pub mod service;
 pub mod store;
 pub mod tftp;

@@ -257,6 +257,23 @@ pub struct Metrics {
     tftp_transfers: Family<ResultLabels, Counter>,
     tftp_sent_bytes: Counter,
     http_requests: Family<HttpLabels, Counter>,
+    catalog_reloads: Family<ReloadLabels, Counter>,
+    catalog_ok: Gauge,
+}
+
+label_value! {
+    /// How a reload of bootenvs and config scripts ended.
+    ReloadResult {
+        /// The new files are in force.
+        Applied => "applied",
+        /// A file was refused; the previous version keeps serving.
+        Rejected => "rejected",
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: ReloadResult,
 }
 
 impl Metrics {
@@ -274,6 +291,9 @@ impl Metrics {
         let tftp_transfers = Family::<ResultLabels, Counter>::default();
         let tftp_sent_bytes = Counter::default();
         let http_requests = Family::<HttpLabels, Counter>::default();
+        let catalog_reloads = Family::<ReloadLabels, Counter>::default();
+        let catalog_ok = Gauge::default();
+        catalog_ok.set(1);
 
         registry.register(
             "dhcp_received",
@@ -326,6 +346,16 @@ impl Metrics {
             "http_requests",
             "HTTP requests by route class and status class",
             http_requests.clone(),
+        );
+        registry.register(
+            "catalog_reloads",
+            "Reloads of bootenvs and config scripts, by outcome",
+            catalog_reloads.clone(),
+        );
+        registry.register(
+            "catalog_files_ok",
+            "1 when the bootenv and script files on disk are the ones in force, 0 after a rejected edit",
+            catalog_ok.clone(),
         );
 
         // Every series from start-up on, at 0, so that rate() sees the first event.
@@ -380,7 +410,18 @@ impl Metrics {
             tftp_transfers,
             tftp_sent_bytes,
             http_requests,
+            catalog_reloads,
+            catalog_ok,
         }
+    }
+
+    /// A reload of bootenvs and config scripts was applied or rejected.
+    pub fn catalog_reloaded(&self, result: ReloadResult) {
+        self.catalog_reloads
+            .get_or_create(&ReloadLabels { result })
+            .inc();
+        self.catalog_ok
+            .set(i64::from(result == ReloadResult::Applied));
     }
 
     pub fn dhcp_received(&self, kind: DhcpType) {

@@ -9,7 +9,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::boot::{Catalog, CatalogError, Urls};
+use crate::boot::{Catalog, CatalogCell, CatalogError, Urls};
 use crate::config::{Config, SubnetMode};
 use crate::dhcp::{self, DhcpContext, lease::Pool, reply::ServerParams};
 use crate::dns::{self, NameSource, Zone};
@@ -122,12 +122,12 @@ pub async fn run(
     let config = cfg.path.display().to_string();
     let address = boot_address(&cfg)?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.state_dir).await?);
-    let catalog = Arc::new(Catalog::load(
+    let catalog = Arc::new(CatalogCell::new(Catalog::load(
         &cfg.bootenvs_dir,
         &cfg.scripts_dir,
         &cfg.assets_dir,
         &cfg.default_bootenv,
-    )?);
+    )?));
     let timeline = Timeline::new(store.clone());
     // One registry for every service; the pool gauges cover the subnets
     // rackboot hands addresses out on (proxy subnets have no ranges).
@@ -274,6 +274,22 @@ pub async fn run(
         });
     }
 
+    {
+        let reloader = crate::reload::Reloader {
+            bootenvs_dir: cfg.bootenvs_dir.clone(),
+            scripts_dir: cfg.scripts_dir.clone(),
+            assets_dir: cfg.assets_dir.clone(),
+            default_bootenv: cfg.default_bootenv.clone(),
+            cell: catalog.clone(),
+            metrics: metrics.clone(),
+        };
+        let c = cancel.clone();
+        tasks.spawn(async move {
+            reloader.watch(c).await;
+            ("reload", Ok(()))
+        });
+    }
+
     if let Some(port) = cfg.http {
         let addr = SocketAddr::new(IpAddr::V4(address), port);
         let listener = TcpListener::bind(addr).await.map_err(bind_err(
@@ -342,7 +358,7 @@ pub async fn run(
         tftp = ?cfg.tftp,
         http = ?cfg.http,
         dns = ?cfg.dns.as_ref().map(|d| d.port),
-        bootenvs = catalog.bootenvs().count(),
+        bootenvs = catalog.current().bootenvs().count(),
         "rackboot serving"
     );
     ready();

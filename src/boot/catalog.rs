@@ -461,3 +461,28 @@ cmdline = "console=ttyS0  rackboot.url={{ server_url }} rackboot.mac={{ node.mac
         assert!(msg.contains("discovery"), "{msg}");
     }
 }
+
+/// The catalog in force, replaced whole on reload: a request renders with
+/// the version it started with, never half an edit.
+#[derive(Debug)]
+pub struct CatalogCell(std::sync::RwLock<std::sync::Arc<Catalog>>);
+
+impl CatalogCell {
+    pub fn new(catalog: Catalog) -> CatalogCell {
+        CatalogCell(std::sync::RwLock::new(std::sync::Arc::new(catalog)))
+    }
+
+    pub fn current(&self) -> std::sync::Arc<Catalog> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn replace(&self, catalog: Catalog) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = std::sync::Arc::new(catalog);
+    }
+}

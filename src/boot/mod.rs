@@ -10,7 +10,7 @@ pub mod lifecycle;
 pub mod script;
 
 pub use bootenv::{ArchBoot, Bootenv, LocalMethod};
-pub use catalog::{Catalog, CatalogError, TemplateContext};
+pub use catalog::{Catalog, CatalogCell, CatalogError, TemplateContext};
 pub use decide::{Decision, Urls, decide, decide_for_node};
 pub use lifecycle::{Progress, next_state};
 pub use script::{RenderedScript, ScriptError, render_ipxe};

@@ -39,7 +39,7 @@ pub async fn script(
         })?,
     };
     let rendered = render_ipxe(
-        &ctx.catalog,
+        &ctx.catalog.current(),
         &node,
         &node.bootenv,
         arch,
@@ -100,9 +100,13 @@ pub async fn asset(
 /// Whether `path` is the node's kernel, one of its initrds, or something else,
 /// for its current bootenv and architecture.
 fn asset_role(ctx: &HttpContext, node: &crate::model::Node, path: &str) -> EventKind {
-    let boot = node
-        .arch
-        .and_then(|a| ctx.catalog.get(&node.bootenv)?.for_arch(a).cloned());
+    let boot = node.arch.and_then(|a| {
+        ctx.catalog
+            .current()
+            .get(&node.bootenv)?
+            .for_arch(a)
+            .cloned()
+    });
     match boot {
         Some(ArchBoot::Kernel { kernel, .. }) if kernel == path => EventKind::HttpKernel,
         Some(ArchBoot::Kernel { initrds, .. }) if initrds.iter().any(|i| i == path) => {

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::HttpError;
 
-use crate::boot::{Catalog, Urls};
+use crate::boot::{CatalogCell, Urls};
 use crate::events::Timeline;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -29,7 +29,7 @@ pub const MAX_REPORT_BYTES: usize = 64 * 1024;
 pub struct HttpContext {
     pub store: Arc<dyn Store>,
     pub timeline: Timeline,
-    pub catalog: Arc<Catalog>,
+    pub catalog: Arc<CatalogCell>,
     pub urls: Urls,
     pub assets_dir: PathBuf,
     pub default_bootenv: String,

@@ -50,6 +50,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 fn script_names(ctx: &HttpContext, node: &Node) -> Vec<String> {
     ctx.catalog
+        .current()
         .get(&node.bootenv)
         .map(|b| b.scripts.clone())
         .unwrap_or_default()
@@ -92,6 +93,7 @@ pub async fn script(
     let arch = node.arch.unwrap_or(BootArch::X86_64Efi);
     let text = ctx
         .catalog
+        .current()
         .render_script(
             &name,
             &TemplateContext::new(&ctx.urls.http_base, &node, arch),
