@@ -36,6 +36,14 @@ impl Urls {
     pub fn asset(&self, path: &str) -> String {
         format!("{}/assets/{path}", self.http_base)
     }
+    /// The loader URL handed to UEFI HTTP boot firmware. It names the node
+    /// (`?mac=`) so the firmware's download lands on the node's timeline, as
+    /// the TFTP loader does. Quirk (OVMF 2022.11 HttpBootDxe, measured): the
+    /// query is fine; the firmware picks the image type from Content-Type or
+    /// else from the path's `.efi`, and the query is not part of the path.
+    pub fn http_loader(&self, path: &str, mac: &crate::model::Mac) -> String {
+        format!("{}?mac={mac}", self.asset(path))
+    }
 }
 
 /// Decides what `client` boots next. Pure: the same inputs give the same
@@ -72,7 +80,7 @@ pub fn decide(client: &ClientInfo, loaders: &LoaderMap, urls: &Urls) -> Decision
     };
     if code.is_http_boot() || client.is_http_client() {
         return Decision::HttpLoader {
-            url: urls.asset(loader),
+            url: urls.http_loader(loader, &client.mac),
             arch,
         };
     }
@@ -110,7 +118,7 @@ pub fn decide_for_node(
             arch,
         },
         (Decision::HttpLoader { arch, .. }, Some(own)) => Decision::HttpLoader {
-            url: urls.asset(own),
+            url: urls.http_loader(own, &client.mac),
             arch,
         },
         (d, _) => d,
@@ -181,14 +189,14 @@ mod tests {
             (
                 client(Some(16), Some("HTTPClient:Arch:00016"), false),
                 Decision::HttpLoader {
-                    url: "http://10.0.0.1/assets/ipxe-amd64.efi".into(),
+                    url: "http://10.0.0.1/assets/ipxe-amd64.efi?mac=52:54:00:00:00:01".into(),
                     arch: BootArch::X86_64Efi,
                 },
             ),
             (
                 client(Some(19), Some("HTTPClient:Arch:00019"), false),
                 Decision::HttpLoader {
-                    url: "http://10.0.0.1/assets/ipxe-arm64.efi".into(),
+                    url: "http://10.0.0.1/assets/ipxe-arm64.efi?mac=52:54:00:00:00:01".into(),
                     arch: BootArch::Arm64Efi,
                 },
             ),
@@ -198,6 +206,36 @@ mod tests {
         for (c, want) in table {
             assert_eq!(decide(&c, &loaders(), &urls), want, "{c:?}");
         }
+    }
+
+    /// OVMF's HTTP boot (tests/vm_httpboot.rs) downloads this URL; rackboot
+    /// puts the download on the node's timeline only when it names the node.
+    #[test]
+    fn http_boot_loader_url_names_the_node_after_the_efi_path() {
+        let urls = Urls {
+            http_base: "http://10.77.0.1".into(),
+        };
+        let ovmf = client(Some(16), Some("HTTPClient:Arch:00016:UNDI:003000"), false);
+        let Decision::HttpLoader { url, .. } = decide(&ovmf, &loaders(), &urls) else {
+            panic!("not an HTTP loader");
+        };
+        let (path, query) = url.split_once('?').expect("a query");
+        assert_eq!(path, "http://10.77.0.1/assets/ipxe-amd64.efi");
+        assert_eq!(query, "mac=52:54:00:00:00:01");
+        let mut node = Node::discovered(
+            ovmf.mac,
+            "discovery",
+            "t".into(),
+            crate::model::Timestamp(0),
+        );
+        node.loader = Some("snponly.efi".into());
+        assert_eq!(
+            decide_for_node(&ovmf, &node, &loaders(), &urls),
+            Decision::HttpLoader {
+                url: "http://10.77.0.1/assets/snponly.efi?mac=52:54:00:00:00:01".into(),
+                arch: BootArch::X86_64Efi,
+            }
+        );
     }
 
     #[test]
