@@ -184,22 +184,17 @@ async fn boot_server_answer(ctx: &DhcpContext, packet: &[u8], peer: SocketAddr) 
         .subnets
         .iter()
         .find(|s| s.mode == SubnetMode::Proxy && s.params.subnet.contains(from.ip()))?;
-    let boot = match decide(&req.client, &ctx.loaders, &ctx.urls) {
-        Decision::Loader { path, .. } => BootFile::Tftp(path),
-        Decision::HttpLoader { url, .. } => BootFile::Url {
-            url,
-            http_client: true,
-        },
-        Decision::Script { url, .. } => BootFile::Url {
-            url,
-            http_client: false,
-        },
-        Decision::AddressOnly | Decision::Local { .. } | Decision::Ignore { .. } => return None,
-    };
     let mac = req.client.mac;
-    if subnet.unknown_clients == UnknownClients::Ignore
-        && !matches!(ctx.store.node(mac).await, Ok(Some(_)))
-    {
+    let node = ctx.store.node(mac).await.ok().flatten();
+    let decision = match &node {
+        Some(n) => decide_for_node(&req.client, n, &ctx.loaders, &ctx.urls),
+        None => decide(&req.client, &ctx.loaders, &ctx.urls),
+    };
+    let boot = boot_file(&decision);
+    if boot == BootFile::None {
+        return None;
+    }
+    if subnet.unknown_clients == UnknownClients::Ignore && node.is_none() {
         return None;
     }
     ctx.timeline
@@ -215,6 +210,22 @@ async fn boot_server_answer(ctx: &DhcpContext, packet: &[u8], peer: SocketAddr) 
         &boot,
         &subnet.params,
     ))
+}
+
+/// The wire form of a boot decision.
+fn boot_file(decision: &Decision) -> BootFile {
+    match decision {
+        Decision::Loader { path, .. } => BootFile::Tftp(path.clone()),
+        Decision::HttpLoader { url, .. } => BootFile::Url {
+            url: url.clone(),
+            http_client: true,
+        },
+        Decision::Script { url, .. } => BootFile::Url {
+            url: url.clone(),
+            http_client: false,
+        },
+        Decision::AddressOnly | Decision::Local { .. } | Decision::Ignore { .. } => BootFile::None,
+    }
 }
 
 async fn send(socket: &UdpSocket, reply: &Message, dest: SocketAddr) {
@@ -409,18 +420,7 @@ async fn answer(
             .await;
         return Ok(None);
     }
-    let boot = match &decision {
-        Decision::Loader { path, .. } => BootFile::Tftp(path.clone()),
-        Decision::HttpLoader { url, .. } => BootFile::Url {
-            url: url.clone(),
-            http_client: true,
-        },
-        Decision::Script { url, .. } => BootFile::Url {
-            url: url.clone(),
-            http_client: false,
-        },
-        Decision::AddressOnly | Decision::Local { .. } | Decision::Ignore { .. } => BootFile::None,
-    };
+    let boot = boot_file(&decision);
     let hostname = Some(node.hostname.as_str());
 
     if subnet.mode == SubnetMode::Proxy {
