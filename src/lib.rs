@@ -12,8 +12,11 @@
 //! - [`events`]: the timeline writer shared by the protocols.
 //! - [`metrics`]: the Prometheus registry the protocols count into, served at `/metrics`.
 //! - [`service`]: binds the sockets, starts the servers, stops them on one token.
+//! - [`assets`]: importing kernels and initrds into the assets directory by
+//!   sha256, after checking the kernel's architecture from its header.
 //! - [`cli`]: the `rackboot` command.
 
+pub mod assets;
 pub mod boot;
 pub mod cli;
 pub mod config;

@@ -1,10 +1,13 @@
 //! The `rackboot` command line.
 
+mod assets;
 mod serve;
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+
+use crate::assets::KernelArch;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -30,11 +33,41 @@ pub enum Command {
         #[arg(long, short, default_value = "/etc/rackboot/rackboot.toml")]
         config: PathBuf,
     },
+    /// Import and inspect kernels and initrds in the assets directory.
+    #[command(subcommand)]
+    Assets(AssetsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AssetsCommand {
+    /// Check a kernel is built for --arch, store it and its initrds under
+    /// <assets_dir>/sha256/<digest>, and print a bootenv snippet naming them.
+    Add {
+        #[arg(long, short, default_value = "/etc/rackboot/rackboot.toml")]
+        config: PathBuf,
+        /// The kernel's architecture: x86_64 (bios, x86_64_efi) or arm64 (arm64_efi).
+        #[arg(long)]
+        arch: KernelArch,
+        #[arg(long)]
+        kernel: PathBuf,
+        /// An initrd; repeat for several, in boot order.
+        #[arg(long = "initrd")]
+        initrds: Vec<PathBuf>,
+    },
+    /// Say what a kernel file is (bzImage, arm64 Image, EFI, compressed) and its architecture.
+    Identify { file: PathBuf },
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => serve::serve(&config),
         Command::Check { config } => serve::check(&config),
+        Command::Assets(AssetsCommand::Add {
+            config,
+            arch,
+            kernel,
+            initrds,
+        }) => assets::add(&config, arch, &kernel, &initrds),
+        Command::Assets(AssetsCommand::Identify { file }) => assets::identify(&file),
     }
 }
