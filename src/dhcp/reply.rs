@@ -348,6 +348,74 @@ mod tests {
         }
     }
 
+    /// The DISCOVER OVMF 2022.11 sends for "UEFI HTTPv4" boot (captured in
+    /// tests/vm_httpboot.rs: option 93 = 16, vendor class
+    /// `HTTPClient:Arch:00016:UNDI:003000`), decided and answered as the
+    /// server does. HttpBootDxe ignores offers without vendor class
+    /// `HTTPClient` or without a URL boot file (UEFI 2.x §24.7).
+    #[test]
+    fn captured_ovmf_http_discover_gets_httpclient_and_a_url() {
+        let hex = include_str!("testdata/ovmf-http-discover.hex").trim();
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        let req = Message::decode(&mut Decoder::new(&bytes)).unwrap();
+        let client = super::super::classify::classify(&req).unwrap().client;
+        let loaders = crate::config::LoaderMap {
+            bios: "undionly.kpxe".into(),
+            x86_64_efi: "ipxe-amd64.efi".into(),
+            arm64_efi: "ipxe-arm64.efi".into(),
+            upgrade_old_ipxe: true,
+            local_boot: crate::config::LocalBoot::Script,
+        };
+        let urls = crate::boot::Urls {
+            http_base: "http://10.77.0.1".into(),
+        };
+        let crate::boot::Decision::HttpLoader { url, .. } =
+            crate::boot::decide(&client, &loaders, &urls)
+        else {
+            panic!("OVMF HTTP boot not given an HTTP loader");
+        };
+        let want = "http://10.77.0.1/assets/ipxe-amd64.efi?mac=52:54:00:77:00:01";
+        assert_eq!(url, want);
+        let boot = BootFile::Url {
+            url,
+            http_client: true,
+        };
+        for kind in [MessageType::Offer, MessageType::Ack] {
+            let m = round_trip(&answer(
+                &req,
+                kind,
+                Ipv4Addr::new(10, 77, 0, 100),
+                None,
+                &boot,
+                client.is_ipxe,
+                &params(),
+            ));
+            let o = m.opts();
+            assert_eq!(m.xid(), req.xid());
+            assert_eq!(fname(&m), want);
+            assert_eq!(
+                o.get(OptionCode::ClassIdentifier),
+                Some(&DhcpOption::ClassIdentifier(b"HTTPClient".to_vec()))
+            );
+            assert_eq!(
+                o.get(OptionCode::BootfileName),
+                Some(&DhcpOption::BootfileName(want.as_bytes().to_vec()))
+            );
+            assert_eq!(
+                o.get(OptionCode::ClientMachineIdentifier),
+                req.opts().get(OptionCode::ClientMachineIdentifier),
+                "option 97 echoed"
+            );
+            // Nothing PXE-only: no siaddr/TFTP server, no PXE vendor options.
+            assert_eq!(m.siaddr(), Ipv4Addr::UNSPECIFIED);
+            assert!(o.get(OptionCode::VendorExtensions).is_none());
+            assert!(o.get(OptionCode::TFTPServerName).is_none());
+        }
+    }
+
     #[test]
     fn nak_carries_no_address_and_a_reason() {
         let m = round_trip(&nak(

@@ -239,6 +239,7 @@ impl Lab {
             nic: Nic::VirtioNet,
             mac: None,
             memory_mib: 1024,
+            http_boot: false,
             extra: Vec::new(),
         }
     }
@@ -577,6 +578,7 @@ pub struct VmBuilder<'a> {
     nic: Nic,
     mac: Option<String>,
     memory_mib: u32,
+    http_boot: bool,
     extra: Vec<String>,
 }
 
@@ -596,6 +598,14 @@ impl<'a> VmBuilder<'a> {
     /// Guest memory (default 1024 MiB).
     pub fn memory_mib(mut self, mib: u32) -> Self {
         self.memory_mib = mib;
+        self
+    }
+
+    /// UEFI HTTP boot instead of PXE (OVMF only): the firmware's PXEv4 and PXEv6 boot options are
+    /// switched off through fw_cfg, so its first network boot option is "UEFI HTTPv4" (DHCP
+    /// option 93 = 16, vendor class `HTTPClient:Arch:00016:…`).
+    pub fn http_boot(mut self) -> Self {
+        self.http_boot = true;
         self
     }
 
@@ -672,6 +682,7 @@ impl<'a> VmBuilder<'a> {
         let dir = &self.lab.dir;
         match self.firmware {
             Firmware::X86Bios => {
+                assert!(!self.http_boot, "SeaBIOS has no UEFI HTTP boot");
                 // Quirk (SeaBIOS): without a VGA device it prints nothing, and iPXE's text
                 // (via int 10h) goes nowhere. fw_cfg etc/sercon-port = 0x3f8 (2 bytes LE) turns
                 // on its serial console; qemu warns that the name lacks "opt/", harmlessly.
@@ -689,11 +700,18 @@ impl<'a> VmBuilder<'a> {
                 // PXEv4 got no answer goes on to HTTPv4 boot, not to ~65 s of DHCPv6 first.
                 let no_pxe6 = "name=opt/org.tianocore/IPv6PXESupport,string=n";
                 args.extend(strings(&["-M", "q35", "-fw_cfg", no_pxe6]));
+                if self.http_boot {
+                    // The same knob for IPv4 (measured): with no PXE option left, OVMF's boot
+                    // manager starts with "UEFI HTTPv4" on the NIC.
+                    let no_pxe4 = "name=opt/org.tianocore/IPv4PXESupport,string=n";
+                    args.extend(strings(&["-fw_cfg", no_pxe4]));
+                }
                 args.extend(self.pflash(OVMF_CODE, OVMF_VARS));
                 ("qemu-system-x86_64", args)
             }
             Firmware::Arm64Uefi => {
                 assert_eq!(self.nic, Nic::VirtioNet, "AAVMF has no e1000 driver");
+                assert!(!self.http_boot, "http_boot is implemented for OVMF only");
                 // An x86 host has no arm64 KVM: always TCG.
                 let mut args = strings(&["-accel", "tcg", "-M", "virt", "-cpu", "cortex-a57"]);
                 args.extend(self.pflash(AAVMF_CODE, AAVMF_VARS));
