@@ -1,0 +1,530 @@
+#!/usr/bin/env bash
+# DHCP throughput benchmark: rackboot against Kea, in one run, on the same
+# network namespaces. A measurement, not a test: it exits 0 whatever the
+# numbers are, non-zero only when the set-up fails.
+#
+# For each server it finds the highest DORA rate that perfdhcp completes with
+# under 1 % loss, then prints both rates and the ratio rackboot/Kea:
+#
+#   perfdhcp -4 -g single -r RATE -R 50000 -p 10 -l 10.79.0.2 10.79.0.1
+#
+# perfdhcp runs in the client namespace rbb-cli as a relay (with -l <address>
+# it sets giaddr to that address and listens on port 67 there); the server
+# runs in rbb-srv, on the other end of a veth, with a /16 pool (~65k
+# addresses, so 50000 clients fit). Server pinned to core 0, perfdhcp to
+# core 1.
+#
+# Every trial starts the server afresh on an empty lease store (Kea: a new
+# memfile; rackboot: a new state dir), so every rate is measured from the
+# same state: 50000 clients, the first DISCOVER of each allocating a lease.
+#
+# The machines this runs on are shared and noisy (other builds, other
+# cgroups on the same two cores), so:
+# - the two searches run interleaved, one trial of each in turn, and both
+#   servers meet the same spells of noise;
+# - a trial that loses >= 1 % is run once more at the same rate, and fails
+#   only if that one loses too;
+# - the whole search runs ROUNDS times (2 by default, 1 with --quick), which
+#   server goes first alternating, and each server's best round counts;
+# - servers and perfdhcp run at nice -10 (BENCH_NICE=N to change).
+# Each trial line shows the server's CPU use and the datagrams the kernel
+# dropped for a full receive buffer on either side: "srv" the server fell
+# behind, "cli" perfdhcp did.
+#
+# Usage: benches/dhcp.sh [--quick] [--rounds N] [--only kea|rackboot]
+#   --quick     a smoke run: 3-second trials, 15 % precision, one round.
+#   --rounds N  run the searches N times (default 2); report each one's best.
+#   --only S    measure one server only (while working on this script).
+# Environment: TMPDIR (where lease stores and logs go; /tmp by default: a
+# disk, as deployed), KEEP_TMP=1 keeps that dir, RACKBOOT_LOG as for
+# rackboot (default: its own default, info); Kea logs at WARN to a file.
+# rackboot is built with cargo build --release unless target/release/rackboot
+# is newer than every source file; the run uses a copy of it.
+#
+# Needs root (namespaces, apt-get). Installs kea-dhcp4-server, kea-admin
+# (which ships perfdhcp) and sqlite3 with apt-get when they are missing.
+# Traffic stays inside the two namespaces this script makes; they, the
+# servers and the temp dir are removed on exit, also on failure.
+set -euo pipefail
+
+QUICK=0
+ROUNDS=""
+ONLY=""
+while (($#)); do
+    arg=$1; shift
+    case "$arg" in
+        --quick) QUICK=1 ;;
+        --rounds) ROUNDS=${1:-}; shift || true ;;
+        --rounds=*) ROUNDS=${arg#--rounds=} ;;
+        --only) ONLY=${1:-}; shift || true ;;
+        --only=*) ONLY=${arg#--only=} ;;
+        -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "dhcp.sh: unknown argument: $arg (try --help)" >&2; exit 2 ;;
+    esac
+done
+ROUNDS=${ROUNDS:-$((QUICK ? 1 : 2))}
+[[ $ROUNDS =~ ^[1-9]$ ]] || { echo "dhcp.sh: --rounds wants 1..9" >&2; exit 2; }
+[[ -z $ONLY || $ONLY == kea || $ONLY == rackboot ]] || { echo "dhcp.sh: --only wants kea or rackboot" >&2; exit 2; }
+
+if ((QUICK)); then
+    PERIOD=3          # seconds per trial
+    START_RATE=2000   # first rate tried, doubled until loss >= 1 %
+    PRECISION=15      # bisect until (bad - good) / good <= this many percent
+else
+    PERIOD=10
+    START_RATE=1000
+    PRECISION=5
+fi
+CLIENTS=50000
+MAX_LOSS=1          # percent; a trial passes with loss strictly below this
+MAX_RATE=64000      # stop doubling here: far past perfdhcp's own ceiling
+MIN_RATE=125        # stop halving here
+NICE=${BENCH_NICE:--10}  # servers and perfdhcp: ahead of builds on a shared machine
+[[ $NICE =~ ^-?[0-9]+$ ]] || { echo "dhcp.sh: BENCH_NICE wants a number" >&2; exit 2; }
+
+SRV_NS=rbb-srv
+CLI_NS=rbb-cli
+SRV_IF=rbb-s0
+CLI_IF=rbb-c0
+SRV_IP=10.79.0.1
+CLI_IP=10.79.0.2
+POOL_FIRST=10.79.1.0
+POOL_LAST=10.79.255.254
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+T0=$SECONDS
+
+die() { echo "dhcp.sh: $*" >&2; exit 1; }
+
+[[ $(id -u) == 0 ]] || die "must run as root (network namespaces, apt-get)"
+
+# ---------------------------------------------------------------- cleanup --
+TMP=""
+SERVER_PID=""
+LOAD_PID=""
+LOCK_FD=""
+
+stop_pid() { # PID: TERM, up to 10 s, then KILL
+    local pid=$1 i
+    [[ -n $pid ]] || return 0
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+netns_exists() { ip netns list | awk '{print $1}' | grep -qx "$1"; }
+
+del_netns() { # NS: kill what still runs in it (only ours: we made it), delete it
+    local ns=$1 pid
+    netns_exists "$ns" || return 0
+    for pid in $(ip netns pids "$ns" 2>/dev/null); do
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    ip netns del "$ns" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM HUP
+    stop_pid "$LOAD_PID"
+    stop_pid "$SERVER_PID"
+    if [[ -n $TMP ]]; then   # only tear down what this run set up
+        del_netns "$CLI_NS"
+        del_netns "$SRV_NS"
+        if [[ -n ${KEEP_TMP:-} ]]; then echo "kept $TMP" >&2; else rm -rf "$TMP"; fi
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+# One run at a time: the namespace names are fixed.
+exec {LOCK_FD}>/run/lock/rackboot-bench-dhcp.lock
+flock -n "$LOCK_FD" || die "another benches/dhcp.sh is running"
+
+# ------------------------------------------------------------- packages --
+need_pkgs=()
+command -v kea-dhcp4 >/dev/null || need_pkgs+=(kea-dhcp4-server)
+command -v perfdhcp >/dev/null || need_pkgs+=(kea-admin)  # Debian 12: /usr/sbin/perfdhcp is in kea-admin
+command -v sqlite3 >/dev/null || need_pkgs+=(sqlite3)
+for tool in ip taskset timeout ss flock awk; do
+    command -v "$tool" >/dev/null || die "$tool not found"
+done
+
+# The distro's kea-dhcp4 service: stopped and disabled, whether or not the
+# package started it (policy-rc.d may have refused). Both systemd and not.
+quiet_distro_kea() {
+    local pidfile=/run/kea/kea-dhcp4.kea-dhcp4.pid pid
+    if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
+        systemctl disable --now kea-dhcp4-server >/dev/null 2>&1 || true
+    else
+        command -v systemctl >/dev/null && systemctl disable kea-dhcp4-server >/dev/null 2>&1 || true
+        command -v update-rc.d >/dev/null && update-rc.d kea-dhcp4-server disable >/dev/null 2>&1 || true
+        [[ -x /etc/init.d/kea-dhcp4-server ]] && /etc/init.d/kea-dhcp4-server stop >/dev/null 2>&1 || true
+    fi
+    if [[ -r $pidfile ]]; then
+        pid=$(cat "$pidfile")
+        if [[ $pid =~ ^[0-9]+$ ]] && [[ $(cat "/proc/$pid/comm" 2>/dev/null) == kea-dhcp4 ]]; then
+            stop_pid "$pid"
+        fi
+    fi
+}
+
+if ((${#need_pkgs[@]})); then
+    echo "installing ${need_pkgs[*]} ..." >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q "${need_pkgs[@]}" >/dev/null 2>&1 || {
+        apt-get update -q >/dev/null 2>&1 || true
+        apt-get install -y -q "${need_pkgs[@]}" >/dev/null || die "apt-get install ${need_pkgs[*]} failed"
+    }
+    [[ " ${need_pkgs[*]} " == *" kea-dhcp4-server "* ]] && quiet_distro_kea
+fi
+KEA=$(command -v kea-dhcp4) || die "kea-dhcp4 not found after install"
+PERFDHCP=$(command -v perfdhcp) || die "perfdhcp not found after install (dpkg -S perfdhcp)"
+KEA_VERSION=$("$KEA" -v 2>/dev/null | head -1)
+
+# -------------------------------------------------------------- rackboot --
+# Built unless target/release/rackboot is newer than every source file.
+RACKBOOT_BUILT=$REPO/target/release/rackboot
+RACKBOOT_VERSION=-
+if [[ $ONLY != kea ]]; then
+    newest_src=$(find "$REPO/src" "$REPO/Cargo.toml" "$REPO/Cargo.lock" -type f -newer "$RACKBOOT_BUILT" 2>/dev/null | head -1 || true)
+    if [[ ! -x $RACKBOOT_BUILT || -n $newest_src ]]; then
+        echo "building rackboot (cargo build --release) ..." >&2
+        (cd "$REPO" && cargo build --release --quiet) || die "cargo build --release failed"
+    fi
+    RACKBOOT_VERSION=$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)
+fi
+
+# ------------------------------------------------------------ namespaces --
+for ns in "$SRV_NS" "$CLI_NS"; do
+    if netns_exists "$ns"; then
+        [[ -z $(ip netns pids "$ns" 2>/dev/null) ]] ||
+            die "namespace $ns exists with processes in it; not touching it"
+        ip netns del "$ns"   # left over from a killed run (we hold the lock)
+    fi
+done
+TMP=$(mktemp -d -t rackboot-bench-dhcp.XXXXXX)   # under $TMPDIR, else /tmp
+ip netns add "$SRV_NS"
+ip netns add "$CLI_NS"
+ip link add "$SRV_IF" netns "$SRV_NS" type veth peer name "$CLI_IF" netns "$CLI_NS"
+ip -n "$SRV_NS" addr add "$SRV_IP/16" dev "$SRV_IF"
+ip -n "$CLI_NS" addr add "$CLI_IP/16" dev "$CLI_IF"
+for ns in "$SRV_NS" "$CLI_NS"; do ip -n "$ns" link set lo up; done
+ip -n "$SRV_NS" link set "$SRV_IF" up
+ip -n "$CLI_NS" link set "$CLI_IF" up
+# Bounded wait for both ends to report carrier (veth: near instant).
+for ((i = 0; i < 50; i++)); do
+    ip -n "$SRV_NS" link show dev "$SRV_IF" | grep -q LOWER_UP &&
+        ip -n "$CLI_NS" link show dev "$CLI_IF" | grep -q LOWER_UP && break
+    sleep 0.1
+done
+ip -n "$CLI_NS" link show dev "$CLI_IF" | grep -q LOWER_UP || die "veth $SRV_IF/$CLI_IF has no carrier"
+
+# ----------------------------------------------------------- server defs --
+KDIR=$TMP/kea
+RDIR=$TMP/rackboot
+mkdir -p "$KDIR" "$RDIR"/{assets,bootenvs,scripts}
+# A copy: a build in the work tree during the run must not swap the binary
+# between trials.
+RACKBOOT=$RDIR/rackboot
+[[ $ONLY == kea ]] || cp "$RACKBOOT_BUILT" "$RACKBOOT"
+printf '[arch.bios]\nlocal = "exit"\n' >"$RDIR/bootenvs/discovery.toml"
+
+cat >"$KDIR/kea-dhcp4.conf" <<EOF
+{
+  "Dhcp4": {
+    "interfaces-config": { "interfaces": [ "$SRV_IF" ], "dhcp-socket-type": "udp" },
+    "lease-database": { "type": "memfile", "persist": true, "name": "$KDIR/leases4.csv", "lfc-interval": 0 },
+    "valid-lifetime": 3600,
+    "subnet4": [ {
+      "id": 1,
+      "subnet": "10.79.0.0/16",
+      "pools": [ { "pool": "$POOL_FIRST - $POOL_LAST" } ]
+    } ],
+    "dhcp-ddns": { "enable-updates": false },
+    "loggers": [ {
+      "name": "kea-dhcp4",
+      "output_options": [ { "output": "$KDIR/kea-dhcp4.log" } ],
+      "severity": "WARN"
+    } ]
+  }
+}
+EOF
+# Kea's pid and lock files go to the temp dir, not /run/kea.
+export KEA_PIDFILE_DIR=$KDIR KEA_LOCKFILE_DIR=$KDIR
+ip netns exec "$SRV_NS" "$KEA" -t "$KDIR/kea-dhcp4.conf" >"$KDIR/config-check.log" 2>&1 ||
+    { cat "$KDIR/config-check.log" >&2; die "kea-dhcp4 -t rejects the generated config"; }
+
+cat >"$RDIR/rackboot.toml" <<EOF
+state_dir = "$RDIR/state"
+assets_dir = "$RDIR/assets"
+bootenvs_dir = "$RDIR/bootenvs"
+scripts_dir = "$RDIR/scripts"
+[network]
+interface = "$SRV_IF"
+[dhcp]
+lease_seconds = 3600
+[[dhcp.subnet]]
+cidr = "10.79.0.0/16"
+ranges = [["$POOL_FIRST", "$POOL_LAST"]]
+[tftp]
+enabled = false
+[http]
+enabled = false
+[dns]
+enabled = false
+EOF
+if [[ $ONLY != kea ]]; then
+    ip netns exec "$SRV_NS" "$RACKBOOT" check --config "$RDIR/rackboot.toml" >"$RDIR/config-check.log" 2>&1 ||
+        { cat "$RDIR/config-check.log" >&2; die "rackboot check rejects the generated config (is main's [[dhcp.subnet]] schema in this build?)"; }
+fi
+
+# A fresh lease store, then the server in rbb-srv on core 0. Sets SERVER_PID.
+start_server() { # NAME LOGFILE
+    local name=$1 out=$2
+    case $name in
+        kea)
+            rm -f "$KDIR"/leases4.csv* "$KDIR"/*.pid
+            ip netns exec "$SRV_NS" nice -n "$NICE" taskset -c 0 "$KEA" -c "$KDIR/kea-dhcp4.conf" >"$out" 2>&1 &
+            ;;
+        rackboot)
+            rm -rf "$RDIR/state"
+            mkdir -p "$RDIR/state"
+            ip netns exec "$SRV_NS" nice -n "$NICE" taskset -c 0 "$RACKBOOT" serve --config "$RDIR/rackboot.toml" >"$out" 2>&1 &
+            ;;
+    esac
+    SERVER_PID=$!   # ip netns exec and taskset exec: this is the server itself
+    # Ready when port 67 is bound in rbb-srv (bounded: 15 s).
+    local i
+    for ((i = 0; i < 150; i++)); do
+        kill -0 "$SERVER_PID" 2>/dev/null || { cat "$out" >&2; die "$name exited at start-up"; }
+        if ip netns exec "$SRV_NS" ss -Hlun 'sport = :67' 2>/dev/null | grep -q .; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    cat "$out" >&2
+    die "$name did not bind port 67 within 15 s"
+}
+
+stop_server() {
+    stop_pid "$SERVER_PID"
+    SERVER_PID=""
+}
+
+PERF_ARGS() { # RATE -> the perfdhcp argument list
+    echo -4 -g single -r "$1" -R "$CLIENTS" -p "$PERIOD" -l "$CLI_IP" "$SRV_IP"
+}
+
+# ----------------------------------------------------------------- trial --
+# One trial at RATE against a freshly started server. Sets LOSS (percent of
+# DISCOVERs sent that did not end in an ACK received: the full DORA exchange),
+# DONE (DORA/s completed = ACKs received / period) and SENT (DISCOVERs sent).
+# CPU time (user + system, all threads) the server has used, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+CLK_TCK=$(getconf CLK_TCK)
+# UDP datagrams the kernel dropped in namespace NS for a full socket buffer:
+# on the server side the server fell behind, on the client side perfdhcp did.
+rcvbuf_errors() {
+    ip netns exec "$1" cat /proc/net/snmp | awk '
+        $1 == "Udp:" && !h { for (i = 2; i <= NF; i++) col[$i] = i; h = 1; next }
+        $1 == "Udp:" && h  { print $col["RcvbufErrors"]; exit }'
+}
+
+TRIAL_NO=0
+trial() { # NAME RATE
+    local name=$1 rate=$2 out rc
+    TRIAL_NO=$((TRIAL_NO + 1))
+    out=$TMP/trial-$TRIAL_NO-$name-$rate
+    start_server "$name" "$out.server.log"
+    local t0 c0 srv0 cli0
+    t0=$(date +%s.%N) c0=$(cpu_ticks "$SERVER_PID")
+    srv0=$(rcvbuf_errors "$SRV_NS") cli0=$(rcvbuf_errors "$CLI_NS")
+    # perfdhcp in the background so a signal reaches the trap at once;
+    # `timeout` bounds it whatever happens.
+    # shellcheck disable=SC2046
+    ip netns exec "$CLI_NS" timeout -k 5 $((PERIOD + 30)) \
+        nice -n "$NICE" taskset -c 1 "$PERFDHCP" $(PERF_ARGS "$rate") >"$out.perfdhcp" 2>&1 &
+    LOAD_PID=$!
+    rc=0
+    wait "$LOAD_PID" || rc=$?
+    LOAD_PID=""
+    SRV_OVF=$(($(rcvbuf_errors "$SRV_NS") - srv0)) CLI_OVF=$(($(rcvbuf_errors "$CLI_NS") - cli0))
+    # Share of a core the server used over the trial.
+    BUSY=$(awk -v c0="$c0" -v c1="$(cpu_ticks "$SERVER_PID")" -v t0="$t0" -v t1="$(date +%s.%N)" -v hz="$CLK_TCK" \
+        'BEGIN { printf "%d", 100 * (c1 - c0) / hz / (t1 - t0) }')
+    # perfdhcp exits 3 when packets were dropped: a normal outcome here.
+    if ((rc != 0 && rc != 3)); then
+        stop_server
+        cat "$out.perfdhcp" >&2
+        die "perfdhcp failed (exit $rc) at rate $rate against $name"
+    fi
+    LAST_SERVER_LOG=$out.server.log
+    # Kept running for the caller's checks (the rackboot store); stopped there.
+    # Parse the per-exchange blocks: "***Statistics for: DISCOVER-OFFER***"
+    # and "***Statistics for: REQUEST-ACK***", each with "sent packets: N",
+    # "received packets: N".
+    read -r SENT ACKED < <(awk '
+        /Statistics for: DISCOVER-OFFER/ { ex = "DO" }
+        /Statistics for: REQUEST-ACK/    { ex = "RA" }
+        /^sent packets:/     { sent[ex] = $3 }
+        /^received packets:/ { recv[ex] = $3 }
+        END { printf "%d %d\n", sent["DO"], recv["RA"] }' "$out.perfdhcp")
+    ((SENT > 0)) || { cat "$out.perfdhcp" >&2; stop_server; die "cannot read perfdhcp's statistics ($out.perfdhcp)"; }
+    LOSS=$(awk -v s="$SENT" -v a="$ACKED" 'BEGIN { printf "%.2f", 100 * (s - a) / s }')
+    DONE=$(awk -v a="$ACKED" -v p="$PERIOD" 'BEGIN { printf "%d", a / p }')
+    DROPS=$(awk '/^drops ratio:/ { printf "%s%.1f", sep, $3; sep = "/" }' "$out.perfdhcp")
+    PASS=$(awk -v l="$LOSS" -v m="$MAX_LOSS" 'BEGIN { print (l < m) ? 1 : 0 }')
+    # Did perfdhcp send what was asked? Below 90 % it is the client's ceiling.
+    CLIENT_BOUND=$(awk -v s="$SENT" -v r="$rate" -v p="$PERIOD" 'BEGIN { print (s < 0.9 * r * p) ? 1 : 0 }')
+    printf '  %-8s %6d/s  DISCOVERs %6d  ACKs %6d  loss %6.2f %%  (DO/RA %-11s) cpu %3d %%  rcvbuf full srv/cli %5d/%-5d -> %5d DORA/s %s%s\n' \
+        "$name" "$rate" "$SENT" "$ACKED" "$LOSS" "${DROPS:-?}" "$BUSY" "$SRV_OVF" "$CLI_OVF" "$DONE" \
+        "$( ((PASS)) && echo ok || echo LOSS)" "$( ((CLIENT_BOUND)) && echo ' (perfdhcp could not send at this rate)' || true)" >&2
+}
+
+# A trial, and on loss >= 1 % the same rate once more (a noise spike on a
+# shared machine should not end a search); the second result stands.
+trial_confirmed() { # NAME RATE
+    trial "$1" "$2"
+    ((PASS)) && return
+    stop_server
+    trial "$1" "$2"
+}
+
+# After a rackboot trial: no address in two MACs' leases. Sets DUPS, LEASES.
+rackboot_store_check() {
+    local db=$RDIR/state/rackboot.db
+    DUPS=$(sqlite3 "$db" "select ip, count(*) from leases group by ip having count(*)>1" 2>&1 || echo "query failed")
+    LEASES=$(sqlite3 "$db" "select count(*) from leases" 2>&1 || echo "?")
+    MACS_MULTI=$(sqlite3 "$db" "select count(*) from (select mac from leases group by mac having count(*)>1)" 2>&1 || echo "?")
+}
+
+# ---------------------------------------------------------------- search --
+# Per server: double from START_RATE until a trial loses >= 1 %, then bisect
+# between the last good and the first bad rate to PRECISION percent.
+# The two searches run interleaved, one trial of each in turn, so that both
+# servers meet the same spells of noise from whatever else the machine runs.
+declare -A S_RATE S_GOOD S_BAD S_DONE S_BEST S_BOUND
+
+search_init() { # NAME
+    S_RATE[$1]=$START_RATE S_GOOD[$1]=0 S_BAD[$1]=0 S_DONE[$1]=0 S_BEST[$1]=0 S_BOUND[$1]=""
+}
+
+# The next rate between good and bad, or done when they are close enough.
+search_bisect() { # NAME
+    local name=$1 good=${S_GOOD[$1]} bad=${S_BAD[$1]} mid
+    mid=$(((good + bad) / 2 / 50 * 50))
+    if ((100 * (bad - good) <= PRECISION * good || mid <= good || mid >= bad)); then
+        S_DONE[$name]=1
+    else
+        S_RATE[$name]=$mid
+    fi
+}
+
+search_step() { # NAME: one (confirmed) trial, and the search moves on
+    local name=$1 rate=${S_RATE[$1]}
+    trial_confirmed "$name" "$rate"
+    ((DONE > PEAK_OF[$name])) && PEAK_OF[$name]=$DONE
+    if ((PASS)); then
+        ((DONE > S_BEST[$name])) && S_BEST[$name]=$DONE
+        # The store of rackboot's best trial over all rounds, checked.
+        if [[ $name == rackboot ]] && ((DONE > RB_CHECKED)); then
+            RB_CHECKED=$DONE
+            rackboot_store_check
+            BEST_DUPS=$DUPS BEST_LEASES=$LEASES BEST_MACS_MULTI=$MACS_MULTI
+            BEST_LOG=$LAST_SERVER_LOG
+        fi
+        stop_server
+        S_GOOD[$name]=$rate
+        if ((CLIENT_BOUND)); then
+            S_BOUND[$name]="perfdhcp-bound" S_DONE[$name]=1
+        elif ((S_BAD[$name] == 0)); then
+            if ((rate * 2 <= MAX_RATE)); then S_RATE[$name]=$((rate * 2)); else S_DONE[$name]=1; fi
+        else
+            search_bisect "$name"
+        fi
+    else
+        stop_server
+        S_BAD[$name]=$rate
+        if ((S_GOOD[$name] == 0)); then
+            if ((rate / 2 >= MIN_RATE)); then S_RATE[$name]=$((rate / 2)); else S_DONE[$name]=1; fi
+        else
+            search_bisect "$name"
+        fi
+    fi
+}
+
+echo "DHCP rate search: kea-dhcp4 $KEA_VERSION vs rackboot $RACKBOOT_VERSION (RACKBOOT_LOG=${RACKBOOT_LOG:-default});" \
+    "$PERIOD s trials, precision $PRECISION %, $ROUNDS round(s)" >&2
+echo "load: ip netns exec $CLI_NS nice -n $NICE taskset -c 1 perfdhcp $(PERF_ARGS RATE)" >&2
+
+declare -A BEST_OF=([kea]=0 [rackboot]=0) BOUND_OF=() ROUNDS_OF=() PEAK_OF=([kea]=0 [rackboot]=0)
+RB_CHECKED=0 BEST_DUPS="" BEST_LEASES="" BEST_MACS_MULTI="" BEST_LOG=""
+servers=()
+for name in kea rackboot; do [[ -z $ONLY || $ONLY == "$name" ]] && servers+=("$name"); done
+for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+    echo "round $ROUND of $ROUNDS:" >&2
+    # Who goes first alternates from round to round.
+    if ((ROUND % 2)); then order=("${servers[@]}"); else order=(); for name in "${servers[@]}"; do order=("$name" "${order[@]}"); done; fi
+    for name in "${order[@]}"; do search_init "$name"; done
+    for ((step = 0; step < 40; step++)); do   # bounded: a search takes ~12 steps
+        busy=0
+        for name in "${order[@]}"; do
+            ((S_DONE[$name])) && continue
+            busy=1
+            search_step "$name"
+        done
+        ((busy)) || break
+    done
+    for name in "${order[@]}"; do
+        ROUNDS_OF[$name]="${ROUNDS_OF[$name]:-}${ROUNDS_OF[$name]:+ }${S_BEST[$name]}"
+        if ((S_BEST[$name] > BEST_OF[$name])); then
+            BEST_OF[$name]=${S_BEST[$name]} BOUND_OF[$name]=${S_BOUND[$name]}
+        fi
+    done
+done
+rm -f "$KDIR"/leases4.csv*
+KEA_BEST=${BEST_OF[kea]} KEA_BOUND=${BOUND_OF[kea]:-}
+RB_BEST=${BEST_OF[rackboot]} RB_BOUND=${BOUND_OF[rackboot]:-}
+# Kea logs its (not) multi-threading at WARN on every start: not a problem.
+KEA_WARN=$(cat "$TMP"/trial-*-kea-*.server.log "$KDIR/kea-dhcp4.log" 2>/dev/null |
+    grep -E ' (WARN|ERROR|FATAL) ' | grep -vc DHCP4_MULTI_THREADING_INFO || true)
+
+# ----------------------------------------------------------------- report --
+echo >&2
+echo "rackboot's store after its best trial ($RB_BEST DORA/s):"
+if [[ -n $BEST_LOG ]]; then
+    echo "  leases: $BEST_LEASES; MACs holding more than one: $BEST_MACS_MULTI"
+    if [[ -z $BEST_DUPS ]]; then
+        echo "  select ip, count(*) from leases group by ip having count(*)>1: (empty: no address handed to two MACs)"
+    else
+        echo "  select ip, count(*) from leases group by ip having count(*)>1:"
+        sed 's/^/    /' <<<"$BEST_DUPS" | head -20
+    fi
+    echo "  its log: $(grep -c . "$BEST_LOG") lines, $(grep -c -E ' WARN | ERROR ' "$BEST_LOG" || true) WARN/ERROR;" \
+        "NAKs logged: $(grep -ci 'nak' "$BEST_LOG" || true)"
+    grep -E ' WARN | ERROR ' "$BEST_LOG" | sed -E 's/^[^ ]+ +//' | sort | uniq -c | sort -rn | head -5 | sed 's/^/    /' || true
+fi
+echo "kea-dhcp4 WARN/ERROR log lines over all its trials (less its start-up note): $KEA_WARN"
+echo "most DORA/s completed in any trial, whatever its loss: kea-dhcp4 ${PEAK_OF[kea]}; rackboot ${PEAK_OF[rackboot]}"
+if ((ROUNDS > 1)); then
+    echo "best of each round: kea-dhcp4 ${ROUNDS_OF[kea]:--}; rackboot ${ROUNDS_OF[rackboot]:--}"
+fi
+echo
+echo "DHCP DORA/s (<$MAX_LOSS % loss), perfdhcp relayed, /16 pool, server on core 0$( ((QUICK)) && echo ', --quick' || true)"
+printf '  %-21s %6d%s\n' "kea-dhcp4 (memfile)" "$KEA_BEST" "${KEA_BOUND:+  ($KEA_BOUND)}"
+printf '  %-21s %6d%s\n' "rackboot" "$RB_BEST" "${RB_BOUND:+  ($RB_BOUND)}"
+if ((KEA_BEST > 0)); then
+    printf '  %-21s %6s\n' "ratio rackboot/kea" "$(awk -v r="$RB_BEST" -v k="$KEA_BEST" 'BEGIN { printf "%.2f", r / k }')"
+else
+    printf '  %-21s %6s\n' "ratio rackboot/kea" "n/a"
+fi
+echo "  ($((SECONDS - T0)) s)"
+exit 0
