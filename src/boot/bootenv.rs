@@ -77,6 +77,26 @@ impl Bootenv {
     pub fn for_arch(&self, arch: BootArch) -> Option<&ArchBoot> {
         self.arches.get(&arch)
     }
+
+    /// What `path` (under the assets directory) is to a node booting this on `arch`.
+    pub fn role_of(&self, arch: BootArch, path: &str) -> AssetRole {
+        match self.for_arch(arch) {
+            Some(ArchBoot::Kernel { kernel, .. }) if kernel == path => AssetRole::Kernel,
+            Some(ArchBoot::Kernel { initrds, .. }) if initrds.iter().any(|i| i == path) => {
+                AssetRole::Initrd
+            }
+            _ => AssetRole::Other,
+        }
+    }
+}
+
+/// What an asset is to a booting node.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum AssetRole {
+    Kernel,
+    Initrd,
+    /// A loader, or a file this bootenv does not name.
+    Other,
 }
 
 /// Why a bootenv file was refused. Names the file, and the line where the
@@ -279,6 +299,20 @@ local = "sanboot"
             .to_string();
         assert!(msg.contains("line 2, column"), "{msg}");
         assert_eq!(msg.lines().count(), 1, "one line: {msg}");
+    }
+
+    #[test]
+    fn asset_roles_follow_the_bootenv() {
+        let b = Bootenv::parse(Path::new("/c/install.toml"), GOOD).unwrap();
+        let x = BootArch::X86_64Efi;
+        assert_eq!(b.role_of(x, "x86_64/vmlinuz"), AssetRole::Kernel);
+        assert_eq!(b.role_of(x, "x86_64/initrd.img"), AssetRole::Initrd);
+        assert_eq!(b.role_of(x, "ipxe-amd64.efi"), AssetRole::Other);
+        assert_eq!(
+            b.role_of(BootArch::Bios, "x86_64/vmlinuz"),
+            AssetRole::Other,
+            "bios boots local"
+        );
     }
 
     #[test]

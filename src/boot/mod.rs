@@ -9,7 +9,7 @@ pub mod decide;
 pub mod lifecycle;
 pub mod script;
 
-pub use bootenv::{ArchBoot, Bootenv, LocalMethod};
+pub use bootenv::{ArchBoot, AssetRole, Bootenv, LocalMethod};
 pub use catalog::{Catalog, CatalogCell, CatalogError, TemplateContext};
 pub use decide::{Decision, Urls, decide, decide_for_node};
 pub use lifecycle::{Progress, next_state};

@@ -11,7 +11,7 @@ use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
 use super::{HttpContext, HttpError, parse_mac};
-use crate::boot::{ArchBoot, Progress, render_ipxe};
+use crate::boot::{AssetRole, Progress, render_ipxe};
 use crate::model::{BootArch, EventKind, Timestamp};
 use crate::nodes;
 
@@ -97,21 +97,14 @@ pub async fn asset(
     Ok(resp.map(Body::new))
 }
 
-/// Whether `path` is the node's kernel, one of its initrds, or something else,
-/// for its current bootenv and architecture.
+/// The timeline entry for a fetch of `path` by `node`.
 fn asset_role(ctx: &HttpContext, node: &crate::model::Node, path: &str) -> EventKind {
-    let boot = node.arch.and_then(|a| {
-        ctx.catalog
-            .current()
-            .get(&node.bootenv)?
-            .for_arch(a)
-            .cloned()
-    });
-    match boot {
-        Some(ArchBoot::Kernel { kernel, .. }) if kernel == path => EventKind::HttpKernel,
-        Some(ArchBoot::Kernel { initrds, .. }) if initrds.iter().any(|i| i == path) => {
-            EventKind::HttpInitrd
-        }
+    let role = node
+        .arch
+        .and_then(|a| Some(ctx.catalog.current().get(&node.bootenv)?.role_of(a, path)));
+    match role {
+        Some(AssetRole::Kernel) => EventKind::HttpKernel,
+        Some(AssetRole::Initrd) => EventKind::HttpInitrd,
         _ => EventKind::HttpAsset,
     }
 }
