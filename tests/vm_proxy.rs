@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::api::{kinds, node, timeline_text};
 use common::lab::{self, Firmware, Lab, SERVER_IP, Vm};
 use serde_json::Value;
 
@@ -123,40 +124,6 @@ domain = "lab.internal"
         lab::tail(&lab::read_text(&log), 20)
     );
     Rackboot { pid, log }
-}
-
-/// `GET /api/v1/nodes/<mac>` from inside the lab; `None` until the node exists.
-fn node(lab: &Lab, mac: &str) -> Option<Value> {
-    let url = format!("http://{SERVER_IP}/api/v1/nodes/{mac}");
-    let out = lab.run("curl", &["-sf", "-m", "5", &url], Duration::from_secs(10));
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).ok())
-        .flatten()
-}
-
-fn kinds(node: &Value) -> Vec<(String, String)> {
-    node["events"]
-        .as_array()
-        .map(|evs| {
-            evs.iter()
-                .map(|e| {
-                    (
-                        e["kind"].as_str().unwrap_or_default().to_string(),
-                        e["detail"].as_str().unwrap_or_default().to_string(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn timeline_text(node: &Value) -> String {
-    kinds(node)
-        .iter()
-        .map(|(k, d)| format!("  {k:<18} {}", d.lines().next().unwrap_or_default()))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// The DHCP packets of the capture as tcpdump decodes them (`-vv`), one string per packet: its
