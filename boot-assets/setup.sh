@@ -185,6 +185,9 @@ ensure_packages() {
         die "could not install: ${missing[*]}"
     mapfile -t missing < <(missing_packages "${missing[@]}")
     ((${#missing[@]} == 0)) || die "apt-get succeeded but these are still not installed: ${missing[*]}"
+    hash -r
+    mapfile -t own < <(missing_tools | sort -u)
+    ((${#own[@]} == 0)) || die "still missing after the install: packages ${own[*]} (apt-get install ${own[*]})"
 }
 
 HOST_CODENAME=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")

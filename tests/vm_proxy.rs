@@ -560,11 +560,10 @@ fn unicast_renewals_reach_the_address_server_beside_rackboot_in_proxy_mode() {
             lab::tail(&lab::read_text(&dnsmasq_log), 20)
         ),
     }
-    assert!(
-        !lab::read_text(&log).contains("broadcasting renew"),
-        "{}",
-        lab::read_text(&log)
-    );
+    // udhcpc itself may still fall back to a broadcast renewal: busybox sends the unicast from
+    // a short-lived socket connected to the server, and an ACK that arrives before that socket
+    // is closed is delivered to it and lost. That is the client's race, not the server's, so
+    // the proof is the wire above (the unicast REQUEST answered by dnsmasq), not udhcpc's log.
     let acks = lab::read_text(&dnsmasq_log)
         .matches(&format!("DHCPACK(br0) {ip} {mac}"))
         .count();
