@@ -34,6 +34,9 @@ pub enum StoreError {
     NoSuchNode(Mac),
     #[error("store: {0}")]
     Conflict(String),
+    /// An edit of a node record refused by the edit itself (e.g. a protected node).
+    #[error("{0}")]
+    Refused(String),
     #[error(
         "store: the state directory {0} is in use by another rackboot (only one process may own it)"
     )]
@@ -49,6 +52,10 @@ impl StoreError {
         matches!(self, StoreError::NoSuchNode(_))
     }
 }
+
+/// A change to one node record, applied atomically with respect to every
+/// other change of that record; `Err` refuses it and nothing is written.
+pub type NodeEdit = Box<dyn FnOnce(&mut Node) -> Result<(), String> + Send>;
 
 /// What a lease allocation asks for.
 #[derive(Debug, Clone)]
@@ -75,6 +82,20 @@ pub trait Store: Send + Sync + 'static {
     /// in force and whether it was created.
     async fn create_node_if_absent(&self, node: Node) -> Result<(Node, bool), StoreError>;
     async fn nodes(&self) -> Result<Vec<Node>, StoreError>;
+    /// Applies `edit` to the record of `mac` and returns the new record,
+    /// durable on return. A hostname or fixed address that another node
+    /// holds is a [`StoreError::Conflict`]; the edit's own refusal is
+    /// [`StoreError::Refused`].
+    async fn update_node(&self, mac: Mac, edit: NodeEdit) -> Result<Node, StoreError>;
+    /// Creates or replaces (by MAC) every record in `nodes` in one
+    /// transaction: all of them are written or none is (a whole rack imported
+    /// at once). Hostnames and fixed addresses must be unique across the
+    /// result.
+    async fn put_nodes(&self, nodes: Vec<Node>) -> Result<(), StoreError>;
+    /// Deletes the record of `mac` and its timeline; whether it existed. The
+    /// MAC's lease stays until it expires: the machine may still be using
+    /// the address, and handing it to another would double it.
+    async fn delete_node(&self, mac: Mac) -> Result<bool, StoreError>;
     /// Records that the node was seen now, on `arch` if known.
     async fn touch_node(
         &self,

@@ -25,7 +25,7 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{EVENTS_PER_NODE, LeaseRequest, Store, StoreError};
+use super::{EVENTS_PER_NODE, LeaseRequest, NodeEdit, Store, StoreError};
 use crate::model::{
     BootArch, Event, EventKind, Lease, LeaseState, Mac, Node, NodeState, Timestamp,
 };
@@ -109,6 +109,38 @@ impl Cache {
         self.nodes.insert(node.mac, node);
     }
 
+    fn remove_node(&mut self, mac: Mac) -> Option<Node> {
+        let old = self.nodes.remove(&mac)?;
+        if self.by_hostname.get(&old.hostname.to_ascii_lowercase()) == Some(&mac) {
+            self.by_hostname.remove(&old.hostname.to_ascii_lowercase());
+        }
+        if let Some(ip) = old.ipv4 {
+            if self.by_fixed_ip.get(&ip) == Some(&mac) {
+                self.by_fixed_ip.remove(&ip);
+            }
+        }
+        self.events_since_trim.remove(&mac);
+        self.seen_saved.remove(&mac);
+        Some(old)
+    }
+
+    /// Why `node` cannot be stored beside the records of every MAC not in
+    /// `replaced`: its hostname or fixed address belongs to one of them.
+    fn clash(&self, node: &Node, replaced: &dyn Fn(Mac) -> bool) -> Option<String> {
+        if let Some(other) = self.by_hostname.get(&node.hostname.to_ascii_lowercase()) {
+            if *other != node.mac && !replaced(*other) {
+                return Some(format!(
+                    "hostname {} already belongs to {other}",
+                    node.hostname
+                ));
+            }
+        }
+        let ip = node.ipv4?;
+        let other = self.by_fixed_ip.get(&ip)?;
+        (*other != node.mac && !replaced(*other))
+            .then(|| format!("address {ip} already belongs to {other}"))
+    }
+
     fn put_lease(&mut self, lease: Lease) {
         let ip = u32::from(lease.ip);
         if let Some(old) = self.leases.get(&ip) {
@@ -149,6 +181,11 @@ impl Cache {
 /// One change for the writer task.
 enum Write {
     Node(Box<Node>),
+    /// Records written in the same transaction (one message is never split),
+    /// whose hostnames and fixed addresses may have moved between them.
+    Nodes(Vec<Node>),
+    /// Delete the record and its timeline.
+    DeleteNode(Mac),
     Lease(Lease),
     DropLease(Ipv4Addr),
     Event(Mac, Event),
@@ -311,12 +348,28 @@ async fn write_loop(pool: SqlitePool, mut queue: mpsc::Receiver<Write>) {
         let mut leases: BTreeMap<u32, Option<Lease>> = BTreeMap::new();
         let mut events = Vec::new();
         let mut trims = Vec::new();
+        let mut deletes = Vec::new();
+        let mut rekeyed = Vec::new();
         let mut flushes = Vec::new();
         // Later changes of the same record replace earlier ones: one row each.
         for w in batch.drain(..) {
             match w {
                 Write::Node(n) => {
                     nodes.insert(n.mac, n);
+                }
+                Write::Nodes(all) => {
+                    for n in all {
+                        rekeyed.push(n.mac);
+                        nodes.insert(n.mac, Box::new(n));
+                    }
+                }
+                Write::DeleteNode(mac) => {
+                    // Deletes run first in the transaction: a record written
+                    // again after its delete must survive it.
+                    nodes.remove(&mac);
+                    events.retain(|(m, _)| *m != mac);
+                    trims.retain(|m| *m != mac);
+                    deletes.push(mac);
                 }
                 Write::Lease(l) => {
                     leases.insert(u32::from(l.ip), Some(l));
@@ -329,7 +382,7 @@ async fn write_loop(pool: SqlitePool, mut queue: mpsc::Receiver<Write>) {
                 Write::Flush(tx) => flushes.push(tx),
             }
         }
-        let result = commit(&pool, nodes, leases, events, trims)
+        let result = commit(&pool, deletes, rekeyed, nodes, leases, events, trims)
             .await
             .map_err(|e| e.to_string());
         if let Err(e) = &result {
@@ -343,18 +396,55 @@ async fn write_loop(pool: SqlitePool, mut queue: mpsc::Receiver<Write>) {
 
 async fn commit(
     pool: &SqlitePool,
+    deletes: Vec<Mac>,
+    rekeyed: Vec<Mac>,
     nodes: HashMap<Mac, Box<Node>>,
     leases: BTreeMap<u32, Option<Lease>>,
     events: Vec<(Mac, Event)>,
     trims: Vec<Mac>,
 ) -> Result<(), StoreError> {
-    if nodes.is_empty() && leases.is_empty() && events.is_empty() && trims.is_empty() {
+    if deletes.is_empty()
+        && rekeyed.is_empty()
+        && nodes.is_empty()
+        && leases.is_empty()
+        && events.is_empty()
+        && trims.is_empty()
+    {
         return Ok(());
     }
     let mut tx = pool
         .begin_with("BEGIN IMMEDIATE")
         .await
         .map_err(db("begin transaction"))?;
+    for mac in deletes {
+        for sql in [
+            "DELETE FROM events WHERE mac = ?",
+            "DELETE FROM nodes WHERE mac = ?",
+        ] {
+            sqlx::query(sql)
+                .bind(mac.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(db("delete node"))?;
+        }
+    }
+    // Hostnames and fixed addresses are unique per row, and SQLite checks
+    // that row by row: records that swap them (an import, an edit) first
+    // give theirs up, so no order of the upserts below trips the check.
+    for chunk in rekeyed.chunks(1000) {
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "UPDATE nodes SET ipv4 = NULL, hostname = char(1) || mac WHERE mac IN (",
+        );
+        let mut sep = q.separated(", ");
+        for mac in chunk {
+            sep.push_bind(mac.to_string());
+        }
+        q.push(")");
+        q.build()
+            .execute(&mut *tx)
+            .await
+            .map_err(db("save nodes"))?;
+    }
     let nodes: Vec<Box<Node>> = nodes.into_values().collect();
     // SQLite allows 32766 bound values per statement.
     for chunk in nodes.chunks(1000) {
@@ -567,6 +657,83 @@ impl Store for SqliteStore {
         let mut all: Vec<Node> = self.cache().nodes.values().cloned().collect();
         all.sort_by_key(|n| n.mac);
         Ok(all)
+    }
+
+    async fn update_node(&self, mac: Mac, edit: NodeEdit) -> Result<Node, StoreError> {
+        let node = {
+            let mut c = self.cache();
+            let mut node = c
+                .nodes
+                .get(&mac)
+                .ok_or(StoreError::NoSuchNode(mac))?
+                .clone();
+            edit(&mut node).map_err(StoreError::Refused)?;
+            // The MAC is the key: an edit cannot move a record to another one.
+            node.mac = mac;
+            if let Some(why) = c.clash(&node, &|_| false) {
+                return Err(StoreError::Conflict(why));
+            }
+            c.put_node(node.clone());
+            node
+        };
+        self.queue(Write::Nodes(vec![node.clone()])).await?;
+        self.flush().await?;
+        Ok(node)
+    }
+
+    async fn put_nodes(&self, nodes: Vec<Node>) -> Result<(), StoreError> {
+        {
+            let mut c = self.cache();
+            let mut hostnames: HashMap<String, Mac> = HashMap::new();
+            let mut addrs: HashMap<Ipv4Addr, Mac> = HashMap::new();
+            let macs: std::collections::HashSet<Mac> = nodes.iter().map(|n| n.mac).collect();
+            if macs.len() != nodes.len() {
+                let mut seen = std::collections::HashSet::new();
+                let dup = nodes.iter().find(|n| !seen.insert(n.mac)).map(|n| n.mac);
+                return Err(StoreError::Conflict(format!(
+                    "MAC {} appears more than once",
+                    dup.map(|m| m.to_string()).unwrap_or_default()
+                )));
+            }
+            for n in &nodes {
+                if let Some(other) = hostnames.insert(n.hostname.to_ascii_lowercase(), n.mac) {
+                    return Err(StoreError::Conflict(format!(
+                        "hostname {} is given to both {other} and {}",
+                        n.hostname, n.mac
+                    )));
+                }
+                if let Some(ip) = n.ipv4 {
+                    if let Some(other) = addrs.insert(ip, n.mac) {
+                        return Err(StoreError::Conflict(format!(
+                            "address {ip} is given to both {other} and {}",
+                            n.mac
+                        )));
+                    }
+                }
+                // Records being replaced in this same write give up their
+                // names and addresses to it.
+                if let Some(why) = c.clash(n, &|m| macs.contains(&m)) {
+                    return Err(StoreError::Conflict(format!("{}: {why}", n.mac)));
+                }
+            }
+            for n in &nodes {
+                c.remove_node(n.mac);
+            }
+            for n in &nodes {
+                c.put_node(n.clone());
+            }
+        }
+        self.queue(Write::Nodes(nodes)).await?;
+        self.flush().await
+    }
+
+    async fn delete_node(&self, mac: Mac) -> Result<bool, StoreError> {
+        if self.cache().remove_node(mac).is_none() {
+            return Ok(false);
+        }
+        self.queue(Write::DeleteNode(mac)).await?;
+        self.flush().await?;
+        Ok(true)
     }
 
     async fn touch_node(
@@ -889,6 +1056,98 @@ mod tests {
                 .unwrap_err()
                 .is_no_such_node()
         );
+    }
+
+    #[tokio::test]
+    async fn edits_imports_and_deletes_are_atomic_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = |n: u8, host: &str, ip: Option<&str>| {
+            let mut x = Node::discovered(mac(n), "discovery", format!("t{n}"), Timestamp(1));
+            x.hostname = host.into();
+            x.ipv4 = ip.map(|s| s.parse().unwrap());
+            x
+        };
+        {
+            let s = SqliteStore::open(dir.path()).await.unwrap();
+            s.put_nodes(vec![
+                node(1, "b1", Some("10.0.0.1")),
+                node(2, "b2", Some("10.0.0.2")),
+            ])
+            .await
+            .unwrap();
+            s.add_event(
+                mac(2),
+                &Event {
+                    at: Timestamp(2),
+                    kind: EventKind::DhcpAck,
+                    detail: "10.0.0.2".into(),
+                },
+            )
+            .await
+            .unwrap();
+            // One bad record refuses the whole import: nothing of it is written.
+            let err = s
+                .put_nodes(vec![node(3, "b3", None), node(4, "b4", Some("10.0.0.1"))])
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("10.0.0.1"), "{err}");
+            assert!(s.node(mac(3)).await.unwrap().is_none());
+            // Swapping addresses between two records in one import is fine.
+            s.put_nodes(vec![
+                node(1, "b1", Some("10.0.0.2")),
+                node(2, "b2", Some("10.0.0.1")),
+            ])
+            .await
+            .unwrap();
+            let edited = s
+                .update_node(
+                    mac(1),
+                    Box::new(|n| {
+                        n.bootenv = "rescue".into();
+                        Ok(())
+                    }),
+                )
+                .await
+                .unwrap();
+            assert_eq!(edited.bootenv, "rescue");
+            let refused = s
+                .update_node(mac(1), Box::new(|_| Err("node b1 is protected".into())))
+                .await
+                .unwrap_err();
+            assert_eq!(refused.to_string(), "node b1 is protected");
+            let clash = s
+                .update_node(
+                    mac(1),
+                    Box::new(|n| {
+                        n.hostname = "B2".into();
+                        Ok(())
+                    }),
+                )
+                .await
+                .unwrap_err();
+            assert!(matches!(clash, StoreError::Conflict(_)), "{clash}");
+            assert!(s.delete_node(mac(2)).await.unwrap());
+            assert!(!s.delete_node(mac(2)).await.unwrap());
+            // The address of a deleted record is free for another.
+            s.put_nodes(vec![node(5, "b2", Some("10.0.0.1"))])
+                .await
+                .unwrap();
+            s.sync().await.unwrap();
+        }
+        let s = SqliteStore::open(dir.path()).await.unwrap();
+        let all = s.nodes().await.unwrap();
+        let summary: Vec<_> = all
+            .iter()
+            .map(|n| (n.mac, n.hostname.as_str(), n.ipv4, n.bootenv.as_str()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (mac(1), "b1", Some("10.0.0.2".parse().unwrap()), "rescue"),
+                (mac(5), "b2", Some("10.0.0.1".parse().unwrap()), "discovery"),
+            ]
+        );
+        assert!(s.events(mac(2)).await.unwrap().is_empty());
     }
 
     #[tokio::test]
