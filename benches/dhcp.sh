@@ -37,7 +37,8 @@
 #   --only S    measure one server only (while working on this script).
 # Environment: TMPDIR (where lease stores and logs go; /tmp by default: a
 # disk, as deployed), KEEP_TMP=1 keeps that dir, RACKBOOT_LOG as for
-# rackboot (default: its own default, info); Kea logs at WARN to a file.
+# rackboot (default here: warn, the level Kea logs at in this run, so both
+# write the same kind of lines; per-packet lines are debug in rackboot anyway).
 # rackboot is built with cargo build --release unless target/release/rackboot
 # is newer than every source file; the run uses a copy of it.
 #
@@ -297,7 +298,7 @@ start_server() { # NAME LOGFILE
         rackboot)
             rm -rf "$RDIR/state"
             mkdir -p "$RDIR/state"
-            ip netns exec "$SRV_NS" nice -n "$NICE" taskset -c 0 "$RACKBOOT" serve --config "$RDIR/rackboot.toml" >"$out" 2>&1 &
+            RACKBOOT_LOG=${RACKBOOT_LOG:-warn} ip netns exec "$SRV_NS" nice -n "$NICE" taskset -c 0 "$RACKBOOT" serve --config "$RDIR/rackboot.toml" >"$out" 2>&1 &
             ;;
     esac
     SERVER_PID=$!   # ip netns exec and taskset exec: this is the server itself
@@ -434,14 +435,15 @@ search_step() { # NAME: one (confirmed) trial, and the search moves on
     ((DONE > PEAK_OF[$name])) && PEAK_OF[$name]=$DONE
     if ((PASS)); then
         ((DONE > S_BEST[$name])) && S_BEST[$name]=$DONE
-        # The store of rackboot's best trial over all rounds, checked.
+        # The store of rackboot's best trial over all rounds, checked once
+        # rackboot has stopped (it holds its database exclusively).
+        stop_server
         if [[ $name == rackboot ]] && ((DONE > RB_CHECKED)); then
             RB_CHECKED=$DONE
             rackboot_store_check
             BEST_DUPS=$DUPS BEST_LEASES=$LEASES BEST_MACS_MULTI=$MACS_MULTI
             BEST_LOG=$LAST_SERVER_LOG
         fi
-        stop_server
         S_GOOD[$name]=$rate
         if ((CLIENT_BOUND)); then
             S_BOUND[$name]="perfdhcp-bound" S_DONE[$name]=1
@@ -461,7 +463,7 @@ search_step() { # NAME: one (confirmed) trial, and the search moves on
     fi
 }
 
-echo "DHCP rate search: kea-dhcp4 $KEA_VERSION vs rackboot $RACKBOOT_VERSION (RACKBOOT_LOG=${RACKBOOT_LOG:-default});" \
+echo "DHCP rate search: kea-dhcp4 $KEA_VERSION vs rackboot $RACKBOOT_VERSION (RACKBOOT_LOG=${RACKBOOT_LOG:-warn});" \
     "$PERIOD s trials, precision $PRECISION %, $ROUNDS round(s)" >&2
 echo "load: ip netns exec $CLI_NS nice -n $NICE taskset -c 1 perfdhcp $(PERF_ARGS RATE)" >&2
 

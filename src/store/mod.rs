@@ -20,13 +20,19 @@ pub enum StoreError {
     Database {
         op: &'static str,
         #[source]
-        source: sqlx::Error,
+        source: rusqlite::Error,
     },
     #[error("store: cannot open {path}: {source}")]
     Open {
         path: std::path::PathBuf,
         #[source]
-        source: sqlx::Error,
+        source: rusqlite::Error,
+    },
+    #[error("store: {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
     },
     #[error("store: row for {key} is corrupt: {reason}")]
     Corrupt { key: String, reason: String },
@@ -79,7 +85,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn node(&self, mac: Mac) -> Result<Option<Node>, StoreError>;
     /// Inserts `node` unless a record for its MAC exists; returns the record
-    /// in force and whether it was created.
+    /// in force and whether it was created. Not durable on return: a record
+    /// promises nothing until its first state change (the boot script that
+    /// carries its token moves it to `booting`), which is.
     async fn create_node_if_absent(&self, node: Node) -> Result<(Node, bool), StoreError>;
     async fn nodes(&self) -> Result<Vec<Node>, StoreError>;
     /// Applies `edit` to the record of `mac` and returns the new record,

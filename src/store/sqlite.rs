@@ -3,7 +3,7 @@
 //!
 //! Reads are served from memory: node records and leases are loaded at open
 //! and kept in step with every write, so a DHCP storm never waits on a query.
-//! Writes go through one writer task that commits whatever has queued up in a
+//! Writes go through one writer thread that commits whatever has queued up in a
 //! single transaction (group commit): under load one commit carries hundreds
 //! of leases. Callers that promise something to a client (an ACK, a new node
 //! record) wait for their write's commit; with WAL a committed transaction
@@ -18,12 +18,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
-};
-use sqlx::{QueryBuilder, Row, Sqlite};
-use tokio::sync::{mpsc, oneshot};
+use rusqlite::{Connection, Row, TransactionBehavior, params};
+use tokio::sync::{Notify, oneshot};
 
 use super::{EVENTS_PER_NODE, LeaseRequest, NodeEdit, Store, StoreError};
 use crate::model::{
@@ -56,7 +52,9 @@ CREATE TABLE IF NOT EXISTS leases (
     state   TEXT NOT NULL,
     expires INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS leases_by_mac ON leases(mac);
+-- Leases are looked up by MAC in memory only; an index on it would cost a
+-- write at a random place per lease.
+DROP INDEX IF EXISTS leases_by_mac;
 CREATE TABLE IF NOT EXISTS events (
     id     INTEGER PRIMARY KEY AUTOINCREMENT,
     mac    TEXT NOT NULL,
@@ -68,11 +66,22 @@ CREATE INDEX IF NOT EXISTS events_by_mac ON events(mac, id);
 "#;
 
 pub struct SqliteStore {
-    pool: SqlitePool,
     cache: Arc<Mutex<Cache>>,
-    writer: mpsc::Sender<Write>,
-    /// Held for the life of the store: the exclusive lock on the state directory.
-    _lock: Option<nix::fcntl::Flock<std::fs::File>>,
+    queue: Arc<WriteQueue>,
+    /// The writer thread, which also holds the exclusive lock on the state
+    /// directory until it has closed the file.
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for SqliteStore {
+    /// Closes the queue and waits for the writer to commit what is left, so
+    /// the directory is free again when the store is gone.
+    fn drop(&mut self) {
+        self.queue.close();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Everything reads need, kept in step with the database.
@@ -178,33 +187,101 @@ impl Cache {
     }
 }
 
-/// One change for the writer task.
+/// One change for the writer thread. Lazy writes (a node's last-seen time,
+/// timeline events, offers) promise nothing to anyone: they ride along with
+/// one commit a second (or sooner when something reads or syncs), so under a
+/// DHCP storm the pages they touch (random places in the MAC indexes) are
+/// written once for thousands of writes instead of once per commit.
 enum Write {
     Node(Box<Node>),
+    LazyNode(Box<Node>),
     /// Records written in the same transaction (one message is never split),
     /// whose hostnames and fixed addresses may have moved between them.
     Nodes(Vec<Node>),
     /// Delete the record and its timeline.
     DeleteNode(Mac),
     Lease(Lease),
+    LazyLease(Lease),
     DropLease(Ipv4Addr),
+    /// Appended to the timeline (lazy).
     Event(Mac, Event),
-    /// Trim the MAC's timeline to the newest [`EVENTS_PER_NODE`].
+    /// Trim the MAC's timeline to the newest [`EVENTS_PER_NODE`] (lazy).
     Trim(Mac),
-    /// Answered once everything queued before it is committed.
+    /// Answered once every write but the lazy ones queued before it is committed.
     Flush(oneshot::Sender<Result<(), String>>),
+    /// Answered once everything queued before it is committed.
+    Sync(oneshot::Sender<Result<(), String>>),
+    /// The MAC's timeline, read after everything queued before it is committed.
+    Events(Mac, oneshot::Sender<Result<Vec<Event>, String>>),
 }
 
-/// Writes queued before the writer catches up; past this, writers wait.
-const WRITE_QUEUE: usize = 65_536;
-/// Most changes one transaction carries.
-const BATCH: usize = 4096;
+/// How long lazy writes may wait for a commit to ride along with.
+const LAZY_DELAY: Duration = Duration::from_millis(1000);
+/// Lazy writes that commit on their own even before [`LAZY_DELAY`].
+const LAZY_MAX: usize = 20_000;
+
+/// The writes waiting for the writer thread. Only a write somebody waits on
+/// wakes the writer (once per batch, however many arrive while it commits),
+/// so on a busy core the writer and the DHCP server do not hand the CPU back
+/// and forth for every packet.
+#[derive(Default)]
+struct WriteQueue {
+    pending: Mutex<Pending>,
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct Pending {
+    writes: Vec<Write>,
+    lazy: usize,
+    /// The writer has been woken for what is pending.
+    woken: bool,
+    closed: bool,
+}
+
+impl WriteQueue {
+    fn push(&self, w: Write) -> Result<(), StoreError> {
+        let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        if p.closed {
+            return Err(StoreError::WriterGone);
+        }
+        let lazy = matches!(
+            w,
+            Write::LazyNode(_) | Write::LazyLease(_) | Write::Event(..) | Write::Trim(_)
+        );
+        p.writes.push(w);
+        if lazy {
+            p.lazy += 1;
+        }
+        if (!lazy || p.lazy >= LAZY_MAX) && !p.woken {
+            p.woken = true;
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Everything pending, and whether the queue is closed.
+    fn take(&self) -> (Vec<Write>, bool) {
+        let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        p.woken = false;
+        p.lazy = 0;
+        (std::mem::take(&mut p.writes), p.closed)
+    }
+
+    fn close(&self) {
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .closed = true;
+        self.wake.notify_one();
+    }
+}
 /// How stale the stored last-seen time may get before a touch writes it.
 const LAST_SEEN_GRAIN_MS: i64 = 60_000;
 /// Timelines are trimmed after this many new events per node.
 const TRIM_EVERY: i64 = 50;
 
-fn db(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+fn db(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     move |source| StoreError::Database { op, source }
 }
 
@@ -217,88 +294,88 @@ impl SqliteStore {
             path: path.clone(),
             source,
         };
-        std::fs::create_dir_all(state_dir).map_err(|e| open_err(sqlx::Error::Io(e)))?;
+        std::fs::create_dir_all(state_dir).map_err(|e| StoreError::Io {
+            path: state_dir.to_path_buf(),
+            source: e,
+        })?;
         let lock = lock_dir(state_dir)?;
-        let options = SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // WAL + NORMAL survives a process crash (kill -9) without losing
-            // committed transactions; only a power loss may drop the last ones.
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await
+        let conn = Connection::open(&path).map_err(open_err)?;
+        // WAL + NORMAL survives a process crash (kill -9) without losing
+        // committed transactions; only a power loss may drop the last ones.
+        conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
-        SqliteStore::start(pool, Some(lock)).await
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_err)?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(open_err)?;
+        // rackboot alone uses the file (it holds the directory lock), so
+        // SQLite need not lock and unlock it around every transaction.
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
+            .map_err(open_err)?;
+        SqliteStore::start(conn, Some(lock))
     }
 
     /// A private store in memory, for tests.
     pub async fn in_memory() -> Result<SqliteStore, StoreError> {
-        let options = SqliteConnectOptions::from_str("sqlite::memory:")
-            .map_err(db("open in-memory database"))?;
-        // One connection: each in-memory connection would be its own database.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options)
-            .await
-            .map_err(db("open in-memory database"))?;
-        SqliteStore::start(pool, None).await
+        let conn = Connection::open_in_memory().map_err(db("open in-memory database"))?;
+        SqliteStore::start(conn, None)
     }
 
-    async fn start(
-        pool: SqlitePool,
+    fn start(
+        conn: Connection,
         lock: Option<nix::fcntl::Flock<std::fs::File>>,
     ) -> Result<SqliteStore, StoreError> {
-        sqlx::raw_sql(SCHEMA)
-            .execute(&pool)
-            .await
-            .map_err(db("create schema"))?;
+        conn.execute_batch(SCHEMA).map_err(db("create schema"))?;
         // Columns added after a store was first created (CREATE TABLE IF NOT
         // EXISTS leaves an existing table as it was).
-        let columns: Vec<String> =
-            sqlx::query_scalar("SELECT name FROM pragma_table_info('nodes')")
-                .fetch_all(&pool)
-                .await
-                .map_err(db("read schema"))?;
+        let columns: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info('nodes')")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .map_err(db("read schema"))?;
         for (column, ty) in [("relay_info", "TEXT"), ("loader", "TEXT")] {
             if !columns.iter().any(|c| c == column) {
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                    "ALTER TABLE nodes ADD COLUMN {column} {ty}"
-                )))
-                .execute(&pool)
-                .await
-                .map_err(db("upgrade schema"))?;
+                conn.execute_batch(&format!("ALTER TABLE nodes ADD COLUMN {column} {ty}"))
+                    .map_err(db("upgrade schema"))?;
             }
         }
         let mut cache = Cache::default();
-        let rows = sqlx::query(
-            "SELECT mac, hostname, ipv4, labels, params, bootenv, next_bootenv, bootenv_expires, \
-             loader, protected, state, state_reason, relay_info, arch, last_seen, token, created FROM nodes",
-        )
-        .fetch_all(&pool)
-        .await
-        .map_err(db("load nodes"))?;
-        for row in &rows {
-            cache.put_node(node_from_row(row)?);
+        {
+            let mut q = conn
+                .prepare(&format!("SELECT {NODE_COLUMNS} FROM nodes"))
+                .map_err(db("load nodes"))?;
+            let mut rows = q.query([]).map_err(db("load nodes"))?;
+            while let Some(row) = rows.next().map_err(db("load nodes"))? {
+                cache.put_node(node_from_row(row)?);
+            }
+            let mut q = conn
+                .prepare("SELECT ip, mac, state, expires FROM leases")
+                .map_err(db("load leases"))?;
+            let mut rows = q.query([]).map_err(db("load leases"))?;
+            while let Some(row) = rows.next().map_err(db("load leases"))? {
+                cache.put_lease(lease_from_row(row)?);
+            }
         }
-        let rows = sqlx::query("SELECT ip, mac, state, expires FROM leases")
-            .fetch_all(&pool)
-            .await
-            .map_err(db("load leases"))?;
-        for row in &rows {
-            cache.put_lease(lease_from_row(row)?);
-        }
-        let (writer, queue) = mpsc::channel(WRITE_QUEUE);
-        tokio::spawn(write_loop(pool.clone(), queue));
+        let queue = Arc::new(WriteQueue::default());
+        let writer = queue.clone();
+        // The writer is a thread of its own, not a task: SQLite calls block,
+        // and one thread that commits a whole batch per wake-up costs a
+        // fraction of handing every statement to a worker and back.
+        let thread = std::thread::Builder::new()
+            .name("rackboot-store".into())
+            .spawn(move || {
+                batch_scheduling();
+                write_loop(conn, &writer);
+                // The directory is released only once the file is closed.
+                drop(lock);
+            })
+            .map_err(|e| StoreError::Io {
+                path: "rackboot-store thread".into(),
+                source: e,
+            })?;
         Ok(SqliteStore {
-            pool,
             cache: Arc::new(Mutex::new(cache)),
-            writer,
-            _lock: lock,
+            queue,
+            thread: Some(thread),
         })
     }
 
@@ -309,10 +386,7 @@ impl SqliteStore {
     }
 
     async fn queue(&self, w: Write) -> Result<(), StoreError> {
-        self.writer
-            .send(w)
-            .await
-            .map_err(|_| StoreError::WriterGone)
+        self.queue.push(w)
     }
 
     /// Waits until every write queued so far is committed.
@@ -332,217 +406,324 @@ fn lock_dir(state_dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, StoreE
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|e| StoreError::Open {
-            path: path.clone(),
-            source: sqlx::Error::Io(e),
-        })?;
+        .map_err(|e| StoreError::Io { path, source: e })?;
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
         .map_err(|_| StoreError::Locked(state_dir.to_path_buf()))
 }
 
-/// The writer task: commits whatever has queued, in order, a transaction at a time.
-async fn write_loop(pool: SqlitePool, mut queue: mpsc::Receiver<Write>) {
-    let mut batch = Vec::with_capacity(BATCH);
-    while queue.recv_many(&mut batch, BATCH).await > 0 {
-        let mut nodes: HashMap<Mac, Box<Node>> = HashMap::new();
-        let mut leases: BTreeMap<u32, Option<Lease>> = BTreeMap::new();
-        let mut events = Vec::new();
-        let mut trims = Vec::new();
-        let mut deletes = Vec::new();
-        let mut rekeyed = Vec::new();
-        let mut flushes = Vec::new();
-        // Later changes of the same record replace earlier ones: one row each.
-        for w in batch.drain(..) {
-            match w {
-                Write::Node(n) => {
-                    nodes.insert(n.mac, n);
-                }
-                Write::Nodes(all) => {
-                    for n in all {
-                        rekeyed.push(n.mac);
-                        nodes.insert(n.mac, Box::new(n));
-                    }
-                }
-                Write::DeleteNode(mac) => {
-                    // Deletes run first in the transaction: a record written
-                    // again after its delete must survive it.
-                    nodes.remove(&mac);
-                    events.retain(|(m, _)| *m != mac);
-                    trims.retain(|m| *m != mac);
-                    deletes.push(mac);
-                }
-                Write::Lease(l) => {
-                    leases.insert(u32::from(l.ip), Some(l));
-                }
-                Write::DropLease(ip) => {
-                    leases.insert(u32::from(ip), None);
-                }
-                Write::Event(mac, e) => events.push((mac, e)),
-                Write::Trim(mac) => trims.push(mac),
-                Write::Flush(tx) => flushes.push(tx),
-            }
-        }
-        let result = commit(&pool, deletes, rekeyed, nodes, leases, events, trims)
-            .await
-            .map_err(|e| e.to_string());
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "store: cannot commit; these changes are not saved");
-        }
-        for tx in flushes {
-            let _ = tx.send(result.clone());
-        }
-    }
-}
-
-async fn commit(
-    pool: &SqlitePool,
+/// What one transaction writes: the batch, with later changes of the same
+/// record replacing earlier ones (one row each).
+#[derive(Default)]
+struct Batch {
     deletes: Vec<Mac>,
     rekeyed: Vec<Mac>,
     nodes: HashMap<Mac, Box<Node>>,
     leases: BTreeMap<u32, Option<Lease>>,
     events: Vec<(Mac, Event)>,
     trims: Vec<Mac>,
-) -> Result<(), StoreError> {
-    if deletes.is_empty()
-        && rekeyed.is_empty()
-        && nodes.is_empty()
-        && leases.is_empty()
-        && events.is_empty()
-        && trims.is_empty()
+}
+
+impl Batch {
+    /// Writes it holds (for the lazy batch's size limit).
+    fn len(&self) -> usize {
+        self.nodes.len() + self.leases.len() + self.events.len()
+    }
+
+    /// Takes in `older`'s writes, keeping this batch's where both write the
+    /// same record (this one's are newer).
+    fn absorb(&mut self, older: Batch) {
+        for (mac, n) in older.nodes {
+            self.nodes.entry(mac).or_insert(n);
+        }
+        for (ip, l) in older.leases {
+            self.leases.entry(ip).or_insert(l);
+        }
+        let mut events = older.events;
+        events.append(&mut self.events);
+        self.events = events;
+        self.trims.extend(older.trims);
+        self.deletes.extend(older.deletes);
+        self.rekeyed.extend(older.rekeyed);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.deletes.is_empty()
+            && self.rekeyed.is_empty()
+            && self.nodes.is_empty()
+            && self.leases.is_empty()
+            && self.events.is_empty()
+            && self.trims.is_empty()
+    }
+}
+
+/// The writer thread: commits whatever has queued, in order, a transaction
+/// at a time, until the queue is closed. It runs a small runtime of its own
+/// only to wait for a wake-up with a timeout (the lazy writes' deadline).
+fn write_loop(mut conn: Connection, queue: &WriteQueue) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
     {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "store: cannot start the writer; nothing will be saved");
+            queue.close();
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        // Lazy writes not committed yet, and since when.
+        let mut lazy = Batch::default();
+        let mut lazy_since: Option<tokio::time::Instant> = None;
+        loop {
+            match lazy_since {
+                None => queue.wake.notified().await,
+                Some(since) => {
+                    let _ =
+                        tokio::time::timeout_at(since + LAZY_DELAY, queue.wake.notified()).await;
+                }
+            }
+            let (writes, closed) = queue.take();
+            let mut now = Batch::default();
+            let (mut flushes, mut syncs, mut reads) = (Vec::new(), Vec::new(), Vec::new());
+            for w in writes {
+                match w {
+                    Write::Node(n) => {
+                        // Every record written is the whole record as it is
+                        // now: an older lazy copy must not land after it.
+                        lazy.nodes.remove(&n.mac);
+                        now.nodes.insert(n.mac, n);
+                    }
+                    Write::LazyNode(n) => match now.nodes.get_mut(&n.mac) {
+                        Some(newer_than) => *newer_than = n,
+                        None => {
+                            lazy.nodes.insert(n.mac, n);
+                        }
+                    },
+                    Write::Nodes(all) => {
+                        for n in all {
+                            lazy.nodes.remove(&n.mac);
+                            now.rekeyed.push(n.mac);
+                            now.nodes.insert(n.mac, Box::new(n));
+                        }
+                    }
+                    Write::DeleteNode(mac) => {
+                        // Deletes run first in the transaction: a record
+                        // written again after its delete must survive it.
+                        for b in [&mut now, &mut lazy] {
+                            b.nodes.remove(&mac);
+                            b.events.retain(|(m, _)| *m != mac);
+                            b.trims.retain(|m| *m != mac);
+                        }
+                        now.deletes.push(mac);
+                    }
+                    Write::Lease(l) => {
+                        lazy.leases.remove(&u32::from(l.ip));
+                        now.leases.insert(u32::from(l.ip), Some(l));
+                    }
+                    Write::LazyLease(l) => {
+                        let ip = u32::from(l.ip);
+                        match now.leases.get_mut(&ip) {
+                            Some(newer_than) => *newer_than = Some(l),
+                            None => {
+                                lazy.leases.insert(ip, Some(l));
+                            }
+                        }
+                    }
+                    Write::DropLease(ip) => {
+                        lazy.leases.remove(&u32::from(ip));
+                        now.leases.insert(u32::from(ip), None);
+                    }
+                    Write::Event(mac, e) => lazy.events.push((mac, e)),
+                    Write::Trim(mac) => lazy.trims.push(mac),
+                    Write::Flush(tx) => flushes.push(tx),
+                    Write::Sync(tx) => syncs.push(tx),
+                    Write::Events(mac, tx) => reads.push((mac, tx)),
+                }
+            }
+            let due = lazy_since.is_some_and(|t| t.elapsed() >= LAZY_DELAY);
+            let everything =
+                !syncs.is_empty() || !reads.is_empty() || due || lazy.len() >= LAZY_MAX;
+            if everything {
+                now.absorb(std::mem::take(&mut lazy));
+                lazy_since = None;
+            } else if !lazy.is_empty() && lazy_since.is_none() {
+                lazy_since = Some(tokio::time::Instant::now());
+            }
+            let result = commit_logged(&mut conn, &now);
+            for tx in flushes.into_iter().chain(syncs) {
+                let _ = tx.send(result.clone());
+            }
+            for (mac, tx) in reads {
+                let _ = tx.send(read_events(&conn, mac).map_err(|e| e.to_string()));
+            }
+            if closed {
+                return;
+            }
+        }
+    })
+}
+
+/// Puts the calling thread under SCHED_BATCH: a wake-up does not preempt
+/// the thread that woke it. When the writer shares a core with the DHCP
+/// server, it then runs once the server has answered what is in its socket,
+/// and commits all of those ACKs' leases together, instead of preempting it
+/// at the first one. On a core of its own it changes nothing.
+fn batch_scheduling() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain syscall on the calling thread (pid 0) with a valid param.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "store: cannot set SCHED_BATCH for the writer");
+    }
+}
+
+/// Commits `b` (nothing when it is empty); a failure is logged and returned.
+fn commit_logged(conn: &mut Connection, b: &Batch) -> Result<(), String> {
+    if b.is_empty() {
         return Ok(());
     }
-    let mut tx = pool
-        .begin_with("BEGIN IMMEDIATE")
-        .await
+    let result = commit(conn, b).map_err(|e| e.to_string());
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "store: cannot commit; these changes are not saved");
+    }
+    result
+}
+
+fn commit(conn: &mut Connection, b: &Batch) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db("begin transaction"))?;
-    for mac in deletes {
-        for sql in [
-            "DELETE FROM events WHERE mac = ?",
-            "DELETE FROM nodes WHERE mac = ?",
-        ] {
-            sqlx::query(sql)
-                .bind(mac.to_string())
-                .execute(&mut *tx)
-                .await
-                .map_err(db("delete node"))?;
+    {
+        let mut delete_events = tx
+            .prepare_cached("DELETE FROM events WHERE mac = ?1")
+            .map_err(db("delete node"))?;
+        let mut delete_node = tx
+            .prepare_cached("DELETE FROM nodes WHERE mac = ?1")
+            .map_err(db("delete node"))?;
+        for mac in &b.deletes {
+            let mac = mac.to_string();
+            delete_events.execute([&mac]).map_err(db("delete node"))?;
+            delete_node.execute([&mac]).map_err(db("delete node"))?;
         }
-    }
-    // Hostnames and fixed addresses are unique per row, and SQLite checks
-    // that row by row: records that swap them (an import, an edit) first
-    // give theirs up, so no order of the upserts below trips the check.
-    for chunk in rekeyed.chunks(1000) {
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "UPDATE nodes SET ipv4 = NULL, hostname = char(1) || mac WHERE mac IN (",
-        );
-        let mut sep = q.separated(", ");
-        for mac in chunk {
-            sep.push_bind(mac.to_string());
-        }
-        q.push(")");
-        q.build()
-            .execute(&mut *tx)
-            .await
+        // Hostnames and fixed addresses are unique per row, and SQLite checks
+        // that row by row: records that swap them (an import, an edit) first
+        // give theirs up, so no order of the upserts below trips the check.
+        let mut rekey = tx
+            .prepare_cached(
+                "UPDATE nodes SET ipv4 = NULL, hostname = char(1) || mac WHERE mac = ?1",
+            )
             .map_err(db("save nodes"))?;
-    }
-    let nodes: Vec<Box<Node>> = nodes.into_values().collect();
-    // SQLite allows 32766 bound values per statement.
-    for chunk in nodes.chunks(1000) {
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO nodes (mac, hostname, ipv4, labels, params, bootenv, next_bootenv, \
-             bootenv_expires, loader, protected, state, state_reason, relay_info, arch, last_seen, token, created) ",
-        );
-        q.push_values(chunk, |mut b, n| {
-            b.push_bind(n.mac.to_string())
-                .push_bind(n.hostname.clone())
-                .push_bind(n.ipv4.map(ip_col))
-                .push_bind(serde_json::to_string(&n.labels).unwrap_or_else(|_| "{}".into()))
-                .push_bind(serde_json::to_string(&n.params).unwrap_or_else(|_| "{}".into()))
-                .push_bind(n.bootenv.clone())
-                .push_bind(n.next_bootenv.clone())
-                .push_bind(n.bootenv_expires.map(Timestamp::millis))
-                .push_bind(n.loader.clone())
-                .push_bind(n.protected)
-                .push_bind(n.state.as_str())
-                .push_bind(n.state_reason.clone())
-                .push_bind(n.relay_info.clone())
-                .push_bind(n.arch.map(BootArch::as_str))
-                .push_bind(n.last_seen.map(Timestamp::millis))
-                .push_bind(n.token.clone())
-                .push_bind(n.created.millis());
-        });
-        q.push(
-            " ON CONFLICT(mac) DO UPDATE SET hostname = excluded.hostname, ipv4 = excluded.ipv4, \
-             labels = excluded.labels, params = excluded.params, bootenv = excluded.bootenv, \
-             next_bootenv = excluded.next_bootenv, bootenv_expires = excluded.bootenv_expires, \
-             loader = excluded.loader, \
-             protected = excluded.protected, state = excluded.state, state_reason = excluded.state_reason, \
-             relay_info = excluded.relay_info, arch = excluded.arch, last_seen = excluded.last_seen, \
-             token = excluded.token",
-        );
-        q.build()
-            .execute(&mut *tx)
-            .await
-            .map_err(db("save nodes"))?;
-    }
-    let (upserts, drops): (Vec<_>, Vec<_>) = leases.into_iter().partition(|(_, l)| l.is_some());
-    for chunk in drops.chunks(5000) {
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("DELETE FROM leases WHERE ip IN (");
-        let mut sep = q.separated(", ");
-        for (ip, _) in chunk {
-            sep.push_bind(*ip as i64);
+        for mac in &b.rekeyed {
+            rekey.execute([mac.to_string()]).map_err(db("save nodes"))?;
         }
-        q.push(")");
-        q.build()
-            .execute(&mut *tx)
-            .await
+        let mut upsert = tx
+            .prepare_cached(&format!(
+                "INSERT INTO nodes ({NODE_COLUMNS}) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) \
+                 ON CONFLICT(mac) DO UPDATE SET hostname = excluded.hostname, ipv4 = excluded.ipv4, \
+                 labels = excluded.labels, params = excluded.params, bootenv = excluded.bootenv, \
+                 next_bootenv = excluded.next_bootenv, bootenv_expires = excluded.bootenv_expires, \
+                 loader = excluded.loader, protected = excluded.protected, state = excluded.state, \
+                 state_reason = excluded.state_reason, relay_info = excluded.relay_info, \
+                 arch = excluded.arch, last_seen = excluded.last_seen, token = excluded.token"
+            ))
+            .map_err(db("save nodes"))?;
+        for n in b.nodes.values() {
+            upsert
+                .execute(params![
+                    n.mac.to_string(),
+                    n.hostname,
+                    n.ipv4.map(ip_col),
+                    serde_json::to_string(&n.labels).unwrap_or_else(|_| "{}".into()),
+                    serde_json::to_string(&n.params).unwrap_or_else(|_| "{}".into()),
+                    n.bootenv,
+                    n.next_bootenv,
+                    n.bootenv_expires.map(Timestamp::millis),
+                    n.loader,
+                    n.protected,
+                    n.state.as_str(),
+                    n.state_reason,
+                    n.relay_info,
+                    n.arch.map(BootArch::as_str),
+                    n.last_seen.map(Timestamp::millis),
+                    n.token,
+                    n.created.millis(),
+                ])
+                .map_err(db("save nodes"))?;
+        }
+        let mut drop_lease = tx
+            .prepare_cached("DELETE FROM leases WHERE ip = ?1")
             .map_err(db("drop leases"))?;
-    }
-    let upserts: Vec<Lease> = upserts.into_iter().filter_map(|(_, l)| l).collect();
-    for chunk in upserts.chunks(5000) {
-        let mut q: QueryBuilder<Sqlite> =
-            QueryBuilder::new("INSERT INTO leases (ip, mac, state, expires) ");
-        q.push_values(chunk, |mut b, l| {
-            b.push_bind(ip_col(l.ip))
-                .push_bind(l.mac.map(|m| m.to_string()))
-                .push_bind(l.state.as_str())
-                .push_bind(l.expires.millis());
-        });
-        q.push(
-            " ON CONFLICT(ip) DO UPDATE SET mac = excluded.mac, state = excluded.state, \
-             expires = excluded.expires",
-        );
-        q.build()
-            .execute(&mut *tx)
-            .await
+        let mut put_lease = tx
+            .prepare_cached(
+                "INSERT INTO leases (ip, mac, state, expires) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT(ip) DO UPDATE SET mac = excluded.mac, state = excluded.state, \
+                 expires = excluded.expires",
+            )
             .map_err(db("save leases"))?;
-    }
-    for chunk in events.chunks(5000) {
-        let mut q: QueryBuilder<Sqlite> =
-            QueryBuilder::new("INSERT INTO events (mac, at, kind, detail) ");
-        q.push_values(chunk, |mut b, (mac, e)| {
-            b.push_bind(mac.to_string())
-                .push_bind(e.at.millis())
-                .push_bind(e.kind.as_str())
-                .push_bind(e.detail.clone());
-        });
-        q.build()
-            .execute(&mut *tx)
-            .await
+        for (ip, lease) in &b.leases {
+            match lease {
+                None => drop_lease
+                    .execute([i64::from(*ip)])
+                    .map_err(db("drop leases"))?,
+                Some(l) => put_lease
+                    .execute(params![
+                        ip_col(l.ip),
+                        l.mac.map(|m| m.to_string()),
+                        l.state.as_str(),
+                        l.expires.millis()
+                    ])
+                    .map_err(db("save leases"))?,
+            };
+        }
+        let mut add_event = tx
+            .prepare_cached("INSERT INTO events (mac, at, kind, detail) VALUES (?1, ?2, ?3, ?4)")
             .map_err(db("save events"))?;
+        for (mac, e) in &b.events {
+            add_event
+                .execute(params![
+                    mac.to_string(),
+                    e.at.millis(),
+                    e.kind.as_str(),
+                    e.detail
+                ])
+                .map_err(db("save events"))?;
+        }
+        let mut trim = tx
+            .prepare_cached(
+                "DELETE FROM events WHERE mac = ?1 AND id <= \
+                 (SELECT id FROM events WHERE mac = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+            )
+            .map_err(db("trim events"))?;
+        for mac in &b.trims {
+            trim.execute(params![mac.to_string(), EVENTS_PER_NODE])
+                .map_err(db("trim events"))?;
+        }
     }
-    for mac in trims {
-        sqlx::query(
-            "DELETE FROM events WHERE mac = ?1 AND id <= \
-             (SELECT id FROM events WHERE mac = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+    tx.commit().map_err(db("commit"))
+}
+
+fn read_events(conn: &Connection, mac: Mac) -> Result<Vec<Event>, StoreError> {
+    let mut q = conn
+        .prepare_cached(
+            "SELECT at, kind, detail FROM (SELECT id, at, kind, detail FROM events WHERE mac = ?1 \
+             ORDER BY id DESC LIMIT ?2) ORDER BY id",
         )
-        .bind(mac.to_string())
-        .bind(EVENTS_PER_NODE)
-        .execute(&mut *tx)
-        .await
-        .map_err(db("trim events"))?;
+        .map_err(db("list events"))?;
+    let mut rows = q
+        .query(params![mac.to_string(), EVENTS_PER_NODE])
+        .map_err(db("list events"))?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(db("list events"))? {
+        let kind: String = r.get("kind").map_err(db("read event"))?;
+        out.push(Event {
+            at: Timestamp(r.get("at").map_err(db("read event"))?),
+            kind: EventKind::from_str(&kind).map_err(|e| corrupt(mac, e))?,
+            detail: r.get("detail").map_err(db("read event"))?,
+        });
     }
-    tx.commit().await.map_err(db("commit"))
+    Ok(out)
 }
 
 fn corrupt(key: impl ToString, reason: impl ToString) -> StoreError {
@@ -560,52 +741,51 @@ fn ip_col(ip: Ipv4Addr) -> i64 {
     u32::from(ip) as i64
 }
 
-fn node_from_row(row: &SqliteRow) -> Result<Node, StoreError> {
-    let mac_s: String = row.try_get("mac").map_err(db("read node"))?;
+/// The node columns, in the order of the upsert's parameters.
+const NODE_COLUMNS: &str = "mac, hostname, ipv4, labels, params, bootenv, next_bootenv, \
+     bootenv_expires, loader, protected, state, state_reason, relay_info, arch, last_seen, \
+     token, created";
+
+fn node_from_row(row: &Row<'_>) -> Result<Node, StoreError> {
+    let read = db("read node");
+    let mac_s: String = row.get("mac").map_err(db("read node"))?;
     let mac = Mac::from_str(&mac_s).map_err(|e| corrupt(&mac_s, e))?;
-    let get_s =
-        |col: &str| -> Result<String, StoreError> { row.try_get(col).map_err(db("read node")) };
+    let get_s = |col: &str| -> Result<String, StoreError> { row.get(col).map_err(db("read node")) };
+    let get_opt_s =
+        |col: &str| -> Result<Option<String>, StoreError> { row.get(col).map_err(db("read node")) };
+    let get_opt_i =
+        |col: &str| -> Result<Option<i64>, StoreError> { row.get(col).map_err(db("read node")) };
     let labels = serde_json::from_str(&get_s("labels")?).map_err(|e| corrupt(mac, e))?;
     let params = serde_json::from_str(&get_s("params")?).map_err(|e| corrupt(mac, e))?;
     let state_s = get_s("state")?;
-    let arch: Option<String> = row.try_get("arch").map_err(db("read node"))?;
     Ok(Node {
         mac,
         hostname: get_s("hostname")?,
-        ipv4: row
-            .try_get::<Option<i64>, _>("ipv4")
-            .map_err(db("read node"))?
-            .map(ip_of),
+        ipv4: get_opt_i("ipv4")?.map(ip_of),
         labels,
         params,
         bootenv: get_s("bootenv")?,
-        next_bootenv: row.try_get("next_bootenv").map_err(db("read node"))?,
-        bootenv_expires: row
-            .try_get::<Option<i64>, _>("bootenv_expires")
-            .map_err(db("read node"))?
-            .map(Timestamp),
-        loader: row.try_get("loader").map_err(db("read node"))?,
-        protected: row.try_get("protected").map_err(db("read node"))?,
+        next_bootenv: get_opt_s("next_bootenv")?,
+        bootenv_expires: get_opt_i("bootenv_expires")?.map(Timestamp),
+        loader: get_opt_s("loader")?,
+        protected: row.get("protected").map_err(read)?,
         state: NodeState::from_str(&state_s).map_err(|e| corrupt(mac, e))?,
-        state_reason: row.try_get("state_reason").map_err(db("read node"))?,
-        relay_info: row.try_get("relay_info").map_err(db("read node"))?,
-        arch: arch
+        state_reason: get_opt_s("state_reason")?,
+        relay_info: get_opt_s("relay_info")?,
+        arch: get_opt_s("arch")?
             .map(|a| BootArch::from_str(&a))
             .transpose()
             .map_err(|e| corrupt(mac, e))?,
-        last_seen: row
-            .try_get::<Option<i64>, _>("last_seen")
-            .map_err(db("read node"))?
-            .map(Timestamp),
+        last_seen: get_opt_i("last_seen")?.map(Timestamp),
         token: get_s("token")?,
-        created: Timestamp(row.try_get("created").map_err(db("read node"))?),
+        created: Timestamp(row.get("created").map_err(db("read node"))?),
     })
 }
 
-fn lease_from_row(row: &SqliteRow) -> Result<Lease, StoreError> {
-    let ip = ip_of(row.try_get("ip").map_err(db("read lease"))?);
-    let mac: Option<String> = row.try_get("mac").map_err(db("read lease"))?;
-    let state: String = row.try_get("state").map_err(db("read lease"))?;
+fn lease_from_row(row: &Row<'_>) -> Result<Lease, StoreError> {
+    let ip = ip_of(row.get("ip").map_err(db("read lease"))?);
+    let mac: Option<String> = row.get("mac").map_err(db("read lease"))?;
+    let state: String = row.get("state").map_err(db("read lease"))?;
     Ok(Lease {
         ip,
         mac: mac
@@ -613,14 +793,18 @@ fn lease_from_row(row: &SqliteRow) -> Result<Lease, StoreError> {
             .transpose()
             .map_err(|e| corrupt(ip, e))?,
         state: LeaseState::from_str(&state).map_err(|e| corrupt(ip, e))?,
-        expires: Timestamp(row.try_get("expires").map_err(db("read lease"))?),
+        expires: Timestamp(row.get("expires").map_err(db("read lease"))?),
     })
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn sync(&self) -> Result<(), StoreError> {
-        self.flush().await
+        let (tx, rx) = oneshot::channel();
+        self.queue(Write::Sync(tx)).await?;
+        rx.await
+            .map_err(|_| StoreError::WriterGone)?
+            .map_err(StoreError::Commit)
     }
 
     async fn node(&self, mac: Mac) -> Result<Option<Node>, StoreError> {
@@ -647,9 +831,10 @@ impl Store for SqliteStore {
             }
             c.put_node(node.clone());
         }
-        self.queue(Write::Node(Box::new(node.clone()))).await?;
-        // A new record is a promise to the node (its token is in its script): durable first.
-        self.flush().await?;
+        // Not a promise yet: the node learns its token only from its boot
+        // script, which moves it to `booting`, a durable write. Lost in a
+        // crash before then, the record is made again at its next packet.
+        self.queue(Write::LazyNode(Box::new(node.clone()))).await?;
         Ok((node, true))
     }
 
@@ -763,7 +948,7 @@ impl Store for SqliteStore {
             c.seen_saved.insert(mac, now);
             node
         };
-        self.queue(Write::Node(Box::new(node))).await
+        self.queue(Write::LazyNode(Box::new(node))).await
     }
 
     async fn set_node_state(
@@ -793,7 +978,7 @@ impl Store for SqliteStore {
             n.relay_info = info.map(str::to_string);
             n.clone()
         };
-        self.queue(Write::Node(Box::new(node))).await
+        self.queue(Write::LazyNode(Box::new(node))).await
     }
 
     async fn add_event(&self, mac: Mac, event: &Event) -> Result<(), StoreError> {
@@ -816,26 +1001,11 @@ impl Store for SqliteStore {
     }
 
     async fn events(&self, mac: Mac) -> Result<Vec<Event>, StoreError> {
-        self.flush().await?;
-        let rows = sqlx::query(
-            "SELECT at, kind, detail FROM (SELECT id, at, kind, detail FROM events WHERE mac = ? \
-             ORDER BY id DESC LIMIT ?) ORDER BY id",
-        )
-        .bind(mac.to_string())
-        .bind(EVENTS_PER_NODE)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db("list events"))?;
-        rows.iter()
-            .map(|r| {
-                let kind: String = r.try_get("kind").map_err(db("read event"))?;
-                Ok(Event {
-                    at: Timestamp(r.try_get("at").map_err(db("read event"))?),
-                    kind: EventKind::from_str(&kind).map_err(|e| corrupt(mac, e))?,
-                    detail: r.try_get("detail").map_err(db("read event"))?,
-                })
-            })
-            .collect()
+        let (tx, rx) = oneshot::channel();
+        self.queue(Write::Events(mac, tx)).await?;
+        rx.await
+            .map_err(|_| StoreError::WriterGone)?
+            .map_err(StoreError::Commit)
     }
 
     async fn lease_of(&self, mac: Mac) -> Result<Option<Lease>, StoreError> {
@@ -925,10 +1095,14 @@ impl Store for SqliteStore {
         if let Some(old) = dropped {
             self.queue(Write::DropLease(old)).await?;
         }
-        self.queue(Write::Lease(lease.clone())).await?;
         if lease.state == LeaseState::Bound {
             // An ACK promises the address: it must survive a crash before it is sent.
+            self.queue(Write::Lease(lease.clone())).await?;
             self.flush().await?;
+        } else {
+            // An offer promises nothing (RFC 2131 §4.3.1: the server need not
+            // keep it); losing one in a crash costs the client a new DISCOVER.
+            self.queue(Write::LazyLease(lease.clone())).await?;
         }
         Ok(Some(lease))
     }
@@ -1148,6 +1322,61 @@ mod tests {
             ]
         );
         assert!(s.events(mac(2)).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn lazy_writes_are_saved_by_sync_and_never_overwrite_newer_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SqliteStore::open(dir.path()).await.unwrap();
+            let n = Node::discovered(mac(1), "discovery", "t1".into(), Timestamp(1));
+            s.create_node_if_absent(n).await.unwrap();
+            // Lazy: last seen, then an urgent state change, then lazy again.
+            s.touch_node(mac(1), Some(BootArch::Bios), Timestamp(2))
+                .await
+                .unwrap();
+            s.set_node_state(mac(1), NodeState::Booting, Some("script"))
+                .await
+                .unwrap();
+            s.set_node_relay_info(mac(1), Some("circuit-id 1/2"))
+                .await
+                .unwrap();
+            let offer = LeaseRequest {
+                state: LeaseState::Offered,
+                ..req(mac(1), 0)
+            };
+            let offered = s.allocate(&offer).await.unwrap().unwrap();
+            s.add_event(
+                mac(1),
+                &Event {
+                    at: Timestamp(3),
+                    kind: EventKind::DhcpOffer,
+                    detail: offered.ip.to_string(),
+                },
+            )
+            .await
+            .unwrap();
+            // A read of the timeline sees every event queued before it.
+            assert_eq!(s.events(mac(1)).await.unwrap().len(), 1);
+            s.sync().await.unwrap();
+        }
+        let s = SqliteStore::open(dir.path()).await.unwrap();
+        let n = s.node(mac(1)).await.unwrap().unwrap();
+        assert_eq!(
+            (n.state, n.arch, n.relay_info.as_deref()),
+            (
+                NodeState::Booting,
+                Some(BootArch::Bios),
+                Some("circuit-id 1/2")
+            )
+        );
+        let lease = s.lease_of(mac(1)).await.unwrap().unwrap();
+        assert_eq!((lease.ip, lease.state), (offered_ip(), LeaseState::Offered));
+        assert_eq!(s.events(mac(1)).await.unwrap().len(), 1);
+    }
+
+    fn offered_ip() -> Ipv4Addr {
+        "10.0.0.10".parse().unwrap()
     }
 
     #[tokio::test]
