@@ -12,5 +12,5 @@ pub mod script;
 pub use bootenv::{ArchBoot, AssetRole, Bootenv, LocalMethod};
 pub use catalog::{Catalog, CatalogCell, CatalogError, TemplateContext};
 pub use decide::{Decision, Urls, decide, decide_for_node};
-pub use lifecycle::{Progress, next_state};
+pub use lifecycle::{BootenvChange, Choice, Effective, Progress, effective_bootenv, next_state};
 pub use script::{RenderedScript, ScriptError, render_ipxe};

@@ -43,6 +43,7 @@ pub fn router(ctx: Arc<HttpContext>) -> Router {
         .route("/node/{mac}/scripts", get(node::scripts))
         .route("/node/{mac}/scripts/{name}", get(node::script))
         .route("/node/{mac}/report", post(node::report))
+        .route("/node/{mac}/installed", post(node::installed))
         .route("/metrics", get(metrics::scrape))
         .route("/api/v1/nodes", get(api::nodes))
         .route("/api/v1/nodes/{mac}", get(api::node))
