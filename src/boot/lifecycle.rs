@@ -131,9 +131,7 @@ pub fn install_complete(installer: &str, after_install: &str) -> BootenvChange {
         bootenv: after_install.to_string(),
         next_bootenv: None,
         bootenv_expires: None,
-        cause: format!(
-            "the installer of {installer} called back (its after_install is {after_install})"
-        ),
+        cause: format!("{installer} finished installing (after_install = {after_install})"),
     }
 }
 
