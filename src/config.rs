@@ -55,6 +55,8 @@ mod raw {
         pub http: Http,
         #[serde(default)]
         pub dns: Dns,
+        #[serde(default)]
+        pub lifecycle: Lifecycle,
     }
 
     fn default_bootenvs_dir() -> PathBuf {
@@ -231,6 +233,30 @@ mod raw {
     fn yes() -> bool {
         true
     }
+
+    /// Durations as humantime text ("10m", "2h 30m").
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Lifecycle {
+        #[serde(default = "report_timeout")]
+        pub report_timeout: String,
+        #[serde(default = "install_timeout")]
+        pub install_timeout: String,
+    }
+    impl Default for Lifecycle {
+        fn default() -> Self {
+            Lifecycle {
+                report_timeout: report_timeout(),
+                install_timeout: install_timeout(),
+            }
+        }
+    }
+    fn report_timeout() -> String {
+        "10m".into()
+    }
+    fn install_timeout() -> String {
+        "3h".into()
+    }
 }
 
 /// A validated configuration; paths are absolute.
@@ -251,6 +277,7 @@ pub struct Config {
     pub tftp: Option<u16>,
     pub http: Option<u16>,
     pub dns: Option<DnsConfig>,
+    pub lifecycle: crate::boot::Timeouts,
 }
 
 #[derive(Debug, Clone)]
@@ -535,7 +562,28 @@ impl Config {
             ));
         }
 
+        let duration = |key: &str, text: &str| {
+            let d = humantime::parse_duration(text).map_err(|e| {
+                invalid(
+                    key,
+                    format!("`{text}` is not a duration ({e}); e.g. \"10m\""),
+                )
+            })?;
+            if d < std::time::Duration::from_secs(1) {
+                return Err(invalid(
+                    key,
+                    format!("`{text}` is too short: use at least 1s"),
+                ));
+            }
+            Ok(d)
+        };
+        let lifecycle = crate::boot::Timeouts {
+            report: duration("lifecycle.report_timeout", &raw.lifecycle.report_timeout)?,
+            install: duration("lifecycle.install_timeout", &raw.lifecycle.install_timeout)?,
+        };
+
         Ok(Config {
+            lifecycle,
             path: path.to_path_buf(),
             state_dir: resolve(&raw.state_dir),
             assets_dir: resolve(&raw.assets_dir),
@@ -607,6 +655,13 @@ ranges = [["10.0.0.100", "10.0.0.200"]]
         assert_eq!(cfg.dhcp.subnets.len(), 1);
         assert_eq!(cfg.dhcp.subnets[0].lease_seconds, 3600);
         assert_eq!(cfg.dhcp.subnets[0].mode, SubnetMode::Dhcp);
+        assert_eq!(cfg.lifecycle, crate::boot::Timeouts::default());
+        let text = format!(
+            "{MINIMAL}[lifecycle]\nreport_timeout = \"90s\"\ninstall_timeout = \"1h 30m\"\n"
+        );
+        let cfg = Config::parse(Path::new("/r.toml"), &text).unwrap();
+        assert_eq!(cfg.lifecycle.report.as_secs(), 90);
+        assert_eq!(cfg.lifecycle.install.as_secs(), 5400);
         assert_eq!(
             cfg.dhcp
                 .subnet_of("10.0.0.7".parse().unwrap())
@@ -678,6 +733,14 @@ ranges = [["10.0.0.100", "10.0.0.200"]]
             (
                 format!("{MINIMAL}[dns]\ndomain = \"bad domain\"\n"),
                 "dns.domain",
+            ),
+            (
+                format!("{MINIMAL}[lifecycle]\nreport_timeout = \"ten minutes\"\n"),
+                "lifecycle.report_timeout",
+            ),
+            (
+                format!("{MINIMAL}[lifecycle]\ninstall_timeout = \"0s\"\n"),
+                "lifecycle.install_timeout",
             ),
         ];
         for (text, key) in cases {

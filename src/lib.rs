@@ -12,6 +12,8 @@
 //! - [`events`]: the timeline writer shared by the protocols.
 //! - [`metrics`]: the Prometheus registry the protocols count into, served at `/metrics`.
 //! - [`service`]: binds the sockets, starts the servers, stops them on one token.
+//! - [`sweep`]: the background pass that reverts expired bootenv leases and
+//!   marks stalled boots `failed`/`unreachable` with their diagnosis.
 //! - [`assets`]: importing kernels and initrds into the assets directory by
 //!   sha256, after checking the kernel's architecture from its header.
 //! - [`cli`]: the `rackboot` command.
@@ -30,4 +32,5 @@ pub mod nodes;
 pub mod reload;
 pub mod service;
 pub mod store;
+pub mod sweep;
 pub mod tftp;

@@ -290,6 +290,15 @@ pub async fn run(
         });
     }
 
+    {
+        let sweep = crate::sweep::Sweep::new(store.clone(), timeline.clone(), cfg.lifecycle);
+        let c = cancel.clone();
+        tasks.spawn(async move {
+            sweep.run(c).await;
+            ("lifecycle sweep", Ok(()))
+        });
+    }
+
     if let Some(port) = cfg.http {
         let addr = SocketAddr::new(IpAddr::V4(address), port);
         let listener = TcpListener::bind(addr).await.map_err(bind_err(
@@ -305,6 +314,7 @@ pub async fn run(
             assets_dir: cfg.assets_dir.clone(),
             default_bootenv: cfg.default_bootenv.clone(),
             metrics: metrics.clone(),
+            timeouts: cfg.lifecycle,
         });
         let c = cancel.clone();
         tasks.spawn(async move {

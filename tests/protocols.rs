@@ -1433,6 +1433,88 @@ fn http_node_reports_need_the_nodes_own_token() {
     rb.assert_still_serving();
 }
 
+/// The install-complete callback: the node's own token only, then `installed` with its bootenv
+/// `after_install` (`local`) and no next-boot bootenv; its next script is the local one.
+#[test]
+fn http_install_callback_needs_the_nodes_token_and_ends_on_local() {
+    let files = Files::new();
+    files.write(
+        "bootenvs/install.toml",
+        format!(
+            "installer = true\n[arch.x86_64_efi]\nkernel = \"x86_64/vmlinuz\"\ncmdline = \"{CMDLINE}\"\n"
+        )
+        .as_bytes(),
+    );
+    let rb = Rackboot::start_with(Lab::new("http-installed"), files);
+    let (a, b, unknown) = (
+        "52:54:00:10:09:0a",
+        "52:54:00:10:09:0b",
+        "52:54:00:10:09:ff",
+    );
+    let (token_a, token_b) = (token_of(&rb, a), token_of(&rb, b));
+    let installed = |mac: &str| format!("/node/{mac}/installed?bootenv=install");
+    let bearer = |t: &str| format!("Authorization: Bearer {t}");
+
+    let r = rb.http(
+        &["-X", "POST", "-H", &bearer(&token_a)],
+        &installed(unknown),
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+    let r = rb.http(&["-X", "POST"], &installed(a));
+    assert_eq!(r.status, 401, "{}", r.text());
+    let r = rb.http(&["-X", "POST", "-H", &bearer(&token_b)], &installed(a));
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = rb.http(
+        &["-X", "POST", "-H", &bearer(&token_a)],
+        &format!("/node/{a}/installed?bootenv=../x"),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    let n = rb.node(a);
+    assert_eq!(
+        (n["state"].as_str(), n["bootenv"].as_str()),
+        (Some("booting"), Some("discovery"))
+    );
+
+    let r = rb.http(
+        &[
+            "-X",
+            "POST",
+            "-H",
+            &bearer(&token_a),
+            "--data-binary",
+            "done",
+        ],
+        &installed(a),
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    let n = rb.node(a);
+    assert_eq!(n["state"].as_str(), Some("installed"), "{n}");
+    assert_eq!(n["bootenv"].as_str(), Some("local"), "{n}");
+    assert!(n["next_bootenv"].is_null(), "{n}");
+    assert_eq!(rb.details(a, "report.installed"), ["bootenv install\ndone"]);
+    let changed = rb.details(a, "bootenv.changed");
+    assert_eq!(
+        changed,
+        ["discovery -> local: install finished installing (after_install = local)"]
+    );
+
+    let r = rb.http(&[], &format!("/boot/{a}.ipxe?arch=x86_64_efi"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.text().contains("boots from its local disk"),
+        "{}",
+        r.text()
+    );
+    rb.wait_event(a, "http.script", "bootenv local");
+    assert_eq!(
+        rb.node(a)["state"],
+        "installed",
+        "booting local keeps the state"
+    );
+    assert_eq!(rb.node(b)["state"], "booting");
+    rb.assert_still_serving();
+}
+
 #[test]
 fn http_assets_answer_head_and_range_requests() {
     let rb = Rackboot::start("http-range");

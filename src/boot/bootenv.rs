@@ -57,6 +57,13 @@ pub struct Bootenv {
     /// Config scripts (names in the scripts directory) the node runs after boot, in order.
     pub scripts: Vec<String>,
     pub arches: BTreeMap<BootArch, ArchBoot>,
+    /// An OS installer: rendering its boot script puts the node in state
+    /// `installing`, and it is expected to call back when the install is done.
+    pub installer: bool,
+    /// What the node boots once its installer has called back (`local`
+    /// unless the file says otherwise); checked against the other bootenvs
+    /// when the catalog loads.
+    pub after_install: String,
 }
 
 impl Bootenv {
@@ -71,6 +78,8 @@ impl Bootenv {
                 .into_iter()
                 .map(|a| (a, ArchBoot::Local(LocalMethod::Exit)))
                 .collect(),
+            installer: false,
+            after_install: LOCAL.into(),
         }
     }
 
@@ -126,6 +135,9 @@ mod raw {
         pub scripts: Vec<String>,
         #[serde(default)]
         pub arch: BTreeMap<BootArch, Arch>,
+        #[serde(default)]
+        pub installer: bool,
+        pub after_install: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -152,11 +164,7 @@ impl Bootenv {
             path: path.to_path_buf(),
             reason,
         };
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
+        if !is_bootenv_name(&name) {
             return Err(invalid(format!(
                 "the file name `{name}` is not a valid bootenv name (letters, digits, - and _)"
             )));
@@ -208,11 +216,25 @@ impl Bootenv {
                 )));
             }
         }
+        let after_install = raw.after_install.unwrap_or_else(|| LOCAL.to_string());
+        if !is_bootenv_name(&after_install) {
+            return Err(invalid(format!(
+                "after_install `{after_install}` is not a bootenv name (letters, digits, - and _)"
+            )));
+        }
+        if after_install == name {
+            return Err(invalid(
+                "after_install names this bootenv itself: the node would reinstall forever (use `local`)"
+                    .into(),
+            ));
+        }
         Ok(Bootenv {
             name,
             description: raw.description,
             scripts: raw.scripts,
             arches,
+            installer: raw.installer,
+            after_install,
         })
     }
 
@@ -224,6 +246,14 @@ impl Bootenv {
         })?;
         Bootenv::parse(path, &text)
     }
+}
+
+/// A bootenv name: letters, digits, `-` and `_` (it is also a file stem).
+pub fn is_bootenv_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// A path that stays inside the directory it is joined to.
@@ -264,6 +294,15 @@ local = "sanboot"
             Some(ArchBoot::Kernel { .. })
         ));
         assert_eq!(b.for_arch(BootArch::Arm64Efi), None);
+        assert!(!b.installer);
+        assert_eq!(b.after_install, "local");
+        let i = Bootenv::parse(
+            Path::new("/c/install.toml"),
+            &format!("installer = true\nafter_install = \"discovery\"\n{GOOD}"),
+        )
+        .unwrap();
+        assert!(i.installer);
+        assert_eq!(i.after_install, "discovery");
     }
 
     #[test]
@@ -282,6 +321,12 @@ local = "sanboot"
             ),
             ("description = \"x\"\n".to_string(), "no [arch.*]"),
             (GOOD.replace("cmdline", "local = \"exit\"\ncmdline"), "both"),
+            (
+                format!("after_install = \"no good\"\n{GOOD}"),
+                "after_install `no good`",
+            ),
+            (format!("after_install = \"bad\"\n{GOOD}"), "itself"),
+            (format!("installer = \"yes\"\n{GOOD}"), "expected a boolean"),
         ];
         for (text, want) in cases {
             let msg = Bootenv::parse(Path::new("/c/bad.toml"), &text)

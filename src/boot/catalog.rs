@@ -21,6 +21,12 @@ pub struct TemplateContext<'a> {
     pub params: &'a BTreeMap<String, String>,
     /// `bios`, `x86_64_efi` or `arm64_efi`.
     pub arch: &'a str,
+    /// The bootenv being rendered (for a once-only or leased bootenv, not
+    /// `node.bootenv`).
+    pub bootenv: &'a str,
+    /// Where an installer reports that the install is complete (POST, with
+    /// `Authorization: Bearer {{ node.token }}`).
+    pub callback_url: String,
 }
 
 /// The node fields templates see (the token included: it reaches the node
@@ -37,8 +43,10 @@ pub struct NodeView<'a> {
 }
 
 impl<'a> TemplateContext<'a> {
-    pub fn new(server_url: &'a str, node: &'a Node, arch: BootArch) -> Self {
+    pub fn new(server_url: &'a str, node: &'a Node, bootenv: &'a str, arch: BootArch) -> Self {
         TemplateContext {
+            callback_url: format!("{server_url}/node/{}/installed?bootenv={bootenv}", node.mac),
+            bootenv,
             server_url,
             node: NodeView {
                 mac: node.mac.to_string(),
@@ -86,6 +94,13 @@ pub enum CatalogError {
         path: PathBuf,
         script: String,
         dir: PathBuf,
+    },
+    #[error(
+        "bootenv {path}: after_install `{after_install}` is not a bootenv (add bootenvs/{after_install}.toml, or use `local`)"
+    )]
+    UnknownAfterInstall {
+        path: PathBuf,
+        after_install: String,
     },
     #[error("the default bootenv `{0}` is not defined (add bootenvs/{0}.toml)")]
     MissingDefault(String),
@@ -201,6 +216,12 @@ impl Catalog {
                         })?;
                 }
             }
+            if !bootenvs.contains_key(&b.after_install) {
+                return Err(CatalogError::UnknownAfterInstall {
+                    path: path.clone(),
+                    after_install: b.after_install.clone(),
+                });
+            }
             for s in &b.scripts {
                 if !scripts.contains_key(s) {
                     return Err(CatalogError::MissingScript {
@@ -252,7 +273,7 @@ impl Catalog {
                 if let Err(e) = self.render_cmdline(
                     name,
                     *arch,
-                    &TemplateContext::new("http://192.0.2.1", &sample, *arch),
+                    &TemplateContext::new("http://192.0.2.1", &sample, name, *arch),
                 ) {
                     return Err(CatalogError::Template {
                         path: self.sources[name].clone(),
@@ -262,7 +283,12 @@ impl Catalog {
             }
         }
         for (name, (path, _)) in scripts {
-            let ctx = TemplateContext::new("http://192.0.2.1", &sample, BootArch::X86_64Efi);
+            let ctx = TemplateContext::new(
+                "http://192.0.2.1",
+                &sample,
+                "discovery",
+                BootArch::X86_64Efi,
+            );
             if let Err(e) = self.render_script(name, &ctx) {
                 return Err(CatalogError::Template {
                     path: path.clone(),
@@ -399,7 +425,7 @@ cmdline = "console=ttyS0  rackboot.url={{ server_url }} rackboot.mac={{ node.mac
     fn renders_cmdline_and_script_for_a_node() {
         let c = Fixture::new().load().unwrap();
         let n = node();
-        let ctx = TemplateContext::new("http://10.0.0.1", &n, BootArch::X86_64Efi);
+        let ctx = TemplateContext::new("http://10.0.0.1", &n, "discovery", BootArch::X86_64Efi);
         assert_eq!(
             c.render_cmdline("discovery", BootArch::X86_64Efi, &ctx)
                 .unwrap(),
@@ -443,6 +469,35 @@ cmdline = "console=ttyS0  rackboot.url={{ server_url }} rackboot.mac={{ node.mac
         );
         let msg = f.load().unwrap_err().to_string();
         assert!(msg.contains("s.toml") && msg.contains("gone.sh"), "{msg}");
+    }
+
+    #[test]
+    fn installers_name_an_existing_after_install_and_see_their_callback() {
+        let f = Fixture::new();
+        f.bootenv(
+            "install",
+            r#"installer = true
+after_install = "rescue"
+[arch.x86_64_efi]
+kernel = "x86_64/vmlinuz"
+cmdline = "rackboot.bootenv={{ bootenv }} cb={{ callback_url }}"
+"#,
+        );
+        let msg = f.load().unwrap_err().to_string();
+        assert!(
+            msg.contains("install.toml") && msg.contains("after_install `rescue`"),
+            "{msg}"
+        );
+        f.bootenv("rescue", "[arch.x86_64_efi]\nlocal = \"exit\"\n");
+        let c = f.load().unwrap();
+        assert!(c.get("install").unwrap().installer);
+        let n = node();
+        let ctx = TemplateContext::new("http://10.0.0.1", &n, "install", BootArch::X86_64Efi);
+        assert_eq!(
+            c.render_cmdline("install", BootArch::X86_64Efi, &ctx)
+                .unwrap(),
+            "rackboot.bootenv=install cb=http://10.0.0.1/node/52:54:00:aa:bb:cc/installed?bootenv=install"
+        );
     }
 
     #[test]

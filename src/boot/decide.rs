@@ -1,7 +1,7 @@
 //! What a booting client is handed by DHCP: a loader, its script, or nothing.
 
 use crate::config::{LoaderMap, LocalBoot};
-use crate::model::{BootArch, ClientInfo, Node};
+use crate::model::{BootArch, ClientInfo, Node, Timestamp};
 
 /// The boot part of a DHCP answer. Addresses are the lease module's business.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,13 +91,15 @@ pub fn decide(client: &ClientInfo, loaders: &LoaderMap, urls: &Urls) -> Decision
 }
 
 /// [`decide`] for a client rackboot has a record of: the record's loader
-/// override replaces its architecture's loader, and a node whose bootenv is
-/// `local` gets no boot file when `loaders.local_boot` says so.
+/// override replaces its architecture's loader, and a node that boots `local`
+/// at `now` (its effective bootenv, see [`super::lifecycle::effective_bootenv`])
+/// gets no boot file when `loaders.local_boot` says so.
 pub fn decide_for_node(
     client: &ClientInfo,
     node: &Node,
     loaders: &LoaderMap,
     urls: &Urls,
+    now: Timestamp,
 ) -> Decision {
     let decision = decide(client, loaders, urls);
     let arch = match &decision {
@@ -106,9 +108,8 @@ pub fn decide_for_node(
         | Decision::Script { arch, .. } => *arch,
         _ => return decision,
     };
-    if node.bootenv == super::bootenv::LOCAL
-        && node.next_bootenv.is_none()
-        && loaders.local_boot == LocalBoot::NoBootFile
+    if loaders.local_boot == LocalBoot::NoBootFile
+        && super::lifecycle::effective_bootenv(node, now).bootenv == super::bootenv::LOCAL
     {
         return Decision::Local { arch };
     }
@@ -230,7 +231,7 @@ mod tests {
         );
         node.loader = Some("snponly.efi".into());
         assert_eq!(
-            decide_for_node(&ovmf, &node, &loaders(), &urls),
+            decide_for_node(&ovmf, &node, &loaders(), &urls, Timestamp(0)),
             Decision::HttpLoader {
                 url: "http://10.77.0.1/assets/snponly.efi?mac=52:54:00:00:00:01".into(),
                 arch: BootArch::X86_64Efi,
@@ -286,7 +287,7 @@ mod tests {
         let fw = client(Some(7), Some("PXEClient"), false);
         node.loader = Some("snponly.efi".into());
         assert_eq!(
-            decide_for_node(&fw, &node, &loaders(), &urls),
+            decide_for_node(&fw, &node, &loaders(), &urls, Timestamp(0)),
             Decision::Loader {
                 path: "snponly.efi".into(),
                 arch: BootArch::X86_64Efi
@@ -295,20 +296,20 @@ mod tests {
         // iPXE still gets its script: the override is the first stage only.
         let ipxe = client(Some(7), Some("PXEClient"), true);
         assert!(matches!(
-            decide_for_node(&ipxe, &node, &loaders(), &urls),
+            decide_for_node(&ipxe, &node, &loaders(), &urls, Timestamp(0)),
             Decision::Script { .. }
         ));
 
         node.bootenv = "local".into();
         assert!(matches!(
-            decide_for_node(&fw, &node, &loaders(), &urls),
+            decide_for_node(&fw, &node, &loaders(), &urls, Timestamp(0)),
             Decision::Loader { .. }
         ));
         let mut no_file = loaders();
         no_file.local_boot = LocalBoot::NoBootFile;
         for c in [&fw, &ipxe] {
             assert_eq!(
-                decide_for_node(c, &node, &no_file, &urls),
+                decide_for_node(c, &node, &no_file, &urls, Timestamp(0)),
                 Decision::Local {
                     arch: BootArch::X86_64Efi
                 }
@@ -317,13 +318,37 @@ mod tests {
         // A one-time boot into something else wins over local.
         node.next_bootenv = Some("rescue".into());
         assert!(matches!(
-            decide_for_node(&fw, &node, &no_file, &urls),
+            decide_for_node(&fw, &node, &no_file, &urls, Timestamp(0)),
             Decision::Loader { .. }
         ));
+        // So does a lease, until it runs out.
+        node.bootenv_expires = Some(Timestamp(1000));
+        assert!(matches!(
+            decide_for_node(&fw, &node, &no_file, &urls, Timestamp(999)),
+            Decision::Loader { .. }
+        ));
+        assert!(matches!(
+            decide_for_node(&fw, &node, &no_file, &urls, Timestamp(1000)),
+            Decision::Local { .. }
+        ));
+        // And a leased local boot of a node whose bootenv is something else.
+        node.bootenv = "discovery".into();
+        node.next_bootenv = Some("local".into());
+        assert!(matches!(
+            decide_for_node(&fw, &node, &no_file, &urls, Timestamp(999)),
+            Decision::Local { .. }
+        ));
+        assert!(matches!(
+            decide_for_node(&fw, &node, &no_file, &urls, Timestamp(1000)),
+            Decision::Loader { .. }
+        ));
+        node.bootenv = "local".into();
+        node.next_bootenv = Some("rescue".into());
+        node.bootenv_expires = None;
         // Non-PXE clients are unaffected.
         let plain = client(None, None, false);
         assert_eq!(
-            decide_for_node(&plain, &node, &no_file, &urls),
+            decide_for_node(&plain, &node, &no_file, &urls, Timestamp(0)),
             Decision::AddressOnly
         );
     }

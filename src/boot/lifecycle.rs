@@ -1,13 +1,176 @@
-//! Node state transitions, driven by what the node did. Pure: the caller
-//! passes the current state and records the result.
+//! Node lifecycle, pure: which bootenv a node boots right now (its bootenv,
+//! or a next-boot bootenv used once or leased until a time), how that
+//! changes by itself, and the state transitions driven by what the node did.
+//! The caller passes the record and `now`, applies the result inside one
+//! store edit and puts the cause on the node's timeline.
 
-use crate::model::NodeState;
+use crate::model::{BootArch, Event, EventKind, Node, NodeState, Timestamp};
+
+// ---------------------------------------------------------------------------------------------
+// Which bootenv a node boots
+
+/// Which of the record's bootenv fields is in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    /// `bootenv`: no next-boot bootenv is in force.
+    Base,
+    /// `next_bootenv` for one boot (no expiry): used up once its boot
+    /// script is rendered, so the following boot returns to `bootenv`.
+    Once,
+    /// `next_bootenv` until `until` (a lease), then `bootenv` again.
+    Lease { until: Timestamp },
+}
+
+/// The bootenv a node boots at some moment, and why that one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Effective {
+    pub bootenv: String,
+    pub choice: Choice,
+}
+
+/// The bootenv `node` boots at `now`: its next-boot bootenv while that is in
+/// force (once, or until its lease runs out), else its bootenv. An expired
+/// lease counts as gone even before [`expire_lease`] has cleared it.
+pub fn effective_bootenv(node: &Node, now: Timestamp) -> Effective {
+    match (&node.next_bootenv, node.bootenv_expires) {
+        (Some(next), None) => Effective {
+            bootenv: next.clone(),
+            choice: Choice::Once,
+        },
+        (Some(next), Some(until)) if now < until => Effective {
+            bootenv: next.clone(),
+            choice: Choice::Lease { until },
+        },
+        _ => Effective {
+            bootenv: node.bootenv.clone(),
+            choice: Choice::Base,
+        },
+    }
+}
+
+/// A change lifecycle makes to a node's bootenv fields by itself, and its
+/// cause, for the timeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootenvChange {
+    pub bootenv: String,
+    pub next_bootenv: Option<String>,
+    pub bootenv_expires: Option<Timestamp>,
+    pub cause: String,
+}
+
+impl BootenvChange {
+    pub fn apply(&self, node: &mut Node) {
+        node.bootenv = self.bootenv.clone();
+        node.next_bootenv = self.next_bootenv.clone();
+        node.bootenv_expires = self.bootenv_expires;
+    }
+
+    /// The `bootenv.changed` detail: what the record said before and after, and why.
+    pub fn detail(&self, before: &Node) -> String {
+        let after = Node {
+            bootenv: self.bootenv.clone(),
+            next_bootenv: self.next_bootenv.clone(),
+            bootenv_expires: self.bootenv_expires,
+            ..before.clone()
+        };
+        format!(
+            "{} -> {}: {}",
+            describe(before),
+            describe(&after),
+            self.cause
+        )
+    }
+}
+
+/// The record's bootenv fields in words: `rescue once, then discovery`,
+/// `install until T, then local`, or `local`.
+fn describe(node: &Node) -> String {
+    match (&node.next_bootenv, node.bootenv_expires) {
+        (Some(next), None) => format!("{next} once, then {}", node.bootenv),
+        (Some(next), Some(until)) => format!("{next} until {until}, then {}", node.bootenv),
+        (None, _) => node.bootenv.clone(),
+    }
+}
+
+/// A lease that has run out at `now` reverts the node to its bootenv.
+pub fn expire_lease(node: &Node, now: Timestamp) -> Option<BootenvChange> {
+    let until = node.bootenv_expires?;
+    if now < until {
+        return None;
+    }
+    let cause = match &node.next_bootenv {
+        Some(next) => format!("the lease on {next} ran out at {until}"),
+        None => format!("an expiry ({until}) without a next-boot bootenv was cleared"),
+    };
+    Some(BootenvChange {
+        bootenv: node.bootenv.clone(),
+        next_bootenv: None,
+        bootenv_expires: None,
+        cause,
+    })
+}
+
+/// After the boot script of `rendered` went out: a once-only next-boot
+/// bootenv is used up. Nothing changes when the record no longer says
+/// `rendered` once (an admin changed it in between).
+pub fn after_render(node: &Node, rendered: &str, now: Timestamp) -> Option<BootenvChange> {
+    let e = effective_bootenv(node, now);
+    (e.choice == Choice::Once && e.bootenv == rendered).then(|| BootenvChange {
+        bootenv: node.bootenv.clone(),
+        next_bootenv: None,
+        bootenv_expires: None,
+        cause: format!("{rendered} was booted once"),
+    })
+}
+
+/// The installer of `installer` called back: from now on the node boots
+/// `after_install`, and no next-boot bootenv (a lease on the installer
+/// included), so its next boot never loops into the installer.
+pub fn install_complete(installer: &str, after_install: &str) -> BootenvChange {
+    BootenvChange {
+        bootenv: after_install.to_string(),
+        next_bootenv: None,
+        bootenv_expires: None,
+        cause: format!("{installer} finished installing (after_install = {after_install})"),
+    }
+}
+
+/// The `http.script` detail for a rendered boot script; [`rendered_bootenv`] reads it back.
+pub fn script_detail(bootenv: &str, arch: BootArch, choice: Choice) -> String {
+    match choice {
+        Choice::Base => format!("bootenv {bootenv}, arch {arch}"),
+        Choice::Once => format!("bootenv {bootenv}, arch {arch}, once"),
+        Choice::Lease { until } => format!("bootenv {bootenv}, arch {arch}, until {until}"),
+    }
+}
+
+/// The bootenv of the last boot script rendered for the node: what it is
+/// booting now (a once-only bootenv is already used up in the record by the
+/// time the node fetches its kernel and config scripts).
+pub fn rendered_bootenv(events: &[Event]) -> Option<&str> {
+    events
+        .iter()
+        .rev()
+        .find(|e| e.kind == EventKind::HttpScript)?
+        .detail
+        .strip_prefix("bootenv ")?
+        .split(',')
+        .next()
+}
+
+// ---------------------------------------------------------------------------------------------
+// States
 
 /// Something a node did that moves its state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Progress {
     /// Its boot script was rendered: kernel and initrd are next.
     ScriptRendered,
+    /// The boot script of a bootenv marked `installer` was rendered.
+    InstallerRendered,
+    /// It was sent to its own disk (bootenv `local`): its state stays what
+    /// its last install or configuration left.
+    LocalRendered,
     /// The operational image reported in.
     Booted,
     /// It pulled its config scripts.
@@ -25,6 +188,11 @@ pub enum Progress {
 pub fn next_state(current: NodeState, progress: &Progress) -> Option<(NodeState, String)> {
     let (next, why) = match progress {
         Progress::ScriptRendered => (NodeState::Booting, "boot script rendered".to_string()),
+        Progress::InstallerRendered => (
+            NodeState::Installing,
+            "installer boot script rendered".to_string(),
+        ),
+        Progress::LocalRendered => return None,
         Progress::Booted => (NodeState::Booted, "operational image reported".to_string()),
         Progress::ConfigPulled => (NodeState::Configuring, "config scripts pulled".to_string()),
         Progress::Configured => (
@@ -58,6 +226,11 @@ mod tests {
             (Failed, Progress::ScriptRendered, Some(Booting)),
             (Booting, Progress::ScriptRendered, None),
             (Configured, Progress::Configured, None),
+            (Discovered, Progress::InstallerRendered, Some(Installing)),
+            (Configured, Progress::InstallerRendered, Some(Installing)),
+            (Installed, Progress::LocalRendered, None),
+            (Configured, Progress::LocalRendered, None),
+            (Installing, Progress::InstallerRendered, None),
         ];
         for (from, p, want) in table {
             assert_eq!(next_state(from, &p).map(|(s, _)| s), want, "{from} + {p:?}");
@@ -65,6 +238,196 @@ mod tests {
         assert_eq!(
             next_state(Configuring, &failed).unwrap().1,
             "script 10-disk.sh exited 3"
+        );
+    }
+
+    fn node(bootenv: &str, next: Option<&str>, expires: Option<i64>) -> Node {
+        let mut n = Node::discovered(
+            "52:54:00:00:00:01".parse().unwrap(),
+            bootenv,
+            "t".into(),
+            Timestamp(0),
+        );
+        n.next_bootenv = next.map(str::to_string);
+        n.bootenv_expires = expires.map(Timestamp);
+        n
+    }
+
+    /// The fields as the API sets them: plain (bootenv), once (next, no
+    /// expiry), for (next, expiry); then the bootenv at several moments.
+    #[test]
+    fn effective_bootenv_table() {
+        let h = 3_600_000;
+        let table = [
+            // bootenv, next, expires, now, effective, choice
+            ("discovery", None, None, 0, "discovery", Choice::Base),
+            ("local", Some("rescue"), None, 0, "rescue", Choice::Once),
+            (
+                "local",
+                Some("rescue"),
+                None,
+                100 * h,
+                "rescue",
+                Choice::Once,
+            ),
+            (
+                "local",
+                Some("install"),
+                Some(2 * h),
+                h,
+                "install",
+                Choice::Lease {
+                    until: Timestamp(2 * h),
+                },
+            ),
+            (
+                "local",
+                Some("install"),
+                Some(2 * h),
+                2 * h,
+                "local",
+                Choice::Base,
+            ),
+            (
+                "local",
+                Some("install"),
+                Some(2 * h),
+                3 * h,
+                "local",
+                Choice::Base,
+            ),
+            ("local", None, Some(2 * h), h, "local", Choice::Base),
+        ];
+        for (bootenv, next, expires, now, want, choice) in table {
+            let n = node(bootenv, next, expires);
+            let e = effective_bootenv(&n, Timestamp(now));
+            assert_eq!(
+                (e.bootenv.as_str(), e.choice),
+                (want, choice),
+                "{bootenv} {next:?} {expires:?} at {now}"
+            );
+        }
+    }
+
+    #[test]
+    fn once_is_used_up_by_its_render_only() {
+        let n = node("discovery", Some("rescue"), None);
+        let now = Timestamp(5);
+        let c = after_render(&n, "rescue", now).expect("used up");
+        let mut after = n.clone();
+        c.apply(&mut after);
+        assert_eq!(
+            (
+                after.bootenv.as_str(),
+                after.next_bootenv.clone(),
+                after.bootenv_expires
+            ),
+            ("discovery", None, None)
+        );
+        assert_eq!(effective_bootenv(&after, now).bootenv, "discovery");
+        assert_eq!(
+            c.detail(&n),
+            "rescue once, then discovery -> discovery: rescue was booted once"
+        );
+        // The record changed between render and edit: leave it alone.
+        assert_eq!(after_render(&n, "discovery", now), None);
+        assert_eq!(after_render(&after, "rescue", now), None);
+        // A lease or a plain bootenv is not used up by a boot.
+        assert_eq!(
+            after_render(&node("local", Some("x"), Some(10)), "x", now),
+            None
+        );
+        assert_eq!(after_render(&node("x", None, None), "x", now), None);
+    }
+
+    #[test]
+    fn leases_revert_when_they_run_out() {
+        let n = node("local", Some("install"), Some(1000));
+        assert_eq!(expire_lease(&n, Timestamp(999)), None);
+        for now in [1000, 5000] {
+            let c = expire_lease(&n, Timestamp(now)).expect("expired");
+            let mut after = n.clone();
+            c.apply(&mut after);
+            assert_eq!(
+                (
+                    after.bootenv.as_str(),
+                    after.next_bootenv.clone(),
+                    after.bootenv_expires
+                ),
+                ("local", None, None)
+            );
+            assert!(c.cause.contains("lease on install ran out"), "{}", c.cause);
+        }
+        assert_eq!(
+            expire_lease(&node("local", Some("x"), None), Timestamp(9)),
+            None
+        );
+        assert_eq!(expire_lease(&node("local", None, None), Timestamp(9)), None);
+        // A stray expiry is cleared too.
+        assert!(expire_lease(&node("local", None, Some(1)), Timestamp(9)).is_some());
+        let before = node("local", Some("install"), Some(1000));
+        let c = expire_lease(&before, Timestamp(1000)).map(|c| c.detail(&before));
+        assert_eq!(
+            c.as_deref(),
+            Some(
+                "install until 1970-01-01T00:00:01.000Z, then local -> local: the lease on install ran out at 1970-01-01T00:00:01.000Z"
+            )
+        );
+    }
+
+    #[test]
+    fn an_install_ends_on_after_install_with_no_next_bootenv() {
+        for n in [
+            node("install", None, None),
+            node("discovery", Some("install"), Some(10_000)),
+        ] {
+            let c = install_complete("install", "local");
+            let mut after = n.clone();
+            c.apply(&mut after);
+            assert_eq!(
+                (
+                    after.bootenv.as_str(),
+                    after.next_bootenv.clone(),
+                    after.bootenv_expires
+                ),
+                ("local", None, None)
+            );
+            assert_eq!(effective_bootenv(&after, Timestamp(1)).bootenv, "local");
+        }
+    }
+
+    #[test]
+    fn the_rendered_bootenv_is_read_back_from_the_timeline() {
+        let ev = |kind, detail: String| Event {
+            at: Timestamp(0),
+            kind,
+            detail,
+        };
+        let a = BootArch::X86_64Efi;
+        let events = vec![
+            ev(
+                EventKind::HttpScript,
+                script_detail("discovery", a, Choice::Base),
+            ),
+            ev(
+                EventKind::HttpScript,
+                script_detail("rescue", a, Choice::Once),
+            ),
+            ev(EventKind::BootenvChanged, "rescue once -> discovery".into()),
+            ev(EventKind::HttpKernel, "x86_64/vmlinuz".into()),
+        ];
+        assert_eq!(rendered_bootenv(&events), Some("rescue"));
+        assert_eq!(rendered_bootenv(&events[..1]), Some("discovery"));
+        assert_eq!(rendered_bootenv(&events[3..]), None);
+        assert_eq!(
+            script_detail(
+                "i",
+                a,
+                Choice::Lease {
+                    until: Timestamp(0)
+                }
+            ),
+            "bootenv i, arch x86_64_efi, until 1970-01-01T00:00:00.000Z"
         );
     }
 }

@@ -74,7 +74,7 @@ pub fn render_ipxe(
         ArchBoot::Kernel {
             kernel, initrds, ..
         } => {
-            let ctx = TemplateContext::new(server_url, node, arch);
+            let ctx = TemplateContext::new(server_url, node, bootenv, arch);
             let args = catalog
                 .render_cmdline(bootenv, arch, &ctx)
                 .map_err(|source| ScriptError::Render {

@@ -187,7 +187,7 @@ async fn boot_server_answer(ctx: &DhcpContext, packet: &[u8], peer: SocketAddr) 
     let mac = req.client.mac;
     let node = ctx.store.node(mac).await.ok().flatten();
     let decision = match &node {
-        Some(n) => decide_for_node(&req.client, n, &ctx.loaders, &ctx.urls),
+        Some(n) => decide_for_node(&req.client, n, &ctx.loaders, &ctx.urls, Timestamp::now()),
         None => decide(&req.client, &ctx.loaders, &ctx.urls),
     };
     let boot = boot_file(&decision);
@@ -403,7 +403,7 @@ async fn answer(
                 .await;
         }
     }
-    let decision = decide_for_node(&req.client, &node, &ctx.loaders, &ctx.urls);
+    let decision = decide_for_node(&req.client, &node, &ctx.loaders, &ctx.urls, now);
     let arch = match &decision {
         Decision::Loader { arch, .. }
         | Decision::HttpLoader { arch, .. }

@@ -11,7 +11,7 @@ use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
 use super::{HttpContext, HttpError, parse_mac};
-use crate::boot::{AssetRole, Progress, render_ipxe};
+use crate::boot::{AssetRole, Choice, Progress, effective_bootenv, lifecycle, render_ipxe};
 use crate::model::{BootArch, EventKind, Timestamp};
 use crate::nodes;
 
@@ -38,10 +38,19 @@ pub async fn script(
             )
         })?,
     };
+    // A lease that ran out reverts before anything is rendered, so this boot
+    // and the record agree even if the sweep has not come by yet.
+    let node = ctx
+        .timeline
+        .change_bootenv(mac, move |n| lifecycle::expire_lease(n, now))
+        .await?
+        .unwrap_or(node);
+    let effective = effective_bootenv(&node, now);
+    let catalog = ctx.catalog.current();
     let rendered = render_ipxe(
-        &ctx.catalog.current(),
+        &catalog,
         &node,
-        &node.bootenv,
+        &effective.bootenv,
         arch,
         &ctx.urls.http_base,
     )
@@ -51,10 +60,23 @@ pub async fn script(
         .record(
             mac,
             EventKind::HttpScript,
-            format!("bootenv {}, arch {arch}", rendered.bootenv),
+            lifecycle::script_detail(&rendered.bootenv, arch, effective.choice),
         )
         .await;
-    ctx.timeline.progress(mac, Progress::ScriptRendered).await?;
+    if effective.choice == Choice::Once {
+        let used = rendered.bootenv.clone();
+        ctx.timeline
+            .change_bootenv(mac, move |n| lifecycle::after_render(n, &used, now))
+            .await?;
+    }
+    let progress = if rendered.kernel.is_none() {
+        Progress::LocalRendered
+    } else if catalog.get(&rendered.bootenv).is_some_and(|b| b.installer) {
+        Progress::InstallerRendered
+    } else {
+        Progress::ScriptRendered
+    };
+    ctx.timeline.progress(mac, progress).await?;
     Ok((
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         rendered.text,
@@ -77,7 +99,8 @@ pub async fn asset(
         if let Some(mac) = q.get("mac") {
             let mac = parse_mac(mac)?;
             if let Some(node) = ctx.store.node(mac).await? {
-                let kind = asset_role(&ctx, &node, &path);
+                let events = ctx.store.events(mac).await?;
+                let kind = asset_role(&ctx, &node, &events, &path);
                 let range = req
                     .headers()
                     .get(header::RANGE)
@@ -97,11 +120,21 @@ pub async fn asset(
     Ok(resp.map(Body::new))
 }
 
-/// The timeline entry for a fetch of `path` by `node`.
-fn asset_role(ctx: &HttpContext, node: &crate::model::Node, path: &str) -> EventKind {
+/// The timeline entry for a fetch of `path` by `node`, judged by the bootenv
+/// of the last script it was handed (a once-only bootenv is no longer in the
+/// record by the time the kernel is fetched).
+fn asset_role(
+    ctx: &HttpContext,
+    node: &crate::model::Node,
+    events: &[crate::model::Event],
+    path: &str,
+) -> EventKind {
+    let bootenv = lifecycle::rendered_bootenv(events)
+        .map(str::to_string)
+        .unwrap_or_else(|| effective_bootenv(node, Timestamp::now()).bootenv);
     let role = node
         .arch
-        .and_then(|a| Some(ctx.catalog.current().get(&node.bootenv)?.role_of(a, path)));
+        .and_then(|a| Some(ctx.catalog.current().get(&bootenv)?.role_of(a, path)));
     match role {
         Some(AssetRole::Kernel) => EventKind::HttpKernel,
         Some(AssetRole::Initrd) => EventKind::HttpInitrd,

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::HttpError;
 
-use crate::boot::{CatalogCell, Urls};
+use crate::boot::{CatalogCell, Timeouts, Urls};
 use crate::events::Timeline;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -34,6 +34,8 @@ pub struct HttpContext {
     pub assets_dir: PathBuf,
     pub default_bootenv: String,
     pub metrics: Arc<Metrics>,
+    /// `[lifecycle]` timeouts, for [`crate::boot::diagnose`].
+    pub timeouts: Timeouts,
 }
 
 pub fn router(ctx: Arc<HttpContext>) -> Router {
@@ -43,6 +45,7 @@ pub fn router(ctx: Arc<HttpContext>) -> Router {
         .route("/node/{mac}/scripts", get(node::scripts))
         .route("/node/{mac}/scripts/{name}", get(node::script))
         .route("/node/{mac}/report", post(node::report))
+        .route("/node/{mac}/installed", post(node::installed))
         .route("/metrics", get(metrics::scrape))
         .route("/api/v1/nodes", get(api::nodes))
         .route("/api/v1/nodes/{mac}", get(api::node))

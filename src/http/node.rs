@@ -9,8 +9,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 
 use super::{HttpContext, HttpError, parse_mac};
-use crate::boot::{Progress, TemplateContext};
-use crate::model::{BootArch, EventKind, Mac, Node};
+use crate::boot::bootenv::{LOCAL, is_bootenv_name};
+use crate::boot::{Progress, TemplateContext, effective_bootenv, lifecycle};
+use crate::model::{BootArch, EventKind, Mac, Node, Timestamp};
 
 /// How much of a script's output is kept on the timeline.
 const TAIL_BYTES: usize = 4096;
@@ -48,10 +49,21 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn script_names(ctx: &HttpContext, node: &Node) -> Vec<String> {
+/// The bootenv the node booted: that of the last boot script it was handed
+/// (a once-only bootenv is already used up in the record by the time the
+/// node pulls its config scripts), else the one it boots now.
+async fn booted_bootenv(ctx: &HttpContext, node: &Node) -> Result<String, HttpError> {
+    let events = ctx.store.events(node.mac).await?;
+    Ok(match lifecycle::rendered_bootenv(&events) {
+        Some(b) => b.to_string(),
+        None => effective_bootenv(node, Timestamp::now()).bootenv,
+    })
+}
+
+fn script_names(ctx: &HttpContext, bootenv: &str) -> Vec<String> {
     ctx.catalog
         .current()
-        .get(&node.bootenv)
+        .get(bootenv)
         .map(|b| b.scripts.clone())
         .unwrap_or_default()
 }
@@ -63,7 +75,7 @@ pub async fn scripts(
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, HttpError> {
     let node = authenticated(&ctx, parse_mac(&mac)?, &headers).await?;
-    let names = script_names(&ctx, &node);
+    let names = script_names(&ctx, &booted_bootenv(&ctx, &node).await?);
     ctx.timeline
         .record(node.mac, EventKind::ConfigPull, names.join(", "))
         .await;
@@ -84,7 +96,8 @@ pub async fn script(
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, HttpError> {
     let node = authenticated(&ctx, parse_mac(&mac)?, &headers).await?;
-    if !script_names(&ctx, &node).contains(&name) {
+    let bootenv = booted_bootenv(&ctx, &node).await?;
+    if !script_names(&ctx, &bootenv).contains(&name) {
         return Err(HttpError::not_found(format!(
             "script `{name}` is not assigned to {}",
             node.mac
@@ -96,7 +109,7 @@ pub async fn script(
         .current()
         .render_script(
             &name,
-            &TemplateContext::new(&ctx.urls.http_base, &node, arch),
+            &TemplateContext::new(&ctx.urls.http_base, &node, &bootenv, arch),
         )
         .map_err(|e| HttpError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
     ctx.timeline
@@ -170,6 +183,54 @@ pub async fn report(
             )));
         }
     }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The install-complete callback: `POST /node/<mac>/installed[?bootenv=NAME]`
+/// with the node's token. The node becomes `installed` and from now on
+/// boots the installer's `after_install` bootenv (`local` unless its file
+/// says otherwise), with no next-boot bootenv, so its next boot never loops
+/// into the installer. `bootenv` names the installer that finished (the
+/// `callback_url` template variable carries it); without it, the bootenv of
+/// the node's last boot script is taken. A protected node is changed too:
+/// this completes an install that was already allowed to start. The body,
+/// if any, is kept on the timeline (an installer's log tail).
+pub async fn installed(
+    State(ctx): State<Arc<HttpContext>>,
+    Path(mac): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: String,
+) -> Result<impl IntoResponse, HttpError> {
+    let node = authenticated(&ctx, parse_mac(&mac)?, &headers).await?;
+    let mac = node.mac;
+    let installer = match q.get("bootenv") {
+        Some(b) if is_bootenv_name(b) => b.clone(),
+        Some(b) => {
+            return Err(HttpError::bad_request(format!(
+                "`bootenv` must be a bootenv name, not `{b}`"
+            )));
+        }
+        None => booted_bootenv(&ctx, &node).await?,
+    };
+    // A bootenv removed since the install began still must not loop: local.
+    let after = ctx
+        .catalog
+        .current()
+        .get(&installer)
+        .map_or_else(|| LOCAL.to_string(), |b| b.after_install.clone());
+    ctx.timeline
+        .record(
+            mac,
+            EventKind::ReportInstalled,
+            format!("bootenv {installer}\n{}", tail(&body)),
+        )
+        .await;
+    let change = lifecycle::install_complete(&installer, &after);
+    ctx.timeline
+        .complete_install(mac, change, format!("bootenv {installer}"))
+        .await?;
+    tracing::info!(%mac, installer, after, "install complete");
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -25,6 +25,8 @@ pub enum EventKind {
     TftpStart,
     /// The whole file went out.
     TftpSent,
+    /// A TFTP transfer ended before the whole file went out (detail: how far it got).
+    TftpStopped,
     /// The node's boot script was rendered.
     HttpScript,
     HttpKernel,
@@ -40,12 +42,17 @@ pub enum EventKind {
     ReportScript,
     ReportConfigured,
     ReportFailed,
+    /// The installer called back: the install is complete.
+    ReportInstalled,
     /// The node record changed state (detail: from → to, and why).
     State,
+    /// The bootenv the node boots changed by itself (a once-only bootenv
+    /// used, a lease run out, an install completed); detail: from → to, and why.
+    BootenvChanged,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 22] = [
+    pub const ALL: [EventKind; 25] = [
         EventKind::DhcpDiscover,
         EventKind::DhcpOffer,
         EventKind::DhcpRequest,
@@ -57,6 +64,7 @@ impl EventKind {
         EventKind::DhcpRelay,
         EventKind::TftpStart,
         EventKind::TftpSent,
+        EventKind::TftpStopped,
         EventKind::HttpScript,
         EventKind::HttpKernel,
         EventKind::HttpInitrd,
@@ -67,7 +75,9 @@ impl EventKind {
         EventKind::ReportScript,
         EventKind::ReportConfigured,
         EventKind::ReportFailed,
+        EventKind::ReportInstalled,
         EventKind::State,
+        EventKind::BootenvChanged,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -83,6 +93,7 @@ impl EventKind {
             EventKind::DhcpRelay => "dhcp.relay",
             EventKind::TftpStart => "tftp.start",
             EventKind::TftpSent => "tftp.sent",
+            EventKind::TftpStopped => "tftp.stopped",
             EventKind::HttpScript => "http.script",
             EventKind::HttpKernel => "http.kernel",
             EventKind::HttpInitrd => "http.initrd",
@@ -93,7 +104,9 @@ impl EventKind {
             EventKind::ReportScript => "report.script",
             EventKind::ReportConfigured => "report.configured",
             EventKind::ReportFailed => "report.failed",
+            EventKind::ReportInstalled => "report.installed",
             EventKind::State => "state",
+            EventKind::BootenvChanged => "bootenv.changed",
         }
     }
 }

@@ -109,6 +109,7 @@ impl Handler for AssetsHandler {
                 inner: Unblock::new(file),
                 done: mac.map(|mac| (mac, name, self.timeline.clone(), self.runtime.clone())),
                 sent: 0,
+                size,
                 metrics: Some(self.metrics.clone()),
             },
             size,
@@ -169,11 +170,13 @@ fn mac_in_arp_table(table: &str, ip: std::net::Ipv4Addr) -> Option<Mac> {
 }
 
 /// A file reader that puts "sent" on the timeline once the whole file has
-/// been read out by the transfer, and counts the bytes and the transfer.
+/// been read out by the transfer ("stopped", with how far it got, when the
+/// transfer ends before that), and counts the bytes and the transfer.
 pub struct Tracked {
     inner: Unblock<std::fs::File>,
     done: Option<(Mac, String, Timeline, tokio::runtime::Handle)>,
     sent: u64,
+    size: Option<u64>,
     /// Taken when the transfer is counted, so it counts once.
     metrics: Option<Arc<Metrics>>,
 }
@@ -204,6 +207,29 @@ impl AsyncRead for Tracked {
             }
         }
         r
+    }
+}
+
+impl Drop for Tracked {
+    /// The transfer is over (the session drops its reader) without the end
+    /// of the file having been read: the client gave up, timed out, or only
+    /// asked for the size. Reads run up to a window ahead of the client's
+    /// acknowledgements, so the count is an upper bound of what it received.
+    fn drop(&mut self) {
+        let Some((mac, name, timeline, rt)) = self.done.take() else {
+            return;
+        };
+        if self.size.is_some_and(|size| self.sent >= size) {
+            return;
+        }
+        let detail = match (self.sent, self.size) {
+            (0, _) => format!(
+                "{name}: ended before any data was sent (a size probe, or the client gave up)"
+            ),
+            (sent, Some(size)) => format!("{name}: stopped after at most {sent} of {size} bytes"),
+            (sent, None) => format!("{name}: stopped after at most {sent} bytes"),
+        };
+        rt.spawn(async move { timeline.record(mac, EventKind::TftpStopped, detail).await });
     }
 }
 

@@ -240,6 +240,7 @@ impl Lab {
             mac: None,
             memory_mib: 1024,
             http_boot: false,
+            reboot: false,
             extra: Vec::new(),
         }
     }
@@ -579,6 +580,7 @@ pub struct VmBuilder<'a> {
     mac: Option<String>,
     memory_mib: u32,
     http_boot: bool,
+    reboot: bool,
     extra: Vec<String>,
 }
 
@@ -606,6 +608,13 @@ impl<'a> VmBuilder<'a> {
     /// option 93 = 16, vendor class `HTTPClient:Arch:00016:…`).
     pub fn http_boot(mut self) -> Self {
         self.http_boot = true;
+        self
+    }
+
+    /// Let a guest reboot restart the VM (default: qemu exits on a guest reboot, `-no-reboot`,
+    /// so a test sees an unexpected reboot as an exit). For tests whose node reboots by design.
+    pub fn allow_reboot(mut self) -> Self {
+        self.reboot = true;
         self
     }
 
@@ -639,7 +648,10 @@ impl<'a> VmBuilder<'a> {
         args.extend(strings(&[
             "-name", &self.name, "-m", &memory, "-smp", "1", "-uuid", &uuid,
         ]));
-        args.extend(strings(&["-nodefaults", "-display", "none", "-no-reboot"]));
+        args.extend(strings(&["-nodefaults", "-display", "none"]));
+        if !self.reboot {
+            args.push("-no-reboot".into());
+        }
         args.extend(strings(&["-serial", &format!("file:{}", serial.display())]));
         // bootindex puts the NIC first in qemu's fw_cfg "bootorder": SeaBIOS then skips its
         // floppy/disk attempts, OVMF/AAVMF order their boot options by it. Without any disk
@@ -837,7 +849,8 @@ impl Vm<'_> {
         }
     }
 
-    /// The exit status if qemu has exited (guest poweroff or reboot: `-no-reboot` ends qemu).
+    /// The exit status if qemu has exited (guest poweroff, or reboot unless
+    /// [`VmBuilder::allow_reboot`]: `-no-reboot` ends qemu).
     pub fn exit_status(&self) -> Option<ExitStatus> {
         self.child
             .lock()

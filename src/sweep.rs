@@ -1,0 +1,269 @@
+//! The lifecycle sweep: every few seconds it reverts bootenv leases that ran
+//! out and turns boots that stalled past their timeout into `failed` (or
+//! `unreachable` for a booted node that stopped reporting), with the
+//! diagnosis as the reason, so the store (and the API) tells the truth also
+//! about nodes that do not boot again. Policy is `boot::lifecycle` and
+//! `boot::diagnose`; this module only reads the clock and the store.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::boot::{Timeouts, diagnose, lifecycle, stall_deadline};
+use crate::events::Timeline;
+use crate::model::{Mac, Timestamp};
+use crate::store::{Store, StoreError};
+
+/// How often the sweep runs: a lease is reverted at most this late.
+pub const INTERVAL: Duration = Duration::from_secs(5);
+
+/// What one pass changed, for logs and tests.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    pub leases_expired: usize,
+    pub stalls: usize,
+}
+
+/// The sweep and what it remembers between passes: per node, the last-seen
+/// time it was looked at with and when its boot could next count as
+/// stalled, so a quiet node's timeline is not read again every pass.
+pub struct Sweep {
+    store: Arc<dyn Store>,
+    timeline: Timeline,
+    timeouts: Timeouts,
+    checked: HashMap<Mac, Checked>,
+}
+
+struct Checked {
+    last_seen: Option<Timestamp>,
+    /// `None`: nothing pending until the node does something new.
+    recheck_at: Option<Timestamp>,
+}
+
+impl Sweep {
+    pub fn new(store: Arc<dyn Store>, timeline: Timeline, timeouts: Timeouts) -> Sweep {
+        Sweep {
+            store,
+            timeline,
+            timeouts,
+            checked: HashMap::new(),
+        }
+    }
+
+    /// Runs a pass every [`INTERVAL`] until `cancel` fires. A failed pass is
+    /// logged and the next one tries again.
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match self.pass(Timestamp::now()).await {
+                Ok(s) if s != Swept::default() => tracing::debug!(?s, "lifecycle sweep"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "lifecycle sweep failed"),
+            }
+        }
+    }
+
+    /// One pass at `now`.
+    pub async fn pass(&mut self, now: Timestamp) -> Result<Swept, StoreError> {
+        let mut swept = Swept::default();
+        let nodes = self.store.nodes().await?;
+        self.checked
+            .retain(|mac, _| nodes.iter().any(|n| n.mac == *mac));
+        for node in nodes {
+            let mac = node.mac;
+            if lifecycle::expire_lease(&node, now).is_some() {
+                let changed = self
+                    .timeline
+                    .change_bootenv(mac, move |n| lifecycle::expire_lease(n, now))
+                    .await;
+                match changed {
+                    Ok(Some(_)) => swept.leases_expired += 1,
+                    Ok(None) => {}
+                    Err(e) if e.is_no_such_node() => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            let due = match self.checked.get(&mac) {
+                None => true,
+                Some(c) => c.last_seen != node.last_seen || c.recheck_at.is_some_and(|t| t <= now),
+            };
+            if !due {
+                continue;
+            }
+            let events = self.store.events(mac).await?;
+            let mut recheck_at = stall_deadline(&node, &events, &self.timeouts);
+            if let Some(stall) = diagnose(&node, &events, now, &self.timeouts) {
+                recheck_at = None;
+                let already = node.state == stall.verdict
+                    && node.state_reason.as_deref() == Some(stall.reason.as_str());
+                if !already {
+                    let (seen, state) = (node.last_seen, node.state);
+                    let set = self
+                        .timeline
+                        .set_state_if(mac, stall.verdict, stall.reason, move |n| {
+                            n.last_seen == seen && n.state == state
+                        })
+                        .await;
+                    match set {
+                        Ok(true) => swept.stalls += 1,
+                        // It moved on meanwhile: look again next pass.
+                        Ok(false) => {
+                            self.checked.remove(&mac);
+                            continue;
+                        }
+                        Err(e) if e.is_no_such_node() => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            self.checked.insert(
+                mac,
+                Checked {
+                    last_seen: node.last_seen,
+                    recheck_at,
+                },
+            );
+        }
+        Ok(swept)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Event, EventKind, Node, NodeState};
+    use crate::store::SqliteStore;
+
+    const MIN: i64 = 60_000;
+
+    async fn setup() -> (Arc<dyn Store>, Sweep) {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+        let sweep = Sweep::new(
+            store.clone(),
+            Timeline::new(store.clone()),
+            Timeouts::default(),
+        );
+        (store, sweep)
+    }
+
+    fn mac(n: u8) -> Mac {
+        Mac::new([0x52, 0x54, 0, 0, 0, n])
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_reverts_with_an_event() {
+        let (store, mut sweep) = setup().await;
+        let mut n = Node::discovered(mac(1), "local", "t".into(), Timestamp(0));
+        n.next_bootenv = Some("install".into());
+        n.bootenv_expires = Some(Timestamp(120 * MIN));
+        store.put_nodes(vec![n]).await.unwrap();
+
+        assert_eq!(
+            sweep
+                .pass(Timestamp(119 * MIN))
+                .await
+                .unwrap()
+                .leases_expired,
+            0
+        );
+        let s = sweep.pass(Timestamp(121 * MIN)).await.unwrap();
+        assert_eq!(s.leases_expired, 1);
+        let n = store.node(mac(1)).await.unwrap().unwrap();
+        assert_eq!(
+            (n.bootenv.as_str(), n.next_bootenv, n.bootenv_expires),
+            ("local", None, None)
+        );
+        let events = store.events(mac(1)).await.unwrap();
+        let e = events
+            .iter()
+            .find(|e| e.kind == EventKind::BootenvChanged)
+            .expect("bootenv.changed");
+        assert!(e.detail.starts_with("install until "), "{}", e.detail);
+        assert!(
+            e.detail.contains("-> local: the lease on install ran out"),
+            "{}",
+            e.detail
+        );
+        // Nothing left to do.
+        assert_eq!(
+            sweep.pass(Timestamp(122 * MIN)).await.unwrap(),
+            Swept::default()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stalled_boot_fails_once_with_its_diagnosis() {
+        let (store, mut sweep) = setup().await;
+        let n = Node::discovered(mac(2), "discovery", "t".into(), Timestamp(0));
+        store.put_nodes(vec![n]).await.unwrap();
+        store
+            .set_node_state(mac(2), NodeState::Booting, None)
+            .await
+            .unwrap();
+        let kernel = Event {
+            at: Timestamp(MIN),
+            kind: EventKind::HttpKernel,
+            detail: "x86_64/vmlinuz".into(),
+        };
+        store.add_event(mac(2), &kernel).await.unwrap();
+
+        assert_eq!(sweep.pass(Timestamp(5 * MIN)).await.unwrap().stalls, 0);
+        assert_eq!(sweep.pass(Timestamp(12 * MIN)).await.unwrap().stalls, 1);
+        let n = store.node(mac(2)).await.unwrap().unwrap();
+        assert_eq!(n.state, NodeState::Failed);
+        let reason = n.state_reason.unwrap();
+        assert!(
+            reason.starts_with("kernel x86_64/vmlinuz fetched at"),
+            "{reason}"
+        );
+        let events = store.events(mac(2)).await.unwrap();
+        let last = events.last().unwrap();
+        assert_eq!(last.kind, EventKind::State);
+        assert!(
+            last.detail.starts_with("booting -> failed: kernel"),
+            "{}",
+            last.detail
+        );
+        // Said once, not every pass; also after a restart (a new sweep).
+        assert_eq!(sweep.pass(Timestamp(20 * MIN)).await.unwrap().stalls, 0);
+        let mut fresh = Sweep::new(
+            store.clone(),
+            Timeline::new(store.clone()),
+            Timeouts::default(),
+        );
+        assert_eq!(fresh.pass(Timestamp(20 * MIN)).await.unwrap().stalls, 0);
+    }
+
+    #[tokio::test]
+    async fn a_booted_node_that_stops_reporting_is_unreachable() {
+        let (store, mut sweep) = setup().await;
+        let n = Node::discovered(mac(3), "discovery", "t".into(), Timestamp(0));
+        store.put_nodes(vec![n]).await.unwrap();
+        store
+            .set_node_state(mac(3), NodeState::Configuring, None)
+            .await
+            .unwrap();
+        for (min, kind, detail) in [
+            (1, EventKind::ReportBooted, ""),
+            (2, EventKind::ConfigPull, "hello.sh"),
+        ] {
+            let e = Event {
+                at: Timestamp(min * MIN),
+                kind,
+                detail: detail.into(),
+            };
+            store.add_event(mac(3), &e).await.unwrap();
+        }
+        assert_eq!(sweep.pass(Timestamp(13 * MIN)).await.unwrap().stalls, 1);
+        let n = store.node(mac(3)).await.unwrap().unwrap();
+        assert_eq!(n.state, NodeState::Unreachable);
+        assert!(n.state_reason.unwrap().contains("config script list"));
+    }
+}

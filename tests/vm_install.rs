@@ -1,0 +1,209 @@
+//! The install-complete callback against real firmware: a diskless qemu VM netboots an "installer"
+//! bootenv (`installer = true`; the operational image with `rackboot.installed=1`, which calls
+//! `POST /node/<mac>/installed` and reboots, as a kickstart %post would), the node becomes
+//! `installed` with bootenv `local`, the VM reboots by itself, and its second boot is handed
+//! `local`, not the installer again.
+//!
+//! Needs root, the packages and assets of `boot-assets/setup.sh` (the image built from this
+//! checkout's `boot-assets/image/init`). Every wait is bounded; the lab removes its namespace and
+//! processes also when the test fails.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::api::{kinds, node, timeline_text};
+use common::lab::{self, Firmware, Lab, Vm};
+use serde_json::Value;
+
+/// Two boots of one VM under TCG: ~30 s to the callback, ~15 s to the second script.
+const TIMEOUT: Duration = Duration::from_secs(240);
+
+/// The installer bootenv: the operational image told to call back and reboot. SeaBIOS (BIOS) is
+/// the quickest firmware to boot twice here.
+const INSTALLER: &str = r#"description = "test installer: the operational image calling back"
+installer = true
+[arch.bios]
+kernel = "x86_64/vmlinuz"
+initrds = ["x86_64/initrd.img"]
+cmdline = "console=ttyS0 quiet rackboot.url={{ server_url }} rackboot.mac={{ node.mac }} rackboot.token={{ node.token }} rackboot.installed=1 rackboot.bootenv={{ bootenv }}"
+"#;
+
+struct Rackboot {
+    pid: u32,
+    log: PathBuf,
+}
+
+/// Starts rackboot with a bootenvs directory of its own in which every new node gets `installer`.
+fn start_rackboot(lab: &Lab) -> Rackboot {
+    let assets = lab::dist_file("undionly.kpxe")
+        .parent()
+        .expect("dist has a parent")
+        .to_path_buf();
+    let bootenvs = lab.dir().join("bootenvs");
+    let scripts = lab.dir().join("scripts");
+    for d in [&bootenvs, &scripts] {
+        std::fs::create_dir_all(d).expect("create config dir");
+    }
+    std::fs::write(bootenvs.join("installer.toml"), INSTALLER).expect("write bootenv");
+    let config = lab.dir().join("rackboot.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"state_dir = "{state}"
+assets_dir = "{assets}"
+bootenvs_dir = "{bootenvs}"
+scripts_dir = "{scripts}"
+[network]
+interface = "{bridge}"
+[boot]
+default_bootenv = "installer"
+[[dhcp.subnet]]
+cidr = "10.77.0.0/24"
+ranges = [["10.77.0.100", "10.77.0.199"]]
+[dns]
+enabled = false
+"#,
+            state = lab.dir().join("state").display(),
+            assets = assets.display(),
+            bootenvs = bootenvs.display(),
+            scripts = scripts.display(),
+            bridge = lab::BRIDGE,
+        ),
+    )
+    .expect("write config");
+    let log = lab.dir().join("rackboot.log");
+    let pid = lab.spawn(
+        env!("CARGO_BIN_EXE_rackboot"),
+        &["serve", "--config", config.to_str().expect("utf-8 path")],
+        &log,
+    );
+    if let Err(e) = lab::wait_for_file(&log, "rackboot serving", Duration::from_secs(30)) {
+        panic!("rackboot did not start: {e}\n{}", lab::read_text(&log));
+    }
+    Rackboot { pid, log }
+}
+
+fn diagnosis(rb: &Rackboot, vm: &Vm, node: Option<&Value>) -> String {
+    format!(
+        "timeline:\n{}\n--- rackboot log (tail) ---\n{}\n--- {} serial (tail) ---\n{}",
+        node.map(timeline_text)
+            .unwrap_or_else(|| "(no node record)".into()),
+        lab::tail(&lab::read_text(&rb.log), 30),
+        vm.name(),
+        lab::tail(&vm.serial(), 40),
+    )
+}
+
+/// Index of the first event at or after `from` of `kind` whose detail contains `needle`.
+fn find(events: &[(String, String)], from: usize, kind: &str, needle: &str) -> Option<usize> {
+    events[from..]
+        .iter()
+        .position(|(k, d)| k == kind && d.contains(needle))
+        .map(|i| from + i)
+}
+
+#[test]
+fn an_installer_calls_back_and_the_next_boot_goes_local() {
+    let lab = Lab::new("vm-install");
+    lab.start_ipv6_ra();
+    lab.capture(lab.dir().join("boot.pcap"));
+    let rb = start_rackboot(&lab);
+    let started = Instant::now();
+    let vm = lab
+        .vm("vm-install", Firmware::X86Bios)
+        .allow_reboot()
+        .start();
+    let mac = vm.mac().to_string();
+
+    // Done when a script for `local` was rendered after the callback.
+    let mut last = None;
+    let mut seen_states = Vec::new();
+    let done = lab::poll_until(TIMEOUT, || {
+        assert!(
+            lab.is_running(rb.pid),
+            "rackboot died\n{}",
+            diagnosis(&rb, &vm, last.as_ref())
+        );
+        if let Some(status) = vm.exit_status() {
+            panic!(
+                "qemu exited ({status})\n{}",
+                diagnosis(&rb, &vm, last.as_ref())
+            );
+        }
+        let n = node(&lab, &mac)?;
+        let state = n["state"].as_str().unwrap_or_default().to_string();
+        if seen_states.last() != Some(&state) {
+            eprintln!(
+                "vm-install: {state} after {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            seen_states.push(state.clone());
+        }
+        if state == "failed" {
+            panic!(
+                "node failed: {}\n{}",
+                n["state_reason"],
+                diagnosis(&rb, &vm, Some(&n))
+            );
+        }
+        last = Some(n.clone());
+        let events = kinds(&n);
+        let called = find(&events, 0, "report.installed", "")?;
+        find(&events, called, "http.script", "bootenv local")?;
+        Some(n)
+    });
+    let Some(n) = done else {
+        panic!(
+            "no second boot into local within {TIMEOUT:?}\n{}",
+            diagnosis(&rb, &vm, last.as_ref())
+        );
+    };
+    eprintln!(
+        "vm-install: second boot handed local after {:.1} s\n{}",
+        started.elapsed().as_secs_f64(),
+        timeline_text(&n)
+    );
+
+    // The whole story, in this order (other events may sit in between).
+    let want: [(&str, &str); 8] = [
+        ("http.script", "bootenv installer, arch bios"),
+        ("state", "-> installing"),
+        ("http.kernel", "x86_64/vmlinuz"),
+        ("report.installed", "bootenv installer"),
+        ("state", "installing -> installed"),
+        ("bootenv.changed", "installer -> local"),
+        ("tftp.sent", "undionly.kpxe"),
+        ("http.script", "bootenv local, arch bios"),
+    ];
+    let events = kinds(&n);
+    let mut at = 0;
+    for (kind, needle) in want {
+        match find(&events, at, kind, needle) {
+            Some(i) => at = i + 1,
+            None => panic!(
+                "timeline lacks `{kind}` ({needle}) after step {at}\n{}",
+                diagnosis(&rb, &vm, Some(&n))
+            ),
+        }
+    }
+    // The installer's script was rendered exactly once: no loop back into it.
+    let installer_boots = events
+        .iter()
+        .filter(|(k, d)| k == "http.script" && d.contains("bootenv installer"))
+        .count();
+    assert_eq!(installer_boots, 1, "{}", diagnosis(&rb, &vm, Some(&n)));
+
+    // The record as the API shows it.
+    assert_eq!(n["state"].as_str(), Some("installed"), "{n}");
+    assert_eq!(n["bootenv"].as_str(), Some("local"), "{n}");
+    assert!(n["next_bootenv"].is_null(), "{n}");
+    assert!(n["bootenv_expires"].is_null(), "{n}");
+    // The VM rebooted by itself (same qemu process) after the agent's callback.
+    vm.wait_for_serial(
+        "rackboot-agent: installed, rebooting",
+        Duration::from_secs(5),
+    );
+    assert!(vm.exit_status().is_none(), "qemu should still be running");
+}
