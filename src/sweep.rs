@@ -74,6 +74,7 @@ impl Sweep {
     pub async fn pass(&mut self, now: Timestamp) -> Result<Swept, StoreError> {
         let mut swept = Swept::default();
         let nodes = self.store.nodes().await?;
+        let quiet = self.timeouts.report.min(self.timeouts.install).as_millis() as i64;
         self.checked
             .retain(|mac, _| nodes.iter().any(|n| n.mac == *mac));
         for node in nodes {
@@ -89,6 +90,14 @@ impl Sweep {
                     Err(e) if e.is_no_such_node() => continue,
                     Err(e) => return Err(e),
                 }
+            }
+            // A boot stalls only after `quiet` without a step. Until a node
+            // has been unseen that long its timeline (a read from the file)
+            // is not needed: a stall is at worst noticed a little after its
+            // deadline, never missed, and a pass stays cheap in a storm.
+            let seen = node.last_seen.unwrap_or(node.created);
+            if now.millis() - seen.millis() < quiet {
+                continue;
             }
             let due = match self.checked.get(&mac) {
                 None => true,
