@@ -15,7 +15,8 @@
 //! - [`sweep`]: the background pass that reverts expired bootenv leases and
 //!   marks stalled boots `failed`/`unreachable` with their diagnosis.
 //! - [`assets`]: importing kernels and initrds into the assets directory by
-//!   sha256, after checking the kernel's architecture from its header.
+//!   sha256, after checking the kernel's architecture from its header, and
+//!   naming them in a bootenv file only once the result is known to load.
 //! - [`cli`]: the `rackboot` command.
 
 pub mod assets;

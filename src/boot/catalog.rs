@@ -151,13 +151,36 @@ impl Catalog {
         assets_dir: &Path,
         default_bootenv: &str,
     ) -> Result<Catalog, CatalogError> {
+        Catalog::load_with(bootenvs_dir, scripts_dir, assets_dir, default_bootenv, None)
+    }
+
+    /// [`Catalog::load`] as if the bootenv file `replace.0` (in
+    /// `bootenvs_dir`, existing or not) held the text `replace.1`: how a
+    /// bootenv edit is checked exactly as the server would load it, before
+    /// the file on disk is replaced.
+    pub fn load_with(
+        bootenvs_dir: &Path,
+        scripts_dir: &Path,
+        assets_dir: &Path,
+        default_bootenv: &str,
+        replace: Option<(&Path, &str)>,
+    ) -> Result<Catalog, CatalogError> {
         let mut bootenvs = BTreeMap::new();
         let mut sources = BTreeMap::new();
         bootenvs.insert(LOCAL.to_string(), Bootenv::builtin_local());
         sources.insert(LOCAL.to_string(), PathBuf::from("(built in)"));
-        for path in sorted_files(bootenvs_dir)? {
+        let mut files = sorted_files(bootenvs_dir)?;
+        if let Some((path, _)) = replace {
+            if !files.iter().any(|p| p == path) {
+                files.push(path.to_path_buf());
+            }
+        }
+        for path in files {
             if path.extension().is_some_and(|e| e == "toml") {
-                let b = Bootenv::load(&path)?;
+                let b = match replace {
+                    Some((p, text)) if p == path => Bootenv::parse(&path, text)?,
+                    _ => Bootenv::load(&path)?,
+                };
                 sources.insert(b.name.clone(), path);
                 bootenvs.insert(b.name.clone(), b);
             }

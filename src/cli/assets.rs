@@ -1,19 +1,50 @@
 //! `rackboot assets add` and `rackboot assets identify`: import kernels and
-//! initrds into the assets directory, and say what a kernel file is.
+//! initrds into the assets directory (and name them in a bootenv), and say
+//! what a kernel file is.
 
 use std::path::{Path, PathBuf};
 
-use crate::assets::{self, KernelArch};
+use crate::assets::{self, ArchSpec, Imported, into_bootenv};
 use crate::config::Config;
 
 pub fn add(
     config: &Path,
-    arch: KernelArch,
+    arch: &ArchSpec,
     kernel: &Path,
     initrds: &[PathBuf],
+    bootenv: Option<&str>,
 ) -> anyhow::Result<()> {
     let cfg = Config::load(config)?;
-    let imported = assets::import(&cfg.assets_dir, arch, kernel, initrds)?;
+    let Some(name) = bootenv else {
+        let imported = assets::import(&cfg.assets_dir, arch.kernel, kernel, initrds)?;
+        print_stored(&cfg, &imported);
+        println!("\n# for a bootenv file (add a cmdline), or pass --bootenv NAME:");
+        print!("{}", assets::bootenv_snippet(&arch.boot, &imported));
+        return Ok(());
+    };
+    let added = into_bootenv::add(
+        &into_bootenv::Target::from(&cfg),
+        name,
+        arch,
+        kernel,
+        initrds,
+    )?;
+    print_stored(&cfg, &added.imported);
+    let tables: Vec<String> = added.arches.iter().map(|a| format!("[arch.{a}]")).collect();
+    let what = match (added.created, added.changed) {
+        (true, _) => "created",
+        (false, true) => "updated",
+        (false, false) => "already up to date",
+    };
+    println!(
+        "bootenv {name}: {what}: {} {} (a running rackboot puts it in force within seconds)",
+        added.path.display(),
+        tables.join(" ")
+    );
+    Ok(())
+}
+
+fn print_stored(cfg: &Config, imported: &Imported) {
     println!("kernel: {}", imported.kind);
     let assets_dir = cfg.assets_dir.display();
     for s in std::iter::once(&imported.kernel).chain(&imported.initrds) {
@@ -29,9 +60,6 @@ pub fn add(
             s.bytes
         );
     }
-    println!("\n# for a bootenv file (add a cmdline):");
-    print!("{}", assets::bootenv_snippet(arch, &imported));
-    Ok(())
 }
 
 pub fn identify(file: &Path) -> anyhow::Result<()> {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::assets::KernelArch;
+use crate::assets::ArchSpec;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -41,18 +41,24 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum AssetsCommand {
     /// Check a kernel is built for --arch, store it and its initrds under
-    /// <assets_dir>/sha256/<digest>, and print a bootenv snippet naming them.
+    /// <assets_dir>/sha256/<digest>, and name them in a bootenv (--bootenv)
+    /// or print a bootenv snippet naming them.
     Add {
         #[arg(long, short, default_value = "/etc/rackboot/rackboot.toml")]
         config: PathBuf,
-        /// The kernel's architecture: x86_64 (bios, x86_64_efi) or arm64 (arm64_efi).
+        /// The kernel's architecture: x86_64 (bios and x86_64_efi) or arm64
+        /// (arm64_efi); or one boot architecture (bios, x86_64_efi, arm64_efi).
         #[arg(long)]
-        arch: KernelArch,
+        arch: ArchSpec,
         #[arg(long)]
         kernel: PathBuf,
         /// An initrd; repeat for several, in boot order.
         #[arg(long = "initrd")]
         initrds: Vec<PathBuf>,
+        /// Write the stored paths into <bootenvs_dir>/NAME.toml for --arch
+        /// (created if missing), after checking the bootenvs still load.
+        #[arg(long)]
+        bootenv: Option<String>,
     },
     /// Say what a kernel file is (bzImage, arm64 Image, EFI, compressed) and its architecture.
     Identify { file: PathBuf },
@@ -67,7 +73,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             arch,
             kernel,
             initrds,
-        }) => assets::add(&config, arch, &kernel, &initrds),
+            bootenv,
+        }) => assets::add(&config, &arch, &kernel, &initrds, bootenv.as_deref()),
         Command::Assets(AssetsCommand::Identify { file }) => assets::identify(&file),
     }
 }

@@ -1,11 +1,13 @@
 //! Boot assets: importing kernels and initrds into the assets directory.
 //!
-//! Owns two things: recognising what a kernel file is from its first bytes
+//! Owns recognising what a kernel file is from its first bytes
 //! ([`detect_kernel`], pure), and storing files content-addressed under
 //! `<assets_dir>/sha256/<hex digest>` ([`import`]) after checking the kernel
-//! is built for the architecture the operator said it is for. It does not
-//! write bootenv files, and does not serve anything: TFTP and HTTP serve the
-//! assets directory as they find it.
+//! is built for the architecture the operator said it is for; then, in
+//! submodules, naming them in a bootenv file ([`into_bootenv`]). It does not
+//! serve anything: TFTP and HTTP serve the assets directory as they find it.
+
+pub mod into_bootenv;
 
 use std::fmt;
 use std::fs::{self, File};
@@ -85,6 +87,38 @@ impl FromStr for KernelArch {
                          or one of bios, x86_64_efi, arm64_efi)"
                     )
                 }),
+        }
+    }
+}
+
+/// What `--arch` (or a drop folder's architecture directory) names: the
+/// kernel architecture to check for, and the bootenv `[arch.…]` tables the
+/// kernel fills. `x86_64` fills both `bios` and `x86_64_efi`; naming one boot
+/// architecture (`x86_64_efi`) fills only that one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchSpec {
+    pub kernel: KernelArch,
+    pub boot: Vec<BootArch>,
+}
+
+impl ArchSpec {
+    pub fn all_of(kernel: KernelArch) -> ArchSpec {
+        ArchSpec {
+            kernel,
+            boot: kernel.boot_arches(),
+        }
+    }
+}
+
+impl FromStr for ArchSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.parse::<BootArch>() {
+            Ok(boot) => Ok(ArchSpec {
+                kernel: KernelArch::for_boot_arch(boot),
+                boot: vec![boot],
+            }),
+            Err(_) => s.parse::<KernelArch>().map(ArchSpec::all_of),
         }
     }
 }
@@ -513,9 +547,9 @@ fn store(dir: &Path, source: &Path) -> Result<Stored, AssetError> {
     })
 }
 
-/// A bootenv `[arch.…]` table per boot architecture `arch` covers, naming the
+/// A bootenv `[arch.…]` table per boot architecture in `arches`, naming the
 /// stored files; the operator pastes it into a bootenv and adds a cmdline.
-pub fn bootenv_snippet(arch: KernelArch, imported: &Imported) -> String {
+pub fn bootenv_snippet(arches: &[BootArch], imported: &Imported) -> String {
     let quote = |s: &str| toml::Value::String(s.to_string()).to_string();
     let initrds: Vec<String> = imported
         .initrds
@@ -523,7 +557,7 @@ pub fn bootenv_snippet(arch: KernelArch, imported: &Imported) -> String {
         .map(|s| quote(&s.relative))
         .collect();
     let mut out = String::new();
-    for boot_arch in arch.boot_arches() {
+    for boot_arch in arches {
         out.push_str(&format!(
             "[arch.{boot_arch}]\nkernel = {}\ninitrds = [{}]\n\n",
             quote(&imported.kernel.relative),
@@ -693,6 +727,17 @@ mod tests {
             vec![BootArch::Bios, BootArch::X86_64Efi]
         );
         assert_eq!(KernelArch::Arm64.boot_arches(), vec![BootArch::Arm64Efi]);
+        let spec = |s: &str| s.parse::<ArchSpec>().unwrap();
+        assert_eq!(spec("amd64"), ArchSpec::all_of(KernelArch::X86_64));
+        assert_eq!(
+            spec("x86_64_efi"),
+            ArchSpec {
+                kernel: KernelArch::X86_64,
+                boot: vec![BootArch::X86_64Efi]
+            }
+        );
+        assert_eq!(spec("arm64").boot, vec![BootArch::Arm64Efi]);
+        assert!("mips".parse::<ArchSpec>().is_err());
     }
 
     fn dist(rel: &str) -> Option<PathBuf> {
@@ -773,7 +818,7 @@ mod tests {
         // Two files, no temporaries left behind.
         assert_eq!(listing(&assets.path().join(STORE_DIR)).len(), 2);
 
-        let snippet = bootenv_snippet(KernelArch::X86_64, &first);
+        let snippet = bootenv_snippet(&KernelArch::X86_64.boot_arches(), &first);
         assert!(snippet.contains("[arch.bios]") && snippet.contains("[arch.x86_64_efi]"));
         assert!(snippet.contains(&format!("initrds = [\"sha256/{want}\"]")));
     }
