@@ -259,6 +259,39 @@ pub struct Metrics {
     http_requests: Family<HttpLabels, Counter>,
     catalog_reloads: Family<ReloadLabels, Counter>,
     catalog_ok: Gauge,
+    asset_fetches: Family<FetchLabels, Counter>,
+    asset_fetched_bytes: Counter,
+    asset_drops: Family<DropLabels, Counter>,
+}
+
+label_value! {
+    /// How the download of a remote asset (a bootenv's `{ url, sha256 }`) ended.
+    AssetFetch {
+        /// Downloaded, digest checked, stored.
+        Fetched => "fetched",
+        /// Every URL failed (unreachable, error status, digest mismatch, cannot store).
+        Failed => "failed",
+    }
+}
+
+label_value! {
+    /// What became of a kernel and initrds dropped into `assets.drop_dir`.
+    AssetDrop {
+        /// Stored and named in the bootenv; moved to `done/`.
+        Imported => "imported",
+        /// Refused (wrong architecture, a bootenv that would not load...); moved to `rejected/`.
+        Rejected => "rejected",
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FetchLabels {
+    result: AssetFetch,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DropLabels {
+    result: AssetDrop,
 }
 
 label_value! {
@@ -294,6 +327,9 @@ impl Metrics {
         let catalog_reloads = Family::<ReloadLabels, Counter>::default();
         let catalog_ok = Gauge::default();
         catalog_ok.set(1);
+        let asset_fetches = Family::<FetchLabels, Counter>::default();
+        let asset_fetched_bytes = Counter::default();
+        let asset_drops = Family::<DropLabels, Counter>::default();
 
         registry.register(
             "dhcp_received",
@@ -357,6 +393,22 @@ impl Metrics {
             "1 when the bootenv and script files on disk are the ones in force, 0 after a rejected edit",
             catalog_ok.clone(),
         );
+        registry.register(
+            "asset_fetches",
+            "Downloads of remote assets (bootenv `{ url, sha256 }`), by outcome",
+            asset_fetches.clone(),
+        );
+        registry.register_with_unit(
+            "asset_fetched",
+            "Bytes of remote assets downloaded and stored",
+            Unit::Bytes,
+            asset_fetched_bytes.clone(),
+        );
+        registry.register(
+            "asset_drops",
+            "Kernels dropped into assets.drop_dir, by outcome",
+            asset_drops.clone(),
+        );
 
         // Every series from start-up on, at 0, so that rate() sees the first event.
         for &t in DhcpType::ALL {
@@ -367,6 +419,12 @@ impl Metrics {
         }
         for &reason in IgnoreReason::ALL {
             dhcp_ignored.get_or_create_owned(&ReasonLabels { reason });
+        }
+        for &result in AssetFetch::ALL {
+            asset_fetches.get_or_create_owned(&FetchLabels { result });
+        }
+        for &result in AssetDrop::ALL {
+            asset_drops.get_or_create_owned(&DropLabels { result });
         }
         for &result in TftpResult::ALL {
             tftp_transfers.get_or_create_owned(&ResultLabels { result });
@@ -412,7 +470,23 @@ impl Metrics {
             http_requests,
             catalog_reloads,
             catalog_ok,
+            asset_fetches,
+            asset_fetched_bytes,
+            asset_drops,
         }
+    }
+
+    /// A remote asset's download ended; `bytes` stored when fetched.
+    pub fn asset_fetched(&self, result: AssetFetch, bytes: u64) {
+        self.asset_fetches
+            .get_or_create(&FetchLabels { result })
+            .inc();
+        self.asset_fetched_bytes.inc_by(bytes);
+    }
+
+    /// A drop-folder import ended.
+    pub fn asset_dropped(&self, result: AssetDrop) {
+        self.asset_drops.get_or_create(&DropLabels { result }).inc();
     }
 
     /// A reload of bootenvs and config scripts was applied or rejected.

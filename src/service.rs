@@ -55,6 +55,8 @@ pub enum StartError {
     BadDomain(String, String, String),
     #[error("invalid DNS zone: {0} (dns.domain in {1})")]
     Zone(Box<dns::DnsError>, String),
+    #[error("cannot set up the HTTP client for remote assets: {0}")]
+    HttpClient(#[from] reqwest::Error),
 }
 
 /// The boot network address: from the config, else the interface's first IPv4.
@@ -315,6 +317,10 @@ pub async fn run(
             default_bootenv: cfg.default_bootenv.clone(),
             metrics: metrics.clone(),
             timeouts: cfg.lifecycle,
+            fetcher: Arc::new(crate::assets::remote::Fetcher::new(
+                &cfg.assets_dir,
+                metrics.clone(),
+            )?),
         });
         let c = cancel.clone();
         tasks.spawn(async move {

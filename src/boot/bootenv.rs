@@ -64,6 +64,28 @@ pub struct Bootenv {
     /// unless the file says otherwise); checked against the other bootenvs
     /// when the catalog loads.
     pub after_install: String,
+    /// Kernels and initrds named by upstream URL and digest instead of a
+    /// local path; [`ArchBoot::Kernel`] names them by their local path
+    /// `sha256/<hex>`, where they are stored once fetched.
+    pub remote: Vec<RemoteAsset>,
+}
+
+/// A kernel or initrd on an upstream mirror: rackboot fetches it on first
+/// use, checks it against `sha256`, and serves it as `sha256/<sha256>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteAsset {
+    /// An `http` or `https` URL.
+    pub url: String,
+    /// Lowercase hex.
+    pub sha256: String,
+}
+
+impl RemoteAsset {
+    /// Where it is stored under the assets directory, and the path bootenvs
+    /// and asset URLs name it by.
+    pub fn local_path(&self) -> String {
+        format!("{}/{}", crate::assets::STORE_DIR, self.sha256)
+    }
 }
 
 impl Bootenv {
@@ -80,6 +102,7 @@ impl Bootenv {
                 .collect(),
             installer: false,
             after_install: LOCAL.into(),
+            remote: Vec::new(),
         }
     }
 
@@ -143,13 +166,80 @@ mod raw {
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct Arch {
-        pub kernel: Option<String>,
+        pub kernel: Option<AssetRef>,
         #[serde(default)]
-        pub initrds: Vec<String>,
+        pub initrds: Vec<AssetRef>,
         #[serde(default)]
         pub cmdline: String,
         pub local: Option<LocalMethod>,
     }
+
+    /// A kernel or initrd: a path inside assets_dir, or an upstream
+    /// `{ url = "...", sha256 = "..." }`.
+    #[derive(Debug)]
+    pub enum AssetRef {
+        Path(String),
+        Remote { url: String, sha256: String },
+    }
+
+    // By hand rather than `#[serde(untagged)]`, whose error ("did not match
+    // any variant") would not say what to write.
+    impl<'de> Deserialize<'de> for AssetRef {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visitor;
+            impl<'de> serde::de::Visitor<'de> for Visitor {
+                type Value = AssetRef;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str(
+                        "a path inside assets_dir, or { url = \"http://...\", sha256 = \"<64 hex digits>\" }",
+                    )
+                }
+                fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<AssetRef, E> {
+                    Ok(AssetRef::Path(v.to_string()))
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> Result<AssetRef, A::Error> {
+                    use serde::de::Error;
+                    let (mut url, mut sha256) = (None, None);
+                    while let Some(key) = map.next_key::<String>()? {
+                        match key.as_str() {
+                            "url" => url = Some(map.next_value::<String>()?),
+                            "sha256" => sha256 = Some(map.next_value::<String>()?),
+                            other => {
+                                return Err(A::Error::unknown_field(other, &["url", "sha256"]));
+                            }
+                        }
+                    }
+                    Ok(AssetRef::Remote {
+                        url: url.ok_or_else(|| A::Error::missing_field("url"))?,
+                        sha256: sha256.ok_or_else(|| A::Error::missing_field("sha256"))?,
+                    })
+                }
+            }
+            d.deserialize_any(Visitor)
+        }
+    }
+}
+
+/// Checks an upstream asset's URL and digest; the digest comes back lowercase.
+fn check_remote(url: &str, sha256: &str) -> Result<RemoteAsset, String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("url `{url}` is not a URL ({e})"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(format!(
+            "url `{url}` must be an http:// or https:// URL with a host"
+        ));
+    }
+    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "sha256 `{sha256}` of {url} is not 64 hex digits (sha256sum prints it)"
+        ));
+    }
+    Ok(RemoteAsset {
+        url: url.to_string(),
+        sha256: sha256.to_ascii_lowercase(),
+    })
 }
 
 impl Bootenv {
@@ -179,6 +269,7 @@ impl Bootenv {
             ));
         }
         let mut arches = BTreeMap::new();
+        let mut remote: Vec<RemoteAsset> = Vec::new();
         for (arch, a) in raw.arch {
             let boot = match (a.kernel, a.local) {
                 (Some(_), Some(_)) => {
@@ -193,16 +284,30 @@ impl Bootenv {
                 }
                 (None, Some(method)) => ArchBoot::Local(method),
                 (Some(kernel), None) => {
-                    for p in std::iter::once(&kernel).chain(&a.initrds) {
-                        if !is_relative_inside(p) {
-                            return Err(invalid(format!(
-                                "[arch.{arch}] `{p}` must be a path inside assets_dir"
-                            )));
-                        }
+                    let mut paths = Vec::with_capacity(1 + a.initrds.len());
+                    for r in std::iter::once(kernel).chain(a.initrds) {
+                        paths.push(match r {
+                            raw::AssetRef::Path(p) if is_relative_inside(&p) => p,
+                            raw::AssetRef::Path(p) => {
+                                return Err(invalid(format!(
+                                    "[arch.{arch}] `{p}` must be a path inside assets_dir"
+                                )));
+                            }
+                            raw::AssetRef::Remote { url, sha256 } => {
+                                let r = check_remote(&url, &sha256)
+                                    .map_err(|e| invalid(format!("[arch.{arch}] {e}")))?;
+                                let path = r.local_path();
+                                if !remote.contains(&r) {
+                                    remote.push(r);
+                                }
+                                path
+                            }
+                        });
                     }
+                    let kernel = paths.remove(0);
                     ArchBoot::Kernel {
                         kernel,
-                        initrds: a.initrds,
+                        initrds: paths,
                         cmdline: a.cmdline,
                     }
                 }
@@ -235,6 +340,7 @@ impl Bootenv {
             arches,
             installer: raw.installer,
             after_install,
+            remote,
         })
     }
 
@@ -358,6 +464,62 @@ local = "sanboot"
             AssetRole::Other,
             "bios boots local"
         );
+    }
+
+    #[test]
+    fn remote_assets_are_named_by_their_digest() {
+        let sha = "AB".repeat(32);
+        let text = format!(
+            "[arch.arm64_efi]\nkernel = {{ url = \"https://mirror.example/Image\", sha256 = \"{sha}\" }}\n\
+             initrds = [\"arm64/initrd.img\", {{ url = \"http://mirror.example/i\", sha256 = \"{sha}\" }}]\n"
+        );
+        let b = Bootenv::parse(Path::new("/c/r.toml"), &text).unwrap();
+        let local = format!("sha256/{}", "ab".repeat(32));
+        assert_eq!(
+            b.for_arch(BootArch::Arm64Efi),
+            Some(&ArchBoot::Kernel {
+                kernel: local.clone(),
+                initrds: vec!["arm64/initrd.img".into(), local.clone()],
+                cmdline: String::new(),
+            })
+        );
+        assert_eq!(b.remote.len(), 2, "{:?}", b.remote);
+        assert_eq!(b.remote[0].local_path(), local);
+
+        let cases = [
+            ("ftp://m/Image", sha.clone(), "http:// or https://"),
+            ("not a url", sha.clone(), "is not a URL"),
+            ("http://m/Image", "abc".to_string(), "64 hex digits"),
+        ];
+        for (url, sha, want) in cases {
+            let text = format!("[arch.bios]\nkernel = {{ url = \"{url}\", sha256 = \"{sha}\" }}\n");
+            let msg = Bootenv::parse(Path::new("/c/r.toml"), &text)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                msg.contains("/c/r.toml") && msg.contains(want),
+                "{want}: {msg}"
+            );
+        }
+        for (text, want) in [
+            (
+                "kernel = { url = \"http://m/k\" }",
+                "missing field `sha256`",
+            ),
+            (
+                "kernel = { url = \"http://m/k\", sha = \"x\" }",
+                "unknown field `sha`",
+            ),
+            ("kernel = 3", "a path inside assets_dir, or { url"),
+        ] {
+            let msg = Bootenv::parse(Path::new("/c/r.toml"), &format!("[arch.bios]\n{text}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                msg.contains(want) && msg.contains("line 2"),
+                "{want}: {msg}"
+            );
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 
+pub use super::bootenv::RemoteAsset;
 use super::bootenv::{ArchBoot, Bootenv, BootenvError, LOCAL};
 use crate::model::{BootArch, Node};
 
@@ -115,8 +116,18 @@ pub struct RenderError {
     pub message: String,
 }
 
+/// Where a remote asset can be fetched from: every URL the bootenvs give for
+/// one digest, tried in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Remote {
+    pub sha256: String,
+    pub urls: Vec<String>,
+}
+
 pub struct Catalog {
     bootenvs: BTreeMap<String, Bootenv>,
+    /// Remote assets by local path (`sha256/<hex>`).
+    remote: BTreeMap<String, Remote>,
     /// Where each bootenv came from, for messages.
     sources: BTreeMap<String, PathBuf>,
     scripts: BTreeSet<String>,
@@ -222,7 +233,9 @@ impl Catalog {
                     for (what, asset) in std::iter::once(("kernel", kernel))
                         .chain(initrds.iter().map(|i| ("initrd", i)))
                     {
-                        if !assets_dir.join(asset).is_file() {
+                        // Fetched on first use: its mirror need not be up for a reload.
+                        let is_remote = b.remote.iter().any(|r| r.local_path() == *asset);
+                        if !is_remote && !assets_dir.join(asset).is_file() {
                             return Err(CatalogError::MissingAsset {
                                 path: path.clone(),
                                 arch: *arch,
@@ -266,7 +279,18 @@ impl Catalog {
             return Err(CatalogError::MissingDefault(default_bootenv.to_string()));
         }
 
+        let mut remote: BTreeMap<String, Remote> = BTreeMap::new();
+        for r in bootenvs.values().flat_map(|b| &b.remote) {
+            let entry = remote.entry(r.local_path()).or_insert_with(|| Remote {
+                sha256: r.sha256.clone(),
+                urls: Vec::new(),
+            });
+            if !entry.urls.contains(&r.url) {
+                entry.urls.push(r.url.clone());
+            }
+        }
         let catalog = Catalog {
+            remote,
             bootenvs,
             sources,
             scripts: scripts.keys().cloned().collect(),
@@ -328,6 +352,12 @@ impl Catalog {
 
     pub fn bootenvs(&self) -> impl Iterator<Item = &Bootenv> {
         self.bootenvs.values()
+    }
+
+    /// The upstream of `path` (under the assets directory) when a bootenv
+    /// names it by URL and digest.
+    pub fn remote(&self, path: &str) -> Option<&Remote> {
+        self.remote.get(path)
     }
 
     pub fn has_script(&self, name: &str) -> bool {
@@ -521,6 +551,26 @@ cmdline = "rackboot.bootenv={{ bootenv }} cb={{ callback_url }}"
                 .unwrap(),
             "rackboot.bootenv=install cb=http://10.0.0.1/node/52:54:00:aa:bb:cc/installed?bootenv=install"
         );
+    }
+
+    #[test]
+    fn remote_assets_need_not_be_present_and_are_looked_up_by_path() {
+        let f = Fixture::new();
+        let sha = "0f".repeat(32);
+        for (name, url) in [("a", "http://m1/k"), ("b", "http://m2/k")] {
+            f.bootenv(
+                name,
+                &format!(
+                    "[arch.bios]\nkernel = {{ url = \"{url}\", sha256 = \"{sha}\" }}\n\
+                     initrds = [\"x86_64/initrd.img\"]\n"
+                ),
+            );
+        }
+        let c = f.load().unwrap();
+        let r = c.remote(&format!("sha256/{sha}")).unwrap();
+        assert_eq!(r.sha256, sha);
+        assert_eq!(r.urls, ["http://m1/k", "http://m2/k"]);
+        assert!(c.remote("x86_64/initrd.img").is_none());
     }
 
     #[test]

@@ -93,6 +93,14 @@ pub async fn asset(
     Query(q): Query<HashMap<String, String>>,
     req: Request,
 ) -> Result<Response, HttpError> {
+    // A bootenv's `{ url, sha256 }`: fetched here on first use, then served
+    // from the store like any other asset.
+    if let Some(remote) = ctx.catalog.current().remote(&path) {
+        ctx.fetcher
+            .ensure(remote)
+            .await
+            .map_err(|e| fetch_error(&path, &e))?;
+    }
     let full = crate::tftp::resolve_asset(&ctx.assets_dir, &path)
         .map_err(|_| HttpError::not_found(format!("no asset `{path}`")))?;
     if req.method() == Method::GET {
@@ -118,6 +126,29 @@ pub async fn asset(
         .await
         .map_err(HttpError::internal)?;
     Ok(resp.map(Body::new))
+}
+
+/// 502 when the mirror failed (unreachable, error status, wrong digest),
+/// saying which URL and why; 503 when rackboot could not store it (the
+/// cause, with its local path, goes to the log only). Either way nothing
+/// was kept and the next request tries again.
+fn fetch_error(path: &str, e: &crate::assets::remote::FetchFailure) -> HttpError {
+    if e.is_local() {
+        HttpError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            public: format!(
+                "remote asset `{path}` could not be stored; see the rackboot log, the next request tries again"
+            ),
+            internal: Some(e.to_string()),
+        }
+    } else {
+        HttpError::new(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "remote asset `{path}` could not be fetched: {e}; nothing was kept, the next request tries again"
+            ),
+        )
+    }
 }
 
 /// The timeline entry for a fetch of `path` by `node`, judged by the bootenv

@@ -36,6 +36,8 @@ pub struct HttpContext {
     pub metrics: Arc<Metrics>,
     /// `[lifecycle]` timeouts, for [`crate::boot::diagnose`].
     pub timeouts: Timeouts,
+    /// Downloads the remote assets bootenvs name, on first request.
+    pub fetcher: Arc<crate::assets::remote::Fetcher>,
 }
 
 pub fn router(ctx: Arc<HttpContext>) -> Router {

@@ -1,0 +1,275 @@
+//! Assets arriving while rackboot serves: a bootenv naming kernels by upstream URL and sha256
+//! (fetched once on first request, checked, served locally), and kernels dropped into the
+//! watched drop folder. The real `rackboot serve` in a [`Lab`] namespace, real `curl`s, and a
+//! real upstream HTTP server (python3's http.server, slowed down so that concurrent first
+//! requests really overlap) whose request log counts the downloads.
+//!
+//! Needs root (namespaces), curl and python3. Every wait is bounded; processes are ended by
+//! PID when the lab is dropped, also when a test fails.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::lab::{self, BRIDGE, Lab, SERVER_IP};
+use sha2::{Digest, Sha256};
+
+const WAIT: Duration = Duration::from_secs(30);
+const MAC: &str = "52:54:00:aa:00:43";
+const UPSTREAM_PORT: u16 = 8080;
+/// How long the upstream server waits before answering each GET.
+const UPSTREAM_DELAY: &str = "1.5";
+
+/// An upstream mirror: serves `dir`, sleeps before each GET, logs one line per request.
+const UPSTREAM: &str = r#"
+import functools, http.server, sys, time
+class Slow(http.server.SimpleHTTPRequestHandler):
+    def do_GET(self):
+        time.sleep(float(sys.argv[3]))
+        super().do_GET()
+    def log_message(self, fmt, *args):
+        sys.stderr.write((fmt % args) + "\n")
+        sys.stderr.flush()
+srv = http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])),
+    functools.partial(Slow, directory=sys.argv[4]))
+print("upstream ready", flush=True)
+srv.serve_forever()
+"#;
+
+fn sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Deterministic, incompressible-looking bytes.
+fn bytes(n: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// Writes config, a script and a placeholder asset; `bootenv` becomes discovery.toml.
+fn setup(lab: &Lab, bootenv: &str, assets_section: &str) -> PathBuf {
+    let d = lab.dir();
+    for sub in ["assets", "bootenvs", "scripts"] {
+        std::fs::create_dir_all(d.join(sub)).unwrap();
+    }
+    std::fs::write(d.join("assets/placeholder"), b"kernel").unwrap();
+    std::fs::write(d.join("scripts/hello.sh"), "echo hi\n").unwrap();
+    std::fs::write(d.join("bootenvs/discovery.toml"), bootenv).unwrap();
+    let config = d.join("rackboot.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"{p}/state\"\nassets_dir = \"{p}/assets\"\nbootenvs_dir = \"{p}/bootenvs\"\n\
+             scripts_dir = \"{p}/scripts\"\n{assets_section}[network]\ninterface = \"{BRIDGE}\"\n\
+             [[dhcp.subnet]]\ncidr = \"10.77.0.0/24\"\nranges = [[\"10.77.0.10\", \"10.77.0.20\"]]\n\
+             [dns]\nenabled = false\n",
+            p = d.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+fn serve(lab: &Lab, config: &Path) -> (u32, PathBuf) {
+    let log = lab.dir().join("rackboot.log");
+    let pid = lab.spawn(
+        env!("CARGO_BIN_EXE_rackboot"),
+        &["serve", "--config", config.to_str().unwrap()],
+        &log,
+    );
+    lab::wait_for_file(&log, "rackboot serving", WAIT).unwrap_or_else(|e| panic!("{e}"));
+    (pid, log)
+}
+
+/// GET `path` from rackboot into `out`; returns the HTTP status and, on error, the body.
+fn fetch(lab: &Lab, path: &str, out: &Path) -> (u16, String) {
+    let url = format!("http://{SERVER_IP}{path}");
+    let o = lab.run(
+        "curl",
+        &[
+            "-s",
+            "-m",
+            "25",
+            "-o",
+            out.to_str().unwrap(),
+            "-w",
+            "%{http_code}",
+            &url,
+        ],
+        WAIT,
+    );
+    let status = String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    let body = if status == 200 {
+        String::new()
+    } else {
+        String::from_utf8_lossy(&std::fs::read(out).unwrap_or_default()).into_owned()
+    };
+    (status, body)
+}
+
+fn get(lab: &Lab, path: &str) -> String {
+    let out = lab.run(
+        "curl",
+        &["-s", "-m", "5", &format!("http://{SERVER_IP}{path}")],
+        WAIT,
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn metric(lab: &Lab, line_start: &str) -> Option<f64> {
+    get(lab, "/metrics")
+        .lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn remote_assets_are_fetched_once_checked_and_served_locally() {
+    let lab = Lab::new("remote");
+    let upstream = lab.dir().join("upstream");
+    std::fs::create_dir_all(&upstream).unwrap();
+    let kernel = bytes(3 << 20, 1);
+    let initrd = bytes(200_000, 2);
+    std::fs::write(upstream.join("vmlinuz"), &kernel).unwrap();
+    // initrd.img is not on the mirror yet.
+    let (k_sha, i_sha) = (sha256(&kernel), sha256(&initrd));
+    let mirror = format!("http://{SERVER_IP}:{UPSTREAM_PORT}");
+    let bootenv = format!(
+        "scripts = [\"hello.sh\"]\n[arch.bios]\n\
+         kernel = {{ url = \"{mirror}/vmlinuz\", sha256 = \"{k_sha}\" }}\n\
+         initrds = [{{ url = \"{mirror}/initrd.img\", sha256 = \"{i_sha}\" }}]\n\
+         cmdline = \"console=ttyS0\"\n"
+    );
+    let config = setup(&lab, &bootenv, "");
+
+    let script = lab.dir().join("upstream.py");
+    std::fs::write(&script, UPSTREAM).unwrap();
+    let upstream_log = lab.dir().join("upstream.log");
+    lab.spawn(
+        "python3",
+        &[
+            script.to_str().unwrap(),
+            &SERVER_IP.to_string(),
+            &UPSTREAM_PORT.to_string(),
+            UPSTREAM_DELAY,
+            upstream.to_str().unwrap(),
+        ],
+        &upstream_log,
+    );
+    lab::wait_for_file(&upstream_log, "upstream ready", WAIT).unwrap_or_else(|e| panic!("{e}"));
+    let upstream_gets = |name: &str| {
+        lab::read_text(&upstream_log)
+            .lines()
+            .filter(|l| l.contains(&format!("\"GET /{name} ")))
+            .count()
+    };
+
+    serve(&lab, &config);
+    let store = lab.dir().join("assets/sha256");
+
+    // The boot script names the assets by digest.
+    let ipxe = get(&lab, &format!("/boot/{MAC}.ipxe?arch=bios"));
+    assert!(
+        ipxe.contains(&format!("/assets/sha256/{k_sha}?mac="))
+            && ipxe.contains(&format!("/assets/sha256/{i_sha}?mac=")),
+        "{ipxe}"
+    );
+
+    // Eight concurrent first requests: one upstream GET, eight identical copies.
+    let kernel_path = format!("/assets/sha256/{k_sha}");
+    let results: Vec<(u16, String, Vec<u8>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let (lab, kernel_path) = (&lab, &kernel_path);
+                s.spawn(move || {
+                    let out = lab.dir().join(format!("kernel.{i}"));
+                    let (status, body) = fetch(lab, kernel_path, &out);
+                    (status, body, std::fs::read(&out).unwrap_or_default())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (status, body, got) in &results {
+        assert_eq!(*status, 200, "{body}");
+        assert!(got == &kernel, "served bytes differ from the mirror's");
+    }
+    assert_eq!(
+        upstream_gets("vmlinuz"),
+        1,
+        "{}",
+        lab::read_text(&upstream_log)
+    );
+    // Later requests are served from the store.
+    assert_eq!(fetch(&lab, &kernel_path, &lab.dir().join("again")).0, 200);
+    assert_eq!(upstream_gets("vmlinuz"), 1);
+    assert_eq!(
+        std::fs::read(store.join(&k_sha)).unwrap(),
+        kernel,
+        "stored under its digest"
+    );
+
+    // Not on the mirror: 502 saying why, nothing kept.
+    let initrd_path = format!("/assets/sha256/{i_sha}");
+    let out = lab.dir().join("initrd");
+    let (status, body) = fetch(&lab, &initrd_path, &out);
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body.contains("initrd.img") && body.contains("404") && body.contains("tries again"),
+        "{body}"
+    );
+    // The wrong file on the mirror: refused by its digest, nothing kept.
+    std::fs::write(upstream.join("initrd.img"), b"not the initrd").unwrap();
+    let (status, body) = fetch(&lab, &initrd_path, &out);
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body.contains("sha256 is") && body.contains(&i_sha),
+        "{body}"
+    );
+    assert_eq!(
+        files_in(&store),
+        vec![k_sha.clone()],
+        "nothing partial kept"
+    );
+    // Fixed on the mirror: the next request fetches it.
+    std::fs::write(upstream.join("initrd.img"), &initrd).unwrap();
+    let (status, body) = fetch(&lab, &initrd_path, &out);
+    assert_eq!(status, 200, "{body}");
+    assert!(std::fs::read(&out).unwrap() == initrd);
+    assert_eq!(upstream_gets("initrd.img"), 3, "one per try");
+
+    let fetches = "rackboot_asset_fetches_total";
+    assert_eq!(
+        metric(&lab, &format!("{fetches}{{result=\"fetched\"}}")),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(&lab, &format!("{fetches}{{result=\"failed\"}}")),
+        Some(2.0)
+    );
+}
