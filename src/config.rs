@@ -45,6 +45,8 @@ mod raw {
         pub bootenvs_dir: PathBuf,
         #[serde(default = "default_scripts_dir")]
         pub scripts_dir: PathBuf,
+        #[serde(default)]
+        pub assets: Assets,
         pub network: Network,
         #[serde(default)]
         pub boot: Boot,
@@ -64,6 +66,13 @@ mod raw {
     }
     fn default_scripts_dir() -> PathBuf {
         "scripts".into()
+    }
+
+    /// `[assets]`: the watched drop folder.
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Assets {
+        pub drop_dir: Option<PathBuf>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -268,6 +277,8 @@ pub struct Config {
     pub assets_dir: PathBuf,
     pub bootenvs_dir: PathBuf,
     pub scripts_dir: PathBuf,
+    /// `[assets]`.
+    pub assets: AssetsConfig,
     pub interface: String,
     /// rackboot's address on the boot network, if fixed in the file; otherwise
     /// it is read from the interface at start-up.
@@ -278,6 +289,13 @@ pub struct Config {
     pub http: Option<u16>,
     pub dns: Option<DnsConfig>,
     pub lifecycle: crate::boot::Timeouts,
+}
+
+/// `[assets]`: where kernels dropped for import arrive.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AssetsConfig {
+    /// The watched drop folder (absolute), if any; see [`crate::assets::drop`].
+    pub drop_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -589,6 +607,9 @@ impl Config {
             assets_dir: resolve(&raw.assets_dir),
             bootenvs_dir: resolve(&raw.bootenvs_dir),
             scripts_dir: resolve(&raw.scripts_dir),
+            assets: AssetsConfig {
+                drop_dir: raw.assets.drop_dir.as_deref().map(resolve),
+            },
             interface: raw.network.interface,
             address: raw.network.address,
             default_bootenv: raw.boot.default_bootenv,
@@ -749,6 +770,18 @@ ranges = [["10.0.0.100", "10.0.0.200"]]
                 .to_string();
             assert!(msg.contains(key), "{key}: {msg}");
         }
+    }
+
+    #[test]
+    fn the_drop_folder_is_off_unless_named() {
+        let cfg = Config::parse(Path::new("/etc/rackboot/r.toml"), MINIMAL).unwrap();
+        assert_eq!(cfg.assets.drop_dir, None);
+        let text = MINIMAL.replace("[network]", "[assets]\ndrop_dir = \"drop\"\n[network]");
+        let cfg = Config::parse(Path::new("/etc/rackboot/r.toml"), &text).unwrap();
+        assert_eq!(
+            cfg.assets.drop_dir.as_deref(),
+            Some(Path::new("/etc/rackboot/drop"))
+        );
     }
 
     #[test]

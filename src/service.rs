@@ -292,6 +292,20 @@ pub async fn run(
         });
     }
 
+    if let Some(dir) = &cfg.assets.drop_dir {
+        let drop = crate::assets::drop::DropFolder::new(
+            dir.clone(),
+            crate::assets::into_bootenv::Target::from(&cfg),
+            metrics.clone(),
+        );
+        tracing::info!("watching drop folder {}", dir.display());
+        let c = cancel.clone();
+        tasks.spawn(async move {
+            drop.watch(c).await;
+            ("drop folder", Ok(()))
+        });
+    }
+
     {
         let sweep = crate::sweep::Sweep::new(store.clone(), timeline.clone(), cfg.lifecycle);
         let c = cancel.clone();

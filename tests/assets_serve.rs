@@ -273,3 +273,108 @@ fn remote_assets_are_fetched_once_checked_and_served_locally() {
         Some(2.0)
     );
 }
+
+/// The first bytes of an x86_64 bzImage (boot protocol 2.15, 64-bit), enough for detection.
+fn bzimage() -> Vec<u8> {
+    let mut b = bytes(64 * 1024, 3);
+    b[510] = 0x55;
+    b[511] = 0xAA;
+    b[0x202..0x206].copy_from_slice(b"HdrS");
+    b[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+    b[0x236..0x238].copy_from_slice(&1u16.to_le_bytes());
+    b
+}
+
+#[test]
+fn dropped_kernels_are_imported_by_the_running_server() {
+    let lab = Lab::new("drop");
+    let drop_dir = lab.dir().join("drop");
+    let config = setup(
+        &lab,
+        "scripts = [\"hello.sh\"]\n[arch.bios]\nkernel = \"placeholder\"\ncmdline = \"console=ttyS0\"\n",
+        &format!("[assets]\ndrop_dir = \"{}\"\n", drop_dir.display()),
+    );
+    let (pid, log) = serve(&lab, &config);
+
+    let kernel = bzimage();
+    let initrd = bytes(100_000, 4);
+    let put = |rel: &str, b: &[u8]| {
+        let p = drop_dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, b).unwrap();
+    };
+    put("discovery/x86_64/kernel", &kernel);
+    put("discovery/x86_64/initrd.img", &initrd);
+    // The same x86_64 kernel offered as arm64's.
+    put("discovery/arm64/kernel", &kernel);
+
+    let reasons = |sub: &str| -> Vec<String> {
+        files_in(&drop_dir.join(sub))
+            .into_iter()
+            .filter(|n| n.ends_with(".reason"))
+            .map(|n| std::fs::read_to_string(drop_dir.join(sub).join(n)).unwrap())
+            .collect()
+    };
+    lab::poll_until(WAIT, || {
+        (reasons("done").len() == 1 && reasons("rejected").len() == 1).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not imported: {}", lab::tail(&lab::read_text(&log), 20)));
+    let (done, rejected) = (&reasons("done")[0], &reasons("rejected")[0]);
+    let (k_sha, i_sha) = (sha256(&kernel), sha256(&initrd));
+    assert!(
+        done.contains(&format!("kernel sha256/{k_sha}"))
+            && done.contains("[arch.bios] [arch.x86_64_efi]"),
+        "{done}"
+    );
+    assert!(
+        rejected.contains("is for x86_64") && rejected.contains("not arm64"),
+        "{rejected}"
+    );
+    // The moved folders hold what was dropped; the drop folder is empty again.
+    let done_dir = files_in(&drop_dir.join("done"))
+        .into_iter()
+        .find(|n| !n.ends_with(".reason"))
+        .unwrap();
+    assert!(done_dir.ends_with("-discovery-x86_64"), "{done_dir}");
+    assert_eq!(
+        files_in(&drop_dir.join("done").join(&done_dir)),
+        ["initrd.img", "kernel"]
+    );
+    assert_eq!(files_in(&drop_dir), ["done", "rejected"]);
+
+    // The running server boots the new kernel once its hot reload has read the bootenv.
+    lab::poll_until(WAIT, || {
+        get(&lab, &format!("/boot/{MAC}.ipxe?arch=bios"))
+            .contains(&format!("/assets/sha256/{k_sha}?mac="))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("{}", get(&lab, &format!("/boot/{MAC}.ipxe?arch=bios"))));
+    let ipxe = get(&lab, &format!("/boot/{MAC}.ipxe?arch=bios"));
+    assert!(
+        ipxe.contains(&format!("/assets/sha256/{i_sha}?mac=")),
+        "{ipxe}"
+    );
+    assert!(
+        ipxe.contains("console=ttyS0"),
+        "the cmdline was kept: {ipxe}"
+    );
+    let out = lab.dir().join("kernel.out");
+    assert_eq!(fetch(&lab, &format!("/assets/sha256/{k_sha}"), &out).0, 200);
+    assert!(std::fs::read(&out).unwrap() == kernel);
+
+    let drops = "rackboot_asset_drops_total";
+    assert_eq!(
+        metric(&lab, &format!("{drops}{{result=\"imported\"}}")),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&lab, &format!("{drops}{{result=\"rejected\"}}")),
+        Some(1.0)
+    );
+    let text = lab::read_text(&log);
+    assert!(
+        text.contains("drop folder: discovery/arm64 rejected"),
+        "{text}"
+    );
+    assert!(lab.is_running(pid));
+}

@@ -293,6 +293,10 @@ fn replace_file(path: &Path, text: &str) -> Result<(), IntoBootenvError> {
     };
     let result = (|| {
         let mut f = File::create(&tmp)?;
+        // A replaced file keeps its permissions (group-readable for reviewers, say).
+        if let Ok(meta) = fs::metadata(path) {
+            f.set_permissions(meta.permissions())?;
+        }
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;

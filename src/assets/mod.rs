@@ -4,10 +4,12 @@
 //! ([`detect_kernel`], pure), and storing files content-addressed under
 //! `<assets_dir>/sha256/<hex digest>` ([`import`]) after checking the kernel
 //! is built for the architecture the operator said it is for; then, in
-//! submodules, naming them in a bootenv file ([`into_bootenv`]) and fetching
-//! the ones bootenvs name by URL and digest ([`remote`]). It does not serve
+//! submodules, naming them in a bootenv file ([`into_bootenv`]), watching a
+//! drop folder for them ([`drop`]) and fetching the ones bootenvs name by URL
+//! and digest ([`remote`]). It does not serve
 //! anything: TFTP and HTTP serve the assets directory as they find it.
 
+pub mod drop;
 pub mod into_bootenv;
 pub mod remote;
 
