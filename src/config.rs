@@ -294,7 +294,7 @@ pub struct Config {
 /// `[assets]`: where kernels dropped for import arrive.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AssetsConfig {
-    /// The watched drop folder (absolute), if any; see [`crate::assets::drop`].
+    /// The watched drop folder (absolute), if any; see [`crate::assets::drop`](mod@crate::assets::drop).
     pub drop_dir: Option<PathBuf>,
 }
 

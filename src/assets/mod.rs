@@ -5,7 +5,7 @@
 //! `<assets_dir>/sha256/<hex digest>` ([`import`]) after checking the kernel
 //! is built for the architecture the operator said it is for; then, in
 //! submodules, naming them in a bootenv file ([`into_bootenv`]), watching a
-//! drop folder for them ([`drop`]) and fetching the ones bootenvs name by URL
+//! drop folder for them ([`drop`](mod@drop)) and fetching the ones bootenvs name by URL
 //! and digest ([`remote`]). It does not serve
 //! anything: TFTP and HTTP serve the assets directory as they find it.
 

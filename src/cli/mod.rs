@@ -41,7 +41,7 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum AssetsCommand {
     /// Check a kernel is built for --arch, store it and its initrds under
-    /// <assets_dir>/sha256/<digest>, and name them in a bootenv (--bootenv)
+    /// `<assets_dir>/sha256/<digest>`, and name them in a bootenv (--bootenv)
     /// or print a bootenv snippet naming them.
     Add {
         #[arg(long, short, default_value = "/etc/rackboot/rackboot.toml")]

@@ -34,7 +34,7 @@ pub struct HttpContext {
     pub assets_dir: PathBuf,
     pub default_bootenv: String,
     pub metrics: Arc<Metrics>,
-    /// `[lifecycle]` timeouts, for [`crate::boot::diagnose`].
+    /// `[lifecycle]` timeouts, for [`crate::boot::diagnose()`].
     pub timeouts: Timeouts,
     /// Downloads the remote assets bootenvs name, on first request.
     pub fetcher: Arc<crate::assets::remote::Fetcher>,
