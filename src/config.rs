@@ -55,6 +55,17 @@ mod raw {
         pub http: Http,
         #[serde(default)]
         pub dns: Dns,
+        #[serde(default)]
+        pub api: Api,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Api {
+        pub tokens_file: Option<PathBuf>,
+        pub tls_cert: Option<PathBuf>,
+        pub tls_key: Option<PathBuf>,
+        pub tls_port: Option<u16>,
     }
 
     fn default_bootenvs_dir() -> PathBuf {
@@ -251,6 +262,25 @@ pub struct Config {
     pub tftp: Option<u16>,
     pub http: Option<u16>,
     pub dns: Option<DnsConfig>,
+    pub api: ApiConfig,
+}
+
+/// The admin API's access and transport.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// Bearer tokens, one `<scope> <token> [name]` a line; `None` disables
+    /// the API (every `/api/v1` request is refused).
+    pub tokens_file: Option<PathBuf>,
+    /// The same routes over HTTPS.
+    pub tls: Option<TlsConfig>,
+}
+
+/// PEM files and the port of the API's HTTPS listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub port: u16,
 }
 
 #[derive(Debug, Clone)]
@@ -535,6 +565,31 @@ impl Config {
             ));
         }
 
+        let a = &raw.api;
+        let tls = match (&a.tls_cert, &a.tls_key, a.tls_port) {
+            (None, None, None) => None,
+            (Some(cert), Some(key), Some(port)) => Some(TlsConfig {
+                cert: resolve(cert),
+                key: resolve(key),
+                port,
+            }),
+            _ => {
+                return Err(invalid(
+                    "api.tls_cert",
+                    "HTTPS needs all three of api.tls_cert, api.tls_key and api.tls_port".into(),
+                ));
+            }
+        };
+        if tls
+            .as_ref()
+            .is_some_and(|t| raw.http.enabled && t.port == raw.http.port)
+        {
+            return Err(invalid(
+                "api.tls_port",
+                format!("{} is http.port already: choose another", raw.http.port),
+            ));
+        }
+
         Ok(Config {
             path: path.to_path_buf(),
             state_dir: resolve(&raw.state_dir),
@@ -563,6 +618,10 @@ impl Config {
                 port: raw.dns.port,
                 domain,
             }),
+            api: ApiConfig {
+                tokens_file: raw.api.tokens_file.as_deref().map(resolve),
+                tls,
+            },
         })
     }
 }
@@ -679,6 +738,16 @@ ranges = [["10.0.0.100", "10.0.0.200"]]
                 format!("{MINIMAL}[dns]\ndomain = \"bad domain\"\n"),
                 "dns.domain",
             ),
+            (
+                format!("{MINIMAL}[api]\ntls_cert = \"c.pem\"\ntls_port = 8443\n"),
+                "api.tls_cert",
+            ),
+            (
+                format!(
+                    "{MINIMAL}[api]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\ntls_port = 80\n"
+                ),
+                "api.tls_port",
+            ),
         ];
         for (text, key) in cases {
             let msg = Config::parse(Path::new("r.toml"), &text)
@@ -695,5 +764,27 @@ ranges = [["10.0.0.100", "10.0.0.200"]]
         assert_eq!(cfg.tftp, None);
         assert!(cfg.dns.is_none());
         assert_eq!(cfg.http, Some(80));
+    }
+
+    #[test]
+    fn api_paths_resolve_and_default_to_disabled() {
+        let cfg = Config::parse(Path::new("/etc/rb/r.toml"), MINIMAL).unwrap();
+        assert_eq!(cfg.api, ApiConfig::default());
+        let text = format!(
+            "{MINIMAL}[api]\ntokens_file = \"tokens\"\ntls_cert = \"/tls/c.pem\"\ntls_key = \"k.pem\"\ntls_port = 8443\n"
+        );
+        let cfg = Config::parse(Path::new("/etc/rb/r.toml"), &text).unwrap();
+        assert_eq!(
+            cfg.api.tokens_file.as_deref(),
+            Some(Path::new("/etc/rb/tokens"))
+        );
+        assert_eq!(
+            cfg.api.tls,
+            Some(TlsConfig {
+                cert: "/tls/c.pem".into(),
+                key: "/etc/rb/k.pem".into(),
+                port: 8443
+            })
+        );
     }
 }

@@ -14,7 +14,8 @@ use crate::config::{Config, SubnetMode};
 use crate::dhcp::{self, DhcpContext, lease::Pool, reply::ServerParams};
 use crate::dns::{self, NameSource, Zone};
 use crate::events::Timeline;
-use crate::http::{self, HttpContext};
+use crate::http::auth::{Tokens, TokensError};
+use crate::http::{self, ApiAuth, HttpContext};
 use crate::metrics::{Metrics, PoolRanges};
 use crate::model::Timestamp;
 use crate::store::{SqliteStore, Store, StoreError};
@@ -55,6 +56,25 @@ pub enum StartError {
     BadDomain(String, String, String),
     #[error("invalid DNS zone: {0} (dns.domain in {1})")]
     Zone(Box<dns::DnsError>, String),
+    #[error(transparent)]
+    Tokens(#[from] TokensError),
+}
+
+/// The API's access rules from `api.tokens_file` (disabled without one).
+pub fn api_auth(cfg: &Config) -> Result<ApiAuth, TokensError> {
+    Ok(match &cfg.api.tokens_file {
+        None => ApiAuth::disabled(&cfg.path),
+        Some(path) => {
+            let tokens = Tokens::load(path)?;
+            if tokens.is_empty() {
+                tracing::warn!(
+                    "API tokens file {} holds no token: every API request will be refused",
+                    path.display()
+                );
+            }
+            ApiAuth::with_tokens(&cfg.path, tokens)
+        }
+    })
 }
 
 /// The boot network address: from the config, else the interface's first IPv4.
@@ -129,6 +149,7 @@ pub async fn run(
         &cfg.default_bootenv,
     )?));
     let timeline = Timeline::new(store.clone());
+    let auth = Arc::new(api_auth(&cfg)?);
     // One registry for every service; the pool gauges cover the subnets
     // rackboot hands addresses out on (proxy subnets have no ranges).
     let pools: Vec<PoolRanges> = cfg
@@ -282,6 +303,7 @@ pub async fn run(
             default_bootenv: cfg.default_bootenv.clone(),
             cell: catalog.clone(),
             metrics: metrics.clone(),
+            tokens: cfg.api.tokens_file.clone().map(|path| (path, auth.clone())),
         };
         let c = cancel.clone();
         tasks.spawn(async move {
@@ -305,6 +327,8 @@ pub async fn run(
             assets_dir: cfg.assets_dir.clone(),
             default_bootenv: cfg.default_bootenv.clone(),
             metrics: metrics.clone(),
+            auth: auth.clone(),
+            loaders: cfg.dhcp.loaders.clone(),
         });
         let c = cancel.clone();
         tasks.spawn(async move {

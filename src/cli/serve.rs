@@ -50,7 +50,12 @@ pub fn check(path: &Path) -> anyhow::Result<()> {
         &cfg.assets_dir,
         &cfg.default_bootenv,
     )?;
+    crate::service::api_auth(&cfg)?;
     println!("{}: ok", cfg.path.display());
+    match &cfg.api.tokens_file {
+        Some(p) => println!("API tokens {}: ok", p.display()),
+        None => println!("API: disabled (no api.tokens_file)"),
+    }
     for b in catalog.bootenvs() {
         let arches: Vec<&str> = b.arches.keys().map(|a| a.as_str()).collect();
         println!(

@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use serde::Serialize;
 
-use super::{HttpContext, HttpError, parse_mac};
+use super::{ApiError, HttpContext, HttpError, parse_mac};
 use crate::model::{Event, Lease, Node};
 
 #[derive(Serialize)]
@@ -18,7 +18,7 @@ pub struct NodeWithEvents {
 
 pub async fn nodes(
     State(ctx): State<Arc<HttpContext>>,
-) -> Result<Json<Vec<NodeWithEvents>>, HttpError> {
+) -> Result<Json<Vec<NodeWithEvents>>, ApiError> {
     let mut out = Vec::new();
     for node in ctx.store.nodes().await? {
         let events = ctx.store.events(node.mac).await?;
@@ -30,7 +30,7 @@ pub async fn nodes(
 pub async fn node(
     State(ctx): State<Arc<HttpContext>>,
     Path(mac): Path<String>,
-) -> Result<Json<NodeWithEvents>, HttpError> {
+) -> Result<Json<NodeWithEvents>, ApiError> {
     let mac = parse_mac(&mac)?;
     let node = ctx
         .store
@@ -42,6 +42,6 @@ pub async fn node(
 }
 
 /// Every lease the store holds (offered, bound, declined), by address.
-pub async fn leases(State(ctx): State<Arc<HttpContext>>) -> Result<Json<Vec<Lease>>, HttpError> {
+pub async fn leases(State(ctx): State<Arc<HttpContext>>) -> Result<Json<Vec<Lease>>, ApiError> {
     Ok(Json(ctx.store.leases().await?))
 }
