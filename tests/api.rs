@@ -185,3 +185,440 @@ fn a_bad_tokens_file_stops_start_up_naming_file_and_line() {
         "{err}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Nodes
+
+fn admin(rb: &Server, method: &str, path: &str, body: Option<&str>) -> common::server::Reply {
+    rb.request(method, path, Some(ADMIN_TOKEN), body)
+}
+
+/// Creates a node; panics unless 201.
+fn create(rb: &Server, body: &str) -> serde_json::Value {
+    let r = admin(rb, "POST", "/api/v1/nodes", Some(body));
+    assert_eq!(r.status, 201, "{body}: {}", r.text());
+    r.json()
+}
+
+fn macs(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            n.as_str()
+                .unwrap_or_else(|| n["mac"].as_str().unwrap())
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn nodes_are_created_listed_edited_and_deleted() {
+    let rb = Server::start("api-nodes", Setup::default());
+    let n = create(
+        &rb,
+        r#"{"mac":"52-54-00-AA-00-01","labels":{"rack":"r1","role":"builder"},"ipv4":"10.77.0.50"}"#,
+    );
+    assert_eq!(n["mac"], "52:54:00:aa:00:01");
+    assert_eq!(n["hostname"], "node-525400aa0001");
+    assert_eq!(n["bootenv"], "discovery");
+    assert_eq!(n["state"], "discovered");
+    assert_eq!(n["events"], serde_json::json!([]));
+    assert!(n.get("token").is_none(), "the node token never leaves");
+    create(
+        &rb,
+        r#"{"mac":"52:54:00:aa:00:02","hostname":"b2","labels":{"rack":"r1"},"bootenv":"rescue"}"#,
+    );
+    create(
+        &rb,
+        r#"{"mac":"52:54:00:aa:00:03","labels":{"rack":"r2","role":"builder"}}"#,
+    );
+
+    // Refusals.
+    let r = admin(
+        &rb,
+        "POST",
+        "/api/v1/nodes",
+        Some(r#"{"mac":"52:54:00:aa:00:01"}"#),
+    );
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(
+        r.json()["error"].as_str().unwrap().contains("PATCH"),
+        "{}",
+        r.text()
+    );
+    let r = admin(
+        &rb,
+        "POST",
+        "/api/v1/nodes",
+        Some(r#"{"mac":"52:54:00:aa:00:09","hostname":"B2"}"#),
+    );
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("already belongs to 52:54:00:aa:00:02"),
+        "{}",
+        r.text()
+    );
+    let r = admin(
+        &rb,
+        "POST",
+        "/api/v1/nodes",
+        Some(r#"{"mac":"52:54:00:aa:00:09","bootenv":"nope"}"#),
+    );
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(
+        r.json()["error"].as_str().unwrap().contains("`nope`"),
+        "{}",
+        r.text()
+    );
+    let r = admin(
+        &rb,
+        "POST",
+        "/api/v1/nodes",
+        Some(r#"{"mac":"52:54:00:aa:00:09","hostnme":"x"}"#),
+    );
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(
+        r.json()["error"].as_str().unwrap().contains("hostnme"),
+        "{}",
+        r.text()
+    );
+    let r = admin(&rb, "POST", "/api/v1/nodes", Some("not json"));
+    assert!(r.status == 400 || r.status == 422, "{}", r.text());
+    assert!(r.json()["error"].is_string());
+    let r = admin(&rb, "GET", "/api/v1/nodes/not-a-mac", None);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.json()["error"].as_str().unwrap().contains("not a MAC"));
+
+    // Filters.
+    let list = |q: &str| macs(&admin(&rb, "GET", &format!("/api/v1/nodes{q}"), None).json());
+    assert_eq!(list("").len(), 3);
+    assert_eq!(list("?label=rack=r1,role=builder"), ["52:54:00:aa:00:01"]);
+    assert_eq!(list("?label=rack!=r1"), ["52:54:00:aa:00:03"]);
+    assert_eq!(list("?label=role").len(), 2);
+    assert_eq!(list("?bootenv=rescue"), ["52:54:00:aa:00:02"]);
+    assert_eq!(list("?state=discovered").len(), 3);
+    assert!(list("?state=booted").is_empty());
+    let r = admin(&rb, "GET", "/api/v1/nodes?state=sleeping", None);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.json()["error"].as_str().unwrap().contains("discovered"));
+    let r = admin(&rb, "GET", "/api/v1/nodes?label=rack=", None);
+    assert_eq!(r.status, 400, "{}", r.text());
+
+    // Edit: merge patch.
+    let r = admin(
+        &rb,
+        "PATCH",
+        "/api/v1/nodes/52:54:00:aa:00:01",
+        Some(
+            r#"{"hostname":"b1","labels":{"role":null,"gpu":"a100"},"ipv4":null,"params":{"disk":"/dev/sda"}}"#,
+        ),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let n = r.json();
+    assert_eq!(n["hostname"], "b1");
+    assert_eq!(n["labels"], serde_json::json!({"gpu":"a100","rack":"r1"}));
+    assert_eq!(n["ipv4"], serde_json::Value::Null);
+    assert_eq!(n["params"]["disk"], "/dev/sda");
+    assert!(n["events"].is_array());
+    let r = admin(
+        &rb,
+        "PATCH",
+        "/api/v1/nodes/52:54:00:aa:00:01",
+        Some(r#"{"hostname":"b2"}"#),
+    );
+    assert_eq!(r.status, 409, "{}", r.text());
+    let r = admin(
+        &rb,
+        "PATCH",
+        "/api/v1/nodes/52:54:00:aa:00:01",
+        Some(r#"{"bootenv":"nope"}"#),
+    );
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("no bootenv `nope`")
+    );
+    let r = admin(
+        &rb,
+        "PATCH",
+        "/api/v1/nodes/52:54:00:aa:00:77",
+        Some(r#"{"hostname":"x"}"#),
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+
+    // Events of one node.
+    let r = admin(&rb, "GET", "/api/v1/nodes/52:54:00:aa:00:01/events", None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json().is_array());
+    assert_eq!(
+        admin(&rb, "GET", "/api/v1/nodes/52:54:00:aa:00:77/events", None).status,
+        404
+    );
+
+    // Delete.
+    let r = admin(&rb, "DELETE", "/api/v1/nodes/52:54:00:aa:00:03", None);
+    assert_eq!(r.status, 204, "{}", r.text());
+    let r = admin(&rb, "DELETE", "/api/v1/nodes/52:54:00:aa:00:03", None);
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(r.json()["error"].is_string());
+    assert_eq!(list("").len(), 2);
+
+    // Leases (none: DHCP is off here) answer all the same.
+    let r = admin(&rb, "GET", "/api/v1/leases", None);
+    assert_eq!((r.status, r.json()), (200, serde_json::json!([])));
+}
+
+#[test]
+fn bootenv_changes_now_once_for_and_protected_nodes() {
+    let rb = Server::start("api-bootenv", Setup::default());
+    let mac = "52:54:00:bb:00:01";
+    let path = format!("/api/v1/nodes/{mac}");
+    create(&rb, &format!(r#"{{"mac":"{mac}","hostname":"p1"}}"#));
+    let patch = |body: &str| admin(&rb, "PATCH", &path, Some(body));
+
+    let n = patch(r#"{"bootenv":"rescue","once":true}"#).json();
+    assert_eq!(
+        (&n["bootenv"], &n["next_bootenv"], &n["bootenv_expires"]),
+        (
+            &"discovery".into(),
+            &"rescue".into(),
+            &serde_json::Value::Null
+        )
+    );
+    let before = std::time::SystemTime::now();
+    let n = patch(r#"{"bootenv":"rescue","for":"2h"}"#).json();
+    assert_eq!(
+        (&n["bootenv"], &n["next_bootenv"]),
+        (&"discovery".into(), &"rescue".into())
+    );
+    let expires = humantime::parse_rfc3339(n["bootenv_expires"].as_str().unwrap()).unwrap();
+    let lease = expires.duration_since(before).unwrap();
+    assert!(
+        lease > std::time::Duration::from_secs(7190)
+            && lease < std::time::Duration::from_secs(7210),
+        "{lease:?}"
+    );
+    let n = patch(r#"{"bootenv":"local"}"#).json();
+    assert_eq!(
+        (&n["bootenv"], &n["next_bootenv"], &n["bootenv_expires"]),
+        (
+            &"local".into(),
+            &serde_json::Value::Null,
+            &serde_json::Value::Null
+        )
+    );
+    let r = patch(r#"{"bootenv":"rescue","once":true,"for":"1h"}"#);
+    assert_eq!(r.status, 422, "{}", r.text());
+    let r = patch(r#"{"bootenv":"rescue","for":"soon"}"#);
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.json()["error"].as_str().unwrap().contains("`for`"));
+
+    // Protected.
+    assert_eq!(patch(r#"{"protected":true}"#).json()["protected"], true);
+    for body in [
+        r#"{"bootenv":"rescue"}"#,
+        r#"{"bootenv":"rescue","once":true}"#,
+        r#"{"bootenv":"rescue","for":"1h"}"#,
+    ] {
+        let r = patch(body);
+        assert_eq!(r.status, 409, "{body}: {}", r.text());
+        assert_eq!(
+            r.json()["error"],
+            format!("node p1 ({mac}) is protected; pass force to change its bootenv")
+        );
+    }
+    let n = admin(&rb, "GET", &path, None).json();
+    assert_eq!(
+        (&n["bootenv"], &n["next_bootenv"]),
+        (&"local".into(), &serde_json::Value::Null),
+        "nothing changed"
+    );
+    // Other fields stay editable.
+    assert_eq!(patch(r#"{"labels":{"rack":"r9"}}"#).status, 200);
+    let n = patch(r#"{"bootenv":"rescue","once":true,"force":true}"#).json();
+    assert_eq!(
+        (&n["bootenv"], &n["next_bootenv"], &n["protected"]),
+        (&"local".into(), &"rescue".into(), &true.into())
+    );
+}
+
+#[test]
+fn bulk_edits_are_all_or_nothing() {
+    let rb = Server::start("api-bulk", Setup::default());
+    for i in 1..=4 {
+        let rack = if i <= 3 { "r12" } else { "r13" };
+        create(
+            &rb,
+            &format!(
+                r#"{{"mac":"52:54:00:cc:00:0{i}","hostname":"c{i}","labels":{{"rack":"{rack}"}}}}"#
+            ),
+        );
+    }
+    admin(
+        &rb,
+        "PATCH",
+        "/api/v1/nodes/52:54:00:cc:00:02",
+        Some(r#"{"protected":true}"#),
+    );
+    let bulk = |body: &str| admin(&rb, "POST", "/api/v1/nodes/bulk", Some(body));
+
+    let r = bulk(r#"{"selector":"rack=r12","patch":{"bootenv":"rescue"}}"#);
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("node c2 (52:54:00:cc:00:02) is protected"),
+        "{}",
+        r.text()
+    );
+    for i in 1..=4 {
+        let n = admin(
+            &rb,
+            "GET",
+            &format!("/api/v1/nodes/52:54:00:cc:00:0{i}"),
+            None,
+        )
+        .json();
+        assert_eq!(n["bootenv"], "discovery", "node {i} must be unchanged");
+    }
+
+    let r =
+        bulk(r#"{"selector":"rack=r12","patch":{"bootenv":"rescue","once":true,"force":true}}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let res = r.json();
+    assert_eq!(
+        macs(&res["matched"]),
+        [
+            "52:54:00:cc:00:01",
+            "52:54:00:cc:00:02",
+            "52:54:00:cc:00:03"
+        ]
+    );
+    assert_eq!(macs(&res["changed"]).len(), 3);
+    let n = admin(&rb, "GET", "/api/v1/nodes/52:54:00:cc:00:03", None).json();
+    assert_eq!(n["next_bootenv"], "rescue");
+    let n = admin(&rb, "GET", "/api/v1/nodes/52:54:00:cc:00:04", None).json();
+    assert_eq!(n["next_bootenv"], serde_json::Value::Null);
+    // The same again changes nothing.
+    let res =
+        bulk(r#"{"selector":"rack=r12","patch":{"bootenv":"rescue","once":true,"force":true}}"#)
+            .json();
+    assert_eq!(macs(&res["changed"]).len(), 0);
+    // A clash within the set: nothing changes.
+    let r = bulk(r#"{"selector":"rack=r12","patch":{"hostname":"same"}}"#);
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(
+        admin(&rb, "GET", "/api/v1/nodes/52:54:00:cc:00:01", None).json()["hostname"],
+        "c1"
+    );
+    let r = bulk(r#"{"selector":"","patch":{"bootenv":"rescue"}}"#);
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = bulk(r#"{"selector":"rack=r13","patch":{"bootenv":"nope"}}"#);
+    assert_eq!(r.status, 422, "{}", r.text());
+    let res = bulk(r#"{"selector":"rack=r99","patch":{"bootenv":"rescue"}}"#).json();
+    assert_eq!(res, serde_json::json!({"matched": [], "changed": []}));
+}
+
+#[test]
+fn imports_are_all_or_nothing_and_name_the_bad_record() {
+    let rb = Server::start("api-import", Setup::default());
+    create(
+        &rb,
+        r#"{"mac":"52:54:00:dd:00:01","hostname":"d1","bootenv":"rescue"}"#,
+    );
+    let import = |body: &str| admin(&rb, "POST", "/api/v1/nodes/import", Some(body));
+    let count = || macs(&admin(&rb, "GET", "/api/v1/nodes", None).json()).len();
+
+    let cases = [
+        (
+            r#"[{"mac":"52:54:00:dd:00:02"},{"mac":"52:54:00:dd:00:03","hostname":"bad host"}]"#,
+            1,
+            "hostname",
+            422,
+        ),
+        (
+            r#"[{"mac":"52:54:00:dd:00:02"},{"mac":"52:54:00:dd:00:03"},{"hostname":"x"}]"#,
+            2,
+            "mac",
+            422,
+        ),
+        (
+            r#"[{"mac":"52:54:00:dd:00:02","ipv4":"10.0.0.999"}]"#,
+            0,
+            "ipv4",
+            422,
+        ),
+        (
+            r#"[{"mac":"52:54:00:dd:00:02","colour":"red"}]"#,
+            0,
+            "colour",
+            422,
+        ),
+        (
+            r#"[{"mac":"52:54:00:dd:00:02"},{"mac":"52:54:00:dd:00:02"}]"#,
+            1,
+            "mac",
+            422,
+        ),
+        (
+            r#"[{"mac":"52:54:00:dd:00:02","bootenv":"nope"}]"#,
+            0,
+            "bootenv",
+            422,
+        ),
+        (
+            r#"[{"mac":"52:54:00:dd:00:02"},{"mac":"52:54:00:dd:00:03","hostname":"D1"}]"#,
+            1,
+            "hostname",
+            409,
+        ),
+    ];
+    for (body, index, field, status) in cases {
+        let r = import(body);
+        assert_eq!(r.status, status, "{body}: {}", r.text());
+        let e = r.json();
+        assert_eq!(e["index"], index, "{body}: {e}");
+        assert_eq!(e["field"], field, "{body}: {e}");
+        assert!(
+            e["error"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("record {index}")),
+            "{e}"
+        );
+        assert_eq!(count(), 1, "{body}: nothing may be imported");
+    }
+    let r = import(r#"{"mac":"52:54:00:dd:00:02"}"#);
+    assert_eq!(r.status, 422, "{}", r.text());
+
+    let r = import(
+        r#"[{"mac":"52:54:00:dd:00:01","labels":{"rack":"r5"}},
+            {"mac":"52:54:00:dd:00:02","hostname":"d2","ipv4":"10.77.0.52","labels":{"rack":"r5"}},
+            {"mac":"52:54:00:dd:00:03","bootenv":"local","protected":true}]"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let res = r.json();
+    assert_eq!(
+        macs(&res["created"]),
+        ["52:54:00:dd:00:02", "52:54:00:dd:00:03"]
+    );
+    assert_eq!(macs(&res["updated"]), ["52:54:00:dd:00:01"]);
+    let one = admin(&rb, "GET", "/api/v1/nodes/52:54:00:dd:00:01", None).json();
+    assert_eq!(
+        (&one["hostname"], &one["bootenv"], &one["labels"]["rack"]),
+        (&"d1".into(), &"rescue".into(), &"r5".into()),
+        "absent fields keep their values"
+    );
+    let three = admin(&rb, "GET", "/api/v1/nodes/52:54:00:dd:00:03", None).json();
+    assert_eq!(
+        (&three["hostname"], &three["protected"]),
+        (&"node-525400dd0003".into(), &true.into())
+    );
+}

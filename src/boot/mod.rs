@@ -6,11 +6,13 @@
 pub mod bootenv;
 pub mod catalog;
 pub mod decide;
+pub mod edit;
 pub mod lifecycle;
 pub mod script;
 
 pub use bootenv::{ArchBoot, AssetRole, Bootenv, LocalMethod};
 pub use catalog::{Catalog, CatalogCell, CatalogError, TemplateContext};
 pub use decide::{Decision, Urls, decide, decide_for_node};
+pub use edit::{FieldError, NodeInput, NodePatch, ValidPatch};
 pub use lifecycle::{Progress, next_state};
 pub use script::{RenderedScript, ScriptError, render_ipxe};

@@ -76,7 +76,13 @@ where
 pub fn api_routes() -> Vec<ApiRoute> {
     vec![
         route(Method::GET, "/nodes", api::nodes),
+        route(Method::POST, "/nodes", api::create),
+        route(Method::POST, "/nodes/bulk", api::bulk),
+        route(Method::POST, "/nodes/import", api::import),
         route(Method::GET, "/nodes/{mac}", api::node),
+        route(Method::PATCH, "/nodes/{mac}", api::patch),
+        route(Method::DELETE, "/nodes/{mac}", api::delete),
+        route(Method::GET, "/nodes/{mac}/events", api::events),
         route(Method::GET, "/leases", api::leases),
     ]
 }
