@@ -114,6 +114,10 @@ impl Reloader {
             }
             Ok(Err(e)) => {
                 self.metrics.catalog_reloaded(ReloadResult::Rejected);
+                self.cell.set_rejected(Some(crate::boot::Rejection::of(
+                    &e,
+                    crate::model::Timestamp::now(),
+                )));
                 tracing::error!(
                     "{e}; refused ({why}), the previous bootenvs and config scripts keep serving"
                 );

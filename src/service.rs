@@ -325,6 +325,8 @@ pub async fn run(
             catalog: catalog.clone(),
             urls: urls.clone(),
             assets_dir: cfg.assets_dir.clone(),
+            bootenvs_dir: cfg.bootenvs_dir.clone(),
+            scripts_dir: cfg.scripts_dir.clone(),
             default_bootenv: cfg.default_bootenv.clone(),
             metrics: metrics.clone(),
             auth: auth.clone(),

@@ -622,3 +622,263 @@ fn imports_are_all_or_nothing_and_name_the_bad_record() {
         (&"node-525400dd0003".into(), &true.into())
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Bootenvs, explain
+
+#[test]
+fn bootenvs_are_listed_shown_and_validated() {
+    let rb = Server::start("api-bootenvs", Setup::default());
+    let r = admin(&rb, "GET", "/api/v1/bootenvs", None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let list = r.json();
+    let names: Vec<&str> = list["bootenvs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["discovery", "local", "rescue"]);
+    let disc = &list["bootenvs"][0];
+    assert_eq!(
+        disc["archs"],
+        serde_json::json!(["bios", "x86_64_efi", "arm64_efi"])
+    );
+    assert_eq!(disc["description"], "discovery, for the API tests");
+    assert_eq!(disc["scripts"], serde_json::json!(["hello.sh"]));
+    assert_eq!(list["rejected"], serde_json::json!([]));
+    // Read tokens may read.
+    assert_eq!(
+        rb.request("GET", "/api/v1/bootenvs/rescue", Some(READ_TOKEN), None)
+            .status,
+        200
+    );
+
+    let b = admin(&rb, "GET", "/api/v1/bootenvs/discovery", None).json();
+    assert_eq!(b["arch"]["arm64_efi"]["kernel"], "arm64/Image");
+    assert_eq!(
+        b["arch"]["arm64_efi"]["initrds"],
+        serde_json::json!(["arm64/initrd.img"])
+    );
+    assert!(
+        b["arch"]["bios"]["cmdline"]
+            .as_str()
+            .unwrap()
+            .contains("{{ node.token }}")
+    );
+    let l = admin(&rb, "GET", "/api/v1/bootenvs/local", None).json();
+    assert_eq!(l["arch"]["bios"]["local"], "exit");
+    assert_eq!(admin(&rb, "GET", "/api/v1/bootenvs/nope", None).status, 404);
+
+    let validate = |q: &str, body: &str| {
+        let r = admin(
+            &rb,
+            "POST",
+            &format!("/api/v1/bootenvs/validate{q}"),
+            Some(body),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    };
+    let good = "description = \"install\"\n[arch.x86_64_efi]\nkernel = \"x86_64/vmlinuz\"\ninitrds = [\"x86_64/initrd.img\"]\ncmdline = \"url={{ server_url }}\"\n";
+    let v = validate("?name=install", good);
+    assert_eq!(
+        v,
+        serde_json::json!({"ok": true, "name": "install", "errors": []})
+    );
+    let cases = [
+        (
+            good.replace("{{ server_url }}", "{{ sever_url }}"),
+            5,
+            "undefined",
+        ),
+        (
+            good.replace("{{ server_url }}", "{{ server_url "),
+            5,
+            "cmdline",
+        ),
+        (good.replace("initrd.img", "nope.img"), 4, "x86_64/nope.img"),
+        (good.replace("kernel =", "kernal ="), 3, "kernal"),
+        (format!("{good}[arch.bios\n"), 6, "line 6"),
+    ];
+    for (text, line, want) in cases {
+        let v = validate("?name=install", &text);
+        assert_eq!(v["ok"], false, "{text}: {v}");
+        let e = &v["errors"][0];
+        assert_eq!(e["line"], line, "{text}: {v}");
+        assert!(e["reason"].as_str().unwrap().contains(want), "{want}: {v}");
+        assert!(
+            e["file"]
+                .as_str()
+                .unwrap()
+                .ends_with("bootenvs/install.toml"),
+            "{v}"
+        );
+    }
+    // Nothing was written: the candidate is not in force.
+    assert_eq!(
+        admin(&rb, "GET", "/api/v1/bootenvs/install", None).status,
+        404
+    );
+    // Validation is for admins.
+    assert_eq!(
+        rb.request(
+            "POST",
+            "/api/v1/bootenvs/validate",
+            Some(READ_TOKEN),
+            Some(good)
+        )
+        .status,
+        403
+    );
+
+    // A broken file on disk is refused by the hot reload and shows here.
+    std::fs::write(
+        rb.path("bootenvs/broken.toml"),
+        "description = \"x\"\n\n[arch.bios]\nkernel = \"gone/vmlinuz\"\n",
+    )
+    .unwrap();
+    let rejected = common::lab::poll_until(std::time::Duration::from_secs(15), || {
+        let list = admin(&rb, "GET", "/api/v1/bootenvs", None).json();
+        list["rejected"].as_array().unwrap().first().cloned()
+    })
+    .unwrap_or_else(|| panic!("no rejection shown:\n{}", rb.log_text()));
+    assert!(
+        rejected["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("bootenvs/broken.toml"),
+        "{rejected}"
+    );
+    assert_eq!(rejected["line"], 4, "{rejected}");
+    assert!(
+        rejected["reason"]
+            .as_str()
+            .unwrap()
+            .contains("gone/vmlinuz"),
+        "{rejected}"
+    );
+    assert!(rejected["at"].is_string());
+    let v = validate("?name=other", good);
+    assert_eq!(
+        v["ok"], false,
+        "another broken file keeps any candidate out: {v}"
+    );
+    assert!(
+        v["errors"][0]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("broken.toml"),
+        "{v}"
+    );
+}
+
+#[test]
+fn explain_says_what_each_client_gets_and_why() {
+    let rb = Server::start("api-explain", Setup::default());
+    let explain = |q: &str| {
+        let r = admin(&rb, "GET", &format!("/api/v1/explain/{q}"), None);
+        assert_eq!(r.status, 200, "{q}: {}", r.text());
+        r.json()
+    };
+    let mac = "52:54:00:ee:00:01";
+    let e = explain(&format!("{mac}?arch=0"));
+    assert_eq!(
+        (&e["known"], &e["decision"], &e["boot_file"]),
+        (&false.into(), &"loader".into(), &"undionly.kpxe".into())
+    );
+    assert_eq!(e["bootenv"], "discovery");
+    assert!(e["why"][0].as_str().unwrap().contains("unknown"), "{e}");
+    assert_eq!(e["script"], serde_json::Value::Null);
+    assert_eq!(
+        admin(&rb, "GET", &format!("/api/v1/nodes/{mac}"), None).status,
+        404,
+        "explain creates nothing"
+    );
+
+    let e = explain(&format!("{mac}?arch=x86_64_efi"));
+    assert_eq!(
+        (&e["decision"], &e["boot_file"], &e["arch"]),
+        (
+            &"loader".into(),
+            &"ipxe-amd64.efi".into(),
+            &"x86_64_efi".into()
+        )
+    );
+    let e = explain(&format!("{mac}?arch=11"));
+    assert_eq!(
+        (&e["boot_file"], &e["arch"]),
+        (&"ipxe-arm64.efi".into(), &"arm64_efi".into())
+    );
+    let e = explain(&format!("{mac}?arch=16"));
+    assert_eq!(e["decision"], "http_loader");
+    assert_eq!(
+        e["boot_file"],
+        format!("http://10.77.0.1/assets/ipxe-amd64.efi?mac={mac}")
+    );
+
+    // iPXE gets its script, rendered for the arch.
+    let e = explain(&format!("{mac}?arch=arm64_efi&user_class=iPXE"));
+    assert_eq!(e["decision"], "script");
+    assert_eq!(e["boot_file"], format!("http://10.77.0.1/boot/{mac}.ipxe"));
+    let script = e["script"].as_str().unwrap();
+    assert!(
+        script.starts_with("#!ipxe\n") && script.contains("/assets/arm64/Image?mac="),
+        "{script}"
+    );
+
+    // A known node: its next-boot bootenv wins; rescue has no bios arch.
+    create(&rb, &format!(r#"{{"mac":"{mac}","hostname":"e1"}}"#));
+    admin(
+        &rb,
+        "PATCH",
+        &format!("/api/v1/nodes/{mac}"),
+        Some(r#"{"bootenv":"rescue","once":true}"#),
+    );
+    let e = explain(&format!("{mac}?arch=7&user_class=iPXE"));
+    assert_eq!(
+        (&e["known"], &e["bootenv"]),
+        (&true.into(), &"rescue".into())
+    );
+    assert!(
+        e["bootenv_reason"].as_str().unwrap().contains("once"),
+        "{e}"
+    );
+    assert!(
+        e["script"]
+            .as_str()
+            .unwrap()
+            .contains("bootenv rescue, arch x86_64_efi"),
+        "{e}"
+    );
+    let e = explain(&format!("{mac}?arch=bios&user_class=iPXE"));
+    assert_eq!(e["script"], serde_json::Value::Null);
+    assert!(
+        e["script_error"]
+            .as_str()
+            .unwrap()
+            .contains("nothing for architecture bios"),
+        "{e}"
+    );
+    // Local.
+    admin(
+        &rb,
+        "PATCH",
+        &format!("/api/v1/nodes/{mac}"),
+        Some(r#"{"bootenv":"local"}"#),
+    );
+    let e = explain(&format!("{mac}?arch=bios&user_class=iPXE"));
+    assert!(e["script"].as_str().unwrap().ends_with("exit\n"), "{e}");
+
+    // Unsupported arch, bad input.
+    let e = explain(&format!("{mac}?arch=22"));
+    assert_eq!(e["decision"], "ignore");
+    assert_eq!(
+        admin(&rb, "GET", &format!("/api/v1/explain/{mac}?arch=ppc"), None).status,
+        400
+    );
+    let r = admin(&rb, "GET", &format!("/api/v1/explain/{mac}"), None);
+    assert_eq!(r.status, 422, "no arch known yet: {}", r.text());
+    assert!(r.json()["error"].as_str().unwrap().contains("?arch="));
+    assert_eq!(admin(&rb, "GET", "/api/v1/explain/zz", None).status, 400);
+}

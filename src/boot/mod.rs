@@ -7,12 +7,14 @@ pub mod bootenv;
 pub mod catalog;
 pub mod decide;
 pub mod edit;
+pub mod explain;
 pub mod lifecycle;
 pub mod script;
 
 pub use bootenv::{ArchBoot, AssetRole, Bootenv, LocalMethod};
-pub use catalog::{Catalog, CatalogCell, CatalogError, TemplateContext};
+pub use catalog::{Catalog, CatalogCell, CatalogError, Rejection, TemplateContext};
 pub use decide::{Decision, Urls, decide, decide_for_node};
 pub use edit::{FieldError, NodeInput, NodePatch, ValidPatch};
+pub use explain::{ExplainContext, Explanation, effective_bootenv, explain};
 pub use lifecycle::{Progress, next_state};
 pub use script::{RenderedScript, ScriptError, render_ipxe};

@@ -3,7 +3,7 @@
 //! `boot::explain`); decides nothing itself. Every handler is described for
 //! the OpenAPI document (`openapi.rs`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Json;
@@ -15,8 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ErrorBody;
 use super::{ApiError, HttpContext, HttpError, parse_mac};
-use crate::boot::{FieldError, NodeInput, NodePatch};
-use crate::model::{Event, Lease, Mac, Node, NodeState, Selector, Timestamp};
+use crate::boot::{ArchBoot, ExplainContext, Explanation, FieldError, NodeInput, NodePatch};
+use crate::model::{
+    BootArch, ClientArch, ClientInfo, Event, Lease, Mac, Node, NodeState, Selector, Timestamp,
+};
 use crate::nodes::new_token;
 
 /// A node record with its timeline (oldest event first).
@@ -459,4 +461,300 @@ pub async fn import(
     responses((status = 200, body = Vec<Lease>)))]
 pub async fn leases(State(ctx): State<Arc<HttpContext>>) -> Result<Json<Vec<Lease>>, ApiError> {
     Ok(Json(ctx.store.leases().await?))
+}
+
+/// A bootenv in force, in short.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct BootenvSummary {
+    pub name: String,
+    pub description: String,
+    /// The architectures it boots.
+    pub archs: Vec<BootArch>,
+    /// Config scripts run after boot, in order.
+    pub scripts: Vec<String>,
+    /// The file it came from (`(built in)` for `local`).
+    pub file: String,
+}
+
+/// Why the files on disk were refused at the latest reload (the previous
+/// version keeps serving).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RejectedFile {
+    pub file: Option<String>,
+    pub line: Option<usize>,
+    pub reason: String,
+    pub at: Timestamp,
+}
+
+/// `GET /api/v1/bootenvs`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct BootenvList {
+    pub bootenvs: Vec<BootenvSummary>,
+    /// Empty while the files on disk are the version in force.
+    pub rejected: Vec<RejectedFile>,
+}
+
+/// One architecture of a bootenv.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum ArchDetail {
+    Kernel {
+        kernel: String,
+        initrds: Vec<String>,
+        /// The command line template.
+        cmdline: String,
+    },
+    Local {
+        /// The iPXE command that hands the node to its disk.
+        local: String,
+    },
+}
+
+/// `GET /api/v1/bootenvs/{name}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct BootenvDetail {
+    #[serde(flatten)]
+    pub summary: BootenvSummary,
+    pub arch: BTreeMap<BootArch, ArchDetail>,
+}
+
+fn summary(catalog: &crate::boot::Catalog, b: &crate::boot::Bootenv) -> BootenvSummary {
+    BootenvSummary {
+        name: b.name.clone(),
+        description: b.description.clone(),
+        archs: b.arches.keys().copied().collect(),
+        scripts: b.scripts.clone(),
+        file: catalog
+            .source(&b.name)
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+    }
+}
+
+/// The bootenvs in force, and the files the latest reload refused.
+#[utoipa::path(get, path = "/api/v1/bootenvs", tag = "bootenvs",
+    responses((status = 200, body = BootenvList)))]
+pub async fn bootenvs(State(ctx): State<Arc<HttpContext>>) -> Json<BootenvList> {
+    let catalog = ctx.catalog.current();
+    let rejected = ctx
+        .catalog
+        .rejected()
+        .map(|r| RejectedFile {
+            file: r.file.map(|f| f.display().to_string()),
+            line: r.line,
+            reason: r.reason,
+            at: r.at,
+        })
+        .into_iter()
+        .collect();
+    Json(BootenvList {
+        bootenvs: catalog.bootenvs().map(|b| summary(&catalog, b)).collect(),
+        rejected,
+    })
+}
+
+/// One bootenv in force, every architecture in full.
+#[utoipa::path(get, path = "/api/v1/bootenvs/{name}", tag = "bootenvs",
+    params(("name" = String, Path, description = "The bootenv's name")),
+    responses((status = 200, body = BootenvDetail), (status = 404, body = ErrorBody)))]
+pub async fn bootenv(
+    State(ctx): State<Arc<HttpContext>>,
+    Path(name): Path<String>,
+) -> Result<Json<BootenvDetail>, ApiError> {
+    let catalog = ctx.catalog.current();
+    let b = catalog.get(&name).ok_or_else(|| {
+        ApiError(HttpError::not_found(format!(
+            "no bootenv `{name}` (GET /api/v1/bootenvs lists them)"
+        )))
+    })?;
+    let arch = b
+        .arches
+        .iter()
+        .map(|(a, boot)| {
+            let d = match boot {
+                ArchBoot::Kernel {
+                    kernel,
+                    initrds,
+                    cmdline,
+                } => ArchDetail::Kernel {
+                    kernel: kernel.clone(),
+                    initrds: initrds.clone(),
+                    cmdline: cmdline.clone(),
+                },
+                ArchBoot::Local(m) => ArchDetail::Local {
+                    local: m.ipxe().to_string(),
+                },
+            };
+            (*a, d)
+        })
+        .collect();
+    Ok(Json(BootenvDetail {
+        summary: summary(&catalog, b),
+        arch,
+    }))
+}
+
+/// `POST /api/v1/bootenvs/validate?name=`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateQuery {
+    /// The bootenv's name (its file stem); default `candidate`. An existing
+    /// name is validated as that file's replacement.
+    pub name: Option<String>,
+}
+
+/// One reason a bootenv file is refused.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ValidationError {
+    /// The file at fault: the candidate, or another file it was loaded with.
+    pub file: Option<String>,
+    pub line: Option<usize>,
+    pub reason: String,
+}
+
+/// What validation found.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Validation {
+    pub ok: bool,
+    pub name: String,
+    /// Empty when `ok`.
+    pub errors: Vec<ValidationError>,
+}
+
+/// Checks a bootenv file's text exactly as a reload would check it on disk
+/// (syntax, templates, assets, scripts), without writing anything.
+#[utoipa::path(post, path = "/api/v1/bootenvs/validate", tag = "bootenvs", params(ValidateQuery),
+    request_body(content = String, content_type = "application/toml", description = "The bootenv file's text"),
+    responses((status = 200, body = Validation, description = "ok, or the errors with their line"),
+              (status = 400, body = ErrorBody, description = "The body is not UTF-8")))]
+pub async fn validate(
+    State(ctx): State<Arc<HttpContext>>,
+    Query(q): Query<ValidateQuery>,
+    body: Bytes,
+) -> Result<Json<Validation>, ApiError> {
+    let text = String::from_utf8(body.to_vec()).map_err(|_| {
+        ApiError(HttpError::bad_request(
+            "the bootenv file must be UTF-8 text",
+        ))
+    })?;
+    let name = q.name.unwrap_or_else(|| "candidate".into());
+    let (b, s, a, d) = (
+        ctx.bootenvs_dir.clone(),
+        ctx.scripts_dir.clone(),
+        ctx.assets_dir.clone(),
+        ctx.default_bootenv.clone(),
+    );
+    let (n, t) = (name.clone(), text.clone());
+    let result = tokio::task::spawn_blocking(move || {
+        crate::boot::Catalog::load_with(&b, &s, &a, &d, Some((&n, &t))).map(|_| ())
+    })
+    .await
+    .map_err(HttpError::internal)?;
+    let errors = match result {
+        Ok(()) => Vec::new(),
+        Err(e) => {
+            let file = e.path().map(|p| p.to_path_buf());
+            let candidate = ctx.bootenvs_dir.join(format!("{name}.toml"));
+            let line = match &file {
+                Some(f) if *f == candidate => e.line_in(&text),
+                Some(f) => std::fs::read_to_string(f).ok().and_then(|t| e.line_in(&t)),
+                None => None,
+            };
+            vec![ValidationError {
+                file: file.map(|f| f.display().to_string()),
+                line,
+                reason: e.to_string(),
+            }]
+        }
+    };
+    Ok(Json(Validation {
+        ok: errors.is_empty(),
+        name,
+        errors,
+    }))
+}
+
+/// `GET /api/v1/explain/{mac}` query.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ExplainQuery {
+    /// DHCP option 93 as a number (0, 7, 9, 11, 16, 19…) or a name: `bios`,
+    /// `x86_64_efi`, `arm64_efi`, `x86_64_http`, `arm64_http`. Default: the
+    /// architecture the node announced last.
+    pub arch: Option<String>,
+    /// DHCP option 77; `iPXE` means the client already runs iPXE.
+    pub user_class: Option<String>,
+    /// DHCP option 60; default `PXEClient:Arch:<arch>` (`HTTPClient…` for 16 and 19).
+    pub vendor_class: Option<String>,
+}
+
+fn client_arch(text: &str) -> Result<ClientArch, ApiError> {
+    let named = match text {
+        "bios" => Some(0),
+        "x86_64_efi" | "uefi" => Some(7),
+        "arm64_efi" | "arm64" => Some(11),
+        "x86_64_http" => Some(16),
+        "arm64_http" => Some(19),
+        _ => None,
+    };
+    named
+        .or_else(|| text.parse().ok())
+        .map(ClientArch)
+        .ok_or_else(|| {
+            ApiError(HttpError::bad_request(format!(
+                "`arch={text}` is neither an option 93 number nor bios, x86_64_efi, arm64_efi, x86_64_http or arm64_http"
+            )))
+        })
+}
+
+/// What this client would be handed right now, and why.
+#[utoipa::path(get, path = "/api/v1/explain/{mac}", tag = "explain", params(("mac" = String, Path, description = "The client's MAC"), ExplainQuery),
+    responses((status = 200, body = Explanation),
+              (status = 400, body = ErrorBody, description = "A bad MAC or arch"),
+              (status = 422, body = ErrorBody, description = "No arch given and none known for the node")))]
+pub async fn explain(
+    State(ctx): State<Arc<HttpContext>>,
+    Path(mac): Path<String>,
+    Query(q): Query<ExplainQuery>,
+) -> Result<Json<Explanation>, ApiError> {
+    let mac = parse_mac(&mac)?;
+    let node = ctx.store.node(mac).await?;
+    let arch = match (&q.arch, node.as_ref().and_then(|n| n.arch)) {
+        (Some(a), _) => client_arch(a)?,
+        (None, Some(a)) => crate::boot::explain::arch_code(a),
+        (None, None) => {
+            return Err(ApiError(HttpError::unprocessable(format!(
+                "the architecture of {mac} is not known yet: add ?arch= (bios, x86_64_efi, arm64_efi or an option 93 number)"
+            ))));
+        }
+    };
+    let is_ipxe = q.user_class.as_deref() == Some("iPXE");
+    let vendor_class = q.vendor_class.clone().unwrap_or_else(|| {
+        let kind = if arch.is_http_boot() && !is_ipxe {
+            "HTTPClient"
+        } else {
+            "PXEClient"
+        };
+        format!("{kind}:Arch:{:05}", arch.0)
+    });
+    let client = ClientInfo {
+        mac,
+        arch: Some(arch),
+        vendor_class: Some(vendor_class),
+        user_class: q.user_class.clone(),
+        is_ipxe,
+        ipxe_features: Vec::new(),
+        relay: None,
+    };
+    let catalog = ctx.catalog.current();
+    let cx = ExplainContext {
+        catalog: &catalog,
+        loaders: &ctx.loaders,
+        urls: &ctx.urls,
+        default_bootenv: &ctx.default_bootenv,
+        now: Timestamp::now(),
+    };
+    Ok(Json(crate::boot::explain(&client, node.as_ref(), &cx)))
 }

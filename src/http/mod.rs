@@ -33,6 +33,8 @@ use crate::store::Store;
 
 /// Largest report body kept (the tail of a script's output).
 pub const MAX_REPORT_BYTES: usize = 64 * 1024;
+/// Largest API request body: an import of a few thousand node records.
+pub const MAX_API_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 pub struct HttpContext {
     pub store: Arc<dyn Store>,
@@ -40,6 +42,9 @@ pub struct HttpContext {
     pub catalog: Arc<CatalogCell>,
     pub urls: Urls,
     pub assets_dir: PathBuf,
+    /// Where bootenvs and config scripts are read from (to validate a candidate).
+    pub bootenvs_dir: PathBuf,
+    pub scripts_dir: PathBuf,
     pub default_bootenv: String,
     pub metrics: Arc<Metrics>,
     /// Who may use the API.
@@ -84,6 +89,10 @@ pub fn api_routes() -> Vec<ApiRoute> {
         route(Method::DELETE, "/nodes/{mac}", api::delete),
         route(Method::GET, "/nodes/{mac}/events", api::events),
         route(Method::GET, "/leases", api::leases),
+        route(Method::GET, "/bootenvs", api::bootenvs),
+        route(Method::POST, "/bootenvs/validate", api::validate),
+        route(Method::GET, "/bootenvs/{name}", api::bootenv),
+        route(Method::GET, "/explain/{mac}", api::explain),
     ]
 }
 
@@ -98,6 +107,7 @@ fn api_router(ctx: Arc<HttpContext>) -> Router<Arc<HttpContext>> {
             "no such API endpoint (see /api/v1/openapi.json)",
         ))
     })
+    .layer(axum::extract::DefaultBodyLimit::max(MAX_API_BODY_BYTES))
     .layer(axum::middleware::from_fn_with_state(
         ctx,
         auth::require_token,
