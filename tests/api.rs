@@ -882,3 +882,26 @@ fn explain_says_what_each_client_gets_and_why() {
     assert!(r.json()["error"].as_str().unwrap().contains("?arch="));
     assert_eq!(admin(&rb, "GET", "/api/v1/explain/zz", None).status, 400);
 }
+
+#[test]
+fn the_openapi_document_is_served_and_is_the_golden_file() {
+    let rb = Server::start("api-openapi", Setup::default());
+    let r = rb.request("GET", "/api/v1/openapi.json", Some(READ_TOKEN), None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.header("content-type")
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let golden = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/http/openapi.json"
+    ))
+    .unwrap();
+    assert_eq!(r.body, golden, "the served document is the one in the repo");
+    assert!(r.json()["paths"]["/api/v1/nodes/{mac}"]["patch"].is_object());
+    assert_eq!(
+        rb.request("GET", "/api/v1/openapi.json", None, None).status,
+        401
+    );
+}

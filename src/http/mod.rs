@@ -8,6 +8,7 @@ mod boot;
 mod error;
 mod metrics;
 mod node;
+pub mod openapi;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -93,6 +94,7 @@ pub fn api_routes() -> Vec<ApiRoute> {
         route(Method::POST, "/bootenvs/validate", api::validate),
         route(Method::GET, "/bootenvs/{name}", api::bootenv),
         route(Method::GET, "/explain/{mac}", api::explain),
+        route(Method::GET, "/openapi.json", openapi::openapi_json),
     ]
 }
 
