@@ -58,6 +58,8 @@ pub enum StartError {
     Zone(Box<dns::DnsError>, String),
     #[error(transparent)]
     Tokens(#[from] TokensError),
+    #[error(transparent)]
+    Tls(#[from] http::tls::TlsError),
 }
 
 /// The API's access rules from `api.tokens_file` (disabled without one).
@@ -150,6 +152,13 @@ pub async fn run(
     )?));
     let timeline = Timeline::new(store.clone());
     let auth = Arc::new(api_auth(&cfg)?);
+    let tls = match &cfg.api.tls {
+        Some(t) => Some((
+            t.port,
+            http::tls::server_config(&t.cert, &t.key, &cfg.path)?,
+        )),
+        None => None,
+    };
     // One registry for every service; the pool gauges cover the subnets
     // rackboot hands addresses out on (proxy subnets have no ranges).
     let pools: Vec<PoolRanges> = cfg
@@ -312,6 +321,20 @@ pub async fn run(
         });
     }
 
+    let http_ctx = Arc::new(HttpContext {
+        store: store.clone(),
+        timeline: timeline.clone(),
+        catalog: catalog.clone(),
+        urls: urls.clone(),
+        assets_dir: cfg.assets_dir.clone(),
+        bootenvs_dir: cfg.bootenvs_dir.clone(),
+        scripts_dir: cfg.scripts_dir.clone(),
+        default_bootenv: cfg.default_bootenv.clone(),
+        metrics: metrics.clone(),
+        auth: auth.clone(),
+        loaders: cfg.dhcp.loaders.clone(),
+    });
+
     if let Some(port) = cfg.http {
         let addr = SocketAddr::new(IpAddr::V4(address), port);
         let listener = TcpListener::bind(addr).await.map_err(bind_err(
@@ -319,24 +342,32 @@ pub async fn run(
             addr.to_string(),
             "http.port",
         ))?;
-        let ctx = Arc::new(HttpContext {
-            store: store.clone(),
-            timeline: timeline.clone(),
-            catalog: catalog.clone(),
-            urls: urls.clone(),
-            assets_dir: cfg.assets_dir.clone(),
-            bootenvs_dir: cfg.bootenvs_dir.clone(),
-            scripts_dir: cfg.scripts_dir.clone(),
-            default_bootenv: cfg.default_bootenv.clone(),
-            metrics: metrics.clone(),
-            auth: auth.clone(),
-            loaders: cfg.dhcp.loaders.clone(),
-        });
-        let c = cancel.clone();
+        let (ctx, c) = (http_ctx.clone(), cancel.clone());
         tasks.spawn(async move {
             (
                 "HTTP",
                 http::serve(listener, ctx, c)
+                    .await
+                    .map_err(|e| e.to_string()),
+            )
+        });
+    }
+
+    if let Some((port, tls)) = tls {
+        // The boot address, as for HTTP: boot scripts carry node tokens and
+        // must not be reachable from every network the host is on.
+        let addr = SocketAddr::new(IpAddr::V4(address), port);
+        let listener = TcpListener::bind(addr).await.map_err(bind_err(
+            "HTTPS",
+            addr.to_string(),
+            "api.tls_port",
+        ))?;
+        let router = http::router(http_ctx.clone());
+        let c = cancel.clone();
+        tasks.spawn(async move {
+            (
+                "HTTPS",
+                http::tls::serve(listener, tls, router, c)
                     .await
                     .map_err(|e| e.to_string()),
             )
@@ -383,6 +414,7 @@ pub async fn run(
         dhcp = cfg.dhcp.enabled,
         tftp = ?cfg.tftp,
         http = ?cfg.http,
+        https = ?cfg.api.tls.as_ref().map(|t| t.port),
         dns = ?cfg.dns.as_ref().map(|d| d.port),
         bootenvs = catalog.current().bootenvs().count(),
         "rackboot serving"

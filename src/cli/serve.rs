@@ -51,6 +51,9 @@ pub fn check(path: &Path) -> anyhow::Result<()> {
         &cfg.default_bootenv,
     )?;
     crate::service::api_auth(&cfg)?;
+    if let Some(t) = &cfg.api.tls {
+        crate::http::tls::server_config(&t.cert, &t.key, &cfg.path)?;
+    }
     println!("{}: ok", cfg.path.display());
     match &cfg.api.tokens_file {
         Some(p) => println!("API tokens {}: ok", p.display()),

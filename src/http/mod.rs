@@ -9,6 +9,7 @@ mod error;
 mod metrics;
 mod node;
 pub mod openapi;
+pub mod tls;
 
 use std::path::PathBuf;
 use std::sync::Arc;
