@@ -1,6 +1,8 @@
 //! HTTP: boot scripts and assets for iPXE, the node endpoints the operational
-//! image talks to, and the admin API. Owns routing and the wire; asks `boot`
-//! for scripts and the store for records.
+//! image talks to, and the admin API (`api.rs`, its tokens in `auth.rs`, its
+//! OpenAPI document in `openapi.rs`), over plain HTTP and, when configured,
+//! HTTPS (`tls.rs`). Owns routing and the wire; asks `boot` for scripts and
+//! decisions and the store for records.
 
 mod api;
 pub mod auth;
