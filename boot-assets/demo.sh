@@ -183,6 +183,10 @@ ip -n "$NS" link set tap0 up
 # 4. rackboot
 
 step "rackboot serve (config, state and logs in $DEMO_DIR)"
+# The API refuses requests without a token from this file (one per demo run).
+API_TOKEN=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
+printf 'admin %s demo\n' "$API_TOKEN" >"$DEMO_DIR/api-tokens"
+chmod 600 "$DEMO_DIR/api-tokens"
 CONFIG=$DEMO_DIR/rackboot.toml
 cat >"$CONFIG" <<EOF
 # The demo's configuration; configs/rackboot.toml documents every key.
@@ -200,6 +204,9 @@ ranges = [["10.77.0.100", "10.77.0.199"]]
 
 [dns]
 domain = "demo.internal"
+
+[api]
+tokens_file = "$DEMO_DIR/api-tokens"
 EOF
 sed 's/^/    | /' "$CONFIG"
 RB_LOG=$DEMO_DIR/rackboot.log
@@ -368,7 +375,7 @@ while :; do
     if ! kill -0 "$RB_PID" 2>/dev/null; then FAILURE="rackboot exited"; break; fi
     if ! kill -0 "$QEMU_PID" 2>/dev/null; then FAILURE="qemu exited (the VM powered off or crashed)"; break; fi
     # 404 until the node's first DHCP packet.
-    if in_ns curl -sf -m 3 -o "$NODE_JSON.new" "$URL" 2>/dev/null; then
+    if in_ns curl -sf -m 3 -H "Authorization: Bearer $API_TOKEN" -o "$NODE_JSON.new" "$URL" 2>/dev/null; then
         mv -f "$NODE_JSON.new" "$NODE_JSON"
         out=$(python3 -c "$PY_STATES" "$VM_START_MS" "$LAST_CHANGE" <"$NODE_JSON")
         sed '$d' <<<"$out" | sed 's/^/    /' | grep -v '^ *$' || true

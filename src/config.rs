@@ -59,6 +59,17 @@ mod raw {
         pub dns: Dns,
         #[serde(default)]
         pub lifecycle: Lifecycle,
+        #[serde(default)]
+        pub api: Api,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Api {
+        pub tokens_file: Option<PathBuf>,
+        pub tls_cert: Option<PathBuf>,
+        pub tls_key: Option<PathBuf>,
+        pub tls_port: Option<u16>,
     }
 
     fn default_bootenvs_dir() -> PathBuf {
@@ -289,6 +300,7 @@ pub struct Config {
     pub http: Option<u16>,
     pub dns: Option<DnsConfig>,
     pub lifecycle: crate::boot::Timeouts,
+    pub api: ApiConfig,
 }
 
 /// `[assets]`: where kernels dropped for import arrive.
@@ -296,6 +308,24 @@ pub struct Config {
 pub struct AssetsConfig {
     /// The watched drop folder (absolute), if any; see [`crate::assets::drop`](mod@crate::assets::drop).
     pub drop_dir: Option<PathBuf>,
+}
+
+/// The admin API's access and transport.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// Bearer tokens, one `<scope> <token> [name]` a line; `None` disables
+    /// the API (every `/api/v1` request is refused).
+    pub tokens_file: Option<PathBuf>,
+    /// The same routes over HTTPS.
+    pub tls: Option<TlsConfig>,
+}
+
+/// PEM files and the port of the API's HTTPS listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub port: u16,
 }
 
 #[derive(Debug, Clone)]
@@ -599,6 +629,30 @@ impl Config {
             report: duration("lifecycle.report_timeout", &raw.lifecycle.report_timeout)?,
             install: duration("lifecycle.install_timeout", &raw.lifecycle.install_timeout)?,
         };
+        let a = &raw.api;
+        let tls = match (&a.tls_cert, &a.tls_key, a.tls_port) {
+            (None, None, None) => None,
+            (Some(cert), Some(key), Some(port)) => Some(TlsConfig {
+                cert: resolve(cert),
+                key: resolve(key),
+                port,
+            }),
+            _ => {
+                return Err(invalid(
+                    "api.tls_cert",
+                    "HTTPS needs all three of api.tls_cert, api.tls_key and api.tls_port".into(),
+                ));
+            }
+        };
+        if tls
+            .as_ref()
+            .is_some_and(|t| raw.http.enabled && t.port == raw.http.port)
+        {
+            return Err(invalid(
+                "api.tls_port",
+                format!("{} is http.port already: choose another", raw.http.port),
+            ));
+        }
 
         Ok(Config {
             lifecycle,
@@ -632,6 +686,10 @@ impl Config {
                 port: raw.dns.port,
                 domain,
             }),
+            api: ApiConfig {
+                tokens_file: raw.api.tokens_file.as_deref().map(resolve),
+                tls,
+            },
         })
     }
 }
@@ -763,6 +821,16 @@ ranges = [["10.0.0.100", "10.0.0.200"]]
                 format!("{MINIMAL}[lifecycle]\ninstall_timeout = \"0s\"\n"),
                 "lifecycle.install_timeout",
             ),
+            (
+                format!("{MINIMAL}[api]\ntls_cert = \"c.pem\"\ntls_port = 8443\n"),
+                "api.tls_cert",
+            ),
+            (
+                format!(
+                    "{MINIMAL}[api]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\ntls_port = 80\n"
+                ),
+                "api.tls_port",
+            ),
         ];
         for (text, key) in cases {
             let msg = Config::parse(Path::new("r.toml"), &text)
@@ -791,5 +859,27 @@ ranges = [["10.0.0.100", "10.0.0.200"]]
         assert_eq!(cfg.tftp, None);
         assert!(cfg.dns.is_none());
         assert_eq!(cfg.http, Some(80));
+    }
+
+    #[test]
+    fn api_paths_resolve_and_default_to_disabled() {
+        let cfg = Config::parse(Path::new("/etc/rb/r.toml"), MINIMAL).unwrap();
+        assert_eq!(cfg.api, ApiConfig::default());
+        let text = format!(
+            "{MINIMAL}[api]\ntokens_file = \"tokens\"\ntls_cert = \"/tls/c.pem\"\ntls_key = \"k.pem\"\ntls_port = 8443\n"
+        );
+        let cfg = Config::parse(Path::new("/etc/rb/r.toml"), &text).unwrap();
+        assert_eq!(
+            cfg.api.tokens_file.as_deref(),
+            Some(Path::new("/etc/rb/tokens"))
+        );
+        assert_eq!(
+            cfg.api.tls,
+            Some(TlsConfig {
+                cert: "/tls/c.pem".into(),
+                key: "/etc/rb/k.pem".into(),
+                port: 8443
+            })
+        );
     }
 }

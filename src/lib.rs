@@ -5,7 +5,8 @@
 //! - [`model`]: plain domain types (MAC, architectures, node records, events).
 //! - [`config`]: the configuration file, parsed then validated.
 //! - [`boot`]: policy, pure: which loader or script a client gets, bootenvs,
-//!   iPXE script rendering, node state transitions.
+//!   iPXE script rendering, node state transitions, what an admin's edit of a
+//!   node means (`edit`), and why a client gets what it gets (`explain`).
 //! - [`store`]: node records, leases and events behind one trait (embedded SQLite).
 //! - [`dhcp`], [`tftp`], [`http`], [`dns`]: one protocol each; they turn the wire
 //!   into plain data, ask policy, and answer. No bootenv logic in them.

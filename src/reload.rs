@@ -2,7 +2,8 @@
 //! SIGHUP, and when the files change (polled, which also works on network
 //! file systems where inotify does not). A set of files that does not load
 //! (parse error, unknown template variable, missing kernel...) is refused with
-//! its file and reason; the version in force keeps serving.
+//! its file and reason; the version in force keeps serving. The API tokens
+//! file is watched the same way.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,6 +13,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::boot::{Catalog, CatalogCell};
+use crate::http::ApiAuth;
+use crate::http::auth::Tokens;
 use crate::metrics::{Metrics, ReloadResult};
 
 /// How often the files are compared with the version in force.
@@ -25,14 +28,27 @@ pub struct Reloader {
     pub default_bootenv: String,
     pub cell: Arc<CatalogCell>,
     pub metrics: Arc<Metrics>,
+    /// `api.tokens_file` and the access rules it feeds, when configured.
+    pub tokens: Option<(PathBuf, Arc<ApiAuth>)>,
 }
 
 /// Each file's name, modification time and size: any edit changes it.
 type Fingerprint = Vec<(PathBuf, Option<SystemTime>, u64)>;
 
-fn fingerprint(dirs: &[&Path]) -> Fingerprint {
+/// The fingerprint of every file in `paths` (directories: their files).
+fn fingerprint(paths: &[&Path]) -> Fingerprint {
     let mut out = Vec::new();
-    for dir in dirs {
+    for path in paths {
+        if path.is_file() {
+            let meta = std::fs::metadata(path).ok();
+            out.push((
+                path.to_path_buf(),
+                meta.as_ref().and_then(|m| m.modified().ok()),
+                meta.map_or(0, |m| m.len()),
+            ));
+            continue;
+        }
+        let dir = path;
         let Ok(entries) = std::fs::read_dir(dir) else {
             out.push((dir.to_path_buf(), None, 0));
             continue;
@@ -55,6 +71,29 @@ impl Reloader {
         [&self.bootenvs_dir, &self.scripts_dir]
     }
 
+    fn tokens_fingerprint(&self) -> Fingerprint {
+        match &self.tokens {
+            Some((file, _)) => fingerprint(&[file]),
+            None => Vec::new(),
+        }
+    }
+
+    /// Puts the tokens file in force again, or keeps the previous tokens.
+    fn reload_tokens(&self, why: &str) {
+        let Some((path, auth)) = &self.tokens else {
+            return;
+        };
+        match Tokens::load(path) {
+            Ok(tokens) => {
+                tracing::info!("reloaded API tokens ({why}): {} in force", tokens.len());
+                auth.replace(tokens);
+            }
+            Err(e) => {
+                tracing::error!("{e}; refused ({why}), the previous API tokens stay in force")
+            }
+        }
+    }
+
     /// Loads the files and puts them in force, or says why not.
     async fn reload(&self, why: &str) {
         let (b, s, a, d) = (
@@ -75,6 +114,10 @@ impl Reloader {
             }
             Ok(Err(e)) => {
                 self.metrics.catalog_reloaded(ReloadResult::Rejected);
+                self.cell.set_rejected(Some(crate::boot::Rejection::of(
+                    &e,
+                    crate::model::Timestamp::now(),
+                )));
                 tracing::error!(
                     "{e}; refused ({why}), the previous bootenvs and config scripts keep serving"
                 );
@@ -93,6 +136,7 @@ impl Reloader {
             }
         };
         let mut seen = fingerprint(&self.dirs());
+        let mut seen_tokens = self.tokens_fingerprint();
         let mut tick = tokio::time::interval(POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -100,13 +144,20 @@ impl Reloader {
                 _ = cancel.cancelled() => return,
                 Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => None } } => {
                     seen = fingerprint(&self.dirs());
+                    seen_tokens = self.tokens_fingerprint();
                     self.reload("SIGHUP").await;
+                    self.reload_tokens("SIGHUP");
                 }
                 _ = tick.tick() => {
                     let now = fingerprint(&self.dirs());
                     if now != seen {
                         seen = now;
                         self.reload("files changed").await;
+                    }
+                    let now = self.tokens_fingerprint();
+                    if now != seen_tokens {
+                        seen_tokens = now;
+                        self.reload_tokens("file changed");
                     }
                 }
             }

@@ -14,7 +14,8 @@ use crate::config::{Config, SubnetMode};
 use crate::dhcp::{self, DhcpContext, lease::Pool, reply::ServerParams};
 use crate::dns::{self, NameSource, Zone};
 use crate::events::Timeline;
-use crate::http::{self, HttpContext};
+use crate::http::auth::{Tokens, TokensError};
+use crate::http::{self, ApiAuth, HttpContext};
 use crate::metrics::{Metrics, PoolRanges};
 use crate::model::Timestamp;
 use crate::store::{SqliteStore, Store, StoreError};
@@ -57,6 +58,27 @@ pub enum StartError {
     Zone(Box<dns::DnsError>, String),
     #[error("cannot set up the HTTP client for remote assets: {0}")]
     HttpClient(#[from] reqwest::Error),
+    #[error(transparent)]
+    Tokens(#[from] TokensError),
+    #[error(transparent)]
+    Tls(#[from] http::tls::TlsError),
+}
+
+/// The API's access rules from `api.tokens_file` (disabled without one).
+pub fn api_auth(cfg: &Config) -> Result<ApiAuth, TokensError> {
+    Ok(match &cfg.api.tokens_file {
+        None => ApiAuth::disabled(&cfg.path),
+        Some(path) => {
+            let tokens = Tokens::load(path)?;
+            if tokens.is_empty() {
+                tracing::warn!(
+                    "API tokens file {} holds no token: every API request will be refused",
+                    path.display()
+                );
+            }
+            ApiAuth::with_tokens(&cfg.path, tokens)
+        }
+    })
 }
 
 /// The boot network address: from the config, else the interface's first IPv4.
@@ -131,6 +153,14 @@ pub async fn run(
         &cfg.default_bootenv,
     )?));
     let timeline = Timeline::new(store.clone());
+    let auth = Arc::new(api_auth(&cfg)?);
+    let tls = match &cfg.api.tls {
+        Some(t) => Some((
+            t.port,
+            http::tls::server_config(&t.cert, &t.key, &cfg.path)?,
+        )),
+        None => None,
+    };
     // One registry for every service; the pool gauges cover the subnets
     // rackboot hands addresses out on (proxy subnets have no ranges).
     let pools: Vec<PoolRanges> = cfg
@@ -284,6 +314,7 @@ pub async fn run(
             default_bootenv: cfg.default_bootenv.clone(),
             cell: catalog.clone(),
             metrics: metrics.clone(),
+            tokens: cfg.api.tokens_file.clone().map(|path| (path, auth.clone())),
         };
         let c = cancel.clone();
         tasks.spawn(async move {
@@ -314,6 +345,24 @@ pub async fn run(
             ("lifecycle sweep", Ok(()))
         });
     }
+    let http_ctx = Arc::new(HttpContext {
+        store: store.clone(),
+        timeline: timeline.clone(),
+        catalog: catalog.clone(),
+        urls: urls.clone(),
+        assets_dir: cfg.assets_dir.clone(),
+        bootenvs_dir: cfg.bootenvs_dir.clone(),
+        scripts_dir: cfg.scripts_dir.clone(),
+        default_bootenv: cfg.default_bootenv.clone(),
+        metrics: metrics.clone(),
+        auth: auth.clone(),
+        loaders: cfg.dhcp.loaders.clone(),
+        timeouts: cfg.lifecycle,
+        fetcher: Arc::new(crate::assets::remote::Fetcher::new(
+            &cfg.assets_dir,
+            metrics.clone(),
+        )?),
+    });
 
     if let Some(port) = cfg.http {
         let addr = SocketAddr::new(IpAddr::V4(address), port);
@@ -322,25 +371,32 @@ pub async fn run(
             addr.to_string(),
             "http.port",
         ))?;
-        let ctx = Arc::new(HttpContext {
-            store: store.clone(),
-            timeline: timeline.clone(),
-            catalog: catalog.clone(),
-            urls: urls.clone(),
-            assets_dir: cfg.assets_dir.clone(),
-            default_bootenv: cfg.default_bootenv.clone(),
-            metrics: metrics.clone(),
-            timeouts: cfg.lifecycle,
-            fetcher: Arc::new(crate::assets::remote::Fetcher::new(
-                &cfg.assets_dir,
-                metrics.clone(),
-            )?),
-        });
-        let c = cancel.clone();
+        let (ctx, c) = (http_ctx.clone(), cancel.clone());
         tasks.spawn(async move {
             (
                 "HTTP",
                 http::serve(listener, ctx, c)
+                    .await
+                    .map_err(|e| e.to_string()),
+            )
+        });
+    }
+
+    if let Some((port, tls)) = tls {
+        // The boot address, as for HTTP: boot scripts carry node tokens and
+        // must not be reachable from every network the host is on.
+        let addr = SocketAddr::new(IpAddr::V4(address), port);
+        let listener = TcpListener::bind(addr).await.map_err(bind_err(
+            "HTTPS",
+            addr.to_string(),
+            "api.tls_port",
+        ))?;
+        let router = http::router(http_ctx.clone());
+        let c = cancel.clone();
+        tasks.spawn(async move {
+            (
+                "HTTPS",
+                http::tls::serve(listener, tls, router, c)
                     .await
                     .map_err(|e| e.to_string()),
             )
@@ -387,6 +443,7 @@ pub async fn run(
         dhcp = cfg.dhcp.enabled,
         tftp = ?cfg.tftp,
         http = ?cfg.http,
+        https = ?cfg.api.tls.as_ref().map(|t| t.port),
         dns = ?cfg.dns.as_ref().map(|d| d.port),
         bootenvs = catalog.current().bootenvs().count(),
         "rackboot serving"

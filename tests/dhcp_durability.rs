@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::api::{AUTH_HEADER, api_section};
 use common::lab::{self, BRIDGE, Lab, SERVER_IP};
 use serde_json::Value;
 
@@ -157,8 +158,9 @@ fn write_config(lab: &Lab) -> PathBuf {
             "state_dir = \"{d}/state\"\nassets_dir = \"{d}/assets\"\nbootenvs_dir = \"{d}/bootenvs\"\n\
              scripts_dir = \"{d}/scripts\"\n[network]\ninterface = \"{BRIDGE}\"\n\
              [[dhcp.subnet]]\ncidr = \"10.77.0.0/24\"\nranges = [[\"10.77.0.10\", \"10.77.0.250\"]]\n\
-             [tftp]\nenabled = false\n[dns]\nenabled = false\n",
-            d = dir.display()
+             [tftp]\nenabled = false\n[dns]\nenabled = false\n{api}",
+            d = dir.display(),
+            api = api_section(dir),
         ),
     )
     .unwrap();
@@ -354,6 +356,8 @@ fn leases_survive_sigkill_during_a_perfdhcp_storm() {
             "-sf",
             "-m",
             "5",
+            "-H",
+            AUTH_HEADER,
             &format!("http://{SERVER_IP}/api/v1/leases"),
         ],
         CMD,

@@ -22,6 +22,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use common::api::{AUTH_HEADER, api_section};
 use common::lab::{BRIDGE, Lab, SERVER_IP, poll_until, read_text, tail, wait_for_file};
 use serde_json::Value;
 use tempfile::TempDir;
@@ -120,8 +121,11 @@ impl Files {
              \n\
              [[dhcp.subnet]]\n\
              cidr = \"10.77.0.0/24\"\n\
-             ranges = [[\"10.77.0.{}\", \"10.77.0.{}\"]]\n",
-            RANGE.0, RANGE.1
+             ranges = [[\"10.77.0.{}\", \"10.77.0.{}\"]]\n\
+             {}",
+            RANGE.0,
+            RANGE.1,
+            api_section(self.dir.path()),
         )
     }
 
@@ -215,7 +219,7 @@ impl Rackboot {
     }
 
     /// curl `http://10.77.0.1<path>` from the lab namespace; body and headers via files, so
-    /// binary bodies survive.
+    /// binary bodies survive. API paths carry the admin token.
     fn http(&self, args: &[&str], path: &str) -> Reply {
         let n = self.requests.get();
         self.requests.set(n + 1);
@@ -233,6 +237,9 @@ impl Rackboot {
             "-w",
             "%{http_code}",
         ];
+        if path.starts_with("/api/v1") {
+            all.extend_from_slice(&["-H", AUTH_HEADER]);
+        }
         all.extend_from_slice(args);
         all.push(&url);
         let out = self.lab.run("curl", &all, CMD);

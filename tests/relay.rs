@@ -26,6 +26,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use common::api::{AUTH_HEADER, api_section};
 use common::lab::{BRIDGE, Lab, SERVER_IP, poll_until, read_text, tail, wait_for_file};
 use serde_json::Value;
 
@@ -102,10 +103,12 @@ impl Rackboot {
                  cidr = \"{RACK_NET}\"\n\
                  ranges = [[\"10.78.0.{}\", \"10.78.0.{}\"]]\n\
                  router = \"{RACK_GW}\"\n\
-                 unknown_clients = \"{rack_unknown}\"\n",
+                 unknown_clients = \"{rack_unknown}\"\n\
+                 {api}",
                 RACK_RANGE.0,
                 RACK_RANGE.1,
                 d = d.display(),
+                api = api_section(&d),
             ),
         )
         .unwrap();
@@ -141,7 +144,16 @@ impl Rackboot {
         let url = format!("http://{SERVER_IP}/api/v1/nodes/{mac}");
         let out = self.lab.run(
             "curl",
-            &["-sS", "-m", "10", "-w", "\n%{http_code}", &url],
+            &[
+                "-sS",
+                "-m",
+                "10",
+                "-H",
+                AUTH_HEADER,
+                "-w",
+                "\n%{http_code}",
+                &url,
+            ],
             CMD,
         );
         let body = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -14,7 +14,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::api::{kinds, node, timeline_text};
+use common::api::{api_section, kinds, node, timeline_text};
 use common::lab::{self, Firmware, Lab, SERVER_IP, Vm};
 use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode};
 use dhcproto::{Decodable, Decoder};
@@ -61,12 +61,13 @@ cidr = "10.77.0.0/24"
 ranges = [["10.77.0.100", "10.77.0.199"]]
 [dns]
 domain = "lab.internal"
-"#,
+{api}"#,
             state = lab.dir().join("state").display(),
             assets = assets.display(),
             bootenvs = repo("configs/bootenvs").display(),
             scripts = repo("configs/scripts").display(),
             bridge = lab::BRIDGE,
+            api = api_section(lab.dir()),
         ),
     )
     .expect("write config");

@@ -13,7 +13,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::api::{kinds, node, timeline_text};
+use common::api::{api_section, kinds, node, timeline_text};
 use common::lab::{self, Firmware, Lab, Vm};
 use serde_json::Value;
 
@@ -64,12 +64,13 @@ cidr = "10.77.0.0/24"
 ranges = [["10.77.0.100", "10.77.0.199"]]
 [dns]
 enabled = false
-"#,
+{api}"#,
             state = lab.dir().join("state").display(),
             assets = assets.display(),
             bootenvs = bootenvs.display(),
             scripts = scripts.display(),
             bridge = lab::BRIDGE,
+            api = api_section(lab.dir()),
         ),
     )
     .expect("write config");

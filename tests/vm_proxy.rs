@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::api::{kinds, node, timeline_text};
+use common::api::{api_section, kinds, node, timeline_text};
 use common::lab::{self, Firmware, Lab, SERVER_IP, Vm};
 use serde_json::Value;
 
@@ -94,12 +94,13 @@ cidr = "10.77.0.0/24"
 mode = "proxy"
 [dns]
 domain = "lab.internal"
-{extra}"#,
+{extra}{api}"#,
             state = lab.dir().join("state").display(),
             assets = assets.display(),
             bootenvs = repo("configs/bootenvs").display(),
             scripts = repo("configs/scripts").display(),
             bridge = lab::BRIDGE,
+            api = api_section(lab.dir()),
         ),
     )
     .expect("write config");

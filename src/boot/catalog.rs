@@ -107,6 +107,63 @@ pub enum CatalogError {
     MissingDefault(String),
 }
 
+impl CatalogError {
+    /// The file at fault, when one is.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            CatalogError::Bootenv(
+                BootenvError::Read { path, .. }
+                | BootenvError::Parse { path, .. }
+                | BootenvError::Invalid { path, .. },
+            ) => Some(path),
+            CatalogError::ReadDir { path, .. }
+            | CatalogError::ReadScript { path, .. }
+            | CatalogError::Template { path, .. }
+            | CatalogError::MissingAsset { path, .. }
+            | CatalogError::MissingScript { path, .. }
+            | CatalogError::UnknownAfterInstall { path, .. } => Some(path),
+            CatalogError::MissingDefault(_) => None,
+        }
+    }
+
+    /// The line of [`CatalogError::path`] at fault, given that file's text:
+    /// where the parser stopped, else the line naming the arch table, asset
+    /// or script the error is about.
+    pub fn line_in(&self, text: &str) -> Option<usize> {
+        let line_of = |needle: &str, after: usize| {
+            text.lines()
+                .enumerate()
+                .skip(after)
+                .find(|(_, l)| l.contains(needle))
+                .map(|(i, _)| i + 1)
+        };
+        let arch_table = |arch: &str| line_of(&format!("[arch.{arch}]"), 0);
+        let quoted = |s: &str| format!("\"{s}\"");
+        match self {
+            CatalogError::Bootenv(BootenvError::Parse { message, .. }) => message
+                .strip_prefix("line ")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok(),
+            CatalogError::Bootenv(BootenvError::Invalid { reason, .. }) => {
+                let arch = reason.strip_prefix("[arch.")?.split(']').next()?;
+                arch_table(arch)
+            }
+            CatalogError::Template { message, .. } => {
+                let arch = message.strip_prefix("[arch.")?.split(']').next()?;
+                line_of("cmdline", arch_table(arch)?)
+            }
+            CatalogError::MissingAsset { arch, asset, .. } => {
+                line_of(&quoted(asset), arch_table(arch.as_str())?)
+            }
+            CatalogError::MissingScript { script, .. } => line_of(&quoted(script), 0),
+            CatalogError::UnknownAfterInstall { .. } => line_of("after_install", 0),
+            _ => None,
+        }
+    }
+}
+
 /// A failure to render a template for one node (e.g. a param the template
 /// uses but the node lacks).
 #[derive(Debug, thiserror::Error)]
@@ -350,6 +407,11 @@ impl Catalog {
         self.bootenvs.get(name)
     }
 
+    /// The file `name` was read from (`(built in)` for the built-in `local`).
+    pub fn source(&self, name: &str) -> Option<&Path> {
+        self.sources.get(name).map(PathBuf::as_path)
+    }
+
     pub fn bootenvs(&self) -> impl Iterator<Item = &Bootenv> {
         self.bootenvs.values()
     }
@@ -574,6 +636,61 @@ cmdline = "rackboot.bootenv={{ bootenv }} cb={{ callback_url }}"
     }
 
     #[test]
+    fn errors_point_at_their_line() {
+        let f = Fixture::new();
+        let p = f.dir.path();
+        let load = |name: &str, text: &str| {
+            let e = Catalog::load_with(
+                &p.join("bootenvs"),
+                &p.join("scripts"),
+                &p.join("assets"),
+                "discovery",
+                Some((&p.join("bootenvs").join(format!("{name}.toml")), text)),
+            )
+            .unwrap_err();
+            assert!(
+                e.path().unwrap().ends_with(format!("bootenvs/{name}.toml")),
+                "{e}"
+            );
+            (e.line_in(text), e.to_string())
+        };
+        let kernel = "[arch.x86_64_efi]\nkernel = \"x86_64/vmlinuz\"\n";
+        let cases = [
+            ("description = \"x\"\n[arch.bios\n".to_string(), 2, "line 2"),
+            (
+                format!("description = \"x\"\n{kernel}cmdline = \"{{{{ nod.mac }}}}\"\n"),
+                4,
+                "undefined",
+            ),
+            (
+                format!("{kernel}initrds = [\"x86_64/nope.img\"]\n"),
+                3,
+                "x86_64/nope.img",
+            ),
+            (format!("scripts = [\"gone.sh\"]\n{kernel}"), 1, "gone.sh"),
+            (
+                "\n[arch.bios]\nlocal = \"exit\"\nkernel = \"x\"\n".to_string(),
+                2,
+                "both",
+            ),
+        ];
+        for (text, line, want) in cases {
+            let (got, msg) = load("cand", &text);
+            assert_eq!(got, Some(line), "{msg}");
+            assert!(msg.contains(want), "{msg}");
+        }
+        // A good candidate loads beside the files on disk, replacing its namesake.
+        Catalog::load_with(
+            &p.join("bootenvs"),
+            &p.join("scripts"),
+            &p.join("assets"),
+            "discovery",
+            Some((&p.join("bootenvs/discovery.toml"), kernel)),
+        )
+        .unwrap();
+    }
+
+    #[test]
     fn a_missing_default_bootenv_is_named() {
         let f = Fixture::new();
         std::fs::remove_file(f.dir.path().join("bootenvs/discovery.toml")).unwrap();
@@ -590,27 +707,79 @@ cmdline = "rackboot.bootenv={{ bootenv }} cb={{ callback_url }}"
     }
 }
 
+/// A set of files the last reload refused, kept until a reload succeeds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The file at fault, when one is.
+    pub file: Option<PathBuf>,
+    pub line: Option<usize>,
+    /// The whole message, as logged.
+    pub reason: String,
+    pub at: crate::model::Timestamp,
+}
+
+impl Rejection {
+    /// Where `e` points, reading the file at fault for the line.
+    pub fn of(e: &CatalogError, at: crate::model::Timestamp) -> Rejection {
+        let file = e.path().map(Path::to_path_buf);
+        let line = file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .and_then(|text| e.line_in(&text));
+        Rejection {
+            file,
+            line,
+            reason: e.to_string(),
+            at,
+        }
+    }
+}
+
 /// The catalog in force, replaced whole on reload: a request renders with
-/// the version it started with, never half an edit.
+/// the version it started with, never half an edit. Also keeps why the
+/// latest reload was refused, if it was.
 #[derive(Debug)]
-pub struct CatalogCell(std::sync::RwLock<std::sync::Arc<Catalog>>);
+pub struct CatalogCell {
+    current: std::sync::RwLock<std::sync::Arc<Catalog>>,
+    rejected: std::sync::Mutex<Option<Rejection>>,
+}
 
 impl CatalogCell {
     pub fn new(catalog: Catalog) -> CatalogCell {
-        CatalogCell(std::sync::RwLock::new(std::sync::Arc::new(catalog)))
+        CatalogCell {
+            current: std::sync::RwLock::new(std::sync::Arc::new(catalog)),
+            rejected: std::sync::Mutex::new(None),
+        }
     }
 
     pub fn current(&self) -> std::sync::Arc<Catalog> {
-        self.0
+        self.current
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
 
+    /// Puts `catalog` in force; the files on disk are good again.
     pub fn replace(&self, catalog: Catalog) {
         *self
-            .0
+            .current
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = std::sync::Arc::new(catalog);
+        self.set_rejected(None);
+    }
+
+    /// Records why the files on disk were refused (the version in force stays).
+    pub fn set_rejected(&self, rejection: Option<Rejection>) {
+        *self
+            .rejected
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = rejection;
+    }
+
+    pub fn rejected(&self) -> Option<Rejection> {
+        self.rejected
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 }

@@ -7,12 +7,16 @@ pub mod bootenv;
 pub mod catalog;
 pub mod decide;
 pub mod diagnose;
+pub mod edit;
+pub mod explain;
 pub mod lifecycle;
 pub mod script;
 
 pub use bootenv::{ArchBoot, AssetRole, Bootenv, LocalMethod};
-pub use catalog::{Catalog, CatalogCell, CatalogError, TemplateContext};
+pub use catalog::{Catalog, CatalogCell, CatalogError, Rejection, TemplateContext};
 pub use decide::{Decision, Urls, decide, decide_for_node};
 pub use diagnose::{Stall, Timeouts, diagnose, stall_deadline};
+pub use edit::{FieldError, NodeInput, NodePatch, ValidPatch};
+pub use explain::{ExplainContext, Explanation, bootenv_reason, explain};
 pub use lifecycle::{BootenvChange, Choice, Effective, Progress, effective_bootenv, next_state};
 pub use script::{RenderedScript, ScriptError, render_ipxe};

@@ -50,7 +50,15 @@ pub fn check(path: &Path) -> anyhow::Result<()> {
         &cfg.assets_dir,
         &cfg.default_bootenv,
     )?;
+    crate::service::api_auth(&cfg)?;
+    if let Some(t) = &cfg.api.tls {
+        crate::http::tls::server_config(&t.cert, &t.key, &cfg.path)?;
+    }
     println!("{}: ok", cfg.path.display());
+    match &cfg.api.tokens_file {
+        Some(p) => println!("API tokens {}: ok", p.display()),
+        None => println!("API: disabled (no api.tokens_file)"),
+    }
     for b in catalog.bootenvs() {
         let arches: Vec<&str> = b.arches.keys().map(|a| a.as_str()).collect();
         println!(

@@ -1,5 +1,7 @@
 //! HTTP errors: a status and a message for the client, and an internal cause
-//! that is logged but never sent (no paths or SQL leak to clients).
+//! that is logged but never sent (no paths or SQL leak to clients). Boot and
+//! node endpoints answer in plain text (iPXE and shell scripts print it); the
+//! API answers `{"error": "..."}` ([`ApiError`]).
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -28,6 +30,23 @@ impl HttpError {
         HttpError::new(StatusCode::NOT_FOUND, public)
     }
 
+    pub fn conflict(public: impl Into<String>) -> HttpError {
+        HttpError::new(StatusCode::CONFLICT, public)
+    }
+
+    /// Well-formed input that cannot be applied (an unknown bootenv, a bad field).
+    pub fn unprocessable(public: impl Into<String>) -> HttpError {
+        HttpError::new(StatusCode::UNPROCESSABLE_ENTITY, public)
+    }
+
+    fn log(&self) {
+        if let Some(cause) = &self.internal {
+            tracing::error!(status = %self.status, %cause, "{}", self.public);
+        } else {
+            tracing::info!(status = %self.status, "{}", self.public);
+        }
+    }
+
     /// A failure on rackboot's side; `cause` goes to the log only.
     pub fn internal(cause: impl std::fmt::Display) -> HttpError {
         HttpError {
@@ -44,6 +63,8 @@ impl From<crate::store::StoreError> for HttpError {
             crate::store::StoreError::NoSuchNode(mac) => {
                 HttpError::not_found(format!("no node with MAC {mac}"))
             }
+            crate::store::StoreError::Refused(why) => HttpError::conflict(why),
+            crate::store::StoreError::Conflict(why) => HttpError::conflict(why),
             other => HttpError::internal(other),
         }
     }
@@ -51,11 +72,46 @@ impl From<crate::store::StoreError> for HttpError {
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        if let Some(cause) = &self.internal {
-            tracing::error!(status = %self.status, %cause, "{}", self.public);
-        } else {
-            tracing::info!(status = %self.status, "{}", self.public);
-        }
+        self.log();
         (self.status, format!("error: {}\n", self.public)).into_response()
+    }
+}
+
+/// An [`HttpError`] as the API sends it: `{"error": "..."}`, and
+/// `WWW-Authenticate: Bearer` on a 401 (RFC 6750).
+#[derive(Debug)]
+pub struct ApiError(pub HttpError);
+
+/// The body of every API error.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What failed and what to do about it.
+    pub error: String,
+}
+
+impl From<HttpError> for ApiError {
+    fn from(e: HttpError) -> ApiError {
+        ApiError(e)
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> ApiError {
+        ApiError(e.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        e.log();
+        let mut resp = (e.status, axum::Json(ErrorBody { error: e.public })).into_response();
+        if e.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        resp
     }
 }

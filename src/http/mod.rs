@@ -1,30 +1,44 @@
 //! HTTP: boot scripts and assets for iPXE, the node endpoints the operational
-//! image talks to, and the admin API. Owns routing and the wire; asks `boot`
-//! for scripts and the store for records.
+//! image talks to, and the admin API (`api.rs`, its tokens in `auth.rs`, its
+//! OpenAPI document in `openapi.rs`), over plain HTTP and, when configured,
+//! HTTPS (`tls.rs`). Owns routing and the wire; asks `boot` for scripts and
+//! decisions and the store for records.
 
 mod api;
+pub mod auth;
 mod boot;
 mod error;
 mod metrics;
 mod node;
+pub mod openapi;
+pub mod tls;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::extract::Request;
+use axum::handler::Handler;
+use axum::http::{Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, MethodRouter, get, on, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use error::HttpError;
+pub use auth::ApiAuth;
+pub use error::{ApiError, HttpError};
 
 use crate::boot::{CatalogCell, Timeouts, Urls};
+use crate::config::LoaderMap;
 use crate::events::Timeline;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// Largest report body kept (the tail of a script's output).
 pub const MAX_REPORT_BYTES: usize = 64 * 1024;
+/// Largest API request body: an import of a few thousand node records.
+pub const MAX_API_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 pub struct HttpContext {
     pub store: Arc<dyn Store>,
@@ -32,12 +46,107 @@ pub struct HttpContext {
     pub catalog: Arc<CatalogCell>,
     pub urls: Urls,
     pub assets_dir: PathBuf,
+    /// Where bootenvs and config scripts are read from (to validate a candidate).
+    pub bootenvs_dir: PathBuf,
+    pub scripts_dir: PathBuf,
     pub default_bootenv: String,
     pub metrics: Arc<Metrics>,
     /// `[lifecycle]` timeouts, for [`crate::boot::diagnose()`].
     pub timeouts: Timeouts,
     /// Downloads the remote assets bootenvs name, on first request.
     pub fetcher: Arc<crate::assets::remote::Fetcher>,
+    /// Who may use the API.
+    pub auth: Arc<ApiAuth>,
+    /// For `explain`: what DHCP would hand a client.
+    pub loaders: LoaderMap,
+}
+
+/// Where the admin API lives.
+pub const API_PREFIX: &str = "/api/v1";
+
+/// One API route: method and path (under [`API_PREFIX`]) are data, so the
+/// OpenAPI test can check that every route is documented.
+pub struct ApiRoute {
+    pub method: Method,
+    pub path: &'static str,
+    handler: MethodRouter<Arc<HttpContext>>,
+}
+
+fn route<H, T>(method: Method, path: &'static str, handler: H) -> ApiRoute
+where
+    H: Handler<T, Arc<HttpContext>>,
+    T: 'static,
+{
+    let filter = MethodFilter::try_from(method.clone()).expect("a standard method");
+    ApiRoute {
+        method,
+        path,
+        handler: on(filter, handler),
+    }
+}
+
+/// Every `/api/v1` route.
+pub fn api_routes() -> Vec<ApiRoute> {
+    vec![
+        route(Method::GET, "/nodes", api::nodes),
+        route(Method::POST, "/nodes", api::create),
+        route(Method::POST, "/nodes/bulk", api::bulk),
+        route(Method::POST, "/nodes/import", api::import),
+        route(Method::GET, "/nodes/{mac}", api::node),
+        route(Method::PATCH, "/nodes/{mac}", api::patch),
+        route(Method::DELETE, "/nodes/{mac}", api::delete),
+        route(Method::GET, "/nodes/{mac}/events", api::events),
+        route(Method::GET, "/leases", api::leases),
+        route(Method::GET, "/bootenvs", api::bootenvs),
+        route(Method::POST, "/bootenvs/validate", api::validate),
+        route(Method::GET, "/bootenvs/{name}", api::bootenv),
+        route(Method::GET, "/explain/{mac}", api::explain),
+        route(Method::GET, "/openapi.json", openapi::openapi_json),
+    ]
+}
+
+/// The API: token checked first, every error as JSON.
+fn api_router(ctx: Arc<HttpContext>) -> Router<Arc<HttpContext>> {
+    let mut r = Router::new();
+    for a in api_routes() {
+        r = r.route(a.path, a.handler);
+    }
+    r.fallback(|| async {
+        ApiError(HttpError::not_found(
+            "no such API endpoint (see /api/v1/openapi.json)",
+        ))
+    })
+    .layer(axum::extract::DefaultBodyLimit::max(MAX_API_BODY_BYTES))
+    .layer(axum::middleware::from_fn_with_state(
+        ctx,
+        auth::require_token,
+    ))
+    .layer(axum::middleware::from_fn(json_errors))
+}
+
+/// Turns the plain-text refusals axum's extractors produce (a body that is
+/// not JSON, a bad query) into the API's `{"error": ...}`.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if resp.status().is_success() || is_json {
+        return resp;
+    }
+    let status = resp.status();
+    let text = match axum::body::to_bytes(resp.into_body(), 64 * 1024).await {
+        Ok(b) => String::from_utf8_lossy(&b).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let text = text.strip_prefix("error: ").unwrap_or(&text).to_string();
+    let text = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    ApiError(HttpError::new(status, text)).into_response()
 }
 
 pub fn router(ctx: Arc<HttpContext>) -> Router {
@@ -49,9 +158,7 @@ pub fn router(ctx: Arc<HttpContext>) -> Router {
         .route("/node/{mac}/report", post(node::report))
         .route("/node/{mac}/installed", post(node::installed))
         .route("/metrics", get(metrics::scrape))
-        .route("/api/v1/nodes", get(api::nodes))
-        .route("/api/v1/nodes/{mac}", get(api::node))
-        .route("/api/v1/leases", get(api::leases))
+        .nest(API_PREFIX, api_router(ctx.clone()))
         .fallback(|| async { HttpError::not_found("no such endpoint") })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REPORT_BYTES))
         .layer(axum::middleware::from_fn_with_state(

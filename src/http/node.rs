@@ -8,6 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 
+use super::auth::constant_time_eq;
 use super::{HttpContext, HttpError, parse_mac};
 use crate::boot::bootenv::{LOCAL, is_bootenv_name};
 use crate::boot::{Progress, TemplateContext, effective_bootenv, lifecycle};
@@ -43,10 +44,6 @@ async fn authenticated(
         ));
     }
     Ok(node)
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The bootenv the node booted: that of the last boot script it was handed
@@ -254,12 +251,5 @@ mod tests {
         assert!(t.len() <= TAIL_BYTES);
         assert!(t.ends_with('b'));
         assert_eq!(tail("short\n"), "short");
-    }
-
-    #[test]
-    fn token_comparison() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
     }
 }

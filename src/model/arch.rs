@@ -95,7 +95,19 @@ impl fmt::Display for ClientArch {
 
 /// The architectures a bootenv describes: each needs its own loader, and
 /// usually its own kernel or console.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Copy,
+    Clone,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum BootArch {
     /// x86 legacy BIOS (PXE, then iPXE's undionly.kpxe).

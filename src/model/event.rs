@@ -142,7 +142,7 @@ impl<'de> Deserialize<'de> for EventKind {
 }
 
 /// One step of a node's timeline.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     pub at: Timestamp,
     pub kind: EventKind,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Mac, Timestamp};
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LeaseState {
     /// Held for a client between OFFER and REQUEST.
@@ -47,8 +47,9 @@ impl FromStr for LeaseState {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Lease {
+    #[schema(value_type = String, format = Ipv4)]
     pub ip: Ipv4Addr,
     /// `None` for a declined address.
     pub mac: Option<Mac>,

@@ -6,6 +6,8 @@ mod event;
 mod lease;
 mod mac;
 mod node;
+mod schema;
+mod selector;
 mod time;
 
 pub use arch::{BootArch, ClientArch};
@@ -14,4 +16,5 @@ pub use event::{Event, EventKind};
 pub use lease::{Lease, LeaseState};
 pub use mac::{Mac, MacParseError};
 pub use node::{Node, NodeState};
+pub use selector::{Selector, SelectorError, Term, valid_label_part};
 pub use time::Timestamp;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::{BootArch, Mac, Timestamp};
 
 /// Where a node is in its boot and configuration cycle (DESIGN.md, "Node states").
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum NodeState {
     /// Seen on the wire (DHCP) for the first time; nothing booted yet.
@@ -78,11 +78,12 @@ impl FromStr for NodeState {
 }
 
 /// One machine, known by the MAC of its boot NIC.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Node {
     pub mac: Mac,
     pub hostname: String,
     /// A fixed address: DHCP always hands this node this address.
+    #[schema(value_type = Option<String>, format = Ipv4)]
     pub ipv4: Option<Ipv4Addr>,
     /// Free-form classification (rack, role, ...), used by selectors.
     pub labels: BTreeMap<String, String>,
@@ -110,6 +111,7 @@ pub struct Node {
     /// Secret the node presents on every request it makes; reaches the node
     /// only through its own boot script.
     #[serde(skip_serializing)]
+    #[schema(ignore)]
     pub token: String,
     pub created: Timestamp,
 }

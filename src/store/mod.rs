@@ -63,6 +63,12 @@ impl StoreError {
 /// other change of that record; `Err` refuses it and nothing is written.
 pub type NodeEdit = Box<dyn FnOnce(&mut Node) -> Result<(), String> + Send>;
 
+/// A change to many node records at once: given every record in force (by
+/// MAC), the records to write (created or replaced). `Err` refuses the whole
+/// change and nothing is written.
+pub type NodesEdit =
+    Box<dyn FnOnce(&std::collections::HashMap<Mac, Node>) -> Result<Vec<Node>, String> + Send>;
+
 /// What a lease allocation asks for.
 #[derive(Debug, Clone)]
 pub struct LeaseRequest {
@@ -100,6 +106,11 @@ pub trait Store: Send + Sync + 'static {
     /// at once). Hostnames and fixed addresses must be unique across the
     /// result.
     async fn put_nodes(&self, nodes: Vec<Node>) -> Result<(), StoreError>;
+    /// [`Store::put_nodes`] of the records `edit` makes from the records in
+    /// force, read and written as one step: no change to those records
+    /// (a state reported by a node, an admin's edit) can fall between the
+    /// read and the write and be lost. Returns what was written.
+    async fn edit_nodes(&self, edit: NodesEdit) -> Result<Vec<Node>, StoreError>;
     /// Deletes the record of `mac` and its timeline; whether it existed. The
     /// MAC's lease stays until it expires: the machine may still be using
     /// the address, and handing it to another would double it.

@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, Row, TransactionBehavior, params};
 use tokio::sync::{Notify, oneshot};
 
-use super::{EVENTS_PER_NODE, LeaseRequest, NodeEdit, Store, StoreError};
+use super::{EVENTS_PER_NODE, LeaseRequest, NodeEdit, NodesEdit, Store, StoreError};
 use crate::model::{
     BootArch, Event, EventKind, Lease, LeaseState, Mac, Node, NodeState, Timestamp,
 };
@@ -148,6 +148,50 @@ impl Cache {
         let other = self.by_fixed_ip.get(&ip)?;
         (*other != node.mac && !replaced(*other))
             .then(|| format!("address {ip} already belongs to {other}"))
+    }
+
+    /// Checks that `nodes` can replace (by MAC) or join the records in
+    /// force, hostnames and fixed addresses unique, and puts them in.
+    fn check_and_put(&mut self, nodes: &[Node]) -> Result<(), StoreError> {
+        let mut hostnames: HashMap<String, Mac> = HashMap::new();
+        let mut addrs: HashMap<Ipv4Addr, Mac> = HashMap::new();
+        let macs: std::collections::HashSet<Mac> = nodes.iter().map(|n| n.mac).collect();
+        if macs.len() != nodes.len() {
+            let mut seen = std::collections::HashSet::new();
+            let dup = nodes.iter().find(|n| !seen.insert(n.mac)).map(|n| n.mac);
+            return Err(StoreError::Conflict(format!(
+                "MAC {} appears more than once",
+                dup.map(|m| m.to_string()).unwrap_or_default()
+            )));
+        }
+        for n in nodes {
+            if let Some(other) = hostnames.insert(n.hostname.to_ascii_lowercase(), n.mac) {
+                return Err(StoreError::Conflict(format!(
+                    "hostname {} is given to both {other} and {}",
+                    n.hostname, n.mac
+                )));
+            }
+            if let Some(ip) = n.ipv4 {
+                if let Some(other) = addrs.insert(ip, n.mac) {
+                    return Err(StoreError::Conflict(format!(
+                        "address {ip} is given to both {other} and {}",
+                        n.mac
+                    )));
+                }
+            }
+            // Records being replaced in this same write give up their
+            // names and addresses to it.
+            if let Some(why) = self.clash(n, &|m| macs.contains(&m)) {
+                return Err(StoreError::Conflict(format!("{}: {why}", n.mac)));
+            }
+        }
+        for n in nodes {
+            self.remove_node(n.mac);
+        }
+        for n in nodes {
+            self.put_node(n.clone());
+        }
+        Ok(())
     }
 
     fn put_lease(&mut self, lease: Lease) {
@@ -867,49 +911,20 @@ impl Store for SqliteStore {
     }
 
     async fn put_nodes(&self, nodes: Vec<Node>) -> Result<(), StoreError> {
-        {
+        self.edit_nodes(Box::new(move |_| Ok(nodes))).await?;
+        Ok(())
+    }
+
+    async fn edit_nodes(&self, edit: NodesEdit) -> Result<Vec<Node>, StoreError> {
+        let nodes = {
             let mut c = self.cache();
-            let mut hostnames: HashMap<String, Mac> = HashMap::new();
-            let mut addrs: HashMap<Ipv4Addr, Mac> = HashMap::new();
-            let macs: std::collections::HashSet<Mac> = nodes.iter().map(|n| n.mac).collect();
-            if macs.len() != nodes.len() {
-                let mut seen = std::collections::HashSet::new();
-                let dup = nodes.iter().find(|n| !seen.insert(n.mac)).map(|n| n.mac);
-                return Err(StoreError::Conflict(format!(
-                    "MAC {} appears more than once",
-                    dup.map(|m| m.to_string()).unwrap_or_default()
-                )));
-            }
-            for n in &nodes {
-                if let Some(other) = hostnames.insert(n.hostname.to_ascii_lowercase(), n.mac) {
-                    return Err(StoreError::Conflict(format!(
-                        "hostname {} is given to both {other} and {}",
-                        n.hostname, n.mac
-                    )));
-                }
-                if let Some(ip) = n.ipv4 {
-                    if let Some(other) = addrs.insert(ip, n.mac) {
-                        return Err(StoreError::Conflict(format!(
-                            "address {ip} is given to both {other} and {}",
-                            n.mac
-                        )));
-                    }
-                }
-                // Records being replaced in this same write give up their
-                // names and addresses to it.
-                if let Some(why) = c.clash(n, &|m| macs.contains(&m)) {
-                    return Err(StoreError::Conflict(format!("{}: {why}", n.mac)));
-                }
-            }
-            for n in &nodes {
-                c.remove_node(n.mac);
-            }
-            for n in &nodes {
-                c.put_node(n.clone());
-            }
-        }
-        self.queue(Write::Nodes(nodes)).await?;
-        self.flush().await
+            let nodes = edit(&c.nodes).map_err(StoreError::Refused)?;
+            c.check_and_put(&nodes)?;
+            nodes
+        };
+        self.queue(Write::Nodes(nodes.clone())).await?;
+        self.flush().await?;
+        Ok(nodes)
     }
 
     async fn delete_node(&self, mac: Mac) -> Result<bool, StoreError> {
@@ -1377,6 +1392,59 @@ mod tests {
 
     fn offered_ip() -> Ipv4Addr {
         "10.0.0.10".parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn edit_nodes_reads_and_writes_in_one_step_all_or_nothing() {
+        let node = |n: u8, host: &str, _: Option<&str>| {
+            let mut x = Node::discovered(mac(n), "discovery", format!("t{n}"), Timestamp(1));
+            x.hostname = host.into();
+            x
+        };
+        let s = SqliteStore::in_memory().await.unwrap();
+        s.put_nodes(vec![node(1, "a1", None), node(2, "a2", None)])
+            .await
+            .unwrap();
+        s.set_node_state(mac(2), NodeState::Booted, None)
+            .await
+            .unwrap();
+        // The edit sees the records in force, the state change included.
+        let written = s
+            .edit_nodes(Box::new(move |all| {
+                let mut out: Vec<Node> = all.values().cloned().collect();
+                out.sort_by_key(|n| n.mac);
+                for n in &mut out {
+                    n.bootenv = "rescue".into();
+                }
+                out.push(node(3, "a3", None));
+                Ok(out)
+            }))
+            .await
+            .unwrap();
+        assert_eq!(written.len(), 3);
+        let two = s.node(mac(2)).await.unwrap().unwrap();
+        assert_eq!(
+            (two.bootenv.as_str(), two.state),
+            ("rescue", NodeState::Booted)
+        );
+        // A refusal writes nothing.
+        let err = s
+            .edit_nodes(Box::new(|_| Err("node a2 is protected".into())))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Refused(_)), "{err}");
+        // So does a clash.
+        let err = s
+            .edit_nodes(Box::new(move |all| {
+                let mut one = all[&mac(1)].clone();
+                one.bootenv = "local".into();
+                Ok(vec![one, node(4, "A2", None)])
+            }))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+        assert_eq!(s.node(mac(1)).await.unwrap().unwrap().bootenv, "rescue");
+        assert!(s.node(mac(4)).await.unwrap().is_none());
     }
 
     #[tokio::test]

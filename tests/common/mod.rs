@@ -1,2 +1,3 @@
 pub mod api;
 pub mod lab;
+pub mod server;

@@ -1,0 +1,528 @@
+//! What an admin's edit of a node record means: which fields it may change,
+//! what makes a value valid, and how a bootenv change lands (now, once, or
+//! for a while) on a protected or unprotected node. Pure: the catalog's
+//! bootenv names and the time are passed in.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use super::bootenv::{LOCAL, is_relative_inside};
+use crate::model::{Mac, Node, Timestamp, valid_label_part};
+
+/// A value that is wrong for one field; the message says what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("field `{field}`: {reason}")]
+pub struct FieldError {
+    pub field: String,
+    pub reason: String,
+}
+
+fn field_err(field: &str, reason: impl Into<String>) -> FieldError {
+    FieldError {
+        field: field.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// `Some(None)` for an explicit `null` (clear the field), `None` when absent
+/// (leave it): JSON merge patch (RFC 7396).
+fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A JSON merge patch (RFC 7396) of a node record's editable fields: absent
+/// fields stay, `null` clears, `labels` and `params` merge key by key (a
+/// `null` value removes the key).
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodePatch {
+    pub hostname: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, format = Ipv4)]
+    pub ipv4: Option<Option<Ipv4Addr>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<BTreeMap<String, Option<String>>>)]
+    pub labels: Option<Option<BTreeMap<String, Option<String>>>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<BTreeMap<String, Option<String>>>)]
+    pub params: Option<Option<BTreeMap<String, Option<String>>>>,
+    /// The bootenv to boot. Alone: from now on. With `once`: next boot only,
+    /// then back to the current bootenv. With `for`: until the time runs out.
+    pub bootenv: Option<String>,
+    /// A first-stage loader replacing its architecture's (a path under
+    /// assets_dir); `null` returns to the default.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub loader: Option<Option<String>>,
+    pub protected: Option<bool>,
+    /// With `bootenv`: boot it once, then return to the current bootenv.
+    #[serde(default)]
+    pub once: bool,
+    /// With `bootenv`: boot it for this long (`2h`, `30m`, `1d`), then return.
+    #[serde(rename = "for")]
+    pub for_: Option<String>,
+    /// Change the bootenv of a protected node.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// A patch whose values have been checked; only [`ValidPatch::apply`] remains.
+#[derive(Debug, Clone)]
+pub struct ValidPatch {
+    patch: NodePatch,
+    lease: Option<Duration>,
+}
+
+/// A DNS label: what DNS answers for `<hostname>.<domain>` need.
+pub fn check_hostname(h: &str) -> Result<(), String> {
+    let ok = !h.is_empty()
+        && h.len() <= 63
+        && !h.starts_with('-')
+        && !h.ends_with('-')
+        && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{h}` is not a hostname (1-63 letters, digits and -, not starting or ending with -)"
+        ))
+    }
+}
+
+fn check_labels<'a>(
+    field: &str,
+    keys_values: impl Iterator<Item = (&'a String, Option<&'a String>)>,
+) -> Result<(), FieldError> {
+    for (k, v) in keys_values {
+        if !valid_label_part(k) {
+            return Err(field_err(
+                field,
+                format!("`{k}` is not a key (no spaces, commas, = or !)"),
+            ));
+        }
+        if field == "labels" && v.is_some_and(|v| !valid_label_part(v)) {
+            return Err(field_err(
+                field,
+                format!(
+                    "the value of `{k}` must be non-empty, without spaces, commas, = or ! (selectors match it)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_loader(l: &str) -> Result<(), FieldError> {
+    if is_relative_inside(l) {
+        Ok(())
+    } else {
+        Err(field_err(
+            "loader",
+            format!("`{l}` must be a path inside assets_dir"),
+        ))
+    }
+}
+
+/// Whether `name` can be booted: a bootenv of the catalog, or `local`.
+fn check_bootenv(field: &str, name: &str, known: &dyn Fn(&str) -> bool) -> Result<(), FieldError> {
+    if name == LOCAL || known(name) {
+        Ok(())
+    } else {
+        Err(field_err(
+            field,
+            format!("there is no bootenv `{name}` (see GET /api/v1/bootenvs)"),
+        ))
+    }
+}
+
+impl NodePatch {
+    /// Checks every value; `known` says whether a bootenv exists.
+    pub fn validate(self, known: &dyn Fn(&str) -> bool) -> Result<ValidPatch, FieldError> {
+        if let Some(h) = &self.hostname {
+            check_hostname(h).map_err(|r| field_err("hostname", r))?;
+        }
+        if let Some(Some(labels)) = &self.labels {
+            check_labels("labels", labels.iter().map(|(k, v)| (k, v.as_ref())))?;
+        }
+        if let Some(Some(params)) = &self.params {
+            check_labels("params", params.iter().map(|(k, v)| (k, v.as_ref())))?;
+        }
+        if let Some(Some(l)) = &self.loader {
+            check_loader(l)?;
+        }
+        if let Some(b) = &self.bootenv {
+            check_bootenv("bootenv", b, known)?;
+        }
+        if self.once && self.for_.is_some() {
+            return Err(field_err(
+                "once",
+                "`once` and `for` exclude each other: choose one",
+            ));
+        }
+        if (self.once || self.for_.is_some()) && self.bootenv.is_none() {
+            let f = if self.once { "once" } else { "for" };
+            return Err(field_err(f, format!("`{f}` needs a `bootenv` to boot")));
+        }
+        let lease = match &self.for_ {
+            None => None,
+            Some(text) => {
+                let d = humantime::parse_duration(text).map_err(|e| {
+                    field_err(
+                        "for",
+                        format!("`{text}` is not a duration ({e}); e.g. 90m, 2h, 1d"),
+                    )
+                })?;
+                if d.is_zero() {
+                    return Err(field_err("for", "the duration must be longer than 0"));
+                }
+                Some(d)
+            }
+        };
+        Ok(ValidPatch { patch: self, lease })
+    }
+}
+
+fn merge(
+    map: &mut BTreeMap<String, String>,
+    patch: &Option<Option<BTreeMap<String, Option<String>>>>,
+) {
+    match patch {
+        None => {}
+        Some(None) => map.clear(),
+        Some(Some(p)) => {
+            for (k, v) in p {
+                match v {
+                    Some(v) => {
+                        map.insert(k.clone(), v.clone());
+                    }
+                    None => {
+                        map.remove(k);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl ValidPatch {
+    /// Applies the patch to `node` at `now`. A bootenv change (of `bootenv`,
+    /// `next_bootenv` or `bootenv_expires`) of a node that is protected
+    /// before this patch is refused unless `force` is set.
+    pub fn apply(&self, node: &mut Node, now: Timestamp) -> Result<(), String> {
+        let p = &self.patch;
+        if let Some(b) = &p.bootenv {
+            let wanted = if p.once {
+                (node.bootenv.clone(), Some(b.clone()), None)
+            } else if let Some(d) = self.lease {
+                let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+                (
+                    node.bootenv.clone(),
+                    Some(b.clone()),
+                    Some(Timestamp(now.0.saturating_add(ms))),
+                )
+            } else {
+                (b.clone(), None, None)
+            };
+            let current = (
+                node.bootenv.clone(),
+                node.next_bootenv.clone(),
+                node.bootenv_expires,
+            );
+            if wanted != current {
+                if node.protected && !p.force {
+                    return Err(format!(
+                        "node {} ({}) is protected; pass force to change its bootenv",
+                        node.hostname, node.mac
+                    ));
+                }
+                (node.bootenv, node.next_bootenv, node.bootenv_expires) = wanted;
+            }
+        }
+        if let Some(h) = &p.hostname {
+            node.hostname = h.clone();
+        }
+        if let Some(ip) = p.ipv4 {
+            node.ipv4 = ip;
+        }
+        merge(&mut node.labels, &p.labels);
+        merge(&mut node.params, &p.params);
+        if let Some(l) = &p.loader {
+            node.loader = l.clone();
+        }
+        if let Some(prot) = p.protected {
+            node.protected = prot;
+        }
+        Ok(())
+    }
+}
+
+/// A node record as an admin creates or imports it: `mac` is required, every
+/// other field is optional. A new record gets defaults for what is absent
+/// (hostname `node-<mac hex>`, the default bootenv); an imported record for
+/// an existing MAC keeps the values it has for what is absent.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeInput {
+    pub mac: Mac,
+    pub hostname: Option<String>,
+    #[schema(value_type = Option<String>, format = Ipv4)]
+    pub ipv4: Option<Ipv4Addr>,
+    pub labels: Option<BTreeMap<String, String>>,
+    pub params: Option<BTreeMap<String, String>>,
+    pub bootenv: Option<String>,
+    pub next_bootenv: Option<String>,
+    pub bootenv_expires: Option<Timestamp>,
+    pub loader: Option<String>,
+    pub protected: Option<bool>,
+}
+
+impl NodeInput {
+    pub fn validate(&self, known: &dyn Fn(&str) -> bool) -> Result<(), FieldError> {
+        if let Some(h) = &self.hostname {
+            check_hostname(h).map_err(|r| field_err("hostname", r))?;
+        }
+        if let Some(l) = &self.labels {
+            check_labels("labels", l.iter().map(|(k, v)| (k, Some(v))))?;
+        }
+        if let Some(p) = &self.params {
+            check_labels("params", p.iter().map(|(k, v)| (k, Some(v))))?;
+        }
+        if let Some(l) = &self.loader {
+            check_loader(l)?;
+        }
+        if let Some(b) = &self.bootenv {
+            check_bootenv("bootenv", b, known)?;
+        }
+        if let Some(b) = &self.next_bootenv {
+            check_bootenv("next_bootenv", b, known)?;
+        }
+        if self.bootenv_expires.is_some() && self.next_bootenv.is_none() {
+            return Err(field_err(
+                "bootenv_expires",
+                "an expiry needs a `next_bootenv` to expire",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The record: `existing` with the given fields replaced, or a new one
+    /// (`token` and `default_bootenv` used only then).
+    pub fn into_node(
+        self,
+        existing: Option<&Node>,
+        default_bootenv: &str,
+        token: impl FnOnce() -> String,
+        now: Timestamp,
+    ) -> Node {
+        let mut node = match existing {
+            Some(n) => n.clone(),
+            None => {
+                let mut n = Node::discovered(self.mac, default_bootenv, token(), now);
+                // Created by an admin: not seen on the wire yet.
+                n.last_seen = None;
+                n
+            }
+        };
+        if let Some(h) = self.hostname {
+            node.hostname = h;
+        }
+        if self.ipv4.is_some() {
+            node.ipv4 = self.ipv4;
+        }
+        if let Some(l) = self.labels {
+            node.labels = l;
+        }
+        if let Some(p) = self.params {
+            node.params = p;
+        }
+        if let Some(b) = self.bootenv {
+            node.bootenv = b;
+        }
+        if self.next_bootenv.is_some() {
+            node.next_bootenv = self.next_bootenv;
+            node.bootenv_expires = self.bootenv_expires;
+        }
+        if self.loader.is_some() {
+            node.loader = self.loader;
+        }
+        if let Some(p) = self.protected {
+            node.protected = p;
+        }
+        node
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: Timestamp = Timestamp(1_000_000);
+
+    fn node() -> Node {
+        let mut n = Node::discovered(
+            "52:54:00:00:00:01".parse().unwrap(),
+            "discovery",
+            "t".into(),
+            Timestamp(0),
+        );
+        n.labels.insert("rack".into(), "r1".into());
+        n
+    }
+
+    fn known(b: &str) -> bool {
+        matches!(b, "discovery" | "rescue" | "install")
+    }
+
+    fn patch(json: &str) -> Result<ValidPatch, FieldError> {
+        serde_json::from_str::<NodePatch>(json)
+            .unwrap()
+            .validate(&known)
+    }
+
+    fn applied(n: &Node, json: &str) -> Result<Node, String> {
+        let mut n = n.clone();
+        patch(json).unwrap().apply(&mut n, NOW)?;
+        Ok(n)
+    }
+
+    #[test]
+    fn bootenv_now_once_and_for() {
+        let mut start = node();
+        start.next_bootenv = Some("rescue".into());
+        start.bootenv_expires = Some(Timestamp(5));
+        let n = applied(&start, r#"{"bootenv":"install"}"#).unwrap();
+        assert_eq!(
+            (n.bootenv.as_str(), n.next_bootenv, n.bootenv_expires),
+            ("install", None, None)
+        );
+        let n = applied(&start, r#"{"bootenv":"install","once":true}"#).unwrap();
+        assert_eq!(
+            (
+                n.bootenv.as_str(),
+                n.next_bootenv.as_deref(),
+                n.bootenv_expires
+            ),
+            ("discovery", Some("install"), None)
+        );
+        let n = applied(&start, r#"{"bootenv":"rescue","for":"2h"}"#).unwrap();
+        assert_eq!(
+            (
+                n.bootenv.as_str(),
+                n.next_bootenv.as_deref(),
+                n.bootenv_expires
+            ),
+            (
+                "discovery",
+                Some("rescue"),
+                Some(Timestamp(NOW.0 + 2 * 3600 * 1000))
+            )
+        );
+        let n = applied(&start, r#"{"bootenv":"local"}"#).unwrap();
+        assert_eq!(n.bootenv, "local");
+    }
+
+    #[test]
+    fn a_protected_node_refuses_bootenv_changes_unless_forced() {
+        let mut p = node();
+        p.protected = true;
+        for json in [
+            r#"{"bootenv":"install"}"#,
+            r#"{"bootenv":"install","once":true}"#,
+            r#"{"bootenv":"install","for":"1h"}"#,
+            r#"{"bootenv":"install","protected":false}"#,
+        ] {
+            let e = applied(&p, json).unwrap_err();
+            assert_eq!(
+                e,
+                "node node-525400000001 (52:54:00:00:00:01) is protected; pass force to change its bootenv"
+            );
+        }
+        let n = applied(&p, r#"{"bootenv":"install","force":true}"#).unwrap();
+        assert_eq!(n.bootenv, "install");
+        // Not a change: allowed. Other fields: allowed.
+        applied(&p, r#"{"bootenv":"discovery"}"#).unwrap();
+        let n = applied(&p, r#"{"hostname":"b1","protected":false}"#).unwrap();
+        assert_eq!((n.hostname.as_str(), n.protected), ("b1", false));
+    }
+
+    #[test]
+    fn merge_patch_of_maps_and_nullable_fields() {
+        let mut start = node();
+        start.ipv4 = Some("10.0.0.5".parse().unwrap());
+        start.loader = Some("snponly.efi".into());
+        let n = applied(
+            &start,
+            r#"{"labels":{"role":"builder","rack":null},"params":{"k":"v"},"ipv4":null,"loader":null}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            n.labels,
+            BTreeMap::from([("role".to_string(), "builder".to_string())])
+        );
+        assert_eq!(n.params["k"], "v");
+        assert_eq!((n.ipv4, n.loader), (None, None));
+        let n = applied(&start, r#"{"labels":null}"#).unwrap();
+        assert!(n.labels.is_empty());
+        let n = applied(&start, r#"{}"#).unwrap();
+        assert_eq!(n, start);
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let table = [
+            (r#"{"bootenv":"nope"}"#, "bootenv", "no bootenv `nope`"),
+            (
+                r#"{"bootenv":"rescue","once":true,"for":"1h"}"#,
+                "once",
+                "exclude",
+            ),
+            (r#"{"once":true}"#, "once", "needs a `bootenv`"),
+            (
+                r#"{"bootenv":"rescue","for":"soon"}"#,
+                "for",
+                "not a duration",
+            ),
+            (r#"{"hostname":"-x"}"#, "hostname", "not a hostname"),
+            (r#"{"labels":{"a b":"c"}}"#, "labels", "not a key"),
+            (r#"{"labels":{"rack":"r 1"}}"#, "labels", "value of `rack`"),
+            (r#"{"loader":"../x.efi"}"#, "loader", "inside assets_dir"),
+        ];
+        for (json, field, want) in table {
+            let e = patch(json).unwrap_err();
+            assert_eq!(e.field, field, "{json}");
+            assert!(e.reason.contains(want), "{json}: {e}");
+        }
+        assert!(serde_json::from_str::<NodePatch>(r#"{"hostnme":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn input_makes_new_records_with_defaults_and_keeps_what_is_absent() {
+        let input: NodeInput =
+            serde_json::from_str(r#"{"mac":"52:54:00:00:00:01","labels":{"rack":"r2"}}"#).unwrap();
+        input.validate(&known).unwrap();
+        let new = input
+            .clone()
+            .into_node(None, "discovery", || "tok".into(), NOW);
+        assert_eq!(new.hostname, "node-525400000001");
+        assert_eq!(
+            (new.bootenv.as_str(), new.token.as_str()),
+            ("discovery", "tok")
+        );
+        assert_eq!(new.last_seen, None);
+        let mut old = node();
+        old.bootenv = "rescue".into();
+        old.hostname = "b1".into();
+        let kept = input.into_node(Some(&old), "discovery", || unreachable!(), NOW);
+        assert_eq!(
+            (kept.hostname.as_str(), kept.bootenv.as_str()),
+            ("b1", "rescue")
+        );
+        assert_eq!(kept.labels["rack"], "r2");
+        assert_eq!(kept.token, "t");
+    }
+}

@@ -1,0 +1,254 @@
+//! `explain`: what a client would be handed right now, and why, without a
+//! packet. The same decision DHCP makes ([`decide_for_node`]) and the script
+//! HTTP would render, with the reasons spelt out for an admin.
+
+use serde::Serialize;
+
+use super::bootenv::LOCAL;
+use super::catalog::Catalog;
+use super::decide::{Decision, Urls, decide_for_node};
+use super::lifecycle::Choice;
+use super::script::render_ipxe;
+use crate::config::LoaderMap;
+use crate::model::{BootArch, ClientArch, ClientInfo, Mac, Node, Timestamp};
+
+/// The bootenv `node` boots at `now` ([`super::lifecycle::effective_bootenv`]),
+/// and why, in words.
+pub fn bootenv_reason(node: &Node, now: Timestamp) -> (String, String) {
+    let e = super::lifecycle::effective_bootenv(node, now);
+    let why = match (e.choice, &node.next_bootenv, node.bootenv_expires) {
+        (Choice::Once, _, _) => format!(
+            "next_bootenv `{}` (once; then back to `{}`)",
+            e.bootenv, node.bootenv
+        ),
+        (Choice::Lease { until }, _, _) => format!(
+            "next_bootenv `{}` until {until} (then back to `{}`)",
+            e.bootenv, node.bootenv
+        ),
+        (Choice::Base, Some(next), Some(until)) => format!(
+            "bootenv `{}` (next_bootenv `{next}` expired at {until})",
+            node.bootenv
+        ),
+        (Choice::Base, _, _) => format!("bootenv `{}`", node.bootenv),
+    };
+    (e.bootenv, why)
+}
+
+/// The option 93 value a firmware of `arch` sends, for a client described
+/// by its boot architecture only.
+pub fn arch_code(arch: BootArch) -> ClientArch {
+    match arch {
+        BootArch::Bios => ClientArch::X86_BIOS,
+        BootArch::X86_64Efi => ClientArch::X64_UEFI,
+        BootArch::Arm64Efi => ClientArch::ARM64_UEFI,
+    }
+}
+
+/// What a client would get, as the API shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Explanation {
+    pub mac: Mac,
+    /// Whether rackboot has a record of this MAC.
+    pub known: bool,
+    /// Option 93 as assumed, e.g. `7 (x64 UEFI)`.
+    pub client_arch: String,
+    /// The boot architecture it maps to, if any.
+    pub arch: Option<BootArch>,
+    /// Whether the client was taken to run iPXE already (user class `iPXE`).
+    pub ipxe: bool,
+    /// The bootenv it boots.
+    pub bootenv: String,
+    /// Why that bootenv.
+    pub bootenv_reason: String,
+    /// `loader`, `http_loader`, `script`, `address_only`, `local` or `ignore`.
+    pub decision: String,
+    /// The TFTP file or URL DHCP hands it (none for address_only, local, ignore).
+    pub boot_file: Option<String>,
+    /// Every step of the reasoning, in order.
+    pub why: Vec<String>,
+    /// The iPXE script it would fetch, when the decision is `script`.
+    pub script: Option<String>,
+    /// Why the script cannot be rendered, when it cannot.
+    pub script_error: Option<String>,
+}
+
+/// Everything [`explain`] needs besides the client.
+pub struct ExplainContext<'a> {
+    pub catalog: &'a Catalog,
+    pub loaders: &'a LoaderMap,
+    pub urls: &'a Urls,
+    pub default_bootenv: &'a str,
+    pub now: Timestamp,
+}
+
+/// What `client` is handed right now: `node` is its record, `None` when the
+/// MAC is unknown (it would get a new record with the default bootenv).
+pub fn explain(client: &ClientInfo, node: Option<&Node>, cx: &ExplainContext<'_>) -> Explanation {
+    let mut why = Vec::new();
+    let known = node.is_some();
+    let record = match node {
+        Some(n) => n.clone(),
+        None => {
+            why.push(format!(
+                "{} is unknown: its first DHCP packet creates a record in state discovered with the default bootenv `{}` (unless its subnet ignores unknown clients)",
+                client.mac, cx.default_bootenv
+            ));
+            Node::discovered(client.mac, cx.default_bootenv, String::new(), cx.now)
+        }
+    };
+    let (bootenv, bootenv_reason) = bootenv_reason(&record, cx.now);
+    // The record as it boots now: an expired next-boot bootenv no longer counts.
+    let mut view = record.clone();
+    if bootenv != record.next_bootenv.clone().unwrap_or_default() {
+        view.next_bootenv = None;
+        view.bootenv_expires = None;
+    }
+    let client_arch = client
+        .arch
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "none".into());
+    let arch = client.arch.and_then(ClientArch::boot_arch);
+    match (client.arch, arch) {
+        (Some(code), Some(a)) => why.push(format!("option 93 = {code}: boot architecture {a}")),
+        (Some(code), None) => why.push(format!(
+            "option 93 = {code}: rackboot boots no such architecture"
+        )),
+        (None, _) => why.push("no option 93: not a PXE client".into()),
+    }
+    why.push(format!("boots {bootenv_reason}"));
+
+    let decision = decide_for_node(client, &view, cx.loaders, cx.urls, cx.now);
+    let (kind, boot_file) = match &decision {
+        Decision::Loader { path, .. } => {
+            why.push(if client.is_ipxe {
+                format!("an iPXE without HTTPS (old option ROM) is first given rackboot's loader `{path}` by TFTP")
+            } else if record.loader.as_deref() == Some(path.as_str()) {
+                format!("not running iPXE yet: the node's own loader `{path}` by TFTP")
+            } else {
+                format!("not running iPXE yet: the first-stage loader `{path}` by TFTP")
+            });
+            ("loader", Some(path.clone()))
+        }
+        Decision::HttpLoader { url, .. } => {
+            why.push(format!("UEFI HTTP boot: the loader by URL {url}"));
+            ("http_loader", Some(url.clone()))
+        }
+        Decision::Script { url, .. } => {
+            why.push(format!(
+                "already running iPXE (user class iPXE): its script {url}"
+            ));
+            ("script", Some(url.clone()))
+        }
+        Decision::AddressOnly => {
+            why.push("not a network-boot client: an address only".into());
+            ("address_only", None)
+        }
+        Decision::Local { .. } => {
+            why.push(format!(
+                "bootenv `{LOCAL}` with boot.local_boot = \"no_boot_file\": an address and no boot file, so the firmware goes on to its disk"
+            ));
+            ("local", None)
+        }
+        Decision::Ignore { reason } => {
+            why.push(format!("not answered: {reason}"));
+            ("ignore", None)
+        }
+    };
+
+    let (mut script, mut script_error) = (None, None);
+    if let Decision::Script { arch, .. } = decision {
+        match render_ipxe(cx.catalog, &view, &bootenv, arch, &cx.urls.http_base) {
+            Ok(s) => script = Some(s.text),
+            Err(e) => script_error = Some(e.to_string()),
+        }
+    }
+    Explanation {
+        mac: client.mac,
+        known,
+        client_arch,
+        arch,
+        ipxe: client.is_ipxe,
+        bootenv,
+        bootenv_reason,
+        decision: kind.into(),
+        boot_file,
+        why,
+        script,
+        script_error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LocalBoot;
+
+    #[test]
+    fn the_effective_bootenv_honours_next_and_its_expiry() {
+        let mut n = Node::discovered(
+            "52:54:00:00:00:01".parse().unwrap(),
+            "discovery",
+            "t".into(),
+            Timestamp(0),
+        );
+        assert_eq!(bootenv_reason(&n, Timestamp(10)).0, "discovery");
+        n.next_bootenv = Some("rescue".into());
+        assert_eq!(bootenv_reason(&n, Timestamp(10)).0, "rescue");
+        n.bootenv_expires = Some(Timestamp(20));
+        assert_eq!(bootenv_reason(&n, Timestamp(10)).0, "rescue");
+        let (b, why) = bootenv_reason(&n, Timestamp(20));
+        assert_eq!(b, "discovery");
+        assert!(why.contains("expired"), "{why}");
+    }
+
+    #[test]
+    fn an_unknown_bios_client_gets_the_default_bootenvs_loader() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::create_dir_all(p.join("bootenvs")).unwrap();
+        std::fs::write(
+            p.join("bootenvs/discovery.toml"),
+            "[arch.bios]\nlocal = \"exit\"\n",
+        )
+        .unwrap();
+        let catalog =
+            Catalog::load(&p.join("bootenvs"), &p.join("scripts"), p, "discovery").unwrap();
+        let loaders = LoaderMap {
+            bios: "undionly.kpxe".into(),
+            x86_64_efi: "ipxe-amd64.efi".into(),
+            arm64_efi: "ipxe-arm64.efi".into(),
+            upgrade_old_ipxe: true,
+            local_boot: LocalBoot::Script,
+        };
+        let urls = Urls {
+            http_base: "http://10.0.0.1".into(),
+        };
+        let cx = ExplainContext {
+            catalog: &catalog,
+            loaders: &loaders,
+            urls: &urls,
+            default_bootenv: "discovery",
+            now: Timestamp(0),
+        };
+        let mut client = ClientInfo {
+            mac: "52:54:00:00:00:09".parse().unwrap(),
+            arch: Some(ClientArch(0)),
+            vendor_class: Some("PXEClient:Arch:00000".into()),
+            user_class: None,
+            is_ipxe: false,
+            ipxe_features: vec![],
+            relay: None,
+        };
+        let e = explain(&client, None, &cx);
+        assert!(!e.known);
+        assert_eq!(
+            (e.decision.as_str(), e.boot_file.as_deref()),
+            ("loader", Some("undionly.kpxe"))
+        );
+        assert!(e.why[0].contains("unknown"), "{:?}", e.why);
+        client.is_ipxe = true;
+        let e = explain(&client, None, &cx);
+        assert_eq!(e.decision, "script");
+        assert!(e.script.unwrap().ends_with("exit\n"));
+    }
+}
