@@ -19,7 +19,12 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line an admin can act on: the whole chain of causes.
             eprintln!("rackboot: error: {}", one_line(&e));
-            ExitCode::FAILURE
+            // Scripts tell a refusal (1) from an unreachable server (3) and
+            // a failed check (4); 2 is a bad command line (clap).
+            match e.downcast_ref::<rackboot::cli::Failure>() {
+                Some(f) => ExitCode::from(f.exit_code()),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -1,6 +1,10 @@
 //! The `rackboot` command line.
 
 mod assets;
+mod bootenv;
+mod client;
+mod explain;
+mod node;
 mod serve;
 
 use std::path::PathBuf;
@@ -8,6 +12,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::assets::ArchSpec;
+
+pub use client::Failure;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,6 +42,43 @@ pub enum Command {
     /// Import and inspect kernels and initrds in the assets directory.
     #[command(subcommand)]
     Assets(AssetsCommand),
+    /// Node records through the API: list, show, set, bulk, import, export.
+    Node {
+        #[command(flatten)]
+        connection: client::Connection,
+        #[command(subcommand)]
+        command: node::NodeCommand,
+    },
+    /// Bootenvs in force, and checking bootenv files before they go live.
+    Bootenv {
+        #[command(flatten)]
+        connection: client::Connection,
+        #[command(subcommand)]
+        command: bootenv::BootenvCommand,
+    },
+    /// What a client with this MAC would be handed right now, and why.
+    Explain {
+        #[command(flatten)]
+        connection: client::Connection,
+        mac: String,
+        /// Its firmware: option 93 number or bios, x86_64_efi, arm64_efi,
+        /// x86_64_http, arm64_http (default: what it announced last).
+        #[arg(long)]
+        arch: Option<String>,
+        /// Its DHCP user class, e.g. iPXE.
+        #[arg(long)]
+        user_class: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A node's timeline: DHCP, TFTP, HTTP, reports, state changes.
+    Events {
+        #[command(flatten)]
+        connection: client::Connection,
+        mac: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,5 +119,40 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             bootenv,
         }) => assets::add(&config, &arch, &kernel, &initrds, bootenv.as_deref()),
         Command::Assets(AssetsCommand::Identify { file }) => assets::identify(&file),
+        Command::Node {
+            connection,
+            command,
+        } => node::run(&client::Client::new(&connection)?, command),
+        Command::Bootenv {
+            connection,
+            command,
+        } => bootenv::run(&client::Client::new(&connection)?, command),
+        Command::Explain {
+            connection,
+            mac,
+            arch,
+            user_class,
+            json,
+        } => explain::explain(
+            &client::Client::new(&connection)?,
+            &mac,
+            arch.as_deref(),
+            user_class.as_deref(),
+            json,
+        ),
+        Command::Events {
+            connection,
+            mac,
+            json,
+        } => explain::events(&client::Client::new(&connection)?, &mac, json),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }
