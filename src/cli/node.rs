@@ -346,6 +346,9 @@ fn print_node(n: &Value) {
     for k in keys {
         println!("{:<16}{}", format!("{k}:"), cell(&n[k]));
     }
+    if let Some(d) = n["diagnosis"].as_str() {
+        println!("{:<16}{d}", "stuck:");
+    }
     for k in ["labels", "params"] {
         let pairs: Vec<String> = n[k]
             .as_object()

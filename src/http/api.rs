@@ -27,6 +27,21 @@ pub struct NodeWithEvents {
     #[serde(flatten)]
     pub node: Node,
     pub events: Vec<Event>,
+    /// Where its boot is stuck, in one sentence, once a step is overdue
+    /// (`[lifecycle]` timeouts); null while it is not, or without events.
+    pub diagnosis: Option<String>,
+}
+
+impl NodeWithEvents {
+    fn new(ctx: &HttpContext, node: Node, events: Vec<Event>) -> NodeWithEvents {
+        let diagnosis = crate::boot::diagnose(&node, &events, Timestamp::now(), &ctx.timeouts)
+            .map(|s| s.reason);
+        NodeWithEvents {
+            node,
+            events,
+            diagnosis,
+        }
+    }
 }
 
 /// Filters of `GET /api/v1/nodes`.
@@ -110,7 +125,7 @@ pub async fn nodes(
         } else {
             Vec::new()
         };
-        out.push(NodeWithEvents { node, events });
+        out.push(NodeWithEvents::new(&ctx, node, events));
     }
     Ok(Json(out))
 }
@@ -134,7 +149,7 @@ pub async fn node(
     let mac = parse_mac(&mac)?;
     let node = record(&ctx, mac).await?;
     let events = ctx.store.events(mac).await?;
-    Ok(Json(NodeWithEvents { node, events }))
+    Ok(Json(NodeWithEvents::new(&ctx, node, events)))
 }
 
 /// The node's timeline, oldest first.
@@ -173,10 +188,7 @@ pub async fn create(
     }
     Ok((
         StatusCode::CREATED,
-        Json(NodeWithEvents {
-            node,
-            events: Vec::new(),
-        }),
+        Json(NodeWithEvents::new(&ctx, node, Vec::new())),
     )
         .into_response())
 }
@@ -204,7 +216,7 @@ pub async fn patch(
         .update_node(mac, Box::new(move |n| valid.apply(n, now)))
         .await?;
     let events = ctx.store.events(mac).await?;
-    Ok(Json(NodeWithEvents { node, events }))
+    Ok(Json(NodeWithEvents::new(&ctx, node, events)))
 }
 
 /// Deletes a node record and its timeline.
