@@ -6,6 +6,8 @@ mod event;
 mod lease;
 mod mac;
 mod node;
+mod report;
+pub mod selector;
 mod time;
 
 pub use arch::{BootArch, ClientArch};
@@ -14,4 +16,6 @@ pub use event::{Event, EventKind};
 pub use lease::{Lease, LeaseState};
 pub use mac::{Mac, MacParseError};
 pub use node::{Node, NodeState};
+pub use report::ScriptReport;
+pub use selector::{LabelSelector, SelectorError};
 pub use time::Timestamp;
