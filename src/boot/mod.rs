@@ -14,6 +14,6 @@ pub mod script;
 pub use bootenv::{ArchBoot, AssetRole, Bootenv, LocalMethod};
 pub use catalog::{Catalog, CatalogCell, CatalogError, TemplateContext};
 pub use decide::{Decision, Urls, decide, decide_for_node};
-pub use diagnose::{Stall, Timeouts, diagnose, stall_deadline};
+pub use diagnose::{HEARTBEAT_MIN, Stall, Timeouts, diagnose, stall_deadline};
 pub use lifecycle::{BootenvChange, Choice, Effective, Progress, effective_bootenv, next_state};
 pub use script::{RenderedScript, ScriptError, render_ipxe};
