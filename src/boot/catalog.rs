@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::assign::{self, Assigned, ScriptHeader};
 use super::bootenv::{ArchBoot, Bootenv, BootenvError, LOCAL};
+use crate::model::selector::LabelTerm;
 use crate::model::{BootArch, Node};
 
 /// What a template may use. Anything else is an error when the file is loaded.
@@ -320,7 +321,17 @@ impl Catalog {
                 }
             }
         }
-        for (name, (path, ..)) in scripts {
+        for (name, (path, _, header)) in scripts {
+            // A script selected by labels may use the labels its selector
+            // guarantees (`role=builder` → `node.labels.role`).
+            let mut sample = sample.clone();
+            for term in header.selector.iter().flat_map(|s| s.terms()) {
+                match term {
+                    LabelTerm::Equals(k, v) => sample.labels.insert(k.clone(), v.clone()),
+                    LabelTerm::Exists(k) => sample.labels.insert(k.clone(), "sample".into()),
+                    LabelTerm::NotEquals(..) | LabelTerm::Absent(_) => None,
+                };
+            }
             let ctx = TemplateContext::new(
                 "http://192.0.2.1",
                 &sample,
@@ -563,7 +574,7 @@ cmdline = "rackboot.bootenv={{ bootenv }} cb={{ callback_url }}"
         };
         script(
             "20-builder.sh",
-            "#!/bin/sh\n# rackboot-selector: role=builder\necho {{ node.hostname }}\n",
+            "#!/bin/sh\n# rackboot-selector: role=builder\necho {{ node.labels.role }}\n",
         );
         script(
             "10-rescue.sh",
