@@ -315,6 +315,9 @@ pub async fn run(
             default_bootenv: cfg.default_bootenv.clone(),
             metrics: metrics.clone(),
             timeouts: cfg.lifecycle,
+            config_waits: http::ConfigWaits::new(cancel.clone()),
+            cloud_init_dir: cfg.cloud_init_dir.clone(),
+            answers_dir: cfg.answers_dir.clone(),
         });
         let c = cancel.clone();
         tasks.spawn(async move {

@@ -74,8 +74,10 @@ fn is_step(e: &Event) -> bool {
         DhcpIgnored | DhcpNak | TftpStart | TftpSent | TftpStopped | HttpScript | HttpKernel
         | HttpInitrd | HttpAsset | ConfigPull | ScriptFetch | ReportBooted | ReportScript
         | ReportConfigured | ReportFailed | ReportInstalled => true,
+        // An installer fetching its answer file is no step of its own: its
+        // install timeout runs from the kernel fetch.
         DhcpDiscover | DhcpRequest | DhcpRelease | DhcpDecline | DhcpRelay | State
-        | BootenvChanged => false,
+        | BootenvChanged | HttpSeed => false,
     }
 }
 

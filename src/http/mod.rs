@@ -7,6 +7,8 @@ mod boot;
 mod error;
 mod metrics;
 mod node;
+mod reconfigure;
+mod seed;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,6 +19,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use error::HttpError;
+pub use node::WAIT_MAX;
+pub use reconfigure::ConfigWaits;
 
 use crate::boot::{CatalogCell, Timeouts, Urls};
 use crate::events::Timeline;
@@ -36,6 +40,11 @@ pub struct HttpContext {
     pub metrics: Arc<Metrics>,
     /// `[lifecycle]` timeouts, for [`crate::boot::diagnose`].
     pub timeouts: Timeouts,
+    /// Wakes the agents' long polls on a reconfigure.
+    pub config_waits: ConfigWaits,
+    /// Templates of the cloud-init NoCloud documents and installer answer files.
+    pub cloud_init_dir: PathBuf,
+    pub answers_dir: PathBuf,
 }
 
 pub fn router(ctx: Arc<HttpContext>) -> Router {
@@ -46,6 +55,11 @@ pub fn router(ctx: Arc<HttpContext>) -> Router {
         .route("/node/{mac}/scripts/{name}", get(node::script))
         .route("/node/{mac}/report", post(node::report))
         .route("/node/{mac}/installed", post(node::installed))
+        .route("/node/{mac}/wait", get(node::wait))
+        .route("/cloud-init/{mac}/{token}/{doc}", get(seed::cloud_init))
+        .route("/answers/{mac}/{token}/{name}", get(seed::answers))
+        .route("/api/v1/reconfigure", post(reconfigure::reconfigure))
+        .route("/api/v1/nodes/{mac}/reports", get(reconfigure::reports))
         .route("/metrics", get(metrics::scrape))
         .route("/api/v1/nodes", get(api::nodes))
         .route("/api/v1/nodes/{mac}", get(api::node))
