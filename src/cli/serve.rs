@@ -50,6 +50,12 @@ pub fn check(path: &Path) -> anyhow::Result<()> {
         &cfg.assets_dir,
         &cfg.default_bootenv,
     )?;
+    for dir in [&cfg.cloud_init_dir, &cfg.answers_dir] {
+        let n = crate::http::check_seed_templates(dir).map_err(anyhow::Error::msg)?;
+        if n > 0 {
+            println!("{}: {n} templates ok", dir.display());
+        }
+    }
     println!("{}: ok", cfg.path.display());
     for b in catalog.bootenvs() {
         let arches: Vec<&str> = b.arches.keys().map(|a| a.as_str()).collect();

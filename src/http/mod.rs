@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 pub use error::HttpError;
 pub use node::WAIT_MAX;
 pub use reconfigure::ConfigWaits;
+pub use seed::check_templates as check_seed_templates;
 
 use crate::boot::{CatalogCell, Timeouts, Urls};
 use crate::events::Timeline;

@@ -127,6 +127,44 @@ pub fn render_template(template: &str, ctx: &TemplateContext<'_>) -> Result<Stri
     })
 }
 
+/// Renders every template in `dir` (if it exists) for a sample node, as
+/// `rackboot check` does: the files that would fail a node's request, each
+/// with its reason. Returns how many templates were checked.
+pub fn check_templates(dir: &FsPath) -> Result<usize, String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(0);
+    };
+    let sample = crate::model::Node::discovered(
+        crate::model::Mac::new([0x52, 0x54, 0, 0, 0, 1]),
+        "discovery",
+        "sample-token".into(),
+        crate::model::Timestamp(0),
+    );
+    let ctx = TemplateContext::new(
+        "http://192.0.2.1",
+        &sample,
+        "discovery",
+        BootArch::X86_64Efi,
+    );
+    let mut checked = 0;
+    let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+    paths.sort();
+    for path in paths {
+        let hidden = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_none_or(|n| n.starts_with('.'));
+        if hidden || !path.is_file() {
+            continue;
+        }
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        render_template(&text, &ctx).map_err(|e| format!("{}: {e}", path.display()))?;
+        checked += 1;
+    }
+    Ok(checked)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
