@@ -47,6 +47,10 @@ mod raw {
         pub scripts_dir: PathBuf,
         #[serde(default)]
         pub assets: Assets,
+        #[serde(default = "default_cloud_init_dir")]
+        pub cloud_init_dir: PathBuf,
+        #[serde(default = "default_answers_dir")]
+        pub answers_dir: PathBuf,
         pub network: Network,
         #[serde(default)]
         pub boot: Boot,
@@ -77,6 +81,12 @@ mod raw {
     }
     fn default_scripts_dir() -> PathBuf {
         "scripts".into()
+    }
+    fn default_cloud_init_dir() -> PathBuf {
+        "cloud-init".into()
+    }
+    fn default_answers_dir() -> PathBuf {
+        "answers".into()
     }
 
     /// `[assets]`: the watched drop folder.
@@ -262,12 +272,15 @@ mod raw {
         pub report_timeout: String,
         #[serde(default = "install_timeout")]
         pub install_timeout: String,
+        #[serde(default = "heartbeat_timeout")]
+        pub heartbeat_timeout: String,
     }
     impl Default for Lifecycle {
         fn default() -> Self {
             Lifecycle {
                 report_timeout: report_timeout(),
                 install_timeout: install_timeout(),
+                heartbeat_timeout: heartbeat_timeout(),
             }
         }
     }
@@ -276,6 +289,9 @@ mod raw {
     }
     fn install_timeout() -> String {
         "3h".into()
+    }
+    fn heartbeat_timeout() -> String {
+        "2m".into()
     }
 }
 
@@ -290,6 +306,10 @@ pub struct Config {
     pub scripts_dir: PathBuf,
     /// `[assets]`.
     pub assets: AssetsConfig,
+    /// cloud-init NoCloud templates (`meta-data`, `user-data`, `vendor-data`).
+    pub cloud_init_dir: PathBuf,
+    /// Installer answer file templates (kickstart, preseed).
+    pub answers_dir: PathBuf,
     pub interface: String,
     /// rackboot's address on the boot network, if fixed in the file; otherwise
     /// it is read from the interface at start-up.
@@ -628,6 +648,10 @@ impl Config {
         let lifecycle = crate::boot::Timeouts {
             report: duration("lifecycle.report_timeout", &raw.lifecycle.report_timeout)?,
             install: duration("lifecycle.install_timeout", &raw.lifecycle.install_timeout)?,
+            heartbeat: duration(
+                "lifecycle.heartbeat_timeout",
+                &raw.lifecycle.heartbeat_timeout,
+            )?,
         };
         let a = &raw.api;
         let tls = match (&a.tls_cert, &a.tls_key, a.tls_port) {
@@ -653,6 +677,19 @@ impl Config {
                 format!("{} is http.port already: choose another", raw.http.port),
             ));
         }
+        // A waiting agent's heartbeat is its long poll, which lasts up to
+        // WAIT_MAX: a shorter timeout would call every idle node unreachable.
+        let min_heartbeat = crate::boot::HEARTBEAT_MIN;
+        if lifecycle.heartbeat < min_heartbeat {
+            return Err(invalid(
+                "lifecycle.heartbeat_timeout",
+                format!(
+                    "`{}` is shorter than {}: nodes heartbeat about every 25 s",
+                    raw.lifecycle.heartbeat_timeout,
+                    humantime::format_duration(min_heartbeat)
+                ),
+            ));
+        }
 
         Ok(Config {
             lifecycle,
@@ -664,6 +701,8 @@ impl Config {
             assets: AssetsConfig {
                 drop_dir: raw.assets.drop_dir.as_deref().map(resolve),
             },
+            cloud_init_dir: resolve(&raw.cloud_init_dir),
+            answers_dir: resolve(&raw.answers_dir),
             interface: raw.network.interface,
             address: raw.network.address,
             default_bootenv: raw.boot.default_bootenv,
@@ -736,11 +775,12 @@ ranges = [["10.0.0.100", "10.0.0.200"]]
         assert_eq!(cfg.dhcp.subnets[0].mode, SubnetMode::Dhcp);
         assert_eq!(cfg.lifecycle, crate::boot::Timeouts::default());
         let text = format!(
-            "{MINIMAL}[lifecycle]\nreport_timeout = \"90s\"\ninstall_timeout = \"1h 30m\"\n"
+            "{MINIMAL}[lifecycle]\nreport_timeout = \"90s\"\ninstall_timeout = \"1h 30m\"\nheartbeat_timeout = \"45s\"\n"
         );
         let cfg = Config::parse(Path::new("/r.toml"), &text).unwrap();
         assert_eq!(cfg.lifecycle.report.as_secs(), 90);
         assert_eq!(cfg.lifecycle.install.as_secs(), 5400);
+        assert_eq!(cfg.lifecycle.heartbeat.as_secs(), 45);
         assert_eq!(
             cfg.dhcp
                 .subnet_of("10.0.0.7".parse().unwrap())
@@ -830,6 +870,10 @@ ranges = [["10.0.0.100", "10.0.0.200"]]
                     "{MINIMAL}[api]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\ntls_port = 80\n"
                 ),
                 "api.tls_port",
+            ),
+            (
+                format!("{MINIMAL}[lifecycle]\nheartbeat_timeout = \"20s\"\n"),
+                "lifecycle.heartbeat_timeout",
             ),
         ];
         for (text, key) in cases {

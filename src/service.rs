@@ -358,6 +358,9 @@ pub async fn run(
         auth: auth.clone(),
         loaders: cfg.dhcp.loaders.clone(),
         timeouts: cfg.lifecycle,
+        config_waits: http::ConfigWaits::new(cancel.clone()),
+        cloud_init_dir: cfg.cloud_init_dir.clone(),
+        answers_dir: cfg.answers_dir.clone(),
         fetcher: Arc::new(crate::assets::remote::Fetcher::new(
             &cfg.assets_dir,
             metrics.clone(),

@@ -74,7 +74,12 @@ impl Sweep {
     pub async fn pass(&mut self, now: Timestamp) -> Result<Swept, StoreError> {
         let mut swept = Swept::default();
         let nodes = self.store.nodes().await?;
-        let quiet = self.timeouts.report.min(self.timeouts.install).as_millis() as i64;
+        let quiet = self
+            .timeouts
+            .report
+            .min(self.timeouts.install)
+            .min(self.timeouts.heartbeat)
+            .as_millis() as i64;
         self.checked
             .retain(|mac, _| nodes.iter().any(|n| n.mac == *mac));
         for node in nodes {
@@ -274,5 +279,48 @@ mod tests {
         let n = store.node(mac(3)).await.unwrap().unwrap();
         assert_eq!(n.state, NodeState::Unreachable);
         assert!(n.state_reason.unwrap().contains("config script list"));
+    }
+
+    #[tokio::test]
+    async fn a_configured_node_whose_heartbeats_stop_is_unreachable() {
+        let (store, mut sweep) = setup().await;
+        let n = Node::discovered(mac(4), "discovery", "t".into(), Timestamp(0));
+        store.put_nodes(vec![n]).await.unwrap();
+        store
+            .set_node_state(mac(4), NodeState::Configured, None)
+            .await
+            .unwrap();
+        let e = Event {
+            at: Timestamp(MIN),
+            kind: EventKind::ReportConfigured,
+            detail: String::new(),
+        };
+        store.add_event(mac(4), &e).await.unwrap();
+        // Heartbeats (wait requests) every 25 s for ten minutes.
+        let mut t = MIN;
+        while t < 11 * MIN {
+            store.touch_node(mac(4), None, Timestamp(t)).await.unwrap();
+            assert_eq!(sweep.pass(Timestamp(t + 1000)).await.unwrap().stalls, 0);
+            t += 25_000;
+        }
+        let last = t - 25_000;
+        // Silence: the default heartbeat timeout is 2 minutes.
+        assert_eq!(
+            sweep
+                .pass(Timestamp(last + 2 * MIN - 1))
+                .await
+                .unwrap()
+                .stalls,
+            0
+        );
+        assert_eq!(
+            sweep.pass(Timestamp(last + 2 * MIN)).await.unwrap().stalls,
+            1
+        );
+        let n = store.node(mac(4)).await.unwrap().unwrap();
+        assert_eq!(n.state, NodeState::Unreachable);
+        let reason = n.state_reason.unwrap();
+        assert!(reason.starts_with("configured at "), "{reason}");
+        assert!(reason.contains("no heartbeat since"), "{reason}");
     }
 }

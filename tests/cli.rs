@@ -189,6 +189,24 @@ fn a_rack_is_imported_all_or_nothing_and_listed_changed_and_exported() {
         "{show}"
     );
 
+    // A re-run of config scripts for the rack, without a reboot.
+    let out = ok(cli(
+        &rb,
+        admin,
+        &["node", "reconfigure", "--selector", "rack=r12"],
+    ));
+    assert!(
+        out.contains("3 node(s) will run their config scripts again"),
+        "{out}"
+    );
+    let show = ok(cli(
+        &rb,
+        admin,
+        &["node", "show", "52:54:00:12:00:01", "--json"],
+    ));
+    let n: Value = serde_json::from_str(&show).expect("json");
+    assert_eq!(n["config_generation"], 1, "{n}");
+
     ok(cli(&rb, admin, &["node", "delete", "52:54:00:12:00:02"]));
     fails(
         cli(&rb, admin, &["node", "show", "52:54:00:12:00:02"]),

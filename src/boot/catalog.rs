@@ -2,14 +2,16 @@
 //! compiled once, so rendering per node is cheap and can never meet a
 //! template that was not checked.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 
+use super::assign::{self, Assigned, ScriptHeader};
 pub use super::bootenv::RemoteAsset;
 use super::bootenv::{ArchBoot, Bootenv, BootenvError, LOCAL};
+use crate::model::selector::LabelTerm;
 use crate::model::{BootArch, Node};
 
 /// What a template may use. Anything else is an error when the file is loaded.
@@ -28,6 +30,13 @@ pub struct TemplateContext<'a> {
     /// Where an installer reports that the install is complete (POST, with
     /// `Authorization: Bearer {{ node.token }}`).
     pub callback_url: String,
+    /// The node's cloud-init NoCloud seed (ends in `/`; cloud-init appends
+    /// `meta-data`, `user-data`, `vendor-data`): `ds=nocloud;s={{ nocloud_url }}`.
+    /// It carries the node token, since cloud-init sends no headers.
+    pub nocloud_url: String,
+    /// Base of the node's installer answer files (no trailing slash):
+    /// `inst.ks={{ answers_url }}/kickstart.cfg`, `url={{ answers_url }}/preseed.cfg`.
+    pub answers_url: String,
 }
 
 /// The node fields templates see (the token included: it reaches the node
@@ -47,6 +56,8 @@ impl<'a> TemplateContext<'a> {
     pub fn new(server_url: &'a str, node: &'a Node, bootenv: &'a str, arch: BootArch) -> Self {
         TemplateContext {
             callback_url: format!("{server_url}/node/{}/installed?bootenv={bootenv}", node.mac),
+            nocloud_url: format!("{server_url}/cloud-init/{}/{}/", node.mac, node.token),
+            answers_url: format!("{server_url}/answers/{}/{}", node.mac, node.token),
             bootenv,
             server_url,
             node: NodeView {
@@ -78,6 +89,16 @@ pub enum CatalogError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("config script {path}: line {line}: {reason}")]
+    ScriptHeader {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    #[error(
+        "config script {path}: rackboot-bootenv `{bootenv}` is not a bootenv (add bootenvs/{bootenv}.toml, or fix the name)"
+    )]
+    UnknownScriptBootenv { path: PathBuf, bootenv: String },
     #[error("{path}: template does not compile: {message}")]
     Template { path: PathBuf, message: String },
     #[error(
@@ -121,7 +142,9 @@ impl CatalogError {
             | CatalogError::Template { path, .. }
             | CatalogError::MissingAsset { path, .. }
             | CatalogError::MissingScript { path, .. }
-            | CatalogError::UnknownAfterInstall { path, .. } => Some(path),
+            | CatalogError::UnknownAfterInstall { path, .. }
+            | CatalogError::ScriptHeader { path, .. }
+            | CatalogError::UnknownScriptBootenv { path, .. } => Some(path),
             CatalogError::MissingDefault(_) => None,
         }
     }
@@ -159,6 +182,8 @@ impl CatalogError {
             }
             CatalogError::MissingScript { script, .. } => line_of(&quoted(script), 0),
             CatalogError::UnknownAfterInstall { .. } => line_of("after_install", 0),
+            CatalogError::ScriptHeader { line, .. } => Some(*line),
+            CatalogError::UnknownScriptBootenv { .. } => line_of("rackboot-bootenv", 0),
             _ => None,
         }
     }
@@ -187,7 +212,8 @@ pub struct Catalog {
     remote: BTreeMap<String, Remote>,
     /// Where each bootenv came from, for messages.
     sources: BTreeMap<String, PathBuf>,
-    scripts: BTreeSet<String>,
+    /// Every config script by file name, with what its header says.
+    scripts: BTreeMap<String, ScriptHeader>,
     env: Environment<'static>,
 }
 
@@ -268,7 +294,13 @@ impl Catalog {
                         path: path.clone(),
                         source,
                     })?;
-                scripts.insert(name.to_string(), (path.clone(), text));
+                let header =
+                    assign::parse_header(&text).map_err(|e| CatalogError::ScriptHeader {
+                        path: path.clone(),
+                        line: e.line,
+                        reason: e.reason,
+                    })?;
+                scripts.insert(name.to_string(), (path.clone(), text, header));
             }
         }
 
@@ -316,7 +348,7 @@ impl Catalog {
                 });
             }
             for s in &b.scripts {
-                if !scripts.contains_key(s) {
+                if !scripts.contains_key(s.as_str()) {
                     return Err(CatalogError::MissingScript {
                         path: path.clone(),
                         script: s.clone(),
@@ -325,7 +357,15 @@ impl Catalog {
                 }
             }
         }
-        for (name, (path, text)) in &scripts {
+        for (name, (path, text, header)) in &scripts {
+            if let Some(b) = &header.bootenv {
+                if !bootenvs.contains_key(b) {
+                    return Err(CatalogError::UnknownScriptBootenv {
+                        path: path.clone(),
+                        bootenv: b.clone(),
+                    });
+                }
+            }
             env.add_template_owned(script_template(name), text.clone())
                 .map_err(|e| CatalogError::Template {
                     path: path.clone(),
@@ -350,7 +390,10 @@ impl Catalog {
             remote,
             bootenvs,
             sources,
-            scripts: scripts.keys().cloned().collect(),
+            scripts: scripts
+                .iter()
+                .map(|(name, (_, _, header))| (name.clone(), header.clone()))
+                .collect(),
             env,
         };
         catalog.check_templates(&scripts)?;
@@ -361,7 +404,7 @@ impl Catalog {
     /// is refused at load time instead of failing a boot.
     fn check_templates(
         &self,
-        scripts: &BTreeMap<String, (PathBuf, String)>,
+        scripts: &BTreeMap<String, (PathBuf, String, ScriptHeader)>,
     ) -> Result<(), CatalogError> {
         let sample = Node::discovered(
             crate::model::Mac::new([0x52, 0x54, 0, 0, 0, 1]),
@@ -386,7 +429,17 @@ impl Catalog {
                 }
             }
         }
-        for (name, (path, _)) in scripts {
+        for (name, (path, _, header)) in scripts {
+            // A script selected by labels may use the labels its selector
+            // guarantees (`role=builder` → `node.labels.role`).
+            let mut sample = sample.clone();
+            for term in header.selector.iter().flat_map(|s| s.terms()) {
+                match term {
+                    LabelTerm::Equals(k, v) => sample.labels.insert(k.clone(), v.clone()),
+                    LabelTerm::Exists(k) => sample.labels.insert(k.clone(), "sample".into()),
+                    LabelTerm::NotEquals(..) | LabelTerm::Absent(_) => None,
+                };
+            }
             let ctx = TemplateContext::new(
                 "http://192.0.2.1",
                 &sample,
@@ -423,7 +476,24 @@ impl Catalog {
     }
 
     pub fn has_script(&self, name: &str) -> bool {
-        self.scripts.contains(name)
+        self.scripts.contains_key(name)
+    }
+
+    /// The config scripts `node` runs while booted into `bootenv`, in order,
+    /// each with why (see [`assign`]). What `GET /node/<mac>/scripts` lists,
+    /// and what `rackboot explain` shows.
+    pub fn scripts_for(&self, node: &Node, bootenv: &str) -> Vec<Assigned> {
+        let listed = self
+            .bootenvs
+            .get(bootenv)
+            .map(|b| b.scripts.as_slice())
+            .unwrap_or_default();
+        assign::assign(
+            bootenv,
+            listed,
+            self.scripts.iter().map(|(n, h)| (n.as_str(), h)),
+            &node.labels,
+        )
     }
 
     /// The kernel command line of `bootenv` on `arch` for one node.
@@ -688,6 +758,83 @@ cmdline = "rackboot.bootenv={{ bootenv }} cb={{ callback_url }}"
             Some((&p.join("bootenvs/discovery.toml"), kernel)),
         )
         .unwrap();
+    }
+
+    #[test]
+    fn script_headers_assign_by_labels_and_bad_ones_are_refused_with_their_line() {
+        let f = Fixture::new();
+        let script = |name: &str, text: &str| {
+            std::fs::write(f.dir.path().join("scripts").join(name), text).unwrap()
+        };
+        script(
+            "20-builder.sh",
+            "#!/bin/sh\n# rackboot-selector: role=builder\necho {{ node.labels.role }}\n",
+        );
+        script(
+            "10-rescue.sh",
+            "# rackboot-selector: role=builder\n# rackboot-bootenv: rescue\necho\n",
+        );
+        let msg = f.load().unwrap_err().to_string();
+        assert!(
+            msg.contains("10-rescue.sh") && msg.contains("rackboot-bootenv `rescue`"),
+            "{msg}"
+        );
+        f.bootenv("rescue", "[arch.x86_64_efi]\nlocal = \"exit\"\n");
+        let c = f.load().unwrap();
+        let mut n = node();
+        let names = |c: &Catalog, n: &Node, b: &str| -> Vec<String> {
+            c.scripts_for(n, b)
+                .into_iter()
+                .map(|a| format!("{} ({})", a.script, a.reason))
+                .collect()
+        };
+        assert_eq!(
+            names(&c, &n, "discovery"),
+            ["hello.sh (listed by bootenv discovery)"]
+        );
+        n.labels.insert("role".into(), "builder".into());
+        assert_eq!(
+            names(&c, &n, "discovery"),
+            [
+                "hello.sh (listed by bootenv discovery)",
+                "20-builder.sh (labels match role=builder)"
+            ]
+        );
+        assert_eq!(
+            names(&c, &n, "rescue"),
+            [
+                "10-rescue.sh (labels match role=builder (bootenv rescue))",
+                "20-builder.sh (labels match role=builder)"
+            ]
+        );
+
+        script("30-bad.sh", "#!/bin/sh\n\n# rackboot-selector: role=\n");
+        let msg = f.load().unwrap_err().to_string();
+        assert!(
+            msg.contains("30-bad.sh: line 3:") && msg.contains("not a label value"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn templates_see_the_nodes_nocloud_and_answers_urls() {
+        let f = Fixture::new();
+        f.bootenv(
+            "install",
+            r#"[arch.x86_64_efi]
+kernel = "x86_64/vmlinuz"
+cmdline = "ds=nocloud;s={{ nocloud_url }} inst.ks={{ answers_url }}/kickstart.cfg"
+"#,
+        );
+        let c = f.load().unwrap();
+        let n = node();
+        let ctx = TemplateContext::new("http://10.0.0.1", &n, "install", BootArch::X86_64Efi);
+        assert_eq!(
+            c.render_cmdline("install", BootArch::X86_64Efi, &ctx)
+                .unwrap(),
+            "ds=nocloud;s=http://10.0.0.1/cloud-init/52:54:00:aa:bb:cc/tok/ \
+             inst.ks=http://10.0.0.1/answers/52:54:00:aa:bb:cc/tok/kickstart.cfg"
+        );
     }
 
     #[test]

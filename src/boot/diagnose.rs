@@ -18,13 +18,22 @@ pub struct Timeouts {
     pub report: Duration,
     /// From an installer's kernel fetch to its install-complete callback.
     pub install: Duration,
+    /// How long an agent that finished its scripts (configured or failed)
+    /// may go without a heartbeat (its long-poll wait) before the node is
+    /// `unreachable`. At least [`HEARTBEAT_MIN`].
+    pub heartbeat: Duration,
 }
+
+/// The shortest heartbeat timeout that makes sense: a waiting agent's
+/// heartbeat is its long poll, renewed about every 25 s.
+pub const HEARTBEAT_MIN: Duration = Duration::from_secs(30);
 
 impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
             report: Duration::from_secs(10 * 60),
             install: Duration::from_secs(3 * 60 * 60),
+            heartbeat: Duration::from_secs(2 * 60),
         }
     }
 }
@@ -65,8 +74,10 @@ fn is_step(e: &Event) -> bool {
         DhcpIgnored | DhcpNak | TftpStart | TftpSent | TftpStopped | HttpScript | HttpKernel
         | HttpInitrd | HttpAsset | ConfigPull | ScriptFetch | ReportBooted | ReportScript
         | ReportConfigured | ReportFailed | ReportInstalled => true,
+        // An installer fetching its answer file is no step of its own: its
+        // install timeout runs from the kernel fetch.
         DhcpDiscover | DhcpRequest | DhcpRelease | DhcpDecline | DhcpRelay | State
-        | BootenvChanged => false,
+        | BootenvChanged | HttpSeed => false,
     }
 }
 
@@ -160,9 +171,30 @@ fn pending(node: &Node, events: &[Event], t: &Timeouts) -> Option<(Timestamp, St
                 NodeState::Unreachable,
             )
         }
-        EventKind::ReportConfigured | EventKind::ReportFailed | EventKind::ReportInstalled => {
-            return None;
+        // The agent ran its scripts and now waits for a reconfigure, its
+        // wait requests being its heartbeats (they move last-seen, not the
+        // timeline): silence for the heartbeat timeout means it is gone.
+        EventKind::ReportConfigured | EventKind::ReportFailed => {
+            let seen = node.last_seen.map_or(at, |s| s.max(at));
+            let what = if last.kind == EventKind::ReportConfigured {
+                "configured".to_string()
+            } else {
+                format!("failed ({first_line})")
+            };
+            let deadline = Timestamp(seen.0.saturating_add(t.heartbeat.as_millis() as i64));
+            return Some((
+                deadline,
+                Stall {
+                    reason: format!(
+                        "{what} at {at}, but no heartbeat since {seen} (timeout {})",
+                        humantime::format_duration(t.heartbeat)
+                    ),
+                    since: seen,
+                    verdict: NodeState::Unreachable,
+                },
+            ));
         }
+        EventKind::ReportInstalled => return None,
         _ => return None,
     };
     let deadline = Timestamp(at.0.saturating_add(timeout.as_millis() as i64));
@@ -216,6 +248,7 @@ mod tests {
         Timeouts {
             report: Duration::from_secs(10 * 60),
             install: Duration::from_secs(60 * 60),
+            heartbeat: Duration::from_secs(2 * 60),
         }
     }
 
@@ -305,7 +338,10 @@ mod tests {
                 "booted, but no report since config script hello.sh exited 0 at",
                 Unreachable,
             ),
-            ("", Failed),
+            (
+                "configured at 1970-01-01T00:13:00.000Z, but no heartbeat since",
+                Unreachable,
+            ),
         ];
         let n = node(NodeState::Booting);
         for (i, (needle, verdict)) in want.iter().enumerate() {
@@ -316,9 +352,22 @@ mod tests {
             // Offer and ack of the image's own DHCP are no steps: the
             // deadline stays that of the initrd.
             let step_at = events.iter().rev().find(|e| is_step(e)).unwrap().at;
-            if needle.is_empty() {
-                assert_eq!(diagnose(&n, events, after, &t()), None, "configured");
-                assert_eq!(stall_deadline(&n, events, &t()), None);
+            if events[i].kind == EventKind::ReportConfigured {
+                // The heartbeat timeout (2m) from the report or the last heartbeat.
+                let mut n = n.clone();
+                n.last_seen = Some(Timestamp(last.0 + 5 * MIN));
+                let due = Timestamp(last.0 + 7 * MIN);
+                assert_eq!(stall_deadline(&n, events, &t()), Some(due));
+                assert_eq!(diagnose(&n, events, Timestamp(due.0 - 1), &t()), None);
+                let s = diagnose(&n, events, due, &t()).expect("unreachable");
+                assert!(s.reason.starts_with(needle), "{}", s.reason);
+                assert!(
+                    s.reason
+                        .ends_with("since 1970-01-01T00:18:00.000Z (timeout 2m)"),
+                    "{}",
+                    s.reason
+                );
+                assert_eq!((s.verdict, s.since), (*verdict, n.last_seen.unwrap()));
                 continue;
             }
             assert_eq!(
@@ -342,8 +391,6 @@ mod tests {
         let n = node(NodeState::Configured);
         let late = Timestamp(1000 * MIN);
         for last in [
-            ev(1, ReportConfigured, ""),
-            ev(1, ReportFailed, "script a.sh exited 3"),
             ev(1, ReportInstalled, "bootenv install"),
             ev(1, HttpScript, "bootenv local, arch bios"),
             ev(1, DhcpAck, "10.0.0.9, no boot file (firmware, arch 7)"),
@@ -355,13 +402,34 @@ mod tests {
             );
         }
         assert_eq!(diagnose(&n, &[], late, &t()), None);
-        // Renewals and state changes after the end change nothing.
-        let events = [
+        // Renewals and state changes after the end change nothing: a node
+        // that heartbeats stays as it is, however long ago its report was.
+        let mut n = n.clone();
+        n.last_seen = Some(Timestamp(late.0 - MIN));
+        for last in [
             ev(1, ReportConfigured, ""),
-            ev(30, DhcpAck, "10.0.0.9, no boot file (no PXE)"),
-            ev(31, State, "x"),
-        ];
-        assert_eq!(diagnose(&n, &events, late, &t()), None);
+            ev(1, ReportFailed, "script a.sh exited 3"),
+        ] {
+            let events = [
+                last,
+                ev(30, DhcpAck, "10.0.0.9, no boot file (no PXE)"),
+                ev(31, State, "x"),
+            ];
+            assert_eq!(diagnose(&n, &events, late, &t()), None);
+        }
+        // A failed node whose agent went silent is unreachable too.
+        n.last_seen = Some(Timestamp(2 * MIN));
+        let s = diagnose(
+            &n,
+            &[ev(1, ReportFailed, "script a.sh exited 3\ntail")],
+            late,
+            &t(),
+        )
+        .unwrap();
+        assert_eq!(
+            s.reason,
+            "failed (script a.sh exited 3) at 1970-01-01T00:01:00.000Z, but no heartbeat since 1970-01-01T00:02:00.000Z (timeout 2m)"
+        );
     }
 
     #[test]

@@ -10,7 +10,8 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use super::bootenv::{LOCAL, is_relative_inside};
-use crate::model::{Mac, Node, Timestamp, valid_label_part};
+use crate::model::selector::{is_key, is_value};
+use crate::model::{Mac, Node, Timestamp};
 
 /// A value that is wrong for one field; the message says what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -99,17 +100,17 @@ fn check_labels<'a>(
     keys_values: impl Iterator<Item = (&'a String, Option<&'a String>)>,
 ) -> Result<(), FieldError> {
     for (k, v) in keys_values {
-        if !valid_label_part(k) {
+        if !is_key(k) {
             return Err(field_err(
                 field,
-                format!("`{k}` is not a key (no spaces, commas, = or !)"),
+                format!("`{k}` is not a key (letters, digits, `-`, `_`, `.`, `/`)"),
             ));
         }
-        if field == "labels" && v.is_some_and(|v| !valid_label_part(v)) {
+        if field == "labels" && v.is_some_and(|v| !is_value(v)) {
             return Err(field_err(
                 field,
                 format!(
-                    "the value of `{k}` must be non-empty, without spaces, commas, = or ! (selectors match it)"
+                    "the value of `{k}` must be letters, digits, `-`, `_` or `.` (selectors match it)"
                 ),
             ));
         }

@@ -3,6 +3,7 @@
 //! Pure functions over plain data: no sockets, no store, no clock. The
 //! protocol modules ask; this module answers.
 
+pub mod assign;
 pub mod bootenv;
 pub mod catalog;
 pub mod decide;
@@ -15,7 +16,7 @@ pub mod script;
 pub use bootenv::{ArchBoot, AssetRole, Bootenv, LocalMethod};
 pub use catalog::{Catalog, CatalogCell, CatalogError, Rejection, TemplateContext};
 pub use decide::{Decision, Urls, decide, decide_for_node};
-pub use diagnose::{Stall, Timeouts, diagnose, stall_deadline};
+pub use diagnose::{HEARTBEAT_MIN, Stall, Timeouts, diagnose, stall_deadline};
 pub use edit::{FieldError, NodeInput, NodePatch, ValidPatch};
 pub use explain::{ExplainContext, Explanation, bootenv_reason, explain};
 pub use lifecycle::{BootenvChange, Choice, Effective, Progress, effective_bootenv, next_state};

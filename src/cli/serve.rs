@@ -54,6 +54,12 @@ pub fn check(path: &Path) -> anyhow::Result<()> {
     if let Some(t) = &cfg.api.tls {
         crate::http::tls::server_config(&t.cert, &t.key, &cfg.path)?;
     }
+    for dir in [&cfg.cloud_init_dir, &cfg.answers_dir] {
+        let n = crate::http::check_seed_templates(dir).map_err(anyhow::Error::msg)?;
+        if n > 0 {
+            println!("{}: {n} templates ok", dir.display());
+        }
+    }
     println!("{}: ok", cfg.path.display());
     match &cfg.api.tokens_file {
         Some(p) => println!("API tokens {}: ok", p.display()),

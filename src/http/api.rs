@@ -17,7 +17,7 @@ use super::error::ErrorBody;
 use super::{ApiError, HttpContext, HttpError, parse_mac};
 use crate::boot::{ArchBoot, ExplainContext, Explanation, FieldError, NodeInput, NodePatch};
 use crate::model::{
-    BootArch, ClientArch, ClientInfo, Event, Lease, Mac, Node, NodeState, Selector, Timestamp,
+    BootArch, ClientArch, ClientInfo, Event, LabelSelector, Lease, Mac, Node, NodeState, Timestamp,
 };
 use crate::nodes::new_token;
 
@@ -68,8 +68,8 @@ fn known_bootenv(ctx: &HttpContext) -> impl Fn(&str) -> bool + use<> {
     move |name: &str| catalog.get(name).is_some()
 }
 
-fn selector(text: &str) -> Result<Selector, ApiError> {
-    text.parse::<Selector>()
+fn selector(text: &str) -> Result<LabelSelector, ApiError> {
+    text.parse::<LabelSelector>()
         .map_err(|e| ApiError(HttpError::bad_request(e.to_string())))
 }
 

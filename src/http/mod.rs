@@ -11,6 +11,8 @@ mod error;
 mod metrics;
 mod node;
 pub mod openapi;
+mod reconfigure;
+mod seed;
 pub mod tls;
 
 use std::path::PathBuf;
@@ -28,6 +30,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use auth::ApiAuth;
 pub use error::{ApiError, HttpError};
+pub use node::WAIT_MAX;
+pub use reconfigure::ConfigWaits;
+pub use seed::check_templates as check_seed_templates;
 
 use crate::boot::{CatalogCell, Timeouts, Urls};
 use crate::config::LoaderMap;
@@ -53,6 +58,11 @@ pub struct HttpContext {
     pub metrics: Arc<Metrics>,
     /// `[lifecycle]` timeouts, for [`crate::boot::diagnose()`].
     pub timeouts: Timeouts,
+    /// Wakes the agents' long polls on a reconfigure.
+    pub config_waits: ConfigWaits,
+    /// Templates of the cloud-init NoCloud documents and installer answer files.
+    pub cloud_init_dir: PathBuf,
+    pub answers_dir: PathBuf,
     /// Downloads the remote assets bootenvs name, on first request.
     pub fetcher: Arc<crate::assets::remote::Fetcher>,
     /// Who may use the API.
@@ -101,6 +111,8 @@ pub fn api_routes() -> Vec<ApiRoute> {
         route(Method::POST, "/bootenvs/validate", api::validate),
         route(Method::GET, "/bootenvs/{name}", api::bootenv),
         route(Method::GET, "/explain/{mac}", api::explain),
+        route(Method::POST, "/reconfigure", reconfigure::reconfigure),
+        route(Method::GET, "/nodes/{mac}/reports", reconfigure::reports),
         route(Method::GET, "/openapi.json", openapi::openapi_json),
     ]
 }
@@ -157,6 +169,9 @@ pub fn router(ctx: Arc<HttpContext>) -> Router {
         .route("/node/{mac}/scripts/{name}", get(node::script))
         .route("/node/{mac}/report", post(node::report))
         .route("/node/{mac}/installed", post(node::installed))
+        .route("/node/{mac}/wait", get(node::wait))
+        .route("/cloud-init/{mac}/{token}/{doc}", get(seed::cloud_init))
+        .route("/answers/{mac}/{token}/{name}", get(seed::answers))
         .route("/metrics", get(metrics::scrape))
         .nest(API_PREFIX, api_router(ctx.clone()))
         .fallback(|| async { HttpError::not_found("no such endpoint") })

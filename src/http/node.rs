@@ -1,8 +1,10 @@
 //! The endpoints the operational image calls: its script list, each script,
-//! and its reports. Every request carries the node's own token.
+//! its reports, and its wait for a reconfigure (which is also its
+//! heartbeat). Every request carries the node's own token.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -12,31 +14,45 @@ use super::auth::constant_time_eq;
 use super::{HttpContext, HttpError, parse_mac};
 use crate::boot::bootenv::{LOCAL, is_bootenv_name};
 use crate::boot::{Progress, TemplateContext, effective_bootenv, lifecycle};
-use crate::model::{BootArch, EventKind, Mac, Node, Timestamp};
+use crate::model::{BootArch, EventKind, Mac, Node, NodeState, ScriptReport, Timestamp};
 
-/// How much of a script's output is kept on the timeline.
+/// How much of a script's output is kept on the timeline and in its report.
 const TAIL_BYTES: usize = 4096;
+
+/// The longest a wait request is held: well under the agent's own timeout
+/// and common proxy idle timeouts. Also the agent's heartbeat interval.
+pub const WAIT_MAX: Duration = Duration::from_secs(25);
 
 async fn authenticated(
     ctx: &HttpContext,
     mac: Mac,
     headers: &HeaderMap,
 ) -> Result<Node, HttpError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    with_token(ctx, mac, token).await
+}
+
+/// The record of `mac` if `token` is its node token: 404 for an unknown
+/// MAC, 401 without a token, 403 with another one (never saying which).
+pub(super) async fn with_token(
+    ctx: &HttpContext,
+    mac: Mac,
+    token: Option<&str>,
+) -> Result<Node, HttpError> {
     let node = ctx
         .store
         .node(mac)
         .await?
         .ok_or_else(|| HttpError::not_found(format!("no node with MAC {mac}")))?;
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| {
-            HttpError::new(
-                StatusCode::UNAUTHORIZED,
-                "node token required (Authorization: Bearer <token>)",
-            )
-        })?;
+    let token = token.ok_or_else(|| {
+        HttpError::new(
+            StatusCode::UNAUTHORIZED,
+            "node token required (Authorization: Bearer <token>)",
+        )
+    })?;
     if !constant_time_eq(token.trim().as_bytes(), node.token.as_bytes()) {
         return Err(HttpError::new(
             StatusCode::FORBIDDEN,
@@ -49,7 +65,7 @@ async fn authenticated(
 /// The bootenv the node booted: that of the last boot script it was handed
 /// (a once-only bootenv is already used up in the record by the time the
 /// node pulls its config scripts), else the one it boots now.
-async fn booted_bootenv(ctx: &HttpContext, node: &Node) -> Result<String, HttpError> {
+pub(super) async fn booted_bootenv(ctx: &HttpContext, node: &Node) -> Result<String, HttpError> {
     let events = ctx.store.events(node.mac).await?;
     Ok(match lifecycle::rendered_bootenv(&events) {
         Some(b) => b.to_string(),
@@ -57,12 +73,15 @@ async fn booted_bootenv(ctx: &HttpContext, node: &Node) -> Result<String, HttpEr
     })
 }
 
-fn script_names(ctx: &HttpContext, bootenv: &str) -> Vec<String> {
+/// The node's config scripts in order: those its bootenv lists, then those
+/// whose selector header matches its labels ([`crate::boot::assign`]).
+fn script_names(ctx: &HttpContext, node: &Node, bootenv: &str) -> Vec<String> {
     ctx.catalog
         .current()
-        .get(bootenv)
-        .map(|b| b.scripts.clone())
-        .unwrap_or_default()
+        .scripts_for(node, bootenv)
+        .into_iter()
+        .map(|a| a.script)
+        .collect()
 }
 
 /// The node's config scripts, one name per line, in the order to run them.
@@ -72,7 +91,7 @@ pub async fn scripts(
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, HttpError> {
     let node = authenticated(&ctx, parse_mac(&mac)?, &headers).await?;
-    let names = script_names(&ctx, &booted_bootenv(&ctx, &node).await?);
+    let names = script_names(&ctx, &node, &booted_bootenv(&ctx, &node).await?);
     ctx.timeline
         .record(node.mac, EventKind::ConfigPull, names.join(", "))
         .await;
@@ -94,7 +113,7 @@ pub async fn script(
 ) -> Result<impl IntoResponse, HttpError> {
     let node = authenticated(&ctx, parse_mac(&mac)?, &headers).await?;
     let bootenv = booted_bootenv(&ctx, &node).await?;
-    if !script_names(&ctx, &bootenv).contains(&name) {
+    if !script_names(&ctx, &node, &bootenv).contains(&name) {
         return Err(HttpError::not_found(format!(
             "script `{name}` is not assigned to {}",
             node.mac
@@ -116,7 +135,9 @@ pub async fn script(
 }
 
 /// `state=booted|script|configured|failed`, with `script` and `status` for
-/// script results; the body is the tail of the script's output.
+/// script results (and `duration_ms`, `generation` when the agent says);
+/// the body is the tail of the script's output. A script result is stored
+/// durably (`GET /api/v1/nodes/<mac>/reports`) before the reply.
 pub async fn report(
     State(ctx): State<Arc<HttpContext>>,
     Path(mac): Path<String>,
@@ -135,6 +156,17 @@ pub async fn report(
         })?),
         None => None,
     };
+    let number = |key: &str| -> Result<Option<u64>, HttpError> {
+        q.get(key)
+            .map(|s| {
+                s.parse::<u64>().map_err(|_| {
+                    HttpError::bad_request(format!("`{key}` must be a whole number, not `{s}`"))
+                })
+            })
+            .transpose()
+    };
+    let duration_ms = number("duration_ms")?;
+    let generation = number("generation")?.unwrap_or(node.config_generation);
     let tail = tail(&body);
     let mac = node.mac;
     match state.as_str() {
@@ -147,11 +179,32 @@ pub async fn report(
         "script" => {
             let status =
                 status.ok_or_else(|| HttpError::bad_request("a script report needs `status`"))?;
+            if script.is_empty() {
+                return Err(HttpError::bad_request("a script report needs `script`"));
+            }
+            let took = duration_ms
+                .map(|d| {
+                    format!(
+                        " in {}",
+                        humantime::format_duration(Duration::from_millis(d))
+                    )
+                })
+                .unwrap_or_default();
+            // Durable before the agent hears 204: a report is never lost to a crash.
+            let report = ScriptReport {
+                at: Timestamp::now(),
+                generation,
+                script: script.to_string(),
+                status,
+                duration_ms,
+                output: tail.clone(),
+            };
+            ctx.store.add_report(mac, &report).await?;
             ctx.timeline
                 .record(
                     mac,
                     EventKind::ReportScript,
-                    format!("{script} exited {status}\n{tail}"),
+                    format!("{script} exited {status}{took}\n{tail}"),
                 )
                 .await;
         }
@@ -229,6 +282,93 @@ pub async fn installed(
         .await?;
     tracing::info!(%mac, installer, after, "install complete");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /node/<mac>/wait[?generation=N][&timeout=S]`: the agent's wait for
+/// a reconfigure, and its heartbeat (it refreshes last-seen; no timeline
+/// event). Without `generation` it answers at once; with it, as soon as the
+/// node's config generation is not N, else after `timeout` seconds (at most
+/// and by default [`WAIT_MAX`]). The body is the current generation. A
+/// node that was `unreachable` and is heard from again gets back the state
+/// its last run left.
+pub async fn wait(
+    State(ctx): State<Arc<HttpContext>>,
+    Path(mac): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, HttpError> {
+    let node = authenticated(&ctx, parse_mac(&mac)?, &headers).await?;
+    let mac = node.mac;
+    let number = |key: &str| -> Result<Option<u64>, HttpError> {
+        q.get(key)
+            .map(|s| {
+                s.parse::<u64>().map_err(|_| {
+                    HttpError::bad_request(format!("`{key}` must be a whole number, not `{s}`"))
+                })
+            })
+            .transpose()
+    };
+    let known = number("generation")?;
+    let bound = number("timeout")?
+        .map(Duration::from_secs)
+        .unwrap_or(WAIT_MAX)
+        .min(WAIT_MAX);
+    ctx.store.touch_node(mac, None, Timestamp::now()).await?;
+    if node.state == NodeState::Unreachable {
+        resume(&ctx, &node).await?;
+    }
+    // Subscribed before the generation is read: a bump in between still wakes us.
+    let mut bumped = ctx.config_waits.subscribe();
+    let deadline = tokio::time::Instant::now() + bound;
+    let current = loop {
+        let current = ctx
+            .store
+            .node(mac)
+            .await?
+            .ok_or_else(|| HttpError::not_found(format!("no node with MAC {mac}")))?
+            .config_generation;
+        if known != Some(current) {
+            break current;
+        }
+        tokio::select! {
+            changed = bumped.changed() => if changed.is_err() { break current },
+            _ = tokio::time::sleep_until(deadline) => break current,
+            _ = ctx.config_waits.closing().cancelled() => break current,
+        }
+    };
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{current}\n"),
+    ))
+}
+
+/// An `unreachable` node heard from again: back to what its agent last
+/// reported (`configured`, or `failed` with that run's reason).
+async fn resume(ctx: &HttpContext, node: &Node) -> Result<(), HttpError> {
+    let events = ctx.store.events(node.mac).await?;
+    let last = events.iter().rev().find(|e| {
+        matches!(
+            e.kind,
+            EventKind::ReportConfigured | EventKind::ReportFailed
+        )
+    });
+    let (state, reason) = match last {
+        Some(e) if e.kind == EventKind::ReportConfigured => (
+            NodeState::Configured,
+            "heartbeats resumed; its last run succeeded".to_string(),
+        ),
+        Some(e) => (
+            NodeState::Failed,
+            e.detail.lines().next().unwrap_or_default().to_string(),
+        ),
+        None => return Ok(()),
+    };
+    ctx.timeline
+        .set_state_if(node.mac, state, reason, |n| {
+            n.state == NodeState::Unreachable
+        })
+        .await?;
+    Ok(())
 }
 
 /// The last [`TAIL_BYTES`] of `s`, cut at a character boundary.

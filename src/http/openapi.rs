@@ -35,6 +35,8 @@ use super::error::ErrorBody;
         api::validate,
         api::bootenv,
         api::explain,
+        super::reconfigure::reconfigure,
+        super::reconfigure::reports,
         openapi_json,
     ),
     components(schemas(ErrorBody)),

@@ -44,6 +44,9 @@ pub enum EventKind {
     ReportFailed,
     /// The installer called back: the install is complete.
     ReportInstalled,
+    /// A cloud-init NoCloud document or an installer answer file was
+    /// rendered for the node (detail: which).
+    HttpSeed,
     /// The node record changed state (detail: from → to, and why).
     State,
     /// The bootenv the node boots changed by itself (a once-only bootenv
@@ -52,7 +55,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 25] = [
+    pub const ALL: [EventKind; 26] = [
         EventKind::DhcpDiscover,
         EventKind::DhcpOffer,
         EventKind::DhcpRequest,
@@ -76,6 +79,7 @@ impl EventKind {
         EventKind::ReportConfigured,
         EventKind::ReportFailed,
         EventKind::ReportInstalled,
+        EventKind::HttpSeed,
         EventKind::State,
         EventKind::BootenvChanged,
     ];
@@ -105,6 +109,7 @@ impl EventKind {
             EventKind::ReportConfigured => "report.configured",
             EventKind::ReportFailed => "report.failed",
             EventKind::ReportInstalled => "report.installed",
+            EventKind::HttpSeed => "http.seed",
             EventKind::State => "state",
             EventKind::BootenvChanged => "bootenv.changed",
         }

@@ -6,8 +6,9 @@ mod event;
 mod lease;
 mod mac;
 mod node;
+mod report;
 mod schema;
-mod selector;
+pub mod selector;
 mod time;
 
 pub use arch::{BootArch, ClientArch};
@@ -16,5 +17,6 @@ pub use event::{Event, EventKind};
 pub use lease::{Lease, LeaseState};
 pub use mac::{Mac, MacParseError};
 pub use node::{Node, NodeState};
-pub use selector::{Selector, SelectorError, Term, valid_label_part};
+pub use report::ScriptReport;
+pub use selector::{LabelSelector, LabelTerm, SelectorError};
 pub use time::Timestamp;

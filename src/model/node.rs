@@ -108,6 +108,10 @@ pub struct Node {
     /// The architecture its firmware announced last.
     pub arch: Option<BootArch>,
     pub last_seen: Option<Timestamp>,
+    /// Bumped by an admin's reconfigure trigger: a booted node whose agent
+    /// ran its scripts for an older generation runs them again (no reboot).
+    #[serde(default)]
+    pub config_generation: u64,
     /// Secret the node presents on every request it makes; reaches the node
     /// only through its own boot script.
     #[serde(skip_serializing)]
@@ -135,6 +139,7 @@ impl Node {
             relay_info: None,
             arch: None,
             last_seen: Some(now),
+            config_generation: 0,
             token,
             created: now,
         }

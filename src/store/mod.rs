@@ -5,7 +5,9 @@ use std::net::Ipv4Addr;
 
 use async_trait::async_trait;
 
-use crate::model::{BootArch, Event, Lease, LeaseState, Mac, Node, NodeState, Timestamp};
+use crate::model::{
+    BootArch, Event, Lease, LeaseState, Mac, Node, NodeState, ScriptReport, Timestamp,
+};
 
 pub mod sqlite;
 
@@ -13,6 +15,10 @@ pub use sqlite::SqliteStore;
 
 /// How many events each node keeps; older ones are dropped first.
 pub const EVENTS_PER_NODE: i64 = 500;
+
+/// How many config script reports each node keeps; older ones are dropped
+/// first and counted (see [`Store::reports`]).
+pub const REPORTS_PER_NODE: i64 = 200;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -131,6 +137,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records where a relayed node is plugged in (option 82).
     async fn set_node_relay_info(&self, mac: Mac, info: Option<&str>) -> Result<(), StoreError>;
+
+    /// Adds one to the config generation of every node in `macs`, in one
+    /// durable write (all or none), and returns each one's new generation.
+    /// An unknown MAC is [`StoreError::NoSuchNode`] and nothing changes.
+    async fn bump_config_generation(&self, macs: &[Mac]) -> Result<Vec<(Mac, u64)>, StoreError>;
+
+    /// Keeps a config script's report, durable on return, dropping the node's
+    /// oldest reports beyond [`REPORTS_PER_NODE`] (and counting them).
+    async fn add_report(&self, mac: Mac, report: &ScriptReport) -> Result<(), StoreError>;
+    /// The node's script reports, oldest first, and how many older ones were
+    /// dropped to keep within [`REPORTS_PER_NODE`].
+    async fn reports(&self, mac: Mac) -> Result<(Vec<ScriptReport>, u64), StoreError>;
 
     /// Appends to the node's timeline, dropping its oldest events beyond
     /// [`EVENTS_PER_NODE`].

@@ -21,9 +21,11 @@ use async_trait::async_trait;
 use rusqlite::{Connection, Row, TransactionBehavior, params};
 use tokio::sync::{Notify, oneshot};
 
-use super::{EVENTS_PER_NODE, LeaseRequest, NodeEdit, NodesEdit, Store, StoreError};
+use super::{
+    EVENTS_PER_NODE, LeaseRequest, NodeEdit, NodesEdit, REPORTS_PER_NODE, Store, StoreError,
+};
 use crate::model::{
-    BootArch, Event, EventKind, Lease, LeaseState, Mac, Node, NodeState, Timestamp,
+    BootArch, Event, EventKind, Lease, LeaseState, Mac, Node, NodeState, ScriptReport, Timestamp,
 };
 
 const SCHEMA: &str = r#"
@@ -63,6 +65,24 @@ CREATE TABLE IF NOT EXISTS events (
     detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_mac ON events(mac, id);
+-- Config script reports, kept apart from the timeline (whose events are
+-- dropped much sooner), bounded per node; `report_drops` counts what the
+-- bound dropped.
+CREATE TABLE IF NOT EXISTS reports (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    mac         TEXT NOT NULL,
+    at          INTEGER NOT NULL,
+    generation  INTEGER NOT NULL,
+    script      TEXT NOT NULL,
+    status      INTEGER NOT NULL,
+    duration_ms INTEGER,
+    output      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reports_by_mac ON reports(mac, id);
+CREATE TABLE IF NOT EXISTS report_drops (
+    mac     TEXT PRIMARY KEY NOT NULL,
+    dropped INTEGER NOT NULL
+);
 "#;
 
 pub struct SqliteStore {
@@ -257,6 +277,13 @@ enum Write {
     Sync(oneshot::Sender<Result<(), String>>),
     /// The MAC's timeline, read after everything queued before it is committed.
     Events(Mac, oneshot::Sender<Result<Vec<Event>, String>>),
+    /// A config script report (trimmed to [`REPORTS_PER_NODE`] in the same transaction).
+    Report(Mac, ScriptReport),
+    /// The MAC's reports and drop count, read after everything queued before it is committed.
+    Reports(
+        Mac,
+        oneshot::Sender<Result<(Vec<ScriptReport>, u64), String>>,
+    ),
 }
 
 /// How long lazy writes may wait for a commit to ride along with.
@@ -376,7 +403,11 @@ impl SqliteStore {
             .prepare("SELECT name FROM pragma_table_info('nodes')")
             .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
             .map_err(db("read schema"))?;
-        for (column, ty) in [("relay_info", "TEXT"), ("loader", "TEXT")] {
+        for (column, ty) in [
+            ("relay_info", "TEXT"),
+            ("loader", "TEXT"),
+            ("config_generation", "INTEGER NOT NULL DEFAULT 0"),
+        ] {
             if !columns.iter().any(|c| c == column) {
                 conn.execute_batch(&format!("ALTER TABLE nodes ADD COLUMN {column} {ty}"))
                     .map_err(db("upgrade schema"))?;
@@ -465,6 +496,7 @@ struct Batch {
     leases: BTreeMap<u32, Option<Lease>>,
     events: Vec<(Mac, Event)>,
     trims: Vec<Mac>,
+    reports: Vec<(Mac, ScriptReport)>,
 }
 
 impl Batch {
@@ -486,6 +518,9 @@ impl Batch {
         events.append(&mut self.events);
         self.events = events;
         self.trims.extend(older.trims);
+        let mut reports = older.reports;
+        reports.append(&mut self.reports);
+        self.reports = reports;
         self.deletes.extend(older.deletes);
         self.rekeyed.extend(older.rekeyed);
     }
@@ -497,6 +532,7 @@ impl Batch {
             && self.leases.is_empty()
             && self.events.is_empty()
             && self.trims.is_empty()
+            && self.reports.is_empty()
     }
 }
 
@@ -530,6 +566,7 @@ fn write_loop(mut conn: Connection, queue: &WriteQueue) {
             let (writes, closed) = queue.take();
             let mut now = Batch::default();
             let (mut flushes, mut syncs, mut reads) = (Vec::new(), Vec::new(), Vec::new());
+            let mut report_reads = Vec::new();
             for w in writes {
                 match w {
                     Write::Node(n) => {
@@ -558,6 +595,7 @@ fn write_loop(mut conn: Connection, queue: &WriteQueue) {
                             b.nodes.remove(&mac);
                             b.events.retain(|(m, _)| *m != mac);
                             b.trims.retain(|m| *m != mac);
+                            b.reports.retain(|(m, _)| *m != mac);
                         }
                         now.deletes.push(mac);
                     }
@@ -583,6 +621,8 @@ fn write_loop(mut conn: Connection, queue: &WriteQueue) {
                     Write::Flush(tx) => flushes.push(tx),
                     Write::Sync(tx) => syncs.push(tx),
                     Write::Events(mac, tx) => reads.push((mac, tx)),
+                    Write::Report(mac, r) => now.reports.push((mac, r)),
+                    Write::Reports(mac, tx) => report_reads.push((mac, tx)),
                 }
             }
             let due = lazy_since.is_some_and(|t| t.elapsed() >= LAZY_DELAY);
@@ -600,6 +640,9 @@ fn write_loop(mut conn: Connection, queue: &WriteQueue) {
             }
             for (mac, tx) in reads {
                 let _ = tx.send(read_events(&conn, mac).map_err(|e| e.to_string()));
+            }
+            for (mac, tx) in report_reads {
+                let _ = tx.send(read_reports(&conn, mac).map_err(|e| e.to_string()));
             }
             if closed {
                 return;
@@ -645,9 +688,17 @@ fn commit(conn: &mut Connection, b: &Batch) -> Result<(), StoreError> {
         let mut delete_node = tx
             .prepare_cached("DELETE FROM nodes WHERE mac = ?1")
             .map_err(db("delete node"))?;
+        let mut delete_reports = tx
+            .prepare_cached("DELETE FROM reports WHERE mac = ?1")
+            .map_err(db("delete node"))?;
+        let mut delete_drops = tx
+            .prepare_cached("DELETE FROM report_drops WHERE mac = ?1")
+            .map_err(db("delete node"))?;
         for mac in &b.deletes {
             let mac = mac.to_string();
             delete_events.execute([&mac]).map_err(db("delete node"))?;
+            delete_reports.execute([&mac]).map_err(db("delete node"))?;
+            delete_drops.execute([&mac]).map_err(db("delete node"))?;
             delete_node.execute([&mac]).map_err(db("delete node"))?;
         }
         // Hostnames and fixed addresses are unique per row, and SQLite checks
@@ -664,13 +715,14 @@ fn commit(conn: &mut Connection, b: &Batch) -> Result<(), StoreError> {
         let mut upsert = tx
             .prepare_cached(&format!(
                 "INSERT INTO nodes ({NODE_COLUMNS}) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) \
                  ON CONFLICT(mac) DO UPDATE SET hostname = excluded.hostname, ipv4 = excluded.ipv4, \
                  labels = excluded.labels, params = excluded.params, bootenv = excluded.bootenv, \
                  next_bootenv = excluded.next_bootenv, bootenv_expires = excluded.bootenv_expires, \
                  loader = excluded.loader, protected = excluded.protected, state = excluded.state, \
                  state_reason = excluded.state_reason, relay_info = excluded.relay_info, \
-                 arch = excluded.arch, last_seen = excluded.last_seen, token = excluded.token"
+                 arch = excluded.arch, last_seen = excluded.last_seen, token = excluded.token, \
+                 config_generation = excluded.config_generation"
             ))
             .map_err(db("save nodes"))?;
         for n in b.nodes.values() {
@@ -693,6 +745,7 @@ fn commit(conn: &mut Connection, b: &Batch) -> Result<(), StoreError> {
                     n.last_seen.map(Timestamp::millis),
                     n.token,
                     n.created.millis(),
+                    n.config_generation as i64,
                 ])
                 .map_err(db("save nodes"))?;
         }
@@ -744,6 +797,47 @@ fn commit(conn: &mut Connection, b: &Batch) -> Result<(), StoreError> {
             trim.execute(params![mac.to_string(), EVENTS_PER_NODE])
                 .map_err(db("trim events"))?;
         }
+        let mut add_report = tx
+            .prepare_cached(
+                "INSERT INTO reports (mac, at, generation, script, status, duration_ms, output) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .map_err(db("save reports"))?;
+        let mut trim_reports = tx
+            .prepare_cached(
+                "DELETE FROM reports WHERE mac = ?1 AND id <= \
+                 (SELECT id FROM reports WHERE mac = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+            )
+            .map_err(db("trim reports"))?;
+        let mut count_drops = tx
+            .prepare_cached(
+                "INSERT INTO report_drops (mac, dropped) VALUES (?1, ?2) \
+                 ON CONFLICT(mac) DO UPDATE SET dropped = dropped + excluded.dropped",
+            )
+            .map_err(db("trim reports"))?;
+        for (mac, r) in &b.reports {
+            let mac = mac.to_string();
+            add_report
+                .execute(params![
+                    mac,
+                    r.at.millis(),
+                    r.generation as i64,
+                    r.script,
+                    r.status,
+                    r.duration_ms.map(|d| d as i64),
+                    r.output
+                ])
+                .map_err(db("save reports"))?;
+            // One report at a time: the bound holds after every commit.
+            let dropped = trim_reports
+                .execute(params![mac, REPORTS_PER_NODE])
+                .map_err(db("trim reports"))?;
+            if dropped > 0 {
+                count_drops
+                    .execute(params![mac, dropped as i64])
+                    .map_err(db("trim reports"))?;
+            }
+        }
     }
     tx.commit().map_err(db("commit"))
 }
@@ -770,6 +864,42 @@ fn read_events(conn: &Connection, mac: Mac) -> Result<Vec<Event>, StoreError> {
     Ok(out)
 }
 
+fn read_reports(conn: &Connection, mac: Mac) -> Result<(Vec<ScriptReport>, u64), StoreError> {
+    let read = || db("list reports");
+    let mut q = conn
+        .prepare_cached(
+            "SELECT at, generation, script, status, duration_ms, output FROM reports \
+             WHERE mac = ?1 ORDER BY id",
+        )
+        .map_err(read())?;
+    let mut rows = q.query([mac.to_string()]).map_err(read())?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(read())? {
+        let generation: i64 = r.get("generation").map_err(read())?;
+        let duration: Option<i64> = r.get("duration_ms").map_err(read())?;
+        out.push(ScriptReport {
+            at: Timestamp(r.get("at").map_err(read())?),
+            generation: generation.max(0) as u64,
+            script: r.get("script").map_err(read())?,
+            status: r.get("status").map_err(read())?,
+            duration_ms: duration.map(|d| d.max(0) as u64),
+            output: r.get("output").map_err(read())?,
+        });
+    }
+    let dropped: Option<i64> = conn
+        .prepare_cached("SELECT dropped FROM report_drops WHERE mac = ?1")
+        .and_then(|mut q| {
+            q.query_row([mac.to_string()], |r| r.get(0))
+                .map(Some)
+                .or_else(|e| match e {
+                    rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                    e => Err(e),
+                })
+        })
+        .map_err(read())?;
+    Ok((out, dropped.unwrap_or(0).max(0) as u64))
+}
+
 fn corrupt(key: impl ToString, reason: impl ToString) -> StoreError {
     StoreError::Corrupt {
         key: key.to_string(),
@@ -788,7 +918,7 @@ fn ip_col(ip: Ipv4Addr) -> i64 {
 /// The node columns, in the order of the upsert's parameters.
 const NODE_COLUMNS: &str = "mac, hostname, ipv4, labels, params, bootenv, next_bootenv, \
      bootenv_expires, loader, protected, state, state_reason, relay_info, arch, last_seen, \
-     token, created";
+     token, created, config_generation";
 
 fn node_from_row(row: &Row<'_>) -> Result<Node, StoreError> {
     let read = db("read node");
@@ -823,6 +953,7 @@ fn node_from_row(row: &Row<'_>) -> Result<Node, StoreError> {
         last_seen: get_opt_i("last_seen")?.map(Timestamp),
         token: get_s("token")?,
         created: Timestamp(row.get("created").map_err(db("read node"))?),
+        config_generation: get_opt_i("config_generation")?.unwrap_or(0).max(0) as u64,
     })
 }
 
@@ -994,6 +1125,53 @@ impl Store for SqliteStore {
             n.clone()
         };
         self.queue(Write::LazyNode(Box::new(node))).await
+    }
+
+    async fn bump_config_generation(&self, macs: &[Mac]) -> Result<Vec<(Mac, u64)>, StoreError> {
+        if macs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut bumped = Vec::with_capacity(macs.len());
+        {
+            let mut c = self.cache();
+            if let Some(missing) = macs.iter().find(|m| !c.nodes.contains_key(m)) {
+                return Err(StoreError::NoSuchNode(*missing));
+            }
+            let mut records = Vec::with_capacity(macs.len());
+            for mac in macs {
+                let Some(n) = c.nodes.get_mut(mac) else {
+                    continue;
+                };
+                if bumped.iter().any(|(m, _)| m == mac) {
+                    continue;
+                }
+                n.config_generation += 1;
+                bumped.push((*mac, n.config_generation));
+                records.push(n.clone());
+            }
+            // Queued under the cache lock: no other write of these records
+            // can land between the bump and its write (and overwrite it with
+            // an older copy). One message is one transaction: all or none.
+            self.queue.push(Write::Nodes(records))?;
+        }
+        self.flush().await?;
+        Ok(bumped)
+    }
+
+    async fn add_report(&self, mac: Mac, report: &ScriptReport) -> Result<(), StoreError> {
+        if !self.cache().nodes.contains_key(&mac) {
+            return Err(StoreError::NoSuchNode(mac));
+        }
+        self.queue(Write::Report(mac, report.clone())).await?;
+        self.flush().await
+    }
+
+    async fn reports(&self, mac: Mac) -> Result<(Vec<ScriptReport>, u64), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.queue(Write::Reports(mac, tx)).await?;
+        rx.await
+            .map_err(|_| StoreError::WriterGone)?
+            .map_err(StoreError::Commit)
     }
 
     async fn add_event(&self, mac: Mac, event: &Event) -> Result<(), StoreError> {
@@ -1602,5 +1780,120 @@ mod tests {
         assert_eq!(ev.len() as i64, EVENTS_PER_NODE);
         assert_eq!(ev[0].detail, "5");
         assert_eq!(s.events(mac(2)).await.unwrap().len(), 1);
+    }
+
+    fn report(i: i64) -> ScriptReport {
+        ScriptReport {
+            at: Timestamp(i),
+            generation: 1,
+            script: format!("{i:02}-s.sh"),
+            status: (i % 3) as i32,
+            duration_ms: (i % 2 == 0).then_some(i as u64 * 10),
+            output: format!("out {i}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn reports_are_durable_bounded_and_count_what_was_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SqliteStore::open(dir.path()).await.unwrap();
+            let nodes = [mac(1), mac(2)].map(|m| {
+                let mut n = Node::discovered(m, "discovery", format!("t{m}"), Timestamp(0));
+                n.hostname = format!("n{m}");
+                n
+            });
+            s.put_nodes(nodes.to_vec()).await.unwrap();
+            let err = s.add_report(mac(7), &report(0)).await.unwrap_err();
+            assert!(err.is_no_such_node(), "{err}");
+            for i in 0..(REPORTS_PER_NODE + 3) {
+                s.add_report(mac(1), &report(i)).await.unwrap();
+            }
+            s.add_report(mac(2), &report(0)).await.unwrap();
+            let (kept, dropped) = s.reports(mac(1)).await.unwrap();
+            assert_eq!((kept.len() as i64, dropped), (REPORTS_PER_NODE, 3));
+            assert_eq!(kept[0], report(3), "oldest dropped first");
+            assert_eq!(kept.last(), Some(&report(REPORTS_PER_NODE + 2)));
+            // Durable on return: nothing is synced before the store closes.
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let s = SqliteStore::open(dir.path()).await.unwrap();
+        let (kept, dropped) = s.reports(mac(1)).await.unwrap();
+        assert_eq!((kept.len() as i64, dropped), (REPORTS_PER_NODE, 3));
+        assert_eq!(s.reports(mac(2)).await.unwrap(), (vec![report(0)], 0));
+        assert_eq!(s.reports(mac(9)).await.unwrap(), (vec![], 0));
+        // A deleted node takes its reports and its drop count along.
+        assert!(s.delete_node(mac(1)).await.unwrap());
+        assert_eq!(s.reports(mac(1)).await.unwrap(), (vec![], 0));
+    }
+
+    #[tokio::test]
+    async fn config_generations_bump_all_or_none_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SqliteStore::open(dir.path()).await.unwrap();
+            let nodes = [mac(1), mac(2), mac(3)]
+                .map(|m| Node::discovered(m, "discovery", format!("t{m}"), Timestamp(0)));
+            s.put_nodes(nodes.to_vec()).await.unwrap();
+            assert_eq!(
+                s.bump_config_generation(&[mac(1), mac(2), mac(1)])
+                    .await
+                    .unwrap(),
+                [(mac(1), 1), (mac(2), 1)]
+            );
+            assert_eq!(
+                s.bump_config_generation(&[mac(2)]).await.unwrap(),
+                [(mac(2), 2)]
+            );
+            let err = s
+                .bump_config_generation(&[mac(3), mac(8)])
+                .await
+                .unwrap_err();
+            assert!(err.is_no_such_node(), "{err}");
+            assert_eq!(s.node(mac(3)).await.unwrap().unwrap().config_generation, 0);
+            // A later lazy write of the record (a touch) keeps the bump.
+            s.touch_node(mac(2), None, Timestamp(120_000))
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let s = SqliteStore::open(dir.path()).await.unwrap();
+        let gens: Vec<u64> = s
+            .nodes()
+            .await
+            .unwrap()
+            .iter()
+            .map(|n| n.config_generation)
+            .collect();
+        assert_eq!(gens, [1, 2, 0]);
+    }
+
+    /// A store made before config generations and reports existed opens, and
+    /// its nodes start at generation 0.
+    #[tokio::test]
+    async fn an_older_store_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join("rackboot.db")).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE nodes (mac TEXT PRIMARY KEY NOT NULL, hostname TEXT NOT NULL UNIQUE COLLATE NOCASE, \
+                 ipv4 INTEGER UNIQUE, labels TEXT NOT NULL DEFAULT '{}', params TEXT NOT NULL DEFAULT '{}', \
+                 bootenv TEXT NOT NULL, next_bootenv TEXT, bootenv_expires INTEGER, protected INTEGER NOT NULL DEFAULT 0, \
+                 state TEXT NOT NULL, state_reason TEXT, arch TEXT, last_seen INTEGER, token TEXT NOT NULL, \
+                 created INTEGER NOT NULL); \
+                 INSERT INTO nodes (mac, hostname, bootenv, state, token, created) \
+                 VALUES ('52:54:00:00:00:01', 'old', 'discovery', 'configured', 't', 0);",
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(dir.path()).await.unwrap();
+        let n = s.node(mac(1)).await.unwrap().unwrap();
+        assert_eq!((n.hostname.as_str(), n.config_generation), ("old", 0));
+        assert_eq!(
+            s.bump_config_generation(&[mac(1)]).await.unwrap(),
+            [(mac(1), 1)]
+        );
+        s.add_report(mac(1), &report(1)).await.unwrap();
+        assert_eq!(s.reports(mac(1)).await.unwrap().0.len(), 1);
     }
 }
