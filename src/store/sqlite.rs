@@ -290,6 +290,9 @@ enum Write {
 const LAZY_DELAY: Duration = Duration::from_millis(1000);
 /// Lazy writes that commit on their own even before [`LAZY_DELAY`].
 const LAZY_MAX: usize = 20_000;
+/// Most lazy writes one transaction carries: a commit holds the core it runs
+/// on, and the DHCP socket must not overflow meanwhile.
+const LAZY_CHUNK: usize = 1_000;
 
 /// The writes waiting for the writer thread. Only a write somebody waits on
 /// wakes the writer (once per batch, however many arrive while it commits),
@@ -438,7 +441,6 @@ impl SqliteStore {
         let thread = std::thread::Builder::new()
             .name("rackboot-store".into())
             .spawn(move || {
-                batch_scheduling();
                 write_loop(conn, &writer);
                 // The directory is released only once the file is closed.
                 drop(lock);
@@ -505,24 +507,42 @@ impl Batch {
         self.nodes.len() + self.leases.len() + self.events.len()
     }
 
-    /// Takes in `older`'s writes, keeping this batch's where both write the
-    /// same record (this one's are newer).
-    fn absorb(&mut self, older: Batch) {
-        for (mac, n) in older.nodes {
-            self.nodes.entry(mac).or_insert(n);
+    /// This batch as batches of at most about `max` writes each, in order:
+    /// deletes and rekeys first, timeline trims last (after the events).
+    fn into_chunks(self, max: usize) -> Vec<Batch> {
+        let mut out = vec![Batch {
+            deletes: self.deletes,
+            rekeyed: self.rekeyed,
+            reports: self.reports,
+            ..Batch::default()
+        }];
+        let room = |out: &mut Vec<Batch>| {
+            if out.last().is_none_or(|b| b.len() >= max) {
+                out.push(Batch::default());
+            }
+        };
+        for (mac, n) in self.nodes {
+            room(&mut out);
+            if let Some(b) = out.last_mut() {
+                b.nodes.insert(mac, n);
+            }
         }
-        for (ip, l) in older.leases {
-            self.leases.entry(ip).or_insert(l);
+        for (ip, l) in self.leases {
+            room(&mut out);
+            if let Some(b) = out.last_mut() {
+                b.leases.insert(ip, l);
+            }
         }
-        let mut events = older.events;
-        events.append(&mut self.events);
-        self.events = events;
-        self.trims.extend(older.trims);
-        let mut reports = older.reports;
-        reports.append(&mut self.reports);
-        self.reports = reports;
-        self.deletes.extend(older.deletes);
-        self.rekeyed.extend(older.rekeyed);
+        for e in self.events {
+            room(&mut out);
+            if let Some(b) = out.last_mut() {
+                b.events.push(e);
+            }
+        }
+        if let Some(b) = out.last_mut() {
+            b.trims = self.trims;
+        }
+        out
     }
 
     fn is_empty(&self) -> bool {
@@ -626,17 +646,35 @@ fn write_loop(mut conn: Connection, queue: &WriteQueue) {
                 }
             }
             let due = lazy_since.is_some_and(|t| t.elapsed() >= LAZY_DELAY);
-            let everything =
-                !syncs.is_empty() || !reads.is_empty() || due || lazy.len() >= LAZY_MAX;
+            let everything = closed
+                || !syncs.is_empty()
+                || !reads.is_empty()
+                || !report_reads.is_empty()
+                || due
+                || lazy.len() >= LAZY_MAX;
+            // What somebody waits on goes first, in one transaction.
+            let result = commit_logged(&mut conn, &now);
+            for tx in flushes {
+                let _ = tx.send(result.clone());
+            }
+            let mut synced = result;
             if everything {
-                now.absorb(std::mem::take(&mut lazy));
+                // The lazy writes hold no record that a write above replaced
+                // (those were dropped from them as they came), so they may go
+                // after it: in transactions of LAZY_CHUNK, letting the DHCP
+                // server (sharing the core) drain its socket in between.
+                for chunk in std::mem::take(&mut lazy).into_chunks(LAZY_CHUNK) {
+                    if let Err(e) = commit_logged(&mut conn, &chunk) {
+                        synced = Err(e);
+                    }
+                    std::thread::yield_now();
+                }
                 lazy_since = None;
             } else if !lazy.is_empty() && lazy_since.is_none() {
                 lazy_since = Some(tokio::time::Instant::now());
             }
-            let result = commit_logged(&mut conn, &now);
-            for tx in flushes.into_iter().chain(syncs) {
-                let _ = tx.send(result.clone());
+            for tx in syncs {
+                let _ = tx.send(synced.clone());
             }
             for (mac, tx) in reads {
                 let _ = tx.send(read_events(&conn, mac).map_err(|e| e.to_string()));
@@ -649,20 +687,6 @@ fn write_loop(mut conn: Connection, queue: &WriteQueue) {
             }
         }
     })
-}
-
-/// Puts the calling thread under SCHED_BATCH: a wake-up does not preempt
-/// the thread that woke it. When the writer shares a core with the DHCP
-/// server, it then runs once the server has answered what is in its socket,
-/// and commits all of those ACKs' leases together, instead of preempting it
-/// at the first one. On a core of its own it changes nothing.
-fn batch_scheduling() {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: plain syscall on the calling thread (pid 0) with a valid param.
-    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
-    if rc != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "store: cannot set SCHED_BATCH for the writer");
-    }
 }
 
 /// Commits `b` (nothing when it is empty); a failure is logged and returned.
