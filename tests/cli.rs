@@ -259,6 +259,10 @@ fn bootenvs_explain_events_and_exit_codes() {
         out.contains("unknown") && out.contains("undionly.kpxe"),
         "{out}"
     );
+    assert!(
+        out.contains("hello.sh  (listed by bootenv discovery)"),
+        "{out}"
+    );
     let out = ok(cli(
         &rb,
         admin,

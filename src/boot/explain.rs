@@ -44,6 +44,13 @@ pub fn arch_code(arch: BootArch) -> ClientArch {
     }
 }
 
+/// One config script a node runs, and why.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ConfigScript {
+    pub script: String,
+    pub reason: String,
+}
+
 /// What a client would get, as the API shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Explanation {
@@ -70,6 +77,9 @@ pub struct Explanation {
     pub script: Option<String>,
     /// Why the script cannot be rendered, when it cannot.
     pub script_error: Option<String>,
+    /// The config scripts it runs once booted into `bootenv`, in order, each
+    /// with why (its bootenv lists it, or its header selects the node).
+    pub config_scripts: Vec<ConfigScript>,
 }
 
 /// Everything [`explain`] needs besides the client.
@@ -162,7 +172,17 @@ pub fn explain(client: &ClientInfo, node: Option<&Node>, cx: &ExplainContext<'_>
             Err(e) => script_error = Some(e.to_string()),
         }
     }
+    let config_scripts = cx
+        .catalog
+        .scripts_for(&record, &bootenv)
+        .into_iter()
+        .map(|a| ConfigScript {
+            script: a.script,
+            reason: a.reason.to_string(),
+        })
+        .collect();
     Explanation {
+        config_scripts,
         mac: client.mac,
         known,
         client_arch,

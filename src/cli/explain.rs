@@ -50,6 +50,13 @@ pub fn explain(
     for w in e["why"].as_array().into_iter().flatten() {
         println!("  - {}", cell(w));
     }
+    let scripts = e["config_scripts"].as_array().cloned().unwrap_or_default();
+    if !scripts.is_empty() {
+        println!("config scripts, once booted:");
+        for s in &scripts {
+            println!("  {}  ({})", cell(&s["script"]), cell(&s["reason"]));
+        }
+    }
     if let Some(s) = e["script"].as_str() {
         println!("\niPXE script:\n{s}");
     }
