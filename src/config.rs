@@ -201,17 +201,23 @@ mod raw {
         pub enabled: bool,
         #[serde(default = "tftp_port")]
         pub port: u16,
+        #[serde(default = "tftp_max_transfers")]
+        pub max_transfers: usize,
     }
     impl Default for Tftp {
         fn default() -> Self {
             Tftp {
                 enabled: true,
                 port: tftp_port(),
+                max_transfers: tftp_max_transfers(),
             }
         }
     }
     fn tftp_port() -> u16 {
         69
+    }
+    fn tftp_max_transfers() -> usize {
+        256
     }
 
     #[derive(Debug, Deserialize)]
@@ -317,6 +323,9 @@ pub struct Config {
     pub default_bootenv: String,
     pub dhcp: DhcpConfig,
     pub tftp: Option<u16>,
+    /// How many TFTP reads send data at once; the rest wait their turn
+    /// (`[tftp] max_transfers`, at least 1).
+    pub tftp_max_transfers: usize,
     pub http: Option<u16>,
     pub dns: Option<DnsConfig>,
     pub lifecycle: crate::boot::Timeouts,
@@ -597,6 +606,12 @@ impl Config {
                 ));
             }
         }
+        if raw.tftp.max_transfers == 0 {
+            return Err(invalid(
+                "tftp.max_transfers",
+                "must be at least 1: with 0 no transfer could ever start".into(),
+            ));
+        }
         if raw.network.interface.is_empty() {
             return Err(invalid(
                 "network.interface",
@@ -720,6 +735,7 @@ impl Config {
                 },
             },
             tftp: raw.tftp.enabled.then_some(raw.tftp.port),
+            tftp_max_transfers: raw.tftp.max_transfers,
             http: raw.http.enabled.then_some(raw.http.port),
             dns: raw.dns.enabled.then_some(DnsConfig {
                 port: raw.dns.port,
@@ -769,6 +785,7 @@ ranges = [["10.0.0.100", "10.0.0.200"]]
         assert_eq!(cfg.bootenvs_dir, Path::new("/etc/rackboot/bootenvs"));
         assert_eq!(cfg.default_bootenv, "discovery");
         assert_eq!(cfg.tftp, Some(69));
+        assert_eq!(cfg.tftp_max_transfers, 256);
         assert_eq!(cfg.dhcp.loaders.bios, "undionly.kpxe");
         assert_eq!(cfg.dhcp.subnets.len(), 1);
         assert_eq!(cfg.dhcp.subnets[0].lease_seconds, 3600);

@@ -294,6 +294,7 @@ pub async fn run(
             store.clone(),
             timeline.clone(),
             metrics.clone(),
+            cfg.tftp_max_transfers,
         );
         let c = cancel.clone();
         tasks.spawn(async move {

@@ -5,11 +5,13 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use async_tftp::packet;
 use async_tftp::server::Handler;
 use blocking::Unblock;
-use futures_lite::AsyncRead;
+use futures_lite::{AsyncRead, Future};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::boot::bootenv::is_relative_inside;
 use crate::events::Timeline;
@@ -24,7 +26,13 @@ pub struct AssetsHandler {
     timeline: Timeline,
     metrics: Arc<Metrics>,
     runtime: tokio::runtime::Handle,
+    /// One permit per transfer allowed to send data at once (`[tftp] max_transfers`).
+    slots: Arc<Semaphore>,
 }
+
+/// How long a read waits for a free transfer slot before it is answered
+/// "server busy": PXE firmware gives up on a silent server after about as long.
+pub const QUEUE_WAIT: Duration = Duration::from_secs(30);
 
 impl AssetsHandler {
     /// Must be called inside the tokio runtime: async-tftp drives handlers on
@@ -34,6 +42,7 @@ impl AssetsHandler {
         store: Arc<dyn Store>,
         timeline: Timeline,
         metrics: Arc<Metrics>,
+        max_transfers: usize,
     ) -> AssetsHandler {
         AssetsHandler {
             root,
@@ -41,6 +50,7 @@ impl AssetsHandler {
             timeline,
             metrics,
             runtime: tokio::runtime::Handle::current(),
+            slots: Arc::new(Semaphore::new(max_transfers.max(1))),
         }
     }
 }
@@ -111,6 +121,7 @@ impl Handler for AssetsHandler {
                 sent: 0,
                 size,
                 metrics: Some(self.metrics.clone()),
+                turn: Turn::new(&self.slots, &self.runtime, *client),
             },
             size,
         ))
@@ -179,6 +190,71 @@ pub struct Tracked {
     size: Option<u64>,
     /// Taken when the transfer is counted, so it counts once.
     metrics: Option<Arc<Metrics>>,
+    turn: Turn,
+}
+
+/// A transfer's slot among `[tftp] max_transfers`. async-tftp has no cap of
+/// its own and holds its handler lock while a read is opened, so the wait
+/// cannot happen in `read_req_open` without stalling every other request
+/// (refusals included). It happens at the first read of the file instead:
+/// async-tftp sends the OACK or first DATA only after that read, so a queued
+/// client hears nothing until its turn (its retransmitted RRQs are ignored as
+/// duplicates). The permit is released when the transfer drops its reader.
+enum Turn {
+    Waiting {
+        since: Instant,
+        client: SocketAddr,
+        permit: tokio::task::JoinHandle<Option<OwnedSemaphorePermit>>,
+    },
+    Held(#[allow(dead_code)] OwnedSemaphorePermit),
+}
+
+impl Turn {
+    fn new(slots: &Arc<Semaphore>, rt: &tokio::runtime::Handle, client: SocketAddr) -> Turn {
+        if let Ok(permit) = slots.clone().try_acquire_owned() {
+            return Turn::Held(permit);
+        }
+        tracing::info!(%client, "TFTP transfer queued: all max_transfers slots are sending");
+        let slots = slots.clone();
+        // tokio's timer needs tokio's runtime; async-tftp polls on its own executor.
+        let permit = rt.spawn(async move {
+            tokio::time::timeout(QUEUE_WAIT, slots.acquire_owned())
+                .await
+                .ok()
+                .and_then(Result::ok)
+        });
+        Turn::Waiting {
+            since: Instant::now(),
+            client,
+            permit,
+        }
+    }
+
+    /// Ready once the transfer may send; an error ("server busy") if no slot
+    /// came free within [`QUEUE_WAIT`].
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let Turn::Waiting {
+            since,
+            client,
+            permit,
+        } = self
+        else {
+            return Poll::Ready(Ok(()));
+        };
+        match std::task::ready!(Pin::new(permit).poll(cx)) {
+            Ok(Some(p)) => {
+                tracing::info!(%client, waited_ms = since.elapsed().as_millis() as u64, "TFTP transfer dequeued");
+                *self = Turn::Held(p);
+                Poll::Ready(Ok(()))
+            }
+            _ => {
+                tracing::warn!(%client, "TFTP transfer refused: no slot came free within {QUEUE_WAIT:?}");
+                // async-tftp turns an I/O error into a TFTP error packet; EBUSY
+                // (16) is the closest it carries to "server busy".
+                Poll::Ready(Err(std::io::Error::from_raw_os_error(16)))
+            }
+        }
+    }
 }
 
 impl AsyncRead for Tracked {
@@ -188,6 +264,7 @@ impl AsyncRead for Tracked {
         buf: &mut [u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
+        std::task::ready!(this.turn.poll_ready(cx))?;
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(n)) = r {
             this.sent += n as u64;
