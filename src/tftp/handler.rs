@@ -293,6 +293,11 @@ impl Drop for Tracked {
     /// asked for the size. Reads run up to a window ahead of the client's
     /// acknowledgements, so the count is an upper bound of what it received.
     fn drop(&mut self) {
+        // A transfer ended while queued: stop waiting, or the waiter would
+        // take a slot that no transfer then uses.
+        if let Turn::Waiting { permit, .. } = &self.turn {
+            permit.abort();
+        }
         let Some((mac, name, timeline, rt)) = self.done.take() else {
             return;
         };
