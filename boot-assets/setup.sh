@@ -85,6 +85,7 @@ readonly PROJECT_PACKAGES=(
     isc-dhcp-client udhcpc dnsutils curl atftp tftp-hpa # real clients the protocol tests drive
     isc-dhcp-relay                           # dhcrelay: the relay agent in tests/relay.rs
     tcpdump                                  # packet captures of test boots
+    nftables                                 # tests/tftp.rs: packet loss where the kernel lacks netem
     dnsmasq-base                             # lab IPv6 router adverts; proxyDHCP tests: address server
     busybox-static                           # the image's userland (ash, udhcpc) on the host too
     python3                                  # demo.sh formats the node timeline
