@@ -11,18 +11,12 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::api::{api_section, kinds, node, timeline_text};
-use common::lab::{self, Firmware, Lab, Vm};
-use serde_json::Value;
+use common::api::{api_section, kinds, timeline_text};
+use common::lab::{self, Firmware, Lab};
+use common::vm_watch::{self, Rackboot, diagnosis, not_failed, watch_node};
 
 /// One VM alone boots in 20–35 s under TCG; three at once on two cores take up to ~2× longer.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// The running server and where its files are.
-struct Rackboot {
-    pid: u32,
-    log: PathBuf,
-}
 
 fn repo(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
@@ -60,33 +54,7 @@ domain = "lab.internal"
         ),
     )
     .expect("write config");
-    let log = lab.dir().join("rackboot.log");
-    let pid = lab.spawn(
-        env!("CARGO_BIN_EXE_rackboot"),
-        &["serve", "--config", config.to_str().expect("utf-8 path")],
-        &log,
-    );
-    if let Err(e) = lab::wait_for_file(&log, "rackboot serving", Duration::from_secs(30)) {
-        panic!("rackboot did not start: {e}\n{}", lab::read_text(&log));
-    }
-    assert!(
-        lab.is_running(pid),
-        "rackboot exited:\n{}",
-        lab::read_text(&log)
-    );
-    Rackboot { pid, log }
-}
-
-/// Everything a failed boot needs to be diagnosed: timeline, server log, serial console.
-fn diagnosis(rb: &Rackboot, vm: &Vm, node: Option<&Value>) -> String {
-    format!(
-        "timeline:\n{}\n--- rackboot log (tail) ---\n{}\n--- {} serial (tail) ---\n{}",
-        node.map(timeline_text)
-            .unwrap_or_else(|| "(no node record)".into()),
-        lab::tail(&lab::read_text(&rb.log), 30),
-        vm.name(),
-        lab::tail(&vm.serial(), 40),
-    )
+    vm_watch::start_rackboot(lab, &config)
 }
 
 /// Boots one VM of `firmware` and checks it reaches `configured` with the steps in order; the
@@ -102,45 +70,10 @@ fn boots_to_configured(name: &str, firmware: Firmware, loader: &str) {
     let vm = lab.vm(name, firmware).start();
     let mac = vm.mac().to_string();
 
-    let mut last = None;
-    let mut seen_states = Vec::new();
-    let configured = lab::poll_until(BOOT_TIMEOUT, || {
-        assert!(
-            lab.is_running(rb.pid),
-            "rackboot died\n{}",
-            diagnosis(&rb, &vm, last.as_ref())
-        );
-        if let Some(status) = vm.exit_status() {
-            panic!(
-                "qemu exited ({status})\n{}",
-                diagnosis(&rb, &vm, last.as_ref())
-            );
-        }
-        let n = node(&lab, &mac)?;
-        let state = n["state"].as_str().unwrap_or_default().to_string();
-        if seen_states.last() != Some(&state) {
-            eprintln!(
-                "{name}: {state} after {:.1} s",
-                started.elapsed().as_secs_f64()
-            );
-            seen_states.push(state.clone());
-        }
-        if state == "failed" {
-            panic!(
-                "node failed: {}\n{}",
-                n["state_reason"],
-                diagnosis(&rb, &vm, Some(&n))
-            );
-        }
-        last = Some(n.clone());
-        (state == "configured").then_some(n)
+    let n = watch_node(&lab, &rb, &vm, &mac, BOOT_TIMEOUT, "configured", |n| {
+        not_failed(n)?;
+        Ok((n["state"] == "configured").then(|| n.clone()))
     });
-    let Some(n) = configured else {
-        panic!(
-            "{name} not configured within {BOOT_TIMEOUT:?}\n{}",
-            diagnosis(&rb, &vm, last.as_ref())
-        );
-    };
     eprintln!(
         "{name}: configured in {:.1} s ({} accel)\n{}",
         started.elapsed().as_secs_f64(),

@@ -14,8 +14,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::api::{AUTH_HEADER, api_section, kinds, node, timeline_text};
+use common::api::{AUTH_HEADER, api_section, kinds, timeline_text};
 use common::lab::{self, Firmware, Lab, SERVER_IP, Vm};
+use common::vm_watch::{self, diagnosis, watch_node};
 use rackboot::model::{Mac, Node, Timestamp};
 use rackboot::store::{SqliteStore, Store};
 use serde_json::Value;
@@ -45,8 +46,7 @@ const SECOND_FIXED: &str = "#!/bin/sh\n# rackboot-selector: role=builder\n\
     echo \"second on a {{ node.labels.role }}, fixed\"\nexit 0\n";
 
 struct Rackboot {
-    pid: u32,
-    log: PathBuf,
+    server: vm_watch::Rackboot,
     scripts: PathBuf,
 }
 
@@ -106,27 +106,10 @@ enabled = false
         ),
     )
     .expect("write config");
-    let log = lab.dir().join("rackboot.log");
-    let pid = lab.spawn(
-        env!("CARGO_BIN_EXE_rackboot"),
-        &["serve", "--config", config.to_str().expect("utf-8 path")],
-        &log,
-    );
-    if let Err(e) = lab::wait_for_file(&log, "rackboot serving", Duration::from_secs(30)) {
-        panic!("rackboot did not start: {e}\n{}", lab::read_text(&log));
+    Rackboot {
+        server: vm_watch::start_rackboot(lab, &config),
+        scripts,
     }
-    Rackboot { pid, log, scripts }
-}
-
-fn diagnosis(rb: &Rackboot, vm: &Vm, node: Option<&Value>) -> String {
-    format!(
-        "timeline:\n{}\n--- rackboot log (tail) ---\n{}\n--- {} serial (tail) ---\n{}",
-        node.map(timeline_text)
-            .unwrap_or_else(|| "(no node record)".into()),
-        lab::tail(&lab::read_text(&rb.log), 30),
-        vm.name(),
-        lab::tail(&vm.serial(), 40),
-    )
 }
 
 /// `curl` from inside the lab: body of a 2xx, else a panic with the reply.
@@ -162,38 +145,8 @@ fn wait_node(
     what: &str,
     mut done: impl FnMut(&Value) -> bool,
 ) -> Value {
-    let started = Instant::now();
-    let mut last = None;
-    let mut state = String::new();
-    let found = lab::poll_until(timeout, || {
-        assert!(
-            lab.is_running(rb.pid),
-            "rackboot died\n{}",
-            diagnosis(rb, vm, last.as_ref())
-        );
-        if let Some(status) = vm.exit_status() {
-            panic!(
-                "qemu exited ({status})\n{}",
-                diagnosis(rb, vm, last.as_ref())
-            );
-        }
-        let n = node(lab, MAC)?;
-        let s = n["state"].as_str().unwrap_or_default().to_string();
-        if s != state {
-            eprintln!(
-                "vm-config: {s} after {:.1} s",
-                started.elapsed().as_secs_f64()
-            );
-            state = s;
-        }
-        last = Some(n.clone());
-        done(&n).then_some(n)
-    });
-    found.unwrap_or_else(|| {
-        panic!(
-            "{what}: not within {timeout:?}\n{}",
-            diagnosis(rb, vm, last.as_ref())
-        )
+    watch_node(lab, &rb.server, vm, MAC, timeout, what, |n| {
+        Ok(done(n).then(|| n.clone()))
     })
 }
 
@@ -222,7 +175,12 @@ fn a_failed_script_is_fixed_and_rerun_without_a_reboot() {
     let n = wait_node(&lab, &rb, &vm, TIMEOUT, "first run fails", |n| {
         n["state"] == "failed" || n["state"] == "configured"
     });
-    assert_eq!(n["state"], "failed", "{}", diagnosis(&rb, &vm, Some(&n)));
+    assert_eq!(
+        n["state"],
+        "failed",
+        "{}",
+        diagnosis(&rb.server, &vm, Some(&n))
+    );
     assert_eq!(
         n["state_reason"].as_str(),
         Some("script 20-second.sh exited 3"),
@@ -284,13 +242,22 @@ fn a_failed_script_is_fixed_and_rerun_without_a_reboot() {
     let booted = boot_steps(&n);
 
     // 2. Fix the script (hot reload), then trigger a re-run for the label.
-    let reloads = || lab::read_text(&rb.log).matches("reloaded bootenvs").count();
+    let reloads = || {
+        lab::read_text(&rb.server.log)
+            .matches("reloaded bootenvs")
+            .count()
+    };
     let before = reloads();
     std::fs::write(rb.scripts.join("20-second.sh"), SECOND_FIXED).expect("fix script");
     lab::poll_until(Duration::from_secs(15), || {
         (reloads() > before).then_some(())
     })
-    .unwrap_or_else(|| panic!("no reload\n{}", lab::tail(&lab::read_text(&rb.log), 10)));
+    .unwrap_or_else(|| {
+        panic!(
+            "no reload\n{}",
+            lab::tail(&lab::read_text(&rb.server.log), 10)
+        )
+    });
     let reply = curl(
         &lab,
         &[

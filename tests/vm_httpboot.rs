@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::api::{api_section, kinds, node, timeline_text};
 use common::lab::{self, Firmware, Lab, SERVER_IP, Vm};
+use common::vm_watch::{self, Rackboot};
 use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode};
 use dhcproto::{Decodable, Decoder};
 use rackboot::dhcp::classify::classify;
@@ -28,12 +29,6 @@ use serde_json::Value;
 const BOOT_TIMEOUT: Duration = Duration::from_secs(400);
 /// The loader rackboot hands x86_64 UEFI clients (`[loaders]` default).
 const LOADER: &str = "ipxe-amd64.efi";
-
-/// The running server and where its log is.
-struct Rackboot {
-    pid: u32,
-    log: PathBuf,
-}
 
 fn repo(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
@@ -71,21 +66,7 @@ domain = "lab.internal"
         ),
     )
     .expect("write config");
-    let log = lab.dir().join("rackboot.log");
-    let pid = lab.spawn(
-        env!("CARGO_BIN_EXE_rackboot"),
-        &["serve", "--config", config.to_str().expect("utf-8 path")],
-        &log,
-    );
-    if let Err(e) = lab::wait_for_file(&log, "rackboot serving", Duration::from_secs(30)) {
-        panic!("rackboot did not start: {e}\n{}", lab::read_text(&log));
-    }
-    assert!(
-        lab.is_running(pid),
-        "rackboot exited:\n{}",
-        lab::read_text(&log)
-    );
-    Rackboot { pid, log }
+    vm_watch::start_rackboot(lab, &config)
 }
 
 /// Everything a failed boot needs to be diagnosed: timeline, server log, DHCP, serial console.

@@ -10,12 +10,11 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::api::{api_section, kinds, node, timeline_text};
-use common::lab::{self, Firmware, Lab, Vm};
-use serde_json::Value;
+use common::api::{api_section, kinds, timeline_text};
+use common::lab::{self, Firmware, Lab};
+use common::vm_watch::{self, Rackboot, diagnosis, not_failed, watch_node};
 
 /// Two boots of one VM under TCG: ~30 s to the callback, ~15 s to the second script.
 const TIMEOUT: Duration = Duration::from_secs(240);
@@ -29,11 +28,6 @@ kernel = "x86_64/vmlinuz"
 initrds = ["x86_64/initrd.img"]
 cmdline = "console=ttyS0 quiet rackboot.url={{ server_url }} rackboot.mac={{ node.mac }} rackboot.token={{ node.token }} rackboot.installed=1 rackboot.bootenv={{ bootenv }}"
 "#;
-
-struct Rackboot {
-    pid: u32,
-    log: PathBuf,
-}
 
 /// Starts rackboot with a bootenvs directory of its own in which every new node gets `installer`.
 fn start_rackboot(lab: &Lab) -> Rackboot {
@@ -74,27 +68,7 @@ enabled = false
         ),
     )
     .expect("write config");
-    let log = lab.dir().join("rackboot.log");
-    let pid = lab.spawn(
-        env!("CARGO_BIN_EXE_rackboot"),
-        &["serve", "--config", config.to_str().expect("utf-8 path")],
-        &log,
-    );
-    if let Err(e) = lab::wait_for_file(&log, "rackboot serving", Duration::from_secs(30)) {
-        panic!("rackboot did not start: {e}\n{}", lab::read_text(&log));
-    }
-    Rackboot { pid, log }
-}
-
-fn diagnosis(rb: &Rackboot, vm: &Vm, node: Option<&Value>) -> String {
-    format!(
-        "timeline:\n{}\n--- rackboot log (tail) ---\n{}\n--- {} serial (tail) ---\n{}",
-        node.map(timeline_text)
-            .unwrap_or_else(|| "(no node record)".into()),
-        lab::tail(&lab::read_text(&rb.log), 30),
-        vm.name(),
-        lab::tail(&vm.serial(), 40),
-    )
+    vm_watch::start_rackboot(lab, &config)
 }
 
 /// Index of the first event at or after `from` of `kind` whose detail contains `needle`.
@@ -119,48 +93,21 @@ fn an_installer_calls_back_and_the_next_boot_goes_local() {
     let mac = vm.mac().to_string();
 
     // Done when a script for `local` was rendered after the callback.
-    let mut last = None;
-    let mut seen_states = Vec::new();
-    let done = lab::poll_until(TIMEOUT, || {
-        assert!(
-            lab.is_running(rb.pid),
-            "rackboot died\n{}",
-            diagnosis(&rb, &vm, last.as_ref())
-        );
-        if let Some(status) = vm.exit_status() {
-            panic!(
-                "qemu exited ({status})\n{}",
-                diagnosis(&rb, &vm, last.as_ref())
-            );
-        }
-        let n = node(&lab, &mac)?;
-        let state = n["state"].as_str().unwrap_or_default().to_string();
-        if seen_states.last() != Some(&state) {
-            eprintln!(
-                "vm-install: {state} after {:.1} s",
-                started.elapsed().as_secs_f64()
-            );
-            seen_states.push(state.clone());
-        }
-        if state == "failed" {
-            panic!(
-                "node failed: {}\n{}",
-                n["state_reason"],
-                diagnosis(&rb, &vm, Some(&n))
-            );
-        }
-        last = Some(n.clone());
-        let events = kinds(&n);
-        let called = find(&events, 0, "report.installed", "")?;
-        find(&events, called, "http.script", "bootenv local")?;
-        Some(n)
-    });
-    let Some(n) = done else {
-        panic!(
-            "no second boot into local within {TIMEOUT:?}\n{}",
-            diagnosis(&rb, &vm, last.as_ref())
-        );
-    };
+    let n = watch_node(
+        &lab,
+        &rb,
+        &vm,
+        &mac,
+        TIMEOUT,
+        "a second boot into local",
+        |n| {
+            not_failed(n)?;
+            let events = kinds(n);
+            let second_boot = find(&events, 0, "report.installed", "")
+                .and_then(|called| find(&events, called, "http.script", "bootenv local"));
+            Ok(second_boot.map(|_| n.clone()))
+        },
+    );
     eprintln!(
         "vm-install: second boot handed local after {:.1} s\n{}",
         started.elapsed().as_secs_f64(),
