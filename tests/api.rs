@@ -904,6 +904,37 @@ fn the_openapi_document_is_served_and_is_the_golden_file() {
         rb.request("GET", "/api/v1/openapi.json", None, None).status,
         401
     );
+
+    // Every documented operation (the router's every API route is documented, see
+    // http::openapi's tests) refuses a request without a token, and a read token on a change.
+    let doc = r.json();
+    let mut checked = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        let path = path
+            .replace("{mac}", "52:54:00:aa:00:09")
+            .replace("{name}", "discovery");
+        for method in ops.as_object().unwrap().keys() {
+            let method = method.to_uppercase();
+            let r = rb.request(&method, &path, None, Some("{}"));
+            assert_eq!(
+                r.status,
+                401,
+                "{method} {path} without a token: {}",
+                r.text()
+            );
+            if method != "GET" {
+                let r = rb.request(&method, &path, Some(READ_TOKEN), Some("{}"));
+                assert_eq!(
+                    r.status,
+                    403,
+                    "{method} {path} with a read token: {}",
+                    r.text()
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 16, "only {checked} operations documented");
 }
 
 // ---------------------------------------------------------------------------------------------
