@@ -9,6 +9,7 @@ use crate::model::{
     BootArch, Event, Lease, LeaseState, Mac, Node, NodeState, ScriptReport, Timestamp,
 };
 
+mod journal;
 pub mod sqlite;
 
 pub use sqlite::SqliteStore;

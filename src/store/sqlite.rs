@@ -5,14 +5,16 @@
 //! and kept in step with every write, so a DHCP storm never waits on a query.
 //! Writes go through one writer thread that commits whatever has queued up in a
 //! single transaction (group commit): under load one commit carries hundreds
-//! of leases. Callers that promise something to a client (an ACK, a new node
-//! record) wait for their write's commit; with WAL a committed transaction
-//! survives the process being killed. One process owns the state directory
-//! (an exclusive lock), so memory and file cannot disagree.
+//! of leases. Callers that promise something to a client (a state change, a
+//! report) wait for their write's commit; with WAL a committed transaction
+//! survives the process being killed. An acknowledged lease is made durable
+//! by the lease journal instead (see [`super::journal`]): one append, no
+//! hand-over to the writer thread per ACK. One process owns the state
+//! directory (an exclusive lock), so memory and file cannot disagree.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -21,6 +23,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, Row, TransactionBehavior, params};
 use tokio::sync::{Notify, oneshot};
 
+use super::journal::{self, Change, Journal};
 use super::{
     EVENTS_PER_NODE, LeaseRequest, NodeEdit, NodesEdit, REPORTS_PER_NODE, Store, StoreError,
 };
@@ -88,6 +91,9 @@ CREATE TABLE IF NOT EXISTS report_drops (
 pub struct SqliteStore {
     cache: Arc<Mutex<Cache>>,
     queue: Arc<WriteQueue>,
+    /// Where acknowledged leases go first (none for an in-memory store,
+    /// which commits them instead).
+    journal: Option<Arc<Mutex<Journal>>>,
     /// The writer thread, which also holds the exclusive lock on the state
     /// directory until it has closed the file.
     thread: Option<std::thread::JoinHandle<()>>,
@@ -267,6 +273,8 @@ enum Write {
     Lease(Lease),
     LazyLease(Lease),
     DropLease(Ipv4Addr),
+    /// A dropped lease already made durable by the journal.
+    LazyDropLease(Ipv4Addr),
     /// Appended to the timeline (lazy).
     Event(Mac, Event),
     /// Trim the MAC's timeline to the newest [`EVENTS_PER_NODE`] (lazy).
@@ -321,7 +329,11 @@ impl WriteQueue {
         }
         let lazy = matches!(
             w,
-            Write::LazyNode(_) | Write::LazyLease(_) | Write::Event(..) | Write::Trim(_)
+            Write::LazyNode(_)
+                | Write::LazyLease(_)
+                | Write::LazyDropLease(_)
+                | Write::Event(..)
+                | Write::Trim(_)
         );
         p.writes.push(w);
         if lazy {
@@ -386,18 +398,19 @@ impl SqliteStore {
         // SQLite need not lock and unlock it around every transaction.
         conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
             .map_err(open_err)?;
-        SqliteStore::start(conn, Some(lock))
+        SqliteStore::start(conn, Some(lock), Some(state_dir))
     }
 
     /// A private store in memory, for tests.
     pub async fn in_memory() -> Result<SqliteStore, StoreError> {
         let conn = Connection::open_in_memory().map_err(db("open in-memory database"))?;
-        SqliteStore::start(conn, None)
+        SqliteStore::start(conn, None, None)
     }
 
     fn start(
         conn: Connection,
         lock: Option<nix::fcntl::Flock<std::fs::File>>,
+        journal_dir: Option<&Path>,
     ) -> Result<SqliteStore, StoreError> {
         conn.execute_batch(SCHEMA).map_err(db("create schema"))?;
         // Columns added after a store was first created (CREATE TABLE IF NOT
@@ -416,6 +429,11 @@ impl SqliteStore {
                     .map_err(db("upgrade schema"))?;
             }
         }
+        // Leases the journal holds and the file may lack, before the cache
+        // is loaded from the file.
+        let journal = journal_dir
+            .map(|dir| replay_journal(&conn, dir))
+            .transpose()?;
         let mut cache = Cache::default();
         {
             let mut q = conn
@@ -435,13 +453,15 @@ impl SqliteStore {
         }
         let queue = Arc::new(WriteQueue::default());
         let writer = queue.clone();
+        let journal = journal.map(|j| Arc::new(Mutex::new(j)));
+        let sealer = journal.clone();
         // The writer is a thread of its own, not a task: SQLite calls block,
         // and one thread that commits a whole batch per wake-up costs a
         // fraction of handing every statement to a worker and back.
         let thread = std::thread::Builder::new()
             .name("rackboot-store".into())
             .spawn(move || {
-                write_loop(conn, &writer);
+                write_loop(conn, &writer, sealer.as_deref());
                 // The directory is released only once the file is closed.
                 drop(lock);
             })
@@ -452,8 +472,46 @@ impl SqliteStore {
         Ok(SqliteStore {
             cache: Arc::new(Mutex::new(cache)),
             queue,
+            journal,
             thread: Some(thread),
         })
+    }
+
+    /// Makes lease changes durable before returning: appended to the journal
+    /// (and committed to the file later, lazily), or, without a journal or
+    /// when it cannot be written, committed now.
+    async fn durable(&self, changes: &[Change]) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        if let Some(journal) = &self.journal {
+            let mut j = journal.lock().unwrap_or_else(PoisonError::into_inner);
+            // Appended and queued under one lock, so a seal never separates
+            // a journal line from its write in the queue.
+            let appended = changes.iter().try_for_each(|c| j.append(c));
+            match appended {
+                Ok(()) => {
+                    for c in changes {
+                        self.queue.push(match c {
+                            Change::Put(l) => Write::LazyLease(l.clone()),
+                            Change::Drop(ip) => Write::LazyDropLease(*ip),
+                        })?;
+                    }
+                    return Ok(());
+                }
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "store: cannot append to the lease journal; committing leases one by one instead (slower)"
+                ),
+            }
+        }
+        for c in changes {
+            self.queue.push(match c {
+                Change::Put(l) => Write::Lease(l.clone()),
+                Change::Drop(ip) => Write::DropLease(*ip),
+            })?;
+        }
+        self.flush().await
     }
 
     fn cache(&self) -> MutexGuard<'_, Cache> {
@@ -474,6 +532,36 @@ impl SqliteStore {
             .map_err(|_| StoreError::WriterGone)?
             .map_err(StoreError::Commit)
     }
+}
+
+/// Commits the lease changes the journal segments in `dir` hold, removes the
+/// segments, and starts a fresh journal.
+fn replay_journal(conn: &Connection, dir: &Path) -> Result<Journal, StoreError> {
+    let io_err = |path: PathBuf| move |source| StoreError::Io { path, source };
+    let found = journal::replay(dir).map_err(io_err(dir.to_path_buf()))?;
+    if !found.changes.is_empty() {
+        let mut b = Batch::default();
+        for c in &found.changes {
+            match c {
+                Change::Put(l) => b.leases.insert(u32::from(l.ip), Some(l.clone())),
+                Change::Drop(ip) => b.leases.insert(u32::from(*ip), None),
+            };
+        }
+        let tx = conn
+            .unchecked_transaction()
+            .map_err(db("replay the lease journal"))?;
+        save_leases(&tx, &b)?;
+        tx.commit().map_err(db("replay the lease journal"))?;
+        tracing::info!(
+            changes = found.changes.len(),
+            segments = found.segments.len(),
+            "store: replayed the lease journal"
+        );
+    }
+    for segment in &found.segments {
+        std::fs::remove_file(segment).map_err(io_err(segment.clone()))?;
+    }
+    Journal::create(dir).map_err(io_err(dir.join("leases.journal")))
 }
 
 fn lock_dir(state_dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, StoreError> {
@@ -556,10 +644,102 @@ impl Batch {
     }
 }
 
+/// Where the writer answers a caller waiting on it.
+type Answer<T> = oneshot::Sender<Result<T, String>>;
+/// A node's reports and how many the bound dropped.
+type ReportsRead = (Vec<ScriptReport>, u64);
+
+/// What one wake-up of the writer took from the queue, sorted.
+#[derive(Default)]
+struct Taken {
+    /// Writes somebody waits on: committed first, at once.
+    now: Batch,
+    flushes: Vec<Answer<()>>,
+    syncs: Vec<Answer<()>>,
+    reads: Vec<(Mac, Answer<Vec<Event>>)>,
+    report_reads: Vec<(Mac, Answer<ReportsRead>)>,
+    closed: bool,
+}
+
+impl Taken {
+    /// Sorts `writes` (in queue order) into this wake-up's batches and the
+    /// writer's `lazy` batch.
+    fn sort(&mut self, writes: Vec<Write>, lazy: &mut Batch) {
+        let now = &mut self.now;
+        for w in writes {
+            match w {
+                Write::Node(n) => {
+                    // Every record written is the whole record as it is
+                    // now: an older lazy copy must not land after it.
+                    lazy.nodes.remove(&n.mac);
+                    now.nodes.insert(n.mac, n);
+                }
+                Write::LazyNode(n) => match now.nodes.get_mut(&n.mac) {
+                    Some(newer_than) => *newer_than = n,
+                    None => {
+                        lazy.nodes.insert(n.mac, n);
+                    }
+                },
+                Write::Nodes(all) => {
+                    for n in all {
+                        lazy.nodes.remove(&n.mac);
+                        now.rekeyed.push(n.mac);
+                        now.nodes.insert(n.mac, Box::new(n));
+                    }
+                }
+                Write::DeleteNode(mac) => {
+                    // Deletes run first in the transaction: a record
+                    // written again after its delete must survive it.
+                    for b in [&mut *now, &mut *lazy] {
+                        b.nodes.remove(&mac);
+                        b.events.retain(|(m, _)| *m != mac);
+                        b.trims.retain(|m| *m != mac);
+                        b.reports.retain(|(m, _)| *m != mac);
+                    }
+                    now.deletes.push(mac);
+                }
+                Write::Lease(l) => {
+                    lazy.leases.remove(&u32::from(l.ip));
+                    now.leases.insert(u32::from(l.ip), Some(l));
+                }
+                Write::LazyLease(l) => lazy_lease(now, lazy, u32::from(l.ip), Some(l)),
+                Write::LazyDropLease(ip) => lazy_lease(now, lazy, u32::from(ip), None),
+                Write::DropLease(ip) => {
+                    lazy.leases.remove(&u32::from(ip));
+                    now.leases.insert(u32::from(ip), None);
+                }
+                Write::Event(mac, e) => lazy.events.push((mac, e)),
+                Write::Trim(mac) => lazy.trims.push(mac),
+                Write::Flush(tx) => self.flushes.push(tx),
+                Write::Sync(tx) => self.syncs.push(tx),
+                Write::Events(mac, tx) => self.reads.push((mac, tx)),
+                Write::Report(mac, r) => now.reports.push((mac, r)),
+                Write::Reports(mac, tx) => self.report_reads.push((mac, tx)),
+            }
+        }
+    }
+}
+
+/// A lease write nobody waits on: it replaces a newer-queued urgent write
+/// of the same address in place (so it still lands after it), else joins
+/// the lazy batch.
+fn lazy_lease(now: &mut Batch, lazy: &mut Batch, ip: u32, lease: Option<Lease>) {
+    match now.leases.get_mut(&ip) {
+        Some(newer_than) => *newer_than = lease,
+        None => {
+            lazy.leases.insert(ip, lease);
+        }
+    }
+}
+
 /// The writer thread: commits whatever has queued, in order, a transaction
 /// at a time, until the queue is closed. It runs a small runtime of its own
 /// only to wait for a wake-up with a timeout (the lazy writes' deadline).
-fn write_loop(mut conn: Connection, queue: &WriteQueue) {
+///
+/// With a lease journal, each commit of everything first seals the journal's
+/// segment (every change in it is then in this commit) and removes the
+/// sealed segments once the commit succeeded.
+fn write_loop(mut conn: Connection, queue: &WriteQueue, journal: Option<&Mutex<Journal>>) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -575,6 +755,11 @@ fn write_loop(mut conn: Connection, queue: &WriteQueue) {
         // Lazy writes not committed yet, and since when.
         let mut lazy = Batch::default();
         let mut lazy_since: Option<tokio::time::Instant> = None;
+        // Sealed journal segments whose changes are not committed yet.
+        let mut sealed: Vec<PathBuf> = Vec::new();
+        // Once a commit of journaled changes failed, only a replay at the
+        // next start can bring them back: keep every segment until then.
+        let mut keep_segments = false;
         loop {
             match lazy_since {
                 None => queue.wake.notified().await,
@@ -583,78 +768,35 @@ fn write_loop(mut conn: Connection, queue: &WriteQueue) {
                         tokio::time::timeout_at(since + LAZY_DELAY, queue.wake.notified()).await;
                 }
             }
+            let mut t = Taken::default();
             let (writes, closed) = queue.take();
-            let mut now = Batch::default();
-            let (mut flushes, mut syncs, mut reads) = (Vec::new(), Vec::new(), Vec::new());
-            let mut report_reads = Vec::new();
-            for w in writes {
-                match w {
-                    Write::Node(n) => {
-                        // Every record written is the whole record as it is
-                        // now: an older lazy copy must not land after it.
-                        lazy.nodes.remove(&n.mac);
-                        now.nodes.insert(n.mac, n);
-                    }
-                    Write::LazyNode(n) => match now.nodes.get_mut(&n.mac) {
-                        Some(newer_than) => *newer_than = n,
-                        None => {
-                            lazy.nodes.insert(n.mac, n);
-                        }
-                    },
-                    Write::Nodes(all) => {
-                        for n in all {
-                            lazy.nodes.remove(&n.mac);
-                            now.rekeyed.push(n.mac);
-                            now.nodes.insert(n.mac, Box::new(n));
-                        }
-                    }
-                    Write::DeleteNode(mac) => {
-                        // Deletes run first in the transaction: a record
-                        // written again after its delete must survive it.
-                        for b in [&mut now, &mut lazy] {
-                            b.nodes.remove(&mac);
-                            b.events.retain(|(m, _)| *m != mac);
-                            b.trims.retain(|m| *m != mac);
-                            b.reports.retain(|(m, _)| *m != mac);
-                        }
-                        now.deletes.push(mac);
-                    }
-                    Write::Lease(l) => {
-                        lazy.leases.remove(&u32::from(l.ip));
-                        now.leases.insert(u32::from(l.ip), Some(l));
-                    }
-                    Write::LazyLease(l) => {
-                        let ip = u32::from(l.ip);
-                        match now.leases.get_mut(&ip) {
-                            Some(newer_than) => *newer_than = Some(l),
-                            None => {
-                                lazy.leases.insert(ip, Some(l));
-                            }
-                        }
-                    }
-                    Write::DropLease(ip) => {
-                        lazy.leases.remove(&u32::from(ip));
-                        now.leases.insert(u32::from(ip), None);
-                    }
-                    Write::Event(mac, e) => lazy.events.push((mac, e)),
-                    Write::Trim(mac) => lazy.trims.push(mac),
-                    Write::Flush(tx) => flushes.push(tx),
-                    Write::Sync(tx) => syncs.push(tx),
-                    Write::Events(mac, tx) => reads.push((mac, tx)),
-                    Write::Report(mac, r) => now.reports.push((mac, r)),
-                    Write::Reports(mac, tx) => report_reads.push((mac, tx)),
-                }
-            }
+            t.closed = closed;
+            t.sort(writes, &mut lazy);
             let due = lazy_since.is_some_and(|t| t.elapsed() >= LAZY_DELAY);
-            let everything = closed
-                || !syncs.is_empty()
-                || !reads.is_empty()
-                || !report_reads.is_empty()
+            let everything = t.closed
+                || !t.syncs.is_empty()
+                || !t.reads.is_empty()
+                || !t.report_reads.is_empty()
                 || due
                 || lazy.len() >= LAZY_MAX;
+            if everything && let Some(journal) = journal {
+                let mut j = journal.lock().unwrap_or_else(PoisonError::into_inner);
+                // Under the journal's lock nothing more is appended: what
+                // the segment holds is now all in this wake-up's batches.
+                let (more, closed) = queue.take();
+                t.closed |= closed;
+                t.sort(more, &mut lazy);
+                match j.seal() {
+                    Ok(segment) => sealed.extend(segment),
+                    Err(e) => {
+                        tracing::error!(error = %e, "store: cannot seal the lease journal; its segments are kept for replay at the next start");
+                        keep_segments = true;
+                    }
+                }
+            }
             // What somebody waits on goes first, in one transaction.
-            let result = commit_logged(&mut conn, &now);
-            for tx in flushes {
+            let result = commit_logged(&mut conn, &t.now);
+            for tx in t.flushes {
                 let _ = tx.send(result.clone());
             }
             let mut synced = result;
@@ -670,19 +812,32 @@ fn write_loop(mut conn: Connection, queue: &WriteQueue) {
                     std::thread::yield_now();
                 }
                 lazy_since = None;
+                if synced.is_err() && !sealed.is_empty() {
+                    keep_segments = true;
+                }
+                if !keep_segments {
+                    for segment in sealed.drain(..) {
+                        if let Err(e) = std::fs::remove_file(&segment) {
+                            // Replayed alone it would bring back stale leases;
+                            // replayed with every later segment it is harmless.
+                            tracing::error!(path = %segment.display(), error = %e, "store: cannot remove a committed lease journal segment; keeping every later one for replay at the next start");
+                            keep_segments = true;
+                        }
+                    }
+                }
             } else if !lazy.is_empty() && lazy_since.is_none() {
                 lazy_since = Some(tokio::time::Instant::now());
             }
-            for tx in syncs {
+            for tx in t.syncs {
                 let _ = tx.send(synced.clone());
             }
-            for (mac, tx) in reads {
+            for (mac, tx) in t.reads {
                 let _ = tx.send(read_events(&conn, mac).map_err(|e| e.to_string()));
             }
-            for (mac, tx) in report_reads {
+            for (mac, tx) in t.report_reads {
                 let _ = tx.send(read_reports(&conn, mac).map_err(|e| e.to_string()));
             }
-            if closed {
+            if t.closed {
                 return;
             }
         }
@@ -773,31 +928,7 @@ fn commit(conn: &mut Connection, b: &Batch) -> Result<(), StoreError> {
                 ])
                 .map_err(db("save nodes"))?;
         }
-        let mut drop_lease = tx
-            .prepare_cached("DELETE FROM leases WHERE ip = ?1")
-            .map_err(db("drop leases"))?;
-        let mut put_lease = tx
-            .prepare_cached(
-                "INSERT INTO leases (ip, mac, state, expires) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT(ip) DO UPDATE SET mac = excluded.mac, state = excluded.state, \
-                 expires = excluded.expires",
-            )
-            .map_err(db("save leases"))?;
-        for (ip, lease) in &b.leases {
-            match lease {
-                None => drop_lease
-                    .execute([i64::from(*ip)])
-                    .map_err(db("drop leases"))?,
-                Some(l) => put_lease
-                    .execute(params![
-                        ip_col(l.ip),
-                        l.mac.map(|m| m.to_string()),
-                        l.state.as_str(),
-                        l.expires.millis()
-                    ])
-                    .map_err(db("save leases"))?,
-            };
-        }
+        save_leases(&tx, b)?;
         let mut add_event = tx
             .prepare_cached("INSERT INTO events (mac, at, kind, detail) VALUES (?1, ?2, ?3, ?4)")
             .map_err(db("save events"))?;
@@ -864,6 +995,36 @@ fn commit(conn: &mut Connection, b: &Batch) -> Result<(), StoreError> {
         }
     }
     tx.commit().map_err(db("commit"))
+}
+
+/// Writes (or deletes) the batch's leases inside the caller's transaction.
+fn save_leases(tx: &Connection, b: &Batch) -> Result<(), StoreError> {
+    let mut drop_lease = tx
+        .prepare_cached("DELETE FROM leases WHERE ip = ?1")
+        .map_err(db("drop leases"))?;
+    let mut put_lease = tx
+        .prepare_cached(
+            "INSERT INTO leases (ip, mac, state, expires) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT(ip) DO UPDATE SET mac = excluded.mac, state = excluded.state, \
+             expires = excluded.expires",
+        )
+        .map_err(db("save leases"))?;
+    for (ip, lease) in &b.leases {
+        match lease {
+            None => drop_lease
+                .execute([i64::from(*ip)])
+                .map_err(db("drop leases"))?,
+            Some(l) => put_lease
+                .execute(params![
+                    ip_col(l.ip),
+                    l.mac.map(|m| m.to_string()),
+                    l.state.as_str(),
+                    l.expires.millis()
+                ])
+                .map_err(db("save leases"))?,
+        };
+    }
+    Ok(())
 }
 
 fn read_events(conn: &Connection, mac: Mac) -> Result<Vec<Event>, StoreError> {
@@ -1309,16 +1470,17 @@ impl Store for SqliteStore {
             c.put_lease(lease.clone());
             (lease, dropped)
         };
-        if let Some(old) = dropped {
-            self.queue(Write::DropLease(old)).await?;
-        }
         if lease.state == LeaseState::Bound {
             // An ACK promises the address: it must survive a crash before it is sent.
-            self.queue(Write::Lease(lease.clone())).await?;
-            self.flush().await?;
+            let mut changes: Vec<Change> = dropped.map(Change::Drop).into_iter().collect();
+            changes.push(Change::Put(lease.clone()));
+            self.durable(&changes).await?;
         } else {
             // An offer promises nothing (RFC 2131 §4.3.1: the server need not
             // keep it); losing one in a crash costs the client a new DISCOVER.
+            if let Some(old) = dropped {
+                self.queue(Write::LazyDropLease(old)).await?;
+            }
             self.queue(Write::LazyLease(lease.clone())).await?;
         }
         Ok(Some(lease))
@@ -1334,8 +1496,7 @@ impl Store for SqliteStore {
             holds && c.drop_lease(u32::from(ip)).is_some()
         };
         if released {
-            self.queue(Write::DropLease(ip)).await?;
-            self.flush().await?;
+            self.durable(&[Change::Drop(ip)]).await?;
         }
         Ok(released)
     }
@@ -1348,8 +1509,7 @@ impl Store for SqliteStore {
             expires: until,
         };
         self.cache().put_lease(lease.clone());
-        self.queue(Write::Lease(lease)).await?;
-        self.flush().await
+        self.durable(&[Change::Put(lease)]).await
     }
 
     async fn host_addr(
@@ -1777,6 +1937,97 @@ mod tests {
             "10.0.0.10"
         );
         assert_eq!(s.events(mac(1)).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_acknowledged_lease_is_in_the_journal_before_allocate_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = dir.path().join("leases.journal");
+        {
+            let s = SqliteStore::open(dir.path()).await.unwrap();
+            let n = Node::discovered(mac(1), "discovery", "t".into(), Timestamp(0));
+            s.create_node_if_absent(n).await.unwrap();
+            let offered = LeaseRequest {
+                state: LeaseState::Offered,
+                ..req(mac(1), 0)
+            };
+            s.allocate(&offered).await.unwrap().unwrap();
+            assert_eq!(
+                std::fs::read_to_string(&journal).unwrap(),
+                "",
+                "an offer promises nothing and is not journaled"
+            );
+            s.allocate(&req(mac(1), 0)).await.unwrap().unwrap();
+            // No commit has run yet (lazy writes wait up to a second): the
+            // journal alone holds the ACK.
+            assert_eq!(
+                std::fs::read_to_string(&journal).unwrap(),
+                "put 10.0.0.10 52:54:00:00:00:01 bound 3600000\n"
+            );
+            assert!(
+                s.release(mac(1), "10.0.0.10".parse().unwrap())
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                std::fs::read_to_string(&journal)
+                    .unwrap()
+                    .ends_with("drop 10.0.0.10\n")
+            );
+            // A sync commits everything: the journal starts over.
+            s.sync().await.unwrap();
+            assert_eq!(std::fs::read_to_string(&journal).unwrap(), "");
+        }
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("leases.journal."))
+            .collect();
+        assert!(names.is_empty(), "sealed segments left: {names:?}");
+    }
+
+    #[tokio::test]
+    async fn leases_only_the_journal_holds_are_replayed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SqliteStore::open(dir.path()).await.unwrap();
+            let n = Node::discovered(mac(1), "discovery", "t".into(), Timestamp(0));
+            s.create_node_if_absent(n).await.unwrap();
+            s.allocate(&req(mac(1), 0)).await.unwrap().unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // What a process killed right after two ACKs and a release leaves:
+        // a sealed segment it had not committed, and the current one with a
+        // line it was still writing.
+        std::fs::write(
+            dir.path().join("leases.journal.0"),
+            "put 10.0.0.11 52:54:00:00:00:02 bound 3600000\n\
+             put 10.0.0.12 52:54:00:00:00:03 bound 3600000\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("leases.journal"),
+            "drop 10.0.0.10\nput 10.0.0.10 52:54:00:00:00:04 bou",
+        )
+        .unwrap();
+        let s = SqliteStore::open(dir.path()).await.unwrap();
+        let holder = |ip: &str| {
+            let s = &s;
+            let ip = ip.parse().unwrap();
+            async move { s.lease_at(ip).await.unwrap().and_then(|l| l.mac) }
+        };
+        assert_eq!(
+            holder("10.0.0.10").await,
+            None,
+            "released, then a torn line"
+        );
+        assert_eq!(holder("10.0.0.11").await, Some(mac(2)));
+        assert_eq!(holder("10.0.0.12").await, Some(mac(3)));
+        assert!(!dir.path().join("leases.journal.0").exists());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("leases.journal")).unwrap(),
+            ""
+        );
     }
 
     #[tokio::test]
