@@ -145,12 +145,19 @@ pub fn bind_proxy(interface: &str, broadcast_only: bool) -> io::Result<std::net:
     Ok(s.into())
 }
 
-/// Requests handled at once; beyond this the socket buffer queues them. A
-/// storm costs queueing, never unbounded memory.
+/// Requests whose answer waits on the store, handled at once; beyond this the
+/// socket buffer queues them. A storm costs queueing, never unbounded memory.
 const IN_FLIGHT: usize = 512;
 
-/// Serves until `cancel` fires. Packets are handled concurrently, so a slow
-/// store write for one client does not hold up the others.
+/// Serves until `cancel` fires.
+///
+/// A request is answered in the receive loop when its answer needs nothing
+/// that waits (the usual case: the store answers from memory and makes leases
+/// durable with one append), so replies leave at the pace requests are
+/// handled, one by one, as from a single-threaded server: a burst of replies
+/// after a pause would overflow a client's (or relay's) receive buffer. A
+/// request that has to wait (a store commit) continues as a task of its own,
+/// so it never holds up the others.
 pub async fn serve(
     socket: UdpSocket,
     ctx: Arc<DhcpContext>,
@@ -165,18 +172,30 @@ pub async fn serve(
             r = socket.recv_from(&mut buf) => r?,
         };
         let received = Instant::now();
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return Ok(());
-        };
         let packet = buf[..len].to_vec();
-        let (ctx, socket) = (ctx.clone(), socket.clone());
-        tokio::spawn(async move {
-            if let Some((reply, dest)) = handle(&ctx, &packet, peer).await {
-                ctx.metrics.dhcp_decided(received.elapsed());
-                send(&socket, &reply, dest).await;
+        let c = ctx.clone();
+        let mut answer = Box::pin(async move { handle(&c, &packet, peer).await });
+        let reply = match futures_lite::future::poll_once(&mut answer).await {
+            Some(reply) => reply,
+            None => {
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return Ok(());
+                };
+                let (ctx, socket) = (ctx.clone(), socket.clone());
+                tokio::spawn(async move {
+                    if let Some((reply, dest)) = answer.await {
+                        ctx.metrics.dhcp_decided(received.elapsed());
+                        send(&socket, &reply, dest).await;
+                    }
+                    drop(slot);
+                });
+                continue;
             }
-            drop(slot);
-        });
+        };
+        if let Some((reply, dest)) = reply {
+            ctx.metrics.dhcp_decided(received.elapsed());
+            send(&socket, &reply, dest).await;
+        }
     }
 }
 
