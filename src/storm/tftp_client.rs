@@ -393,7 +393,7 @@ mod tests {
         assert_eq!(to, SERVER.parse().unwrap());
         assert_eq!(
             p,
-            b"\0\x01undionly.kpxe\0octet\0blksize\01000\0tsize\00\0windowsize\02\0".to_vec()
+            b"\x00\x01undionly.kpxe\x00octet\x00blksize\x001000\x00tsize\x000\x00windowsize\x002\x00".to_vec()
         );
     }
 
