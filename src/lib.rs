@@ -18,6 +18,8 @@
 //! - [`assets`]: importing kernels and initrds into the assets directory by
 //!   sha256, after checking the kernel's architecture from its header, and
 //!   naming them in a bootenv file only once the result is known to load.
+//! - [`storm`]: `rackboot storm`, a synthetic fleet booting against a PXE
+//!   server (its own DHCP, TFTP and HTTP clients; none of the server code).
 //! - [`cli`]: the `rackboot` command.
 
 pub mod assets;
@@ -34,5 +36,6 @@ pub mod nodes;
 pub mod reload;
 pub mod service;
 pub mod store;
+pub mod storm;
 pub mod sweep;
 pub mod tftp;

@@ -6,6 +6,7 @@ mod client;
 mod explain;
 mod node;
 mod serve;
+mod storm;
 
 use std::path::PathBuf;
 
@@ -79,6 +80,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A synthetic fleet booting against a PXE server: DHCP, TFTP, iPXE,
+    /// HTTP, reports; ends with per-phase latency percentiles, throughput
+    /// and every failure. Exit 0: all nodes booted; 4: some failed; 1: could not start.
+    Storm(storm::StormArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -145,6 +150,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             mac,
             json,
         } => explain::events(&client::Client::new(&connection)?, &mac, json),
+        Command::Storm(args) => storm::storm(args),
     }
 }
 
