@@ -208,8 +208,12 @@ pub async fn asset(
     Ok(match finishes_boot {
         Some(mac) if resp.status() == StatusCode::OK => {
             let ctx = ctx.clone();
+            let length = resp
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok());
             resp.map(move |body| {
-                Body::new(OnEnd::new(body, move || {
+                Body::new(OnEnd::new(body, length, move || {
                     if ctx.admission().release(mac) {
                         tracing::debug!(%mac, "last boot asset sent: boot slot free");
                     }

@@ -23,18 +23,33 @@ use http_body::{Body, Frame, SizeHint};
 /// per connection (1000 concurrent downloads: 256 MiB).
 pub const READ_CHUNK: usize = 256 * 1024;
 
-/// A body that calls `on_end` once `inner` has yielded its last frame (not
+/// A body that calls `on_end` once `inner` has yielded its last byte (not
 /// when it is dropped early: a download cut short did not finish).
+///
+/// "Last" is whichever comes first: `length` bytes (the response's
+/// Content-Length; else the body's exact size, if it knows it), the body
+/// saying it is at its end, or its end of stream. hyper stops polling a
+/// body once it has written Content-Length bytes or the body says it is at
+/// its end, so waiting for the end of stream alone would never fire.
 pub struct OnEnd<B, F: FnOnce()> {
     inner: B,
+    /// Bytes still to come, when the size is known.
+    remaining: Option<u64>,
     on_end: Option<F>,
 }
 
-impl<B, F: FnOnce()> OnEnd<B, F> {
-    pub fn new(inner: B, on_end: F) -> Self {
+impl<B: Body, F: FnOnce()> OnEnd<B, F> {
+    pub fn new(inner: B, length: Option<u64>, on_end: F) -> Self {
         OnEnd {
+            remaining: length.or(inner.size_hint().exact()),
             inner,
             on_end: Some(on_end),
+        }
+    }
+
+    fn end(&mut self) {
+        if let Some(f) = self.on_end.take() {
+            f();
         }
     }
 }
@@ -52,10 +67,18 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            if let Some(f) = self.on_end.take() {
-                f();
+        match &polled {
+            Poll::Ready(None) => self.end(),
+            Poll::Ready(Some(Ok(frame))) => {
+                let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+                if let Some(r) = self.remaining.as_mut() {
+                    *r = r.saturating_sub(n);
+                }
+                if self.remaining == Some(0) || self.inner.is_end_stream() {
+                    self.end();
+                }
             }
+            _ => {}
         }
         polled
     }
@@ -81,7 +104,7 @@ mod tests {
     async fn on_end_runs_once_after_the_last_byte_and_not_when_cut_short() {
         let ended = Arc::new(AtomicUsize::new(0));
         let e = ended.clone();
-        let body = OnEnd::new(axum::body::Body::from("0123456789"), move || {
+        let body = OnEnd::new(axum::body::Body::from("0123456789"), None, move || {
             e.fetch_add(1, Ordering::SeqCst);
         });
         assert_eq!(body.size_hint().exact(), Some(10));
@@ -90,10 +113,23 @@ mod tests {
         assert_eq!(ended.load(Ordering::SeqCst), 1);
 
         let e = ended.clone();
-        let body = OnEnd::new(axum::body::Body::from("abc"), move || {
+        let body = OnEnd::new(axum::body::Body::from("abc"), None, move || {
             e.fetch_add(1, Ordering::SeqCst);
         });
         drop(body);
         assert_eq!(ended.load(Ordering::SeqCst), 1, "dropped unread: not ended");
+
+        // As hyper reads: one frame, then it stops because Content-Length
+        // bytes are out (a file body does not know its own size).
+        let e = ended.clone();
+        let stream = futures_lite::stream::iter([Ok::<_, std::io::Error>(Bytes::from("xyz"))]);
+        let mut body = OnEnd::new(axum::body::Body::from_stream(stream), Some(3), move || {
+            e.fetch_add(1, Ordering::SeqCst);
+        });
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.data_ref().map(|d| d.len()), Some(3));
+        assert_eq!(ended.load(Ordering::SeqCst), 2, "ended at its last byte");
+        assert!(body.frame().await.is_none());
+        assert_eq!(ended.load(Ordering::SeqCst), 2, "and only once");
     }
 }
