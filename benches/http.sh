@@ -26,9 +26,9 @@
 #   --rounds N  repeat both loads N times (default 3).
 # Environment: TMPDIR (where files and logs go), KEEP_TMP=1 keeps that dir,
 # RACKBOOT_BIN=path measures that binary instead (e.g. an older build),
-# NGINX_EXTRA='directives;' adds to nginx's http block (e.g. 'sendfile off;'
-# replaces... no: nginx refuses a duplicate; see NGINX_SENDFILE).
-# NGINX_SENDFILE=off turns nginx's sendfile off (on by default).
+# NGINX_EXTRA='directive ...;' adds to nginx's http block (a directive the
+# config already sets is refused by nginx), NGINX_SENDFILE=off turns nginx's
+# sendfile off (on by default).
 # Otherwise rackboot is built with cargo build --release unless target/release/rackboot
 # is newer than every source file; the run uses a copy of it.
 #
