@@ -65,6 +65,29 @@ mod raw {
         pub lifecycle: Lifecycle,
         #[serde(default)]
         pub api: Api,
+        #[serde(default)]
+        pub admission: Admission,
+    }
+
+    /// Durations as humantime text, like `[lifecycle]`.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Admission {
+        #[serde(default)]
+        pub max_booting: u32,
+        #[serde(default = "slot_timeout")]
+        pub slot_timeout: String,
+    }
+    impl Default for Admission {
+        fn default() -> Self {
+            Admission {
+                max_booting: 0,
+                slot_timeout: slot_timeout(),
+            }
+        }
+    }
+    fn slot_timeout() -> String {
+        "5m".into()
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -154,6 +177,8 @@ mod raw {
         pub mode: super::SubnetMode,
         #[serde(default)]
         pub unknown_clients: super::UnknownClients,
+        /// Overrides `admission.max_booting` for this subnet.
+        pub max_booting: Option<u32>,
     }
     fn default_lease() -> u32 {
         3600
@@ -330,6 +355,19 @@ pub struct Config {
     pub dns: Option<DnsConfig>,
     pub lifecycle: crate::boot::Timeouts,
     pub api: ApiConfig,
+    pub admission: AdmissionConfig,
+}
+
+/// `[admission]` with the per-subnet `max_booting` overrides: how many
+/// nodes of one subnet may be fetching their kernel and initrds at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdmissionConfig {
+    /// Every `[[dhcp.subnet]]` with its limit (its own, else the default); 0 = no limit.
+    pub subnets: Vec<(Ipv4Net, u32)>,
+    /// For clients in no configured subnet (and the subnets' default); 0 = no limit.
+    pub max_booting: u32,
+    /// How long a node holds its slot without finishing its last initrd.
+    pub slot_timeout: std::time::Duration,
 }
 
 /// `[assets]`: where kernels dropped for import arrive.
@@ -507,6 +545,7 @@ impl Config {
             ));
         }
         let mut subnets = Vec::with_capacity(d.subnet.len());
+        let mut admission_subnets = Vec::with_capacity(d.subnet.len());
         for (i, sn) in d.subnet.iter().enumerate() {
             let key = |k: &str| format!("dhcp.subnet[{i}].{k}");
             let cidr = sn.cidr.trunc();
@@ -589,6 +628,7 @@ impl Config {
                     format!("{lease_seconds} is too short: use at least 60"),
                 ));
             }
+            admission_subnets.push((cidr, sn.max_booting.unwrap_or(raw.admission.max_booting)));
             subnets.push(SubnetConfig {
                 cidr,
                 ranges,
@@ -668,6 +708,11 @@ impl Config {
                 &raw.lifecycle.heartbeat_timeout,
             )?,
         };
+        let admission = AdmissionConfig {
+            subnets: admission_subnets,
+            max_booting: raw.admission.max_booting,
+            slot_timeout: duration("admission.slot_timeout", &raw.admission.slot_timeout)?,
+        };
         let a = &raw.api;
         let tls = match (&a.tls_cert, &a.tls_key, a.tls_port) {
             (None, None, None) => None,
@@ -745,6 +790,7 @@ impl Config {
                 tokens_file: raw.api.tokens_file.as_deref().map(resolve),
                 tls,
             },
+            admission,
         })
     }
 }
@@ -920,6 +966,35 @@ ranges = [["10.0.0.100", "10.0.0.200"]]
         assert_eq!(cfg.tftp, None);
         assert!(cfg.dns.is_none());
         assert_eq!(cfg.http, Some(80));
+    }
+
+    #[test]
+    fn admission_is_off_by_default_and_a_subnet_overrides_it() {
+        let cfg = Config::parse(Path::new("r.toml"), MINIMAL).unwrap();
+        assert_eq!(cfg.admission.max_booting, 0);
+        assert_eq!(cfg.admission.slot_timeout.as_secs(), 300);
+        assert_eq!(
+            cfg.admission.subnets,
+            vec![("10.0.0.0/24".parse().unwrap(), 0)]
+        );
+        let text = format!(
+            "{MINIMAL}max_booting = 8\n[[dhcp.subnet]]\ncidr = \"10.1.0.0/24\"\n[admission]\nmax_booting = 32\nslot_timeout = \"90s\"\n"
+        );
+        let cfg = Config::parse(Path::new("r.toml"), &text).unwrap();
+        assert_eq!(cfg.admission.max_booting, 32);
+        assert_eq!(cfg.admission.slot_timeout.as_secs(), 90);
+        assert_eq!(
+            cfg.admission.subnets,
+            vec![
+                ("10.0.0.0/24".parse().unwrap(), 8),
+                ("10.1.0.0/24".parse().unwrap(), 32)
+            ]
+        );
+        let text = format!("{MINIMAL}[admission]\nslot_timeout = \"soon\"\n");
+        let msg = Config::parse(Path::new("r.toml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("admission.slot_timeout"), "{msg}");
     }
 
     #[test]

@@ -262,6 +262,8 @@ pub struct Metrics {
     asset_fetches: Family<FetchLabels, Counter>,
     asset_fetched_bytes: Counter,
     asset_drops: Family<DropLabels, Counter>,
+    boot_waits: Family<SubnetLabels, Counter>,
+    boots_in_flight: Family<SubnetLabels, Gauge>,
 }
 
 label_value! {
@@ -330,6 +332,8 @@ impl Metrics {
         let asset_fetches = Family::<FetchLabels, Counter>::default();
         let asset_fetched_bytes = Counter::default();
         let asset_drops = Family::<DropLabels, Counter>::default();
+        let boot_waits = Family::<SubnetLabels, Counter>::default();
+        let boots_in_flight = Family::<SubnetLabels, Gauge>::default();
 
         registry.register(
             "dhcp_received",
@@ -409,6 +413,16 @@ impl Metrics {
             "Kernels dropped into assets.drop_dir, by outcome",
             asset_drops.clone(),
         );
+        registry.register(
+            "http_boot_waits",
+            "Boot scripts that told a node to wait for a boot slot ([admission] max_booting), by subnet",
+            boot_waits.clone(),
+        );
+        registry.register(
+            "boots_in_flight",
+            "Nodes holding a boot slot (fetching kernel and initrds) under an [admission] limit, by subnet",
+            boots_in_flight.clone(),
+        );
 
         // Every series from start-up on, at 0, so that rate() sees the first event.
         for &t in DhcpType::ALL {
@@ -473,6 +487,8 @@ impl Metrics {
             asset_fetches,
             asset_fetched_bytes,
             asset_drops,
+            boot_waits,
+            boots_in_flight,
         }
     }
 
@@ -529,6 +545,26 @@ impl Metrics {
 
     pub fn tftp_sent_bytes(&self, n: u64) {
         self.tftp_sent_bytes.inc_by(n);
+    }
+
+    /// A node was told to wait for a boot slot on `subnet` (a CIDR, or `other`).
+    pub fn boot_waited(&self, subnet: &str) {
+        self.boot_waits
+            .get_or_create(&SubnetLabels {
+                subnet: subnet.to_string(),
+            })
+            .inc();
+    }
+
+    /// Slots in use per subnet, set at scrape time from the admission state.
+    pub fn update_boots_in_flight(&self, pools: &[(String, u32)]) {
+        for (subnet, n) in pools {
+            self.boots_in_flight
+                .get_or_create(&SubnetLabels {
+                    subnet: subnet.clone(),
+                })
+                .set(i64::from(*n));
+        }
     }
 
     pub fn http_request(&self, route: HttpRoute, status: u16) {

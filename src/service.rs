@@ -9,7 +9,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::boot::{Catalog, CatalogCell, CatalogError, Urls};
+use crate::boot::{Admission, Catalog, CatalogCell, CatalogError, Limits, Urls};
 use crate::config::{Config, SubnetMode};
 use crate::dhcp::{self, DhcpContext, lease::Pool, reply::ServerParams};
 use crate::dns::{self, NameSource, Zone};
@@ -366,6 +366,12 @@ pub async fn run(
             &cfg.assets_dir,
             metrics.clone(),
         )?),
+        scripts: http::ScriptCache::new(),
+        admission: std::sync::Mutex::new(Admission::new(Limits {
+            subnets: cfg.admission.subnets.clone(),
+            other: cfg.admission.max_booting,
+            slot_timeout: cfg.admission.slot_timeout,
+        })),
     });
 
     if let Some(port) = cfg.http {

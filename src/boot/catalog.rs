@@ -887,31 +887,44 @@ impl Rejection {
 /// latest reload was refused, if it was.
 #[derive(Debug)]
 pub struct CatalogCell {
-    current: std::sync::RwLock<std::sync::Arc<Catalog>>,
+    /// The catalog and its generation, swapped together.
+    current: std::sync::RwLock<(std::sync::Arc<Catalog>, u64)>,
     rejected: std::sync::Mutex<Option<Rejection>>,
 }
 
 impl CatalogCell {
     pub fn new(catalog: Catalog) -> CatalogCell {
         CatalogCell {
-            current: std::sync::RwLock::new(std::sync::Arc::new(catalog)),
+            current: std::sync::RwLock::new((std::sync::Arc::new(catalog), 0)),
             rejected: std::sync::Mutex::new(None),
         }
     }
 
     pub fn current(&self) -> std::sync::Arc<Catalog> {
-        self.current
+        self.snapshot().0
+    }
+
+    /// The catalog in force and its generation, which every [`Self::replace`]
+    /// bumps: whatever was rendered from an older generation (a cached boot
+    /// script) is stale.
+    pub fn snapshot(&self) -> (std::sync::Arc<Catalog>, u64) {
+        let g = self
+            .current
             .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (g.0.clone(), g.1)
     }
 
     /// Puts `catalog` in force; the files on disk are good again.
     pub fn replace(&self, catalog: Catalog) {
-        *self
-            .current
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = std::sync::Arc::new(catalog);
+        {
+            let mut g = self
+                .current
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let generation = g.1 + 1;
+            *g = (std::sync::Arc::new(catalog), generation);
+        }
         self.set_rejected(None);
     }
 

@@ -3,6 +3,7 @@
 //! Pure functions over plain data: no sockets, no store, no clock. The
 //! protocol modules ask; this module answers.
 
+pub mod admission;
 pub mod assign;
 pub mod bootenv;
 pub mod catalog;
@@ -13,6 +14,7 @@ pub mod explain;
 pub mod lifecycle;
 pub mod script;
 
+pub use admission::{Admission, Limits, Verdict};
 pub use bootenv::{ArchBoot, AssetRole, Bootenv, LocalMethod};
 pub use catalog::{Catalog, CatalogCell, CatalogError, Rejection, TemplateContext};
 pub use decide::{Decision, Urls, decide, decide_for_node};
@@ -20,4 +22,4 @@ pub use diagnose::{HEARTBEAT_MIN, Stall, Timeouts, diagnose, stall_deadline};
 pub use edit::{FieldError, NodeInput, NodePatch, ValidPatch};
 pub use explain::{ExplainContext, Explanation, bootenv_reason, explain};
 pub use lifecycle::{BootenvChange, Choice, Effective, Progress, effective_bootenv, next_state};
-pub use script::{RenderedScript, ScriptError, render_ipxe};
+pub use script::{RenderedScript, ScriptError, WaitReason, render_ipxe, render_wait};

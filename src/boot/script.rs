@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use super::bootenv::ArchBoot;
 use super::catalog::{Catalog, RenderError, TemplateContext};
-use crate::model::{BootArch, Node};
+use crate::model::{BootArch, Mac, Node};
 
 /// Why no script can be rendered for a node.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +33,10 @@ pub struct RenderedScript {
     pub bootenv: String,
     /// `None` for a local boot.
     pub kernel: Option<String>,
+    /// The asset the script fetches last (its last initrd, else its
+    /// kernel): once that has gone out in full, the node's boot slot is free
+    /// again ([`super::admission`]). `None` for a local boot.
+    pub last_fetch: Option<String>,
 }
 
 /// The iPXE script that boots `node` on `arch` into `bootenv`.
@@ -69,6 +73,7 @@ pub fn render_ipxe(
                 text: s,
                 bootenv: bootenv.to_string(),
                 kernel: None,
+                last_fetch: None,
             })
         }
         ArchBoot::Kernel {
@@ -95,34 +100,98 @@ pub fn render_ipxe(
             }
             let asset = |p: &str| format!("{server_url}/assets/{p}?mac={mac}");
             // A busy server must slow a boot down, not fail it: retry the
-            // whole fetch after a pause instead of dropping to a shell.
+            // whole fetch after a pause instead of dropping to a shell,
+            // pausing longer each time (a rack retrying together must not
+            // hammer a struggling server in lockstep: the pauses carry a
+            // per-MAC jitter). iPXE has no arithmetic, so each pause is a
+            // label and `rb_retry` names the next one.
+            let delays = retry_delays(node.mac);
+            let _ = writeln!(s, "set rb_retry retry1");
             let _ = writeln!(s, ":fetch");
             let _ = writeln!(
                 s,
-                "kernel --name kernel {}{kernel_args} || goto retry",
+                "kernel --name kernel {}{kernel_args} || goto ${{rb_retry}}",
                 asset(kernel)
             );
             for (i, initrd) in initrds.iter().enumerate() {
                 let _ = writeln!(
                     s,
-                    "initrd --name {} {} || goto retry",
+                    "initrd --name {} {} || goto ${{rb_retry}}",
                     names[i],
                     asset(initrd)
                 );
             }
-            let _ = writeln!(s, "boot || goto retry");
-            let _ = writeln!(s, ":retry");
-            let _ = writeln!(s, "echo rackboot: fetch failed, retrying in 5 seconds");
-            let _ = writeln!(s, "imgfree");
-            let _ = writeln!(s, "sleep 5");
-            let _ = writeln!(s, "goto fetch");
+            let _ = writeln!(s, "boot || goto ${{rb_retry}}");
+            for (i, d) in delays.iter().enumerate() {
+                let n = i + 1;
+                let next = (n + 1).min(delays.len());
+                let _ = writeln!(s, ":retry{n}");
+                let _ = writeln!(s, "set rb_retry retry{next}");
+                let _ = writeln!(s, "imgfree");
+                let _ = writeln!(s, "echo rackboot: fetch failed, retrying in {d} seconds");
+                let _ = writeln!(s, "sleep {d}");
+                let _ = writeln!(s, "goto fetch");
+            }
             Ok(RenderedScript {
                 text: s,
                 bootenv: bootenv.to_string(),
                 kernel: Some(kernel.clone()),
+                last_fetch: Some(initrds.last().unwrap_or(kernel).clone()),
             })
         }
     }
+}
+
+/// The pauses of a boot script's fetch retries, in seconds: backing off
+/// from about 2 s to about 10 s (then that, again and again), with the
+/// node's own jitter ([`super::admission::delay`]).
+fn retry_delays(mac: Mac) -> [u32; 4] {
+    [2, 3, 4, 5].map(|attempt| super::admission::delay(mac, attempt))
+}
+
+/// Why a node is told to wait instead of booting, for its console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitReason {
+    /// Nodes of its subnet fetching their kernel and initrds, and the limit.
+    pub booting: u32,
+    pub limit: u32,
+    /// How many times in a row it was told to wait, this one included.
+    pub attempt: u32,
+    pub delay_secs: u32,
+}
+
+/// The iPXE script that makes a node wait for a boot slot: sleep, then
+/// fetch its boot script (`script_url`) again, replacing this one (iPXE
+/// would otherwise nest one script per attempt). If that fetch fails (the
+/// server restarting), it keeps trying instead of dropping to a shell.
+pub fn render_wait(mac: Mac, script_url: &str, why: WaitReason) -> String {
+    let WaitReason {
+        booting,
+        limit,
+        attempt,
+        delay_secs,
+    } = why;
+    let mut s = String::with_capacity(384);
+    let _ = writeln!(s, "#!ipxe");
+    let _ = writeln!(
+        s,
+        "# rackboot: node {mac} waits for a boot slot, attempt {attempt}"
+    );
+    let _ = writeln!(
+        s,
+        "echo rackboot: {booting} of {limit} nodes on this subnet are booting; {mac} waits {delay_secs} s"
+    );
+    let _ = writeln!(s, "sleep {delay_secs}");
+    let _ = writeln!(s, ":chain");
+    let _ = writeln!(s, "chain --replace --autofree {script_url} || goto again");
+    let _ = writeln!(s, ":again");
+    let _ = writeln!(
+        s,
+        "echo rackboot: could not fetch the boot script, retrying in {delay_secs} s"
+    );
+    let _ = writeln!(s, "sleep {delay_secs}");
+    let _ = writeln!(s, "goto chain");
+    s
 }
 
 #[cfg(test)]
@@ -180,18 +249,66 @@ cmdline = "console=ttyAMA0 rackboot.url={{ server_url }} rackboot.token={{ node.
         let golden = "\
 #!ipxe
 # rackboot: node 52:54:00:aa:bb:cc, bootenv discovery, arch arm64_efi
+set rb_retry retry1
 :fetch
-kernel --name kernel http://10.0.0.1/assets/arm64/Image?mac=52:54:00:aa:bb:cc initrd=initrd0 console=ttyAMA0 rackboot.url=http://10.0.0.1 rackboot.token=tok || goto retry
-initrd --name initrd0 http://10.0.0.1/assets/arm64/initrd.img?mac=52:54:00:aa:bb:cc || goto retry
-boot || goto retry
-:retry
-echo rackboot: fetch failed, retrying in 5 seconds
+kernel --name kernel http://10.0.0.1/assets/arm64/Image?mac=52:54:00:aa:bb:cc initrd=initrd0 console=ttyAMA0 rackboot.url=http://10.0.0.1 rackboot.token=tok || goto ${rb_retry}
+initrd --name initrd0 http://10.0.0.1/assets/arm64/initrd.img?mac=52:54:00:aa:bb:cc || goto ${rb_retry}
+boot || goto ${rb_retry}
+:retry1
+set rb_retry retry2
 imgfree
+echo rackboot: fetch failed, retrying in 2 seconds
+sleep 2
+goto fetch
+:retry2
+set rb_retry retry3
+imgfree
+echo rackboot: fetch failed, retrying in 5 seconds
 sleep 5
+goto fetch
+:retry3
+set rb_retry retry4
+imgfree
+echo rackboot: fetch failed, retrying in 8 seconds
+sleep 8
+goto fetch
+:retry4
+set rb_retry retry4
+imgfree
+echo rackboot: fetch failed, retrying in 15 seconds
+sleep 15
 goto fetch
 ";
         assert_eq!(s.text, golden);
         assert_eq!(s.kernel.as_deref(), Some("arm64/Image"));
+        assert_eq!(s.last_fetch.as_deref(), Some("arm64/initrd.img"));
+    }
+
+    #[test]
+    fn wait_script_matches_golden() {
+        let s = render_wait(
+            "52:54:00:aa:bb:cc".parse().unwrap(),
+            "http://10.0.0.1/boot/52:54:00:aa:bb:cc.ipxe?arch=bios",
+            WaitReason {
+                booting: 32,
+                limit: 32,
+                attempt: 3,
+                delay_secs: 5,
+            },
+        );
+        let golden = "\
+#!ipxe
+# rackboot: node 52:54:00:aa:bb:cc waits for a boot slot, attempt 3
+echo rackboot: 32 of 32 nodes on this subnet are booting; 52:54:00:aa:bb:cc waits 5 s
+sleep 5
+:chain
+chain --replace --autofree http://10.0.0.1/boot/52:54:00:aa:bb:cc.ipxe?arch=bios || goto again
+:again
+echo rackboot: could not fetch the boot script, retrying in 5 s
+sleep 5
+goto chain
+";
+        assert_eq!(s, golden);
     }
 
     #[test]

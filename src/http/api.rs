@@ -229,6 +229,9 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let mac = parse_mac(&mac)?;
     if ctx.store.delete_node(mac).await? {
+        // A record made again under this MAC starts afresh.
+        ctx.scripts.forget(mac);
+        ctx.admission().release(mac);
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError(HttpError::not_found(format!(

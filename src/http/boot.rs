@@ -1,27 +1,38 @@
-//! `/boot/<mac>.ipxe` and `/assets/...`: what iPXE fetches.
+//! `/boot/<mac>.ipxe` and `/assets/...`: what iPXE fetches, and the boot
+//! slots ([`crate::boot::admission`]) taken by the one and freed by the other.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
+use super::stream::{OnEnd, READ_CHUNK};
 use super::{HttpContext, HttpError, parse_mac};
-use crate::boot::{AssetRole, Choice, Progress, effective_bootenv, lifecycle, render_ipxe};
+use crate::boot::{
+    AssetRole, Choice, Progress, Verdict, WaitReason, effective_bootenv, lifecycle, render_ipxe,
+    render_wait,
+};
 use crate::model::{BootArch, EventKind, Timestamp};
 use crate::nodes;
 
 /// The node's iPXE script, rendered for its architecture (the one its
 /// firmware announced over DHCP, or `?arch=` for clients that came through
-/// another DHCP server).
+/// another DHCP server). Rendered once per change of what it depends on
+/// ([`super::ScriptCache`]). When the node's subnet has as many nodes
+/// fetching kernels as `[admission]` allows, the node is handed a script
+/// that waits and asks again instead, and nothing else happens: no event,
+/// no state change, no once-only bootenv used up.
 pub async fn script(
     State(ctx): State<Arc<HttpContext>>,
     Path(file): Path<String>,
     Query(q): Query<HashMap<String, String>>,
+    req: Request,
 ) -> Result<Response, HttpError> {
     let mac = file
         .strip_suffix(".ipxe")
@@ -39,23 +50,61 @@ pub async fn script(
         })?,
     };
     // A lease that ran out reverts before anything is rendered, so this boot
-    // and the record agree even if the sweep has not come by yet.
-    let node = ctx
-        .timeline
-        .change_bootenv(mac, move |n| lifecycle::expire_lease(n, now))
-        .await?
-        .unwrap_or(node);
+    // and the record agree even if the sweep has not come by yet. (Checked
+    // on the copy first: most boots have no lease, and the edit costs.)
+    let node = if lifecycle::expire_lease(&node, now).is_some() {
+        ctx.timeline
+            .change_bootenv(mac, move |n| lifecycle::expire_lease(n, now))
+            .await?
+            .unwrap_or(node)
+    } else {
+        node
+    };
     let effective = effective_bootenv(&node, now);
-    let catalog = ctx.catalog.current();
-    let rendered = render_ipxe(
-        &catalog,
-        &node,
-        &effective.bootenv,
-        arch,
-        &ctx.urls.http_base,
-    )
-    .map_err(|e| HttpError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    let (catalog, generation) = ctx.catalog.snapshot();
+    let rendered = ctx
+        .scripts
+        .get_or_render(&node, &effective.bootenv, arch, generation, || {
+            render_ipxe(
+                &catalog,
+                &node,
+                &effective.bootenv,
+                arch,
+                &ctx.urls.http_base,
+            )
+        })
+        .map_err(|e| HttpError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    // Last seen in memory (the file only once a minute): lazy, no commit.
     ctx.store.touch_node(mac, Some(arch), now).await?;
+    if rendered.kernel.is_some() {
+        let peer = peer_ipv4(&req);
+        let verdict = ctx.admission().admit(mac, peer, now);
+        if let Verdict::Wait {
+            attempt,
+            delay_secs,
+            booting,
+            limit,
+            ahead,
+        } = verdict
+        {
+            let pool = ctx.admission().limits().pool_of(peer);
+            let subnet = ctx.admission().limits().pool_name(pool);
+            ctx.metrics.boot_waited(&subnet);
+            tracing::debug!(%mac, subnet, attempt, delay_secs, ahead, "boot slots full: told to wait");
+            let again = match q.get("arch") {
+                Some(a) => format!("{}/boot/{mac}.ipxe?arch={a}", ctx.urls.http_base),
+                None => format!("{}/boot/{mac}.ipxe", ctx.urls.http_base),
+            };
+            let why = WaitReason {
+                booting,
+                limit,
+                attempt,
+                delay_secs,
+            };
+            return Ok(ipxe_text(render_wait(mac, &again, why)));
+        }
+    }
+    ctx.scripts.handed(mac, rendered.clone());
     ctx.timeline
         .record(
             mac,
@@ -76,17 +125,31 @@ pub async fn script(
     } else {
         Progress::ScriptRendered
     };
+    // A repeated fetch changes no state: this reads memory and writes nothing.
     ctx.timeline.progress(mac, progress).await?;
-    Ok((
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        rendered.text,
-    )
-        .into_response())
+    Ok(ipxe_text(rendered.text.clone()))
 }
 
-/// Kernels, initrds and loaders, with Content-Length, HEAD and Range
-/// (tower-http's ServeFile). A GET that names its node (`?mac=`) goes on that
-/// node's timeline as kernel, initrd or other asset.
+fn ipxe_text(text: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+}
+
+/// The client's IPv4 address (IPv4-mapped IPv6 included), when known: it
+/// picks the subnet whose boot slots the node takes.
+fn peer_ipv4(req: &Request) -> Option<Ipv4Addr> {
+    let ConnectInfo(addr) = req.extensions().get::<ConnectInfo<SocketAddr>>()?;
+    match addr.ip() {
+        IpAddr::V4(ip) => Some(ip),
+        IpAddr::V6(ip) => ip.to_ipv4_mapped(),
+    }
+}
+
+/// Kernels, initrds and loaders, with Content-Length, Last-Modified, HEAD
+/// and a single Range (tower-http's ServeFile; 416 for a range past the
+/// end), read in large chunks ([`READ_CHUNK`]). A GET that names its node
+/// (`?mac=`) goes on that node's timeline as kernel, initrd or other asset;
+/// once the last asset of the node's script has gone out in full, its boot
+/// slot is free for the next node.
 pub async fn asset(
     State(ctx): State<Arc<HttpContext>>,
     Path(path): Path<String>,
@@ -103,15 +166,31 @@ pub async fn asset(
     }
     let full = crate::tftp::resolve_asset(&ctx.assets_dir, &path)
         .map_err(|_| HttpError::not_found(format!("no asset `{path}`")))?;
+    let mut finishes_boot = None;
     if req.method() == Method::GET {
         if let Some(mac) = q.get("mac") {
             let mac = parse_mac(mac)?;
             if let Some(node) = ctx.store.node(mac).await? {
-                let events = ctx.store.events(mac).await?;
-                let kind = asset_role(&ctx, &node, &events, &path);
-                let range = req
-                    .headers()
-                    .get(header::RANGE)
+                let handed = ctx.scripts.last_handed(mac);
+                let bootenv = match &handed {
+                    Some(s) => s.bootenv.clone(),
+                    None => {
+                        // Only after a restart: the timeline says (and
+                        // reading it makes the store commit what is pending).
+                        let events = ctx.store.events(mac).await?;
+                        lifecycle::rendered_bootenv(&events)
+                            .map(str::to_string)
+                            .unwrap_or_else(|| effective_bootenv(&node, Timestamp::now()).bootenv)
+                    }
+                };
+                let kind = asset_role(&ctx, &node, &bootenv, &path);
+                let range = req.headers().get(header::RANGE);
+                if range.is_none()
+                    && handed.is_some_and(|s| s.last_fetch.as_deref() == Some(path.as_str()))
+                {
+                    finishes_boot = Some(mac);
+                }
+                let range = range
                     .and_then(|v| v.to_str().ok())
                     .map(|r| format!(", {r}"))
                     .unwrap_or_default();
@@ -122,10 +201,27 @@ pub async fn asset(
         }
     }
     let resp = ServeFile::new(full)
+        .with_buf_chunk_size(READ_CHUNK)
         .oneshot(req)
         .await
         .map_err(HttpError::internal)?;
-    Ok(resp.map(Body::new))
+    Ok(match finishes_boot {
+        Some(mac) if resp.status() == StatusCode::OK => {
+            let ctx = ctx.clone();
+            let length = resp
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok());
+            resp.map(move |body| {
+                Body::new(OnEnd::new(body, length, move || {
+                    if ctx.admission().release(mac) {
+                        tracing::debug!(%mac, "last boot asset sent: boot slot free");
+                    }
+                }))
+            })
+        }
+        _ => resp.map(Body::new),
+    })
 }
 
 /// 502 when the mirror failed (unreachable, error status, wrong digest),
@@ -151,21 +247,18 @@ fn fetch_error(path: &str, e: &crate::assets::remote::FetchFailure) -> HttpError
     }
 }
 
-/// The timeline entry for a fetch of `path` by `node`, judged by the bootenv
-/// of the last script it was handed (a once-only bootenv is no longer in the
-/// record by the time the kernel is fetched).
+/// The timeline entry for a fetch of `path` by `node` booting `bootenv`
+/// (that of the last script it was handed: a once-only bootenv is no
+/// longer in the record by the time the kernel is fetched).
 fn asset_role(
     ctx: &HttpContext,
     node: &crate::model::Node,
-    events: &[crate::model::Event],
+    bootenv: &str,
     path: &str,
 ) -> EventKind {
-    let bootenv = lifecycle::rendered_bootenv(events)
-        .map(str::to_string)
-        .unwrap_or_else(|| effective_bootenv(node, Timestamp::now()).bootenv);
     let role = node
         .arch
-        .and_then(|a| Some(ctx.catalog.current().get(&bootenv)?.role_of(a, path)));
+        .and_then(|a| Some(ctx.catalog.current().get(bootenv)?.role_of(a, path)));
     match role {
         Some(AssetRole::Kernel) => EventKind::HttpKernel,
         Some(AssetRole::Initrd) => EventKind::HttpInitrd,

@@ -17,6 +17,15 @@ use crate::model::Timestamp;
 pub async fn scrape(State(ctx): State<Arc<HttpContext>>) -> Result<Response, HttpError> {
     let leases = ctx.store.leases().await?;
     ctx.metrics.update_pools(&leases, Timestamp::now());
+    let in_flight = {
+        let a = ctx.admission();
+        let limits = a.limits();
+        limits
+            .limited()
+            .map(|p| (limits.pool_name(p), a.booting(p)))
+            .collect::<Vec<_>>()
+    };
+    ctx.metrics.update_boots_in_flight(&in_flight);
     let body = ctx.metrics.render().map_err(HttpError::internal)?;
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response())
 }

@@ -12,7 +12,9 @@ mod metrics;
 mod node;
 pub mod openapi;
 mod reconfigure;
+mod script_cache;
 mod seed;
+mod stream;
 pub mod tls;
 
 use std::path::PathBuf;
@@ -32,9 +34,10 @@ pub use auth::ApiAuth;
 pub use error::{ApiError, HttpError};
 pub use node::WAIT_MAX;
 pub use reconfigure::ConfigWaits;
+pub use script_cache::ScriptCache;
 pub use seed::check_templates as check_seed_templates;
 
-use crate::boot::{CatalogCell, Timeouts, Urls};
+use crate::boot::{Admission, CatalogCell, Timeouts, Urls};
 use crate::config::LoaderMap;
 use crate::events::Timeline;
 use crate::metrics::Metrics;
@@ -69,6 +72,21 @@ pub struct HttpContext {
     pub auth: Arc<ApiAuth>,
     /// For `explain`: what DHCP would hand a client.
     pub loaders: LoaderMap,
+    /// Boot scripts as rendered for and last handed to each node.
+    pub scripts: ScriptCache,
+    /// Who may start fetching a kernel now (`[admission]`). A plain
+    /// mutex: every use is a few map operations, never held across an await.
+    pub admission: std::sync::Mutex<Admission>,
+}
+
+impl HttpContext {
+    /// The admission state; a panic elsewhere while it was held left it
+    /// consistent (each operation is a few map updates), so poison is ignored.
+    pub(crate) fn admission(&self) -> std::sync::MutexGuard<'_, Admission> {
+        self.admission
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// Where the admin API lives.
@@ -189,9 +207,13 @@ pub async fn serve(
     ctx: Arc<HttpContext>,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(ctx))
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await
+    // The peer address picks the subnet whose boot slots a node takes.
+    axum::serve(
+        listener,
+        router(ctx).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(cancel.cancelled_owned())
+    .await
 }
 
 fn parse_mac(s: &str) -> Result<crate::model::Mac, HttpError> {

@@ -66,6 +66,11 @@ pub(super) async fn with_token(
 /// (a once-only bootenv is already used up in the record by the time the
 /// node pulls its config scripts), else the one it boots now.
 pub(super) async fn booted_bootenv(ctx: &HttpContext, node: &Node) -> Result<String, HttpError> {
+    // Kept in memory since rackboot started; the timeline only after a
+    // restart (reading it makes the store commit what is pending).
+    if let Some(s) = ctx.scripts.last_handed(node.mac) {
+        return Ok(s.bootenv.clone());
+    }
     let events = ctx.store.events(node.mac).await?;
     Ok(match lifecycle::rendered_bootenv(&events) {
         Some(b) => b.to_string(),
@@ -171,6 +176,9 @@ pub async fn report(
     let mac = node.mac;
     match state.as_str() {
         "booted" => {
+            // Its kernel and initrds are in: the boot slot is free (if the
+            // end of the last download was not seen, e.g. a proxy between).
+            ctx.admission().release(mac);
             ctx.timeline
                 .record(mac, EventKind::ReportBooted, tail)
                 .await;

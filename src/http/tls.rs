@@ -114,6 +114,9 @@ pub async fn serve(
                 }
             };
             let builder = auto::Builder::new(TokioExecutor::new());
+            // As axum::serve does for plain HTTP: the peer address picks
+            // the subnet whose boot slots a node takes.
+            let router = router.layer(axum::Extension(axum::extract::ConnectInfo(peer)));
             let conn =
                 builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router));
             if let Err(e) = watcher.watch(conn).await {
