@@ -529,4 +529,7 @@ else
     printf '  %-21s %6s\n' "ratio rackboot/kea" "n/a"
 fi
 echo "  ($((SECONDS - T0)) s)"
+# For benches/run.sh's table: ROW|what|peer|tool|peer|rackboot|ratio|target|met
+R=$(awk -v r="$RB_BEST" -v k="$KEA_BEST" 'BEGIN { if (k > 0) printf "%.2f", r / k; else print "n/a" }')
+echo "ROW|DHCP DORA/s, < $MAX_LOSS % loss|kea-dhcp4 (memfile)|perfdhcp|$KEA_BEST|$RB_BEST|$R|>= 1.0x|$(awk -v r="$R" 'BEGIN { print (r != "n/a" && r >= 1.0) ? "yes" : "no" }')"
 exit 0

@@ -377,4 +377,10 @@ printf '  %-44s %10d %10d %7s\n' "(a) $SIZE_MIB MiB initrd, $CLIENTS concurrent 
 printf '  %-44s %10d %10d %7s\n' "(b) per-MAC script ($SCRIPT_BYTES B), wrk -c $CONNS: req/s" \
     "${BEST_RPS[nginx]}" "${BEST_RPS[rackboot]}" "$(ratio "${BEST_RPS[rackboot]}" "${BEST_RPS[nginx]}")"
 echo "  targets: (a) >= 0.90, (b) >= 0.80; rackboot log: $RB_WARN WARN/ERROR lines; ($((SECONDS - T0)) s)"
+# For benches/run.sh's table: ROW|what|peer|tool|peer|rackboot|ratio|target|met
+met() { awk -v r="$1" -v t="$2" 'BEGIN { print (r != "n/a" && r >= t) ? "yes" : "no" }'; }
+ra=$(ratio "${BEST_MIBS[rackboot]}" "${BEST_MIBS[nginx]}")
+rb=$(ratio "${BEST_RPS[rackboot]}" "${BEST_RPS[nginx]}")
+echo "ROW|HTTP $SIZE_MIB MiB initrd, $CLIENTS concurrent (MiB/s)|nginx|curl|${BEST_MIBS[nginx]}|${BEST_MIBS[rackboot]}|$ra|>= 0.9x|$(met "$ra" 0.9)"
+echo "ROW|HTTP per-MAC script, $CONNS connections (req/s)|nginx (static file)|wrk|${BEST_RPS[nginx]}|${BEST_RPS[rackboot]}|$rb|>= 0.8x|$(met "$rb" 0.8)"
 exit 0

@@ -266,4 +266,7 @@ grep -q '"configured"' "$TMP/storm.json" && [[ $CONFIGURED != "$NODES" ]] &&
     { verdict=FAIL; why+=("$CONFIGURED of $NODES records configured"); }
 reasons=$(IFS=';'; echo "${why[*]:-}")
 echo "target: 0 failures, p99 per phase reported, server peak RSS < 100 MB: $verdict${reasons:+ ($reasons)}"
+# For benches/run.sh's table: ROW|what|peer|tool|peer|rackboot|ratio|target|met
+P99=$(awk '$1 == "end-to-end" { print $6 }' "$TMP/storm.out")
+echo "ROW|$NODES-node storm end to end|-|rackboot storm|-|$FAILED failed, e2e p99 $P99, RSS $((RSS_PEAK * 1024 / 1000000)) MB|-|0 failures, RSS < 100 MB|$([[ $verdict == PASS ]] && echo yes || echo no)"
 exit 0

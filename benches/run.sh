@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Every benchmark, one after the other, and one table of their results:
+# rackboot and its peers on this machine, on the same data, each server pinned
+# to core 0 and each load generator to core 1 (each script says how it
+# measures; run one alone with --help).
+#
+#   benches/dhcp.sh    perfdhcp against Kea and rackboot
+#   benches/dns.sh     dnsperf against dnsmasq and rackboot
+#   benches/tftp.sh    curl/atftp against tftpd-hpa, dnsmasq and rackboot
+#   benches/http.sh    curl and wrk against nginx and rackboot
+#   benches/storm.sh   rackboot storm: a 1000-node fleet booting end to end
+#
+# Usage: benches/run.sh [--quick] [NAME...]   (default: all five, in that order)
+#   --quick  passed to the scripts that have it: shorter trials, a smoke run.
+# Each script's whole output goes to $OUT (default: a new temp dir), and the
+# table is printed at the end. A measurement, not a test: exits 0 whatever
+# the numbers, non-zero only when a script could not run. Needs root.
+set -uo pipefail
+
+QUICK=()
+NAMES=()
+for arg in "$@"; do
+    case $arg in
+        --quick) QUICK=(--quick) ;;
+        -h | --help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        dhcp | dns | tftp | http | storm) NAMES+=("$arg") ;;
+        *) echo "run.sh: unknown argument: $arg (try --help)" >&2; exit 2 ;;
+    esac
+done
+((${#NAMES[@]})) || NAMES=(dhcp dns tftp http storm)
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+OUT=${OUT:-$(mktemp -d -t rackboot-benches.XXXXXX)}
+mkdir -p "$OUT"
+failed=()
+for name in "${NAMES[@]}"; do
+    args=()
+    # storm.sh has no --quick: a storm is as big as it is.
+    [[ $name != storm ]] && args=("${QUICK[@]}")
+    echo "==> benches/$name.sh ${args[*]} (output: $OUT/$name.log)"
+    start=$SECONDS
+    if bash "$HERE/$name.sh" "${args[@]}" >"$OUT/$name.log" 2>&1; then
+        echo "    done in $((SECONDS - start)) s"
+    else
+        echo "    FAILED to run (exit $?), see $OUT/$name.log"
+        failed+=("$name")
+    fi
+done
+
+echo
+echo "rackboot against its peers ($(nproc) cores; $(date -u +%Y-%m-%d); $(git -C "$HERE/.." describe --always --dirty 2>/dev/null))"
+echo "ratio: rackboot / peer, higher is better for rackboot"
+echo
+printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' what peer tool peer rackboot ratio target met
+printf '|---|---|---|---|---|---|---|---|\n'
+for name in "${NAMES[@]}"; do
+    grep '^ROW|' "$OUT/$name.log" 2>/dev/null | cut -d'|' -f2- | sed 's/^/| /; s/|/ | /g; s/$/ |/'
+done
+((${#failed[@]} == 0)) || { echo; echo "could not run: ${failed[*]}"; exit 1; }
+exit 0
