@@ -27,6 +27,7 @@ use super::{
 use crate::model::{
     BootArch, Event, EventKind, Lease, LeaseState, Mac, Node, NodeState, ScriptReport, Timestamp,
 };
+use crate::names::NameTable;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS nodes (
@@ -120,6 +121,9 @@ struct Cache {
     events_since_trim: HashMap<Mac, i64>,
     /// When each node's last-seen time was last written to the file.
     seen_saved: HashMap<Mac, Timestamp>,
+    /// What DNS answers from, told of every name and address put in or taken out here, under
+    /// this cache's lock, so it never disagrees with the store.
+    names: Arc<NameTable>,
 }
 
 impl Cache {
@@ -135,6 +139,7 @@ impl Cache {
         if let Some(ip) = node.ipv4 {
             self.by_fixed_ip.insert(ip, node.mac);
         }
+        self.names.set_node(node.mac, &node.hostname, node.ipv4);
         self.nodes.insert(node.mac, node);
     }
 
@@ -150,6 +155,7 @@ impl Cache {
         }
         self.events_since_trim.remove(&mac);
         self.seen_saved.remove(&mac);
+        self.names.remove_node(mac);
         Some(old)
     }
 
@@ -226,6 +232,7 @@ impl Cache {
         if let Some(m) = lease.mac {
             self.lease_of.insert(m, ip);
         }
+        self.names.set_lease(&lease);
         self.leases.insert(ip, lease);
     }
 
@@ -236,6 +243,7 @@ impl Cache {
                 self.lease_of.remove(&m);
             }
         }
+        self.names.drop_lease(old.ip);
         Some(old)
     }
 
@@ -433,6 +441,7 @@ impl SqliteStore {
                 cache.put_lease(lease_from_row(row)?);
             }
         }
+        cache.names.loaded();
         let queue = Arc::new(WriteQueue::default());
         let writer = queue.clone();
         // The writer is a thread of its own, not a task: SQLite calls block,
@@ -1382,6 +1391,10 @@ impl Store for SqliteStore {
         Ok(mac
             .and_then(|m| c.nodes.get(&m))
             .map(|n| n.hostname.clone()))
+    }
+
+    fn names(&self) -> Arc<NameTable> {
+        Arc::clone(&self.cache().names)
     }
 
     async fn mac_at(&self, ip: Ipv4Addr, now: Timestamp) -> Result<Option<Mac>, StoreError> {
