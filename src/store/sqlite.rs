@@ -1427,6 +1427,89 @@ mod tests {
         }
     }
 
+    /// Every way a name or address changes reaches the name table DNS answers from, and it
+    /// agrees with `host_addr`/`addr_host`, also after reopening.
+    #[tokio::test]
+    async fn the_name_table_follows_nodes_and_leases() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Timestamp::now().millis();
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        {
+            let s = SqliteStore::open(dir.path()).await.unwrap();
+            let names = s.names();
+            let n = Node::discovered(mac(1), "discovery", "t1".into(), Timestamp(now));
+            let hostname = n.hostname.clone();
+            s.create_node_if_absent(n).await.unwrap();
+            assert!(names.has_host(&hostname));
+            assert_eq!(names.host_addr(&hostname, Timestamp(now)), None);
+            let serial = names.serial();
+
+            // DHCP binds a lease.
+            s.allocate(&req(mac(1), now)).await.unwrap().unwrap();
+            assert_eq!(
+                names.host_addr(&hostname, Timestamp(now)),
+                Some(ip("10.0.0.10"))
+            );
+            assert_eq!(
+                names.addr_host(ip("10.0.0.10"), Timestamp(now)).as_deref(),
+                Some(hostname.as_str())
+            );
+            assert!(names.serial() > serial);
+
+            // An admin renames the node and gives it a fixed address.
+            s.update_node(
+                mac(1),
+                Box::new(|n| {
+                    n.hostname = "Web1".into();
+                    n.ipv4 = Some("10.0.0.99".parse().unwrap());
+                    Ok(())
+                }),
+            )
+            .await
+            .unwrap();
+            assert!(!names.has_host(&hostname));
+            assert_eq!(
+                names.host_addr("web1", Timestamp(now)),
+                Some(ip("10.0.0.99"))
+            );
+            for addr in ["10.0.0.99", "10.0.0.10"] {
+                // The table keeps hostnames lowercase, as DNS answers them.
+                assert_eq!(
+                    names
+                        .addr_host(ip(addr), Timestamp(now))
+                        .map(|h| h.to_string()),
+                    s.addr_host(ip(addr), Timestamp(now))
+                        .await
+                        .unwrap()
+                        .map(|h| h.to_ascii_lowercase()),
+                    "{addr}"
+                );
+            }
+
+            // An import of another node, then a release.
+            let mut other = Node::discovered(mac(2), "discovery", "t2".into(), Timestamp(now));
+            other.hostname = "db1".into();
+            s.put_nodes(vec![other]).await.unwrap();
+            s.allocate(&req(mac(2), now)).await.unwrap().unwrap();
+            let leased = names.host_addr("db1", Timestamp(now)).unwrap();
+            s.release(mac(2), leased).await.unwrap();
+            assert_eq!(names.host_addr("db1", Timestamp(now)), None);
+            s.sync().await.unwrap();
+        }
+        // Reopened: the table is loaded from the file.
+        let s = SqliteStore::open(dir.path()).await.unwrap();
+        let names = s.names();
+        assert_eq!(
+            names.host_addr("web1", Timestamp(now)),
+            Some(ip("10.0.0.99"))
+        );
+        assert!(names.has_host("db1"));
+        // Delete: the name is gone.
+        s.delete_node(mac(1)).await.unwrap();
+        assert!(!names.has_host("web1"));
+        assert_eq!(names.addr_host(ip("10.0.0.99"), Timestamp(now)), None);
+    }
+
     #[tokio::test]
     async fn nodes_are_created_once_and_read_back() {
         let s = SqliteStore::in_memory().await.unwrap();
