@@ -2,7 +2,11 @@
 //! real upstream resolver (dnsmasq) for forwarding.
 //!
 //! Each test binds UDP and TCP on one free port of 127.0.0.1, runs `serve` with a name table
-//! filled as the store would fill it, asks `dig`, and checks what came back on the wire.
+//! filled as the store would fill it, asks `dig`, and checks what came back on the wire. The last
+//! test runs the whole `rackboot serve` in a lab namespace, edits nodes through the API and asks
+//! `dig` from inside the lab.
+
+mod common;
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -729,4 +733,98 @@ async fn servfail_when_no_upstream_answers() {
     );
 
     server.stop().await;
+}
+
+/// `dig @10.77.0.1 <args>` from inside the lab.
+fn lab_dig(rb: &common::server::Server, args: &[&str]) -> String {
+    let mut all = vec!["@10.77.0.1", "+time=2", "+tries=1"];
+    all.extend_from_slice(args);
+    let out = rb.lab.run("dig", &all, STEP);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "dig {args:?} failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn lab_serial(rb: &common::server::Server, zone: &str) -> u32 {
+    let out = lab_dig(rb, &[zone, "SOA", "+short"]);
+    out.split_whitespace()
+        .nth(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no SOA serial for {zone}: {out:?}"))
+}
+
+#[test]
+fn rackboot_serve_answers_from_its_node_records_as_they_change() {
+    use common::api::ADMIN_TOKEN;
+    use common::server::{Server, Setup};
+
+    let rb = Server::start(
+        "dns-serve",
+        Setup {
+            dns: true,
+            // The lab subnet and a relayed one: a reverse zone each.
+            extra: "[[dhcp.subnet]]\ncidr = \"10.77.0.0/24\"\n\
+                    [[dhcp.subnet]]\ncidr = \"10.88.0.0/16\"\n"
+                .into(),
+            ..Setup::default()
+        },
+    );
+    let admin = |method: &str, path: &str, body: Option<&str>| {
+        let r = rb.request(method, path, Some(ADMIN_TOKEN), body);
+        assert!(r.status < 300, "{method} {path}: {} {}", r.status, r.text());
+    };
+    admin(
+        "POST",
+        "/api/v1/nodes",
+        Some(r#"{"mac":"52:54:00:dd:01:01","hostname":"web1","ipv4":"10.77.0.50"}"#),
+    );
+    admin(
+        "POST",
+        "/api/v1/nodes",
+        Some(r#"{"mac":"52:54:00:dd:01:02","hostname":"far1","ipv4":"10.88.1.2"}"#),
+    );
+
+    assert_eq!(
+        lab_dig(&rb, &["web1.rack.internal", "+short"]),
+        "10.77.0.50\n"
+    );
+    assert_eq!(
+        lab_dig(&rb, &["far1.rack.internal", "+short", "+tcp"]),
+        "10.88.1.2\n"
+    );
+    assert_eq!(
+        lab_dig(&rb, &["-x", "10.88.1.2", "+short"]),
+        "far1.rack.internal.\n"
+    );
+    let out = lab_dig(&rb, &["example.com", "A"]);
+    assert_eq!(status(&out), "REFUSED", "no forwarders configured: {out}");
+
+    // An admin moves web1: the answer and the serial follow at once.
+    let before = lab_serial(&rb, "rack.internal.");
+    admin(
+        "PATCH",
+        "/api/v1/nodes/52:54:00:dd:01:01",
+        Some(r#"{"ipv4":"10.77.0.51"}"#),
+    );
+    assert_eq!(
+        lab_dig(&rb, &["web1.rack.internal", "+short"]),
+        "10.77.0.51\n"
+    );
+    let after = lab_serial(&rb, "rack.internal.");
+    assert!(after > before, "serial {after} after {before}");
+    assert_eq!(lab_serial(&rb, "0.77.10.in-addr.arpa."), after);
+
+    // Deleted: NXDOMAIN, with the zone's SOA.
+    admin("DELETE", "/api/v1/nodes/52:54:00:dd:01:02", None);
+    let out = lab_dig(&rb, &["-x", "10.88.1.2"]);
+    assert_eq!(status(&out), "NXDOMAIN", "{out}");
+    assert!(
+        authority(&out)[0].starts_with("88.10.in-addr.arpa."),
+        "{out}"
+    );
+    assert!(lab_serial(&rb, "88.10.in-addr.arpa.") > after);
 }
