@@ -274,6 +274,8 @@ mod raw {
         pub port: u16,
         #[serde(default = "dns_domain")]
         pub domain: String,
+        #[serde(default)]
+        pub forwarders: Vec<String>,
     }
     impl Default for Dns {
         fn default() -> Self {
@@ -281,6 +283,7 @@ mod raw {
                 enabled: true,
                 port: dns_port(),
                 domain: dns_domain(),
+                forwarders: Vec::new(),
             }
         }
     }
@@ -477,6 +480,19 @@ pub struct LoaderMap {
 pub struct DnsConfig {
     pub port: u16,
     pub domain: String,
+    /// Upstream resolvers for names outside rackboot's zones, tried in order; empty: such
+    /// names are refused.
+    pub forwarders: Vec<std::net::SocketAddr>,
+}
+
+/// One `dns.forwarders` entry: an address (port 53) or address:port, IPv4 or `[IPv6]:port`.
+fn parse_forwarder(text: &str) -> Option<std::net::SocketAddr> {
+    let text = text.trim();
+    text.parse().ok().or_else(|| {
+        text.parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| (ip, 53).into())
+    })
 }
 
 /// One line for a TOML error: `line L, column C: what`, so every file error
@@ -685,6 +701,37 @@ impl Config {
             ));
         }
 
+        let mut forwarders = Vec::with_capacity(raw.dns.forwarders.len());
+        for (i, text) in raw.dns.forwarders.iter().enumerate() {
+            let key = format!("dns.forwarders[{i}]");
+            let Some(addr) = parse_forwarder(text) else {
+                return Err(invalid(
+                    &key,
+                    format!(
+                        "`{text}` is not an address or address:port, e.g. \"10.0.0.53\" or \"10.0.0.53:5353\""
+                    ),
+                ));
+            };
+            if addr.port() == 0 {
+                return Err(invalid(
+                    &key,
+                    format!("`{text}`: port 0 cannot be asked; leave the port out for 53"),
+                ));
+            }
+            // rackboot asking itself would forward the question around in a circle.
+            if raw.network.address.map(std::net::IpAddr::V4) == Some(addr.ip())
+                && addr.port() == raw.dns.port
+            {
+                return Err(invalid(
+                    &key,
+                    format!(
+                        "`{text}` is rackboot's own DNS (network.address, dns.port); name the site's resolvers"
+                    ),
+                ));
+            }
+            forwarders.push(addr);
+        }
+
         let duration = |key: &str, text: &str| {
             let d = humantime::parse_duration(text).map_err(|e| {
                 invalid(
@@ -785,6 +832,7 @@ impl Config {
             dns: raw.dns.enabled.then_some(DnsConfig {
                 port: raw.dns.port,
                 domain,
+                forwarders,
             }),
             api: ApiConfig {
                 tokens_file: raw.api.tokens_file.as_deref().map(resolve),
@@ -938,6 +986,14 @@ ranges = [["10.0.0.100", "10.0.0.200"]]
                 format!("{MINIMAL}[lifecycle]\nheartbeat_timeout = \"20s\"\n"),
                 "lifecycle.heartbeat_timeout",
             ),
+            (
+                format!("{MINIMAL}[dns]\nforwarders = [\"10.0.0.53\", \"resolver\"]\n"),
+                "dns.forwarders[1]",
+            ),
+            (
+                format!("{MINIMAL}[dns]\nforwarders = [\"10.0.0.53:0\"]\n"),
+                "dns.forwarders[0]",
+            ),
         ];
         for (text, key) in cases {
             let msg = Config::parse(Path::new("r.toml"), &text)
@@ -956,6 +1012,35 @@ ranges = [["10.0.0.100", "10.0.0.200"]]
         assert_eq!(
             cfg.assets.drop_dir.as_deref(),
             Some(Path::new("/etc/rackboot/drop"))
+        );
+    }
+
+    #[test]
+    fn dns_forwarders_default_to_port_53() {
+        let cfg = Config::parse(Path::new("r.toml"), MINIMAL).unwrap();
+        assert!(
+            cfg.dns.unwrap().forwarders.is_empty(),
+            "no forwarding unless asked"
+        );
+        let text = format!(
+            "{MINIMAL}[dns]\nforwarders = [\"10.0.0.53\", \"10.0.0.54:5353\", \"[fd00::1]:53\", \"fd00::2\"]\n"
+        );
+        let cfg = Config::parse(Path::new("r.toml"), &text).unwrap();
+        let got: Vec<String> = cfg
+            .dns
+            .unwrap()
+            .forwarders
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "10.0.0.53:53",
+                "10.0.0.54:5353",
+                "[fd00::1]:53",
+                "[fd00::2]:53"
+            ]
         );
     }
 

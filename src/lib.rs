@@ -10,6 +10,8 @@
 //! - [`store`]: node records, leases and events behind one trait (embedded SQLite).
 //! - [`dhcp`], [`tftp`], [`http`], [`dns`]: one protocol each; they turn the wire
 //!   into plain data, ask policy, and answer. No bootenv logic in them.
+//! - [`names`]: hostname ↔ address of every node, kept current by the store,
+//!   read by DNS (and the SOA serial that says it changed).
 //! - [`events`]: the timeline writer shared by the protocols.
 //! - [`metrics`]: the Prometheus registry the protocols count into, served at `/metrics`.
 //! - [`service`]: binds the sockets, starts the servers, stops them on one token.
@@ -32,6 +34,7 @@ pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod model;
+pub mod names;
 pub mod nodes;
 pub mod reload;
 pub mod service;

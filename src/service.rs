@@ -12,12 +12,11 @@ use tokio_util::sync::CancellationToken;
 use crate::boot::{Admission, Catalog, CatalogCell, CatalogError, Limits, Urls};
 use crate::config::{Config, SubnetMode};
 use crate::dhcp::{self, DhcpContext, lease::Pool, reply::ServerParams};
-use crate::dns::{self, NameSource, Zone};
+use crate::dns::{self, Zone};
 use crate::events::Timeline;
 use crate::http::auth::{Tokens, TokensError};
 use crate::http::{self, ApiAuth, HttpContext};
 use crate::metrics::{Metrics, PoolRanges};
-use crate::model::Timestamp;
 use crate::store::{SqliteStore, Store, StoreError};
 use crate::tftp;
 
@@ -111,29 +110,6 @@ pub fn boot_address(cfg: &Config) -> Result<Ipv4Addr, StartError> {
         });
     }
     Ok(address)
-}
-
-/// Resolves DNS names from node records and leases.
-struct StoreNames(Arc<dyn Store>);
-
-impl NameSource for StoreNames {
-    async fn host_addr(&self, hostname: &str) -> Option<Ipv4Addr> {
-        self.0
-            .host_addr(hostname, Timestamp::now())
-            .await
-            .inspect_err(|e| tracing::warn!(error = %e, "DNS lookup failed"))
-            .ok()
-            .flatten()
-    }
-
-    async fn addr_host(&self, ip: Ipv4Addr) -> Option<String> {
-        self.0
-            .addr_host(ip, Timestamp::now())
-            .await
-            .inspect_err(|e| tracing::warn!(error = %e, "DNS lookup failed"))
-            .ok()
-            .flatten()
-    }
 }
 
 /// Starts every enabled service and runs until `cancel` fires. `ready` is
@@ -427,20 +403,22 @@ pub async fn run(
         ))?;
         let name = hickory_proto::rr::Name::from_ascii(format!("{}.", d.domain))
             .map_err(|e| StartError::BadDomain(d.domain.clone(), e.to_string(), config.clone()))?;
-        // Reverse names for the boot interface's own subnet.
-        let own = cfg
-            .dhcp
-            .subnet_of(address)
-            .map(|s| s.cidr)
-            .unwrap_or_else(|| ipnet::Ipv4Net::new(address, 32).expect("/32 is valid"));
-        let zone = Zone::new(name, own.network(), own.prefix_len())
+        // Reverse names for every subnet rackboot serves (the boot subnet and each relayed
+        // one), or for its own address alone when it is in none.
+        let mut reverse: Vec<ipnet::Ipv4Net> =
+            cfg.dhcp.subnets.iter().map(|s| s.cidr.trunc()).collect();
+        if cfg.dhcp.subnet_of(address).is_none() {
+            reverse.push(ipnet::Ipv4Net::new(address, 32).expect("/32 is valid"));
+        }
+        let zone = Zone::new(name, &reverse, address)
             .map_err(|e| StartError::Zone(Box::new(e), config.clone()))?;
-        let names = Arc::new(StoreNames(store.clone()));
+        let names = store.names();
+        let forwarders = d.forwarders.clone();
         let c = cancel.clone();
         tasks.spawn(async move {
             (
                 "DNS",
-                dns::serve(udp, tcp, zone, names, c)
+                dns::serve(udp, tcp, zone, names, forwarders, c)
                     .await
                     .map_err(|e| e.to_string()),
             )

@@ -3,7 +3,6 @@
 use std::net::Ipv4Addr;
 
 use hickory_proto::rr::Name;
-use hickory_server::net::NetError;
 
 /// What went wrong setting up or running rackboot's DNS service.
 #[derive(Debug, thiserror::Error)]
@@ -18,15 +17,8 @@ pub enum DnsError {
         reason: &'static str,
     },
 
-    /// The boot subnet's prefix length is not an IPv4 prefix length.
-    #[error("boot subnet prefix /{prefix} is not an IPv4 prefix length; use /0 to /32")]
-    InvalidPrefix {
-        /// The configured prefix length.
-        prefix: u8,
-    },
-
-    /// The boot subnet was written with a host address instead of its network address.
-    #[error("boot subnet {network}/{prefix} has host bits set; write it as {expected}/{prefix}")]
+    /// A served subnet was written with a host address instead of its network address.
+    #[error("subnet {network}/{prefix} has host bits set; write it as {expected}/{prefix}")]
     HostBitsSet {
         /// The configured address.
         network: Ipv4Addr,
@@ -44,28 +36,15 @@ pub enum DnsError {
     Stopped {
         /// "UDP" or "TCP".
         transport: &'static str,
-        /// Why hickory's accept loop ended, when it said.
+        /// The socket error that ended it.
         #[source]
-        source: Option<NetError>,
-    },
-
-    /// A transport failed while shutting down.
-    #[error("DNS over {transport} did not shut down cleanly")]
-    Shutdown {
-        /// "UDP" or "TCP".
-        transport: &'static str,
-        /// The failure hickory reported.
-        #[source]
-        source: NetError,
+        source: Option<std::io::Error>,
     },
 }
 
 impl DnsError {
     /// True when the zone configuration is at fault (fix the config), false when serving failed.
     pub fn is_invalid_zone(&self) -> bool {
-        matches!(
-            self,
-            Self::InvalidDomain { .. } | Self::InvalidPrefix { .. } | Self::HostBitsSet { .. }
-        )
+        matches!(self, Self::InvalidDomain { .. } | Self::HostBitsSet { .. })
     }
 }

@@ -1,303 +1,305 @@
 //! DNS over UDP and TCP for rackboot's zones, on sockets the caller has already bound.
 //!
-//! hickory-server owns the wire: framing, parsing, FORMERR for undecodable messages, dropping
-//! packets too short to carry a header, TCP idle timeouts. This file turns one parsed question
-//! into an answer using [`Zone`] for the shape and [`NameSource`] for the data.
+//! The transports are small loops of our own around [`Responder`] (which decodes and encodes
+//! with hickory-proto): a UDP question is answered inline, in the loop that received it, without
+//! a task, a channel or an allocation beyond decoding, because answers come from memory. That is
+//! what lets one core keep up with dnsmasq; hickory-server spends a task and two channel hops per
+//! question. Only forwarded questions, which wait on an upstream, get a task of their own.
 
-use std::{future::Future, iter, net::Ipv4Addr, sync::Arc, time::Duration};
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
-use hickory_proto::{
-    op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode},
-    rr::{
-        DNSClass, Name, RData, Record, RecordType,
-        rdata::{A, PTR},
-    },
-};
-use hickory_server::{
-    Server,
-    net::runtime::Time,
-    server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
-    zone_handler::MessageResponseBuilder,
-};
-use tokio::net::{TcpListener, UdpSocket};
+use hickory_proto::op::ResponseCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
+use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::{
     DnsError,
-    zone::{Answer, Zone},
+    forward::Forwarder,
+    respond::{EDNS_PAYLOAD, Outcome, Responder, Transport},
+    zone::Zone,
 };
+use crate::names::NameTable;
 
-/// Time to live of every answer, in seconds. Short because a node's address and hostname
-/// follow its lease and its record, which admins and DHCP change at any time.
-pub const ANSWER_TTL: u32 = 60;
-
-/// How long one question may wait for the store before it gets SERVFAIL. A stuck store must
-/// not pile up in-flight UDP questions without bound.
-const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// How long a TCP connection may stay silent before hickory closes it.
+/// How long a TCP connection may stay silent (between or inside messages) before it is closed.
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Responses queued per TCP connection; one question gets one response, so a few suffice.
-const TCP_RESPONSE_QUEUE: usize = 32;
+/// TCP connections served at once; more are closed at accept, so a client opening connections
+/// without end cannot exhaust tasks or file descriptors.
+const TCP_MAX_CONNECTIONS: usize = 128;
 
-/// Where the DNS service reads node names and addresses from: rackboot's node records.
-pub trait NameSource: Send + Sync + 'static {
-    /// IPv4 address of the node with this hostname (case-insensitive, no domain), if any.
-    fn host_addr(&self, hostname: &str) -> impl Future<Output = Option<Ipv4Addr>> + Send;
+/// Questions answered back to back before the UDP loop lets the runtime's other tasks run: under
+/// a flood the socket is always readable, and DHCP, TFTP and HTTP share the runtime.
+const UDP_BURST: usize = 64;
 
-    /// Hostname (no domain) of the node holding this address, if any.
-    fn addr_host(&self, ip: Ipv4Addr) -> impl Future<Output = Option<String>> + Send;
+/// Largest DNS message over UDP that we read; longer datagrams are truncated by the kernel and
+/// then fail to decode (FORMERR).
+const UDP_RECV_BUFFER: usize = 4096;
+
+/// Everything both transports share.
+struct Dns {
+    responder: Responder,
+    forwarder: Option<Forwarder>,
+    /// Forwarded questions and TCP connections, so shutdown can wait for them.
+    tasks: TaskTracker,
+    cancel: CancellationToken,
 }
 
-/// Answers questions for `zone` over `udp` and `tcp` until `cancel` fires, then stops both
-/// gracefully.
+/// Answers questions for `zone` from `names` over `udp` and `tcp` until `cancel` fires, then
+/// stops both. Names outside the zones are forwarded to `forwarders` when the client asks for
+/// recursion and `forwarders` is not empty, else refused.
 ///
 /// Returns an error when either transport stops on its own (the other is then stopped too), so
 /// the caller learns that rackboot no longer answers DNS. A malformed packet never stops
-/// serving: hickory answers it with FORMERR or drops it.
-pub async fn serve<S: NameSource>(
+/// serving: it gets FORMERR or is dropped.
+pub async fn serve(
     udp: UdpSocket,
     tcp: TcpListener,
     zone: Zone,
-    source: Arc<S>,
+    names: Arc<NameTable>,
+    forwarders: Vec<SocketAddr>,
     cancel: CancellationToken,
 ) -> Result<(), DnsError> {
     info!(
         udp = ?udp.local_addr().ok(),
         tcp = ?tcp.local_addr().ok(),
         domain = %zone.domain(),
-        subnet = ?zone.subnet(),
+        reverse = ?zone.subnets(),
+        ?forwarders,
         "serving DNS"
     );
-    let handler = Handler {
-        zone: Arc::new(zone),
-        source,
-    };
-    // One hickory server per transport: hickory reports a failed socket only once all of a
-    // server's sockets have ended, and we want to know as soon as either one does.
-    let mut udp_server = Server::new(handler.clone());
-    udp_server.register_socket(udp);
-    let mut tcp_server = Server::new(handler);
-    tcp_server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_QUEUE);
+    let forwarding = !forwarders.is_empty();
+    let stop = cancel.child_token();
+    let dns = Arc::new(Dns {
+        responder: Responder::new(zone, names, forwarding),
+        forwarder: forwarding.then(|| Forwarder::new(forwarders)),
+        tasks: TaskTracker::new(),
+        cancel: stop.clone(),
+    });
 
-    let stopped = tokio::select! {
-        () = cancel.cancelled() => None,
-        result = udp_server.block_until_done() => Some(("UDP", result)),
-        result = tcp_server.block_until_done() => Some(("TCP", result)),
+    let result = tokio::select! {
+        result = serve_udp(Arc::new(udp), Arc::clone(&dns)) => result,
+        result = serve_tcp(tcp, Arc::clone(&dns)) => result,
     };
-
-    match stopped {
-        None => {
-            let udp = udp_server.shutdown_gracefully().await;
-            let tcp = tcp_server.shutdown_gracefully().await;
-            udp.map_err(|source| DnsError::Shutdown {
-                transport: "UDP",
-                source,
-            })?;
-            tcp.map_err(|source| DnsError::Shutdown {
-                transport: "TCP",
-                source,
-            })?;
+    // Whichever ended, the other transport and every forward and connection end with it.
+    stop.cancel();
+    dns.tasks.close();
+    dns.tasks.wait().await;
+    match result {
+        Ok(()) => {
             info!("DNS stopped");
             Ok(())
         }
-        Some((transport, result)) => {
-            let survivor = if transport == "UDP" {
-                &mut tcp_server
-            } else {
-                &mut udp_server
-            };
-            if let Err(error) = survivor.shutdown_gracefully().await {
-                warn!(%error, "DNS transport did not shut down cleanly after the other one stopped");
+        Err(error) => Err(error),
+    }
+}
+
+async fn serve_udp(socket: Arc<UdpSocket>, dns: Arc<Dns>) -> Result<(), DnsError> {
+    let mut buf = vec![0u8; UDP_RECV_BUFFER];
+    let mut out = Vec::with_capacity(usize::from(EDNS_PAYLOAD));
+    let mut burst = 0;
+    loop {
+        let (len, src) = match socket.try_recv_from(&mut buf) {
+            Ok(received) => received,
+            Err(error) if error.kind() == ErrorKind::WouldBlock => {
+                burst = 0;
+                tokio::select! {
+                    biased;
+                    () = dns.cancel.cancelled() => return Ok(()),
+                    ready = socket.readable() => ready.map_err(|e| stopped("UDP", e))?,
+                }
+                continue;
             }
-            Err(DnsError::Stopped {
-                transport,
-                source: result.err(),
-            })
-        }
-    }
-}
-
-/// Answers one request at a time; shared by both transports.
-struct Handler<S> {
-    zone: Arc<Zone>,
-    source: Arc<S>,
-}
-
-// A derive would demand `S: Clone`; only the `Arc`s are cloned.
-impl<S> Clone for Handler<S> {
-    fn clone(&self) -> Self {
-        Self {
-            zone: Arc::clone(&self.zone),
-            source: Arc::clone(&self.source),
-        }
-    }
-}
-
-/// The decided response, before it is encoded.
-struct Reply {
-    code: ResponseCode,
-    authoritative: bool,
-    answers: Vec<Record>,
-}
-
-impl Reply {
-    fn authoritative(code: ResponseCode, answers: Vec<Record>) -> Self {
-        Self {
-            code,
-            authoritative: true,
-            answers,
-        }
-    }
-
-    /// An answer we do not vouch for: REFUSED, FORMERR, SERVFAIL…
-    fn error(code: ResponseCode) -> Self {
-        Self {
-            code,
-            authoritative: false,
-            answers: Vec::new(),
-        }
-    }
-
-    fn record(name: &Name, rdata: RData) -> Self {
-        let record = Record::from_rdata(name.clone(), ANSWER_TTL, rdata);
-        Self::authoritative(ResponseCode::NoError, vec![record])
-    }
-
-    /// NOERROR with no answer when the name exists, NXDOMAIN when it does not.
-    fn exists(exists: bool) -> Self {
-        let code = if exists {
-            ResponseCode::NoError
-        } else {
-            ResponseCode::NXDomain
-        };
-        Self::authoritative(code, Vec::new())
-    }
-}
-
-#[async_trait::async_trait]
-impl<S: NameSource> RequestHandler for Handler<S> {
-    async fn handle_request<R: ResponseHandler, T: Time>(
-        &self,
-        request: &Request,
-        mut response_handle: R,
-    ) -> ResponseInfo {
-        let reply = self.reply(request).await;
-
-        let mut metadata = Metadata::response_from_request(&request.metadata);
-        metadata.authoritative = reply.authoritative;
-        metadata.response_code = reply.code;
-        // RFC 6891 §7: a query with an OPT record gets one back. Its extended RCODE bits carry
-        // BADVERS, the only code here that does not fit in the header.
-        let edns = request.edns.as_ref().map(|asked| {
-            let mut edns = Edns::new();
-            edns.set_max_payload(asked.max_payload().max(512))
-                .set_version(0)
-                .set_rcode_high(reply.code.high());
-            edns
-        });
-
-        let response = MessageResponseBuilder::new(&request.queries, edns.as_ref()).build(
-            metadata,
-            reply.answers.iter(),
-            iter::empty(),
-            iter::empty(),
-            iter::empty(),
-        );
-        match response_handle.send_response(response).await {
-            Ok(info) => info,
+            Err(error) if is_fatal(&error) => return Err(stopped("UDP", error)),
             Err(error) => {
-                warn!(%error, src = %request.src(), "could not send DNS response");
-                metadata.response_code = ResponseCode::ServFail;
-                ResponseInfo::from(Header {
-                    metadata,
-                    counts: HeaderCounts::default(),
-                })
+                // ICMP errors from earlier sends (a client gone away) surface here; not ours.
+                debug!(%error, "DNS UDP receive error");
+                continue;
             }
-        }
-    }
-}
-
-impl<S: NameSource> Handler<S> {
-    async fn reply(&self, request: &Request) -> Reply {
-        // RFC 6891 §6.1.3: we implement EDNS version 0 only.
-        if request.edns.as_ref().is_some_and(|edns| edns.version() > 0) {
-            return Reply::error(ResponseCode::BADVERS);
-        }
-        // hickory drops responses before they reach us; this keeps the handler correct alone.
-        if request.metadata.message_type != MessageType::Query {
-            return Reply::error(ResponseCode::FormErr);
-        }
-        // NOTIFY, UPDATE, IQUERY, STATUS: nothing here can be changed or notified.
-        if request.metadata.op_code != OpCode::Query {
-            return Reply::error(ResponseCode::NotImp);
-        }
-        // RFC 9619: a query carries exactly one question.
-        let Ok(info) = request.request_info() else {
-            return Reply::error(ResponseCode::FormErr);
         };
-        let query = info.query.original();
-        let reply = self
-            .resolve(query.name(), query.query_type(), query.query_class())
-            .await;
-        debug!(
-            name = %query.name(),
-            qtype = %query.query_type(),
-            code = %reply.code,
-            answers = reply.answers.len(),
-            "answered DNS question"
-        );
-        reply
-    }
-
-    async fn resolve(&self, name: &Name, qtype: RecordType, qclass: DNSClass) -> Reply {
-        match self.zone.answer(name, qtype, qclass) {
-            Answer::Host(host) => match lookup(self.source.host_addr(&host)).await {
-                Ok(Some(ip)) => Reply::record(name, RData::A(A(ip))),
-                Ok(None) => Reply::exists(false),
-                Err(reply) => reply,
-            },
-            Answer::HostNoData(host) => match lookup(self.source.host_addr(&host)).await {
-                Ok(found) => Reply::exists(found.is_some()),
-                Err(reply) => reply,
-            },
-            Answer::Ptr(ip) => match lookup(self.source.addr_host(ip)).await {
-                Ok(Some(host)) => match self.zone.host_name(&host) {
-                    Some(target) => Reply::record(name, RData::PTR(PTR(target))),
-                    None => {
-                        warn!(
-                            %ip, hostname = %host,
-                            "node hostname is not a single DNS label, so no PTR can point at it; \
-                             rename the node (letters, digits and hyphens, at most 63)"
-                        );
-                        Reply::error(ResponseCode::ServFail)
-                    }
-                },
-                Ok(None) => Reply::exists(false),
-                Err(reply) => reply,
-            },
-            Answer::PtrNoData(ip) => match lookup(self.source.addr_host(ip)).await {
-                Ok(found) => Reply::exists(found.is_some()),
-                Err(reply) => reply,
-            },
-            Answer::NoData => Reply::exists(true),
-            Answer::NxDomain => Reply::exists(false),
-            Answer::Refused => Reply::error(ResponseCode::Refused),
+        // Port 0 cannot be answered; such a source is spoofed or broken.
+        if src.port() == 0 {
+            continue;
+        }
+        match dns.responder.respond(&buf[..len], Transport::Udp, &mut out) {
+            Outcome::Reply => send_udp(&socket, &out, src).await,
+            Outcome::Forward => forward_udp(&dns, &socket, &buf[..len], src),
+            Outcome::Drop => {}
+        }
+        burst += 1;
+        if burst >= UDP_BURST {
+            burst = 0;
+            if dns.cancel.is_cancelled() {
+                return Ok(());
+            }
+            tokio::task::yield_now().await;
         }
     }
 }
 
-/// Awaits a store lookup for at most [`LOOKUP_TIMEOUT`]; on timeout, the SERVFAIL to send.
-async fn lookup<F: Future>(lookup: F) -> Result<F::Output, Reply> {
-    tokio::time::timeout(LOOKUP_TIMEOUT, lookup)
-        .await
-        .map_err(|_| {
-            warn!(
-                timeout = ?LOOKUP_TIMEOUT,
-                "node record lookup for DNS timed out; answering SERVFAIL (is the store reachable?)"
-            );
-            Reply::error(ResponseCode::ServFail)
-        })
+async fn send_udp(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) {
+    let sent = match socket.try_send_to(bytes, to) {
+        Err(error) if error.kind() == ErrorKind::WouldBlock => socket.send_to(bytes, to).await,
+        other => other,
+    };
+    if let Err(error) = sent {
+        debug!(%error, %to, "could not send a DNS response");
+    }
+}
+
+/// Hands a question for an outside name to a task of its own, or answers SERVFAIL at once when
+/// too many are out already.
+fn forward_udp(dns: &Arc<Dns>, socket: &Arc<UdpSocket>, query: &[u8], client: SocketAddr) {
+    let Some(forwarder) = &dns.forwarder else {
+        return;
+    };
+    let limit = udp_limit(query);
+    let Some(slot) = forwarder.slot() else {
+        warn!("too many DNS questions being forwarded at once; answering SERVFAIL");
+        let mut out = Vec::new();
+        if Responder::error_response(query, ResponseCode::ServFail, &mut out) == Outcome::Reply {
+            let _ = socket.try_send_to(&out, client);
+        }
+        return;
+    };
+    let (dns, socket, query) = (Arc::clone(dns), Arc::clone(socket), query.to_vec());
+    dns.tasks.clone().spawn(async move {
+        let _slot = slot;
+        let Some(forwarder) = &dns.forwarder else {
+            return;
+        };
+        let answer = tokio::select! {
+            () = dns.cancel.cancelled() => return,
+            answer = forwarder.forward(&query, limit) => answer,
+        };
+        let bytes = match answer {
+            Some(answer) => answer,
+            None => {
+                let mut out = Vec::new();
+                if Responder::error_response(&query, ResponseCode::ServFail, &mut out)
+                    != Outcome::Reply
+                {
+                    return;
+                }
+                out
+            }
+        };
+        send_udp(&socket, &bytes, client).await;
+    });
+}
+
+/// The largest UDP response the client of `query` takes: its EDNS payload size, at least 512.
+fn udp_limit(query: &[u8]) -> usize {
+    hickory_proto::op::Message::from_vec(query)
+        .ok()
+        .and_then(|m| m.edns.map(|e| usize::from(e.max_payload())))
+        .unwrap_or(512)
+        .max(512)
+}
+
+async fn serve_tcp(listener: TcpListener, dns: Arc<Dns>) -> Result<(), DnsError> {
+    let connections = Arc::new(Semaphore::new(TCP_MAX_CONNECTIONS));
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = dns.cancel.cancelled() => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) if is_fatal(&error) => return Err(stopped("TCP", error)),
+                Err(error) => {
+                    // EMFILE, ECONNABORTED…: this connection is lost, the listener is fine.
+                    debug!(%error, "DNS TCP accept failed");
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = Arc::clone(&connections).try_acquire_owned() else {
+            debug!(%peer, "too many DNS TCP connections; closing this one");
+            continue;
+        };
+        let conn_dns = Arc::clone(&dns);
+        dns.tasks.spawn(async move {
+            let _slot = slot;
+            tokio::select! {
+                () = conn_dns.cancel.cancelled() => {}
+                () = serve_connection(stream, peer, &conn_dns) => {}
+            }
+        });
+    }
+}
+
+/// Answers length-prefixed messages on one connection, in order, until the client closes it,
+/// stays silent for [`TCP_IDLE_TIMEOUT`] or sends something unanswerable.
+async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, dns: &Dns) {
+    let mut out = Vec::new();
+    loop {
+        let Ok(Ok(len)) = timeout(TCP_IDLE_TIMEOUT, stream.read_u16()).await else {
+            return;
+        };
+        let mut message = vec![0u8; usize::from(len)];
+        if !matches!(
+            timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut message)).await,
+            Ok(Ok(_))
+        ) {
+            return;
+        }
+        let reply = match dns.responder.respond(&message, Transport::Tcp, &mut out) {
+            Outcome::Reply => std::mem::take(&mut out),
+            Outcome::Drop => {
+                debug!(%peer, "DNS TCP message dropped; closing the connection");
+                return;
+            }
+            Outcome::Forward => {
+                let answer = match &dns.forwarder {
+                    Some(forwarder) => forwarder.forward(&message, usize::from(u16::MAX)).await,
+                    None => None,
+                };
+                match answer {
+                    Some(answer) => answer,
+                    None => {
+                        if Responder::error_response(&message, ResponseCode::ServFail, &mut out)
+                            != Outcome::Reply
+                        {
+                            return;
+                        }
+                        std::mem::take(&mut out)
+                    }
+                }
+            }
+        };
+        let Ok(len) = u16::try_from(reply.len()) else {
+            return;
+        };
+        let mut framed = Vec::with_capacity(reply.len() + 2);
+        framed.extend_from_slice(&len.to_be_bytes());
+        framed.extend_from_slice(&reply);
+        if !matches!(
+            timeout(TCP_IDLE_TIMEOUT, stream.write_all(&framed)).await,
+            Ok(Ok(()))
+        ) {
+            return;
+        }
+        out = reply;
+    }
+}
+
+/// Errors after which a socket will never work again.
+fn is_fatal(error: &std::io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EBADF | libc::ENOTSOCK | libc::EINVAL)
+    )
+}
+
+fn stopped(transport: &'static str, source: std::io::Error) -> DnsError {
+    DnsError::Stopped {
+        transport,
+        source: Some(source),
+    }
 }

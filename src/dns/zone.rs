@@ -1,66 +1,84 @@
 //! Which kind of answer a DNS question gets, decided from the question alone (no I/O).
 //!
-//! rackboot is authoritative for two zones: the node domain (`node1.rack.internal.`, A records)
-//! and the reverse zone of the boot subnet (`5.0.0.10.in-addr.arpa.`, PTR records). Every other
-//! name is refused. This file only decides the *shape* of the answer; the server fills in the
-//! data (a node's address or hostname) from rackboot's records.
+//! rackboot is authoritative for the node domain (`node1.rack.internal.`, A records) and for the
+//! reverse zones of every subnet it serves (`5.0.0.10.in-addr.arpa.`, PTR records): the boot
+//! subnet and each relayed one. Each zone has an apex with SOA and NS. Every other name is not
+//! ours: it is forwarded or refused, which the server decides. This file only decides the *shape*
+//! of the answer; the server fills in the data (a node's address or hostname) from the name table.
 
 use std::net::Ipv4Addr;
 
 use hickory_proto::rr::{DNSClass, Name, RecordType};
+use ipnet::Ipv4Net;
 
 use super::DnsError;
 
-/// The names rackboot is authoritative for: one forward domain and the reverse zone of the boot
-/// subnet.
+/// The names rackboot is authoritative for: one forward domain and the reverse zones of the
+/// subnets it serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Zone {
     domain: Name,
-    network: Ipv4Addr,
-    prefix: u8,
+    reverse: Vec<Ipv4Net>,
+    server: Ipv4Addr,
+}
+
+/// The apex of one of rackboot's zones: where its SOA and NS live, and what negative answers
+/// name in their authority section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Apex {
+    /// The forward domain.
+    Domain,
+    /// A reverse zone: the first `octets` octets (1 to 4) of `block`, the rest zero.
+    Reverse { block: Ipv4Addr, octets: u8 },
 }
 
 /// What a question deserves, before any node record is consulted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
-    /// `<host>.<domain>` asked for A (or ANY): the node's address, or NXDOMAIN when no node has
-    /// this hostname. The hostname is lowercased and carries no domain.
+    /// `<host>.<domain>` asked for A (or ANY): the node's address; NODATA when the node has
+    /// none right now, NXDOMAIN when no node has this hostname. The hostname is lowercased and
+    /// carries no domain.
     Host(String),
     /// `<host>.<domain>` asked for a type nodes never have (AAAA, MX, TXT…): NOERROR with no
     /// answer when the node exists, NXDOMAIN when it does not.
     HostNoData(String),
-    /// The reverse name of an address in the boot subnet asked for PTR (or ANY): the hostname of
+    /// The reverse name of an address in a served subnet asked for PTR (or ANY): the hostname of
     /// the node holding the address, or NXDOMAIN when no node holds it.
-    Ptr(Ipv4Addr),
-    /// The reverse name of an address in the boot subnet asked for another type: NOERROR with no
+    Ptr(Ipv4Addr, Apex),
+    /// The reverse name of an address in a served subnet asked for another type: NOERROR with no
     /// answer when a node holds the address, NXDOMAIN when none does.
-    PtrNoData(Ipv4Addr),
-    /// A name that exists in our zones but holds nothing we serve (the domain apex, or a partial
-    /// in-addr.arpa name between the reverse apex and the addresses): NOERROR, no answer.
-    NoData,
-    /// A name inside our zones that no node name or address can be (too many labels, a label that
+    PtrNoData(Ipv4Addr, Apex),
+    /// A zone apex: SOA and NS (and, for the domain, rackboot's own address as A), or NODATA
+    /// for other types.
+    Apex(Apex),
+    /// A name that exists in a zone but holds nothing we serve (a partial in-addr.arpa name
+    /// between the reverse apex and the addresses): NOERROR, no answer.
+    NoData(Apex),
+    /// A name inside a zone that no node name or address can be (too many labels, a label that
     /// is not a hostname or not an octet): NXDOMAIN.
-    NxDomain,
-    /// Not ours, or not something we give out: REFUSED. rackboot never resolves or forwards.
+    NxDomain(Apex),
+    /// Not in rackboot's zones: forwarded to the configured upstreams when the client asks for
+    /// recursion, else REFUSED.
+    Elsewhere,
+    /// Never given out, whoever asks: zone transfers, classes other than IN.
     Refused,
 }
 
 impl Zone {
-    /// A zone for node hostnames under `domain` and reverse names of `network/prefix`.
+    /// A zone for node hostnames under `domain` and reverse names of each of `reverse`, served by
+    /// rackboot at `server` (the target of NS, and the address of the domain apex).
     ///
     /// The domain is stored lowercased and fully qualified, so `Rack.Internal` and
-    /// `rack.internal.` are the same zone.
-    pub fn new(domain: Name, network: Ipv4Addr, prefix: u8) -> Result<Self, DnsError> {
-        if prefix > 32 {
-            return Err(DnsError::InvalidPrefix { prefix });
-        }
-        let expected = Ipv4Addr::from(u32::from(network) & mask(prefix));
-        if expected != network {
-            return Err(DnsError::HostBitsSet {
-                network,
-                prefix,
-                expected,
-            });
+    /// `rack.internal.` are the same zone. Subnets must be written with their network address.
+    pub fn new(domain: Name, reverse: &[Ipv4Net], server: Ipv4Addr) -> Result<Self, DnsError> {
+        for net in reverse {
+            if net.trunc() != *net {
+                return Err(DnsError::HostBitsSet {
+                    network: net.addr(),
+                    prefix: net.prefix_len(),
+                    expected: net.network(),
+                });
+            }
         }
 
         let mut domain = domain.to_lowercase();
@@ -80,10 +98,16 @@ impl Zone {
             });
         }
 
+        let mut unique: Vec<Ipv4Net> = Vec::with_capacity(reverse.len());
+        for net in reverse {
+            if !unique.contains(net) {
+                unique.push(*net);
+            }
+        }
         Ok(Self {
             domain,
-            network,
-            prefix,
+            reverse: unique,
+            server,
         })
     }
 
@@ -92,16 +116,43 @@ impl Zone {
         &self.domain
     }
 
-    /// The boot subnet whose reverse names this zone answers, as (network, prefix length).
-    pub fn subnet(&self) -> (Ipv4Addr, u8) {
-        (self.network, self.prefix)
+    /// The subnets whose reverse names this zone answers.
+    pub fn subnets(&self) -> &[Ipv4Net] {
+        &self.reverse
+    }
+
+    /// rackboot's own address: the name server of every zone here.
+    pub fn server(&self) -> Ipv4Addr {
+        self.server
+    }
+
+    /// The owner name of an apex: the domain, or `<octets reversed>.in-addr.arpa.`.
+    pub fn apex_name(&self, apex: Apex) -> Name {
+        match apex {
+            Apex::Domain => self.domain.clone(),
+            Apex::Reverse { block, octets } => {
+                let o = block.octets();
+                let digits: Vec<String> = o[..usize::from(octets)]
+                    .iter()
+                    .rev()
+                    .map(u8::to_string)
+                    .collect();
+                let labels = digits
+                    .iter()
+                    .map(String::as_bytes)
+                    .chain([&b"in-addr"[..], b"arpa"]);
+                let mut name = Name::from_labels(labels).expect("octets are valid labels");
+                name.set_fqdn(true);
+                name
+            }
+        }
     }
 
     /// Decides the kind of answer for one question. Case and a missing trailing dot in `name`
     /// do not matter.
     pub fn answer(&self, name: &Name, qtype: RecordType, qclass: DNSClass) -> Answer {
         // Node records exist only in class IN; CHAOS questions such as `version.bind` are
-        // refused like any other name we do not own.
+        // refused, never forwarded.
         if qclass != DNSClass::IN {
             return Answer::Refused;
         }
@@ -114,7 +165,7 @@ impl Zone {
         } else if is_under_in_addr_arpa(name) {
             self.reverse(name, qtype)
         } else {
-            Answer::Refused
+            Answer::Elsewhere
         }
     }
 
@@ -131,60 +182,62 @@ impl Zone {
     fn forward(&self, name: &Name, qtype: RecordType) -> Answer {
         // `zone_of` held, so `name` has at least as many labels as the domain.
         match name.iter().count() - self.domain.iter().count() {
-            0 => Answer::NoData,
+            0 => Answer::Apex(Apex::Domain),
             1 => match name.iter().next().and_then(hostname_label) {
                 Some(host) if matches!(qtype, RecordType::A | RecordType::ANY) => {
                     Answer::Host(host)
                 }
                 Some(host) => Answer::HostNoData(host),
-                None => Answer::NxDomain,
+                None => Answer::NxDomain(Apex::Domain),
             },
             // Hostnames are single labels, so nothing lives below a node name.
-            _ => Answer::NxDomain,
+            _ => Answer::NxDomain(Apex::Domain),
         }
     }
 
     fn reverse(&self, name: &Name, qtype: RecordType) -> Answer {
         // Labels below `in-addr.arpa.`, most significant octet first.
-        let labels: Vec<&[u8]> = name.iter().rev().skip(2).collect();
         let mut octets = [0u8; 4];
         let mut known = 0;
-        for (slot, label) in octets.iter_mut().zip(&labels) {
-            let Some(octet) = parse_octet(label) else {
-                break;
-            };
-            *slot = octet;
-            known += 1;
+        let mut labels = 0;
+        for label in name.iter().rev().skip(2) {
+            labels += 1;
+            if known == labels - 1 && known < 4 {
+                if let Some(octet) = parse_octet(label) {
+                    octets[known] = octet;
+                    known += 1;
+                }
+            }
         }
-        let below = labels.len() - known;
-
-        // Our reverse apex is the subnet written in whole octets: a /24 is one zone, a /22 is four
-        // /24 zones, a /26 owns only its own addresses. Anything above the apex belongs to whoever
-        // runs the parent zone, so it is refused rather than denied.
-        let apex_octets = usize::from(self.prefix.div_ceil(8)).max(1);
-        if known < apex_octets {
-            return Answer::Refused;
-        }
+        let below = labels - known;
         let block = Ipv4Addr::from(octets);
-        if !self.contains(block) {
-            return Answer::Refused;
-        }
 
+        // A reverse apex is its subnet written in whole octets: a /24 is one zone, a /22 is four
+        // /24 zones, a /26 owns only its own addresses. Anything above the apex belongs to
+        // whoever runs the parent zone, so it is not ours.
+        let Some(apex_octets) = self.reverse.iter().find_map(|net| {
+            let apex_octets = usize::from(net.prefix_len().div_ceil(8)).max(1);
+            (known >= apex_octets && net.contains(&block)).then_some(apex_octets)
+        }) else {
+            return Answer::Elsewhere;
+        };
+        let keep = u32::MAX
+            .checked_shl(32 - 8 * apex_octets as u32)
+            .unwrap_or(0);
+        let apex = Apex::Reverse {
+            block: Ipv4Addr::from(u32::from(block) & keep),
+            octets: apex_octets as u8,
+        };
+
+        let wants_ptr = matches!(qtype, RecordType::PTR | RecordType::ANY);
         match (below, known) {
-            (0, 4) if matches!(qtype, RecordType::PTR | RecordType::ANY) => Answer::Ptr(block),
-            (0, 4) => Answer::PtrNoData(block),
-            (0, _) => Answer::NoData,
-            _ => Answer::NxDomain,
+            (0, 4) if wants_ptr => Answer::Ptr(block, apex),
+            (0, k) if k == apex_octets => Answer::Apex(apex),
+            (0, 4) => Answer::PtrNoData(block, apex),
+            (0, _) => Answer::NoData(apex),
+            _ => Answer::NxDomain(apex),
         }
     }
-
-    fn contains(&self, ip: Ipv4Addr) -> bool {
-        u32::from(ip) & mask(self.prefix) == u32::from(self.network)
-    }
-}
-
-fn mask(prefix: u8) -> u32 {
-    u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)
 }
 
 /// The label as a lowercase hostname, if it is one (RFC 1123: letters, digits and inner hyphens,
@@ -239,8 +292,22 @@ mod tests {
         name
     }
 
+    const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+
+    fn net(network: [u8; 4], prefix: u8) -> Ipv4Net {
+        Ipv4Net::new(Ipv4Addr::from(network), prefix).unwrap()
+    }
+
     fn zone(network: [u8; 4], prefix: u8) -> Zone {
-        Zone::new(name("rack.internal."), Ipv4Addr::from(network), prefix).unwrap()
+        Zone::new(name("rack.internal."), &[net(network, prefix)], SERVER).unwrap()
+    }
+
+    /// The reverse apex of the first `octets` octets of `block`.
+    fn rev(block: [u8; 4], octets: u8) -> Apex {
+        Apex::Reverse {
+            block: Ipv4Addr::from(block),
+            octets,
+        }
     }
 
     fn host(h: &str) -> Answer {
@@ -251,9 +318,16 @@ mod tests {
         Answer::HostNoData(h.to_owned())
     }
 
+    /// PTR of `ip` in the /24-aligned reverse zone of its first three octets.
     fn ptr(ip: [u8; 4]) -> Answer {
-        Answer::Ptr(Ipv4Addr::from(ip))
+        Answer::Ptr(Ipv4Addr::from(ip), rev([ip[0], ip[1], ip[2], 0], 3))
     }
+
+    fn ptr_in(ip: [u8; 4], apex: Apex) -> Answer {
+        Answer::Ptr(Ipv4Addr::from(ip), apex)
+    }
+
+    const DOMAIN_NX: Answer = Answer::NxDomain(Apex::Domain);
 
     fn check(zone: &Zone, cases: &[(&str, RecordType, Answer)]) {
         for (qname, qtype, want) in cases {
@@ -280,23 +354,23 @@ mod tests {
                 ("node1.rack.internal.", AAAA, host_nodata("node1")),
                 ("node1.rack.internal.", MX, host_nodata("node1")),
                 ("node1.rack.internal.", PTR, host_nodata("node1")),
-                // The apex exists but holds nothing we serve.
-                ("rack.internal.", A, Answer::NoData),
-                ("RACK.internal", SOA, Answer::NoData),
+                // The apex: SOA, NS and rackboot's own address.
+                ("rack.internal.", A, Answer::Apex(Apex::Domain)),
+                ("RACK.internal", SOA, Answer::Apex(Apex::Domain)),
                 // Deeper than one label under the domain.
-                ("a.node1.rack.internal.", A, Answer::NxDomain),
-                ("_sip._tcp.rack.internal.", TXT, Answer::NxDomain),
+                ("a.node1.rack.internal.", A, DOMAIN_NX),
+                ("_sip._tcp.rack.internal.", TXT, DOMAIN_NX),
                 // Labels that can never be hostnames.
-                ("*.rack.internal.", A, Answer::NxDomain),
-                ("_acme.rack.internal.", TXT, Answer::NxDomain),
-                ("-node.rack.internal.", A, Answer::NxDomain),
-                ("node-.rack.internal.", A, Answer::NxDomain),
+                ("*.rack.internal.", A, DOMAIN_NX),
+                ("_acme.rack.internal.", TXT, DOMAIN_NX),
+                ("-node.rack.internal.", A, DOMAIN_NX),
+                ("node-.rack.internal.", A, DOMAIN_NX),
                 // Outside the domain.
-                ("example.com.", A, Answer::Refused),
-                ("rack.internal.example.com.", A, Answer::Refused),
-                ("node1.other.internal.", A, Answer::Refused),
-                ("internal.", A, Answer::Refused),
-                (".", SOA, Answer::Refused),
+                ("example.com.", A, Answer::Elsewhere),
+                ("rack.internal.example.com.", A, Answer::Elsewhere),
+                ("node1.other.internal.", A, Answer::Elsewhere),
+                ("internal.", A, Answer::Elsewhere),
+                (".", SOA, Answer::Elsewhere),
                 // Zone transfers are never offered, even for our own domain.
                 ("rack.internal.", AXFR, Answer::Refused),
                 ("rack.internal.", IXFR, Answer::Refused),
@@ -306,6 +380,8 @@ mod tests {
 
     #[test]
     fn reverse_zone_slash_24() {
+        let apex = rev([10, 0, 0, 0], 3);
+        let nx = Answer::NxDomain(apex);
         check(
             &zone([10, 0, 0, 0], 24),
             &[
@@ -317,32 +393,32 @@ mod tests {
                 (
                     "5.0.0.10.in-addr.arpa.",
                     A,
-                    Answer::PtrNoData(Ipv4Addr::new(10, 0, 0, 5)),
+                    Answer::PtrNoData(Ipv4Addr::new(10, 0, 0, 5), apex),
                 ),
                 // The apex of our reverse zone.
-                ("0.0.10.in-addr.arpa.", PTR, Answer::NoData),
-                ("0.0.10.in-addr.arpa.", SOA, Answer::NoData),
+                ("0.0.10.in-addr.arpa.", PTR, Answer::Apex(apex)),
+                ("0.0.10.in-addr.arpa.", SOA, Answer::Apex(apex)),
                 // Above the apex: the parent's business.
-                ("0.10.in-addr.arpa.", PTR, Answer::Refused),
-                ("10.in-addr.arpa.", PTR, Answer::Refused),
-                ("in-addr.arpa.", PTR, Answer::Refused),
+                ("0.10.in-addr.arpa.", PTR, Answer::Elsewhere),
+                ("10.in-addr.arpa.", PTR, Answer::Elsewhere),
+                ("in-addr.arpa.", PTR, Answer::Elsewhere),
                 // Addresses outside the subnet.
-                ("5.1.0.10.in-addr.arpa.", PTR, Answer::Refused),
-                ("5.0.0.11.in-addr.arpa.", PTR, Answer::Refused),
-                ("1.1.168.192.in-addr.arpa.", PTR, Answer::Refused),
+                ("5.1.0.10.in-addr.arpa.", PTR, Answer::Elsewhere),
+                ("5.0.0.11.in-addr.arpa.", PTR, Answer::Elsewhere),
+                ("1.1.168.192.in-addr.arpa.", PTR, Answer::Elsewhere),
                 // Malformed names under our apex cannot exist.
-                ("x.0.0.10.in-addr.arpa.", PTR, Answer::NxDomain),
-                ("256.0.0.10.in-addr.arpa.", PTR, Answer::NxDomain),
-                ("05.0.0.10.in-addr.arpa.", PTR, Answer::NxDomain),
-                ("1000.0.0.10.in-addr.arpa.", PTR, Answer::NxDomain),
-                ("1.5.0.0.10.in-addr.arpa.", PTR, Answer::NxDomain),
-                ("a.b.5.0.0.10.in-addr.arpa.", PTR, Answer::NxDomain),
+                ("x.0.0.10.in-addr.arpa.", PTR, nx.clone()),
+                ("256.0.0.10.in-addr.arpa.", PTR, nx.clone()),
+                ("05.0.0.10.in-addr.arpa.", PTR, nx.clone()),
+                ("1000.0.0.10.in-addr.arpa.", PTR, nx.clone()),
+                ("1.5.0.0.10.in-addr.arpa.", PTR, Answer::NxDomain(apex)),
+                ("a.b.5.0.0.10.in-addr.arpa.", PTR, nx),
                 // Malformed names elsewhere are not ours at all.
-                ("5.0.x.10.in-addr.arpa.", PTR, Answer::Refused),
-                ("5.0.0.010.in-addr.arpa.", PTR, Answer::Refused),
-                ("5.0.0.-1.in-addr.arpa.", PTR, Answer::Refused),
+                ("5.0.x.10.in-addr.arpa.", PTR, Answer::Elsewhere),
+                ("5.0.0.010.in-addr.arpa.", PTR, Answer::Elsewhere),
+                ("5.0.0.-1.in-addr.arpa.", PTR, Answer::Elsewhere),
                 // IPv6 reverse names are not served.
-                ("1.0.0.0.ip6.arpa.", PTR, Answer::Refused),
+                ("1.0.0.0.ip6.arpa.", PTR, Answer::Elsewhere),
                 ("5.0.0.10.in-addr.arpa.", AXFR, Answer::Refused),
             ],
         );
@@ -356,36 +432,102 @@ mod tests {
             &[
                 ("9.7.0.10.in-addr.arpa.", PTR, ptr([10, 0, 7, 9])),
                 ("9.4.0.10.in-addr.arpa.", PTR, ptr([10, 0, 4, 9])),
-                ("5.0.10.in-addr.arpa.", PTR, Answer::NoData),
-                ("9.8.0.10.in-addr.arpa.", PTR, Answer::Refused),
-                ("9.3.0.10.in-addr.arpa.", PTR, Answer::Refused),
-                ("8.0.10.in-addr.arpa.", PTR, Answer::Refused),
-                ("0.10.in-addr.arpa.", PTR, Answer::Refused),
+                (
+                    "5.0.10.in-addr.arpa.",
+                    PTR,
+                    Answer::Apex(rev([10, 0, 5, 0], 3)),
+                ),
+                ("9.8.0.10.in-addr.arpa.", PTR, Answer::Elsewhere),
+                ("9.3.0.10.in-addr.arpa.", PTR, Answer::Elsewhere),
+                ("8.0.10.in-addr.arpa.", PTR, Answer::Elsewhere),
+                ("0.10.in-addr.arpa.", PTR, Answer::Elsewhere),
             ],
         );
-        // A /26 owns only its own 64 addresses.
+        // A /26 owns only its own 64 addresses, each its own apex.
+        let own = |last| rev([192, 168, 1, last], 4);
         check(
             &zone([192, 168, 1, 64], 26),
             &[
-                ("64.1.168.192.in-addr.arpa.", PTR, ptr([192, 168, 1, 64])),
-                ("127.1.168.192.in-addr.arpa.", PTR, ptr([192, 168, 1, 127])),
-                ("63.1.168.192.in-addr.arpa.", PTR, Answer::Refused),
-                ("128.1.168.192.in-addr.arpa.", PTR, Answer::Refused),
-                ("1.168.192.in-addr.arpa.", PTR, Answer::Refused),
-                ("x.70.1.168.192.in-addr.arpa.", PTR, Answer::NxDomain),
+                (
+                    "64.1.168.192.in-addr.arpa.",
+                    PTR,
+                    ptr_in([192, 168, 1, 64], own(64)),
+                ),
+                (
+                    "127.1.168.192.in-addr.arpa.",
+                    PTR,
+                    ptr_in([192, 168, 1, 127], own(127)),
+                ),
+                ("127.1.168.192.in-addr.arpa.", SOA, Answer::Apex(own(127))),
+                ("63.1.168.192.in-addr.arpa.", PTR, Answer::Elsewhere),
+                ("128.1.168.192.in-addr.arpa.", PTR, Answer::Elsewhere),
+                ("1.168.192.in-addr.arpa.", PTR, Answer::Elsewhere),
+                (
+                    "x.70.1.168.192.in-addr.arpa.",
+                    PTR,
+                    Answer::NxDomain(own(70)),
+                ),
             ],
         );
         // A /16 has a two-octet apex and empty names between it and the addresses.
+        let apex = rev([172, 16, 0, 0], 2);
         check(
             &zone([172, 16, 0, 0], 16),
             &[
-                ("1.2.16.172.in-addr.arpa.", PTR, ptr([172, 16, 2, 1])),
-                ("2.16.172.in-addr.arpa.", PTR, Answer::NoData),
-                ("16.172.in-addr.arpa.", PTR, Answer::NoData),
-                ("172.in-addr.arpa.", PTR, Answer::Refused),
-                ("1.2.17.172.in-addr.arpa.", PTR, Answer::Refused),
+                (
+                    "1.2.16.172.in-addr.arpa.",
+                    PTR,
+                    ptr_in([172, 16, 2, 1], apex),
+                ),
+                ("2.16.172.in-addr.arpa.", PTR, Answer::NoData(apex)),
+                ("16.172.in-addr.arpa.", PTR, Answer::Apex(apex)),
+                ("172.in-addr.arpa.", PTR, Answer::Elsewhere),
+                ("1.2.17.172.in-addr.arpa.", PTR, Answer::Elsewhere),
             ],
         );
+    }
+
+    #[test]
+    fn every_served_subnet_has_its_reverse_zone() {
+        let zone = Zone::new(
+            name("rack.internal."),
+            &[
+                net([10, 0, 0, 0], 24),
+                net([10, 1, 0, 0], 16),
+                net([10, 0, 0, 0], 24),
+            ],
+            SERVER,
+        )
+        .unwrap();
+        assert_eq!(zone.subnets().len(), 2, "duplicates are served once");
+        let relayed = rev([10, 1, 0, 0], 2);
+        check(
+            &zone,
+            &[
+                ("7.0.0.10.in-addr.arpa.", PTR, ptr([10, 0, 0, 7])),
+                (
+                    "9.3.1.10.in-addr.arpa.",
+                    PTR,
+                    ptr_in([10, 1, 3, 9], relayed),
+                ),
+                ("1.10.in-addr.arpa.", SOA, Answer::Apex(relayed)),
+                ("9.3.2.10.in-addr.arpa.", PTR, Answer::Elsewhere),
+            ],
+        );
+    }
+
+    #[test]
+    fn apex_names() {
+        let zone = zone([10, 0, 0, 0], 24);
+        for (apex, want) in [
+            (Apex::Domain, "rack.internal."),
+            (rev([10, 0, 0, 0], 3), "0.0.10.in-addr.arpa."),
+            (rev([172, 16, 0, 0], 2), "16.172.in-addr.arpa."),
+            (rev([192, 168, 1, 70], 4), "70.1.168.192.in-addr.arpa."),
+            (rev([10, 0, 0, 0], 1), "10.in-addr.arpa."),
+        ] {
+            assert_eq!(zone.apex_name(apex).to_ascii(), want, "{apex:?}");
+        }
     }
 
     #[test]
@@ -393,9 +535,13 @@ mod tests {
         check(
             &zone([10, 9, 8, 7], 32),
             &[
-                ("7.8.9.10.in-addr.arpa.", PTR, ptr([10, 9, 8, 7])),
-                ("6.8.9.10.in-addr.arpa.", PTR, Answer::Refused),
-                ("8.9.10.in-addr.arpa.", PTR, Answer::Refused),
+                (
+                    "7.8.9.10.in-addr.arpa.",
+                    PTR,
+                    ptr_in([10, 9, 8, 7], rev([10, 9, 8, 7], 4)),
+                ),
+                ("6.8.9.10.in-addr.arpa.", PTR, Answer::Elsewhere),
+                ("8.9.10.in-addr.arpa.", PTR, Answer::Elsewhere),
             ],
         );
     }
@@ -420,24 +566,24 @@ mod tests {
 
     #[test]
     fn new_normalises_the_domain() {
-        let zone = Zone::new(name("Rack.Internal"), Ipv4Addr::new(10, 0, 0, 0), 24).unwrap();
+        let zone = Zone::new(name("Rack.Internal"), &[net([10, 0, 0, 0], 24)], SERVER).unwrap();
         assert_eq!(zone.domain().to_ascii(), "rack.internal.");
         assert!(zone.domain().is_fqdn());
-        assert_eq!(zone.subnet(), (Ipv4Addr::new(10, 0, 0, 0), 24));
+        assert_eq!(zone.subnets(), [net([10, 0, 0, 0], 24)]);
     }
 
     #[test]
     fn new_rejects_bad_zones() {
-        let ten = Ipv4Addr::new(10, 0, 0, 0);
+        let ten = [net([10, 0, 0, 0], 24)];
+        let host_bits = [Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 5), 24).unwrap()];
         let cases = [
-            (Zone::new(name("rack.internal."), ten, 33), "/33"),
             (
-                Zone::new(name("rack.internal."), Ipv4Addr::new(10, 0, 0, 5), 24),
+                Zone::new(name("rack.internal."), &host_bits, SERVER),
                 "10.0.0.0/24",
             ),
-            (Zone::new(Name::root(), ten, 24), "root"),
-            (Zone::new(name("in-addr.arpa."), ten, 24), "arpa"),
-            (Zone::new(name("0.0.10.IN-ADDR.ARPA"), ten, 24), "arpa"),
+            (Zone::new(Name::root(), &ten, SERVER), "root"),
+            (Zone::new(name("in-addr.arpa."), &ten, SERVER), "arpa"),
+            (Zone::new(name("0.0.10.IN-ADDR.ARPA"), &ten, SERVER), "arpa"),
         ];
         for (result, hint) in cases {
             let err = result.expect_err(hint);
@@ -448,8 +594,9 @@ mod tests {
 
     #[test]
     fn any_prefix_is_accepted_when_host_bits_are_clear() {
-        assert!(Zone::new(name("rack.internal."), Ipv4Addr::UNSPECIFIED, 0).is_ok());
-        assert!(Zone::new(name("rack.internal."), Ipv4Addr::new(10, 0, 0, 1), 32).is_ok());
+        assert!(Zone::new(name("rack.internal."), &[net([0, 0, 0, 0], 0)], SERVER).is_ok());
+        assert!(Zone::new(name("rack.internal."), &[net([10, 0, 0, 1], 32)], SERVER).is_ok());
+        assert!(Zone::new(name("rack.internal."), &[], SERVER).is_ok());
     }
 
     #[test]

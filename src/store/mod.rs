@@ -181,6 +181,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<Ipv4Addr>, StoreError>;
     /// The hostname of the node holding `ip`.
     async fn addr_host(&self, ip: Ipv4Addr, now: Timestamp) -> Result<Option<String>, StoreError>;
+    /// The table DNS answers from, which this store keeps in step with every node record and
+    /// lease it writes (the same names and addresses [`Store::host_addr`] and
+    /// [`Store::addr_host`] give, without a call into the store per question).
+    fn names(&self) -> std::sync::Arc<crate::names::NameTable>;
     /// The MAC holding `ip` (to put a TFTP or HTTP fetch on a timeline).
     async fn mac_at(&self, ip: Ipv4Addr, now: Timestamp) -> Result<Option<Mac>, StoreError>;
 }

@@ -30,6 +30,7 @@ use super::{
 use crate::model::{
     BootArch, Event, EventKind, Lease, LeaseState, Mac, Node, NodeState, ScriptReport, Timestamp,
 };
+use crate::names::NameTable;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS nodes (
@@ -126,6 +127,9 @@ struct Cache {
     events_since_trim: HashMap<Mac, i64>,
     /// When each node's last-seen time was last written to the file.
     seen_saved: HashMap<Mac, Timestamp>,
+    /// What DNS answers from, told of every name and address put in or taken out here, under
+    /// this cache's lock, so it never disagrees with the store.
+    names: Arc<NameTable>,
 }
 
 impl Cache {
@@ -141,6 +145,7 @@ impl Cache {
         if let Some(ip) = node.ipv4 {
             self.by_fixed_ip.insert(ip, node.mac);
         }
+        self.names.set_node(node.mac, &node.hostname, node.ipv4);
         self.nodes.insert(node.mac, node);
     }
 
@@ -156,6 +161,7 @@ impl Cache {
         }
         self.events_since_trim.remove(&mac);
         self.seen_saved.remove(&mac);
+        self.names.remove_node(mac);
         Some(old)
     }
 
@@ -232,6 +238,7 @@ impl Cache {
         if let Some(m) = lease.mac {
             self.lease_of.insert(m, ip);
         }
+        self.names.set_lease(&lease);
         self.leases.insert(ip, lease);
     }
 
@@ -242,6 +249,7 @@ impl Cache {
                 self.lease_of.remove(&m);
             }
         }
+        self.names.drop_lease(old.ip);
         Some(old)
     }
 
@@ -451,6 +459,7 @@ impl SqliteStore {
                 cache.put_lease(lease_from_row(row)?);
             }
         }
+        cache.names.loaded();
         let queue = Arc::new(WriteQueue::default());
         let writer = queue.clone();
         let journal = journal.map(|j| Arc::new(Mutex::new(j)));
@@ -1544,6 +1553,10 @@ impl Store for SqliteStore {
             .map(|n| n.hostname.clone()))
     }
 
+    fn names(&self) -> Arc<NameTable> {
+        Arc::clone(&self.cache().names)
+    }
+
     async fn mac_at(&self, ip: Ipv4Addr, now: Timestamp) -> Result<Option<Mac>, StoreError> {
         let c = self.cache();
         Ok(c.leases
@@ -1572,6 +1585,89 @@ mod tests {
             expires: Timestamp(now + 3_600_000),
             now: Timestamp(now),
         }
+    }
+
+    /// Every way a name or address changes reaches the name table DNS answers from, and it
+    /// agrees with `host_addr`/`addr_host`, also after reopening.
+    #[tokio::test]
+    async fn the_name_table_follows_nodes_and_leases() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Timestamp::now().millis();
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        {
+            let s = SqliteStore::open(dir.path()).await.unwrap();
+            let names = s.names();
+            let n = Node::discovered(mac(1), "discovery", "t1".into(), Timestamp(now));
+            let hostname = n.hostname.clone();
+            s.create_node_if_absent(n).await.unwrap();
+            assert!(names.has_host(&hostname));
+            assert_eq!(names.host_addr(&hostname, Timestamp(now)), None);
+            let serial = names.serial();
+
+            // DHCP binds a lease.
+            s.allocate(&req(mac(1), now)).await.unwrap().unwrap();
+            assert_eq!(
+                names.host_addr(&hostname, Timestamp(now)),
+                Some(ip("10.0.0.10"))
+            );
+            assert_eq!(
+                names.addr_host(ip("10.0.0.10"), Timestamp(now)).as_deref(),
+                Some(hostname.as_str())
+            );
+            assert!(names.serial() > serial);
+
+            // An admin renames the node and gives it a fixed address.
+            s.update_node(
+                mac(1),
+                Box::new(|n| {
+                    n.hostname = "Web1".into();
+                    n.ipv4 = Some("10.0.0.99".parse().unwrap());
+                    Ok(())
+                }),
+            )
+            .await
+            .unwrap();
+            assert!(!names.has_host(&hostname));
+            assert_eq!(
+                names.host_addr("web1", Timestamp(now)),
+                Some(ip("10.0.0.99"))
+            );
+            for addr in ["10.0.0.99", "10.0.0.10"] {
+                // The table keeps hostnames lowercase, as DNS answers them.
+                assert_eq!(
+                    names
+                        .addr_host(ip(addr), Timestamp(now))
+                        .map(|h| h.to_string()),
+                    s.addr_host(ip(addr), Timestamp(now))
+                        .await
+                        .unwrap()
+                        .map(|h| h.to_ascii_lowercase()),
+                    "{addr}"
+                );
+            }
+
+            // An import of another node, then a release.
+            let mut other = Node::discovered(mac(2), "discovery", "t2".into(), Timestamp(now));
+            other.hostname = "db1".into();
+            s.put_nodes(vec![other]).await.unwrap();
+            s.allocate(&req(mac(2), now)).await.unwrap().unwrap();
+            let leased = names.host_addr("db1", Timestamp(now)).unwrap();
+            s.release(mac(2), leased).await.unwrap();
+            assert_eq!(names.host_addr("db1", Timestamp(now)), None);
+            s.sync().await.unwrap();
+        }
+        // Reopened: the table is loaded from the file.
+        let s = SqliteStore::open(dir.path()).await.unwrap();
+        let names = s.names();
+        assert_eq!(
+            names.host_addr("web1", Timestamp(now)),
+            Some(ip("10.0.0.99"))
+        );
+        assert!(names.has_host("db1"));
+        // Delete: the name is gone.
+        s.delete_node(mac(1)).await.unwrap();
+        assert!(!names.has_host("web1"));
+        assert_eq!(names.addr_host(ip("10.0.0.99"), Timestamp(now)), None);
     }
 
     #[tokio::test]

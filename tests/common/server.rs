@@ -3,7 +3,8 @@
 //!
 //! Owns: a temp dir with a config, two bootenvs (`discovery`: bios, x86_64 UEFI and arm64 UEFI
 //! kernels; `rescue`: x86_64 UEFI only), a config script and small dummy assets; the rackboot
-//! process (ended by PID when the lab drops). DHCP, TFTP and DNS are off: only HTTP serves.
+//! process (ended by PID when the lab drops). DHCP and TFTP are off, DNS too unless asked for:
+//! HTTP serves.
 //! Every wait is bounded.
 
 #![allow(dead_code)] // each test binary uses a different part of this module
@@ -33,6 +34,8 @@ pub struct Setup {
     pub api: bool,
     /// More TOML appended to the config (after the `[api]` table, if any: start with a table).
     pub extra: String,
+    /// Serve DNS on port 53 of the lab address (domain `rack.internal`).
+    pub dns: bool,
 }
 
 impl Default for Setup {
@@ -40,6 +43,7 @@ impl Default for Setup {
         Setup {
             api: true,
             extra: String::new(),
+            dns: false,
         }
     }
 }
@@ -134,10 +138,11 @@ impl Server {
             "state_dir = \"{p}/state\"\nassets_dir = \"{p}/assets\"\n\
              bootenvs_dir = \"{p}/bootenvs\"\nscripts_dir = \"{p}/scripts\"\n\
              [network]\ninterface = \"{BRIDGE}\"\naddress = \"{SERVER_IP}\"\n\
-             [dhcp]\nenabled = false\n[tftp]\nenabled = false\n[dns]\nenabled = false\n\
+             [dhcp]\nenabled = false\n[tftp]\nenabled = false\n[dns]\nenabled = {dns}\n\
              {api}{extra}",
             p = d.display(),
             extra = setup.extra,
+            dns = setup.dns,
         );
         write(&config, text.as_bytes());
         let pid = lab.spawn(

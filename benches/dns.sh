@@ -1,0 +1,357 @@
+#!/usr/bin/env bash
+# DNS throughput benchmark: rackboot against dnsmasq, in one run, on the same
+# network namespaces and the same 10,000 names. A measurement, not a test: it
+# exits 0 whatever the numbers are, non-zero only when the set-up fails.
+#
+# Both servers answer A for node-00001.rack.internal … node-10000.rack.internal
+# (10.78.1.1 … 10.78.40.250): dnsmasq from a hosts file (--addn-hosts),
+# rackboot from 10,000 node records with fixed addresses, imported in one
+# POST /api/v1/nodes/import (what `rackboot node import` sends). dnsperf
+# replays the same shuffled query file (every name once per pass, looped)
+# against each for a fixed time at its maximum rate, and the queries/s it
+# completed are compared:
+#
+#   dnsperf -s 10.78.0.1 -d queries.txt -l PERIOD -c 10 -q 500 -T 1
+#
+# dnsperf runs in the client namespace rbdns-cli, the server in rbdns-srv, on
+# the other end of a veth. Server pinned to core 0, dnsperf to core 1, both at
+# nice -10 (BENCH_NICE=N to change). The machines this runs on are shared and
+# noisy, so each server is measured ROUNDS times (3 by default, 1 with
+# --quick), alternating which goes first, and each one's best counts. Each
+# trial line shows the server's CPU use and the queries dnsperf lost.
+#
+# On two cores dnsperf itself is usually the ceiling (the server idles part of
+# the time), so both servers reach about the same queries/s. The report
+# therefore also gives each server's capacity: queries answered per second of
+# its own CPU time (user + system, from /proc/PID/stat), i.e. the rate it
+# would reach on a whole core, and the ratio of those.
+#
+# Usage: benches/dns.sh [--quick] [--rounds N] [--only dnsmasq|rackboot]
+#   --quick     a smoke run: 3-second trials, one round.
+#   --rounds N  measure each server N times (default 3); report the best.
+#   --only S    measure one server only (while working on this script).
+# Environment: TMPDIR (where state and logs go; /tmp by default), KEEP_TMP=1
+# keeps that dir, RACKBOOT_LOG as for rackboot (default here: warn).
+# rackboot is built with cargo build --release unless target/release/rackboot
+# is newer than every source file; the run uses a copy of it.
+#
+# Needs root (namespaces, apt-get). Installs dnsperf, dnsmasq-base, curl and
+# dnsutils with apt-get when they are missing. Traffic stays inside the two
+# namespaces this script makes; they, the servers and the temp dir are removed
+# on exit, also on failure.
+set -euo pipefail
+
+QUICK=0
+ROUNDS=""
+ONLY=""
+while (($#)); do
+    arg=$1; shift
+    case "$arg" in
+        --quick) QUICK=1 ;;
+        --rounds) ROUNDS=${1:-}; shift || true ;;
+        --rounds=*) ROUNDS=${arg#--rounds=} ;;
+        --only) ONLY=${1:-}; shift || true ;;
+        --only=*) ONLY=${arg#--only=} ;;
+        -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "dns.sh: unknown argument: $arg (try --help)" >&2; exit 2 ;;
+    esac
+done
+ROUNDS=${ROUNDS:-$((QUICK ? 1 : 3))}
+[[ $ROUNDS =~ ^[1-9]$ ]] || { echo "dns.sh: --rounds wants 1..9" >&2; exit 2; }
+[[ -z $ONLY || $ONLY == dnsmasq || $ONLY == rackboot ]] || { echo "dns.sh: --only wants dnsmasq or rackboot" >&2; exit 2; }
+
+PERIOD=$((QUICK ? 3 : 10))   # seconds per trial
+NAMES=10000
+CLIENTS=10                   # dnsperf -c: client sockets (source ports)
+OUTSTANDING=500              # dnsperf -q: queries in flight
+NICE=${BENCH_NICE:--10}
+[[ $NICE =~ ^-?[0-9]+$ ]] || { echo "dns.sh: BENCH_NICE wants a number" >&2; exit 2; }
+
+SRV_NS=rbdns-srv
+CLI_NS=rbdns-cli
+SRV_IF=rbdns-s0
+CLI_IF=rbdns-c0
+SRV_IP=10.78.0.1
+CLI_IP=10.78.0.2
+DOMAIN=rack.internal
+API_PORT=8080
+TOKEN=bench-admin-token-0123456789abcdef
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+T0=$SECONDS
+
+die() { echo "dns.sh: $*" >&2; exit 1; }
+
+[[ $(id -u) == 0 ]] || die "must run as root (network namespaces, apt-get)"
+
+# ---------------------------------------------------------------- cleanup --
+TMP=""
+SERVER_PID=""
+LOAD_PID=""
+LOCK_FD=""
+
+stop_pid() { # PID: TERM, up to 10 s, then KILL
+    local pid=$1 i
+    [[ -n $pid ]] || return 0
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+netns_exists() { ip netns list | awk '{print $1}' | grep -qx "$1"; }
+
+del_netns() { # NS: kill what still runs in it (only ours: we made it), delete it
+    local ns=$1 pid
+    netns_exists "$ns" || return 0
+    for pid in $(ip netns pids "$ns" 2>/dev/null); do
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    ip netns del "$ns" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM HUP
+    stop_pid "$LOAD_PID"
+    stop_pid "$SERVER_PID"
+    if [[ -n $TMP ]]; then   # only tear down what this run set up
+        del_netns "$CLI_NS"
+        del_netns "$SRV_NS"
+        if [[ -n ${KEEP_TMP:-} ]]; then echo "kept $TMP" >&2; else rm -rf "$TMP"; fi
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+# One run at a time: the namespace names are fixed.
+exec {LOCK_FD}>/run/lock/rackboot-bench-dns.lock
+flock -n "$LOCK_FD" || die "another benches/dns.sh is running"
+
+# ------------------------------------------------------------- packages --
+need_pkgs=()
+command -v dnsperf >/dev/null || need_pkgs+=(dnsperf)
+command -v dnsmasq >/dev/null || need_pkgs+=(dnsmasq-base)
+command -v curl >/dev/null || need_pkgs+=(curl)
+command -v dig >/dev/null || need_pkgs+=(dnsutils)
+for tool in ip taskset timeout ss flock awk shuf; do
+    command -v "$tool" >/dev/null || die "$tool not found"
+done
+if ((${#need_pkgs[@]})); then
+    echo "installing ${need_pkgs[*]} ..." >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q "${need_pkgs[@]}" >/dev/null 2>&1 || {
+        apt-get update -q >/dev/null 2>&1 || true
+        apt-get install -y -q "${need_pkgs[@]}" >/dev/null || die "apt-get install ${need_pkgs[*]} failed"
+    }
+fi
+DNSPERF=$(command -v dnsperf) || die "dnsperf not found after install"
+DNSMASQ=$(command -v dnsmasq) || die "dnsmasq not found after install"
+DNSMASQ_VERSION=$("$DNSMASQ" --version | head -1 | awk '{print $3}')
+DNSPERF_VERSION=$(dpkg-query -W -f '${Version}' dnsperf 2>/dev/null || echo '?')
+
+# -------------------------------------------------------------- rackboot --
+RACKBOOT_BUILT=$REPO/target/release/rackboot
+RACKBOOT_VERSION=-
+if [[ $ONLY != dnsmasq ]]; then
+    newest_src=$(find "$REPO/src" "$REPO/Cargo.toml" "$REPO/Cargo.lock" -type f -newer "$RACKBOOT_BUILT" 2>/dev/null | head -1 || true)
+    if [[ ! -x $RACKBOOT_BUILT || -n $newest_src ]]; then
+        echo "building rackboot (cargo build --release) ..." >&2
+        (cd "$REPO" && cargo build --release --quiet) || die "cargo build --release failed"
+    fi
+    RACKBOOT_VERSION=$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)
+fi
+
+# ------------------------------------------------------------ namespaces --
+for ns in "$SRV_NS" "$CLI_NS"; do
+    if netns_exists "$ns"; then
+        [[ -z $(ip netns pids "$ns" 2>/dev/null) ]] ||
+            die "namespace $ns exists with processes in it; not touching it"
+        ip netns del "$ns"   # left over from a killed run (we hold the lock)
+    fi
+done
+TMP=$(mktemp -d -t rackboot-bench-dns.XXXXXX)
+ip netns add "$SRV_NS"
+ip netns add "$CLI_NS"
+ip link add "$SRV_IF" netns "$SRV_NS" type veth peer name "$CLI_IF" netns "$CLI_NS"
+ip -n "$SRV_NS" addr add "$SRV_IP/16" dev "$SRV_IF"
+ip -n "$CLI_NS" addr add "$CLI_IP/16" dev "$CLI_IF"
+for ns in "$SRV_NS" "$CLI_NS"; do ip -n "$ns" link set lo up; done
+ip -n "$SRV_NS" link set "$SRV_IF" up
+ip -n "$CLI_NS" link set "$CLI_IF" up
+for ((i = 0; i < 50; i++)); do
+    ip -n "$SRV_NS" link show dev "$SRV_IF" | grep -q LOWER_UP &&
+        ip -n "$CLI_NS" link show dev "$CLI_IF" | grep -q LOWER_UP && break
+    sleep 0.1
+done
+ip -n "$CLI_NS" link show dev "$CLI_IF" | grep -q LOWER_UP || die "veth $SRV_IF/$CLI_IF has no carrier"
+
+# ----------------------------------------------------------------- names --
+# name i (1-based) -> 10.78.(1 + (i-1)/250).(1 + (i-1)%250)
+awk -v n="$NAMES" -v d="$DOMAIN" 'BEGIN {
+    for (i = 1; i <= n; i++) {
+        printf "10.78.%d.%d node-%05d.%s node-%05d\n", 1 + int((i - 1) / 250), 1 + (i - 1) % 250, i, d, i
+    }
+}' >"$TMP/hosts"
+awk '{ print $2, "A" }' "$TMP/hosts" | shuf >"$TMP/queries.txt"
+# The import body: [{"mac":…,"hostname":…,"ipv4":…}, …]
+awk 'BEGIN { printf "[" }
+     { i = NR; printf "%s{\"mac\":\"02:00:00:%02x:%02x:%02x\",\"hostname\":\"%s\",\"ipv4\":\"%s\"}",
+         (NR > 1 ? "," : ""), int(i / 65536) % 256, int(i / 256) % 256, i % 256, $3, $1 }
+     END { print "]" }' "$TMP/hosts" >"$TMP/import.json"
+SAMPLE_NAME=$(awk 'NR == 4321 { print $2 }' "$TMP/hosts")
+SAMPLE_IP=$(awk 'NR == 4321 { print $1 }' "$TMP/hosts")
+
+# ----------------------------------------------------------- server defs --
+RDIR=$TMP/rackboot
+mkdir -p "$RDIR"/{assets,bootenvs,scripts,state}
+RACKBOOT=$RDIR/rackboot
+[[ $ONLY == dnsmasq ]] || cp "$RACKBOOT_BUILT" "$RACKBOOT"
+printf '[arch.bios]\nlocal = "exit"\n' >"$RDIR/bootenvs/discovery.toml"
+printf 'admin %s bench\n' "$TOKEN" >"$RDIR/api-tokens"
+cat >"$RDIR/rackboot.toml" <<EOF
+state_dir = "$RDIR/state"
+assets_dir = "$RDIR/assets"
+bootenvs_dir = "$RDIR/bootenvs"
+scripts_dir = "$RDIR/scripts"
+[network]
+interface = "$SRV_IF"
+address = "$SRV_IP"
+[dhcp]
+enabled = false
+[[dhcp.subnet]]
+cidr = "10.78.0.0/16"
+[tftp]
+enabled = false
+[http]
+port = $API_PORT
+[dns]
+domain = "$DOMAIN"
+[api]
+tokens_file = "$RDIR/api-tokens"
+EOF
+if [[ $ONLY != dnsmasq ]]; then
+    ip netns exec "$SRV_NS" "$RACKBOOT" check --config "$RDIR/rackboot.toml" >"$RDIR/config-check.log" 2>&1 ||
+        { cat "$RDIR/config-check.log" >&2; die "rackboot check rejects the generated config"; }
+fi
+
+# Waits (bounded: 15 s) until NAME answers SAMPLE_NAME with SAMPLE_IP from rbdns-cli.
+wait_answers() { # NAME LOGFILE
+    local name=$1 out=$2 i got
+    for ((i = 0; i < 150; i++)); do
+        kill -0 "$SERVER_PID" 2>/dev/null || { cat "$out" >&2; die "$name exited at start-up"; }
+        got=$(ip netns exec "$CLI_NS" dig @"$SRV_IP" +time=1 +tries=1 +short "$SAMPLE_NAME" A 2>/dev/null || true)
+        [[ $got == "$SAMPLE_IP" ]] && return 0
+        sleep 0.1
+    done
+    cat "$out" >&2
+    die "$name does not answer $SAMPLE_NAME with $SAMPLE_IP (got '${got:-nothing}')"
+}
+
+# Starts the server in rbdns-srv on core 0 with all 10k names. Sets SERVER_PID.
+start_server() { # NAME LOGFILE
+    local name=$1 out=$2
+    case $name in
+        dnsmasq)
+            ip netns exec "$SRV_NS" nice -n "$NICE" taskset -c 0 "$DNSMASQ" --keep-in-foreground \
+                --no-resolv --no-hosts --no-poll --addn-hosts="$TMP/hosts" \
+                --bind-interfaces --listen-address="$SRV_IP" --port=53 \
+                --user=root --pid-file= --log-facility="$TMP/dnsmasq.log" >"$out" 2>&1 &
+            SERVER_PID=$!
+            ;;
+        rackboot)
+            RACKBOOT_LOG=${RACKBOOT_LOG:-warn} ip netns exec "$SRV_NS" nice -n "$NICE" taskset -c 0 \
+                "$RACKBOOT" serve --config "$RDIR/rackboot.toml" >"$out" 2>&1 &
+            SERVER_PID=$!
+            # Imported once; the state dir keeps them for the later rounds.
+            if [[ ! -e $RDIR/imported ]]; then
+                local i code=""
+                for ((i = 0; i < 150; i++)); do
+                    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$out" >&2; die "rackboot exited at start-up"; }
+                    code=$(ip netns exec "$CLI_NS" curl -s -o "$RDIR/import.out" -w '%{http_code}' -m 60 \
+                        -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+                        --data-binary @"$TMP/import.json" "http://$SRV_IP:$API_PORT/api/v1/nodes/import" || true)
+                    [[ $code == 000 ]] || break
+                    sleep 0.1
+                done
+                [[ $code == 200 || $code == 201 ]] || { cat "$RDIR/import.out" >&2; die "importing $NAMES nodes failed (HTTP $code)"; }
+                touch "$RDIR/imported"
+            fi
+            ;;
+    esac
+    wait_answers "$name" "$out"
+}
+
+stop_server() {
+    stop_pid "$SERVER_PID"
+    SERVER_PID=""
+}
+
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+CLK_TCK=$(getconf CLK_TCK)
+PERF_ARGS="-s $SRV_IP -d $TMP/queries.txt -l $PERIOD -c $CLIENTS -q $OUTSTANDING -T 1"
+
+TRIAL_NO=0
+trial() { # NAME -> QPS, LOST
+    local name=$1 out rc t0 c0
+    TRIAL_NO=$((TRIAL_NO + 1))
+    out=$TMP/trial-$TRIAL_NO-$name
+    start_server "$name" "$out.server.log"
+    t0=$(date +%s.%N) c0=$(cpu_ticks "$SERVER_PID")
+    # shellcheck disable=SC2086
+    ip netns exec "$CLI_NS" timeout -k 5 $((PERIOD + 30)) \
+        nice -n "$NICE" taskset -c 1 "$DNSPERF" $PERF_ARGS >"$out.dnsperf" 2>&1 &
+    LOAD_PID=$!
+    rc=0
+    wait "$LOAD_PID" || rc=$?
+    LOAD_PID=""
+    BUSY=$(awk -v c0="$c0" -v c1="$(cpu_ticks "$SERVER_PID")" -v t0="$t0" -v t1="$(date +%s.%N)" -v hz="$CLK_TCK" \
+        'BEGIN { printf "%d", 100 * (c1 - c0) / hz / (t1 - t0) }')
+    stop_server
+    ((rc == 0)) || { cat "$out.dnsperf" >&2; die "dnsperf failed (exit $rc) against $name"; }
+    QPS=$(awk '/Queries per second:/ { printf "%d", $4 }' "$out.dnsperf")
+    # Queries per CPU-second of the server: QPS / (share of a core it used).
+    PER_CPU=$(awk -v q="$QPS" -v b="$BUSY" 'BEGIN { printf "%d", (b > 0) ? q * 100 / b : 0 }')
+    LOST=$(awk '/Queries lost:/ { print $3 }' "$out.dnsperf")
+    NOERROR=$(awk '/Response codes:/ { for (i = 3; i <= NF; i++) if ($i ~ /^NOERROR/) { print $(i + 1); exit } }' "$out.dnsperf")
+    [[ -n $QPS ]] || { cat "$out.dnsperf" >&2; die "cannot read dnsperf's statistics ($out.dnsperf)"; }
+    printf '  %-8s %7d queries/s  lost %-8s NOERROR %-10s cpu %3d %%  -> %7d queries per CPU-second\n' \
+        "$name" "$QPS" "${LOST:-?}" "${NOERROR:-?}" "$BUSY" "$PER_CPU" >&2
+}
+
+echo "DNS queries/s: dnsmasq $DNSMASQ_VERSION vs rackboot $RACKBOOT_VERSION (RACKBOOT_LOG=${RACKBOOT_LOG:-warn});" \
+    "$NAMES names, $PERIOD s trials, $ROUNDS round(s)" >&2
+echo "load: ip netns exec $CLI_NS nice -n $NICE taskset -c 1 dnsperf $PERF_ARGS" >&2
+
+declare -A BEST=([dnsmasq]=0 [rackboot]=0) ALL=() CAP=([dnsmasq]=0 [rackboot]=0)
+servers=()
+for name in dnsmasq rackboot; do [[ -z $ONLY || $ONLY == "$name" ]] && servers+=("$name"); done
+for ((round = 1; round <= ROUNDS; round++)); do
+    echo "round $round of $ROUNDS:" >&2
+    if ((round % 2)); then order=("${servers[@]}"); else order=(); for name in "${servers[@]}"; do order=("$name" "${order[@]}"); done; fi
+    for name in "${order[@]}"; do
+        trial "$name"
+        ALL[$name]="${ALL[$name]:-}${ALL[$name]:+ }$QPS"
+        ((QPS > BEST[$name])) && BEST[$name]=$QPS
+        ((PER_CPU > CAP[$name])) && CAP[$name]=$PER_CPU
+    done
+done
+
+# ----------------------------------------------------------------- report --
+echo
+echo "DNS queries/s, $NAMES names (A), dnsperf -c $CLIENTS -q $OUTSTANDING, server on core 0$( ((QUICK)) && echo ', --quick' || true)"
+echo "  each round: dnsmasq ${ALL[dnsmasq]:--}; rackboot ${ALL[rackboot]:--}"
+ratio() { awk -v r="$1" -v d="$2" 'BEGIN { if (d > 0) printf "%.2f", r / d; else printf "n/a" }'; }
+printf '  %-24s %10s %18s\n' "" "queries/s" "per CPU-second"
+printf '  %-24s %10d %18d\n' "dnsmasq $DNSMASQ_VERSION" "${BEST[dnsmasq]}" "${CAP[dnsmasq]}"
+printf '  %-24s %10d %18d\n' "rackboot" "${BEST[rackboot]}" "${CAP[rackboot]}"
+printf '  %-24s %10s %18s\n' "ratio rackboot/dnsmasq" "$(ratio "${BEST[rackboot]}" "${BEST[dnsmasq]}")" \
+    "$(ratio "${CAP[rackboot]}" "${CAP[dnsmasq]}")"
+echo "  (dnsperf ${DNSPERF_VERSION:-?}; $((SECONDS - T0)) s)"
+exit 0
