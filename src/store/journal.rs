@@ -8,11 +8,14 @@
 //! with `synchronous=NORMAL` does, and reaches SQLite with the next lazy
 //! commit. Kea's memfile backend makes the same trade.
 //!
-//! The journal is a series of segments. The writer thread seals the current
-//! one (renames it `leases.journal.<seq>`) just before a commit that carries
-//! every change appended so far, and deletes sealed segments once that
-//! commit succeeded. Opening the store replays whatever segments are left,
-//! oldest first, into SQLite: they hold every lease change the file lacks.
+//! The journal is a series of numbered segments, `leases.journal.<n>`. The
+//! writer thread creates the next segment ahead of time and, just before a
+//! commit that carries every change appended so far, swaps it in under the
+//! journal's lock: no file system call happens under that lock, so a slow
+//! disk never holds up an ACK waiting to append. Sealed segments are
+//! deleted once that commit succeeded. Opening the store replays whatever
+//! segments are left, in order, into SQLite: they hold every lease change
+//! the file lacks.
 //!
 //! One line per change, so an admin can read it:
 //!
@@ -32,8 +35,19 @@ use std::path::{Path, PathBuf};
 
 use crate::model::{Lease, LeaseState, Mac, Timestamp};
 
-/// The segment being appended to.
-const CURRENT: &str = "leases.journal";
+/// Segment `n` of the journal in `dir`.
+pub fn segment(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("leases.journal.{n}"))
+}
+
+/// Creates (empty) segment `n`, to be swapped in later.
+pub fn create_segment(dir: &Path, n: u64) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(segment(dir, n))
+}
 
 /// One durable lease change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,14 +96,11 @@ impl Change {
     }
 }
 
-/// The open journal of a state directory.
+/// The segment being appended to.
 pub struct Journal {
-    dir: PathBuf,
     file: File,
-    /// Bytes appended to the current segment (nothing to seal when 0).
+    /// Bytes appended to it (nothing to seal when 0).
     written: u64,
-    /// The number the next sealed segment gets.
-    next_seq: u64,
 }
 
 /// What [`replay`] found: the changes in order, and the segment files that
@@ -99,17 +110,13 @@ pub struct Replay {
     pub segments: Vec<PathBuf>,
 }
 
-/// Reads every segment left in `dir` (sealed ones by number, then the
-/// current one). A line that does not parse is skipped with a warning naming
-/// the file and line: one bad line must not cost the other leases.
+/// Reads every segment left in `dir`, in order. A line that does not parse
+/// is skipped with a warning naming the file and line: one bad line must
+/// not cost the other leases.
 pub fn replay(dir: &Path) -> io::Result<Replay> {
-    let mut segments = sealed(dir)?;
-    let current = dir.join(CURRENT);
-    if current.exists() {
-        segments.push((u64::MAX, current));
-    }
+    let segments = segments(dir)?;
     let mut changes = Vec::new();
-    for (_, path) in &segments {
+    for path in &segments {
         let text = fs::read_to_string(path)?;
         let complete = text.rfind('\n').map_or("", |end| &text[..end]);
         if complete.len() + 1 < text.len() {
@@ -127,47 +134,32 @@ pub fn replay(dir: &Path) -> io::Result<Replay> {
             }
         }
     }
-    Ok(Replay {
-        changes,
-        segments: segments.into_iter().map(|(_, p)| p).collect(),
-    })
+    Ok(Replay { changes, segments })
 }
 
-/// Sealed segments in `dir`, oldest first.
-fn sealed(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
-    let prefix = format!("{CURRENT}.");
+/// The journal's segments in `dir`, oldest first.
+fn segments(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
-        let Some(seq) = name
+        let Some(n) = name
             .to_str()
-            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|n| n.strip_prefix("leases.journal."))
             .and_then(|s| s.parse::<u64>().ok())
         else {
             continue;
         };
-        out.push((seq, entry.path()));
+        out.push((n, entry.path()));
     }
     out.sort();
-    Ok(out)
+    Ok(out.into_iter().map(|(_, p)| p).collect())
 }
 
 impl Journal {
-    /// Starts an empty journal in `dir`. Call only once [`replay`]'s
-    /// segments are committed and removed.
-    pub fn create(dir: &Path) -> io::Result<Journal> {
-        let file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(dir.join(CURRENT))?;
-        Ok(Journal {
-            dir: dir.to_path_buf(),
-            file,
-            written: 0,
-            next_seq: 0,
-        })
+    /// Appends to `file`, a segment made by [`create_segment`].
+    pub fn new(file: File) -> Journal {
+        Journal { file, written: 0 }
     }
 
     /// Appends `change` with one `write(2)`: once this returns, a crash of
@@ -179,22 +171,15 @@ impl Journal {
         Ok(())
     }
 
-    /// Seals the current segment and starts a new one. Returns the sealed
-    /// segment, or `None` when nothing was appended since the last seal.
-    pub fn seal(&mut self) -> io::Result<Option<PathBuf>> {
+    /// Appends to `next` from now on and returns the segment sealed (to
+    /// close outside the lock), or gives `next` back when nothing was
+    /// appended to the current one. Makes no system call.
+    pub fn swap(&mut self, next: File) -> Result<File, File> {
         if self.written == 0 {
-            return Ok(None);
+            return Err(next);
         }
-        let sealed = self.dir.join(format!("{CURRENT}.{}", self.next_seq));
-        fs::rename(self.dir.join(CURRENT), &sealed)?;
-        self.next_seq += 1;
-        self.file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(self.dir.join(CURRENT))?;
         self.written = 0;
-        Ok(Some(sealed))
+        Ok(std::mem::replace(&mut self.file, next))
     }
 }
 
@@ -241,8 +226,9 @@ mod tests {
     }
 
     #[test]
-    fn replay_reads_sealed_segments_then_the_current_one_and_skips_a_torn_tail() {
+    fn replay_reads_segments_in_order_and_skips_a_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
         let a = Change::Put(lease(
             [10, 0, 1, 1],
             Some("52:54:00:00:00:01"),
@@ -254,23 +240,30 @@ mod tests {
             Some("52:54:00:00:00:02"),
             LeaseState::Bound,
         ));
-        let mut j = Journal::create(dir.path()).unwrap();
-        assert_eq!(j.seal().unwrap(), None, "nothing appended, nothing sealed");
+        let mut j = Journal::new(create_segment(d, 9).unwrap());
+        let next = create_segment(d, 10).unwrap();
+        let next = j.swap(next).expect_err("nothing appended, nothing sealed");
         j.append(&a).unwrap();
-        let first = j.seal().unwrap().unwrap();
+        j.swap(next).expect("sealed 9");
         j.append(&b).unwrap();
-        let second = j.seal().unwrap().unwrap();
+        j.swap(create_segment(d, 11).unwrap()).expect("sealed 10");
         j.append(&c).unwrap();
         drop(j);
         // A write the process never finished, and a line somebody mangled.
-        let current = dir.path().join(CURRENT);
-        let mut f = OpenOptions::new().append(true).open(&current).unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(segment(d, 11))
+            .unwrap();
         f.write_all(b"nonsense\nput 10.0.1.3 52:54:00:00:00:03 bou")
             .unwrap();
 
-        let r = replay(dir.path()).unwrap();
+        let r = replay(d).unwrap();
         assert_eq!(r.changes, vec![a, b, c]);
-        assert_eq!(r.segments, vec![first, second, current]);
+        // By number, not by name: 9 before 10.
+        assert_eq!(
+            r.segments,
+            vec![segment(d, 9), segment(d, 10), segment(d, 11)]
+        );
     }
 
     #[test]

@@ -463,14 +463,20 @@ impl SqliteStore {
         let queue = Arc::new(WriteQueue::default());
         let writer = queue.clone();
         let journal = journal.map(|j| Arc::new(Mutex::new(j)));
-        let sealer = journal.clone();
+        let sealer = journal.clone().zip(journal_dir.map(Path::to_path_buf));
         // The writer is a thread of its own, not a task: SQLite calls block,
         // and one thread that commits a whole batch per wake-up costs a
         // fraction of handing every statement to a worker and back.
         let thread = std::thread::Builder::new()
             .name("rackboot-store".into())
             .spawn(move || {
-                write_loop(conn, &writer, sealer.as_deref());
+                let sealer = sealer.as_ref().map(|(j, dir)| Sealer {
+                    journal: j,
+                    dir,
+                    current: 0,
+                    spare: None,
+                });
+                write_loop(conn, &writer, sealer);
                 // The directory is released only once the file is closed.
                 drop(lock);
             })
@@ -544,7 +550,7 @@ impl SqliteStore {
 }
 
 /// Commits the lease changes the journal segments in `dir` hold, removes the
-/// segments, and starts a fresh journal.
+/// segments, and starts a fresh journal (segment 0).
 fn replay_journal(conn: &Connection, dir: &Path) -> Result<Journal, StoreError> {
     let io_err = |path: PathBuf| move |source| StoreError::Io { path, source };
     let found = journal::replay(dir).map_err(io_err(dir.to_path_buf()))?;
@@ -570,7 +576,30 @@ fn replay_journal(conn: &Connection, dir: &Path) -> Result<Journal, StoreError> 
     for segment in &found.segments {
         std::fs::remove_file(segment).map_err(io_err(segment.clone()))?;
     }
-    Journal::create(dir).map_err(io_err(dir.join("leases.journal")))
+    journal::create_segment(dir, 0)
+        .map(Journal::new)
+        .map_err(io_err(journal::segment(dir, 0)))
+}
+
+/// The writer thread's side of the lease journal: it numbers the segments
+/// and makes each next one before it is needed, outside the journal's lock.
+struct Sealer<'a> {
+    journal: &'a Mutex<Journal>,
+    dir: &'a Path,
+    /// The segment being appended to.
+    current: u64,
+    /// Segment `current + 1`, made ahead of time.
+    spare: Option<std::fs::File>,
+}
+
+impl Sealer<'_> {
+    /// Makes the next segment if it is not made yet.
+    fn prepare(&mut self) -> std::io::Result<()> {
+        if self.spare.is_none() {
+            self.spare = Some(journal::create_segment(self.dir, self.current + 1)?);
+        }
+        Ok(())
+    }
 }
 
 fn lock_dir(state_dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, StoreError> {
@@ -748,7 +777,7 @@ fn lazy_lease(now: &mut Batch, lazy: &mut Batch, ip: u32, lease: Option<Lease>) 
 /// With a lease journal, each commit of everything first seals the journal's
 /// segment (every change in it is then in this commit) and removes the
 /// sealed segments once the commit succeeded.
-fn write_loop(mut conn: Connection, queue: &WriteQueue, journal: Option<&Mutex<Journal>>) {
+fn write_loop(mut conn: Connection, queue: &WriteQueue, mut sealer: Option<Sealer<'_>>) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -788,19 +817,32 @@ fn write_loop(mut conn: Connection, queue: &WriteQueue, journal: Option<&Mutex<J
                 || !t.report_reads.is_empty()
                 || due
                 || lazy.len() >= LAZY_MAX;
-            if everything && let Some(journal) = journal {
-                let mut j = journal.lock().unwrap_or_else(PoisonError::into_inner);
-                // Under the journal's lock nothing more is appended: what
-                // the segment holds is now all in this wake-up's batches.
-                let (more, closed) = queue.take();
-                t.closed |= closed;
-                t.sort(more, &mut lazy);
-                match j.seal() {
-                    Ok(segment) => sealed.extend(segment),
-                    Err(e) => {
-                        tracing::error!(error = %e, "store: cannot seal the lease journal; its segments are kept for replay at the next start");
-                        keep_segments = true;
+            if everything && let Some(s) = sealer.as_mut() {
+                match s.prepare() {
+                    Ok(()) => {
+                        let next = s.spare.take().expect("prepared");
+                        let swapped = {
+                            let mut j = s.journal.lock().unwrap_or_else(PoisonError::into_inner);
+                            // Under the journal's lock nothing more is appended:
+                            // what the segment holds is now all in this
+                            // wake-up's batches.
+                            let (more, closed) = queue.take();
+                            t.closed |= closed;
+                            t.sort(more, &mut lazy);
+                            j.swap(next)
+                        };
+                        match swapped {
+                            // Closed here, outside the lock.
+                            Ok(_old) => {
+                                sealed.push(journal::segment(s.dir, s.current));
+                                s.current += 1;
+                            }
+                            Err(next) => s.spare = Some(next),
+                        }
                     }
+                    // The current segment then grows on, holding committed
+                    // changes too; replaying them in order is harmless.
+                    Err(e) => tracing::error!(error = %e, "store: cannot make the next lease journal segment; the current one is kept"),
                 }
             }
             // What somebody waits on goes first, in one transaction.
@@ -2038,7 +2080,7 @@ mod tests {
     #[tokio::test]
     async fn an_acknowledged_lease_is_in_the_journal_before_allocate_returns() {
         let dir = tempfile::tempdir().unwrap();
-        let journal = dir.path().join("leases.journal");
+        let journal = dir.path().join("leases.journal.0");
         {
             let s = SqliteStore::open(dir.path()).await.unwrap();
             let n = Node::discovered(mac(1), "discovery", "t".into(), Timestamp(0));
@@ -2070,16 +2112,23 @@ mod tests {
                     .unwrap()
                     .ends_with("drop 10.0.0.10\n")
             );
-            // A sync commits everything: the journal starts over.
+            // A sync commits everything: the segment is sealed and, once
+            // committed, removed; the next one is empty.
             s.sync().await.unwrap();
-            assert_eq!(std::fs::read_to_string(&journal).unwrap(), "");
+            assert!(!journal.exists());
+            assert_eq!(
+                std::fs::read_to_string(dir.path().join("leases.journal.1")).unwrap(),
+                ""
+            );
         }
-        let names: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n.starts_with("leases.journal."))
-            .collect();
-        assert!(names.is_empty(), "sealed segments left: {names:?}");
+        // Closing commits everything too: what is left holds nothing.
+        for e in std::fs::read_dir(dir.path()).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().into_string().unwrap();
+            if name.starts_with("leases.journal.") {
+                assert_eq!(std::fs::read_to_string(e.path()).unwrap(), "", "{name}");
+            }
+        }
     }
 
     #[tokio::test]
@@ -2096,13 +2145,13 @@ mod tests {
         // a sealed segment it had not committed, and the current one with a
         // line it was still writing.
         std::fs::write(
-            dir.path().join("leases.journal.0"),
+            dir.path().join("leases.journal.5"),
             "put 10.0.0.11 52:54:00:00:00:02 bound 3600000\n\
              put 10.0.0.12 52:54:00:00:00:03 bound 3600000\n",
         )
         .unwrap();
         std::fs::write(
-            dir.path().join("leases.journal"),
+            dir.path().join("leases.journal.6"),
             "drop 10.0.0.10\nput 10.0.0.10 52:54:00:00:00:04 bou",
         )
         .unwrap();
@@ -2119,9 +2168,10 @@ mod tests {
         );
         assert_eq!(holder("10.0.0.11").await, Some(mac(2)));
         assert_eq!(holder("10.0.0.12").await, Some(mac(3)));
-        assert!(!dir.path().join("leases.journal.0").exists());
+        assert!(!dir.path().join("leases.journal.5").exists());
+        assert!(!dir.path().join("leases.journal.6").exists());
         assert_eq!(
-            std::fs::read_to_string(dir.path().join("leases.journal")).unwrap(),
+            std::fs::read_to_string(dir.path().join("leases.journal.0")).unwrap(),
             ""
         );
     }
