@@ -5,7 +5,7 @@
 //! about nodes that do not boot again. Policy is `boot::lifecycle` and
 //! `boot::diagnose`; this module only reads the clock and the store.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,15 +73,25 @@ impl Sweep {
     /// One pass at `now`.
     pub async fn pass(&mut self, now: Timestamp) -> Result<Swept, StoreError> {
         let mut swept = Swept::default();
-        let nodes = self.store.nodes().await?;
         let quiet = self
             .timeouts
             .report
             .min(self.timeouts.install)
             .min(self.timeouts.heartbeat)
             .as_millis() as i64;
-        self.checked
-            .retain(|mac, _| nodes.iter().any(|n| n.mac == *mac));
+        // Only nodes with something to look at: in a storm nearly every node
+        // was seen moments ago, and copying all their records every pass
+        // would hold the store (and the DHCP answers waiting on it).
+        let nodes = self
+            .store
+            .nodes_where(Box::new(move |n| {
+                let seen = n.last_seen.unwrap_or(n.created);
+                lifecycle::expire_lease(n, now).is_some() || now.millis() - seen.millis() >= quiet
+            }))
+            .await?;
+        // A node no longer quiet is looked at afresh once it is again.
+        let candidates: HashSet<Mac> = nodes.iter().map(|n| n.mac).collect();
+        self.checked.retain(|mac, _| candidates.contains(mac));
         for node in nodes {
             let mac = node.mac;
             if lifecycle::expire_lease(&node, now).is_some() {

@@ -14,6 +14,9 @@ pub mod sqlite;
 
 pub use sqlite::SqliteStore;
 
+/// Which records [`Store::nodes_where`] returns.
+pub type NodeFilter = Box<dyn Fn(&Node) -> bool + Send + Sync>;
+
 /// How many events each node keeps; older ones are dropped first.
 pub const EVENTS_PER_NODE: i64 = 500;
 
@@ -103,6 +106,14 @@ pub trait Store: Send + Sync + 'static {
     /// carries its token moves it to `booting`), which is.
     async fn create_node_if_absent(&self, node: Node) -> Result<(Node, bool), StoreError>;
     async fn nodes(&self) -> Result<Vec<Node>, StoreError>;
+    /// The records `keep` accepts, by MAC. For background passes over a
+    /// large fleet: an engine that holds records in memory filters them
+    /// there, so a pass costs a scan, not a copy of every record.
+    async fn nodes_where(&self, keep: NodeFilter) -> Result<Vec<Node>, StoreError> {
+        let mut all = self.nodes().await?;
+        all.retain(|n| keep(n));
+        Ok(all)
+    }
     /// Applies `edit` to the record of `mac` and returns the new record,
     /// durable on return. A hostname or fixed address that another node
     /// holds is a [`StoreError::Conflict`]; the edit's own refusal is

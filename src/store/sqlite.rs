@@ -25,7 +25,8 @@ use tokio::sync::{Notify, oneshot};
 
 use super::journal::{self, Change, Journal};
 use super::{
-    EVENTS_PER_NODE, LeaseRequest, NodeEdit, NodesEdit, REPORTS_PER_NODE, Store, StoreError,
+    EVENTS_PER_NODE, LeaseRequest, NodeEdit, NodeFilter, NodesEdit, REPORTS_PER_NODE, Store,
+    StoreError,
 };
 use crate::model::{
     BootArch, Event, EventKind, Lease, LeaseState, Mac, Node, NodeState, ScriptReport, Timestamp,
@@ -1253,6 +1254,18 @@ impl Store for SqliteStore {
         let mut all: Vec<Node> = self.cache().nodes.values().cloned().collect();
         all.sort_by_key(|n| n.mac);
         Ok(all)
+    }
+
+    async fn nodes_where(&self, keep: NodeFilter) -> Result<Vec<Node>, StoreError> {
+        let mut some: Vec<Node> = self
+            .cache()
+            .nodes
+            .values()
+            .filter(|n| keep(n))
+            .cloned()
+            .collect();
+        some.sort_by_key(|n| n.mac);
+        Ok(some)
     }
 
     async fn update_node(&self, mac: Mac, edit: NodeEdit) -> Result<Node, StoreError> {
