@@ -19,6 +19,8 @@
 //! directory, no writes at all) and putting each transfer on the timeline.
 
 mod handler;
+pub mod packet;
+pub mod session;
 
 pub use handler::{AssetsHandler, Refusal, resolve};
 
