@@ -213,6 +213,11 @@ async fn drive(
     let mut ack = [0u8; 1024];
     let timer = tokio::time::sleep(std::time::Duration::ZERO);
     tokio::pin!(timer);
+    // The deadline the timer is set for. Progress moves the session's deadline
+    // later with every ACK; re-arming tokio's timer wheel per block is a
+    // measurable share of a lock-step transfer, so the timer is moved only
+    // earlier, and when it fires before the session's deadline it is re-armed.
+    let mut armed: Option<Instant> = None;
     loop {
         let mut again = 0;
         while let Some(t) = session.poll_transmit() {
@@ -254,7 +259,10 @@ async fn drive(
         let Some(deadline) = session.poll_timeout() else {
             return Ok(());
         };
-        timer.as_mut().reset(deadline.into());
+        if armed.is_none_or(|a| deadline < a) {
+            timer.as_mut().reset(deadline.into());
+            armed = Some(deadline);
+        }
         tokio::select! {
             biased;
             r = sock.recv(&mut ack) => match r {
@@ -268,8 +276,8 @@ async fn drive(
                 Err(e) => return Err(format!("receiving from the client: {e}")),
             },
             _ = &mut timer => {
-                session.on_timeout(Instant::now());
-                if *session.state() == State::Running {
+                armed = None;
+                if session.on_timeout(Instant::now()) {
                     tracing::debug!(rto = ?session.rto(), "TFTP transfer: no ACK in time, resending the window");
                 }
             }

@@ -271,18 +271,19 @@ impl Session {
 
     /// Time passed: past the deadline the window is resent (from `base`) and
     /// the timeout doubles, or, after `give_up` without progress, the
-    /// transfer ends.
-    pub fn on_timeout(&mut self, now: Instant) {
+    /// transfer ends. True when the window is to be resent.
+    pub fn on_timeout(&mut self, now: Instant) -> bool {
         if self.state != State::Running || now < self.timer_from + self.rto {
-            return;
+            return false;
         }
         if now.saturating_duration_since(self.progress_at) >= self.give_up {
             self.state = State::TimedOut;
-            return;
+            return false;
         }
         self.next = self.base;
         self.rto = (self.rto * 2).min(self.max_rto);
         self.timer_from = now;
+        true
     }
 
     /// The timeout the next retransmission waits for (for the log).
