@@ -33,7 +33,8 @@
 #
 # Usage: benches/tftp.sh [--quick]
 #   --quick   3 fetches per figure instead of 5 (1 MiB) and 1 instead of 3 (64 MiB).
-# Environment: TMPDIR (files and logs; /tmp by default), KEEP_TMP=1 keeps it.
+# Environment: TMPDIR (files and logs; /tmp by default), KEEP_TMP=1 keeps it,
+# RACKBOOT_LOG as for rackboot (default here: warn).
 # rackboot is built with cargo build --release unless target/release/rackboot
 # is newer than every source file; the run uses a copy of it.
 #
@@ -230,7 +231,7 @@ start_server() { # NAME
                 --tftp-max=100 --user=root --group=root --pid-file= --log-facility=- >"$log" 2>&1 &
             ;;
         rackboot)
-            RACKBOOT_LOG=warn ip netns exec "$SRV_NS" taskset -c 0 "$RACKBOOT" serve \
+            RACKBOOT_LOG=${RACKBOOT_LOG:-warn} ip netns exec "$SRV_NS" taskset -c 0 "$RACKBOOT" serve \
                 --config "$TMP/rackboot/rackboot.toml" >"$log" 2>&1 &
             ;;
     esac
