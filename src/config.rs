@@ -228,6 +228,18 @@ mod raw {
         pub port: u16,
         #[serde(default = "tftp_max_transfers")]
         pub max_transfers: usize,
+        #[serde(default = "tftp_max_blksize")]
+        pub max_blksize: u32,
+        #[serde(default = "tftp_max_windowsize")]
+        pub max_windowsize: u32,
+        #[serde(default = "tftp_timeout")]
+        pub timeout: String,
+        #[serde(default = "tftp_max_timeout")]
+        pub max_timeout: String,
+        #[serde(default = "tftp_give_up")]
+        pub give_up: String,
+        #[serde(default)]
+        pub honor_client_timeout: bool,
     }
     impl Default for Tftp {
         fn default() -> Self {
@@ -235,6 +247,12 @@ mod raw {
                 enabled: true,
                 port: tftp_port(),
                 max_transfers: tftp_max_transfers(),
+                max_blksize: tftp_max_blksize(),
+                max_windowsize: tftp_max_windowsize(),
+                timeout: tftp_timeout(),
+                max_timeout: tftp_max_timeout(),
+                give_up: tftp_give_up(),
+                honor_client_timeout: false,
             }
         }
     }
@@ -243,6 +261,21 @@ mod raw {
     }
     fn tftp_max_transfers() -> usize {
         256
+    }
+    fn tftp_max_blksize() -> u32 {
+        u32::from(crate::tftp::packet::MAX_BLKSIZE)
+    }
+    fn tftp_max_windowsize() -> u32 {
+        64
+    }
+    fn tftp_timeout() -> String {
+        "1s".into()
+    }
+    fn tftp_max_timeout() -> String {
+        "8s".into()
+    }
+    fn tftp_give_up() -> String {
+        "20s".into()
     }
 
     #[derive(Debug, Deserialize)]
@@ -354,6 +387,8 @@ pub struct Config {
     /// How many TFTP reads send data at once; the rest wait their turn
     /// (`[tftp] max_transfers`, at least 1).
     pub tftp_max_transfers: usize,
+    /// Option caps and retransmission timing of the TFTP engine (`[tftp]`).
+    pub tftp_limits: crate::tftp::Limits,
     pub http: Option<u16>,
     pub dns: Option<DnsConfig>,
     pub lifecycle: crate::boot::Timeouts,
@@ -747,6 +782,76 @@ impl Config {
             }
             Ok(d)
         };
+        let tftp_limits = {
+            let t = &raw.tftp;
+            let (min, max) = (
+                crate::tftp::packet::MIN_BLKSIZE,
+                crate::tftp::packet::MAX_BLKSIZE,
+            );
+            let max_blksize = u16::try_from(t.max_blksize)
+                .ok()
+                .filter(|b| (min..=max).contains(b))
+                .ok_or_else(|| {
+                    invalid(
+                        "tftp.max_blksize",
+                        format!("{} is outside RFC 2348's {min}..={max}", t.max_blksize),
+                    )
+                })?;
+            let max_windowsize = u16::try_from(t.max_windowsize)
+                .ok()
+                .filter(|&w| w >= 1)
+                .ok_or_else(|| {
+                    invalid(
+                        "tftp.max_windowsize",
+                        format!("{} is outside RFC 7440's 1..=65535", t.max_windowsize),
+                    )
+                })?;
+            // Sub-second timeouts are allowed (a LAN answers in microseconds);
+            // RFC 2349's range tops out at 255 s.
+            let tftp_duration = |key: &str, text: &str| {
+                let d = humantime::parse_duration(text).map_err(|e| {
+                    invalid(
+                        key,
+                        format!("`{text}` is not a duration ({e}); e.g. \"1s\" or \"500ms\""),
+                    )
+                })?;
+                if !(std::time::Duration::from_millis(10)..=std::time::Duration::from_secs(255))
+                    .contains(&d)
+                {
+                    return Err(invalid(key, format!("`{text}` is outside 10ms..=255s")));
+                }
+                Ok(d)
+            };
+            let timeout = tftp_duration("tftp.timeout", &t.timeout)?;
+            let max_timeout = tftp_duration("tftp.max_timeout", &t.max_timeout)?;
+            let give_up = tftp_duration("tftp.give_up", &t.give_up)?;
+            if max_timeout < timeout {
+                return Err(invalid(
+                    "tftp.max_timeout",
+                    format!(
+                        "{} is shorter than tftp.timeout ({})",
+                        t.max_timeout, t.timeout
+                    ),
+                ));
+            }
+            if give_up < timeout {
+                return Err(invalid(
+                    "tftp.give_up",
+                    format!(
+                        "{} is shorter than tftp.timeout ({}): no retransmission could happen",
+                        t.give_up, t.timeout
+                    ),
+                ));
+            }
+            crate::tftp::Limits {
+                max_blksize,
+                max_windowsize,
+                timeout,
+                max_timeout,
+                give_up,
+                honor_client_timeout: t.honor_client_timeout,
+            }
+        };
         let lifecycle = crate::boot::Timeouts {
             report: duration("lifecycle.report_timeout", &raw.lifecycle.report_timeout)?,
             install: duration("lifecycle.install_timeout", &raw.lifecycle.install_timeout)?,
@@ -828,6 +933,7 @@ impl Config {
             },
             tftp: raw.tftp.enabled.then_some(raw.tftp.port),
             tftp_max_transfers: raw.tftp.max_transfers,
+            tftp_limits,
             http: raw.http.enabled.then_some(raw.http.port),
             dns: raw.dns.enabled.then_some(DnsConfig {
                 port: raw.dns.port,

@@ -145,6 +145,11 @@ label_value! {
         /// A path outside the assets directory, or a write.
         Refused => "refused",
         NotFound => "not_found",
+        /// No `[tftp] max_transfers` slot came free within 30 s: "server busy".
+        Busy => "busy",
+        /// Started but not finished: the client sent an error (a size probe's
+        /// refusal of the OACK included), stopped answering, or rackboot failed.
+        Aborted => "aborted",
     }
 }
 
@@ -256,6 +261,9 @@ pub struct Metrics {
     pools: Vec<PoolGauges>,
     tftp_transfers: Family<ResultLabels, Counter>,
     tftp_sent_bytes: Counter,
+    tftp_retransmissions: Counter,
+    tftp_queued: Gauge,
+    tftp_active: Gauge,
     http_requests: Family<HttpLabels, Counter>,
     catalog_reloads: Family<ReloadLabels, Counter>,
     catalog_ok: Gauge,
@@ -325,6 +333,9 @@ impl Metrics {
         let pool_declined = Family::<SubnetLabels, Gauge>::default();
         let tftp_transfers = Family::<ResultLabels, Counter>::default();
         let tftp_sent_bytes = Counter::default();
+        let tftp_retransmissions = Counter::default();
+        let tftp_queued = Gauge::default();
+        let tftp_active = Gauge::default();
         let http_requests = Family::<HttpLabels, Counter>::default();
         let catalog_reloads = Family::<ReloadLabels, Counter>::default();
         let catalog_ok = Gauge::default();
@@ -381,6 +392,21 @@ impl Metrics {
             "File bytes read out to TFTP clients",
             Unit::Bytes,
             tftp_sent_bytes.clone(),
+        );
+        registry.register(
+            "tftp_retransmissions",
+            "TFTP packets (DATA or OACK) sent again: after a timeout, or from a windowed client's early ACK",
+            tftp_retransmissions.clone(),
+        );
+        registry.register(
+            "tftp_queued",
+            "TFTP transfers waiting for a free tftp.max_transfers slot",
+            tftp_queued.clone(),
+        );
+        registry.register(
+            "tftp_active",
+            "TFTP transfers holding a tftp.max_transfers slot",
+            tftp_active.clone(),
         );
         registry.register(
             "http_requests",
@@ -481,6 +507,9 @@ impl Metrics {
             pools,
             tftp_transfers,
             tftp_sent_bytes,
+            tftp_retransmissions,
+            tftp_queued,
+            tftp_active,
             http_requests,
             catalog_reloads,
             catalog_ok,
@@ -565,6 +594,21 @@ impl Metrics {
                 })
                 .set(i64::from(*n));
         }
+    }
+
+    /// `n` TFTP packets were sent again.
+    pub fn tftp_retransmitted(&self, n: u64) {
+        self.tftp_retransmissions.inc_by(n);
+    }
+
+    /// A transfer joined (+1) or left (-1) the queue for a slot.
+    pub fn tftp_queued(&self, delta: i64) {
+        self.tftp_queued.inc_by(delta);
+    }
+
+    /// A transfer took (+1) or freed (-1) a slot.
+    pub fn tftp_active(&self, delta: i64) {
+        self.tftp_active.inc_by(delta);
     }
 
     pub fn http_request(&self, route: HttpRoute, status: u16) {
@@ -675,6 +719,9 @@ mod tests {
         m.tftp_transfer(TftpResult::Sent);
         m.tftp_transfer(TftpResult::NotFound);
         m.tftp_sent_bytes(5000);
+        m.tftp_retransmitted(3);
+        m.tftp_queued(2);
+        m.tftp_queued(-1);
         m.http_request(HttpRoute::of_path("/boot/52:54:00:00:00:01.ipxe"), 200);
         m.http_request(HttpRoute::of_path("/assets/x86_64/vmlinuz"), 206);
         m.http_request(HttpRoute::of_path("/assets/nope"), 404);
@@ -761,6 +808,10 @@ mod tests {
         assert_eq!(value(&s, tftp, r#"result="not_found""#), 1.0);
         assert_eq!(value(&s, tftp, r#"result="refused""#), 0.0);
         assert_eq!(value(&s, "rackboot_tftp_sent_bytes_total", ""), 5000.0);
+        assert_eq!(value(&s, "rackboot_tftp_retransmissions_total", ""), 3.0);
+        assert_eq!(value(&s, "rackboot_tftp_queued", ""), 1.0);
+        assert_eq!(value(&s, "rackboot_tftp_active", ""), 0.0);
+        assert_eq!(value(&s, tftp, r#"result="busy""#), 0.0);
 
         let http = "rackboot_http_requests_total";
         assert_eq!(value(&s, http, r#"route="boot",status="2xx""#), 1.0);

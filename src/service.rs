@@ -272,11 +272,15 @@ pub async fn run(
             metrics.clone(),
             cfg.tftp_max_transfers,
         );
+        let tftp_config = tftp::ServerConfig {
+            limits: cfg.tftp_limits.clone(),
+            interface: Some(cfg.interface.clone()),
+        };
         let c = cancel.clone();
         tasks.spawn(async move {
             (
                 "TFTP",
-                tftp::serve(sock, handler, c)
+                tftp::serve(sock, handler, tftp_config, c)
                     .await
                     .map_err(|e| e.to_string()),
             )

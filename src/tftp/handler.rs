@@ -1,18 +1,16 @@
-//! Which files TFTP hands out, and the timeline entries for each transfer.
+//! Which files TFTP hands out, who waits for a transfer slot, and the
+//! timeline entries and metrics for each transfer. The server asks; this
+//! answers with plain data (a file and its size, a refusal, a slot) and knows
+//! nothing of packets or sockets.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use async_tftp::packet;
-use async_tftp::server::Handler;
-use blocking::Unblock;
-use futures_lite::{AsyncRead, Future};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::packet::ErrorCode;
 use crate::boot::bootenv::is_relative_inside;
 use crate::events::Timeline;
 use crate::metrics::{Metrics, TftpResult};
@@ -25,7 +23,6 @@ pub struct AssetsHandler {
     store: Arc<dyn Store>,
     timeline: Timeline,
     metrics: Arc<Metrics>,
-    runtime: tokio::runtime::Handle,
     /// One permit per transfer allowed to send data at once (`[tftp] max_transfers`).
     slots: Arc<Semaphore>,
 }
@@ -34,33 +31,23 @@ pub struct AssetsHandler {
 /// "server busy": PXE firmware gives up on a silent server after about as long.
 pub const QUEUE_WAIT: Duration = Duration::from_secs(30);
 
-impl AssetsHandler {
-    /// Must be called inside the tokio runtime: async-tftp drives handlers on
-    /// its own executor, so store work is sent back to tokio explicitly.
-    pub fn new(
-        root: PathBuf,
-        store: Arc<dyn Store>,
-        timeline: Timeline,
-        metrics: Arc<Metrics>,
-        max_transfers: usize,
-    ) -> AssetsHandler {
-        AssetsHandler {
-            root,
-            store,
-            timeline,
-            metrics,
-            runtime: tokio::runtime::Handle::current(),
-            slots: Arc::new(Semaphore::new(max_transfers.max(1))),
-        }
-    }
-}
-
 /// Why a read request is refused; each maps to a TFTP error packet.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refusal {
     /// Absolute paths, `..`, and anything else that could leave the root.
     OutsideRoot,
     NotFound,
+}
+
+impl Refusal {
+    /// The ERROR packet's code and message (the messages tftp-hpa and
+    /// atftp print, and scripts match on).
+    pub fn error(&self) -> (ErrorCode, &'static str) {
+        match self {
+            Refusal::OutsideRoot => (ErrorCode::AccessViolation, "Permission denied"),
+            Refusal::NotFound => (ErrorCode::FileNotFound, "File not found"),
+        }
+    }
 }
 
 /// The file `requested` names under `root`, if it may be served.
@@ -77,93 +64,255 @@ pub fn resolve(root: &Path, requested: &Path) -> Result<PathBuf, Refusal> {
     }
 }
 
-impl Handler for AssetsHandler {
-    type Reader = Tracked;
-    type Writer = futures_lite::io::Sink;
+/// A file open for one read transfer.
+pub struct Opened {
+    pub file: std::fs::File,
+    pub size: u64,
+    pub record: Record,
+}
 
-    async fn read_req_open(
-        &mut self,
-        client: &SocketAddr,
-        path: &Path,
-    ) -> Result<(Self::Reader, Option<u64>), packet::Error> {
-        let full = match resolve(&self.root, path) {
-            Ok(p) => p,
-            Err(Refusal::OutsideRoot) => {
-                tracing::warn!(%client, path = %path.display(), "TFTP read outside the assets directory refused");
-                self.metrics.tftp_transfer(TftpResult::Refused);
-                return Err(packet::Error::PermissionDenied);
-            }
-            Err(Refusal::NotFound) => {
-                tracing::info!(%client, path = %path.display(), "TFTP read of a file that does not exist");
-                self.metrics.tftp_transfer(TftpResult::NotFound);
-                return Err(packet::Error::FileNotFound);
-            }
-        };
-        let file = std::fs::File::open(&full).map_err(|e| {
-            tracing::warn!(path = %full.display(), error = %e, "cannot open file for TFTP");
-            self.metrics.tftp_transfer(TftpResult::NotFound);
-            packet::Error::FileNotFound
-        })?;
-        let size = file.metadata().map(|m| m.len()).ok();
-        let name = path.display().to_string();
-        let mac = self.mac_of(client.ip()).await;
-        if let Some(mac) = mac {
-            self.spawn_event(
-                mac,
-                EventKind::TftpStart,
-                format!("{name} ({} bytes)", size.unwrap_or(0)),
-            );
-        }
-        Ok((
-            Tracked {
-                inner: Unblock::new(file),
-                done: mac.map(|mac| (mac, name, self.timeline.clone(), self.runtime.clone())),
-                sent: 0,
-                size,
-                metrics: Some(self.metrics.clone()),
-                turn: Turn::new(&self.slots, &self.runtime, *client),
-            },
-            size,
-        ))
-    }
-
-    async fn write_req_open(
-        &mut self,
-        client: &SocketAddr,
-        path: &Path,
-        _size: Option<u64>,
-    ) -> Result<Self::Writer, packet::Error> {
-        tracing::warn!(%client, path = %path.display(), "TFTP write refused: rackboot serves TFTP read-only");
-        self.metrics.tftp_transfer(TftpResult::Refused);
-        Err(packet::Error::Msg("rackboot TFTP is read-only".into()))
-    }
+/// How a transfer ended, as the server saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The client acknowledged the last block.
+    Sent,
+    /// The client sent an ERROR (code, message).
+    ClientError(u16, String),
+    /// The client stopped acknowledging.
+    TimedOut,
+    /// No transfer slot came free within [`QUEUE_WAIT`].
+    Busy,
+    /// rackboot failed (a socket or the file); the message says which.
+    Failed(String),
 }
 
 impl AssetsHandler {
+    pub fn new(
+        root: PathBuf,
+        store: Arc<dyn Store>,
+        timeline: Timeline,
+        metrics: Arc<Metrics>,
+        max_transfers: usize,
+    ) -> AssetsHandler {
+        AssetsHandler {
+            root,
+            store,
+            timeline,
+            metrics,
+            slots: Arc::new(Semaphore::new(max_transfers.max(1))),
+        }
+    }
+
+    /// Opens `path` for `client`, or says why not (logged and counted here).
+    pub async fn open(&self, client: SocketAddr, path: &str) -> Result<Opened, Refusal> {
+        let full = match resolve(&self.root, Path::new(path)) {
+            Ok(p) => p,
+            Err(r) => {
+                match r {
+                    Refusal::OutsideRoot => {
+                        tracing::warn!(%client, path, "TFTP read outside the assets directory refused");
+                        self.metrics.tftp_transfer(TftpResult::Refused);
+                    }
+                    Refusal::NotFound => {
+                        tracing::info!(%client, path, "TFTP read of a file that does not exist");
+                        self.metrics.tftp_transfer(TftpResult::NotFound);
+                    }
+                }
+                return Err(r);
+            }
+        };
+        let opened = std::fs::File::open(&full).and_then(|f| Ok((f.metadata()?.len(), f)));
+        let (size, file) = opened.map_err(|e| {
+            tracing::warn!(path = %full.display(), error = %e, "cannot open file for TFTP");
+            self.metrics.tftp_transfer(TftpResult::NotFound);
+            Refusal::NotFound
+        })?;
+        let mac = self.mac_of(client.ip()).await;
+        if let Some(mac) = mac {
+            let timeline = self.timeline.clone();
+            let detail = format!("{path} ({size} bytes)");
+            tokio::spawn(async move { timeline.record(mac, EventKind::TftpStart, detail).await });
+        }
+        Ok(Opened {
+            file,
+            size,
+            record: Record {
+                mac,
+                name: path.to_string(),
+                size,
+                acked: 0,
+                timeline: self.timeline.clone(),
+                metrics: self.metrics.clone(),
+                ended: false,
+            },
+        })
+    }
+
+    /// A write request: refused, rackboot's TFTP is read-only.
+    pub fn refuse_write(&self, client: SocketAddr, path: &str) -> (ErrorCode, &'static str) {
+        tracing::warn!(%client, path, "TFTP write refused: rackboot serves TFTP read-only");
+        self.metrics.tftp_transfer(TftpResult::Refused);
+        (ErrorCode::NotDefined, "rackboot TFTP is read-only")
+    }
+
+    /// A slot among `[tftp] max_transfers`: at once when one is free, else
+    /// after waiting in line (counted in `rackboot_tftp_queued`), or `None`
+    /// when none came free within [`QUEUE_WAIT`].
+    pub async fn wait_turn(&self, client: SocketAddr) -> Option<Slot> {
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                tracing::info!(%client, "TFTP transfer queued: all max_transfers slots are sending");
+                let since = Instant::now();
+                let _waiting = Gauge::up(&self.metrics, Metrics::tftp_queued);
+                match tokio::time::timeout(QUEUE_WAIT, self.slots.clone().acquire_owned()).await {
+                    Ok(Ok(p)) => {
+                        tracing::info!(%client, waited_ms = since.elapsed().as_millis() as u64, "TFTP transfer dequeued");
+                        p
+                    }
+                    _ => {
+                        tracing::warn!(%client, "TFTP transfer refused: no slot came free within {QUEUE_WAIT:?}");
+                        return None;
+                    }
+                }
+            }
+        };
+        Some(Slot {
+            _permit: permit,
+            _active: Gauge::up(&self.metrics, Metrics::tftp_active),
+        })
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// Whose transfer this is: the MAC holding `ip`'s lease, else the MAC the
     /// kernel's neighbour table has for `ip`. A proxyDHCP subnet's addresses
     /// come from another server, so rackboot holds no lease for them; the
     /// client has just ARPed for rackboot, so the kernel knows its MAC.
     async fn mac_of(&self, ip: IpAddr) -> Option<Mac> {
         let IpAddr::V4(ip) = ip else { return None };
-        let store = self.store.clone();
-        let leased = self
-            .runtime
-            .spawn(async move { store.mac_at(ip, Timestamp::now()).await })
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .flatten();
+        let leased = self.store.mac_at(ip, Timestamp::now()).await.ok().flatten();
         leased.or_else(|| {
             let table = std::fs::read_to_string("/proc/net/arp").ok()?;
             mac_in_arp_table(&table, ip)
         })
     }
+}
 
-    fn spawn_event(&self, mac: Mac, kind: EventKind, detail: String) {
+/// A transfer's turn to send; the slot frees when this drops.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    _active: Gauge,
+}
+
+/// A gauge held up by one while this lives (also when its task is dropped).
+struct Gauge {
+    metrics: Arc<Metrics>,
+    add: fn(&Metrics, i64),
+}
+
+impl Gauge {
+    fn up(metrics: &Arc<Metrics>, add: fn(&Metrics, i64)) -> Gauge {
+        add(metrics, 1);
+        Gauge {
+            metrics: metrics.clone(),
+            add,
+        }
+    }
+}
+
+impl Drop for Gauge {
+    fn drop(&mut self) {
+        (self.add)(&self.metrics, -1);
+    }
+}
+
+/// One transfer's accounting: bytes, its outcome in the metrics, and "sent"
+/// or "stopped" on the node's timeline. Dropped without [`Record::finish`]
+/// (rackboot stopping mid-transfer), it records "stopped".
+pub struct Record {
+    mac: Option<Mac>,
+    name: String,
+    size: u64,
+    acked: u64,
+    timeline: Timeline,
+    metrics: Arc<Metrics>,
+    ended: bool,
+}
+
+impl Record {
+    /// `n` file bytes went out for the first time.
+    pub fn sent(&self, n: u64) {
+        self.metrics.tftp_sent_bytes(n);
+    }
+
+    /// `n` packets went out again.
+    pub fn retransmitted(&self, n: u64) {
+        self.metrics.tftp_retransmitted(n);
+    }
+
+    /// The transfer ended; `acked` is how many file bytes the client acknowledged.
+    pub fn finish(mut self, outcome: Outcome, acked: u64) {
+        self.acked = acked;
+        self.ended = true;
+        let result = match &outcome {
+            Outcome::Sent => TftpResult::Sent,
+            Outcome::Busy => TftpResult::Busy,
+            _ => TftpResult::Aborted,
+        };
+        self.metrics.tftp_transfer(result);
+        let (kind, detail) = match outcome {
+            Outcome::Sent => (
+                EventKind::TftpSent,
+                format!("{} ({} bytes)", self.name, self.size),
+            ),
+            other => (EventKind::TftpStopped, self.stopped(&other)),
+        };
+        self.record(kind, detail);
+    }
+
+    fn stopped(&self, why: &Outcome) -> String {
+        let why = match why {
+            Outcome::Sent => String::new(),
+            Outcome::ClientError(8, _) if self.acked == 0 => {
+                return format!(
+                    "{}: ended before any data was sent (a size probe, or the client refused the options)",
+                    self.name
+                );
+            }
+            Outcome::ClientError(code, msg) => format!("the client sent error {code} ({msg})"),
+            Outcome::TimedOut => "the client stopped acknowledging".to_string(),
+            Outcome::Busy => {
+                return format!(
+                    "{}: refused, no transfer slot came free within {QUEUE_WAIT:?} (tftp.max_transfers)",
+                    self.name
+                );
+            }
+            Outcome::Failed(e) => e.clone(),
+        };
+        format!(
+            "{}: stopped after {} of {} bytes acknowledged: {why}",
+            self.name, self.acked, self.size
+        )
+    }
+
+    fn record(&self, kind: EventKind, detail: String) {
+        let Some(mac) = self.mac else { return };
         let timeline = self.timeline.clone();
-        self.runtime
-            .spawn(async move { timeline.record(mac, kind, detail).await });
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { timeline.record(mac, kind, detail).await });
+        }
+    }
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        if !self.ended {
+            let detail = self.stopped(&Outcome::Failed("rackboot stopped".into()));
+            self.record(EventKind::TftpStopped, detail);
+        }
     }
 }
 
@@ -178,141 +327,6 @@ fn mac_in_arp_table(table: &str, ip: std::net::Ipv4Addr) -> Option<Mac> {
             _ => None,
         }
     })
-}
-
-/// A file reader that puts "sent" on the timeline once the whole file has
-/// been read out by the transfer ("stopped", with how far it got, when the
-/// transfer ends before that), and counts the bytes and the transfer.
-pub struct Tracked {
-    inner: Unblock<std::fs::File>,
-    done: Option<(Mac, String, Timeline, tokio::runtime::Handle)>,
-    sent: u64,
-    size: Option<u64>,
-    /// Taken when the transfer is counted, so it counts once.
-    metrics: Option<Arc<Metrics>>,
-    turn: Turn,
-}
-
-/// A transfer's slot among `[tftp] max_transfers`. async-tftp has no cap of
-/// its own and holds its handler lock while a read is opened, so the wait
-/// cannot happen in `read_req_open` without stalling every other request
-/// (refusals included). It happens at the first read of the file instead:
-/// async-tftp sends the OACK or first DATA only after that read, so a queued
-/// client hears nothing until its turn (its retransmitted RRQs are ignored as
-/// duplicates). The permit is released when the transfer drops its reader.
-enum Turn {
-    Waiting {
-        since: Instant,
-        client: SocketAddr,
-        permit: tokio::task::JoinHandle<Option<OwnedSemaphorePermit>>,
-    },
-    Held(#[allow(dead_code)] OwnedSemaphorePermit),
-}
-
-impl Turn {
-    fn new(slots: &Arc<Semaphore>, rt: &tokio::runtime::Handle, client: SocketAddr) -> Turn {
-        if let Ok(permit) = slots.clone().try_acquire_owned() {
-            return Turn::Held(permit);
-        }
-        tracing::info!(%client, "TFTP transfer queued: all max_transfers slots are sending");
-        let slots = slots.clone();
-        // tokio's timer needs tokio's runtime; async-tftp polls on its own executor.
-        let permit = rt.spawn(async move {
-            tokio::time::timeout(QUEUE_WAIT, slots.acquire_owned())
-                .await
-                .ok()
-                .and_then(Result::ok)
-        });
-        Turn::Waiting {
-            since: Instant::now(),
-            client,
-            permit,
-        }
-    }
-
-    /// Ready once the transfer may send; an error ("server busy") if no slot
-    /// came free within [`QUEUE_WAIT`].
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let Turn::Waiting {
-            since,
-            client,
-            permit,
-        } = self
-        else {
-            return Poll::Ready(Ok(()));
-        };
-        match std::task::ready!(Pin::new(permit).poll(cx)) {
-            Ok(Some(p)) => {
-                tracing::info!(%client, waited_ms = since.elapsed().as_millis() as u64, "TFTP transfer dequeued");
-                *self = Turn::Held(p);
-                Poll::Ready(Ok(()))
-            }
-            _ => {
-                tracing::warn!(%client, "TFTP transfer refused: no slot came free within {QUEUE_WAIT:?}");
-                // async-tftp turns an I/O error into a TFTP error packet; EBUSY
-                // (16) is the closest it carries to "server busy".
-                Poll::Ready(Err(std::io::Error::from_raw_os_error(16)))
-            }
-        }
-    }
-}
-
-impl AsyncRead for Tracked {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = &mut *self;
-        std::task::ready!(this.turn.poll_ready(cx))?;
-        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(n)) = r {
-            this.sent += n as u64;
-            if let Some(metrics) = &this.metrics {
-                metrics.tftp_sent_bytes(n as u64);
-            }
-            if n == 0 && !buf.is_empty() {
-                if let Some(metrics) = this.metrics.take() {
-                    metrics.tftp_transfer(TftpResult::Sent);
-                }
-                if let Some((mac, name, timeline, rt)) = this.done.take() {
-                    let detail = format!("{name} ({} bytes)", this.sent);
-                    rt.spawn(
-                        async move { timeline.record(mac, EventKind::TftpSent, detail).await },
-                    );
-                }
-            }
-        }
-        r
-    }
-}
-
-impl Drop for Tracked {
-    /// The transfer is over (the session drops its reader) without the end
-    /// of the file having been read: the client gave up, timed out, or only
-    /// asked for the size. Reads run up to a window ahead of the client's
-    /// acknowledgements, so the count is an upper bound of what it received.
-    fn drop(&mut self) {
-        // A transfer ended while queued: stop waiting, or the waiter would
-        // take a slot that no transfer then uses.
-        if let Turn::Waiting { permit, .. } = &self.turn {
-            permit.abort();
-        }
-        let Some((mac, name, timeline, rt)) = self.done.take() else {
-            return;
-        };
-        if self.size.is_some_and(|size| self.sent >= size) {
-            return;
-        }
-        let detail = match (self.sent, self.size) {
-            (0, _) => format!(
-                "{name}: ended before any data was sent (a size probe, or the client gave up)"
-            ),
-            (sent, Some(size)) => format!("{name}: stopped after at most {sent} of {size} bytes"),
-            (sent, None) => format!("{name}: stopped after at most {sent} bytes"),
-        };
-        rt.spawn(async move { timeline.record(mac, EventKind::TftpStopped, detail).await });
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,350 @@
+//! The TFTP sockets: the listening socket (port 69) that takes requests, and
+//! one fresh socket per transfer, bound to the server's address on an
+//! ephemeral port and connected to the client (RFC 1350's transfer IDs: the
+//! kernel then delivers only that client's packets to it). Reads the file
+//! for each block sent and drives a [`Session`]; what may be read and who
+//! waits is the [`AssetsHandler`]'s.
+
+use std::collections::HashSet;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::FileExt as _;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+
+use super::handler::{AssetsHandler, Opened, Outcome};
+use super::packet::{self, DATA_HEADER, ErrorCode, MAX_BLKSIZE, Mode, Packet, Request};
+use super::session::{Limits, Session, State, Transmit, blksize_for_mtu, negotiate};
+
+/// Requests being served or waiting for a slot at once; past this a request
+/// is answered "server busy" at once. It bounds the tasks, open files and
+/// queue entries a flood of requests (spoofed ones included) can cost.
+pub const MAX_PENDING: usize = 4096;
+
+/// How the server runs, beyond the handler's policy.
+#[derive(Debug, Clone, Default)]
+pub struct ServerConfig {
+    pub limits: Limits,
+    /// The boot interface (`network.interface`), whose MTU caps blksize.
+    pub interface: Option<String>,
+}
+
+struct Shared {
+    handler: AssetsHandler,
+    config: ServerConfig,
+    local_ip: IpAddr,
+    /// Clients with a transfer running or queued, by address and port: a
+    /// retransmitted RRQ from one of them is a duplicate, not a new transfer.
+    active: Mutex<HashSet<SocketAddr>>,
+}
+
+/// Serves `handler` on an already-bound socket until `cancel` fires.
+pub async fn serve(
+    socket: std::net::UdpSocket,
+    handler: AssetsHandler,
+    config: ServerConfig,
+    cancel: CancellationToken,
+) -> io::Result<()> {
+    socket.set_nonblocking(true)?;
+    let socket = UdpSocket::from_std(socket)?;
+    let local = socket.local_addr()?;
+    let shared = Arc::new(Shared {
+        handler,
+        config,
+        local_ip: local.ip(),
+        active: Mutex::new(HashSet::new()),
+    });
+    tracing::debug!(%local, "TFTP serving");
+    // Requests are small; one that does not fit is cut, and its parse fails.
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let (n, client) = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "TFTP receive on {local} failed; carrying on");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let bytes = &buf[..n];
+        match Packet::parse(bytes) {
+            Ok(Packet::Rrq(req)) => start(&shared, client, req, &cancel),
+            Ok(Packet::Wrq(req)) => {
+                let (code, msg) = shared.handler.refuse_write(client, &req.filename);
+                spawn_error(&shared, client, code, msg.to_string());
+            }
+            Ok(other) => {
+                tracing::debug!(%client, packet = ?other, "TFTP packet on the request port that is not a request: ignored");
+            }
+            Err(e) if matches!(bytes, [0, 1 | 2, ..]) => {
+                tracing::info!(%client, error = %e, "malformed TFTP request refused");
+                spawn_error(
+                    &shared,
+                    client,
+                    ErrorCode::IllegalOperation,
+                    format!("malformed request: {e}"),
+                );
+            }
+            Err(e) => tracing::debug!(%client, error = %e, "not a TFTP packet: ignored"),
+        }
+    }
+}
+
+/// Starts serving a read request, unless it repeats one already in hand.
+fn start(shared: &Arc<Shared>, client: SocketAddr, req: Request, cancel: &CancellationToken) {
+    {
+        let mut active = shared.active.lock().unwrap_or_else(|p| p.into_inner());
+        if active.contains(&client) {
+            tracing::debug!(%client, file = %req.filename, "duplicate TFTP request ignored: already being served");
+            return;
+        }
+        if active.len() >= MAX_PENDING {
+            tracing::warn!(%client, "TFTP request refused: {MAX_PENDING} transfers already running or queued");
+            drop(active);
+            spawn_error(shared, client, ErrorCode::NotDefined, "server busy".into());
+            return;
+        }
+        active.insert(client);
+    }
+    let (shared, cancel) = (shared.clone(), cancel.clone());
+    tokio::spawn(async move {
+        let _active = Active(&shared, client);
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            _ = read_transfer(&shared, client, req) => {}
+        }
+    });
+}
+
+/// Takes the client out of the active set when its task ends, however it ends.
+struct Active<'a>(&'a Shared, SocketAddr);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        let mut active = self.0.active.lock().unwrap_or_else(|p| p.into_inner());
+        active.remove(&self.1);
+    }
+}
+
+/// One read request, from opening the file to the last ACK.
+async fn read_transfer(shared: &Shared, client: SocketAddr, req: Request) {
+    if req.mode == Mode::Mail {
+        let msg = "mail mode is not served; ask for octet".to_string();
+        return send_error(shared, client, ErrorCode::IllegalOperation, msg).await;
+    }
+    // netascii is served as octet: what is served are binaries, and
+    // converting line ends would make tsize lie (async-tftp, which rackboot
+    // used before, did the same).
+    if !req.options.ignored.is_empty() {
+        tracing::debug!(%client, ignored = ?req.options.ignored, "TFTP options left out of the OACK");
+    }
+    let Opened { file, size, record } = match shared.handler.open(client, &req.filename).await {
+        Ok(o) => o,
+        Err(refusal) => {
+            let (code, msg) = refusal.error();
+            return send_error(shared, client, code, msg.to_string()).await;
+        }
+    };
+    let Some(_slot) = shared.handler.wait_turn(client).await else {
+        record.finish(Outcome::Busy, 0);
+        let msg = "server busy: no transfer slot came free; try again".to_string();
+        return send_error(shared, client, ErrorCode::NotDefined, msg).await;
+    };
+    let sock = match transfer_socket(shared.local_ip, client).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(%client, error = %e, "cannot open a TFTP transfer socket");
+            return record.finish(Outcome::Failed(format!("transfer socket: {e}")), 0);
+        }
+    };
+    let limits = &shared.config.limits;
+    let interface_mtu = shared.config.interface.as_deref().and_then(interface_mtu);
+    let route_mtu = route_mtu(&sock);
+    let path_blksize = interface_mtu
+        .into_iter()
+        .chain(route_mtu)
+        .min()
+        .map_or(MAX_BLKSIZE, blksize_for_mtu);
+    let n = negotiate(&req.options, size, limits, path_blksize);
+    tracing::debug!(%client, file = %req.filename, size, ?interface_mtu, ?route_mtu, blksize = n.blksize,
+        windowsize = n.windowsize, asked = ?req.options, "TFTP read");
+    let oack = n.oack.clone().map(|o| Packet::Oack(o).to_bytes());
+    let mut session = Session::new(&n, size, limits, Instant::now());
+    let ended = drive(&sock, &file, &mut session, oack.as_deref(), &record).await;
+    let outcome = match (ended, session.state()) {
+        (Err(e), _) => Outcome::Failed(e),
+        (Ok(()), State::Done) => Outcome::Sent,
+        (Ok(()), State::ClientError(code, msg)) => Outcome::ClientError(*code, msg.clone()),
+        (Ok(()), State::TimedOut | State::Running) => Outcome::TimedOut,
+    };
+    match &outcome {
+        Outcome::Sent => {
+            tracing::debug!(%client, file = %req.filename, retransmissions = session.retransmissions(), "TFTP read done")
+        }
+        Outcome::ClientError(8, _) => {
+            tracing::debug!(%client, file = %req.filename, "TFTP client refused the OACK (a size probe)")
+        }
+        o => {
+            tracing::info!(%client, file = %req.filename, outcome = ?o, acked = session.acked_bytes(), "TFTP read ended early")
+        }
+    }
+    if let Outcome::Failed(e) = &outcome {
+        let _ = sock.send(&error_bytes(ErrorCode::NotDefined, e)).await;
+    }
+    record.finish(outcome, session.acked_bytes());
+}
+
+/// Sends what the session asks for, feeds it ACKs, ERRORs and time, until it
+/// is over. `Err` when rackboot failed (the message is sent to the client).
+async fn drive(
+    sock: &UdpSocket,
+    file: &std::fs::File,
+    session: &mut Session,
+    oack: Option<&[u8]>,
+    record: &super::handler::Record,
+) -> Result<(), String> {
+    let mut out = vec![0u8; DATA_HEADER + usize::from(session.blksize())];
+    let mut ack = [0u8; 1024];
+    let timer = tokio::time::sleep(std::time::Duration::ZERO);
+    tokio::pin!(timer);
+    // The deadline the timer is set for. Progress moves the session's deadline
+    // later with every ACK; re-arming tokio's timer wheel per block is a
+    // measurable share of a lock-step transfer, so the timer is moved only
+    // earlier, and when it fires before the session's deadline it is re-armed.
+    let mut armed: Option<Instant> = None;
+    loop {
+        let mut again = 0;
+        while let Some(t) = session.poll_transmit() {
+            let bytes = match t {
+                Transmit::Oack { retransmission } => {
+                    again += u64::from(retransmission);
+                    oack.unwrap_or_default()
+                }
+                Transmit::Data {
+                    block,
+                    offset,
+                    len,
+                    retransmission,
+                } => {
+                    packet::put_data_header(&mut out, block);
+                    // A positional read from the page cache (loaders are read by
+                    // every node): no seek state to keep across retransmissions.
+                    file.read_exact_at(&mut out[DATA_HEADER..DATA_HEADER + len], offset)
+                        .map_err(|e| format!("reading the file at byte {offset}: {e}"))?;
+                    if retransmission {
+                        again += 1;
+                    } else {
+                        record.sent(len as u64);
+                    }
+                    &out[..DATA_HEADER + len]
+                }
+            };
+            if let Err(e) = sock.send(bytes).await {
+                // ICMP port unreachable from an earlier packet: the client is gone.
+                if e.kind() == io::ErrorKind::ConnectionRefused {
+                    return Ok(());
+                }
+                return Err(format!("sending to the client: {e}"));
+            }
+        }
+        if again > 0 {
+            record.retransmitted(again);
+        }
+        let Some(deadline) = session.poll_timeout() else {
+            return Ok(());
+        };
+        if armed.is_none_or(|a| deadline < a) {
+            timer.as_mut().reset(deadline.into());
+            armed = Some(deadline);
+        }
+        tokio::select! {
+            biased;
+            r = sock.recv(&mut ack) => match r {
+                Ok(n) => match Packet::parse(&ack[..n]) {
+                    Ok(Packet::Ack(block)) => session.on_ack(block, Instant::now()),
+                    Ok(Packet::Error { code, message }) => session.on_error(code.as_u16(), &message),
+                    Ok(other) => tracing::debug!(packet = ?other, "TFTP transfer: not an ACK or ERROR, ignored"),
+                    Err(e) => tracing::debug!(error = %e, "TFTP transfer: malformed packet ignored"),
+                },
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return Ok(()),
+                Err(e) => return Err(format!("receiving from the client: {e}")),
+            },
+            _ = &mut timer => {
+                armed = None;
+                if session.on_timeout(Instant::now()) {
+                    tracing::debug!(rto = ?session.rto(), "TFTP transfer: no ACK in time, resending the window");
+                }
+            }
+        }
+    }
+}
+
+/// A socket on a fresh port of the server's address, connected to `client`.
+async fn transfer_socket(local_ip: IpAddr, client: SocketAddr) -> io::Result<UdpSocket> {
+    let sock = UdpSocket::bind(SocketAddr::new(local_ip, 0)).await?;
+    sock.connect(client).await?;
+    Ok(sock)
+}
+
+/// The MTU of `interface`, from sysfs (read per transfer: an admin may change it).
+fn interface_mtu(interface: &str) -> Option<u32> {
+    if interface.is_empty() || interface.contains('/') || interface.starts_with('.') {
+        return None;
+    }
+    std::fs::read_to_string(format!("/sys/class/net/{interface}/mtu"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The MTU of the route to the connected peer (IP_MTU, ip(7)): the route's
+/// own `mtu`, a learnt path MTU, else the outgoing device's.
+fn route_mtu(sock: &UdpSocket) -> Option<u32> {
+    use std::os::fd::AsRawFd as _;
+    let mut mtu: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: a valid socket descriptor, and an int-sized out buffer with its length.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU,
+            (&mut mtu as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0 && mtu > 0).then_some(mtu as u32)
+}
+
+fn error_bytes(code: ErrorCode, msg: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    packet::emit_error(&mut out, code, msg);
+    out
+}
+
+/// An ERROR to `client` from a fresh port (its transfer ID, as for data).
+async fn send_error(shared: &Shared, client: SocketAddr, code: ErrorCode, msg: String) {
+    let bytes = error_bytes(code, &msg);
+    match transfer_socket(shared.local_ip, client).await {
+        Ok(sock) => {
+            if let Err(e) = sock.send(&bytes).await {
+                tracing::debug!(%client, error = %e, "TFTP error packet not sent");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(%client, error = %e, "cannot open a socket for a TFTP error packet")
+        }
+    }
+}
+
+fn spawn_error(shared: &Arc<Shared>, client: SocketAddr, code: ErrorCode, msg: String) {
+    let shared = shared.clone();
+    tokio::spawn(async move { send_error(&shared, client, code, msg).await });
+}
