@@ -414,4 +414,18 @@ printf '  %-12s %8s s  %3s failed\n' tftpd-hpa "${CONC_WALL[tftpd-hpa]}" "${CONC
 printf '  %-12s %8s s  %3s failed\n' rackboot "${CONC_WALL[rackboot]}" "${CONC_FAIL[rackboot]}"
 printf '  %-12s %8s (speed, higher is better)\n' "rb/hpa" "$(ratio "${CONC_WALL[tftpd-hpa]}" "${CONC_WALL[rackboot]}")"
 echo "  ($((SECONDS - T0)) s)"
+# For benches/run.sh's table: ROW|what|peer|tool|peer|rackboot|ratio|target|met
+met() { awk -v r="$1" -v t="$2" 'BEGIN { print (r != "n/a" && r >= t) ? "yes" : "no" }'; }
+for peer in tftpd-hpa dnsmasq; do
+    for f in 1m 64m; do
+        size=$([[ $f == 1m ]] && echo 1 || echo 64)
+        r=$(ratio "${TIME[$peer,curl,$f.bin]}" "${TIME[rackboot,atftp-window,$f.bin]}")
+        echo "ROW|TFTP $size MiB fetch time (s), rackboot with windowsize $WINDOW|$peer (no windowsize: plain blksize)|atftp / curl|${TIME[$peer,curl,$f.bin]}|${TIME[rackboot,atftp-window,$f.bin]}|$r|>= 2x faster|$(met "$r" 2)"
+        r=$(ratio "${TIME[$peer,curl,$f.bin]}" "${TIME[rackboot,curl,$f.bin]}")
+        echo "ROW|TFTP $size MiB fetch time (s), plain blksize $BLKSIZE|$peer|curl|${TIME[$peer,curl,$f.bin]}|${TIME[rackboot,curl,$f.bin]}|$r|never slower (>= 1.0x)|$(met "$r" 1)"
+    done
+done
+r=$(ratio "${CONC_WALL[tftpd-hpa]}" "${CONC_WALL[rackboot]}")
+ok=$(met "$r" 1); [[ ${CONC_FAIL[rackboot]} == 0 ]] || ok=no
+echo "ROW|TFTP $CONCURRENT concurrent 1 MiB, wall time (s)|tftpd-hpa|curl|${CONC_WALL[tftpd-hpa]} (${CONC_FAIL[tftpd-hpa]} failed)|${CONC_WALL[rackboot]} (${CONC_FAIL[rackboot]} failed)|$r|0 failures, >= 1.0x|$ok"
 exit 0
