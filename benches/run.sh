@@ -54,7 +54,7 @@ echo
 printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' what peer tool peer rackboot ratio target met
 printf '|---|---|---|---|---|---|---|---|\n'
 for name in "${NAMES[@]}"; do
-    grep '^ROW|' "$OUT/$name.log" 2>/dev/null | cut -d'|' -f2- | sed 's/^/| /; s/|/ | /g; s/$/ |/'
+    grep '^ROW|' "$OUT/$name.log" 2>/dev/null | cut -d'|' -f2- | sed 's/|/ | /g; s/^/| /; s/$/ |/'
 done
 ((${#failed[@]} == 0)) || { echo; echo "could not run: ${failed[*]}"; exit 1; }
 exit 0
