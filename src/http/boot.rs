@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
+use super::sendfile::{CanSendfile, FileRange};
 use super::stream::{OnEnd, READ_CHUNK};
 use super::{HttpContext, HttpError, parse_mac};
 use crate::boot::{
@@ -200,28 +201,86 @@ pub async fn asset(
             }
         }
     }
-    let resp = ServeFile::new(full)
+    // On rackboot's own boot-path connections the body goes out by
+    // sendfile(2) from a descriptor of the same file ([`FileRange`]).
+    let own_file = if req.method() == Method::GET && req.extensions().get::<CanSendfile>().is_some()
+    {
+        tokio::fs::File::open(&full)
+            .await
+            .ok()
+            .and_then(|f| f.try_into_std().ok())
+    } else {
+        None
+    };
+    let mut resp = ServeFile::new(full)
         .with_buf_chunk_size(READ_CHUNK)
         .oneshot(req)
         .await
         .map_err(HttpError::internal)?;
-    Ok(match finishes_boot {
-        Some(mac) if resp.status() == StatusCode::OK => {
+    let slot_free = finishes_boot
+        .filter(|_| resp.status() == StatusCode::OK)
+        .map(|mac| {
             let ctx = ctx.clone();
+            move || {
+                if ctx.admission().release(mac) {
+                    tracing::debug!(%mac, "last boot asset sent: boot slot free");
+                }
+            }
+        });
+    if let Some((file, start, len)) = own_file.and_then(|f| same_range(&resp, f)) {
+        let mut range = FileRange::new(file, start, len);
+        if let Some(f) = slot_free {
+            range = range.on_end(f);
+        }
+        resp.extensions_mut().insert(range);
+        return Ok(resp.map(Body::new));
+    }
+    Ok(match slot_free {
+        Some(f) => {
             let length = resp
                 .headers()
                 .get(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse().ok());
-            resp.map(move |body| {
-                Body::new(OnEnd::new(body, length, move || {
-                    if ctx.admission().release(mac) {
-                        tracing::debug!(%mac, "last boot asset sent: boot slot free");
-                    }
-                }))
-            })
+            resp.map(move |body| Body::new(OnEnd::new(body, length, f)))
         }
-        _ => resp.map(Body::new),
+        None => resp.map(Body::new),
     })
+}
+
+/// The part of `file` that `resp` (ServeFile's 200 or 206) sends, if
+/// `file` is the file it was made from: same size, same modification time
+/// (an asset replaced between the two opens is streamed as ServeFile read
+/// it, not sent from the other).
+fn same_range<B>(resp: &Response<B>, file: std::fs::File) -> Option<(std::fs::File, u64, u64)> {
+    let meta = file.metadata().ok()?;
+    let modified = httpdate::fmt_http_date(meta.modified().ok()?);
+    if resp.headers().get(header::LAST_MODIFIED)?.as_bytes() != modified.as_bytes() {
+        return None;
+    }
+    let header = |name| resp.headers().get(name)?.to_str().ok();
+    let (start, len) = match resp.status() {
+        StatusCode::OK => {
+            let len: u64 = header(header::CONTENT_LENGTH)?.parse().ok()?;
+            if len != meta.len() {
+                return None;
+            }
+            (0, len)
+        }
+        StatusCode::PARTIAL_CONTENT => {
+            // "bytes <first>-<last>/<size>"
+            let (span, size) = header(header::CONTENT_RANGE)?
+                .strip_prefix("bytes ")?
+                .split_once('/')?;
+            let (first, last) = span.split_once('-')?;
+            let (first, last): (u64, u64) = (first.parse().ok()?, last.parse().ok()?);
+            if size.parse::<u64>().ok()? != meta.len() || last < first {
+                return None;
+            }
+            (first, last - first + 1)
+        }
+        _ => return None,
+    };
+    (start + len <= meta.len()).then_some((file, start, len))
 }
 
 /// 502 when the mirror failed (unreachable, error status, wrong digest),

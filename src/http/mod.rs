@@ -8,14 +8,17 @@ mod api;
 pub mod auth;
 mod boot;
 mod error;
+mod listener;
 mod metrics;
 mod node;
 pub mod openapi;
 mod reconfigure;
 mod script_cache;
 mod seed;
+mod sendfile;
 mod stream;
 pub mod tls;
+mod wire;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -201,19 +204,15 @@ pub fn router(ctx: Arc<HttpContext>) -> Router {
         .with_state(ctx)
 }
 
-/// Serves until `cancel` fires, then finishes requests in flight.
+/// Serves until `cancel` fires, then finishes requests in flight (bounded).
+/// The boot path is rackboot's own HTTP/1.1 loop, the rest hyper's
+/// ([`listener`]).
 pub async fn serve(
     listener: TcpListener,
     ctx: Arc<HttpContext>,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
-    // The peer address picks the subnet whose boot slots a node takes.
-    axum::serve(
-        listener,
-        router(ctx).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(cancel.cancelled_owned())
-    .await
+    listener::serve(listener, router(ctx), cancel).await
 }
 
 fn parse_mac(s: &str) -> Result<crate::model::Mac, HttpError> {
