@@ -195,7 +195,14 @@ impl AssetsHandler {
         let IpAddr::V4(ip) = ip else { return None };
         let leased = self.store.mac_at(ip, Timestamp::now()).await.ok().flatten();
         leased.or_else(|| {
-            let table = std::fs::read_to_string("/proc/net/arp").ok()?;
+            // One read: /proc/net/arp is generated afresh per read(2), and
+            // read_to_string on a file of size 0 starts with 32 bytes.
+            let mut table = String::with_capacity(64 * 1024);
+            std::io::Read::read_to_string(
+                &mut std::fs::File::open("/proc/net/arp").ok()?,
+                &mut table,
+            )
+            .ok()?;
             mac_in_arp_table(&table, ip)
         })
     }
