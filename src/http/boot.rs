@@ -1,7 +1,6 @@
 //! `/boot/<mac>.ipxe` and `/assets/...`: what iPXE fetches, and the boot
 //! slots ([`crate::boot::admission`]) taken by the one and freed by the other.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
@@ -22,6 +21,18 @@ use crate::boot::{
 use crate::model::{BootArch, EventKind, Timestamp};
 use crate::nodes;
 
+/// `/boot/<mac>.ipxe?arch=`: other parameters are ignored.
+#[derive(serde::Deserialize)]
+pub struct ScriptQuery {
+    arch: Option<String>,
+}
+
+/// `/assets/<path>?mac=`: other parameters are ignored.
+#[derive(serde::Deserialize)]
+pub struct AssetQuery {
+    mac: Option<String>,
+}
+
 /// The node's iPXE script, rendered for its architecture (the one its
 /// firmware announced over DHCP, or `?arch=` for clients that came through
 /// another DHCP server). Rendered once per change of what it depends on
@@ -32,7 +43,7 @@ use crate::nodes;
 pub async fn script(
     State(ctx): State<Arc<HttpContext>>,
     Path(file): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    Query(q): Query<ScriptQuery>,
     req: Request,
 ) -> Result<Response, HttpError> {
     let mac = file
@@ -41,7 +52,7 @@ pub async fn script(
     let mac = parse_mac(mac)?;
     let now = Timestamp::now();
     let (node, _) = nodes::ensure(ctx.store.as_ref(), mac, &ctx.default_bootenv, now).await?;
-    let arch = match q.get("arch") {
+    let arch = match &q.arch {
         Some(a) => a.parse::<BootArch>().map_err(HttpError::bad_request)?,
         None => node.arch.ok_or_else(|| {
             HttpError::new(
@@ -92,7 +103,7 @@ pub async fn script(
             let subnet = ctx.admission().limits().pool_name(pool);
             ctx.metrics.boot_waited(&subnet);
             tracing::debug!(%mac, subnet, attempt, delay_secs, ahead, "boot slots full: told to wait");
-            let again = match q.get("arch") {
+            let again = match &q.arch {
                 Some(a) => format!("{}/boot/{mac}.ipxe?arch={a}", ctx.urls.http_base),
                 None => format!("{}/boot/{mac}.ipxe", ctx.urls.http_base),
             };
@@ -154,7 +165,7 @@ fn peer_ipv4(req: &Request) -> Option<Ipv4Addr> {
 pub async fn asset(
     State(ctx): State<Arc<HttpContext>>,
     Path(path): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    Query(q): Query<AssetQuery>,
     req: Request,
 ) -> Result<Response, HttpError> {
     // A bootenv's `{ url, sha256 }`: fetched here on first use, then served
@@ -169,7 +180,7 @@ pub async fn asset(
         .map_err(|_| HttpError::not_found(format!("no asset `{path}`")))?;
     let mut finishes_boot = None;
     if req.method() == Method::GET {
-        if let Some(mac) = q.get("mac") {
+        if let Some(mac) = &q.mac {
             let mac = parse_mac(mac)?;
             if let Some(node) = ctx.store.node(mac).await? {
                 let handed = ctx.scripts.last_handed(mac);
