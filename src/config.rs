@@ -240,6 +240,8 @@ mod raw {
         pub give_up: String,
         #[serde(default)]
         pub honor_client_timeout: bool,
+        #[serde(default = "tftp_busy_poll")]
+        pub busy_poll: String,
     }
     impl Default for Tftp {
         fn default() -> Self {
@@ -253,6 +255,7 @@ mod raw {
                 max_timeout: tftp_max_timeout(),
                 give_up: tftp_give_up(),
                 honor_client_timeout: false,
+                busy_poll: tftp_busy_poll(),
             }
         }
     }
@@ -276,6 +279,9 @@ mod raw {
     }
     fn tftp_give_up() -> String {
         "20s".into()
+    }
+    fn tftp_busy_poll() -> String {
+        "200us".into()
     }
 
     #[derive(Debug, Deserialize)]
@@ -389,6 +395,9 @@ pub struct Config {
     pub tftp_max_transfers: usize,
     /// Option caps and retransmission timing of the TFTP engine (`[tftp]`).
     pub tftp_limits: crate::tftp::Limits,
+    /// How long a lock-step transfer polls for its next ACK before it
+    /// sleeps (`[tftp] busy_poll`; zero: never).
+    pub tftp_busy_poll: std::time::Duration,
     pub http: Option<u16>,
     pub dns: Option<DnsConfig>,
     pub lifecycle: crate::boot::Timeouts,
@@ -852,6 +861,29 @@ impl Config {
                 honor_client_timeout: t.honor_client_timeout,
             }
         };
+        let tftp_busy_poll = humantime::parse_duration(&raw.tftp.busy_poll)
+            .map_err(|e| {
+                invalid(
+                    "tftp.busy_poll",
+                    format!(
+                        "`{}` is not a duration ({e}); e.g. \"200us\", or \"0s\" for never",
+                        raw.tftp.busy_poll
+                    ),
+                )
+            })
+            .and_then(|d| {
+                if d > std::time::Duration::from_millis(1) {
+                    Err(invalid(
+                        "tftp.busy_poll",
+                        format!(
+                            "`{}` is above 1ms: past that, sleeping costs less than it saves",
+                            raw.tftp.busy_poll
+                        ),
+                    ))
+                } else {
+                    Ok(d)
+                }
+            })?;
         let lifecycle = crate::boot::Timeouts {
             report: duration("lifecycle.report_timeout", &raw.lifecycle.report_timeout)?,
             install: duration("lifecycle.install_timeout", &raw.lifecycle.install_timeout)?,
@@ -934,6 +966,7 @@ impl Config {
             tftp: raw.tftp.enabled.then_some(raw.tftp.port),
             tftp_max_transfers: raw.tftp.max_transfers,
             tftp_limits,
+            tftp_busy_poll,
             http: raw.http.enabled.then_some(raw.http.port),
             dns: raw.dns.enabled.then_some(DnsConfig {
                 port: raw.dns.port,
@@ -1099,6 +1132,14 @@ ranges = [["10.0.0.100", "10.0.0.200"]]
             (
                 format!("{MINIMAL}[dns]\nforwarders = [\"10.0.0.53:0\"]\n"),
                 "dns.forwarders[0]",
+            ),
+            (
+                format!("{MINIMAL}[tftp]\nbusy_poll = \"5ms\"\n"),
+                "tftp.busy_poll",
+            ),
+            (
+                format!("{MINIMAL}[tftp]\nbusy_poll = \"soon\"\n"),
+                "tftp.busy_poll",
             ),
         ];
         for (text, key) in cases {

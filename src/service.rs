@@ -275,6 +275,7 @@ pub async fn run(
         let tftp_config = tftp::ServerConfig {
             limits: cfg.tftp_limits.clone(),
             interface: Some(cfg.interface.clone()),
+            busy_poll: cfg.tftp_busy_poll,
         };
         let c = cancel.clone();
         tasks.spawn(async move {
