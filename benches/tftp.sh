@@ -19,7 +19,12 @@
 # not grant windowsize (its OACK leaves it out) serves atftp in lock-step:
 # that row then compares rackboot with windowsize against the peer at plain
 # blksize, and says so. Every fetched file is checked by SHA-256 once per
-# server and file; each time is the median of REPS fetches.
+# server and file; each time is the median of REPS fetches. Beside each,
+# the server's CPU time per fetch (user + system; not for tftpd-hpa, whose
+# forked children are reaped too late to count):
+# rackboot polls for a lock-step client's next ACK ([tftp] busy_poll), which
+# halves a lock-step fetch and costs CPU while it runs, and the figure shows
+# how much.
 #
 # The concurrency row: 50 curl fetches of the 1 MiB file started at once
 # (bounded: each has a 60 s timeout), against tftpd-hpa and rackboot, three
@@ -77,6 +82,7 @@ die() { echo "tftp.sh: $*" >&2; exit 1; }
 # ---------------------------------------------------------------- cleanup --
 TMP=""
 SERVER_PIDS=()
+declare -A PID_OF=()
 LOCK_FD=""
 CLIENT_PIDS=()
 
@@ -218,6 +224,7 @@ start_server() { # NAME
     esac
     pid=$!   # ip netns exec and taskset exec: this is the server itself
     SERVER_PIDS+=("$pid")
+    PID_OF[$name]=$pid
     for ((i = 0; i < 150; i++)); do
         kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; die "$name exited at start-up"; }
         ip netns exec "$SRV_NS" ss -Hlun "src $ip:69" 2>/dev/null | grep -q . && return 0
@@ -229,6 +236,13 @@ start_server() { # NAME
 
 # ---------------------------------------------------------------- clients --
 now() { date +%s.%N; }
+
+# CPU time (user + system, children included: tftpd-hpa forks a child per
+# transfer) of a server so far, in clock ticks.
+cpu_ticks() { # SERVER
+    awk '{ print $14 + $15 + $16 + $17 }' "/proc/${PID_OF[$1]}/stat" 2>/dev/null || echo 0
+}
+CLK_TCK=$(getconf CLK_TCK)
 
 # One fetch of FILE from SERVER with CLIENT (curl | atftp | atftp-window)
 # into OUT; its time in seconds on stdout; non-zero if the client failed.
@@ -266,16 +280,17 @@ median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if
 # Sets TIME[server,CLIENT,FILE] (median seconds, or "fail") for every
 # server, fetching from each in turn REPS times; the first fetch's bytes are
 # checked.
-declare -A TIME
+declare -A TIME CPU_MS
 measure() { # CLIENT FILE REPS
-    local client=$1 file=$2 reps=$3 i k server t out order
-    declare -A times=()
+    local client=$1 file=$2 reps=$3 i k server t out order c0
+    declare -A times=() ticks=()
     for ((i = 0; i < reps; i++)); do
         order=()
         for ((k = 0; k < ${#SERVERS[@]}; k++)); do order+=("${SERVERS[(i + k) % ${#SERVERS[@]}]}"); done
         for server in "${order[@]}"; do
             [[ ${TIME[$server,$client,$file]:-} == fail ]] && continue
             out=$TMP/out/$server-$client-$file
+            c0=$(cpu_ticks "$server")
             if ! t=$(fetch "$server" "$client" "$file" "$out"); then
                 echo "  $server $client $file: fetch $((i + 1)) failed (see $TMP/clients.err)" >&2
                 TIME[$server,$client,$file]=fail
@@ -287,14 +302,19 @@ measure() { # CLIENT FILE REPS
                 continue
             fi
             times[$server]="${times[$server]:-} $t"
+            ticks[$server]=$((${ticks[$server]:-0} + $(cpu_ticks "$server") - c0))
         done
     done
     for server in "${SERVERS[@]}"; do
         [[ ${TIME[$server,$client,$file]:-} == fail ]] && continue
         # shellcheck disable=SC2086
         TIME[$server,$client,$file]=$(printf '%s\n' ${times[$server]} | median)
-        printf '  %-9s %-12s %-7s %s s (median of %d:%s)\n' "$server" "$client" "$file" \
-            "${TIME[$server,$client,$file]}" "$reps" "${times[$server]}" >&2
+        CPU_MS[$server,$client,$file]=$(awk -v t="${ticks[$server]:-0}" -v n="$reps" -v hz="$CLK_TCK" \
+            'BEGIN { printf "%.1f", 1000 * t / hz / n }')
+        # Its forked children are reaped long after their transfer: not counted.
+        [[ $server == tftpd-hpa ]] && CPU_MS[$server,$client,$file]=n/a
+        printf '  %-9s %-12s %-7s %s s (median of %d:%s), server cpu %s ms per fetch\n' "$server" "$client" "$file" \
+            "${TIME[$server,$client,$file]}" "$reps" "${times[$server]}" "${CPU_MS[$server,$client,$file]}" >&2
     done
 }
 
@@ -386,6 +406,9 @@ row "1 MiB, atftp blksize $BLKSIZE" atftp 1m.bin
 row "64 MiB, atftp blksize $BLKSIZE" atftp 64m.bin
 row "1 MiB, atftp +windowsize $WINDOW" atftp-window 1m.bin
 row "64 MiB, atftp +windowsize $WINDOW" atftp-window 64m.bin
+echo "  server CPU per fetch (ms), curl: 1 MiB ${CPU_MS[tftpd-hpa,curl,1m.bin]} / ${CPU_MS[dnsmasq,curl,1m.bin]} / ${CPU_MS[rackboot,curl,1m.bin]}," \
+    "64 MiB ${CPU_MS[tftpd-hpa,curl,64m.bin]} / ${CPU_MS[dnsmasq,curl,64m.bin]} / ${CPU_MS[rackboot,curl,64m.bin]}" \
+    "(rackboot polls for a lock-step client's ACK: [tftp] busy_poll)"
 echo "  windowsize $WINDOW granted: tftpd-hpa ${WINDOWED[tftpd-hpa]}, dnsmasq ${WINDOWED[dnsmasq]}, rackboot ${WINDOWED[rackboot]}"
 for peer in tftpd-hpa dnsmasq; do
     if [[ ${WINDOWED[$peer]} == no ]]; then
