@@ -618,21 +618,23 @@ impl Metrics {
             .inc();
     }
 
-    /// Sets the pool gauges from every lease the store holds: a live offered
-    /// or bound lease inside a pool's ranges counts as leased there, a live
-    /// declined one as declined. Addresses outside the ranges (fixed ones)
-    /// count nowhere.
-    pub fn update_pools(&self, leases: &[Lease], now: Timestamp) {
+    /// Sets the pool gauges from the leases `visit` shows in each range (as
+    /// [`crate::store::Store::visit_leases`] does): a live offered or bound
+    /// lease counts as leased, a live declined one as declined. Only the
+    /// ranges are visited, so addresses outside them (fixed ones) count
+    /// nowhere.
+    pub fn update_pools(&self, now: Timestamp, visit: impl VisitLeases) {
         for pool in &self.pools {
             let (mut leased, mut declined) = (0i64, 0i64);
-            for l in leases.iter().filter(|l| l.is_live(now)) {
-                if !pool.ranges.iter().any(|&(a, b)| (a..=b).contains(&l.ip)) {
-                    continue;
-                }
-                match l.state {
-                    LeaseState::Offered | LeaseState::Bound => leased += 1,
-                    LeaseState::Declined => declined += 1,
-                }
+            for &(first, last) in &pool.ranges {
+                visit(first, last, &mut |l| {
+                    if l.is_live(now) {
+                        match l.state {
+                            LeaseState::Offered | LeaseState::Bound => leased += 1,
+                            LeaseState::Declined => declined += 1,
+                        }
+                    }
+                });
             }
             pool.leased.set(leased);
             pool.declined.set(declined);
@@ -647,6 +649,11 @@ impl Metrics {
     }
 }
 
+/// Shows each lease from one address to another (first, last) to a
+/// counting closure, as [`crate::store::Store::visit_leases`] does.
+pub trait VisitLeases: Fn(Ipv4Addr, Ipv4Addr, &mut dyn FnMut(&Lease)) {}
+impl<F: Fn(Ipv4Addr, Ipv4Addr, &mut dyn FnMut(&Lease))> VisitLeases for F {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -654,6 +661,16 @@ mod tests {
 
     fn ip(s: &str) -> Ipv4Addr {
         s.parse().unwrap()
+    }
+
+    /// What `Store::visit_leases` does, over a slice.
+    fn visit(leases: &[Lease]) -> impl VisitLeases + '_ {
+        move |first, last, f| {
+            leases
+                .iter()
+                .filter(|l| (first..=last).contains(&l.ip))
+                .for_each(f)
+        }
     }
 
     /// Each sample line as (name, labels, value); panics on a line that is
@@ -740,18 +757,16 @@ mod tests {
                 Timestamp(1)
             },
         };
-        m.update_pools(
-            &[
-                lease("10.77.0.100", LeaseState::Bound, true),
-                lease("10.77.0.150", LeaseState::Offered, true),
-                lease("10.77.0.151", LeaseState::Offered, false),
-                lease("10.77.0.152", LeaseState::Declined, true),
-                // A fixed address outside the ranges.
-                lease("10.77.0.5", LeaseState::Bound, true),
-                lease("10.78.2.10", LeaseState::Bound, true),
-            ],
-            now,
-        );
+        let leases = [
+            lease("10.77.0.100", LeaseState::Bound, true),
+            lease("10.77.0.150", LeaseState::Offered, true),
+            lease("10.77.0.151", LeaseState::Offered, false),
+            lease("10.77.0.152", LeaseState::Declined, true),
+            // A fixed address outside the ranges.
+            lease("10.77.0.5", LeaseState::Bound, true),
+            lease("10.78.2.10", LeaseState::Bound, true),
+        ];
+        m.update_pools(now, visit(&leases));
 
         let text = m.render().unwrap();
         let s = samples(&text);
@@ -835,8 +850,8 @@ mod tests {
             state: LeaseState::Bound,
             expires: now.plus_secs(1),
         };
-        m.update_pools(std::slice::from_ref(&bound), now);
-        m.update_pools(&[bound], now.plus_secs(2));
+        m.update_pools(now, visit(std::slice::from_ref(&bound)));
+        m.update_pools(now.plus_secs(2), visit(&[bound]));
         let s = samples(&m.render().unwrap());
         let sub = r#"subnet="10.77.0.0/24""#;
         assert_eq!(value(&s, "rackboot_dhcp_pool_leased", sub), 0.0, "expired");

@@ -12,11 +12,14 @@ use super::{HttpContext, HttpError};
 use crate::metrics::{CONTENT_TYPE, HttpRoute};
 use crate::model::Timestamp;
 
-/// Every metric as text. The pool gauges are computed here, from one read of
-/// the leases, so the DHCP path never spends time on them.
+/// Every metric as text. The pool gauges are counted here, from the leases
+/// in each pool's ranges where the store keeps them (nothing is copied), so
+/// the DHCP path never spends time on them.
 pub async fn scrape(State(ctx): State<Arc<HttpContext>>) -> Result<Response, HttpError> {
-    let leases = ctx.store.leases().await?;
-    ctx.metrics.update_pools(&leases, Timestamp::now());
+    ctx.metrics
+        .update_pools(Timestamp::now(), |first, last, f| {
+            ctx.store.visit_leases(first, last, f)
+        });
     let in_flight = {
         let a = ctx.admission();
         let limits = a.limits();

@@ -171,6 +171,11 @@ pub trait Store: Send + Sync + 'static {
     async fn lease_of(&self, mac: Mac) -> Result<Option<Lease>, StoreError>;
     async fn lease_at(&self, ip: Ipv4Addr) -> Result<Option<Lease>, StoreError>;
     async fn leases(&self) -> Result<Vec<Lease>, StoreError>;
+    /// Calls `f` with each lease from `first` to `last`, in address order,
+    /// reading them where they are kept: a metrics scrape counts a /16's
+    /// leases without copying them, and DHCP waits only for the count.
+    /// The store is held while `f` runs; keep it to a few comparisons.
+    fn visit_leases(&self, first: Ipv4Addr, last: Ipv4Addr, f: &mut dyn FnMut(&Lease));
     /// Atomically picks and records an address for `req.mac`: its fixed
     /// address, else its current lease, else the wanted address if free, else
     /// the next free address in the ranges, searching on from where the last

@@ -1581,6 +1581,16 @@ impl Store for SqliteStore {
         Ok(self.cache().leases.values().cloned().collect())
     }
 
+    fn visit_leases(&self, first: Ipv4Addr, last: Ipv4Addr, f: &mut dyn FnMut(&Lease)) {
+        let (first, last) = (u32::from(first), u32::from(last));
+        if first <= last {
+            self.cache()
+                .leases
+                .range(first..=last)
+                .for_each(|(_, l)| f(l));
+        }
+    }
+
     async fn allocate(&self, req: &LeaseRequest) -> Result<Option<Lease>, StoreError> {
         let now = req.now;
         let (lease, dropped) = {
@@ -2073,6 +2083,31 @@ mod tests {
         assert!(matches!(err, StoreError::Conflict(_)), "{err}");
         assert_eq!(s.node(mac(1)).await.unwrap().unwrap().bootenv, "rescue");
         assert!(s.node(mac(4)).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn visiting_leases_shows_those_in_the_range_in_address_order() {
+        let s = SqliteStore::in_memory().await.unwrap();
+        for m in 1..=3 {
+            s.allocate(&req(mac(m), 0)).await.unwrap().unwrap();
+        }
+        let seen = |first: &str, last: &str| {
+            let mut ips = Vec::new();
+            s.visit_leases(first.parse().unwrap(), last.parse().unwrap(), &mut |l| {
+                ips.push(l.ip.to_string())
+            });
+            ips
+        };
+        assert_eq!(
+            seen("10.0.0.0", "10.0.0.255"),
+            ["10.0.0.10", "10.0.0.11", "10.0.0.12"]
+        );
+        assert_eq!(seen("10.0.0.11", "10.0.0.11"), ["10.0.0.11"]);
+        assert!(seen("10.0.0.13", "10.0.0.20").is_empty());
+        assert!(
+            seen("10.0.0.12", "10.0.0.10").is_empty(),
+            "first after last"
+        );
     }
 
     #[tokio::test]
