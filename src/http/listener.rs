@@ -36,8 +36,8 @@ use super::wire::{self, Framing, Head, Rewind};
 /// How long a connection may sit between requests (nginx keeps one 75 s;
 /// here it is closed between one and two times this after its last request).
 const IDLE: Duration = Duration::from_secs(75);
-/// How long requests in flight may finish once shutdown begins.
-pub const DRAIN: Duration = Duration::from_secs(5);
+/// How long requests in flight may finish once shutdown begins (HTTPS too).
+pub(super) const DRAIN: Duration = Duration::from_secs(5);
 /// Body bytes gathered into the head's write (a whole iPXE script).
 const COALESCE: usize = 16 * 1024;
 
@@ -55,19 +55,7 @@ pub async fn serve(
 ) -> io::Result<()> {
     let graceful = GracefulShutdown::new();
     let connections = TaskTracker::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = cancel.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait, do not spin.
-                    tracing::warn!("HTTP accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((tcp, peer)) = accept(&listener, &cancel, "HTTP").await {
         // Heads go out on their own before a sendfile body; a script's
         // single write should not wait for an ACK either.
         let _ = tcp.set_nodelay(true);
@@ -86,6 +74,28 @@ pub async fn serve(
         tracing::debug!("HTTP connections still open after {DRAIN:?}; closing them");
     }
     Ok(())
+}
+
+/// The next connection on `listener` (`what` names it in the log), or
+/// `None` once `cancel` fires. A failed accept (out of file descriptors and
+/// the like) is logged and tried again after a pause, not spun on.
+pub(super) async fn accept(
+    listener: &TcpListener,
+    cancel: &CancellationToken,
+    what: &str,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return None,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => return Some(a),
+                Err(e) => {
+                    tracing::warn!("{what} accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
 }
 
 struct Connection {

@@ -18,10 +18,10 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use super::listener::DRAIN;
+
 /// How long a client may take for its TLS handshake.
 const HANDSHAKE: Duration = Duration::from_secs(10);
-/// How long requests in flight may finish after shutdown begins.
-const DRAIN: Duration = Duration::from_secs(5);
 
 /// Why the certificate or key cannot be used; names the file and its key.
 #[derive(Debug, thiserror::Error)]
@@ -87,19 +87,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let acceptor = TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = cancel.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait, do not spin.
-                    tracing::warn!("HTTPS accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((tcp, peer)) = super::listener::accept(&listener, &cancel, "HTTPS").await {
         let (acceptor, router, watcher) = (acceptor.clone(), router.clone(), graceful.watcher());
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(HANDSHAKE, acceptor.accept(tcp)).await {
