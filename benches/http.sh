@@ -98,14 +98,10 @@ cleanup() {
     fi
     exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
+bench_traps
 
 # One run at a time: the namespace names are fixed.
-exec {LOCK_FD}>/run/lock/rackboot-bench-http.lock
-flock -n "$LOCK_FD" || die "another benches/http.sh is running"
+bench_lock http
 
 # ------------------------------------------------------------- packages --
 need_pkgs=()
@@ -133,39 +129,17 @@ if [[ -n ${RACKBOOT_BIN:-} ]]; then   # another build, e.g. to compare with an o
     [[ -x $RACKBOOT_BUILT ]] || die "RACKBOOT_BIN=$RACKBOOT_BIN is not an executable"
     RACKBOOT_VERSION="$RACKBOOT_BIN"
 else
-    RACKBOOT_BUILT=$REPO/target/release/rackboot
-    newest_src=$(find "$REPO/src" "$REPO/Cargo.toml" "$REPO/Cargo.lock" -type f -newer "$RACKBOOT_BUILT" 2>/dev/null | head -1 || true)
-    if [[ ! -x $RACKBOOT_BUILT || -n $newest_src ]]; then
-        echo "building rackboot (cargo build --release) ..." >&2
-        (cd "$REPO" && cargo build --release --quiet) || die "cargo build --release failed"
-    fi
+    rackboot_release "$REPO"
     RACKBOOT_VERSION=$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)
 fi
 
 # ------------------------------------------------------------ namespaces --
-for ns in "$SRV_NS" "$CLI_NS"; do
-    if netns_exists "$ns"; then
-        [[ -z $(ip netns pids "$ns" 2>/dev/null) ]] ||
-            die "namespace $ns exists with processes in it; not touching it"
-        ip netns del "$ns"   # left over from a killed run (we hold the lock)
-    fi
-done
+stale_netns "$SRV_NS" "$CLI_NS"
 TMP=$(mktemp -d -t rackboot-bench-http.XXXXXX)
 chmod 755 "$TMP"   # nginx's worker reads the files
-ip netns add "$SRV_NS"
-ip netns add "$CLI_NS"
-ip link add "$SRV_IF" netns "$SRV_NS" type veth peer name "$CLI_IF" netns "$CLI_NS"
+veth_pair "$SRV_NS" "$SRV_IF" "$CLI_NS" "$CLI_IF"
 ip -n "$SRV_NS" addr add "$SRV_IP/24" dev "$SRV_IF"
 ip -n "$CLI_NS" addr add "$CLI_IP/24" dev "$CLI_IF"
-for ns in "$SRV_NS" "$CLI_NS"; do ip -n "$ns" link set lo up; done
-ip -n "$SRV_NS" link set "$SRV_IF" up
-ip -n "$CLI_NS" link set "$CLI_IF" up
-for ((i = 0; i < 50; i++)); do
-    ip -n "$SRV_NS" link show dev "$SRV_IF" | grep -q LOWER_UP &&
-        ip -n "$CLI_NS" link show dev "$CLI_IF" | grep -q LOWER_UP && break
-    sleep 0.1
-done
-ip -n "$CLI_NS" link show dev "$CLI_IF" | grep -q LOWER_UP || die "veth $SRV_IF/$CLI_IF has no carrier"
 
 # ------------------------------------------------------------------ data --
 RDIR=$TMP/rackboot

@@ -1,5 +1,32 @@
-# Shared by the scripts in benches/ (sourced, not run): ending the processes
-# and namespaces a benchmark made. Every wait is bounded.
+# Shared by the scripts in benches/ (sourced, not run): the lock, traps,
+# build, namespaces and veth a benchmark sets up, and ending what it made.
+# The sourcing script defines die() and cleanup(). Every wait is bounded.
+
+# One run of a benchmark at a time: its namespace names are fixed.
+bench_lock() { # NAME
+    exec {LOCK_FD}>"/run/lock/rackboot-bench-$1.lock"
+    flock -n "$LOCK_FD" || die "another benches/$1.sh is running"
+}
+
+# cleanup() on every exit; a signal exits with its conventional status.
+bench_traps() {
+    trap cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    trap 'exit 129' HUP
+}
+
+# Sets RACKBOOT_BUILT to REPO's release binary, building it first unless it
+# is newer than every source file.
+rackboot_release() { # REPO
+    local newest_src
+    RACKBOOT_BUILT=$1/target/release/rackboot
+    newest_src=$(find "$1/src" "$1/Cargo.toml" "$1/Cargo.lock" -type f -newer "$RACKBOOT_BUILT" 2>/dev/null | head -1 || true)
+    if [[ ! -x $RACKBOOT_BUILT || -n $newest_src ]]; then
+        echo "building rackboot (cargo build --release) ..." >&2
+        (cd "$1" && cargo build --release --locked --quiet) || die "cargo build --release failed"
+    fi
+}
 
 stop_pid() { # PID: TERM, up to 10 s, then KILL
     local pid=$1 i
@@ -15,13 +42,35 @@ stop_pid() { # PID: TERM, up to 10 s, then KILL
 
 netns_exists() { ip netns list | awk '{print $1}' | grep -qx "$1"; }
 
-del_netns() { # NS: kill what still runs in it (only ours: we made it), delete it
-    local ns=$1 pid
-    netns_exists "$ns" || return 0
-    for pid in $(ip netns pids "$ns" 2>/dev/null); do
-        kill -KILL "$pid" 2>/dev/null || true
+# Removes namespaces a killed run left behind (the caller holds the lock);
+# one with processes in it is not ours to touch.
+stale_netns() { # NS...
+    local ns
+    for ns in "$@"; do
+        netns_exists "$ns" || continue
+        [[ -z $(ip netns pids "$ns" 2>/dev/null) ]] ||
+            die "namespace $ns exists with processes in it; not touching it"
+        ip netns del "$ns"
     done
-    ip netns del "$ns" 2>/dev/null || true
+}
+
+# Makes both namespaces and a veth pair between them, loopback and both
+# ends up, and waits (up to 5 s) for carrier. Addresses are the caller's.
+veth_pair() { # SRV_NS SRV_IF CLI_NS CLI_IF
+    local i
+    ip netns add "$1"
+    ip netns add "$3"
+    ip link add "$2" netns "$1" type veth peer name "$4" netns "$3"
+    ip -n "$1" link set lo up
+    ip -n "$3" link set lo up
+    ip -n "$1" link set "$2" up
+    ip -n "$3" link set "$4" up
+    for ((i = 0; i < 50; i++)); do
+        ip -n "$1" link show dev "$2" | grep -q LOWER_UP &&
+            ip -n "$3" link show dev "$4" | grep -q LOWER_UP && return 0
+        sleep 0.1
+    done
+    die "veth $2/$4 has no carrier"
 }
 
 del_netns() { # NS: kill what still runs in it (only ours: we made it), delete it
