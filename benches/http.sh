@@ -86,17 +86,9 @@ LOCK_FD=""
 # shellcheck source=benches/lib.sh
 source "$REPO/benches/lib.sh"
 
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM HUP
+stop_processes() { # for bench_exit (benches/lib.sh)
     stop_pid "$RB_PID"
     stop_pid "$NGINX_PID"
-    if [[ -n $TMP ]]; then   # only tear down what this run set up
-        del_netns "$CLI_NS"
-        del_netns "$SRV_NS"
-        if [[ -n ${KEEP_TMP:-} ]]; then echo "kept $TMP" >&2; else rm -rf "$TMP"; fi
-    fi
-    exit "$rc"
 }
 bench_traps
 

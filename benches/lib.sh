@@ -1,6 +1,7 @@
 # Shared by the scripts in benches/ (sourced, not run): the lock, traps,
 # build, namespaces and veth a benchmark sets up, and ending what it made.
-# The sourcing script defines die() and cleanup(). Every wait is bounded.
+# The sourcing script defines die() and stop_processes() (stops the servers
+# and load generators it started). Every wait is bounded.
 
 # One run of a benchmark at a time: its namespace names are fixed.
 bench_lock() { # NAME
@@ -8,12 +9,27 @@ bench_lock() { # NAME
     flock -n "$LOCK_FD" || die "another benches/$1.sh is running"
 }
 
-# cleanup() on every exit; a signal exits with its conventional status.
+# bench_exit on every exit; a signal exits with its conventional status.
 bench_traps() {
-    trap cleanup EXIT
+    trap bench_exit EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM
     trap 'exit 129' HUP
+}
+
+# Ends the script's processes, then the namespaces and temp dir this run
+# made: only once TMP is set, so a run that found another's namespaces
+# leaves them alone. KEEP_TMP=1 keeps the temp dir.
+bench_exit() {
+    local rc=$?
+    trap - EXIT INT TERM HUP
+    stop_processes
+    if [[ -n ${TMP:-} ]]; then
+        del_netns "$CLI_NS"
+        del_netns "$SRV_NS"
+        if [[ -n ${KEEP_TMP:-} ]]; then echo "kept $TMP" >&2; else rm -rf "$TMP"; fi
+    fi
+    exit "$rc"
 }
 
 # Sets RACKBOOT_BUILT to REPO's release binary, building it first unless it

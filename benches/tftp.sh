@@ -90,17 +90,10 @@ CLIENT_PIDS=()
 # shellcheck source=benches/lib.sh
 source "$REPO/benches/lib.sh"
 
-cleanup() {
-    local rc=$? pid
-    trap - EXIT INT TERM HUP
+stop_processes() { # for bench_exit (benches/lib.sh)
+    local pid
     for pid in "${CLIENT_PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
     for pid in "${SERVER_PIDS[@]}"; do stop_pid "$pid"; done
-    if [[ -n $TMP ]]; then   # only tear down what this run set up
-        del_netns "$CLI_NS"
-        del_netns "$SRV_NS"
-        if [[ -n ${KEEP_TMP:-} ]]; then echo "kept $TMP" >&2; else rm -rf "$TMP"; fi
-    fi
-    exit "$rc"
 }
 bench_traps
 
