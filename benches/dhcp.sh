@@ -147,12 +147,7 @@ quiet_distro_kea() {
 }
 
 if ((${#need_pkgs[@]})); then
-    echo "installing ${need_pkgs[*]} ..." >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q "${need_pkgs[@]}" >/dev/null 2>&1 || {
-        apt-get update -q >/dev/null 2>&1 || true
-        apt-get install -y -q "${need_pkgs[@]}" >/dev/null || die "apt-get install ${need_pkgs[*]} failed"
-    }
+    apt_install "${need_pkgs[@]}"
     [[ " ${need_pkgs[*]} " == *" kea-dhcp4-server "* ]] && quiet_distro_kea
 fi
 KEA=$(command -v kea-dhcp4) || die "kea-dhcp4 not found after install"

@@ -113,12 +113,7 @@ for tool in ip taskset timeout ss flock awk shuf; do
     command -v "$tool" >/dev/null || die "$tool not found"
 done
 if ((${#need_pkgs[@]})); then
-    echo "installing ${need_pkgs[*]} ..." >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q "${need_pkgs[@]}" >/dev/null 2>&1 || {
-        apt-get update -q >/dev/null 2>&1 || true
-        apt-get install -y -q "${need_pkgs[@]}" >/dev/null || die "apt-get install ${need_pkgs[*]} failed"
-    }
+    apt_install "${need_pkgs[@]}"
 fi
 DNSPERF=$(command -v dnsperf) || die "dnsperf not found after install"
 DNSMASQ=$(command -v dnsmasq) || die "dnsmasq not found after install"

@@ -44,6 +44,17 @@ rackboot_release() { # REPO
     fi
 }
 
+# Installs the Debian packages named (apt-get update only if the install
+# fails without it: the lists may be stale or absent on a fresh machine).
+apt_install() { # PKG...
+    echo "installing $* ..." >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q "$@" >/dev/null 2>&1 || {
+        apt-get update -q >/dev/null 2>&1 || true
+        apt-get install -y -q "$@" >/dev/null || die "apt-get install $* failed"
+    }
+}
+
 stop_pid() { # PID: TERM, up to 10 s, then KILL
     local pid=$1 i
     [[ -n $pid ]] || return 0

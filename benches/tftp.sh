@@ -109,15 +109,10 @@ for tool in ip taskset timeout ss flock awk sha256sum; do
     command -v "$tool" >/dev/null || die "$tool not found"
 done
 if ((${#need_pkgs[@]})); then
-    echo "installing ${need_pkgs[*]} ..." >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q "${need_pkgs[@]}" >/dev/null 2>&1 || {
-        apt-get update -q >/dev/null 2>&1 || true
-        apt-get install -y -q "${need_pkgs[@]}" >/dev/null || die "apt-get install ${need_pkgs[*]} failed"
-    }
     # The package's own tftpd-hpa service is not ours to run (policy-rc.d
     # may already have kept it from starting); it listens outside our
     # namespaces anyway.
+    apt_install "${need_pkgs[@]}"
 fi
 IN_TFTPD=$(command -v in.tftpd) || die "in.tftpd not found after install"
 DNSMASQ=$(command -v dnsmasq) || die "dnsmasq not found after install"
