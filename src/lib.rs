@@ -14,6 +14,7 @@
 //!   read by DNS (and the SOA serial that says it changed).
 //! - [`events`]: the timeline writer shared by the protocols.
 //! - [`metrics`]: the Prometheus registry the protocols count into, served at `/metrics`.
+//! - [`contain`]: a panic while handling one request costs that request, not the service.
 //! - [`service`]: binds the sockets, starts the servers, stops them on one token.
 //! - [`sweep`]: the background pass that reverts expired bootenv leases and
 //!   marks stalled boots `failed`/`unreachable` with their diagnosis.
@@ -28,6 +29,7 @@ pub mod assets;
 pub mod boot;
 pub mod cli;
 pub mod config;
+pub mod contain;
 pub mod dhcp;
 pub mod dns;
 pub mod events;

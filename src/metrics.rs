@@ -272,6 +272,7 @@ pub struct Metrics {
     asset_drops: Family<DropLabels, Counter>,
     boot_waits: Family<SubnetLabels, Counter>,
     boots_in_flight: Family<SubnetLabels, Gauge>,
+    request_panics: Family<ServiceLabels, Counter>,
 }
 
 label_value! {
@@ -302,6 +303,25 @@ struct FetchLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DropLabels {
     result: AssetDrop,
+}
+
+label_value! {
+    /// A service that handles requests from the network.
+    Service {
+        /// DHCP on port 67.
+        Dhcp => "dhcp",
+        /// The PXE boot server on port 4011 (proxy subnets).
+        PxeBootServer => "pxe_boot_server",
+        /// DNS over UDP and TCP.
+        Dns => "dns",
+        /// TFTP requests.
+        Tftp => "tftp",
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    service: Service,
 }
 
 label_value! {
@@ -345,6 +365,7 @@ impl Metrics {
         let asset_drops = Family::<DropLabels, Counter>::default();
         let boot_waits = Family::<SubnetLabels, Counter>::default();
         let boots_in_flight = Family::<SubnetLabels, Gauge>::default();
+        let request_panics = Family::<ServiceLabels, Counter>::default();
 
         registry.register(
             "dhcp_received",
@@ -450,7 +471,16 @@ impl Metrics {
             boots_in_flight.clone(),
         );
 
+        registry.register(
+            "request_panics",
+            "Requests whose handling panicked: the request got no answer, the service kept serving (a bug: the packet is logged in hex), by service",
+            request_panics.clone(),
+        );
+
         // Every series from start-up on, at 0, so that rate() sees the first event.
+        for &service in Service::ALL {
+            request_panics.get_or_create_owned(&ServiceLabels { service });
+        }
         for &t in DhcpType::ALL {
             dhcp_received.get_or_create_owned(&TypeLabels { r#type: t });
         }
@@ -518,6 +548,7 @@ impl Metrics {
             asset_drops,
             boot_waits,
             boots_in_flight,
+            request_panics,
         }
     }
 
@@ -552,6 +583,13 @@ impl Metrics {
     pub fn dhcp_replied(&self, kind: DhcpReply) {
         self.dhcp_replies
             .get_or_create(&ReplyLabels { r#type: kind })
+            .inc();
+    }
+
+    /// A request whose handling panicked and was contained.
+    pub fn request_panicked(&self, service: Service) {
+        self.request_panics
+            .get_or_create(&ServiceLabels { service })
             .inc();
     }
 

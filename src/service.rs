@@ -61,6 +61,10 @@ pub enum StartError {
     Tokens(#[from] TokensError),
     #[error(transparent)]
     Tls(#[from] http::tls::TlsError),
+    /// A service ended while nothing asked it to: rackboot stopped every
+    /// other one and exits non-zero, so that its supervisor restarts it.
+    #[error("the {service} server stopped unexpectedly ({why}); every service was shut down")]
+    ServiceStopped { service: String, why: String },
 }
 
 /// The API's access rules from `api.tokens_file` (disabled without one).
@@ -445,24 +449,24 @@ pub async fn run(
 
     // A server that stops on its own takes the others down with it: a
     // half-working appliance boots some machines and silently not others.
+    // And rackboot then exits non-zero: systemd's `Restart=on-failure`
+    // restarts only a process that failed.
+    let mut failed = None;
     while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok((name, Ok(()))) if cancel.is_cancelled() => tracing::debug!("{name} stopped"),
-            Ok((name, Ok(()))) => {
-                tracing::error!("{name} server stopped unexpectedly; shutting down");
-                cancel.cancel();
+        let (name, why) = match joined {
+            Ok((name, Ok(()))) if cancel.is_cancelled() => {
+                tracing::debug!("{name} stopped");
+                continue;
             }
-            Ok((name, Err(e))) => {
-                tracing::error!("{name} server failed: {e}; shutting down");
-                cancel.cancel();
-            }
-            Err(e) => {
-                tracing::error!("a server task panicked: {e}; shutting down");
-                cancel.cancel();
-            }
-        }
+            Ok((name, Ok(()))) => (name.to_string(), "it returned".to_string()),
+            Ok((name, Err(e))) => (name.to_string(), e),
+            Err(e) => ("a".to_string(), format!("its task panicked: {e}")),
+        };
+        tracing::error!("{name} server stopped unexpectedly ({why}); shutting down");
+        cancel.cancel();
+        failed.get_or_insert(StartError::ServiceStopped { service: name, why });
     }
     // Timeline entries are written behind the replies; save the last ones.
     store.sync().await?;
-    Ok(())
+    failed.map_or(Ok(()), Err)
 }

@@ -7,5 +7,6 @@ pub mod lease;
 pub mod ratelimit;
 pub mod reply;
 pub mod server;
+pub mod wire;
 
 pub use server::{DhcpContext, Subnet, bind, serve, serve_boot_server};

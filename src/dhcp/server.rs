@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use dhcproto::v4::{Message, MessageType};
-use dhcproto::{Decodable, Decoder, Encodable, Encoder};
+use dhcproto::{Encodable, Encoder};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
@@ -15,10 +15,12 @@ use tokio_util::sync::CancellationToken;
 use super::classify::{Request, Unanswerable, classify};
 use super::lease::{self, Outcome, Pool};
 use super::reply::{self, BootFile, ServerParams};
+use super::wire;
 use crate::boot::{Decision, Urls, decide, decide_for_node};
 use crate::config::{LoaderMap, SubnetMode, UnknownClients};
+use crate::contain;
 use crate::events::Timeline;
-use crate::metrics::{DhcpReply, DhcpType, IgnoreReason, Metrics};
+use crate::metrics::{DhcpReply, DhcpType, IgnoreReason, Metrics, Service};
 use crate::model::{EventKind, Timestamp};
 use crate::nodes;
 use crate::store::{Store, StoreError};
@@ -174,7 +176,12 @@ pub async fn serve(
         let received = Instant::now();
         let packet = buf[..len].to_vec();
         let c = ctx.clone();
-        let mut answer = Box::pin(async move { handle(&c, &packet, peer).await });
+        let mut answer = Box::pin(async move {
+            let handled = handle(&c, &packet, peer);
+            contain::request_async(&c.metrics, Service::Dhcp, peer, &packet, handled)
+                .await
+                .flatten()
+        });
         let reply = match futures_lite::future::poll_once(&mut answer).await {
             Some(reply) => reply,
             None => {
@@ -214,7 +221,11 @@ pub async fn serve_boot_server(
             r = socket.recv_from(&mut buf) => r?,
         };
         let received = Instant::now();
-        if let Some(reply) = boot_server_answer(&ctx, &buf[..len], peer).await {
+        let packet = &buf[..len];
+        let answered = boot_server_answer(&ctx, packet, peer);
+        let answered =
+            contain::request_async(&ctx.metrics, Service::PxeBootServer, peer, packet, answered);
+        if let Some(reply) = answered.await.flatten() {
             ctx.metrics.dhcp_replied(DhcpReply::Ack);
             ctx.metrics.dhcp_decided(received.elapsed());
             send(&socket, &reply, peer).await;
@@ -223,9 +234,7 @@ pub async fn serve_boot_server(
 }
 
 async fn boot_server_answer(ctx: &DhcpContext, packet: &[u8], peer: SocketAddr) -> Option<Message> {
-    let msg = check_wire(packet)
-        .ok()
-        .and_then(|()| Message::decode(&mut Decoder::new(packet)).ok());
+    let msg = wire::decode(packet).ok();
     ctx.metrics
         .dhcp_received(DhcpType::of(msg.as_ref().and_then(|m| m.opts().msg_type())));
     let msg = msg?;
@@ -306,13 +315,7 @@ pub async fn handle(
     peer: SocketAddr,
 ) -> Option<(Message, SocketAddr)> {
     let metrics = &ctx.metrics;
-    if let Err(why) = check_wire(packet) {
-        tracing::info!(%peer, %why, "ignoring DHCP packet that does not parse");
-        metrics.dhcp_received(DhcpType::Other);
-        metrics.dhcp_ignored(IgnoreReason::Malformed);
-        return None;
-    }
-    let msg = match Message::decode(&mut Decoder::new(packet)) {
+    let msg = match wire::decode(packet) {
         Ok(m) => m,
         Err(e) => {
             tracing::info!(%peer, error = %e, "ignoring DHCP packet that does not parse");
@@ -372,40 +375,6 @@ pub async fn handle(
             None
         }
     }
-}
-
-/// The fixed BOOTP header before the options field (RFC 2131 §2, figure 1).
-const HEADER_LEN: usize = 236;
-/// RFC 2131 §3: the first four octets of the options field.
-const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
-
-/// What dhcproto does not check: it takes any four bytes as the magic cookie,
-/// and stops silently at an option that runs past the end of the packet,
-/// keeping the options before it. Either way the packet is not DHCP, and
-/// answering it would act on a guess.
-fn check_wire(packet: &[u8]) -> Result<(), &'static str> {
-    let Some(options) = packet.get(HEADER_LEN + MAGIC_COOKIE.len()..) else {
-        return Err("shorter than a DHCP header");
-    };
-    if packet[HEADER_LEN..HEADER_LEN + MAGIC_COOKIE.len()] != MAGIC_COOKIE {
-        return Err("no DHCP magic cookie");
-    }
-    let mut i = 0;
-    while let Some(&code) = options.get(i) {
-        match code {
-            0 => i += 1,
-            255 => return Ok(()),
-            _ => {
-                let len = options.get(i + 1).map(|&l| usize::from(l));
-                i = match len {
-                    Some(len) if i + 2 + len <= options.len() => i + 2 + len,
-                    _ => return Err("an option runs past the end of the packet"),
-                };
-            }
-        }
-    }
-    // No end option (255): tolerated, the options are all complete.
-    Ok(())
 }
 
 async fn answer(
@@ -630,28 +599,4 @@ fn destination(req: &Request, reply: &Message) -> SocketAddr {
         return SocketAddrV4::new(req.ciaddr, CLIENT_PORT).into();
     }
     SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT).into()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wire_check_refuses_what_dhcproto_would_guess_at() {
-        let header = [0u8; HEADER_LEN];
-        let packet = |tail: &[u8]| [&header[..], tail].concat();
-        let ok = packet(&[99, 130, 83, 99, 53, 1, 1, 0, 0, 255]);
-        assert_eq!(check_wire(&ok), Ok(()));
-        assert_eq!(check_wire(&packet(&[99, 130, 83, 99, 53, 1, 1])), Ok(()));
-        assert_eq!(check_wire(&packet(&[99, 130, 83, 99])), Ok(()));
-        for bad in [
-            &ok[..HEADER_LEN + 3],
-            &packet(&[0xde, 0xad, 0xbe, 0xef, 53, 1, 1, 255])[..],
-            &packet(&[99, 130, 83, 99, 53, 1, 1, 60, 200, b'P', b'X', b'E'])[..],
-            &packet(&[99, 130, 83, 99, 53])[..],
-            &[1, 1, 6][..],
-        ] {
-            assert!(check_wire(bad).is_err(), "{bad:?}");
-        }
-    }
 }

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use dhcproto::v4::Message;
-use dhcproto::{Decodable, Decoder, Encodable};
+use dhcproto::Encodable;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -168,7 +168,7 @@ async fn receive(socket: std::sync::Weak<DhcpSocket>) {
             }
             Err(_) => continue,
         };
-        let Ok(msg) = Message::decode(&mut Decoder::new(&buf[..len])) else {
+        let Ok(msg) = crate::dhcp::wire::decode(&buf[..len]) else {
             s.undecodable.fetch_add(1, Ordering::Relaxed);
             continue;
         };
