@@ -2,10 +2,12 @@
 # Proves that the package part of setup.sh works on the first run on a pristine Debian 12: builds a
 # minimal bookworm root with mmdebstrap, runs `setup.sh --packages-only` in it, and checks that
 #   1. the first run succeeds and leaves every host package and every tool of setup.sh installed,
-#   2. a second run finds nothing to install.
+#   2. a second run finds nothing to install (with --full: and builds the boot assets there).
 #
-#   boot-assets/check-setup-pristine.sh [--keep]
+#   boot-assets/check-setup-pristine.sh [--full] [--keep]
 #
+#   --full   make the second run the whole setup.sh: the boot assets too, with the tools the first
+#            run installed (a few more minutes: two kernels to download); dist/ is in the root
 #   --keep   leave the root in place (its path is printed) to look into after a failure
 #
 # The root is mmdebstrap's minbase variant (Essential packages and apt, no more): smaller than any
@@ -23,9 +25,10 @@ readonly SUITE=bookworm
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 readonly HERE
 
-KEEP=0
+KEEP=0 FULL=0
 for arg in "$@"; do
     case $arg in
+        --full) FULL=1 ;;
         --keep) KEEP=1 ;;
         -h | --help) sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
         *) echo "check-setup-pristine: unknown argument: $arg (try --help)" >&2; exit 2 ;;
@@ -83,7 +86,7 @@ cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
 printf '#!/bin/sh\nexit 101\n' >"$ROOT/usr/sbin/policy-rc.d"
 chmod 0755 "$ROOT/usr/sbin/policy-rc.d"
 mkdir -p "$ROOT/opt/rackboot"
-cp "$HERE/setup.sh" "$ROOT/opt/rackboot/setup.sh"
+cp -r "$HERE/setup.sh" "$HERE/image" "$ROOT/opt/rackboot/"
 
 # Which of the tools setup.sh runs the root lacks, so the log shows that the check covers them.
 lacking=$(chroot "$ROOT" sh -c 'for t in cpio modinfo xz zstd gzip flock; do
@@ -107,12 +110,19 @@ in_root timeout 2400 bash /opt/rackboot/setup.sh --packages-only 2>&1 | tee "$RO
     die "the first run of setup.sh --packages-only failed on a pristine $SUITE (log above)"
 step_done "setup.sh --packages-only (first)"
 
-log "second run: setup.sh --packages-only must find nothing to install"
-in_root timeout 600 bash /opt/rackboot/setup.sh --packages-only 2>&1 | tee "$ROOT/second-run.log" >&2 ||
-    die "the second run of setup.sh --packages-only failed (log above)"
+SECOND=(--packages-only) second="setup.sh --packages-only"
+((!FULL)) || SECOND=() second="setup.sh (whole)"
+log "second run: $second must find nothing to install"
+in_root timeout 1800 bash /opt/rackboot/setup.sh "${SECOND[@]}" 2>&1 | tee "$ROOT/second-run.log" >&2 ||
+    die "the second run, $second, failed (log above)"
 if grep -F 'installing host packages' "$ROOT/second-run.log" >&2; then
     die "the second run still installed packages: the first one left something missing"
 fi
-step_done "setup.sh --packages-only (second)"
+if ((FULL)); then
+    (cd "$ROOT/opt/rackboot/dist" && sha256sum --quiet -c MANIFEST) ||
+        die "the boot assets built in the root do not match their MANIFEST"
+    log "boot assets built in $ROOT/opt/rackboot/dist"
+fi
+step_done "$second (second)"
 
 log "ok: setup.sh installed every host package and its own tools on the first run"
