@@ -73,6 +73,10 @@ done
 log() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 
+# modinfo is in /usr/sbin, which a non-root user's PATH often lacks: without it, an installed kmod
+# would look missing to the tool check below.
+case :$PATH: in *:/usr/sbin:*) ;; *) PATH=$PATH:/usr/sbin:/sbin ;; esac
+
 # ---------------------------------------------------------------------------------------------
 # Host packages
 
@@ -109,11 +113,15 @@ missing_tools() {
     done
 }
 
-# missing_packages PKG...: prints those of the given packages that dpkg does not have installed.
+# missing_packages PKG...: prints those of the given packages that dpkg does not have installed
+# and configured. dpkg-query exits 1 when it has never heard of one of them, which on a fresh
+# machine is most of them: an answer here, not an error. Any other failure is one.
 missing_packages() {
-    dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' "$@" 2>/dev/null |
-        awk -v want="$*" '$1 == "ii" { have[$2] = 1 }
-            END { n = split(want, w, " "); for (i = 1; i <= n; i++) if (!(w[i] in have)) print w[i] }'
+    local status rc=0
+    status=$(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' "$@" 2>/dev/null) || rc=$?
+    ((rc <= 1)) || die "dpkg-query failed (exit $rc) asking for: $*"
+    awk -v want="$*" '$1 == "ii" { have[$2] = 1 }
+        END { n = split(want, w, " "); for (i = 1; i <= n; i++) if (!(w[i] in have)) print w[i] }' <<<"$status"
 }
 
 # qemu_utils_pin: prints the extra install argument that keeps qemu-utils installable beside
@@ -146,17 +154,19 @@ qemu_utils_pin() {
 # when everything is there). Without root or with --no-packages it installs nothing and only
 # fails when this script's own tools are missing.
 ensure_packages() {
-    local missing own pin
-    mapfile -t own < <(missing_tools | sort -u)
-    if ((PACKAGES)); then
-        mapfile -t missing < <({ missing_packages "${PROJECT_PACKAGES[@]}"; printf '%s\n' "${own[@]}"; } |
-            grep -v '^$' | sort -u)
-    else
-        missing=("${own[@]}")
-    fi
+    local own project="" missing still pin
+    # Both answers are taken in the main shell, where a failure stops the script; inside <(...) a
+    # failure is silent and leaves the list short. (It did: dpkg-query's exit 1 for packages it has
+    # never seen ended such a subshell before it printed this script's own tools, so a fresh
+    # machine got qemu but not cpio, and only a second run, with every package known, had them.)
+    own=$(missing_tools | sort -u)
+    ((!PACKAGES)) || project=$(missing_packages "${PROJECT_PACKAGES[@]}")
+    # Package names have no blanks: word splitting joins the two lists.
+    # shellcheck disable=SC2086
+    mapfile -t missing < <(printf '%s\n' $own $project | grep -v '^$' | sort -u)
     ((${#missing[@]})) || return 0
     if ((!PACKAGES)) || [[ $EUID -ne 0 ]]; then
-        ((${#own[@]} == 0)) || die "missing host packages: ${own[*]} (install them, or run this as root without --no-packages)"
+        [[ -z $own ]] || die "missing host packages: $(echo $own) (install them, or run this as root without --no-packages)"
         log "note: not installing missing host packages (${missing[*]}); tests and demo.sh need them: sudo $SELF --packages-only"
         return 0
     fi
@@ -184,11 +194,11 @@ ensure_packages() {
     fi
     timeout 1800 "${apt[@]}" "${install[@]}" "${missing[@]}" >&2 ||
         die "could not install: ${missing[*]}"
-    mapfile -t missing < <(missing_packages "${missing[@]}")
-    ((${#missing[@]} == 0)) || die "apt-get succeeded but these are still not installed: ${missing[*]}"
+    still=$(missing_packages "${missing[@]}")
+    [[ -z $still ]] || die "apt-get succeeded but these are still not installed: $(echo $still)"
     hash -r
-    mapfile -t own < <(missing_tools | sort -u)
-    ((${#own[@]} == 0)) || die "still missing after the install: packages ${own[*]} (apt-get install ${own[*]})"
+    own=$(missing_tools | sort -u)
+    [[ -z $own ]] || die "still missing after the install: packages $(echo $own) (apt-get install $(echo $own))"
 }
 
 HOST_CODENAME=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")

@@ -291,17 +291,25 @@ fn a_failed_script_is_fixed_and_rerun_without_a_reboot() {
         "no DHCP, TFTP, boot script or kernel since the first boot\n{}",
         timeline_text(&n)
     );
+    // The agent's own view, waited for: it prints `configured` only after its report returned,
+    // so the API can show `configured` before the console does. The first run ended `failed`,
+    // so this is the re-run's line.
+    vm.wait_for_serial_in_order(
+        &[
+            "rackboot-agent: failed 20-second.sh 3",
+            "rackboot-agent: reconfigure: generation 0 -> 1",
+            "rackboot-agent: run generation 1",
+            "rackboot-agent: ok 20-second.sh",
+            "rackboot-agent: configured",
+        ],
+        Duration::from_secs(10),
+    );
     let serial = vm.serial();
     assert_eq!(
         serial.matches("rackboot-agent: start").count(),
         1,
-        "one boot only"
+        "one boot only\n{serial}"
     );
-    assert!(
-        serial.contains("rackboot-agent: reconfigure: generation 0 -> 1"),
-        "{serial}"
-    );
-    assert!(serial.contains("rackboot-agent: configured"), "{serial}");
     assert!(vm.exit_status().is_none(), "qemu still runs");
     let r = reports(&lab);
     let rerun: Vec<(String, i64)> = r["reports"]

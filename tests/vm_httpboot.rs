@@ -237,6 +237,35 @@ fn http_text(packets: &[Packet]) -> Vec<(&Packet, String)> {
         .collect()
 }
 
+/// Whether `packets` hold all the test asserts of the firmware on the wire: its first DHCP
+/// exchange whole (OFFER, REQUEST and ACK for its first message's xid) and its `GET path`
+/// answered with a 200.
+fn firmware_exchange_captured(packets: &[Packet], mac: &str, path: &str) -> bool {
+    let dhcp = dhcp_messages(packets);
+    let Some(first) = dhcp
+        .iter()
+        .find(|d| d.chaddr() == mac && d.msg.opcode() == dhcproto::v4::Opcode::BootRequest)
+    else {
+        return false;
+    };
+    let xid = first.msg.xid();
+    let exchange = [MessageType::Offer, MessageType::Request, MessageType::Ack]
+        .into_iter()
+        .all(|kind| {
+            dhcp.iter()
+                .any(|d| d.msg.xid() == xid && d.kind() == Some(kind))
+        });
+    let http = http_text(packets);
+    let get = http
+        .iter()
+        .find(|(_, t)| t.starts_with(&format!("GET {path} HTTP/1.1")));
+    let answered = get.is_some_and(|(g, _)| {
+        http.iter()
+            .any(|(p, t)| p.dst == g.src && p.time >= g.time && t.starts_with("HTTP/1.1 200"))
+    });
+    exchange && answered
+}
+
 // ---------------------------------------------------------------------------------------------
 
 /// OVMF with only its HTTP boot options left boots `ipxe-amd64.efi` from the URL rackboot hands
@@ -306,18 +335,16 @@ fn x86_uefi_http_boot_vm_netboots_to_configured() {
         timeline_text(&n)
     );
 
-    // The firmware said it was doing HTTP boot, and took the HTTP boot option first.
-    let serial = vm.serial();
+    // The firmware said it was doing HTTP boot, and took the HTTP boot option first. Waited for
+    // like every console line: the serial file is written on qemu's schedule, not the API's.
     for want in [
         "Start HTTP Boot over IPv4",
         &format!("URI: {loader_url}"),
         "starting Boot0001 \"UEFI HTTPv4",
     ] {
-        assert!(
-            serial.contains(want),
-            "serial lacks {want:?}\n{}",
-            diagnosis(&lab, &rb, &vm, Some(&n))
-        );
+        if let Err(e) = vm.try_wait_for_serial(want, Duration::from_secs(10)) {
+            panic!("{e}\n{}", diagnosis(&lab, &rb, &vm, Some(&n)));
+        }
     }
 
     // The boot, step by step, in this order (other events may sit in between). The loader's
@@ -356,8 +383,15 @@ fn x86_uefi_http_boot_vm_netboots_to_configured() {
     assert_eq!(n["arch"].as_str(), Some("x86_64_efi"));
     vm.wait_for_serial("rackboot-agent: configured", Duration::from_secs(10));
 
-    // The wire: what OVMF sent and what rackboot answered. tcpdump flushes each packet (-U).
-    let packets = read_pcap(&pcap);
+    // The wire: what OVMF sent and what rackboot answered. tcpdump writes each packet (-U) once
+    // libpcap hands it over, which is its own schedule too: wait until the capture holds what
+    // is asserted below, then assert on that (after the time, on what there is).
+    let path = format!("/assets/{LOADER}?mac={mac}");
+    let packets = lab::poll_until(Duration::from_secs(10), || {
+        let packets = read_pcap(&pcap);
+        firmware_exchange_captured(&packets, &mac, &path).then_some(packets)
+    })
+    .unwrap_or_else(|| read_pcap(&pcap));
     let dhcp = dhcp_messages(&packets);
     let from_vm: Vec<&Dhcp> = dhcp
         .iter()
@@ -405,7 +439,6 @@ fn x86_uefi_http_boot_vm_netboots_to_configured() {
     // OVMF fetched the loader over HTTP (HEAD for its size, then GET), and rackboot answered 200
     // with the loader's size.
     let http = http_text(&packets);
-    let path = format!("/assets/{LOADER}?mac={mac}");
     let get = http
         .iter()
         .find(|(_, t)| t.starts_with(&format!("GET {path} HTTP/1.1")))

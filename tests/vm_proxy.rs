@@ -278,17 +278,38 @@ fn proxy_boots_to_configured(name: &str, firmware: Firmware, loader: &str) {
         timeline_text(&n)
     );
 
-    // Addresses from dnsmasq: its log shows the leases, and the image's own address (which it
-    // prints) is in dnsmasq's range.
-    let dnsmasq = lab::read_text(&dnsmasq_log);
+    // Addresses from dnsmasq: the image's own address (which it prints) is in dnsmasq's range,
+    // and dnsmasq's log shows it leased, like every address it gave this MAC. Both the console
+    // and the log are written on their own schedule: each is waited for, not read once.
+    if let Err(e) = vm.try_wait_for_serial("rackboot-agent: network", Duration::from_secs(10)) {
+        panic!("the image printed no address: {e}");
+    }
+    let serial = vm.serial();
+    let network = serial
+        .lines()
+        .find(|l| l.contains("rackboot-agent: network"))
+        .expect("just waited for");
+    let addr = network
+        .split_whitespace()
+        .find(|w| w.starts_with("10.77.0."))
+        .and_then(|w| w.split('/').next())
+        .unwrap_or_else(|| panic!("no address in {network:?}"));
+    assert!(in_dnsmasq_range(addr), "{network}");
+    let image_ack = format!("DHCPACK(br0) {addr} {mac}");
+    let dnsmasq = lab::poll_until(Duration::from_secs(10), || {
+        let text = lab::read_text(&dnsmasq_log);
+        text.contains(&image_ack).then_some(text)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the image's {addr} is not one dnsmasq acknowledged to {mac}:\n{}",
+            lab::read_text(&dnsmasq_log)
+        )
+    });
     let acks: Vec<&str> = dnsmasq
         .lines()
         .filter(|l| l.contains("DHCPACK(br0)") && l.contains(&mac))
         .collect();
-    assert!(
-        !acks.is_empty(),
-        "dnsmasq leased nothing to {mac}:\n{dnsmasq}"
-    );
     for l in &acks {
         let ip = l
             .split_whitespace()
@@ -297,36 +318,30 @@ fn proxy_boots_to_configured(name: &str, firmware: Firmware, loader: &str) {
             .unwrap_or_default();
         assert!(in_dnsmasq_range(ip), "{l}");
     }
-    let serial = vm.serial();
-    let network = serial
-        .lines()
-        .find(|l| l.contains("rackboot-agent: network"))
-        .unwrap_or_else(|| panic!("the image printed no address:\n{}", lab::tail(&serial, 30)));
-    let addr = network
-        .split_whitespace()
-        .find(|w| w.starts_with("10.77.0."))
-        .and_then(|w| w.split('/').next())
-        .unwrap_or_else(|| panic!("no address in {network:?}"));
-    assert!(in_dnsmasq_range(addr), "{network}");
-    assert!(
-        acks.iter().any(|l| l.contains(&format!(" {addr} "))),
-        "the image's {addr} is not one dnsmasq acknowledged:\n{}",
-        acks.join("\n")
-    );
 
     // On the wire: both servers answer from 10.77.0.1:67, so tell them apart by what they say.
     // No reply carries both an address and a boot file: dnsmasq's have an address and no boot
     // file, rackboot's (on 67 and 4011) a boot file and no address.
-    let (mut address_replies, mut boot_replies) = (0, 0);
-    for p in dhcp_packets(&lab, &pcap) {
+    // (address?, boot file?) of a reply from 10.77.0.1, None for any other packet.
+    let reply = |p: &str| {
         let head = p.lines().nth(1).unwrap_or_default();
-        if !(head.contains(&format!("{SERVER_IP}.67 >"))
+        (head.contains(&format!("{SERVER_IP}.67 >"))
             || head.contains(&format!("{SERVER_IP}.4011 >")))
-        {
+        .then(|| (p.contains("Your-IP"), p.contains("BF (67)")))
+    };
+    // tcpdump writes each packet on its own schedule: wait until the capture holds both kinds
+    // of reply asserted below (after the time, assert on what there is).
+    let packets = lab::poll_until(Duration::from_secs(10), || {
+        let packets = dhcp_packets(&lab, &pcap);
+        let replies: Vec<_> = packets.iter().filter_map(|p| reply(p)).collect();
+        (replies.iter().any(|r| r.0) && replies.iter().any(|r| r.1)).then_some(packets)
+    })
+    .unwrap_or_else(|| dhcp_packets(&lab, &pcap));
+    let (mut address_replies, mut boot_replies) = (0, 0);
+    for p in packets {
+        let Some((address, boot)) = reply(&p) else {
             continue;
-        }
-        let address = p.contains("Your-IP");
-        let boot = p.contains("BF (67)");
+        };
         assert!(
             !(address && boot),
             "one reply with address and boot file:\n{p}"
@@ -565,9 +580,15 @@ fn unicast_renewals_reach_the_address_server_beside_rackboot_in_proxy_mode() {
     // a short-lived socket connected to the server, and an ACK that arrives before that socket
     // is closed is delivered to it and lost. That is the client's race, not the server's, so
     // the proof is the wire above (the unicast REQUEST answered by dnsmasq), not udhcpc's log.
-    let acks = lab::read_text(&dnsmasq_log)
-        .matches(&format!("DHCPACK(br0) {ip} {mac}"))
-        .count();
-    assert!(acks >= 2, "dnsmasq acknowledged {acks} time(s)");
+    // Its log, like the capture, is written on its own schedule: waited for.
+    let ack = format!("DHCPACK(br0) {ip} {mac}");
+    let acks = || lab::read_text(&dnsmasq_log).matches(&ack).count();
+    if lab::poll_until(Duration::from_secs(10), || (acks() >= 2).then_some(())).is_none() {
+        panic!(
+            "dnsmasq acknowledged {ip} to {mac} {} time(s), not 2:\n{}",
+            acks(),
+            lab::tail(&lab::read_text(&dnsmasq_log), 20)
+        );
+    }
     assert!(lab.is_running(rb.pid), "rackboot exited");
 }

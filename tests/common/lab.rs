@@ -821,10 +821,33 @@ impl Vm<'_> {
         pattern: &str,
         timeout: Duration,
     ) -> Result<Duration, String> {
+        self.try_wait_for_serial_in_order(&[pattern], timeout)
+    }
+
+    /// Waits until the serial console shows every one of `patterns`, each after the one before
+    /// it, and returns the time since qemu started. Panics like [`Vm::wait_for_serial`].
+    ///
+    /// What the guest prints reaches the serial file on its own schedule (the guest's UART
+    /// drains after `echo` returns, qemu writes after that): a line the guest printed before
+    /// something the test saw elsewhere (a report, a state) may still be on its way, so a test
+    /// waits for the lines it asserts rather than reading the console once.
+    pub fn wait_for_serial_in_order(&self, patterns: &[&str], timeout: Duration) -> Duration {
+        self.try_wait_for_serial_in_order(patterns, timeout)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Vm::wait_for_serial_in_order`] returning the failure instead of panicking.
+    pub fn try_wait_for_serial_in_order(
+        &self,
+        patterns: &[&str],
+        timeout: Duration,
+    ) -> Result<Duration, String> {
         let mut exited = None;
+        let mut missing = patterns.first().copied().unwrap_or_default();
         let found = poll_until(timeout, || {
-            if self.serial().contains(pattern) {
-                return Some(true);
+            match first_missing(&self.serial(), patterns) {
+                None => return Some(true),
+                Some(p) => missing = p,
             }
             // Look once more after an exit: the pattern may be the last thing it printed.
             if exited.is_some() {
@@ -836,8 +859,13 @@ impl Vm<'_> {
         match found {
             Some(true) => Ok(self.elapsed()),
             _ => Err(format!(
-                "{}: {pattern:?} not on serial after {:.1?}{}\n--- serial tail ({}):\n{}\n--- qemu log:\n{}",
+                "{}: {missing:?}{} not on serial after {:.1?}{}\n--- serial tail ({}):\n{}\n--- qemu log:\n{}",
                 self.name,
+                if patterns.len() > 1 {
+                    format!(" (in order: {patterns:?})")
+                } else {
+                    String::new()
+                },
                 self.elapsed(),
                 exited
                     .map(|s| format!(" (qemu exited: {s})"))
@@ -874,6 +902,18 @@ impl Drop for Vm<'_> {
             Duration::ZERO,
         );
     }
+}
+
+/// The first of `patterns` that `text` lacks when each is looked for after the one before it.
+fn first_missing<'p>(text: &str, patterns: &[&'p str]) -> Option<&'p str> {
+    let mut rest = text;
+    for p in patterns {
+        match rest.find(p) {
+            Some(i) => rest = &rest[i + p.len()..],
+            None => return Some(p),
+        }
+    }
+    None
 }
 
 /// A file from `boot-assets/dist/` (made by `boot-assets/setup.sh`); `RACKBOOT_DIST` overrides
