@@ -1,4 +1,6 @@
-//! Leases survive a crash: rackboot is killed with SIGKILL in the middle of a `perfdhcp` run
+//! Leases and node records survive a crash. A node record a client was answered for (its
+//! DHCP ACK, the boot script carrying its token) is there after SIGKILL with the same token.
+//! And rackboot is killed with SIGKILL in the middle of a `perfdhcp` run
 //! (relayed, thousands of clients), started again on the same state directory, and then
 //! - no address was ever acknowledged to two MACs (read from a capture of the whole run),
 //! - every acknowledged lease is in the store with its MAC,
@@ -142,15 +144,16 @@ fn run(args: &[&str]) {
 }
 
 fn write_config(lab: &Lab) -> PathBuf {
+    write_config_with(lab, "[arch.bios]\nlocal = \"exit\"\n")
+}
+
+/// The config, with `discovery` (the bootenv of a new node) as given.
+fn write_config_with(lab: &Lab, discovery: &str) -> PathBuf {
     let dir = lab.dir();
     for d in ["assets", "bootenvs", "scripts"] {
         std::fs::create_dir_all(dir.join(d)).unwrap();
     }
-    std::fs::write(
-        dir.join("bootenvs/discovery.toml"),
-        "[arch.bios]\nlocal = \"exit\"\n",
-    )
-    .unwrap();
+    std::fs::write(dir.join("bootenvs/discovery.toml"), discovery).unwrap();
     let config = dir.join("rackboot.toml");
     std::fs::write(
         &config,
@@ -392,5 +395,100 @@ fn leases_survive_sigkill_during_a_perfdhcp_storm() {
         "{} ACKs for {} addresses across a SIGKILL; all in the store",
         acks.len(),
         owner.len()
+    );
+}
+
+/// The node token in the boot script of `mac`, fetched like iPXE would.
+fn token_in_boot_script(lab: &Lab, mac: &str) -> String {
+    let out = lab.run(
+        "curl",
+        &[
+            "-sf",
+            "-m",
+            "5",
+            &format!("http://{SERVER_IP}/boot/{mac}.ipxe?arch=bios"),
+        ],
+        CMD,
+    );
+    let script = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "GET /boot/{mac}.ipxe failed: {script}"
+    );
+    script
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("rackboot.token="))
+        .unwrap_or_else(|| panic!("no token in the boot script:\n{script}"))
+        .to_string()
+}
+
+/// The record of `mac` as `GET /api/v1/nodes` lists it (from memory: no commit is made).
+fn listed(lab: &Lab, mac: &str) -> Option<Value> {
+    let out = lab.run(
+        "curl",
+        &[
+            "-sf",
+            "-m",
+            "5",
+            "-H",
+            AUTH_HEADER,
+            &format!("http://{SERVER_IP}/api/v1/nodes"),
+        ],
+        CMD,
+    );
+    assert!(out.status.success(), "GET /api/v1/nodes failed");
+    let nodes: Vec<Value> = serde_json::from_slice(&out.stdout).expect("nodes JSON");
+    nodes.into_iter().find(|n| n["mac"] == mac)
+}
+
+/// Kills rackboot with SIGKILL and starts it again on the same state directory.
+fn crash_and_restart(lab: &Lab, config: &Path, pid: u32, log: &str) -> u32 {
+    run(&["kill", "-9", &pid.to_string()]);
+    assert!(
+        lab::poll_until(CMD, || (!lab.is_running(pid)).then_some(())).is_some(),
+        "rackboot survived SIGKILL"
+    );
+    start(lab, config, log)
+}
+
+/// A new machine is ACKed and rackboot is killed at once, long before the store's next
+/// commit: started again, rackboot still has the very record the ACK was for (the same
+/// `created`, so the same token; a new record would lock the booted node out with 403s).
+/// Likewise a record whose token went out in a boot script keeps that token.
+#[test]
+fn a_node_record_a_client_was_answered_for_survives_sigkill_with_its_token() {
+    let lab = Lab::new("durnode");
+    let clients = Clients::new(&lab, "durnode-cl");
+    let mac = "02:77:00:00:01:01";
+    clients.add_client_nic(&lab, "c1", mac);
+    let config = write_config_with(
+        &lab,
+        "[arch.bios]\nkernel = \"vmlinuz\"\ninitrds = [\"initrd.img\"]\n\
+         cmdline = \"rackboot.token={{ node.token }}\"\n",
+    );
+    for (file, bytes) in [
+        ("assets/vmlinuz", "kernel"),
+        ("assets/initrd.img", "initrd"),
+    ] {
+        std::fs::write(lab.dir().join(file), bytes).unwrap();
+    }
+    let first = start(&lab, &config, "rackboot-1.log");
+    let ip = udhcpc(&clients, "c1", None).expect("c1 is ACKed");
+    let acked = listed(&lab, mac).expect("the ACKed node is listed");
+    let second = crash_and_restart(&lab, &config, first, "rackboot-2.log");
+    let after = listed(&lab, mac)
+        .unwrap_or_else(|| panic!("the node record ACKed with {ip} is gone after SIGKILL"));
+    assert_eq!(
+        after["created"], acked["created"],
+        "a new record, so a new token"
+    );
+    assert_eq!(after["hostname"], acked["hostname"]);
+
+    let token = token_in_boot_script(&lab, mac);
+    let _third = crash_and_restart(&lab, &config, second, "rackboot-3.log");
+    assert_eq!(token_in_boot_script(&lab, mac), token);
+    assert_eq!(
+        udhcpc(&clients, "c1", Some(&ip)).as_deref(),
+        Some(ip.as_str())
     );
 }
