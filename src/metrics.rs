@@ -273,6 +273,9 @@ pub struct Metrics {
     boot_waits: Family<SubnetLabels, Counter>,
     boots_in_flight: Family<SubnetLabels, Gauge>,
     request_panics: Family<ServiceLabels, Counter>,
+    store_unsaved: Gauge,
+    store_failed_commits: Counter,
+    store_failed_appends: Counter,
 }
 
 label_value! {
@@ -366,6 +369,9 @@ impl Metrics {
         let boot_waits = Family::<SubnetLabels, Counter>::default();
         let boots_in_flight = Family::<SubnetLabels, Gauge>::default();
         let request_panics = Family::<ServiceLabels, Counter>::default();
+        let store_unsaved = Gauge::default();
+        let store_failed_commits = Counter::default();
+        let store_failed_appends = Counter::default();
 
         registry.register(
             "dhcp_received",
@@ -470,6 +476,21 @@ impl Metrics {
             "Nodes holding a boot slot (fetching kernel and initrds) under an [admission] limit, by subnet",
             boots_in_flight.clone(),
         );
+        registry.register(
+            "store_unsaved_changes",
+            "Changes the store could not save yet (a full or failing disk under the state directory), kept in memory and retried every second; 0 when everything is saved",
+            store_unsaved.clone(),
+        );
+        registry.register(
+            "store_failed_commits",
+            "Commits to the store's database that failed (their changes are kept and retried)",
+            store_failed_commits.clone(),
+        );
+        registry.register(
+            "store_failed_journal_appends",
+            "Appends to the store's journal that failed (the lease was committed instead, or the new node record refused)",
+            store_failed_appends.clone(),
+        );
 
         registry.register(
             "request_panics",
@@ -549,6 +570,9 @@ impl Metrics {
             boot_waits,
             boots_in_flight,
             request_panics,
+            store_unsaved,
+            store_failed_commits,
+            store_failed_appends,
         }
     }
 
@@ -631,6 +655,18 @@ impl Metrics {
                     subnet: subnet.clone(),
                 })
                 .set(i64::from(*n));
+        }
+    }
+
+    /// Sets the store's health series at scrape time from what the store counts.
+    pub fn update_store(&self, h: crate::store::StoreHealth) {
+        self.store_unsaved
+            .set(i64::try_from(h.unsaved).unwrap_or(i64::MAX));
+        for (counter, total) in [
+            (&self.store_failed_commits, h.failed_commits),
+            (&self.store_failed_appends, h.failed_appends),
+        ] {
+            counter.inc_by(total.saturating_sub(counter.get()));
         }
     }
 
@@ -894,5 +930,34 @@ mod tests {
         let sub = r#"subnet="10.77.0.0/24""#;
         assert_eq!(value(&s, "rackboot_dhcp_pool_leased", sub), 0.0, "expired");
         assert_eq!(value(&s, "rackboot_dhcp_pool_addresses", sub), 2.0);
+    }
+
+    #[test]
+    fn the_store_health_series_follow_the_store() {
+        let m = Metrics::new(&[]);
+        let s = samples(&m.render().unwrap());
+        assert_eq!(value(&s, "rackboot_store_unsaved_changes", ""), 0.0);
+        assert_eq!(value(&s, "rackboot_store_failed_commits_total", ""), 0.0);
+        let failing = crate::store::StoreHealth {
+            unsaved: 51,
+            failed_commits: 3,
+            failed_appends: 2,
+        };
+        m.update_store(failing);
+        // A second scrape of the same counts adds nothing.
+        m.update_store(failing);
+        let s = samples(&m.render().unwrap());
+        assert_eq!(value(&s, "rackboot_store_unsaved_changes", ""), 51.0);
+        assert_eq!(value(&s, "rackboot_store_failed_commits_total", ""), 3.0);
+        assert_eq!(
+            value(&s, "rackboot_store_failed_journal_appends_total", ""),
+            2.0
+        );
+        m.update_store(crate::store::StoreHealth {
+            unsaved: 0,
+            ..failing
+        });
+        let s = samples(&m.render().unwrap());
+        assert_eq!(value(&s, "rackboot_store_unsaved_changes", ""), 0.0);
     }
 }

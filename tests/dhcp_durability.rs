@@ -1,4 +1,8 @@
-//! Leases survive a crash: rackboot is killed with SIGKILL in the middle of a `perfdhcp` run
+//! Leases and node records survive a crash. A node record a client was answered for (its
+//! DHCP ACK, the boot script carrying its token) is there after SIGKILL with the same token.
+//! A full state directory (a small tmpfs) loses nothing rackboot acknowledged: what it cannot
+//! make durable it refuses (DHCP silent, API 503), and `/metrics` says so.
+//! And rackboot is killed with SIGKILL in the middle of a `perfdhcp` run
 //! (relayed, thousands of clients), started again on the same state directory, and then
 //! - no address was ever acknowledged to two MACs (read from a capture of the whole run),
 //! - every acknowledged lease is in the store with its MAC,
@@ -142,15 +146,16 @@ fn run(args: &[&str]) {
 }
 
 fn write_config(lab: &Lab) -> PathBuf {
+    write_config_with(lab, "[arch.bios]\nlocal = \"exit\"\n")
+}
+
+/// The config, with `discovery` (the bootenv of a new node) as given.
+fn write_config_with(lab: &Lab, discovery: &str) -> PathBuf {
     let dir = lab.dir();
     for d in ["assets", "bootenvs", "scripts"] {
         std::fs::create_dir_all(dir.join(d)).unwrap();
     }
-    std::fs::write(
-        dir.join("bootenvs/discovery.toml"),
-        "[arch.bios]\nlocal = \"exit\"\n",
-    )
-    .unwrap();
+    std::fs::write(dir.join("bootenvs/discovery.toml"), discovery).unwrap();
     let config = dir.join("rackboot.toml");
     std::fs::write(
         &config,
@@ -393,4 +398,249 @@ fn leases_survive_sigkill_during_a_perfdhcp_storm() {
         acks.len(),
         owner.len()
     );
+}
+
+/// The node token in the boot script of `mac`, fetched like iPXE would.
+fn token_in_boot_script(lab: &Lab, mac: &str) -> String {
+    let out = lab.run(
+        "curl",
+        &[
+            "-sf",
+            "-m",
+            "5",
+            &format!("http://{SERVER_IP}/boot/{mac}.ipxe?arch=bios"),
+        ],
+        CMD,
+    );
+    let script = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "GET /boot/{mac}.ipxe failed: {script}"
+    );
+    script
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("rackboot.token="))
+        .unwrap_or_else(|| panic!("no token in the boot script:\n{script}"))
+        .to_string()
+}
+
+/// The record of `mac` as `GET /api/v1/nodes` lists it (from memory: no commit is made).
+fn listed(lab: &Lab, mac: &str) -> Option<Value> {
+    let out = lab.run(
+        "curl",
+        &[
+            "-sf",
+            "-m",
+            "5",
+            "-H",
+            AUTH_HEADER,
+            &format!("http://{SERVER_IP}/api/v1/nodes"),
+        ],
+        CMD,
+    );
+    assert!(out.status.success(), "GET /api/v1/nodes failed");
+    let nodes: Vec<Value> = serde_json::from_slice(&out.stdout).expect("nodes JSON");
+    nodes.into_iter().find(|n| n["mac"] == mac)
+}
+
+/// Kills rackboot with SIGKILL and starts it again on the same state directory.
+fn crash_and_restart(lab: &Lab, config: &Path, pid: u32, log: &str) -> u32 {
+    run(&["kill", "-9", &pid.to_string()]);
+    assert!(
+        lab::poll_until(CMD, || (!lab.is_running(pid)).then_some(())).is_some(),
+        "rackboot survived SIGKILL"
+    );
+    start(lab, config, log)
+}
+
+/// A new machine is ACKed and rackboot is killed at once, long before the store's next
+/// commit: started again, rackboot still has the very record the ACK was for (the same
+/// `created`, so the same token; a new record would lock the booted node out with 403s).
+/// Likewise a record whose token went out in a boot script keeps that token.
+#[test]
+fn a_node_record_a_client_was_answered_for_survives_sigkill_with_its_token() {
+    let lab = Lab::new("durnode");
+    let clients = Clients::new(&lab, "durnode-cl");
+    let mac = "02:77:00:00:01:01";
+    clients.add_client_nic(&lab, "c1", mac);
+    let config = write_config_with(
+        &lab,
+        "[arch.bios]\nkernel = \"vmlinuz\"\ninitrds = [\"initrd.img\"]\n\
+         cmdline = \"rackboot.token={{ node.token }}\"\n",
+    );
+    for (file, bytes) in [
+        ("assets/vmlinuz", "kernel"),
+        ("assets/initrd.img", "initrd"),
+    ] {
+        std::fs::write(lab.dir().join(file), bytes).unwrap();
+    }
+    let first = start(&lab, &config, "rackboot-1.log");
+    let ip = udhcpc(&clients, "c1", None).expect("c1 is ACKed");
+    let acked = listed(&lab, mac).expect("the ACKed node is listed");
+    let second = crash_and_restart(&lab, &config, first, "rackboot-2.log");
+    let after = listed(&lab, mac)
+        .unwrap_or_else(|| panic!("the node record ACKed with {ip} is gone after SIGKILL"));
+    assert_eq!(
+        after["created"], acked["created"],
+        "a new record, so a new token"
+    );
+    assert_eq!(after["hostname"], acked["hostname"]);
+
+    let token = token_in_boot_script(&lab, mac);
+    let _third = crash_and_restart(&lab, &config, second, "rackboot-3.log");
+    assert_eq!(token_in_boot_script(&lab, mac), token);
+    assert_eq!(
+        udhcpc(&clients, "c1", Some(&ip)).as_deref(),
+        Some(ip.as_str())
+    );
+}
+
+/// A tmpfs of a few MiB mounted as the state directory `dir`; unmounted on drop.
+struct SmallDisk {
+    dir: PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(dir: PathBuf) -> SmallDisk {
+        std::fs::create_dir_all(&dir).unwrap();
+        run(&[
+            "mount",
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=4m",
+            "tmpfs",
+            dir.to_str().unwrap(),
+        ]);
+        SmallDisk { dir }
+    }
+
+    /// Writes a filler file until the disk is full.
+    fn fill(&self) {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(self.dir.join("filler")).unwrap();
+        let block = vec![0u8; 4096];
+        while let Ok(n) = f.write(&block) {
+            if n == 0 {
+                break;
+            }
+        }
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.dir.join("filler")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+/// `curl` from the lab: (status, body).
+fn curl(lab: &Lab, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let url = format!("http://{SERVER_IP}{path}");
+    let mut args = vec![
+        "-s",
+        "-m",
+        "5",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+        "-X",
+        method,
+        "-H",
+        AUTH_HEADER,
+    ];
+    if let Some(b) = body {
+        args.extend(["-H", "Content-Type: application/json", "-d", b]);
+    }
+    args.push(&url);
+    let out = lab.run("curl", &args, CMD);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// The value of an unlabelled series in `/metrics`.
+fn metric(lab: &Lab, name: &str) -> f64 {
+    let (status, text) = curl(lab, "GET", "/metrics", None);
+    assert_eq!(status, 200, "{text}");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
+/// With the state directory full, rackboot answers nothing it cannot make durable: the API
+/// gives 503 for a new node, DHCP stays silent for a new machine, and `/metrics` shows the
+/// failures. Killed while the disk is full and started once it has room, it has every record
+/// the API answered 201 for and every lease it ACKed.
+#[test]
+fn a_full_state_directory_loses_nothing_rackboot_acknowledged() {
+    let lab = Lab::new("durfull");
+    let clients = Clients::new(&lab, "durfull-cl");
+    clients.add_client_nic(&lab, "c1", "02:77:00:00:02:01");
+    clients.add_client_nic(&lab, "c2", "02:77:00:00:02:02");
+    let disk = SmallDisk::mount(lab.dir().join("state"));
+    let config = write_config(&lab);
+    let first = start(&lab, &config, "rackboot-1.log");
+
+    let node = |m: &str| format!("{{\"mac\": \"{m}\"}}");
+    let (status, body) = curl(
+        &lab,
+        "POST",
+        "/api/v1/nodes",
+        Some(&node("02:77:00:00:0a:01")),
+    );
+    assert_eq!(status, 201, "{body}");
+    let ip = udhcpc(&clients, "c1", None).expect("c1 is ACKed while there is room");
+
+    disk.fill();
+    // Reading a timeline commits everything first, which starts a new journal segment: until
+    // then the old one's last page may still have room for a line or two (tmpfs allocates
+    // pages), and a line that fits is as durable as any.
+    let (status, body) = curl(&lab, "GET", "/api/v1/nodes/02:77:00:00:0a:01", None);
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = curl(
+        &lab,
+        "POST",
+        "/api/v1/nodes",
+        Some(&node("02:77:00:00:0a:02")),
+    );
+    assert_eq!(status, 503, "a node that cannot be saved: {body}");
+    assert_eq!(
+        udhcpc(&clients, "c2", None),
+        None,
+        "a new machine ACKed with the disk full"
+    );
+    assert!(metric(&lab, "rackboot_store_failed_journal_appends_total") >= 1.0);
+
+    // Killed with the disk still full; started again once it has room.
+    run(&["kill", "-9", &first.to_string()]);
+    assert!(
+        lab::poll_until(CMD, || (!lab.is_running(first)).then_some(())).is_some(),
+        "rackboot survived SIGKILL"
+    );
+    disk.free();
+    let _second = start(&lab, &config, "rackboot-2.log");
+    assert!(
+        listed(&lab, "02:77:00:00:0a:01").is_some(),
+        "the node answered 201 is gone"
+    );
+    assert!(
+        listed(&lab, "02:77:00:00:0a:02").is_none(),
+        "the node answered 503 exists"
+    );
+    assert!(
+        listed(&lab, "02:77:00:00:02:01").is_some(),
+        "the ACKed node is gone"
+    );
+    assert_eq!(
+        udhcpc(&clients, "c1", Some(&ip)).as_deref(),
+        Some(ip.as_str())
+    );
+    assert_eq!(metric(&lab, "rackboot_store_unsaved_changes"), 0.0);
+    drop(disk);
 }

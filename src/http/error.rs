@@ -65,6 +65,16 @@ impl From<crate::store::StoreError> for HttpError {
             }
             crate::store::StoreError::Refused(why) => HttpError::conflict(why),
             crate::store::StoreError::Conflict(why) => HttpError::conflict(why),
+            // Nothing wrong with the request: the disk under the state
+            // directory is full or failing. Not done, so never a 2xx; 503
+            // tells a client to try again later.
+            e @ crate::store::StoreError::Unsaved(_) => HttpError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                public: "not saved: rackboot cannot write to its state directory (full?); \
+                         try again once it can (rackboot_store_unsaved_changes in /metrics)"
+                    .into(),
+                internal: Some(e.to_string()),
+            },
             other => HttpError::internal(other),
         }
     }
@@ -113,5 +123,25 @@ impl IntoResponse for ApiError {
             );
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    /// A write the store could not make durable is never answered as done,
+    /// and the client is told to come back rather than that it erred.
+    #[test]
+    fn an_unsaved_write_is_a_503_without_the_cause() {
+        let e = HttpError::from(StoreError::Unsaved(
+            "cannot journal /var/lib/rackboot: No space left on device".into(),
+        ));
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!e.public.contains("/var/lib"), "{}", e.public);
+        assert!(e.internal.unwrap().contains("No space left"));
+        let e = HttpError::from(StoreError::Commit("disk I/O error".into()));
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

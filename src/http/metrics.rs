@@ -29,6 +29,7 @@ pub async fn scrape(State(ctx): State<Arc<HttpContext>>) -> Result<Response, Htt
             .collect::<Vec<_>>()
     };
     ctx.metrics.update_boots_in_flight(&in_flight);
+    ctx.metrics.update_store(ctx.store.health());
     let body = ctx.metrics.render().map_err(HttpError::internal)?;
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response())
 }

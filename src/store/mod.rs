@@ -61,12 +61,34 @@ pub enum StoreError {
     WriterGone,
     #[error("store: commit failed: {0}")]
     Commit(String),
+    /// A change that could not be made durable (a full or failing disk under
+    /// the state directory): whoever asked must not be told it is done.
+    #[error("store: not saved: {0}")]
+    Unsaved(String),
 }
 
 impl StoreError {
     pub fn is_no_such_node(&self) -> bool {
         matches!(self, StoreError::NoSuchNode(_))
     }
+
+    /// The change asked for could not be made durable (yet); nothing was
+    /// wrong with the request.
+    pub fn is_unsaved(&self) -> bool {
+        matches!(self, StoreError::Unsaved(_))
+    }
+}
+
+/// How the store keeps up with saving what it is given, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreHealth {
+    /// Changes a commit failed to save, held in memory and retried (0 when
+    /// everything is saved).
+    pub unsaved: u64,
+    /// Commits that failed since start-up.
+    pub failed_commits: u64,
+    /// Journal appends that failed since start-up.
+    pub failed_appends: u64,
 }
 
 /// A change to one node record, applied atomically with respect to every
@@ -99,11 +121,18 @@ pub trait Store: Send + Sync + 'static {
     /// Waits until every change made so far is durable (used at shutdown).
     async fn sync(&self) -> Result<(), StoreError>;
 
+    /// Whether everything given to the store is saved, and how often saving
+    /// failed.
+    fn health(&self) -> StoreHealth {
+        StoreHealth::default()
+    }
+
     async fn node(&self, mac: Mac) -> Result<Option<Node>, StoreError>;
     /// Inserts `node` unless a record for its MAC exists; returns the record
-    /// in force and whether it was created. Not durable on return: a record
-    /// promises nothing until its first state change (the boot script that
-    /// carries its token moves it to `booting`), which is.
+    /// in force and whether it was created. A created record is durable on
+    /// return (its token may go out in a boot script, a DHCP ACK may follow
+    /// at once); when it cannot be made so, nothing is created and the error
+    /// is [`StoreError::Unsaved`].
     async fn create_node_if_absent(&self, node: Node) -> Result<(Node, bool), StoreError>;
     async fn nodes(&self) -> Result<Vec<Node>, StoreError>;
     /// The records `keep` accepts, by MAC. For background passes over a

@@ -7,15 +7,23 @@
 //! single transaction (group commit): under load one commit carries hundreds
 //! of leases. Callers that promise something to a client (a state change, a
 //! report) wait for their write's commit; with WAL a committed transaction
-//! survives the process being killed. An acknowledged lease is made durable
-//! by the lease journal instead (see [`super::journal`]): one append, no
-//! hand-over to the writer thread per ACK. One process owns the state
-//! directory (an exclusive lock), so memory and file cannot disagree.
+//! survives the process being killed. An acknowledged lease, and a new node
+//! record, is made durable by the journal instead (see [`super::journal`]):
+//! one append, no hand-over to the writer thread per ACK. One process owns
+//! the state directory (an exclusive lock), so memory and file cannot
+//! disagree.
+//!
+//! A commit that fails (a full disk) loses nothing: its changes stay with
+//! the writer, in order, and every later commit carries them again until one
+//! succeeds (at least once a second). Meanwhile whoever waits on a write is
+//! told it is not saved, journal segments are kept for replay, and
+//! [`Store::health`] counts what is waiting.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -26,7 +34,7 @@ use tokio::sync::{Notify, oneshot};
 use super::journal::{self, Change, Journal};
 use super::{
     EVENTS_PER_NODE, LeaseRequest, NodeEdit, NodeFilter, NodesEdit, REPORTS_PER_NODE, Store,
-    StoreError,
+    StoreError, StoreHealth,
 };
 use crate::model::{
     BootArch, Event, EventKind, Lease, LeaseState, Mac, Node, NodeState, ScriptReport, Timestamp,
@@ -108,6 +116,29 @@ pub struct SqliteStore {
     /// The writer thread, which also holds the exclusive lock on the state
     /// directory until it has closed the file.
     thread: Option<std::thread::JoinHandle<()>>,
+    health: Arc<Health>,
+}
+
+/// What [`Store::health`] reports, kept by the writer and the journal's users.
+#[derive(Default)]
+struct Health {
+    unsaved: AtomicU64,
+    failed_commits: AtomicU64,
+    failed_appends: AtomicU64,
+}
+
+impl Health {
+    fn append_failed(&self, e: &std::io::Error) {
+        self.failed_appends.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(error = %e, "store: cannot append to the journal in the state directory (is it full?)");
+    }
+}
+
+/// What a caller is told when its change is not durable yet.
+fn unsaved(cause: impl std::fmt::Display) -> StoreError {
+    StoreError::Unsaved(format!(
+        "{cause}; rackboot keeps the change and retries every second (free space in the state directory; `rackboot_store_unsaved_changes` in /metrics shows what waits)"
+    ))
 }
 
 impl Drop for SqliteStore {
@@ -320,6 +351,9 @@ const LAZY_MAX: usize = 20_000;
 /// on, and the DHCP socket must not overflow meanwhile.
 const LAZY_CHUNK: usize = 1_000;
 
+/// Most timeline events kept while commits fail; older ones are dropped.
+const UNSAVED_EVENTS_MAX: usize = 100_000;
+
 /// The writes waiting for the writer thread. Only a write somebody waits on
 /// wakes the writer (once per batch, however many arrive while it commits),
 /// so on a busy core the writer and the DHCP server do not hand the CPU back
@@ -476,6 +510,8 @@ impl SqliteStore {
         let writer = queue.clone();
         let journal = journal.map(|j| Arc::new(Mutex::new(j)));
         let sealer = journal.clone().zip(journal_dir.map(Path::to_path_buf));
+        let health = Arc::new(Health::default());
+        let writer_health = health.clone();
         // The writer is a thread of its own, not a task: SQLite calls block,
         // and one thread that commits a whole batch per wake-up costs a
         // fraction of handing every statement to a worker and back.
@@ -488,7 +524,7 @@ impl SqliteStore {
                     current: 0,
                     spare: None,
                 });
-                write_loop(conn, &writer, sealer, seq);
+                write_loop(conn, &writer, sealer, seq, &writer_health);
                 // The directory is released only once the file is closed.
                 drop(lock);
             })
@@ -501,6 +537,7 @@ impl SqliteStore {
             queue,
             journal,
             thread: Some(thread),
+            health,
         })
     }
 
@@ -518,25 +555,19 @@ impl SqliteStore {
             let appended = changes.iter().try_for_each(|c| j.append(c));
             match appended {
                 Ok(()) => {
-                    for c in changes {
-                        self.queue.push(match c {
-                            Change::Put(l) => Write::LazyLease(l.clone()),
-                            Change::Drop(ip) => Write::LazyDropLease(*ip),
-                        })?;
+                    for w in changes.iter().filter_map(|c| write_of(c, true)) {
+                        self.queue.push(w)?;
                     }
                     return Ok(());
                 }
-                Err(e) => tracing::error!(
-                    error = %e,
-                    "store: cannot append to the lease journal; committing leases one by one instead (slower)"
-                ),
+                Err(e) => {
+                    self.health.append_failed(&e);
+                    tracing::warn!("store: committing the leases instead of journaling them");
+                }
             }
         }
-        for c in changes {
-            self.queue.push(match c {
-                Change::Put(l) => Write::Lease(l.clone()),
-                Change::Drop(ip) => Write::DropLease(*ip),
-            })?;
+        for w in changes.iter().filter_map(|c| write_of(c, false)) {
+            self.queue.push(w)?;
         }
         self.flush().await
     }
@@ -557,8 +588,23 @@ impl SqliteStore {
         self.queue(Write::Flush(tx)).await?;
         rx.await
             .map_err(|_| StoreError::WriterGone)?
-            .map_err(StoreError::Commit)
+            .map_err(unsaved)
     }
+}
+
+/// The write that commits a journaled change: `lazy` when the journal holds
+/// it, urgent when it does not. A `forget` has none (its delete is queued
+/// by itself).
+fn write_of(c: &Change, lazy: bool) -> Option<Write> {
+    Some(match (c, lazy) {
+        (Change::Put(l), true) => Write::LazyLease(l.clone()),
+        (Change::Put(l), false) => Write::Lease(l.clone()),
+        (Change::Drop(ip), true) => Write::LazyDropLease(*ip),
+        (Change::Drop(ip), false) => Write::DropLease(*ip),
+        (Change::Node(n), true) => Write::LazyNode(n.clone()),
+        (Change::Node(n), false) => Write::Node(n.clone()),
+        (Change::Forget { .. }, _) => return None,
+    })
 }
 
 /// Commits the lease changes the journal segments in `dir` hold, removes the
@@ -568,17 +614,25 @@ fn replay_journal(conn: &Connection, dir: &Path) -> Result<Journal, StoreError> 
     let found = journal::replay(dir).map_err(io_err(dir.to_path_buf()))?;
     if !found.changes.is_empty() {
         let mut b = Batch::default();
-        for c in &found.changes {
-            match c {
-                Change::Put(l) => b.leases.insert(u32::from(l.ip), Some(l.clone())),
-                Change::Drop(ip) => b.leases.insert(u32::from(*ip), None),
-            };
-        }
         let tx = conn
             .unchecked_transaction()
-            .map_err(db("replay the lease journal"))?;
+            .map_err(db("replay the journal"))?;
+        for c in &found.changes {
+            match c {
+                Change::Put(l) => {
+                    b.leases.insert(u32::from(l.ip), Some(l.clone()));
+                }
+                Change::Drop(ip) => {
+                    b.leases.insert(u32::from(*ip), None);
+                }
+                // Node records in order, as they came: a record created,
+                // deleted and created again ends as the second one.
+                Change::Node(n) => replay_node(&tx, n)?,
+                Change::Forget { mac, token } => replay_forget(&tx, *mac, token)?,
+            }
+        }
         save_leases(&tx, &b)?;
-        tx.commit().map_err(db("replay the lease journal"))?;
+        tx.commit().map_err(db("replay the journal"))?;
         tracing::info!(
             changes = found.changes.len(),
             segments = found.segments.len(),
@@ -591,6 +645,51 @@ fn replay_journal(conn: &Connection, dir: &Path) -> Result<Journal, StoreError> 
     journal::create_segment(dir, 0)
         .map(Journal::new)
         .map_err(io_err(journal::segment(dir, 0)))
+}
+
+/// Inserts a journaled new record unless the file has one of its MAC: the
+/// file's is as new or newer (every later change of a record is committed
+/// before it is answered).
+fn replay_node(tx: &Connection, n: &Node) -> Result<(), StoreError> {
+    let mut insert = tx
+        .prepare_cached(&format!(
+            "INSERT INTO nodes ({NODE_COLUMNS}) VALUES ({NODE_PARAMS}) ON CONFLICT DO NOTHING"
+        ))
+        .map_err(db("replay a node record"))?;
+    let inserted = execute_node(&mut insert, n).map_err(db("replay a node record"))?;
+    if inserted == 0 {
+        let kept: bool = tx
+            .query_row(
+                "SELECT count(*) > 0 FROM nodes WHERE mac = ?1",
+                [n.mac.to_string()],
+                |r| r.get(0),
+            )
+            .map_err(db("replay a node record"))?;
+        if !kept {
+            tracing::warn!(mac = %n.mac, hostname = %n.hostname, "journal: a new node record is not replayed: its hostname or fixed address now belongs to another record");
+        }
+    }
+    Ok(())
+}
+
+/// Removes a deleted record (and its timeline and reports) if the file
+/// still has the one created with `token`.
+fn replay_forget(tx: &Connection, mac: Mac, token: &str) -> Result<(), StoreError> {
+    let op = db("replay a node deletion");
+    let gone = tx
+        .execute(
+            "DELETE FROM nodes WHERE mac = ?1 AND token = ?2",
+            params![mac.to_string(), token],
+        )
+        .map_err(op)?;
+    if gone > 0 {
+        let m = mac.to_string();
+        tx.execute("DELETE FROM timeline WHERE mac = ?1", [mac_key(mac)])
+            .and_then(|_| tx.execute("DELETE FROM reports WHERE mac = ?1", [&m]))
+            .and_then(|_| tx.execute("DELETE FROM report_drops WHERE mac = ?1", [&m]))
+            .map_err(db("replay a node deletion"))?;
+    }
+    Ok(())
 }
 
 /// The writer thread's side of the lease journal: it numbers the segments
@@ -681,6 +780,33 @@ impl Batch {
             b.trims = self.trims;
         }
         out
+    }
+
+    /// Changes it holds (what [`Store::health`] reports as unsaved).
+    fn changes(&self) -> usize {
+        self.len() + self.deletes.len() + self.reports.len()
+    }
+
+    /// Adds `newer`, written after everything in this batch, so that
+    /// committing the result ends as committing both in turn would: a
+    /// record's newer copy replaces the older one, a delete drops what this
+    /// batch would write of the record (deletes run first in a commit, so a
+    /// record written again after its delete survives it), events and
+    /// reports follow in order.
+    fn absorb(&mut self, newer: Batch) {
+        for mac in newer.deletes {
+            self.nodes.remove(&mac);
+            self.events.retain(|(m, _)| *m != mac);
+            self.trims.retain(|m| *m != mac);
+            self.reports.retain(|(m, _)| *m != mac);
+            self.deletes.push(mac);
+        }
+        self.rekeyed.extend(newer.rekeyed);
+        self.nodes.extend(newer.nodes);
+        self.leases.extend(newer.leases);
+        self.events.extend(newer.events);
+        self.trims.extend(newer.trims);
+        self.reports.extend(newer.reports);
     }
 
     fn is_empty(&self) -> bool {
@@ -789,11 +915,16 @@ fn lazy_lease(now: &mut Batch, lazy: &mut Batch, ip: u32, lease: Option<Lease>) 
 /// With a lease journal, each commit of everything first seals the journal's
 /// segment (every change in it is then in this commit) and removes the
 /// sealed segments once the commit succeeded.
+///
+/// A commit that fails keeps its changes (`unsaved`); every later commit
+/// carries them first, in order, and lazy writes queue up behind them, so a
+/// newer copy of a record never lands before an older one it replaced.
 fn write_loop(
     mut conn: Connection,
     queue: &WriteQueue,
     mut sealer: Option<Sealer<'_>>,
     mut seq: i64,
+    health: &Health,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -812,9 +943,12 @@ fn write_loop(
         let mut lazy_since: Option<tokio::time::Instant> = None;
         // Sealed journal segments whose changes are not committed yet.
         let mut sealed: Vec<PathBuf> = Vec::new();
-        // Once a commit of journaled changes failed, only a replay at the
-        // next start can bring them back: keep every segment until then.
+        // Once a committed segment could not be removed, only a replay of
+        // it with every later one is harmless: keep them all until then.
         let mut keep_segments = false;
+        // Changes a commit failed to save, older than everything queued
+        // since; retried at least every LAZY_DELAY.
+        let mut unsaved = Batch::default();
         loop {
             match lazy_since {
                 None => queue.wake.notified().await,
@@ -862,28 +996,48 @@ fn write_loop(
                     Err(e) => tracing::error!(error = %e, "store: cannot make the next lease journal segment; the current one is kept"),
                 }
             }
-            // What somebody waits on goes first, in one transaction.
-            let result = commit_logged(&mut conn, &t.now, &mut seq);
+            // What somebody waits on goes first, in one transaction, after
+            // whatever failed before (so a flush succeeds only once that is
+            // saved too).
+            if !unsaved.is_empty() {
+                unsaved.absorb(std::mem::take(&mut t.now));
+                t.now = std::mem::take(&mut unsaved);
+            }
+            let result = commit_logged(&mut conn, &t.now, &mut seq, health);
+            if result.is_err() {
+                unsaved = std::mem::take(&mut t.now);
+            }
             for tx in t.flushes {
                 let _ = tx.send(result.clone());
             }
             let mut synced = result;
             if everything {
-                // The lazy writes hold no record that a write above replaced
-                // (those were dropped from them as they came), so they may go
-                // after it: in transactions of LAZY_CHUNK, letting the DHCP
-                // server (sharing the core) drain its socket in between.
-                for chunk in std::mem::take(&mut lazy).into_chunks(LAZY_CHUNK) {
-                    if let Err(e) = commit_logged(&mut conn, &chunk, &mut seq) {
-                        synced = Err(e);
+                let lazy_writes = std::mem::take(&mut lazy);
+                if unsaved.is_empty() {
+                    // The lazy writes hold no record that a write above
+                    // replaced (those were dropped from them as they came),
+                    // so they may go after it: in transactions of LAZY_CHUNK,
+                    // letting the DHCP server (sharing the core) drain its
+                    // socket in between. A chunk that fails keeps itself and
+                    // every later one, in order.
+                    let mut chunks = lazy_writes.into_chunks(LAZY_CHUNK).into_iter();
+                    while let Some(chunk) = chunks.next() {
+                        if let Err(e) = commit_logged(&mut conn, &chunk, &mut seq, health) {
+                            synced = Err(e);
+                            unsaved.absorb(chunk);
+                            chunks.by_ref().for_each(|c| unsaved.absorb(c));
+                            break;
+                        }
+                        std::thread::yield_now();
                     }
-                    std::thread::yield_now();
+                } else {
+                    // Behind changes that failed: they wait with them.
+                    unsaved.absorb(lazy_writes);
                 }
                 lazy_since = None;
-                if synced.is_err() && !sealed.is_empty() {
-                    keep_segments = true;
-                }
-                if !keep_segments {
+                // A sealed segment's changes are all saved only once nothing
+                // is left unsaved.
+                if unsaved.is_empty() && !keep_segments {
                     for segment in sealed.drain(..) {
                         if let Err(e) = std::fs::remove_file(&segment) {
                             // Replayed alone it would bring back stale leases;
@@ -896,6 +1050,20 @@ fn write_loop(
             } else if !lazy.is_empty() && lazy_since.is_none() {
                 lazy_since = Some(tokio::time::Instant::now());
             }
+            if unsaved.events.len() > UNSAVED_EVENTS_MAX {
+                // Timeline events promise nothing; a long outage must not
+                // grow memory without bound.
+                let extra = unsaved.events.len() - UNSAVED_EVENTS_MAX;
+                unsaved.events.drain(..extra);
+                tracing::warn!(dropped = extra, "store: dropped the oldest unsaved timeline events");
+            }
+            if !unsaved.is_empty() && lazy_since.is_none() {
+                // Retried with the next commit of everything, at the latest.
+                lazy_since = Some(tokio::time::Instant::now());
+            }
+            health
+                .unsaved
+                .store(unsaved.changes() as u64, Ordering::Relaxed);
             for tx in t.syncs {
                 let _ = tx.send(synced.clone());
             }
@@ -906,20 +1074,33 @@ fn write_loop(
                 let _ = tx.send(read_reports(&conn, mac).map_err(|e| e.to_string()));
             }
             if t.closed {
+                if !unsaved.is_empty() {
+                    tracing::error!(
+                        changes = unsaved.changes(),
+                        "store: stopping with changes not saved; the journal keeps new node records and leases for the next start, the rest (timelines, last-seen times, offers) is lost"
+                    );
+                }
                 return;
             }
         }
     })
 }
 
-/// Commits `b` (nothing when it is empty); a failure is logged and returned.
-fn commit_logged(conn: &mut Connection, b: &Batch, seq: &mut i64) -> Result<(), String> {
+/// Commits `b` (nothing when it is empty); a failure is logged, counted
+/// and returned.
+fn commit_logged(
+    conn: &mut Connection,
+    b: &Batch,
+    seq: &mut i64,
+    health: &Health,
+) -> Result<(), String> {
     if b.is_empty() {
         return Ok(());
     }
     let result = commit(conn, b, seq).map_err(|e| e.to_string());
     if let Err(e) = &result {
-        tracing::error!(error = %e, "store: cannot commit; these changes are not saved");
+        health.failed_commits.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(error = %e, changes = b.changes(), "store: cannot commit; the changes are kept and retried");
     }
     result
 }
@@ -963,7 +1144,7 @@ fn commit(conn: &mut Connection, b: &Batch, seq: &mut i64) -> Result<(), StoreEr
         let mut upsert = tx
             .prepare_cached(&format!(
                 "INSERT INTO nodes ({NODE_COLUMNS}) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) \
+                 VALUES ({NODE_PARAMS}) \
                  ON CONFLICT(mac) DO UPDATE SET hostname = excluded.hostname, ipv4 = excluded.ipv4, \
                  labels = excluded.labels, params = excluded.params, bootenv = excluded.bootenv, \
                  next_bootenv = excluded.next_bootenv, bootenv_expires = excluded.bootenv_expires, \
@@ -974,28 +1155,7 @@ fn commit(conn: &mut Connection, b: &Batch, seq: &mut i64) -> Result<(), StoreEr
             ))
             .map_err(db("save nodes"))?;
         for n in b.nodes.values() {
-            upsert
-                .execute(params![
-                    n.mac.to_string(),
-                    n.hostname,
-                    n.ipv4.map(ip_col),
-                    serde_json::to_string(&n.labels).unwrap_or_else(|_| "{}".into()),
-                    serde_json::to_string(&n.params).unwrap_or_else(|_| "{}".into()),
-                    n.bootenv,
-                    n.next_bootenv,
-                    n.bootenv_expires.map(Timestamp::millis),
-                    n.loader,
-                    n.protected,
-                    n.state.as_str(),
-                    n.state_reason,
-                    n.relay_info,
-                    n.arch.map(BootArch::as_str),
-                    n.last_seen.map(Timestamp::millis),
-                    n.token,
-                    n.created.millis(),
-                    n.config_generation as i64,
-                ])
-                .map_err(db("save nodes"))?;
+            execute_node(&mut upsert, n).map_err(db("save nodes"))?;
         }
         save_leases(&tx, b)?;
         let mut add_event = tx
@@ -1271,6 +1431,33 @@ fn ip_col(ip: Ipv4Addr) -> i64 {
 const NODE_COLUMNS: &str = "mac, hostname, ipv4, labels, params, bootenv, next_bootenv, \
      bootenv_expires, loader, protected, state, state_reason, relay_info, arch, last_seen, \
      token, created, config_generation";
+/// The parameters [`execute_node`] binds, one per column of [`NODE_COLUMNS`].
+const NODE_PARAMS: &str =
+    "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18";
+
+/// Runs `stmt` (an insert of [`NODE_COLUMNS`]) for `n`; the rows changed.
+fn execute_node(stmt: &mut rusqlite::CachedStatement<'_>, n: &Node) -> rusqlite::Result<usize> {
+    stmt.execute(params![
+        n.mac.to_string(),
+        n.hostname,
+        n.ipv4.map(ip_col),
+        serde_json::to_string(&n.labels).unwrap_or_else(|_| "{}".into()),
+        serde_json::to_string(&n.params).unwrap_or_else(|_| "{}".into()),
+        n.bootenv,
+        n.next_bootenv,
+        n.bootenv_expires.map(Timestamp::millis),
+        n.loader,
+        n.protected,
+        n.state.as_str(),
+        n.state_reason,
+        n.relay_info,
+        n.arch.map(BootArch::as_str),
+        n.last_seen.map(Timestamp::millis),
+        n.token,
+        n.created.millis(),
+        n.config_generation as i64,
+    ])
+}
 
 fn node_from_row(row: &Row<'_>) -> Result<Node, StoreError> {
     let read = db("read node");
@@ -1331,7 +1518,15 @@ impl Store for SqliteStore {
         self.queue(Write::Sync(tx)).await?;
         rx.await
             .map_err(|_| StoreError::WriterGone)?
-            .map_err(StoreError::Commit)
+            .map_err(unsaved)
+    }
+
+    fn health(&self) -> StoreHealth {
+        StoreHealth {
+            unsaved: self.health.unsaved.load(Ordering::Relaxed),
+            failed_commits: self.health.failed_commits.load(Ordering::Relaxed),
+            failed_appends: self.health.failed_appends.load(Ordering::Relaxed),
+        }
     }
 
     async fn node(&self, mac: Mac) -> Result<Option<Node>, StoreError> {
@@ -1356,12 +1551,27 @@ impl Store for SqliteStore {
                     node.ipv4.unwrap_or(Ipv4Addr::UNSPECIFIED)
                 )));
             }
+            let Some(journal) = &self.journal else {
+                c.put_node(node.clone());
+                self.queue.push(Write::LazyNode(Box::new(node.clone())))?;
+                return Ok((node, true));
+            };
+            // A promise at once: the token may go out in a boot script, and
+            // the DHCP ACK for this record follows within milliseconds. So
+            // it is journaled (one append, no commit) before anyone can see
+            // it in memory, and appended and queued under the journal's
+            // lock so a seal never separates the two.
+            let mut j = journal.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Err(e) = j.append(&Change::Node(Box::new(node.clone()))) {
+                self.health.append_failed(&e);
+                return Err(StoreError::Unsaved(format!(
+                    "cannot journal the new record of {}: {e} (free space in the state directory)",
+                    node.mac
+                )));
+            }
             c.put_node(node.clone());
+            self.queue.push(Write::LazyNode(Box::new(node.clone())))?;
         }
-        // Not a promise yet: the node learns its token only from its boot
-        // script, which moves it to `booting`, a durable write. Lost in a
-        // crash before then, the record is made again at its next packet.
-        self.queue(Write::LazyNode(Box::new(node.clone()))).await?;
         Ok((node, true))
     }
 
@@ -1423,10 +1633,27 @@ impl Store for SqliteStore {
     }
 
     async fn delete_node(&self, mac: Mac) -> Result<bool, StoreError> {
-        if self.cache().remove_node(mac).is_none() {
-            return Ok(false);
+        {
+            let mut c = self.cache();
+            let Some(old) = c.remove_node(mac) else {
+                return Ok(false);
+            };
+            if let Some(journal) = &self.journal {
+                // Its creation may still be in the journal: replayed after a
+                // crash, it must not bring the record back.
+                let mut j = journal.lock().unwrap_or_else(PoisonError::into_inner);
+                let forget = Change::Forget {
+                    mac,
+                    token: old.token,
+                };
+                if let Err(e) = j.append(&forget) {
+                    self.health.append_failed(&e);
+                }
+                self.queue.push(Write::DeleteNode(mac))?;
+            } else {
+                self.queue.push(Write::DeleteNode(mac))?;
+            }
         }
-        self.queue(Write::DeleteNode(mac)).await?;
         self.flush().await?;
         Ok(true)
     }
@@ -2253,17 +2480,17 @@ mod tests {
                 ..req(mac(1), 0)
             };
             s.allocate(&offered).await.unwrap().unwrap();
-            assert_eq!(
-                std::fs::read_to_string(&journal).unwrap(),
-                "",
-                "an offer promises nothing and is not journaled"
+            let created = std::fs::read_to_string(&journal).unwrap();
+            assert!(
+                created.starts_with("node t {") && created.lines().count() == 1,
+                "a new record is journaled, an offer is not: {created:?}"
             );
             s.allocate(&req(mac(1), 0)).await.unwrap().unwrap();
             // No commit has run yet (lazy writes wait up to a second): the
             // journal alone holds the ACK.
             assert_eq!(
                 std::fs::read_to_string(&journal).unwrap(),
-                "put 10.0.0.10 52:54:00:00:00:01 bound 3600000\n"
+                format!("{created}put 10.0.0.10 52:54:00:00:00:01 bound 3600000\n")
             );
             assert!(
                 s.release(mac(1), "10.0.0.10".parse().unwrap())
@@ -2292,6 +2519,249 @@ mod tests {
                 assert_eq!(std::fs::read_to_string(e.path()).unwrap(), "", "{name}");
             }
         }
+    }
+
+    /// What `kill -9` leaves of a running store: its files as the page
+    /// cache holds them, copied into `to` (a process killed writes nothing
+    /// more, and a copy is exactly what the next start would find).
+    fn crash_copy(from: &Path, to: &Path) {
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_file() {
+                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            }
+        }
+    }
+
+    /// A record a client was answered for (its token went out in a boot
+    /// script, a DHCP ACK followed) survives `kill -9` with its token, like
+    /// its lease, although nothing was committed yet; a record deleted
+    /// before the crash stays deleted, and one made again keeps its new token.
+    #[tokio::test]
+    async fn a_new_node_record_survives_a_crash_with_its_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let after = tempfile::tempdir().unwrap();
+        {
+            let s = SqliteStore::open(dir.path()).await.unwrap();
+            for (m, token) in [(1, "aa01"), (2, "aa02"), (3, "aa03")] {
+                let n = Node::discovered(mac(m), "discovery", token.into(), Timestamp(0));
+                assert!(s.create_node_if_absent(n).await.unwrap().1);
+            }
+            s.allocate(&req(mac(1), 0)).await.unwrap().unwrap();
+            // An admin deletes 2 (committed at once), 3 is deleted and made again.
+            assert!(s.delete_node(mac(2)).await.unwrap());
+            assert!(s.delete_node(mac(3)).await.unwrap());
+            let again = Node::discovered(mac(3), "discovery", "bb03".into(), Timestamp(1));
+            assert!(s.create_node_if_absent(again).await.unwrap().1);
+            // Well within the lazy commit's second: only the journal has 1 and 3.
+            crash_copy(dir.path(), after.path());
+        }
+        let s = SqliteStore::open(after.path()).await.unwrap();
+        let n1 = s
+            .node(mac(1))
+            .await
+            .unwrap()
+            .expect("the ACKed node's record");
+        assert_eq!(n1.token, "aa01");
+        assert_eq!(n1.state, NodeState::Discovered);
+        assert_eq!(
+            s.lease_of(mac(1)).await.unwrap().unwrap().ip.to_string(),
+            "10.0.0.10"
+        );
+        assert!(
+            s.node(mac(2)).await.unwrap().is_none(),
+            "deleted before the crash"
+        );
+        assert_eq!(s.node(mac(3)).await.unwrap().unwrap().token, "bb03");
+    }
+
+    /// A journaled creation replayed over a file that already has a newer
+    /// copy of the record (a state change committed before the crash) does
+    /// not set it back.
+    #[tokio::test]
+    async fn replaying_a_creation_keeps_the_newer_record_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let after = tempfile::tempdir().unwrap();
+        {
+            let s = SqliteStore::open(dir.path()).await.unwrap();
+            let n = Node::discovered(mac(1), "discovery", "aa01".into(), Timestamp(0));
+            s.create_node_if_absent(n).await.unwrap();
+            s.set_node_state(mac(1), NodeState::Booting, None)
+                .await
+                .unwrap();
+            crash_copy(dir.path(), after.path());
+        }
+        let s = SqliteStore::open(after.path()).await.unwrap();
+        let n = s.node(mac(1)).await.unwrap().unwrap();
+        assert_eq!((n.state, n.token.as_str()), (NodeState::Booting, "aa01"));
+    }
+
+    /// A tmpfs of `size` mounted on a fresh temporary directory, unmounted on
+    /// drop: a state directory whose disk really fills up.
+    struct SmallDisk {
+        dir: tempfile::TempDir,
+    }
+
+    impl SmallDisk {
+        /// `None` (the test is skipped, said on stderr) when not root.
+        fn mount(size: &str) -> Option<SmallDisk> {
+            if unsafe { nix::libc::geteuid() } != 0 {
+                eprintln!("skipped: mounting a small tmpfs as the state directory needs root");
+                return None;
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let out = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir.path())
+                .output()
+                .expect("run mount");
+            assert!(
+                out.status.success(),
+                "mount a tmpfs: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Some(SmallDisk { dir })
+        }
+
+        fn path(&self) -> &Path {
+            self.dir.path()
+        }
+
+        /// Writes a filler file until the disk is full.
+        fn fill(&self) {
+            use std::io::Write as _;
+            let mut f = std::fs::File::create(self.path().join("filler")).unwrap();
+            let block = vec![0xa5u8; 4096];
+            loop {
+                match f.write(&block) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => break,
+                    Err(e) => panic!("filling the disk: {e}"),
+                }
+            }
+            let _ = f.sync_all();
+        }
+
+        fn free(&self) {
+            std::fs::remove_file(self.path().join("filler")).unwrap();
+        }
+    }
+
+    impl Drop for SmallDisk {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(self.dir.path())
+                .status();
+        }
+    }
+
+    /// Waits (at most 10 s) until the store has nothing left unsaved.
+    async fn until_saved(s: &SqliteStore) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while s.health().unsaved > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "still unsaved after the disk has room: {:?}",
+                s.health()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A full state directory loses nothing the store said was done: a
+    /// write it cannot make durable is refused (node creation, an ACK's
+    /// lease) or reported unsaved (an edit, a delete), and whatever a
+    /// failed commit held is kept and retried, by the writer once the disk
+    /// has room or by replay after a restart.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_full_disk_loses_nothing_the_store_said_was_done() {
+        let Some(disk) = SmallDisk::mount("2m") else {
+            return;
+        };
+        let now = Timestamp::now().millis();
+        let mut done: Vec<Node> = Vec::new();
+        let mut acked: Vec<Lease> = Vec::new();
+        {
+            let s = SqliteStore::open(disk.path()).await.unwrap();
+            // Created and ACKed with room to spare: journaled, not committed.
+            for m in 1..=2 {
+                let n = Node::discovered(mac(m), "discovery", format!("a{m}"), Timestamp(now));
+                done.push(s.create_node_if_absent(n).await.unwrap().0);
+                acked.push(s.allocate(&req(mac(m), now)).await.unwrap().unwrap());
+            }
+            disk.fill();
+            // The lazy batch holding them fails to commit; nothing is lost.
+            assert!(s.sync().await.unwrap_err().is_unsaved());
+            assert!(s.health().unsaved > 0 && s.health().failed_commits > 0);
+            // A new record, an ACK's lease, an edit: none can be made durable.
+            let n = Node::discovered(mac(3), "discovery", "a3".into(), Timestamp(now));
+            assert!(s.create_node_if_absent(n).await.unwrap_err().is_unsaved());
+            assert!(s.node(mac(3)).await.unwrap().is_none(), "not shown either");
+            assert!(
+                s.allocate(&req(mac(3), now))
+                    .await
+                    .unwrap_err()
+                    .is_unsaved()
+            );
+            assert!(s.health().failed_appends > 0);
+            let edit = s
+                .update_node(
+                    mac(1),
+                    Box::new(|n| {
+                        n.labels.insert("rack".into(), "r1".into());
+                        Ok(())
+                    }),
+                )
+                .await;
+            assert!(edit.unwrap_err().is_unsaved());
+            // rackboot stops with the disk still full.
+        }
+        disk.free();
+        {
+            // Started again once there is room: the journal brings back
+            // every record and lease it acknowledged.
+            let s = SqliteStore::open(disk.path()).await.unwrap();
+            for n in &done {
+                let got = s.node(n.mac).await.unwrap();
+                assert_eq!(got.map(|g| g.token), Some(n.token.clone()), "{}", n.mac);
+            }
+            for l in &acked {
+                assert_eq!(s.lease_at(l.ip).await.unwrap().as_ref(), Some(l));
+            }
+
+            // Full again, without a restart this time: what failed is kept
+            // and retried by the writer as soon as the disk has room.
+            let n = Node::discovered(mac(4), "discovery", "a4".into(), Timestamp(now));
+            done.push(s.create_node_if_absent(n).await.unwrap().0);
+            disk.fill();
+            let edit = s
+                .update_node(
+                    mac(1),
+                    Box::new(|n| {
+                        n.labels.insert("rack".into(), "r2".into());
+                        Ok(())
+                    }),
+                )
+                .await;
+            assert!(edit.unwrap_err().is_unsaved());
+            assert!(s.delete_node(mac(2)).await.unwrap_err().is_unsaved());
+            assert!(s.sync().await.is_err());
+            assert!(s.health().unsaved > 0);
+            disk.free();
+            until_saved(&s).await;
+            s.sync().await.unwrap();
+        }
+        let s = SqliteStore::open(disk.path()).await.unwrap();
+        assert_eq!(s.node(mac(4)).await.unwrap().unwrap().token, "a4");
+        let n1 = s.node(mac(1)).await.unwrap().unwrap();
+        assert_eq!(n1.labels.get("rack").map(String::as_str), Some("r2"));
+        assert!(
+            s.node(mac(2)).await.unwrap().is_none(),
+            "the retried delete"
+        );
+        assert_eq!(s.health(), StoreHealth::default());
     }
 
     #[tokio::test]
