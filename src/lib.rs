@@ -8,7 +8,7 @@
 //!   iPXE script rendering, node state transitions, what an admin's edit of a
 //!   node means (`edit`), and why a client gets what it gets (`explain`).
 //! - [`control`]: the code that calls store and policy together: admin
-//!   changes (protection, audit) in one place.
+//!   changes (protection, audit) and admission of a MAC, one place each.
 //! - [`store`]: node records, leases and events behind one trait (embedded SQLite).
 //! - [`dhcp`], [`tftp`], [`http`], [`dns`]: one protocol each; they turn the wire
 //!   into plain data, ask policy, and answer. No bootenv logic in them.

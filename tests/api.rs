@@ -783,6 +783,35 @@ fn admin_changes_are_audited_with_the_token_name() {
     );
 }
 
+/// `unknown_clients = "ignore"` holds over HTTP too: an unknown MAC asking for its boot script
+/// from such a subnet gets 403 and no node record (so no DHCP lease either); once an admin
+/// creates the record, the script is served.
+#[test]
+fn an_unknown_mac_gets_no_boot_script_where_unknown_clients_are_ignored() {
+    let rb = Server::start(
+        "api-ignore",
+        Setup {
+            extra: "[[dhcp.subnet]]\ncidr = \"10.77.0.0/24\"\nunknown_clients = \"ignore\"\n"
+                .into(),
+            ..Setup::default()
+        },
+    );
+    let mac = "52:54:00:ee:02:01";
+    let r = rb.request("GET", &format!("/boot/{mac}.ipxe?arch=bios"), None, None);
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("10.77.0.0/24"), "{}", r.text());
+    assert!(!r.text().contains("rackboot.token"), "{}", r.text());
+    assert_eq!(
+        admin(&rb, "GET", &format!("/api/v1/nodes/{mac}"), None).status,
+        404,
+        "no record made"
+    );
+    create(&rb, &format!(r#"{{"mac":"{mac}"}}"#));
+    let r = rb.request("GET", &format!("/boot/{mac}.ipxe?arch=bios"), None, None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().starts_with("#!ipxe"), "{}", r.text());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bootenvs, explain
 

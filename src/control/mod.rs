@@ -3,5 +3,8 @@
 //!
 //! - [`admin`]: admins' changes to node records (create, patch, bulk,
 //!   import, delete), each through the one protection check and audited.
+//! - [`admit`]: whether a MAC may boot here, asked by DHCP, the PXE boot
+//!   server and HTTP alike; the one place a first request makes a record.
 
 pub mod admin;
+pub mod admit;
