@@ -7,6 +7,8 @@
 //! - [`boot`]: policy, pure: which loader or script a client gets, bootenvs,
 //!   iPXE script rendering, node state transitions, what an admin's edit of a
 //!   node means (`edit`), and why a client gets what it gets (`explain`).
+//! - [`control`]: the code that calls store and policy together: admin
+//!   changes (protection, audit) and admission of a MAC, one place each.
 //! - [`store`]: node records, leases and events behind one trait (embedded SQLite).
 //! - [`dhcp`], [`tftp`], [`http`], [`dns`]: one protocol each; they turn the wire
 //!   into plain data, ask policy, and answer. No bootenv logic in them.
@@ -30,6 +32,7 @@ pub mod boot;
 pub mod cli;
 pub mod config;
 pub mod contain;
+pub mod control;
 pub mod dhcp;
 pub mod dns;
 pub mod events;

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::boot::{Admission, Catalog, CatalogCell, CatalogError, Limits, Urls};
 use crate::config::{Config, SubnetMode};
+use crate::control::admit::Door;
 use crate::dhcp::{self, DhcpContext, lease::Pool, reply::ServerParams};
 use crate::dns::{self, Zone};
 use crate::events::Timeline;
@@ -133,6 +134,19 @@ pub async fn run(
         &cfg.default_bootenv,
     )?));
     let timeline = Timeline::new(store.clone());
+    // Every protocol asks this one door whether a MAC may boot; the rules
+    // hold whether or not rackboot's DHCP runs (an HTTP client on a subnet
+    // that ignores unknown clients is refused all the same).
+    let door = Arc::new(Door::new(
+        store.clone(),
+        timeline.clone(),
+        &cfg.default_bootenv,
+        cfg.dhcp
+            .subnets
+            .iter()
+            .map(|s| (s.cidr, s.unknown_clients))
+            .collect(),
+    ));
     let auth = Arc::new(api_auth(&cfg)?);
     let tls = match &cfg.api.tls {
         Some(t) => Some((
@@ -213,7 +227,6 @@ pub async fn run(
                     server_ip: address,
                 },
                 mode: s.mode,
-                unknown_clients: s.unknown_clients,
             })
             .collect();
         let direct = subnets
@@ -223,6 +236,7 @@ pub async fn run(
         let ctx = Arc::new(DhcpContext {
             store: store.clone(),
             timeline: timeline.clone(),
+            door: door.clone(),
             subnets,
             direct,
             loaders: cfg.dhcp.loaders.clone(),
@@ -352,6 +366,7 @@ pub async fn run(
             metrics.clone(),
         )?),
         scripts: http::ScriptCache::new(),
+        door: door.clone(),
         admission: std::sync::Mutex::new(Admission::new(Limits {
             subnets: cfg.admission.subnets.clone(),
             other: cfg.admission.max_booting,

@@ -223,7 +223,8 @@ fn nodes_are_created_listed_edited_and_deleted() {
     assert_eq!(n["hostname"], "node-525400aa0001");
     assert_eq!(n["bootenv"], "discovery");
     assert_eq!(n["state"], "discovered");
-    assert_eq!(n["events"], serde_json::json!([]));
+    // Its timeline starts with who created it.
+    assert_eq!(n["events"][0]["kind"], "admin.change", "{n}");
     assert!(n.get("token").is_none(), "the node token never leaves");
     create(
         &rb,
@@ -621,6 +622,194 @@ fn imports_are_all_or_nothing_and_name_the_bad_record() {
         (&three["hostname"], &three["protected"]),
         (&"node-525400dd0003".into(), &true.into())
     );
+}
+
+/// Every path that changes or removes a node passes one protection check: an import that
+/// would change what a protected node boots, and a delete, are refused with 409 naming the node
+/// (hostname and MAC), and nothing changes (the import's other records are not written either);
+/// `force=true` lets each through.
+#[test]
+fn protected_nodes_refuse_import_and_delete_unless_forced() {
+    let rb = Server::start("api-protect", Setup::default());
+    let mac = "52:54:00:ee:00:03";
+    let path = format!("/api/v1/nodes/{mac}");
+    create(
+        &rb,
+        &format!(r#"{{"mac":"{mac}","hostname":"alibuild03","protected":true}}"#),
+    );
+    let named = format!("node alibuild03 ({mac}) is protected");
+    let rack = format!(
+        r#"[{{"mac":"52:54:00:ee:00:01"}},{{"mac":"{mac}","bootenv":"rescue","labels":{{"rack":"r1"}}}}]"#
+    );
+
+    let r = admin(&rb, "POST", "/api/v1/nodes/import", Some(&rack));
+    assert_eq!(r.status, 409, "{}", r.text());
+    let e = r.json();
+    assert_eq!(
+        (&e["index"], &e["field"]),
+        (&1.into(), &"bootenv".into()),
+        "{e}"
+    );
+    assert!(e["error"].as_str().unwrap().contains(&named), "{e}");
+    let r = admin(&rb, "DELETE", &path, None);
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(
+        r.json()["error"].as_str().unwrap().contains(&named),
+        "{}",
+        r.text()
+    );
+    let r = admin(&rb, "DELETE", &format!("{path}?force=false"), None);
+    assert_eq!(r.status, 409, "{}", r.text());
+
+    let n = admin(&rb, "GET", &path, None).json();
+    assert_eq!(
+        (&n["bootenv"], &n["labels"], &n["protected"]),
+        (&"discovery".into(), &serde_json::json!({}), &true.into()),
+        "nothing changed"
+    );
+    assert_eq!(
+        admin(&rb, "GET", "/api/v1/nodes/52:54:00:ee:00:01", None).status,
+        404,
+        "all or none: the import's other record was not written"
+    );
+
+    // A record that leaves its bootenv alone goes through without force.
+    let r = admin(
+        &rb,
+        "POST",
+        "/api/v1/nodes/import",
+        Some(&format!(r#"[{{"mac":"{mac}","labels":{{"rack":"r1"}}}}]"#)),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let r = admin(&rb, "POST", "/api/v1/nodes/import?force=true", Some(&rack));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(admin(&rb, "GET", &path, None).json()["bootenv"], "rescue");
+    let r = admin(&rb, "DELETE", &format!("{path}?force=true"), None);
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(admin(&rb, "GET", &path, None).status, 404);
+}
+
+/// "Who put alibuild03 into the installer?": every admin change is an `admin.change` event on
+/// the node's timeline (API token's name, operation, field before -> after, forced or not) and
+/// an audit log line; `?kind=admin` gives just those. A deletion is logged with the whole record
+/// and starts the timeline of a record made again for the MAC.
+#[test]
+fn admin_changes_are_audited_with_the_token_name() {
+    let rb = Server::start("api-audit", Setup::default());
+    let mac = "52:54:00:ee:01:03";
+    let path = format!("/api/v1/nodes/{mac}");
+    create(
+        &rb,
+        &format!(r#"{{"mac":"{mac}","hostname":"alibuild03"}}"#),
+    );
+    let r = admin(&rb, "PATCH", &path, Some(r#"{"protected":true}"#));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = admin(
+        &rb,
+        "PATCH",
+        &path,
+        Some(r#"{"bootenv":"rescue","force":true}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    // A refused change leaves no entry.
+    assert_eq!(
+        admin(&rb, "PATCH", &path, Some(r#"{"bootenv":"local"}"#)).status,
+        409
+    );
+
+    let r = admin(&rb, "GET", &format!("{path}/events?kind=admin"), None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let details: Vec<String> = r
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert_eq!(e["kind"], "admin.change", "{e}");
+            e["detail"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(
+        details,
+        [
+            "token `tests` (create): hostname - -> alibuild03; bootenv - -> discovery",
+            "token `tests` (patch): protected false -> true",
+            "token `tests` (patch): bootenv discovery -> rescue; forced (the node is protected)",
+        ]
+    );
+    let r = admin(&rb, "GET", &format!("{path}/events?kind=admn"), None);
+    assert_eq!(r.status, 400, "{}", r.text());
+    let log = common::lab::poll_until(std::time::Duration::from_secs(10), || {
+        let log = rb.log_text();
+        log.lines()
+            .any(|l| l.contains("rackboot::audit") && l.contains("bootenv discovery -> rescue"))
+            .then_some(log)
+    })
+    .unwrap_or_else(|| panic!("no audit log line:\n{}", rb.log_text()));
+    let line = log
+        .lines()
+        .find(|l| l.contains("bootenv discovery -> rescue"))
+        .unwrap();
+    assert!(
+        line.contains("alibuild03")
+            && line.contains("token `tests`")
+            && line.contains("forced=true"),
+        "{line}"
+    );
+
+    let r = admin(&rb, "DELETE", &format!("{path}?force=true"), None);
+    assert_eq!(r.status, 204, "{}", r.text());
+    let deleted = common::lab::poll_until(std::time::Duration::from_secs(10), || {
+        rb.log_text()
+            .lines()
+            .find(|l| l.contains("rackboot::audit") && l.contains("op=\"delete\""))
+            .map(str::to_string)
+    })
+    .unwrap_or_else(|| panic!("no audit line for the delete:\n{}", rb.log_text()));
+    assert!(
+        deleted.contains("alibuild03") && deleted.contains(r#""bootenv":"rescue""#),
+        "the line carries the record: {deleted}"
+    );
+    // Made again: its timeline starts with who deleted the old record.
+    create(&rb, &format!(r#"{{"mac":"{mac}"}}"#));
+    let events = admin(&rb, "GET", &format!("{path}/events?kind=admin"), None).json();
+    assert_eq!(events[0]["kind"], "admin.delete", "{events}");
+    assert!(
+        events[0]["detail"].as_str().unwrap().starts_with(
+            "token `tests` (delete): deleted the record: hostname alibuild03, bootenv rescue"
+        ),
+        "{events}"
+    );
+}
+
+/// `unknown_clients = "ignore"` holds over HTTP too: an unknown MAC asking for its boot script
+/// from such a subnet gets 403 and no node record (so no DHCP lease either); once an admin
+/// creates the record, the script is served.
+#[test]
+fn an_unknown_mac_gets_no_boot_script_where_unknown_clients_are_ignored() {
+    let rb = Server::start(
+        "api-ignore",
+        Setup {
+            extra: "[[dhcp.subnet]]\ncidr = \"10.77.0.0/24\"\nunknown_clients = \"ignore\"\n"
+                .into(),
+            ..Setup::default()
+        },
+    );
+    let mac = "52:54:00:ee:02:01";
+    let r = rb.request("GET", &format!("/boot/{mac}.ipxe?arch=bios"), None, None);
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("10.77.0.0/24"), "{}", r.text());
+    assert!(!r.text().contains("rackboot.token"), "{}", r.text());
+    assert_eq!(
+        admin(&rb, "GET", &format!("/api/v1/nodes/{mac}"), None).status,
+        404,
+        "no record made"
+    );
+    create(&rb, &format!(r#"{{"mac":"{mac}"}}"#));
+    let r = rb.request("GET", &format!("/boot/{mac}.ipxe?arch=bios"), None, None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().starts_with("#!ipxe"), "{}", r.text());
 }
 
 // ---------------------------------------------------------------------------------------------

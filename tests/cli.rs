@@ -310,3 +310,63 @@ fn bootenvs_explain_events_and_exit_codes() {
     );
     fails(o, 3, &["cannot reach rackboot at http://127.0.0.1:9"]);
 }
+
+/// "Who put alibuild03 into the installer?" from the shell: `node history` by hostname shows
+/// each admin change with the token's name; a protected node is neither re-imported onto
+/// another bootenv nor deleted without `--force`, and the refusal names it.
+#[test]
+fn node_history_names_who_changed_what_and_protected_nodes_need_force() {
+    let rb = Server::start("cli-audit", Setup::default());
+    let admin = Some(ADMIN_TOKEN);
+    let mac = "52:54:00:12:03:03";
+    let rack = write(
+        &rb,
+        "rack.csv",
+        &format!("mac,hostname,protected\n{mac},alibuild03,true\n"),
+    );
+    ok(cli(&rb, admin, &["node", "import", &rack]));
+    ok(cli(
+        &rb,
+        admin,
+        &["node", "set", mac, "--bootenv", "rescue", "--force"],
+    ));
+
+    let out = ok(cli(&rb, admin, &["node", "history", "alibuild03"]));
+    assert!(
+        out.contains("admin.change")
+            && out.contains(
+                "token `tests` (patch): bootenv discovery -> rescue; forced (the node is protected)"
+            ),
+        "{out}"
+    );
+    assert!(
+        out.contains("token `tests` (import): hostname - -> alibuild03"),
+        "{out}"
+    );
+    let json: Value =
+        serde_json::from_str(&ok(cli(&rb, admin, &["node", "history", mac, "--json"])))
+            .expect("json");
+    assert_eq!(json.as_array().map(Vec::len), Some(2), "{json}");
+    fails(
+        cli(&rb, admin, &["node", "history", "nosuchhost"]),
+        1,
+        &["no node has the hostname `nosuchhost`"],
+    );
+
+    // Import onto another bootenv, and delete: refused, naming the node, unless forced.
+    let back = write(&rb, "back.csv", &format!("mac,bootenv\n{mac},discovery\n"));
+    fails(
+        cli(&rb, admin, &["node", "import", &back]),
+        1,
+        &["back.csv, line 2", "alibuild03", mac, "protected", "409"],
+    );
+    fails(
+        cli(&rb, admin, &["node", "delete", mac]),
+        1,
+        &["alibuild03", "protected", "409"],
+    );
+    assert!(ok(cli(&rb, admin, &["node", "show", mac])).contains("rescue"));
+    ok(cli(&rb, admin, &["node", "import", &back, "--force"]));
+    ok(cli(&rb, admin, &["node", "delete", mac, "--force"]));
+    fails(cli(&rb, admin, &["node", "show", mac]), 1, &["404"]);
+}

@@ -77,7 +77,7 @@ fn is_step(e: &Event) -> bool {
         // An installer fetching its answer file is no step of its own: its
         // install timeout runs from the kernel fetch.
         DhcpDiscover | DhcpRequest | DhcpRelease | DhcpDecline | DhcpRelay | State
-        | BootenvChanged | HttpSeed => false,
+        | BootenvChanged | HttpSeed | AdminChange | AdminDelete => false,
     }
 }
 

@@ -1,7 +1,9 @@
 //! What an admin's edit of a node record means: which fields it may change,
-//! what makes a value valid, and how a bootenv change lands (now, once, or
-//! for a while) on a protected or unprotected node. Pure: the catalog's
-//! bootenv names and the time are passed in.
+//! what makes a value valid, how a bootenv change lands (now, once, or for a
+//! while), what protection refuses ([`guard`], the one check every admin
+//! change and deletion passes), and what changed, field by field, for the
+//! audit trail ([`changes`]). Pure: the catalog's bootenv names and the time
+//! are passed in.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -211,10 +213,14 @@ fn merge(
 }
 
 impl ValidPatch {
-    /// Applies the patch to `node` at `now`. A bootenv change (of `bootenv`,
-    /// `next_bootenv` or `bootenv_expires`) of a node that is protected
-    /// before this patch is refused unless `force` is set.
-    pub fn apply(&self, node: &mut Node, now: Timestamp) -> Result<(), String> {
+    /// Whether the patch says `force` (see [`guard`]).
+    pub fn force(&self) -> bool {
+        self.patch.force
+    }
+
+    /// Applies the patch to `node` at `now`. Protection is not checked
+    /// here: the caller passes the record before and after to [`guard`].
+    pub fn apply(&self, node: &mut Node, now: Timestamp) {
         let p = &self.patch;
         if let Some(b) = &p.bootenv {
             let wanted = if p.once {
@@ -229,20 +235,7 @@ impl ValidPatch {
             } else {
                 (b.clone(), None, None)
             };
-            let current = (
-                node.bootenv.clone(),
-                node.next_bootenv.clone(),
-                node.bootenv_expires,
-            );
-            if wanted != current {
-                if node.protected && !p.force {
-                    return Err(format!(
-                        "node {} ({}) is protected; pass force to change its bootenv",
-                        node.hostname, node.mac
-                    ));
-                }
-                (node.bootenv, node.next_bootenv, node.bootenv_expires) = wanted;
-            }
+            (node.bootenv, node.next_bootenv, node.bootenv_expires) = wanted;
         }
         if let Some(h) = &p.hostname {
             node.hostname = h.clone();
@@ -258,8 +251,132 @@ impl ValidPatch {
         if let Some(prot) = p.protected {
             node.protected = prot;
         }
-        Ok(())
     }
+}
+
+/// What [`guard`] let through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guarded {
+    /// Protection had nothing to say (the node is not protected, or the
+    /// change leaves what protection covers alone).
+    Free,
+    /// The node is protected and `force` overrode it: the audit says so.
+    Forced,
+}
+
+/// Why [`guard`] refused, naming the node (hostname and MAC) and the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Protected {
+    /// The field protection covers that the change touched (`bootenv`,
+    /// `next_bootenv`, `bootenv_expires`), or `mac` for a deletion.
+    pub field: &'static str,
+    pub message: String,
+}
+
+/// The one protection check every admin change passes (create, patch, bulk,
+/// import, delete): a node protected *before* the change keeps what it boots
+/// (`bootenv`, `next_bootenv`, `bootenv_expires`) and keeps existing
+/// (`after` is `None` for a deletion) unless the change is forced. Other
+/// fields (labels, params, hostname, even `protected` itself) stay editable.
+/// A new record (`before` is `None`) has nothing to protect.
+pub fn guard(
+    before: Option<&Node>,
+    after: Option<&Node>,
+    force: bool,
+) -> Result<Guarded, Protected> {
+    let Some(before) = before.filter(|b| b.protected) else {
+        return Ok(Guarded::Free);
+    };
+    let touched = match after {
+        None => Some(("mac", "delete it")),
+        Some(a) if a.bootenv != before.bootenv => Some(("bootenv", "change its bootenv")),
+        Some(a) if a.next_bootenv != before.next_bootenv => {
+            Some(("next_bootenv", "change its bootenv"))
+        }
+        Some(a) if a.bootenv_expires != before.bootenv_expires => {
+            Some(("bootenv_expires", "change its bootenv"))
+        }
+        Some(_) => None,
+    };
+    match touched {
+        None => Ok(Guarded::Free),
+        Some(_) if force => Ok(Guarded::Forced),
+        Some((field, what)) => Err(Protected {
+            field,
+            message: format!(
+                "node {} ({}) is protected; pass force to {what}",
+                before.hostname, before.mac
+            ),
+        }),
+    }
+}
+
+/// One field an admin change changed, as the audit trail shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldChange {
+    pub field: &'static str,
+    /// `-` when the field had no value (or the record did not exist).
+    pub before: String,
+    pub after: String,
+}
+
+impl std::fmt::Display for FieldChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} -> {}", self.field, self.before, self.after)
+    }
+}
+
+fn opt<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref().map_or_else(|| "-".to_string(), T::to_string)
+}
+
+fn pairs(m: &BTreeMap<String, String>) -> String {
+    if m.is_empty() {
+        return "-".into();
+    }
+    m.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The editable fields of a record, as text, in the order the audit lists them.
+fn editable(n: &Node) -> [(&'static str, String); 9] {
+    [
+        ("hostname", n.hostname.clone()),
+        ("ipv4", opt(&n.ipv4)),
+        ("bootenv", n.bootenv.clone()),
+        ("next_bootenv", opt(&n.next_bootenv)),
+        ("bootenv_expires", opt(&n.bootenv_expires)),
+        ("loader", opt(&n.loader)),
+        ("protected", n.protected.to_string()),
+        ("labels", pairs(&n.labels)),
+        ("params", pairs(&n.params)),
+    ]
+}
+
+/// The editable fields that differ between `before` and `after`, before →
+/// after; for a new record (`before` is `None`), every field it was given a
+/// value in.
+pub fn changes(before: Option<&Node>, after: &Node) -> Vec<FieldChange> {
+    let now = editable(after);
+    let was = before.map(editable);
+    now.into_iter()
+        .enumerate()
+        .filter_map(|(i, (field, after))| {
+            let before = match &was {
+                Some(w) => w[i].1.clone(),
+                None => "-".to_string(),
+            };
+            let empty = after == "-" || (before == "-" && after == "false");
+            (before != after && !(was.is_none() && empty)).then_some(FieldChange {
+                field,
+                before,
+                after,
+            })
+        })
+        .collect()
 }
 
 /// A node record as an admin creates or imports it: `mac` is required, every
@@ -385,10 +502,13 @@ mod tests {
             .validate(&known)
     }
 
+    /// The patch applied and passed through [`guard`], as every admin change is.
     fn applied(n: &Node, json: &str) -> Result<Node, String> {
-        let mut n = n.clone();
-        patch(json).unwrap().apply(&mut n, NOW)?;
-        Ok(n)
+        let p = patch(json).unwrap();
+        let mut after = n.clone();
+        p.apply(&mut after, NOW);
+        guard(Some(n), Some(&after), p.force()).map_err(|e| e.message)?;
+        Ok(after)
     }
 
     #[test]
@@ -449,6 +569,81 @@ mod tests {
         applied(&p, r#"{"bootenv":"discovery"}"#).unwrap();
         let n = applied(&p, r#"{"hostname":"b1","protected":false}"#).unwrap();
         assert_eq!((n.hostname.as_str(), n.protected), ("b1", false));
+    }
+
+    #[test]
+    fn protection_refuses_deletion_and_any_bootenv_field_unless_forced() {
+        let mut p = node();
+        p.protected = true;
+        p.hostname = "alibuild03".into();
+        let e = guard(Some(&p), None, false).unwrap_err();
+        assert_eq!(e.field, "mac");
+        assert_eq!(
+            e.message,
+            "node alibuild03 (52:54:00:00:00:01) is protected; pass force to delete it"
+        );
+        assert_eq!(guard(Some(&p), None, true), Ok(Guarded::Forced));
+        // An import replaces whole fields: each one protection covers is named.
+        type Edit = fn(&mut Node);
+        let table: [(&str, Edit); 3] = [
+            ("bootenv", |n| n.bootenv = "install".into()),
+            ("next_bootenv", |n| n.next_bootenv = Some("install".into())),
+            ("bootenv_expires", |n| n.bootenv_expires = Some(NOW)),
+        ];
+        for (field, edit) in table {
+            let mut after = p.clone();
+            edit(&mut after);
+            assert_eq!(
+                guard(Some(&p), Some(&after), false).unwrap_err().field,
+                field
+            );
+            assert_eq!(guard(Some(&p), Some(&after), true), Ok(Guarded::Forced));
+        }
+        // Other fields, an unprotected node, a new record: nothing to guard.
+        let mut after = p.clone();
+        after.labels.insert("role".into(), "db".into());
+        after.protected = false;
+        assert_eq!(guard(Some(&p), Some(&after), false), Ok(Guarded::Free));
+        assert_eq!(guard(Some(&node()), None, false), Ok(Guarded::Free));
+        assert_eq!(guard(None, Some(&p), false), Ok(Guarded::Free));
+        // Forcing what needs no force is not recorded as forced.
+        assert_eq!(guard(Some(&p), Some(&p), true), Ok(Guarded::Free));
+    }
+
+    #[test]
+    fn changes_name_each_field_before_and_after() {
+        let before = node();
+        let after = applied(
+            &before,
+            r#"{"bootenv":"install","labels":{"role":"db"},"protected":true}"#,
+        )
+        .unwrap();
+        let text: Vec<String> = changes(Some(&before), &after)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            text,
+            [
+                "bootenv discovery -> install",
+                "protected false -> true",
+                "labels rack=r1 -> rack=r1,role=db",
+            ]
+        );
+        assert!(changes(Some(&after), &after).is_empty());
+        // A new record: the fields it has, from nothing.
+        let text: Vec<String> = changes(None, &before)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            text,
+            [
+                "hostname - -> node-525400000001",
+                "bootenv - -> discovery",
+                "labels - -> rack=r1",
+            ]
+        );
     }
 
     #[test]

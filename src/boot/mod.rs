@@ -19,7 +19,9 @@ pub use bootenv::{ArchBoot, AssetRole, Bootenv, LocalMethod};
 pub use catalog::{Catalog, CatalogCell, CatalogError, Rejection, TemplateContext};
 pub use decide::{Decision, Urls, decide, decide_for_node};
 pub use diagnose::{HEARTBEAT_MIN, Stall, Timeouts, diagnose, stall_deadline};
-pub use edit::{FieldError, NodeInput, NodePatch, ValidPatch};
+pub use edit::{
+    FieldChange, FieldError, Guarded, NodeInput, NodePatch, Protected, ValidPatch, changes, guard,
+};
 pub use explain::{ExplainContext, Explanation, bootenv_reason, explain};
 pub use lifecycle::{BootenvChange, Choice, Effective, Progress, effective_bootenv, next_state};
 pub use script::{RenderedScript, ScriptError, WaitReason, render_ipxe, render_wait};

@@ -43,7 +43,7 @@ pub enum Command {
     /// Import and inspect kernels and initrds in the assets directory.
     #[command(subcommand)]
     Assets(AssetsCommand),
-    /// Node records through the API: list, show, set, bulk, import, export.
+    /// Node records through the API: list, show, set, bulk, delete, import, export, history.
     Node {
         #[command(flatten)]
         connection: client::Connection,

@@ -51,6 +51,9 @@ pub enum NodeCommand {
     Delete {
         #[arg(required = true)]
         macs: Vec<String>,
+        /// Delete protected nodes too.
+        #[arg(long)]
+        force: bool,
     },
     /// Create or update many nodes from a CSV or JSON file in one
     /// transaction: all or nothing, the bad line named.
@@ -59,6 +62,17 @@ pub enum NodeCommand {
         /// Default: from the file's extension (.csv, else JSON).
         #[arg(long)]
         format: Option<Format>,
+        /// Let the file change what protected nodes boot.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Who changed a node, and how: its admin changes and deletions, oldest
+    /// first (API token, operation, each field before -> after, forced).
+    History {
+        /// The node's MAC or hostname.
+        node: String,
+        #[arg(long)]
+        json: bool,
     },
     /// Node records in the format `import` reads.
     Export {
@@ -240,13 +254,31 @@ pub fn run(client: &Client, cmd: NodeCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        NodeCommand::Delete { macs } => {
+        NodeCommand::Delete { macs, force } => {
+            let q = if force { "?force=true" } else { "" };
             for mac in macs {
-                client.delete(&format!("/nodes/{mac}"))?;
+                client.delete(&format!("/nodes/{mac}{q}"))?;
                 println!("deleted {mac}");
             }
         }
-        NodeCommand::Import { file, format } => import(client, &file, format)?,
+        NodeCommand::Import {
+            file,
+            format,
+            force,
+        } => import(client, &file, format, force)?,
+        NodeCommand::History { node, json } => {
+            let mac = mac_of(client, &node)?;
+            let events = client.get(&format!("/nodes/{mac}/events?kind=admin"))?;
+            if json {
+                print_json(&events);
+            } else if events.as_array().is_none_or(Vec::is_empty) {
+                println!(
+                    "no admin changes of {node} on its timeline (it keeps the latest events; the log keeps every change, target rackboot::audit)"
+                );
+            } else {
+                super::explain::print_events(&events);
+            }
+        }
         NodeCommand::Export { selector, format } => {
             let path = match &selector {
                 Some(s) => format!("/nodes?label={}", query_value(s)),
@@ -510,7 +542,25 @@ fn read_json(path: &Path, text: &str) -> Result<Records, Failure> {
     Ok(Records { records, places })
 }
 
-fn import(client: &Client, file: &Path, format: Option<Format>) -> anyhow::Result<()> {
+/// The MAC of `node`: itself when it is one, else the node with that hostname.
+fn mac_of(client: &Client, node: &str) -> Result<String, Failure> {
+    if let Ok(mac) = node.parse::<crate::model::Mac>() {
+        return Ok(mac.to_string());
+    }
+    let found = client.get(&format!("/nodes?hostname={}", query_value(node)))?;
+    found
+        .as_array()
+        .and_then(|a| a.first())
+        .and_then(|n| n["mac"].as_str())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            Failure::Input(format!(
+                "no node has the hostname `{node}` (nor is it a MAC); `rackboot node list` shows them"
+            ))
+        })
+}
+
+fn import(client: &Client, file: &Path, format: Option<Format>, force: bool) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| Failure::Input(format!("cannot read {}: {e}", file.display())))?;
     let format = format.unwrap_or(
@@ -530,7 +580,12 @@ fn import(client: &Client, file: &Path, format: Option<Format>) -> anyhow::Resul
     if recs.records.is_empty() {
         return Err(Failure::Input(format!("{}: no records", file.display())).into());
     }
-    match client.post("/nodes/import", &Value::Array(recs.records.clone())) {
+    let path = if force {
+        "/nodes/import?force=true"
+    } else {
+        "/nodes/import"
+    };
+    match client.post(path, &Value::Array(recs.records.clone())) {
         Ok(r) => {
             let n = |k: &str| r[k].as_array().map_or(0, Vec::len);
             println!(

@@ -16,13 +16,13 @@ use super::classify::{Request, Unanswerable, classify};
 use super::lease::{self, Outcome, Pool};
 use super::reply::{self, BootFile, ServerParams};
 use super::wire;
-use crate::boot::{Decision, Urls, decide, decide_for_node};
-use crate::config::{LoaderMap, SubnetMode, UnknownClients};
+use crate::boot::{Decision, Urls, decide_for_node};
+use crate::config::{LoaderMap, SubnetMode};
 use crate::contain;
+use crate::control::admit::{Admitted, Door, Place};
 use crate::events::Timeline;
 use crate::metrics::{DhcpReply, DhcpType, IgnoreReason, Metrics, Service};
 use crate::model::{EventKind, Timestamp};
-use crate::nodes;
 use crate::store::{Store, StoreError};
 
 pub const SERVER_PORT: u16 = 67;
@@ -36,13 +36,15 @@ pub struct Subnet {
     pub params: ServerParams,
     pub pool: Pool,
     pub mode: SubnetMode,
-    pub unknown_clients: UnknownClients,
 }
 
 /// Everything the DHCP service needs, passed in explicitly.
 pub struct DhcpContext {
     pub store: Arc<dyn Store>,
     pub timeline: Timeline,
+    /// Whether a MAC may boot (known, or unknown where `unknown_clients`
+    /// serves it): the one decision HTTP asks too.
+    pub door: Arc<Door>,
     pub subnets: Vec<Subnet>,
     /// The subnet of the boot interface itself (requests without a relay).
     pub direct: Option<usize>,
@@ -250,16 +252,31 @@ async fn boot_server_answer(ctx: &DhcpContext, packet: &[u8], peer: SocketAddr) 
         .iter()
         .find(|s| s.mode == SubnetMode::Proxy && s.params.subnet.contains(from.ip()))?;
     let mac = req.client.mac;
-    let node = ctx.store.node(mac).await.ok().flatten();
-    let decision = match &node {
-        Some(n) => decide_for_node(&req.client, n, &ctx.loaders, &ctx.urls, Timestamp::now()),
-        None => decide(&req.client, &ctx.loaders, &ctx.urls),
+    let now = Timestamp::now();
+    let node = match ctx
+        .door
+        .admit(
+            mac,
+            Place::Subnet(subnet.params.subnet),
+            "PXE boot server",
+            now,
+        )
+        .await
+    {
+        Ok(Admitted::Known(n) | Admitted::New(n)) => n,
+        Ok(Admitted::Refused { .. }) => {
+            ctx.metrics.dhcp_ignored(IgnoreReason::UnknownClient);
+            return None;
+        }
+        Err(e) => {
+            tracing::error!(%mac, error = %e, "cannot answer PXE boot server request");
+            ctx.metrics.dhcp_ignored(IgnoreReason::Error);
+            return None;
+        }
     };
+    let decision = decide_for_node(&req.client, &node, &ctx.loaders, &ctx.urls, now);
     let boot = boot_file(&decision);
     if boot == BootFile::None {
-        return None;
-    }
-    if subnet.unknown_clients == UnknownClients::Ignore && node.is_none() {
         return None;
     }
     ctx.timeline
@@ -386,35 +403,17 @@ async fn answer(
     let now = Timestamp::now();
     let mac = req.client.mac;
     let store = ctx.store.as_ref();
-    let node = match subnet.unknown_clients {
-        UnknownClients::Serve => {
-            let (node, created) = nodes::ensure(store, mac, &ctx.default_bootenv, now).await?;
-            if created {
-                let via = match req.client.relay {
-                    Some(r) => format!(" via relay {r}"),
-                    None => String::new(),
-                };
-                ctx.timeline
-                    .record(
-                        mac,
-                        EventKind::State,
-                        format!(
-                            "new node on {}{via}, bootenv {}",
-                            subnet.params.subnet, node.bootenv
-                        ),
-                    )
-                    .await;
-            }
-            node
+    let how = match req.client.relay {
+        Some(r) => format!("DHCP via relay {r}"),
+        None => "DHCP".to_string(),
+    };
+    let place = Place::Subnet(subnet.params.subnet);
+    let node = match ctx.door.admit(mac, place, &how, now).await? {
+        Admitted::Known(node) | Admitted::New(node) => node,
+        Admitted::Refused { .. } => {
+            ctx.metrics.dhcp_ignored(IgnoreReason::UnknownClient);
+            return Ok(None);
         }
-        UnknownClients::Ignore => match store.node(mac).await? {
-            Some(node) => node,
-            None => {
-                tracing::info!(%mac, subnet = %subnet.params.subnet, "ignoring unknown client (unknown_clients = \"ignore\")");
-                ctx.metrics.dhcp_ignored(IgnoreReason::UnknownClient);
-                return Ok(None);
-            }
-        },
     };
     if let Some(info) = &req.relay_info {
         if node.relay_info.as_deref() != Some(info.as_str()) {

@@ -1,23 +1,27 @@
 //! `/api/v1`: node records, their timelines, leases, bootenvs and `explain`,
-//! as JSON. Maps HTTP to the store and to policy (`boot::edit`,
-//! `boot::explain`); decides nothing itself. Every handler is described for
-//! the OpenAPI document (`openapi.rs`).
+//! as JSON. Maps HTTP to the store, to policy (`boot::edit`,
+//! `boot::explain`) and to the admin operations (`control::admin`, where
+//! every change to a node record is checked against protection and
+//! audited); decides nothing itself. Every handler is described for the
+//! OpenAPI document (`openapi.rs`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
 use super::error::ErrorBody;
 use super::{ApiError, HttpContext, HttpError, parse_mac};
 use crate::boot::{ArchBoot, ExplainContext, Explanation, FieldError, NodeInput, NodePatch};
+use crate::control::admin::{self, Actor, AdminError};
 use crate::model::{
-    BootArch, ClientArch, ClientInfo, Event, LabelSelector, Lease, Mac, Node, NodeState, Timestamp,
+    BootArch, ClientArch, ClientInfo, Event, EventKind, LabelSelector, Lease, Mac, Node, NodeState,
+    Timestamp,
 };
 use crate::nodes::new_token;
 
@@ -55,6 +59,8 @@ pub struct NodeFilter {
     pub state: Option<String>,
     /// Only nodes whose bootenv or next-boot bootenv is this.
     pub bootenv: Option<String>,
+    /// Only the node with this hostname (any case).
+    pub hostname: Option<String>,
     /// Include each node's timeline (default false).
     pub events: Option<bool>,
 }
@@ -88,6 +94,24 @@ fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError
     })
 }
 
+/// An admin operation's refusal as the API says it: 404, 409 naming the
+/// node (protected, taken), or the store's failure.
+impl From<AdminError> for ApiError {
+    fn from(e: AdminError) -> ApiError {
+        match e {
+            AdminError::NoSuchNode(mac) => ApiError(HttpError::not_found(format!(
+                "no node with MAC {mac} (POST /api/v1/nodes creates one)"
+            ))),
+            AdminError::Exists(mac) => ApiError(HttpError::conflict(format!(
+                "node {mac} exists; PATCH /api/v1/nodes/{mac} to change it"
+            ))),
+            AdminError::Protected { refusal, .. } => ApiError(HttpError::conflict(refusal.message)),
+            AdminError::Clash { message, .. } => ApiError(HttpError::conflict(message)),
+            AdminError::Store(e) => e.into(),
+        }
+    }
+}
+
 /// Node records, filtered.
 #[utoipa::path(get, path = "/api/v1/nodes", tag = "nodes", params(NodeFilter),
     responses((status = 200, body = Vec<NodeWithEvents>, description = "Matching nodes by MAC; `events` is empty unless `events=true`"),
@@ -117,6 +141,9 @@ pub async fn nodes(
             || f.bootenv
                 .as_ref()
                 .is_some_and(|b| &node.bootenv != b && node.next_bootenv.as_ref() != Some(b))
+            || f.hostname
+                .as_ref()
+                .is_some_and(|h| !node.hostname.eq_ignore_ascii_case(h))
         {
             continue;
         }
@@ -152,17 +179,40 @@ pub async fn node(
     Ok(Json(NodeWithEvents::new(&ctx, node, events)))
 }
 
+/// `GET /api/v1/nodes/{mac}/events` query.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Only events of this kind (`admin.change`) or family (`admin`: every
+    /// admin change and deletion, with the API token that made it; `dhcp`,
+    /// `http`, `report`...).
+    pub kind: Option<String>,
+}
+
 /// The node's timeline, oldest first.
 #[utoipa::path(get, path = "/api/v1/nodes/{mac}/events", tag = "nodes",
-    params(("mac" = String, Path, description = "The node's MAC")),
-    responses((status = 200, body = Vec<Event>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    params(("mac" = String, Path, description = "The node's MAC"), EventsQuery),
+    responses((status = 200, body = Vec<Event>), (status = 400, body = ErrorBody, description = "A bad MAC, or a kind no event has"), (status = 404, body = ErrorBody)))]
 pub async fn events(
     State(ctx): State<Arc<HttpContext>>,
     Path(mac): Path<String>,
+    Query(q): Query<EventsQuery>,
 ) -> Result<Json<Vec<Event>>, ApiError> {
     let mac = parse_mac(&mac)?;
+    if let Some(k) = &q.kind {
+        if !EventKind::ALL.iter().any(|e| e.in_family(k)) {
+            return Err(ApiError(HttpError::bad_request(format!(
+                "no event is of kind `{k}` (a kind such as `admin.change`, or a family such as `admin`, `dhcp`, `http`)"
+            ))));
+        }
+    }
     record(&ctx, mac).await?;
-    Ok(Json(ctx.store.events(mac).await?))
+    let mut events = ctx.store.events(mac).await?;
+    if let Some(k) = &q.kind {
+        events.retain(|e| e.kind.in_family(k));
+    }
+    Ok(Json(events))
 }
 
 /// Creates a node record.
@@ -172,23 +222,19 @@ pub async fn events(
               (status = 422, body = ErrorBody, description = "A bad field, named")))]
 pub async fn create(
     State(ctx): State<Arc<HttpContext>>,
+    Extension(actor): Extension<Actor>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let input: NodeInput = json_body(&body)?;
     input
         .validate(&known_bootenv(&ctx))
         .map_err(unprocessable)?;
-    let mac = input.mac;
     let node = input.into_node(None, &ctx.default_bootenv, new_token, Timestamp::now());
-    let (node, created) = ctx.store.create_node_if_absent(node).await?;
-    if !created {
-        return Err(ApiError(HttpError::conflict(format!(
-            "node {mac} exists; PATCH /api/v1/nodes/{mac} to change it"
-        ))));
-    }
+    let node = admin::create(ctx.store.as_ref(), &actor, node).await?;
+    let events = ctx.store.events(node.mac).await?;
     Ok((
         StatusCode::CREATED,
-        Json(NodeWithEvents::new(&ctx, node, Vec::new())),
+        Json(NodeWithEvents::new(&ctx, node, events)),
     )
         .into_response())
 }
@@ -202,6 +248,7 @@ pub async fn create(
               (status = 422, body = ErrorBody, description = "A bad field, named")))]
 pub async fn patch(
     State(ctx): State<Arc<HttpContext>>,
+    Extension(actor): Extension<Actor>,
     Path(mac): Path<String>,
     body: Bytes,
 ) -> Result<Json<NodeWithEvents>, ApiError> {
@@ -210,33 +257,47 @@ pub async fn patch(
     let valid = patch
         .validate(&known_bootenv(&ctx))
         .map_err(unprocessable)?;
-    let now = Timestamp::now();
-    let node = ctx
-        .store
-        .update_node(mac, Box::new(move |n| valid.apply(n, now)))
-        .await?;
+    let node = admin::patch(ctx.store.as_ref(), &actor, mac, valid, Timestamp::now()).await?;
     let events = ctx.store.events(mac).await?;
     Ok(Json(NodeWithEvents::new(&ctx, node, events)))
 }
 
-/// Deletes a node record and its timeline.
+/// `?force=true` of a delete or an import.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ForceQuery {
+    /// Delete a protected node, or let an import change what protected
+    /// nodes boot (default false: refused with 409, naming the node).
+    pub force: Option<bool>,
+}
+
+/// Deletes a node record and its timeline. The deletion is audited: a log
+/// line with the whole record, and an `admin.delete` event that a record
+/// made again for the MAC starts its timeline with.
 #[utoipa::path(delete, path = "/api/v1/nodes/{mac}", tag = "nodes",
-    params(("mac" = String, Path, description = "The node's MAC")),
-    responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody)))]
+    params(("mac" = String, Path, description = "The node's MAC"), ForceQuery),
+    responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "The node is protected (pass force=true); nothing deleted")))]
 pub async fn delete(
     State(ctx): State<Arc<HttpContext>>,
+    Extension(actor): Extension<Actor>,
     Path(mac): Path<String>,
+    Query(q): Query<ForceQuery>,
 ) -> Result<StatusCode, ApiError> {
     let mac = parse_mac(&mac)?;
-    if ctx.store.delete_node(mac).await? {
-        // A record made again under this MAC starts afresh.
-        ctx.scripts.forget(mac);
-        ctx.admission().release(mac);
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError(HttpError::not_found(format!(
+    let force = q.force.unwrap_or(false);
+    match admin::delete(ctx.store.as_ref(), &actor, mac, force).await {
+        Ok(_) => {
+            // A record made again under this MAC starts afresh.
+            ctx.scripts.forget(mac);
+            ctx.admission().release(mac);
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Err(AdminError::NoSuchNode(mac)) => Err(ApiError(HttpError::not_found(format!(
             "no node with MAC {mac}"
-        ))))
+        )))),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -266,6 +327,7 @@ pub struct BulkResult {
               (status = 422, body = ErrorBody, description = "A bad field of the patch, named")))]
 pub async fn bulk(
     State(ctx): State<Arc<HttpContext>>,
+    Extension(actor): Extension<Actor>,
     body: Bytes,
 ) -> Result<Json<BulkResult>, ApiError> {
     let req: BulkRequest = json_body(&body)?;
@@ -274,31 +336,18 @@ pub async fn bulk(
         .patch
         .validate(&known_bootenv(&ctx))
         .map_err(unprocessable)?;
-    let now = Timestamp::now();
-    let matched: Arc<Mutex<Vec<Mac>>> = Arc::default();
-    let seen = matched.clone();
-    let written = ctx
-        .store
-        .edit_nodes(Box::new(move |all| {
-            let mut nodes: Vec<&Node> = all.values().filter(|n| sel.matches(&n.labels)).collect();
-            nodes.sort_by_key(|n| n.mac);
-            *seen.lock().unwrap_or_else(PoisonError::into_inner) =
-                nodes.iter().map(|n| n.mac).collect();
-            let mut out = Vec::new();
-            for n in nodes {
-                let mut edited = n.clone();
-                valid.apply(&mut edited, now)?;
-                if &edited != n {
-                    out.push(edited);
-                }
-            }
-            Ok(out)
-        }))
-        .await?;
-    let matched = std::mem::take(&mut *matched.lock().unwrap_or_else(PoisonError::into_inner));
+    let done = admin::bulk(
+        ctx.store.as_ref(),
+        &actor,
+        sel,
+        &req.selector,
+        valid,
+        Timestamp::now(),
+    )
+    .await?;
     Ok(Json(BulkResult {
-        matched,
-        changed: written.iter().map(|n| n.mac).collect(),
+        matched: done.matched,
+        changed: done.changed,
     }))
 }
 
@@ -336,16 +385,15 @@ fn import_error(status: StatusCode, index: usize, field: Option<&str>, msg: Stri
         .into_response()
 }
 
-/// Which record of an import clashed, its field, and why.
-type Refusal = (usize, &'static str, String);
-
 /// Creates or replaces many node records in one transaction: all or nothing.
-#[utoipa::path(post, path = "/api/v1/nodes/import", tag = "nodes", request_body = Vec<NodeInput>,
+#[utoipa::path(post, path = "/api/v1/nodes/import", tag = "nodes", request_body = Vec<NodeInput>, params(ForceQuery),
     responses((status = 200, body = ImportResult),
-              (status = 409, body = ImportError, description = "A hostname or address clash; nothing imported"),
+              (status = 409, body = ImportError, description = "A record would change what a protected node boots (pass force=true), or a hostname or address clash; nothing imported"),
               (status = 422, body = ImportError, description = "A bad record, by index and field; nothing imported")))]
 pub async fn import(
     State(ctx): State<Arc<HttpContext>>,
+    Extension(actor): Extension<Actor>,
+    Query(q): Query<ForceQuery>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let records: Vec<serde_json::Value> = json_body(&body)?;
@@ -393,81 +441,41 @@ pub async fn import(
         }
         inputs.push(input);
     }
-    let now = Timestamp::now();
-    let default_bootenv = ctx.default_bootenv.clone();
-    let refusal: Arc<Mutex<Option<Refusal>>> = Arc::default();
-    let refused = refusal.clone();
-    let created: Arc<Mutex<Vec<Mac>>> = Arc::default();
-    let made = created.clone();
-    let result = ctx
-        .store
-        .edit_nodes(Box::new(move |all| {
-            let nodes: Vec<Node> = inputs
-                .into_iter()
-                .map(|input| {
-                    let existing = all.get(&input.mac);
-                    if existing.is_none() {
-                        made.lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .push(input.mac);
-                    }
-                    input.into_node(existing, &default_bootenv, new_token, now)
-                })
-                .collect();
-            // Name the record that clashes, with its index, before the store
-            // refuses the whole write.
-            let ours: HashMap<Mac, usize> =
-                nodes.iter().enumerate().map(|(i, n)| (n.mac, i)).collect();
-            let mut hostnames: HashMap<String, Mac> = all
-                .values()
-                .filter(|n| !ours.contains_key(&n.mac))
-                .map(|n| (n.hostname.to_ascii_lowercase(), n.mac))
-                .collect();
-            let mut addrs: HashMap<std::net::Ipv4Addr, Mac> = all
-                .values()
-                .filter(|n| !ours.contains_key(&n.mac))
-                .filter_map(|n| Some((n.ipv4?, n.mac)))
-                .collect();
-            for (i, n) in nodes.iter().enumerate() {
-                let refuse = |field, why: String| {
-                    *refused.lock().unwrap_or_else(PoisonError::into_inner) =
-                        Some((i, field, why.clone()));
-                    Err(why)
-                };
-                if let Some(other) = hostnames.insert(n.hostname.to_ascii_lowercase(), n.mac) {
-                    return refuse(
-                        "hostname",
-                        format!("hostname {} already belongs to {other}", n.hostname),
-                    );
-                }
-                if let Some(ip) = n.ipv4 {
-                    if let Some(other) = addrs.insert(ip, n.mac) {
-                        return refuse("ipv4", format!("address {ip} already belongs to {other}"));
-                    }
-                }
-            }
-            Ok(nodes)
-        }))
-        .await;
+    let result = admin::import(
+        ctx.store.as_ref(),
+        &actor,
+        inputs,
+        q.force.unwrap_or(false),
+        &ctx.default_bootenv,
+        Timestamp::now(),
+    )
+    .await;
     match result {
-        Ok(written) => {
-            let created =
-                std::mem::take(&mut *created.lock().unwrap_or_else(PoisonError::into_inner));
-            let updated = written
-                .iter()
-                .map(|n| n.mac)
-                .filter(|m| !created.contains(m))
-                .collect();
-            Ok(Json(ImportResult { created, updated }).into_response())
-        }
-        Err(e) => match refusal
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
-            Some((i, field, why)) => Ok(import_error(StatusCode::CONFLICT, i, Some(field), why)),
-            None => Err(e.into()),
-        },
+        Ok(done) => Ok(Json(ImportResult {
+            created: done.created,
+            updated: done.updated,
+        })
+        .into_response()),
+        Err(AdminError::Protected {
+            index: Some(i),
+            refusal,
+        }) => Ok(import_error(
+            StatusCode::CONFLICT,
+            i,
+            Some(refusal.field),
+            refusal.message,
+        )),
+        Err(AdminError::Clash {
+            index,
+            field,
+            message,
+        }) => Ok(import_error(
+            StatusCode::CONFLICT,
+            index,
+            Some(field),
+            message,
+        )),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -1,5 +1,7 @@
 //! `/boot/<mac>.ipxe` and `/assets/...`: what iPXE fetches, and the boot
 //! slots ([`crate::boot::admission`]) taken by the one and freed by the other.
+//! Whether a MAC may have a boot script at all is the appliance's one
+//! admission decision ([`crate::control::admit`]), as for DHCP.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -18,8 +20,8 @@ use crate::boot::{
     AssetRole, Choice, Progress, Verdict, WaitReason, effective_bootenv, lifecycle, render_ipxe,
     render_wait,
 };
+use crate::control::admit::{Admitted, Place};
 use crate::model::{BootArch, EventKind, Timestamp};
-use crate::nodes;
 
 /// `/boot/<mac>.ipxe?arch=`: other parameters are ignored.
 #[derive(serde::Deserialize)]
@@ -51,7 +53,22 @@ pub async fn script(
         .ok_or_else(|| HttpError::not_found("boot scripts are named <mac>.ipxe"))?;
     let mac = parse_mac(mac)?;
     let now = Timestamp::now();
-    let (node, _) = nodes::ensure(ctx.store.as_ref(), mac, &ctx.default_bootenv, now).await?;
+    let peer = peer_ipv4(&req);
+    let how = match peer {
+        Some(ip) => format!("boot script fetched from {ip}"),
+        None => "boot script fetched".to_string(),
+    };
+    let node = match ctx.door.admit(mac, Place::Peer(peer), &how, now).await? {
+        Admitted::Known(node) | Admitted::New(node) => node,
+        Admitted::Refused { place } => {
+            return Err(HttpError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{mac} is not a known node, and unknown clients are ignored here ({place}); an admin adds it (POST /api/v1/nodes)"
+                ),
+            ));
+        }
+    };
     let arch = match &q.arch {
         Some(a) => a.parse::<BootArch>().map_err(HttpError::bad_request)?,
         None => node.arch.ok_or_else(|| {
@@ -89,7 +106,6 @@ pub async fn script(
     // Last seen in memory (the file only once a minute): lazy, no commit.
     ctx.store.touch_node(mac, Some(arch), now).await?;
     if rendered.kernel.is_some() {
-        let peer = peer_ipv4(&req);
         let verdict = ctx.admission().admit(mac, peer, now);
         if let Verdict::Wait {
             attempt,

@@ -77,6 +77,9 @@ pub struct HttpContext {
     pub loaders: LoaderMap,
     /// Boot scripts as rendered for and last handed to each node.
     pub scripts: ScriptCache,
+    /// Whether a MAC may boot at all (known, or unknown where unknown
+    /// clients are served): the decision DHCP asks too.
+    pub door: Arc<crate::control::admit::Door>,
     /// Who may start fetching a kernel now (`[admission]`). A plain
     /// mutex: every use is a few map operations, never held across an await.
     pub admission: std::sync::Mutex<Admission>,

@@ -52,10 +52,18 @@ pub enum EventKind {
     /// The bootenv the node boots changed by itself (a once-only bootenv
     /// used, a lease run out, an install completed); detail: from → to, and why.
     BootenvChanged,
+    /// An admin created or changed the record through the API: which
+    /// token, which operation, each field before → after, and whether a
+    /// protected node was forced.
+    AdminChange,
+    /// An admin deleted the record: which token, what the record was. The
+    /// timeline before it went with the record; this event stays on the
+    /// MAC's timeline, so a record made again for the MAC starts with it.
+    AdminDelete,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 26] = [
+    pub const ALL: [EventKind; 28] = [
         EventKind::DhcpDiscover,
         EventKind::DhcpOffer,
         EventKind::DhcpRequest,
@@ -82,6 +90,8 @@ impl EventKind {
         EventKind::HttpSeed,
         EventKind::State,
         EventKind::BootenvChanged,
+        EventKind::AdminChange,
+        EventKind::AdminDelete,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -112,7 +122,19 @@ impl EventKind {
             EventKind::HttpSeed => "http.seed",
             EventKind::State => "state",
             EventKind::BootenvChanged => "bootenv.changed",
+            EventKind::AdminChange => "admin.change",
+            EventKind::AdminDelete => "admin.delete",
         }
+    }
+
+    /// Whether this kind is `family` itself or one of its kinds: `admin`
+    /// takes `admin.change` and `admin.delete`, `dhcp` every DHCP step.
+    pub fn in_family(self, family: &str) -> bool {
+        let name = self.as_str();
+        name == family
+            || name
+                .strip_prefix(family)
+                .is_some_and(|rest| rest.starts_with('.'))
     }
 }
 
@@ -162,6 +184,10 @@ mod tests {
     fn kind_names_round_trip() {
         for kind in EventKind::ALL {
             assert_eq!(kind.as_str().parse::<EventKind>().unwrap(), kind);
+            assert!(kind.in_family(kind.as_str()));
         }
+        assert!(EventKind::AdminDelete.in_family("admin"));
+        assert!(!EventKind::AdminChange.in_family("adm"));
+        assert!(!EventKind::State.in_family("admin"));
     }
 }

@@ -1124,8 +1124,11 @@ fn commit(conn: &mut Connection, b: &Batch, seq: &mut i64) -> Result<(), StoreEr
             .prepare_cached("DELETE FROM report_drops WHERE mac = ?1")
             .map_err(db("delete node"))?;
         for mac in &b.deletes {
+            // The timeline is keyed by the MAC as a number, the rest by text.
+            delete_events
+                .execute([mac_key(*mac)])
+                .map_err(db("delete node"))?;
             let mac = mac.to_string();
-            delete_events.execute([&mac]).map_err(db("delete node"))?;
             delete_reports.execute([&mac]).map_err(db("delete node"))?;
             delete_drops.execute([&mac]).map_err(db("delete node"))?;
             delete_node.execute([&mac]).map_err(db("delete node"))?;
@@ -2879,6 +2882,23 @@ mod tests {
         // A deleted node takes its reports and its drop count along.
         assert!(s.delete_node(mac(1)).await.unwrap());
         assert_eq!(s.reports(mac(1)).await.unwrap(), (vec![], 0));
+    }
+
+    #[tokio::test]
+    async fn a_deleted_node_takes_its_timeline_along() {
+        let s = SqliteStore::in_memory().await.unwrap();
+        let n = Node::discovered(mac(1), "discovery", "t".into(), Timestamp(0));
+        s.create_node_if_absent(n).await.unwrap();
+        let e = Event {
+            at: Timestamp(1),
+            kind: EventKind::State,
+            detail: "old".into(),
+        };
+        s.add_event(mac(1), &e).await.unwrap();
+        // Read back: committed to the file before the delete.
+        assert_eq!(s.events(mac(1)).await.unwrap().len(), 1);
+        assert!(s.delete_node(mac(1)).await.unwrap());
+        assert_eq!(s.events(mac(1)).await.unwrap(), vec![]);
     }
 
     #[tokio::test]

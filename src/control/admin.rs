@@ -1,0 +1,604 @@
+//! Admin changes to node records: create, patch, bulk, import, delete. One
+//! function per operation, each reading the record(s) as they are inside
+//! the store's atomic edit, passing every one through the one protection
+//! check ([`crate::boot::guard`]) and, once written, leaving an audit entry:
+//! an `admin.change` / `admin.delete` event on the node's timeline and a log
+//! line (target `rackboot::audit`) naming the API token, the operation, each
+//! field before → after, and whether a protected node was forced.
+//!
+//! The API parses and validates requests and maps the errors to HTTP; the
+//! decisions (what may change, what counts as forced) are policy's
+//! (`boot::edit`). Nothing here knows about HTTP.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::boot::{Guarded, NodeInput, Protected, ValidPatch, changes, guard};
+use crate::model::{Event, EventKind, LabelSelector, Mac, Node, Timestamp};
+use crate::nodes::new_token;
+use crate::store::{Store, StoreError};
+
+/// The `tracing` target of audit log lines: `RACKBOOT_LOG=rackboot::audit=info`
+/// keeps them when everything else is quieter.
+pub const AUDIT_TARGET: &str = "rackboot::audit";
+
+/// Who made an admin change: an API token, by the name its line in
+/// `api.tokens_file` gives it. (The API takes no request without a token, so
+/// every admin change has one.)
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Actor(String);
+
+impl Actor {
+    /// The token named `name`; an unnamed one is told apart by the first
+    /// bytes of its SHA-256 (`fingerprint`, hex), never by the token itself.
+    pub fn token(name: &str, fingerprint: &str) -> Actor {
+        if name.is_empty() {
+            Actor(format!("unnamed token sha256:{fingerprint}"))
+        } else {
+            Actor(format!("token `{name}`"))
+        }
+    }
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why an admin change was not made; nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("no node with MAC {0}")]
+    NoSuchNode(Mac),
+    #[error("node {0} exists")]
+    Exists(Mac),
+    /// A protected node, not forced. `index`: the import record at fault.
+    #[error("{refusal}")]
+    Protected {
+        index: Option<usize>,
+        refusal: Protected,
+    },
+    /// An import record whose hostname or address another record holds.
+    #[error("{message}")]
+    Clash {
+        index: usize,
+        field: &'static str,
+        message: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A cell the store's edit closure leaves its refusal (or findings) in.
+fn cell<T>() -> (Arc<Mutex<T>>, Arc<Mutex<T>>)
+where
+    T: Default,
+{
+    let c: Arc<Mutex<T>> = Arc::default();
+    (c.clone(), c)
+}
+
+fn take<T: Default>(c: &Mutex<T>) -> T {
+    std::mem::take(&mut *c.lock().unwrap_or_else(PoisonError::into_inner))
+}
+
+fn put<T>(c: &Mutex<T>, v: T) {
+    *c.lock().unwrap_or_else(PoisonError::into_inner) = v;
+}
+
+/// The audit entry of one written record: a log line and an `admin.change`
+/// event. Nothing when no field changed.
+async fn audit(
+    store: &dyn Store,
+    actor: &Actor,
+    op: &str,
+    before: Option<&Node>,
+    after: &Node,
+    guarded: Guarded,
+) {
+    let changed = changes(before, after);
+    if changed.is_empty() {
+        return;
+    }
+    let what: Vec<String> = changed.iter().map(ToString::to_string).collect();
+    let forced = guarded == Guarded::Forced;
+    let mut detail = format!("{actor} ({op}): {}", what.join("; "));
+    if forced {
+        detail.push_str("; forced (the node is protected)");
+    }
+    tracing::info!(
+        target: AUDIT_TARGET,
+        mac = %after.mac,
+        hostname = %after.hostname,
+        by = %actor,
+        op,
+        forced,
+        "admin change: {}",
+        what.join("; ")
+    );
+    record(store, after.mac, EventKind::AdminChange, detail).await;
+}
+
+/// Appends an audit event. The change is already written: a timeline that
+/// cannot take the event is an error in the log, not a failed request.
+async fn record(store: &dyn Store, mac: Mac, kind: EventKind, detail: String) {
+    let event = Event {
+        at: Timestamp::now(),
+        kind,
+        detail,
+    };
+    if let Err(e) = store.add_event(mac, &event).await {
+        tracing::error!(target: AUDIT_TARGET, %mac, error = %e, "could not record the audit event {kind}: {}", event.detail);
+    }
+}
+
+/// Creates `node` (made from an admin's input); [`AdminError::Exists`] when
+/// its MAC has a record.
+pub async fn create(store: &dyn Store, actor: &Actor, node: Node) -> Result<Node, AdminError> {
+    let mac = node.mac;
+    let (node, created) = store.create_node_if_absent(node).await?;
+    if !created {
+        return Err(AdminError::Exists(mac));
+    }
+    audit(store, actor, "create", None, &node, Guarded::Free).await;
+    Ok(node)
+}
+
+/// Applies `patch` to the record of `mac` at `now`, refused for a protected
+/// node unless the patch says `force`.
+pub async fn patch(
+    store: &dyn Store,
+    actor: &Actor,
+    mac: Mac,
+    patch: ValidPatch,
+    now: Timestamp,
+) -> Result<Node, AdminError> {
+    let (seen, out) = cell::<Option<(Node, Guarded)>>();
+    let (refused, why) = cell::<Option<Protected>>();
+    let result = store
+        .update_node(
+            mac,
+            Box::new(move |n| {
+                let before = n.clone();
+                patch.apply(n, now);
+                match guard(Some(&before), Some(n), patch.force()) {
+                    Ok(g) => {
+                        put(&out, Some((before, g)));
+                        Ok(())
+                    }
+                    Err(p) => {
+                        let message = p.message.clone();
+                        put(&why, Some(p));
+                        Err(message)
+                    }
+                }
+            }),
+        )
+        .await;
+    if let Some(refusal) = take(&refused) {
+        return Err(AdminError::Protected {
+            index: None,
+            refusal,
+        });
+    }
+    let node = result?;
+    if let Some((before, guarded)) = take(&seen) {
+        audit(store, actor, "patch", Some(&before), &node, guarded).await;
+    }
+    Ok(node)
+}
+
+/// What a bulk edit did.
+#[derive(Debug)]
+pub struct Bulk {
+    /// Every node the selector matched, by MAC.
+    pub matched: Vec<Mac>,
+    /// The matched nodes whose record the patch changed.
+    pub changed: Vec<Mac>,
+}
+
+/// Applies `patch` to every node `selector` matches, all or nothing: one
+/// protected node not forced refuses the whole edit, naming it.
+pub async fn bulk(
+    store: &dyn Store,
+    actor: &Actor,
+    selector: LabelSelector,
+    selector_text: &str,
+    patch: ValidPatch,
+    now: Timestamp,
+) -> Result<Bulk, AdminError> {
+    let (matched, seen) = cell::<Vec<Mac>>();
+    let (edits, out) = cell::<Vec<(Node, Guarded)>>();
+    let (refused, why) = cell::<Option<Protected>>();
+    let result = store
+        .edit_nodes(Box::new(move |all| {
+            let mut nodes: Vec<&Node> = all
+                .values()
+                .filter(|n| selector.matches(&n.labels))
+                .collect();
+            nodes.sort_by_key(|n| n.mac);
+            put(&seen, nodes.iter().map(|n| n.mac).collect());
+            let mut written = Vec::new();
+            let mut befores = Vec::new();
+            for n in nodes {
+                let mut edited = n.clone();
+                patch.apply(&mut edited, now);
+                let guarded = guard(Some(n), Some(&edited), patch.force()).map_err(|p| {
+                    let message = p.message.clone();
+                    put(&why, Some(p));
+                    message
+                })?;
+                if &edited != n {
+                    befores.push((n.clone(), guarded));
+                    written.push(edited);
+                }
+            }
+            put(&out, befores);
+            Ok(written)
+        }))
+        .await;
+    if let Some(refusal) = take(&refused) {
+        return Err(AdminError::Protected {
+            index: None,
+            refusal,
+        });
+    }
+    let written = result?;
+    let op = format!("bulk `{selector_text}`");
+    for ((before, guarded), after) in take(&edits).iter().zip(&written) {
+        audit(store, actor, &op, Some(before), after, *guarded).await;
+    }
+    Ok(Bulk {
+        matched: take(&matched),
+        changed: written.iter().map(|n| n.mac).collect(),
+    })
+}
+
+/// What an import wrote.
+#[derive(Debug)]
+pub struct Imported {
+    /// MACs of the records created.
+    pub created: Vec<Mac>,
+    /// MACs of the existing records replaced.
+    pub updated: Vec<Mac>,
+}
+
+/// Creates or replaces every record of `inputs` (validated, MACs distinct) in
+/// one transaction: all or nothing. A record that would change what a
+/// protected node boots refuses the whole import unless `force`; a hostname
+/// or address another record holds too; either names the record by index.
+pub async fn import(
+    store: &dyn Store,
+    actor: &Actor,
+    inputs: Vec<NodeInput>,
+    force: bool,
+    default_bootenv: &str,
+    now: Timestamp,
+) -> Result<Imported, AdminError> {
+    let default_bootenv = default_bootenv.to_string();
+    let (refusal, refused) = cell::<Option<AdminError>>();
+    let (edits, out) = cell::<Vec<(Option<Node>, Guarded)>>();
+    let result = store
+        .edit_nodes(Box::new(move |all| {
+            let mut nodes = Vec::with_capacity(inputs.len());
+            let mut befores = Vec::with_capacity(inputs.len());
+            for (index, input) in inputs.into_iter().enumerate() {
+                let before = all.get(&input.mac);
+                let node = input.into_node(before, &default_bootenv, new_token, now);
+                match guard(before, Some(&node), force) {
+                    Ok(g) => befores.push((before.cloned(), g)),
+                    Err(p) => {
+                        let message = p.message.clone();
+                        put(
+                            &refused,
+                            Some(AdminError::Protected {
+                                index: Some(index),
+                                refusal: p,
+                            }),
+                        );
+                        return Err(message);
+                    }
+                }
+                nodes.push(node);
+            }
+            // Name the record that clashes, with its index, before the store
+            // refuses the whole write.
+            if let Some((index, field, message)) = clash(all, &nodes) {
+                put(
+                    &refused,
+                    Some(AdminError::Clash {
+                        index,
+                        field,
+                        message: message.clone(),
+                    }),
+                );
+                return Err(message);
+            }
+            put(&out, befores);
+            Ok(nodes)
+        }))
+        .await;
+    if let Some(e) = take(&refusal) {
+        return Err(e);
+    }
+    let written = result?;
+    let mut done = Imported {
+        created: Vec::new(),
+        updated: Vec::new(),
+    };
+    for ((before, guarded), after) in take(&edits).iter().zip(&written) {
+        audit(store, actor, "import", before.as_ref(), after, *guarded).await;
+        match before {
+            None => done.created.push(after.mac),
+            Some(_) => done.updated.push(after.mac),
+        }
+    }
+    Ok(done)
+}
+
+/// The first record of `nodes` whose hostname or fixed address another
+/// record (in force and not replaced, or earlier in `nodes`) holds.
+fn clash(all: &HashMap<Mac, Node>, nodes: &[Node]) -> Option<(usize, &'static str, String)> {
+    let ours: HashMap<Mac, usize> = nodes.iter().enumerate().map(|(i, n)| (n.mac, i)).collect();
+    let others = || all.values().filter(|n| !ours.contains_key(&n.mac));
+    let mut hostnames: HashMap<String, Mac> = others()
+        .map(|n| (n.hostname.to_ascii_lowercase(), n.mac))
+        .collect();
+    let mut addrs: HashMap<Ipv4Addr, Mac> =
+        others().filter_map(|n| Some((n.ipv4?, n.mac))).collect();
+    for (i, n) in nodes.iter().enumerate() {
+        if let Some(other) = hostnames.insert(n.hostname.to_ascii_lowercase(), n.mac) {
+            return Some((
+                i,
+                "hostname",
+                format!("hostname {} already belongs to {other}", n.hostname),
+            ));
+        }
+        if let Some(ip) = n.ipv4 {
+            if let Some(other) = addrs.insert(ip, n.mac) {
+                return Some((
+                    i,
+                    "ipv4",
+                    format!("address {ip} already belongs to {other}"),
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// Deletes the record of `mac` (its timeline goes with it), refused for a
+/// protected node unless `force`. Returns the record as it was.
+///
+/// The audit outlives the record: the log line carries the whole record
+/// (what an admin needs to make it again), and an `admin.delete` event is
+/// left on the MAC's timeline, so a record made again for the MAC (by an
+/// admin, or by the machine booting as a new node) starts with who deleted
+/// the old one and what it was.
+///
+/// The check and the delete are two steps: a record protected in between is
+/// still deleted (as if the delete had come first).
+pub async fn delete(
+    store: &dyn Store,
+    actor: &Actor,
+    mac: Mac,
+    force: bool,
+) -> Result<Node, AdminError> {
+    let before = store.node(mac).await?.ok_or(AdminError::NoSuchNode(mac))?;
+    let guarded = guard(Some(&before), None, force).map_err(|refusal| AdminError::Protected {
+        index: None,
+        refusal,
+    })?;
+    if !store.delete_node(mac).await? {
+        return Err(AdminError::NoSuchNode(mac));
+    }
+    let forced = guarded == Guarded::Forced;
+    let was = serde_json::to_string(&before).unwrap_or_default();
+    tracing::info!(
+        target: AUDIT_TARGET,
+        %mac,
+        hostname = %before.hostname,
+        by = %actor,
+        op = "delete",
+        forced,
+        record = %was,
+        "admin change: deleted the record of {} ({mac}), bootenv {}",
+        before.hostname,
+        before.bootenv
+    );
+    let mut detail = format!(
+        "{actor} (delete): deleted the record: hostname {}, bootenv {}{}, state {}",
+        before.hostname,
+        before.bootenv,
+        before
+            .next_bootenv
+            .as_ref()
+            .map(|b| format!(", next_bootenv {b}"))
+            .unwrap_or_default(),
+        before.state
+    );
+    if before.protected {
+        detail.push_str(", protected");
+    }
+    if forced {
+        detail.push_str("; forced (the node is protected)");
+    }
+    record(store, mac, EventKind::AdminDelete, detail).await;
+    Ok(before)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::boot::NodePatch;
+    use crate::store::SqliteStore;
+
+    fn mac(i: u8) -> Mac {
+        Mac::new([0x52, 0x54, 0, 0, 0xad, i])
+    }
+
+    fn ops() -> Actor {
+        Actor::token("ops team", "00")
+    }
+
+    fn valid(json: &str) -> ValidPatch {
+        serde_json::from_str::<NodePatch>(json)
+            .unwrap()
+            .validate(&|b| matches!(b, "discovery" | "install"))
+            .unwrap()
+    }
+
+    fn input(json: &str) -> NodeInput {
+        serde_json::from_str(json).unwrap()
+    }
+
+    async fn store_with_protected() -> SqliteStore {
+        let s = SqliteStore::in_memory().await.unwrap();
+        let mut n = Node::discovered(mac(3), "discovery", "t".into(), Timestamp(0));
+        n.hostname = "alibuild03".into();
+        n.protected = true;
+        create(&s, &ops(), n).await.unwrap();
+        s
+    }
+
+    async fn admin_events(s: &SqliteStore, m: Mac) -> Vec<Event> {
+        let mut e = s.events(m).await.unwrap();
+        e.retain(|e| e.kind.in_family("admin"));
+        e
+    }
+
+    #[tokio::test]
+    async fn every_path_refuses_a_protected_node_unless_forced_and_changes_nothing() {
+        let s = store_with_protected().await;
+        let named = "node alibuild03 (52:54:00:00:ad:03) is protected";
+        let refused = |e: AdminError| match e {
+            AdminError::Protected { refusal, .. } => {
+                assert!(refusal.message.starts_with(named), "{}", refusal.message);
+            }
+            other => panic!("not refused as protected: {other}"),
+        };
+        refused(
+            patch(
+                &s,
+                &ops(),
+                mac(3),
+                valid(r#"{"bootenv":"install"}"#),
+                Timestamp(1),
+            )
+            .await
+            .unwrap_err(),
+        );
+        // `x!=y`: every node (none has label x).
+        let sel: LabelSelector = "x!=y".parse().unwrap();
+        refused(
+            bulk(
+                &s,
+                &ops(),
+                sel,
+                "x!=y",
+                valid(r#"{"bootenv":"install"}"#),
+                Timestamp(1),
+            )
+            .await
+            .unwrap_err(),
+        );
+        let rack = vec![
+            input(r#"{"mac":"52:54:00:00:ad:01"}"#),
+            input(r#"{"mac":"52:54:00:00:ad:03","bootenv":"install"}"#),
+        ];
+        match import(&s, &ops(), rack.clone(), false, "discovery", Timestamp(1))
+            .await
+            .unwrap_err()
+        {
+            AdminError::Protected {
+                index: Some(1),
+                refusal,
+            } => assert_eq!(refusal.field, "bootenv"),
+            other => panic!("{other}"),
+        }
+        refused(delete(&s, &ops(), mac(3), false).await.unwrap_err());
+        // Nothing changed: same record, the new one of the import not made.
+        let n = s.node(mac(3)).await.unwrap().unwrap();
+        assert_eq!((n.bootenv.as_str(), n.protected), ("discovery", true));
+        assert!(s.node(mac(1)).await.unwrap().is_none());
+        assert_eq!(admin_events(&s, mac(3)).await.len(), 1, "only the create");
+
+        // Forced: each goes through, and the audit says it was forced.
+        let done = import(&s, &ops(), rack, true, "discovery", Timestamp(2))
+            .await
+            .unwrap();
+        assert_eq!((done.created, done.updated), (vec![mac(1)], vec![mac(3)]));
+        let last = admin_events(&s, mac(3)).await.pop().unwrap();
+        assert_eq!(
+            last.detail,
+            "token `ops team` (import): bootenv discovery -> install; forced (the node is protected)"
+        );
+        let was = delete(&s, &ops(), mac(3), true).await.unwrap();
+        assert_eq!(was.hostname, "alibuild03");
+        assert!(s.node(mac(3)).await.unwrap().is_none());
+        // The deletion stays on the MAC's timeline for a record made again.
+        let e = admin_events(&s, mac(3)).await;
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].kind, EventKind::AdminDelete);
+        assert!(
+            e[0].detail.starts_with("token `ops team` (delete): deleted the record: hostname alibuild03, bootenv install")
+                && e[0].detail.ends_with("protected; forced (the node is protected)"),
+            "{}",
+            e[0].detail
+        );
+    }
+
+    #[tokio::test]
+    async fn each_change_is_audited_with_token_operation_and_fields() {
+        let s = store_with_protected().await;
+        let first = admin_events(&s, mac(3)).await;
+        assert_eq!(
+            first[0].detail,
+            "token `ops team` (create): hostname - -> alibuild03; bootenv - -> discovery; protected - -> true"
+        );
+        patch(
+            &s,
+            &Actor::token("", "1a2b3c4d"),
+            mac(3),
+            valid(r#"{"bootenv":"install","force":true,"labels":{"rack":"r1"}}"#),
+            Timestamp(1),
+        )
+        .await
+        .unwrap();
+        // A patch that changes nothing leaves no entry.
+        patch(
+            &s,
+            &ops(),
+            mac(3),
+            valid(r#"{"labels":{"rack":"r1"}}"#),
+            Timestamp(2),
+        )
+        .await
+        .unwrap();
+        let e = admin_events(&s, mac(3)).await;
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert_eq!(
+            e[1].detail,
+            "unnamed token sha256:1a2b3c4d (patch): bootenv discovery -> install; labels - -> rack=r1; forced (the node is protected)"
+        );
+        let b = bulk(
+            &s,
+            &ops(),
+            "rack=r1".parse().unwrap(),
+            "rack=r1",
+            valid(r#"{"protected":false}"#),
+            Timestamp(3),
+        )
+        .await
+        .unwrap();
+        assert_eq!((b.matched, b.changed), (vec![mac(3)], vec![mac(3)]));
+        let e = admin_events(&s, mac(3)).await;
+        assert_eq!(
+            e[2].detail,
+            "token `ops team` (bulk `rack=r1`): protected true -> false"
+        );
+    }
+}

@@ -1,0 +1,211 @@
+//! Whether a MAC may boot here: the one decision DHCP (port 67), the PXE
+//! boot server (port 4011) and HTTP (`/boot/<mac>.ipxe`) all ask before they
+//! act for a client, and the one place a client's first request makes its
+//! node record.
+//!
+//! A MAC with a record is admitted everywhere. An unknown MAC is admitted,
+//! and gets a record in state `discovered` with the default bootenv, where
+//! `unknown_clients = "serve"` holds; where it is `"ignore"` it is refused
+//! and nothing is written. A record made by one protocol admits the MAC on
+//! every other (DHCP leases to a node that exists), which is why no protocol
+//! may make one on its own: an HTTP request from a subnet that ignores
+//! unknown clients must not do what its DHCP refuses.
+//!
+//! Where a client is: DHCP knows its subnet (relay, ciaddr, boot interface);
+//! HTTP knows only the peer address, which is looked up among the same
+//! subnets. A peer outside every `[[dhcp.subnet]]` (routed from elsewhere,
+//! or a spoofed source) gets the strictest rule configured: if any subnet
+//! ignores unknown clients, so does the rest of the world.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use ipnet::Ipv4Net;
+
+use crate::config::UnknownClients;
+use crate::events::Timeline;
+use crate::model::{EventKind, Mac, Node, Timestamp};
+use crate::nodes;
+use crate::store::{Store, StoreError};
+
+/// Where a client asks from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// The subnet DHCP placed it in.
+    Subnet(Ipv4Net),
+    /// The source address of a request (HTTP); `None` when unknown.
+    Peer(Option<Ipv4Addr>),
+}
+
+/// What `unknown_clients` says at `place`, and the place's name for logs
+/// and refusals (the subnet's CIDR, or `outside every [[dhcp.subnet]]`).
+/// Pure: `subnets` is each configured subnet's rule.
+pub fn rule(subnets: &[(Ipv4Net, UnknownClients)], place: Place) -> (UnknownClients, String) {
+    let found = match place {
+        Place::Subnet(net) => subnets.iter().find(|(n, _)| *n == net),
+        Place::Peer(Some(ip)) => subnets.iter().find(|(n, _)| n.contains(&ip)),
+        Place::Peer(None) => None,
+    };
+    match found {
+        Some((net, r)) => (*r, net.to_string()),
+        None => {
+            let strictest = if subnets.iter().any(|(_, r)| *r == UnknownClients::Ignore) {
+                UnknownClients::Ignore
+            } else {
+                UnknownClients::Serve
+            };
+            (strictest, "outside every [[dhcp.subnet]]".to_string())
+        }
+    }
+}
+
+/// The answer to "may this MAC boot here?".
+#[derive(Debug)]
+pub enum Admitted {
+    /// It has a record.
+    Known(Node),
+    /// It was unknown; its record was made now.
+    New(Node),
+    /// Unknown, and `unknown_clients = "ignore"` where it asked: nothing
+    /// was written. `place` names where (for the protocol's own answer).
+    Refused { place: String },
+}
+
+/// The admission decision with what it needs: the store, the rules of each
+/// subnet, the bootenv new nodes get. One per appliance, shared by every
+/// protocol.
+pub struct Door {
+    store: Arc<dyn Store>,
+    timeline: Timeline,
+    default_bootenv: String,
+    subnets: Vec<(Ipv4Net, UnknownClients)>,
+}
+
+impl Door {
+    pub fn new(
+        store: Arc<dyn Store>,
+        timeline: Timeline,
+        default_bootenv: &str,
+        subnets: Vec<(Ipv4Net, UnknownClients)>,
+    ) -> Door {
+        Door {
+            store,
+            timeline,
+            default_bootenv: default_bootenv.to_string(),
+            subnets,
+        }
+    }
+
+    /// Whether `mac`, asking from `place`, may boot; its record when it may
+    /// (made now if it was unknown, with a `state` event saying where it
+    /// came from: `how` names the protocol, e.g. `DHCP via relay 10.78.0.1`).
+    pub async fn admit(
+        &self,
+        mac: Mac,
+        place: Place,
+        how: &str,
+        now: Timestamp,
+    ) -> Result<Admitted, StoreError> {
+        if let Some(node) = self.store.node(mac).await? {
+            return Ok(Admitted::Known(node));
+        }
+        let (rule, place) = rule(&self.subnets, place);
+        if rule == UnknownClients::Ignore {
+            tracing::info!(%mac, subnet = %place, how, "ignoring unknown client (unknown_clients = \"ignore\")");
+            return Ok(Admitted::Refused { place });
+        }
+        let (node, created) =
+            nodes::ensure(self.store.as_ref(), mac, &self.default_bootenv, now).await?;
+        if !created {
+            // Made meanwhile by another request.
+            return Ok(Admitted::Known(node));
+        }
+        self.timeline
+            .record(
+                mac,
+                EventKind::State,
+                format!("new node on {place} ({how}), bootenv {}", node.bootenv),
+            )
+            .await;
+        Ok(Admitted::New(node))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SqliteStore;
+    use UnknownClients::{Ignore, Serve};
+
+    fn net(s: &str) -> Ipv4Net {
+        s.parse().unwrap()
+    }
+
+    fn ip(s: &str) -> Place {
+        Place::Peer(Some(s.parse().unwrap()))
+    }
+
+    #[test]
+    fn the_rule_is_the_subnets_and_outside_them_the_strictest() {
+        let mixed = [(net("10.77.0.0/24"), Serve), (net("10.78.0.0/22"), Ignore)];
+        let table = [
+            (Place::Subnet(net("10.77.0.0/24")), Serve, "10.77.0.0/24"),
+            (Place::Subnet(net("10.78.0.0/22")), Ignore, "10.78.0.0/22"),
+            (ip("10.77.0.9"), Serve, "10.77.0.0/24"),
+            (ip("10.78.3.9"), Ignore, "10.78.0.0/22"),
+            (ip("192.168.1.1"), Ignore, "outside every [[dhcp.subnet]]"),
+            (Place::Peer(None), Ignore, "outside every [[dhcp.subnet]]"),
+        ];
+        for (place, want, name) in table {
+            assert_eq!(rule(&mixed, place), (want, name.to_string()), "{place:?}");
+        }
+        let open = [(net("10.77.0.0/24"), Serve)];
+        assert_eq!(rule(&open, ip("192.168.1.1")).0, Serve);
+        assert_eq!(rule(&[], Place::Peer(None)).0, Serve);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_mac_gets_a_record_only_where_unknown_clients_are_served() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+        let door = Door::new(
+            store.clone(),
+            Timeline::new(store.clone()),
+            "discovery",
+            vec![(net("10.77.0.0/24"), Serve), (net("10.78.0.0/24"), Ignore)],
+        );
+        let mac: Mac = "52:54:00:78:00:01".parse().unwrap();
+        for place in [
+            ip("10.78.0.7"),
+            ip("172.16.0.1"),
+            Place::Subnet(net("10.78.0.0/24")),
+        ] {
+            let a = door.admit(mac, place, "HTTP", Timestamp(1)).await.unwrap();
+            assert!(matches!(a, Admitted::Refused { .. }), "{place:?}: {a:?}");
+            assert!(store.node(mac).await.unwrap().is_none(), "nothing written");
+        }
+        let a = door
+            .admit(mac, ip("10.77.0.7"), "HTTP from 10.77.0.7", Timestamp(2))
+            .await
+            .unwrap();
+        let Admitted::New(node) = a else {
+            panic!("{a:?}")
+        };
+        assert_eq!(node.bootenv, "discovery");
+        let events = store.events(mac).await.unwrap();
+        assert_eq!(
+            events[0].detail,
+            "new node on 10.77.0.0/24 (HTTP from 10.77.0.7), bootenv discovery"
+        );
+        // Known now: admitted on the subnet that ignores unknown clients too.
+        let a = door
+            .admit(
+                mac,
+                Place::Subnet(net("10.78.0.0/24")),
+                "DHCP",
+                Timestamp(3),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(a, Admitted::Known(_)), "{a:?}");
+    }
+}

@@ -1,0 +1,10 @@
+//! The code that calls the store and policy together, so that a rule is
+//! enforced in one place whichever protocol or endpoint asks:
+//!
+//! - [`admin`]: admins' changes to node records (create, patch, bulk,
+//!   import, delete), each through the one protection check and audited.
+//! - [`admit`]: whether a MAC may boot here, asked by DHCP, the PXE boot
+//!   server and HTTP alike; the one place a first request makes a record.
+
+pub mod admin;
+pub mod admit;
