@@ -24,8 +24,16 @@ use crate::tftp;
 /// Why rackboot could not start. Each names the config file and key to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("no network interface `{interface}` (network.interface in {config})")]
-    NoInterface { interface: String, config: String },
+    #[error(
+        "no network interface `{interface}` (network.interface in {config}); set it to the boot \
+         network's interface (this host has: {})",
+        .present.join(", ")
+    )]
+    NoInterface {
+        interface: String,
+        config: String,
+        present: Vec<String>,
+    },
     #[error(
         "interface `{interface}` has no IPv4 address; give it one or set network.address in {config}"
     )]
@@ -89,9 +97,17 @@ pub fn api_auth(cfg: &Config) -> Result<ApiAuth, TokensError> {
 pub fn boot_address(cfg: &Config) -> Result<Ipv4Addr, StartError> {
     let config = cfg.path.display().to_string();
     if nix::net::if_::if_nametoindex(cfg.interface.as_str()).is_err() {
+        let mut present: Vec<String> = nix::ifaddrs::getifaddrs()
+            .into_iter()
+            .flatten()
+            .map(|i| i.interface_name)
+            .collect();
+        present.sort();
+        present.dedup();
         return Err(StartError::NoInterface {
             interface: cfg.interface.clone(),
             config,
+            present,
         });
     }
     let address = match cfg.address {

@@ -153,17 +153,27 @@ fn remote_assets_are_fetched_once_checked_and_served_locally() {
     let lab = Lab::new("remote");
     let upstream = lab.dir().join("upstream");
     std::fs::create_dir_all(&upstream).unwrap();
-    let kernel = bytes(3 << 20, 1);
+    // A kernel is checked to be one once downloaded: give the bytes a bzImage header.
+    let kernel = as_bzimage(bytes(3 << 20, 1));
     let initrd = bytes(200_000, 2);
     std::fs::write(upstream.join("vmlinuz"), &kernel).unwrap();
+    // An EFI application (iPXE's .efi, say) that a bootenv names as a kernel.
+    let mut efi_app = bytes(100_000, 5);
+    efi_app[0..2].copy_from_slice(b"MZ");
+    efi_app[0x3c..0x40].copy_from_slice(&0x80u32.to_le_bytes());
+    efi_app[0x80..0x84].copy_from_slice(b"PE\0\0");
+    efi_app[0x84..0x86].copy_from_slice(&0x8664u16.to_le_bytes());
+    std::fs::write(upstream.join("ipxe.efi"), &efi_app).unwrap();
     // initrd.img is not on the mirror yet.
-    let (k_sha, i_sha) = (sha256(&kernel), sha256(&initrd));
+    let (k_sha, i_sha, e_sha) = (sha256(&kernel), sha256(&initrd), sha256(&efi_app));
     let mirror = format!("http://{SERVER_IP}:{UPSTREAM_PORT}");
     let bootenv = format!(
         "scripts = [\"hello.sh\"]\n[arch.bios]\n\
          kernel = {{ url = \"{mirror}/vmlinuz\", sha256 = \"{k_sha}\" }}\n\
          initrds = [{{ url = \"{mirror}/initrd.img\", sha256 = \"{i_sha}\" }}]\n\
-         cmdline = \"console=ttyS0\"\n"
+         cmdline = \"console=ttyS0\"\n\
+         [arch.x86_64_efi]\n\
+         kernel = {{ url = \"{mirror}/ipxe.efi\", sha256 = \"{e_sha}\" }}\n"
     );
     let config = setup(&lab, &bootenv, "");
 
@@ -256,6 +266,16 @@ fn remote_assets_are_fetched_once_checked_and_served_locally() {
         vec![k_sha.clone()],
         "nothing partial kept"
     );
+    // The right bytes, but an EFI application named as a kernel: 502 saying so, not kept.
+    let (status, body) = fetch(&lab, &format!("/assets/sha256/{e_sha}"), &out);
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body.contains("ipxe.efi")
+            && body.contains("[arch.x86_64_efi]")
+            && body.contains("EFI application, not a Linux kernel"),
+        "{body}"
+    );
+    assert_eq!(files_in(&store), vec![k_sha.clone()], "not kept");
     // Fixed on the mirror: the next request fetches it.
     std::fs::write(upstream.join("initrd.img"), &initrd).unwrap();
     let (status, body) = fetch(&lab, &initrd_path, &out);
@@ -268,15 +288,25 @@ fn remote_assets_are_fetched_once_checked_and_served_locally() {
         metric(&lab, &format!("{fetches}{{result=\"fetched\"}}")),
         Some(2.0)
     );
+    // The initrd missing, then wrong; the EFI application.
     assert_eq!(
         metric(&lab, &format!("{fetches}{{result=\"failed\"}}")),
-        Some(2.0)
+        Some(3.0)
     );
 }
 
-/// The first bytes of an x86_64 bzImage (boot protocol 2.15, 64-bit), enough for detection.
+/// The first bytes of an x86_64 bzImage (boot protocol 2.15, 64-bit) with an EFI stub, enough
+/// for detection: what `[arch.bios]` and `[arch.x86_64_efi]` both boot.
 fn bzimage() -> Vec<u8> {
-    let mut b = bytes(64 * 1024, 3);
+    as_bzimage(bytes(64 * 1024, 3))
+}
+
+/// `b` with an x86_64 EFI-stub bzImage header over its first bytes.
+fn as_bzimage(mut b: Vec<u8>) -> Vec<u8> {
+    b[0..2].copy_from_slice(b"MZ");
+    b[0x3c..0x40].copy_from_slice(&0x400u32.to_le_bytes());
+    b[0x400..0x404].copy_from_slice(b"PE\0\0");
+    b[0x404..0x406].copy_from_slice(&0x8664u16.to_le_bytes());
     b[510] = 0x55;
     b[511] = 0xAA;
     b[0x202..0x206].copy_from_slice(b"HdrS");

@@ -272,13 +272,25 @@ fn fingerprint(dir: &Path) -> Fingerprint {
 mod tests {
     use super::*;
 
+    /// An x86_64 bzImage header behind an EFI stub's MZ/PE header: what
+    /// both `[arch.bios]` and `[arch.x86_64_efi]` boot.
     fn bzimage() -> Vec<u8> {
-        let mut b = vec![0u8; 0x400];
+        let mut b = efi_application();
         b[510] = 0x55;
         b[511] = 0xAA;
         b[0x202..0x206].copy_from_slice(b"HdrS");
         b[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
         b[0x236..0x238].copy_from_slice(&1u16.to_le_bytes());
+        b
+    }
+
+    /// An x86_64 PE/COFF header and nothing Linux: iPXE's .efi, say.
+    fn efi_application() -> Vec<u8> {
+        let mut b = vec![0u8; 0x400];
+        b[0..2].copy_from_slice(b"MZ");
+        b[0x3c..0x40].copy_from_slice(&0x80u32.to_le_bytes());
+        b[0x80..0x84].copy_from_slice(b"PE\0\0");
+        b[0x84..0x86].copy_from_slice(&0x8664u16.to_le_bytes());
         b
     }
 
@@ -372,6 +384,29 @@ mod tests {
             .collect();
         assert!(reasons[0].contains("notes.txt"), "{reasons:?}");
         assert!(reasons[1].contains("ppc64"), "{reasons:?}");
+    }
+
+    #[test]
+    fn an_efi_application_dropped_as_a_kernel_is_rejected() {
+        let (_tmp, mut drop) = fixture();
+        put(&drop, "rescue/x86_64/kernel", &efi_application());
+        drop.poll();
+        let out = drop.poll();
+        let [Outcome::Rejected { reason, .. }] = &out[..] else {
+            panic!("{out:?}")
+        };
+        assert!(
+            reason.contains("is an x86_64 EFI application, not a Linux kernel"),
+            "{reason}"
+        );
+        assert!(!drop.target.bootenvs_dir.join("rescue.toml").exists());
+        assert!(
+            !drop
+                .target
+                .assets_dir
+                .join(crate::assets::STORE_DIR)
+                .exists()
+        );
     }
 
     #[test]

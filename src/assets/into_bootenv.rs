@@ -171,7 +171,7 @@ pub fn add(
         }
     };
 
-    let imported = super::import(&target.assets_dir, arch.kernel, kernel, initrds)?;
+    let imported = super::import(&target.assets_dir, arch, kernel, initrds)?;
     let cmdline = |a: BootArch| template_cmdline(target, a, arch.kernel);
     set_arches(&mut doc, &arch.boot, &imported, cmdline);
     let text = doc.to_string();
@@ -333,9 +333,11 @@ fn lock(bootenvs_dir: &Path) -> Result<nix::fcntl::Flock<File>, IntoBootenvError
 mod tests {
     use super::*;
 
-    /// A synthetic x86_64 bzImage / arm64 Image header, enough for detection.
+    /// A synthetic x86_64 bzImage / arm64 Image header behind an EFI stub's
+    /// "MZ", enough for detection.
     fn kernel(arch: KernelArch) -> Vec<u8> {
         let mut b = vec![0u8; 0x400];
+        b[0..2].copy_from_slice(b"MZ");
         match arch {
             KernelArch::Arm64 => b[56..60].copy_from_slice(b"ARM\x64"),
             _ => {

@@ -143,26 +143,48 @@ impl Compression {
             Compression::Xz => "xz",
         }
     }
+
+    /// The command that writes the decompressed file to stdout.
+    fn cat(self) -> &'static str {
+        match self {
+            Compression::Gzip => "zcat",
+            Compression::Zstd => "zstdcat",
+            Compression::Xz => "xzcat",
+        }
+    }
 }
 
-/// What a kernel file is, read from its header.
+/// What a file offered as a kernel is, read from its header.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum KernelKind {
     /// An x86 bzImage (Linux boot protocol, "HdrS" at 0x202). `long_mode` is
     /// XLF_KERNEL_64 in xloadflags (boot protocol 2.12+); `efi_stub` is an MZ
-    /// header in front, which x86 kernels built with CONFIG_EFI_STUB carry.
+    /// header in front, which x86 kernels built with CONFIG_EFI_STUB carry:
+    /// one file that is both a bzImage (for BIOS) and a PE (for UEFI).
     BzImage { long_mode: bool, efi_stub: bool },
     /// An arm64 Image ("ARM\x64" at offset 56); `efi_stub` as above.
     Arm64Image { efi_stub: bool },
-    /// A PE/COFF EFI application that is neither of the above (a unified
-    /// kernel image, a loader), by its COFF Machine field.
-    Efi { arch: KernelArch },
-    /// A compressed file: the architecture inside is not visible.
+    /// A Linux EFI zboot image (CONFIG_EFI_ZBOOT: "zimg" at offset 4 of a
+    /// PE): a compressed kernel behind an EFI stub that decompresses it, so
+    /// UEFI boots it as it is. `compression` is the name in its header.
+    Zboot {
+        arch: KernelArch,
+        compression: &'static str,
+    },
+    /// A PE/COFF EFI application without a Linux boot header: a loader
+    /// (iPXE, GRUB, shim) or any other EFI program. Not a kernel.
+    EfiApplication { arch: KernelArch },
+    /// A unified kernel image: an EFI application (systemd-stub) carrying a
+    /// kernel in its `.linux` section and usually initrd and command line in
+    /// others. Not a kernel rackboot can hand initrds and a command line to.
+    UnifiedKernelImage { arch: KernelArch },
+    /// A compressed file: the kernel inside is not visible, and neither
+    /// firmware nor iPXE's EFI build would decompress it.
     Compressed(Compression),
 }
 
 impl KernelKind {
-    /// The architecture it runs on; `None` when compressed.
+    /// The CPU it runs on; `None` when compressed.
     pub fn arch(self) -> Option<KernelArch> {
         match self {
             KernelKind::BzImage { long_mode, .. } => Some(if long_mode {
@@ -171,8 +193,56 @@ impl KernelKind {
                 KernelArch::X86
             }),
             KernelKind::Arm64Image { .. } => Some(KernelArch::Arm64),
-            KernelKind::Efi { arch } => Some(arch),
+            KernelKind::Zboot { arch, .. }
+            | KernelKind::EfiApplication { arch }
+            | KernelKind::UnifiedKernelImage { arch } => Some(arch),
             KernelKind::Compressed(_) => None,
+        }
+    }
+
+    /// Whether a node of boot architecture `boot` can boot this file as the
+    /// kernel of its bootenv's `[arch.<boot>]` table, and if not, why not.
+    ///
+    /// BIOS nodes boot through iPXE's PC BIOS build, which loads a bzImage
+    /// by its setup header and cannot run an EFI executable. UEFI nodes boot
+    /// through iPXE's EFI build (or the firmware itself, for HTTP boot),
+    /// which runs EFI executables only (its bzImage loader is BIOS-only): a
+    /// kernel there needs its EFI stub.
+    pub fn boots_on(self, boot: BootArch) -> Result<(), KernelError> {
+        match self {
+            KernelKind::EfiApplication { arch } => {
+                return Err(KernelError::EfiApplication { arch });
+            }
+            KernelKind::UnifiedKernelImage { arch } => {
+                return Err(KernelError::UnifiedKernelImage { arch });
+            }
+            KernelKind::Compressed(c) => return Err(KernelError::Compressed(c)),
+            _ => {}
+        }
+        let wanted = KernelArch::for_boot_arch(boot);
+        if self.arch() != Some(wanted) {
+            return Err(KernelError::WrongArch { kind: self, wanted });
+        }
+        match (self, boot) {
+            (KernelKind::BzImage { .. }, BootArch::Bios) => Ok(()),
+            (
+                KernelKind::BzImage {
+                    efi_stub: false, ..
+                }
+                | KernelKind::Arm64Image { efi_stub: false },
+                _,
+            ) => Err(KernelError::NoEfiStub { kind: self, boot }),
+            (KernelKind::BzImage { .. } | KernelKind::Arm64Image { .. }, _) => Ok(()),
+            (KernelKind::Zboot { .. }, BootArch::Bios) => {
+                Err(KernelError::EfiOnly { kind: self, boot })
+            }
+            (KernelKind::Zboot { .. }, _) => Ok(()),
+            (
+                KernelKind::EfiApplication { .. }
+                | KernelKind::UnifiedKernelImage { .. }
+                | KernelKind::Compressed(_),
+                _,
+            ) => unreachable!("refused above"),
         }
     }
 }
@@ -196,17 +266,86 @@ impl fmt::Display for KernelKind {
             KernelKind::Arm64Image { efi_stub } => {
                 write!(f, "arm64 Linux Image{}", stub(efi_stub))
             }
-            KernelKind::Efi { arch } => write!(f, "{arch} EFI application (PE/COFF)"),
-            KernelKind::Compressed(c) => write!(
+            KernelKind::Zboot { arch, compression } => write!(
                 f,
-                "{}-compressed file: decompress first (arm64 firmware and iPXE need the raw Image)",
-                c.as_str()
+                "{arch} EFI zboot Linux kernel ({compression}, decompressed by its EFI stub)"
             ),
+            KernelKind::EfiApplication { arch } => {
+                write!(f, "{arch} EFI application (PE/COFF, no Linux boot header)")
+            }
+            KernelKind::UnifiedKernelImage { arch } => {
+                write!(
+                    f,
+                    "{arch} unified kernel image (EFI application with a .linux section)"
+                )
+            }
+            KernelKind::Compressed(c) => write!(f, "{}-compressed file", c.as_str()),
         }
     }
 }
 
-/// The first bytes are not a kernel rackboot knows. Says what was seen.
+/// Why a file cannot be the kernel of a bootenv table. Each message is the
+/// rest of a sentence whose subject (the file, or the download) the caller
+/// gives: "kernel /srv/ipxe-amd64.efi {error}". It says what the file is
+/// and what to give instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KernelError {
+    #[error(
+        "is not a Linux kernel: {seen}; a kernel is an x86_64 bzImage or an arm64 Image \
+         (with an EFI stub for UEFI)"
+    )]
+    Unrecognised { seen: String },
+    #[error(
+        "is an {arch} EFI application, not a Linux kernel: a PE/COFF executable without a \
+         Linux boot header (no \"HdrS\" at 0x202, no \"ARM\\x64\" at 0x38), such as iPXE, \
+         GRUB or shim. Loaders are served from assets_dir by their own name ([dhcp.loaders]); \
+         a bootenv's kernel is a Linux kernel: an x86_64 bzImage or arm64 Image, with the EFI \
+         stub for UEFI (a distribution's vmlinuz)"
+    )]
+    EfiApplication { arch: KernelArch },
+    #[error(
+        "is an {arch} unified kernel image (an EFI application carrying the kernel in its \
+         .linux section), not a bare Linux kernel: rackboot hands iPXE the kernel, the initrds \
+         and the command line separately. Extract the kernel with \
+         `objcopy -O binary --only-section=.linux FILE vmlinuz` (and the initrd from .initrd) \
+         and pass those"
+    )]
+    UnifiedKernelImage { arch: KernelArch },
+    #[error(
+        "is a {}-compressed file, and rackboot does not decompress kernels (UEFI firmware and \
+         iPXE's EFI build load the raw kernel): decompress it first, e.g. `{} vmlinuz > Image` \
+         (Debian's arm64 vmlinuz is a gzip'd Image), and pass the result",
+        .0.as_str(),
+        .0.cat()
+    )]
+    Compressed(Compression),
+    #[error("is for {} ({kind}), not {wanted}", kind.arch().map_or("?", KernelArch::as_str))]
+    WrongArch {
+        kind: KernelKind,
+        wanted: KernelArch,
+    },
+    #[error(
+        "is an {kind} without an EFI stub: [arch.{boot}] nodes boot through UEFI (iPXE's EFI \
+         build), which runs EFI executables only; use a kernel built with CONFIG_EFI_STUB \
+         (distribution kernels are){}",
+        if *boot == BootArch::X86_64Efi { ", or fill [arch.bios] only (--arch bios)" } else { "" }
+    )]
+    NoEfiStub { kind: KernelKind, boot: BootArch },
+    #[error(
+        "is an {kind}: [arch.{boot}] nodes boot through PC BIOS (iPXE's BIOS build), which \
+         loads a bzImage and cannot run an EFI executable; pass an x86_64 bzImage"
+    )]
+    EfiOnly { kind: KernelKind, boot: BootArch },
+}
+
+impl KernelError {
+    /// The file is a kernel, for another CPU than asked.
+    pub fn is_wrong_arch(&self) -> bool {
+        matches!(self, KernelError::WrongArch { .. })
+    }
+}
+
+/// The first bytes are not a format rackboot knows. Says what was seen.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("not a recognised kernel: {seen}")]
 pub struct DetectError {
@@ -228,7 +367,10 @@ fn le32(b: &[u8], at: usize) -> Option<u32> {
 /// - arm64 Image: "ARM\x64" at 56 (Documentation/arch/arm64/booting.rst);
 ///   with EFI stub it also starts with "MZ".
 /// - PE/COFF: "MZ", e_lfanew at 0x3c, "PE\0\0" there, then Machine
-///   (0x8664 x86_64, 0xAA64 arm64, 0x014c i386).
+///   (0x8664 x86_64, 0xAA64 arm64, 0x014c i386). "zimg" at 4 makes it an
+///   EFI zboot kernel (drivers/firmware/efi/libstub/zboot-header.S), a
+///   `.linux` section a unified kernel image; any other PE is an EFI
+///   application, not a kernel.
 /// - gzip, zstd, xz magic.
 pub fn detect_kernel(b: &[u8]) -> Result<KernelKind, DetectError> {
     let mz = b.starts_with(b"MZ");
@@ -247,37 +389,7 @@ pub fn detect_kernel(b: &[u8]) -> Result<KernelKind, DetectError> {
         return Ok(KernelKind::Arm64Image { efi_stub: mz });
     }
     if mz {
-        let Some(pe) = le32(b, 0x3c).map(|o| o as usize) else {
-            return Err(DetectError {
-                seen: "an MZ header cut short before e_lfanew".into(),
-            });
-        };
-        if b.get(pe..pe + 4) != Some(b"PE\0\0") {
-            return Err(DetectError {
-                seen: format!(
-                    "an MZ (DOS) header without a PE signature at e_lfanew {pe:#x} \
-                     (or beyond the first {} bytes read)",
-                    b.len()
-                ),
-            });
-        }
-        return match le16(b, pe + 4) {
-            Some(0x8664) => Ok(KernelKind::Efi {
-                arch: KernelArch::X86_64,
-            }),
-            Some(0xAA64) => Ok(KernelKind::Efi {
-                arch: KernelArch::Arm64,
-            }),
-            Some(0x014c) => Ok(KernelKind::Efi {
-                arch: KernelArch::X86,
-            }),
-            Some(m) => Err(DetectError {
-                seen: format!("a PE/EFI file for COFF machine {m:#06x}, not x86_64 or arm64"),
-            }),
-            None => Err(DetectError {
-                seen: "a PE header cut short before its Machine field".into(),
-            }),
-        };
+        return detect_pe(b);
     }
     if b.starts_with(&[0x1f, 0x8b]) {
         return Ok(KernelKind::Compressed(Compression::Gzip));
@@ -300,6 +412,82 @@ pub fn detect_kernel(b: &[u8]) -> Result<KernelKind, DetectError> {
             )
         },
     })
+}
+
+/// A PE/COFF file without a Linux boot header: a zboot kernel, a unified
+/// kernel image, or an EFI application (see [`detect_kernel`]).
+fn detect_pe(b: &[u8]) -> Result<KernelKind, DetectError> {
+    let Some(pe) = le32(b, 0x3c).map(|o| o as usize) else {
+        return Err(DetectError {
+            seen: "an MZ header cut short before e_lfanew".into(),
+        });
+    };
+    if b.get(pe..pe + 4) != Some(b"PE\0\0") {
+        return Err(DetectError {
+            seen: format!(
+                "an MZ (DOS) header without a PE signature at e_lfanew {pe:#x} \
+                 (or beyond the first {} bytes read)",
+                b.len()
+            ),
+        });
+    }
+    let arch = match le16(b, pe + 4) {
+        Some(0x8664) => KernelArch::X86_64,
+        Some(0xAA64) => KernelArch::Arm64,
+        Some(0x014c) => KernelArch::X86,
+        Some(m) => {
+            return Err(DetectError {
+                seen: format!("a PE/EFI file for COFF machine {m:#06x}, not x86_64 or arm64"),
+            });
+        }
+        None => {
+            return Err(DetectError {
+                seen: "a PE header cut short before its Machine field".into(),
+            });
+        }
+    };
+    if b.get(4..8) == Some(b"zimg") {
+        // The compression type is a NUL-terminated name at offset 24.
+        let name = b.get(24..40).unwrap_or_default();
+        let name = &name[..name.iter().position(|&c| c == 0).unwrap_or(name.len())];
+        let compression = ["gzip", "lz4", "lzma", "lzo", "xzkern", "zstd22", "zstd"]
+            .into_iter()
+            .find(|known| known.as_bytes() == name)
+            .unwrap_or("unknown compression");
+        return Ok(KernelKind::Zboot { arch, compression });
+    }
+    if pe_sections(b, pe).any(|name| name == b".linux") {
+        return Ok(KernelKind::UnifiedKernelImage { arch });
+    }
+    Ok(KernelKind::EfiApplication { arch })
+}
+
+/// The section names of the PE header at `pe`, as far as `b` holds them:
+/// the COFF header (20 bytes after the signature) gives their number and
+/// the optional header's size, then 40 bytes a section, name first.
+fn pe_sections(b: &[u8], pe: usize) -> impl Iterator<Item = &[u8]> {
+    let count = le16(b, pe + 6).unwrap_or(0) as usize;
+    let table = pe + 24 + le16(b, pe + 20).unwrap_or(0) as usize;
+    (0..count).map_while(move |i| {
+        let name = b.get(table + 40 * i..table + 40 * i + 8)?;
+        Some(&name[..name.iter().position(|&c| c == 0).unwrap_or(8)])
+    })
+}
+
+/// Checks the first bytes of a file named as the kernel of each table in
+/// `boot`: the kind it is, or the first reason one of them cannot boot it.
+/// A kernel for the wrong CPU is reported before a missing EFI stub.
+pub fn check_kernel(prefix: &[u8], boot: &[BootArch]) -> Result<KernelKind, KernelError> {
+    let kind = detect_kernel(prefix).map_err(|e| KernelError::Unrecognised { seen: e.seen })?;
+    let results: Vec<Result<(), KernelError>> = boot.iter().map(|b| kind.boots_on(*b)).collect();
+    if let Some(Err(e)) = results
+        .iter()
+        .find(|r| matches!(r, Err(e) if e.is_wrong_arch()))
+    {
+        return Err(e.clone());
+    }
+    results.into_iter().collect::<Result<(), _>>()?;
+    Ok(kind)
 }
 
 /// One file as stored in the assets directory.
@@ -331,26 +519,8 @@ pub enum AssetError {
     Read { path: PathBuf, source: io::Error },
     #[error("{path} is not a regular file")]
     NotAFile { path: PathBuf },
-    #[error("kernel {path}: {source}; pass a Linux bzImage, arm64 Image or EFI kernel")]
-    NotAKernel { path: PathBuf, source: DetectError },
-    #[error(
-        "kernel {path} is a {}-compressed file; decompress it first (arm64 firmware and iPXE need the raw Image)",
-        compression.as_str()
-    )]
-    Compressed {
-        path: PathBuf,
-        compression: Compression,
-    },
-    #[error(
-        "kernel {path} is for {detected} ({kind}), not {wanted}; pass the {wanted} kernel or --arch {}",
-        detected_arg(*detected)
-    )]
-    WrongArch {
-        path: PathBuf,
-        kind: KernelKind,
-        detected: KernelArch,
-        wanted: KernelArch,
-    },
+    #[error("kernel {path} {source}{}", wrong_arch_hint(source))]
+    Kernel { path: PathBuf, source: KernelError },
     #[error("cannot write {path}: {source}; check the assets directory is writable")]
     Write { path: PathBuf, source: io::Error },
     #[error(
@@ -364,22 +534,29 @@ pub enum AssetError {
     },
 }
 
-fn detected_arg(a: KernelArch) -> &'static str {
-    match a {
-        KernelArch::X86 | KernelArch::X86_64 => "x86_64",
-        KernelArch::Arm64 => "arm64",
+/// What `--arch` (or a drop folder) to use instead for a kernel of the
+/// wrong architecture.
+fn wrong_arch_hint(e: &KernelError) -> String {
+    match e {
+        KernelError::WrongArch { kind, wanted } => {
+            let arg = match kind.arch() {
+                Some(KernelArch::Arm64) => "arm64",
+                _ => "x86_64",
+            };
+            format!("; pass the {wanted} kernel or --arch {arg}")
+        }
+        _ => String::new(),
     }
 }
 
 impl AssetError {
     /// The kernel is fine but for another architecture than asked.
     pub fn is_wrong_arch(&self) -> bool {
-        matches!(self, AssetError::WrongArch { .. })
+        matches!(self, AssetError::Kernel { source, .. } if source.is_wrong_arch())
     }
 }
 
-/// Reads the first [`DETECT_PREFIX`] bytes of `path` and detects its kind.
-pub fn identify(path: &Path) -> Result<KernelKind, AssetError> {
+fn read_prefix(path: &Path) -> Result<Vec<u8>, AssetError> {
     let read = |source| AssetError::Read {
         path: path.to_path_buf(),
         source,
@@ -390,20 +567,44 @@ pub fn identify(path: &Path) -> Result<KernelKind, AssetError> {
         .take(DETECT_PREFIX as u64)
         .read_to_end(&mut prefix)
         .map_err(read)?;
-    detect_kernel(&prefix).map_err(|source| AssetError::NotAKernel {
-        path: path.to_path_buf(),
-        source,
-    })
+    Ok(prefix)
 }
 
-/// Checks `kernel` is built for `arch`, then stores it and each initrd under
-/// `<assets_dir>/sha256/<hex digest>`. Every check happens before anything is
-/// written, so a refused kernel leaves the assets directory as it was.
-/// Importing the same file twice is a no-op; a different file already under
-/// a digest's name is never overwritten.
+/// Reads the first [`DETECT_PREFIX`] bytes of `path` and says what it is
+/// and which boot architectures could boot it as their kernel (`rackboot
+/// assets identify`). A file no table could boot is an error saying why.
+pub fn identify(path: &Path) -> Result<(KernelKind, Vec<BootArch>), AssetError> {
+    let kernel_err = |source| AssetError::Kernel {
+        path: path.to_path_buf(),
+        source,
+    };
+    let kind = detect_kernel(&read_prefix(path)?)
+        .map_err(|e| kernel_err(KernelError::Unrecognised { seen: e.seen }))?;
+    let mut boots = Vec::new();
+    let mut first_refusal = None;
+    for b in BootArch::ALL {
+        match kind.boots_on(b) {
+            Ok(()) => boots.push(b),
+            Err(e) => {
+                first_refusal.get_or_insert(e);
+            }
+        }
+    }
+    match first_refusal {
+        Some(e) if boots.is_empty() => Err(kernel_err(e)),
+        _ => Ok((kind, boots)),
+    }
+}
+
+/// Checks `kernel` can be booted by every table `arch` fills (right CPU,
+/// a Linux kernel, the EFI stub where UEFI boots it), then stores it and
+/// each initrd under `<assets_dir>/sha256/<hex digest>`. Every check happens
+/// before anything is written, so a refused kernel leaves the assets
+/// directory as it was. Importing the same file twice is a no-op; a
+/// different file already under a digest's name is never overwritten.
 pub fn import(
     assets_dir: &Path,
-    arch: KernelArch,
+    arch: &ArchSpec,
     kernel: &Path,
     initrds: &[PathBuf],
 ) -> Result<Imported, AssetError> {
@@ -418,27 +619,11 @@ pub fn import(
             });
         }
     }
-    let kind = identify(kernel)?;
-    match kind.arch() {
-        None => {
-            let KernelKind::Compressed(compression) = kind else {
-                unreachable!("only compressed kernels have no architecture")
-            };
-            return Err(AssetError::Compressed {
-                path: kernel.to_path_buf(),
-                compression,
-            });
-        }
-        Some(detected) if detected != arch => {
-            return Err(AssetError::WrongArch {
-                path: kernel.to_path_buf(),
-                kind,
-                detected,
-                wanted: arch,
-            });
-        }
-        Some(_) => {}
-    }
+    let kind =
+        check_kernel(&read_prefix(kernel)?, &arch.boot).map_err(|source| AssetError::Kernel {
+            path: kernel.to_path_buf(),
+            source,
+        })?;
     let dir = assets_dir.join(STORE_DIR);
     fs::create_dir_all(&dir).map_err(|source| AssetError::Write {
         path: dir.clone(),
@@ -610,8 +795,28 @@ mod tests {
     }
 
     fn pe(machine: u16) -> Vec<u8> {
-        let mut b = vec![0u8; 0x100];
+        pe_with_sections(machine, &[".text", ".reloc"])
+    }
+
+    /// A PE header whose section table (after a 0xF0-byte optional header)
+    /// names `sections`.
+    fn pe_with_sections(machine: u16, sections: &[&str]) -> Vec<u8> {
+        let mut b = vec![0u8; 0x400];
         pe_stub(&mut b, machine);
+        b[0x86..0x88].copy_from_slice(&(sections.len() as u16).to_le_bytes());
+        b[0x94..0x96].copy_from_slice(&0xF0u16.to_le_bytes());
+        for (i, name) in sections.iter().enumerate() {
+            let at = 0x80 + 24 + 0xF0 + 40 * i;
+            b[at..at + name.len()].copy_from_slice(name.as_bytes());
+        }
+        b
+    }
+
+    /// An EFI zboot header: a PE with "zimg" at 4 and the compression name at 24.
+    fn zboot(machine: u16, compression: &[u8]) -> Vec<u8> {
+        let mut b = pe(machine);
+        b[4..8].copy_from_slice(b"zimg");
+        b[24..24 + compression.len()].copy_from_slice(compression);
         b
     }
 
@@ -662,17 +867,32 @@ mod tests {
                 Arm64Image { efi_stub: true },
             ),
             (
-                "PE x86_64",
+                "PE x86_64 (iPXE, GRUB, shim)",
                 pe(0x8664),
-                Efi {
+                EfiApplication {
                     arch: KernelArch::X86_64,
                 },
             ),
             (
                 "PE arm64",
                 pe(0xAA64),
-                Efi {
+                EfiApplication {
                     arch: KernelArch::Arm64,
+                },
+            ),
+            (
+                "PE with a .linux section",
+                pe_with_sections(0x8664, &[".text", ".osrel", ".linux", ".initrd"]),
+                UnifiedKernelImage {
+                    arch: KernelArch::X86_64,
+                },
+            ),
+            (
+                "arm64 EFI zboot",
+                zboot(0xAA64, b"zstd22\0"),
+                Zboot {
+                    arch: KernelArch::Arm64,
+                    compression: "zstd22",
                 },
             ),
             (
@@ -719,6 +939,96 @@ mod tests {
         }
     }
 
+    /// What each `[arch.…]` table can boot: BIOS a bzImage, UEFI an EFI
+    /// executable that is a Linux kernel, nothing an EFI application.
+    #[test]
+    fn which_tables_boot_which_kind() {
+        fn outcome(r: Result<(), KernelError>) -> &'static str {
+            match r {
+                Ok(()) => "ok",
+                Err(KernelError::WrongArch { .. }) => "arch",
+                Err(KernelError::NoEfiStub { .. }) => "stub",
+                Err(KernelError::EfiOnly { .. }) => "efi-only",
+                Err(KernelError::EfiApplication { .. }) => "efi-app",
+                Err(KernelError::UnifiedKernelImage { .. }) => "uki",
+                Err(KernelError::Compressed(_)) => "compressed",
+                Err(KernelError::Unrecognised { .. }) => "unrecognised",
+            }
+        }
+        // [bios, x86_64_efi, arm64_efi]
+        let cases: Vec<(&str, Vec<u8>, [&str; 3])> = vec![
+            ("bzImage", bzimage(0x020f, 1, false), ["ok", "stub", "arch"]),
+            (
+                "bzImage EFI stub",
+                bzimage(0x020f, 3, true),
+                ["ok", "ok", "arch"],
+            ),
+            ("bzImage 32-bit", bzimage(0x020f, 0, false), ["arch"; 3]),
+            ("arm64 Image", arm64_image(false), ["arch", "arch", "stub"]),
+            (
+                "arm64 Image EFI stub",
+                arm64_image(true),
+                ["arch", "arch", "ok"],
+            ),
+            (
+                "arm64 zboot",
+                zboot(0xAA64, b"gzip\0"),
+                ["arch", "arch", "ok"],
+            ),
+            (
+                "x86_64 zboot",
+                zboot(0x8664, b"gzip\0"),
+                ["efi-only", "ok", "arch"],
+            ),
+            ("iPXE-like x86_64", pe(0x8664), ["efi-app"; 3]),
+            ("iPXE-like arm64", pe(0xAA64), ["efi-app"; 3]),
+            ("UKI", pe_with_sections(0x8664, &[".linux"]), ["uki"; 3]),
+            ("gzip", vec![0x1f, 0x8b, 8, 0], ["compressed"; 3]),
+        ];
+        for (name, bytes, want) in cases {
+            let kind = detect_kernel(&bytes).unwrap();
+            let got: Vec<&str> = BootArch::ALL.map(|b| outcome(kind.boots_on(b))).to_vec();
+            assert_eq!(got, want, "{name} ({kind})");
+        }
+    }
+
+    #[test]
+    fn check_kernel_reports_the_wrong_cpu_first_and_says_what_to_do() {
+        use BootArch::*;
+        let x86 = KernelArch::X86_64.boot_arches();
+        // An arm64 Image without its stub, offered for x86_64: the CPU is the problem.
+        let err = check_kernel(&arm64_image(false), &x86).unwrap_err();
+        assert!(err.is_wrong_arch(), "{err}");
+        let err = check_kernel(&bzimage(0x020f, 1, false), &x86).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                KernelError::NoEfiStub {
+                    boot: X86_64Efi,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("--arch bios"), "{err}");
+        assert!(check_kernel(&bzimage(0x020f, 1, false), &[Bios]).is_ok());
+        let err = check_kernel(&pe(0x8664), &[Bios]).unwrap_err().to_string();
+        assert!(
+            err.starts_with("is an x86_64 EFI application, not a Linux kernel")
+                && err.contains("[dhcp.loaders]"),
+            "{err}"
+        );
+        let err = check_kernel(&[0x1f, 0x8b, 8, 0], &[Arm64Efi])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`zcat vmlinuz > Image`"), "{err}");
+        let err = check_kernel(b"#!ipxe\n", &[Bios]).unwrap_err().to_string();
+        assert!(
+            err.starts_with("is not a Linux kernel: first bytes"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn arch_names() {
         assert_eq!("x86_64".parse(), Ok(KernelArch::X86_64));
@@ -760,15 +1070,44 @@ mod tests {
     }
 
     #[test]
-    fn detects_real_debian_kernels() {
+    fn detects_real_debian_kernels_and_loaders() {
         if let Some(p) = dist("x86_64/vmlinuz") {
-            let kind = identify(&p).unwrap();
+            let (kind, boots) = identify(&p).unwrap();
             assert_eq!(kind.arch(), Some(KernelArch::X86_64), "{kind}");
             assert!(matches!(kind, KernelKind::BzImage { efi_stub: true, .. }));
+            assert_eq!(boots, vec![BootArch::Bios, BootArch::X86_64Efi]);
         }
         if let Some(p) = dist("arm64/Image") {
-            let kind = identify(&p).unwrap();
+            let (kind, boots) = identify(&p).unwrap();
             assert_eq!(kind, KernelKind::Arm64Image { efi_stub: true });
+            assert_eq!(boots, vec![BootArch::Arm64Efi]);
+        }
+        // The loaders next to them are EFI applications and a PXE program, not kernels.
+        for (loader, arch) in [
+            ("ipxe-amd64.efi", Some(KernelArch::X86_64)),
+            ("snponly.efi", Some(KernelArch::X86_64)),
+            ("ipxe-arm64.efi", Some(KernelArch::Arm64)),
+            ("undionly.kpxe", None),
+        ] {
+            let Some(p) = dist(loader) else { continue };
+            let err = identify(&p).unwrap_err();
+            match (arch, &err) {
+                (
+                    Some(want),
+                    AssetError::Kernel {
+                        source: KernelError::EfiApplication { arch },
+                        ..
+                    },
+                ) => assert_eq!(*arch, want, "{loader}"),
+                (
+                    None,
+                    AssetError::Kernel {
+                        source: KernelError::Unrecognised { .. },
+                        ..
+                    },
+                ) => {}
+                _ => panic!("{loader}: {err}"),
+            }
         }
     }
 
@@ -798,7 +1137,7 @@ mod tests {
 
         let first = import(
             assets.path(),
-            KernelArch::X86_64,
+            &ArchSpec::all_of(KernelArch::X86_64),
             &kernel,
             std::slice::from_ref(&initrd),
         )
@@ -816,7 +1155,13 @@ mod tests {
         );
         assert!(!first.kernel.already_present);
 
-        let again = import(assets.path(), KernelArch::X86_64, &kernel, &[initrd]).unwrap();
+        let again = import(
+            assets.path(),
+            &ArchSpec::all_of(KernelArch::X86_64),
+            &kernel,
+            &[initrd],
+        )
+        .unwrap();
         assert!(again.kernel.already_present && again.initrds[0].already_present);
         assert_eq!(again.kernel.relative, first.kernel.relative);
         // Two files, no temporaries left behind.
@@ -833,7 +1178,9 @@ mod tests {
         let assets = tempfile::tempdir().unwrap();
         let kernel = write(src.path(), "Image", &arm64_image(true));
         let initrd = write(src.path(), "initrd.img", b"x");
-        let err = import(assets.path(), KernelArch::X86_64, &kernel, &[initrd]).unwrap_err();
+        let x86_64 = ArchSpec::all_of(KernelArch::X86_64);
+        let arm64 = ArchSpec::all_of(KernelArch::Arm64);
+        let err = import(assets.path(), &x86_64, &kernel, &[initrd]).unwrap_err();
         assert!(err.is_wrong_arch(), "{err}");
         let msg = err.to_string();
         assert!(
@@ -843,8 +1190,21 @@ mod tests {
         assert!(listing(assets.path()).is_empty());
 
         let gz = write(src.path(), "Image.gz", &[0x1f, 0x8b, 8, 0]);
-        let err = import(assets.path(), KernelArch::Arm64, &gz, &[]).unwrap_err();
+        let err = import(assets.path(), &arm64, &gz, &[]).unwrap_err();
         assert!(err.to_string().contains("decompress"), "{err}");
+        assert!(listing(assets.path()).is_empty());
+
+        // iPXE's EFI build, offered as the x86_64 kernel: named, said what it is, not stored.
+        let ipxe = write(src.path(), "ipxe-amd64.efi", &pe(0x8664));
+        let err = import(assets.path(), &x86_64, &ipxe, &[]).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!(
+                "kernel {} is an x86_64 EFI application, not a Linux kernel",
+                ipxe.display()
+            )),
+            "{msg}"
+        );
         assert!(listing(assets.path()).is_empty());
     }
 
@@ -852,12 +1212,13 @@ mod tests {
     fn a_different_file_under_the_digest_is_not_overwritten() {
         let src = tempfile::tempdir().unwrap();
         let assets = tempfile::tempdir().unwrap();
-        let kernel = write(src.path(), "Image", &arm64_image(false));
+        let kernel = write(src.path(), "Image", &arm64_image(true));
         let digest = hex(&Sha256::digest(fs::read(&kernel).unwrap()));
         fs::create_dir(assets.path().join(STORE_DIR)).unwrap();
         let squatter = assets.path().join(STORE_DIR).join(&digest);
         fs::write(&squatter, b"damaged").unwrap();
-        let err = import(assets.path(), KernelArch::Arm64, &kernel, &[]).unwrap_err();
+        let arm64 = ArchSpec::all_of(KernelArch::Arm64);
+        let err = import(assets.path(), &arm64, &kernel, &[]).unwrap_err();
         assert!(matches!(err, AssetError::Collision { .. }), "{err}");
         assert_eq!(fs::read(&squatter).unwrap(), b"damaged");
         assert_eq!(listing(&assets.path().join(STORE_DIR)), vec![digest]);

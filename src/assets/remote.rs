@@ -5,8 +5,11 @@
 //! bootenv loads, so a reload or `rackboot check` never waits for or depends
 //! on a mirror, and a bootenv nobody boots costs no bandwidth), from each of
 //! its URLs in turn, streamed into a temporary file in the store while it is
-//! hashed, and put under `sha256/<hex>` only if the digest matches. From then
-//! on it is an ordinary stored asset, served like any other.
+//! hashed, and put under `sha256/<hex>` only if the digest matches and, when
+//! a bootenv names it as a kernel, only if it is a kernel every such
+//! `[arch.…]` table boots (checked as `assets add` checks a file: an EFI
+//! application or a compressed kernel is not kept). From then on it is an
+//! ordinary stored asset, served like any other.
 //!
 //! Concurrent first requests for one digest share one download (one
 //! "flight"): the first starts it in its own task, so a client that gives up
@@ -50,6 +53,17 @@ pub enum FetchError {
         url: String,
         got: String,
         want: String,
+    },
+    /// The right bytes, but not a kernel the tables naming it as one boot.
+    /// Every URL of the digest serves these bytes: no other is tried.
+    #[error(
+        "{url}: the download has the sha256 the bootenv gives, but, named as the kernel of \
+         {tables}, it {reason}; name a Linux kernel's URL and sha256 there"
+    )]
+    NotAKernel {
+        url: String,
+        tables: String,
+        reason: super::KernelError,
     },
     /// rackboot's side: the assets directory is not writable, or full.
     #[error("cannot store the download in {path}: {source}")]
@@ -148,7 +162,7 @@ impl Fetcher {
         let mut errors = Vec::new();
         for url in &remote.urls {
             let started = Instant::now();
-            match self.fetch_one(url, &remote.sha256).await {
+            match self.fetch_one(url, remote).await {
                 Ok(bytes) => {
                     self.metrics.asset_fetched(AssetFetch::Fetched, bytes);
                     tracing::info!(
@@ -161,7 +175,11 @@ impl Fetcher {
                 }
                 Err(e) => {
                     tracing::warn!("remote asset sha256/{}: {e}", remote.sha256);
+                    let same_everywhere = matches!(e, FetchError::NotAKernel { .. });
                     errors.push(e);
+                    if same_everywhere {
+                        break;
+                    }
                 }
             }
         }
@@ -170,8 +188,10 @@ impl Fetcher {
     }
 
     /// Downloads `url` into a temporary file while hashing it, and links it
-    /// to `sha256/<want>` if the digest matches. Returns the size.
-    async fn fetch_one(&self, url: &str, want: &str) -> Result<u64, FetchError> {
+    /// to `sha256/<digest>` if the digest matches and, for a kernel, the
+    /// tables naming it boot it. Returns the size.
+    async fn fetch_one(&self, url: &str, remote: &Remote) -> Result<u64, FetchError> {
+        let want = remote.sha256.as_str();
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let shown = redact(url);
         let upstream = |reason: String| FetchError::Upstream {
@@ -221,6 +241,8 @@ impl Fetcher {
 
         let mut hasher = Sha256::new();
         let mut bytes = 0u64;
+        // What kernel detection reads, kept while the rest streams to disk.
+        let mut prefix = Vec::new();
         while let Some(chunk) = resp
             .chunk()
             .await
@@ -231,6 +253,8 @@ impl Fetcher {
                 return Err(upstream(format!("over the limit of {MAX_BYTES} bytes")));
             }
             hasher.update(&chunk);
+            let room = super::DETECT_PREFIX.saturating_sub(prefix.len());
+            prefix.extend_from_slice(&chunk[..room.min(chunk.len())]);
             file.write_all(&chunk).await.map_err(store(&tmp))?;
         }
         file.sync_all().await.map_err(store(&tmp))?;
@@ -242,6 +266,20 @@ impl Fetcher {
                 got,
                 want: want.to_string(),
             });
+        }
+        if !remote.kernel_for.is_empty() {
+            if let Err(reason) = super::check_kernel(&prefix, &remote.kernel_for) {
+                let tables: Vec<String> = remote
+                    .kernel_for
+                    .iter()
+                    .map(|a| format!("[arch.{a}]"))
+                    .collect();
+                return Err(FetchError::NotAKernel {
+                    url: shown,
+                    tables: tables.join(" "),
+                    reason,
+                });
+            }
         }
         let dest = self.store_dir.join(want);
         match std::fs::hard_link(&tmp, &dest) {
@@ -289,6 +327,137 @@ fn describe(e: reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::BootArch;
+
+    /// A mirror on 127.0.0.1: answers every GET with `body` and counts them.
+    async fn mirror(body: Vec<u8>) -> (String, Arc<AtomicU64>) {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/asset", listener.local_addr().unwrap());
+        let gets = Arc::new(AtomicU64::new(0));
+        let counted = gets.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let (body, gets) = (body.clone(), counted.clone());
+                tokio::spawn(async move {
+                    let mut req = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    gets.fetch_add(1, Ordering::SeqCst);
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = conn.write_all(head.as_bytes()).await;
+                    let _ = conn.write_all(&body).await;
+                });
+            }
+        });
+        (url, gets)
+    }
+
+    fn remote(body: &[u8], urls: &[&str], kernel_for: &[BootArch]) -> Remote {
+        Remote {
+            sha256: super::super::hex(&Sha256::digest(body)),
+            urls: urls.iter().map(|u| u.to_string()).collect(),
+            kernel_for: kernel_for.to_vec(),
+        }
+    }
+
+    /// An x86_64 PE/COFF header and nothing Linux: what iPXE's .efi starts with.
+    fn efi_application() -> Vec<u8> {
+        let mut b = vec![7u8; 64 * 1024];
+        b[0..2].copy_from_slice(b"MZ");
+        b[0x3c..0x40].copy_from_slice(&0x80u32.to_le_bytes());
+        b[0x80..0x84].copy_from_slice(b"PE\0\0");
+        b[0x84..0x86].copy_from_slice(&0x8664u16.to_le_bytes());
+        b[0x86..0x88].copy_from_slice(&0u16.to_le_bytes());
+        b
+    }
+
+    /// The same with the x86 setup header of an EFI-stub bzImage: a kernel.
+    fn bzimage() -> Vec<u8> {
+        let mut b = efi_application();
+        b[510] = 0x55;
+        b[511] = 0xAA;
+        b[0x202..0x206].copy_from_slice(b"HdrS");
+        b[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+        b[0x236..0x238].copy_from_slice(&1u16.to_le_bytes());
+        b
+    }
+
+    fn stored(assets: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(assets.join(super::super::STORE_DIR))
+            .map(|rd| {
+                rd.map(|e| e.unwrap().file_name().into_string().unwrap())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn a_downloaded_kernel_is_kept_only_if_its_tables_boot_it() {
+        let assets = tempfile::tempdir().unwrap();
+        let fetcher = Arc::new(Fetcher::new(assets.path(), Arc::new(Metrics::new(&[]))).unwrap());
+
+        // iPXE named as [arch.bios]'s kernel, on two mirrors: the digest matches, the
+        // first download is refused for what it is, and the second mirror is not asked
+        // (same digest, same bytes).
+        let ipxe = efi_application();
+        let (url1, gets1) = mirror(ipxe.clone()).await;
+        let (url2, gets2) = mirror(ipxe.clone()).await;
+        let r = remote(&ipxe, &[&url1, &url2], &[BootArch::Bios]);
+        let err = fetcher.ensure(&r).await.unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!("{url1}: the download has the sha256 the bootenv gives"))
+                && msg.contains("named as the kernel of [arch.bios], it is an x86_64 EFI application, not a Linux kernel"),
+            "{msg}"
+        );
+        assert_eq!(err.errors.len(), 1, "{msg}");
+        assert!(!err.is_local());
+        assert_eq!(
+            (gets1.load(Ordering::SeqCst), gets2.load(Ordering::SeqCst)),
+            (1, 0)
+        );
+        assert!(
+            stored(assets.path()).is_empty(),
+            "nothing kept, not even a temporary file"
+        );
+
+        // The same bytes named as an initrd are just bytes: kept.
+        let r = remote(&ipxe, &[&url1], &[]);
+        fetcher.ensure(&r).await.unwrap();
+        assert_eq!(stored(assets.path()), vec![r.sha256.clone()]);
+
+        // An EFI-stub bzImage named as the kernel of both x86_64 tables: kept.
+        let kernel = bzimage();
+        let (url, _) = mirror(kernel.clone()).await;
+        let r = remote(&kernel, &[&url], &[BootArch::Bios, BootArch::X86_64Efi]);
+        let path = fetcher.ensure(&r).await.unwrap();
+        assert_eq!(std::fs::read(path).unwrap(), kernel);
+        // ... but not as arm64's.
+        let other = {
+            let mut k = bzimage();
+            k[0x1000] ^= 1;
+            k
+        };
+        let (url, _) = mirror(other.clone()).await;
+        let r = remote(&other, &[&url], &[BootArch::Arm64Efi]);
+        let msg = fetcher.ensure(&r).await.unwrap_err().to_string();
+        assert!(
+            msg.contains("it is for x86_64") && msg.contains("not arm64"),
+            "{msg}"
+        );
+        assert_eq!(stored(assets.path()).len(), 2);
+    }
 
     #[test]
     fn redacted_urls_carry_no_credentials() {

@@ -204,6 +204,10 @@ pub struct RenderError {
 pub struct Remote {
     pub sha256: String,
     pub urls: Vec<String>,
+    /// The `[arch.…]` tables that name it as their kernel: the download is
+    /// checked to be a kernel each of them boots before it is kept (empty
+    /// for an initrd).
+    pub kernel_for: Vec<BootArch>,
 }
 
 pub struct Catalog {
@@ -381,10 +385,26 @@ impl Catalog {
             let entry = remote.entry(r.local_path()).or_insert_with(|| Remote {
                 sha256: r.sha256.clone(),
                 urls: Vec::new(),
+                kernel_for: Vec::new(),
             });
             if !entry.urls.contains(&r.url) {
                 entry.urls.push(r.url.clone());
             }
+        }
+        // Every bootenv naming the digest as a kernel counts.
+        for b in bootenvs.values() {
+            for (arch, boot) in &b.arches {
+                if let ArchBoot::Kernel { kernel, .. } = boot {
+                    if let Some(entry) = remote.get_mut(kernel) {
+                        if !entry.kernel_for.contains(arch) {
+                            entry.kernel_for.push(*arch);
+                        }
+                    }
+                }
+            }
+        }
+        for entry in remote.values_mut() {
+            entry.kernel_for.sort();
         }
         let catalog = Catalog {
             remote,
@@ -698,10 +718,22 @@ cmdline = "rackboot.bootenv={{ bootenv }} cb={{ callback_url }}"
                 ),
             );
         }
+        let initrd = "1e".repeat(32);
+        f.bootenv(
+            "c",
+            &format!(
+                "[arch.arm64_efi]\nkernel = {{ url = \"http://m1/k\", sha256 = \"{sha}\" }}\n\
+                 initrds = [{{ url = \"http://m1/i\", sha256 = \"{initrd}\" }}]\n"
+            ),
+        );
         let c = f.load().unwrap();
         let r = c.remote(&format!("sha256/{sha}")).unwrap();
         assert_eq!(r.sha256, sha);
         assert_eq!(r.urls, ["http://m1/k", "http://m2/k"]);
+        // Checked as a kernel for every table naming it so.
+        assert_eq!(r.kernel_for, [BootArch::Bios, BootArch::Arm64Efi]);
+        let i = c.remote(&format!("sha256/{initrd}")).unwrap();
+        assert!(i.kernel_for.is_empty(), "an initrd: {i:?}");
         assert!(c.remote("x86_64/initrd.img").is_none());
     }
 

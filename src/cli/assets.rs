@@ -16,7 +16,7 @@ pub fn add(
 ) -> anyhow::Result<()> {
     let cfg = Config::load(config)?;
     let Some(name) = bootenv else {
-        let imported = assets::import(&cfg.assets_dir, arch.kernel, kernel, initrds)?;
+        let imported = assets::import(&cfg.assets_dir, arch, kernel, initrds)?;
         print_stored(&cfg, &imported);
         println!("\n# for a bootenv file (add a cmdline), or pass --bootenv NAME:");
         print!("{}", assets::bootenv_snippet(&arch.boot, &imported));
@@ -62,8 +62,15 @@ fn print_stored(cfg: &Config, imported: &Imported) {
     }
 }
 
+/// Prints what `file` is and which bootenv tables could boot it as their
+/// kernel; fails, saying why, when none could (an EFI application, say).
 pub fn identify(file: &Path) -> anyhow::Result<()> {
-    let kind = assets::identify(file)?;
-    println!("{}: {kind}", file.display());
+    let (kind, boots) = assets::identify(file)?;
+    let tables: Vec<String> = boots.iter().map(|a| format!("[arch.{a}]")).collect();
+    println!(
+        "{}: {kind}; a kernel for {}",
+        file.display(),
+        tables.join(" ")
+    );
     Ok(())
 }

@@ -50,6 +50,9 @@ pub fn check(path: &Path) -> anyhow::Result<()> {
         &cfg.assets_dir,
         &cfg.default_bootenv,
     )?;
+    // What `serve` would refuse at start-up: the boot interface is missing,
+    // has no address, or its address is in no [[dhcp.subnet]].
+    let address = crate::service::boot_address(&cfg)?;
     crate::service::api_auth(&cfg)?;
     if let Some(t) = &cfg.api.tls {
         crate::http::tls::server_config(&t.cert, &t.key, &cfg.path)?;
@@ -61,6 +64,7 @@ pub fn check(path: &Path) -> anyhow::Result<()> {
         }
     }
     println!("{}: ok", cfg.path.display());
+    println!("network.interface {}: ok, address {address}", cfg.interface);
     match &cfg.api.tokens_file {
         Some(p) => println!("API tokens {}: ok", p.display()),
         None => println!("API: disabled (no api.tokens_file)"),
