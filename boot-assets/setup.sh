@@ -91,6 +91,7 @@ readonly PROJECT_PACKAGES=(
     tcpdump                                  # packet captures of test boots
     nftables                                 # tests/tftp.rs: packet loss where the kernel lacks netem
     dnsmasq-base                             # lab IPv6 router adverts; proxyDHCP tests: address server
+    prometheus                               # promtool and prometheus: tests/metrics.rs checks /metrics
     busybox-static                           # the image's userland (ash, udhcpc) on the host too
     python3                                  # demo.sh formats the node timeline
 )

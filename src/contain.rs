@@ -102,7 +102,7 @@ mod tests {
         .await;
         assert_eq!(bad, None);
         assert_eq!(request(&metrics, Service::Dns, peer, &[], || 7), Some(7));
-        let text = metrics.render().unwrap();
+        let text = metrics.render(crate::metrics::Format::Text).unwrap();
         for service in ["dns", "dhcp"] {
             let line = format!("rackboot_request_panics_total{{service=\"{service}\"}} 1");
             assert!(text.contains(&line), "{line} missing from:\n{text}");

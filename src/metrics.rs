@@ -4,18 +4,27 @@
 //! The protocols count through the one [`Metrics`] they are handed (no
 //! globals). Counting is all they do here: no metric decides anything. On the
 //! DHCP path a count is an atomic add behind a read lock, with labels that are
-//! `Copy` enums, so nothing is allocated per packet. The pool gauges are the
-//! exception: they are computed at scrape time ([`Metrics::update_pools`])
-//! from the store's leases, so the DHCP path never maintains them.
+//! `Copy` enums, so nothing is allocated per packet; on the DNS path, which is
+//! measured against dnsmasq, it is a bare atomic add on a counter picked out
+//! of an array ([`Metrics::dns_query`]). The pool gauges and the `process_*`
+//! metrics are the exception: they are read at scrape time
+//! ([`Metrics::update_pools`], [`process`]), so no request path maintains them.
+//!
+//! Adding a metric is one line in the [`families!`] table below: its name
+//! (which is also the field that counts it), its type, and its HELP text.
 //!
 //! Does not own the `/metrics` route (that is `http`), nor where leases live
-//! (the store).
+//! (the store). The exposition formats and their negotiation are in [`text`].
+
+mod process;
+mod text;
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use dhcproto::v4::MessageType;
+use hickory_proto::rr::RecordType;
 use ipnet::Ipv4Net;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -24,12 +33,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::model::{Lease, LeaseState, Timestamp};
+pub use process::{ProcessCollector, ProcessStats};
+pub use text::{Format, RenderError, openmetrics_to_text};
 
-/// The content type of [`Metrics::render`]: OpenMetrics text, which
-/// Prometheus scrapes natively (and which is Prometheus text plus `# UNIT`
-/// and a closing `# EOF`).
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+use crate::model::{Lease, LeaseState, Timestamp};
 
 /// Upper bounds of `rackboot_dhcp_decision_seconds`, 50 µs to 1 s: an
 /// answer from memory takes tens of microseconds, one that waits for a
@@ -202,34 +209,92 @@ impl StatusClass {
     }
 }
 
+label_value! {
+    /// The type a DNS question asks for: the ones rackboot's zones hold or
+    /// resolvers ask of them, the rest as `other`.
+    DnsType {
+        A => "a",
+        Aaaa => "aaaa",
+        Ptr => "ptr",
+        Soa => "soa",
+        Ns => "ns",
+        Any => "any",
+        /// Any other type, and a message whose question could not be read.
+        Other => "other",
+    }
+}
+
+impl DnsType {
+    pub fn of(qtype: RecordType) -> DnsType {
+        match qtype {
+            RecordType::A => DnsType::A,
+            RecordType::AAAA => DnsType::Aaaa,
+            RecordType::PTR => DnsType::Ptr,
+            RecordType::SOA => DnsType::Soa,
+            RecordType::NS => DnsType::Ns,
+            RecordType::ANY => DnsType::Any,
+            _ => DnsType::Other,
+        }
+    }
+}
+
+label_value! {
+    /// What became of a DNS question.
+    DnsResult {
+        /// NOERROR with records in the answer section.
+        Answered => "answered",
+        /// NOERROR without records: the name exists, not with that type (RFC 2308).
+        NoData => "nodata",
+        /// NXDOMAIN: no such name in rackboot's zones.
+        NxDomain => "nxdomain",
+        /// A name outside the zones with recursion desired, handed to `[dns] forwarders`.
+        Forwarded => "forwarded",
+        /// REFUSED: a name outside the zones rackboot does not forward.
+        Refused => "refused",
+        /// Not a query rackboot can read: FORMERR (undecodable, not one question), or dropped
+        /// (shorter than a header, or a response).
+        Malformed => "malformed",
+        /// NOTIMP or BADVERS: an opcode other than QUERY, or EDNS past version 0.
+        Unsupported => "unsupported",
+        /// SERVFAIL: rackboot could not answer (a hostname no PTR can point at, an encoding error).
+        ServFail => "servfail",
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct TypeLabels {
+pub(crate) struct TypeLabels {
     r#type: DhcpType,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct ReplyLabels {
+pub(crate) struct ReplyLabels {
     r#type: DhcpReply,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct ReasonLabels {
+pub(crate) struct ReasonLabels {
     reason: IgnoreReason,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct ResultLabels {
+pub(crate) struct ResultLabels {
     result: TftpResult,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct HttpLabels {
+pub(crate) struct HttpLabels {
     route: HttpRoute,
     status: StatusClass,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct SubnetLabels {
+pub(crate) struct DnsLabels {
+    r#type: DnsType,
+    result: DnsResult,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct SubnetLabels {
     subnet: String,
 }
 
@@ -249,33 +314,111 @@ struct PoolGauges {
     declined: Gauge,
 }
 
+/// Declares [`Families`] from a table with one line per metric family:
+///
+/// ```text
+/// name: Type [= initial value] [, unit] => "HELP text",
+/// ```
+///
+/// `name` is the metric's name after `rackboot_` (the unit and, for a
+/// counter, `_total` are appended by the encoder) and the field of
+/// [`Families`] that counts it; `Type` is a prometheus-client metric
+/// (`Counter`, `Gauge`, `Family<Labels, Counter>`...), built with
+/// `Default` unless an initial value is given. The HELP text is what
+/// `promtool check metrics` insists on: a sentence for whoever reads the
+/// dashboard, without backslashes or double quotes.
+macro_rules! families {
+    (@new $ty:ty) => { <$ty>::default() };
+    (@new $ty:ty, $init:expr) => { $init };
+    (@register $r:ident, $metric:expr, $name:expr, $help:literal) => {
+        $r.register($name, $help, $metric.clone())
+    };
+    (@register $r:ident, $metric:expr, $name:expr, $help:literal, $unit:expr) => {
+        $r.register_with_unit($name, $help, $unit, $metric.clone())
+    };
+    ($($name:ident: $ty:ty $(= $init:expr)? $(, $unit:expr)? => $help:literal,)+) => {
+        /// Every metric family under `rackboot_`, one field each, sharing its
+        /// atomics with the registry: count through the field (or a method of
+        /// [`Metrics`] that picks the labels).
+        #[derive(Debug)]
+        pub struct Families {
+            $(pub(crate) $name: $ty,)+
+        }
+
+        impl Families {
+            fn register(registry: &mut Registry) -> Families {
+                let families = Families {
+                    $($name: families!(@new $ty $(, $init)?),)+
+                };
+                $(families!(@register registry, families.$name, stringify!($name), $help $(, $unit)?);)+
+                families
+            }
+
+            /// Every family's HELP text, for the test that checks them.
+            #[cfg(test)]
+            const HELP: &[(&str, &str)] = &[$((stringify!($name), $help),)+];
+        }
+    };
+}
+
+families! {
+    dhcp_received: Family<TypeLabels, Counter>
+        => "DHCP packets received, by message type (decline: the client found its address in use)",
+    dhcp_replies: Family<ReplyLabels, Counter> => "DHCP replies sent, by message type",
+    dhcp_ignored: Family<ReasonLabels, Counter> => "DHCP packets answered with nothing, by reason",
+    dhcp_decision: Histogram = Histogram::new(DECISION_BUCKETS), Unit::Seconds
+        => "Time from receiving a DHCP packet to having its reply ready",
+    dhcp_pool_addresses: Family<SubnetLabels, Gauge>
+        => "Addresses in the subnet's dynamic ranges",
+    dhcp_pool_leased: Family<SubnetLabels, Gauge>
+        => "Addresses in the subnet's dynamic ranges held by a live lease (offered or bound)",
+    dhcp_pool_declined: Family<SubnetLabels, Gauge>
+        => "Addresses in the subnet's dynamic ranges quarantined after a DHCPDECLINE",
+    tftp_transfers: Family<ResultLabels, Counter> => "TFTP requests by outcome",
+    tftp_sent: Counter, Unit::Bytes => "File bytes read out to TFTP clients",
+    tftp_retransmissions: Counter
+        => "TFTP packets (DATA or OACK) sent again: after a timeout, or from a windowed client's early ACK",
+    tftp_queued: Gauge => "TFTP transfers waiting for a free tftp.max_transfers slot",
+    tftp_active: Gauge => "TFTP transfers holding a tftp.max_transfers slot",
+    http_requests: Family<HttpLabels, Counter> => "HTTP requests by route class and status class",
+    http_boot_waits: Family<SubnetLabels, Counter>
+        => "Boot scripts that told a node to wait for a boot slot ([admission] max_booting), by subnet",
+    boots_in_flight: Family<SubnetLabels, Gauge>
+        => "Nodes holding a boot slot (fetching kernel and initrds) under an [admission] limit, by subnet",
+    dns_queries: Family<DnsLabels, Counter>
+        => "DNS questions by query type and result (forwarded: handed to [dns] forwarders)",
+    dns_forward_failures: Counter
+        => "Forwarded DNS questions answered SERVFAIL: no forwarder answered in time, or too many were out at once",
+    catalog_reloads: Family<ReloadLabels, Counter> => "Reloads of bootenvs and config scripts, by outcome",
+    catalog_files_ok: Gauge
+        => "1 when the bootenv and script files on disk are the ones in force, 0 after a rejected edit",
+    asset_fetches: Family<FetchLabels, Counter>
+        => "Downloads of remote assets (bootenv `{ url, sha256 }`), by outcome",
+    asset_fetched: Counter, Unit::Bytes => "Bytes of remote assets downloaded and stored",
+    asset_drops: Family<DropLabels, Counter> => "Kernels dropped into assets.drop_dir, by outcome",
+    request_panics: Family<ServiceLabels, Counter>
+        => "Requests whose handling panicked: the request got no answer, the service kept serving (a bug: the packet is logged in hex), by service",
+    store_unsaved_changes: Gauge
+        => "Changes the store could not save yet (a full or failing disk under the state directory), kept in memory and retried every second; 0 when everything is saved",
+    store_failed_commits: Counter
+        => "Commits to the store's database that failed (their changes are kept and retried)",
+    store_failed_journal_appends: Counter
+        => "Appends to the store's journal that failed (the lease was committed instead, or the new node record refused)",
+}
+
+/// The DNS counters by query type and result, taken out of their family
+/// once so that counting a question touches no lock and no hash map.
+#[derive(Debug)]
+struct DnsCounters([[Counter; DnsResult::ALL.len()]; DnsType::ALL.len()]);
+
 /// Every metric rackboot exports. Built once at start-up and shared (`Arc`)
-/// by the DHCP, TFTP and HTTP services.
+/// by the DHCP, TFTP, HTTP and DNS services.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    dhcp_received: Family<TypeLabels, Counter>,
-    dhcp_replies: Family<ReplyLabels, Counter>,
-    dhcp_ignored: Family<ReasonLabels, Counter>,
-    dhcp_decision: Histogram,
+    pub(crate) families: Families,
     pools: Vec<PoolGauges>,
-    tftp_transfers: Family<ResultLabels, Counter>,
-    tftp_sent_bytes: Counter,
-    tftp_retransmissions: Counter,
-    tftp_queued: Gauge,
-    tftp_active: Gauge,
-    http_requests: Family<HttpLabels, Counter>,
-    catalog_reloads: Family<ReloadLabels, Counter>,
-    catalog_ok: Gauge,
-    asset_fetches: Family<FetchLabels, Counter>,
-    asset_fetched_bytes: Counter,
-    asset_drops: Family<DropLabels, Counter>,
-    boot_waits: Family<SubnetLabels, Counter>,
-    boots_in_flight: Family<SubnetLabels, Gauge>,
-    request_panics: Family<ServiceLabels, Counter>,
-    store_unsaved: Gauge,
-    store_failed_commits: Counter,
-    store_failed_appends: Counter,
+    dns: DnsCounters,
 }
 
 label_value! {
@@ -299,13 +442,28 @@ label_value! {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct FetchLabels {
+pub(crate) struct FetchLabels {
     result: AssetFetch,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct DropLabels {
+pub(crate) struct DropLabels {
     result: AssetDrop,
+}
+
+label_value! {
+    /// How a reload of bootenvs and config scripts ended.
+    ReloadResult {
+        /// The new files are in force.
+        Applied => "applied",
+        /// A file was refused; the previous version keeps serving.
+        Rejected => "rejected",
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ReloadLabels {
+    result: ReloadResult,
 }
 
 label_value! {
@@ -323,208 +481,63 @@ label_value! {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ServiceLabels {
+pub(crate) struct ServiceLabels {
     service: Service,
-}
-
-label_value! {
-    /// How a reload of bootenvs and config scripts ended.
-    ReloadResult {
-        /// The new files are in force.
-        Applied => "applied",
-        /// A file was refused; the previous version keeps serving.
-        Rejected => "rejected",
-    }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReloadLabels {
-    result: ReloadResult,
 }
 
 impl Metrics {
     /// The registry with every series at zero; `pools` are the subnets whose
     /// address use `rackboot_dhcp_pool_*` reports.
     pub fn new(pools: &[PoolRanges]) -> Metrics {
-        let mut registry = Registry::with_prefix("rackboot");
-        let dhcp_received = Family::<TypeLabels, Counter>::default();
-        let dhcp_replies = Family::<ReplyLabels, Counter>::default();
-        let dhcp_ignored = Family::<ReasonLabels, Counter>::default();
-        let dhcp_decision = Histogram::new(DECISION_BUCKETS);
-        let pool_addresses = Family::<SubnetLabels, Gauge>::default();
-        let pool_leased = Family::<SubnetLabels, Gauge>::default();
-        let pool_declined = Family::<SubnetLabels, Gauge>::default();
-        let tftp_transfers = Family::<ResultLabels, Counter>::default();
-        let tftp_sent_bytes = Counter::default();
-        let tftp_retransmissions = Counter::default();
-        let tftp_queued = Gauge::default();
-        let tftp_active = Gauge::default();
-        let http_requests = Family::<HttpLabels, Counter>::default();
-        let catalog_reloads = Family::<ReloadLabels, Counter>::default();
-        let catalog_ok = Gauge::default();
-        catalog_ok.set(1);
-        let asset_fetches = Family::<FetchLabels, Counter>::default();
-        let asset_fetched_bytes = Counter::default();
-        let asset_drops = Family::<DropLabels, Counter>::default();
-        let boot_waits = Family::<SubnetLabels, Counter>::default();
-        let boots_in_flight = Family::<SubnetLabels, Gauge>::default();
-        let request_panics = Family::<ServiceLabels, Counter>::default();
-        let store_unsaved = Gauge::default();
-        let store_failed_commits = Counter::default();
-        let store_failed_appends = Counter::default();
-
-        registry.register(
-            "dhcp_received",
-            "DHCP packets received, by message type (decline: the client found its address in use)",
-            dhcp_received.clone(),
-        );
-        registry.register(
-            "dhcp_replies",
-            "DHCP replies sent, by message type",
-            dhcp_replies.clone(),
-        );
-        registry.register(
-            "dhcp_ignored",
-            "DHCP packets answered with nothing, by reason",
-            dhcp_ignored.clone(),
-        );
-        registry.register_with_unit(
-            "dhcp_decision",
-            "Time from receiving a DHCP packet to having its reply ready",
-            Unit::Seconds,
-            dhcp_decision.clone(),
-        );
-        registry.register(
-            "dhcp_pool_addresses",
-            "Addresses in the subnet's dynamic ranges",
-            pool_addresses.clone(),
-        );
-        registry.register(
-            "dhcp_pool_leased",
-            "Addresses in the subnet's dynamic ranges held by a live lease (offered or bound)",
-            pool_leased.clone(),
-        );
-        registry.register(
-            "dhcp_pool_declined",
-            "Addresses in the subnet's dynamic ranges quarantined after a DHCPDECLINE",
-            pool_declined.clone(),
-        );
-        registry.register(
-            "tftp_transfers",
-            "TFTP requests by outcome",
-            tftp_transfers.clone(),
-        );
-        registry.register_with_unit(
-            "tftp_sent",
-            "File bytes read out to TFTP clients",
-            Unit::Bytes,
-            tftp_sent_bytes.clone(),
-        );
-        registry.register(
-            "tftp_retransmissions",
-            "TFTP packets (DATA or OACK) sent again: after a timeout, or from a windowed client's early ACK",
-            tftp_retransmissions.clone(),
-        );
-        registry.register(
-            "tftp_queued",
-            "TFTP transfers waiting for a free tftp.max_transfers slot",
-            tftp_queued.clone(),
-        );
-        registry.register(
-            "tftp_active",
-            "TFTP transfers holding a tftp.max_transfers slot",
-            tftp_active.clone(),
-        );
-        registry.register(
-            "http_requests",
-            "HTTP requests by route class and status class",
-            http_requests.clone(),
-        );
-        registry.register(
-            "catalog_reloads",
-            "Reloads of bootenvs and config scripts, by outcome",
-            catalog_reloads.clone(),
-        );
-        registry.register(
-            "catalog_files_ok",
-            "1 when the bootenv and script files on disk are the ones in force, 0 after a rejected edit",
-            catalog_ok.clone(),
-        );
-        registry.register(
-            "asset_fetches",
-            "Downloads of remote assets (bootenv `{ url, sha256 }`), by outcome",
-            asset_fetches.clone(),
-        );
-        registry.register_with_unit(
-            "asset_fetched",
-            "Bytes of remote assets downloaded and stored",
-            Unit::Bytes,
-            asset_fetched_bytes.clone(),
-        );
-        registry.register(
-            "asset_drops",
-            "Kernels dropped into assets.drop_dir, by outcome",
-            asset_drops.clone(),
-        );
-        registry.register(
-            "http_boot_waits",
-            "Boot scripts that told a node to wait for a boot slot ([admission] max_booting), by subnet",
-            boot_waits.clone(),
-        );
-        registry.register(
-            "boots_in_flight",
-            "Nodes holding a boot slot (fetching kernel and initrds) under an [admission] limit, by subnet",
-            boots_in_flight.clone(),
-        );
-        registry.register(
-            "store_unsaved_changes",
-            "Changes the store could not save yet (a full or failing disk under the state directory), kept in memory and retried every second; 0 when everything is saved",
-            store_unsaved.clone(),
-        );
-        registry.register(
-            "store_failed_commits",
-            "Commits to the store's database that failed (their changes are kept and retried)",
-            store_failed_commits.clone(),
-        );
-        registry.register(
-            "store_failed_journal_appends",
-            "Appends to the store's journal that failed (the lease was committed instead, or the new node record refused)",
-            store_failed_appends.clone(),
-        );
-
-        registry.register(
-            "request_panics",
-            "Requests whose handling panicked: the request got no answer, the service kept serving (a bug: the packet is logged in hex), by service",
-            request_panics.clone(),
-        );
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(ProcessCollector));
+        let f = Families::register(registry.sub_registry_with_prefix("rackboot"));
+        f.catalog_files_ok.set(1);
 
         // Every series from start-up on, at 0, so that rate() sees the first event.
-        for &service in Service::ALL {
-            request_panics.get_or_create_owned(&ServiceLabels { service });
-        }
         for &t in DhcpType::ALL {
-            dhcp_received.get_or_create_owned(&TypeLabels { r#type: t });
+            f.dhcp_received
+                .get_or_create_owned(&TypeLabels { r#type: t });
         }
         for &t in DhcpReply::ALL {
-            dhcp_replies.get_or_create_owned(&ReplyLabels { r#type: t });
+            f.dhcp_replies
+                .get_or_create_owned(&ReplyLabels { r#type: t });
         }
         for &reason in IgnoreReason::ALL {
-            dhcp_ignored.get_or_create_owned(&ReasonLabels { reason });
+            f.dhcp_ignored.get_or_create_owned(&ReasonLabels { reason });
+        }
+        for &service in Service::ALL {
+            f.request_panics
+                .get_or_create_owned(&ServiceLabels { service });
         }
         for &result in AssetFetch::ALL {
-            asset_fetches.get_or_create_owned(&FetchLabels { result });
+            f.asset_fetches.get_or_create_owned(&FetchLabels { result });
         }
         for &result in AssetDrop::ALL {
-            asset_drops.get_or_create_owned(&DropLabels { result });
+            f.asset_drops.get_or_create_owned(&DropLabels { result });
+        }
+        for &result in ReloadResult::ALL {
+            f.catalog_reloads
+                .get_or_create_owned(&ReloadLabels { result });
         }
         for &result in TftpResult::ALL {
-            tftp_transfers.get_or_create_owned(&ResultLabels { result });
+            f.tftp_transfers
+                .get_or_create_owned(&ResultLabels { result });
         }
         for &route in HttpRoute::ALL {
             for &status in StatusClass::ALL {
-                http_requests.get_or_create_owned(&HttpLabels { route, status });
+                f.http_requests
+                    .get_or_create_owned(&HttpLabels { route, status });
             }
         }
+        let dns = DnsCounters(std::array::from_fn(|t| {
+            std::array::from_fn(|r| {
+                f.dns_queries.get_or_create_owned(&DnsLabels {
+                    r#type: DnsType::ALL[t],
+                    result: DnsResult::ALL[r],
+                })
+            })
+        }));
         let pools = pools
             .iter()
             .map(|p| {
@@ -538,109 +551,131 @@ impl Metrics {
                         u64::from(u32::from(b)).saturating_sub(u64::from(u32::from(a))) + 1
                     })
                     .sum();
-                pool_addresses
+                f.dhcp_pool_addresses
                     .get_or_create(&labels)
                     .set(i64::try_from(size).unwrap_or(i64::MAX));
                 PoolGauges {
                     ranges: p.ranges.clone(),
-                    leased: pool_leased.get_or_create_owned(&labels),
-                    declined: pool_declined.get_or_create_owned(&labels),
+                    leased: f.dhcp_pool_leased.get_or_create_owned(&labels),
+                    declined: f.dhcp_pool_declined.get_or_create_owned(&labels),
                 }
             })
             .collect();
 
         Metrics {
             registry,
-            dhcp_received,
-            dhcp_replies,
-            dhcp_ignored,
-            dhcp_decision,
+            families: f,
             pools,
-            tftp_transfers,
-            tftp_sent_bytes,
-            tftp_retransmissions,
-            tftp_queued,
-            tftp_active,
-            http_requests,
-            catalog_reloads,
-            catalog_ok,
-            asset_fetches,
-            asset_fetched_bytes,
-            asset_drops,
-            boot_waits,
-            boots_in_flight,
-            request_panics,
-            store_unsaved,
-            store_failed_commits,
-            store_failed_appends,
+            dns,
         }
     }
 
+    /// A DNS question was decided (or dropped, as `malformed`). Indexing, not
+    /// a label lookup: this runs once per question on the DNS hot path.
+    pub fn dns_query(&self, r#type: DnsType, result: DnsResult) {
+        self.dns.0[r#type as usize][result as usize].inc();
+    }
+
+    /// A forwarded DNS question got SERVFAIL instead of an upstream answer.
+    pub fn dns_forward_failed(&self) {
+        self.families.dns_forward_failures.inc();
+    }
+
+    /// How many questions of this type had this result so far.
+    pub fn dns_count(&self, r#type: DnsType, result: DnsResult) -> u64 {
+        self.dns.0[r#type as usize][result as usize].get()
+    }
     /// A remote asset's download ended; `bytes` stored when fetched.
     pub fn asset_fetched(&self, result: AssetFetch, bytes: u64) {
-        self.asset_fetches
+        self.families
+            .asset_fetches
             .get_or_create(&FetchLabels { result })
             .inc();
-        self.asset_fetched_bytes.inc_by(bytes);
+        self.families.asset_fetched.inc_by(bytes);
     }
 
     /// A drop-folder import ended.
     pub fn asset_dropped(&self, result: AssetDrop) {
-        self.asset_drops.get_or_create(&DropLabels { result }).inc();
+        self.families
+            .asset_drops
+            .get_or_create(&DropLabels { result })
+            .inc();
     }
 
     /// A reload of bootenvs and config scripts was applied or rejected.
     pub fn catalog_reloaded(&self, result: ReloadResult) {
-        self.catalog_reloads
+        self.families
+            .catalog_reloads
             .get_or_create(&ReloadLabels { result })
             .inc();
-        self.catalog_ok
+        self.families
+            .catalog_files_ok
             .set(i64::from(result == ReloadResult::Applied));
     }
 
     pub fn dhcp_received(&self, kind: DhcpType) {
-        self.dhcp_received
+        self.families
+            .dhcp_received
             .get_or_create(&TypeLabels { r#type: kind })
             .inc();
     }
 
     pub fn dhcp_replied(&self, kind: DhcpReply) {
-        self.dhcp_replies
+        self.families
+            .dhcp_replies
             .get_or_create(&ReplyLabels { r#type: kind })
             .inc();
     }
 
     /// A request whose handling panicked and was contained.
     pub fn request_panicked(&self, service: Service) {
-        self.request_panics
+        self.families
+            .request_panics
             .get_or_create(&ServiceLabels { service })
             .inc();
     }
 
+    /// The store's health, read at scrape time; the counters follow the
+    /// store's own running totals.
+    pub fn update_store(&self, h: crate::store::StoreHealth) {
+        let f = &self.families;
+        f.store_unsaved_changes
+            .set(i64::try_from(h.unsaved).unwrap_or(i64::MAX));
+        for (counter, total) in [
+            (&f.store_failed_commits, h.failed_commits),
+            (&f.store_failed_journal_appends, h.failed_appends),
+        ] {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+    }
+
     pub fn dhcp_ignored(&self, reason: IgnoreReason) {
-        self.dhcp_ignored
+        self.families
+            .dhcp_ignored
             .get_or_create(&ReasonLabels { reason })
             .inc();
     }
 
     /// How long a reply took, from receiving its packet.
     pub fn dhcp_decided(&self, elapsed: Duration) {
-        self.dhcp_decision.observe(elapsed.as_secs_f64());
+        self.families.dhcp_decision.observe(elapsed.as_secs_f64());
     }
 
     pub fn tftp_transfer(&self, result: TftpResult) {
-        self.tftp_transfers
+        self.families
+            .tftp_transfers
             .get_or_create(&ResultLabels { result })
             .inc();
     }
 
     pub fn tftp_sent_bytes(&self, n: u64) {
-        self.tftp_sent_bytes.inc_by(n);
+        self.families.tftp_sent.inc_by(n);
     }
 
     /// A node was told to wait for a boot slot on `subnet` (a CIDR, or `other`).
     pub fn boot_waited(&self, subnet: &str) {
-        self.boot_waits
+        self.families
+            .http_boot_waits
             .get_or_create(&SubnetLabels {
                 subnet: subnet.to_string(),
             })
@@ -650,7 +685,8 @@ impl Metrics {
     /// Slots in use per subnet, set at scrape time from the admission state.
     pub fn update_boots_in_flight(&self, pools: &[(String, u32)]) {
         for (subnet, n) in pools {
-            self.boots_in_flight
+            self.families
+                .boots_in_flight
                 .get_or_create(&SubnetLabels {
                     subnet: subnet.clone(),
                 })
@@ -658,36 +694,25 @@ impl Metrics {
         }
     }
 
-    /// Sets the store's health series at scrape time from what the store counts.
-    pub fn update_store(&self, h: crate::store::StoreHealth) {
-        self.store_unsaved
-            .set(i64::try_from(h.unsaved).unwrap_or(i64::MAX));
-        for (counter, total) in [
-            (&self.store_failed_commits, h.failed_commits),
-            (&self.store_failed_appends, h.failed_appends),
-        ] {
-            counter.inc_by(total.saturating_sub(counter.get()));
-        }
-    }
-
     /// `n` TFTP packets were sent again.
     pub fn tftp_retransmitted(&self, n: u64) {
-        self.tftp_retransmissions.inc_by(n);
+        self.families.tftp_retransmissions.inc_by(n);
     }
 
     /// A transfer joined (+1) or left (-1) the queue for a slot.
     pub fn tftp_queued(&self, delta: i64) {
-        self.tftp_queued.inc_by(delta);
+        self.families.tftp_queued.inc_by(delta);
     }
 
     /// A transfer took (+1) or freed (-1) a slot.
     pub fn tftp_active(&self, delta: i64) {
-        self.tftp_active.inc_by(delta);
+        self.families.tftp_active.inc_by(delta);
     }
 
     pub fn http_request(&self, route: HttpRoute, status: u16) {
         let status = StatusClass::of(status);
-        self.http_requests
+        self.families
+            .http_requests
             .get_or_create(&HttpLabels { route, status })
             .inc();
     }
@@ -715,11 +740,15 @@ impl Metrics {
         }
     }
 
-    /// Every metric in the OpenMetrics text format ([`CONTENT_TYPE`]).
-    pub fn render(&self) -> Result<String, std::fmt::Error> {
+    /// Every metric, the `process_*` ones first, in `format` (whose
+    /// [`Format::content_type`] the response carries).
+    pub fn render(&self, format: Format) -> Result<String, RenderError> {
         let mut out = String::with_capacity(8 * 1024);
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
-        Ok(out)
+        match format {
+            Format::OpenMetrics => Ok(out),
+            Format::Text => openmetrics_to_text(&out),
+        }
     }
 }
 
@@ -819,6 +848,10 @@ mod tests {
         m.http_request(HttpRoute::of_path("/metrics"), 200);
         m.http_request(HttpRoute::of_path("/metricsx"), 404);
         m.http_request(HttpRoute::of_path("/api/v1/nodes"), 500);
+        m.dns_query(DnsType::of(RecordType::A), DnsResult::NxDomain);
+        m.dns_query(DnsType::of(RecordType::A), DnsResult::NxDomain);
+        m.dns_query(DnsType::of(RecordType::MX), DnsResult::Forwarded);
+        m.dns_forward_failed();
 
         let now = Timestamp(1_000_000);
         let lease = |s: &str, state, live: bool| Lease {
@@ -842,7 +875,7 @@ mod tests {
         ];
         m.update_pools(now, visit(&leases));
 
-        let text = m.render().unwrap();
+        let text = m.render(Format::OpenMetrics).unwrap();
         let s = samples(&text);
         for family in [
             "# TYPE rackboot_dhcp_received counter",
@@ -909,6 +942,104 @@ mod tests {
         assert_eq!(value(&s, http, r#"route="metrics",status="2xx""#), 1.0);
         assert_eq!(value(&s, http, r#"route="other",status="4xx""#), 1.0);
         assert_eq!(value(&s, http, r#"route="api",status="5xx""#), 1.0);
+
+        let dns = "rackboot_dns_queries_total";
+        assert_eq!(value(&s, dns, r#"type="a",result="nxdomain""#), 2.0);
+        assert_eq!(value(&s, dns, r#"type="other",result="forwarded""#), 1.0);
+        assert_eq!(value(&s, dns, r#"type="ptr",result="answered""#), 0.0);
+        assert_eq!(m.dns_count(DnsType::A, DnsResult::NxDomain), 2);
+        assert_eq!(value(&s, "rackboot_dns_forward_failures_total", ""), 1.0);
+
+        assert!(value(&s, "process_open_fds", "") >= 3.0);
+        assert!(value(&s, "process_resident_memory_bytes", "") > 0.0);
+        assert!(value(&s, "process_cpu_seconds_total", "") >= 0.0);
+        assert!(
+            text.contains("# TYPE process_cpu_seconds counter\n"),
+            "{text}"
+        );
+    }
+
+    /// Every family in the text format, as `promtool check metrics` reads it: a HELP and a
+    /// TYPE line named like the samples that follow (a counter's with `_total`), and nothing
+    /// OpenMetrics only.
+    #[test]
+    fn the_text_format_names_every_family_as_its_samples() {
+        let m = Metrics::new(&[PoolRanges {
+            subnet: "10.77.0.0/24".parse().unwrap(),
+            ranges: vec![(ip("10.77.0.100"), ip("10.77.0.101"))],
+        }]);
+        m.dhcp_decided(Duration::from_millis(2));
+        m.boot_waited("10.77.0.0/24");
+        let text = m.render(Format::Text).unwrap();
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
+        let mut family = (String::new(), String::new());
+        let mut names = Vec::new();
+        for line in text.lines() {
+            if let Some(help) = line.strip_prefix("# HELP ") {
+                let (name, help) = help.split_once(' ').unwrap();
+                assert!(!help.is_empty(), "{line}");
+                family = (name.to_string(), String::new());
+                names.push(name.to_string());
+            } else if let Some(t) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = t.split_once(' ').unwrap();
+                assert_eq!(name, family.0, "TYPE right after its HELP: {line}");
+                family.1 = kind.to_string();
+            } else {
+                let name = line.split(['{', ' ']).next().unwrap();
+                let base = match family.1.as_str() {
+                    "histogram" => ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .find_map(|s| name.strip_suffix(s))
+                        .unwrap_or(name),
+                    _ => name,
+                };
+                assert_eq!(base, family.0, "sample under its family's TYPE: {line}");
+                assert_eq!(
+                    family.1 == "counter",
+                    name.ends_with("_total"),
+                    "counters, and only counters, end in _total: {line}"
+                );
+            }
+        }
+        for name in [
+            "process_cpu_seconds_total",
+            "process_open_fds",
+            "process_max_fds",
+            "process_resident_memory_bytes",
+            "process_virtual_memory_bytes",
+            "process_start_time_seconds",
+            "rackboot_dhcp_received_total",
+            "rackboot_dhcp_decision_seconds",
+            "rackboot_tftp_sent_bytes_total",
+            "rackboot_dns_queries_total",
+            "rackboot_http_boot_waits_total",
+            "rackboot_catalog_files_ok",
+        ] {
+            assert!(names.iter().any(|n| n == name), "no family {name}:\n{text}");
+        }
+        let (om, text) = (
+            samples(&m.render(Format::OpenMetrics).unwrap()),
+            m.render(Format::Text).unwrap(),
+        );
+        let counter = r#"rackboot_dhcp_ignored_total{reason="error"} 0"#;
+        assert!(text.lines().any(|l| l == counter), "{text}");
+        assert_eq!(
+            value(&om, "rackboot_dhcp_ignored_total", r#"reason="error""#),
+            0.0
+        );
+    }
+
+    #[test]
+    fn every_help_text_is_a_plain_sentence() {
+        for (name, help) in Families::HELP {
+            assert!(
+                !help.is_empty() && !help.contains(['\\', '"', '\n']),
+                "rackboot_{name}: HELP {help:?} is empty or needs escaping"
+            );
+        }
     }
 
     #[test]
@@ -926,7 +1057,7 @@ mod tests {
         };
         m.update_pools(now, visit(std::slice::from_ref(&bound)));
         m.update_pools(now.plus_secs(2), visit(&[bound]));
-        let s = samples(&m.render().unwrap());
+        let s = samples(&m.render(Format::OpenMetrics).unwrap());
         let sub = r#"subnet="10.77.0.0/24""#;
         assert_eq!(value(&s, "rackboot_dhcp_pool_leased", sub), 0.0, "expired");
         assert_eq!(value(&s, "rackboot_dhcp_pool_addresses", sub), 2.0);
@@ -935,7 +1066,7 @@ mod tests {
     #[test]
     fn the_store_health_series_follow_the_store() {
         let m = Metrics::new(&[]);
-        let s = samples(&m.render().unwrap());
+        let s = samples(&m.render(Format::OpenMetrics).unwrap());
         assert_eq!(value(&s, "rackboot_store_unsaved_changes", ""), 0.0);
         assert_eq!(value(&s, "rackboot_store_failed_commits_total", ""), 0.0);
         let failing = crate::store::StoreHealth {
@@ -946,7 +1077,7 @@ mod tests {
         m.update_store(failing);
         // A second scrape of the same counts adds nothing.
         m.update_store(failing);
-        let s = samples(&m.render().unwrap());
+        let s = samples(&m.render(Format::OpenMetrics).unwrap());
         assert_eq!(value(&s, "rackboot_store_unsaved_changes", ""), 51.0);
         assert_eq!(value(&s, "rackboot_store_failed_commits_total", ""), 3.0);
         assert_eq!(
@@ -957,7 +1088,7 @@ mod tests {
             unsaved: 0,
             ..failing
         });
-        let s = samples(&m.render().unwrap());
+        let s = samples(&m.render(Format::OpenMetrics).unwrap());
         assert_eq!(value(&s, "rackboot_store_unsaved_changes", ""), 0.0);
     }
 }

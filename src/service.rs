@@ -454,11 +454,12 @@ pub async fn run(
             .map_err(|e| StartError::Zone(Box::new(e), config.clone()))?;
         let names = store.names();
         let forwarders = d.forwarders.clone();
+        let dns_metrics = Arc::clone(&metrics);
         let c = cancel.clone();
         tasks.spawn(async move {
             (
                 "DNS",
-                dns::serve(udp, tcp, zone, names, forwarders, c)
+                dns::serve(udp, tcp, zone, names, forwarders, dns_metrics, c)
                     .await
                     .map_err(|e| e.to_string()),
             )

@@ -110,7 +110,16 @@ impl Running {
         )
         .expect("zone");
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(serve(udp, tcp, zone, names, forwarders, cancel.clone()));
+        let metrics = Arc::new(rackboot::metrics::Metrics::new(&[]));
+        let task = tokio::spawn(serve(
+            udp,
+            tcp,
+            zone,
+            names,
+            forwarders,
+            metrics,
+            cancel.clone(),
+        ));
         Self {
             port,
             cancel,

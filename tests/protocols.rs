@@ -1803,6 +1803,9 @@ fn metrics_samples(text: &str) -> Vec<(String, String, f64)> {
     samples
 }
 
+/// curl arguments asking `/metrics` for OpenMetrics (the text format 0.0.4 is the default).
+const OPENMETRICS: &[&str] = &["-H", "Accept: application/openmetrics-text"];
+
 fn metrics_value(samples: &[(String, String, f64)], name: &str, labels: &str) -> f64 {
     samples
         .iter()
@@ -1817,7 +1820,7 @@ fn metrics_count_a_dhcp_exchange_and_a_tftp_fetch() {
     let mac = "52:54:00:10:0a:01";
     let net = ClientNet::new(&rb.lab, &[mac]);
 
-    let before = metrics_samples(&rb.http(&[], "/metrics").text());
+    let before = metrics_samples(&rb.http(OPENMETRICS, "/metrics").text());
     let sub = r#"subnet="10.77.0.0/24""#;
     assert_eq!(
         metrics_value(&before, "rackboot_dhcp_pool_leased", sub),
@@ -1842,7 +1845,7 @@ fn metrics_count_a_dhcp_exchange_and_a_tftp_fetch() {
         text(&out)
     );
 
-    let r = rb.http(&[], "/metrics");
+    let r = rb.http(OPENMETRICS, "/metrics");
     assert_eq!(r.status, 200, "{}", r.text());
     let content_type = r.header("content-type").unwrap_or_default();
     assert!(

@@ -3,7 +3,8 @@
 //! it wrote, or hand the query to the forwarder when it says so.
 //!
 //! Records come from the name table (memory, no store call), so a question is answered without
-//! awaiting anything.
+//! awaiting anything. Each message is counted once, by question type and result, with one atomic
+//! add ([`Metrics::dns_query`]).
 
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use hickory_proto::{
 use tracing::{debug, warn};
 
 use super::zone::{Answer, Apex, Zone};
+use crate::metrics::{DnsResult, DnsType, Metrics};
 use crate::model::Timestamp;
 use crate::names::NameTable;
 
@@ -69,6 +71,7 @@ pub struct Responder {
     ns: Name,
     /// The SOA mailbox (`hostmaster.<domain>`).
     hostmaster: Name,
+    metrics: Arc<Metrics>,
 }
 
 /// The decided response, before it is encoded.
@@ -101,7 +104,7 @@ impl Reply {
 }
 
 impl Responder {
-    pub fn new(zone: Zone, names: Arc<NameTable>, forwarding: bool) -> Self {
+    pub fn new(zone: Zone, names: Arc<NameTable>, forwarding: bool, metrics: Arc<Metrics>) -> Self {
         let ns = zone.domain().clone();
         let hostmaster = Name::from_ascii("hostmaster")
             .and_then(|n| n.append_domain(zone.domain()))
@@ -112,23 +115,40 @@ impl Responder {
             forwarding,
             ns,
             hostmaster,
+            metrics,
         }
     }
 
     /// Decodes `request`, decides, and on [`Outcome::Reply`] leaves the encoded response in
     /// `out` (cleared first). Undecodable messages with a whole header get FORMERR.
     pub fn respond(&self, request: &[u8], transport: Transport, out: &mut Vec<u8>) -> Outcome {
+        let (outcome, qtype, result) = self.respond_uncounted(request, transport, out);
+        self.metrics.dns_query(qtype, result);
+        outcome
+    }
+
+    /// [`Responder::respond`], also saying what to count.
+    fn respond_uncounted(
+        &self,
+        request: &[u8],
+        transport: Transport,
+        out: &mut Vec<u8>,
+    ) -> (Outcome, DnsType, DnsResult) {
         out.clear();
         let message = match Message::from_vec(request) {
             Ok(message) => message,
             Err(error) => {
                 debug!(%error, "undecodable DNS message");
-                return formerr(request, out);
+                return (formerr(request, out), DnsType::Other, DnsResult::Malformed);
             }
+        };
+        let qtype = match message.queries.as_slice() {
+            [query] => DnsType::of(query.query_type()),
+            _ => DnsType::Other,
         };
         // Responses are never answered: that is how reflection loops start.
         if message.metadata.message_type == MessageType::Response {
-            return Outcome::Drop;
+            return (Outcome::Drop, qtype, DnsResult::Malformed);
         }
         let limit = match (transport, &message.edns) {
             (Transport::Tcp, _) => u16::MAX,
@@ -137,7 +157,16 @@ impl Responder {
         };
         let reply = match self.decide(&message) {
             Some(reply) => reply,
-            None => return Outcome::Forward,
+            None => return (Outcome::Forward, qtype, DnsResult::Forwarded),
+        };
+        let mut result = match reply.code {
+            ResponseCode::NoError if reply.answers.is_empty() => DnsResult::NoData,
+            ResponseCode::NoError => DnsResult::Answered,
+            ResponseCode::NXDomain => DnsResult::NxDomain,
+            ResponseCode::Refused => DnsResult::Refused,
+            ResponseCode::FormErr => DnsResult::Malformed,
+            ResponseCode::NotImp | ResponseCode::BADVERS => DnsResult::Unsupported,
+            _ => DnsResult::ServFail,
         };
 
         let mut metadata = Metadata::response_from_request(&message.metadata);
@@ -161,6 +190,7 @@ impl Responder {
         encoder.set_max_size(limit);
         if let Err(error) = response.emit(&mut encoder) {
             warn!(%error, "could not encode a DNS response; answering SERVFAIL");
+            result = DnsResult::ServFail;
             out.clear();
             let mut failed = Message::new(
                 response.metadata.id,
@@ -173,10 +203,10 @@ impl Responder {
             failed.queries = response.queries;
             let mut encoder = BinEncoder::new(out);
             if failed.emit(&mut encoder).is_err() {
-                return Outcome::Drop;
+                return (Outcome::Drop, qtype, result);
             }
         }
-        Outcome::Reply
+        (Outcome::Reply, qtype, result)
     }
 
     /// The reply, or `None` when the message should be forwarded.
@@ -342,6 +372,10 @@ mod tests {
     use crate::model::{Lease, LeaseState, Mac};
 
     fn responder(forwarding: bool) -> Responder {
+        responder_counting(forwarding, Arc::new(Metrics::new(&[])))
+    }
+
+    fn responder_counting(forwarding: bool, metrics: Arc<Metrics>) -> Responder {
         let names = Arc::new(NameTable::new());
         names.set_node(
             Mac::new([2, 0, 0, 0, 0, 1]),
@@ -364,7 +398,7 @@ mod tests {
             Ipv4Addr::new(10, 0, 0, 1),
         )
         .unwrap();
-        Responder::new(zone, names, forwarding)
+        Responder::new(zone, names, forwarding, metrics)
     }
 
     fn ask(r: &Responder, name: &str, qtype: RecordType, rd: bool) -> (Outcome, Option<Message>) {
@@ -515,5 +549,52 @@ mod tests {
             r.respond(&response, Transport::Udp, &mut out),
             Outcome::Drop
         );
+    }
+
+    #[test]
+    fn counts_each_message_by_type_and_result() {
+        let metrics = Arc::new(Metrics::new(&[]));
+        let r = responder_counting(true, Arc::clone(&metrics));
+        let plain = responder_counting(false, Arc::clone(&metrics));
+        ask(&r, "node1.rack.internal.", RecordType::A, true);
+        ask(&r, "node1.rack.internal.", RecordType::A, true);
+        ask(&r, "3.2.1.10.in-addr.arpa.", RecordType::PTR, true);
+        ask(&r, "nosuch.rack.internal.", RecordType::A, true);
+        ask(&r, "node1.rack.internal.", RecordType::AAAA, true);
+        ask(&r, "example.com.", RecordType::MX, true);
+        ask(&plain, "example.com.", RecordType::A, true);
+        ask(&r, "example.com.", RecordType::A, false);
+        let mut out = Vec::new();
+        r.respond(&[1, 2], Transport::Udp, &mut out);
+        let truncated = [0x12, 0x34, 0x01, 0, 0, 1, 0, 0, 0, 0, 0, 0, 5, b'n'];
+        r.respond(&truncated, Transport::Udp, &mut out);
+        let mut notify = Message::query();
+        notify.metadata.op_code = OpCode::Notify;
+        notify.add_query(Query::query(
+            Name::from_ascii("rack.internal.").unwrap(),
+            RecordType::SOA,
+        ));
+        r.respond(&notify.to_vec().unwrap(), Transport::Udp, &mut out);
+
+        use {DnsResult as R, DnsType as T};
+        let want = [
+            (T::A, R::Answered, 2),
+            (T::Ptr, R::Answered, 1),
+            (T::A, R::NxDomain, 1),
+            (T::Aaaa, R::NoData, 1),
+            (T::Other, R::Forwarded, 1),
+            (T::A, R::Refused, 2),
+            (T::Other, R::Malformed, 2),
+            (T::Soa, R::Unsupported, 1),
+        ];
+        for &t in DnsType::ALL {
+            for &result in DnsResult::ALL {
+                let n = want
+                    .iter()
+                    .find(|w| w.0 == t && w.1 == result)
+                    .map_or(0, |w| w.2);
+                assert_eq!(metrics.dns_count(t, result), n, "{t:?} {result:?}");
+            }
+        }
     }
 }

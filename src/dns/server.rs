@@ -26,6 +26,7 @@ use super::{
     respond::{EDNS_PAYLOAD, Outcome, Responder, Transport},
     zone::Zone,
 };
+use crate::metrics::Metrics;
 use crate::names::NameTable;
 
 /// How long a TCP connection may stay silent (between or inside messages) before it is closed.
@@ -49,12 +50,14 @@ struct Dns {
     forwarder: Option<Forwarder>,
     /// Forwarded questions and TCP connections, so shutdown can wait for them.
     tasks: TaskTracker,
+    metrics: Arc<Metrics>,
     cancel: CancellationToken,
 }
 
 /// Answers questions for `zone` from `names` over `udp` and `tcp` until `cancel` fires, then
 /// stops both. Names outside the zones are forwarded to `forwarders` when the client asks for
-/// recursion and `forwarders` is not empty, else refused.
+/// recursion and `forwarders` is not empty, else refused. Every message is counted in
+/// `metrics`.
 ///
 /// Returns an error when either transport stops on its own (the other is then stopped too), so
 /// the caller learns that rackboot no longer answers DNS. A malformed packet never stops
@@ -65,6 +68,7 @@ pub async fn serve(
     zone: Zone,
     names: Arc<NameTable>,
     forwarders: Vec<SocketAddr>,
+    metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) -> Result<(), DnsError> {
     info!(
@@ -78,9 +82,10 @@ pub async fn serve(
     let forwarding = !forwarders.is_empty();
     let stop = cancel.child_token();
     let dns = Arc::new(Dns {
-        responder: Responder::new(zone, names, forwarding),
+        responder: Responder::new(zone, names, forwarding, Arc::clone(&metrics)),
         forwarder: forwarding.then(|| Forwarder::new(forwarders)),
         tasks: TaskTracker::new(),
+        metrics,
         cancel: stop.clone(),
     });
 
@@ -163,6 +168,7 @@ fn forward_udp(dns: &Arc<Dns>, socket: &Arc<UdpSocket>, query: &[u8], client: So
     let limit = udp_limit(query);
     let Some(slot) = forwarder.slot() else {
         warn!("too many DNS questions being forwarded at once; answering SERVFAIL");
+        dns.metrics.dns_forward_failed();
         let mut out = Vec::new();
         if Responder::error_response(query, ResponseCode::ServFail, &mut out) == Outcome::Reply {
             let _ = socket.try_send_to(&out, client);
@@ -182,6 +188,7 @@ fn forward_udp(dns: &Arc<Dns>, socket: &Arc<UdpSocket>, query: &[u8], client: So
         let bytes = match answer {
             Some(answer) => answer,
             None => {
+                dns.metrics.dns_forward_failed();
                 let mut out = Vec::new();
                 if Responder::error_response(&query, ResponseCode::ServFail, &mut out)
                     != Outcome::Reply
@@ -263,6 +270,7 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, dns: &Dns) {
                 match answer {
                     Some(answer) => answer,
                     None => {
+                        dns.metrics.dns_forward_failed();
                         if Responder::error_response(&message, ResponseCode::ServFail, &mut out)
                             != Outcome::Reply
                         {
