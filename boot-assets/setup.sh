@@ -89,6 +89,7 @@ readonly PROJECT_PACKAGES=(
     isc-dhcp-client udhcpc dnsutils curl atftp tftp-hpa # real clients the protocol tests drive
     isc-dhcp-relay                           # dhcrelay: the relay agent in tests/relay.rs
     tcpdump                                  # packet captures of test boots
+    kea-admin                                # perfdhcp: the DHCP storm in tests/dhcp_durability.rs
     nftables                                 # tests/tftp.rs: packet loss where the kernel lacks netem
     dnsmasq-base                             # lab IPv6 router adverts; proxyDHCP tests: address server
     prometheus                               # promtool and prometheus: tests/metrics.rs checks /metrics
