@@ -56,6 +56,7 @@ pub async fn offer(
             ranges: pool.ranges.clone(),
             fixed,
             wanted,
+            exact: false,
             state: LeaseState::Offered,
             expires: now.plus_secs(OFFER_HOLD_SECS),
             now,
@@ -106,6 +107,9 @@ pub async fn request(
             ranges: pool.ranges.clone(),
             fixed,
             wanted: Some(asked),
+            // Only the asked address: anything else would be bound for a full
+            // lease and then NAKed, and the pool drained by REQUESTs.
+            exact: true,
             state: LeaseState::Bound,
             expires: now.plus_secs(u64::from(pool.lease_seconds)),
             now,
@@ -113,9 +117,8 @@ pub async fn request(
         .await?;
     Ok(match lease {
         Some(l) if l.ip == asked => Outcome::Ack(l),
-        Some(l) => Outcome::Nak(format!("{asked} is not available; {} is", l.ip)),
-        None => Outcome::Nak(format!(
-            "{asked} is not available and the pool is exhausted"
+        _ => Outcome::Nak(format!(
+            "{asked} is not available (outside the ranges or held by another client)"
         )),
     })
 }
@@ -159,6 +162,37 @@ mod tests {
             broadcast: false,
             relay_info: None,
         }
+    }
+
+    #[tokio::test]
+    async fn a_naked_request_binds_nothing() {
+        let s = SqliteStore::in_memory().await.unwrap();
+        let p = pool();
+        let now = Timestamp(0);
+        // More REQUESTs for an address no client may have (rackboot's own) than the pool holds.
+        for n in 0..40 {
+            let out = request(
+                &s,
+                &p,
+                &req(mac(n), Some("10.0.0.1"), None, "0.0.0.0"),
+                None,
+                now,
+            )
+            .await
+            .unwrap();
+            assert!(matches!(out, Outcome::Nak(_)), "{out:?}");
+            assert_eq!(
+                s.lease_of(mac(n)).await.unwrap(),
+                None,
+                "NAK bound an address"
+            );
+        }
+        // The pool is whole: a new client is still offered an address.
+        let offered = offer(&s, &p, mac(200), None, None, now).await.unwrap();
+        assert_eq!(
+            offered.map(|l| l.ip.to_string()).as_deref(),
+            Some("10.0.0.10")
+        );
     }
 
     #[tokio::test]

@@ -111,6 +111,10 @@ pub struct LeaseRequest {
     pub fixed: Option<Ipv4Addr>,
     /// The address the client asked for (option 50), honoured when free.
     pub wanted: Option<Ipv4Addr>,
+    /// Only `wanted` (or the fixed address) will do, nothing else is
+    /// picked: a DHCPREQUEST names its address, and the NAK that answers one
+    /// that cannot be had must bind nothing.
+    pub exact: bool,
     pub state: LeaseState,
     pub expires: Timestamp,
     pub now: Timestamp,

@@ -1845,11 +1845,12 @@ impl Store for SqliteStore {
                     chosen = Some(fixed);
                 }
             } else {
-                chosen = current
+                let candidates = if req.exact { None } else { current };
+                chosen = candidates
                     .into_iter()
                     .chain(req.wanted)
                     .find(|ip| in_range(*ip) && !c.taken_by_other(*ip, req.mac, now));
-                for &(first, last) in &req.ranges {
+                for &(first, last) in req.ranges.iter().filter(|_| !req.exact) {
                     if chosen.is_some() {
                         break;
                     }
@@ -1991,6 +1992,7 @@ mod tests {
             ranges: vec![("10.0.0.10".parse().unwrap(), "10.0.0.12".parse().unwrap())],
             fixed: None,
             wanted: None,
+            exact: false,
             state: LeaseState::Bound,
             expires: Timestamp(now + 3_600_000),
             now: Timestamp(now),
