@@ -927,6 +927,17 @@ fn dhcp_packets_that_do_not_parse_are_ignored_and_serving_continues() {
             "option longer than the packet",
             [&header[..], &cookie, &discover, &[60, 200], b"PXEClient"].concat(),
         ),
+        // Each of these two once stopped rackboot: hlen 17 made the codec slice
+        // chaddr past its 16 bytes; option 152 with length 2 hit its debug assertion.
+        ("hardware address length 17", {
+            let mut p = [&header[..], &cookie, &discover, &[255]].concat();
+            p[2] = 17;
+            p
+        }),
+        (
+            "option 152 with length 2",
+            [&header[..], &cookie, &discover, &[152, 2, 0, 0, 255]].concat(),
+        ),
     ];
     let mut args = vec!["-c", SEND_RAW_DHCP, "c0"];
     let hexes: Vec<String> = packets.iter().map(|(_, p)| hex(p)).collect();
