@@ -26,7 +26,8 @@ use super::{
     respond::{EDNS_PAYLOAD, Outcome, Responder, Transport},
     zone::Zone,
 };
-use crate::metrics::Metrics;
+use crate::contain;
+use crate::metrics::{Metrics, Service};
 use crate::names::NameTable;
 
 /// How long a TCP connection may stay silent (between or inside messages) before it is closed.
@@ -133,7 +134,11 @@ async fn serve_udp(socket: Arc<UdpSocket>, dns: Arc<Dns>) -> Result<(), DnsError
         if src.port() == 0 {
             continue;
         }
-        match dns.responder.respond(&buf[..len], Transport::Udp, &mut out) {
+        let question = &buf[..len];
+        let outcome = contain::request(&dns.metrics, Service::Dns, src, question, || {
+            dns.responder.respond(question, Transport::Udp, &mut out)
+        });
+        match outcome.unwrap_or(Outcome::Drop) {
             Outcome::Reply => send_udp(&socket, &out, src).await,
             Outcome::Forward => forward_udp(&dns, &socket, &buf[..len], src),
             Outcome::Drop => {}
@@ -256,7 +261,10 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, dns: &Dns) {
         ) {
             return;
         }
-        let reply = match dns.responder.respond(&message, Transport::Tcp, &mut out) {
+        let outcome = contain::request(&dns.metrics, Service::Dns, peer, &message, || {
+            dns.responder.respond(&message, Transport::Tcp, &mut out)
+        });
+        let reply = match outcome.unwrap_or(Outcome::Drop) {
             Outcome::Reply => std::mem::take(&mut out),
             Outcome::Drop => {
                 debug!(%peer, "DNS TCP message dropped; closing the connection");

@@ -6,6 +6,8 @@
 //! client's ACK ([`BusyPoll`]) and drives a [`Session`]; what may be read
 //! and who waits is the [`AssetsHandler`]'s.
 
+use crate::contain;
+use crate::metrics::Service;
 use std::collections::HashSet;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -86,7 +88,13 @@ pub async fn serve(
             },
         };
         let bytes = &buf[..n];
-        match Packet::parse(bytes) {
+        let metrics = shared.handler.metrics();
+        let Some(parsed) = contain::request(metrics, Service::Tftp, client, bytes, || {
+            Packet::parse(bytes)
+        }) else {
+            continue;
+        };
+        match parsed {
             Ok(Packet::Rrq(req)) => start(&shared, client, req, &cancel),
             Ok(Packet::Wrq(req)) => {
                 let (code, msg) = shared.handler.refuse_write(client, &req.filename);
