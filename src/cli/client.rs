@@ -142,11 +142,16 @@ impl Client {
             req = req.body(b);
         }
         self.runtime.block_on(async {
-            let resp = req.send().await.map_err(|e| {
-                Failure::Unavailable(format!(
+            let resp = req.send().await.map_err(|e| match tls_failure(&e) {
+                Some(tls) => Failure::Unavailable(format!(
+                    "TLS with rackboot at {} failed: {tls} (is the server's certificate signed by a CA \
+                     this host trusts, for the name in --server?)",
+                    self.base
+                )),
+                None => Failure::Unavailable(format!(
                     "cannot reach rackboot at {}: {e} (is it running? set --server or RACKBOOT_SERVER)",
                     self.base
-                ))
+                )),
             })?;
             let status = resp.status();
             let text = resp.text().await.map_err(|e| {
@@ -276,4 +281,25 @@ mod tests {
         assert!(e.contains("line 1"), "{e}");
         assert_eq!(query_value("rack=r1,role!=x"), "rack%3Dr1%2Crole%21%3Dx");
     }
+}
+
+/// The TLS error under a failed request, if that is why it failed (an
+/// unknown CA, a name the certificate does not hold): rustls' own error,
+/// which the connector wraps in an I/O error.
+fn tls_failure(e: &reqwest::Error) -> Option<rustls::Error> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(tls) = c.downcast_ref::<rustls::Error>() {
+            return Some(tls.clone());
+        }
+        if let Some(tls) = c
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(tls.clone());
+        }
+        cause = c.source();
+    }
+    None
 }
