@@ -285,21 +285,20 @@ mod tests {
 
 /// The TLS error under a failed request, if that is why it failed (an
 /// unknown CA, a name the certificate does not hold): rustls' own error,
-/// which the connector wraps in an I/O error.
+/// which the connector wraps in I/O errors (two deep with reqwest 0.12), and
+/// an I/O error's `source()` skips the error it wraps: `get_ref` reaches it.
 fn tls_failure(e: &reqwest::Error) -> Option<rustls::Error> {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = cause {
         if let Some(tls) = c.downcast_ref::<rustls::Error>() {
             return Some(tls.clone());
         }
-        if let Some(tls) = c
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        {
-            return Some(tls.clone());
-        }
-        cause = c.source();
+        cause = match c.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => c.source(),
+        };
     }
     None
 }
