@@ -264,25 +264,6 @@ pub fn print_json(v: &Value) {
     );
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_are_read_bare_or_from_a_tokens_file_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("t");
-        std::fs::write(&p, "# mine\nadmin abc123 ops team\n").unwrap();
-        assert_eq!(token_from_file(&p).unwrap(), "abc123");
-        std::fs::write(&p, "\n  xyz789\n").unwrap();
-        assert_eq!(token_from_file(&p).unwrap(), "xyz789");
-        std::fs::write(&p, "root abc def\n").unwrap();
-        let e = token_from_file(&p).unwrap_err().to_string();
-        assert!(e.contains("line 1"), "{e}");
-        assert_eq!(query_value("rack=r1,role!=x"), "rack%3Dr1%2Crole%21%3Dx");
-    }
-}
-
 /// The TLS error under a failed request, if that is why it failed (an
 /// unknown CA, a name the certificate does not hold): rustls' own error,
 /// which the connector wraps in I/O errors (two deep with reqwest 0.12), and
@@ -301,4 +282,23 @@ fn tls_failure(e: &reqwest::Error) -> Option<rustls::Error> {
         };
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_read_bare_or_from_a_tokens_file_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t");
+        std::fs::write(&p, "# mine\nadmin abc123 ops team\n").unwrap();
+        assert_eq!(token_from_file(&p).unwrap(), "abc123");
+        std::fs::write(&p, "\n  xyz789\n").unwrap();
+        assert_eq!(token_from_file(&p).unwrap(), "xyz789");
+        std::fs::write(&p, "root abc def\n").unwrap();
+        let e = token_from_file(&p).unwrap_err().to_string();
+        assert!(e.contains("line 1"), "{e}");
+        assert_eq!(query_value("rack=r1,role!=x"), "rack%3Dr1%2Crole%21%3Dx");
+    }
 }
