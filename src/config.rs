@@ -658,15 +658,13 @@ impl Config {
                         format!("{first}..{last} overlaps {a}..{b}"),
                     ));
                 }
-                if let Some(addr) = raw.network.address {
-                    if (u32::from(first)..=u32::from(last)).contains(&u32::from(addr)) {
-                        return Err(invalid(
-                            "network.address",
-                            format!(
-                                "{addr} lies inside {first}..{last}: it could be leased to a node"
-                            ),
-                        ));
-                    }
+                if let Some(addr) = raw.network.address
+                    && (u32::from(first)..=u32::from(last)).contains(&u32::from(addr))
+                {
+                    return Err(invalid(
+                        "network.address",
+                        format!("{addr} lies inside {first}..{last}: it could be leased to a node"),
+                    ));
                 }
                 ranges.push((first, last));
             }
@@ -676,10 +674,10 @@ impl Config {
                     "a proxy subnet hands out no addresses: remove its ranges".into(),
                 ));
             }
-            if let Some(r) = sn.router {
-                if !cidr.contains(&r) {
-                    return Err(invalid(&key("router"), format!("{r} is not inside {cidr}")));
-                }
+            if let Some(r) = sn.router
+                && !cidr.contains(&r)
+            {
+                return Err(invalid(&key("router"), format!("{r} is not inside {cidr}")));
             }
             let lease_seconds = sn.lease_seconds.unwrap_or(d.lease_seconds);
             if lease_seconds < 60 {
@@ -698,13 +696,14 @@ impl Config {
                 unknown_clients: sn.unknown_clients,
             });
         }
-        if let Some(addr) = raw.network.address {
-            if d.enabled && !subnets.iter().any(|s| s.cidr.contains(&addr)) {
-                return Err(invalid(
-                    "network.address",
-                    format!("{addr} is inside no [[dhcp.subnet]]: add the boot network's subnet"),
-                ));
-            }
+        if let Some(addr) = raw.network.address
+            && d.enabled
+            && !subnets.iter().any(|s| s.cidr.contains(&addr))
+        {
+            return Err(invalid(
+                "network.address",
+                format!("{addr} is inside no [[dhcp.subnet]]: add the boot network's subnet"),
+            ));
         }
         if raw.tftp.max_transfers == 0 {
             return Err(invalid(

@@ -14,6 +14,14 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = rackboot::cli::Cli::parse();
+    if !matches!(cli.command, rackboot::cli::Command::Serve { .. }) {
+        // A command's output piped into `head` ends like any Unix filter's:
+        // quietly, by SIGPIPE, instead of a panic on the broken pipe (Rust
+        // ignores SIGPIPE by default). Not for `serve`: a client closing its
+        // socket must cost one write, not the process.
+        // SAFETY: before any thread starts; SIG_DFL is a valid disposition.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match rackboot::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -224,10 +224,10 @@ impl Inner {
         if self.by_host.get(&old.hostname) == Some(&mac) {
             self.by_host.remove(&old.hostname);
         }
-        if let Some(ip) = old.fixed {
-            if self.by_fixed.get(&ip) == Some(&mac) {
-                self.by_fixed.remove(&ip);
-            }
+        if let Some(ip) = old.fixed
+            && self.by_fixed.get(&ip) == Some(&mac)
+        {
+            self.by_fixed.remove(&ip);
         }
         true
     }

@@ -1195,6 +1195,21 @@ fn the_api_is_served_over_https_with_an_rsa_certificate() {
         std::time::Duration::from_secs(20),
     );
     assert!(!out.status.success(), "curl must refuse an unknown CA");
+    // So is rackboot's own CLI, and it says that TLS failed, not that the
+    // server may not be running.
+    let out = rb.lab.run(
+        env!("CARGO_BIN_EXE_rackboot"),
+        &["node", "list", "--server", "https://10.77.0.1:8443"],
+        std::time::Duration::from_secs(20),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the CLI must refuse an unknown CA");
+    assert!(
+        err.contains("TLS with rackboot at https://10.77.0.1:8443 failed")
+            && err.contains("certificate")
+            && !err.contains("is it running"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -370,3 +370,33 @@ fn node_history_names_who_changed_what_and_protected_nodes_need_force() {
     ok(cli(&rb, admin, &["node", "delete", mac, "--force"]));
     fails(cli(&rb, admin, &["node", "show", mac]), 1, &["404"]);
 }
+
+/// `rackboot node list --json | head -1`: a reader that went away ends the
+/// command quietly by SIGPIPE, as it ends any Unix filter, not with a panic
+/// (exit 101) on the broken pipe. The pipe's read end is closed before the
+/// command starts, so its first write meets the broken pipe every time.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly_like_a_unix_filter() {
+    let rb = Server::start("cli-pipe", Setup::default());
+    let server = format!("http://{SERVER_IP}");
+    let script = format!(
+        "import os, subprocess, sys\n\
+         r, w = os.pipe()\n\
+         os.close(r)\n\
+         p = subprocess.run([{RACKBOOT:?}, 'node', 'list', '--json', '--server', {server:?}, \
+         '--token', {ADMIN_TOKEN:?}], stdout=w, stderr=subprocess.PIPE, timeout=20)\n\
+         print(p.returncode)\n\
+         sys.stdout.write(p.stderr.decode())\n"
+    );
+    let out = rb
+        .lab
+        .run("python3", &["-c", &script], Duration::from_secs(30));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        said.lines().next(),
+        Some("-13"),
+        "want an end by SIGPIPE (13) and nothing said:\n{said}"
+    );
+    assert!(!said.contains("panicked"), "{said}");
+}

@@ -195,11 +195,9 @@ pub fn add(
         return Err(IntoBootenvError::Invalid { path, source });
     }
     let changed = old.as_deref() != Some(text.as_str());
-    if changed {
-        if let Err(e) = replace_file(&path, &text) {
-            undo(&imported);
-            return Err(e);
-        }
+    if changed && let Err(e) = replace_file(&path, &text) {
+        undo(&imported);
+        return Err(e);
     }
     Ok(Added {
         imported,

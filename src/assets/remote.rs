@@ -267,19 +267,19 @@ impl Fetcher {
                 want: want.to_string(),
             });
         }
-        if !remote.kernel_for.is_empty() {
-            if let Err(reason) = super::check_kernel(&prefix, &remote.kernel_for) {
-                let tables: Vec<String> = remote
-                    .kernel_for
-                    .iter()
-                    .map(|a| format!("[arch.{a}]"))
-                    .collect();
-                return Err(FetchError::NotAKernel {
-                    url: shown,
-                    tables: tables.join(" "),
-                    reason,
-                });
-            }
+        if !remote.kernel_for.is_empty()
+            && let Err(reason) = super::check_kernel(&prefix, &remote.kernel_for)
+        {
+            let tables: Vec<String> = remote
+                .kernel_for
+                .iter()
+                .map(|a| format!("[arch.{a}]"))
+                .collect();
+            return Err(FetchError::NotAKernel {
+                url: shown,
+                tables: tables.join(" "),
+                reason,
+            });
         }
         let dest = self.store_dir.join(want);
         match std::fs::hard_link(&tmp, &dest) {

@@ -268,10 +268,10 @@ impl Catalog {
         bootenvs.insert(LOCAL.to_string(), Bootenv::builtin_local());
         sources.insert(LOCAL.to_string(), PathBuf::from("(built in)"));
         let mut files = sorted_files(bootenvs_dir)?;
-        if let Some((path, _)) = replace {
-            if !files.iter().any(|p| p == path) {
-                files.push(path.to_path_buf());
-            }
+        if let Some((path, _)) = replace
+            && !files.iter().any(|p| p == path)
+        {
+            files.push(path.to_path_buf());
         }
         for path in files {
             if path.extension().is_some_and(|e| e == "toml") {
@@ -362,13 +362,13 @@ impl Catalog {
             }
         }
         for (name, (path, text, header)) in &scripts {
-            if let Some(b) = &header.bootenv {
-                if !bootenvs.contains_key(b) {
-                    return Err(CatalogError::UnknownScriptBootenv {
-                        path: path.clone(),
-                        bootenv: b.clone(),
-                    });
-                }
+            if let Some(b) = &header.bootenv
+                && !bootenvs.contains_key(b)
+            {
+                return Err(CatalogError::UnknownScriptBootenv {
+                    path: path.clone(),
+                    bootenv: b.clone(),
+                });
             }
             env.add_template_owned(script_template(name), text.clone())
                 .map_err(|e| CatalogError::Template {
@@ -394,12 +394,11 @@ impl Catalog {
         // Every bootenv naming the digest as a kernel counts.
         for b in bootenvs.values() {
             for (arch, boot) in &b.arches {
-                if let ArchBoot::Kernel { kernel, .. } = boot {
-                    if let Some(entry) = remote.get_mut(kernel) {
-                        if !entry.kernel_for.contains(arch) {
-                            entry.kernel_for.push(*arch);
-                        }
-                    }
+                if let ArchBoot::Kernel { kernel, .. } = boot
+                    && let Some(entry) = remote.get_mut(kernel)
+                    && !entry.kernel_for.contains(arch)
+                {
+                    entry.kernel_for.push(*arch);
                 }
             }
         }

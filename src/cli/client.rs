@@ -142,11 +142,16 @@ impl Client {
             req = req.body(b);
         }
         self.runtime.block_on(async {
-            let resp = req.send().await.map_err(|e| {
-                Failure::Unavailable(format!(
+            let resp = req.send().await.map_err(|e| match tls_failure(&e) {
+                Some(tls) => Failure::Unavailable(format!(
+                    "TLS with rackboot at {} failed: {tls} (is the server's certificate signed by a CA \
+                     this host trusts, for the name in --server?)",
+                    self.base
+                )),
+                None => Failure::Unavailable(format!(
                     "cannot reach rackboot at {}: {e} (is it running? set --server or RACKBOOT_SERVER)",
                     self.base
-                ))
+                )),
             })?;
             let status = resp.status();
             let text = resp.text().await.map_err(|e| {
@@ -257,6 +262,26 @@ pub fn print_json(v: &Value) {
         "{}",
         serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
     );
+}
+
+/// The TLS error under a failed request, if that is why it failed (an
+/// unknown CA, a name the certificate does not hold): rustls' own error,
+/// which the connector wraps in I/O errors (two deep with reqwest 0.12), and
+/// an I/O error's `source()` skips the error it wraps: `get_ref` reaches it.
+fn tls_failure(e: &reqwest::Error) -> Option<rustls::Error> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(tls) = c.downcast_ref::<rustls::Error>() {
+            return Some(tls.clone());
+        }
+        cause = match c.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => c.source(),
+        };
+    }
+    None
 }
 
 #[cfg(test)]

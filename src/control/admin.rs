@@ -357,14 +357,14 @@ fn clash(all: &HashMap<Mac, Node>, nodes: &[Node]) -> Option<(usize, &'static st
                 format!("hostname {} already belongs to {other}", n.hostname),
             ));
         }
-        if let Some(ip) = n.ipv4 {
-            if let Some(other) = addrs.insert(ip, n.mac) {
-                return Some((
-                    i,
-                    "ipv4",
-                    format!("address {ip} already belongs to {other}"),
-                ));
-            }
+        if let Some(ip) = n.ipv4
+            && let Some(other) = addrs.insert(ip, n.mac)
+        {
+            return Some((
+                i,
+                "ipv4",
+                format!("address {ip} already belongs to {other}"),
+            ));
         }
     }
     None

@@ -153,10 +153,11 @@ fn relay_info_text(info: &dhcproto::v4::relay::RelayAgentInformation) -> Option<
 /// Option 77 per RFC 3004 is a list of length-prefixed strings, but iPXE
 /// (and most PXE ROMs) send one bare string. Accept both.
 fn user_class_text(raw: &[u8]) -> String {
-    if let Some((&len, rest)) = raw.split_first() {
-        if len as usize == rest.len() && !rest.is_empty() {
-            return String::from_utf8_lossy(rest).into_owned();
-        }
+    if let Some((&len, rest)) = raw.split_first()
+        && len as usize == rest.len()
+        && !rest.is_empty()
+    {
+        return String::from_utf8_lossy(rest).into_owned();
     }
     String::from_utf8_lossy(raw).into_owned()
 }

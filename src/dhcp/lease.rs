@@ -75,16 +75,16 @@ pub async fn request(
     now: Timestamp,
 ) -> Result<Outcome, StoreError> {
     let mac = req.client.mac;
-    if let Some(sid) = req.server_id {
-        if sid != pool.server_ip {
-            // The client took another server's offer: free what we held.
-            if let Some(l) = store.lease_of(mac).await? {
-                if l.state == LeaseState::Offered {
-                    store.release(mac, l.ip).await?;
-                }
-            }
-            return Ok(Outcome::Silent(format!("client chose server {sid}")));
+    if let Some(sid) = req.server_id
+        && sid != pool.server_ip
+    {
+        // The client took another server's offer: free what we held.
+        if let Some(l) = store.lease_of(mac).await?
+            && l.state == LeaseState::Offered
+        {
+            store.release(mac, l.ip).await?;
         }
+        return Ok(Outcome::Silent(format!("client chose server {sid}")));
     }
     let asked = match (req.requested_ip, req.ciaddr.is_unspecified()) {
         (Some(ip), _) => ip,
@@ -94,12 +94,12 @@ pub async fn request(
     if !pool.subnet.contains(&asked) {
         return Ok(Outcome::Nak(format!("{asked} is not on this network")));
     }
-    if let Some(f) = fixed {
-        if f != asked {
-            return Ok(Outcome::Nak(format!(
-                "this node's address is {f}, not {asked}"
-            )));
-        }
+    if let Some(f) = fixed
+        && f != asked
+    {
+        return Ok(Outcome::Nak(format!(
+            "this node's address is {f}, not {asked}"
+        )));
     }
     let lease = store
         .allocate(&LeaseRequest {

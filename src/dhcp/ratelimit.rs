@@ -104,10 +104,10 @@ impl RateLimits {
         relay: Option<Ipv4Addr>,
         now: Duration,
     ) -> Result<(), Limited> {
-        if let Some(r) = relay {
-            if !self.per_relay.allow(r, now) {
-                return Err(Limited::Relay);
-            }
+        if let Some(r) = relay
+            && !self.per_relay.allow(r, now)
+        {
+            return Err(Limited::Relay);
         }
         if !self.per_mac.allow(mac, now) {
             return Err(Limited::Mac);

@@ -415,17 +415,17 @@ async fn answer(
             return Ok(None);
         }
     };
-    if let Some(info) = &req.relay_info {
-        if node.relay_info.as_deref() != Some(info.as_str()) {
-            store.set_node_relay_info(mac, Some(info)).await?;
-            ctx.timeline
-                .record(
-                    mac,
-                    EventKind::DhcpRelay,
-                    format!("relay agent information: {info}"),
-                )
-                .await;
-        }
+    if let Some(info) = &req.relay_info
+        && node.relay_info.as_deref() != Some(info.as_str())
+    {
+        store.set_node_relay_info(mac, Some(info)).await?;
+        ctx.timeline
+            .record(
+                mac,
+                EventKind::DhcpRelay,
+                format!("relay agent information: {info}"),
+            )
+            .await;
     }
     let decision = decide_for_node(&req.client, &node, &ctx.loaders, &ctx.urls, now);
     let arch = match &decision {

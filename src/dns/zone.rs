@@ -202,11 +202,12 @@ impl Zone {
         let mut labels = 0;
         for label in name.iter().rev().skip(2) {
             labels += 1;
-            if known == labels - 1 && known < 4 {
-                if let Some(octet) = parse_octet(label) {
-                    octets[known] = octet;
-                    known += 1;
-                }
+            if known == labels - 1
+                && known < 4
+                && let Some(octet) = parse_octet(label)
+            {
+                octets[known] = octet;
+                known += 1;
             }
         }
         let below = labels - known;

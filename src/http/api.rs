@@ -200,12 +200,12 @@ pub async fn events(
     Query(q): Query<EventsQuery>,
 ) -> Result<Json<Vec<Event>>, ApiError> {
     let mac = parse_mac(&mac)?;
-    if let Some(k) = &q.kind {
-        if !EventKind::ALL.iter().any(|e| e.in_family(k)) {
-            return Err(ApiError(HttpError::bad_request(format!(
-                "no event is of kind `{k}` (a kind such as `admin.change`, or a family such as `admin`, `dhcp`, `http`)"
-            ))));
-        }
+    if let Some(k) = &q.kind
+        && !EventKind::ALL.iter().any(|e| e.in_family(k))
+    {
+        return Err(ApiError(HttpError::bad_request(format!(
+            "no event is of kind `{k}` (a kind such as `admin.change`, or a family such as `admin`, `dhcp`, `http`)"
+        ))));
     }
     record(&ctx, mac).await?;
     let mut events = ctx.store.events(mac).await?;

@@ -195,37 +195,37 @@ pub async fn asset(
     let full = crate::tftp::resolve_asset(&ctx.assets_dir, &path)
         .map_err(|_| HttpError::not_found(format!("no asset `{path}`")))?;
     let mut finishes_boot = None;
-    if req.method() == Method::GET {
-        if let Some(mac) = &q.mac {
-            let mac = parse_mac(mac)?;
-            if let Some(node) = ctx.store.node(mac).await? {
-                let handed = ctx.scripts.last_handed(mac);
-                let bootenv = match &handed {
-                    Some(s) => s.bootenv.clone(),
-                    None => {
-                        // Only after a restart: the timeline says (and
-                        // reading it makes the store commit what is pending).
-                        let events = ctx.store.events(mac).await?;
-                        lifecycle::rendered_bootenv(&events)
-                            .map(str::to_string)
-                            .unwrap_or_else(|| effective_bootenv(&node, Timestamp::now()).bootenv)
-                    }
-                };
-                let kind = asset_role(&ctx, &node, &bootenv, &path);
-                let range = req.headers().get(header::RANGE);
-                if range.is_none()
-                    && handed.is_some_and(|s| s.last_fetch.as_deref() == Some(path.as_str()))
-                {
-                    finishes_boot = Some(mac);
+    if req.method() == Method::GET
+        && let Some(mac) = &q.mac
+    {
+        let mac = parse_mac(mac)?;
+        if let Some(node) = ctx.store.node(mac).await? {
+            let handed = ctx.scripts.last_handed(mac);
+            let bootenv = match &handed {
+                Some(s) => s.bootenv.clone(),
+                None => {
+                    // Only after a restart: the timeline says (and
+                    // reading it makes the store commit what is pending).
+                    let events = ctx.store.events(mac).await?;
+                    lifecycle::rendered_bootenv(&events)
+                        .map(str::to_string)
+                        .unwrap_or_else(|| effective_bootenv(&node, Timestamp::now()).bootenv)
                 }
-                let range = range
-                    .and_then(|v| v.to_str().ok())
-                    .map(|r| format!(", {r}"))
-                    .unwrap_or_default();
-                ctx.timeline
-                    .record(mac, kind, format!("{path}{range}"))
-                    .await;
+            };
+            let kind = asset_role(&ctx, &node, &bootenv, &path);
+            let range = req.headers().get(header::RANGE);
+            if range.is_none()
+                && handed.is_some_and(|s| s.last_fetch.as_deref() == Some(path.as_str()))
+            {
+                finishes_boot = Some(mac);
             }
+            let range = range
+                .and_then(|v| v.to_str().ok())
+                .map(|r| format!(", {r}"))
+                .unwrap_or_default();
+            ctx.timeline
+                .record(mac, kind, format!("{path}{range}"))
+                .await;
         }
     }
     // On rackboot's own boot-path connections the body goes out by

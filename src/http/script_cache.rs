@@ -62,14 +62,13 @@ impl ScriptCache {
         catalog_generation: u64,
         render: impl FnOnce() -> Result<RenderedScript, E>,
     ) -> Result<Arc<RenderedScript>, E> {
-        if let Some(r) = self.lock().get(&node.mac).and_then(|e| e.rendered.as_ref()) {
-            if r.catalog_generation == catalog_generation
-                && r.bootenv == bootenv
-                && r.arch == arch
-                && same_for_render(&r.node, node)
-            {
-                return Ok(r.script.clone());
-            }
+        if let Some(r) = self.lock().get(&node.mac).and_then(|e| e.rendered.as_ref())
+            && r.catalog_generation == catalog_generation
+            && r.bootenv == bootenv
+            && r.arch == arch
+            && same_for_render(&r.node, node)
+        {
+            return Ok(r.script.clone());
         }
         // Rendered outside the lock: two requests racing both render, and
         // either result is right.
@@ -110,10 +109,11 @@ impl ScriptCache {
 }
 
 fn make_room(entries: &mut HashMap<Mac, Entry>, mac: Mac) {
-    if entries.len() >= MAX_ENTRIES && !entries.contains_key(&mac) {
-        if let Some(victim) = entries.keys().next().copied() {
-            entries.remove(&victim);
-        }
+    if entries.len() >= MAX_ENTRIES
+        && !entries.contains_key(&mac)
+        && let Some(victim) = entries.keys().next().copied()
+    {
+        entries.remove(&victim);
     }
 }
 

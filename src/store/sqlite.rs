@@ -195,10 +195,10 @@ impl Cache {
         if self.by_hostname.get(&old.hostname.to_ascii_lowercase()) == Some(&mac) {
             self.by_hostname.remove(&old.hostname.to_ascii_lowercase());
         }
-        if let Some(ip) = old.ipv4 {
-            if self.by_fixed_ip.get(&ip) == Some(&mac) {
-                self.by_fixed_ip.remove(&ip);
-            }
+        if let Some(ip) = old.ipv4
+            && self.by_fixed_ip.get(&ip) == Some(&mac)
+        {
+            self.by_fixed_ip.remove(&ip);
         }
         self.events_since_trim.remove(&mac);
         self.seen_saved.remove(&mac);
@@ -209,13 +209,14 @@ impl Cache {
     /// Why `node` cannot be stored beside the records of every MAC not in
     /// `replaced`: its hostname or fixed address belongs to one of them.
     fn clash(&self, node: &Node, replaced: &dyn Fn(Mac) -> bool) -> Option<String> {
-        if let Some(other) = self.by_hostname.get(&node.hostname.to_ascii_lowercase()) {
-            if *other != node.mac && !replaced(*other) {
-                return Some(format!(
-                    "hostname {} already belongs to {other}",
-                    node.hostname
-                ));
-            }
+        if let Some(other) = self.by_hostname.get(&node.hostname.to_ascii_lowercase())
+            && *other != node.mac
+            && !replaced(*other)
+        {
+            return Some(format!(
+                "hostname {} already belongs to {other}",
+                node.hostname
+            ));
         }
         let ip = node.ipv4?;
         let other = self.by_fixed_ip.get(&ip)?;
@@ -244,13 +245,13 @@ impl Cache {
                     n.hostname, n.mac
                 )));
             }
-            if let Some(ip) = n.ipv4 {
-                if let Some(other) = addrs.insert(ip, n.mac) {
-                    return Err(StoreError::Conflict(format!(
-                        "address {ip} is given to both {other} and {}",
-                        n.mac
-                    )));
-                }
+            if let Some(ip) = n.ipv4
+                && let Some(other) = addrs.insert(ip, n.mac)
+            {
+                return Err(StoreError::Conflict(format!(
+                    "address {ip} is given to both {other} and {}",
+                    n.mac
+                )));
             }
             // Records being replaced in this same write give up their
             // names and addresses to it.
@@ -269,12 +270,11 @@ impl Cache {
 
     fn put_lease(&mut self, lease: Lease) {
         let ip = u32::from(lease.ip);
-        if let Some(old) = self.leases.get(&ip) {
-            if let Some(m) = old.mac {
-                if self.lease_of.get(&m) == Some(&ip) {
-                    self.lease_of.remove(&m);
-                }
-            }
+        if let Some(old) = self.leases.get(&ip)
+            && let Some(m) = old.mac
+            && self.lease_of.get(&m) == Some(&ip)
+        {
+            self.lease_of.remove(&m);
         }
         if let Some(m) = lease.mac {
             self.lease_of.insert(m, ip);
@@ -285,10 +285,10 @@ impl Cache {
 
     fn drop_lease(&mut self, ip: u32) -> Option<Lease> {
         let old = self.leases.remove(&ip)?;
-        if let Some(m) = old.mac {
-            if self.lease_of.get(&m) == Some(&ip) {
-                self.lease_of.remove(&m);
-            }
+        if let Some(m) = old.mac
+            && self.lease_of.get(&m) == Some(&ip)
+        {
+            self.lease_of.remove(&m);
         }
         self.names.drop_lease(old.ip);
         Some(old)
