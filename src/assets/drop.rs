@@ -272,26 +272,15 @@ fn fingerprint(dir: &Path) -> Fingerprint {
 mod tests {
     use super::*;
 
-    /// An x86_64 bzImage header behind an EFI stub's MZ/PE header: what
-    /// both `[arch.bios]` and `[arch.x86_64_efi]` boot.
+    /// An x86_64 bzImage behind an EFI stub: what `[arch.bios]` and
+    /// `[arch.x86_64_efi]` both boot.
     fn bzimage() -> Vec<u8> {
-        let mut b = efi_application();
-        b[510] = 0x55;
-        b[511] = 0xAA;
-        b[0x202..0x206].copy_from_slice(b"HdrS");
-        b[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
-        b[0x236..0x238].copy_from_slice(&1u16.to_le_bytes());
-        b
+        crate::assets::test_headers::bzimage(0x020f, 1, true)
     }
 
-    /// An x86_64 PE/COFF header and nothing Linux: iPXE's .efi, say.
+    /// iPXE's .efi, say.
     fn efi_application() -> Vec<u8> {
-        let mut b = vec![0u8; 0x400];
-        b[0..2].copy_from_slice(b"MZ");
-        b[0x3c..0x40].copy_from_slice(&0x80u32.to_le_bytes());
-        b[0x80..0x84].copy_from_slice(b"PE\0\0");
-        b[0x84..0x86].copy_from_slice(&0x8664u16.to_le_bytes());
-        b
+        crate::assets::test_headers::efi_application(0x8664)
     }
 
     fn fixture() -> (tempfile::TempDir, DropFolder) {

@@ -334,19 +334,11 @@ mod tests {
     /// A synthetic x86_64 bzImage / arm64 Image header behind an EFI stub's
     /// "MZ", enough for detection.
     fn kernel(arch: KernelArch) -> Vec<u8> {
-        let mut b = vec![0u8; 0x400];
-        b[0..2].copy_from_slice(b"MZ");
+        use crate::assets::test_headers::{arm64_image, bzimage};
         match arch {
-            KernelArch::Arm64 => b[56..60].copy_from_slice(b"ARM\x64"),
-            _ => {
-                b[510] = 0x55;
-                b[511] = 0xAA;
-                b[0x202..0x206].copy_from_slice(b"HdrS");
-                b[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
-                b[0x236..0x238].copy_from_slice(&1u16.to_le_bytes());
-            }
+            KernelArch::Arm64 => arm64_image(true),
+            _ => bzimage(0x020f, 1, true),
         }
-        b
     }
 
     struct Fixture {

@@ -758,13 +758,13 @@ pub fn bootenv_snippet(arches: &[BootArch], imported: &Imported) -> String {
     out
 }
 
+/// Synthetic kernel and EFI headers, just enough for detection: the one
+/// set every test of this module tree builds its files from.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
+pub(crate) mod test_headers {
     /// A synthetic x86 setup header: boot sector signature, "HdrS", protocol
     /// `version`, xloadflags; optionally an MZ/PE stub in front.
-    fn bzimage(version: u16, xloadflags: u16, efi_stub: bool) -> Vec<u8> {
+    pub(crate) fn bzimage(version: u16, xloadflags: u16, efi_stub: bool) -> Vec<u8> {
         let mut b = vec![0u8; 0x400];
         b[510] = 0x55;
         b[511] = 0xAA;
@@ -777,7 +777,7 @@ mod tests {
         b
     }
 
-    fn arm64_image(efi_stub: bool) -> Vec<u8> {
+    pub(crate) fn arm64_image(efi_stub: bool) -> Vec<u8> {
         let mut b = vec![0u8; 0x200];
         b[56..60].copy_from_slice(b"ARM\x64");
         if efi_stub {
@@ -787,12 +787,25 @@ mod tests {
     }
 
     /// "MZ", e_lfanew = 0x80, "PE\0\0" and the COFF Machine there.
-    fn pe_stub(b: &mut [u8], machine: u16) {
+    pub(crate) fn pe_stub(b: &mut [u8], machine: u16) {
         b[0..2].copy_from_slice(b"MZ");
         b[0x3c..0x40].copy_from_slice(&0x80u32.to_le_bytes());
         b[0x80..0x84].copy_from_slice(b"PE\0\0");
         b[0x84..0x86].copy_from_slice(&machine.to_le_bytes());
     }
+
+    /// A PE/COFF header for `machine` and nothing Linux: iPXE's .efi, GRUB, shim.
+    pub(crate) fn efi_application(machine: u16) -> Vec<u8> {
+        let mut b = vec![0u8; 0x400];
+        pe_stub(&mut b, machine);
+        b
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_headers::*;
+    use super::*;
 
     fn pe(machine: u16) -> Vec<u8> {
         pe_with_sections(machine, &[".text", ".reloc"])

@@ -369,25 +369,17 @@ mod tests {
         }
     }
 
-    /// An x86_64 PE/COFF header and nothing Linux: what iPXE's .efi starts with.
+    /// What iPXE's .efi starts with, in a body of 64 KiB.
     fn efi_application() -> Vec<u8> {
-        let mut b = vec![7u8; 64 * 1024];
-        b[0..2].copy_from_slice(b"MZ");
-        b[0x3c..0x40].copy_from_slice(&0x80u32.to_le_bytes());
-        b[0x80..0x84].copy_from_slice(b"PE\0\0");
-        b[0x84..0x86].copy_from_slice(&0x8664u16.to_le_bytes());
-        b[0x86..0x88].copy_from_slice(&0u16.to_le_bytes());
+        let mut b = crate::assets::test_headers::efi_application(0x8664);
+        b.resize(64 * 1024, 7);
         b
     }
 
-    /// The same with the x86 setup header of an EFI-stub bzImage: a kernel.
+    /// An EFI-stub bzImage: a kernel, in a body of 64 KiB.
     fn bzimage() -> Vec<u8> {
-        let mut b = efi_application();
-        b[510] = 0x55;
-        b[511] = 0xAA;
-        b[0x202..0x206].copy_from_slice(b"HdrS");
-        b[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
-        b[0x236..0x238].copy_from_slice(&1u16.to_le_bytes());
+        let mut b = crate::assets::test_headers::bzimage(0x020f, 1, true);
+        b.resize(64 * 1024, 7);
         b
     }
 
