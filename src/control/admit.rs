@@ -59,6 +59,30 @@ pub fn rule(subnets: &[(Ipv4Net, UnknownClients)], place: Place) -> (UnknownClie
     }
 }
 
+/// Which request asked, for the new node's first event. Formatted only when
+/// a record is made: DHCP asks on every packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// DHCP on port 67, directly or through the relay at this address.
+    Dhcp { relay: Option<Ipv4Addr> },
+    /// The PXE boot server on port 4011.
+    PxeBootServer,
+    /// `GET /boot/<mac>.ipxe`, from this address if known.
+    BootScript { from: Option<Ipv4Addr> },
+}
+
+impl std::fmt::Display for Via {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Via::Dhcp { relay: None } => f.write_str("DHCP"),
+            Via::Dhcp { relay: Some(r) } => write!(f, "DHCP via relay {r}"),
+            Via::PxeBootServer => f.write_str("PXE boot server"),
+            Via::BootScript { from: None } => f.write_str("boot script fetched"),
+            Via::BootScript { from: Some(ip) } => write!(f, "boot script fetched from {ip}"),
+        }
+    }
+}
+
 /// The answer to "may this MAC boot here?".
 #[derive(Debug)]
 pub enum Admitted {
@@ -98,12 +122,12 @@ impl Door {
 
     /// Whether `mac`, asking from `place`, may boot; its record when it may
     /// (made now if it was unknown, with a `state` event saying where it
-    /// came from: `how` names the protocol, e.g. `DHCP via relay 10.78.0.1`).
+    /// came from, and `via` which request).
     pub async fn admit(
         &self,
         mac: Mac,
         place: Place,
-        how: &str,
+        via: Via,
         now: Timestamp,
     ) -> Result<Admitted, StoreError> {
         if let Some(node) = self.store.node(mac).await? {
@@ -111,7 +135,7 @@ impl Door {
         }
         let (rule, place) = rule(&self.subnets, place);
         if rule == UnknownClients::Ignore {
-            tracing::info!(%mac, subnet = %place, how, "ignoring unknown client (unknown_clients = \"ignore\")");
+            tracing::info!(%mac, subnet = %place, %via, "ignoring unknown client (unknown_clients = \"ignore\")");
             return Ok(Admitted::Refused { place });
         }
         let (node, created) =
@@ -124,7 +148,7 @@ impl Door {
             .record(
                 mac,
                 EventKind::State,
-                format!("new node on {place} ({how}), bootenv {}", node.bootenv),
+                format!("new node on {place} ({via}), bootenv {}", node.bootenv),
             )
             .await;
         Ok(Admitted::New(node))
@@ -179,12 +203,22 @@ mod tests {
             ip("172.16.0.1"),
             Place::Subnet(net("10.78.0.0/24")),
         ] {
-            let a = door.admit(mac, place, "HTTP", Timestamp(1)).await.unwrap();
+            let a = door
+                .admit(mac, place, Via::BootScript { from: None }, Timestamp(1))
+                .await
+                .unwrap();
             assert!(matches!(a, Admitted::Refused { .. }), "{place:?}: {a:?}");
             assert!(store.node(mac).await.unwrap().is_none(), "nothing written");
         }
         let a = door
-            .admit(mac, ip("10.77.0.7"), "HTTP from 10.77.0.7", Timestamp(2))
+            .admit(
+                mac,
+                ip("10.77.0.7"),
+                Via::BootScript {
+                    from: Some("10.77.0.7".parse().unwrap()),
+                },
+                Timestamp(2),
+            )
             .await
             .unwrap();
         let Admitted::New(node) = a else {
@@ -194,14 +228,14 @@ mod tests {
         let events = store.events(mac).await.unwrap();
         assert_eq!(
             events[0].detail,
-            "new node on 10.77.0.0/24 (HTTP from 10.77.0.7), bootenv discovery"
+            "new node on 10.77.0.0/24 (boot script fetched from 10.77.0.7), bootenv discovery"
         );
         // Known now: admitted on the subnet that ignores unknown clients too.
         let a = door
             .admit(
                 mac,
                 Place::Subnet(net("10.78.0.0/24")),
-                "DHCP",
+                Via::Dhcp { relay: None },
                 Timestamp(3),
             )
             .await

@@ -19,7 +19,7 @@ use super::wire;
 use crate::boot::{Decision, Urls, decide_for_node};
 use crate::config::{LoaderMap, SubnetMode};
 use crate::contain;
-use crate::control::admit::{Admitted, Door, Place};
+use crate::control::admit::{Admitted, Door, Place, Via};
 use crate::events::Timeline;
 use crate::metrics::{DhcpReply, DhcpType, IgnoreReason, Metrics, Service};
 use crate::model::{EventKind, Timestamp};
@@ -258,7 +258,7 @@ async fn boot_server_answer(ctx: &DhcpContext, packet: &[u8], peer: SocketAddr) 
         .admit(
             mac,
             Place::Subnet(subnet.params.subnet),
-            "PXE boot server",
+            Via::PxeBootServer,
             now,
         )
         .await
@@ -403,12 +403,19 @@ async fn answer(
     let now = Timestamp::now();
     let mac = req.client.mac;
     let store = ctx.store.as_ref();
-    let how = match req.client.relay {
-        Some(r) => format!("DHCP via relay {r}"),
-        None => "DHCP".to_string(),
-    };
     let place = Place::Subnet(subnet.params.subnet);
-    let node = match ctx.door.admit(mac, place, &how, now).await? {
+    let node = match ctx
+        .door
+        .admit(
+            mac,
+            place,
+            Via::Dhcp {
+                relay: req.client.relay,
+            },
+            now,
+        )
+        .await?
+    {
         Admitted::Known(node) | Admitted::New(node) => node,
         Admitted::Refused { .. } => {
             ctx.metrics.dhcp_ignored(IgnoreReason::UnknownClient);

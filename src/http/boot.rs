@@ -20,7 +20,7 @@ use crate::boot::{
     AssetRole, Choice, Progress, Verdict, WaitReason, effective_bootenv, lifecycle, render_ipxe,
     render_wait,
 };
-use crate::control::admit::{Admitted, Place};
+use crate::control::admit::{Admitted, Place, Via};
 use crate::model::{BootArch, EventKind, Timestamp};
 
 /// `/boot/<mac>.ipxe?arch=`: other parameters are ignored.
@@ -54,11 +54,11 @@ pub async fn script(
     let mac = parse_mac(mac)?;
     let now = Timestamp::now();
     let peer = peer_ipv4(&req);
-    let how = match peer {
-        Some(ip) => format!("boot script fetched from {ip}"),
-        None => "boot script fetched".to_string(),
-    };
-    let node = match ctx.door.admit(mac, Place::Peer(peer), &how, now).await? {
+    let node = match ctx
+        .door
+        .admit(mac, Place::Peer(peer), Via::BootScript { from: peer }, now)
+        .await?
+    {
         Admitted::Known(node) | Admitted::New(node) => node,
         Admitted::Refused { place } => {
             return Err(HttpError::new(
