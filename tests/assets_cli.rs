@@ -57,21 +57,20 @@ fn rackboot(args: &[&str], config: &Path, rest: &[&Path]) -> Output {
         .unwrap()
 }
 
-/// `assets add --bootenv` with initrds.
-fn add_to(config: &Path, bootenv: &str, arch: &str, kernel: &Path, initrd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rackboot"))
-        .args([
-            "assets",
-            "add",
-            "--bootenv",
-            bootenv,
-            "--arch",
-            arch,
-            "--config",
-        ])
+/// `assets add --bootenv BOOTENV --arch ARCH --config CONFIG --kernel KERNEL`.
+fn add_command(config: &Path, bootenv: &str, arch: &str, kernel: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rackboot"));
+    c.args(["assets", "add", "--bootenv", bootenv, "--arch", arch])
+        .arg("--config")
         .arg(config)
         .arg("--kernel")
-        .arg(kernel)
+        .arg(kernel);
+    c
+}
+
+/// `assets add --bootenv` with initrds.
+fn add_to(config: &Path, bootenv: &str, arch: &str, kernel: &Path, initrd: &Path) -> Output {
+    add_command(config, bootenv, arch, kernel)
         .arg("--initrd")
         .arg(initrd)
         .output()
@@ -441,20 +440,7 @@ fn compressed_and_unified_kernels_say_what_to_do() {
     assert!(text(&out).contains("arm64 EFI zboot"), "{}", text(&out));
 }
 
+/// `assets add --bootenv` with the kernel alone.
 fn add_bootenv(config: &Path, bootenv: &str, arch: &str, kernel: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rackboot"))
-        .args([
-            "assets",
-            "add",
-            "--bootenv",
-            bootenv,
-            "--arch",
-            arch,
-            "--config",
-        ])
-        .arg(config)
-        .arg("--kernel")
-        .arg(kernel)
-        .output()
-        .unwrap()
+    add_command(config, bootenv, arch, kernel).output().unwrap()
 }

@@ -355,20 +355,7 @@ fn leases_survive_sigkill_during_a_perfdhcp_storm() {
         }
     }
 
-    let out = lab.run(
-        "curl",
-        &[
-            "-sf",
-            "-m",
-            "5",
-            "-H",
-            AUTH_HEADER,
-            &format!("http://{SERVER_IP}/api/v1/leases"),
-        ],
-        CMD,
-    );
-    assert!(out.status.success(), "GET /api/v1/leases failed");
-    let leases: Vec<Value> = serde_json::from_slice(&out.stdout).expect("leases JSON");
+    let leases = api_list(&lab, "leases");
     let stored: HashMap<String, String> = leases
         .iter()
         .filter(|l| l["state"] == "bound")
@@ -426,6 +413,11 @@ fn token_in_boot_script(lab: &Lab, mac: &str) -> String {
 
 /// The record of `mac` as `GET /api/v1/nodes` lists it (from memory: no commit is made).
 fn listed(lab: &Lab, mac: &str) -> Option<Value> {
+    api_list(lab, "nodes").into_iter().find(|n| n["mac"] == mac)
+}
+
+/// `GET /api/v1/<what>` with the admin token: the array it answers.
+fn api_list(lab: &Lab, what: &str) -> Vec<Value> {
     let out = lab.run(
         "curl",
         &[
@@ -434,13 +426,12 @@ fn listed(lab: &Lab, mac: &str) -> Option<Value> {
             "5",
             "-H",
             AUTH_HEADER,
-            &format!("http://{SERVER_IP}/api/v1/nodes"),
+            &format!("http://{SERVER_IP}/api/v1/{what}"),
         ],
         CMD,
     );
-    assert!(out.status.success(), "GET /api/v1/nodes failed");
-    let nodes: Vec<Value> = serde_json::from_slice(&out.stdout).expect("nodes JSON");
-    nodes.into_iter().find(|n| n["mac"] == mac)
+    assert!(out.status.success(), "GET /api/v1/{what} failed");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{what} JSON: {e}"))
 }
 
 /// Kills rackboot with SIGKILL and starts it again on the same state directory.
