@@ -16,6 +16,8 @@
 //!   read by DNS (and the SOA serial that says it changed).
 //! - [`events`]: the timeline writer shared by the protocols.
 //! - [`metrics`]: the Prometheus registry the protocols count into, served at `/metrics`.
+//! - [`log`]: the log's format: one event a line, control characters that
+//!   came from the network escaped.
 //! - [`contain`]: a panic while handling one request costs that request, not the service.
 //! - [`service`]: binds the sockets, starts the servers, stops them on one token.
 //! - [`sweep`]: the background pass that reverts expired bootenv leases and
@@ -37,6 +39,7 @@ pub mod dhcp;
 pub mod dns;
 pub mod events;
 pub mod http;
+pub mod log;
 pub mod metrics;
 pub mod model;
 pub mod names;

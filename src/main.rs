@@ -1,18 +1,9 @@
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let filter = EnvFilter::try_from_env("RACKBOOT_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,hickory_proto=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal, not in journald or log files.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    rackboot::log::init();
     let cli = rackboot::cli::Cli::parse();
     if !matches!(cli.command, rackboot::cli::Command::Serve { .. }) {
         // A command's output piped into `head` ends like any Unix filter's:
