@@ -158,6 +158,8 @@ enabled = false
 enabled = false
 [http]
 port = $RB_PORT
+# wrk and the curls all come from one client address.
+max_connections_per_address = 0
 [dns]
 enabled = false
 EOF

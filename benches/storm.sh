@@ -148,6 +148,11 @@ cidr = "10.81.0.0/22"
 ranges = [["10.81.0.10", "10.81.3.250"]]
 [dns]
 enabled = false
+# The whole simulated fleet comes from the storm's one address.
+[tftp]
+max_transfers_per_address = 0
+[http]
+max_connections_per_address = 0
 [api]
 tokens_file = "$R/api-tokens"
 EOF2

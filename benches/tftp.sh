@@ -157,6 +157,8 @@ address = "${IP_OF[rackboot]}"
 enabled = false
 [tftp]
 max_windowsize = 64
+# The concurrency row's 50 fetches all come from one client address.
+max_transfers_per_address = 0
 [http]
 enabled = false
 [dns]

@@ -238,6 +238,10 @@ mod raw {
         pub max_timeout: String,
         #[serde(default = "tftp_give_up")]
         pub give_up: String,
+        #[serde(default = "tftp_first_ack_timeout")]
+        pub first_ack_timeout: String,
+        #[serde(default = "tftp_max_transfers_per_address")]
+        pub max_transfers_per_address: usize,
         #[serde(default)]
         pub honor_client_timeout: bool,
         #[serde(default = "tftp_busy_poll")]
@@ -254,6 +258,8 @@ mod raw {
                 timeout: tftp_timeout(),
                 max_timeout: tftp_max_timeout(),
                 give_up: tftp_give_up(),
+                first_ack_timeout: tftp_first_ack_timeout(),
+                max_transfers_per_address: tftp_max_transfers_per_address(),
                 honor_client_timeout: false,
                 busy_poll: tftp_busy_poll(),
             }
@@ -280,6 +286,12 @@ mod raw {
     fn tftp_give_up() -> String {
         "20s".into()
     }
+    fn tftp_first_ack_timeout() -> String {
+        "4s".into()
+    }
+    fn tftp_max_transfers_per_address() -> usize {
+        8
+    }
     fn tftp_busy_poll() -> String {
         "200us".into()
     }
@@ -291,17 +303,55 @@ mod raw {
         pub enabled: bool,
         #[serde(default = "http_port")]
         pub port: u16,
+        /// 0: from the open-files limit.
+        #[serde(default)]
+        pub max_connections: usize,
+        #[serde(default = "http_max_connections_per_address")]
+        pub max_connections_per_address: usize,
+        /// Absent: an eighth of max_connections.
+        #[serde(default)]
+        pub reserved_connections: Option<usize>,
+        #[serde(default = "http_header_timeout")]
+        pub header_timeout: String,
+        #[serde(default = "http_body_timeout")]
+        pub body_timeout: String,
+        #[serde(default = "http_idle_timeout")]
+        pub idle_timeout: String,
+        #[serde(default = "http_send_timeout")]
+        pub send_timeout: String,
     }
     impl Default for Http {
         fn default() -> Self {
             Http {
                 enabled: true,
                 port: http_port(),
+                max_connections: 0,
+                max_connections_per_address: http_max_connections_per_address(),
+                reserved_connections: None,
+                header_timeout: http_header_timeout(),
+                body_timeout: http_body_timeout(),
+                idle_timeout: http_idle_timeout(),
+                send_timeout: http_send_timeout(),
             }
         }
     }
     fn http_port() -> u16 {
         80
+    }
+    fn http_max_connections_per_address() -> usize {
+        crate::http::bounds::Bounds::default().per_address
+    }
+    fn http_header_timeout() -> String {
+        "10s".into()
+    }
+    fn http_body_timeout() -> String {
+        "30s".into()
+    }
+    fn http_idle_timeout() -> String {
+        "20s".into()
+    }
+    fn http_send_timeout() -> String {
+        "30s".into()
     }
 
     #[derive(Debug, Deserialize)]
@@ -393,12 +443,17 @@ pub struct Config {
     /// How many TFTP reads send data at once; the rest wait their turn
     /// (`[tftp] max_transfers`, at least 1).
     pub tftp_max_transfers: usize,
+    /// Transfers one client address may have running or queued at once
+    /// (`[tftp] max_transfers_per_address`; 0: no limit).
+    pub tftp_max_per_address: usize,
     /// Option caps and retransmission timing of the TFTP engine (`[tftp]`).
     pub tftp_limits: crate::tftp::Limits,
     /// How long a lock-step transfer polls for its next ACK before it
     /// sleeps (`[tftp] busy_poll`; zero: never).
     pub tftp_busy_poll: std::time::Duration,
     pub http: Option<u16>,
+    /// Connection caps and timeouts of HTTP and HTTPS (`[http]`).
+    pub http_bounds: crate::http::bounds::Bounds,
     pub dns: Option<DnsConfig>,
     pub lifecycle: crate::boot::Timeouts,
     pub api: ApiConfig,
@@ -833,6 +888,7 @@ impl Config {
             let timeout = tftp_duration("tftp.timeout", &t.timeout)?;
             let max_timeout = tftp_duration("tftp.max_timeout", &t.max_timeout)?;
             let give_up = tftp_duration("tftp.give_up", &t.give_up)?;
+            let first_ack = tftp_duration("tftp.first_ack_timeout", &t.first_ack_timeout)?;
             if max_timeout < timeout {
                 return Err(invalid(
                     "tftp.max_timeout",
@@ -851,12 +907,22 @@ impl Config {
                     ),
                 ));
             }
+            if first_ack < timeout {
+                return Err(invalid(
+                    "tftp.first_ack_timeout",
+                    format!(
+                        "{} is shorter than tftp.timeout ({}): a client's first answer could never be waited for",
+                        t.first_ack_timeout, t.timeout
+                    ),
+                ));
+            }
             crate::tftp::Limits {
                 max_blksize,
                 max_windowsize,
                 timeout,
                 max_timeout,
                 give_up,
+                first_ack,
                 honor_client_timeout: t.honor_client_timeout,
             }
         };
@@ -890,6 +956,29 @@ impl Config {
                 "lifecycle.heartbeat_timeout",
                 &raw.lifecycle.heartbeat_timeout,
             )?,
+        };
+        let http_bounds = {
+            let h = &raw.http;
+            let max_connections = (h.max_connections > 0).then_some(h.max_connections);
+            if let (Some(max), Some(reserve)) = (max_connections, h.reserved_connections)
+                && reserve >= max
+            {
+                return Err(invalid(
+                    "http.reserved_connections",
+                    format!("{reserve} is not below http.max_connections ({max})"),
+                ));
+            }
+            crate::http::bounds::Bounds {
+                max_connections,
+                per_address: h.max_connections_per_address,
+                reserve: h.reserved_connections,
+                timeouts: crate::http::bounds::Timeouts {
+                    header: duration("http.header_timeout", &h.header_timeout)?,
+                    body: duration("http.body_timeout", &h.body_timeout)?,
+                    idle: duration("http.idle_timeout", &h.idle_timeout)?,
+                    send: duration("http.send_timeout", &h.send_timeout)?,
+                },
+            }
         };
         let admission = AdmissionConfig {
             subnets: admission_subnets,
@@ -964,9 +1053,11 @@ impl Config {
             },
             tftp: raw.tftp.enabled.then_some(raw.tftp.port),
             tftp_max_transfers: raw.tftp.max_transfers,
+            tftp_max_per_address: raw.tftp.max_transfers_per_address,
             tftp_limits,
             tftp_busy_poll,
             http: raw.http.enabled.then_some(raw.http.port),
+            http_bounds,
             dns: raw.dns.enabled.then_some(DnsConfig {
                 port: raw.dns.port,
                 domain,
@@ -1018,6 +1109,21 @@ ranges = [["10.0.0.100", "10.0.0.200"]]
         assert_eq!(cfg.default_bootenv, "discovery");
         assert_eq!(cfg.tftp, Some(69));
         assert_eq!(cfg.tftp_max_transfers, 256);
+        assert_eq!(cfg.tftp_max_per_address, 8);
+        assert_eq!(cfg.tftp_limits.first_ack.as_secs(), 4);
+        assert_eq!(cfg.http_bounds, crate::http::bounds::Bounds::default());
+        let text = format!(
+            "{MINIMAL}[http]\nmax_connections = 300\nmax_connections_per_address = 0\n\
+             reserved_connections = 10\nheader_timeout = \"2s\"\nidle_timeout = \"5s\"\n\
+             [tftp]\nmax_transfers_per_address = 2\nfirst_ack_timeout = \"1500ms\"\n"
+        );
+        let cfg = Config::parse(Path::new("/r.toml"), &text).unwrap();
+        let r = cfg.http_bounds.resolve(1 << 20);
+        assert_eq!((r.max_connections, r.per_address, r.reserve), (300, 0, 10));
+        assert_eq!(cfg.http_bounds.timeouts.header.as_secs(), 2);
+        assert_eq!(cfg.http_bounds.timeouts.idle.as_secs(), 5);
+        assert_eq!(cfg.tftp_max_per_address, 2);
+        assert_eq!(cfg.tftp_limits.first_ack.as_millis(), 1500);
         assert_eq!(cfg.dhcp.loaders.bios, "undionly.kpxe");
         assert_eq!(cfg.dhcp.subnets.len(), 1);
         assert_eq!(cfg.dhcp.subnets[0].lease_seconds, 3600);
@@ -1139,6 +1245,18 @@ ranges = [["10.0.0.100", "10.0.0.200"]]
             (
                 format!("{MINIMAL}[tftp]\nbusy_poll = \"soon\"\n"),
                 "tftp.busy_poll",
+            ),
+            (
+                format!("{MINIMAL}[tftp]\nfirst_ack_timeout = \"100ms\"\n"),
+                "tftp.first_ack_timeout",
+            ),
+            (
+                format!("{MINIMAL}[http]\nheader_timeout = \"100ms\"\n"),
+                "http.header_timeout",
+            ),
+            (
+                format!("{MINIMAL}[http]\nmax_connections = 10\nreserved_connections = 10\n"),
+                "http.reserved_connections",
             ),
         ];
         for (text, key) in cases {

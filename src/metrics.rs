@@ -154,6 +154,11 @@ label_value! {
         NotFound => "not_found",
         /// No `[tftp] max_transfers` slot came free within 30 s: "server busy".
         Busy => "busy",
+        /// Refused at once: the client's address had `[tftp] max_transfers_per_address` already.
+        Limited => "limited",
+        /// Dropped: the client acknowledged nothing (not even the OACK) within
+        /// `[tftp] first_ack_timeout`, as a spoofed or vanished one does.
+        Unacknowledged => "unacknowledged",
         /// Started but not finished: the client sent an error (a size probe's
         /// refusal of the OACK included), stopped answering, or rackboot failed.
         Aborted => "aborted",
@@ -184,6 +189,32 @@ impl HttpRoute {
             "metrics" if path == "/metrics" => HttpRoute::Metrics,
             _ => HttpRoute::Other,
         }
+    }
+}
+
+label_value! {
+    /// Why an HTTP connection was closed as soon as it was accepted.
+    ConnRefusal {
+        /// Its address held `http.max_connections_per_address` already.
+        PerAddress => "per_address",
+        /// Only the reserve was left and its address held connections already.
+        Reserve => "reserve",
+        /// `http.max_connections` were open.
+        Full => "full",
+    }
+}
+
+label_value! {
+    /// Which wait of an HTTP connection ran out.
+    HttpTimeout {
+        /// The request head did not arrive within `http.header_timeout`.
+        Header => "header",
+        /// The request body did not arrive within `http.body_timeout`.
+        Body => "body",
+        /// The client took no response bytes for `http.send_timeout`.
+        Send => "send",
+        /// No next request within `http.idle_timeout` (keep-alive ending as it should).
+        Idle => "idle",
     }
 }
 
@@ -288,6 +319,16 @@ pub(crate) struct HttpLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct ConnRefusalLabels {
+    reason: ConnRefusal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct HttpTimeoutLabels {
+    phase: HttpTimeout,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(crate) struct DnsLabels {
     r#type: DnsType,
     result: DnsResult,
@@ -381,6 +422,11 @@ families! {
     tftp_queued: Gauge => "TFTP transfers waiting for a free tftp.max_transfers slot",
     tftp_active: Gauge => "TFTP transfers holding a tftp.max_transfers slot",
     http_requests: Family<HttpLabels, Counter> => "HTTP requests by route class and status class",
+    http_connections: Gauge => "HTTP and HTTPS connections open",
+    http_connections_refused: Family<ConnRefusalLabels, Counter>
+        => "HTTP and HTTPS connections closed as soon as accepted, by reason: per_address (http.max_connections_per_address), reserve (only the reserve left, for addresses holding few), full (http.max_connections)",
+    http_timeouts: Family<HttpTimeoutLabels, Counter>
+        => "HTTP and HTTPS connections closed for taking too long, by phase: header, body, send (the client took no bytes), idle (no next request)",
     http_boot_waits: Family<SubnetLabels, Counter>
         => "Boot scripts that told a node to wait for a boot slot ([admission] max_booting), by subnet",
     boots_in_flight: Family<SubnetLabels, Gauge>
@@ -523,6 +569,14 @@ impl Metrics {
         for &result in TftpResult::ALL {
             f.tftp_transfers
                 .get_or_create_owned(&ResultLabels { result });
+        }
+        for &reason in ConnRefusal::ALL {
+            f.http_connections_refused
+                .get_or_create_owned(&ConnRefusalLabels { reason });
+        }
+        for &phase in HttpTimeout::ALL {
+            f.http_timeouts
+                .get_or_create_owned(&HttpTimeoutLabels { phase });
         }
         for &route in HttpRoute::ALL {
             for &status in StatusClass::ALL {
@@ -707,6 +761,25 @@ impl Metrics {
     /// A transfer took (+1) or freed (-1) a slot.
     pub fn tftp_active(&self, delta: i64) {
         self.families.tftp_active.inc_by(delta);
+    }
+
+    /// A connection opened (+1) or closed (-1).
+    pub fn http_connections(&self, delta: i64) {
+        self.families.http_connections.inc_by(delta);
+    }
+
+    pub fn http_connection_refused(&self, reason: ConnRefusal) {
+        self.families
+            .http_connections_refused
+            .get_or_create(&ConnRefusalLabels { reason })
+            .inc();
+    }
+
+    pub fn http_timed_out(&self, phase: HttpTimeout) {
+        self.families
+            .http_timeouts
+            .get_or_create(&HttpTimeoutLabels { phase })
+            .inc();
     }
 
     pub fn http_request(&self, route: HttpRoute, status: u16) {

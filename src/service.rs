@@ -133,6 +133,39 @@ pub fn boot_address(cfg: &Config) -> Result<Ipv4Addr, StartError> {
     Ok(address)
 }
 
+/// Raises the soft open-files limit to the hard one, as far as allowed, and
+/// returns the soft limit in force. Every HTTP connection, TFTP transfer and
+/// asset being sent holds a descriptor; the usual soft limit of 1024 is what
+/// a flood of idle connections exhausted.
+pub fn raise_open_files_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        tracing::warn!("cannot read the open-files limit (RLIMIT_NOFILE); assuming 1024");
+        return 1024;
+    };
+    if soft >= hard {
+        tracing::info!(
+            limit = soft,
+            "open-files limit (RLIMIT_NOFILE) is at its hard limit"
+        );
+        return soft;
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        Ok(()) => {
+            tracing::info!(
+                from = soft,
+                to = hard,
+                "open-files limit (RLIMIT_NOFILE) raised to its hard limit"
+            );
+            hard
+        }
+        Err(e) => {
+            tracing::warn!(limit = soft, hard, error = %e, "cannot raise the open-files limit (RLIMIT_NOFILE)");
+            soft
+        }
+    }
+}
+
 /// Starts every enabled service and runs until `cancel` fires. `ready` is
 /// called once every socket is bound.
 pub async fn run(
@@ -141,6 +174,7 @@ pub async fn run(
     ready: impl FnOnce(),
 ) -> Result<(), StartError> {
     let config = cfg.path.display().to_string();
+    let open_files = raise_open_files_limit();
     let address = boot_address(&cfg)?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.state_dir).await?);
     let catalog = Arc::new(CatalogCell::new(Catalog::load(
@@ -310,6 +344,7 @@ pub async fn run(
             limits: cfg.tftp_limits.clone(),
             interface: Some(cfg.interface.clone()),
             busy_poll: cfg.tftp_busy_poll,
+            max_per_address: cfg.tftp_max_per_address,
         };
         let c = cancel.clone();
         tasks.spawn(async move {
@@ -390,6 +425,32 @@ pub async fn run(
         })),
     });
 
+    // One budget of connections for HTTP and HTTPS.
+    let http_limits = {
+        let resolved = cfg.http_bounds.resolve(open_files);
+        if cfg.http.is_some() || tls.is_some() {
+            tracing::info!(
+                max_connections = resolved.max_connections,
+                per_address = resolved.per_address,
+                reserved = resolved.reserve,
+                open_files,
+                "HTTP connection limits"
+            );
+            if resolved.max_connections as u64 > open_files {
+                tracing::warn!(
+                    "http.max_connections ({}) is above the open-files limit ({open_files}): \
+                     connections past it fail to be accepted, and TFTP and the store run out of files too",
+                    resolved.max_connections
+                );
+            }
+        }
+        Arc::new(http::bounds::Limits::new(
+            resolved,
+            cfg.http_bounds.timeouts,
+            metrics.clone(),
+        ))
+    };
+
     if let Some(port) = cfg.http {
         let addr = SocketAddr::new(IpAddr::V4(address), port);
         let listener = TcpListener::bind(addr).await.map_err(bind_err(
@@ -397,11 +458,11 @@ pub async fn run(
             addr.to_string(),
             "http.port",
         ))?;
-        let (ctx, c) = (http_ctx.clone(), cancel.clone());
+        let (ctx, limits, c) = (http_ctx.clone(), http_limits.clone(), cancel.clone());
         tasks.spawn(async move {
             (
                 "HTTP",
-                http::serve(listener, ctx, c)
+                http::serve(listener, ctx, limits, c)
                     .await
                     .map_err(|e| e.to_string()),
             )
@@ -418,11 +479,11 @@ pub async fn run(
             "api.tls_port",
         ))?;
         let router = http::router(http_ctx.clone());
-        let c = cancel.clone();
+        let (limits, c) = (http_limits.clone(), cancel.clone());
         tasks.spawn(async move {
             (
                 "HTTPS",
-                http::tls::serve(listener, tls, router, c)
+                http::tls::serve(listener, tls, router, limits, c)
                     .await
                     .map_err(|e| e.to_string()),
             )

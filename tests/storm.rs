@@ -118,6 +118,10 @@ impl Rackboot {
                  ranges = [[\"10.78.0.10\", \"10.78.0.250\"]]\n\
                  [dns]\n\
                  enabled = false\n\
+                 [tftp]\n\
+                 max_transfers_per_address = 0\n\
+                 [http]\n\
+                 max_connections_per_address = 0\n\
                  {api}",
                 d = d.display(),
                 api = api_section(&d),

@@ -9,9 +9,20 @@
 //! hands the connection, with the bytes already read, to hyper for the rest
 //! of its life. Routing, handlers, metrics and errors are the same either
 //! way; only the wire differs.
+//!
+//! Both paths are bounded ([`super::bounds`]): a connection is admitted
+//! against the connection caps before anything is read, its head must come
+//! within `header_timeout`, its body within `body_timeout`, the next request
+//! within `idle_timeout` (on hyper's path the wait and the next head share
+//! `header_timeout`: hyper has one timer for both), and a response the
+//! client stops taking is given up after `send_timeout`. hyper serves
+//! HTTP/1.1 only: nothing that boots speaks HTTP/2 without TLS, and hyper's
+//! HTTP/2 server has no idle or header timeout to hold a connection to.
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
@@ -20,22 +31,22 @@ use axum::extract::ConnectInfo;
 use axum::http::{Method, Request, Response, StatusCode, header};
 use bytes::{Buf, BytesMut};
 use http_body::Body as _;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use super::bounds::{DeadlineBody, Guarded, Limits, Ticket};
 use super::sendfile::{CanSendfile, FileRange};
 use super::wire::{self, Framing, Head, Rewind};
+use crate::metrics::HttpTimeout;
 
-/// How long a connection may sit between requests (nginx keeps one 75 s;
-/// here it is closed between one and two times this after its last request).
-const IDLE: Duration = Duration::from_secs(75);
 /// How long requests in flight may finish once shutdown begins (HTTPS too).
 pub(super) const DRAIN: Duration = Duration::from_secs(5);
 /// Body bytes gathered into the head's write (a whole iPXE script).
@@ -51,11 +62,22 @@ fn is_boot_path(path: &str) -> bool {
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    limits: Arc<Limits>,
     cancel: CancellationToken,
 ) -> io::Result<()> {
     let graceful = GracefulShutdown::new();
     let connections = TaskTracker::new();
     while let Some((tcp, peer)) = accept(&listener, &cancel, "HTTP").await {
+        let ticket = match limits.admit(peer.ip()) {
+            Ok(t) => t,
+            Err(why) => {
+                // Told why if the socket takes it at once, then closed: a
+                // refusal must cost no wait and no task.
+                tracing::debug!(%peer, ?why, "HTTP connection refused");
+                let _ = tcp.try_write(limits.refusal(why, peer.ip()).as_bytes());
+                continue;
+            }
+        };
         // Heads go out on their own before a sendfile body; a script's
         // single write should not wait for an ACK either.
         let _ = tcp.set_nodelay(true);
@@ -63,6 +85,9 @@ pub async fn serve(
             tcp,
             peer,
             read: BytesMut::with_capacity(4096),
+            head_started: None,
+            limits: limits.clone(),
+            _ticket: ticket,
         };
         connections.spawn(conn.run(router.clone(), cancel.clone(), graceful.watcher()));
     }
@@ -103,6 +128,11 @@ struct Connection {
     peer: SocketAddr,
     /// Read from the socket and not yet used.
     read: BytesMut,
+    /// When the first bytes of a head not yet whole arrived.
+    head_started: Option<tokio::time::Instant>,
+    limits: Arc<Limits>,
+    /// Its place among the open connections, given back when it ends.
+    _ticket: Ticket,
 }
 
 /// What the boot path made of the next bytes.
@@ -110,28 +140,39 @@ enum Next {
     Boot(Box<Request<Body>>, bool),
     Hyper,
     Closed,
+    /// The first bytes of a head came, not the whole head.
+    Started,
 }
 
 impl Connection {
     async fn run(mut self, router: Router, cancel: CancellationToken, watcher: Watcher) {
         // Both made once per connection, not per request: a script fetch
         // is a few microseconds, and a timer and a waiter set up and torn
-        // down per request were a measurable part of it. The idle timer is
-        // moved on only when it fires (the connection then lives between
-        // IDLE and twice that after its last request).
+        // down per request were a measurable part of it. The timer is moved
+        // later only when it fires early (see `deadline`), and earlier only
+        // when a head arrives in pieces, which iPXE's never do.
         let cancelled = cancel.cancelled();
         tokio::pin!(cancelled);
-        let idle = tokio::time::sleep(IDLE);
-        tokio::pin!(idle);
-        let mut last_request = tokio::time::Instant::now();
+        let opened = tokio::time::Instant::now();
+        let header = self.limits.timeouts.header;
+        let mut armed = opened + header;
+        let timer = tokio::time::sleep_until(armed);
+        tokio::pin!(timer);
+        // The end of the last response; `None` before the first request.
+        let mut answered: Option<tokio::time::Instant> = None;
         loop {
             let next = tokio::select! {
                 _ = &mut cancelled => return,
-                _ = &mut idle => {
-                    if last_request.elapsed() >= IDLE {
-                        return; // idle: iPXE opens another when it needs one
+                _ = &mut timer => {
+                    let (due, phase) = self.deadline(opened, answered);
+                    if tokio::time::Instant::now() >= due {
+                        // Idle: iPXE opens another when it needs one.
+                        tracing::debug!(peer = %self.peer, phase = phase.as_str(), "HTTP connection timed out");
+                        self.limits.timed_out(phase);
+                        return;
                     }
-                    idle.as_mut().reset(last_request + IDLE);
+                    armed = due;
+                    timer.as_mut().reset(due);
                     continue;
                 }
                 next = self.next_request() => match next {
@@ -142,9 +183,18 @@ impl Connection {
                     }
                 },
             };
-            last_request = tokio::time::Instant::now();
             match next {
                 Next::Closed => return,
+                Next::Started => {
+                    // A head in pieces after an idle wait: it has
+                    // header_timeout from its first byte, which may be
+                    // sooner than the timer is set for.
+                    let (due, _) = self.deadline(opened, answered);
+                    if due < armed {
+                        armed = due;
+                        timer.as_mut().reset(due);
+                    }
+                }
                 Next::Hyper => return self.hand_to_hyper(router, watcher).await,
                 Next::Boot(mut req, close) => {
                     let extensions = req.extensions_mut();
@@ -156,24 +206,51 @@ impl Connection {
                         Ok(()) if !close && !cancel.is_cancelled() => {}
                         Ok(()) => return,
                         Err(e) => {
+                            if e.kind() == io::ErrorKind::TimedOut {
+                                self.limits.timed_out(HttpTimeout::Send);
+                            }
                             tracing::debug!(peer = %self.peer, "HTTP response cut short: {e}");
                             return;
                         }
                     }
+                    answered = Some(tokio::time::Instant::now());
                 }
             }
         }
     }
 
-    /// Reads until the buffer holds a whole request head.
+    /// When the wait for the next request runs out, and which wait it is:
+    /// the first head `header_timeout` after the connection opened, a later
+    /// one `header_timeout` after its first byte, and the next request's
+    /// first byte `idle_timeout` after the last response.
+    fn deadline(
+        &self,
+        opened: tokio::time::Instant,
+        answered: Option<tokio::time::Instant>,
+    ) -> (tokio::time::Instant, HttpTimeout) {
+        let t = &self.limits.timeouts;
+        match (answered, self.head_started) {
+            (None, _) => (opened + t.header, HttpTimeout::Header),
+            (Some(_), Some(started)) => (started + t.header, HttpTimeout::Header),
+            (Some(last), None) => (last + t.idle, HttpTimeout::Idle),
+        }
+    }
+
+    /// Reads until the buffer holds a whole request head, or a head has
+    /// begun to arrive ([`Next::Started`], once per head).
     async fn next_request(&mut self) -> io::Result<Next> {
         loop {
             if !self.read.is_empty() {
                 match wire::parse(&self.read, is_boot_path) {
+                    Head::Partial if self.head_started.is_none() => {
+                        self.head_started = Some(tokio::time::Instant::now());
+                        return Ok(Next::Started);
+                    }
                     Head::Partial => {}
                     Head::Other => return Ok(Next::Hyper),
                     Head::Boot { req, len, close } => {
                         self.read.advance(len);
+                        self.head_started = None;
                         return Ok(Next::Boot(req, close));
                     }
                 }
@@ -187,15 +264,10 @@ impl Connection {
     }
 
     /// The rest of the connection, with what was read and not used, is
-    /// hyper's (keep-alive, bodies, HTTP/2, its own refusals).
+    /// hyper's (keep-alive, bodies, its own refusals).
     async fn hand_to_hyper(self, router: Router, watcher: Watcher) {
-        let router = router.layer(axum::Extension(ConnectInfo(self.peer)));
-        let io = TokioIo::new(Rewind::new(self.read.freeze(), self.tcp));
-        let builder = auto::Builder::new(TokioExecutor::new());
-        let conn = builder.serve_connection(io, TowerToHyperService::new(router));
-        if let Err(e) = watcher.watch(conn).await {
-            tracing::debug!(peer = %self.peer, "HTTP connection ended: {e}");
-        }
+        let io = Rewind::new(self.read.freeze(), self.tcp);
+        serve_hyper(io, router, self.peer, &self.limits, watcher, "HTTP").await;
     }
 
     /// Writes `resp`: head, then the body by sendfile (a [`FileRange`]),
@@ -225,10 +297,10 @@ impl Connection {
         let mut out = Vec::with_capacity(512);
         wire::encode_head(&mut out, &parts, framing, close);
         match (framing, file) {
-            (Framing::None, _) => self.tcp.write_all(&out).await,
+            (Framing::None, _) => self.write(&out).await,
             (_, Some(file)) => {
-                self.tcp.write_all(&out).await?;
-                file.send(&self.tcp).await
+                self.write(&out).await?;
+                file.send(&self.tcp, self.limits.timeouts.send).await
             }
             (Framing::Length(n), None) => self.write_frames(out, body, Some(n)).await,
             (Framing::Chunked, None) => self.write_frames(out, body, None).await,
@@ -264,7 +336,7 @@ impl Connection {
                 None => wire::encode_chunk(&mut out, &data),
             }
             if out.len() >= COALESCE {
-                self.tcp.write_all(&out).await?;
+                self.write(&out).await?;
                 out.clear();
             }
         }
@@ -274,10 +346,72 @@ impl Connection {
         if length.is_some_and(|n| sent != n) {
             // What was promised cannot be kept: close rather than let the
             // client read the next response as this body.
-            self.tcp.write_all(&out).await?;
+            self.write(&out).await?;
             return Err(io::Error::other("body shorter than its Content-Length"));
         }
-        self.tcp.write_all(&out).await
+        self.write(&out).await
+    }
+
+    /// Writes `bytes` whole, or fails once the client has left them
+    /// untaken for `send_timeout` (each write is at most [`COALESCE`] plus
+    /// a frame, so this is a bound on a stall, not on a long download).
+    async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let send = self.limits.timeouts.send;
+        match tokio::time::timeout(send, self.tcp.write_all(bytes)).await {
+            Ok(done) => done,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the client took nothing for {} (http.send_timeout)",
+                    humantime::format_duration(send)
+                ),
+            )),
+        }
+    }
+}
+
+/// Serves the rest of a connection with hyper (HTTP/1.1 only), bounded as
+/// [`Limits::timeouts`] says: header and idle by hyper's header timer, the
+/// body by [`DeadlineBody`], writes by [`Guarded`]. `what` names the
+/// listener in the log.
+pub(super) async fn serve_hyper<I>(
+    io: I,
+    router: Router,
+    peer: SocketAddr,
+    limits: &Arc<Limits>,
+    watcher: Watcher,
+    what: &'static str,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let router = router.layer(axum::Extension(ConnectInfo(peer)));
+    let deadlines = limits.clone();
+    let service = tower::util::MapRequest::new(router, move |req: Request<Incoming>| {
+        let limits = deadlines.clone();
+        req.map(|body| DeadlineBody::new(body, limits))
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.timeouts.header);
+    let io = Guarded::new(io, limits.clone());
+    let read_since_write = io.read_since_write();
+    let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+    if let Err(e) = watcher.watch(conn).await {
+        let timed_out = e
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_timeout);
+        if timed_out {
+            // hyper's one timer covers the wait for the next request and
+            // its head: nothing read since the last answer is an idle end.
+            let phase = match read_since_write.load(Ordering::Relaxed) {
+                true => HttpTimeout::Header,
+                false => HttpTimeout::Idle,
+            };
+            limits.timed_out(phase);
+        }
+        tracing::debug!(%peer, "{what} connection ended: {e}");
     }
 }
 
@@ -317,8 +451,17 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let cancel = CancellationToken::new();
-        tokio::spawn(serve(listener, router, cancel.clone()));
+        tokio::spawn(serve(listener, router, test_limits(), cancel.clone()));
         (addr, cancel)
+    }
+
+    fn test_limits() -> Arc<Limits> {
+        let bounds = super::super::bounds::Bounds::default();
+        Arc::new(Limits::new(
+            bounds.resolve(1024),
+            bounds.timeouts,
+            Arc::new(crate::metrics::Metrics::new(&[])),
+        ))
     }
 
     async fn exchange(addr: SocketAddr, raw: &[u8]) -> String {

@@ -7,6 +7,7 @@
 mod api;
 pub mod auth;
 mod boot;
+pub mod bounds;
 mod error;
 mod listener;
 mod metrics;
@@ -209,13 +210,14 @@ pub fn router(ctx: Arc<HttpContext>) -> Router {
 
 /// Serves until `cancel` fires, then finishes requests in flight (bounded).
 /// The boot path is rackboot's own HTTP/1.1 loop, the rest hyper's
-/// ([`listener`]).
+/// ([`listener`]); both within `limits` ([`bounds`]).
 pub async fn serve(
     listener: TcpListener,
     ctx: Arc<HttpContext>,
+    limits: Arc<bounds::Limits>,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
-    listener::serve(listener, router(ctx), cancel).await
+    listener::serve(listener, router(ctx), limits, cancel).await
 }
 
 fn parse_mac(s: &str) -> Result<crate::model::Mac, HttpError> {

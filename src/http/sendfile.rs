@@ -18,9 +18,6 @@ use std::time::Duration;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-/// How long a client may leave its receive window shut before the transfer
-/// is given up (its boot slot then frees by `[admission] slot_timeout`).
-pub const STALL: Duration = Duration::from_secs(60);
 /// Bytes per sendfile(2) call at most: a fast client on an idle server
 /// still yields the thread between calls.
 const PER_CALL: usize = 4 << 20;
@@ -66,8 +63,10 @@ impl FileRange {
     }
 
     /// Sends the range on `tcp`. An error leaves the connection mid-body:
-    /// the caller must close it.
-    pub async fn send(&self, tcp: &TcpStream) -> io::Result<()> {
+    /// the caller must close it. A client that leaves its receive window
+    /// shut for `stall` (`http.send_timeout`) has the transfer given up (its
+    /// boot slot then frees by `[admission] slot_timeout`).
+    pub async fn send(&self, tcp: &TcpStream, stall: Duration) -> io::Result<()> {
         let Inner {
             file, start, len, ..
         } = &*self.0;
@@ -84,12 +83,15 @@ impl FileRange {
         let mut offset = *start as i64;
         while (offset as u64) < end {
             let want = (end - offset as u64).min(PER_CALL as u64) as usize;
-            tokio::time::timeout(STALL, tcp.writable())
+            tokio::time::timeout(stall, tcp.writable())
                 .await
                 .map_err(|_| {
                     io::Error::new(
                         io::ErrorKind::TimedOut,
-                        format!("the client took nothing for {STALL:?}"),
+                        format!(
+                            "the client took nothing for {} (http.send_timeout)",
+                            humantime::format_duration(stall)
+                        ),
                     )
                 })??;
             let sent = tcp.try_io(Interest::WRITABLE, || {
@@ -151,7 +153,7 @@ mod tests {
         let range = FileRange::new(f, 1000, 2_500_000).on_end(move || {
             e.fetch_add(1, Ordering::SeqCst);
         });
-        range.send(&server).await.unwrap();
+        range.send(&server, Duration::from_secs(60)).await.unwrap();
         drop(server);
         let got = reader.await.unwrap();
         assert_eq!(got.len(), 2_500_000);
@@ -175,7 +177,10 @@ mod tests {
         let range = FileRange::new(f, 0, 100).on_end(move || {
             e.fetch_add(1, Ordering::SeqCst);
         });
-        let err = range.send(&server).await.unwrap_err();
+        let err = range
+            .send(&server, Duration::from_secs(60))
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
         assert_eq!(ended.load(Ordering::SeqCst), 0);
     }

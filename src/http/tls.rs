@@ -5,23 +5,18 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use super::bounds::Limits;
 use super::listener::DRAIN;
-
-/// How long a client may take for its TLS handshake.
-const HANDSHAKE: Duration = Duration::from_secs(10);
+use crate::metrics::HttpTimeout;
 
 /// Why the certificate or key cannot be used; names the file and its key.
 #[derive(Debug, thiserror::Error)]
@@ -78,19 +73,32 @@ pub fn server_config(
 }
 
 /// Serves `router` over TLS until `cancel` fires, then lets requests in
-/// flight finish (bounded).
+/// flight finish (bounded). Connections count against the same `limits`
+/// as plain HTTP's; a TLS handshake has `header_timeout`, like a head.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     router: Router,
+    limits: Arc<Limits>,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let acceptor = TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
     while let Some((tcp, peer)) = super::listener::accept(&listener, &cancel, "HTTPS").await {
+        let ticket = match limits.admit(peer.ip()) {
+            Ok(t) => t,
+            Err(why) => {
+                // No HTTP answer is possible before a handshake: closed.
+                tracing::debug!(%peer, ?why, "HTTPS connection refused");
+                continue;
+            }
+        };
         let (acceptor, router, watcher) = (acceptor.clone(), router.clone(), graceful.watcher());
+        let limits = limits.clone();
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE, acceptor.accept(tcp)).await {
+            let _ticket = ticket;
+            let handshake = limits.timeouts.header;
+            let stream = match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, "TLS handshake failed: {e}");
@@ -98,18 +106,13 @@ pub async fn serve(
                 }
                 Err(_) => {
                     tracing::debug!(%peer, "TLS handshake timed out");
+                    limits.timed_out(HttpTimeout::Header);
                     return;
                 }
             };
-            let builder = auto::Builder::new(TokioExecutor::new());
-            // As axum::serve does for plain HTTP: the peer address picks
-            // the subnet whose boot slots a node takes.
-            let router = router.layer(axum::Extension(axum::extract::ConnectInfo(peer)));
-            let conn =
-                builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router));
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%peer, "HTTPS connection ended: {e}");
-            }
+            // As for plain HTTP: the peer address picks the subnet whose
+            // boot slots a node takes.
+            super::listener::serve_hyper(stream, router, peer, &limits, watcher, "HTTPS").await;
         });
     }
     if tokio::time::timeout(DRAIN, graceful.shutdown())

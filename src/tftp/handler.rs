@@ -80,6 +80,8 @@ pub enum Outcome {
     ClientError(u16, String),
     /// The client stopped acknowledging.
     TimedOut,
+    /// The client acknowledged nothing at all within `[tftp] first_ack_timeout`.
+    Unacknowledged,
     /// No transfer slot came free within [`QUEUE_WAIT`].
     Busy,
     /// rackboot failed (a socket or the file); the message says which.
@@ -267,6 +269,7 @@ impl Record {
         let result = match &outcome {
             Outcome::Sent => TftpResult::Sent,
             Outcome::Busy => TftpResult::Busy,
+            Outcome::Unacknowledged => TftpResult::Unacknowledged,
             _ => TftpResult::Aborted,
         };
         self.metrics.tftp_transfer(result);
@@ -291,6 +294,12 @@ impl Record {
             }
             Outcome::ClientError(code, msg) => format!("the client sent error {code} ({msg})"),
             Outcome::TimedOut => "the client stopped acknowledging".to_string(),
+            Outcome::Unacknowledged => {
+                return format!(
+                    "{}: dropped, the client acknowledged nothing (tftp.first_ack_timeout; a spoofed or vanished client)",
+                    self.name
+                );
+            }
             Outcome::Busy => {
                 return format!(
                     "{}: refused, no transfer slot came free within {QUEUE_WAIT:?} (tftp.max_transfers)",

@@ -8,12 +8,14 @@
 //!   slides it and sending resumes after it; duplicate and stale ACKs are
 //!   ignored, so there is no Sorcerer's Apprentice), and the retransmission
 //!   timer, which doubles per unanswered resend up to a cap and gives up
-//!   after a silent spell.
+//!   after a silent spell, or sooner (`[tftp] first_ack_timeout`) when the
+//!   client never answered at all.
 //! - [`server`]: the request socket, a fresh connected socket per transfer
 //!   (on the server's address, an ephemeral port), the blksize cap from the
 //!   path MTU (the boot interface's MTU and the route's IP_MTU to this
 //!   client, the smaller; minus 32 bytes of IP, UDP and TFTP headers), the
-//!   file read per block, and duplicate RRQs from a client already served.
+//!   file read per block, duplicate RRQs from a client already served, and
+//!   the cap on transfers per client address (`[tftp] max_transfers_per_address`).
 //! - [`handler`]: policy: which paths may be read (none outside the assets
 //!   directory, no writes at all), the `[tftp] max_transfers` slots with a
 //!   queue (30 s, then "server busy"), metrics, and the timeline entry of

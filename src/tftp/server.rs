@@ -7,8 +7,8 @@
 //! and who waits is the [`AssetsHandler`]'s.
 
 use crate::contain;
-use crate::metrics::Service;
-use std::collections::HashSet;
+use crate::metrics::{Service, TftpResult};
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd as _;
@@ -40,15 +40,18 @@ pub struct ServerConfig {
     /// How long a transfer polls for its client's next packet before it
     /// sleeps until one comes ([`BusyPoll`]); zero: never.
     pub busy_poll: std::time::Duration,
+    /// Transfers one client address may have running or queued at once
+    /// (`[tftp] max_transfers_per_address`); past it a request is answered
+    /// "server busy" at once, so one host cannot take every slot. 0: no limit.
+    pub max_per_address: usize,
 }
 
 struct Shared {
     handler: AssetsHandler,
     config: ServerConfig,
     local_ip: IpAddr,
-    /// Clients with a transfer running or queued, by address and port: a
-    /// retransmitted RRQ from one of them is a duplicate, not a new transfer.
-    active: Mutex<HashSet<SocketAddr>>,
+    /// Clients with a transfer running or queued.
+    active: Mutex<ActiveSet>,
     busy_poll: BusyPoll,
 }
 
@@ -65,7 +68,7 @@ pub async fn serve(
     let shared = Arc::new(Shared {
         handler,
         local_ip: local.ip(),
-        active: Mutex::new(HashSet::new()),
+        active: Mutex::new(ActiveSet::default()),
         busy_poll: BusyPoll {
             window: config.busy_poll,
             taken: AtomicBool::new(false),
@@ -117,15 +120,55 @@ pub async fn serve(
     }
 }
 
+/// The clients with a transfer running or queued: by address and port (a
+/// retransmitted RRQ from one of them is a duplicate, not a new transfer),
+/// and how many each address has.
+#[derive(Default)]
+struct ActiveSet {
+    clients: HashSet<SocketAddr>,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+impl ActiveSet {
+    fn insert(&mut self, client: SocketAddr) {
+        self.clients.insert(client);
+        *self.per_ip.entry(client.ip()).or_default() += 1;
+    }
+
+    fn remove(&mut self, client: &SocketAddr) {
+        if !self.clients.remove(client) {
+            return;
+        }
+        if let Some(n) = self.per_ip.get_mut(&client.ip()) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&client.ip());
+            }
+        }
+    }
+}
+
 /// Starts serving a read request, unless it repeats one already in hand.
 fn start(shared: &Arc<Shared>, client: SocketAddr, req: Request, cancel: &CancellationToken) {
     {
         let mut active = shared.active.lock().unwrap_or_else(|p| p.into_inner());
-        if active.contains(&client) {
+        if active.clients.contains(&client) {
             tracing::debug!(%client, file = %req.filename, "duplicate TFTP request ignored: already being served");
             return;
         }
-        if active.len() >= MAX_PENDING {
+        let cap = shared.config.max_per_address;
+        let from_ip = active.per_ip.get(&client.ip()).copied().unwrap_or(0);
+        if cap > 0 && from_ip >= cap {
+            drop(active);
+            // Debug, not warn: a flood would write a line per packet; the
+            // metric counts them.
+            tracing::debug!(%client, file = %req.filename, "TFTP request refused: {from_ip} transfers from this address already (tftp.max_transfers_per_address)");
+            shared.handler.metrics().tftp_transfer(TftpResult::Limited);
+            let msg = format!("server busy: {cap} transfers from your address already");
+            spawn_error(shared, client, ErrorCode::NotDefined, msg);
+            return;
+        }
+        if active.clients.len() >= MAX_PENDING {
             tracing::warn!(%client, "TFTP request refused: {MAX_PENDING} transfers already running or queued");
             drop(active);
             spawn_error(shared, client, ErrorCode::NotDefined, "server busy".into());
@@ -211,6 +254,7 @@ async fn read_transfer(shared: &Shared, client: SocketAddr, req: Request) {
         (Ok(()), State::Done) => Outcome::Sent,
         (Ok(()), State::ClientError(code, msg)) => Outcome::ClientError(*code, msg.clone()),
         (Ok(()), State::TimedOut | State::Running) => Outcome::TimedOut,
+        (Ok(()), State::Unacknowledged) => Outcome::Unacknowledged,
     };
     match &outcome {
         Outcome::Sent => {
@@ -218,6 +262,11 @@ async fn read_transfer(shared: &Shared, client: SocketAddr, req: Request) {
         }
         Outcome::ClientError(8, _) => {
             tracing::debug!(%client, file = %req.filename, "TFTP client refused the OACK (a size probe)")
+        }
+        // Debug: a flood of spoofed requests would write a line each; the
+        // metric and the timeline have them.
+        Outcome::Unacknowledged => {
+            tracing::debug!(%client, file = %req.filename, "TFTP read dropped: the client acknowledged nothing (tftp.first_ack_timeout)")
         }
         o => {
             tracing::info!(%client, file = %req.filename, outcome = ?o, acked = session.acked_bytes(), "TFTP read ended early")

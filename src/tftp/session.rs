@@ -17,7 +17,11 @@
 //! Sorcerer's Apprentice double every packet (RFC 1123 §4.2.3.1). Only the
 //! timer resends: when nothing advances for `rto`, the window is sent again
 //! from its first unacknowledged block and `rto` doubles (up to `max_timeout`);
-//! any progress resets it. A client silent for `give_up` ends the transfer.
+//! any progress resets it. A client silent for `give_up` ends the transfer,
+//! and one that has acknowledged nothing at all `first_ack` after the start
+//! ends it sooner: a real client answers the OACK or the first block within
+//! milliseconds, and an RRQ from a spoofed or vanished address must not hold
+//! a transfer slot for all of `give_up`.
 
 use std::time::{Duration, Instant};
 
@@ -37,6 +41,9 @@ pub struct Limits {
     pub max_timeout: Duration,
     /// A transfer whose client has not ACKed anything new for this long ends.
     pub give_up: Duration,
+    /// A transfer whose client has ACKed nothing at all (neither the OACK
+    /// nor the first block) this long after it started ends (`first_ack_timeout`).
+    pub first_ack: Duration,
     /// Grant a client's RFC 2349 `timeout` option and start from it
     /// (`honor_client_timeout`); otherwise it is left out of the OACK.
     pub honor_client_timeout: bool,
@@ -50,6 +57,7 @@ impl Default for Limits {
             timeout: Duration::from_secs(1),
             max_timeout: Duration::from_secs(8),
             give_up: Duration::from_secs(20),
+            first_ack: Duration::from_secs(4),
             honor_client_timeout: false,
         }
     }
@@ -131,6 +139,8 @@ pub enum State {
     ClientError(u16, String),
     /// Nothing new was acknowledged for `give_up`.
     TimedOut,
+    /// Nothing at all was acknowledged within `first_ack` of the start.
+    Unacknowledged,
 }
 
 #[derive(Debug)]
@@ -150,6 +160,11 @@ pub struct Session {
     rto: Duration,
     max_rto: Duration,
     give_up: Duration,
+    /// The first sequence number (0 with an OACK, else 1): until it is
+    /// acknowledged, the client has shown no sign of life.
+    first: u64,
+    started: Instant,
+    first_ack: Duration,
     /// When the current rto started running: the last progress or retransmission.
     timer_from: Instant,
     progress_at: Instant,
@@ -174,6 +189,9 @@ impl Session {
             rto: n.timeout,
             max_rto: limits.max_timeout.max(n.timeout),
             give_up: limits.give_up,
+            first,
+            started: now,
+            first_ack: limits.first_ack,
             timer_from: now,
             progress_at: now,
             retransmissions: 0,
@@ -266,14 +284,31 @@ impl Session {
 
     /// When [`Session::on_timeout`] wants to run next; `None` once over.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        (self.state == State::Running).then(|| self.timer_from + self.rto)
+        let resend = self.timer_from + self.rto;
+        let deadline = match self.acked_nothing() {
+            true => resend.min(self.started + self.first_ack),
+            false => resend,
+        };
+        (self.state == State::Running).then_some(deadline)
+    }
+
+    /// Whether the client has acknowledged nothing yet.
+    fn acked_nothing(&self) -> bool {
+        self.base == self.first
     }
 
     /// Time passed: past the deadline the window is resent (from `base`) and
     /// the timeout doubles, or, after `give_up` without progress, the
     /// transfer ends. True when the window is to be resent.
     pub fn on_timeout(&mut self, now: Instant) -> bool {
-        if self.state != State::Running || now < self.timer_from + self.rto {
+        if self.state != State::Running {
+            return false;
+        }
+        if self.acked_nothing() && now.saturating_duration_since(self.started) >= self.first_ack {
+            self.state = State::Unacknowledged;
+            return false;
+        }
+        if now < self.timer_from + self.rto {
             return false;
         }
         if now.saturating_duration_since(self.progress_at) >= self.give_up {
@@ -525,7 +560,19 @@ mod tests {
     #[test]
     fn the_timer_resends_the_window_with_doubling_timeouts_then_gives_up() {
         let t0 = Instant::now();
-        let mut s = session(100, 2, false, t0);
+        // A client that never answers is dropped at first_ack; this one is
+        // given all of give_up to show the backoff.
+        let n = Negotiated {
+            blksize: 10,
+            windowsize: 2,
+            timeout: S,
+            oack: None,
+        };
+        let limits = Limits {
+            first_ack: 3600 * S,
+            ..Limits::default()
+        };
+        let mut s = Session::new(&n, 100, &limits, t0);
         assert_eq!(drain(&mut s).len(), 2);
         // Early wake-ups do nothing.
         s.on_timeout(t0 + S / 2);
@@ -546,6 +593,57 @@ mod tests {
         assert_eq!(waits, [1, 2, 4, 8, 8]);
         assert_eq!(s.state(), &State::TimedOut);
         assert_eq!(s.retransmissions(), 8);
+    }
+
+    #[test]
+    fn a_client_that_acknowledges_nothing_is_dropped_after_first_ack() {
+        let t0 = Instant::now();
+        let limits = Limits {
+            first_ack: S * 5 / 2,
+            ..Limits::default()
+        };
+        for oack in [false, true] {
+            let n = Negotiated {
+                blksize: 10,
+                windowsize: 1,
+                timeout: S,
+                oack: oack.then(|| vec![("blksize".into(), "10".into())]),
+            };
+            let mut s = Session::new(&n, 100, &limits, t0);
+            assert_eq!(drain(&mut s).len(), 1);
+            assert_eq!(
+                s.poll_timeout(),
+                Some(t0 + S),
+                "the first resend comes first"
+            );
+            assert!(s.on_timeout(t0 + S));
+            assert_eq!(drain(&mut s).len(), 1, "resent once");
+            // The next resend would be at 3 s; first_ack (2.5 s) comes before it.
+            assert_eq!(s.poll_timeout(), Some(t0 + S * 5 / 2));
+            assert!(!s.on_timeout(t0 + S * 5 / 2));
+            assert_eq!(s.state(), &State::Unacknowledged, "oack {oack}");
+            assert_eq!(s.poll_timeout(), None);
+            assert_eq!(drain(&mut s), vec![]);
+        }
+        // One ACK (of the OACK) is a live client: from then on only give_up counts.
+        let n = Negotiated {
+            blksize: 10,
+            windowsize: 1,
+            timeout: S,
+            oack: Some(vec![("blksize".into(), "10".into())]),
+        };
+        let mut s = Session::new(&n, 100, &limits, t0);
+        drain(&mut s);
+        s.on_ack(0, t0 + S / 10);
+        drain(&mut s);
+        let mut at = t0;
+        while *s.state() == State::Running {
+            at = s.poll_timeout().unwrap();
+            s.on_timeout(at);
+            drain(&mut s);
+        }
+        assert_eq!(s.state(), &State::TimedOut);
+        assert!(at - t0 >= limits.give_up, "gave up at {:?}", at - t0);
     }
 
     #[test]
