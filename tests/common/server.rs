@@ -3,7 +3,7 @@
 //!
 //! Owns: a temp dir with a config, two bootenvs (`discovery`: bios, x86_64 UEFI and arm64 UEFI
 //! kernels; `rescue`: x86_64 UEFI only), a config script and small dummy assets; the rackboot
-//! process (ended by PID when the lab drops). DHCP and TFTP are off, DNS too unless asked for:
+//! process (ended by PID when the lab drops). DHCP is off, TFTP and DNS too unless asked for:
 //! HTTP serves.
 //! Every wait is bounded.
 
@@ -36,6 +36,10 @@ pub struct Setup {
     pub extra: String,
     /// Serve DNS on port 53 of the lab address (domain `rack.internal`).
     pub dns: bool,
+    /// Serve TFTP on port 69 of the lab address, with these lines in its `[tftp]` table.
+    pub tftp: Option<String>,
+    /// Start rackboot with this open-files limit, soft and hard (`prlimit --nofile`).
+    pub open_files: Option<u32>,
 }
 
 impl Default for Setup {
@@ -44,6 +48,8 @@ impl Default for Setup {
             api: true,
             extra: String::new(),
             dns: false,
+            tftp: None,
+            open_files: None,
         }
     }
 }
@@ -138,18 +144,31 @@ impl Server {
             "state_dir = \"{p}/state\"\nassets_dir = \"{p}/assets\"\n\
              bootenvs_dir = \"{p}/bootenvs\"\nscripts_dir = \"{p}/scripts\"\n\
              [network]\ninterface = \"{BRIDGE}\"\naddress = \"{SERVER_IP}\"\n\
-             [dhcp]\nenabled = false\n[tftp]\nenabled = false\n[dns]\nenabled = {dns}\n\
+             [dhcp]\nenabled = false\n[tftp]\nenabled = {tftp}\n{tftp_lines}\n[dns]\nenabled = {dns}\n\
              {api}{extra}",
             p = d.display(),
             extra = setup.extra,
             dns = setup.dns,
+            tftp = setup.tftp.is_some(),
+            tftp_lines = setup.tftp.as_deref().unwrap_or(""),
         );
         write(&config, text.as_bytes());
-        let pid = lab.spawn(
-            RACKBOOT,
-            &["serve", "--config", config.to_str().expect("utf-8 path")],
-            "rackboot.log",
-        );
+        let config = config.to_str().expect("utf-8 path");
+        let pid = match setup.open_files {
+            // prlimit execs rackboot, so the PID is rackboot's.
+            Some(n) => lab.spawn(
+                "prlimit",
+                &[
+                    &format!("--nofile={n}:{n}"),
+                    RACKBOOT,
+                    "serve",
+                    "--config",
+                    config,
+                ],
+                "rackboot.log",
+            ),
+            None => lab.spawn(RACKBOOT, &["serve", "--config", config], "rackboot.log"),
+        };
         let log = lab.dir().join("rackboot.log");
         let up = poll_until(STARTUP, || {
             if read_text(&log).contains("rackboot serving") {
