@@ -133,36 +133,71 @@ pub fn boot_address(cfg: &Config) -> Result<Ipv4Addr, StartError> {
     Ok(address)
 }
 
-/// Raises the soft open-files limit to the hard one, as far as allowed, and
-/// returns the soft limit in force. Every HTTP connection, TFTP transfer and
-/// asset being sent holds a descriptor; the usual soft limit of 1024 is what
-/// a flood of idle connections exhausted.
-pub fn raise_open_files_limit() -> u64 {
+/// The open-files limit rackboot runs with, and how it got there.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenFiles {
+    /// The soft `RLIMIT_NOFILE` in force.
+    pub limit: u64,
+    /// What it was before rackboot raised it, if it did.
+    pub raised_from: Option<u64>,
+    /// The hard limit, when raising to it failed.
+    pub failed_to: Option<u64>,
+}
+
+impl OpenFiles {
+    /// Says what happened (once start-up has succeeded: a start-up error
+    /// is rackboot's one line of output).
+    pub fn log(&self) {
+        match (self.raised_from, self.failed_to) {
+            (Some(from), _) => tracing::info!(
+                from,
+                to = self.limit,
+                "open-files limit (RLIMIT_NOFILE) raised to its hard limit"
+            ),
+            (None, Some(hard)) => tracing::warn!(
+                limit = self.limit,
+                hard,
+                "cannot raise the open-files limit (RLIMIT_NOFILE) to its hard limit"
+            ),
+            (None, None) => tracing::info!(
+                limit = self.limit,
+                "open-files limit (RLIMIT_NOFILE) is at its hard limit"
+            ),
+        }
+    }
+}
+
+/// Raises the soft open-files limit to the hard one, as far as allowed.
+/// Every HTTP connection, TFTP transfer and asset being sent holds a
+/// descriptor; the usual soft limit of 1024 is what a flood of idle
+/// connections exhausted.
+pub fn raise_open_files_limit() -> OpenFiles {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
-        tracing::warn!("cannot read the open-files limit (RLIMIT_NOFILE); assuming 1024");
-        return 1024;
+        return OpenFiles {
+            limit: 1024,
+            raised_from: None,
+            failed_to: Some(1024),
+        };
     };
     if soft >= hard {
-        tracing::info!(
-            limit = soft,
-            "open-files limit (RLIMIT_NOFILE) is at its hard limit"
-        );
-        return soft;
+        return OpenFiles {
+            limit: soft,
+            raised_from: None,
+            failed_to: None,
+        };
     }
     match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-        Ok(()) => {
-            tracing::info!(
-                from = soft,
-                to = hard,
-                "open-files limit (RLIMIT_NOFILE) raised to its hard limit"
-            );
-            hard
-        }
-        Err(e) => {
-            tracing::warn!(limit = soft, hard, error = %e, "cannot raise the open-files limit (RLIMIT_NOFILE)");
-            soft
-        }
+        Ok(()) => OpenFiles {
+            limit: hard,
+            raised_from: Some(soft),
+            failed_to: None,
+        },
+        Err(_) => OpenFiles {
+            limit: soft,
+            raised_from: None,
+            failed_to: Some(hard),
+        },
     }
 }
 
@@ -427,23 +462,7 @@ pub async fn run(
 
     // One budget of connections for HTTP and HTTPS.
     let http_limits = {
-        let resolved = cfg.http_bounds.resolve(open_files);
-        if cfg.http.is_some() || tls.is_some() {
-            tracing::info!(
-                max_connections = resolved.max_connections,
-                per_address = resolved.per_address,
-                reserved = resolved.reserve,
-                open_files,
-                "HTTP connection limits"
-            );
-            if resolved.max_connections as u64 > open_files {
-                tracing::warn!(
-                    "http.max_connections ({}) is above the open-files limit ({open_files}): \
-                     connections past it fail to be accepted, and TFTP and the store run out of files too",
-                    resolved.max_connections
-                );
-            }
-        }
+        let resolved = cfg.http_bounds.resolve(open_files.limit);
         Arc::new(http::bounds::Limits::new(
             resolved,
             cfg.http_bounds.timeouts,
@@ -527,6 +546,26 @@ pub async fn run(
         });
     }
 
+    // Said once every socket is bound: a start-up error is rackboot's only line.
+    open_files.log();
+    if cfg.http.is_some() || cfg.api.tls.is_some() {
+        let r = http_limits.resolved;
+        tracing::info!(
+            max_connections = r.max_connections,
+            per_address = r.per_address,
+            reserved = r.reserve,
+            open_files = open_files.limit,
+            "HTTP connection limits"
+        );
+        if r.max_connections as u64 > open_files.limit {
+            tracing::warn!(
+                "http.max_connections ({}) is above the open-files limit ({}): connections past it \
+                 fail to be accepted, and TFTP and the store run out of files too",
+                r.max_connections,
+                open_files.limit
+            );
+        }
+    }
     tracing::info!(
         %address,
         interface = %cfg.interface,
