@@ -1703,7 +1703,7 @@ impl Store for SqliteStore {
         {
             let mut c = self.cache();
             for &mac in macs {
-                if !c.nodes.get(&mac).is_some_and(|n| doomed(n)) {
+                if !c.nodes.get(&mac).is_some_and(&doomed) {
                     continue;
                 }
                 let Some(old) = c.remove_node(mac) else {
