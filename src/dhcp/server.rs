@@ -741,7 +741,18 @@ async fn welcomed(
     if known {
         return Ok(node);
     }
-    Ok(ctx.door.welcome(node, place, via).await?.0)
+    let info = node.relay_info.clone();
+    let (node, created) = ctx.door.welcome(node, place, via).await?;
+    if created && let Some(info) = info {
+        ctx.timeline
+            .record(
+                node.mac,
+                EventKind::DhcpRelay,
+                format!("relay agent information: {info}"),
+            )
+            .await;
+    }
+    Ok(node)
 }
 
 fn detail(ip: std::net::Ipv4Addr, boot: &BootFile, req: &Request) -> String {
