@@ -179,6 +179,20 @@ mod raw {
         pub unknown_clients: super::UnknownClients,
         /// Overrides `admission.max_booting` for this subnet.
         pub max_booting: Option<u32>,
+        /// Where relayed requests for this subnet may come from (the relay
+        /// agents' source addresses); empty: from anywhere.
+        #[serde(default)]
+        pub relays: Vec<Ipv4Addr>,
+        /// Percent of the dynamic ranges clients rackboot knows nothing of
+        /// may hold at once.
+        #[serde(default = "default_unknown_share")]
+        pub unknown_share: u8,
+        /// New leases per second for unknown clients (0 = no limit).
+        #[serde(default)]
+        pub unknown_rate: u32,
+    }
+    fn default_unknown_share() -> u8 {
+        90
     }
     fn default_lease() -> u32 {
         3600
@@ -397,6 +411,9 @@ mod raw {
         pub install_timeout: String,
         #[serde(default = "heartbeat_timeout")]
         pub heartbeat_timeout: String,
+        /// "0" or "never": never.
+        #[serde(default = "reap_discovered_after")]
+        pub reap_discovered_after: String,
     }
     impl Default for Lifecycle {
         fn default() -> Self {
@@ -404,8 +421,12 @@ mod raw {
                 report_timeout: report_timeout(),
                 install_timeout: install_timeout(),
                 heartbeat_timeout: heartbeat_timeout(),
+                reap_discovered_after: reap_discovered_after(),
             }
         }
+    }
+    fn reap_discovered_after() -> String {
+        "1h".into()
     }
     fn report_timeout() -> String {
         "10m".into()
@@ -456,6 +477,11 @@ pub struct Config {
     pub http_bounds: crate::http::bounds::Bounds,
     pub dns: Option<DnsConfig>,
     pub lifecycle: crate::boot::Timeouts,
+    /// How long a record made for an unknown MAC may stay idle in
+    /// `discovered` (no boot, no live lease, untouched by an admin) before
+    /// the sweep removes it (`[lifecycle] reap_discovered_after`); `None`:
+    /// never.
+    pub reap_discovered_after: Option<std::time::Duration>,
     pub api: ApiConfig,
     pub admission: AdmissionConfig,
 }
@@ -553,6 +579,15 @@ pub struct SubnetConfig {
     pub lease_seconds: u32,
     pub mode: SubnetMode,
     pub unknown_clients: UnknownClients,
+    /// The only sources relayed requests (giaddr set) for this subnet are
+    /// accepted from; empty: any.
+    pub relays: Vec<Ipv4Addr>,
+    /// Percent (0–100) of the dynamic ranges that unknown clients (no
+    /// record, or a bare one DHCP made) may hold at once; the rest is
+    /// kept for known nodes.
+    pub unknown_share: u8,
+    /// New leases per second for unknown clients; 0 = no limit.
+    pub unknown_rate: u32,
 }
 
 impl DhcpConfig {
@@ -741,6 +776,12 @@ impl Config {
                     format!("{lease_seconds} is too short: use at least 60"),
                 ));
             }
+            if sn.unknown_share > 100 {
+                return Err(invalid(
+                    &key("unknown_share"),
+                    format!("{} is not a percentage: use 0 to 100", sn.unknown_share),
+                ));
+            }
             admission_subnets.push((cidr, sn.max_booting.unwrap_or(raw.admission.max_booting)));
             subnets.push(SubnetConfig {
                 cidr,
@@ -749,6 +790,9 @@ impl Config {
                 lease_seconds,
                 mode: sn.mode,
                 unknown_clients: sn.unknown_clients,
+                relays: sn.relays.clone(),
+                unknown_share: sn.unknown_share,
+                unknown_rate: sn.unknown_rate,
             });
         }
         if let Some(addr) = raw.network.address
@@ -980,6 +1024,10 @@ impl Config {
                 },
             }
         };
+        let reap_discovered_after = match raw.lifecycle.reap_discovered_after.trim() {
+            "0" | "never" | "none" => None,
+            text => Some(duration("lifecycle.reap_discovered_after", text)?),
+        };
         let admission = AdmissionConfig {
             subnets: admission_subnets,
             max_booting: raw.admission.max_booting,
@@ -1025,6 +1073,7 @@ impl Config {
 
         Ok(Config {
             lifecycle,
+            reap_discovered_after,
             path: path.to_path_buf(),
             state_dir: resolve(&raw.state_dir),
             assets_dir: resolve(&raw.assets_dir),
@@ -1142,6 +1191,49 @@ ranges = [["10.0.0.100", "10.0.0.200"]]
                 .map(|s| s.cidr),
             Some("10.0.0.0/24".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn unknown_client_bounds_and_relays() {
+        let cfg = Config::parse(Path::new("/r.toml"), MINIMAL).unwrap();
+        let sn = &cfg.dhcp.subnets[0];
+        assert_eq!((sn.unknown_share, sn.unknown_rate), (90, 0));
+        assert!(sn.relays.is_empty());
+        assert_eq!(
+            cfg.reap_discovered_after,
+            Some(std::time::Duration::from_secs(3600))
+        );
+        let text = MINIMAL.replace(
+            "ranges = [[\"10.0.0.100\", \"10.0.0.200\"]]",
+            "ranges = [[\"10.0.0.100\", \"10.0.0.200\"]]\nunknown_share = 50\n\
+             unknown_rate = 10\nrelays = [\"10.9.0.1\", \"10.9.0.2\"]",
+        ) + "[lifecycle]\nreap_discovered_after = \"10m\"\n";
+        let cfg = Config::parse(Path::new("/r.toml"), &text).unwrap();
+        let sn = &cfg.dhcp.subnets[0];
+        assert_eq!((sn.unknown_share, sn.unknown_rate), (50, 10));
+        assert_eq!(sn.relays.len(), 2);
+        assert_eq!(
+            cfg.reap_discovered_after,
+            Some(std::time::Duration::from_secs(600))
+        );
+        for never in ["0", "never"] {
+            let text = format!("{MINIMAL}[lifecycle]\nreap_discovered_after = \"{never}\"\n");
+            let cfg = Config::parse(Path::new("/r.toml"), &text).unwrap();
+            assert_eq!(cfg.reap_discovered_after, None, "{never}");
+        }
+        let bad = MINIMAL.replace(
+            "ranges = [[\"10.0.0.100\", \"10.0.0.200\"]]",
+            "ranges = [[\"10.0.0.100\", \"10.0.0.200\"]]\nunknown_share = 101",
+        );
+        let err = Config::parse(Path::new("/r.toml"), &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dhcp.subnet[0].unknown_share"), "{err}");
+        let bad = format!("{MINIMAL}[lifecycle]\nreap_discovered_after = \"soon\"\n");
+        let err = Config::parse(Path::new("/r.toml"), &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lifecycle.reap_discovered_after"), "{err}");
     }
 
     #[test]

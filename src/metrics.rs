@@ -136,6 +136,14 @@ label_value! {
         PoolExhausted => "pool_exhausted",
         /// Over `dhcp.rate_limit_per_mac` or `dhcp.rate_limit_per_relay`.
         RateLimited => "rate_limited",
+        /// A client rackboot knows nothing of, refused a new address: unknown clients of its
+        /// subnet hold their `unknown_share` of the pool, or came faster than `unknown_rate`.
+        UnknownLimited => "unknown_limited",
+        /// A client hardware address no NIC has (ff:ff:ff:ff:ff:ff, all zeros).
+        BadChaddr => "bad_chaddr",
+        /// A relayed packet (giaddr set) from a host, or naming a relay, not in the subnet's
+        /// `relays`.
+        UntrustedRelay => "untrusted_relay",
         /// Meant for another server (a REQUEST naming it, a server's message), or not
         /// rackboot's to answer on a proxy subnet.
         NotForUs => "not_for_us",
@@ -334,6 +342,23 @@ pub(crate) struct DnsLabels {
     result: DnsResult,
 }
 
+label_value! {
+    /// The request that made a node record for a MAC rackboot had never seen.
+    NodeCreator {
+        /// DHCP on port 67 (an offer, or an ACK, was made).
+        Dhcp => "dhcp",
+        /// The PXE boot server on port 4011.
+        PxeBootServer => "pxe_boot_server",
+        /// `GET /boot/<mac>.ipxe`.
+        BootScript => "boot_script",
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct CreatorLabels {
+    by: NodeCreator,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(crate) struct SubnetLabels {
     subnet: String,
@@ -413,6 +438,12 @@ families! {
         => "Addresses in the subnet's dynamic ranges",
     dhcp_pool_leased: Family<SubnetLabels, Gauge>
         => "Addresses in the subnet's dynamic ranges held by a live lease (offered or bound)",
+    dhcp_pool_unknown: Family<SubnetLabels, Gauge>
+        => "Leases in the subnet's dynamic ranges held by clients rackboot knows nothing of (no record, or one DHCP made that never booted), limited by unknown_share",
+    nodes_created: Family<CreatorLabels, Counter>
+        => "Node records made for a MAC rackboot had never seen, by the request that made it",
+    nodes_reaped: Counter
+        => "Node records the lifecycle sweep removed: made for an unknown MAC, never past discovered, idle longer than lifecycle.reap_discovered_after",
     dhcp_pool_declined: Family<SubnetLabels, Gauge>
         => "Addresses in the subnet's dynamic ranges quarantined after a DHCPDECLINE",
     tftp_transfers: Family<ResultLabels, Counter> => "TFTP requests by outcome",
@@ -552,6 +583,9 @@ impl Metrics {
         for &reason in IgnoreReason::ALL {
             f.dhcp_ignored.get_or_create_owned(&ReasonLabels { reason });
         }
+        for &by in NodeCreator::ALL {
+            f.nodes_created.get_or_create_owned(&CreatorLabels { by });
+        }
         for &service in Service::ALL {
             f.request_panics
                 .get_or_create_owned(&ServiceLabels { service });
@@ -608,6 +642,7 @@ impl Metrics {
                 f.dhcp_pool_addresses
                     .get_or_create(&labels)
                     .set(i64::try_from(size).unwrap_or(i64::MAX));
+                f.dhcp_pool_unknown.get_or_create(&labels).set(0);
                 PoolGauges {
                     ranges: p.ranges.clone(),
                     leased: f.dhcp_pool_leased.get_or_create_owned(&labels),
@@ -701,6 +736,29 @@ impl Metrics {
         ] {
             counter.inc_by(total.saturating_sub(counter.get()));
         }
+    }
+
+    /// A node record made for a MAC never seen before.
+    pub fn node_created(&self, by: NodeCreator) {
+        self.families
+            .nodes_created
+            .get_or_create(&CreatorLabels { by })
+            .inc();
+    }
+
+    /// Node records reaped by the lifecycle sweep.
+    pub fn nodes_reaped(&self, n: usize) {
+        self.families.nodes_reaped.inc_by(n as u64);
+    }
+
+    /// The gauge of leases in `subnet`'s pool held by unknown clients,
+    /// taken once: DHCP sets it as it counts them.
+    pub fn dhcp_pool_unknown(&self, subnet: Ipv4Net) -> Gauge {
+        self.families
+            .dhcp_pool_unknown
+            .get_or_create_owned(&SubnetLabels {
+                subnet: subnet.to_string(),
+            })
     }
 
     pub fn dhcp_ignored(&self, reason: IgnoreReason) {

@@ -219,19 +219,6 @@ pub async fn run(
         &cfg.default_bootenv,
     )?));
     let timeline = Timeline::new(store.clone());
-    // Every protocol asks this one door whether a MAC may boot; the rules
-    // hold whether or not rackboot's DHCP runs (an HTTP client on a subnet
-    // that ignores unknown clients is refused all the same).
-    let door = Arc::new(Door::new(
-        store.clone(),
-        timeline.clone(),
-        &cfg.default_bootenv,
-        cfg.dhcp
-            .subnets
-            .iter()
-            .map(|s| (s.cidr, s.unknown_clients))
-            .collect(),
-    ));
     let auth = Arc::new(api_auth(&cfg)?);
     let tls = match &cfg.api.tls {
         Some(t) => Some((
@@ -253,6 +240,20 @@ pub async fn run(
         })
         .collect();
     let metrics = Arc::new(Metrics::new(&pools));
+    // Every protocol asks this one door whether a MAC may boot; the rules
+    // hold whether or not rackboot's DHCP runs (an HTTP client on a subnet
+    // that ignores unknown clients is refused all the same).
+    let door = Arc::new(Door::new(
+        store.clone(),
+        timeline.clone(),
+        &cfg.default_bootenv,
+        cfg.dhcp
+            .subnets
+            .iter()
+            .map(|s| (s.cidr, s.unknown_clients))
+            .collect(),
+        metrics.clone(),
+    ));
     let http_port = cfg.http.unwrap_or(80);
     let urls = Urls {
         http_base: if http_port == 80 {
@@ -312,6 +313,16 @@ pub async fn run(
                     server_ip: address,
                 },
                 mode: s.mode,
+                relays: s.relays.clone(),
+                unknown: Arc::new(std::sync::Mutex::new(dhcp::unknown::Unknown::new(
+                    s.ranges
+                        .iter()
+                        .map(|&(a, b)| u64::from(u32::from(b) - u32::from(a)) + 1)
+                        .sum(),
+                    s.unknown_share,
+                    s.unknown_rate,
+                ))),
+                unknown_held: metrics.dhcp_pool_unknown(s.cidr),
             })
             .collect();
         let direct = subnets
@@ -334,6 +345,8 @@ pub async fn run(
             started: std::time::Instant::now(),
             metrics: metrics.clone(),
         });
+        ctx.count_unknown_leases(crate::model::Timestamp::now())
+            .await?;
         if any_proxy {
             let boot = dhcp::bind(&cfg.interface, dhcp::server::BOOT_SERVER_PORT)
                 .and_then(UdpSocket::from_std)
@@ -424,7 +437,8 @@ pub async fn run(
     }
 
     {
-        let sweep = crate::sweep::Sweep::new(store.clone(), timeline.clone(), cfg.lifecycle);
+        let sweep = crate::sweep::Sweep::new(store.clone(), timeline.clone(), cfg.lifecycle)
+            .reaping(cfg.reap_discovered_after, metrics.clone());
         let c = cancel.clone();
         tasks.spawn(async move {
             sweep.run(c).await;

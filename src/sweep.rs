@@ -4,6 +4,13 @@
 //! diagnosis as the reason, so the store (and the API) tells the truth also
 //! about nodes that do not boot again. Policy is `boot::lifecycle` and
 //! `boot::diagnose`; this module only reads the clock and the store.
+//!
+//! It also reaps what a flood of made-up MACs leaves behind: a record DHCP
+//! made for an unknown MAC that never went further (still `discovered`, no
+//! live lease, nothing an admin gave it) is deleted once idle for
+//! `[lifecycle] reap_discovered_after`. The candidates come out of the scan
+//! the pass makes anyway; at most [`REAP_PER_PASS`] go per pass, in one
+//! write.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -13,17 +20,31 @@ use tokio_util::sync::CancellationToken;
 
 use crate::boot::{Timeouts, diagnose, lifecycle, stall_deadline};
 use crate::events::Timeline;
-use crate::model::{Mac, Timestamp};
+use crate::metrics::Metrics;
+use crate::model::{LeaseState, Mac, Node, Timestamp};
 use crate::store::{Store, StoreError};
 
 /// How often the sweep runs: a lease is reverted at most this late.
 pub const INTERVAL: Duration = Duration::from_secs(5);
+
+/// Records reaped in one pass at most: a flood's leftovers go at up to
+/// 200 a second, and no pass holds the store for long.
+pub const REAP_PER_PASS: usize = 1000;
 
 /// What one pass changed, for logs and tests.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Swept {
     pub leases_expired: usize,
     pub stalls: usize,
+    pub reaped: usize,
+}
+
+/// Whether `n` may be reaped at `now` after `idle` without a request:
+/// a bare record DHCP made, not seen for that long. (A live lease is
+/// checked apart: it is not on the record.)
+fn reapable(n: &Node, now: Timestamp, idle: Duration) -> bool {
+    let seen = n.last_seen.unwrap_or(n.created).max(n.created);
+    n.is_bare_discovery() && now.millis() - seen.millis() >= idle.as_millis() as i64
 }
 
 /// The sweep and what it remembers between passes: per node, the last-seen
@@ -34,6 +55,8 @@ pub struct Sweep {
     timeline: Timeline,
     timeouts: Timeouts,
     checked: HashMap<Mac, Checked>,
+    /// `[lifecycle] reap_discovered_after`, and where reaping is counted.
+    reap: Option<(Duration, Arc<Metrics>)>,
 }
 
 struct Checked {
@@ -49,7 +72,15 @@ impl Sweep {
             timeline,
             timeouts,
             checked: HashMap::new(),
+            reap: None,
         }
+    }
+
+    /// Reaps bare records idle for `after` (`None`: never), counting them in
+    /// `metrics`.
+    pub fn reaping(mut self, after: Option<Duration>, metrics: Arc<Metrics>) -> Sweep {
+        self.reap = after.map(|a| (a, metrics));
+        self
     }
 
     /// Runs a pass every [`INTERVAL`] until `cancel` fires. A failed pass is
@@ -82,13 +113,18 @@ impl Sweep {
         // Only nodes with something to look at: in a storm nearly every node
         // was seen moments ago, and copying all their records every pass
         // would hold the store (and the DHCP answers waiting on it).
+        let reap_after = self.reap.as_ref().map(|(a, _)| *a);
         let nodes = self
             .store
             .nodes_where(Box::new(move |n| {
                 let seen = n.last_seen.unwrap_or(n.created);
-                lifecycle::expire_lease(n, now).is_some() || now.millis() - seen.millis() >= quiet
+                lifecycle::expire_lease(n, now).is_some()
+                    || now.millis() - seen.millis() >= quiet
+                    || reap_after.is_some_and(|a| reapable(n, now, a))
             }))
             .await?;
+        let (nodes, reaped) = self.reap(nodes, now).await?;
+        swept.reaped = reaped;
         // A node no longer quiet is looked at afresh once it is again.
         let candidates: HashSet<Mac> = nodes.iter().map(|n| n.mac).collect();
         self.checked.retain(|mac, _| candidates.contains(mac));
@@ -157,6 +193,64 @@ impl Sweep {
         }
         Ok(swept)
     }
+
+    /// Deletes the reapable records among `nodes` (up to
+    /// [`REAP_PER_PASS`]) and returns the others, and how many went.
+    async fn reap(
+        &mut self,
+        nodes: Vec<Node>,
+        now: Timestamp,
+    ) -> Result<(Vec<Node>, usize), StoreError> {
+        let Some((after, metrics)) = self.reap.clone() else {
+            return Ok((nodes, 0));
+        };
+        let mut doomed = Vec::new();
+        let mut kept = Vec::with_capacity(nodes.len());
+        for n in nodes {
+            if doomed.len() < REAP_PER_PASS && reapable(&n, now, after) {
+                // An address it still holds (a renewing client that never
+                // PXE boots) keeps it: the record is in use.
+                let holds = self
+                    .store
+                    .lease_of(n.mac)
+                    .await?
+                    .is_some_and(|l| l.state == LeaseState::Bound && l.is_live(now));
+                if !holds {
+                    doomed.push((n.mac, n.last_seen));
+                    continue;
+                }
+            }
+            kept.push(n);
+        }
+        if doomed.is_empty() {
+            return Ok((kept, 0));
+        }
+        let seen: HashMap<Mac, Option<Timestamp>> = doomed.iter().copied().collect();
+        let macs: Vec<Mac> = doomed.iter().map(|(m, _)| *m).collect();
+        // Only if nothing happened to it since it was looked at: a request
+        // meanwhile moved its last-seen time.
+        let deleted = self
+            .store
+            .delete_nodes_if(
+                &macs,
+                Box::new(move |n| {
+                    reapable(n, now, after) && seen.get(&n.mac) == Some(&n.last_seen)
+                }),
+            )
+            .await?;
+        for mac in &deleted {
+            self.checked.remove(mac);
+        }
+        if !deleted.is_empty() {
+            tracing::info!(
+                count = deleted.len(),
+                after = %humantime::format_duration(after),
+                "reaped node records made for unknown MACs that never booted"
+            );
+            metrics.nodes_reaped(deleted.len());
+        }
+        Ok((kept, deleted.len()))
+    }
 }
 
 #[cfg(test)]
@@ -179,6 +273,79 @@ mod tests {
 
     fn mac(n: u8) -> Mac {
         Mac::new([0x52, 0x54, 0, 0, 0, n])
+    }
+
+    #[tokio::test]
+    async fn bare_records_of_unknown_macs_are_reaped_once_idle_and_no_other() {
+        use crate::model::{LeaseState, NodeOrigin};
+        use crate::store::LeaseRequest;
+        let (store, sweep) = setup().await;
+        let metrics = Arc::new(Metrics::new(&[]));
+        let mut sweep = sweep.reaping(Some(Duration::from_secs(3600)), metrics.clone());
+        let bare = |n: u8| Node::discovered(mac(n), "discovery", format!("t{n}"), Timestamp(0));
+        let mut admin = bare(2);
+        admin.origin = NodeOrigin::Admin;
+        let mut protected = bare(3);
+        protected.protected = true;
+        let mut booting = bare(4);
+        booting.state = NodeState::Booting;
+        let mut labelled = bare(5);
+        labelled.labels.insert("rack".into(), "r1".into());
+        let leased = bare(6);
+        let mut seen_later = bare(7);
+        seen_later.last_seen = Some(Timestamp(30 * MIN));
+        store
+            .put_nodes(vec![
+                bare(1),
+                admin,
+                protected,
+                booting,
+                labelled,
+                leased,
+                seen_later,
+            ])
+            .await
+            .unwrap();
+        // mac(6) renews an address all along: the record is in use.
+        store
+            .allocate(&LeaseRequest {
+                mac: mac(6),
+                ranges: vec![("10.0.0.10".parse().unwrap(), "10.0.0.20".parse().unwrap())],
+                fixed: None,
+                wanted: None,
+                exact: false,
+                state: LeaseState::Bound,
+                expires: Timestamp(300 * MIN),
+                now: Timestamp(0),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+
+        assert_eq!(sweep.pass(Timestamp(59 * MIN)).await.unwrap().reaped, 0);
+        assert_eq!(sweep.pass(Timestamp(61 * MIN)).await.unwrap().reaped, 1);
+        assert!(store.node(mac(1)).await.unwrap().is_none(), "reaped");
+        for n in 2..=7 {
+            assert!(store.node(mac(n)).await.unwrap().is_some(), "{n} kept");
+        }
+        // Idle an hour since it was last seen: its turn comes then.
+        assert_eq!(sweep.pass(Timestamp(91 * MIN)).await.unwrap().reaped, 1);
+        assert!(store.node(mac(7)).await.unwrap().is_none());
+        let text = metrics.render(crate::metrics::Format::Text).unwrap();
+        assert!(
+            text.lines().any(|l| l == "rackboot_nodes_reaped_total 2"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn nothing_is_reaped_when_reaping_is_off() {
+        let (store, sweep) = setup().await;
+        let mut sweep = sweep.reaping(None, Arc::new(Metrics::new(&[])));
+        let n = Node::discovered(mac(1), "discovery", "t".into(), Timestamp(0));
+        store.put_nodes(vec![n]).await.unwrap();
+        assert_eq!(sweep.pass(Timestamp(1000 * MIN)).await.unwrap().reaped, 0);
+        assert!(store.node(mac(1)).await.unwrap().is_some());
     }
 
     #[tokio::test]

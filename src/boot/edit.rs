@@ -13,7 +13,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::bootenv::{LOCAL, is_relative_inside};
 use crate::model::selector::{is_key, is_value};
-use crate::model::{Mac, Node, Timestamp};
+use crate::model::{Mac, Node, NodeOrigin, Timestamp};
 
 /// A value that is wrong for one field; the message says what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -220,7 +220,17 @@ impl ValidPatch {
 
     /// Applies the patch to `node` at `now`. Protection is not checked
     /// here: the caller passes the record before and after to [`guard`].
+    /// A record the patch changes is the admin's from then on (never
+    /// reaped as a bare discovery).
     pub fn apply(&self, node: &mut Node, now: Timestamp) {
+        let before = node.clone();
+        self.apply_fields(node, now);
+        if *node != before {
+            node.origin = NodeOrigin::Admin;
+        }
+    }
+
+    fn apply_fields(&self, node: &mut Node, now: Timestamp) {
         let p = &self.patch;
         if let Some(b) = &p.bootenv {
             let wanted = if p.once {
@@ -438,11 +448,16 @@ impl NodeInput {
         now: Timestamp,
     ) -> Node {
         let mut node = match existing {
-            Some(n) => n.clone(),
+            // Made or replaced by an admin: theirs from now on, never reaped.
+            Some(n) => Node {
+                origin: NodeOrigin::Admin,
+                ..n.clone()
+            },
             None => {
                 let mut n = Node::discovered(self.mac, default_bootenv, token(), now);
                 // Created by an admin: not seen on the wire yet.
                 n.last_seen = None;
+                n.origin = NodeOrigin::Admin;
                 n
             }
         };

@@ -6,7 +6,11 @@
 //! A MAC with a record is admitted everywhere. An unknown MAC is admitted,
 //! and gets a record in state `discovered` with the default bootenv, where
 //! `unknown_clients = "serve"` holds; where it is `"ignore"` it is refused
-//! and nothing is written. A record made by one protocol admits the MAC on
+//! and nothing is written. A protocol that may still say nothing to an
+//! admitted MAC (DHCP without an address to offer) looks first
+//! ([`Door::look`]) and makes the record only when it answers
+//! ([`Door::welcome`]): a flood of made-up MACs that gets no answer leaves
+//! no records behind. A record made by one protocol admits the MAC on
 //! every other (DHCP leases to a node that exists), which is why no protocol
 //! may make one on its own: an HTTP request from a subnet that ignores
 //! unknown clients must not do what its DHCP refuses.
@@ -24,6 +28,7 @@ use ipnet::Ipv4Net;
 
 use crate::config::UnknownClients;
 use crate::events::Timeline;
+use crate::metrics::{Metrics, NodeCreator};
 use crate::model::{EventKind, Mac, Node, Timestamp};
 use crate::nodes;
 use crate::store::{Store, StoreError};
@@ -83,6 +88,28 @@ impl std::fmt::Display for Via {
     }
 }
 
+impl Via {
+    fn creator(self) -> NodeCreator {
+        match self {
+            Via::Dhcp { .. } => NodeCreator::Dhcp,
+            Via::PxeBootServer => NodeCreator::PxeBootServer,
+            Via::BootScript { .. } => NodeCreator::BootScript,
+        }
+    }
+}
+
+/// What [`Door::look`] found, before anything is written.
+#[derive(Debug)]
+pub enum Looked {
+    /// It has a record.
+    Known(Node),
+    /// Unknown and admitted here: the record it would get (not stored, no
+    /// token yet), to decide with; [`Door::welcome`] stores it.
+    Unknown(Node),
+    /// Unknown, and `unknown_clients = "ignore"` where it asked.
+    Refused { place: String },
+}
+
 /// The answer to "may this MAC boot here?".
 #[derive(Debug)]
 pub enum Admitted {
@@ -103,6 +130,7 @@ pub struct Door {
     timeline: Timeline,
     default_bootenv: String,
     subnets: Vec<(Ipv4Net, UnknownClients)>,
+    metrics: Arc<Metrics>,
 }
 
 impl Door {
@@ -111,13 +139,63 @@ impl Door {
         timeline: Timeline,
         default_bootenv: &str,
         subnets: Vec<(Ipv4Net, UnknownClients)>,
+        metrics: Arc<Metrics>,
     ) -> Door {
         Door {
             store,
             timeline,
             default_bootenv: default_bootenv.to_string(),
             subnets,
+            metrics,
         }
+    }
+
+    /// Whether `mac`, asking from `place`, may boot, writing nothing: its
+    /// record, or the one it would get. One store read, as for `admit`.
+    pub async fn look(&self, mac: Mac, place: Place, now: Timestamp) -> Result<Looked, StoreError> {
+        if let Some(node) = self.store.node(mac).await? {
+            return Ok(Looked::Known(node));
+        }
+        let (rule, place) = rule(&self.subnets, place);
+        if rule == UnknownClients::Ignore {
+            tracing::info!(%mac, subnet = %place, "ignoring unknown client (unknown_clients = \"ignore\")");
+            return Ok(Looked::Refused { place });
+        }
+        Ok(Looked::Unknown(Node::discovered(
+            mac,
+            &self.default_bootenv,
+            String::new(),
+            now,
+        )))
+    }
+
+    /// Stores `node`, the record [`Door::look`] proposed (perhaps with what
+    /// the protocol learnt since: arch, relay information), with a token of
+    /// its own and a `state` event saying where it came from. Returns the
+    /// record in force, and whether it was made now (not by another request
+    /// meanwhile).
+    pub async fn welcome(
+        &self,
+        mut node: Node,
+        place: Place,
+        via: Via,
+    ) -> Result<(Node, bool), StoreError> {
+        let mac = node.mac;
+        node.token = nodes::new_token();
+        let (node, created) = self.store.create_node_if_absent(node).await?;
+        if !created {
+            return Ok((node, false));
+        }
+        self.metrics.node_created(via.creator());
+        let (_, place) = rule(&self.subnets, place);
+        self.timeline
+            .record(
+                mac,
+                EventKind::State,
+                format!("new node on {place} ({via}), bootenv {}", node.bootenv),
+            )
+            .await;
+        Ok((node, true))
     }
 
     /// Whether `mac`, asking from `place`, may boot; its record when it may
@@ -130,28 +208,14 @@ impl Door {
         via: Via,
         now: Timestamp,
     ) -> Result<Admitted, StoreError> {
-        if let Some(node) = self.store.node(mac).await? {
-            return Ok(Admitted::Known(node));
+        match self.look(mac, place, now).await? {
+            Looked::Known(node) => Ok(Admitted::Known(node)),
+            Looked::Refused { place } => Ok(Admitted::Refused { place }),
+            Looked::Unknown(node) => Ok(match self.welcome(node, place, via).await? {
+                (node, true) => Admitted::New(node),
+                (node, false) => Admitted::Known(node),
+            }),
         }
-        let (rule, place) = rule(&self.subnets, place);
-        if rule == UnknownClients::Ignore {
-            tracing::info!(%mac, subnet = %place, %via, "ignoring unknown client (unknown_clients = \"ignore\")");
-            return Ok(Admitted::Refused { place });
-        }
-        let (node, created) =
-            nodes::ensure(self.store.as_ref(), mac, &self.default_bootenv, now).await?;
-        if !created {
-            // Made meanwhile by another request.
-            return Ok(Admitted::Known(node));
-        }
-        self.timeline
-            .record(
-                mac,
-                EventKind::State,
-                format!("new node on {place} ({via}), bootenv {}", node.bootenv),
-            )
-            .await;
-        Ok(Admitted::New(node))
     }
 }
 
@@ -196,6 +260,7 @@ mod tests {
             Timeline::new(store.clone()),
             "discovery",
             vec![(net("10.77.0.0/24"), Serve), (net("10.78.0.0/24"), Ignore)],
+            Arc::new(Metrics::new(&[])),
         );
         let mac: Mac = "52:54:00:78:00:01".parse().unwrap();
         for place in [

@@ -23,7 +23,8 @@ pub struct Request {
     pub server_id: Option<Ipv4Addr>,
     pub broadcast: bool,
     /// Option 82 (RFC 3046) as `circuit-id=… remote-id=…`: the switch port a
-    /// relayed client sits behind.
+    /// relayed client sits behind. Only from a relayed packet (giaddr set):
+    /// a client heard directly could write anything there.
     pub relay_info: Option<String>,
 }
 
@@ -38,6 +39,9 @@ pub enum Unanswerable {
     NoMessageType,
     #[error("message type {0:?} is not one a client sends to a server")]
     WrongType(MessageType),
+    /// No NIC has it; a record or a lease for it would only serve a flood.
+    #[error("client hardware address {0} is the broadcast or all-zero address")]
+    BadChaddr(Mac),
 }
 
 pub fn classify(msg: &Message) -> Result<Request, Unanswerable> {
@@ -60,6 +64,9 @@ pub fn classify(msg: &Message) -> Result<Request, Unanswerable> {
     }
     let mut mac = [0u8; 6];
     mac.copy_from_slice(&msg.chaddr()[..6]);
+    if mac == [0xff; 6] || mac == [0; 6] {
+        return Err(Unanswerable::BadChaddr(Mac::new(mac)));
+    }
     let opts = msg.opts();
 
     let arch = match opts.get(OptionCode::ClientSystemArchitecture) {
@@ -103,8 +110,12 @@ pub fn classify(msg: &Message) -> Result<Request, Unanswerable> {
             _ => None,
         },
         broadcast: msg.flags().broadcast(),
+        // RFC 3046 §2.1: only a relay agent adds option 82, and it sets
+        // giaddr when it does.
         relay_info: match opts.get(OptionCode::RelayAgentInformation) {
-            Some(DhcpOption::RelayAgentInformation(info)) => relay_info_text(info),
+            Some(DhcpOption::RelayAgentInformation(info)) if !giaddr.is_unspecified() => {
+                relay_info_text(info)
+            }
             _ => None,
         },
     })
@@ -284,6 +295,32 @@ mod tests {
         assert_eq!(r.client.relay, Some(Ipv4Addr::new(10, 1, 0, 1)));
         assert_eq!(r.requested_ip, Some(Ipv4Addr::new(10, 1, 0, 50)));
         assert_eq!(r.server_id, Some(Ipv4Addr::new(10, 1, 0, 2)));
+    }
+
+    #[test]
+    fn option_82_from_a_client_heard_directly_is_not_believed() {
+        let mut m = packet(MessageType::Discover);
+        let mut info = dhcproto::v4::relay::RelayAgentInformation::default();
+        info.insert(dhcproto::v4::relay::RelayInfo::AgentCircuitId(
+            b"Gi9/9/9".to_vec(),
+        ));
+        m.opts_mut().insert(DhcpOption::RelayAgentInformation(info));
+        let r = classify(&m).unwrap();
+        assert_eq!((r.client.relay, r.relay_info), (None, None));
+    }
+
+    #[test]
+    fn broadcast_and_all_zero_hardware_addresses_are_refused() {
+        for (chaddr, text) in [
+            ([0xff; 6], "ff:ff:ff:ff:ff:ff"),
+            ([0; 6], "00:00:00:00:00:00"),
+        ] {
+            let mut m = packet(MessageType::Discover);
+            m.set_chaddr(&chaddr);
+            let why = classify(&m).unwrap_err();
+            assert_eq!(why, Unanswerable::BadChaddr(Mac::new(chaddr)));
+            assert!(why.to_string().contains(text), "{why}");
+        }
     }
 }
 

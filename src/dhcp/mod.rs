@@ -7,6 +7,7 @@ pub mod lease;
 pub mod ratelimit;
 pub mod reply;
 pub mod server;
+pub mod unknown;
 pub mod wire;
 
 pub use server::{DhcpContext, Subnet, bind, serve, serve_boot_server};

@@ -139,8 +139,11 @@ fn base(request: &Message, kind: MessageType, server_ip: Ipv4Addr) -> Message {
     opts.insert(DhcpOption::MessageType(kind));
     opts.insert(DhcpOption::ServerIdentifier(server_ip));
     // RFC 3046 §2.2: the relay agent information goes back to the relay,
-    // which strips it and uses it to find the client's port.
-    if let Some(info) = request.opts().get(OptionCode::RelayAgentInformation) {
+    // which strips it and uses it to find the client's port. A client heard
+    // directly has no relay: what it put there is not echoed.
+    if !request.giaddr().is_unspecified()
+        && let Some(info) = request.opts().get(OptionCode::RelayAgentInformation)
+    {
         opts.insert(info.clone());
     }
     m

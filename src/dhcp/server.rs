@@ -15,14 +15,15 @@ use tokio_util::sync::CancellationToken;
 use super::classify::{Request, Unanswerable, classify};
 use super::lease::{self, Outcome, Pool};
 use super::reply::{self, BootFile, ServerParams};
+use super::unknown::Unknown;
 use super::wire;
 use crate::boot::{Decision, Urls, decide_for_node};
 use crate::config::{LoaderMap, SubnetMode};
 use crate::contain;
-use crate::control::admit::{Admitted, Door, Place, Via};
+use crate::control::admit::{Door, Looked, Place, Via};
 use crate::events::Timeline;
 use crate::metrics::{DhcpReply, DhcpType, IgnoreReason, Metrics, Service};
-use crate::model::{EventKind, Timestamp};
+use crate::model::{EventKind, Mac, Node, Timestamp};
 use crate::store::{Store, StoreError};
 
 pub const SERVER_PORT: u16 = 67;
@@ -36,6 +37,29 @@ pub struct Subnet {
     pub params: ServerParams,
     pub pool: Pool,
     pub mode: SubnetMode,
+    /// Where relayed requests may come from (`relays`); empty: anywhere.
+    pub relays: Vec<Ipv4Addr>,
+    /// What unknown clients hold of the pool (`unknown_share`, `unknown_rate`).
+    pub unknown: Arc<std::sync::Mutex<Unknown>>,
+    /// `rackboot_dhcp_pool_unknown` of this subnet.
+    pub unknown_held: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Subnet {
+    fn unknown(&self) -> std::sync::MutexGuard<'_, Unknown> {
+        self.unknown
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `mac` holds nothing counted against `unknown_share` any more.
+    fn unknown_left(&self, mac: Mac) {
+        let mut u = self.unknown();
+        if u.held() > 0 {
+            u.left(mac);
+            self.unknown_held.set(u.held() as i64);
+        }
+    }
 }
 
 /// Everything the DHCP service needs, passed in explicitly.
@@ -72,6 +96,68 @@ impl DhcpContext {
             }
             None => self.direct.map(|i| &self.subnets[i]),
         }
+    }
+
+    /// Counts, once at start-up, the live leases of each pool that unknown
+    /// clients hold (no record, or a bare one DHCP made), so that a restart
+    /// does not hand them their share a second time.
+    pub async fn count_unknown_leases(&self, now: Timestamp) -> Result<(), StoreError> {
+        let leases = self.store.leases().await?;
+        for lease in leases {
+            let Some(mac) = lease.mac else { continue };
+            if !lease.is_live(now) {
+                continue;
+            }
+            let Some(subnet) = self.subnets.iter().find(|s| {
+                s.mode == SubnetMode::Dhcp
+                    && s.pool
+                        .ranges
+                        .iter()
+                        .any(|&(a, b)| (u32::from(a)..=u32::from(b)).contains(&u32::from(lease.ip)))
+            }) else {
+                continue;
+            };
+            let unknown = match self.store.node(mac).await? {
+                None => true,
+                Some(n) => n.is_bare_discovery(),
+            };
+            if unknown {
+                subnet.unknown().took(mac, lease.expires);
+            }
+        }
+        for s in &self.subnets {
+            s.unknown_held.set(s.unknown().held() as i64);
+        }
+        Ok(())
+    }
+
+    /// Whether `mac`, unknown, may have a new lease on `subnet` now; when the
+    /// share is full, the clients it counts are first looked up again (at
+    /// most once a second), since some may have booted meanwhile.
+    async fn unknown_may_take(
+        &self,
+        subnet: &Subnet,
+        mac: Mac,
+        now: Timestamp,
+    ) -> Result<Result<(), super::unknown::Refusal>, StoreError> {
+        let due = subnet.unknown().due_for_recount(now);
+        if !due.is_empty() {
+            let mut known = Vec::new();
+            for m in due {
+                if self
+                    .store
+                    .node(m)
+                    .await?
+                    .is_some_and(|n| !n.is_bare_discovery())
+                {
+                    known.push(m);
+                }
+            }
+            let mut u = subnet.unknown();
+            u.recount(&known, now);
+            subnet.unknown_held.set(u.held() as i64);
+        }
+        Ok(subnet.unknown().may_take(mac, now))
     }
 }
 
@@ -253,30 +339,31 @@ async fn boot_server_answer(ctx: &DhcpContext, packet: &[u8], peer: SocketAddr) 
         .find(|s| s.mode == SubnetMode::Proxy && s.params.subnet.contains(from.ip()))?;
     let mac = req.client.mac;
     let now = Timestamp::now();
-    let node = match ctx
-        .door
-        .admit(
-            mac,
-            Place::Subnet(subnet.params.subnet),
-            Via::PxeBootServer,
-            now,
-        )
-        .await
-    {
-        Ok(Admitted::Known(n) | Admitted::New(n)) => n,
-        Ok(Admitted::Refused { .. }) => {
+    let place = Place::Subnet(subnet.params.subnet);
+    let failed = |e: StoreError| {
+        tracing::error!(%mac, error = %e, "cannot answer PXE boot server request");
+        ctx.metrics.dhcp_ignored(IgnoreReason::Error);
+    };
+    let (node, known) = match ctx.door.look(mac, place, now).await {
+        Ok(Looked::Known(n)) => (n, true),
+        Ok(Looked::Unknown(n)) => (n, false),
+        Ok(Looked::Refused { .. }) => {
             ctx.metrics.dhcp_ignored(IgnoreReason::UnknownClient);
             return None;
         }
         Err(e) => {
-            tracing::error!(%mac, error = %e, "cannot answer PXE boot server request");
-            ctx.metrics.dhcp_ignored(IgnoreReason::Error);
+            failed(e);
             return None;
         }
     };
     let decision = decide_for_node(&req.client, &node, &ctx.loaders, &ctx.urls, now);
     let boot = boot_file(&decision);
     if boot == BootFile::None {
+        return None;
+    }
+    // Made only now that it is answered (see `answer`).
+    if let Err(e) = welcomed(ctx, node, known, place, Via::PxeBootServer).await {
+        failed(e);
         return None;
     }
     ctx.timeline
@@ -351,10 +438,22 @@ pub async fn handle(
                 Unanswerable::NotEthernet(_) | Unanswerable::NoMessageType => {
                     IgnoreReason::Malformed
                 }
+                Unanswerable::BadChaddr(_) => IgnoreReason::BadChaddr,
             });
             return None;
         }
     };
+    let subnet = ctx.subnet_for(req.client.relay, req.ciaddr);
+    // Checked before the rate limits: a forged giaddr must not spend the
+    // real relay's budget.
+    if let (Some(giaddr), Some(s)) = (req.client.relay, subnet)
+        && !s.relays.is_empty()
+        && !matches!(peer, SocketAddr::V4(p) if s.relays.contains(p.ip()))
+    {
+        tracing::debug!(mac = %req.client.mac, %giaddr, %peer, subnet = %s.params.subnet, "ignoring relayed request from a source not in the subnet's relays");
+        metrics.dhcp_ignored(IgnoreReason::UntrustedRelay);
+        return None;
+    }
     let limited = ctx
         .limits
         .lock()
@@ -365,7 +464,7 @@ pub async fn handle(
         metrics.dhcp_ignored(IgnoreReason::RateLimited);
         return None;
     }
-    let Some(subnet) = ctx.subnet_for(req.client.relay, req.ciaddr) else {
+    let Some(subnet) = subnet else {
         match req.client.relay {
             Some(relay) => {
                 tracing::info!(mac = %req.client.mac, %relay, "ignoring relayed request: no [[dhcp.subnet]] contains the relay address")
@@ -404,25 +503,22 @@ async fn answer(
     let mac = req.client.mac;
     let store = ctx.store.as_ref();
     let place = Place::Subnet(subnet.params.subnet);
-    let node = match ctx
-        .door
-        .admit(
-            mac,
-            place,
-            Via::Dhcp {
-                relay: req.client.relay,
-            },
-            now,
-        )
-        .await?
-    {
-        Admitted::Known(node) | Admitted::New(node) => node,
-        Admitted::Refused { .. } => {
+    let via = Via::Dhcp {
+        relay: req.client.relay,
+    };
+    // An unknown MAC's record is made only once it is answered with an
+    // address (or, on a proxy subnet, boot information): a flood of
+    // made-up MACs that gets nothing leaves nothing behind.
+    let (mut node, known) = match ctx.door.look(mac, place, now).await? {
+        Looked::Known(node) => (node, true),
+        Looked::Unknown(node) => (node, false),
+        Looked::Refused { .. } => {
             ctx.metrics.dhcp_ignored(IgnoreReason::UnknownClient);
             return Ok(None);
         }
     };
-    if let Some(info) = &req.relay_info
+    if known
+        && let Some(info) = &req.relay_info
         && node.relay_info.as_deref() != Some(info.as_str())
     {
         store.set_node_relay_info(mac, Some(info)).await?;
@@ -442,17 +538,29 @@ async fn answer(
         | Decision::Local { arch } => Some(*arch),
         _ => None,
     };
-    store.touch_node(mac, arch, now).await?;
+    if known {
+        store.touch_node(mac, arch, now).await?;
+    } else {
+        node.arch = arch.or(node.arch);
+        node.relay_info = req.relay_info.clone();
+    }
     if let Decision::Ignore { reason } = &decision {
         tracing::info!(%mac, %reason, "ignoring DHCP request");
         ctx.metrics.dhcp_ignored(IgnoreReason::UnsupportedArch);
-        ctx.timeline
-            .record(mac, EventKind::DhcpIgnored, reason.clone())
-            .await;
+        if known {
+            ctx.timeline
+                .record(mac, EventKind::DhcpIgnored, reason.clone())
+                .await;
+        }
         return Ok(None);
     }
     let boot = boot_file(&decision);
-    let hostname = Some(node.hostname.as_str());
+    // A client rackboot knows nothing of: its leases count against the
+    // subnet's `unknown_share`, and a new one against `unknown_rate`.
+    let unknown = !known || node.is_bare_discovery();
+    if !unknown {
+        subnet.unknown_left(mac);
+    }
 
     if subnet.mode == SubnetMode::Proxy {
         // Another server owns the addresses: answer PXE clients' DISCOVERs
@@ -461,6 +569,7 @@ async fn answer(
             ctx.metrics.dhcp_ignored(IgnoreReason::NotForUs);
             return Ok(None);
         }
+        welcomed(ctx, node, known, place, via).await?;
         ctx.timeline
             .record(
                 mac,
@@ -478,16 +587,27 @@ async fn answer(
 
     match req.kind {
         MessageType::Discover => {
+            if unknown && let Err(why) = ctx.unknown_may_take(subnet, mac, now).await? {
+                tracing::debug!(%mac, subnet = %subnet.params.subnet, %why, "no offer to an unknown client");
+                ctx.metrics.dhcp_ignored(IgnoreReason::UnknownLimited);
+                return Ok(None);
+            }
             let Some(l) =
                 lease::offer(store, &subnet.pool, mac, node.ipv4, req.requested_ip, now).await?
             else {
                 tracing::warn!(%mac, "DHCP pool exhausted: no address to offer");
                 ctx.metrics.dhcp_ignored(IgnoreReason::PoolExhausted);
-                ctx.timeline
-                    .record(mac, EventKind::DhcpIgnored, "pool exhausted")
-                    .await;
+                if known {
+                    ctx.timeline
+                        .record(mac, EventKind::DhcpIgnored, "pool exhausted")
+                        .await;
+                }
                 return Ok(None);
             };
+            if unknown {
+                counted(subnet, mac, &l);
+            }
+            let node = welcomed(ctx, node, known, place, via).await?;
             ctx.timeline
                 .record(mac, EventKind::DhcpOffer, detail(l.ip, &boot, req))
                 .await;
@@ -495,15 +615,25 @@ async fn answer(
                 msg,
                 MessageType::Offer,
                 l.ip,
-                hostname,
+                Some(node.hostname.as_str()),
                 &boot,
                 req.client.is_ipxe,
                 &subnet.params,
             )))
         }
         MessageType::Request => {
+            if unknown && let Err(why) = ctx.unknown_may_take(subnet, mac, now).await? {
+                // Not ours to give: say nothing, as for another server's client.
+                tracing::debug!(%mac, subnet = %subnet.params.subnet, %why, "no lease for an unknown client");
+                ctx.metrics.dhcp_ignored(IgnoreReason::UnknownLimited);
+                return Ok(None);
+            }
             match lease::request(store, &subnet.pool, req, node.ipv4, now).await? {
                 Outcome::Ack(l) => {
+                    if unknown {
+                        counted(subnet, mac, &l);
+                    }
+                    let node = welcomed(ctx, node, known, place, via).await?;
                     ctx.timeline
                         .record(mac, EventKind::DhcpAck, detail(l.ip, &boot, req))
                         .await;
@@ -511,20 +641,25 @@ async fn answer(
                         msg,
                         MessageType::Ack,
                         l.ip,
-                        hostname,
+                        Some(node.hostname.as_str()),
                         &boot,
                         req.client.is_ipxe,
                         &subnet.params,
                     )))
                 }
                 Outcome::Nak(reason) => {
-                    ctx.timeline
-                        .record(mac, EventKind::DhcpNak, reason.clone())
-                        .await;
+                    if known {
+                        ctx.timeline
+                            .record(mac, EventKind::DhcpNak, reason.clone())
+                            .await;
+                    }
                     Ok(Some(reply::nak(msg, subnet.params.server_ip, &reason)))
                 }
                 Outcome::Silent(reason) => {
                     tracing::debug!(%mac, %reason, "not answering REQUEST");
+                    if unknown && store.lease_of(mac).await?.is_none() {
+                        subnet.unknown_left(mac);
+                    }
                     ctx.metrics.dhcp_ignored(IgnoreReason::NotForUs);
                     Ok(None)
                 }
@@ -532,34 +667,45 @@ async fn answer(
         }
         MessageType::Release => {
             let released = store.release(mac, req.ciaddr).await?;
-            ctx.timeline
-                .record(
-                    mac,
-                    EventKind::DhcpRelease,
-                    format!(
-                        "{}{}",
-                        req.ciaddr,
-                        if released { "" } else { " (no such lease)" }
-                    ),
-                )
-                .await;
+            if released {
+                subnet.unknown_left(mac);
+            }
+            if known {
+                ctx.timeline
+                    .record(
+                        mac,
+                        EventKind::DhcpRelease,
+                        format!(
+                            "{}{}",
+                            req.ciaddr,
+                            if released { "" } else { " (no such lease)" }
+                        ),
+                    )
+                    .await;
+            }
             Ok(None)
         }
         MessageType::Decline => {
+            // Only the address this client was given: a DECLINE naming any
+            // other would let one host quarantine a whole pool.
+            let held = store.lease_of(mac).await?.map(|l| l.ip);
             if let Some(ip) = req
                 .requested_ip
-                .filter(|ip| subnet.pool.subnet.contains(ip))
+                .filter(|ip| subnet.pool.subnet.contains(ip) && held == Some(*ip))
             {
                 store
                     .decline(ip, now.plus_secs(u64::from(subnet.pool.lease_seconds)))
                     .await?;
-                ctx.timeline
-                    .record(
-                        mac,
-                        EventKind::DhcpDecline,
-                        format!("{ip} is in use by another host; quarantined"),
-                    )
-                    .await;
+                subnet.unknown_left(mac);
+                if known {
+                    ctx.timeline
+                        .record(
+                            mac,
+                            EventKind::DhcpDecline,
+                            format!("{ip} is in use by another host; quarantined"),
+                        )
+                        .await;
+                }
             }
             Ok(None)
         }
@@ -567,13 +713,46 @@ async fn answer(
             msg,
             MessageType::Ack,
             std::net::Ipv4Addr::UNSPECIFIED,
-            hostname,
+            Some(node.hostname.as_str()),
             &boot,
             req.client.is_ipxe,
             &subnet.params,
         ))),
         _ => Ok(None),
     }
+}
+
+/// Counts a lease an unknown client got against its subnet's share.
+fn counted(subnet: &Subnet, mac: Mac, lease: &crate::model::Lease) {
+    let mut u = subnet.unknown();
+    u.took(mac, lease.expires);
+    subnet.unknown_held.set(u.held() as i64);
+}
+
+/// The record of a client about to be answered: as it was if known, else
+/// made now (the client is told its hostname, and may boot from it next).
+async fn welcomed(
+    ctx: &DhcpContext,
+    node: Node,
+    known: bool,
+    place: Place,
+    via: Via,
+) -> Result<Node, StoreError> {
+    if known {
+        return Ok(node);
+    }
+    let info = node.relay_info.clone();
+    let (node, created) = ctx.door.welcome(node, place, via).await?;
+    if created && let Some(info) = info {
+        ctx.timeline
+            .record(
+                node.mac,
+                EventKind::DhcpRelay,
+                format!("relay agent information: {info}"),
+            )
+            .await;
+    }
+    Ok(node)
 }
 
 fn detail(ip: std::net::Ipv4Addr, boot: &BootFile, req: &Request) -> String {

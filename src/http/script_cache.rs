@@ -147,6 +147,8 @@ fn same_for_render(a: &Node, b: &Node) -> bool {
         // The arch rendered for is part of the key.
         arch: _,
         created: _,
+        // Who made the record; no template sees it.
+        origin: _,
     } = a;
     *mac == b.mac
         && *hostname == b.hostname

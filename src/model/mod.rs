@@ -16,7 +16,7 @@ pub use client::{ClientInfo, IPXE_FEATURE_HTTPS};
 pub use event::{Event, EventKind};
 pub use lease::{Lease, LeaseState};
 pub use mac::{Mac, MacParseError};
-pub use node::{Node, NodeState};
+pub use node::{Node, NodeOrigin, NodeState};
 pub use report::ScriptReport;
 pub use selector::{LabelSelector, LabelTerm, SelectorError};
 pub use time::Timestamp;

@@ -77,6 +77,24 @@ impl FromStr for NodeState {
     }
 }
 
+/// Who made a node record. A record rackboot made for a MAC it had never
+/// seen may be a flood of made-up MACs: while it is nothing more than that
+/// (still `discovered`, untouched by an admin) the lifecycle sweep may reap
+/// it; a record an admin made or edited is never reaped.
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeOrigin {
+    /// Made or edited by an admin (API, CLI, import). Also what a record
+    /// from before rackboot kept origins reads as, unless it is plainly
+    /// one its DHCP made (see the store).
+    #[default]
+    Admin,
+    /// Made by rackboot when the MAC first asked to boot.
+    Discovered,
+}
+
 /// One machine, known by the MAC of its boot NIC.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Node {
@@ -118,10 +136,14 @@ pub struct Node {
     #[schema(ignore)]
     pub token: String,
     pub created: Timestamp,
+    /// Who made the record.
+    #[serde(default)]
+    pub origin: NodeOrigin,
 }
 
 impl Node {
-    /// The record a MAC seen for the first time gets.
+    /// The record a MAC seen for the first time gets (rackboot makes it:
+    /// an admin's code path sets [`NodeOrigin::Admin`]).
     pub fn discovered(mac: Mac, bootenv: &str, token: String, now: Timestamp) -> Node {
         Node {
             mac,
@@ -142,6 +164,21 @@ impl Node {
             config_generation: 0,
             token,
             created: now,
+            origin: NodeOrigin::Discovered,
         }
+    }
+
+    /// Whether this record is one rackboot made for a MAC it saw once and
+    /// nothing more came of it: still `discovered`, never protected, given
+    /// nothing by an admin. Such a record may be reaped once idle.
+    pub fn is_bare_discovery(&self) -> bool {
+        self.origin == NodeOrigin::Discovered
+            && self.state == NodeState::Discovered
+            && !self.protected
+            && self.ipv4.is_none()
+            && self.next_bootenv.is_none()
+            && self.loader.is_none()
+            && self.labels.is_empty()
+            && self.params.is_empty()
     }
 }

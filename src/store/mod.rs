@@ -166,6 +166,16 @@ pub trait Store: Send + Sync + 'static {
     /// MAC's lease stays until it expires: the machine may still be using
     /// the address, and handing it to another would double it.
     async fn delete_node(&self, mac: Mac) -> Result<bool, StoreError>;
+    /// Deletes, in one durable write, each record of `macs` that `doomed`
+    /// still accepts when its turn comes (a record that changed since the
+    /// caller looked is left alone), with its timeline; returns the MACs
+    /// deleted. Leases stay, as with [`Store::delete_node`]. For the sweep
+    /// that reaps records a flood of made-up MACs left behind.
+    async fn delete_nodes_if(
+        &self,
+        macs: &[Mac],
+        doomed: NodeFilter,
+    ) -> Result<Vec<Mac>, StoreError>;
     /// Records that the node was seen now, on `arch` if known.
     async fn touch_node(
         &self,

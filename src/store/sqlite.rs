@@ -37,7 +37,8 @@ use super::{
     StoreError, StoreHealth,
 };
 use crate::model::{
-    BootArch, Event, EventKind, Lease, LeaseState, Mac, Node, NodeState, ScriptReport, Timestamp,
+    BootArch, Event, EventKind, Lease, LeaseState, Mac, Node, NodeOrigin, NodeState, ScriptReport,
+    Timestamp,
 };
 use crate::names::NameTable;
 
@@ -59,7 +60,8 @@ CREATE TABLE IF NOT EXISTS nodes (
     arch            TEXT,
     last_seen       INTEGER,
     token           TEXT NOT NULL,
-    created         INTEGER NOT NULL
+    created         INTEGER NOT NULL,
+    origin          TEXT
 );
 CREATE TABLE IF NOT EXISTS leases (
     ip      INTEGER PRIMARY KEY NOT NULL,
@@ -475,6 +477,7 @@ impl SqliteStore {
             ("relay_info", "TEXT"),
             ("loader", "TEXT"),
             ("config_generation", "INTEGER NOT NULL DEFAULT 0"),
+            ("origin", "TEXT"),
         ] {
             if !columns.iter().any(|c| c == column) {
                 conn.execute_batch(&format!("ALTER TABLE nodes ADD COLUMN {column} {ty}"))
@@ -1154,7 +1157,7 @@ fn commit(conn: &mut Connection, b: &Batch, seq: &mut i64) -> Result<(), StoreEr
                  loader = excluded.loader, protected = excluded.protected, state = excluded.state, \
                  state_reason = excluded.state_reason, relay_info = excluded.relay_info, \
                  arch = excluded.arch, last_seen = excluded.last_seen, token = excluded.token, \
-                 config_generation = excluded.config_generation"
+                 config_generation = excluded.config_generation, origin = excluded.origin"
             ))
             .map_err(db("save nodes"))?;
         for n in b.nodes.values() {
@@ -1433,10 +1436,10 @@ fn ip_col(ip: Ipv4Addr) -> i64 {
 /// The node columns, in the order of the upsert's parameters.
 const NODE_COLUMNS: &str = "mac, hostname, ipv4, labels, params, bootenv, next_bootenv, \
      bootenv_expires, loader, protected, state, state_reason, relay_info, arch, last_seen, \
-     token, created, config_generation";
+     token, created, config_generation, origin";
 /// The parameters [`execute_node`] binds, one per column of [`NODE_COLUMNS`].
 const NODE_PARAMS: &str =
-    "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18";
+    "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19";
 
 /// Runs `stmt` (an insert of [`NODE_COLUMNS`]) for `n`; the rows changed.
 fn execute_node(stmt: &mut rusqlite::CachedStatement<'_>, n: &Node) -> rusqlite::Result<usize> {
@@ -1459,6 +1462,7 @@ fn execute_node(stmt: &mut rusqlite::CachedStatement<'_>, n: &Node) -> rusqlite:
         n.token,
         n.created.millis(),
         n.config_generation as i64,
+        origin_text(n.origin),
     ])
 }
 
@@ -1474,7 +1478,8 @@ fn node_from_row(row: &Row<'_>) -> Result<Node, StoreError> {
     let labels = serde_json::from_str(&get_s("labels")?).map_err(|e| corrupt(mac, e))?;
     let params = serde_json::from_str(&get_s("params")?).map_err(|e| corrupt(mac, e))?;
     let state_s = get_s("state")?;
-    Ok(Node {
+    let origin = get_opt_s("origin")?;
+    let mut node = Node {
         mac,
         hostname: get_s("hostname")?,
         ipv4: get_opt_i("ipv4")?.map(ip_of),
@@ -1496,7 +1501,35 @@ fn node_from_row(row: &Row<'_>) -> Result<Node, StoreError> {
         token: get_s("token")?,
         created: Timestamp(row.get("created").map_err(db("read node"))?),
         config_generation: get_opt_i("config_generation")?.unwrap_or(0).max(0) as u64,
-    })
+        origin: NodeOrigin::Admin,
+    };
+    node.origin = match origin.as_deref() {
+        Some("discovered") => NodeOrigin::Discovered,
+        Some("admin") => NodeOrigin::Admin,
+        Some(other) => return Err(corrupt(mac, format!("unknown origin `{other}`"))),
+        // Written before rackboot kept origins: a record exactly as DHCP
+        // makes one (default hostname, nothing an admin sets) was made
+        // by DHCP; anything else is the admin's, and never reaped.
+        None => {
+            let bare = Node {
+                origin: NodeOrigin::Discovered,
+                ..node.clone()
+            };
+            if bare.is_bare_discovery() && bare.hostname == mac.default_hostname() {
+                NodeOrigin::Discovered
+            } else {
+                NodeOrigin::Admin
+            }
+        }
+    };
+    Ok(node)
+}
+
+fn origin_text(o: NodeOrigin) -> &'static str {
+    match o {
+        NodeOrigin::Admin => "admin",
+        NodeOrigin::Discovered => "discovered",
+    }
 }
 
 fn lease_from_row(row: &Row<'_>) -> Result<Lease, StoreError> {
@@ -1659,6 +1692,43 @@ impl Store for SqliteStore {
         }
         self.flush().await?;
         Ok(true)
+    }
+
+    async fn delete_nodes_if(
+        &self,
+        macs: &[Mac],
+        doomed: NodeFilter,
+    ) -> Result<Vec<Mac>, StoreError> {
+        let mut deleted = Vec::new();
+        {
+            let mut c = self.cache();
+            for &mac in macs {
+                if !c.nodes.get(&mac).is_some_and(&doomed) {
+                    continue;
+                }
+                let Some(old) = c.remove_node(mac) else {
+                    continue;
+                };
+                if let Some(journal) = &self.journal {
+                    // As in delete_node: a creation still in the journal
+                    // must not bring the record back after a crash.
+                    let mut j = journal.lock().unwrap_or_else(PoisonError::into_inner);
+                    let forget = Change::Forget {
+                        mac,
+                        token: old.token,
+                    };
+                    if let Err(e) = j.append(&forget) {
+                        self.health.append_failed(&e);
+                    }
+                }
+                self.queue.push(Write::DeleteNode(mac))?;
+                deleted.push(mac);
+            }
+        }
+        if !deleted.is_empty() {
+            self.flush().await?;
+        }
+        Ok(deleted)
     }
 
     async fn touch_node(
@@ -2262,6 +2332,85 @@ mod tests {
 
     fn offered_ip() -> Ipv4Addr {
         "10.0.0.10".parse().unwrap()
+    }
+
+    /// Origins are kept; a record from before origins were kept reads as DHCP's only when
+    /// it is exactly what DHCP makes; `delete_nodes_if` deletes only what its test still
+    /// accepts, for good (not back from the journal after reopening).
+    #[tokio::test]
+    async fn origins_survive_and_conditional_deletes_are_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SqliteStore::open(dir.path()).await.unwrap();
+            for n in 1..=4 {
+                let node = Node::discovered(mac(n), "discovery", format!("t{n}"), Timestamp(1));
+                s.create_node_if_absent(node).await.unwrap();
+            }
+            s.update_node(
+                mac(2),
+                Box::new(|n| {
+                    n.origin = NodeOrigin::Admin;
+                    Ok(())
+                }),
+            )
+            .await
+            .unwrap();
+            s.update_node(
+                mac(4),
+                Box::new(|n| {
+                    n.hostname = "builder-4".into();
+                    Ok(())
+                }),
+            )
+            .await
+            .unwrap();
+            let gone = s
+                .delete_nodes_if(
+                    &[mac(1), mac(2), mac(9)],
+                    Box::new(|n| n.is_bare_discovery()),
+                )
+                .await
+                .unwrap();
+            assert_eq!(gone, vec![mac(1)]);
+            s.sync().await.unwrap();
+        }
+        {
+            let s = SqliteStore::open(dir.path()).await.unwrap();
+            assert!(s.node(mac(1)).await.unwrap().is_none(), "deleted for good");
+            let origins = origins(&s).await;
+            assert_eq!(
+                origins,
+                [
+                    NodeOrigin::Admin,
+                    NodeOrigin::Discovered,
+                    NodeOrigin::Discovered
+                ]
+            );
+            s.sync().await.unwrap();
+        }
+        // As a store from before origins were kept.
+        let conn = Connection::open(dir.path().join("rackboot.db")).unwrap();
+        conn.execute("UPDATE nodes SET origin = NULL", []).unwrap();
+        drop(conn);
+        let s = SqliteStore::open(dir.path()).await.unwrap();
+        // 2 is bare again: DHCP's; 4 was renamed: an admin's.
+        assert_eq!(
+            origins(&s).await,
+            [
+                NodeOrigin::Discovered,
+                NodeOrigin::Discovered,
+                NodeOrigin::Admin
+            ]
+        );
+    }
+
+    /// The origins of the records of mac(2), mac(3), mac(4).
+    async fn origins(s: &SqliteStore) -> Vec<NodeOrigin> {
+        let mut out = Vec::new();
+        for n in 2..=4 {
+            out.push(s.node(mac(n)).await.unwrap().unwrap().origin);
+        }
+        out
     }
 
     #[tokio::test]

@@ -1,0 +1,645 @@
+//! What one host on the boot network can do to rackboot's DHCP, and what it cannot.
+//!
+//! - A flood of DISCOVERs from made-up MACs leaves node records only for the clients it was
+//!   offered an address for, those are reaped once idle (`[lifecycle] reap_discovered_after`),
+//!   and `/metrics` shows the flood (records made and reaped, DISCOVERs refused).
+//! - The same host taking leases for made-up MACs gets the subnet's `unknown_share` of the pool
+//!   and no more: a node with a fixed address still gets it, a node an admin added still gets a
+//!   lease, from the reserve.
+//! - Relayed packets come only from the subnet's `relays`; option 82 from a client heard
+//!   directly is neither stored nor echoed; the broadcast and all-zero hardware addresses get
+//!   nothing.
+//!
+//! The attacker is a Python script sending real packets from a second namespace on the lab's
+//! bridge; the clients that must still be served are udhcpc. Needs root, busybox (udhcpc),
+//! curl and python3. Every wait is bounded; the namespaces and their processes are removed by
+//! PID on drop, also when a test fails.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::api::{AUTH_HEADER, api_section};
+use common::lab::{self, BRIDGE, Lab, SERVER_IP};
+use serde_json::Value;
+
+const CMD: Duration = Duration::from_secs(60);
+/// The dynamic range: 20 addresses, `unknown_share = 50` of them for unknown clients.
+const RANGE: (u8, u8) = (10, 29);
+const UNKNOWN_CAP: usize = 10;
+
+/// A namespace for the attacker and the clients, joined to the lab's bridge; removed on drop
+/// with every process still in it (ended by PID).
+struct Clients {
+    ns: String,
+}
+
+impl Clients {
+    /// `pd0` at 10.77.0.2/24 (and `extra` addresses) for the attacker.
+    fn new(lab: &Lab, name: &str, extra: &[&str]) -> Clients {
+        let c = Clients {
+            ns: format!("rb-{name}-{}", std::process::id()),
+        };
+        run(&["ip", "netns", "add", &c.ns]);
+        c.veth(lab, "pd0", None);
+        for a in ["10.77.0.2/24"].iter().chain(extra) {
+            run(&["ip", "-n", &c.ns, "addr", "add", a, "dev", "pd0"]);
+        }
+        run(&["ip", "-n", &c.ns, "link", "set", "lo", "up"]);
+        c
+    }
+
+    /// A veth `name` in the namespace, its peer on the lab's bridge.
+    fn veth(&self, lab: &Lab, name: &str, mac: Option<&str>) {
+        let outer = format!("{name}br");
+        run(&[
+            "ip",
+            "-n",
+            lab.ns(),
+            "link",
+            "add",
+            &outer,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            name,
+            "netns",
+            &self.ns,
+        ]);
+        run(&[
+            "ip",
+            "-n",
+            lab.ns(),
+            "link",
+            "set",
+            &outer,
+            "master",
+            BRIDGE,
+            "up",
+        ]);
+        if let Some(mac) = mac {
+            run(&["ip", "-n", &self.ns, "link", "set", name, "address", mac]);
+        }
+        run(&["ip", "-n", &self.ns, "link", "set", name, "up"]);
+    }
+
+    fn cmd(&self, program: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("timeout");
+        c.args(["60", "ip", "netns", "exec", &self.ns, program])
+            .args(args);
+        c
+    }
+
+    /// udhcpc on `nic`; the address it was given, if any (4 tries, 2 s apart).
+    fn udhcpc(&self, nic: &str) -> Option<String> {
+        let out = self
+            .cmd(
+                "udhcpc",
+                &[
+                    "-i",
+                    nic,
+                    "-n",
+                    "-q",
+                    "-f",
+                    "-t",
+                    "4",
+                    "-T",
+                    "2",
+                    "-s",
+                    "/bin/true",
+                ],
+            )
+            .output()
+            .expect("udhcpc (busybox)");
+        let text = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        text.lines().find_map(|l| {
+            l.strip_prefix("udhcpc: lease of ")?
+                .split_whitespace()
+                .next()
+                .map(str::to_string)
+        })
+    }
+
+    /// Runs the Python attacker with `args`; its stdout, a line of `key value` pairs.
+    fn python(&self, script: &str, args: &[&str]) -> Value {
+        let mut all = vec!["-c", script];
+        all.extend(args);
+        let out = self.cmd("python3", &all).output().expect("python3");
+        assert!(
+            out.status.success(),
+            "python3: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+}
+
+impl Drop for Clients {
+    fn drop(&mut self) {
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.ns])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-9", pid]).status();
+            }
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+fn run(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("spawn");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A DHCP client flood: for `seconds`, DISCOVERs from random locally administered MACs
+/// (02:42:…) broadcast on `iface`, about one a millisecond; with `dora`, each OFFER is
+/// REQUESTed at once (a host taking leases). Prints the counts as JSON, and the MACs that
+/// were offered or ACKed.
+const FLOOD: &str = r#"
+import json, os, select, socket, struct, sys, time
+iface, seconds, dora = sys.argv[1], float(sys.argv[2]), sys.argv[3] == "dora"
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, iface.encode())
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+s.bind(("0.0.0.0", 68))
+s.setblocking(False)
+def packet(mac, xid, kind, extra=b""):
+    h = struct.pack("!BBBBIHH4s4s4s4s16s64s128s", 1, 1, 6, 0, xid, 0, 0x8000,
+        bytes(4), bytes(4), bytes(4), bytes(4), mac + bytes(10), bytes(64), bytes(128))
+    return h + bytes([99, 130, 83, 99, 53, 1, kind]) + extra + bytes([255])
+def options(b):
+    out, i = {}, 240
+    while i + 1 < len(b) and b[i] != 255:
+        if b[i] == 0:
+            i += 1
+            continue
+        out[b[i]] = b[i + 2:i + 2 + b[i + 1]]
+        i += 2 + b[i + 1]
+    return out
+sent = offers = acks = 0
+offered, acked = set(), set()
+end = time.time() + seconds
+while time.time() < end:
+    mac = b"\x02\x42" + os.urandom(4)
+    s.sendto(packet(mac, struct.unpack("!I", mac[2:])[0], 1), ("255.255.255.255", 67))
+    sent += 1
+    while select.select([s], [], [], 0.001)[0]:
+        b, _ = s.recvfrom(2048)
+        if len(b) < 240 or b[0] != 2:
+            continue
+        o = options(b)
+        kind, mac = o.get(53, b"\0")[0], b[28:34]
+        text = ":".join("%02x" % c for c in mac)
+        if kind == 2:
+            offers += 1
+            offered.add(text)
+            if dora:
+                req = packet(mac, struct.unpack("!I", b[4:8])[0], 3,
+                    bytes([50, 4]) + b[16:20] + bytes([54, 4]) + o[54])
+                s.sendto(req, ("255.255.255.255", 67))
+        elif kind == 5:
+            acks += 1
+            acked.add(text)
+print(json.dumps({"sent": sent, "offers": offers, "acks": acks,
+    "offered": sorted(offered), "acked": sorted(acked)}))
+"#;
+
+/// Sends packets (hex) from `src_ip`:`src_port` to `dst_ip`:67 (`broadcast` for
+/// 255.255.255.255 on `iface`), then collects replies on port 68 for two seconds. Prints the
+/// replies as JSON: each one's chaddr and option codes.
+const SEND: &str = r#"
+import json, select, socket, sys, time
+iface, src_ip, src_port, dst = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+packets = sys.argv[5:]
+out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+out.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+out.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, iface.encode())
+out.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+out.bind((src_ip, src_port))
+listen = out
+if src_port != 68:
+    listen = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listen.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, iface.encode())
+    listen.bind(("0.0.0.0", 68))
+for p in packets:
+    out.sendto(bytes.fromhex(p), ("255.255.255.255" if dst == "broadcast" else dst, 67))
+replies = []
+end = time.time() + 2.0
+while time.time() < end:
+    if not select.select([listen], [], [], 0.1)[0]:
+        continue
+    b, _ = listen.recvfrom(2048)
+    codes, i = [], 240
+    while i + 1 < len(b) and b[i] != 255:
+        if b[i] == 0:
+            i += 1
+            continue
+        codes.append(b[i])
+        i += 2 + b[i + 1]
+    replies.append({"chaddr": ":".join("%02x" % c for c in b[28:34]), "options": codes})
+print(json.dumps({"replies": replies}))
+"#;
+
+/// A DISCOVER from `mac` with `giaddr`, and option 82 (circuit id `circuit`) when given.
+fn discover(mac: [u8; 6], giaddr: [u8; 4], circuit: Option<&str>) -> String {
+    let mut p = vec![1, 1, 6, 0, mac[2], mac[3], mac[4], mac[5], 0, 0, 0x80, 0];
+    p.extend([0; 12]); // ciaddr, yiaddr, siaddr
+    p.extend(giaddr);
+    p.extend(mac);
+    p.extend([0; 10 + 64 + 128]);
+    p.extend([99, 130, 83, 99, 53, 1, 1]);
+    if let Some(c) = circuit {
+        p.extend([82, c.len() as u8 + 2, 1, c.len() as u8]);
+        p.extend(c.as_bytes());
+    }
+    p.push(255);
+    p.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn mac_text(m: [u8; 6]) -> String {
+    m.map(|b| format!("{b:02x}")).join(":")
+}
+
+fn write_config(lab: &Lab, subnets: &str) -> PathBuf {
+    let dir = lab.dir();
+    for d in ["assets", "bootenvs", "scripts"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::write(
+        dir.join("bootenvs/discovery.toml"),
+        "[arch.bios]\nlocal = \"exit\"\n",
+    )
+    .unwrap();
+    let config = dir.join("rackboot.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"{d}/state\"\nassets_dir = \"{d}/assets\"\nbootenvs_dir = \"{d}/bootenvs\"\n\
+             scripts_dir = \"{d}/scripts\"\n[network]\ninterface = \"{BRIDGE}\"\n\
+             [[dhcp.subnet]]\ncidr = \"10.77.0.0/24\"\nranges = [[\"10.77.0.{}\", \"10.77.0.{}\"]]\n\
+             unknown_share = 50\n{subnets}\
+             [lifecycle]\nreap_discovered_after = \"2s\"\n\
+             [tftp]\nenabled = false\n[dns]\nenabled = false\n{api}",
+            RANGE.0,
+            RANGE.1,
+            d = dir.display(),
+            api = api_section(dir),
+        ),
+    )
+    .unwrap();
+    config
+}
+
+fn start(lab: &Lab, config: &Path) -> u32 {
+    let pid = lab.spawn(
+        env!("CARGO_BIN_EXE_rackboot"),
+        &["serve", "--config", config.to_str().unwrap()],
+        "rackboot.log",
+    );
+    let log = lab.dir().join("rackboot.log");
+    lab::wait_for_file(&log, "rackboot serving", CMD)
+        .unwrap_or_else(|e| panic!("rackboot did not start: {e}\n{}", lab::read_text(&log)));
+    pid
+}
+
+fn curl(lab: &Lab, args: &[&str]) -> Vec<u8> {
+    let mut all = vec!["-sS", "-f", "-m", "10", "-H", AUTH_HEADER];
+    all.extend(args);
+    let out = lab.run("curl", &all, CMD);
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// `GET /api/v1/<what>`: the array it answers.
+fn api_list(lab: &Lab, what: &str) -> Vec<Value> {
+    let url = format!("http://{SERVER_IP}/api/v1/{what}");
+    serde_json::from_slice(&curl(lab, &[&url])).unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+/// An admin adds `mac` (with a fixed address, if given).
+fn add_node(lab: &Lab, mac: &str, ipv4: Option<&str>) {
+    let body = match ipv4 {
+        Some(ip) => format!(r#"{{"mac":"{mac}","ipv4":"{ip}"}}"#),
+        None => format!(r#"{{"mac":"{mac}"}}"#),
+    };
+    let url = format!("http://{SERVER_IP}/api/v1/nodes");
+    curl(
+        lab,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &body,
+            &url,
+        ],
+    );
+}
+
+/// The value of the sample `name{labels}` (labels as written, e.g. `reason="bad_chaddr"`).
+fn metric(lab: &Lab, name: &str, labels: &str) -> f64 {
+    let url = format!("http://{SERVER_IP}/metrics");
+    let text = String::from_utf8(curl(lab, &[&url])).unwrap();
+    let want = if labels.is_empty() {
+        format!("{name} ")
+    } else {
+        format!("{name}{{{labels}}} ")
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix(&want))
+        .unwrap_or_else(|| panic!("no {want} in /metrics"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Flood MACs start 02:42: (see FLOOD).
+fn is_flood(mac: &str) -> bool {
+    mac.starts_with("02:42:")
+}
+
+#[test]
+fn a_discover_flood_leaves_records_only_for_offers_and_they_are_reaped() {
+    let lab = Lab::new("dhcpflood");
+    let clients = Clients::new(&lab, "dhcpflood-cl", &[]);
+    let known = "02:77:00:00:00:01";
+    clients.veth(&lab, "c1", Some(known));
+    let config = write_config(&lab, "");
+    let pid = start(&lab, &config);
+    add_node(&lab, known, None);
+
+    // Three seconds of DISCOVERs from made-up MACs, never REQUESTed.
+    let flood = clients.python(FLOOD, &["pd0", "3", "discover"]);
+    let (sent, offers) = (
+        flood["sent"].as_u64().unwrap(),
+        flood["offers"].as_u64().unwrap(),
+    );
+    let offered = strings(&flood["offered"]);
+    eprintln!("flood: {sent} DISCOVERs, {offers} offers");
+    assert!(sent >= 1000, "the flood sent only {sent} DISCOVERs");
+    assert!(
+        (1..=UNKNOWN_CAP).contains(&offered.len()),
+        "{} MACs offered an address: unknown_share is {UNKNOWN_CAP} addresses",
+        offered.len()
+    );
+
+    // Records exist for the MACs that were offered an address, and for no other.
+    let records: Vec<String> = api_list(&lab, "nodes")
+        .iter()
+        .filter_map(|n| n["mac"].as_str().map(str::to_string))
+        .filter(|m| is_flood(m))
+        .collect();
+    let mut sorted = records.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted, offered,
+        "records of the flood = the MACs offered an address"
+    );
+    assert_eq!(
+        metric(&lab, "rackboot_nodes_created_total", r#"by="dhcp""#),
+        offered.len() as f64
+    );
+    let refused = metric(
+        &lab,
+        "rackboot_dhcp_ignored_total",
+        r#"reason="unknown_limited""#,
+    );
+    assert!(
+        refused >= (sent as f64) * 0.5,
+        "only {refused} of {sent} DISCOVERs counted as refused"
+    );
+
+    // A node an admin added is served during and after the flood.
+    assert!(
+        clients.udhcpc("c1").is_some(),
+        "the known node got no lease"
+    );
+
+    // Idle past reap_discovered_after (2 s) and a sweep (every 5 s): the flood's records go,
+    // the admin's stays.
+    let gone = lab::poll_until(Duration::from_secs(20), || {
+        let left = api_list(&lab, "nodes")
+            .iter()
+            .filter(|n| n["mac"].as_str().is_some_and(is_flood))
+            .count();
+        (left == 0).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "the flood's records were not reaped within 20 s"
+    );
+    assert_eq!(
+        metric(&lab, "rackboot_nodes_reaped_total", ""),
+        offered.len() as f64
+    );
+    assert!(
+        api_list(&lab, "nodes").iter().any(|n| n["mac"] == known),
+        "the admin's node was reaped"
+    );
+    assert!(lab.is_running(pid));
+}
+
+#[test]
+fn a_host_taking_leases_for_made_up_macs_gets_its_share_and_known_nodes_get_theirs() {
+    let lab = Lab::new("dhcpshare");
+    let clients = Clients::new(&lab, "dhcpshare-cl", &[]);
+    let (known, fixed, newcomer) = (
+        "02:77:00:00:01:01",
+        "02:77:00:00:01:02",
+        "02:77:00:00:01:03",
+    );
+    clients.veth(&lab, "c1", Some(known));
+    clients.veth(&lab, "c2", Some(fixed));
+    clients.veth(&lab, "c3", Some(newcomer));
+    let config = write_config(&lab, "");
+    let pid = start(&lab, &config);
+    add_node(&lab, known, None);
+    let fixed_ip = format!("10.77.0.{}", RANGE.1);
+    add_node(&lab, fixed, Some(&fixed_ip));
+
+    let flood = clients.python(FLOOD, &["pd0", "3", "dora"]);
+    let acked = strings(&flood["acked"]);
+    eprintln!(
+        "flood: {} DISCOVERs, {} offers, {} ACKs for {} MACs",
+        flood["sent"],
+        flood["offers"],
+        flood["acks"],
+        acked.len()
+    );
+    assert!(!acked.is_empty(), "the flood got no lease at all");
+    let bound: Vec<Value> = api_list(&lab, "leases")
+        .into_iter()
+        .filter(|l| l["mac"].as_str().is_some_and(is_flood))
+        .collect();
+    assert!(
+        bound.len() <= UNKNOWN_CAP,
+        "made-up MACs hold {} addresses of {}: {bound:?}",
+        bound.len(),
+        RANGE.1 - RANGE.0 + 1
+    );
+    assert_eq!(
+        metric(
+            &lab,
+            "rackboot_dhcp_pool_unknown",
+            r#"subnet="10.77.0.0/24""#
+        ),
+        bound.len() as f64
+    );
+
+    // The pool's other half is the known nodes': the admin's node gets a lease, the node with a
+    // fixed address gets that address.
+    let ip = clients.udhcpc("c1").expect("the known node got no lease");
+    eprintln!("known node: {ip}");
+    assert_eq!(clients.udhcpc("c2").as_deref(), Some(fixed_ip.as_str()));
+    // Another unknown client is refused while unknown clients hold their share.
+    if bound.len() == UNKNOWN_CAP {
+        assert_eq!(clients.udhcpc("c3"), None, "unknown_share exceeded");
+    }
+    assert!(lab.is_running(pid));
+}
+
+#[test]
+fn relays_option_82_and_impossible_hardware_addresses() {
+    let lab = Lab::new("dhcptrust");
+    // 10.77.0.3 is the relay the rack subnet lists; 10.77.0.2 is any other host on the LAN.
+    let clients = Clients::new(&lab, "dhcptrust-cl", &["10.77.0.3/24"]);
+    clients.veth(&lab, "c1", Some("02:77:00:00:02:01"));
+    let config = write_config(
+        &lab,
+        "[[dhcp.subnet]]\ncidr = \"10.78.0.0/24\"\nranges = [[\"10.78.0.10\", \"10.78.0.99\"]]\n\
+         relays = [\"10.77.0.3\"]\n",
+    );
+    let pid = start(&lab, &config);
+    let server = SERVER_IP.to_string();
+    let giaddr = [10, 78, 0, 1];
+
+    // A relayed DISCOVER from a host that is not the relay: dropped, nothing stored.
+    let forged = [0x02, 0x77, 0, 0, 2, 0x10];
+    clients.python(
+        SEND,
+        &[
+            "pd0",
+            "10.77.0.2",
+            "67",
+            &server,
+            &discover(forged, giaddr, Some("Gi1/0/1")),
+        ],
+    );
+    // The same from the relay: answered (to the relay), the node made with its option 82.
+    let relayed = [0x02, 0x77, 0, 0, 2, 0x11];
+    clients.python(
+        SEND,
+        &[
+            "pd0",
+            "10.77.0.3",
+            "67",
+            &server,
+            &discover(relayed, giaddr, Some("Gi1/0/2")),
+        ],
+    );
+    let nodes = api_list(&lab, "nodes");
+    let find = |m: [u8; 6]| nodes.iter().find(|n| n["mac"] == mac_text(m)).cloned();
+    assert!(find(forged).is_none(), "a forged relay made a node");
+    let node = find(relayed).expect("the listed relay's client has no node");
+    assert_eq!(node["relay_info"], "circuit-id=Gi1/0/2", "{node:#}");
+    assert_eq!(
+        metric(
+            &lab,
+            "rackboot_dhcp_ignored_total",
+            r#"reason="untrusted_relay""#
+        ),
+        1.0
+    );
+
+    // Option 82 from a client heard directly: answered, not stored, not echoed.
+    let direct = [0x02, 0x77, 0, 0, 2, 0x12];
+    let out = clients.python(
+        SEND,
+        &[
+            "pd0",
+            "0.0.0.0",
+            "68",
+            "broadcast",
+            &discover(direct, [0; 4], Some("Gi9/9/9")),
+        ],
+    );
+    let replies = out["replies"].as_array().unwrap();
+    let reply = replies
+        .iter()
+        .find(|r| r["chaddr"] == mac_text(direct))
+        .unwrap_or_else(|| panic!("no OFFER to the direct client: {out}"));
+    assert!(
+        !reply["options"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from(82)),
+        "option 82 echoed to a client heard directly: {reply}"
+    );
+    let node = api_list(&lab, "nodes")
+        .into_iter()
+        .find(|n| n["mac"] == mac_text(direct))
+        .expect("the direct client has no node");
+    assert!(node["relay_info"].is_null(), "{node:#}");
+
+    // The broadcast and all-zero hardware addresses: no answer, no record, counted.
+    let out = clients.python(
+        SEND,
+        &[
+            "pd0",
+            "0.0.0.0",
+            "68",
+            "broadcast",
+            &discover([0xff; 6], [0; 4], None),
+            &discover([0; 6], [0; 4], None),
+        ],
+    );
+    assert_eq!(out["replies"], Value::Array(vec![]), "{out}");
+    let nodes = api_list(&lab, "nodes");
+    for m in [[0xff; 6], [0; 6]] {
+        assert!(
+            !nodes.iter().any(|n| n["mac"] == mac_text(m)),
+            "{}",
+            mac_text(m)
+        );
+    }
+    assert_eq!(
+        metric(
+            &lab,
+            "rackboot_dhcp_ignored_total",
+            r#"reason="bad_chaddr""#
+        ),
+        2.0
+    );
+
+    // And a real client is served all along.
+    assert!(clients.udhcpc("c1").is_some(), "udhcpc got no lease");
+    assert!(lab.is_running(pid));
+}
