@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 
-use crate::config::UnknownClients;
+use crate::config::{HostnameScheme, UnknownClients};
 use crate::events::Timeline;
 use crate::model::{EventKind, Mac, Node, Timestamp};
 use crate::nodes;
@@ -103,6 +103,7 @@ pub struct Door {
     timeline: Timeline,
     default_bootenv: String,
     subnets: Vec<(Ipv4Net, UnknownClients)>,
+    hostnames: HostnameScheme,
 }
 
 impl Door {
@@ -117,7 +118,14 @@ impl Door {
             timeline,
             default_bootenv: default_bootenv.to_string(),
             subnets,
+            hostnames: HostnameScheme::Mac,
         }
+    }
+
+    /// New records get hostnames by `scheme` (`[nodes] default_hostname`).
+    pub fn with_hostnames(mut self, scheme: HostnameScheme) -> Door {
+        self.hostnames = scheme;
+        self
     }
 
     /// Whether `mac`, asking from `place`, may boot; its record when it may
@@ -138,8 +146,14 @@ impl Door {
             tracing::info!(%mac, subnet = %place, %via, "ignoring unknown client (unknown_clients = \"ignore\")");
             return Ok(Admitted::Refused { place });
         }
-        let (node, created) =
-            nodes::ensure(self.store.as_ref(), mac, &self.default_bootenv, now).await?;
+        let (node, created) = nodes::ensure(
+            self.store.as_ref(),
+            mac,
+            &self.default_bootenv,
+            self.hostnames,
+            now,
+        )
+        .await?;
         if !created {
             // Made meanwhile by another request.
             return Ok(Admitted::Known(node));
