@@ -36,6 +36,11 @@ pub struct Setup {
     pub extra: String,
     /// Serve DNS on port 53 of the lab address (domain `rack.internal`).
     pub dns: bool,
+    /// `[http] bind_tokens_to_address = false`: boot scripts and node tokens
+    /// from any address. Tests' curl runs at the server's own address, not at
+    /// a node's; a test that fetches scripts or acts as nodes that way opts
+    /// out explicitly, as a production config never does.
+    pub tokens_from_any_address: bool,
 }
 
 impl Default for Setup {
@@ -44,6 +49,7 @@ impl Default for Setup {
             api: true,
             extra: String::new(),
             dns: false,
+            tokens_from_any_address: false,
         }
     }
 }
@@ -139,10 +145,12 @@ impl Server {
              bootenvs_dir = \"{p}/bootenvs\"\nscripts_dir = \"{p}/scripts\"\n\
              [network]\ninterface = \"{BRIDGE}\"\naddress = \"{SERVER_IP}\"\n\
              [dhcp]\nenabled = false\n[tftp]\nenabled = false\n[dns]\nenabled = {dns}\n\
+             [http]\nbind_tokens_to_address = {bound}\n\
              {api}{extra}",
             p = d.display(),
             extra = setup.extra,
             dns = setup.dns,
+            bound = !setup.tokens_from_any_address,
         );
         write(&config, text.as_bytes());
         let pid = lab.spawn(
