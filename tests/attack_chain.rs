@@ -384,6 +384,22 @@ fn an_attacker_on_the_boot_network_gets_nothing_while_the_node_boots() {
         answers.trim().is_empty(),
         "a PTR walk found names: {answers}"
     );
+    // Not for want of a server: it answers for the reverse zone, with "no such name".
+    let out = attacker.run(
+        "dig",
+        &[
+            &format!("@{SERVER_IP}"),
+            "+tries=1",
+            "+time=2",
+            "-x",
+            &node_ip,
+        ],
+    );
+    let ptr = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        ptr.contains("status: NXDOMAIN") && ptr.contains(" aa"),
+        "the node's PTR: {ptr}"
+    );
     let out = attacker.run(
         "dig",
         &[
