@@ -1,7 +1,9 @@
 //! Whether a MAC may boot here: the one decision DHCP (port 67), the PXE
 //! boot server (port 4011) and HTTP (`/boot/<mac>.ipxe`) all ask before they
 //! act for a client, and the one place a client's first request makes its
-//! node record.
+//! node record. (HTTP asks only where `[http] bind_tokens_to_address =
+//! false`: otherwise boot scripts go only to known nodes' addresses
+//! ([`super::bind`]), so an unknown MAC is refused before it gets here.)
 //!
 //! A MAC with a record is admitted everywhere. An unknown MAC is admitted,
 //! and gets a record in state `discovered` with the default bootenv, where
