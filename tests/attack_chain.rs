@@ -358,6 +358,29 @@ fn an_attacker_on_the_boot_network_gets_nothing_while_the_node_boots() {
         !hostname.contains("0c0001") && !hostname.contains("525400"),
         "the default hostname must not carry the MAC: {hostname}"
     );
+    // Nor that of a record an admin creates without a hostname.
+    let created = lab.run(
+        "curl",
+        &[
+            "-sS",
+            "-m",
+            "10",
+            "-H",
+            &format!("Authorization: Bearer {ADMIN_TOKEN}"),
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            "{\"mac\": \"52:54:00:0c:00:02\"}",
+            &format!("http://{SERVER_IP}/api/v1/nodes"),
+        ],
+        CMD,
+    );
+    let created: Value = serde_json::from_slice(&created.stdout).unwrap_or(Value::Null);
+    let admin_named = created["hostname"].as_str().unwrap_or_default();
+    assert!(
+        admin_named.starts_with("node-") && !admin_named.contains("0c0002"),
+        "{created}"
+    );
 
     // 1. Enumerate: a PTR walk of the whole pool, and the MAC-derived name, find nothing.
     let walk: Vec<String> = (100..=131).map(|i| format!("-x 10.77.0.{i}")).collect();

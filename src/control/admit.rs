@@ -130,6 +130,11 @@ impl Door {
         self
     }
 
+    /// How new records are named (`[nodes] default_hostname`).
+    pub fn hostnames(&self) -> HostnameScheme {
+        self.hostnames
+    }
+
     /// Whether `mac`, asking from `place`, may boot; its record when it may
     /// (made now if it was unknown, with a `state` event saying where it
     /// came from, and `via` which request).

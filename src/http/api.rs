@@ -252,7 +252,12 @@ pub async fn create(
     input
         .validate(&known_bootenv(&ctx))
         .map_err(unprocessable)?;
-    let node = input.into_node(None, &ctx.default_bootenv, new_token, Timestamp::now());
+    let named = input.hostname.is_some();
+    let mut node = input.into_node(None, &ctx.default_bootenv, new_token, Timestamp::now());
+    if !named {
+        // `[nodes] default_hostname`, as for the records rackboot makes.
+        node.hostname = crate::nodes::default_hostname(node.mac, ctx.door.hostnames());
+    }
     let node = admin::create(ctx.store.as_ref(), &actor, node).await?;
     let events = ctx.store.events(node.mac).await?;
     Ok((
