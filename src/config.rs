@@ -51,6 +51,8 @@ mod raw {
         pub cloud_init_dir: PathBuf,
         #[serde(default = "default_answers_dir")]
         pub answers_dir: PathBuf,
+        #[serde(default = "default_secrets_dir")]
+        pub secrets_dir: PathBuf,
         pub network: Network,
         #[serde(default)]
         pub boot: Boot,
@@ -67,6 +69,16 @@ mod raw {
         pub api: Api,
         #[serde(default)]
         pub admission: Admission,
+        #[serde(default)]
+        pub nodes: Nodes,
+    }
+
+    /// `[nodes]`: what records made by rackboot itself look like.
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Nodes {
+        #[serde(default)]
+        pub default_hostname: super::HostnameScheme,
     }
 
     /// Durations as humantime text, like `[lifecycle]`.
@@ -110,6 +122,9 @@ mod raw {
     }
     fn default_answers_dir() -> PathBuf {
         "answers".into()
+    }
+    fn default_secrets_dir() -> PathBuf {
+        "secrets".into()
     }
 
     /// `[assets]`: the watched drop folder.
@@ -333,6 +348,10 @@ mod raw {
         pub idle_timeout: String,
         #[serde(default = "http_send_timeout")]
         pub send_timeout: String,
+        /// Off only for `rackboot storm` and tests that fetch many nodes'
+        /// scripts from one address.
+        #[serde(default = "yes")]
+        pub bind_tokens_to_address: bool,
     }
     impl Default for Http {
         fn default() -> Self {
@@ -346,6 +365,7 @@ mod raw {
                 body_timeout: http_body_timeout(),
                 idle_timeout: http_idle_timeout(),
                 send_timeout: http_send_timeout(),
+                bind_tokens_to_address: true,
             }
         }
     }
@@ -379,6 +399,8 @@ mod raw {
         pub domain: String,
         #[serde(default)]
         pub forwarders: Vec<String>,
+        #[serde(default)]
+        pub names: super::DnsNames,
     }
     impl Default for Dns {
         fn default() -> Self {
@@ -387,6 +409,7 @@ mod raw {
                 port: dns_port(),
                 domain: dns_domain(),
                 forwarders: Vec::new(),
+                names: super::DnsNames::default(),
             }
         }
     }
@@ -454,6 +477,8 @@ pub struct Config {
     pub cloud_init_dir: PathBuf,
     /// Installer answer file templates (kickstart, preseed).
     pub answers_dir: PathBuf,
+    /// Files the `secret("name")` template function reads (`secrets_dir`).
+    pub secrets_dir: PathBuf,
     pub interface: String,
     /// rackboot's address on the boot network, if fixed in the file; otherwise
     /// it is read from the interface at start-up.
@@ -475,7 +500,12 @@ pub struct Config {
     pub http: Option<u16>,
     /// Connection caps and timeouts of HTTP and HTTPS (`[http]`).
     pub http_bounds: crate::http::bounds::Bounds,
+    /// `[http] bind_tokens_to_address`: node tokens and boot scripts only
+    /// for the address of their node (off: from anywhere, for load tests).
+    pub bind_tokens_to_address: bool,
     pub dns: Option<DnsConfig>,
+    /// `[nodes] default_hostname`: the hostname a record rackboot makes gets.
+    pub default_hostname: HostnameScheme,
     pub lifecycle: crate::boot::Timeouts,
     /// How long a record made for an unknown MAC may stay idle in
     /// `discovered` (no boot, no live lease, untouched by an admin) before
@@ -617,6 +647,32 @@ pub struct DnsConfig {
     /// Upstream resolvers for names outside rackboot's zones, tried in order; empty: such
     /// names are refused.
     pub forwarders: Vec<std::net::SocketAddr>,
+    /// `[dns] names`: whether node names get A and PTR records.
+    pub names: DnsNames,
+}
+
+/// `[dns] names`: which node names rackboot's DNS answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DnsNames {
+    /// A and PTR records for every node's hostname (its fixed address or lease).
+    #[default]
+    Hostname,
+    /// No node names at all: a PTR walk of the boot subnet learns nothing.
+    None,
+}
+
+/// `[nodes] default_hostname`: the hostname a node record gets when
+/// rackboot makes it (first DHCP packet, or an admin's create without one).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostnameScheme {
+    /// `node-<mac without colons>`: stable, but it tells the MAC to anyone
+    /// who reads the name (DNS, logs, DHCP option 12).
+    #[default]
+    Mac,
+    /// `node-<8 random hex digits>`: says nothing about the machine.
+    Random,
 }
 
 /// One `dns.forwarders` entry: an address (port 53) or address:port, IPv4 or `[IPv6]:port`.
@@ -1084,6 +1140,7 @@ impl Config {
             },
             cloud_init_dir: resolve(&raw.cloud_init_dir),
             answers_dir: resolve(&raw.answers_dir),
+            secrets_dir: resolve(&raw.secrets_dir),
             interface: raw.network.interface,
             address: raw.network.address,
             default_bootenv: raw.boot.default_bootenv,
@@ -1107,11 +1164,14 @@ impl Config {
             tftp_busy_poll,
             http: raw.http.enabled.then_some(raw.http.port),
             http_bounds,
+            bind_tokens_to_address: raw.http.bind_tokens_to_address,
             dns: raw.dns.enabled.then_some(DnsConfig {
                 port: raw.dns.port,
                 domain,
                 forwarders,
+                names: raw.dns.names,
             }),
+            default_hostname: raw.nodes.default_hostname,
             api: ApiConfig {
                 tokens_file: raw.api.tokens_file.as_deref().map(resolve),
                 tls,
@@ -1398,6 +1458,26 @@ ranges = [["10.0.0.100", "10.0.0.200"]]
                 "[fd00::2]:53"
             ]
         );
+    }
+
+    #[test]
+    fn credentials_and_names_are_hardened_by_choice_and_bound_by_default() {
+        let cfg = Config::parse(Path::new("/etc/rackboot/r.toml"), MINIMAL).unwrap();
+        assert!(cfg.bind_tokens_to_address);
+        assert_eq!(cfg.dns.unwrap().names, DnsNames::Hostname);
+        assert_eq!(cfg.default_hostname, HostnameScheme::Mac);
+        assert_eq!(cfg.secrets_dir, Path::new("/etc/rackboot/secrets"));
+        let text = format!(
+            "secrets_dir = \"/srv/secrets\"\n{MINIMAL}[http]\nbind_tokens_to_address = false\n\
+             [dns]\nnames = \"none\"\n[nodes]\ndefault_hostname = \"random\"\n"
+        );
+        let cfg = Config::parse(Path::new("r.toml"), &text).unwrap();
+        assert!(!cfg.bind_tokens_to_address);
+        assert_eq!(cfg.dns.unwrap().names, DnsNames::None);
+        assert_eq!(cfg.default_hostname, HostnameScheme::Random);
+        assert_eq!(cfg.secrets_dir, Path::new("/srv/secrets"));
+        let bad = format!("{MINIMAL}[dns]\nnames = \"mac\"\n");
+        assert!(Config::parse(Path::new("r.toml"), &bad).is_err());
     }
 
     #[test]

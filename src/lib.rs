@@ -45,6 +45,7 @@ pub mod model;
 pub mod names;
 pub mod nodes;
 pub mod reload;
+pub mod secrets;
 pub mod service;
 pub mod store;
 pub mod storm;

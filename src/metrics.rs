@@ -473,6 +473,10 @@ families! {
         => "Downloads of remote assets (bootenv `{ url, sha256 }`), by outcome",
     asset_fetched: Counter, Unit::Bytes => "Bytes of remote assets downloaded and stored",
     asset_drops: Family<DropLabels, Counter> => "Kernels dropped into assets.drop_dir, by outcome",
+    boot_refusals: Family<BootRefusalLabels, Counter>
+        => "Requests for a node's boot script or with its node token refused (not from the node's address, or a token not of its current boot), by reason",
+    secret_refusals: Counter
+        => "Documents holding a secret asked for again within one boot and refused (someone else has the token, or the node is confused)",
     request_panics: Family<ServiceLabels, Counter>
         => "Requests whose handling panicked: the request got no answer, the service kept serving (a bug: the packet is logged in hex), by service",
     store_unsaved_changes: Gauge
@@ -526,6 +530,26 @@ pub(crate) struct FetchLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct DropLabels {
     result: AssetDrop,
+}
+
+label_value! {
+    /// Why a request for a node's boot script, or with its node token, was refused.
+    BootRefusal {
+        /// rackboot knows no address for the MAC (no lease, no fixed address, no
+        /// proxyDHCP exchange; an unknown MAC too).
+        NoAddress => "no_address",
+        /// It came from an address that is not the node's.
+        OtherAddress => "other_address",
+        /// No token, another node's, or that of a boot that is over.
+        BadToken => "bad_token",
+        /// The install-complete callback from a node not booting an installer.
+        NotInstalling => "not_installing",
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct BootRefusalLabels {
+    reason: BootRefusal,
 }
 
 label_value! {
@@ -595,6 +619,10 @@ impl Metrics {
         }
         for &result in AssetDrop::ALL {
             f.asset_drops.get_or_create_owned(&DropLabels { result });
+        }
+        for &reason in BootRefusal::ALL {
+            f.boot_refusals
+                .get_or_create_owned(&BootRefusalLabels { reason });
         }
         for &result in ReloadResult::ALL {
             f.catalog_reloads
@@ -782,6 +810,19 @@ impl Metrics {
 
     pub fn tftp_sent_bytes(&self, n: u64) {
         self.families.tftp_sent.inc_by(n);
+    }
+
+    /// A request for a node's credentials was refused.
+    pub fn boot_refused(&self, reason: BootRefusal) {
+        self.families
+            .boot_refusals
+            .get_or_create(&BootRefusalLabels { reason })
+            .inc();
+    }
+
+    /// A document holding a secret was asked for again within one boot.
+    pub fn secret_refused(&self) {
+        self.families.secret_refusals.inc();
     }
 
     /// A node was told to wait for a boot slot on `subnet` (a CIDR, or `other`).

@@ -1,4 +1,15 @@
-//! Node tokens: the secret a node record is made with.
+//! Node tokens and the names of records rackboot makes.
+
+use crate::config::HostnameScheme;
+use crate::model::Mac;
+
+/// The hostname a record made by rackboot gets (`[nodes] default_hostname`).
+pub fn default_hostname(mac: Mac, scheme: HostnameScheme) -> String {
+    match scheme {
+        HostnameScheme::Mac => mac.default_hostname(),
+        HostnameScheme::Random => format!("node-{}", &new_token()[..8]),
+    }
+}
 
 /// A node token: 128 random bits, hex. It authenticates the node's own
 /// requests, so it must not be guessable from the MAC or the time.
@@ -19,5 +30,18 @@ mod tests {
         assert_eq!(t.len(), 32);
         assert!(t.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_ne!(new_token(), new_token());
+    }
+
+    #[test]
+    fn a_random_default_hostname_does_not_carry_the_mac() {
+        let mac: Mac = "52:54:00:ab:cd:01".parse().unwrap();
+        assert_eq!(
+            default_hostname(mac, HostnameScheme::Mac),
+            "node-525400abcd01"
+        );
+        let h = default_hostname(mac, HostnameScheme::Random);
+        assert!(h.starts_with("node-") && h.len() == 13, "{h}");
+        assert!(!h.contains("abcd01") && !h.contains("525400"), "{h}");
+        assert_ne!(h, default_hostname(mac, HostnameScheme::Random));
     }
 }

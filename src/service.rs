@@ -219,6 +219,16 @@ pub async fn run(
         &cfg.default_bootenv,
     )?));
     let timeline = Timeline::new(store.clone());
+    // Boot scripts and node tokens only for the node's own address.
+    let binding = Arc::new(crate::control::bind::Binding::new(
+        store.clone(),
+        cfg.bind_tokens_to_address,
+    ));
+    if !cfg.bind_tokens_to_address {
+        tracing::warn!(
+            "[http] bind_tokens_to_address = false: ANY host on the network can fetch any node's boot script and use its token (its config scripts, secrets, reports); meant only for `rackboot storm` and tests, never for production"
+        );
+    }
     let auth = Arc::new(api_auth(&cfg)?);
     let tls = match &cfg.api.tls {
         Some(t) => Some((
@@ -243,17 +253,20 @@ pub async fn run(
     // Every protocol asks this one door whether a MAC may boot; the rules
     // hold whether or not rackboot's DHCP runs (an HTTP client on a subnet
     // that ignores unknown clients is refused all the same).
-    let door = Arc::new(Door::new(
-        store.clone(),
-        timeline.clone(),
-        &cfg.default_bootenv,
-        cfg.dhcp
-            .subnets
-            .iter()
-            .map(|s| (s.cidr, s.unknown_clients))
-            .collect(),
-        metrics.clone(),
-    ));
+    let door = Arc::new(
+        Door::new(
+            store.clone(),
+            timeline.clone(),
+            &cfg.default_bootenv,
+            cfg.dhcp
+                .subnets
+                .iter()
+                .map(|s| (s.cidr, s.unknown_clients))
+                .collect(),
+            metrics.clone(),
+        )
+        .with_hostnames(cfg.default_hostname),
+    );
     let http_port = cfg.http.unwrap_or(80);
     let urls = Urls {
         http_base: if http_port == 80 {
@@ -333,6 +346,7 @@ pub async fn run(
             store: store.clone(),
             timeline: timeline.clone(),
             door: door.clone(),
+            binding: binding.clone(),
             subnets,
             direct,
             loaders: cfg.dhcp.loaders.clone(),
@@ -467,6 +481,9 @@ pub async fn run(
         )?),
         scripts: http::ScriptCache::new(),
         door: door.clone(),
+        binding: binding.clone(),
+        secrets_dir: cfg.secrets_dir.clone(),
+        secrets_served: crate::secrets::Ledger::default(),
         admission: std::sync::Mutex::new(Admission::new(Limits {
             subnets: cfg.admission.subnets.clone(),
             other: cfg.admission.max_booting,
@@ -546,7 +563,13 @@ pub async fn run(
         }
         let zone = Zone::new(name, &reverse, address)
             .map_err(|e| StartError::Zone(Box::new(e), config.clone()))?;
-        let names = store.names();
+        // `[dns] names = "none"`: an empty table, so no node name is
+        // answered (A or PTR) and a walk of the reverse zones finds nothing;
+        // rackboot's own apex records and forwarding are unchanged.
+        let names = match d.names {
+            crate::config::DnsNames::Hostname => store.names(),
+            crate::config::DnsNames::None => Arc::new(crate::names::NameTable::new()),
+        };
         let forwarders = d.forwarders.clone();
         let dns_metrics = Arc::clone(&metrics);
         let c = cancel.clone();

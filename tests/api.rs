@@ -793,6 +793,8 @@ fn an_unknown_mac_gets_no_boot_script_where_unknown_clients_are_ignored() {
         Setup {
             extra: "[[dhcp.subnet]]\ncidr = \"10.77.0.0/24\"\nunknown_clients = \"ignore\"\n"
                 .into(),
+            // The admission rule alone: this curl is not at a node's address.
+            tokens_from_any_address: true,
             ..Setup::default()
         },
     );

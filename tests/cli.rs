@@ -217,7 +217,14 @@ fn a_rack_is_imported_all_or_nothing_and_listed_changed_and_exported() {
 
 #[test]
 fn bootenvs_explain_events_and_exit_codes() {
-    let rb = Server::start("cli-boot", Setup::default());
+    // Its curl fetches a node's boot script from rackboot's own address.
+    let rb = Server::start(
+        "cli-boot",
+        Setup {
+            tokens_from_any_address: true,
+            ..Setup::default()
+        },
+    );
     let admin = Some(ADMIN_TOKEN);
 
     let list = ok(cli(&rb, admin, &["bootenv", "list"]));
@@ -283,8 +290,15 @@ fn bootenvs_explain_events_and_exit_codes() {
         "{e}"
     );
 
-    // A node's timeline: the boot script fetched over HTTP is on it.
+    // A node's timeline: the boot script fetched over HTTP is on it once its kernel is.
     let r = rb.request("GET", "/boot/52:54:00:99:00:02.ipxe?arch=bios", None, None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = rb.request(
+        "GET",
+        "/assets/x86_64/vmlinuz?mac=52:54:00:99:00:02",
+        None,
+        None,
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     let out = ok(cli(&rb, admin, &["events", "52:54:00:99:00:02"]));
     assert!(out.contains("http.script"), "{out}");

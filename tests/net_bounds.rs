@@ -113,7 +113,9 @@ fn a_flood_of_idle_connections_leaves_boot_scripts_assets_and_metrics_served() {
         "bounds-http-flood",
         Setup {
             open_files: Some(256),
-            extra: "[http]\nheader_timeout = \"60s\"\n".into(),
+            http: "header_timeout = \"60s\"\n".into(),
+            // The boot script below is fetched by curl at rackboot's own address.
+            tokens_from_any_address: true,
             ..Setup::default()
         },
     );
@@ -282,7 +284,7 @@ fn slow_heads_bodies_idle_and_unread_responses_are_closed_in_seconds_on_both_pat
     let s = Server::start(
         "bounds-http-slow",
         Setup {
-            extra: "[http]\nheader_timeout = \"2s\"\nbody_timeout = \"2s\"\n\
+            http: "header_timeout = \"2s\"\nbody_timeout = \"2s\"\n\
                     idle_timeout = \"3s\"\nsend_timeout = \"2s\"\n"
                 .into(),
             ..Setup::default()

@@ -78,6 +78,8 @@ impl Rackboot {
         let state = d.join("state");
         fs::create_dir_all(&state).expect("state dir");
         seed_store(&state);
+        // This curl acts for many nodes from rackboot's own address: the documented opt-out
+        // of binding node credentials to node addresses.
         let config = d.join("rackboot.toml");
         write(
             &config,
@@ -87,7 +89,8 @@ impl Rackboot {
                  cloud_init_dir = \"{d}/cloud-init\"\nanswers_dir = \"{d}/answers\"\n\
                  [network]\ninterface = \"{BRIDGE}\"\n[dhcp]\nenabled = false\n\
                  [[dhcp.subnet]]\ncidr = \"10.77.0.0/24\"\nranges = [[\"10.77.0.100\", \"10.77.0.199\"]]\n\
-                 [tftp]\nenabled = false\n[dns]\nenabled = false\n{api}",
+                 [tftp]\nenabled = false\n[dns]\nenabled = false\n\
+                 [http]\nbind_tokens_to_address = false\n{api}",
                 d = d.display(),
                 api = api_section(d),
             ),
@@ -195,15 +198,23 @@ fn seed_store(state: &Path) {
     // Dropping the store (with the runtime) closes the file and frees the directory.
 }
 
-/// A new node and its token, as a booting node learns it: from its boot script.
-fn boot(rb: &Rackboot, mac: &str) -> String {
-    let (status, script) = rb.get(None, &format!("/boot/{mac}.ipxe?arch=x86_64_efi"));
-    assert_eq!(status, 200, "{script}");
+/// The token in a boot script.
+fn token_in(script: &str) -> String {
     script
         .split_whitespace()
         .find_map(|w| w.strip_prefix("rackboot.token="))
         .unwrap_or_else(|| panic!("no token in {script}"))
         .to_string()
+}
+
+/// A boot of `mac` (a new node if unknown) and its token, as a booting node learns it: from its
+/// boot script, in force once its kernel is fetched.
+fn boot(rb: &Rackboot, mac: &str) -> String {
+    let (status, script) = rb.get(None, &format!("/boot/{mac}.ipxe?arch=x86_64_efi"));
+    assert_eq!(status, 200, "{script}");
+    let (status, _) = rb.get(None, &format!("/assets/x86_64/vmlinuz?mac={mac}"));
+    assert_eq!(status, 200);
+    token_in(&script)
 }
 
 #[test]
@@ -291,11 +302,13 @@ fn cloud_init_and_answer_files_are_rendered_for_that_mac_only() {
     let rb = Rackboot::start("cfg-seed");
     let (a, b) = ("52:54:00:20:02:0a", "52:54:00:20:02:0b");
     let (ta, tb) = (boot(&rb, a), boot(&rb, b));
-    // The boot script hands the node its seed URL, token included.
+    // The boot script hands the node its seed URL with that boot's token.
     let (_, script) = rb.get(None, &format!("/boot/{a}.ipxe?arch=x86_64_efi"));
+    let next = token_in(&script);
+    assert_ne!(next, ta, "each boot script carries a new token");
     assert!(
         script.contains(&format!(
-            "ds=nocloud;s=http://{SERVER_IP}/cloud-init/{a}/{ta}/"
+            "ds=nocloud;s=http://{SERVER_IP}/cloud-init/{a}/{next}/"
         )),
         "{script}"
     );
@@ -356,16 +369,18 @@ fn scripts_are_assigned_by_bootenv_and_by_label_selector() {
     let rb = Rackboot::start("cfg-selector");
     let plain = "52:54:00:20:03:0a";
     let tp = boot(&rb, plain);
-    // The labelled node boots too (its record, labels and token were in the store already).
-    assert_eq!(boot(&rb, BUILDER), BUILDER_TOKEN);
+    // The labelled node boots too (its record and labels were in the store already); its
+    // boot replaces the token it had.
+    let builder_token = boot(&rb, BUILDER);
+    assert_ne!(builder_token, BUILDER_TOKEN);
 
-    let (status, list) = rb.get(Some(BUILDER_TOKEN), &format!("/node/{BUILDER}/scripts"));
+    let (status, list) = rb.get(Some(&builder_token), &format!("/node/{BUILDER}/scripts"));
     assert_eq!(
         (status, list.as_str()),
         (200, "10-hello.sh\n20-builder.sh\n")
     );
     let (status, text) = rb.get(
-        Some(BUILDER_TOKEN),
+        Some(&builder_token),
         &format!("/node/{BUILDER}/scripts/20-builder.sh"),
     );
     assert_eq!(status, 200);
@@ -384,7 +399,7 @@ fn scripts_are_assigned_by_bootenv_and_by_label_selector() {
     .expect("write script");
     common::lab::wait_for_file(&rb.log, "30-bad.sh: line 2", Duration::from_secs(15))
         .unwrap_or_else(|e| panic!("{e}\n{}", tail(&read_text(&rb.log), 10)));
-    let (_, list) = rb.get(Some(BUILDER_TOKEN), &format!("/node/{BUILDER}/scripts"));
+    let (_, list) = rb.get(Some(&builder_token), &format!("/node/{BUILDER}/scripts"));
     assert_eq!(list, "10-hello.sh\n20-builder.sh\n");
     rb.assert_still_serving();
 }
@@ -394,11 +409,12 @@ fn reconfigure_wakes_the_waiting_node_at_once_and_reports_are_kept() {
     let rb = Rackboot::start("cfg-reconfigure");
     let plain = "52:54:00:20:04:0a";
     let tp = boot(&rb, plain);
-    assert_eq!(boot(&rb, BUILDER), BUILDER_TOKEN);
+    let builder_token = boot(&rb, BUILDER);
+    assert_ne!(builder_token, BUILDER_TOKEN);
     let wait = |mac: &str, token: &str, query: &str| {
         rb.get(Some(token), &format!("/node/{mac}/wait{query}"))
     };
-    assert_eq!(wait(BUILDER, BUILDER_TOKEN, ""), (200, "0\n".into()));
+    assert_eq!(wait(BUILDER, &builder_token, ""), (200, "0\n".into()));
 
     // A wait with nothing to say returns its own generation after its bound.
     let started = Instant::now();
@@ -415,7 +431,7 @@ fn reconfigure_wakes_the_waiting_node_at_once_and_reports_are_kept() {
     // A long poll in flight returns as soon as its node is reconfigured, with the new generation.
     let out = rb.lab.dir().join("wait.out");
     let url = format!("http://{SERVER_IP}/node/{BUILDER}/wait?generation=0");
-    let auth = format!("Authorization: Bearer {BUILDER_TOKEN}");
+    let auth = format!("Authorization: Bearer {builder_token}");
     let poll = rb.lab.spawn(
         "curl",
         &[
@@ -467,7 +483,7 @@ fn reconfigure_wakes_the_waiting_node_at_once_and_reports_are_kept() {
     let node = rb.json(&format!("/api/v1/nodes/{BUILDER}"));
     let events = node["events"].as_array().map(Vec::len);
     std::thread::sleep(Duration::from_millis(20));
-    assert_eq!(wait(BUILDER, BUILDER_TOKEN, ""), (200, "1\n".into()));
+    assert_eq!(wait(BUILDER, &builder_token, ""), (200, "1\n".into()));
     let after = rb.json(&format!("/api/v1/nodes/{BUILDER}"));
     assert_eq!(after["events"].as_array().map(Vec::len), events);
     let seen = |n: &Value| n["last_seen"].as_str().unwrap_or_default().to_string();

@@ -101,6 +101,15 @@ impl Files {
         self.dir.path().join(rel)
     }
 
+    /// `[http] bind_tokens_to_address = false`: this test's curl, at rackboot's own address,
+    /// fetches boot scripts and uses node tokens as the nodes would from theirs.
+    fn tokens_from_any_address(self) -> Files {
+        let mut config = fs::read_to_string(self.config()).expect("read config");
+        config.push_str("\n[http]\nbind_tokens_to_address = false\n");
+        self.write("rackboot.toml", config.as_bytes());
+        self
+    }
+
     fn config(&self) -> PathBuf {
         self.path("rackboot.toml")
     }
@@ -797,7 +806,10 @@ fn dhcp_pxe_firmware_gets_the_loader_for_its_architecture_and_fetches_it_by_tftp
 
 #[test]
 fn dhcp_ipxe_gets_its_script_url_and_the_script_is_for_its_architecture() {
-    let rb = Rackboot::start("dhcp-ipxe");
+    let rb = Rackboot::start_with(
+        Lab::new("dhcp-ipxe"),
+        Files::new().tokens_from_any_address(),
+    );
     let mac = "52:54:00:10:02:01";
     let net = ClientNet::new(&rb.lab, &[mac]);
 
@@ -822,6 +834,10 @@ fn dhcp_ipxe_gets_its_script_url_and_the_script_is_for_its_architecture() {
         "{s}"
     );
     assert!(s.contains(&format!("rackboot.mac={mac}")), "{s}");
+    // Its boot starts with the kernel fetch, not the script's.
+    assert_ne!(rb.node(mac)["state"], "booting");
+    assert!(rb.details(mac, "http.script").is_empty());
+    start_boot(&rb, &s);
     assert_eq!(rb.node(mac)["state"], "booting");
     rb.wait_event(mac, "http.script", "x86_64_efi");
 }
@@ -1375,11 +1391,25 @@ fn http_bad_boot_and_asset_paths_get_4xx_with_a_reason() {
     rb.assert_still_serving();
 }
 
-/// The node token from a rendered boot script: how a node learns it.
+/// Fetches the kernel of boot script `script`, as iPXE does next: the node's boot starts.
+fn start_boot(rb: &Rackboot, script: &str) {
+    let url = script
+        .lines()
+        .find(|l| l.starts_with("kernel "))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .unwrap_or_else(|| panic!("no kernel in {script}"));
+    let path = url.strip_prefix(&format!("http://{SERVER_IP}")).unwrap();
+    let r = rb.http(&[], path);
+    assert_eq!(r.status, 200, "{path}: {}", r.text());
+}
+
+/// The node token from a rendered boot script, in force once its kernel is fetched: how a
+/// node learns it.
 fn token_of(rb: &Rackboot, mac: &str) -> String {
     let r = rb.http(&[], &format!("/boot/{mac}.ipxe?arch=x86_64_efi"));
     assert_eq!(r.status, 200, "{}", r.text());
     let s = r.text();
+    start_boot(rb, &s);
     let token = s
         .split_whitespace()
         .find_map(|w| w.strip_prefix("rackboot.token="))
@@ -1393,7 +1423,10 @@ fn token_of(rb: &Rackboot, mac: &str) -> String {
 
 #[test]
 fn http_node_reports_need_the_nodes_own_token() {
-    let rb = Rackboot::start("http-token");
+    let rb = Rackboot::start_with(
+        Lab::new("http-token"),
+        Files::new().tokens_from_any_address(),
+    );
     let (a, b, unknown) = (
         "52:54:00:10:08:0a",
         "52:54:00:10:08:0b",
@@ -1456,10 +1489,11 @@ fn http_node_reports_need_the_nodes_own_token() {
     rb.assert_still_serving();
 }
 
-/// The install-complete callback: the node's own token only, then `installed` with its bootenv
-/// `after_install` (`local`) and no next-boot bootenv; its next script is the local one.
+/// The install-complete callback: the node's own token only, and only while it boots an
+/// installer bootenv; then `installed` with its bootenv `after_install` (`local`) and no
+/// next-boot bootenv; its next script is the local one.
 #[test]
-fn http_install_callback_needs_the_nodes_token_and_ends_on_local() {
+fn http_install_callback_needs_the_nodes_token_and_an_installer_boot_and_ends_on_local() {
     let files = Files::new();
     files.write(
         "bootenvs/install.toml",
@@ -1468,12 +1502,25 @@ fn http_install_callback_needs_the_nodes_token_and_ends_on_local() {
         )
         .as_bytes(),
     );
-    let rb = Rackboot::start_with(Lab::new("http-installed"), files);
+    let rb = Rackboot::start_with(Lab::new("http-installed"), files.tokens_from_any_address());
     let (a, b, unknown) = (
         "52:54:00:10:09:0a",
         "52:54:00:10:09:0b",
         "52:54:00:10:09:ff",
     );
+    // a installs; b boots discovery (not an installer).
+    let created = rb.http(
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            &format!("{{\"mac\": \"{a}\", \"bootenv\": \"install\"}}"),
+        ],
+        "/api/v1/nodes",
+    );
+    assert_eq!(created.status, 201, "{}", created.text());
     let (token_a, token_b) = (token_of(&rb, a), token_of(&rb, b));
     let installed = |mac: &str| format!("/node/{mac}/installed?bootenv=install");
     let bearer = |t: &str| format!("Authorization: Bearer {t}");
@@ -1492,10 +1539,19 @@ fn http_install_callback_needs_the_nodes_token_and_ends_on_local() {
         &format!("/node/{a}/installed?bootenv=../x"),
     );
     assert_eq!(r.status, 400, "{}", r.text());
-    let n = rb.node(a);
+    // b is not installing: its own token does not make it installed.
+    let r = rb.http(&["-X", "POST", "-H", &bearer(&token_b)], &installed(b));
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("not installing"), "{}", r.text());
+    let n = rb.node(b);
     assert_eq!(
         (n["state"].as_str(), n["bootenv"].as_str()),
         (Some("booting"), Some("discovery"))
+    );
+    let n = rb.node(a);
+    assert_eq!(
+        (n["state"].as_str(), n["bootenv"].as_str()),
+        (Some("installing"), Some("install"))
     );
 
     let r = rb.http(
@@ -1518,7 +1574,7 @@ fn http_install_callback_needs_the_nodes_token_and_ends_on_local() {
     let changed = rb.details(a, "bootenv.changed");
     assert_eq!(
         changed,
-        ["discovery -> local: install finished installing (after_install = local)"]
+        ["install -> local: install finished installing (after_install = local)"]
     );
 
     let r = rb.http(&[], &format!("/boot/{a}.ipxe?arch=x86_64_efi"));

@@ -313,6 +313,7 @@ impl Catalog {
         // Command lines and shell scripts are not HTML.
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
         env.set_keep_trailing_newline(true);
+        crate::secrets::register(&mut env);
 
         for (name, b) in &bootenvs {
             let path = &sources[name];
@@ -524,6 +525,14 @@ impl Catalog {
     ) -> Result<String, RenderError> {
         self.render(&cmdline_template(bootenv, arch), ctx)
             .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+    }
+
+    /// The text of config script `name` as loaded (to see which secrets it names).
+    pub fn script_source(&self, name: &str) -> Option<String> {
+        self.env
+            .get_template(&script_template(name))
+            .ok()
+            .map(|t| t.source().to_string())
     }
 
     /// One config script for one node.

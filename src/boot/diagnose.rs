@@ -77,7 +77,7 @@ fn is_step(e: &Event) -> bool {
         // An installer fetching its answer file is no step of its own: its
         // install timeout runs from the kernel fetch.
         DhcpDiscover | DhcpRequest | DhcpRelease | DhcpDecline | DhcpRelay | State
-        | BootenvChanged | HttpSeed | AdminChange | AdminDelete => false,
+        | BootenvChanged | HttpSeed | SecretRefused | AdminChange | AdminDelete => false,
     }
 }
 
@@ -102,7 +102,7 @@ fn pending(node: &Node, events: &[Event], t: &Timeouts) -> Option<(Timestamp, St
             let boot = boot_file(first_line);
             if first_line.contains(".ipxe") {
                 fail(format!(
-                    "iPXE was handed its script URL at {at} but never fetched it"
+                    "iPXE was handed its script URL at {at} but its boot never started (no script fetched from its own address, or no kernel fetched after it)"
                 ))
             } else if boot.starts_with("http") {
                 fail(format!(

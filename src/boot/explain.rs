@@ -80,7 +80,15 @@ pub struct Explanation {
     /// The config scripts it runs once booted into `bootenv`, in order, each
     /// with why (its bootenv lists it, or its header selects the node).
     pub config_scripts: Vec<ConfigScript>,
+    /// The secrets (files of `secrets_dir`) that its config scripts and the
+    /// cloud-init and answer templates name: what a node with its token
+    /// could read, once per boot.
+    pub secrets: Vec<String>,
 }
+
+/// What explain shows where a node token would be: a live one is never
+/// shown (each boot script carries a new one).
+pub const NODE_TOKEN_PLACEHOLDER: &str = "<node-token>";
 
 /// Everything [`explain`] needs besides the client.
 pub struct ExplainContext<'a> {
@@ -96,7 +104,7 @@ pub struct ExplainContext<'a> {
 pub fn explain(client: &ClientInfo, node: Option<&Node>, cx: &ExplainContext<'_>) -> Explanation {
     let mut why = Vec::new();
     let known = node.is_some();
-    let record = match node {
+    let mut record = match node {
         Some(n) => n.clone(),
         None => {
             why.push(format!(
@@ -106,6 +114,9 @@ pub fn explain(client: &ClientInfo, node: Option<&Node>, cx: &ExplainContext<'_>
             Node::discovered(client.mac, cx.default_bootenv, String::new(), cx.now)
         }
     };
+    // Whoever may read the API must not get a live credential from it:
+    // every boot script carries a token of its own anyway.
+    record.token = NODE_TOKEN_PLACEHOLDER.to_string();
     let (bootenv, bootenv_reason) = bootenv_reason(&record, cx.now);
     // The record as it boots now: an expired next-boot bootenv no longer counts.
     let mut view = record.clone();
@@ -172,7 +183,7 @@ pub fn explain(client: &ClientInfo, node: Option<&Node>, cx: &ExplainContext<'_>
             Err(e) => script_error = Some(e.to_string()),
         }
     }
-    let config_scripts = cx
+    let config_scripts: Vec<ConfigScript> = cx
         .catalog
         .scripts_for(&record, &bootenv)
         .into_iter()
@@ -181,8 +192,16 @@ pub fn explain(client: &ClientInfo, node: Option<&Node>, cx: &ExplainContext<'_>
             reason: a.reason.to_string(),
         })
         .collect();
+    let secrets = config_scripts
+        .iter()
+        .filter_map(|c| cx.catalog.script_source(&c.script))
+        .flat_map(|text| crate::secrets::referenced(&text))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     Explanation {
         config_scripts,
+        secrets,
         mac: client.mac,
         known,
         client_arch,
@@ -270,5 +289,69 @@ mod tests {
         let e = explain(&client, None, &cx);
         assert_eq!(e.decision, "script");
         assert!(e.script.unwrap().ends_with("exit\n"));
+    }
+
+    #[test]
+    fn explain_shows_no_live_token_and_names_the_secrets_of_the_nodes_scripts() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        for d in ["bootenvs", "scripts", "assets"] {
+            std::fs::create_dir_all(p.join(d)).unwrap();
+        }
+        std::fs::write(p.join("assets/vmlinuz"), b"k").unwrap();
+        std::fs::write(
+            p.join("bootenvs/discovery.toml"),
+            "scripts = [\"keys.sh\"]\n[arch.bios]\nkernel = \"vmlinuz\"\ncmdline = \"rackboot.token={{ node.token }}\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            p.join("scripts/keys.sh"),
+            "#!/bin/sh\necho '{{ secret(\"builder-key\") }}' > /etc/builder.key\n",
+        )
+        .unwrap();
+        let catalog = Catalog::load(
+            &p.join("bootenvs"),
+            &p.join("scripts"),
+            &p.join("assets"),
+            "discovery",
+        )
+        .unwrap();
+        let loaders = LoaderMap {
+            bios: "undionly.kpxe".into(),
+            x86_64_efi: "ipxe-amd64.efi".into(),
+            arm64_efi: "ipxe-arm64.efi".into(),
+            upgrade_old_ipxe: true,
+            local_boot: LocalBoot::Script,
+        };
+        let urls = Urls {
+            http_base: "http://10.0.0.1".into(),
+        };
+        let cx = ExplainContext {
+            catalog: &catalog,
+            loaders: &loaders,
+            urls: &urls,
+            default_bootenv: "discovery",
+            now: Timestamp(0),
+        };
+        let node = Node::discovered(
+            "52:54:00:00:00:0a".parse().unwrap(),
+            "discovery",
+            "0123456789abcdef0123456789abcdef".into(),
+            Timestamp(0),
+        );
+        let client = ClientInfo {
+            mac: node.mac,
+            arch: Some(ClientArch(0)),
+            vendor_class: Some("PXEClient:Arch:00000".into()),
+            user_class: Some("iPXE".into()),
+            is_ipxe: true,
+            ipxe_features: vec![],
+            relay: None,
+        };
+        let e = explain(&client, Some(&node), &cx);
+        let script = e.script.unwrap();
+        assert!(script.contains("rackboot.token=<node-token>"), "{script}");
+        assert!(!script.contains(&node.token), "{script}");
+        assert_eq!(e.secrets, ["builder-key"]);
     }
 }

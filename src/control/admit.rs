@@ -1,7 +1,9 @@
 //! Whether a MAC may boot here: the one decision DHCP (port 67), the PXE
 //! boot server (port 4011) and HTTP (`/boot/<mac>.ipxe`) all ask before they
 //! act for a client, and the one place a client's first request makes its
-//! node record.
+//! node record. (HTTP asks only where `[http] bind_tokens_to_address =
+//! false`: otherwise boot scripts go only to known nodes' addresses
+//! ([`super::bind`]), so an unknown MAC is refused before it gets here.)
 //!
 //! A MAC with a record is admitted everywhere. An unknown MAC is admitted,
 //! and gets a record in state `discovered` with the default bootenv, where
@@ -26,7 +28,7 @@ use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 
-use crate::config::UnknownClients;
+use crate::config::{HostnameScheme, UnknownClients};
 use crate::events::Timeline;
 use crate::metrics::{Metrics, NodeCreator};
 use crate::model::{EventKind, Mac, Node, Timestamp};
@@ -131,6 +133,7 @@ pub struct Door {
     default_bootenv: String,
     subnets: Vec<(Ipv4Net, UnknownClients)>,
     metrics: Arc<Metrics>,
+    hostnames: HostnameScheme,
 }
 
 impl Door {
@@ -147,7 +150,19 @@ impl Door {
             default_bootenv: default_bootenv.to_string(),
             subnets,
             metrics,
+            hostnames: HostnameScheme::Mac,
         }
+    }
+
+    /// New records get hostnames by `scheme` (`[nodes] default_hostname`).
+    pub fn with_hostnames(mut self, scheme: HostnameScheme) -> Door {
+        self.hostnames = scheme;
+        self
+    }
+
+    /// How new records are named (`[nodes] default_hostname`).
+    pub fn hostnames(&self) -> HostnameScheme {
+        self.hostnames
     }
 
     /// Whether `mac`, asking from `place`, may boot, writing nothing: its
@@ -161,12 +176,9 @@ impl Door {
             tracing::info!(%mac, subnet = %place, "ignoring unknown client (unknown_clients = \"ignore\")");
             return Ok(Looked::Refused { place });
         }
-        Ok(Looked::Unknown(Node::discovered(
-            mac,
-            &self.default_bootenv,
-            String::new(),
-            now,
-        )))
+        let mut node = Node::discovered(mac, &self.default_bootenv, String::new(), now);
+        node.hostname = nodes::default_hostname(mac, self.hostnames);
+        Ok(Looked::Unknown(node))
     }
 
     /// Stores `node`, the record [`Door::look`] proposed (perhaps with what
@@ -182,7 +194,19 @@ impl Door {
     ) -> Result<(Node, bool), StoreError> {
         let mac = node.mac;
         node.token = nodes::new_token();
-        let (node, created) = self.store.create_node_if_absent(node).await?;
+        // A random name may be taken (one in 2^32 per node): draw again.
+        let mut attempt = 0;
+        let (node, created) = loop {
+            match self.store.create_node_if_absent(node.clone()).await {
+                Err(StoreError::Conflict(_))
+                    if self.hostnames == HostnameScheme::Random && attempt < 3 =>
+                {
+                    attempt += 1;
+                    node.hostname = nodes::default_hostname(mac, self.hostnames);
+                }
+                other => break other?,
+            }
+        };
         if !created {
             return Ok((node, false));
         }

@@ -5,6 +5,9 @@
 //!   import, delete), each through the one protection check and audited.
 //! - [`admit`]: whether a MAC may boot here, asked by DHCP, the PXE boot
 //!   server and HTTP alike; the one place a first request makes a record.
+//! - [`bind`]: which address a node's credentials (boot script, token)
+//!   belong to, from the leases and what proxyDHCP saw.
 
 pub mod admin;
 pub mod admit;
+pub mod bind;

@@ -69,6 +69,9 @@ pub struct DhcpContext {
     /// Whether a MAC may boot (known, or unknown where `unknown_clients`
     /// serves it): the one decision HTTP asks too.
     pub door: Arc<Door>,
+    /// Told the address a proxyDHCP client used: what its boot script and
+    /// token are bound to there.
+    pub binding: Arc<crate::control::bind::Binding>,
     pub subnets: Vec<Subnet>,
     /// The subnet of the boot interface itself (requests without a relay).
     pub direct: Option<usize>,
@@ -356,6 +359,10 @@ async fn boot_server_answer(ctx: &DhcpContext, packet: &[u8], peer: SocketAddr) 
             return None;
         }
     };
+    // The address it asks from is the one its boot script goes to.
+    if let Err(e) = ctx.binding.saw(mac, *from.ip()).await {
+        tracing::warn!(%mac, error = %e, "cannot record the address of a proxyDHCP client");
+    }
     let decision = decide_for_node(&req.client, &node, &ctx.loaders, &ctx.urls, now);
     let boot = boot_file(&decision);
     if boot == BootFile::None {
@@ -563,6 +570,18 @@ async fn answer(
     }
 
     if subnet.mode == SubnetMode::Proxy {
+        // The address the client uses (renewing: ciaddr) or asks the other
+        // server for (a broadcast REQUEST: option 50) is the one its boot
+        // script and token are bound to; rackboot leased nothing to know it by.
+        let using = Some(req.ciaddr)
+            .filter(|ip| !ip.is_unspecified())
+            .or(req
+                .requested_ip
+                .filter(|_| req.kind == MessageType::Request))
+            .filter(|ip| subnet.params.subnet.contains(ip));
+        if let Some(ip) = using {
+            ctx.binding.saw(mac, ip).await?;
+        }
         // Another server owns the addresses: answer PXE clients' DISCOVERs
         // with boot information only and leave everything else to it.
         if matches!(boot, BootFile::None) || req.kind != MessageType::Discover {

@@ -34,6 +34,10 @@ pub struct NodeWithEvents {
     /// Where its boot is stuck, in one sentence, once a step is overdue
     /// (`[lifecycle]` timeouts); null while it is not, or without events.
     pub diagnosis: Option<String>,
+    /// The secrets (files of `secrets_dir`) its config scripts and the
+    /// cloud-init and answer templates name (in the single-node view only;
+    /// empty in lists).
+    pub secrets: Vec<String>,
 }
 
 impl NodeWithEvents {
@@ -44,6 +48,7 @@ impl NodeWithEvents {
             node,
             events,
             diagnosis,
+            secrets: Vec::new(),
         }
     }
 }
@@ -176,7 +181,25 @@ pub async fn node(
     let mac = parse_mac(&mac)?;
     let node = record(&ctx, mac).await?;
     let events = ctx.store.events(mac).await?;
-    Ok(Json(NodeWithEvents::new(&ctx, node, events)))
+    let secrets = node_secrets(&ctx, &node).await;
+    let mut view = NodeWithEvents::new(&ctx, node, events);
+    view.secrets = secrets;
+    Ok(Json(view))
+}
+
+/// The secrets `node`'s config scripts (those of the bootenv it boots now)
+/// and the seed templates name.
+async fn node_secrets(ctx: &HttpContext, node: &Node) -> Vec<String> {
+    let bootenv = crate::boot::effective_bootenv(node, Timestamp::now()).bootenv;
+    let catalog = ctx.catalog.current();
+    let mut out: std::collections::BTreeSet<String> = catalog
+        .scripts_for(node, &bootenv)
+        .into_iter()
+        .filter_map(|a| catalog.script_source(&a.script))
+        .flat_map(|text| crate::secrets::referenced(&text))
+        .collect();
+    out.extend(super::seed::seed_secrets(ctx).await);
+    out.into_iter().collect()
 }
 
 /// `GET /api/v1/nodes/{mac}/events` query.
@@ -229,7 +252,12 @@ pub async fn create(
     input
         .validate(&known_bootenv(&ctx))
         .map_err(unprocessable)?;
-    let node = input.into_node(None, &ctx.default_bootenv, new_token, Timestamp::now());
+    let named = input.hostname.is_some();
+    let mut node = input.into_node(None, &ctx.default_bootenv, new_token, Timestamp::now());
+    if !named {
+        // `[nodes] default_hostname`, as for the records rackboot makes.
+        node.hostname = crate::nodes::default_hostname(node.mac, ctx.door.hostnames());
+    }
     let node = admin::create(ctx.store.as_ref(), &actor, node).await?;
     let events = ctx.store.events(node.mac).await?;
     Ok((
@@ -780,5 +808,11 @@ pub async fn explain(
         default_bootenv: &ctx.default_bootenv,
         now: Timestamp::now(),
     };
-    Ok(Json(crate::boot::explain(&client, node.as_ref(), &cx)))
+    let mut explanation = crate::boot::explain(&client, node.as_ref(), &cx);
+    let mut secrets: std::collections::BTreeSet<String> = std::mem::take(&mut explanation.secrets)
+        .into_iter()
+        .collect();
+    secrets.extend(super::seed::seed_secrets(&ctx).await);
+    explanation.secrets = secrets.into_iter().collect();
+    Ok(Json(explanation))
 }

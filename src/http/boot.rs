@@ -1,27 +1,32 @@
 //! `/boot/<mac>.ipxe` and `/assets/...`: what iPXE fetches, and the boot
 //! slots ([`crate::boot::admission`]) taken by the one and freed by the other.
-//! Whether a MAC may have a boot script at all is the appliance's one
+//! A boot script, and the node token in it, go only to the node's own
+//! address ([`crate::control::bind`]); where that binding is turned off,
+//! whether a MAC may have a boot script at all is the appliance's one
 //! admission decision ([`crate::control::admit`]), as for DHCP.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
+use super::script_cache::{PendingBoot, TOKEN_PLACEHOLDER};
 use super::sendfile::{CanSendfile, FileRange};
 use super::stream::{OnEnd, READ_CHUNK};
-use super::{HttpContext, HttpError, parse_mac};
+use super::{HttpContext, HttpError, Peer, parse_mac};
 use crate::boot::{
-    AssetRole, Choice, Progress, Verdict, WaitReason, effective_bootenv, lifecycle, render_ipxe,
-    render_wait,
+    AssetRole, Choice, Progress, RenderedScript, Verdict, WaitReason, effective_bootenv, lifecycle,
+    render_ipxe, render_wait,
 };
 use crate::control::admit::{Admitted, Place, Via};
-use crate::model::{BootArch, EventKind, Timestamp};
+use crate::control::bind::Refusal;
+use crate::metrics::BootRefusal;
+use crate::model::{BootArch, EventKind, Mac, Timestamp};
 
 /// `/boot/<mac>.ipxe?arch=`: other parameters are ignored.
 #[derive(serde::Deserialize)]
@@ -37,40 +42,66 @@ pub struct AssetQuery {
 
 /// The node's iPXE script, rendered for its architecture (the one its
 /// firmware announced over DHCP, or `?arch=` for clients that came through
-/// another DHCP server). Rendered once per change of what it depends on
+/// another DHCP server), for the node's own address only
+/// ([`crate::control::bind`]): from any other address it is a 403, counted
+/// in `/metrics` and nothing else (no record made, no event).
+///
+/// Each script carries a new node token. Fetching it changes nothing: the
+/// boot it describes starts when the node fetches its kernel ([`asset`]),
+/// and only then does the token become the node's, a once-only bootenv get
+/// used up, the state move to `booting` and the events get written. A
+/// local-boot script has no token and no kernel: it takes effect when it
+/// is fetched. Rendered once per change of what it depends on
 /// ([`super::ScriptCache`]). When the node's subnet has as many nodes
 /// fetching kernels as `[admission]` allows, the node is handed a script
-/// that waits and asks again instead, and nothing else happens: no event,
-/// no state change, no once-only bootenv used up.
+/// that waits and asks again instead (its boot slot is taken here: the
+/// node's own address asked, and its kernel fetch is next).
 pub async fn script(
     State(ctx): State<Arc<HttpContext>>,
     Path(file): Path<String>,
     Query(q): Query<ScriptQuery>,
-    req: Request,
+    Peer(peer): Peer,
 ) -> Result<Response, HttpError> {
     let mac = file
         .strip_suffix(".ipxe")
         .ok_or_else(|| HttpError::not_found("boot scripts are named <mac>.ipxe"))?;
     let mac = parse_mac(mac)?;
+    let asked_arch = q
+        .arch
+        .as_deref()
+        .map(str::parse::<BootArch>)
+        .transpose()
+        .map_err(HttpError::bad_request)?;
     let now = Timestamp::now();
-    let peer = peer_ipv4(&req);
-    let node = match ctx
-        .door
-        .admit(mac, Place::Peer(peer), Via::BootScript { from: peer }, now)
-        .await?
-    {
-        Admitted::Known(node) | Admitted::New(node) => node,
-        Admitted::Refused { place } => {
-            return Err(HttpError::new(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "{mac} is not a known node, and unknown clients are ignored here ({place}); an admin adds it (POST /api/v1/nodes)"
-                ),
-            ));
+    let node = if ctx.binding.enforced() {
+        // No record is made here: an unknown MAC has no address to bind a
+        // script to (its first DHCP packet makes its record).
+        let Some(node) = ctx.store.node(mac).await? else {
+            return Err(refuse_script(&ctx, mac, peer, Refusal::NoAddress));
+        };
+        if let Err(r) = ctx.binding.check(&node, peer).await? {
+            return Err(refuse_script(&ctx, mac, peer, r));
+        }
+        node
+    } else {
+        match ctx
+            .door
+            .admit(mac, Place::Peer(peer), Via::BootScript { from: peer }, now)
+            .await?
+        {
+            Admitted::Known(node) | Admitted::New(node) => node,
+            Admitted::Refused { place } => {
+                return Err(HttpError::new(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "{mac} is not a known node, and unknown clients are ignored here ({place}); an admin adds it (POST /api/v1/nodes)"
+                    ),
+                ));
+            }
         }
     };
-    let arch = match &q.arch {
-        Some(a) => a.parse::<BootArch>().map_err(HttpError::bad_request)?,
+    let arch = match asked_arch {
+        Some(a) => a,
         None => node.arch.ok_or_else(|| {
             HttpError::new(
                 StatusCode::CONFLICT,
@@ -91,12 +122,16 @@ pub async fn script(
     };
     let effective = effective_bootenv(&node, now);
     let (catalog, generation) = ctx.catalog.snapshot();
+    // Rendered (and kept) with a stand-in for the token: each script handed
+    // out gets its own.
+    let mut template_node = node.clone();
+    template_node.token = TOKEN_PLACEHOLDER.to_string();
     let rendered = ctx
         .scripts
-        .get_or_render(&node, &effective.bootenv, arch, generation, || {
+        .get_or_render(&template_node, &effective.bootenv, arch, generation, || {
             render_ipxe(
                 &catalog,
-                &node,
+                &template_node,
                 &effective.bootenv,
                 arch,
                 &ctx.urls.http_base,
@@ -105,83 +140,148 @@ pub async fn script(
         .map_err(|e| HttpError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
     // Last seen in memory (the file only once a minute): lazy, no commit.
     ctx.store.touch_node(mac, Some(arch), now).await?;
-    if rendered.kernel.is_some() {
-        let verdict = ctx.admission().admit(mac, peer, now);
-        if let Verdict::Wait {
-            attempt,
-            delay_secs,
+    if rendered.kernel.is_none() {
+        // To the local disk: no token, no kernel to wait for.
+        ctx.scripts.handed(mac, rendered.clone());
+        ctx.timeline
+            .record(
+                mac,
+                EventKind::HttpScript,
+                lifecycle::script_detail(&rendered.bootenv, arch, effective.choice),
+            )
+            .await;
+        if effective.choice == Choice::Once {
+            let used = rendered.bootenv.clone();
+            ctx.timeline
+                .change_bootenv(mac, move |n| lifecycle::after_render(n, &used, now))
+                .await?;
+        }
+        ctx.timeline.progress(mac, Progress::LocalRendered).await?;
+        return Ok(ipxe_text(rendered.text.clone()));
+    }
+    let verdict = ctx.admission().admit(mac, peer, now);
+    if let Verdict::Wait {
+        attempt,
+        delay_secs,
+        booting,
+        limit,
+        ahead,
+    } = verdict
+    {
+        let pool = ctx.admission().limits().pool_of(peer);
+        let subnet = ctx.admission().limits().pool_name(pool);
+        ctx.metrics.boot_waited(&subnet);
+        tracing::debug!(%mac, subnet, attempt, delay_secs, ahead, "boot slots full: told to wait");
+        let again = match &q.arch {
+            Some(a) => format!("{}/boot/{mac}.ipxe?arch={a}", ctx.urls.http_base),
+            None => format!("{}/boot/{mac}.ipxe", ctx.urls.http_base),
+        };
+        let why = WaitReason {
             booting,
             limit,
-            ahead,
-        } = verdict
-        {
-            let pool = ctx.admission().limits().pool_of(peer);
-            let subnet = ctx.admission().limits().pool_name(pool);
-            ctx.metrics.boot_waited(&subnet);
-            tracing::debug!(%mac, subnet, attempt, delay_secs, ahead, "boot slots full: told to wait");
-            let again = match &q.arch {
-                Some(a) => format!("{}/boot/{mac}.ipxe?arch={a}", ctx.urls.http_base),
-                None => format!("{}/boot/{mac}.ipxe", ctx.urls.http_base),
-            };
-            let why = WaitReason {
-                booting,
-                limit,
-                attempt,
-                delay_secs,
-            };
-            return Ok(ipxe_text(render_wait(mac, &again, why)));
-        }
+            attempt,
+            delay_secs,
+        };
+        return Ok(ipxe_text(render_wait(mac, &again, why)));
     }
-    ctx.scripts.handed(mac, rendered.clone());
-    ctx.timeline
-        .record(
-            mac,
-            EventKind::HttpScript,
-            lifecycle::script_detail(&rendered.bootenv, arch, effective.choice),
-        )
-        .await;
-    if effective.choice == Choice::Once {
-        let used = rendered.bootenv.clone();
-        ctx.timeline
-            .change_bootenv(mac, move |n| lifecycle::after_render(n, &used, now))
-            .await?;
-    }
-    let progress = if rendered.kernel.is_none() {
-        Progress::LocalRendered
-    } else if catalog.get(&rendered.bootenv).is_some_and(|b| b.installer) {
+    let token = crate::nodes::new_token();
+    let script = Arc::new(RenderedScript {
+        text: rendered.text.replace(TOKEN_PLACEHOLDER, &token),
+        ..(*rendered).clone()
+    });
+    let progress = if catalog.get(&script.bootenv).is_some_and(|b| b.installer) {
         Progress::InstallerRendered
     } else {
         Progress::ScriptRendered
     };
-    // A repeated fetch changes no state: this reads memory and writes nothing.
-    ctx.timeline.progress(mac, progress).await?;
-    Ok(ipxe_text(rendered.text.clone()))
+    ctx.scripts.pending(
+        mac,
+        PendingBoot {
+            token,
+            script: script.clone(),
+            arch,
+            choice: effective.choice,
+            progress,
+        },
+    );
+    Ok(ipxe_text(script.text.clone()))
+}
+
+/// The 403 for a boot script asked for from an address that is not its
+/// node's: one reason whether or not the MAC is known (no list of nodes for
+/// whoever probes), the whole story in the log.
+fn refuse_script(ctx: &HttpContext, mac: Mac, peer: Option<Ipv4Addr>, r: Refusal) -> HttpError {
+    ctx.metrics.boot_refused(match r {
+        Refusal::NoAddress => BootRefusal::NoAddress,
+        Refusal::OtherAddress { .. } => BootRefusal::OtherAddress,
+    });
+    tracing::info!(%mac, peer = ?peer, reason = %r.explain(mac, peer), "boot script refused");
+    let from = peer.map_or_else(|| "an unknown address".to_string(), |p| p.to_string());
+    HttpError::new(
+        StatusCode::FORBIDDEN,
+        format!(
+            "the boot script of {mac} goes only to the address rackboot knows for that machine (its lease from rackboot's DHCP, its fixed address, or the address it used in proxyDHCP), and {from} is not it"
+        ),
+    )
+}
+
+/// The node's boot starts: the kernel of the script it was handed is
+/// being fetched from its own address. The script's token becomes the
+/// node's (the one before dies; durable, so a restart keeps it), a
+/// once-only bootenv is used up, the state moves on and the timeline says
+/// what was rendered.
+async fn start_boot(
+    ctx: &HttpContext,
+    mac: Mac,
+    boot: PendingBoot,
+    now: Timestamp,
+) -> Result<(), HttpError> {
+    let token = boot.token.clone();
+    ctx.store
+        .update_node(
+            mac,
+            Box::new(move |n| {
+                n.token = token;
+                Ok(())
+            }),
+        )
+        .await?;
+    ctx.scripts.handed(mac, boot.script.clone());
+    ctx.timeline
+        .record(
+            mac,
+            EventKind::HttpScript,
+            lifecycle::script_detail(&boot.script.bootenv, boot.arch, boot.choice),
+        )
+        .await;
+    if boot.choice == Choice::Once {
+        let used = boot.script.bootenv.clone();
+        ctx.timeline
+            .change_bootenv(mac, move |n| lifecycle::after_render(n, &used, now))
+            .await?;
+    }
+    ctx.timeline.progress(mac, boot.progress).await?;
+    Ok(())
 }
 
 fn ipxe_text(text: String) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
 }
 
-/// The client's IPv4 address (IPv4-mapped IPv6 included), when known: it
-/// picks the subnet whose boot slots the node takes.
-fn peer_ipv4(req: &Request) -> Option<Ipv4Addr> {
-    let ConnectInfo(addr) = req.extensions().get::<ConnectInfo<SocketAddr>>()?;
-    match addr.ip() {
-        IpAddr::V4(ip) => Some(ip),
-        IpAddr::V6(ip) => ip.to_ipv4_mapped(),
-    }
-}
-
 /// Kernels, initrds and loaders, with Content-Length, Last-Modified, HEAD
 /// and a single Range (tower-http's ServeFile; 416 for a range past the
 /// end), read in large chunks ([`READ_CHUNK`]). A GET that names its node
-/// (`?mac=`) goes on that node's timeline as kernel, initrd or other asset;
-/// once the last asset of the node's script has gone out in full, its boot
-/// slot is free for the next node.
+/// (`?mac=`) from the node's own address starts the boot of the script it
+/// was handed when it is that script's kernel ([`start_boot`]), and goes on
+/// the node's timeline as kernel, initrd or other asset; once the last
+/// asset of the node's script has gone out in full, its boot slot is free
+/// for the next node. From any other address the file is served (assets
+/// are not secret) and nothing else happens.
 pub async fn asset(
     State(ctx): State<Arc<HttpContext>>,
     Path(path): Path<String>,
     Query(q): Query<AssetQuery>,
+    Peer(peer): Peer,
     req: Request,
 ) -> Result<Response, HttpError> {
     // A bootenv's `{ url, sha256 }`: fetched here on first use, then served
@@ -199,7 +299,20 @@ pub async fn asset(
         && let Some(mac) = &q.mac
     {
         let mac = parse_mac(mac)?;
-        if let Some(node) = ctx.store.node(mac).await? {
+        let node = match ctx.store.node(mac).await? {
+            Some(n) => match ctx.binding.check(&n, peer).await? {
+                Ok(()) => Some(n),
+                Err(r) => {
+                    tracing::debug!(%mac, %path, reason = %r.explain(mac, peer), "asset fetch names a node it is not: served, not recorded");
+                    None
+                }
+            },
+            None => None,
+        };
+        if let Some(node) = node {
+            if let Some(boot) = ctx.scripts.take_pending(mac, &path) {
+                start_boot(&ctx, mac, boot, Timestamp::now()).await?;
+            }
             let handed = ctx.scripts.last_handed(mac);
             let bootenv = match &handed {
                 Some(s) => s.bootenv.clone(),

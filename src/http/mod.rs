@@ -81,6 +81,12 @@ pub struct HttpContext {
     /// Whether a MAC may boot at all (known, or unknown where unknown
     /// clients are served): the decision DHCP asks too.
     pub door: Arc<crate::control::admit::Door>,
+    /// Whose address a node's boot script and token go to.
+    pub binding: Arc<crate::control::bind::Binding>,
+    /// Where `secret("name")` reads from.
+    pub secrets_dir: PathBuf,
+    /// Documents holding a secret each node was served in its current boot.
+    pub secrets_served: crate::secrets::Ledger,
     /// Who may start fetching a kernel now (`[admission]`). A plain
     /// mutex: every use is a few map operations, never held across an await.
     pub admission: std::sync::Mutex<Admission>,
@@ -218,6 +224,35 @@ pub async fn serve(
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     listener::serve(listener, router(ctx), limits, cancel).await
+}
+
+/// The client's IPv4 address (IPv4-mapped IPv6 included), when known: what
+/// a node's credentials are checked against, and the subnet whose boot
+/// slots a node takes.
+pub(crate) struct Peer(pub Option<std::net::Ipv4Addr>);
+
+impl Peer {
+    fn of(extensions: &axum::http::Extensions) -> Peer {
+        use axum::extract::ConnectInfo;
+        let ip = extensions
+            .get::<ConnectInfo<std::net::SocketAddr>>()
+            .and_then(|ConnectInfo(addr)| match addr.ip() {
+                std::net::IpAddr::V4(ip) => Some(ip),
+                std::net::IpAddr::V6(ip) => ip.to_ipv4_mapped(),
+            });
+        Peer(ip)
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Peer::of(&parts.extensions))
+    }
 }
 
 fn parse_mac(s: &str) -> Result<crate::model::Mac, HttpError> {

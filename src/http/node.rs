@@ -1,8 +1,11 @@
 //! The endpoints the operational image calls: its script list, each script,
 //! its reports, and its wait for a reconfigure (which is also its
-//! heartbeat). Every request carries the node's own token.
+//! heartbeat). Every request carries the node's own token, the one of its
+//! current boot, and comes from the node's own address
+//! ([`crate::control::bind`]).
 
 use std::collections::HashMap;
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,9 +14,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 
 use super::auth::constant_time_eq;
-use super::{HttpContext, HttpError, parse_mac};
+use super::{HttpContext, HttpError, Peer, parse_mac};
 use crate::boot::bootenv::{LOCAL, is_bootenv_name};
 use crate::boot::{Progress, TemplateContext, effective_bootenv, lifecycle};
+use crate::control::bind::Refusal;
+use crate::metrics::BootRefusal;
 use crate::model::{BootArch, EventKind, Mac, Node, NodeState, ScriptReport, Timestamp};
 
 /// How much of a script's output is kept on the timeline and in its report.
@@ -27,36 +32,52 @@ async fn authenticated(
     ctx: &HttpContext,
     mac: Mac,
     headers: &HeaderMap,
+    peer: Option<Ipv4Addr>,
 ) -> Result<Node, HttpError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    with_token(ctx, mac, token).await
+    with_token(ctx, mac, token, peer).await
 }
 
-/// The record of `mac` if `token` is its node token: 404 for an unknown
-/// MAC, 401 without a token, 403 with another one (never saying which).
+/// The record of `mac` if `token` is its node token, that of its current
+/// boot, and `peer` is the node's address: 404 for an unknown MAC, 403 from
+/// another address, 401 without a token, 403 with another one (never
+/// saying which). Refusals are counted in `/metrics`.
 pub(super) async fn with_token(
     ctx: &HttpContext,
     mac: Mac,
     token: Option<&str>,
+    peer: Option<Ipv4Addr>,
 ) -> Result<Node, HttpError> {
     let node = ctx
         .store
         .node(mac)
         .await?
         .ok_or_else(|| HttpError::not_found(format!("no node with MAC {mac}")))?;
+    if let Err(r) = ctx.binding.check(&node, peer).await? {
+        ctx.metrics.boot_refused(match r {
+            Refusal::NoAddress => BootRefusal::NoAddress,
+            Refusal::OtherAddress { .. } => BootRefusal::OtherAddress,
+        });
+        tracing::info!(%mac, peer = ?peer, reason = %r.explain(mac, peer), "node token refused");
+        return Err(HttpError::new(StatusCode::FORBIDDEN, r.explain(mac, peer)));
+    }
     let token = token.ok_or_else(|| {
+        ctx.metrics.boot_refused(BootRefusal::BadToken);
         HttpError::new(
             StatusCode::UNAUTHORIZED,
             "node token required (Authorization: Bearer <token>)",
         )
     })?;
     if !constant_time_eq(token.trim().as_bytes(), node.token.as_bytes()) {
+        ctx.metrics.boot_refused(BootRefusal::BadToken);
         return Err(HttpError::new(
             StatusCode::FORBIDDEN,
-            format!("this token is not {mac}'s"),
+            format!(
+                "this token is not {mac}'s (not that of its current boot: each boot script carries a new one, in force once the node fetches its kernel)"
+            ),
         ));
     }
     Ok(node)
@@ -93,9 +114,10 @@ fn script_names(ctx: &HttpContext, node: &Node, bootenv: &str) -> Vec<String> {
 pub async fn scripts(
     State(ctx): State<Arc<HttpContext>>,
     Path(mac): Path<String>,
+    Peer(peer): Peer,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, HttpError> {
-    let node = authenticated(&ctx, parse_mac(&mac)?, &headers).await?;
+    let node = authenticated(&ctx, parse_mac(&mac)?, &headers, peer).await?;
     let names = script_names(&ctx, &node, &booted_bootenv(&ctx, &node).await?);
     ctx.timeline
         .record(node.mac, EventKind::ConfigPull, names.join(", "))
@@ -114,9 +136,10 @@ pub async fn scripts(
 pub async fn script(
     State(ctx): State<Arc<HttpContext>>,
     Path((mac, name)): Path<(String, String)>,
+    Peer(peer): Peer,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, HttpError> {
-    let node = authenticated(&ctx, parse_mac(&mac)?, &headers).await?;
+    let node = authenticated(&ctx, parse_mac(&mac)?, &headers, peer).await?;
     let bootenv = booted_bootenv(&ctx, &node).await?;
     if !script_names(&ctx, &node, &bootenv).contains(&name) {
         return Err(HttpError::not_found(format!(
@@ -125,18 +148,53 @@ pub async fn script(
         )));
     }
     let arch = node.arch.unwrap_or(BootArch::X86_64Efi);
-    let text = ctx
-        .catalog
-        .current()
-        .render_script(
-            &name,
-            &TemplateContext::new(&ctx.urls.http_base, &node, &bootenv, arch),
-        )
-        .map_err(|e| HttpError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    let catalog = ctx.catalog.current();
+    let tctx = TemplateContext::new(&ctx.urls.http_base, &node, &bootenv, arch);
+    let (text, secrets) =
+        crate::secrets::reading(&ctx.secrets_dir, || catalog.render_script(&name, &tctx));
+    let text = text.map_err(|e| HttpError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    if !secrets.is_empty() {
+        once_per_boot(&ctx, &node, &format!("config script {name}"), peer).await?;
+    }
     ctx.timeline
         .record(node.mac, EventKind::ScriptFetch, name)
         .await;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text))
+}
+
+/// A document holding a secret goes to a node once per boot (its current
+/// token): the second request is refused with 410, on the node's timeline
+/// and in `/metrics`, since either someone else has the token or the node
+/// is confused, and an admin should look.
+pub(super) async fn once_per_boot(
+    ctx: &HttpContext,
+    node: &Node,
+    document: &str,
+    peer: Option<Ipv4Addr>,
+) -> Result<(), HttpError> {
+    if ctx
+        .secrets_served
+        .first_fetch(node.mac, &node.token, document)
+    {
+        return Ok(());
+    }
+    let from = peer.map_or_else(|| "an unknown address".to_string(), |p| p.to_string());
+    ctx.metrics.secret_refused();
+    ctx.timeline
+        .record(
+            node.mac,
+            EventKind::SecretRefused,
+            format!("{document} asked for again in the same boot, from {from}: refused"),
+        )
+        .await;
+    tracing::warn!(mac = %node.mac, document, %from, "document holding a secret asked for twice in one boot: refused");
+    Err(HttpError::new(
+        StatusCode::GONE,
+        format!(
+            "{document} holds a secret and went to {} once in this boot already; it is served again only in the next boot (this refusal is on the node's timeline)",
+            node.mac
+        ),
+    ))
 }
 
 /// `state=booted|script|configured|failed`, with `script` and `status` for
@@ -147,10 +205,11 @@ pub async fn report(
     State(ctx): State<Arc<HttpContext>>,
     Path(mac): Path<String>,
     Query(q): Query<HashMap<String, String>>,
+    Peer(peer): Peer,
     headers: HeaderMap,
     body: String,
 ) -> Result<impl IntoResponse, HttpError> {
-    let node = authenticated(&ctx, parse_mac(&mac)?, &headers).await?;
+    let node = authenticated(&ctx, parse_mac(&mac)?, &headers, peer).await?;
     let state = q.get("state").ok_or_else(|| {
         HttpError::bad_request("missing `state` (booted, script, configured or failed)")
     })?;
@@ -250,18 +309,23 @@ pub async fn report(
 /// says otherwise), with no next-boot bootenv, so its next boot never loops
 /// into the installer. `bootenv` names the installer that finished (the
 /// `callback_url` template variable carries it); without it, the bootenv of
-/// the node's last boot script is taken. A protected node is changed too:
-/// this completes an install that was already allowed to start. The body,
-/// if any, is kept on the timeline (an installer's log tail).
+/// the node's last boot script is taken. Accepted only while the node's
+/// current boot is of an installer bootenv (and, with `bootenv`, that one):
+/// otherwise 409, and nothing changes. A protected node is changed too:
+/// an installer boot on it was already allowed by an admin (forced), and
+/// this completes it. The body, if any, is kept on the timeline (an
+/// installer's log tail).
 pub async fn installed(
     State(ctx): State<Arc<HttpContext>>,
     Path(mac): Path<String>,
     Query(q): Query<HashMap<String, String>>,
+    Peer(peer): Peer,
     headers: HeaderMap,
     body: String,
 ) -> Result<impl IntoResponse, HttpError> {
-    let node = authenticated(&ctx, parse_mac(&mac)?, &headers).await?;
+    let node = authenticated(&ctx, parse_mac(&mac)?, &headers, peer).await?;
     let mac = node.mac;
+    let current = booted_bootenv(&ctx, &node).await?;
     let installer = match q.get("bootenv") {
         Some(b) if is_bootenv_name(b) => b.clone(),
         Some(b) => {
@@ -269,8 +333,22 @@ pub async fn installed(
                 "`bootenv` must be a bootenv name, not `{b}`"
             )));
         }
-        None => booted_bootenv(&ctx, &node).await?,
+        None => current.clone(),
     };
+    let booting_installer = ctx
+        .catalog
+        .current()
+        .get(&current)
+        .is_some_and(|b| b.installer);
+    if !booting_installer || installer != current {
+        ctx.metrics.boot_refused(BootRefusal::NotInstalling);
+        return Err(HttpError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "{mac} is not installing `{installer}`: its current boot is bootenv `{current}`, and an install can complete only during the boot of an installer bootenv (`installer = true`); nothing was changed"
+            ),
+        ));
+    }
     // A bootenv removed since the install began still must not loop: local.
     let after = ctx
         .catalog
@@ -303,9 +381,10 @@ pub async fn wait(
     State(ctx): State<Arc<HttpContext>>,
     Path(mac): Path<String>,
     Query(q): Query<HashMap<String, String>>,
+    Peer(peer): Peer,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, HttpError> {
-    let node = authenticated(&ctx, parse_mac(&mac)?, &headers).await?;
+    let node = authenticated(&ctx, parse_mac(&mac)?, &headers, peer).await?;
     let mac = node.mac;
     let number = |key: &str| -> Result<Option<u64>, HttpError> {
         q.get(key)

@@ -7,20 +7,46 @@
 //! the node fields a template can see. Any change to one of those (an
 //! admin's edit, a reload of bootenvs) renders it afresh.
 //!
-//! It also keeps the script each node was last *handed* (not merely
-//! rendered: a node told to wait was handed nothing). Kernel and initrd
-//! fetches and config pulls need that script's bootenv (a once-only bootenv
-//! is gone from the record by then); reading it here instead of from the
-//! node's timeline in the store saves the store a commit per request.
-//! After a restart it is empty, and callers fall back to the timeline.
+//! Scripts are rendered with [`TOKEN_PLACEHOLDER`] for the node token:
+//! every script handed out carries a new token, substituted into the kept
+//! render, so a fresh token costs a string replace, not a render.
+//!
+//! A script handed out is first *pending*: nothing it implies (the new
+//! token, a once-only bootenv used up, the state `booting`, the timeline
+//! events) happens until the node fetches the script's kernel from its own
+//! address; then the boot *starts* and the script is the one last *handed*
+//! (a node told to wait, or a client that never fetches the kernel, was
+//! handed nothing). Kernel and initrd fetches and config pulls need that
+//! script's bootenv (a once-only bootenv is gone from the record by then);
+//! reading it here instead of from the node's timeline in the store saves
+//! the store a commit per request. After a restart it is empty, and callers
+//! fall back to the timeline.
 //!
 //! Owns neither what is rendered (`boot::script`) nor any event.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::boot::RenderedScript;
+use crate::boot::{Choice, Progress, RenderedScript};
 use crate::model::{BootArch, Mac, Node};
+
+/// Stands for the node token in a kept render: lowercase letters and
+/// digits, 32 of them like a real token, so URL-encoding leaves it as it is
+/// and a template that checks the token's shape sees a token.
+pub const TOKEN_PLACEHOLDER: &str = "rackbootnodetokenplaceholder0000";
+
+/// A boot script handed to a node whose kernel has not been fetched yet.
+#[derive(Debug, Clone)]
+pub struct PendingBoot {
+    /// The token in the script: the node's once its boot starts.
+    pub token: String,
+    pub script: Arc<RenderedScript>,
+    pub arch: BootArch,
+    /// Why its bootenv (a once-only one is used up when the boot starts).
+    pub choice: Choice,
+    /// `ScriptRendered` or `InstallerRendered`.
+    pub progress: Progress,
+}
 
 /// MACs remembered; past it an arbitrary one is forgotten (its next
 /// request renders again). Far above any rack, bounded against a flood.
@@ -35,6 +61,7 @@ pub struct ScriptCache {
 struct Entry {
     rendered: Option<Rendered>,
     handed: Option<Arc<RenderedScript>>,
+    pending: Option<PendingBoot>,
 }
 
 struct Rendered {
@@ -85,7 +112,32 @@ impl ScriptCache {
         Ok(script)
     }
 
-    /// Records that `script` went out to `mac`.
+    /// Keeps the boot script just handed to `mac` until its kernel is
+    /// fetched (replacing an earlier one: the last script fetched is the
+    /// one iPXE runs).
+    pub fn pending(&self, mac: Mac, boot: PendingBoot) {
+        let mut entries = self.lock();
+        make_room(&mut entries, mac);
+        entries.entry(mac).or_default().pending = Some(boot);
+    }
+
+    /// The pending boot of `mac` if `path` is its kernel: taken, so that it
+    /// starts once.
+    pub fn take_pending(&self, mac: Mac, path: &str) -> Option<PendingBoot> {
+        let mut entries = self.lock();
+        let entry = entries.get_mut(&mac)?;
+        let is_kernel = entry
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.script.kernel.as_deref() == Some(path));
+        if is_kernel {
+            entry.pending.take()
+        } else {
+            None
+        }
+    }
+
+    /// Records that `script` went out to `mac` and its boot started.
     pub fn handed(&self, mac: Mac, script: Arc<RenderedScript>) {
         let mut entries = self.lock();
         make_room(&mut entries, mac);
@@ -142,6 +194,7 @@ fn same_for_render(a: &Node, b: &Node) -> bool {
         state: _,
         state_reason: _,
         relay_info: _,
+        boot_ipv4: _,
         last_seen: _,
         config_generation: _,
         // The arch rendered for is part of the key.
@@ -263,6 +316,25 @@ mod tests {
         let renders = Cell::new(0);
         fetch(&c, &n, "discovery", BootArch::Bios, 0, &renders);
         assert_eq!(renders.get(), 1);
+    }
+
+    #[test]
+    fn a_pending_boot_is_taken_once_and_only_by_its_kernel() {
+        let c = ScriptCache::new();
+        let n = node();
+        let boot = |token: &str| PendingBoot {
+            token: token.into(),
+            script: Arc::new(script("s")),
+            arch: BootArch::Bios,
+            choice: Choice::Base,
+            progress: Progress::ScriptRendered,
+        };
+        c.pending(n.mac, boot("first"));
+        c.pending(n.mac, boot("second"));
+        assert!(c.take_pending(n.mac, "initrd").is_none(), "not the kernel");
+        assert_eq!(c.take_pending(n.mac, "vmlinuz").unwrap().token, "second");
+        assert!(c.take_pending(n.mac, "vmlinuz").is_none(), "taken");
+        assert!(c.last_handed(n.mac).is_none(), "pending is not handed");
     }
 
     #[test]

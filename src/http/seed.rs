@@ -9,7 +9,8 @@
 //! Bootenv command lines get those URLs as `{{ nocloud_url }}` and
 //! `{{ answers_url }}`. Templates are read at each request, so an edit is in
 //! force at once; one that does not render is a 500 naming the file, and
-//! never a half document.
+//! never a half document. A document that holds a `secret("name")` goes
+//! to a node once per boot ([`crate::secrets`]).
 
 use std::path::Path as FsPath;
 use std::sync::Arc;
@@ -19,8 +20,8 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use minijinja::{Environment, UndefinedBehavior};
 
-use super::node::{booted_bootenv, with_token};
-use super::{HttpContext, HttpError, parse_mac};
+use super::node::{booted_bootenv, once_per_boot, with_token};
+use super::{HttpContext, HttpError, Peer, parse_mac};
 use crate::boot::TemplateContext;
 use crate::model::{BootArch, EventKind};
 
@@ -39,8 +40,9 @@ const NOCLOUD: [(&str, &str); 3] = [
 pub async fn cloud_init(
     State(ctx): State<Arc<HttpContext>>,
     Path((mac, token, doc)): Path<(String, String, String)>,
+    Peer(peer): Peer,
 ) -> Result<impl IntoResponse, HttpError> {
-    let node = with_token(&ctx, parse_mac(&mac)?, Some(&token)).await?;
+    let node = with_token(&ctx, parse_mac(&mac)?, Some(&token), peer).await?;
     let Some((_, default)) = NOCLOUD.iter().find(|(name, _)| *name == doc) else {
         return Err(HttpError::not_found(format!(
             "no NoCloud document `{doc}` (meta-data, user-data, vendor-data)"
@@ -49,7 +51,8 @@ pub async fn cloud_init(
     let template = read_template(&ctx.cloud_init_dir, &doc)
         .await?
         .unwrap_or_else(|| default.to_string());
-    let text = render(&ctx, &node, &format!("cloud-init/{doc}"), &template).await?;
+    let what = format!("cloud-init/{doc}");
+    let text = render(&ctx, &node, &what, &template, peer).await?;
     ctx.timeline
         .record(node.mac, EventKind::HttpSeed, format!("cloud-init {doc}"))
         .await;
@@ -60,8 +63,9 @@ pub async fn cloud_init(
 pub async fn answers(
     State(ctx): State<Arc<HttpContext>>,
     Path((mac, token, name)): Path<(String, String, String)>,
+    Peer(peer): Peer,
 ) -> Result<impl IntoResponse, HttpError> {
-    let node = with_token(&ctx, parse_mac(&mac)?, Some(&token)).await?;
+    let node = with_token(&ctx, parse_mac(&mac)?, Some(&token), peer).await?;
     if !is_file_name(&name) {
         return Err(HttpError::bad_request(format!(
             "`{name}` is not an answer file name (letters, digits, - _ .)"
@@ -70,7 +74,8 @@ pub async fn answers(
     let Some(template) = read_template(&ctx.answers_dir, &name).await? else {
         return Err(HttpError::not_found(format!("no answer file `{name}`")));
     };
-    let text = render(&ctx, &node, &format!("answers/{name}"), &template).await?;
+    let what = format!("answers/{name}");
+    let text = render(&ctx, &node, &what, &template, peer).await?;
     ctx.timeline
         .record(node.mac, EventKind::HttpSeed, format!("answers {name}"))
         .await;
@@ -98,20 +103,50 @@ async fn read_template(dir: &FsPath, name: &str) -> Result<Option<String>, HttpE
     }
 }
 
+/// `template` rendered for `node`, its secrets read from `secrets_dir`;
+/// a document holding one goes out once per boot ([`once_per_boot`]).
 async fn render(
     ctx: &HttpContext,
     node: &crate::model::Node,
     what: &str,
     template: &str,
+    peer: Option<std::net::Ipv4Addr>,
 ) -> Result<String, HttpError> {
     let bootenv = booted_bootenv(ctx, node).await?;
     let arch = node.arch.unwrap_or(BootArch::X86_64Efi);
     let tctx = TemplateContext::new(&ctx.urls.http_base, node, &bootenv, arch);
-    render_template(template, &tctx).map_err(|e| HttpError {
+    let (text, secrets) =
+        crate::secrets::reading(&ctx.secrets_dir, || render_template(template, &tctx));
+    let text = text.map_err(|e| HttpError {
         status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
         public: format!("template {what} does not render for this node: {e}"),
         internal: None,
-    })
+    })?;
+    if !secrets.is_empty() {
+        once_per_boot(ctx, node, what, peer).await?;
+    }
+    Ok(text)
+}
+
+/// The secrets the cloud-init and answer templates name (every one a node
+/// may fetch), for admins.
+pub async fn seed_secrets(ctx: &HttpContext) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for dir in [&ctx.cloud_init_dir, &ctx.answers_dir] {
+        let Ok(mut entries) = tokio::fs::read_dir(dir).await else {
+            continue;
+        };
+        while let Ok(Some(e)) = entries.next_entry().await {
+            let name = e.file_name();
+            if name.to_str().is_none_or(|n| !is_file_name(n)) {
+                continue;
+            }
+            if let Ok(text) = tokio::fs::read_to_string(e.path()).await {
+                out.extend(crate::secrets::referenced(&text));
+            }
+        }
+    }
+    out
 }
 
 /// Renders with the rules of config scripts: an unknown variable is an
@@ -121,6 +156,7 @@ pub fn render_template(template: &str, ctx: &TemplateContext<'_>) -> Result<Stri
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     env.set_keep_trailing_newline(true);
+    crate::secrets::register(&mut env);
     env.render_str(template, ctx).map_err(|e| match e.detail() {
         Some(d) => format!("{} ({d})", e.kind()),
         None => e.to_string(),

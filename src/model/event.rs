@@ -47,6 +47,9 @@ pub enum EventKind {
     /// A cloud-init NoCloud document or an installer answer file was
     /// rendered for the node (detail: which).
     HttpSeed,
+    /// A document holding a secret was asked for a second time in one boot
+    /// and refused (detail: which, and from where).
+    SecretRefused,
     /// The node record changed state (detail: from → to, and why).
     State,
     /// The bootenv the node boots changed by itself (a once-only bootenv
@@ -63,7 +66,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 28] = [
+    pub const ALL: [EventKind; 29] = [
         EventKind::DhcpDiscover,
         EventKind::DhcpOffer,
         EventKind::DhcpRequest,
@@ -88,6 +91,7 @@ impl EventKind {
         EventKind::ReportFailed,
         EventKind::ReportInstalled,
         EventKind::HttpSeed,
+        EventKind::SecretRefused,
         EventKind::State,
         EventKind::BootenvChanged,
         EventKind::AdminChange,
@@ -120,6 +124,7 @@ impl EventKind {
             EventKind::ReportFailed => "report.failed",
             EventKind::ReportInstalled => "report.installed",
             EventKind::HttpSeed => "http.seed",
+            EventKind::SecretRefused => "http.secret_refused",
             EventKind::State => "state",
             EventKind::BootenvChanged => "bootenv.changed",
             EventKind::AdminChange => "admin.change",

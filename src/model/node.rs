@@ -123,6 +123,12 @@ pub struct Node {
     pub state_reason: Option<String>,
     /// Where a relayed node is plugged in (DHCP option 82), as last seen.
     pub relay_info: Option<String>,
+    /// On a proxyDHCP subnet (another server leases the addresses), the
+    /// address the node used in its last DHCP exchange with rackboot: what
+    /// its boot script and token are bound to there.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = Ipv4)]
+    pub boot_ipv4: Option<Ipv4Addr>,
     /// The architecture its firmware announced last.
     pub arch: Option<BootArch>,
     pub last_seen: Option<Timestamp>,
@@ -159,6 +165,7 @@ impl Node {
             state: NodeState::Discovered,
             state_reason: None,
             relay_info: None,
+            boot_ipv4: None,
             arch: None,
             last_seen: Some(now),
             config_generation: 0,

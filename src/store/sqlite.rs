@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS nodes (
     state           TEXT NOT NULL,
     state_reason    TEXT,
     relay_info      TEXT,
+    boot_ipv4       INTEGER,
     arch            TEXT,
     last_seen       INTEGER,
     token           TEXT NOT NULL,
@@ -478,6 +479,7 @@ impl SqliteStore {
             ("loader", "TEXT"),
             ("config_generation", "INTEGER NOT NULL DEFAULT 0"),
             ("origin", "TEXT"),
+            ("boot_ipv4", "INTEGER"),
         ] {
             if !columns.iter().any(|c| c == column) {
                 conn.execute_batch(&format!("ALTER TABLE nodes ADD COLUMN {column} {ty}"))
@@ -1157,7 +1159,8 @@ fn commit(conn: &mut Connection, b: &Batch, seq: &mut i64) -> Result<(), StoreEr
                  loader = excluded.loader, protected = excluded.protected, state = excluded.state, \
                  state_reason = excluded.state_reason, relay_info = excluded.relay_info, \
                  arch = excluded.arch, last_seen = excluded.last_seen, token = excluded.token, \
-                 config_generation = excluded.config_generation, origin = excluded.origin"
+                 config_generation = excluded.config_generation, origin = excluded.origin, \
+                 boot_ipv4 = excluded.boot_ipv4"
             ))
             .map_err(db("save nodes"))?;
         for n in b.nodes.values() {
@@ -1436,10 +1439,10 @@ fn ip_col(ip: Ipv4Addr) -> i64 {
 /// The node columns, in the order of the upsert's parameters.
 const NODE_COLUMNS: &str = "mac, hostname, ipv4, labels, params, bootenv, next_bootenv, \
      bootenv_expires, loader, protected, state, state_reason, relay_info, arch, last_seen, \
-     token, created, config_generation, origin";
+     token, created, config_generation, origin, boot_ipv4";
 /// The parameters [`execute_node`] binds, one per column of [`NODE_COLUMNS`].
 const NODE_PARAMS: &str =
-    "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19";
+    "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20";
 
 /// Runs `stmt` (an insert of [`NODE_COLUMNS`]) for `n`; the rows changed.
 fn execute_node(stmt: &mut rusqlite::CachedStatement<'_>, n: &Node) -> rusqlite::Result<usize> {
@@ -1463,6 +1466,7 @@ fn execute_node(stmt: &mut rusqlite::CachedStatement<'_>, n: &Node) -> rusqlite:
         n.created.millis(),
         n.config_generation as i64,
         origin_text(n.origin),
+        n.boot_ipv4.map(ip_col),
     ])
 }
 
@@ -1493,6 +1497,7 @@ fn node_from_row(row: &Row<'_>) -> Result<Node, StoreError> {
         state: NodeState::from_str(&state_s).map_err(|e| corrupt(mac, e))?,
         state_reason: get_opt_s("state_reason")?,
         relay_info: get_opt_s("relay_info")?,
+        boot_ipv4: get_opt_i("boot_ipv4")?.map(ip_of),
         arch: get_opt_s("arch")?
             .map(|a| BootArch::from_str(&a))
             .transpose()

@@ -40,6 +40,13 @@ pub struct Setup {
     pub tftp: Option<String>,
     /// Start rackboot with this open-files limit, soft and hard (`prlimit --nofile`).
     pub open_files: Option<u32>,
+    /// `[http] bind_tokens_to_address = false`: boot scripts and node tokens
+    /// from any address. Tests' curl runs at the server's own address, not at
+    /// a node's; a test that fetches scripts or acts as nodes that way opts
+    /// out explicitly, as a production config never does.
+    pub tokens_from_any_address: bool,
+    /// More lines for the `[http]` table.
+    pub http: String,
 }
 
 impl Default for Setup {
@@ -50,6 +57,8 @@ impl Default for Setup {
             dns: false,
             tftp: None,
             open_files: None,
+            tokens_from_any_address: false,
+            http: String::new(),
         }
     }
 }
@@ -145,12 +154,15 @@ impl Server {
              bootenvs_dir = \"{p}/bootenvs\"\nscripts_dir = \"{p}/scripts\"\n\
              [network]\ninterface = \"{BRIDGE}\"\naddress = \"{SERVER_IP}\"\n\
              [dhcp]\nenabled = false\n[tftp]\nenabled = {tftp}\n{tftp_lines}\n[dns]\nenabled = {dns}\n\
+             [http]\nbind_tokens_to_address = {bound}\n{http_lines}\n\
              {api}{extra}",
             p = d.display(),
             extra = setup.extra,
             dns = setup.dns,
             tftp = setup.tftp.is_some(),
             tftp_lines = setup.tftp.as_deref().unwrap_or(""),
+            bound = !setup.tokens_from_any_address,
+            http_lines = setup.http,
         );
         write(&config, text.as_bytes());
         let config = config.to_str().expect("utf-8 path");
