@@ -17,6 +17,8 @@
 //! - [`events`]: the timeline writer shared by the protocols.
 //! - [`metrics`]: the Prometheus registry the protocols count into, served at `/metrics`.
 //! - [`contain`]: a panic while handling one request costs that request, not the service.
+//! - [`beneath`]: opening a file by a name from outside without leaving its
+//!   folder (no symbolic links, no `..`): TFTP, HTTP assets, templates, drop folder.
 //! - [`service`]: binds the sockets, starts the servers, stops them on one token.
 //! - [`sweep`]: the background pass that reverts expired bootenv leases and
 //!   marks stalled boots `failed`/`unreachable` with their diagnosis.
@@ -28,6 +30,7 @@
 //! - [`cli`]: the `rackboot` command.
 
 pub mod assets;
+pub mod beneath;
 pub mod boot;
 pub mod cli;
 pub mod config;

@@ -8,6 +8,7 @@ mod api;
 pub mod auth;
 mod boot;
 mod error;
+mod file;
 mod listener;
 mod metrics;
 mod node;
