@@ -195,18 +195,22 @@ impl AssetsHandler {
         let IpAddr::V4(ip) = ip else { return None };
         let leased = self.store.mac_at(ip, Timestamp::now()).await.ok().flatten();
         leased.or_else(|| {
-            // One read: /proc/net/arp is generated afresh per read(2), and
+            // One read: the table is generated afresh per read(2), and
             // read_to_string on a file of size 0 starts with 32 bytes.
             let mut table = String::with_capacity(64 * 1024);
-            std::io::Read::read_to_string(
-                &mut std::fs::File::open("/proc/net/arp").ok()?,
-                &mut table,
-            )
-            .ok()?;
+            std::io::Read::read_to_string(&mut std::fs::File::open(ARP_TABLE).ok()?, &mut table)
+                .ok()?;
             mac_in_arp_table(&table, ip)
         })
     }
 }
+
+/// The kernel's IPv4 neighbour table, as this process's network namespace
+/// sees it. Not `/proc/net/arp`: that is a link into `/proc/self`, and
+/// systemd's `ProcSubset=pid` (in rackboot's unit) hides every top-level
+/// entry of /proc that is not a process, `/proc/net` included, while
+/// `/proc/self/net` stays.
+pub const ARP_TABLE: &str = "/proc/self/net/arp";
 
 /// A transfer's turn to send; the slot frees when this drops.
 pub struct Slot {
@@ -323,7 +327,7 @@ impl Drop for Record {
     }
 }
 
-/// The MAC of `ip` in the text of `/proc/net/arp` (IP address, HW type,
+/// The MAC of `ip` in the text of [`ARP_TABLE`] (IP address, HW type,
 /// flags, HW address, mask, device), if the entry is complete (flags != 0).
 fn mac_in_arp_table(table: &str, ip: std::net::Ipv4Addr) -> Option<Mac> {
     let ip = ip.to_string();
