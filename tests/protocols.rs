@@ -1897,3 +1897,70 @@ fn metrics_count_a_dhcp_exchange_and_a_tftp_fetch() {
     );
     rb.assert_still_serving();
 }
+
+/// Started as root with `[service] user`, `rackboot serve` binds its ports, then runs as that
+/// user (its group, no supplementary groups) with no capabilities left, owns its state directory,
+/// and DHCP, TFTP and HTTP still serve.
+#[test]
+fn started_as_root_it_binds_then_serves_as_the_service_user_with_no_capabilities() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let files = Files::new();
+    // What the service user serves must be readable by it.
+    for rel in ["", "assets", "assets/x86_64", "bootenvs", "scripts"] {
+        fs::set_permissions(files.path(rel), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    fs::set_permissions(files.path("api-tokens"), fs::Permissions::from_mode(0o644)).unwrap();
+    let config = format!("{}\n[service]\nuser = \"nobody\"\n", files.config_text());
+    files.write("rackboot.toml", config.as_bytes());
+    let id = |flag: &str| -> String {
+        let out = Command::new("id").args([flag, "nobody"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let (uid, gid) = (id("-u"), id("-g"));
+    let rb = Rackboot::start_with(Lab::new("privileges"), files);
+
+    let status = fs::read_to_string(format!("/proc/{}/status", rb.pid)).unwrap();
+    let field = |name: &str| -> Vec<String> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in:\n{status}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(field("Uid:"), vec![uid.clone(); 4], "{status}");
+    assert_eq!(field("Gid:"), vec![gid.clone(); 4], "{status}");
+    assert_eq!(field("Groups:"), vec![gid.clone()], "{status}");
+    for caps in ["CapInh:", "CapPrm:", "CapEff:", "CapAmb:"] {
+        assert_eq!(field(caps), vec!["0000000000000000"], "{caps} {status}");
+    }
+    assert!(
+        rb.log_text()
+            .contains("switched from root to the service account"),
+        "{}",
+        rb.log_text()
+    );
+    let state = rb.files.path("state");
+    assert_eq!(fs::metadata(&state).unwrap().uid().to_string(), uid);
+    let db = fs::metadata(state.join("rackboot.db")).unwrap();
+    assert_eq!(db.uid().to_string(), uid);
+    assert_eq!(db.mode() & 0o777, 0o600, "the store holds node tokens");
+
+    // DHCP (a lease journaled and committed by the service user), TFTP and HTTP.
+    let mac = "52:54:00:10:00:61";
+    let net = ClientNet::new(&rb.lab, &[mac]);
+    let lease = net.udhcpc("c0", &[]).expect("a lease");
+    assert_in_range(&lease["ip"]);
+    assert_eq!(rb.node(mac)["state"], "discovered");
+    let (out, got) = rb.tftp_curl(&[], "undionly.kpxe");
+    assert!(
+        out.status.success() && got == rb.files.asset("undionly.kpxe"),
+        "{}",
+        text(&out)
+    );
+    let r = rb.http(&[], "/assets/x86_64/vmlinuz");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body, rb.files.asset("x86_64/vmlinuz"));
+    rb.assert_still_serving();
+}
