@@ -173,11 +173,13 @@ impl Rackboot {
 
     fn start_with(lab: Lab, files: Files) -> Rackboot {
         let config = files.config();
-        let pid = lab.spawn(
-            RACKBOOT,
-            &["serve", "--config", config.to_str().expect("utf-8 path")],
-            "rackboot.log",
-        );
+        let args = ["serve", "--config", config.to_str().expect("utf-8 path")];
+        Rackboot::start_as(lab, files, RACKBOOT, &args)
+    }
+
+    /// `cmd args…` must exec `rackboot serve` with [`Files::config`] (the PID stays its own).
+    fn start_as(lab: Lab, files: Files, cmd: &str, args: &[&str]) -> Rackboot {
+        let pid = lab.spawn(cmd, args, "rackboot.log");
         let rb = Rackboot {
             log: lab.dir().join("rackboot.log"),
             lab,
@@ -1962,5 +1964,56 @@ fn started_as_root_it_binds_then_serves_as_the_service_user_with_no_capabilities
     let r = rb.http(&[], "/assets/x86_64/vmlinuz");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.body, rb.files.asset("x86_64/vmlinuz"));
+    rb.assert_still_serving();
+}
+
+/// systemd's `ProcSubset=pid` (in rackboot's unit) hides `/proc/net`. rackboot reads the
+/// neighbour table as `/proc/self/net/arp`, so under it a TFTP client whose address rackboot
+/// did not lease (as on a proxyDHCP subnet) is still named by its MAC on its node's timeline.
+#[test]
+fn tftp_names_an_unleased_client_from_the_neighbour_table_under_proc_subset_pid() {
+    let files = Files::new();
+    let script = format!(
+        "mount -t proc -o subset=pid proc /proc && exec {RACKBOOT} serve --config {}",
+        files.config().display()
+    );
+    let rb = Rackboot::start_as(
+        Lab::new("proc-subset"),
+        files,
+        "unshare",
+        &["-m", "--propagation", "private", "sh", "-c", &script],
+    );
+    let mounts = fs::read_to_string(format!("/proc/{}/mountinfo", rb.pid)).unwrap();
+    assert!(
+        mounts
+            .lines()
+            .any(|l| l.contains(" /proc ") && l.contains("subset=pid")),
+        "rackboot's /proc is not subset=pid:\n{mounts}"
+    );
+    let mac = "52:54:00:10:00:71";
+    let r = rb.http(
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            &format!("{{\"mac\": \"{mac}\"}}"),
+        ],
+        "/api/v1/nodes",
+    );
+    assert!(
+        r.status == 200 || r.status == 201,
+        "{} {}",
+        r.status,
+        r.text()
+    );
+    let net = ClientNet::new(&rb.lab, &[mac]);
+    let out = net.run("ip", &["addr", "add", "10.77.0.50/24", "dev", "c0"], CMD);
+    assert!(out.status.success(), "{}", text(&out));
+    let url = format!("tftp://{SERVER_IP}/undionly.kpxe");
+    let out = net.run("curl", &["-sS", "-m", "10", "-o", "/dev/null", &url], CMD);
+    assert!(out.status.success(), "{}", text(&out));
+    rb.wait_event(mac, "tftp.sent", "undionly.kpxe");
     rb.assert_still_serving();
 }
