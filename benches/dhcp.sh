@@ -4,7 +4,10 @@
 # numbers are, non-zero only when the set-up fails.
 #
 # For each server it finds the highest DORA rate that perfdhcp completes with
-# under 1 % loss, then prints both rates and the ratio rackboot/Kea:
+# under 1 % loss, then prints both rates and the ratio rackboot/Kea. A third
+# search, rackboot-sync, runs rackboot with [store] sync = "group" (every lease
+# fdatasync'd before its ACK, power-loss safe) and prints its ratio to the
+# default (page cache only): what that guarantee costs on this disk.
 #
 #   perfdhcp -4 -g single -r RATE -R 50000 -p 10 -l 10.79.0.2 10.79.0.1
 #
@@ -31,7 +34,7 @@
 # dropped for a full receive buffer on either side: "srv" the server fell
 # behind, "cli" perfdhcp did.
 #
-# Usage: benches/dhcp.sh [--quick] [--rounds N] [--only kea|rackboot]
+# Usage: benches/dhcp.sh [--quick] [--rounds N] [--only kea|rackboot|rackboot-sync]
 #   --quick     a smoke run: 3-second trials, 15 % precision, one round.
 #   --rounds N  run the searches N times (default 2); report each one's best.
 #   --only S    measure one server only (while working on this script).
@@ -65,7 +68,8 @@ while (($#)); do
 done
 ROUNDS=${ROUNDS:-$((QUICK ? 1 : 2))}
 [[ $ROUNDS =~ ^[1-9]$ ]] || { echo "dhcp.sh: --rounds wants 1..9" >&2; exit 2; }
-[[ -z $ONLY || $ONLY == kea || $ONLY == rackboot ]] || { echo "dhcp.sh: --only wants kea or rackboot" >&2; exit 2; }
+[[ -z $ONLY || $ONLY == kea || $ONLY == rackboot || $ONLY == rackboot-sync ]] ||
+    { echo "dhcp.sh: --only wants kea, rackboot or rackboot-sync" >&2; exit 2; }
 
 if ((QUICK)); then
     PERIOD=3          # seconds per trial
@@ -224,6 +228,8 @@ enabled = false
 [dns]
 enabled = false
 EOF
+# The same, durable against power loss: what [store] sync costs.
+{ cat "$RDIR/rackboot.toml"; printf '[store]\nsync = "group"\n'; } >"$RDIR/rackboot-sync.toml"
 if [[ $ONLY != kea ]]; then
     ip netns exec "$SRV_NS" "$RACKBOOT" check --config "$RDIR/rackboot.toml" >"$RDIR/config-check.log" 2>&1 ||
         { cat "$RDIR/config-check.log" >&2; die "rackboot check rejects the generated config (is main's [[dhcp.subnet]] schema in this build?)"; }
@@ -237,10 +243,10 @@ start_server() { # NAME LOGFILE
             rm -f "$KDIR"/leases4.csv* "$KDIR"/*.pid
             ip netns exec "$SRV_NS" nice -n "$NICE" taskset -c 0 "$KEA" -c "$KDIR/kea-dhcp4.conf" >"$out" 2>&1 &
             ;;
-        rackboot)
+        rackboot | rackboot-sync)
             rm -rf "$RDIR/state"
             mkdir -p "$RDIR/state"
-            RACKBOOT_LOG=${RACKBOOT_LOG:-warn} ip netns exec "$SRV_NS" nice -n "$NICE" taskset -c 0 "$RACKBOOT" serve --config "$RDIR/rackboot.toml" >"$out" 2>&1 &
+            RACKBOOT_LOG=${RACKBOOT_LOG:-warn} ip netns exec "$SRV_NS" nice -n "$NICE" taskset -c 0 "$RACKBOOT" serve --config "$RDIR/$name.toml" >"$out" 2>&1 &
             ;;
     esac
     SERVER_PID=$!   # ip netns exec and taskset exec: this is the server itself
@@ -409,10 +415,10 @@ echo "DHCP rate search: kea-dhcp4 $KEA_VERSION vs rackboot $RACKBOOT_VERSION (RA
     "$PERIOD s trials, precision $PRECISION %, $ROUNDS round(s)" >&2
 echo "load: ip netns exec $CLI_NS nice -n $NICE taskset -c 1 perfdhcp $(PERF_ARGS RATE)" >&2
 
-declare -A BEST_OF=([kea]=0 [rackboot]=0) BOUND_OF=() ROUNDS_OF=() PEAK_OF=([kea]=0 [rackboot]=0)
+declare -A BEST_OF=([kea]=0 [rackboot]=0 [rackboot-sync]=0) BOUND_OF=() ROUNDS_OF=() PEAK_OF=([kea]=0 [rackboot]=0 [rackboot-sync]=0)
 RB_CHECKED=0 BEST_DUPS="" BEST_LEASES="" BEST_MACS_MULTI="" BEST_LOG=""
 servers=()
-for name in kea rackboot; do [[ -z $ONLY || $ONLY == "$name" ]] && servers+=("$name"); done
+for name in kea rackboot rackboot-sync; do [[ -z $ONLY || $ONLY == "$name" ]] && servers+=("$name"); done
 for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
     echo "round $ROUND of $ROUNDS:" >&2
     # Who goes first alternates from round to round.
@@ -437,6 +443,7 @@ done
 rm -f "$KDIR"/leases4.csv*
 KEA_BEST=${BEST_OF[kea]} KEA_BOUND=${BOUND_OF[kea]:-}
 RB_BEST=${BEST_OF[rackboot]} RB_BOUND=${BOUND_OF[rackboot]:-}
+SYNC_BEST=${BEST_OF[rackboot-sync]} SYNC_BOUND=${BOUND_OF[rackboot-sync]:-}
 # Kea logs its (not) multi-threading at WARN on every start: not a problem.
 KEA_WARN=$(cat "$TMP"/trial-*-kea-*.server.log "$KDIR/kea-dhcp4.log" 2>/dev/null |
     grep -E ' (WARN|ERROR|FATAL) ' | grep -vc DHCP4_MULTI_THREADING_INFO || true)
@@ -457,9 +464,9 @@ if [[ -n $BEST_LOG ]]; then
     grep -E ' WARN | ERROR ' "$BEST_LOG" | sed -E 's/^[^ ]+ +//' | sort | uniq -c | sort -rn | head -5 | sed 's/^/    /' || true
 fi
 echo "kea-dhcp4 WARN/ERROR log lines over all its trials (less its start-up note): $KEA_WARN"
-echo "most DORA/s completed in any trial, whatever its loss: kea-dhcp4 ${PEAK_OF[kea]}; rackboot ${PEAK_OF[rackboot]}"
+echo "most DORA/s completed in any trial, whatever its loss: kea-dhcp4 ${PEAK_OF[kea]}; rackboot ${PEAK_OF[rackboot]}; rackboot-sync ${PEAK_OF[rackboot-sync]}"
 if ((ROUNDS > 1)); then
-    echo "best of each round: kea-dhcp4 ${ROUNDS_OF[kea]:--}; rackboot ${ROUNDS_OF[rackboot]:--}"
+    echo "best of each round: kea-dhcp4 ${ROUNDS_OF[kea]:--}; rackboot ${ROUNDS_OF[rackboot]:--}; rackboot-sync ${ROUNDS_OF[rackboot-sync]:--}"
 fi
 echo
 echo "DHCP DORA/s (<$MAX_LOSS % loss), perfdhcp relayed, /16 pool, server on core 0$( ((QUICK)) && echo ', --quick' || true)"
@@ -470,8 +477,13 @@ if ((KEA_BEST > 0)); then
 else
     printf '  %-21s %6s\n' "ratio rackboot/kea" "n/a"
 fi
+printf '  %-21s %6d%s\n' "rackboot sync=group" "$SYNC_BEST" "${SYNC_BOUND:+  ($SYNC_BOUND)}"
+SYNC_R=$(awk -v s="$SYNC_BEST" -v r="$RB_BEST" 'BEGIN { if (r > 0 && s > 0) printf "%.2f", s / r; else print "n/a" }')
+printf '  %-21s %6s\n' "ratio sync=group/none" "$SYNC_R"
 echo "  ($((SECONDS - T0)) s)"
 # For benches/run.sh's table: ROW|what|peer|tool|peer|rackboot|ratio|target|met
 R=$(awk -v r="$RB_BEST" -v k="$KEA_BEST" 'BEGIN { if (k > 0) printf "%.2f", r / k; else print "n/a" }')
 echo "ROW|DHCP DORA/s, < $MAX_LOSS % loss|kea-dhcp4 (memfile)|perfdhcp|$KEA_BEST|$RB_BEST|$R|>= 1.0x|$(awk -v r="$R" 'BEGIN { print (r != "n/a" && r >= 1.0) ? "yes" : "no" }')"
+# The peer column is rackboot itself with the default sync = "none": a cost, no target.
+echo "ROW|DHCP DORA/s with [store] sync = \"group\" (fdatasync before each ACK)|rackboot sync=none|perfdhcp|$RB_BEST|$SYNC_BEST|$SYNC_R|measured, no target|-"
 exit 0

@@ -71,6 +71,10 @@ mod raw {
         pub admission: Admission,
         #[serde(default)]
         pub nodes: Nodes,
+        #[serde(default)]
+        pub store: Store,
+        #[serde(default)]
+        pub service: Service,
     }
 
     /// `[nodes]`: what records made by rackboot itself look like.
@@ -79,6 +83,22 @@ mod raw {
     pub struct Nodes {
         #[serde(default)]
         pub default_hostname: super::HostnameScheme,
+    }
+
+    /// `[store]`: how durable the lease journal is.
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Store {
+        #[serde(default)]
+        pub sync: crate::store::SyncMode,
+    }
+
+    /// `[service]`: who `rackboot serve` runs as once its sockets are bound.
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Service {
+        pub user: Option<String>,
+        pub group: Option<String>,
     }
 
     /// Durations as humantime text, like `[lifecycle]`.
@@ -514,6 +534,19 @@ pub struct Config {
     pub reap_discovered_after: Option<std::time::Duration>,
     pub api: ApiConfig,
     pub admission: AdmissionConfig,
+    /// `[store] sync`: what survives a power loss.
+    pub store_sync: crate::store::SyncMode,
+    /// `[service] user` (and `group`): whom `rackboot serve`, started as
+    /// root, becomes once every socket is bound.
+    pub run_as: Option<RunAsConfig>,
+}
+
+/// `[service]`: the account to switch to (names, looked up at start-up).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAsConfig {
+    pub user: String,
+    /// The user's primary group when not set.
+    pub group: Option<String>,
 }
 
 /// `[admission]` with the per-subnet `max_booting` overrides: how many
@@ -697,6 +730,14 @@ pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
             format!("line {line}, column {column}: {what}")
         }
         None => what.to_string(),
+    }
+}
+
+fn invalid_service(path: &Path, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        path: path.to_path_buf(),
+        key: "service".into(),
+        reason: reason.into(),
     }
 }
 
@@ -1127,7 +1168,27 @@ impl Config {
             ));
         }
 
+        let run_as = match (raw.service.user, raw.service.group) {
+            (Some(user), group) => {
+                if user.is_empty() || group.as_deref() == Some("") {
+                    return Err(invalid_service(
+                        path,
+                        "service.user and service.group must not be empty",
+                    ));
+                }
+                Some(RunAsConfig { user, group })
+            }
+            (None, Some(_)) => {
+                return Err(invalid_service(
+                    path,
+                    "service.group needs service.user (the account rackboot switches to after binding its ports)",
+                ));
+            }
+            (None, None) => None,
+        };
         Ok(Config {
+            store_sync: raw.store.sync,
+            run_as,
             lifecycle,
             reap_discovered_after,
             path: path.to_path_buf(),
@@ -1207,6 +1268,43 @@ ranges = [["10.0.0.100", "10.0.0.200"]]
             }
         }
         assert!(seen >= 1, "no config in {}", dir.display());
+    }
+
+    #[test]
+    fn store_sync_and_service_account() {
+        let p = Path::new("/etc/rackboot/rackboot.toml");
+        let cfg = Config::parse(p, MINIMAL).unwrap();
+        assert_eq!(cfg.store_sync, crate::store::SyncMode::None, "the default");
+        assert_eq!(cfg.run_as, None);
+        let cfg = Config::parse(
+            p,
+            &format!("{MINIMAL}[store]\nsync = \"group\"\n[service]\nuser = \"rackboot\"\n"),
+        )
+        .unwrap();
+        assert_eq!(cfg.store_sync, crate::store::SyncMode::Group);
+        assert_eq!(
+            cfg.run_as,
+            Some(RunAsConfig {
+                user: "rackboot".into(),
+                group: None
+            })
+        );
+        for (extra, want) in [
+            (
+                "[store]\nsync = \"sometimes\"\n",
+                "unknown variant `sometimes`",
+            ),
+            (
+                "[service]\ngroup = \"rackboot\"\n",
+                "service.group needs service.user",
+            ),
+            ("[service]\nuser = \"\"\n", "must not be empty"),
+        ] {
+            let e = Config::parse(p, &format!("{MINIMAL}{extra}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{extra}: {e}");
+        }
     }
 
     #[test]

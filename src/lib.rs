@@ -19,6 +19,10 @@
 //! - [`log`]: the log's format: one event a line, control characters that
 //!   came from the network escaped.
 //! - [`contain`]: a panic while handling one request costs that request, not the service.
+//! - [`beneath`]: opening a file by a name from outside without leaving its
+//!   folder (no symbolic links, no `..`): TFTP, HTTP assets, templates, drop folder.
+//! - [`privileges`]: started as root, `serve` becomes `[service] user` once
+//!   its sockets are bound.
 //! - [`service`]: binds the sockets, starts the servers, stops them on one token.
 //! - [`sweep`]: the background pass that reverts expired bootenv leases and
 //!   marks stalled boots `failed`/`unreachable` with their diagnosis.
@@ -30,6 +34,7 @@
 //! - [`cli`]: the `rackboot` command.
 
 pub mod assets;
+pub mod beneath;
 pub mod boot;
 pub mod cli;
 pub mod config;
@@ -44,6 +49,7 @@ pub mod metrics;
 pub mod model;
 pub mod names;
 pub mod nodes;
+pub mod privileges;
 pub mod reload;
 pub mod secrets;
 pub mod service;

@@ -3,7 +3,8 @@
 //! file systems where inotify does not). A set of files that does not load
 //! (parse error, unknown template variable, missing kernel...) is refused with
 //! its file and reason; the version in force keeps serving. The API tokens
-//! file is watched the same way.
+//! file is watched the same way; deleting it revokes every API token (a file
+//! that does not parse keeps the previous tokens: an edit in progress).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -87,6 +88,13 @@ impl Reloader {
             Ok(tokens) => {
                 tracing::info!("reloaded API tokens ({why}): {} in force", tokens.len());
                 auth.replace(tokens);
+            }
+            Err(e) if e.is_gone() => {
+                tracing::error!(
+                    "API tokens file {} is gone ({why}): every API token is revoked until it is back",
+                    path.display()
+                );
+                auth.revoke_all(path);
             }
             Err(e) => {
                 tracing::error!("{e}; refused ({why}), the previous API tokens stay in force")

@@ -19,7 +19,7 @@ use crate::http::auth::{Tokens, TokensError};
 use crate::http::{self, ApiAuth, HttpContext};
 use crate::metrics::{Metrics, PoolRanges};
 use crate::store::{SqliteStore, Store, StoreError};
-use crate::tftp;
+use crate::{privileges, tftp};
 
 /// Why rackboot could not start. Each names the config file and key to fix.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +58,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Privileges(#[from] privileges::PrivilegeError),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error("dns.domain `{0}` is not a DNS name: {1} ({2})")]
@@ -211,7 +213,14 @@ pub async fn run(
     let config = cfg.path.display().to_string();
     let open_files = raise_open_files_limit();
     let address = boot_address(&cfg)?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.state_dir).await?);
+    // Looked up before anything is bound: a missing account fails the start.
+    let account = cfg
+        .run_as
+        .as_ref()
+        .map(privileges::Account::lookup)
+        .transpose()?;
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open_with(&cfg.state_dir, cfg.store_sync).await?);
     let catalog = Arc::new(CatalogCell::new(Catalog::load(
         &cfg.bootenvs_dir,
         &cfg.scripts_dir,
@@ -603,6 +612,8 @@ pub async fn run(
             );
         }
     }
+    // Every socket is bound: root is no longer needed.
+    privileges::after_binding(account.as_ref(), &cfg.state_dir)?;
     tracing::info!(
         %address,
         interface = %cfg.interface,

@@ -141,6 +141,40 @@ fn the_tokens_file_reloads_and_a_bad_one_is_refused() {
     );
 }
 
+/// Deleting the tokens file is how an admin revokes every API token at once: the tokens it
+/// held stop working (the answer says the file is gone) until a file is back.
+#[test]
+fn deleting_the_tokens_file_revokes_every_token() {
+    let rb = Server::start("api-tokens-gone", Setup::default());
+    assert_eq!(
+        rb.request("GET", "/api/v1/nodes", Some(ADMIN_TOKEN), None)
+            .status,
+        200
+    );
+    let file = rb.path("api-tokens");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    let refused = common::lab::poll_until(std::time::Duration::from_secs(15), || {
+        let r = rb.request("GET", "/api/v1/nodes", Some(ADMIN_TOKEN), None);
+        (r.status == 403).then_some(r)
+    });
+    let r = refused.unwrap_or_else(|| panic!("token still valid:\n{}", rb.log_text()));
+    assert!(r.text().contains("is gone"), "{}", r.text());
+    assert!(
+        rb.log_text().contains("every API token is revoked"),
+        "{}",
+        rb.log_text()
+    );
+    std::fs::write(&file, text).unwrap();
+    let back = common::lab::poll_until(std::time::Duration::from_secs(15), || {
+        (rb.request("GET", "/api/v1/nodes", Some(ADMIN_TOKEN), None)
+            .status
+            == 200)
+            .then_some(())
+    });
+    assert!(back.is_some(), "{}", rb.log_text());
+}
+
 #[test]
 fn a_bad_tokens_file_stops_start_up_naming_file_and_line() {
     let dir = tempfile::tempdir().unwrap();

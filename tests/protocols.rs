@@ -182,11 +182,13 @@ impl Rackboot {
 
     fn start_with(lab: Lab, files: Files) -> Rackboot {
         let config = files.config();
-        let pid = lab.spawn(
-            RACKBOOT,
-            &["serve", "--config", config.to_str().expect("utf-8 path")],
-            "rackboot.log",
-        );
+        let args = ["serve", "--config", config.to_str().expect("utf-8 path")];
+        Rackboot::start_as(lab, files, RACKBOOT, &args)
+    }
+
+    /// `cmd args…` must exec `rackboot serve` with [`Files::config`] (the PID stays its own).
+    fn start_as(lab: Lab, files: Files, cmd: &str, args: &[&str]) -> Rackboot {
+        let pid = lab.spawn(cmd, args, "rackboot.log");
         let rb = Rackboot {
             log: lab.dir().join("rackboot.log"),
             lab,
@@ -1952,5 +1954,123 @@ fn metrics_count_a_dhcp_exchange_and_a_tftp_fetch() {
         r#"route="metrics",status="2xx""#,
         1.0,
     );
+    rb.assert_still_serving();
+}
+
+/// Started as root with `[service] user`, `rackboot serve` binds its ports, then runs as that
+/// user (its group, no supplementary groups) with no capabilities left, owns its state directory,
+/// and DHCP, TFTP and HTTP still serve.
+#[test]
+fn started_as_root_it_binds_then_serves_as_the_service_user_with_no_capabilities() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let files = Files::new();
+    // What the service user serves must be readable by it.
+    for rel in ["", "assets", "assets/x86_64", "bootenvs", "scripts"] {
+        fs::set_permissions(files.path(rel), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    fs::set_permissions(files.path("api-tokens"), fs::Permissions::from_mode(0o644)).unwrap();
+    let config = format!("{}\n[service]\nuser = \"nobody\"\n", files.config_text());
+    files.write("rackboot.toml", config.as_bytes());
+    let id = |flag: &str| -> String {
+        let out = Command::new("id").args([flag, "nobody"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let (uid, gid) = (id("-u"), id("-g"));
+    let rb = Rackboot::start_with(Lab::new("privileges"), files);
+
+    let status = fs::read_to_string(format!("/proc/{}/status", rb.pid)).unwrap();
+    let field = |name: &str| -> Vec<String> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in:\n{status}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(field("Uid:"), vec![uid.clone(); 4], "{status}");
+    assert_eq!(field("Gid:"), vec![gid.clone(); 4], "{status}");
+    assert_eq!(field("Groups:"), vec![gid.clone()], "{status}");
+    for caps in ["CapInh:", "CapPrm:", "CapEff:", "CapAmb:"] {
+        assert_eq!(field(caps), vec!["0000000000000000"], "{caps} {status}");
+    }
+    assert!(
+        rb.log_text()
+            .contains("switched from root to the service account"),
+        "{}",
+        rb.log_text()
+    );
+    let state = rb.files.path("state");
+    assert_eq!(fs::metadata(&state).unwrap().uid().to_string(), uid);
+    let db = fs::metadata(state.join("rackboot.db")).unwrap();
+    assert_eq!(db.uid().to_string(), uid);
+    assert_eq!(db.mode() & 0o777, 0o600, "the store holds node tokens");
+
+    // DHCP (a lease journaled and committed by the service user), TFTP and HTTP.
+    let mac = "52:54:00:10:00:61";
+    let net = ClientNet::new(&rb.lab, &[mac]);
+    let lease = net.udhcpc("c0", &[]).expect("a lease");
+    assert_in_range(&lease["ip"]);
+    assert_eq!(rb.node(mac)["state"], "discovered");
+    let (out, got) = rb.tftp_curl(&[], "undionly.kpxe");
+    assert!(
+        out.status.success() && got == rb.files.asset("undionly.kpxe"),
+        "{}",
+        text(&out)
+    );
+    let r = rb.http(&[], "/assets/x86_64/vmlinuz");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body, rb.files.asset("x86_64/vmlinuz"));
+    rb.assert_still_serving();
+}
+
+/// systemd's `ProcSubset=pid` (in rackboot's unit) hides `/proc/net`. rackboot reads the
+/// neighbour table as `/proc/self/net/arp`, so under it a TFTP client whose address rackboot
+/// did not lease (as on a proxyDHCP subnet) is still named by its MAC on its node's timeline.
+#[test]
+fn tftp_names_an_unleased_client_from_the_neighbour_table_under_proc_subset_pid() {
+    let files = Files::new();
+    let script = format!(
+        "mount -t proc -o subset=pid proc /proc && exec {RACKBOOT} serve --config {}",
+        files.config().display()
+    );
+    let rb = Rackboot::start_as(
+        Lab::new("proc-subset"),
+        files,
+        "unshare",
+        &["-m", "--propagation", "private", "sh", "-c", &script],
+    );
+    let mounts = fs::read_to_string(format!("/proc/{}/mountinfo", rb.pid)).unwrap();
+    assert!(
+        mounts
+            .lines()
+            .any(|l| l.contains(" /proc ") && l.contains("subset=pid")),
+        "rackboot's /proc is not subset=pid:\n{mounts}"
+    );
+    let mac = "52:54:00:10:00:71";
+    let r = rb.http(
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            &format!("{{\"mac\": \"{mac}\"}}"),
+        ],
+        "/api/v1/nodes",
+    );
+    assert!(
+        r.status == 200 || r.status == 201,
+        "{} {}",
+        r.status,
+        r.text()
+    );
+    let net = ClientNet::new(&rb.lab, &[mac]);
+    let out = net.run("ip", &["addr", "add", "10.77.0.50/24", "dev", "c0"], CMD);
+    assert!(out.status.success(), "{}", text(&out));
+    let url = format!("tftp://{SERVER_IP}/undionly.kpxe");
+    let out = net.run("curl", &["-sS", "-m", "10", "-o", "/dev/null", &url], CMD);
+    assert!(out.status.success(), "{}", text(&out));
+    rb.wait_event(mac, "tftp.sent", "undionly.kpxe");
     rb.assert_still_serving();
 }

@@ -346,6 +346,81 @@ fn reads_outside_the_assets_and_writes_get_error_packets_and_serving_continues()
     s.assert_still_serving();
 }
 
+/// Links inside the assets directory lead nowhere: a linked directory out of it (`evil-dir ->
+/// /etc`), a link up and out (`x86_64/up -> ../..`, beside the config and the API tokens) and
+/// even a link that stays inside are refused by TFTP (access violation) and HTTP (403), while
+/// the regular file next to them is served by both.
+#[test]
+fn links_in_the_assets_lead_nowhere_over_tftp_or_http() {
+    let s = Server::start("tftp-links", "");
+    let assets = s.dir.path().join("assets");
+    std::os::unix::fs::symlink("/etc", assets.join("evil-dir")).unwrap();
+    std::os::unix::fs::symlink("../..", assets.join("x86_64/up")).unwrap();
+    std::os::unix::fs::symlink(BIG, assets.join("inside-link")).unwrap();
+    let local = s.lab.dir().join("links.atftp");
+    let l = local.to_str().unwrap();
+    for path in [
+        "evil-dir/passwd",
+        "x86_64/up/rackboot.toml",
+        "x86_64/up/api-tokens",
+        "inside-link",
+    ] {
+        let _ = fs::remove_file(&local);
+        let out = atftp(&s.lab, &["-g", "-r", path, "-l", l]);
+        let t = text(&out);
+        assert!(!out.status.success(), "TFTP {path} succeeded: {t}");
+        assert!(
+            t.contains("error received from server <Permission denied>"),
+            "TFTP {path}: {t}"
+        );
+        assert!(
+            fs::read(&local).unwrap_or_default().is_empty(),
+            "TFTP {path} sent bytes"
+        );
+
+        let body = s.lab.dir().join("links.http");
+        let url = format!("http://{SERVER_IP}/assets/{path}");
+        let out = s.lab.run(
+            "curl",
+            &[
+                "-sS",
+                "-m",
+                "10",
+                "-o",
+                body.to_str().unwrap(),
+                "-w",
+                "%{http_code}",
+                &url,
+            ],
+            CMD,
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "403",
+            "HTTP {path}: {}",
+            text(&out)
+        );
+        let said = fs::read_to_string(&body).unwrap_or_default();
+        assert!(said.contains("symbolic link"), "HTTP {path}: {said}");
+        assert!(!said.contains("root:"), "HTTP {path} leaked: {said}");
+    }
+    let out = atftp(&s.lab, &["-g", "-r", "x86_64/vmlinuz", "-l", l]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(fs::read(&local).unwrap(), b"kernel");
+    let out = s.lab.run(
+        "curl",
+        &[
+            "-sSf",
+            "-m",
+            "10",
+            &format!("http://{SERVER_IP}/assets/x86_64/vmlinuz"),
+        ],
+        CMD,
+    );
+    assert_eq!(out.stdout, b"kernel", "{}", text(&out));
+    s.assert_still_serving();
+}
+
 /// A client namespace behind a veth pair to `br0`, at 10.77.0.50, losing a share of the
 /// client's packets.
 struct LossyClient {

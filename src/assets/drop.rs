@@ -22,8 +22,9 @@ use std::time::SystemTime;
 
 use tokio_util::sync::CancellationToken;
 
-use super::ArchSpec;
 use super::into_bootenv::{self, Target};
+use super::{ArchSpec, Source};
+use crate::beneath::Refused;
 use crate::metrics::{AssetDrop, Metrics};
 
 /// Folders kept in `done/` and in `rejected/` each (with their `.reason`).
@@ -158,22 +159,44 @@ impl DropFolder {
     }
 
     /// Imports one folder; the text for its `.reason` file either way.
+    ///
+    /// Every file is opened beneath the drop folder through no symbolic
+    /// link, and must be a regular file ([`crate::beneath`]): a link would
+    /// publish whatever it points to (an `initrd` linked to the API tokens
+    /// file was imported and served). The import reads those descriptors.
     fn try_import(&self, bootenv: &str, arch: &str, dir: &Path) -> Result<String, String> {
         let spec: ArchSpec = arch.parse().map_err(|e| format!("folder `{arch}`: {e}"))?;
+        let mut kernel = None;
         let mut initrds = Vec::new();
+        // fingerprint() lists names sorted: initrds go in name order.
         for (name, _, _) in fingerprint(dir) {
-            match name.as_str() {
-                "kernel" => {}
-                n if n.starts_with("initrd") => initrds.push(dir.join(n)),
-                other => {
-                    return Err(format!(
-                        "unexpected file `{other}`: a drop folder holds `kernel` and `initrd*` files only"
-                    ));
-                }
+            if name != "kernel" && !name.starts_with("initrd") {
+                return Err(format!(
+                    "unexpected file `{name}`: a drop folder holds `kernel` and `initrd*` files only"
+                ));
+            }
+            let opened = crate::beneath::open(&self.dir, &format!("{bootenv}/{arch}/{name}"))
+                .map_err(|e| match e {
+                    Refused::Link => format!(
+                        "`{name}` is a symbolic link (or is reached through one); the drop folder imports regular files only: copy the file itself"
+                    ),
+                    Refused::NotAFile => format!(
+                        "`{name}` is not a regular file; the drop folder imports regular files only"
+                    ),
+                    e => format!("`{name}`: {e}"),
+                })?;
+            let source = Source {
+                path: dir.join(&name),
+                file: opened.file,
+            };
+            if name == "kernel" {
+                kernel = Some(source);
+            } else {
+                initrds.push(source);
             }
         }
-        // fingerprint() lists names sorted: initrds go in name order.
-        let added = into_bootenv::add(&self.target, bootenv, &spec, &dir.join("kernel"), &initrds)
+        let kernel = kernel.ok_or("no `kernel` file (it went while the folder was imported)")?;
+        let added = into_bootenv::add(&self.target, bootenv, &spec, &kernel, &initrds)
             .map_err(|e| e.to_string())?;
         let tables: Vec<String> = added.arches.iter().map(|a| format!("[arch.{a}]")).collect();
         let initrds: Vec<&str> = added
@@ -373,6 +396,50 @@ mod tests {
             .collect();
         assert!(reasons[0].contains("notes.txt"), "{reasons:?}");
         assert!(reasons[1].contains("ppc64"), "{reasons:?}");
+    }
+
+    /// A link in the drop folder would publish what it points to (the API
+    /// tokens file, say): it is rejected, naming the file, and nothing of
+    /// its target reaches the assets directory or a bootenv.
+    #[test]
+    fn links_and_non_files_are_rejected_naming_the_file() {
+        let (tmp, mut drop) = fixture();
+        let secret = tmp.path().join("tokens.toml");
+        fs::write(&secret, b"admin-token = \"s3cret\"").unwrap();
+        put(&drop, "rescue/x86_64/kernel", &bzimage());
+        std::os::unix::fs::symlink(&secret, drop.dir.join("rescue/x86_64/initrd")).unwrap();
+        put(&drop, "other/x86_64/kernel", &bzimage());
+        let fifo = drop.dir.join("other/x86_64/initrd");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // A linked arch folder is not even a candidate: it is no folder.
+        fs::create_dir_all(drop.dir.join("third")).unwrap();
+        std::os::unix::fs::symlink(tmp.path(), drop.dir.join("third/x86_64")).unwrap();
+        drop.poll();
+        let out = drop.poll();
+        let reasons: Vec<&str> = out
+            .iter()
+            .map(|o| match o {
+                Outcome::Rejected { reason, .. } => reason.as_str(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(reasons.len(), 2, "{reasons:?}");
+        assert!(
+            reasons[0].contains("`initrd` is not a regular file"),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons[1].contains("`initrd` is a symbolic link"),
+            "{reasons:?}"
+        );
+        assert!(!drop.target.bootenvs_dir.join("rescue.toml").exists());
+        assert!(
+            !drop
+                .target
+                .assets_dir
+                .join(crate::assets::STORE_DIR)
+                .exists()
+        );
     }
 
     #[test]

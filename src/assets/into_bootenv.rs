@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use toml_edit::{Array, DocumentMut, InlineTable, Item, Table, Value};
 
-use super::{ArchSpec, AssetError, Imported, KernelArch};
+use super::{ArchSpec, AssetError, Imported, KernelArch, Source};
 use crate::boot::bootenv::{ArchBoot, Bootenv, BootenvError, LOCAL, is_bootenv_name};
 use crate::boot::{Catalog, CatalogError};
 use crate::model::BootArch;
@@ -118,8 +118,8 @@ pub fn add(
     target: &Target,
     name: &str,
     arch: &ArchSpec,
-    kernel: &Path,
-    initrds: &[PathBuf],
+    kernel: &Source,
+    initrds: &[Source],
 ) -> Result<Added, IntoBootenvError> {
     if !is_bootenv_name(name) {
         return Err(IntoBootenvError::BadName(name.to_string()));
@@ -386,8 +386,8 @@ cmdline = "console=ttyS9 rackboot.url={{ server_url }}"
                 &self.target,
                 name,
                 &arch.parse().unwrap(),
-                &self.src(kernel),
-                &[self.src("initrd.img")],
+                &Source::open(&self.src(kernel))?,
+                &[Source::open(&self.src("initrd.img"))?],
             )
         }
 

@@ -15,7 +15,7 @@ pub mod remote;
 
 use std::fmt;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -561,13 +561,52 @@ fn read_prefix(path: &Path) -> Result<Vec<u8>, AssetError> {
         path: path.to_path_buf(),
         source,
     };
+    prefix_of(&File::open(path).map_err(read)?).map_err(read)
+}
+
+/// The first [`DETECT_PREFIX`] bytes of `file`, read from its start.
+fn prefix_of(file: &File) -> io::Result<Vec<u8>> {
     let mut prefix = Vec::with_capacity(DETECT_PREFIX);
-    File::open(path)
-        .map_err(read)?
-        .take(DETECT_PREFIX as u64)
-        .read_to_end(&mut prefix)
-        .map_err(read)?;
+    let mut f = file;
+    f.seek(SeekFrom::Start(0))?;
+    f.take(DETECT_PREFIX as u64).read_to_end(&mut prefix)?;
     Ok(prefix)
+}
+
+/// A file to import, opened by whoever named it, and read only through this
+/// descriptor (checked, hashed and copied: the same file throughout).
+/// `rackboot assets add` follows the links an admin typed ([`Source::open`]);
+/// the drop folder opens beneath its folder through no link
+/// ([`crate::beneath`]), so a planted link cannot publish what it points to.
+#[derive(Debug)]
+pub struct Source {
+    pub path: PathBuf,
+    pub file: File,
+}
+
+impl Source {
+    /// Opens `path` (following links), refusing anything but a regular file.
+    pub fn open(path: &Path) -> Result<Source, AssetError> {
+        let read = |source| AssetError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(read)?;
+        if !file.metadata().map_err(read)?.is_file() {
+            return Err(AssetError::NotAFile {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(Source {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    /// [`Source::open`] for each path.
+    pub fn open_all(paths: &[PathBuf]) -> Result<Vec<Source>, AssetError> {
+        paths.iter().map(|p| Source::open(p)).collect()
+    }
 }
 
 /// Reads the first [`DETECT_PREFIX`] bytes of `path` and says what it is
@@ -605,25 +644,17 @@ pub fn identify(path: &Path) -> Result<(KernelKind, Vec<BootArch>), AssetError> 
 pub fn import(
     assets_dir: &Path,
     arch: &ArchSpec,
-    kernel: &Path,
-    initrds: &[PathBuf],
+    kernel: &Source,
+    initrds: &[Source],
 ) -> Result<Imported, AssetError> {
-    for path in std::iter::once(kernel).chain(initrds.iter().map(PathBuf::as_path)) {
-        let meta = fs::metadata(path).map_err(|source| AssetError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        if !meta.is_file() {
-            return Err(AssetError::NotAFile {
-                path: path.to_path_buf(),
-            });
-        }
-    }
-    let kind =
-        check_kernel(&read_prefix(kernel)?, &arch.boot).map_err(|source| AssetError::Kernel {
-            path: kernel.to_path_buf(),
-            source,
-        })?;
+    let prefix = prefix_of(&kernel.file).map_err(|source| AssetError::Read {
+        path: kernel.path.clone(),
+        source,
+    })?;
+    let kind = check_kernel(&prefix, &arch.boot).map_err(|source| AssetError::Kernel {
+        path: kernel.path.clone(),
+        source,
+    })?;
     let dir = assets_dir.join(STORE_DIR);
     fs::create_dir_all(&dir).map_err(|source| AssetError::Write {
         path: dir.clone(),
@@ -662,13 +693,14 @@ fn hash_file(path: &Path) -> io::Result<String> {
 /// Copies `source` into `dir` under its digest: to a temporary file in the
 /// same directory while hashing, then hard-linked to the final name (which,
 /// unlike rename, fails rather than replace an existing file).
-fn store(dir: &Path, source: &Path) -> Result<Stored, AssetError> {
+fn store(dir: &Path, src: &Source) -> Result<Stored, AssetError> {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let read = |e| AssetError::Read {
-        path: source.to_path_buf(),
+        path: src.path.clone(),
         source: e,
     };
-    let mut input = File::open(source).map_err(read)?;
+    let mut input = &src.file;
+    input.seek(SeekFrom::Start(0)).map_err(read)?;
     let tmp = dir.join(format!(
         ".import-{}-{}.tmp",
         std::process::id(),
@@ -728,7 +760,7 @@ fn store(dir: &Path, source: &Path) -> Result<Stored, AssetError> {
         Err(e) => return Err(write(&dest, e)),
     };
     Ok(Stored {
-        source: source.to_path_buf(),
+        source: src.path.clone(),
         relative,
         sha256,
         bytes,
@@ -1122,6 +1154,21 @@ mod tests {
                 _ => panic!("{loader}: {err}"),
             }
         }
+    }
+
+    /// [`super::import`] of files named by path, as `rackboot assets add` opens them.
+    fn import(
+        dir: &Path,
+        arch: &ArchSpec,
+        kernel: &Path,
+        initrds: &[PathBuf],
+    ) -> Result<Imported, AssetError> {
+        super::import(
+            dir,
+            arch,
+            &Source::open(kernel)?,
+            &Source::open_all(initrds)?,
+        )
     }
 
     fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {

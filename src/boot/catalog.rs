@@ -102,7 +102,7 @@ pub enum CatalogError {
     #[error("{path}: template does not compile: {message}")]
     Template { path: PathBuf, message: String },
     #[error(
-        "bootenv {path}: [arch.{arch}] {what} `{asset}` is not in the assets directory {assets} (run boot-assets/setup.sh, or fix the path)"
+        "bootenv {path}: [arch.{arch}] {what} `{asset}` is not in the assets directory {assets} as a regular file reached through no symbolic link, the only kind rackboot serves (run boot-assets/setup.sh, or fix the path)"
     )]
     MissingAsset {
         path: PathBuf,
@@ -329,7 +329,9 @@ impl Catalog {
                     {
                         // Fetched on first use: its mirror need not be up for a reload.
                         let is_remote = b.remote.iter().any(|r| r.local_path() == *asset);
-                        if !is_remote && !assets_dir.join(asset).is_file() {
+                        // Checked as it will be served: a link would load here
+                        // and then be refused to every node.
+                        if !is_remote && crate::beneath::open(assets_dir, asset).is_err() {
                             return Err(CatalogError::MissingAsset {
                                 path: path.clone(),
                                 arch: *arch,

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::assets::{self, ArchSpec, Imported, into_bootenv};
+use crate::assets::{self, ArchSpec, Imported, Source, into_bootenv};
 use crate::config::Config;
 
 pub fn add(
@@ -15,8 +15,11 @@ pub fn add(
     bootenv: Option<&str>,
 ) -> anyhow::Result<()> {
     let cfg = Config::load(config)?;
+    // The paths an admin typed: links are followed.
+    let kernel = Source::open(kernel)?;
+    let initrds = Source::open_all(initrds)?;
     let Some(name) = bootenv else {
-        let imported = assets::import(&cfg.assets_dir, arch, kernel, initrds)?;
+        let imported = assets::import(&cfg.assets_dir, arch, &kernel, &initrds)?;
         print_stored(&cfg, &imported);
         println!("\n# for a bootenv file (add a cmdline), or pass --bootenv NAME:");
         print!("{}", assets::bootenv_snippet(&arch.boot, &imported));
@@ -26,8 +29,8 @@ pub fn add(
         &into_bootenv::Target::from(&cfg),
         name,
         arch,
-        kernel,
-        initrds,
+        &kernel,
+        &initrds,
     )?;
     print_stored(&cfg, &added.imported);
     let tables: Vec<String> = added.arches.iter().map(|a| format!("[arch.{a}]")).collect();

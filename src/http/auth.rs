@@ -77,6 +77,13 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+impl TokensError {
+    /// The file is not there (deleted, or renamed away).
+    pub fn is_gone(&self) -> bool {
+        matches!(self, TokensError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
 impl Tokens {
     /// Parses the file's text: `<scope> <token> [name...]` a line, blank
     /// lines and `#` comments allowed.
@@ -159,11 +166,21 @@ impl Tokens {
 }
 
 /// The API's access rules in force: disabled (no tokens file configured),
-/// or the tokens of the file's latest good version.
+/// or the tokens of the file's latest good version, or none at all once the
+/// file is gone.
 pub struct ApiAuth {
     /// The config file, named in the "disabled" answer.
     config: PathBuf,
-    tokens: Option<RwLock<Arc<Tokens>>>,
+    tokens: Option<RwLock<InForce>>,
+}
+
+/// What the tokens file last said.
+#[derive(Clone)]
+enum InForce {
+    Tokens(Arc<Tokens>),
+    /// The file was deleted (or renamed away): deleting it is how an admin
+    /// revokes every token at once, so none stays valid from memory.
+    Gone(PathBuf),
 }
 
 impl ApiAuth {
@@ -177,14 +194,24 @@ impl ApiAuth {
     pub fn with_tokens(config: &Path, tokens: Tokens) -> ApiAuth {
         ApiAuth {
             config: config.to_path_buf(),
-            tokens: Some(RwLock::new(Arc::new(tokens))),
+            tokens: Some(RwLock::new(InForce::Tokens(Arc::new(tokens)))),
         }
     }
 
     /// Puts a new version of the tokens file in force (hot reload).
     pub fn replace(&self, tokens: Tokens) {
         if let Some(cell) = &self.tokens {
-            *cell.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(tokens);
+            *cell.write().unwrap_or_else(PoisonError::into_inner) =
+                InForce::Tokens(Arc::new(tokens));
+        }
+    }
+
+    /// The tokens file at `path` is gone: every token is refused until a
+    /// file is there again.
+    pub fn revoke_all(&self, path: &Path) {
+        if let Some(cell) = &self.tokens {
+            *cell.write().unwrap_or_else(PoisonError::into_inner) =
+                InForce::Gone(path.to_path_buf());
         }
     }
 
@@ -211,7 +238,18 @@ impl ApiAuth {
                     "an API token is required: send `Authorization: Bearer <token>` with a token from api.tokens_file",
                 )
             })?;
-        let tokens = cell.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let tokens = match &*cell.read().unwrap_or_else(PoisonError::into_inner) {
+            InForce::Tokens(t) => t.clone(),
+            InForce::Gone(path) => {
+                return Err(HttpError::new(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "the API tokens file {} is gone (deleted or moved), so every API token is revoked; put a tokens file back to use the API again",
+                        path.display()
+                    ),
+                ));
+            }
+        };
         let (scope, name) = tokens.lookup(presented).ok_or_else(|| {
             HttpError::new(
                 StatusCode::UNAUTHORIZED,
@@ -302,6 +340,26 @@ mod tests {
             "{}",
             e.public
         );
+    }
+
+    #[test]
+    fn a_deleted_tokens_file_revokes_every_token() {
+        let a = auth();
+        a.revoke_all(Path::new("/etc/rackboot/api-tokens"));
+        for m in [Method::GET, Method::POST] {
+            let e = a.check(&m, &headers(Some(A))).unwrap_err();
+            assert_eq!(e.status, StatusCode::FORBIDDEN);
+            assert!(
+                e.public
+                    .contains("/etc/rackboot/api-tokens is gone (deleted or moved)"),
+                "{}",
+                e.public
+            );
+        }
+        a.replace(Tokens::parse(Path::new("t"), &format!("admin {A}\n")).unwrap());
+        assert!(a.check(&Method::GET, &headers(Some(A))).is_ok(), "back");
+        let gone = Tokens::load(Path::new("/nonexistent/api-tokens")).unwrap_err();
+        assert!(gone.is_gone(), "{gone}");
     }
 
     #[test]

@@ -12,12 +12,10 @@ use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tower::ServiceExt;
-use tower_http::services::ServeFile;
 
 use super::script_cache::{PendingBoot, TOKEN_PLACEHOLDER};
 use super::sendfile::{CanSendfile, FileRange};
-use super::stream::{OnEnd, READ_CHUNK};
+use super::stream::OnEnd;
 use super::{HttpContext, HttpError, Peer, parse_mac};
 use crate::boot::{
     AssetRole, Choice, Progress, RenderedScript, Verdict, WaitReason, effective_bootenv, lifecycle,
@@ -269,11 +267,12 @@ fn ipxe_text(text: String) -> Response {
 }
 
 /// Kernels, initrds and loaders, with Content-Length, Last-Modified, HEAD
-/// and a single Range (tower-http's ServeFile; 416 for a range past the
-/// end), read in large chunks ([`READ_CHUNK`]). A GET that names its node
-/// (`?mac=`) from the node's own address starts the boot of the script it
-/// was handed when it is that script's kernel ([`start_boot`]), and goes on
-/// the node's timeline as kernel, initrd or other asset; once the last
+/// and a single Range (416 for a range past the end): regular files
+/// beneath the assets directory reached through no symbolic link, sent from
+/// the descriptor that check opened ([`super::file`]). A GET that names its
+/// node (`?mac=`) from the node's own address starts the boot of the script
+/// it was handed when it is that script's kernel ([`start_boot`]), and goes
+/// on the node's timeline as kernel, initrd or other asset; once the last
 /// asset of the node's script has gone out in full, its boot slot is free
 /// for the next node. From any other address the file is served (assets
 /// are not secret) and nothing else happens.
@@ -292,8 +291,17 @@ pub async fn asset(
             .await
             .map_err(|e| fetch_error(&path, &e))?;
     }
-    let full = crate::tftp::resolve_asset(&ctx.assets_dir, &path)
-        .map_err(|_| HttpError::not_found(format!("no asset `{path}`")))?;
+    // Opened here, beneath the assets directory and through no symbolic
+    // link; the response is sent from this descriptor.
+    let opened = crate::tftp::resolve_asset(&ctx.assets_dir, &path).map_err(|r| match r {
+        crate::tftp::Refusal::OutsideRoot => HttpError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "asset `{path}` is outside the assets directory or reached through a symbolic link; rackboot serves regular files beneath it only"
+            ),
+        ),
+        crate::tftp::Refusal::NotFound => HttpError::not_found(format!("no asset `{path}`")),
+    })?;
     let mut finishes_boot = None;
     if req.method() == Method::GET
         && let Some(mac) = &q.mac
@@ -342,21 +350,16 @@ pub async fn asset(
         }
     }
     // On rackboot's own boot-path connections the body goes out by
-    // sendfile(2) from a descriptor of the same file ([`FileRange`]).
-    let own_file = if req.method() == Method::GET && req.extensions().get::<CanSendfile>().is_some()
-    {
-        tokio::fs::File::open(&full)
-            .await
-            .ok()
-            .and_then(|f| f.try_into_std().ok())
-    } else {
-        None
-    };
-    let mut resp = ServeFile::new(full)
-        .with_buf_chunk_size(READ_CHUNK)
-        .oneshot(req)
-        .await
-        .map_err(HttpError::internal)?;
+    // sendfile(2) ([`FileRange`]).
+    let sendfile = req.extensions().get::<CanSendfile>().is_some();
+    let mut resp = super::file::respond(
+        opened.file,
+        &opened.meta,
+        &path,
+        req.method(),
+        req.headers(),
+        sendfile,
+    );
     let slot_free = finishes_boot
         .filter(|_| resp.status() == StatusCode::OK)
         .map(|mac| {
@@ -367,13 +370,13 @@ pub async fn asset(
                 }
             }
         });
-    if let Some((file, start, len)) = own_file.and_then(|f| same_range(&resp, f)) {
-        let mut range = FileRange::new(file, start, len);
-        if let Some(f) = slot_free {
-            range = range.on_end(f);
-        }
+    if let Some(range) = resp.extensions_mut().remove::<FileRange>() {
+        let range = match slot_free {
+            Some(f) => range.on_end(f),
+            None => range,
+        };
         resp.extensions_mut().insert(range);
-        return Ok(resp.map(Body::new));
+        return Ok(resp);
     }
     Ok(match slot_free {
         Some(f) => {
@@ -383,44 +386,8 @@ pub async fn asset(
                 .and_then(|v| v.to_str().ok()?.parse().ok());
             resp.map(move |body| Body::new(OnEnd::new(body, length, f)))
         }
-        None => resp.map(Body::new),
+        None => resp,
     })
-}
-
-/// The part of `file` that `resp` (ServeFile's 200 or 206) sends, if
-/// `file` is the file it was made from: same size, same modification time
-/// (an asset replaced between the two opens is streamed as ServeFile read
-/// it, not sent from the other).
-fn same_range<B>(resp: &Response<B>, file: std::fs::File) -> Option<(std::fs::File, u64, u64)> {
-    let meta = file.metadata().ok()?;
-    let modified = httpdate::fmt_http_date(meta.modified().ok()?);
-    if resp.headers().get(header::LAST_MODIFIED)?.as_bytes() != modified.as_bytes() {
-        return None;
-    }
-    let header = |name| resp.headers().get(name)?.to_str().ok();
-    let (start, len) = match resp.status() {
-        StatusCode::OK => {
-            let len: u64 = header(header::CONTENT_LENGTH)?.parse().ok()?;
-            if len != meta.len() {
-                return None;
-            }
-            (0, len)
-        }
-        StatusCode::PARTIAL_CONTENT => {
-            // "bytes <first>-<last>/<size>"
-            let (span, size) = header(header::CONTENT_RANGE)?
-                .strip_prefix("bytes ")?
-                .split_once('/')?;
-            let (first, last) = span.split_once('-')?;
-            let (first, last): (u64, u64) = (first.parse().ok()?, last.parse().ok()?);
-            if size.parse::<u64>().ok()? != meta.len() || last < first {
-                return None;
-            }
-            (first, last - first + 1)
-        }
-        _ => return None,
-    };
-    (start + len <= meta.len()).then_some((file, start, len))
 }
 
 /// 502 when the mirror failed (unreachable, error status, wrong digest),

@@ -9,6 +9,7 @@ pub mod auth;
 mod boot;
 pub mod bounds;
 mod error;
+mod file;
 mod listener;
 mod metrics;
 mod node;

@@ -22,6 +22,7 @@ use minijinja::{Environment, UndefinedBehavior};
 
 use super::node::{booted_bootenv, once_per_boot, with_token};
 use super::{HttpContext, HttpError, Peer, parse_mac};
+use crate::beneath::Refused;
 use crate::boot::TemplateContext;
 use crate::model::{BootArch, EventKind};
 
@@ -91,16 +92,36 @@ fn is_file_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-/// The template `dir/name`, or `None` when there is no such file.
+/// The template `dir/name`, or `None` when there is no such file. Read
+/// beneath `dir` through no symbolic link ([`crate::beneath`]): a link to
+/// a file outside (the API tokens, say) is refused, not rendered.
 async fn read_template(dir: &FsPath, name: &str) -> Result<Option<String>, HttpError> {
-    match tokio::fs::read_to_string(dir.join(name)).await {
-        Ok(t) => Ok(Some(t)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(HttpError::internal(format!(
-            "{}: {e}",
-            dir.join(name).display()
-        ))),
-    }
+    let (dir, name) = (dir.to_path_buf(), name.to_string());
+    tokio::task::spawn_blocking(move || {
+        let opened = match crate::beneath::open(&dir, &name) {
+            Ok(o) => o,
+            Err(Refused::NotFound) => return Ok(None),
+            Err(Refused::Io(e)) => {
+                return Err(HttpError::internal(format!(
+                    "{}: {e}",
+                    dir.join(&name).display()
+                )));
+            }
+            Err(e) => {
+                return Err(HttpError {
+                    status: axum::http::StatusCode::FORBIDDEN,
+                    public: format!("template `{name}` cannot be served: {e}"),
+                    internal: Some(format!("{}: {e}", dir.join(&name).display())),
+                });
+            }
+        };
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut &opened.file, &mut text)
+            .map_err(|e| HttpError::internal(format!("{}: {e}", dir.join(&name).display())))?;
+        Ok(Some(text))
+    })
+    .await
+    .map_err(HttpError::internal)?
 }
 
 /// `template` rendered for `node`, its secrets read from `secrets_dir`;

@@ -40,6 +40,19 @@
 //! A last line without its newline is a write the process did not finish;
 //! it was never acknowledged, so replay skips it. A write that fails (a full
 //! disk) is cut off again, so the next append starts on a line of its own.
+//!
+//! What survives a power loss is `[store] sync` ([`SyncMode`]): by default
+//! (`none`) an appended change is in the page cache only, and the kernel
+//! writes it out within its writeback delay (about 30 s); `group` and
+//! `always` make it durable (`fdatasync`) before the answer leaves, and the
+//! SQLite commits that take over from the journal are then `synchronous =
+//! FULL`. `group` lets the changes that arrive while one `fdatasync` runs
+//! share the next one (one leader syncs for every waiter behind it);
+//! `always` syncs each change by itself. A segment is synced by the writer
+//! right after it is sealed, so a waiter only ever needs the current
+//! segment and the one sealed last.
+//!
+//! Segments hold node tokens: they are created `0600`.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
@@ -47,6 +60,9 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use std::io::{Seek as _, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::model::{Lease, LeaseState, Mac, Node, Timestamp};
 
@@ -55,13 +71,126 @@ pub fn segment(dir: &Path, n: u64) -> PathBuf {
     dir.join(format!("leases.journal.{n}"))
 }
 
-/// Creates (empty) segment `n`, to be swapped in later.
+/// Creates (empty) segment `n`, to be swapped in later; readable by
+/// rackboot alone (it holds node tokens).
 pub fn create_segment(dir: &Path, n: u64) -> io::Result<File> {
     OpenOptions::new()
         .create(true)
         .write(true)
         .truncate(true)
+        .mode(0o600)
         .open(segment(dir, n))
+}
+
+/// `[store] sync`: how far a journaled change is on disk before it is
+/// answered (see the module comment).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// In the page cache: survives the process dying, not a power loss.
+    #[default]
+    None,
+    /// On disk; changes that arrive during one `fdatasync` share the next.
+    Group,
+    /// On disk; one `fdatasync` per change.
+    Always,
+}
+
+impl SyncMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncMode::None => "none",
+            SyncMode::Group => "group",
+            SyncMode::Always => "always",
+        }
+    }
+}
+
+/// Where the changes appended so far are: the segment being appended to,
+/// the one sealed last (until the writer has synced it), and how many
+/// changes were appended in all.
+#[derive(Clone)]
+pub struct Ticket {
+    file: Arc<File>,
+    sealed: Option<Arc<File>>,
+    seq: u64,
+}
+
+impl Ticket {
+    fn sync(&self) -> io::Result<()> {
+        if let Some(f) = &self.sealed {
+            f.sync_data()?;
+        }
+        self.file.sync_data()
+    }
+}
+
+/// Makes appended changes durable as `[store] sync` asks.
+pub struct Syncer {
+    mode: SyncMode,
+    /// Every change up to this one is on disk (`group`).
+    synced: AtomicU64,
+    /// The one `fdatasync` in flight (`group`): whoever holds it syncs for
+    /// everyone waiting behind it.
+    leader: Mutex<()>,
+    /// `fdatasync` rounds run by waiters (for tests and the benchmark).
+    rounds: AtomicU64,
+}
+
+impl Syncer {
+    pub fn new(mode: SyncMode) -> Syncer {
+        Syncer {
+            mode,
+            synced: AtomicU64::new(0),
+            leader: Mutex::new(()),
+            rounds: AtomicU64::new(0),
+        }
+    }
+
+    /// How many `fdatasync` rounds waiters ran.
+    #[cfg(test)]
+    pub fn rounds(&self) -> u64 {
+        self.rounds.load(Ordering::Relaxed)
+    }
+
+    pub fn mode(&self) -> SyncMode {
+        self.mode
+    }
+
+    /// Blocks until the change `mine` was taken after is on disk; `now`
+    /// says where the journal is at (taken under its lock).
+    pub fn wait(&self, mine: &Ticket, now: impl FnOnce() -> Ticket) -> io::Result<()> {
+        match self.mode {
+            SyncMode::None => Ok(()),
+            SyncMode::Always => {
+                self.rounds.fetch_add(1, Ordering::Relaxed);
+                mine.sync()
+            }
+            SyncMode::Group => {
+                if self.synced.load(Ordering::Acquire) >= mine.seq {
+                    return Ok(());
+                }
+                let _leader = self.leader.lock().unwrap_or_else(PoisonError::into_inner);
+                if self.synced.load(Ordering::Acquire) >= mine.seq {
+                    return Ok(()); // the previous leader's sync covered it
+                }
+                let now = now();
+                self.rounds.fetch_add(1, Ordering::Relaxed);
+                now.sync()?;
+                // Sealed two segments ago: the writer synced it already, but
+                // syncing it again costs nothing and needs no proof.
+                let covered = |f: &Arc<File>| {
+                    Arc::ptr_eq(f, &now.file)
+                        || now.sealed.as_ref().is_some_and(|s| Arc::ptr_eq(f, s))
+                };
+                if !covered(&mine.file) {
+                    mine.file.sync_data()?;
+                }
+                self.synced.fetch_max(now.seq, Ordering::AcqRel);
+                Ok(())
+            }
+        }
+    }
 }
 
 /// One durable change.
@@ -149,11 +278,15 @@ impl Change {
 
 /// The segment being appended to.
 pub struct Journal {
-    file: File,
+    file: Arc<File>,
     /// Bytes appended to it (nothing to seal when 0).
     written: u64,
     /// A failed write left part of a line that could not be cut off.
     torn: bool,
+    /// Changes appended since the store opened (all segments).
+    appended: u64,
+    /// The segment sealed last, until the writer has synced it.
+    sealed: Option<Arc<File>>,
 }
 
 /// What [`replay`] found: the changes in order, and the segment files that
@@ -222,9 +355,31 @@ impl Journal {
     /// Appends to `file`, a segment made by [`create_segment`].
     pub fn new(file: File) -> Journal {
         Journal {
-            file,
+            file: Arc::new(file),
             written: 0,
             torn: false,
+            appended: 0,
+            sealed: None,
+        }
+    }
+
+    /// Where the changes appended so far are, for [`Syncer::wait`].
+    pub fn ticket(&self) -> Ticket {
+        Ticket {
+            file: self.file.clone(),
+            sealed: self.sealed.clone(),
+            seq: self.appended,
+        }
+    }
+
+    /// The writer has synced `segment` (sealed by [`Journal::swap`]).
+    pub fn synced(&mut self, segment: &Arc<File>) {
+        if self
+            .sealed
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(s, segment))
+        {
+            self.sealed = None;
         }
     }
 
@@ -240,17 +395,18 @@ impl Journal {
         if self.torn {
             line.insert(0, '\n');
         }
-        match self.file.write_all(line.as_bytes()) {
+        let mut file = &*self.file;
+        match file.write_all(line.as_bytes()) {
             Ok(()) => {
                 self.torn = false;
                 self.written += line.len() as u64;
+                self.appended += 1;
                 Ok(())
             }
             Err(e) => {
-                let cut = self
-                    .file
+                let cut = file
                     .set_len(self.written)
-                    .and_then(|()| self.file.seek(SeekFrom::Start(self.written)));
+                    .and_then(|()| file.seek(SeekFrom::Start(self.written)));
                 if cut.is_err() {
                     self.torn = true;
                 }
@@ -261,14 +417,17 @@ impl Journal {
 
     /// Appends to `next` from now on and returns the segment sealed (to
     /// close outside the lock), or gives `next` back when nothing was
-    /// appended to the current one. Makes no system call.
-    pub fn swap(&mut self, next: File) -> Result<File, File> {
+    /// appended to the current one. Makes no system call. The sealed
+    /// segment stays in the tickets until [`Journal::synced`].
+    pub fn swap(&mut self, next: File) -> Result<Arc<File>, File> {
         if self.written == 0 {
             return Err(next);
         }
         self.written = 0;
         self.torn = false;
-        Ok(std::mem::replace(&mut self.file, next))
+        let old = std::mem::replace(&mut self.file, Arc::new(next));
+        self.sealed = Some(old.clone());
+        Ok(old)
     }
 }
 

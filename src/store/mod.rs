@@ -12,6 +12,7 @@ use crate::model::{
 mod journal;
 pub mod sqlite;
 
+pub use journal::SyncMode;
 pub use sqlite::SqliteStore;
 
 /// Which records [`Store::nodes_where`] returns.

@@ -21,6 +21,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +32,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use tokio::sync::{Notify, oneshot};
 
-use super::journal::{self, Change, Journal};
+use super::journal::{self, Change, Journal, SyncMode, Syncer, Ticket};
 use super::{
     EVENTS_PER_NODE, LeaseRequest, NodeEdit, NodeFilter, NodesEdit, REPORTS_PER_NODE, Store,
     StoreError, StoreHealth,
@@ -116,6 +117,8 @@ pub struct SqliteStore {
     /// Where acknowledged leases go first (none for an in-memory store,
     /// which commits them instead).
     journal: Option<Arc<Mutex<Journal>>>,
+    /// `[store] sync`: what makes a journaled change durable.
+    syncer: Arc<Syncer>,
     /// The writer thread, which also holds the exclusive lock on the state
     /// directory until it has closed the file.
     thread: Option<std::thread::JoinHandle<()>>,
@@ -428,24 +431,44 @@ fn db(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
 
 impl SqliteStore {
     /// Opens (creating if needed) `rackboot.db` in `state_dir`, taking an
-    /// exclusive lock on the directory.
+    /// exclusive lock on the directory; `[store] sync = "none"`.
     pub async fn open(state_dir: &Path) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with(state_dir, SyncMode::None).await
+    }
+
+    /// [`SqliteStore::open`] with what makes a change durable (`[store] sync`).
+    pub async fn open_with(state_dir: &Path, sync: SyncMode) -> Result<SqliteStore, StoreError> {
         let path = state_dir.join("rackboot.db");
         let open_err = |source| StoreError::Open {
             path: path.clone(),
             source,
         };
-        std::fs::create_dir_all(state_dir).map_err(|e| StoreError::Io {
-            path: state_dir.to_path_buf(),
-            source: e,
-        })?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_dir)
+            .map_err(|e| StoreError::Io {
+                path: state_dir.to_path_buf(),
+                source: e,
+            })?;
         let lock = lock_dir(state_dir)?;
+        // Node tokens live in the file, its WAL and the journal: rackboot's
+        // alone. SQLite gives the -wal and -shm files the database's mode.
+        keep_private(&path, true)?;
+        for companion in ["rackboot.db-wal", "rackboot.db-shm", "rackboot.db-journal"] {
+            keep_private(&state_dir.join(companion), false)?;
+        }
         let conn = Connection::open(&path).map_err(open_err)?;
         // WAL + NORMAL survives a process crash (kill -9) without losing
         // committed transactions; only a power loss may drop the last ones.
+        // With `[store] sync`, every commit is on disk before it returns.
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
+        let synchronous = match sync {
+            SyncMode::None => "NORMAL",
+            SyncMode::Group | SyncMode::Always => "FULL",
+        };
+        conn.pragma_update(None, "synchronous", synchronous)
             .map_err(open_err)?;
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(open_err)?;
@@ -453,19 +476,20 @@ impl SqliteStore {
         // SQLite need not lock and unlock it around every transaction.
         conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
             .map_err(open_err)?;
-        SqliteStore::start(conn, Some(lock), Some(state_dir))
+        SqliteStore::start(conn, Some(lock), Some(state_dir), sync)
     }
 
     /// A private store in memory, for tests.
     pub async fn in_memory() -> Result<SqliteStore, StoreError> {
         let conn = Connection::open_in_memory().map_err(db("open in-memory database"))?;
-        SqliteStore::start(conn, None, None)
+        SqliteStore::start(conn, None, None, SyncMode::None)
     }
 
     fn start(
         conn: Connection,
         lock: Option<nix::fcntl::Flock<std::fs::File>>,
         journal_dir: Option<&Path>,
+        sync: SyncMode,
     ) -> Result<SqliteStore, StoreError> {
         conn.execute_batch(SCHEMA).map_err(db("create schema"))?;
         // Columns added after a store was first created (CREATE TABLE IF NOT
@@ -528,6 +552,7 @@ impl SqliteStore {
                     dir,
                     current: 0,
                     spare: None,
+                    sync: sync != SyncMode::None,
                 });
                 write_loop(conn, &writer, sealer, seq, &writer_health);
                 // The directory is released only once the file is closed.
@@ -541,6 +566,7 @@ impl SqliteStore {
             cache: Arc::new(Mutex::new(cache)),
             queue,
             journal,
+            syncer: Arc::new(Syncer::new(sync)),
             thread: Some(thread),
             health,
         })
@@ -554,17 +580,22 @@ impl SqliteStore {
             return Ok(());
         }
         if let Some(journal) = &self.journal {
-            let mut j = journal.lock().unwrap_or_else(PoisonError::into_inner);
-            // Appended and queued under one lock, so a seal never separates
-            // a journal line from its write in the queue.
-            let appended = changes.iter().try_for_each(|c| j.append(c));
-            match appended {
-                Ok(()) => {
-                    for w in changes.iter().filter_map(|c| write_of(c, true)) {
-                        self.queue.push(w)?;
+            let journaled = {
+                let mut j = journal.lock().unwrap_or_else(PoisonError::into_inner);
+                // Appended and queued under one lock, so a seal never
+                // separates a journal line from its write in the queue.
+                match changes.iter().try_for_each(|c| j.append(c)) {
+                    Ok(()) => {
+                        for w in changes.iter().filter_map(|c| write_of(c, true)) {
+                            self.queue.push(w)?;
+                        }
+                        Ok(self.syncing().then(|| j.ticket()))
                     }
-                    return Ok(());
+                    Err(e) => Err(e),
                 }
+            };
+            match journaled {
+                Ok(ticket) => return self.settle(ticket).await,
                 Err(e) => {
                     self.health.append_failed(&e);
                     tracing::warn!("store: committing the leases instead of journaling them");
@@ -575,6 +606,37 @@ impl SqliteStore {
             self.queue.push(w)?;
         }
         self.flush().await
+    }
+
+    /// Whether a journaled change waits for `fdatasync` (`[store] sync`).
+    fn syncing(&self) -> bool {
+        self.syncer.mode() != SyncMode::None
+    }
+
+    /// Returns once the changes `ticket` was taken after are on disk. When
+    /// that fails, the file takes them instead: committed now, with
+    /// `synchronous = FULL`.
+    async fn settle(&self, ticket: Option<Ticket>) -> Result<(), StoreError> {
+        let (Some(ticket), Some(journal)) = (ticket, self.journal.clone()) else {
+            return Ok(());
+        };
+        let syncer = self.syncer.clone();
+        let synced = tokio::task::spawn_blocking(move || {
+            syncer.wait(&ticket, || {
+                journal
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .ticket()
+            })
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if let Err(e) = synced {
+            self.health.append_failed(&e);
+            tracing::warn!(error = %e, "store: cannot fdatasync the lease journal; committing the changes to the file instead");
+            return self.sync().await;
+        }
+        Ok(())
     }
 
     fn cache(&self) -> MutexGuard<'_, Cache> {
@@ -706,6 +768,8 @@ struct Sealer<'a> {
     current: u64,
     /// Segment `current + 1`, made ahead of time.
     spare: Option<std::fs::File>,
+    /// `[store] sync` is on: a sealed segment is synced before its commit.
+    sync: bool,
 }
 
 impl Sealer<'_> {
@@ -718,11 +782,44 @@ impl Sealer<'_> {
     }
 }
 
+/// Makes `path` readable by rackboot alone: created `0600` when `create`
+/// and missing, narrowed to `0600` (saying so) when others could read it.
+fn keep_private(path: &Path, create: bool) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if create {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io(e)),
+        }
+    }
+    let mode = match std::fs::metadata(path) {
+        Ok(m) => m.permissions().mode(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(e)),
+    };
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        tracing::warn!(path = %path.display(), "store file was readable by others (mode {:o}); it holds node tokens: now 0600", mode & 0o777);
+    }
+    Ok(())
+}
+
 fn lock_dir(state_dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, StoreError> {
     let path = state_dir.join("rackboot.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
+        .mode(0o600)
         .write(true)
         .open(&path)
         .map_err(|e| StoreError::Io { path, source: e })?;
@@ -989,9 +1086,21 @@ fn write_loop(
                         };
                         match swapped {
                             // Closed here, outside the lock.
-                            Ok(_old) => {
+                            Ok(old) => {
                                 sealed.push(journal::segment(s.dir, s.current));
                                 s.current += 1;
+                                // Waiters sync only the current segment and
+                                // the one sealed last: this one, until now.
+                                if s.sync {
+                                    match old.sync_data() {
+                                        Ok(()) => s
+                                            .journal
+                                            .lock()
+                                            .unwrap_or_else(PoisonError::into_inner)
+                                            .synced(&old),
+                                        Err(e) => tracing::error!(error = %e, "store: cannot fdatasync a sealed lease journal segment"),
+                                    }
+                                }
                             }
                             Err(next) => s.spare = Some(next),
                         }
@@ -1575,7 +1684,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_node_if_absent(&self, node: Node) -> Result<(Node, bool), StoreError> {
-        {
+        let ticket = {
             let mut c = self.cache();
             if let Some(existing) = c.nodes.get(&node.mac) {
                 return Ok((existing.clone(), false));
@@ -1612,7 +1721,9 @@ impl Store for SqliteStore {
             }
             c.put_node(node.clone());
             self.queue.push(Write::LazyNode(Box::new(node.clone())))?;
-        }
+            self.syncing().then(|| j.ticket())
+        };
+        self.settle(ticket).await?;
         Ok((node, true))
     }
 
@@ -2624,6 +2735,64 @@ mod tests {
             "10.0.0.10"
         );
         assert_eq!(s.events(mac(1)).await.unwrap().len(), 1);
+    }
+
+    /// `[store] sync`: with `always` every journaled change had its own
+    /// fdatasync before it returned, with `group` concurrent ones share
+    /// rounds, with `none` there is none; each mode keeps every lease across
+    /// a reopen. The state files hold node tokens: 0600, and an older store
+    /// readable by others is narrowed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sync_modes_fdatasync_as_asked_and_state_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        for mode in [SyncMode::None, SyncMode::Group, SyncMode::Always] {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("rackboot.db"), b"").unwrap();
+            std::fs::set_permissions(
+                dir.path().join("rackboot.db"),
+                std::fs::Permissions::from_mode(0o644),
+            )
+            .unwrap();
+            {
+                let s = Arc::new(SqliteStore::open_with(dir.path(), mode).await.unwrap());
+                let mut tasks = tokio::task::JoinSet::new();
+                for i in 1..=8u8 {
+                    let s = s.clone();
+                    tasks.spawn(async move {
+                        let n =
+                            Node::discovered(mac(i), "discovery", format!("t{i}"), Timestamp(0));
+                        s.create_node_if_absent(n).await.unwrap();
+                        let wide = LeaseRequest {
+                            ranges: vec![(
+                                "10.0.0.10".parse().unwrap(),
+                                "10.0.0.50".parse().unwrap(),
+                            )],
+                            ..req(mac(i), 0)
+                        };
+                        s.allocate(&wide).await.unwrap().unwrap();
+                    });
+                }
+                while let Some(t) = tasks.join_next().await {
+                    t.unwrap();
+                }
+                // 8 records and 8 ACKs journaled.
+                let rounds = s.syncer.rounds();
+                match mode {
+                    SyncMode::None => assert_eq!(rounds, 0),
+                    SyncMode::Always => assert_eq!(rounds, 16),
+                    SyncMode::Group => assert!((1..=16).contains(&rounds), "{rounds}"),
+                }
+                for f in ["rackboot.db", "rackboot.lock", "leases.journal.0"] {
+                    let m = std::fs::metadata(dir.path().join(f)).unwrap();
+                    assert_eq!(m.permissions().mode() & 0o777, 0o600, "{f} ({mode:?})");
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let s = SqliteStore::open_with(dir.path(), mode).await.unwrap();
+            for i in 1..=8u8 {
+                assert!(s.lease_of(mac(i)).await.unwrap().is_some(), "{mode:?} {i}");
+            }
+        }
     }
 
     #[tokio::test]

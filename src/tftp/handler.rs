@@ -5,13 +5,14 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::packet::ErrorCode;
-use crate::boot::bootenv::is_relative_inside;
+use crate::beneath::{self, Refused};
 use crate::events::Timeline;
 use crate::metrics::{Metrics, TftpResult};
 use crate::model::{EventKind, Mac, Timestamp};
@@ -50,22 +51,27 @@ impl Refusal {
     }
 }
 
-/// The file `requested` names under `root`, if it may be served.
-pub fn resolve(root: &Path, requested: &Path) -> Result<PathBuf, Refusal> {
-    let s = requested.to_str().ok_or(Refusal::OutsideRoot)?;
+/// Opens the file `requested` names beneath `root`, if it may be served:
+/// a regular file reached without leaving `root` and without crossing a
+/// symbolic link ([`crate::beneath`]). The transfer reads this descriptor.
+pub fn resolve(root: &Path, requested: &str) -> Result<beneath::Opened, Refusal> {
     // Backslashes are path separators to some Windows-derived PXE stacks.
-    if s.contains('\\') || !is_relative_inside(s) {
+    if requested.contains('\\') {
         return Err(Refusal::OutsideRoot);
     }
-    let full = root.join(s);
-    match std::fs::symlink_metadata(&full) {
-        Ok(m) if m.is_file() => Ok(full),
-        _ => Err(Refusal::NotFound),
+    match beneath::open(root, requested) {
+        Ok(o) => Ok(o),
+        Err(e) if e.is_forbidden() => Err(Refusal::OutsideRoot),
+        Err(Refused::Io(e)) => {
+            tracing::warn!(path = requested, root = %root.display(), error = %e, "cannot open file for TFTP");
+            Err(Refusal::NotFound)
+        }
+        Err(_) => Err(Refusal::NotFound),
     }
 }
 
 /// A file open for one read transfer.
-pub struct Opened {
+pub struct Transfer {
     pub file: std::fs::File,
     pub size: u64,
     pub record: Record,
@@ -106,13 +112,13 @@ impl AssetsHandler {
     }
 
     /// Opens `path` for `client`, or says why not (logged and counted here).
-    pub async fn open(&self, client: SocketAddr, path: &str) -> Result<Opened, Refusal> {
-        let full = match resolve(&self.root, Path::new(path)) {
-            Ok(p) => p,
+    pub async fn open(&self, client: SocketAddr, path: &str) -> Result<Transfer, Refusal> {
+        let (file, size) = match resolve(&self.root, path) {
+            Ok(o) => (o.file, o.meta.len()),
             Err(r) => {
                 match r {
                     Refusal::OutsideRoot => {
-                        tracing::warn!(%client, path, "TFTP read outside the assets directory refused");
+                        tracing::warn!(%client, path, "TFTP read refused: outside the assets directory or through a symbolic link");
                         self.metrics.tftp_transfer(TftpResult::Refused);
                     }
                     Refusal::NotFound => {
@@ -123,19 +129,13 @@ impl AssetsHandler {
                 return Err(r);
             }
         };
-        let opened = std::fs::File::open(&full).and_then(|f| Ok((f.metadata()?.len(), f)));
-        let (size, file) = opened.map_err(|e| {
-            tracing::warn!(path = %full.display(), error = %e, "cannot open file for TFTP");
-            self.metrics.tftp_transfer(TftpResult::NotFound);
-            Refusal::NotFound
-        })?;
         let mac = self.mac_of(client.ip()).await;
         if let Some(mac) = mac {
             let timeline = self.timeline.clone();
             let detail = format!("{path} ({size} bytes)");
             tokio::spawn(async move { timeline.record(mac, EventKind::TftpStart, detail).await });
         }
-        Ok(Opened {
+        Ok(Transfer {
             file,
             size,
             record: Record {
@@ -197,18 +197,22 @@ impl AssetsHandler {
         let IpAddr::V4(ip) = ip else { return None };
         let leased = self.store.mac_at(ip, Timestamp::now()).await.ok().flatten();
         leased.or_else(|| {
-            // One read: /proc/net/arp is generated afresh per read(2), and
+            // One read: the table is generated afresh per read(2), and
             // read_to_string on a file of size 0 starts with 32 bytes.
             let mut table = String::with_capacity(64 * 1024);
-            std::io::Read::read_to_string(
-                &mut std::fs::File::open("/proc/net/arp").ok()?,
-                &mut table,
-            )
-            .ok()?;
+            std::io::Read::read_to_string(&mut std::fs::File::open(ARP_TABLE).ok()?, &mut table)
+                .ok()?;
             mac_in_arp_table(&table, ip)
         })
     }
 }
+
+/// The kernel's IPv4 neighbour table, as this process's network namespace
+/// sees it. Not `/proc/net/arp`: that is a link into `/proc/self`, and
+/// systemd's `ProcSubset=pid` (in rackboot's unit) hides every top-level
+/// entry of /proc that is not a process, `/proc/net` included, while
+/// `/proc/self/net` stays.
+pub const ARP_TABLE: &str = "/proc/self/net/arp";
 
 /// A transfer's turn to send; the slot frees when this drops.
 pub struct Slot {
@@ -332,7 +336,7 @@ impl Drop for Record {
     }
 }
 
-/// The MAC of `ip` in the text of `/proc/net/arp` (IP address, HW type,
+/// The MAC of `ip` in the text of [`ARP_TABLE`] (IP address, HW type,
 /// flags, HW address, mask, device), if the entry is complete (flags != 0).
 fn mac_in_arp_table(table: &str, ip: std::net::Ipv4Addr) -> Option<Mac> {
     let ip = ip.to_string();
@@ -370,27 +374,27 @@ mod tests {
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         std::fs::write(dir.path().join("undionly.kpxe"), b"x").unwrap();
         std::fs::write(dir.path().join("sub/a.efi"), b"x").unwrap();
+        std::os::unix::fs::symlink("/etc", dir.path().join("evil-dir")).unwrap();
+        std::os::unix::fs::symlink("..", dir.path().join("sub/up")).unwrap();
         let r = dir.path();
-        assert!(resolve(r, Path::new("undionly.kpxe")).is_ok());
-        assert!(resolve(r, Path::new("sub/a.efi")).is_ok());
+        assert_eq!(resolve(r, "undionly.kpxe").unwrap().meta.len(), 1);
+        assert!(resolve(r, "sub/a.efi").is_ok());
         for bad in [
             "../etc/passwd",
             "/etc/passwd",
             "sub/../../x",
             "sub\\a.efi",
             "./undionly.kpxe",
+            "evil-dir/passwd",
+            "sub/up/undionly.kpxe",
         ] {
-            assert_eq!(
-                resolve(r, Path::new(bad)),
-                Err(Refusal::OutsideRoot),
-                "{bad}"
-            );
+            assert_eq!(resolve(r, bad).unwrap_err(), Refusal::OutsideRoot, "{bad}");
         }
         assert_eq!(
-            resolve(r, Path::new("sub")),
-            Err(Refusal::NotFound),
+            resolve(r, "sub").unwrap_err(),
+            Refusal::NotFound,
             "directories"
         );
-        assert_eq!(resolve(r, Path::new("nope")), Err(Refusal::NotFound));
+        assert_eq!(resolve(r, "nope").unwrap_err(), Refusal::NotFound);
     }
 }

@@ -22,7 +22,7 @@ use nix::sys::socket::MsgFlags;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
-use super::handler::{AssetsHandler, Opened, Outcome};
+use super::handler::{AssetsHandler, Outcome, Transfer};
 use super::packet::{self, DATA_HEADER, ErrorCode, MAX_BLKSIZE, Mode, Packet, Request};
 use super::session::{Limits, Session, State, Transmit, blksize_for_mtu, negotiate};
 
@@ -208,7 +208,7 @@ async fn read_transfer(shared: &Shared, client: SocketAddr, req: Request) {
     if !req.options.ignored.is_empty() {
         tracing::debug!(%client, ignored = ?req.options.ignored, "TFTP options left out of the OACK");
     }
-    let Opened { file, size, record } = match shared.handler.open(client, &req.filename).await {
+    let Transfer { file, size, record } = match shared.handler.open(client, &req.filename).await {
         Ok(o) => o,
         Err(refusal) => {
             let (code, msg) = refusal.error();
