@@ -66,12 +66,17 @@ pub fn classify(msg: &Message) -> Result<Request, Unanswerable> {
         Some(DhcpOption::ClientSystemArchitecture(a)) => Some(ClientArch(u16::from(*a))),
         _ => None,
     };
+    // An empty option 60 or 77 (RFC 2132 §9.13 and RFC 3004 want at least one
+    // octet) says nothing: taken as absent, as dhcproto drops it when it
+    // encodes, so that a packet means the same however often it is decoded.
     let vendor_class = match opts.get(OptionCode::ClassIdentifier) {
-        Some(DhcpOption::ClassIdentifier(v)) => Some(String::from_utf8_lossy(v).into_owned()),
+        Some(DhcpOption::ClassIdentifier(v)) if !v.is_empty() => {
+            Some(String::from_utf8_lossy(v).into_owned())
+        }
         _ => None,
     };
     let user_class = match opts.get(OptionCode::UserClass) {
-        Some(DhcpOption::UserClass(v)) => Some(user_class_text(v)),
+        Some(DhcpOption::UserClass(v)) if !v.is_empty() => Some(user_class_text(v)),
         _ => None,
     };
     let ipxe_encap = match opts.get(OptionCode::from(OPTION_IPXE_ENCAP)) {
@@ -258,6 +263,17 @@ mod tests {
         let mut m = packet(MessageType::Discover);
         m.opts_mut().remove(OptionCode::MessageType);
         assert_eq!(classify(&m), Err(Unanswerable::NoMessageType));
+    }
+
+    /// Found by the `dhcp` fuzz target (fuzz/regressions/dhcp/empty-option-60-request):
+    /// an empty vendor class classified as `Some("")`, and as absent once re-encoded.
+    #[test]
+    fn an_empty_vendor_or_user_class_is_taken_as_absent() {
+        let mut m = packet(MessageType::Request);
+        m.opts_mut().insert(DhcpOption::ClassIdentifier(Vec::new()));
+        m.opts_mut().insert(DhcpOption::UserClass(Vec::new()));
+        let c = classify(&m).unwrap().client;
+        assert_eq!((c.vendor_class, c.user_class), (None, None));
     }
 
     #[test]
