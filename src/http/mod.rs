@@ -8,7 +8,7 @@ mod api;
 pub mod auth;
 mod boot;
 mod error;
-mod listener;
+pub(crate) mod listener;
 mod metrics;
 mod node;
 pub mod openapi;
@@ -18,7 +18,7 @@ mod seed;
 mod sendfile;
 mod stream;
 pub mod tls;
-mod wire;
+pub(crate) mod wire;
 
 use std::path::PathBuf;
 use std::sync::Arc;
