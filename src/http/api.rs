@@ -656,7 +656,7 @@ pub struct Validation {
 #[utoipa::path(post, path = "/api/v1/bootenvs/validate", tag = "bootenvs", params(ValidateQuery),
     request_body(content = String, content_type = "application/toml", description = "The bootenv file's text"),
     responses((status = 200, body = Validation, description = "ok, or the errors with their line"),
-              (status = 400, body = ErrorBody, description = "The body is not UTF-8, or `name` is not a bootenv name")))]
+              (status = 400, body = ErrorBody, description = "The body is empty or not UTF-8, or `name` is not a bootenv name")))]
 pub async fn validate(
     State(ctx): State<Arc<HttpContext>>,
     Query(q): Query<ValidateQuery>,
@@ -667,6 +667,11 @@ pub async fn validate(
             "the bootenv file must be UTF-8 text",
         ))
     })?;
+    if text.trim().is_empty() {
+        return Err(ApiError(HttpError::bad_request(
+            "no bootenv file in the body: send its text",
+        )));
+    }
     let name = q.name.unwrap_or_else(|| "candidate".into());
     // Any other name would not be the stem of a `<name>.toml` in bootenvs_dir:
     // an empty one made `.toml`, which no reload reads, so it was "ok" unread.

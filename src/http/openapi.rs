@@ -14,6 +14,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use super::HttpContext;
 use super::api;
 use super::error::ErrorBody;
+use crate::model::{EventKind, NodeState};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -78,6 +79,9 @@ const MAC_PATTERN: &str =
 /// terms `k=v`, `k!=v`, `k` or `!k` joined by commas, spaces around them.
 const SELECTOR_PATTERN: &str = r"^ *(!? *[A-Za-z0-9._/-]+|[A-Za-z0-9._/-]+ *!?= *[A-Za-z0-9._-]+) *(, *(!? *[A-Za-z0-9._/-]+|[A-Za-z0-9._/-]+ *!?= *[A-Za-z0-9._-]+) *)*$";
 
+/// `explain`'s `arch`: a name, or an option 93 number (a u16, as Rust parses one).
+const ARCH_PATTERN: &str = "^(bios|x86_64_efi|uefi|arm64_efi|arm64|x86_64_http|arm64_http|\\+?0*([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))$";
+
 /// A bootenv name (`crate::boot::bootenv::is_bootenv_name`).
 const BOOTENV_NAME_PATTERN: &str = "^[A-Za-z0-9_-]+$";
 
@@ -116,11 +120,37 @@ impl utoipa::Modify for Refusals {
                     .build(),
             ))
         };
+        let one_of = |values: &mut dyn Iterator<Item = String>| {
+            RefOr::T(Schema::Object(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(values.collect::<Vec<_>>()))
+                    .build(),
+            ))
+        };
         let shape = |param: &mut Parameter| match param.name.as_str() {
             "mac" => param.schema = Some(pattern(MAC_PATTERN)),
             "label" => param.schema = Some(pattern(SELECTOR_PATTERN)),
             "name" if matches!(param.parameter_in, ParameterIn::Query) => {
                 param.schema = Some(pattern(BOOTENV_NAME_PATTERN))
+            }
+            "arch" => param.schema = Some(pattern(ARCH_PATTERN)),
+            "state" => {
+                param.schema = Some(one_of(
+                    &mut NodeState::ALL.iter().map(|s| s.as_str().to_string()),
+                ))
+            }
+            "kind" => {
+                // A kind (`admin.change`) or any family of one (`admin`).
+                let mut kinds = std::collections::BTreeSet::new();
+                for k in EventKind::ALL {
+                    let name = k.as_str();
+                    kinds.insert(name.to_string());
+                    for (i, _) in name.match_indices('.') {
+                        kinds.insert(name[..i].to_string());
+                    }
+                }
+                param.schema = Some(one_of(&mut kinds.into_iter()));
             }
             _ => {}
         };
