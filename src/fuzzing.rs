@@ -20,9 +20,12 @@ use std::time::{Duration, Instant};
 use dhcproto::v4::{Message, MessageType, Opcode};
 use dhcproto::{Encodable, Encoder};
 
+/// A target's body: any bytes in, a panic on what must not happen.
+pub type Target = fn(&[u8]);
+
 /// Every target, by the name of its `fuzz/fuzz_targets/<name>.rs` and its
 /// `fuzz/corpus/<name>/` and `fuzz/regressions/<name>/` folders.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("dhcp", dhcp),
     ("tftp_packet", tftp_packet),
     ("tftp_session", tftp_session),

@@ -185,7 +185,10 @@ impl utoipa::Modify for Refusals {
                 if let Some(body) = op.request_body.as_mut() {
                     // The bootenv text is read whatever the Content-Type says;
                     // text/plain is what generic clients can send.
-                    if let Some(toml) = body.content.get("application/toml").cloned() {
+                    if let Some(toml) = body.content.get_mut("application/toml") {
+                        // Something to validate: not empty, not only blanks.
+                        toml.schema = Some(pattern(r"\S"));
+                        let toml = toml.clone();
                         body.content.entry("text/plain".into()).or_insert(toml);
                     } else {
                         r.entry("422".into()).or_insert_with(|| {
