@@ -95,6 +95,7 @@ readonly PROJECT_PACKAGES=(
     prometheus                               # promtool and prometheus: tests/metrics.rs checks /metrics
     busybox-static                           # the image's userland (ash, udhcpc) on the host too
     python3                                  # demo.sh formats the node timeline
+    python3-venv                             # schemathesis' own venv (tests/api_schema.rs), below
 )
 
 # This script's own tools: command (or file) -> Debian package that provides it.
@@ -203,8 +204,36 @@ ensure_packages() {
     [[ -z $own ]] || die "still missing after the install: packages $(echo $own) (apt-get install $(echo $own))"
 }
 
+# ---------------------------------------------------------------------------------------------
+# schemathesis (PyPI): tests/api_schema.rs runs it against the OpenAPI document a running rackboot
+# serves. Debian packages no schemathesis, and Debian's python3 refuses pip outside a venv (PEP
+# 668), so it gets a venv of its own from the machine's /usr/bin/python3 (python3 and python3-venv
+# above), at a pinned version, made again only when missing or at another version.
+readonly SCHEMATHESIS_VERSION=4.32.5
+readonly SCHEMATHESIS_VENV=/opt/rackboot-schemathesis
+
+ensure_schemathesis() {
+    local st=$SCHEMATHESIS_VENV/bin/schemathesis have
+    have=$("$SCHEMATHESIS_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("schemathesis"))' 2>/dev/null) || true
+    [[ $have != "$SCHEMATHESIS_VERSION" || ! -x $st ]] || return 0
+    if ((!PACKAGES)) || [[ $EUID -ne 0 ]]; then
+        log "note: schemathesis $SCHEMATHESIS_VERSION is not in $SCHEMATHESIS_VENV; tests/api_schema.rs needs it: sudo $SELF --packages-only"
+        return 0
+    fi
+    log "installing schemathesis $SCHEMATHESIS_VERSION into $SCHEMATHESIS_VENV${have:+ (had $have)}"
+    # Made afresh: a half-made venv from an interrupted run is never taken for a good one, since
+    # the version check above reads what pip recorded only once the install succeeded.
+    rm -rf "$SCHEMATHESIS_VENV"
+    /usr/bin/python3 -m venv "$SCHEMATHESIS_VENV" >&2 || die "python3 -m venv $SCHEMATHESIS_VENV failed"
+    # --disable-pip-version-check: pip would otherwise ask PyPI about a newer pip.
+    timeout 900 "$SCHEMATHESIS_VENV/bin/pip" install -q --disable-pip-version-check \
+        "schemathesis==$SCHEMATHESIS_VERSION" >&2 || die "pip could not install schemathesis $SCHEMATHESIS_VERSION"
+    "$st" --version >&2 || die "$st does not run"
+}
+
 HOST_CODENAME=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
 ensure_packages
+ensure_schemathesis
 ((ASSETS)) || { log "host packages ready ($(($(date +%s) - START)) s)"; exit 0; }
 
 mkdir -p "$CACHE" "$DEBS" "$STAMPS" "$DIST"

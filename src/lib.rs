@@ -32,6 +32,8 @@
 //! - [`storm`]: `rackboot storm`, a synthetic fleet booting against a PXE
 //!   server (its own DHCP, TFTP and HTTP clients; none of the server code).
 //! - [`cli`]: the `rackboot` command.
+//! - `fuzzing` (hidden): the bodies of the fuzz targets in `fuzz/`, one per
+//!   parser of untrusted input; `tests/fuzz_corpus.rs` replays their corpora.
 
 pub mod assets;
 pub mod beneath;
@@ -43,6 +45,8 @@ pub mod control;
 pub mod dhcp;
 pub mod dns;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod log;
 pub mod metrics;

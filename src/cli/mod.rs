@@ -4,7 +4,7 @@ mod assets;
 mod bootenv;
 mod client;
 mod explain;
-mod node;
+pub(crate) mod node;
 mod serve;
 mod storm;
 

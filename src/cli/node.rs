@@ -430,7 +430,7 @@ const CSV_COLUMNS: [&str; 10] = [
     "params",
 ];
 
-fn to_csv(records: &[Value]) -> Result<String, Failure> {
+pub(crate) fn to_csv(records: &[Value]) -> Result<String, Failure> {
     let mut w = csv::Writer::from_writer(Vec::new());
     let io = |e: csv::Error| Failure::Unavailable(format!("cannot write CSV: {e}"));
     w.write_record(CSV_COLUMNS).map_err(io)?;
@@ -456,13 +456,13 @@ fn to_csv(records: &[Value]) -> Result<String, Failure> {
 }
 
 /// Records read from an import file, each with where it starts (for errors).
-struct Records {
-    records: Vec<Value>,
+pub(crate) struct Records {
+    pub(crate) records: Vec<Value>,
     /// Per record: how to name it in an error, e.g. `nodes.csv, line 7`.
     places: Vec<String>,
 }
 
-fn read_csv(path: &Path, text: &str) -> Result<Records, Failure> {
+pub(crate) fn read_csv(path: &Path, text: &str) -> Result<Records, Failure> {
     let mut r = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .comment(Some(b'#'))

@@ -73,16 +73,22 @@ pub fn classify(msg: &Message) -> Result<Request, Unanswerable> {
         Some(DhcpOption::ClientSystemArchitecture(a)) => Some(ClientArch(u16::from(*a))),
         _ => None,
     };
+    // An empty option 60, 77 or 175 (RFC 2132 §9.13 and RFC 3004 want at
+    // least one octet; iPXE always sends its feature list) says nothing: taken
+    // as absent, as dhcproto drops it when it encodes, so that a packet means
+    // the same however often it is decoded.
     let vendor_class = match opts.get(OptionCode::ClassIdentifier) {
-        Some(DhcpOption::ClassIdentifier(v)) => Some(String::from_utf8_lossy(v).into_owned()),
+        Some(DhcpOption::ClassIdentifier(v)) if !v.is_empty() => {
+            Some(String::from_utf8_lossy(v).into_owned())
+        }
         _ => None,
     };
     let user_class = match opts.get(OptionCode::UserClass) {
-        Some(DhcpOption::UserClass(v)) => Some(user_class_text(v)),
+        Some(DhcpOption::UserClass(v)) if !v.is_empty() => Some(user_class_text(v)),
         _ => None,
     };
     let ipxe_encap = match opts.get(OptionCode::from(OPTION_IPXE_ENCAP)) {
-        Some(DhcpOption::Unknown(o)) => Some(o.data().to_vec()),
+        Some(DhcpOption::Unknown(o)) if !o.data().is_empty() => Some(o.data().to_vec()),
         _ => None,
     };
     let is_ipxe = user_class.as_deref() == Some("iPXE") || ipxe_encap.is_some();
@@ -269,6 +275,25 @@ mod tests {
         let mut m = packet(MessageType::Discover);
         m.opts_mut().remove(OptionCode::MessageType);
         assert_eq!(classify(&m), Err(Unanswerable::NoMessageType));
+    }
+
+    /// Found by the `dhcp` fuzz target (fuzz/regressions/dhcp/empty-option-60-request and
+    /// empty-option-175-request): an empty vendor class classified as `Some("")`, an empty
+    /// option 175 as iPXE, and either as absent once re-encoded.
+    #[test]
+    fn an_empty_vendor_class_user_class_or_ipxe_option_is_taken_as_absent() {
+        let mut m = packet(MessageType::Request);
+        m.opts_mut().insert(DhcpOption::ClassIdentifier(Vec::new()));
+        m.opts_mut().insert(DhcpOption::UserClass(Vec::new()));
+        m.opts_mut().insert(DhcpOption::Unknown(UnknownOption::new(
+            OptionCode::from(OPTION_IPXE_ENCAP),
+            Vec::new(),
+        )));
+        let c = classify(&m).unwrap().client;
+        assert_eq!(
+            (c.vendor_class, c.user_class, c.is_ipxe),
+            (None, None, false)
+        );
     }
 
     #[test]

@@ -389,7 +389,7 @@ async fn boot_server_answer(ctx: &DhcpContext, packet: &[u8], peer: SocketAddr) 
 }
 
 /// The wire form of a boot decision.
-fn boot_file(decision: &Decision) -> BootFile {
+pub(crate) fn boot_file(decision: &Decision) -> BootFile {
     match decision {
         Decision::Loader { path, .. } => BootFile::Tftp(path.clone()),
         Decision::HttpLoader { url, .. } => BootFile::Url {

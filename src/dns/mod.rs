@@ -28,3 +28,7 @@ pub use forward::UPSTREAM_TIMEOUT;
 pub use respond::{ANSWER_TTL, NEGATIVE_TTL};
 pub use server::serve;
 pub use zone::{Answer, Apex, Zone};
+
+/// For the fuzz target (`crate::fuzzing::dns`), which answers as the server does.
+#[doc(hidden)]
+pub use respond::{Outcome, Responder, Transport};

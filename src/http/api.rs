@@ -416,6 +416,7 @@ fn import_error(status: StatusCode, index: usize, field: Option<&str>, msg: Stri
 /// Creates or replaces many node records in one transaction: all or nothing.
 #[utoipa::path(post, path = "/api/v1/nodes/import", tag = "nodes", request_body = Vec<NodeInput>, params(ForceQuery),
     responses((status = 200, body = ImportResult),
+              (status = 400, body = ErrorBody, description = "The body is not a JSON array, or the query string is not `force`; nothing imported"),
               (status = 409, body = ImportError, description = "A record would change what a protected node boots (pass force=true), or a hostname or address clash; nothing imported"),
               (status = 422, body = ImportError, description = "A bad record, by index and field; nothing imported")))]
 pub async fn import(
@@ -424,7 +425,12 @@ pub async fn import(
     Query(q): Query<ForceQuery>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let records: Vec<serde_json::Value> = json_body(&body)?;
+    // Not a record's fault, so not an ImportError (which names one by index).
+    let records: Vec<serde_json::Value> = serde_json::from_slice(&body).map_err(|e| {
+        ApiError(HttpError::bad_request(format!(
+            "the body is not a JSON array of node records: {e}"
+        )))
+    })?;
     let known = known_bootenv(&ctx);
     let mut inputs = Vec::with_capacity(records.len());
     let mut index_of: HashMap<Mac, usize> = HashMap::new();
@@ -678,7 +684,7 @@ pub struct Validation {
 #[utoipa::path(post, path = "/api/v1/bootenvs/validate", tag = "bootenvs", params(ValidateQuery),
     request_body(content = String, content_type = "application/toml", description = "The bootenv file's text"),
     responses((status = 200, body = Validation, description = "ok, or the errors with their line"),
-              (status = 400, body = ErrorBody, description = "The body is not UTF-8")))]
+              (status = 400, body = ErrorBody, description = "The body is empty or not UTF-8, or `name` is not a bootenv name")))]
 pub async fn validate(
     State(ctx): State<Arc<HttpContext>>,
     Query(q): Query<ValidateQuery>,
@@ -689,7 +695,19 @@ pub async fn validate(
             "the bootenv file must be UTF-8 text",
         ))
     })?;
+    if text.trim().is_empty() {
+        return Err(ApiError(HttpError::bad_request(
+            "no bootenv file in the body: send its text",
+        )));
+    }
     let name = q.name.unwrap_or_else(|| "candidate".into());
+    // Any other name would not be the stem of a `<name>.toml` in bootenvs_dir:
+    // an empty one made `.toml`, which no reload reads, so it was "ok" unread.
+    if !crate::boot::bootenv::is_bootenv_name(&name) {
+        return Err(ApiError(HttpError::bad_request(format!(
+            "`{name}` is not a bootenv name (letters, digits, - and _)"
+        ))));
+    }
     let (b, s, a, d) = (
         ctx.bootenvs_dir.clone(),
         ctx.scripts_dir.clone(),

@@ -53,7 +53,7 @@ pub(super) const DRAIN: Duration = Duration::from_secs(5);
 const COALESCE: usize = 16 * 1024;
 
 /// What iPXE fetches. Paths only; the router decides what they mean.
-fn is_boot_path(path: &str) -> bool {
+pub(crate) fn is_boot_path(path: &str) -> bool {
     path.starts_with("/boot/") || path.starts_with("/assets/")
 }
 

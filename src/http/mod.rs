@@ -10,7 +10,7 @@ mod boot;
 pub mod bounds;
 mod error;
 mod file;
-mod listener;
+pub(crate) mod listener;
 mod metrics;
 mod node;
 pub mod openapi;
@@ -20,7 +20,7 @@ mod seed;
 mod sendfile;
 mod stream;
 pub mod tls;
-mod wire;
+pub(crate) mod wire;
 
 use std::path::PathBuf;
 use std::sync::Arc;

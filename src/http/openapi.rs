@@ -14,6 +14,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use super::HttpContext;
 use super::api;
 use super::error::ErrorBody;
+use crate::model::{EventKind, NodeState};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -40,7 +41,7 @@ use super::error::ErrorBody;
         openapi_json,
     ),
     components(schemas(ErrorBody)),
-    modifiers(&Bearer),
+    modifiers(&Bearer, &Refusals),
     security(("bearer" = [])),
     tags(
         (name = "nodes", description = "Node records: what each machine boots"),
@@ -66,6 +67,182 @@ impl utoipa::Modify for Bearer {
                     .build(),
             ),
         );
+    }
+}
+
+/// A MAC as [`crate::model::Mac`] parses one: six hex pairs joined by `:` or
+/// `-`, or twelve hex digits.
+const MAC_PATTERN: &str =
+    "^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$|^[0-9A-Fa-f]{2}(-[0-9A-Fa-f]{2}){5}$|^[0-9A-Fa-f]{12}$";
+
+/// A label selector as [`crate::model::selector::LabelSelector`] parses one:
+/// terms `k=v`, `k!=v`, `k` or `!k` joined by commas, spaces around them.
+const SELECTOR_PATTERN: &str = r"^ *(!? *[A-Za-z0-9._/-]+|[A-Za-z0-9._/-]+ *!?= *[A-Za-z0-9._-]+) *(, *(!? *[A-Za-z0-9._/-]+|[A-Za-z0-9._/-]+ *!?= *[A-Za-z0-9._-]+) *)*$";
+
+/// `explain`'s `arch`: a name, or an option 93 number (a u16, as Rust parses one).
+const ARCH_PATTERN: &str = "^(bios|x86_64_efi|uefi|arm64_efi|arm64|x86_64_http|arm64_http|\\+?0*([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))$";
+
+/// A bootenv name (`crate::boot::bootenv::is_bootenv_name`).
+const BOOTENV_NAME_PATTERN: &str = "^[A-Za-z0-9_-]+$";
+
+/// What every operation can answer besides its own results, and the shapes
+/// of MACs and selectors, in one place rather than on each handler: 401
+/// without a known token, 403 for a change asked with a `read` token, 400 for
+/// a path whose `{mac}` is not a MAC. Without these a client generated from
+/// the document (schemathesis found it) meets statuses it was never told of,
+/// and sends MACs and selectors that can only be refused.
+struct Refusals;
+
+impl utoipa::Modify for Refusals {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::{Parameter, ParameterIn};
+        use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+
+        let error = |why: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(why)
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("ErrorBody")))
+                            .build(),
+                    )
+                    .build(),
+            )
+        };
+        let pattern = |p: &str| {
+            RefOr::T(Schema::Object(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(p))
+                    .build(),
+            ))
+        };
+        let one_of = |values: &mut dyn Iterator<Item = String>| {
+            RefOr::T(Schema::Object(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(values.collect::<Vec<_>>()))
+                    .build(),
+            ))
+        };
+        let shape = |param: &mut Parameter| match param.name.as_str() {
+            "mac" => param.schema = Some(pattern(MAC_PATTERN)),
+            "label" => param.schema = Some(pattern(SELECTOR_PATTERN)),
+            "name" if matches!(param.parameter_in, ParameterIn::Query) => {
+                param.schema = Some(pattern(BOOTENV_NAME_PATTERN))
+            }
+            "arch" => param.schema = Some(pattern(ARCH_PATTERN)),
+            "state" => {
+                param.schema = Some(one_of(
+                    &mut NodeState::ALL.iter().map(|s| s.as_str().to_string()),
+                ))
+            }
+            "kind" => {
+                // A kind (`admin.change`) or any family of one (`admin`).
+                let mut kinds = std::collections::BTreeSet::new();
+                for k in EventKind::ALL {
+                    let name = k.as_str();
+                    kinds.insert(name.to_string());
+                    for (i, _) in name.match_indices('.') {
+                        kinds.insert(name[..i].to_string());
+                    }
+                }
+                param.schema = Some(one_of(&mut kinds.into_iter()));
+            }
+            _ => {}
+        };
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let has_mac = path.contains("{mac}");
+            let ops = [
+                (&mut item.get, false),
+                (&mut item.post, true),
+                (&mut item.put, true),
+                (&mut item.patch, true),
+                (&mut item.delete, true),
+            ];
+            for (op, change) in ops {
+                let Some(op) = op.as_mut() else { continue };
+                let r = &mut op.responses.responses;
+                r.entry("401".into()).or_insert_with(|| {
+                    error("No `Authorization: Bearer` token, or one api.tokens_file does not grant")
+                });
+                if change {
+                    r.entry("403".into())
+                        .or_insert_with(|| error("A `read` token asking for a change"));
+                }
+                if has_mac {
+                    r.entry("400".into())
+                        .or_insert_with(|| error("The path's MAC is not a MAC address"));
+                }
+                if op.parameters.as_ref().is_some_and(|p| !p.is_empty()) {
+                    r.entry("400".into()).or_insert_with(|| {
+                        error("A query string with a parameter this operation does not take")
+                    });
+                }
+                if let Some(body) = op.request_body.as_mut() {
+                    // The bootenv text is read whatever the Content-Type says;
+                    // text/plain is what generic clients can send.
+                    if let Some(toml) = body.content.get_mut("application/toml") {
+                        // Something to validate: not empty, not only blanks.
+                        toml.schema = Some(pattern(r"\S"));
+                        let toml = toml.clone();
+                        body.content.entry("text/plain".into()).or_insert(toml);
+                    } else {
+                        r.entry("422".into()).or_insert_with(|| {
+                            error(
+                                "The body is not the JSON this operation takes; the field is named",
+                            )
+                        });
+                    }
+                }
+                for param in op.parameters.iter_mut().flatten() {
+                    shape(param);
+                }
+            }
+        }
+        // Selectors in request bodies.
+        if let Some(components) = doc.components.as_mut() {
+            // Exactly one of `selector` and `macs` (the other absent or null).
+            let reconfigure = serde_json::json!({
+                "description": "`{\"selector\": \"role=builder\"}` or `{\"macs\": [\"52:54:00:…\", …]}`.",
+                "oneOf": [
+                    {
+                        "type": "object",
+                        "additionalProperties": false,
+                        "required": ["selector"],
+                        "properties": {
+                            "selector": {"type": "string", "pattern": SELECTOR_PATTERN,
+                                         "description": "A label selector, e.g. `role=builder,rack=r12`."},
+                            "macs": {"type": "null"}
+                        }
+                    },
+                    {
+                        "type": "object",
+                        "additionalProperties": false,
+                        "required": ["macs"],
+                        "properties": {
+                            "selector": {"type": "null"},
+                            "macs": {"type": "array", "items": {"type": "string", "pattern": MAC_PATTERN}}
+                        }
+                    }
+                ]
+            });
+            let reconfigure: Schema =
+                serde_json::from_value(reconfigure).expect("the reconfigure schema is a schema");
+            components
+                .schemas
+                .insert("ReconfigureRequest".into(), RefOr::T(reconfigure));
+            for name in ["BulkRequest"] {
+                if let Some(RefOr::T(Schema::Object(o))) = components.schemas.get_mut(name)
+                    && let Some(RefOr::T(Schema::Object(sel))) = o.properties.get_mut("selector")
+                {
+                    sel.pattern = Some(SELECTOR_PATTERN.into());
+                }
+            }
+        }
     }
 }
 

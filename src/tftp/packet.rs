@@ -143,6 +143,9 @@ pub enum ParseError {
     UnknownMode(String),
     #[error("an ACK is 4 bytes, this one {0}")]
     BadAck(usize),
+    /// RFC 2347: a server with no option to acknowledge sends DATA, not an OACK.
+    #[error("an OACK acknowledges no option")]
+    EmptyOack,
 }
 
 impl<'a> Packet<'a> {
@@ -184,6 +187,9 @@ impl<'a> Packet<'a> {
                         .next_str("option value")?
                         .ok_or(ParseError::Unterminated("option value"))?;
                     opts.push((name.to_ascii_lowercase(), value.to_string()));
+                }
+                if opts.is_empty() {
+                    return Err(ParseError::EmptyOack);
                 }
                 Ok(Packet::Oack(opts))
             }
@@ -533,6 +539,19 @@ mod tests {
             for end in 0..=s.len() {
                 let _ = Packet::parse(&s[..end]);
             }
+        }
+    }
+
+    /// Found by the `tftp_packet` fuzz target (fuzz/regressions/tftp_packet/oack-no-options):
+    /// `00 06 00 00` parsed as an OACK of nothing, which emits as two bytes that do not parse.
+    #[test]
+    fn an_oack_of_no_option_is_refused() {
+        for bytes in [&b"\x00\x06\x00\x00"[..], b"\x00\x06\x00\x00\x00\x00"] {
+            assert_eq!(
+                Packet::parse(bytes),
+                Err(ParseError::EmptyOack),
+                "{bytes:?}"
+            );
         }
     }
 
