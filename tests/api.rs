@@ -630,8 +630,10 @@ fn imports_are_all_or_nothing_and_name_the_bad_record() {
         );
         assert_eq!(count(), 1, "{body}: nothing may be imported");
     }
+    // Not an array at all: the body is malformed (400), not a record refused.
     let r = import(r#"{"mac":"52:54:00:dd:00:02"}"#);
-    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("not a JSON array"), "{}", r.text());
 
     let r = import(
         r#"[{"mac":"52:54:00:dd:00:01","labels":{"rack":"r5"}},
