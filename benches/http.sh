@@ -158,8 +158,9 @@ enabled = false
 enabled = false
 [http]
 port = $RB_PORT
-# wrk and the curls all come from one client address.
+# wrk and the curls all come from one client address, which no node leased.
 max_connections_per_address = 0
+bind_tokens_to_address = false
 [dns]
 enabled = false
 EOF

@@ -153,6 +153,7 @@ enabled = false
 max_transfers_per_address = 0
 [http]
 max_connections_per_address = 0
+bind_tokens_to_address = false
 [api]
 tokens_file = "$R/api-tokens"
 EOF2
