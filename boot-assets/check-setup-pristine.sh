@@ -83,6 +83,14 @@ step_done "mmdebstrap minbase $SUITE"
 # no daemons started by package scripts (dhcrelay, prometheus...) inside a chroot that shares the
 # host's network; the check is about the packages, not their services.
 cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
+# The machine's own trust in its network, as a fresh machine of this kind has it: the site's CA
+# certificates (trusted once setup.sh installs ca-certificates) and pip's settings, without which
+# pip cannot reach PyPI through the site's TLS-inspecting egress.
+if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
+    mkdir -p "$ROOT/usr/local/share/ca-certificates"
+    cp -L /usr/local/share/ca-certificates/*.crt "$ROOT/usr/local/share/ca-certificates/"
+fi
+[[ -f /etc/pip.conf ]] && cp -L /etc/pip.conf "$ROOT/etc/pip.conf"
 printf '#!/bin/sh\nexit 101\n' >"$ROOT/usr/sbin/policy-rc.d"
 chmod 0755 "$ROOT/usr/sbin/policy-rc.d"
 mkdir -p "$ROOT/opt/rackboot"
