@@ -49,7 +49,7 @@ pub fn classify(msg: &Message) -> Result<Request, Unanswerable> {
         return Err(Unanswerable::NotRequest);
     }
     // `hlen` is checked before `chaddr()`, which slices by it (a panic past 16):
-    // `wire::decode` refuses such packets, and this keeps any other Message safe.
+    // `wire::decode_request` refuses such packets, and this keeps any other Message safe.
     if msg.htype() != HType::Eth || !(6..=16).contains(&msg.hlen()) {
         return Err(Unanswerable::NotEthernet(msg.htype()));
     }
@@ -390,7 +390,7 @@ mod golden {
                 .collect();
             let name = path.file_stem().unwrap().to_string_lossy();
             // The packets a host sent to stop rackboot: refused before decoding.
-            let msg = match crate::dhcp::wire::decode(&bytes) {
+            let msg = match crate::dhcp::wire::decode_request(&bytes) {
                 Ok(msg) => msg,
                 Err(why) => {
                     let _ = writeln!(out, "{name}: refused: {why}");

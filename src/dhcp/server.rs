@@ -325,7 +325,7 @@ pub async fn serve_boot_server(
 }
 
 async fn boot_server_answer(ctx: &DhcpContext, packet: &[u8], peer: SocketAddr) -> Option<Message> {
-    let msg = wire::decode(packet).ok();
+    let msg = wire::decode_request(packet).ok();
     ctx.metrics
         .dhcp_received(DhcpType::of(msg.as_ref().and_then(|m| m.opts().msg_type())));
     let msg = msg?;
@@ -426,7 +426,7 @@ pub async fn handle(
     peer: SocketAddr,
 ) -> Option<(Message, SocketAddr)> {
     let metrics = &ctx.metrics;
-    let msg = match wire::decode(packet) {
+    let msg = match wire::decode_request(packet) {
         Ok(m) => m,
         Err(e) => {
             tracing::info!(%peer, error = %e, "ignoring DHCP packet that does not parse");

@@ -42,17 +42,71 @@ pub enum Malformed {
     Decode(String),
 }
 
-/// Checks `packet` and decodes it.
+/// Checks `packet` and decodes it (a reply, as DHCP clients read it).
 pub fn decode(packet: &[u8]) -> Result<Message, Malformed> {
     check(packet)?;
     Message::decode(&mut Decoder::new(packet)).map_err(|e| Malformed::Decode(e.to_string()))
+}
+
+/// The options rackboot reads in a client's request, on port 67 or 4011:
+/// message type, requested address, server identifier, vendor class, user
+/// class, relay agent information, client UUID, client architecture and
+/// iPXE's encapsulated options.
+const READ_IN_REQUESTS: [u8; 9] = [50, 53, 54, 60, 77, 82, 93, 97, 175];
+
+/// Checks `packet` and decodes it as a client's request: the only way a
+/// request reaches classification.
+///
+/// The message keeps the options rackboot reads ([`READ_IN_REQUESTS`]),
+/// and of those only the ones sent with data: an empty option says nothing.
+/// The rest go because dhcproto decodes some options into values it then
+/// encodes into bytes it cannot decode again (an empty NWIP option, a
+/// client FQDN in ASCII form), and decoding stops at the first such one, so
+/// a request holding them would mean one thing here and another once
+/// re-encoded. What rackboot never reads cannot change what it answers.
+pub fn decode_request(packet: &[u8]) -> Result<Message, Malformed> {
+    let empty = check(packet)?;
+    let mut msg =
+        Message::decode(&mut Decoder::new(packet)).map_err(|e| Malformed::Decode(e.to_string()))?;
+    msg.opts_mut().retain(|code, _| {
+        let code = u8::from(*code);
+        READ_IN_REQUESTS.contains(&code) && !empty.has(code)
+    });
+    Ok(msg)
+}
+
+/// The codes of the options whose value, as dhcproto keeps it, came with
+/// no data: the last run of each code (consecutive instances joined, RFC
+/// 3396) wins, as it does in dhcproto's decoded map.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EmptyOptions([u64; 4]);
+
+impl EmptyOptions {
+    fn set(&mut self, code: u8, empty: bool) {
+        let (word, bit) = (usize::from(code / 64), 1u64 << (code % 64));
+        if empty {
+            self.0[word] |= bit;
+        } else {
+            self.0[word] &= !bit;
+        }
+    }
+
+    pub fn has(&self, code: u8) -> bool {
+        self.0[usize::from(code / 64)] & (1 << (code % 64)) != 0
+    }
+
+    pub fn codes(&self) -> impl Iterator<Item = u8> + '_ {
+        (1..=254u8).filter(|c| self.has(*c))
+    }
 }
 
 /// What dhcproto does not check: it takes any four bytes as the magic
 /// cookie, any `hlen`, and stops silently at an option that runs past the end
 /// of the packet, keeping the options before it. Either way the packet is not
 /// DHCP, and answering it would act on a guess.
-pub fn check(packet: &[u8]) -> Result<(), Malformed> {
+///
+/// Returns the options that came with no data (see [`decode`]).
+pub fn check(packet: &[u8]) -> Result<EmptyOptions, Malformed> {
     let Some(options) = packet.get(HEADER_LEN + MAGIC_COOKIE.len()..) else {
         return Err(Malformed::Short(packet.len()));
     };
@@ -65,14 +119,15 @@ pub fn check(packet: &[u8]) -> Result<(), Malformed> {
     // dhcproto joins consecutive instances of one option (RFC 3396) and
     // decodes the joined value: lengths are checked on the joined run.
     let mut run: Option<(u8, usize)> = None;
+    let mut empty = EmptyOptions::default();
     let mut i = 0;
     while let Some(&code) = options.get(i) {
         if code == 0 || code == 255 {
             if let Some((code, len)) = run.take() {
-                check_length(code, len)?;
+                check_run(code, len, &mut empty)?;
             }
             if code == 255 {
-                return Ok(());
+                return Ok(empty);
             }
             i += 1;
             continue;
@@ -84,7 +139,7 @@ pub fn check(packet: &[u8]) -> Result<(), Malformed> {
         run = match run {
             Some((c, total)) if c == code => Some((c, total + len)),
             Some((c, total)) => {
-                check_length(c, total)?;
+                check_run(c, total, &mut empty)?;
                 Some((code, len))
             }
             None => Some((code, len)),
@@ -92,10 +147,17 @@ pub fn check(packet: &[u8]) -> Result<(), Malformed> {
         i += 2 + len;
     }
     // No end option (255): tolerated, the options are all complete.
-    match run {
-        Some((code, len)) => check_length(code, len),
-        None => Ok(()),
+    if let Some((code, len)) = run {
+        check_run(code, len, &mut empty)?;
     }
+    Ok(empty)
+}
+
+/// One option's whole run (consecutive instances joined).
+fn check_run(code: u8, len: usize, empty: &mut EmptyOptions) -> Result<(), Malformed> {
+    check_length(code, len)?;
+    empty.set(code, len == 0);
+    Ok(())
 }
 
 /// The lengths dhcproto asserts on or subtracts from (see the module doc).
@@ -132,9 +194,10 @@ mod tests {
     #[test]
     fn wire_check_refuses_what_dhcproto_would_guess_at() {
         let ok = packet(&[99, 130, 83, 99, 53, 1, 1, 0, 0, 255]);
-        assert_eq!(check(&ok), Ok(()));
-        assert_eq!(check(&packet(&[99, 130, 83, 99, 53, 1, 1])), Ok(()));
-        assert_eq!(check(&packet(&[99, 130, 83, 99])), Ok(()));
+        let none = Ok(EmptyOptions::default());
+        assert_eq!(check(&ok), none);
+        assert_eq!(check(&packet(&[99, 130, 83, 99, 53, 1, 1])), none);
+        assert_eq!(check(&packet(&[99, 130, 83, 99])), none);
         for bad in [
             &ok[..HEADER_LEN + 3],
             &packet(&[0xde, 0xad, 0xbe, 0xef, 53, 1, 1, 255])[..],
@@ -144,6 +207,51 @@ mod tests {
         ] {
             assert!(check(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_request_keeps_the_options_rackboot_reads_and_means_the_same_re_encoded() {
+        use dhcproto::v4::OptionCode;
+        use dhcproto::{Encodable, Encoder};
+        // An empty NWIP (63) and static routes (33): as dhcproto encodes
+        // them, decoding the result stopped there and lost the arch (93)
+        // after them (so did a client FQDN in ASCII form: the regression
+        // input `round-trip-empty-options`). An empty user class (77) is
+        // absent; of two runs of 55 the last (with data) wins.
+        let p = packet(&[
+            99, 130, 83, 99, 53, 1, 1, 33, 0, 63, 0, 77, 0, 55, 0, 80, 0, 55, 2, 1, 3, 93, 2, 0, 7,
+            255,
+        ]);
+        assert_eq!(
+            check(&p).unwrap().codes().collect::<Vec<_>>(),
+            [33, 63, 77, 80]
+        );
+        let msg = decode_request(&p).unwrap();
+        let codes = |m: &Message| {
+            m.opts()
+                .iter()
+                .map(|(c, _)| u8::from(*c))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(codes(&msg), [53, 93]);
+        let mut again = Vec::new();
+        msg.encode(&mut Encoder::new(&mut again)).unwrap();
+        let again = decode_request(&again).unwrap();
+        assert_eq!(again.opts(), msg.opts());
+        assert!(
+            again
+                .opts()
+                .get(OptionCode::ClientSystemArchitecture)
+                .is_some()
+        );
+        // A reply is read whole.
+        assert!(
+            decode(&p)
+                .unwrap()
+                .opts()
+                .get(OptionCode::from(55))
+                .is_some()
+        );
     }
 
     #[test]
