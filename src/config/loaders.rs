@@ -1,0 +1,68 @@
+//! `[dhcp.loaders]`: the first-stage loader each client architecture
+//! (DHCP option 93) is handed.
+
+use serde::Deserialize;
+
+use super::{ConfigError, LocalBoot, Source};
+
+/// Paths relative to `assets_dir`, fetched by TFTP.
+#[derive(Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct Section {
+    pub bios: String,
+    pub x86_64_efi: String,
+    pub arm64_efi: String,
+}
+
+impl Default for Section {
+    fn default() -> Self {
+        Section {
+            bios: "undionly.kpxe".into(),
+            x86_64_efi: "ipxe-amd64.efi".into(),
+            arm64_efi: "ipxe-arm64.efi".into(),
+        }
+    }
+}
+
+/// First-stage loader per boot architecture, relative to the assets directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoaderMap {
+    pub bios: String,
+    pub x86_64_efi: String,
+    pub arm64_efi: String,
+    /// Chainload these loaders into an iPXE too old to support HTTPS (old
+    /// NIC option ROMs) instead of handing it the script.
+    pub upgrade_old_ipxe: bool,
+    /// What DHCP hands a node whose bootenv is `local`.
+    pub local_boot: LocalBoot,
+}
+
+impl Section {
+    /// `upgrade_old_ipxe` (`[dhcp]`) and `local_boot` (`[boot]`) travel with
+    /// the loaders because DHCP decides all three together.
+    pub fn validate(
+        self,
+        src: &Source,
+        upgrade_old_ipxe: bool,
+        local_boot: LocalBoot,
+    ) -> Result<LoaderMap, ConfigError> {
+        for (key, loader) in [
+            ("dhcp.loaders.bios", &self.bios),
+            ("dhcp.loaders.x86_64_efi", &self.x86_64_efi),
+            ("dhcp.loaders.arm64_efi", &self.arm64_efi),
+        ] {
+            if loader.is_empty() || loader.starts_with('/') || loader.contains("..") {
+                return Err(
+                    src.invalid(key, format!("`{loader}` must be a path inside assets_dir"))
+                );
+            }
+        }
+        Ok(LoaderMap {
+            bios: self.bios,
+            x86_64_efi: self.x86_64_efi,
+            arm64_efi: self.arm64_efi,
+            upgrade_old_ipxe,
+            local_boot,
+        })
+    }
+}
