@@ -9,11 +9,10 @@ use crate::model::{
     BootArch, Event, Lease, LeaseState, Mac, Node, NodeState, ScriptReport, Timestamp,
 };
 
-mod journal;
 pub mod sqlite;
 
-pub use journal::SyncMode;
 pub use sqlite::SqliteStore;
+pub use sqlite::journal::SyncMode;
 
 /// Which records [`Store::nodes_where`] returns.
 pub type NodeFilter = Box<dyn Fn(&Node) -> bool + Send + Sync>;
