@@ -138,7 +138,7 @@ impl Sweep {
                 match changed {
                     Ok(Some(_)) => swept.leases_expired += 1,
                     Ok(None) => {}
-                    Err(e) if e.is_no_such_node() => continue,
+                    Err(e) if e.is_not_found() => continue,
                     Err(e) => return Err(e),
                 }
             }
@@ -178,7 +178,7 @@ impl Sweep {
                             self.checked.remove(&mac);
                             continue;
                         }
-                        Err(e) if e.is_no_such_node() => continue,
+                        Err(e) if e.is_not_found() => continue,
                         Err(e) => return Err(e),
                     }
                 }

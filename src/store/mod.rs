@@ -24,19 +24,36 @@ pub const EVENTS_PER_NODE: i64 = 500;
 /// first and counted (see [`Store::reports`]).
 pub const REPORTS_PER_NODE: i64 = 200;
 
+/// Whether an engine's own failure may pass by trying again later. The
+/// engine decides when it builds the error (it alone knows its error
+/// codes); callers ask [`StoreError::is_unavailable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Busy, locked, out of space or memory, an I/O error, a lost
+    /// connection: the same request may succeed later.
+    Transient,
+    /// Anything else (a malformed statement, a corrupt file): waiting will
+    /// not help; the log says what failed.
+    Permanent,
+}
+
+/// What went wrong in the store, engine-neutral: an engine turns its own
+/// error into text and a [`Fault`] where it builds one of these. Callers ask
+/// the predicates (`is_not_found`, `is_conflict`, ...) rather than match
+/// variants.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("store: {op} failed: {source}")]
-    Database {
+    #[error("store: {op} failed: {cause}")]
+    Engine {
         op: &'static str,
-        #[source]
-        source: rusqlite::Error,
+        fault: Fault,
+        cause: String,
     },
-    #[error("store: cannot open {path}: {source}")]
+    #[error("store: cannot open {path}: {cause}")]
     Open {
         path: std::path::PathBuf,
-        #[source]
-        source: rusqlite::Error,
+        fault: Fault,
+        cause: String,
     },
     #[error("store: {path}: {source}")]
     Io {
@@ -68,14 +85,40 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    pub fn is_no_such_node(&self) -> bool {
+    /// The node named does not exist.
+    pub fn is_not_found(&self) -> bool {
         matches!(self, StoreError::NoSuchNode(_))
+    }
+
+    /// A hostname, fixed address or MAC the change gives one record already
+    /// belongs to another (or twice within the change).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, StoreError::Conflict(_))
+    }
+
+    /// The edit itself refused the change (its message says why); nothing
+    /// was written.
+    pub fn is_refused(&self) -> bool {
+        matches!(self, StoreError::Refused(_))
     }
 
     /// The change asked for could not be made durable (yet); nothing was
     /// wrong with the request.
     pub fn is_unsaved(&self) -> bool {
         matches!(self, StoreError::Unsaved(_))
+    }
+
+    /// The store cannot serve this now but may later (try again): a change
+    /// not saved, the writer gone (shutting down), the state directory held
+    /// by another process, or an engine failure it called transient.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Unsaved(_) | StoreError::WriterGone | StoreError::Locked(_) => true,
+            StoreError::Engine { fault, .. } | StoreError::Open { fault, .. } => {
+                *fault == Fault::Transient
+            }
+            _ => false,
+        }
     }
 }
 

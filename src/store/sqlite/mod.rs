@@ -111,9 +111,10 @@ impl SqliteStore {
     /// [`SqliteStore::open`] with what makes a change durable (`[store] sync`).
     pub async fn open_with(state_dir: &Path, sync: SyncMode) -> Result<SqliteStore, StoreError> {
         let path = state_dir.join("rackboot.db");
-        let open_err = |source| StoreError::Open {
+        let open_err = |e: rusqlite::Error| StoreError::Open {
             path: path.clone(),
-            source,
+            fault: rows::fault(&e),
+            cause: e.to_string(),
         };
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -999,7 +1000,7 @@ mod tests {
             s.set_node_state(mac(2), NodeState::Booted, None)
                 .await
                 .unwrap_err()
-                .is_no_such_node()
+                .is_not_found()
         );
     }
 
@@ -1887,7 +1888,7 @@ mod tests {
             });
             s.put_nodes(nodes.to_vec()).await.unwrap();
             let err = s.add_report(mac(7), &report(0)).await.unwrap_err();
-            assert!(err.is_no_such_node(), "{err}");
+            assert!(err.is_not_found(), "{err}");
             for i in 0..(REPORTS_PER_NODE + 3) {
                 s.add_report(mac(1), &report(i)).await.unwrap();
             }
@@ -1948,7 +1949,7 @@ mod tests {
                 .bump_config_generation(&[mac(3), mac(8)])
                 .await
                 .unwrap_err();
-            assert!(err.is_no_such_node(), "{err}");
+            assert!(err.is_not_found(), "{err}");
             assert_eq!(s.node(mac(3)).await.unwrap().unwrap().config_generation, 0);
             // A later lazy write of the record (a touch) keeps the bump.
             s.touch_node(mac(2), None, Timestamp(120_000))

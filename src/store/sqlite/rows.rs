@@ -11,10 +11,27 @@ use crate::model::{
     BootArch, Event, EventKind, Lease, LeaseState, Mac, Node, NodeOrigin, NodeState, ScriptReport,
     Timestamp,
 };
-use crate::store::{EVENTS_PER_NODE, StoreError};
+use crate::store::{EVENTS_PER_NODE, Fault, StoreError};
 
+/// Turns SQLite's error, while doing `op`, into the store's.
 pub(super) fn db(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
-    move |source| StoreError::Database { op, source }
+    move |e| StoreError::Engine {
+        op,
+        fault: fault(&e),
+        cause: e.to_string(),
+    }
+}
+
+/// Whether SQLite's error may pass by trying again: the file busy or
+/// locked, the disk full or failing, memory short.
+pub(super) fn fault(e: &rusqlite::Error) -> Fault {
+    use rusqlite::ErrorCode as C;
+    match e.sqlite_error_code() {
+        Some(
+            C::DatabaseBusy | C::DatabaseLocked | C::DiskFull | C::SystemIoFailure | C::OutOfMemory,
+        ) => Fault::Transient,
+        _ => Fault::Permanent,
+    }
 }
 
 /// The last `seq` the timeline used (0 in a new store).
@@ -238,4 +255,34 @@ pub(super) fn lease_from_row(row: &Row<'_>) -> Result<Lease, StoreError> {
         state: LeaseState::from_str(&state).map_err(|e| corrupt(ip, e))?,
         expires: Timestamp(row.get("expires").map_err(db("read lease"))?),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SQLite's busy, locked, full and I/O errors are "try again later";
+    /// a malformed statement is not. Either way the text says what failed.
+    #[test]
+    fn engine_errors_say_whether_waiting_helps() {
+        let sqlite = |code| rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None);
+        for code in [
+            rusqlite::ffi::SQLITE_BUSY,
+            rusqlite::ffi::SQLITE_LOCKED,
+            rusqlite::ffi::SQLITE_FULL,
+            rusqlite::ffi::SQLITE_IOERR,
+        ] {
+            let e = db("save leases")(sqlite(code));
+            assert!(e.is_unavailable(), "{code}: {e}");
+            assert!(
+                e.to_string().starts_with("store: save leases failed: "),
+                "{e}"
+            );
+        }
+        let conn = Connection::open_in_memory().unwrap();
+        let e = db("read schema")(conn.execute_batch("SELEKT 1").unwrap_err());
+        assert!(!e.is_unavailable(), "{e}");
+        assert!(!(e.is_not_found() || e.is_conflict() || e.is_refused()));
+        assert!(e.to_string().contains("syntax error"), "{e}");
+    }
 }
