@@ -9,13 +9,12 @@ use crate::model::{
     BootArch, Event, Lease, LeaseState, Mac, Node, NodeState, ScriptReport, Timestamp,
 };
 
+mod query;
 pub mod sqlite;
 
+pub use query::NodeQuery;
 pub use sqlite::SqliteStore;
 pub use sqlite::journal::SyncMode;
-
-/// Which records [`Store::nodes_where`] returns.
-pub type NodeFilter = Box<dyn Fn(&Node) -> bool + Send + Sync>;
 
 /// How many events each node keeps; older ones are dropped first.
 pub const EVENTS_PER_NODE: i64 = 500;
@@ -182,12 +181,13 @@ pub trait Store: Send + Sync + 'static {
     /// is [`StoreError::Unsaved`].
     async fn create_node_if_absent(&self, node: Node) -> Result<(Node, bool), StoreError>;
     async fn nodes(&self) -> Result<Vec<Node>, StoreError>;
-    /// The records `keep` accepts, by MAC. For background passes over a
-    /// large fleet: an engine that holds records in memory filters them
-    /// there, so a pass costs a scan, not a copy of every record.
-    async fn nodes_where(&self, keep: NodeFilter) -> Result<Vec<Node>, StoreError> {
+    /// The records at least one of `any_of` selects, by MAC (none for an
+    /// empty slice). For background passes over a large fleet: an engine
+    /// runs the queries where the records are (`WHERE q1 OR q2 ...`, or a
+    /// scan in memory), so a pass costs a scan, not a copy of every record.
+    async fn nodes_where(&self, any_of: &[NodeQuery]) -> Result<Vec<Node>, StoreError> {
         let mut all = self.nodes().await?;
-        all.retain(|n| keep(n));
+        all.retain(|n| NodeQuery::any_matches(any_of, n));
         Ok(all)
     }
     /// Applies `edit` to the record of `mac` and returns the new record,
@@ -210,14 +210,14 @@ pub trait Store: Send + Sync + 'static {
     /// the address, and handing it to another would double it.
     async fn delete_node(&self, mac: Mac) -> Result<bool, StoreError>;
     /// Deletes, in one durable write, each record of `macs` that `doomed`
-    /// still accepts when its turn comes (a record that changed since the
+    /// still selects when its turn comes (a record that changed since the
     /// caller looked is left alone), with its timeline; returns the MACs
     /// deleted. Leases stay, as with [`Store::delete_node`]. For the sweep
     /// that reaps records a flood of made-up MACs left behind.
     async fn delete_nodes_if(
         &self,
         macs: &[Mac],
-        doomed: NodeFilter,
+        doomed: &NodeQuery,
     ) -> Result<Vec<Mac>, StoreError>;
     /// Records that the node was seen now, on `arch` if known.
     async fn touch_node(

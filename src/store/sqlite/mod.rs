@@ -42,7 +42,7 @@ use self::cache::Cache;
 use self::journal::{Change, Journal, SyncMode, Syncer, Ticket};
 use self::rows::{NODE_COLUMNS, db, lease_from_row, node_from_row};
 use self::writer::{Sealer, Write, WriteQueue, write_loop, write_of};
-use super::{LeaseRequest, NodeEdit, NodeFilter, NodesEdit, Store, StoreError, StoreHealth};
+use super::{LeaseRequest, NodeEdit, NodeQuery, NodesEdit, Store, StoreError, StoreHealth};
 use crate::model::{
     BootArch, Event, Lease, LeaseState, Mac, Node, NodeState, ScriptReport, Timestamp,
 };
@@ -432,12 +432,12 @@ impl Store for SqliteStore {
         Ok(all)
     }
 
-    async fn nodes_where(&self, keep: NodeFilter) -> Result<Vec<Node>, StoreError> {
+    async fn nodes_where(&self, any_of: &[NodeQuery]) -> Result<Vec<Node>, StoreError> {
         let mut some: Vec<Node> = self
             .cache()
             .nodes
             .values()
-            .filter(|n| keep(n))
+            .filter(|n| NodeQuery::any_matches(any_of, n))
             .cloned()
             .collect();
         some.sort_by_key(|n| n.mac);
@@ -512,13 +512,13 @@ impl Store for SqliteStore {
     async fn delete_nodes_if(
         &self,
         macs: &[Mac],
-        doomed: NodeFilter,
+        doomed: &NodeQuery,
     ) -> Result<Vec<Mac>, StoreError> {
         let mut deleted = Vec::new();
         {
             let mut c = self.cache();
             for &mac in macs {
-                if !c.nodes.get(&mac).is_some_and(&doomed) {
+                if !c.nodes.get(&mac).is_some_and(|n| doomed.matches(n)) {
                     continue;
                 }
                 let Some(old) = c.remove_node(mac) else {
@@ -1184,7 +1184,10 @@ mod tests {
             let gone = s
                 .delete_nodes_if(
                     &[mac(1), mac(2), mac(9)],
-                    Box::new(|n| n.is_bare_discovery()),
+                    &NodeQuery {
+                        bare_discovery: true,
+                        ..NodeQuery::default()
+                    },
                 )
                 .await
                 .unwrap();
