@@ -137,6 +137,15 @@ pub struct StoreHealth {
 /// other change of that record; `Err` refuses it and nothing is written.
 pub type NodeEdit = Box<dyn FnOnce(&mut Node) -> Result<(), String> + Send>;
 
+/// A node record as it was before an edit and as the edit left it (what
+/// [`Store::update_node`] wrote), so a caller learns what changed from the
+/// answer, not from values set aside inside the edit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Edited {
+    pub before: Node,
+    pub after: Node,
+}
+
 /// A change to many node records at once: given every record in force (by
 /// MAC), the records to write (created or replaced). `Err` refuses the whole
 /// change and nothing is written.
@@ -190,11 +199,11 @@ pub trait Store: Send + Sync + 'static {
         all.retain(|n| NodeQuery::any_matches(any_of, n));
         Ok(all)
     }
-    /// Applies `edit` to the record of `mac` and returns the new record,
-    /// durable on return. A hostname or fixed address that another node
-    /// holds is a [`StoreError::Conflict`]; the edit's own refusal is
-    /// [`StoreError::Refused`].
-    async fn update_node(&self, mac: Mac, edit: NodeEdit) -> Result<Node, StoreError>;
+    /// Applies `edit` to the record of `mac` and returns the record before
+    /// and after, durable on return. A hostname or fixed address that
+    /// another node holds is a conflict ([`StoreError::is_conflict`]); the
+    /// edit's own refusal is [`StoreError::is_refused`].
+    async fn update_node(&self, mac: Mac, edit: NodeEdit) -> Result<Edited, StoreError>;
     /// Creates or replaces (by MAC) every record in `nodes` in one
     /// transaction: all of them are written or none is (a whole rack imported
     /// at once). Hostnames and fixed addresses must be unique across the

@@ -42,7 +42,7 @@ use self::cache::Cache;
 use self::journal::{Change, Journal, SyncMode, Syncer, Ticket};
 use self::rows::{NODE_COLUMNS, db, lease_from_row, node_from_row};
 use self::writer::{Sealer, Write, WriteQueue, write_loop, write_of};
-use super::{LeaseRequest, NodeEdit, NodeQuery, NodesEdit, Store, StoreError, StoreHealth};
+use super::{Edited, LeaseRequest, NodeEdit, NodeQuery, NodesEdit, Store, StoreError, StoreHealth};
 use crate::model::{
     BootArch, Event, Lease, LeaseState, Mac, Node, NodeState, ScriptReport, Timestamp,
 };
@@ -444,14 +444,15 @@ impl Store for SqliteStore {
         Ok(some)
     }
 
-    async fn update_node(&self, mac: Mac, edit: NodeEdit) -> Result<Node, StoreError> {
-        let node = {
+    async fn update_node(&self, mac: Mac, edit: NodeEdit) -> Result<Edited, StoreError> {
+        let (before, node) = {
             let mut c = self.cache();
-            let mut node = c
+            let before = c
                 .nodes
                 .get(&mac)
                 .ok_or(StoreError::NoSuchNode(mac))?
                 .clone();
+            let mut node = before.clone();
             edit(&mut node).map_err(StoreError::Refused)?;
             // The MAC is the key: an edit cannot move a record to another one.
             node.mac = mac;
@@ -459,11 +460,14 @@ impl Store for SqliteStore {
                 return Err(StoreError::Conflict(why));
             }
             c.put_node(node.clone());
-            node
+            (before, node)
         };
         self.queue(Write::Nodes(vec![node.clone()])).await?;
         self.flush().await?;
-        Ok(node)
+        Ok(Edited {
+            before,
+            after: node,
+        })
     }
 
     async fn put_nodes(&self, nodes: Vec<Node>) -> Result<(), StoreError> {
@@ -1055,7 +1059,7 @@ mod tests {
                 )
                 .await
                 .unwrap();
-            assert_eq!(edited.bootenv, "rescue");
+            assert_eq!(edited.after.bootenv, "rescue");
             let refused = s
                 .update_node(mac(1), Box::new(|_| Err("node b1 is protected".into())))
                 .await
