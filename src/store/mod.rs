@@ -9,6 +9,8 @@ use crate::model::{
     BootArch, Event, Lease, LeaseState, Mac, Node, NodeState, ScriptReport, Timestamp,
 };
 
+#[cfg(test)]
+mod contract;
 mod query;
 pub mod sqlite;
 

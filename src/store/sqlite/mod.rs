@@ -867,11 +867,34 @@ impl Store for SqliteStore {
     }
 }
 
+/// How the store contract battery (`super::contract`) opens this engine
+/// and what a crash leaves of it.
+#[cfg(test)]
+pub(crate) struct Contract;
+
+#[cfg(test)]
+impl super::contract::Engine for Contract {
+    async fn open(place: &Path) -> Arc<dyn Store> {
+        Arc::new(SqliteStore::open(place).await.unwrap())
+    }
+
+    /// What `kill -9` leaves of a running store: its files as the page
+    /// cache holds them, copied (a process killed writes nothing more, and a
+    /// copy is exactly what the next start would find).
+    fn crash(from: &Path, to: &Path) {
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_file() {
+                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::{EventKind, NodeOrigin};
-    use crate::store::{EVENTS_PER_NODE, REPORTS_PER_NODE};
 
     fn mac(n: u8) -> Mac {
         Mac::new([0x52, 0x54, 0, 0, 0, n])
@@ -889,286 +912,29 @@ mod tests {
             now: Timestamp(now),
         }
     }
-
-    /// Every way a name or address changes reaches the name table DNS answers from, and it
-    /// agrees with `host_addr`/`addr_host`, also after reopening.
+    /// A record from before rackboot kept origins reads as DHCP's only
+    /// when it is exactly what DHCP makes (its default hostname, nothing an
+    /// admin sets); anything else is an admin's, and never reaped.
     #[tokio::test]
-    async fn the_name_table_follows_nodes_and_leases() {
-        let dir = tempfile::tempdir().unwrap();
-        let now = Timestamp::now().millis();
-        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
-        {
-            let s = SqliteStore::open(dir.path()).await.unwrap();
-            let names = s.names();
-            let n = Node::discovered(mac(1), "discovery", "t1".into(), Timestamp(now));
-            let hostname = n.hostname.clone();
-            s.create_node_if_absent(n).await.unwrap();
-            assert!(names.has_host(&hostname));
-            assert_eq!(names.host_addr(&hostname, Timestamp(now)), None);
-            let serial = names.serial();
-
-            // DHCP binds a lease.
-            s.allocate(&req(mac(1), now)).await.unwrap().unwrap();
-            assert_eq!(
-                names.host_addr(&hostname, Timestamp(now)),
-                Some(ip("10.0.0.10"))
-            );
-            assert_eq!(
-                names.addr_host(ip("10.0.0.10"), Timestamp(now)).as_deref(),
-                Some(hostname.as_str())
-            );
-            assert!(names.serial() > serial);
-
-            // An admin renames the node and gives it a fixed address.
-            s.update_node(
-                mac(1),
-                Box::new(|n| {
-                    n.hostname = "Web1".into();
-                    n.ipv4 = Some("10.0.0.99".parse().unwrap());
-                    Ok(())
-                }),
-            )
-            .await
-            .unwrap();
-            assert!(!names.has_host(&hostname));
-            assert_eq!(
-                names.host_addr("web1", Timestamp(now)),
-                Some(ip("10.0.0.99"))
-            );
-            for addr in ["10.0.0.99", "10.0.0.10"] {
-                // The table keeps hostnames lowercase, as DNS answers them.
-                assert_eq!(
-                    names
-                        .addr_host(ip(addr), Timestamp(now))
-                        .map(|h| h.to_string()),
-                    s.addr_host(ip(addr), Timestamp(now))
-                        .await
-                        .unwrap()
-                        .map(|h| h.to_ascii_lowercase()),
-                    "{addr}"
-                );
-            }
-
-            // An import of another node, then a release.
-            let mut other = Node::discovered(mac(2), "discovery", "t2".into(), Timestamp(now));
-            other.hostname = "db1".into();
-            s.put_nodes(vec![other]).await.unwrap();
-            s.allocate(&req(mac(2), now)).await.unwrap().unwrap();
-            let leased = names.host_addr("db1", Timestamp(now)).unwrap();
-            s.release(mac(2), leased).await.unwrap();
-            assert_eq!(names.host_addr("db1", Timestamp(now)), None);
-            s.sync().await.unwrap();
-        }
-        // Reopened: the table is loaded from the file.
-        let s = SqliteStore::open(dir.path()).await.unwrap();
-        let names = s.names();
-        assert_eq!(
-            names.host_addr("web1", Timestamp(now)),
-            Some(ip("10.0.0.99"))
-        );
-        assert!(names.has_host("db1"));
-        // Delete: the name is gone.
-        s.delete_node(mac(1)).await.unwrap();
-        assert!(!names.has_host("web1"));
-        assert_eq!(names.addr_host(ip("10.0.0.99"), Timestamp(now)), None);
-    }
-
-    #[tokio::test]
-    async fn nodes_are_created_once_and_read_back() {
-        let s = SqliteStore::in_memory().await.unwrap();
-        let mut n = Node::discovered(mac(1), "discovery", "t1".into(), Timestamp(5));
-        n.labels.insert("rack".into(), "r1".into());
-        let (got, created) = s.create_node_if_absent(n.clone()).await.unwrap();
-        assert!(created);
-        assert_eq!(got, n);
-        let other = Node::discovered(mac(1), "local", "t2".into(), Timestamp(6));
-        let (got, created) = s.create_node_if_absent(other).await.unwrap();
-        assert!(!created);
-        assert_eq!(got.bootenv, "discovery", "the first record stays");
-        s.set_node_state(mac(1), NodeState::Failed, Some("why"))
-            .await
-            .unwrap();
-        s.touch_node(mac(1), Some(BootArch::Arm64Efi), Timestamp(9))
-            .await
-            .unwrap();
-        let got = s.node(mac(1)).await.unwrap().unwrap();
-        assert_eq!(
-            (got.state, got.state_reason.as_deref()),
-            (NodeState::Failed, Some("why"))
-        );
-        assert_eq!(
-            (got.arch, got.last_seen),
-            (Some(BootArch::Arm64Efi), Some(Timestamp(9)))
-        );
-        assert!(
-            s.set_node_state(mac(2), NodeState::Booted, None)
-                .await
-                .unwrap_err()
-                .is_not_found()
-        );
-    }
-
-    #[tokio::test]
-    async fn edits_imports_and_deletes_are_atomic_and_survive_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let node = |n: u8, host: &str, ip: Option<&str>| {
-            let mut x = Node::discovered(mac(n), "discovery", format!("t{n}"), Timestamp(1));
-            x.hostname = host.into();
-            x.ipv4 = ip.map(|s| s.parse().unwrap());
-            x
-        };
-        {
-            let s = SqliteStore::open(dir.path()).await.unwrap();
-            s.put_nodes(vec![
-                node(1, "b1", Some("10.0.0.1")),
-                node(2, "b2", Some("10.0.0.2")),
-            ])
-            .await
-            .unwrap();
-            s.add_event(
-                mac(2),
-                &Event {
-                    at: Timestamp(2),
-                    kind: EventKind::DhcpAck,
-                    detail: "10.0.0.2".into(),
-                },
-            )
-            .await
-            .unwrap();
-            // One bad record refuses the whole import: nothing of it is written.
-            let err = s
-                .put_nodes(vec![node(3, "b3", None), node(4, "b4", Some("10.0.0.1"))])
-                .await
-                .unwrap_err();
-            assert!(err.to_string().contains("10.0.0.1"), "{err}");
-            assert!(s.node(mac(3)).await.unwrap().is_none());
-            // Swapping addresses between two records in one import is fine.
-            s.put_nodes(vec![
-                node(1, "b1", Some("10.0.0.2")),
-                node(2, "b2", Some("10.0.0.1")),
-            ])
-            .await
-            .unwrap();
-            let edited = s
-                .update_node(
-                    mac(1),
-                    Box::new(|n| {
-                        n.bootenv = "rescue".into();
-                        Ok(())
-                    }),
-                )
-                .await
-                .unwrap();
-            assert_eq!(edited.after.bootenv, "rescue");
-            let refused = s
-                .update_node(mac(1), Box::new(|_| Err("node b1 is protected".into())))
-                .await
-                .unwrap_err();
-            assert_eq!(refused.to_string(), "node b1 is protected");
-            let clash = s
-                .update_node(
-                    mac(1),
-                    Box::new(|n| {
-                        n.hostname = "B2".into();
-                        Ok(())
-                    }),
-                )
-                .await
-                .unwrap_err();
-            assert!(matches!(clash, StoreError::Conflict(_)), "{clash}");
-            assert!(s.delete_node(mac(2)).await.unwrap());
-            assert!(!s.delete_node(mac(2)).await.unwrap());
-            // The address of a deleted record is free for another.
-            s.put_nodes(vec![node(5, "b2", Some("10.0.0.1"))])
-                .await
-                .unwrap();
-            s.sync().await.unwrap();
-        }
-        let s = SqliteStore::open(dir.path()).await.unwrap();
-        let all = s.nodes().await.unwrap();
-        let summary: Vec<_> = all
-            .iter()
-            .map(|n| (n.mac, n.hostname.as_str(), n.ipv4, n.bootenv.as_str()))
-            .collect();
-        assert_eq!(
-            summary,
-            vec![
-                (mac(1), "b1", Some("10.0.0.2".parse().unwrap()), "rescue"),
-                (mac(5), "b2", Some("10.0.0.1".parse().unwrap()), "discovery"),
-            ]
-        );
-        assert!(s.events(mac(2)).await.unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn lazy_writes_are_saved_by_sync_and_never_overwrite_newer_ones() {
+    async fn records_from_before_origins_were_kept_are_dhcps_only_when_bare() {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = SqliteStore::open(dir.path()).await.unwrap();
-            let n = Node::discovered(mac(1), "discovery", "t1".into(), Timestamp(1));
-            s.create_node_if_absent(n).await.unwrap();
-            // Lazy: last seen, then an urgent state change, then lazy again.
-            s.touch_node(mac(1), Some(BootArch::Bios), Timestamp(2))
-                .await
-                .unwrap();
-            s.set_node_state(mac(1), NodeState::Booting, Some("script"))
-                .await
-                .unwrap();
-            s.set_node_relay_info(mac(1), Some("circuit-id 1/2"))
-                .await
-                .unwrap();
-            let offer = LeaseRequest {
-                state: LeaseState::Offered,
-                ..req(mac(1), 0)
-            };
-            let offered = s.allocate(&offer).await.unwrap().unwrap();
-            s.add_event(
-                mac(1),
-                &Event {
-                    at: Timestamp(3),
-                    kind: EventKind::DhcpOffer,
-                    detail: offered.ip.to_string(),
-                },
-            )
-            .await
-            .unwrap();
-            // A read of the timeline sees every event queued before it.
-            assert_eq!(s.events(mac(1)).await.unwrap().len(), 1);
-            s.sync().await.unwrap();
-        }
-        let s = SqliteStore::open(dir.path()).await.unwrap();
-        let n = s.node(mac(1)).await.unwrap().unwrap();
-        assert_eq!(
-            (n.state, n.arch, n.relay_info.as_deref()),
-            (
-                NodeState::Booting,
-                Some(BootArch::Bios),
-                Some("circuit-id 1/2")
-            )
-        );
-        let lease = s.lease_of(mac(1)).await.unwrap().unwrap();
-        assert_eq!((lease.ip, lease.state), (offered_ip(), LeaseState::Offered));
-        assert_eq!(s.events(mac(1)).await.unwrap().len(), 1);
-    }
-
-    fn offered_ip() -> Ipv4Addr {
-        "10.0.0.10".parse().unwrap()
-    }
-
-    /// Origins are kept; a record from before origins were kept reads as DHCP's only when
-    /// it is exactly what DHCP makes; `delete_nodes_if` deletes only what its test still
-    /// accepts, for good (not back from the journal after reopening).
-    #[tokio::test]
-    async fn origins_survive_and_conditional_deletes_are_durable() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let s = SqliteStore::open(dir.path()).await.unwrap();
-            for n in 1..=4 {
+            for n in 1..=3 {
                 let node = Node::discovered(mac(n), "discovery", format!("t{n}"), Timestamp(1));
                 s.create_node_if_absent(node).await.unwrap();
             }
             s.update_node(
                 mac(2),
+                Box::new(|n| {
+                    n.hostname = "builder-2".into();
+                    Ok(())
+                }),
+            )
+            .await
+            .unwrap();
+            s.update_node(
+                mac(3),
                 Box::new(|n| {
                     n.origin = NodeOrigin::Admin;
                     Ok(())
@@ -1176,233 +942,24 @@ mod tests {
             )
             .await
             .unwrap();
-            s.update_node(
-                mac(4),
-                Box::new(|n| {
-                    n.hostname = "builder-4".into();
-                    Ok(())
-                }),
-            )
-            .await
-            .unwrap();
-            let gone = s
-                .delete_nodes_if(
-                    &[mac(1), mac(2), mac(9)],
-                    &NodeQuery {
-                        bare_discovery: true,
-                        ..NodeQuery::default()
-                    },
-                )
-                .await
-                .unwrap();
-            assert_eq!(gone, vec![mac(1)]);
             s.sync().await.unwrap();
         }
-        {
-            let s = SqliteStore::open(dir.path()).await.unwrap();
-            assert!(s.node(mac(1)).await.unwrap().is_none(), "deleted for good");
-            let origins = origins(&s).await;
-            assert_eq!(
-                origins,
-                [
-                    NodeOrigin::Admin,
-                    NodeOrigin::Discovered,
-                    NodeOrigin::Discovered
-                ]
-            );
-            s.sync().await.unwrap();
-        }
-        // As a store from before origins were kept.
         let conn = Connection::open(dir.path().join("rackboot.db")).unwrap();
         conn.execute("UPDATE nodes SET origin = NULL", []).unwrap();
         drop(conn);
         let s = SqliteStore::open(dir.path()).await.unwrap();
-        // 2 is bare again: DHCP's; 4 was renamed: an admin's.
+        let mut origins = Vec::new();
+        for n in 1..=3 {
+            origins.push(s.node(mac(n)).await.unwrap().unwrap().origin);
+        }
+        // 1 is bare; 2 was renamed; 3 is bare again: DHCP's.
         assert_eq!(
-            origins(&s).await,
+            origins,
             [
                 NodeOrigin::Discovered,
-                NodeOrigin::Discovered,
-                NodeOrigin::Admin
+                NodeOrigin::Admin,
+                NodeOrigin::Discovered
             ]
-        );
-    }
-
-    /// The origins of the records of mac(2), mac(3), mac(4).
-    async fn origins(s: &SqliteStore) -> Vec<NodeOrigin> {
-        let mut out = Vec::new();
-        for n in 2..=4 {
-            out.push(s.node(mac(n)).await.unwrap().unwrap().origin);
-        }
-        out
-    }
-
-    #[tokio::test]
-    async fn edit_nodes_reads_and_writes_in_one_step_all_or_nothing() {
-        let node = |n: u8, host: &str, _: Option<&str>| {
-            let mut x = Node::discovered(mac(n), "discovery", format!("t{n}"), Timestamp(1));
-            x.hostname = host.into();
-            x
-        };
-        let s = SqliteStore::in_memory().await.unwrap();
-        s.put_nodes(vec![node(1, "a1", None), node(2, "a2", None)])
-            .await
-            .unwrap();
-        s.set_node_state(mac(2), NodeState::Booted, None)
-            .await
-            .unwrap();
-        // The edit sees the records in force, the state change included.
-        let written = s
-            .edit_nodes(Box::new(move |all| {
-                let mut out: Vec<Node> = all.values().cloned().collect();
-                out.sort_by_key(|n| n.mac);
-                for n in &mut out {
-                    n.bootenv = "rescue".into();
-                }
-                out.push(node(3, "a3", None));
-                Ok(out)
-            }))
-            .await
-            .unwrap();
-        assert_eq!(written.len(), 3);
-        let two = s.node(mac(2)).await.unwrap().unwrap();
-        assert_eq!(
-            (two.bootenv.as_str(), two.state),
-            ("rescue", NodeState::Booted)
-        );
-        // A refusal writes nothing.
-        let err = s
-            .edit_nodes(Box::new(|_| Err("node a2 is protected".into())))
-            .await
-            .unwrap_err();
-        assert!(matches!(err, StoreError::Refused(_)), "{err}");
-        // So does a clash.
-        let err = s
-            .edit_nodes(Box::new(move |all| {
-                let mut one = all[&mac(1)].clone();
-                one.bootenv = "local".into();
-                Ok(vec![one, node(4, "A2", None)])
-            }))
-            .await
-            .unwrap_err();
-        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
-        assert_eq!(s.node(mac(1)).await.unwrap().unwrap().bootenv, "rescue");
-        assert!(s.node(mac(4)).await.unwrap().is_none());
-    }
-
-    #[tokio::test]
-    async fn visiting_leases_shows_those_in_the_range_in_address_order() {
-        let s = SqliteStore::in_memory().await.unwrap();
-        for m in 1..=3 {
-            s.allocate(&req(mac(m), 0)).await.unwrap().unwrap();
-        }
-        let seen = |first: &str, last: &str| {
-            let mut ips = Vec::new();
-            s.visit_leases(first.parse().unwrap(), last.parse().unwrap(), &mut |l| {
-                ips.push(l.ip.to_string())
-            });
-            ips
-        };
-        assert_eq!(
-            seen("10.0.0.0", "10.0.0.255"),
-            ["10.0.0.10", "10.0.0.11", "10.0.0.12"]
-        );
-        assert_eq!(seen("10.0.0.11", "10.0.0.11"), ["10.0.0.11"]);
-        assert!(seen("10.0.0.13", "10.0.0.20").is_empty());
-        assert!(
-            seen("10.0.0.12", "10.0.0.10").is_empty(),
-            "first after last"
-        );
-    }
-
-    #[tokio::test]
-    async fn allocation_never_doubles_an_address_and_keeps_a_macs_lease() {
-        let s = SqliteStore::in_memory().await.unwrap();
-        let a = s.allocate(&req(mac(1), 0)).await.unwrap().unwrap();
-        let b = s.allocate(&req(mac(2), 0)).await.unwrap().unwrap();
-        let c = s.allocate(&req(mac(3), 0)).await.unwrap().unwrap();
-        assert_eq!(
-            [a.ip, b.ip, c.ip].map(|i| i.to_string()),
-            ["10.0.0.10", "10.0.0.11", "10.0.0.12"]
-        );
-        assert_eq!(
-            s.allocate(&req(mac(4), 0)).await.unwrap(),
-            None,
-            "pool exhausted"
-        );
-        // Renewal keeps the address, even when asking for another one.
-        let mut r = req(mac(2), 10);
-        r.wanted = Some("10.0.0.10".parse().unwrap());
-        assert_eq!(s.allocate(&r).await.unwrap().unwrap().ip, b.ip);
-        assert!(s.release(mac(1), a.ip).await.unwrap());
-        assert_eq!(s.lease_of(mac(1)).await.unwrap(), None);
-        // After expiry an address can move to another MAC.
-        let late = req(mac(4), 3_600_001);
-        assert_eq!(s.allocate(&late).await.unwrap().unwrap().ip, a.ip);
-    }
-
-    #[tokio::test]
-    async fn fixed_addresses_are_reserved_for_their_node() {
-        let s = SqliteStore::in_memory().await.unwrap();
-        let mut n = Node::discovered(mac(9), "discovery", "t".into(), Timestamp(0));
-        n.ipv4 = Some("10.0.0.10".parse().unwrap());
-        s.create_node_if_absent(n).await.unwrap();
-        let other = s.allocate(&req(mac(1), 0)).await.unwrap().unwrap();
-        assert_eq!(
-            other.ip.to_string(),
-            "10.0.0.11",
-            "reserved address skipped"
-        );
-        let mut r = req(mac(9), 0);
-        r.fixed = Some("10.0.0.10".parse().unwrap());
-        assert_eq!(
-            s.allocate(&r).await.unwrap().unwrap().ip.to_string(),
-            "10.0.0.10"
-        );
-        assert_eq!(
-            s.mac_at("10.0.0.10".parse().unwrap(), Timestamp(0))
-                .await
-                .unwrap(),
-            Some(mac(9))
-        );
-        assert_eq!(
-            s.host_addr("NODE-525400000009", Timestamp(0))
-                .await
-                .unwrap(),
-            Some("10.0.0.10".parse().unwrap())
-        );
-        assert_eq!(
-            s.addr_host("10.0.0.11".parse().unwrap(), Timestamp(0))
-                .await
-                .unwrap(),
-            None,
-            "mac 1 has no node record"
-        );
-    }
-
-    #[tokio::test]
-    async fn declined_addresses_leave_the_pool_until_they_expire() {
-        let s = SqliteStore::in_memory().await.unwrap();
-        s.decline("10.0.0.10".parse().unwrap(), Timestamp(1000))
-            .await
-            .unwrap();
-        let ip = |l: Option<Lease>| l.map(|l| l.ip.to_string());
-        assert_eq!(
-            ip(s.allocate(&req(mac(1), 0)).await.unwrap()).as_deref(),
-            Some("10.0.0.11")
-        );
-        assert_eq!(
-            ip(s.allocate(&req(mac(2), 0)).await.unwrap()).as_deref(),
-            Some("10.0.0.12")
-        );
-        assert_eq!(
-            s.allocate(&req(mac(3), 0)).await.unwrap(),
-            None,
-            "quarantined"
-        );
-        assert_eq!(
-            ip(s.allocate(&req(mac(3), 2000)).await.unwrap()).as_deref(),
-            Some("10.0.0.10")
         );
     }
 
@@ -1555,81 +1112,6 @@ mod tests {
                 assert_eq!(std::fs::read_to_string(e.path()).unwrap(), "", "{name}");
             }
         }
-    }
-
-    /// What `kill -9` leaves of a running store: its files as the page
-    /// cache holds them, copied into `to` (a process killed writes nothing
-    /// more, and a copy is exactly what the next start would find).
-    fn crash_copy(from: &Path, to: &Path) {
-        for e in std::fs::read_dir(from).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_file() {
-                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-            }
-        }
-    }
-
-    /// A record a client was answered for (its token went out in a boot
-    /// script, a DHCP ACK followed) survives `kill -9` with its token, like
-    /// its lease, although nothing was committed yet; a record deleted
-    /// before the crash stays deleted, and one made again keeps its new token.
-    #[tokio::test]
-    async fn a_new_node_record_survives_a_crash_with_its_token() {
-        let dir = tempfile::tempdir().unwrap();
-        let after = tempfile::tempdir().unwrap();
-        {
-            let s = SqliteStore::open(dir.path()).await.unwrap();
-            for (m, token) in [(1, "aa01"), (2, "aa02"), (3, "aa03")] {
-                let n = Node::discovered(mac(m), "discovery", token.into(), Timestamp(0));
-                assert!(s.create_node_if_absent(n).await.unwrap().1);
-            }
-            s.allocate(&req(mac(1), 0)).await.unwrap().unwrap();
-            // An admin deletes 2 (committed at once), 3 is deleted and made again.
-            assert!(s.delete_node(mac(2)).await.unwrap());
-            assert!(s.delete_node(mac(3)).await.unwrap());
-            let again = Node::discovered(mac(3), "discovery", "bb03".into(), Timestamp(1));
-            assert!(s.create_node_if_absent(again).await.unwrap().1);
-            // Well within the lazy commit's second: only the journal has 1 and 3.
-            crash_copy(dir.path(), after.path());
-        }
-        let s = SqliteStore::open(after.path()).await.unwrap();
-        let n1 = s
-            .node(mac(1))
-            .await
-            .unwrap()
-            .expect("the ACKed node's record");
-        assert_eq!(n1.token, "aa01");
-        assert_eq!(n1.state, NodeState::Discovered);
-        assert_eq!(
-            s.lease_of(mac(1)).await.unwrap().unwrap().ip.to_string(),
-            "10.0.0.10"
-        );
-        assert!(
-            s.node(mac(2)).await.unwrap().is_none(),
-            "deleted before the crash"
-        );
-        assert_eq!(s.node(mac(3)).await.unwrap().unwrap().token, "bb03");
-    }
-
-    /// A journaled creation replayed over a file that already has a newer
-    /// copy of the record (a state change committed before the crash) does
-    /// not set it back.
-    #[tokio::test]
-    async fn replaying_a_creation_keeps_the_newer_record_in_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let after = tempfile::tempdir().unwrap();
-        {
-            let s = SqliteStore::open(dir.path()).await.unwrap();
-            let n = Node::discovered(mac(1), "discovery", "aa01".into(), Timestamp(0));
-            s.create_node_if_absent(n).await.unwrap();
-            s.set_node_state(mac(1), NodeState::Booting, None)
-                .await
-                .unwrap();
-            crash_copy(dir.path(), after.path());
-        }
-        let s = SqliteStore::open(after.path()).await.unwrap();
-        let n = s.node(mac(1)).await.unwrap().unwrap();
-        assert_eq!((n.state, n.token.as_str()), (NodeState::Booting, "aa01"));
     }
 
     /// A tmpfs of `size` mounted on a fresh temporary directory, unmounted on
@@ -1845,33 +1327,6 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn events_are_bounded_per_node_oldest_dropped_first() {
-        let s = SqliteStore::in_memory().await.unwrap();
-        for i in 0..(EVENTS_PER_NODE + 5) {
-            let e = Event {
-                at: Timestamp(i),
-                kind: EventKind::DhcpAck,
-                detail: format!("{i}"),
-            };
-            s.add_event(mac(1), &e).await.unwrap();
-        }
-        s.add_event(
-            mac(2),
-            &Event {
-                at: Timestamp(0),
-                kind: EventKind::TftpSent,
-                detail: String::new(),
-            },
-        )
-        .await
-        .unwrap();
-        let ev = s.events(mac(1)).await.unwrap();
-        assert_eq!(ev.len() as i64, EVENTS_PER_NODE);
-        assert_eq!(ev[0].detail, "5");
-        assert_eq!(s.events(mac(2)).await.unwrap().len(), 1);
-    }
-
     fn report(i: i64) -> ScriptReport {
         ScriptReport {
             at: Timestamp(i),
@@ -1881,98 +1336,6 @@ mod tests {
             duration_ms: (i % 2 == 0).then_some(i as u64 * 10),
             output: format!("out {i}"),
         }
-    }
-
-    #[tokio::test]
-    async fn reports_are_durable_bounded_and_count_what_was_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let s = SqliteStore::open(dir.path()).await.unwrap();
-            let nodes = [mac(1), mac(2)].map(|m| {
-                let mut n = Node::discovered(m, "discovery", format!("t{m}"), Timestamp(0));
-                n.hostname = format!("n{m}");
-                n
-            });
-            s.put_nodes(nodes.to_vec()).await.unwrap();
-            let err = s.add_report(mac(7), &report(0)).await.unwrap_err();
-            assert!(err.is_not_found(), "{err}");
-            for i in 0..(REPORTS_PER_NODE + 3) {
-                s.add_report(mac(1), &report(i)).await.unwrap();
-            }
-            s.add_report(mac(2), &report(0)).await.unwrap();
-            let (kept, dropped) = s.reports(mac(1)).await.unwrap();
-            assert_eq!((kept.len() as i64, dropped), (REPORTS_PER_NODE, 3));
-            assert_eq!(kept[0], report(3), "oldest dropped first");
-            assert_eq!(kept.last(), Some(&report(REPORTS_PER_NODE + 2)));
-            // Durable on return: nothing is synced before the store closes.
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let s = SqliteStore::open(dir.path()).await.unwrap();
-        let (kept, dropped) = s.reports(mac(1)).await.unwrap();
-        assert_eq!((kept.len() as i64, dropped), (REPORTS_PER_NODE, 3));
-        assert_eq!(s.reports(mac(2)).await.unwrap(), (vec![report(0)], 0));
-        assert_eq!(s.reports(mac(9)).await.unwrap(), (vec![], 0));
-        // A deleted node takes its reports and its drop count along.
-        assert!(s.delete_node(mac(1)).await.unwrap());
-        assert_eq!(s.reports(mac(1)).await.unwrap(), (vec![], 0));
-    }
-
-    #[tokio::test]
-    async fn a_deleted_node_takes_its_timeline_along() {
-        let s = SqliteStore::in_memory().await.unwrap();
-        let n = Node::discovered(mac(1), "discovery", "t".into(), Timestamp(0));
-        s.create_node_if_absent(n).await.unwrap();
-        let e = Event {
-            at: Timestamp(1),
-            kind: EventKind::State,
-            detail: "old".into(),
-        };
-        s.add_event(mac(1), &e).await.unwrap();
-        // Read back: committed to the file before the delete.
-        assert_eq!(s.events(mac(1)).await.unwrap().len(), 1);
-        assert!(s.delete_node(mac(1)).await.unwrap());
-        assert_eq!(s.events(mac(1)).await.unwrap(), vec![]);
-    }
-
-    #[tokio::test]
-    async fn config_generations_bump_all_or_none_and_survive_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let s = SqliteStore::open(dir.path()).await.unwrap();
-            let nodes = [mac(1), mac(2), mac(3)]
-                .map(|m| Node::discovered(m, "discovery", format!("t{m}"), Timestamp(0)));
-            s.put_nodes(nodes.to_vec()).await.unwrap();
-            assert_eq!(
-                s.bump_config_generation(&[mac(1), mac(2), mac(1)])
-                    .await
-                    .unwrap(),
-                [(mac(1), 1), (mac(2), 1)]
-            );
-            assert_eq!(
-                s.bump_config_generation(&[mac(2)]).await.unwrap(),
-                [(mac(2), 2)]
-            );
-            let err = s
-                .bump_config_generation(&[mac(3), mac(8)])
-                .await
-                .unwrap_err();
-            assert!(err.is_not_found(), "{err}");
-            assert_eq!(s.node(mac(3)).await.unwrap().unwrap().config_generation, 0);
-            // A later lazy write of the record (a touch) keeps the bump.
-            s.touch_node(mac(2), None, Timestamp(120_000))
-                .await
-                .unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let s = SqliteStore::open(dir.path()).await.unwrap();
-        let gens: Vec<u64> = s
-            .nodes()
-            .await
-            .unwrap()
-            .iter()
-            .map(|n| n.config_generation)
-            .collect();
-        assert_eq!(gens, [1, 2, 0]);
     }
 
     /// A store made before config generations and reports existed opens, and
