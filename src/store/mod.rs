@@ -1,5 +1,8 @@
 //! The store: node records, leases and events. One trait, so every engine
-//! (embedded SQLite by default) is interchangeable and passes the same tests.
+//! (embedded SQLite by default) is interchangeable and passes the same tests
+//! (`contract`). Nothing of an engine shows here: errors are
+//! [`StoreError`]s with predicates, queries are data ([`NodeQuery`]), edits
+//! answer with what they did ([`Edited`]).
 
 use std::net::Ipv4Addr;
 

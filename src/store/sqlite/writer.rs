@@ -226,7 +226,7 @@ impl Batch {
         out
     }
 
-    /// Changes it holds (what [`Store::health`] reports as unsaved).
+    /// Changes it holds (what [`crate::store::Store::health`] reports as unsaved).
     fn changes(&self) -> usize {
         self.len() + self.deletes.len() + self.reports.len()
     }
