@@ -82,12 +82,12 @@ impl Timeline {
             .await;
         let detail = detail.lock().unwrap_or_else(PoisonError::into_inner).take();
         match (edited, detail) {
-            (Ok(node), Some(detail)) => {
+            (Ok(edited), Some(detail)) => {
                 self.record(mac, EventKind::BootenvChanged, detail).await;
-                Ok(Some(node))
+                Ok(Some(edited.after))
             }
             (Err(StoreError::Refused(_)), None) => Ok(None),
-            (Ok(node), None) => Ok(Some(node)),
+            (Ok(edited), None) => Ok(Some(edited.after)),
             (Err(e), _) => Err(e),
         }
     }

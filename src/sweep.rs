@@ -22,7 +22,7 @@ use crate::boot::{Timeouts, diagnose, lifecycle, stall_deadline};
 use crate::events::Timeline;
 use crate::metrics::Metrics;
 use crate::model::{LeaseState, Mac, Node, Timestamp};
-use crate::store::{Store, StoreError};
+use crate::store::{NodeQuery, Store, StoreError};
 
 /// How often the sweep runs: a lease is reverted at most this late.
 pub const INTERVAL: Duration = Duration::from_secs(5);
@@ -39,12 +39,22 @@ pub struct Swept {
     pub reaped: usize,
 }
 
-/// Whether `n` may be reaped at `now` after `idle` without a request:
-/// a bare record DHCP made, not seen for that long. (A live lease is
-/// checked apart: it is not on the record.)
-fn reapable(n: &Node, now: Timestamp, idle: Duration) -> bool {
-    let seen = n.last_seen.unwrap_or(n.created).max(n.created);
-    n.is_bare_discovery() && now.millis() - seen.millis() >= idle.as_millis() as i64
+/// The records that may be reaped at `now` after `idle` without a request:
+/// bare records DHCP made, neither made nor seen for that long. (A live
+/// lease is checked apart: it is not on the record.)
+fn reapable(now: Timestamp, idle: Duration) -> NodeQuery {
+    let since = before(now, idle);
+    NodeQuery {
+        bare_discovery: true,
+        seen_by: Some(since),
+        created_by: Some(since),
+        ..NodeQuery::default()
+    }
+}
+
+/// `span` before `now`.
+fn before(now: Timestamp, span: Duration) -> Timestamp {
+    Timestamp(now.millis().saturating_sub(span.as_millis() as i64))
 }
 
 /// The sweep and what it remembers between passes: per node, the last-seen
@@ -113,16 +123,21 @@ impl Sweep {
         // Only nodes with something to look at: in a storm nearly every node
         // was seen moments ago, and copying all their records every pass
         // would hold the store (and the DHCP answers waiting on it).
-        let reap_after = self.reap.as_ref().map(|(a, _)| *a);
-        let nodes = self
-            .store
-            .nodes_where(Box::new(move |n| {
-                let seen = n.last_seen.unwrap_or(n.created);
-                lifecycle::expire_lease(n, now).is_some()
-                    || now.millis() - seen.millis() >= quiet
-                    || reap_after.is_some_and(|a| reapable(n, now, a))
-            }))
-            .await?;
+        let mut wanted = vec![
+            // A bootenv lease ran out (what lifecycle::expire_lease acts on).
+            NodeQuery {
+                bootenv_expired_by: Some(now),
+                ..NodeQuery::default()
+            },
+            NodeQuery {
+                seen_by: Some(Timestamp(now.millis() - quiet)),
+                ..NodeQuery::default()
+            },
+        ];
+        if let Some((after, _)) = &self.reap {
+            wanted.push(reapable(now, *after));
+        }
+        let nodes = self.store.nodes_where(&wanted).await?;
         let (nodes, reaped) = self.reap(nodes, now).await?;
         swept.reaped = reaped;
         // A node no longer quiet is looked at afresh once it is again.
@@ -138,7 +153,7 @@ impl Sweep {
                 match changed {
                     Ok(Some(_)) => swept.leases_expired += 1,
                     Ok(None) => {}
-                    Err(e) if e.is_no_such_node() => continue,
+                    Err(e) if e.is_not_found() => continue,
                     Err(e) => return Err(e),
                 }
             }
@@ -178,7 +193,7 @@ impl Sweep {
                             self.checked.remove(&mac);
                             continue;
                         }
-                        Err(e) if e.is_no_such_node() => continue,
+                        Err(e) if e.is_not_found() => continue,
                         Err(e) => return Err(e),
                     }
                 }
@@ -204,10 +219,11 @@ impl Sweep {
         let Some((after, metrics)) = self.reap.clone() else {
             return Ok((nodes, 0));
         };
+        let reapable = reapable(now, after);
         let mut doomed = Vec::new();
         let mut kept = Vec::with_capacity(nodes.len());
         for n in nodes {
-            if doomed.len() < REAP_PER_PASS && reapable(&n, now, after) {
+            if doomed.len() < REAP_PER_PASS && reapable.matches(&n) {
                 // An address it still holds (a renewing client that never
                 // PXE boots) keeps it: the record is in use.
                 let holds = self
@@ -216,7 +232,7 @@ impl Sweep {
                     .await?
                     .is_some_and(|l| l.state == LeaseState::Bound && l.is_live(now));
                 if !holds {
-                    doomed.push((n.mac, n.last_seen));
+                    doomed.push(n.mac);
                     continue;
                 }
             }
@@ -225,19 +241,10 @@ impl Sweep {
         if doomed.is_empty() {
             return Ok((kept, 0));
         }
-        let seen: HashMap<Mac, Option<Timestamp>> = doomed.iter().copied().collect();
-        let macs: Vec<Mac> = doomed.iter().map(|(m, _)| *m).collect();
-        // Only if nothing happened to it since it was looked at: a request
-        // meanwhile moved its last-seen time.
-        let deleted = self
-            .store
-            .delete_nodes_if(
-                &macs,
-                Box::new(move |n| {
-                    reapable(n, now, after) && seen.get(&n.mac) == Some(&n.last_seen)
-                }),
-            )
-            .await?;
+        // Only if it is still reapable: a request meanwhile moved its
+        // last-seen time past `now - after` (it came after this pass began),
+        // an edit made it more than bare.
+        let deleted = self.store.delete_nodes_if(&doomed, &reapable).await?;
         for mac in &deleted {
             self.checked.remove(mac);
         }

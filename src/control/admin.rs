@@ -184,7 +184,7 @@ pub async fn patch(
             refusal,
         });
     }
-    let node = result?;
+    let node = result?.after;
     if let Some((before, guarded)) = take(&seen) {
         audit(store, actor, "patch", Some(&before), &node, guarded).await;
     }

@@ -198,8 +198,10 @@ impl Door {
         let mut attempt = 0;
         let (node, created) = loop {
             match self.store.create_node_if_absent(node.clone()).await {
-                Err(StoreError::Conflict(_))
-                    if self.hostnames == HostnameScheme::Random && attempt < 3 =>
+                Err(e)
+                    if e.is_conflict()
+                        && self.hostnames == HostnameScheme::Random
+                        && attempt < 3 =>
                 {
                     attempt += 1;
                     node.hostname = nodes::default_hostname(mac, self.hostnames);

@@ -1,5 +1,8 @@
 //! The store: node records, leases and events. One trait, so every engine
-//! (embedded SQLite by default) is interchangeable and passes the same tests.
+//! (embedded SQLite by default) is interchangeable and passes the same tests
+//! (`contract`). Nothing of an engine shows here: errors are
+//! [`StoreError`]s with predicates, queries are data ([`NodeQuery`]), edits
+//! answer with what they did ([`Edited`]).
 
 use std::net::Ipv4Addr;
 
@@ -9,14 +12,14 @@ use crate::model::{
     BootArch, Event, Lease, LeaseState, Mac, Node, NodeState, ScriptReport, Timestamp,
 };
 
-mod journal;
+#[cfg(test)]
+mod contract;
+mod query;
 pub mod sqlite;
 
-pub use journal::SyncMode;
+pub use query::NodeQuery;
 pub use sqlite::SqliteStore;
-
-/// Which records [`Store::nodes_where`] returns.
-pub type NodeFilter = Box<dyn Fn(&Node) -> bool + Send + Sync>;
+pub use sqlite::journal::SyncMode;
 
 /// How many events each node keeps; older ones are dropped first.
 pub const EVENTS_PER_NODE: i64 = 500;
@@ -25,19 +28,36 @@ pub const EVENTS_PER_NODE: i64 = 500;
 /// first and counted (see [`Store::reports`]).
 pub const REPORTS_PER_NODE: i64 = 200;
 
+/// Whether an engine's own failure may pass by trying again later. The
+/// engine decides when it builds the error (it alone knows its error
+/// codes); callers ask [`StoreError::is_unavailable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Busy, locked, out of space or memory, an I/O error, a lost
+    /// connection: the same request may succeed later.
+    Transient,
+    /// Anything else (a malformed statement, a corrupt file): waiting will
+    /// not help; the log says what failed.
+    Permanent,
+}
+
+/// What went wrong in the store, engine-neutral: an engine turns its own
+/// error into text and a [`Fault`] where it builds one of these. Callers ask
+/// the predicates (`is_not_found`, `is_conflict`, ...) rather than match
+/// variants.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("store: {op} failed: {source}")]
-    Database {
+    #[error("store: {op} failed: {cause}")]
+    Engine {
         op: &'static str,
-        #[source]
-        source: rusqlite::Error,
+        fault: Fault,
+        cause: String,
     },
-    #[error("store: cannot open {path}: {source}")]
+    #[error("store: cannot open {path}: {cause}")]
     Open {
         path: std::path::PathBuf,
-        #[source]
-        source: rusqlite::Error,
+        fault: Fault,
+        cause: String,
     },
     #[error("store: {path}: {source}")]
     Io {
@@ -69,14 +89,40 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    pub fn is_no_such_node(&self) -> bool {
+    /// The node named does not exist.
+    pub fn is_not_found(&self) -> bool {
         matches!(self, StoreError::NoSuchNode(_))
+    }
+
+    /// A hostname, fixed address or MAC the change gives one record already
+    /// belongs to another (or twice within the change).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, StoreError::Conflict(_))
+    }
+
+    /// The edit itself refused the change (its message says why); nothing
+    /// was written.
+    pub fn is_refused(&self) -> bool {
+        matches!(self, StoreError::Refused(_))
     }
 
     /// The change asked for could not be made durable (yet); nothing was
     /// wrong with the request.
     pub fn is_unsaved(&self) -> bool {
         matches!(self, StoreError::Unsaved(_))
+    }
+
+    /// The store cannot serve this now but may later (try again): a change
+    /// not saved, the writer gone (shutting down), the state directory held
+    /// by another process, or an engine failure it called transient.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Unsaved(_) | StoreError::WriterGone | StoreError::Locked(_) => true,
+            StoreError::Engine { fault, .. } | StoreError::Open { fault, .. } => {
+                *fault == Fault::Transient
+            }
+            _ => false,
+        }
     }
 }
 
@@ -95,6 +141,15 @@ pub struct StoreHealth {
 /// A change to one node record, applied atomically with respect to every
 /// other change of that record; `Err` refuses it and nothing is written.
 pub type NodeEdit = Box<dyn FnOnce(&mut Node) -> Result<(), String> + Send>;
+
+/// A node record as it was before an edit and as the edit left it (what
+/// [`Store::update_node`] wrote), so a caller learns what changed from the
+/// answer, not from values set aside inside the edit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Edited {
+    pub before: Node,
+    pub after: Node,
+}
 
 /// A change to many node records at once: given every record in force (by
 /// MAC), the records to write (created or replaced). `Err` refuses the whole
@@ -140,19 +195,20 @@ pub trait Store: Send + Sync + 'static {
     /// is [`StoreError::Unsaved`].
     async fn create_node_if_absent(&self, node: Node) -> Result<(Node, bool), StoreError>;
     async fn nodes(&self) -> Result<Vec<Node>, StoreError>;
-    /// The records `keep` accepts, by MAC. For background passes over a
-    /// large fleet: an engine that holds records in memory filters them
-    /// there, so a pass costs a scan, not a copy of every record.
-    async fn nodes_where(&self, keep: NodeFilter) -> Result<Vec<Node>, StoreError> {
+    /// The records at least one of `any_of` selects, by MAC (none for an
+    /// empty slice). For background passes over a large fleet: an engine
+    /// runs the queries where the records are (`WHERE q1 OR q2 ...`, or a
+    /// scan in memory), so a pass costs a scan, not a copy of every record.
+    async fn nodes_where(&self, any_of: &[NodeQuery]) -> Result<Vec<Node>, StoreError> {
         let mut all = self.nodes().await?;
-        all.retain(|n| keep(n));
+        all.retain(|n| NodeQuery::any_matches(any_of, n));
         Ok(all)
     }
-    /// Applies `edit` to the record of `mac` and returns the new record,
-    /// durable on return. A hostname or fixed address that another node
-    /// holds is a [`StoreError::Conflict`]; the edit's own refusal is
-    /// [`StoreError::Refused`].
-    async fn update_node(&self, mac: Mac, edit: NodeEdit) -> Result<Node, StoreError>;
+    /// Applies `edit` to the record of `mac` and returns the record before
+    /// and after, durable on return. A hostname or fixed address that
+    /// another node holds is a conflict ([`StoreError::is_conflict`]); the
+    /// edit's own refusal is [`StoreError::is_refused`].
+    async fn update_node(&self, mac: Mac, edit: NodeEdit) -> Result<Edited, StoreError>;
     /// Creates or replaces (by MAC) every record in `nodes` in one
     /// transaction: all of them are written or none is (a whole rack imported
     /// at once). Hostnames and fixed addresses must be unique across the
@@ -168,14 +224,14 @@ pub trait Store: Send + Sync + 'static {
     /// the address, and handing it to another would double it.
     async fn delete_node(&self, mac: Mac) -> Result<bool, StoreError>;
     /// Deletes, in one durable write, each record of `macs` that `doomed`
-    /// still accepts when its turn comes (a record that changed since the
+    /// still selects when its turn comes (a record that changed since the
     /// caller looked is left alone), with its timeline; returns the MACs
     /// deleted. Leases stay, as with [`Store::delete_node`]. For the sweep
     /// that reaps records a flood of made-up MACs left behind.
     async fn delete_nodes_if(
         &self,
         macs: &[Mac],
-        doomed: NodeFilter,
+        doomed: &NodeQuery,
     ) -> Result<Vec<Mac>, StoreError>;
     /// Records that the node was seen now, on `arch` if known.
     async fn touch_node(

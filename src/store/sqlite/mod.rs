@@ -1,0 +1,1423 @@
+//! The embedded store engine: one SQLite file in the state directory, in WAL
+//! mode, so nothing has to be installed or started.
+//!
+//! Reads are served from memory: node records and leases are loaded at open
+//! and kept in step with every write, so a DHCP storm never waits on a query.
+//! Writes go through one writer thread that commits whatever has queued up in a
+//! single transaction (group commit): under load one commit carries hundreds
+//! of leases. Callers that promise something to a client (a state change, a
+//! report) wait for their write's commit; with WAL a committed transaction
+//! survives the process being killed. An acknowledged lease, and a new node
+//! record, is made durable by the journal instead (see [`journal`]):
+//! one append, no hand-over to the writer thread per ACK. One process owns
+//! the state directory (an exclusive lock), so memory and file cannot
+//! disagree.
+//!
+//! A commit that fails (a full disk) loses nothing: its changes stay with
+//! the writer, in order, and every later commit carries them again until one
+//! succeeds (at least once a second). Meanwhile whoever waits on a write is
+//! told it is not saved, journal segments are kept for replay, and
+//! [`Store::health`] counts what is waiting.
+
+mod cache;
+pub(crate) mod journal;
+mod migrate;
+mod replay;
+mod rows;
+mod schema;
+mod writer;
+
+use std::net::Ipv4Addr;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use self::cache::Cache;
+use self::journal::{Change, Journal, SyncMode, Syncer, Ticket};
+use self::rows::{NODE_COLUMNS, db, lease_from_row, node_from_row};
+use self::writer::{Sealer, Write, WriteQueue, write_loop, write_of};
+use super::{Edited, LeaseRequest, NodeEdit, NodeQuery, NodesEdit, Store, StoreError, StoreHealth};
+use crate::model::{
+    BootArch, Event, Lease, LeaseState, Mac, Node, NodeState, ScriptReport, Timestamp,
+};
+use crate::names::NameTable;
+
+pub struct SqliteStore {
+    cache: Arc<Mutex<Cache>>,
+    queue: Arc<WriteQueue>,
+    /// Where acknowledged leases go first (none for an in-memory store,
+    /// which commits them instead).
+    journal: Option<Arc<Mutex<Journal>>>,
+    /// `[store] sync`: what makes a journaled change durable.
+    syncer: Arc<Syncer>,
+    /// The writer thread, which also holds the exclusive lock on the state
+    /// directory until it has closed the file.
+    thread: Option<std::thread::JoinHandle<()>>,
+    health: Arc<Health>,
+}
+
+/// What [`Store::health`] reports, kept by the writer and the journal's users.
+#[derive(Default)]
+struct Health {
+    unsaved: AtomicU64,
+    failed_commits: AtomicU64,
+    failed_appends: AtomicU64,
+}
+
+impl Health {
+    fn append_failed(&self, e: &std::io::Error) {
+        self.failed_appends.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(error = %e, "store: cannot append to the journal in the state directory (is it full?)");
+    }
+}
+
+/// What a caller is told when its change is not durable yet.
+fn unsaved(cause: impl std::fmt::Display) -> StoreError {
+    StoreError::Unsaved(format!(
+        "{cause}; rackboot keeps the change and retries every second (free space in the state directory; `rackboot_store_unsaved_changes` in /metrics shows what waits)"
+    ))
+}
+
+impl Drop for SqliteStore {
+    /// Closes the queue and waits for the writer to commit what is left, so
+    /// the directory is free again when the store is gone.
+    fn drop(&mut self) {
+        self.queue.close();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// How stale the stored last-seen time may get before a touch writes it.
+const LAST_SEEN_GRAIN_MS: i64 = 60_000;
+
+/// Timelines are trimmed after this many new events per node.
+const TRIM_EVERY: i64 = 50;
+
+impl SqliteStore {
+    /// Opens (creating if needed) `rackboot.db` in `state_dir`, taking an
+    /// exclusive lock on the directory; `[store] sync = "none"`.
+    pub async fn open(state_dir: &Path) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with(state_dir, SyncMode::None).await
+    }
+
+    /// [`SqliteStore::open`] with what makes a change durable (`[store] sync`).
+    pub async fn open_with(state_dir: &Path, sync: SyncMode) -> Result<SqliteStore, StoreError> {
+        let path = state_dir.join("rackboot.db");
+        let open_err = |e: rusqlite::Error| StoreError::Open {
+            path: path.clone(),
+            fault: rows::fault(&e),
+            cause: e.to_string(),
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_dir)
+            .map_err(|e| StoreError::Io {
+                path: state_dir.to_path_buf(),
+                source: e,
+            })?;
+        let lock = lock_dir(state_dir)?;
+        // Node tokens live in the file, its WAL and the journal: rackboot's
+        // alone. SQLite gives the -wal and -shm files the database's mode.
+        keep_private(&path, true)?;
+        for companion in ["rackboot.db-wal", "rackboot.db-shm", "rackboot.db-journal"] {
+            keep_private(&state_dir.join(companion), false)?;
+        }
+        let conn = Connection::open(&path).map_err(open_err)?;
+        // WAL + NORMAL survives a process crash (kill -9) without losing
+        // committed transactions; only a power loss may drop the last ones.
+        // With `[store] sync`, every commit is on disk before it returns.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        let synchronous = match sync {
+            SyncMode::None => "NORMAL",
+            SyncMode::Group | SyncMode::Always => "FULL",
+        };
+        conn.pragma_update(None, "synchronous", synchronous)
+            .map_err(open_err)?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(open_err)?;
+        // rackboot alone uses the file (it holds the directory lock), so
+        // SQLite need not lock and unlock it around every transaction.
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
+            .map_err(open_err)?;
+        SqliteStore::start(conn, Some(lock), Some(state_dir), sync)
+    }
+
+    /// A private store in memory, for tests.
+    pub async fn in_memory() -> Result<SqliteStore, StoreError> {
+        let conn = Connection::open_in_memory().map_err(db("open in-memory database"))?;
+        SqliteStore::start(conn, None, None, SyncMode::None)
+    }
+
+    fn start(
+        conn: Connection,
+        lock: Option<nix::fcntl::Flock<std::fs::File>>,
+        journal_dir: Option<&Path>,
+        sync: SyncMode,
+    ) -> Result<SqliteStore, StoreError> {
+        conn.execute_batch(schema::SCHEMA)
+            .map_err(db("create schema"))?;
+        migrate::upgrade(&conn)?;
+        let seq = rows::timeline_seq(&conn)?;
+        // Leases the journal holds and the file may lack, before the cache
+        // is loaded from the file.
+        let journal = journal_dir
+            .map(|dir| replay::replay_journal(&conn, dir))
+            .transpose()?;
+        let mut cache = Cache::default();
+        {
+            let mut q = conn
+                .prepare(&format!("SELECT {NODE_COLUMNS} FROM nodes"))
+                .map_err(db("load nodes"))?;
+            let mut rows = q.query([]).map_err(db("load nodes"))?;
+            while let Some(row) = rows.next().map_err(db("load nodes"))? {
+                cache.put_node(node_from_row(row)?);
+            }
+            let mut q = conn
+                .prepare("SELECT ip, mac, state, expires FROM leases")
+                .map_err(db("load leases"))?;
+            let mut rows = q.query([]).map_err(db("load leases"))?;
+            while let Some(row) = rows.next().map_err(db("load leases"))? {
+                cache.put_lease(lease_from_row(row)?);
+            }
+        }
+        cache.names.loaded();
+        let queue = Arc::new(WriteQueue::default());
+        let writer = queue.clone();
+        let journal = journal.map(|j| Arc::new(Mutex::new(j)));
+        let sealer = journal.clone().zip(journal_dir.map(Path::to_path_buf));
+        let health = Arc::new(Health::default());
+        let writer_health = health.clone();
+        // The writer is a thread of its own, not a task: SQLite calls block,
+        // and one thread that commits a whole batch per wake-up costs a
+        // fraction of handing every statement to a worker and back.
+        let thread = std::thread::Builder::new()
+            .name("rackboot-store".into())
+            .spawn(move || {
+                let sealer = sealer.as_ref().map(|(j, dir)| Sealer {
+                    journal: j,
+                    dir,
+                    current: 0,
+                    spare: None,
+                    sync: sync != SyncMode::None,
+                });
+                write_loop(conn, &writer, sealer, seq, &writer_health);
+                // The directory is released only once the file is closed.
+                drop(lock);
+            })
+            .map_err(|e| StoreError::Io {
+                path: "rackboot-store thread".into(),
+                source: e,
+            })?;
+        Ok(SqliteStore {
+            cache: Arc::new(Mutex::new(cache)),
+            queue,
+            journal,
+            syncer: Arc::new(Syncer::new(sync)),
+            thread: Some(thread),
+            health,
+        })
+    }
+
+    /// Makes lease changes durable before returning: appended to the journal
+    /// (and committed to the file later, lazily), or, without a journal or
+    /// when it cannot be written, committed now.
+    async fn durable(&self, changes: &[Change]) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        if let Some(journal) = &self.journal {
+            let journaled = {
+                let mut j = journal.lock().unwrap_or_else(PoisonError::into_inner);
+                // Appended and queued under one lock, so a seal never
+                // separates a journal line from its write in the queue.
+                match changes.iter().try_for_each(|c| j.append(c)) {
+                    Ok(()) => {
+                        for w in changes.iter().filter_map(|c| write_of(c, true)) {
+                            self.queue.push(w)?;
+                        }
+                        Ok(self.syncing().then(|| j.ticket()))
+                    }
+                    Err(e) => Err(e),
+                }
+            };
+            match journaled {
+                Ok(ticket) => return self.settle(ticket).await,
+                Err(e) => {
+                    self.health.append_failed(&e);
+                    tracing::warn!("store: committing the leases instead of journaling them");
+                }
+            }
+        }
+        for w in changes.iter().filter_map(|c| write_of(c, false)) {
+            self.queue.push(w)?;
+        }
+        self.flush().await
+    }
+
+    /// Whether a journaled change waits for `fdatasync` (`[store] sync`).
+    fn syncing(&self) -> bool {
+        self.syncer.mode() != SyncMode::None
+    }
+
+    /// Returns once the changes `ticket` was taken after are on disk. When
+    /// that fails, the file takes them instead: committed now, with
+    /// `synchronous = FULL`.
+    async fn settle(&self, ticket: Option<Ticket>) -> Result<(), StoreError> {
+        let (Some(ticket), Some(journal)) = (ticket, self.journal.clone()) else {
+            return Ok(());
+        };
+        let syncer = self.syncer.clone();
+        let synced = tokio::task::spawn_blocking(move || {
+            syncer.wait(&ticket, || {
+                journal
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .ticket()
+            })
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if let Err(e) = synced {
+            self.health.append_failed(&e);
+            tracing::warn!(error = %e, "store: cannot fdatasync the lease journal; committing the changes to the file instead");
+            return self.sync().await;
+        }
+        Ok(())
+    }
+
+    fn cache(&self) -> MutexGuard<'_, Cache> {
+        // The cache holds no invariant a panicking writer could half-break
+        // beyond one entry; keep serving rather than poison every request.
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn queue(&self, w: Write) -> Result<(), StoreError> {
+        self.queue.push(w)
+    }
+
+    /// Waits until every write queued so far is committed.
+    async fn flush(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.queue(Write::Flush(tx)).await?;
+        rx.await
+            .map_err(|_| StoreError::WriterGone)?
+            .map_err(unsaved)
+    }
+}
+
+/// Makes `path` readable by rackboot alone: created `0600` when `create`
+/// and missing, narrowed to `0600` (saying so) when others could read it.
+fn keep_private(path: &Path, create: bool) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if create {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io(e)),
+        }
+    }
+    let mode = match std::fs::metadata(path) {
+        Ok(m) => m.permissions().mode(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(e)),
+    };
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        tracing::warn!(path = %path.display(), "store file was readable by others (mode {:o}); it holds node tokens: now 0600", mode & 0o777);
+    }
+    Ok(())
+}
+
+fn lock_dir(state_dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, StoreError> {
+    let path = state_dir.join("rackboot.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::Io { path, source: e })?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|_| StoreError::Locked(state_dir.to_path_buf()))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn sync(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.queue(Write::Sync(tx)).await?;
+        rx.await
+            .map_err(|_| StoreError::WriterGone)?
+            .map_err(unsaved)
+    }
+
+    fn health(&self) -> StoreHealth {
+        StoreHealth {
+            unsaved: self.health.unsaved.load(Ordering::Relaxed),
+            failed_commits: self.health.failed_commits.load(Ordering::Relaxed),
+            failed_appends: self.health.failed_appends.load(Ordering::Relaxed),
+        }
+    }
+
+    async fn node(&self, mac: Mac) -> Result<Option<Node>, StoreError> {
+        Ok(self.cache().nodes.get(&mac).cloned())
+    }
+
+    async fn create_node_if_absent(&self, node: Node) -> Result<(Node, bool), StoreError> {
+        let ticket = {
+            let mut c = self.cache();
+            if let Some(existing) = c.nodes.get(&node.mac) {
+                return Ok((existing.clone(), false));
+            }
+            if let Some(other) = c.by_hostname.get(&node.hostname.to_ascii_lowercase()) {
+                return Err(StoreError::Conflict(format!(
+                    "hostname {} already belongs to {other}",
+                    node.hostname
+                )));
+            }
+            if let Some(other) = node.ipv4.and_then(|ip| c.by_fixed_ip.get(&ip)) {
+                return Err(StoreError::Conflict(format!(
+                    "address {} already belongs to {other}",
+                    node.ipv4.unwrap_or(Ipv4Addr::UNSPECIFIED)
+                )));
+            }
+            let Some(journal) = &self.journal else {
+                c.put_node(node.clone());
+                self.queue.push(Write::LazyNode(Box::new(node.clone())))?;
+                return Ok((node, true));
+            };
+            // A promise at once: the token may go out in a boot script, and
+            // the DHCP ACK for this record follows within milliseconds. So
+            // it is journaled (one append, no commit) before anyone can see
+            // it in memory, and appended and queued under the journal's
+            // lock so a seal never separates the two.
+            let mut j = journal.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Err(e) = j.append(&Change::Node(Box::new(node.clone()))) {
+                self.health.append_failed(&e);
+                return Err(StoreError::Unsaved(format!(
+                    "cannot journal the new record of {}: {e} (free space in the state directory)",
+                    node.mac
+                )));
+            }
+            c.put_node(node.clone());
+            self.queue.push(Write::LazyNode(Box::new(node.clone())))?;
+            self.syncing().then(|| j.ticket())
+        };
+        self.settle(ticket).await?;
+        Ok((node, true))
+    }
+
+    async fn nodes(&self) -> Result<Vec<Node>, StoreError> {
+        let mut all: Vec<Node> = self.cache().nodes.values().cloned().collect();
+        all.sort_by_key(|n| n.mac);
+        Ok(all)
+    }
+
+    async fn nodes_where(&self, any_of: &[NodeQuery]) -> Result<Vec<Node>, StoreError> {
+        let mut some: Vec<Node> = self
+            .cache()
+            .nodes
+            .values()
+            .filter(|n| NodeQuery::any_matches(any_of, n))
+            .cloned()
+            .collect();
+        some.sort_by_key(|n| n.mac);
+        Ok(some)
+    }
+
+    async fn update_node(&self, mac: Mac, edit: NodeEdit) -> Result<Edited, StoreError> {
+        let (before, node) = {
+            let mut c = self.cache();
+            let before = c
+                .nodes
+                .get(&mac)
+                .ok_or(StoreError::NoSuchNode(mac))?
+                .clone();
+            let mut node = before.clone();
+            edit(&mut node).map_err(StoreError::Refused)?;
+            // The MAC is the key: an edit cannot move a record to another one.
+            node.mac = mac;
+            if let Some(why) = c.clash(&node, &|_| false) {
+                return Err(StoreError::Conflict(why));
+            }
+            c.put_node(node.clone());
+            (before, node)
+        };
+        self.queue(Write::Nodes(vec![node.clone()])).await?;
+        self.flush().await?;
+        Ok(Edited {
+            before,
+            after: node,
+        })
+    }
+
+    async fn put_nodes(&self, nodes: Vec<Node>) -> Result<(), StoreError> {
+        self.edit_nodes(Box::new(move |_| Ok(nodes))).await?;
+        Ok(())
+    }
+
+    async fn edit_nodes(&self, edit: NodesEdit) -> Result<Vec<Node>, StoreError> {
+        let nodes = {
+            let mut c = self.cache();
+            let nodes = edit(&c.nodes).map_err(StoreError::Refused)?;
+            c.check_and_put(&nodes)?;
+            nodes
+        };
+        self.queue(Write::Nodes(nodes.clone())).await?;
+        self.flush().await?;
+        Ok(nodes)
+    }
+
+    async fn delete_node(&self, mac: Mac) -> Result<bool, StoreError> {
+        {
+            let mut c = self.cache();
+            let Some(old) = c.remove_node(mac) else {
+                return Ok(false);
+            };
+            if let Some(journal) = &self.journal {
+                // Its creation may still be in the journal: replayed after a
+                // crash, it must not bring the record back.
+                let mut j = journal.lock().unwrap_or_else(PoisonError::into_inner);
+                let forget = Change::Forget {
+                    mac,
+                    token: old.token,
+                };
+                if let Err(e) = j.append(&forget) {
+                    self.health.append_failed(&e);
+                }
+                self.queue.push(Write::DeleteNode(mac))?;
+            } else {
+                self.queue.push(Write::DeleteNode(mac))?;
+            }
+        }
+        self.flush().await?;
+        Ok(true)
+    }
+
+    async fn delete_nodes_if(
+        &self,
+        macs: &[Mac],
+        doomed: &NodeQuery,
+    ) -> Result<Vec<Mac>, StoreError> {
+        let mut deleted = Vec::new();
+        {
+            let mut c = self.cache();
+            for &mac in macs {
+                if !c.nodes.get(&mac).is_some_and(|n| doomed.matches(n)) {
+                    continue;
+                }
+                let Some(old) = c.remove_node(mac) else {
+                    continue;
+                };
+                if let Some(journal) = &self.journal {
+                    // As in delete_node: a creation still in the journal
+                    // must not bring the record back after a crash.
+                    let mut j = journal.lock().unwrap_or_else(PoisonError::into_inner);
+                    let forget = Change::Forget {
+                        mac,
+                        token: old.token,
+                    };
+                    if let Err(e) = j.append(&forget) {
+                        self.health.append_failed(&e);
+                    }
+                }
+                self.queue.push(Write::DeleteNode(mac))?;
+                deleted.push(mac);
+            }
+        }
+        if !deleted.is_empty() {
+            self.flush().await?;
+        }
+        Ok(deleted)
+    }
+
+    async fn touch_node(
+        &self,
+        mac: Mac,
+        arch: Option<BootArch>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let node = {
+            let mut c = self.cache();
+            let n = c.nodes.get_mut(&mac).ok_or(StoreError::NoSuchNode(mac))?;
+            // Every packet touches its node; the file needs last-seen only to
+            // the minute (memory has it exact), so most touches write nothing.
+            let arch_changed = arch.is_some() && arch != n.arch;
+            n.last_seen = Some(now);
+            if arch.is_some() {
+                n.arch = arch;
+            }
+            let node = n.clone();
+            let stale = c
+                .seen_saved
+                .get(&mac)
+                .is_none_or(|saved| now.millis() - saved.millis() >= LAST_SEEN_GRAIN_MS);
+            if !(stale || arch_changed) {
+                return Ok(());
+            }
+            c.seen_saved.insert(mac, now);
+            node
+        };
+        self.queue(Write::LazyNode(Box::new(node))).await
+    }
+
+    async fn set_node_state(
+        &self,
+        mac: Mac,
+        state: NodeState,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let node = {
+            let mut c = self.cache();
+            let n = c.nodes.get_mut(&mac).ok_or(StoreError::NoSuchNode(mac))?;
+            n.state = state;
+            n.state_reason = reason.map(str::to_string);
+            n.clone()
+        };
+        self.queue(Write::Node(Box::new(node))).await?;
+        self.flush().await
+    }
+
+    async fn set_node_relay_info(&self, mac: Mac, info: Option<&str>) -> Result<(), StoreError> {
+        let node = {
+            let mut c = self.cache();
+            let n = c.nodes.get_mut(&mac).ok_or(StoreError::NoSuchNode(mac))?;
+            if n.relay_info.as_deref() == info {
+                return Ok(());
+            }
+            n.relay_info = info.map(str::to_string);
+            n.clone()
+        };
+        self.queue(Write::LazyNode(Box::new(node))).await
+    }
+
+    async fn bump_config_generation(&self, macs: &[Mac]) -> Result<Vec<(Mac, u64)>, StoreError> {
+        if macs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut bumped = Vec::with_capacity(macs.len());
+        {
+            let mut c = self.cache();
+            if let Some(missing) = macs.iter().find(|m| !c.nodes.contains_key(m)) {
+                return Err(StoreError::NoSuchNode(*missing));
+            }
+            let mut records = Vec::with_capacity(macs.len());
+            for mac in macs {
+                let Some(n) = c.nodes.get_mut(mac) else {
+                    continue;
+                };
+                if bumped.iter().any(|(m, _)| m == mac) {
+                    continue;
+                }
+                n.config_generation += 1;
+                bumped.push((*mac, n.config_generation));
+                records.push(n.clone());
+            }
+            // Queued under the cache lock: no other write of these records
+            // can land between the bump and its write (and overwrite it with
+            // an older copy). One message is one transaction: all or none.
+            self.queue.push(Write::Nodes(records))?;
+        }
+        self.flush().await?;
+        Ok(bumped)
+    }
+
+    async fn add_report(&self, mac: Mac, report: &ScriptReport) -> Result<(), StoreError> {
+        if !self.cache().nodes.contains_key(&mac) {
+            return Err(StoreError::NoSuchNode(mac));
+        }
+        self.queue(Write::Report(mac, report.clone())).await?;
+        self.flush().await
+    }
+
+    async fn reports(&self, mac: Mac) -> Result<(Vec<ScriptReport>, u64), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.queue(Write::Reports(mac, tx)).await?;
+        rx.await
+            .map_err(|_| StoreError::WriterGone)?
+            .map_err(StoreError::Commit)
+    }
+
+    async fn add_event(&self, mac: Mac, event: &Event) -> Result<(), StoreError> {
+        let trim = {
+            let mut c = self.cache();
+            let n = c.events_since_trim.entry(mac).or_insert(0);
+            *n += 1;
+            if *n >= TRIM_EVERY {
+                *n = 0;
+                true
+            } else {
+                false
+            }
+        };
+        self.queue(Write::Event(mac, event.clone())).await?;
+        if trim {
+            self.queue(Write::Trim(mac)).await?;
+        }
+        Ok(())
+    }
+
+    async fn events(&self, mac: Mac) -> Result<Vec<Event>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.queue(Write::Events(mac, tx)).await?;
+        rx.await
+            .map_err(|_| StoreError::WriterGone)?
+            .map_err(StoreError::Commit)
+    }
+
+    async fn lease_of(&self, mac: Mac) -> Result<Option<Lease>, StoreError> {
+        let c = self.cache();
+        Ok(c.lease_of
+            .get(&mac)
+            .and_then(|ip| c.leases.get(ip))
+            .cloned())
+    }
+
+    async fn lease_at(&self, ip: Ipv4Addr) -> Result<Option<Lease>, StoreError> {
+        Ok(self.cache().leases.get(&u32::from(ip)).cloned())
+    }
+
+    async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
+        Ok(self.cache().leases.values().cloned().collect())
+    }
+
+    fn visit_leases(&self, first: Ipv4Addr, last: Ipv4Addr, f: &mut dyn FnMut(&Lease)) {
+        let (first, last) = (u32::from(first), u32::from(last));
+        if first <= last {
+            self.cache()
+                .leases
+                .range(first..=last)
+                .for_each(|(_, l)| f(l));
+        }
+    }
+
+    async fn allocate(&self, req: &LeaseRequest) -> Result<Option<Lease>, StoreError> {
+        let now = req.now;
+        let (lease, dropped) = {
+            let mut c = self.cache();
+            let in_range = |ip: Ipv4Addr| {
+                req.ranges
+                    .iter()
+                    .any(|(a, b)| (u32::from(*a)..=u32::from(*b)).contains(&u32::from(ip)))
+            };
+            let current = c
+                .lease_of
+                .get(&req.mac)
+                .and_then(|ip| c.leases.get(ip))
+                .filter(|l| l.state != LeaseState::Declined)
+                .map(|l| l.ip);
+            let mut chosen = None;
+            if let Some(fixed) = req.fixed {
+                // A fixed address is the node's own: no other MAC may hold it,
+                // but a stale dynamic lease of someone else on it is overridden
+                // only once it has expired.
+                if !c.taken_by_other(fixed, req.mac, now) {
+                    chosen = Some(fixed);
+                }
+            } else {
+                let candidates = if req.exact { None } else { current };
+                chosen = candidates
+                    .into_iter()
+                    .chain(req.wanted)
+                    .find(|ip| in_range(*ip) && !c.taken_by_other(*ip, req.mac, now));
+                for &(first, last) in req.ranges.iter().filter(|_| !req.exact) {
+                    if chosen.is_some() {
+                        break;
+                    }
+                    let (lo, hi) = (u32::from(first), u32::from(last));
+                    // Start where the last search ended: a storm of new clients
+                    // costs O(1) each instead of a scan from the bottom.
+                    let start = c
+                        .cursors
+                        .get(&(lo, hi))
+                        .copied()
+                        .unwrap_or(lo)
+                        .clamp(lo, hi);
+                    let found = (start..=hi)
+                        .chain(lo..start)
+                        .find(|ip| !c.taken_by_other(Ipv4Addr::from(*ip), req.mac, now));
+                    if let Some(ip) = found {
+                        c.cursors
+                            .insert((lo, hi), if ip == hi { lo } else { ip + 1 });
+                        chosen = Some(Ipv4Addr::from(ip));
+                    }
+                }
+            }
+            let Some(ip) = chosen else {
+                return Ok(None);
+            };
+            // One lease per MAC: drop any other address it held.
+            let dropped = match c.lease_of.get(&req.mac).copied() {
+                Some(old) if old != u32::from(ip) => c.drop_lease(old).map(|l| l.ip),
+                _ => None,
+            };
+            let lease = Lease {
+                ip,
+                mac: Some(req.mac),
+                state: req.state,
+                expires: req.expires,
+            };
+            c.put_lease(lease.clone());
+            (lease, dropped)
+        };
+        if lease.state == LeaseState::Bound {
+            // An ACK promises the address: it must survive a crash before it is sent.
+            let mut changes: Vec<Change> = dropped.map(Change::Drop).into_iter().collect();
+            changes.push(Change::Put(lease.clone()));
+            self.durable(&changes).await?;
+        } else {
+            // An offer promises nothing (RFC 2131 §4.3.1: the server need not
+            // keep it); losing one in a crash costs the client a new DISCOVER.
+            if let Some(old) = dropped {
+                self.queue(Write::LazyDropLease(old)).await?;
+            }
+            self.queue(Write::LazyLease(lease.clone())).await?;
+        }
+        Ok(Some(lease))
+    }
+
+    async fn release(&self, mac: Mac, ip: Ipv4Addr) -> Result<bool, StoreError> {
+        let released = {
+            let mut c = self.cache();
+            let holds = c
+                .leases
+                .get(&u32::from(ip))
+                .is_some_and(|l| l.mac == Some(mac));
+            holds && c.drop_lease(u32::from(ip)).is_some()
+        };
+        if released {
+            self.durable(&[Change::Drop(ip)]).await?;
+        }
+        Ok(released)
+    }
+
+    async fn decline(&self, ip: Ipv4Addr, until: Timestamp) -> Result<(), StoreError> {
+        let lease = Lease {
+            ip,
+            mac: None,
+            state: LeaseState::Declined,
+            expires: until,
+        };
+        self.cache().put_lease(lease.clone());
+        self.durable(&[Change::Put(lease)]).await
+    }
+
+    async fn host_addr(
+        &self,
+        hostname: &str,
+        now: Timestamp,
+    ) -> Result<Option<Ipv4Addr>, StoreError> {
+        let c = self.cache();
+        let Some(mac) = c.by_hostname.get(&hostname.to_ascii_lowercase()) else {
+            return Ok(None);
+        };
+        if let Some(ip) = c.nodes.get(mac).and_then(|n| n.ipv4) {
+            return Ok(Some(ip));
+        }
+        Ok(c.lease_of
+            .get(mac)
+            .and_then(|ip| c.leases.get(ip))
+            .filter(|l| l.state == LeaseState::Bound && l.is_live(now))
+            .map(|l| l.ip))
+    }
+
+    async fn addr_host(&self, ip: Ipv4Addr, now: Timestamp) -> Result<Option<String>, StoreError> {
+        let c = self.cache();
+        let mac = c.by_fixed_ip.get(&ip).copied().or_else(|| {
+            c.leases
+                .get(&u32::from(ip))
+                .filter(|l| l.state == LeaseState::Bound && l.is_live(now))
+                .and_then(|l| l.mac)
+        });
+        Ok(mac
+            .and_then(|m| c.nodes.get(&m))
+            .map(|n| n.hostname.clone()))
+    }
+
+    fn names(&self) -> Arc<NameTable> {
+        Arc::clone(&self.cache().names)
+    }
+
+    async fn mac_at(&self, ip: Ipv4Addr, now: Timestamp) -> Result<Option<Mac>, StoreError> {
+        let c = self.cache();
+        Ok(c.leases
+            .get(&u32::from(ip))
+            .filter(|l| l.is_live(now))
+            .and_then(|l| l.mac)
+            .or_else(|| c.by_fixed_ip.get(&ip).copied()))
+    }
+}
+
+/// How the store contract battery (`super::contract`) opens this engine
+/// and what a crash leaves of it.
+#[cfg(test)]
+pub(crate) struct Contract;
+
+#[cfg(test)]
+impl super::contract::Engine for Contract {
+    async fn open(place: &Path) -> Arc<dyn Store> {
+        Arc::new(SqliteStore::open(place).await.unwrap())
+    }
+
+    /// What `kill -9` leaves of a running store: its files as the page
+    /// cache holds them, copied (a process killed writes nothing more, and a
+    /// copy is exactly what the next start would find).
+    fn crash(from: &Path, to: &Path) {
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_file() {
+                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{EventKind, NodeOrigin};
+
+    fn mac(n: u8) -> Mac {
+        Mac::new([0x52, 0x54, 0, 0, 0, n])
+    }
+
+    fn req(m: Mac, now: i64) -> LeaseRequest {
+        LeaseRequest {
+            mac: m,
+            ranges: vec![("10.0.0.10".parse().unwrap(), "10.0.0.12".parse().unwrap())],
+            fixed: None,
+            wanted: None,
+            exact: false,
+            state: LeaseState::Bound,
+            expires: Timestamp(now + 3_600_000),
+            now: Timestamp(now),
+        }
+    }
+    /// A record from before rackboot kept origins reads as DHCP's only
+    /// when it is exactly what DHCP makes (its default hostname, nothing an
+    /// admin sets); anything else is an admin's, and never reaped.
+    #[tokio::test]
+    async fn records_from_before_origins_were_kept_are_dhcps_only_when_bare() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SqliteStore::open(dir.path()).await.unwrap();
+            for n in 1..=3 {
+                let node = Node::discovered(mac(n), "discovery", format!("t{n}"), Timestamp(1));
+                s.create_node_if_absent(node).await.unwrap();
+            }
+            s.update_node(
+                mac(2),
+                Box::new(|n| {
+                    n.hostname = "builder-2".into();
+                    Ok(())
+                }),
+            )
+            .await
+            .unwrap();
+            s.update_node(
+                mac(3),
+                Box::new(|n| {
+                    n.origin = NodeOrigin::Admin;
+                    Ok(())
+                }),
+            )
+            .await
+            .unwrap();
+            s.sync().await.unwrap();
+        }
+        let conn = Connection::open(dir.path().join("rackboot.db")).unwrap();
+        conn.execute("UPDATE nodes SET origin = NULL", []).unwrap();
+        drop(conn);
+        let s = SqliteStore::open(dir.path()).await.unwrap();
+        let mut origins = Vec::new();
+        for n in 1..=3 {
+            origins.push(s.node(mac(n)).await.unwrap().unwrap().origin);
+        }
+        // 1 is bare; 2 was renamed; 3 is bare again: DHCP's.
+        assert_eq!(
+            origins,
+            [
+                NodeOrigin::Discovered,
+                NodeOrigin::Admin,
+                NodeOrigin::Discovered
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn writes_survive_reopening_and_one_process_owns_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SqliteStore::open(dir.path()).await.unwrap();
+            let n = Node::discovered(mac(1), "discovery", "t".into(), Timestamp(0));
+            s.create_node_if_absent(n).await.unwrap();
+            s.allocate(&req(mac(1), 0)).await.unwrap().unwrap();
+            let err = SqliteStore::open(dir.path())
+                .await
+                .err()
+                .expect("second open must fail");
+            assert!(
+                err.to_string().contains("in use by another rackboot"),
+                "{err}"
+            );
+            s.add_event(
+                mac(1),
+                &Event {
+                    at: Timestamp(1),
+                    kind: EventKind::DhcpAck,
+                    detail: "x".into(),
+                },
+            )
+            .await
+            .unwrap();
+            s.events(mac(1)).await.unwrap();
+        }
+        // Let the first store's writer task wind down and drop its lock.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let s = SqliteStore::open(dir.path()).await.unwrap();
+        assert!(s.node(mac(1)).await.unwrap().is_some());
+        assert_eq!(
+            s.lease_of(mac(1)).await.unwrap().unwrap().ip.to_string(),
+            "10.0.0.10"
+        );
+        assert_eq!(s.events(mac(1)).await.unwrap().len(), 1);
+    }
+
+    /// `[store] sync`: with `always` every journaled change had its own
+    /// fdatasync before it returned, with `group` concurrent ones share
+    /// rounds, with `none` there is none; each mode keeps every lease across
+    /// a reopen. The state files hold node tokens: 0600, and an older store
+    /// readable by others is narrowed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sync_modes_fdatasync_as_asked_and_state_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        for mode in [SyncMode::None, SyncMode::Group, SyncMode::Always] {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("rackboot.db"), b"").unwrap();
+            std::fs::set_permissions(
+                dir.path().join("rackboot.db"),
+                std::fs::Permissions::from_mode(0o644),
+            )
+            .unwrap();
+            {
+                let s = Arc::new(SqliteStore::open_with(dir.path(), mode).await.unwrap());
+                let mut tasks = tokio::task::JoinSet::new();
+                for i in 1..=8u8 {
+                    let s = s.clone();
+                    tasks.spawn(async move {
+                        let n =
+                            Node::discovered(mac(i), "discovery", format!("t{i}"), Timestamp(0));
+                        s.create_node_if_absent(n).await.unwrap();
+                        let wide = LeaseRequest {
+                            ranges: vec![(
+                                "10.0.0.10".parse().unwrap(),
+                                "10.0.0.50".parse().unwrap(),
+                            )],
+                            ..req(mac(i), 0)
+                        };
+                        s.allocate(&wide).await.unwrap().unwrap();
+                    });
+                }
+                while let Some(t) = tasks.join_next().await {
+                    t.unwrap();
+                }
+                // 8 records and 8 ACKs journaled.
+                let rounds = s.syncer.rounds();
+                match mode {
+                    SyncMode::None => assert_eq!(rounds, 0),
+                    SyncMode::Always => assert_eq!(rounds, 16),
+                    SyncMode::Group => assert!((1..=16).contains(&rounds), "{rounds}"),
+                }
+                for f in ["rackboot.db", "rackboot.lock", "leases.journal.0"] {
+                    let m = std::fs::metadata(dir.path().join(f)).unwrap();
+                    assert_eq!(m.permissions().mode() & 0o777, 0o600, "{f} ({mode:?})");
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let s = SqliteStore::open_with(dir.path(), mode).await.unwrap();
+            for i in 1..=8u8 {
+                assert!(s.lease_of(mac(i)).await.unwrap().is_some(), "{mode:?} {i}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_acknowledged_lease_is_in_the_journal_before_allocate_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = dir.path().join("leases.journal.0");
+        {
+            let s = SqliteStore::open(dir.path()).await.unwrap();
+            let n = Node::discovered(mac(1), "discovery", "t".into(), Timestamp(0));
+            s.create_node_if_absent(n).await.unwrap();
+            let offered = LeaseRequest {
+                state: LeaseState::Offered,
+                ..req(mac(1), 0)
+            };
+            s.allocate(&offered).await.unwrap().unwrap();
+            let created = std::fs::read_to_string(&journal).unwrap();
+            assert!(
+                created.starts_with("node t {") && created.lines().count() == 1,
+                "a new record is journaled, an offer is not: {created:?}"
+            );
+            s.allocate(&req(mac(1), 0)).await.unwrap().unwrap();
+            // No commit has run yet (lazy writes wait up to a second): the
+            // journal alone holds the ACK.
+            assert_eq!(
+                std::fs::read_to_string(&journal).unwrap(),
+                format!("{created}put 10.0.0.10 52:54:00:00:00:01 bound 3600000\n")
+            );
+            assert!(
+                s.release(mac(1), "10.0.0.10".parse().unwrap())
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                std::fs::read_to_string(&journal)
+                    .unwrap()
+                    .ends_with("drop 10.0.0.10\n")
+            );
+            // A sync commits everything: the segment is sealed and, once
+            // committed, removed; the next one is empty.
+            s.sync().await.unwrap();
+            assert!(!journal.exists());
+            assert_eq!(
+                std::fs::read_to_string(dir.path().join("leases.journal.1")).unwrap(),
+                ""
+            );
+        }
+        // Closing commits everything too: what is left holds nothing.
+        for e in std::fs::read_dir(dir.path()).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().into_string().unwrap();
+            if name.starts_with("leases.journal.") {
+                assert_eq!(std::fs::read_to_string(e.path()).unwrap(), "", "{name}");
+            }
+        }
+    }
+
+    /// A tmpfs of `size` mounted on a fresh temporary directory, unmounted on
+    /// drop: a state directory whose disk really fills up.
+    struct SmallDisk {
+        dir: tempfile::TempDir,
+    }
+
+    impl SmallDisk {
+        /// `None` (the test is skipped, said on stderr) when not root.
+        fn mount(size: &str) -> Option<SmallDisk> {
+            if unsafe { nix::libc::geteuid() } != 0 {
+                eprintln!("skipped: mounting a small tmpfs as the state directory needs root");
+                return None;
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let out = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir.path())
+                .output()
+                .expect("run mount");
+            assert!(
+                out.status.success(),
+                "mount a tmpfs: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Some(SmallDisk { dir })
+        }
+
+        fn path(&self) -> &Path {
+            self.dir.path()
+        }
+
+        /// Writes a filler file until the disk is full.
+        fn fill(&self) {
+            use std::io::Write as _;
+            let mut f = std::fs::File::create(self.path().join("filler")).unwrap();
+            let block = vec![0xa5u8; 4096];
+            loop {
+                match f.write(&block) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => break,
+                    Err(e) => panic!("filling the disk: {e}"),
+                }
+            }
+            let _ = f.sync_all();
+        }
+
+        fn free(&self) {
+            std::fs::remove_file(self.path().join("filler")).unwrap();
+        }
+    }
+
+    impl Drop for SmallDisk {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(self.dir.path())
+                .status();
+        }
+    }
+
+    /// Waits (at most 10 s) until the store has nothing left unsaved.
+    async fn until_saved(s: &SqliteStore) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while s.health().unsaved > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "still unsaved after the disk has room: {:?}",
+                s.health()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A full state directory loses nothing the store said was done: a
+    /// write it cannot make durable is refused (node creation, an ACK's
+    /// lease) or reported unsaved (an edit, a delete), and whatever a
+    /// failed commit held is kept and retried, by the writer once the disk
+    /// has room or by replay after a restart.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_full_disk_loses_nothing_the_store_said_was_done() {
+        let Some(disk) = SmallDisk::mount("2m") else {
+            return;
+        };
+        let now = Timestamp::now().millis();
+        let mut done: Vec<Node> = Vec::new();
+        let mut acked: Vec<Lease> = Vec::new();
+        {
+            let s = SqliteStore::open(disk.path()).await.unwrap();
+            // Created and ACKed with room to spare: journaled, not committed.
+            for m in 1..=2 {
+                let n = Node::discovered(mac(m), "discovery", format!("a{m}"), Timestamp(now));
+                done.push(s.create_node_if_absent(n).await.unwrap().0);
+                acked.push(s.allocate(&req(mac(m), now)).await.unwrap().unwrap());
+            }
+            disk.fill();
+            // The lazy batch holding them fails to commit; nothing is lost.
+            assert!(s.sync().await.unwrap_err().is_unsaved());
+            assert!(s.health().unsaved > 0 && s.health().failed_commits > 0);
+            // A new record, an ACK's lease, an edit: none can be made durable.
+            let n = Node::discovered(mac(3), "discovery", "a3".into(), Timestamp(now));
+            assert!(s.create_node_if_absent(n).await.unwrap_err().is_unsaved());
+            assert!(s.node(mac(3)).await.unwrap().is_none(), "not shown either");
+            assert!(
+                s.allocate(&req(mac(3), now))
+                    .await
+                    .unwrap_err()
+                    .is_unsaved()
+            );
+            assert!(s.health().failed_appends > 0);
+            let edit = s
+                .update_node(
+                    mac(1),
+                    Box::new(|n| {
+                        n.labels.insert("rack".into(), "r1".into());
+                        Ok(())
+                    }),
+                )
+                .await;
+            assert!(edit.unwrap_err().is_unsaved());
+            // rackboot stops with the disk still full.
+        }
+        disk.free();
+        {
+            // Started again once there is room: the journal brings back
+            // every record and lease it acknowledged.
+            let s = SqliteStore::open(disk.path()).await.unwrap();
+            for n in &done {
+                let got = s.node(n.mac).await.unwrap();
+                assert_eq!(got.map(|g| g.token), Some(n.token.clone()), "{}", n.mac);
+            }
+            for l in &acked {
+                assert_eq!(s.lease_at(l.ip).await.unwrap().as_ref(), Some(l));
+            }
+
+            // Full again, without a restart this time: what failed is kept
+            // and retried by the writer as soon as the disk has room.
+            let n = Node::discovered(mac(4), "discovery", "a4".into(), Timestamp(now));
+            done.push(s.create_node_if_absent(n).await.unwrap().0);
+            disk.fill();
+            let edit = s
+                .update_node(
+                    mac(1),
+                    Box::new(|n| {
+                        n.labels.insert("rack".into(), "r2".into());
+                        Ok(())
+                    }),
+                )
+                .await;
+            assert!(edit.unwrap_err().is_unsaved());
+            assert!(s.delete_node(mac(2)).await.unwrap_err().is_unsaved());
+            assert!(s.sync().await.is_err());
+            assert!(s.health().unsaved > 0);
+            disk.free();
+            until_saved(&s).await;
+            s.sync().await.unwrap();
+        }
+        let s = SqliteStore::open(disk.path()).await.unwrap();
+        assert_eq!(s.node(mac(4)).await.unwrap().unwrap().token, "a4");
+        let n1 = s.node(mac(1)).await.unwrap().unwrap();
+        assert_eq!(n1.labels.get("rack").map(String::as_str), Some("r2"));
+        assert!(
+            s.node(mac(2)).await.unwrap().is_none(),
+            "the retried delete"
+        );
+        assert_eq!(s.health(), StoreHealth::default());
+    }
+
+    #[tokio::test]
+    async fn leases_only_the_journal_holds_are_replayed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SqliteStore::open(dir.path()).await.unwrap();
+            let n = Node::discovered(mac(1), "discovery", "t".into(), Timestamp(0));
+            s.create_node_if_absent(n).await.unwrap();
+            s.allocate(&req(mac(1), 0)).await.unwrap().unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // What a process killed right after two ACKs and a release leaves:
+        // a sealed segment it had not committed, and the current one with a
+        // line it was still writing.
+        std::fs::write(
+            dir.path().join("leases.journal.5"),
+            "put 10.0.0.11 52:54:00:00:00:02 bound 3600000\n\
+             put 10.0.0.12 52:54:00:00:00:03 bound 3600000\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("leases.journal.6"),
+            "drop 10.0.0.10\nput 10.0.0.10 52:54:00:00:00:04 bou",
+        )
+        .unwrap();
+        let s = SqliteStore::open(dir.path()).await.unwrap();
+        let holder = |ip: &str| {
+            let s = &s;
+            let ip = ip.parse().unwrap();
+            async move { s.lease_at(ip).await.unwrap().and_then(|l| l.mac) }
+        };
+        assert_eq!(
+            holder("10.0.0.10").await,
+            None,
+            "released, then a torn line"
+        );
+        assert_eq!(holder("10.0.0.11").await, Some(mac(2)));
+        assert_eq!(holder("10.0.0.12").await, Some(mac(3)));
+        assert!(!dir.path().join("leases.journal.5").exists());
+        assert!(!dir.path().join("leases.journal.6").exists());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("leases.journal.0")).unwrap(),
+            ""
+        );
+    }
+
+    fn report(i: i64) -> ScriptReport {
+        ScriptReport {
+            at: Timestamp(i),
+            generation: 1,
+            script: format!("{i:02}-s.sh"),
+            status: (i % 3) as i32,
+            duration_ms: (i % 2 == 0).then_some(i as u64 * 10),
+            output: format!("out {i}"),
+        }
+    }
+
+    /// A store made before config generations and reports existed opens, and
+    /// its nodes start at generation 0.
+    #[tokio::test]
+    async fn an_older_store_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join("rackboot.db")).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE nodes (mac TEXT PRIMARY KEY NOT NULL, hostname TEXT NOT NULL UNIQUE COLLATE NOCASE, \
+                 ipv4 INTEGER UNIQUE, labels TEXT NOT NULL DEFAULT '{}', params TEXT NOT NULL DEFAULT '{}', \
+                 bootenv TEXT NOT NULL, next_bootenv TEXT, bootenv_expires INTEGER, protected INTEGER NOT NULL DEFAULT 0, \
+                 state TEXT NOT NULL, state_reason TEXT, arch TEXT, last_seen INTEGER, token TEXT NOT NULL, \
+                 created INTEGER NOT NULL); \
+                 INSERT INTO nodes (mac, hostname, bootenv, state, token, created) \
+                 VALUES ('52:54:00:00:00:01', 'old', 'discovery', 'configured', 't', 0);",
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(dir.path()).await.unwrap();
+        let n = s.node(mac(1)).await.unwrap().unwrap();
+        assert_eq!((n.hostname.as_str(), n.config_generation), ("old", 0));
+        assert_eq!(
+            s.bump_config_generation(&[mac(1)]).await.unwrap(),
+            [(mac(1), 1)]
+        );
+        s.add_report(mac(1), &report(1)).await.unwrap();
+        assert_eq!(s.reports(mac(1)).await.unwrap().0.len(), 1);
+    }
+
+    /// A store whose timelines are in the old `events` table (TEXT MAC, an
+    /// index beside it) keeps them, in order, and later events follow them,
+    /// also after a restart.
+    #[tokio::test]
+    async fn old_timelines_move_to_the_timeline_table_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join("rackboot.db")).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, mac TEXT NOT NULL, \
+                 at INTEGER NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL); \
+                 CREATE INDEX events_by_mac ON events(mac, id); \
+                 INSERT INTO events (mac, at, kind, detail) VALUES \
+                 ('52:54:00:00:00:01', 5, 'dhcp.ack', 'first'), \
+                 ('52:54:00:00:00:02', 6, 'dhcp.ack', 'other node'), \
+                 ('52:54:00:00:00:01', 4, 'tftp.sent', 'second, clock stepped back'), \
+                 ('not a mac', 7, 'dhcp.ack', 'dropped');",
+            )
+            .unwrap();
+        }
+        let details = |ev: Vec<Event>| ev.into_iter().map(|e| e.detail).collect::<Vec<_>>();
+        {
+            let s = SqliteStore::open(dir.path()).await.unwrap();
+            assert_eq!(
+                details(s.events(mac(1)).await.unwrap()),
+                ["first", "second, clock stepped back"]
+            );
+            assert_eq!(details(s.events(mac(2)).await.unwrap()), ["other node"]);
+            let e = Event {
+                at: Timestamp(1),
+                kind: EventKind::HttpScript,
+                detail: "third".into(),
+            };
+            s.add_event(mac(1), &e).await.unwrap();
+            s.sync().await.unwrap();
+        }
+        let s = SqliteStore::open(dir.path()).await.unwrap();
+        let e = Event {
+            at: Timestamp(0),
+            kind: EventKind::HttpKernel,
+            detail: "fourth, after a restart".into(),
+        };
+        s.add_event(mac(1), &e).await.unwrap();
+        assert_eq!(
+            details(s.events(mac(1)).await.unwrap()),
+            [
+                "first",
+                "second, clock stepped back",
+                "third",
+                "fourth, after a restart"
+            ]
+        );
+    }
+}
