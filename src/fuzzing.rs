@@ -51,7 +51,7 @@ fn encode(m: &Message) -> Vec<u8> {
 pub fn dhcp(data: &[u8]) {
     use crate::dhcp::classify::classify;
     use crate::dhcp::reply::{self, ServerParams};
-    use crate::dhcp::{server, wire};
+    use crate::dhcp::wire;
 
     let Ok(msg) = wire::decode_request(data) else {
         return;
@@ -80,7 +80,7 @@ pub fn dhcp(data: &[u8]) {
     let now = crate::model::Timestamp(0);
     let node = crate::model::Node::discovered(req.client.mac, "discovery", "t".into(), now);
     let decision = crate::boot::decide_for_node(&req.client, &node, &loaders, &urls, now);
-    let boot = server::boot_file(&decision);
+    let boot = decision.boot_file();
     let params = ServerParams {
         server_ip: Ipv4Addr::new(10, 77, 0, 1),
         subnet: "10.77.0.0/24".parse().expect("a subnet"),

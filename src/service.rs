@@ -12,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 use crate::boot::{Admission, Catalog, CatalogCell, CatalogError, Limits, Urls};
 use crate::config::{Config, SubnetMode};
 use crate::control::admit::Door;
-use crate::dhcp::{self, DhcpContext, lease::Pool, reply::ServerParams};
+use crate::control::dhcp_client::DhcpClients;
+use crate::control::lease::Pool;
+use crate::dhcp::{self, DhcpContext, reply::ServerParams};
 use crate::dns::{self, Zone};
 use crate::events::Timeline;
 use crate::http::auth::{Tokens, TokensError};
@@ -351,16 +353,21 @@ pub async fn run(
             .iter()
             .position(|s| s.params.subnet.contains(&address));
         let any_proxy = subnets.iter().any(|s| s.mode == SubnetMode::Proxy);
-        let ctx = Arc::new(DhcpContext {
+        let clients = Arc::new(DhcpClients {
             store: store.clone(),
             timeline: timeline.clone(),
             door: door.clone(),
             binding: binding.clone(),
-            subnets,
-            direct,
             loaders: cfg.dhcp.loaders.clone(),
             urls: urls.clone(),
-            default_bootenv: cfg.default_bootenv.clone(),
+        });
+        clients
+            .count_unknown_leases(&subnets, crate::model::Timestamp::now())
+            .await?;
+        let ctx = Arc::new(DhcpContext {
+            clients,
+            subnets,
+            direct,
             limits: std::sync::Mutex::new(dhcp::ratelimit::RateLimits::new(
                 cfg.dhcp.rate_limit_per_mac,
                 cfg.dhcp.rate_limit_per_relay,
@@ -368,8 +375,6 @@ pub async fn run(
             started: std::time::Instant::now(),
             metrics: metrics.clone(),
         });
-        ctx.count_unknown_leases(crate::model::Timestamp::now())
-            .await?;
         if any_proxy {
             let boot = dhcp::bind(&cfg.interface, dhcp::server::BOOT_SERVER_PORT)
                 .and_then(UdpSocket::from_std)

@@ -22,6 +22,50 @@ pub enum Decision {
     Ignore { reason: String },
 }
 
+/// What a DHCP answer tells the client to boot, from a [`Decision`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootFile {
+    None,
+    /// A file on rackboot's TFTP service (siaddr = server).
+    Tftp(String),
+    /// A URL for iPXE (`Script`) or for UEFI HTTP boot (`http_client`).
+    Url {
+        url: String,
+        http_client: bool,
+    },
+}
+
+impl Decision {
+    /// The boot file this decision hands out.
+    pub fn boot_file(&self) -> BootFile {
+        match self {
+            Decision::Loader { path, .. } => BootFile::Tftp(path.clone()),
+            Decision::HttpLoader { url, .. } => BootFile::Url {
+                url: url.clone(),
+                http_client: true,
+            },
+            Decision::Script { url, .. } => BootFile::Url {
+                url: url.clone(),
+                http_client: false,
+            },
+            Decision::AddressOnly | Decision::Local { .. } | Decision::Ignore { .. } => {
+                BootFile::None
+            }
+        }
+    }
+
+    /// The client's architecture, when the decision is about booting.
+    pub fn arch(&self) -> Option<BootArch> {
+        match self {
+            Decision::Loader { arch, .. }
+            | Decision::HttpLoader { arch, .. }
+            | Decision::Script { arch, .. }
+            | Decision::Local { arch } => Some(*arch),
+            Decision::AddressOnly | Decision::Ignore { .. } => None,
+        }
+    }
+}
+
 /// Where nodes reach rackboot.
 #[derive(Debug, Clone)]
 pub struct Urls {

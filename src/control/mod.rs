@@ -7,7 +7,12 @@
 //!   server and HTTP alike; the one place a first request makes a record.
 //! - [`bind`]: which address a node's credentials (boot script, token)
 //!   belong to, from the leases and what proxyDHCP saw.
+//! - [`dhcp_client`]: what happens when a firmware, iPXE or an OS asks
+//!   rackboot's DHCP (port 67 and the PXE boot server on 4011), with
+//!   [`lease`] for the addresses.
 
 pub mod admin;
 pub mod admit;
 pub mod bind;
+pub mod dhcp_client;
+pub mod lease;

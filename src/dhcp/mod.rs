@@ -1,9 +1,9 @@
-//! DHCPv4: hands out addresses on the boot subnet and tells each client which
-//! loader or script to fetch. Owns the socket and the wire format (dhcproto);
-//! asks `boot` what to hand out and the store for leases. No bootenv logic.
+//! DHCPv4: owns the sockets and the wire format (dhcproto). A request is
+//! checked, classified, given its subnet and rate-limited here, then
+//! answered by one call to [`crate::control::dhcp_client`], whose answer is
+//! encoded here. No store, no bootenv logic.
 
 pub mod classify;
-pub mod lease;
 pub mod ratelimit;
 pub mod reply;
 pub mod server;

@@ -20,18 +20,7 @@ pub struct ServerParams {
     pub lease_seconds: u32,
 }
 
-/// What the reply tells the client to boot, in wire terms.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BootFile {
-    None,
-    /// A file on rackboot's TFTP service (siaddr = server).
-    Tftp(String),
-    /// A URL for iPXE (`Script`) or for UEFI HTTP boot (`http_client`).
-    Url {
-        url: String,
-        http_client: bool,
-    },
-}
+pub use crate::boot::BootFile;
 
 /// PXE option 43, sub-option 6 (discovery control) = 8: "boot the file in this
 /// reply, skip PXE boot-server discovery". Without it some PXE ROMs wait for a

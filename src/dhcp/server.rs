@@ -13,71 +13,26 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use super::classify::{Request, Unanswerable, classify};
-use super::lease::{self, Outcome, Pool};
-use super::reply::{self, BootFile, ServerParams};
-use super::unknown::Unknown;
+use super::reply;
 use super::wire;
-use crate::boot::{Decision, Urls, decide_for_node};
-use crate::config::{LoaderMap, SubnetMode};
+use crate::config::SubnetMode;
 use crate::contain;
-use crate::control::admit::{Door, Looked, Place, Via};
-use crate::events::Timeline;
+pub use crate::control::dhcp_client::Subnet;
+use crate::control::dhcp_client::{Answer, DhcpClients};
 use crate::metrics::{DhcpReply, DhcpType, IgnoreReason, Metrics, Service};
-use crate::model::{EventKind, Mac, Node, Timestamp};
-use crate::store::{Store, StoreError};
 
 pub const SERVER_PORT: u16 = 67;
 pub const CLIENT_PORT: u16 = 68;
 /// The PXE boot server port (proxyDHCP's second round).
 pub const BOOT_SERVER_PORT: u16 = 4011;
 
-/// One subnet as the DHCP service serves it.
-#[derive(Debug, Clone)]
-pub struct Subnet {
-    pub params: ServerParams,
-    pub pool: Pool,
-    pub mode: SubnetMode,
-    /// Where relayed requests may come from (`relays`); empty: anywhere.
-    pub relays: Vec<Ipv4Addr>,
-    /// What unknown clients hold of the pool (`unknown_share`, `unknown_rate`).
-    pub unknown: Arc<std::sync::Mutex<Unknown>>,
-    /// `rackboot_dhcp_pool_unknown` of this subnet.
-    pub unknown_held: prometheus_client::metrics::gauge::Gauge,
-}
-
-impl Subnet {
-    fn unknown(&self) -> std::sync::MutexGuard<'_, Unknown> {
-        self.unknown
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// `mac` holds nothing counted against `unknown_share` any more.
-    fn unknown_left(&self, mac: Mac) {
-        let mut u = self.unknown();
-        if u.held() > 0 {
-            u.left(mac);
-            self.unknown_held.set(u.held() as i64);
-        }
-    }
-}
-
 /// Everything the DHCP service needs, passed in explicitly.
 pub struct DhcpContext {
-    pub store: Arc<dyn Store>,
-    pub timeline: Timeline,
-    /// Whether a MAC may boot (known, or unknown where `unknown_clients`
-    /// serves it): the one decision HTTP asks too.
-    pub door: Arc<Door>,
-    /// Told the address a proxyDHCP client used: what its boot script and
-    /// token are bound to there.
-    pub binding: Arc<crate::control::bind::Binding>,
+    /// What happens when a client asks: the one call per request.
+    pub clients: Arc<DhcpClients>,
     pub subnets: Vec<Subnet>,
     /// The subnet of the boot interface itself (requests without a relay).
     pub direct: Option<usize>,
-    pub loaders: LoaderMap,
-    pub urls: Urls,
-    pub default_bootenv: String,
     pub limits: std::sync::Mutex<super::ratelimit::RateLimits>,
     /// The origin of the rate limiter's clock.
     pub started: std::time::Instant,
@@ -99,68 +54,6 @@ impl DhcpContext {
             }
             None => self.direct.map(|i| &self.subnets[i]),
         }
-    }
-
-    /// Counts, once at start-up, the live leases of each pool that unknown
-    /// clients hold (no record, or a bare one DHCP made), so that a restart
-    /// does not hand them their share a second time.
-    pub async fn count_unknown_leases(&self, now: Timestamp) -> Result<(), StoreError> {
-        let leases = self.store.leases().await?;
-        for lease in leases {
-            let Some(mac) = lease.mac else { continue };
-            if !lease.is_live(now) {
-                continue;
-            }
-            let Some(subnet) = self.subnets.iter().find(|s| {
-                s.mode == SubnetMode::Dhcp
-                    && s.pool
-                        .ranges
-                        .iter()
-                        .any(|&(a, b)| (u32::from(a)..=u32::from(b)).contains(&u32::from(lease.ip)))
-            }) else {
-                continue;
-            };
-            let unknown = match self.store.node(mac).await? {
-                None => true,
-                Some(n) => n.is_bare_discovery(),
-            };
-            if unknown {
-                subnet.unknown().took(mac, lease.expires);
-            }
-        }
-        for s in &self.subnets {
-            s.unknown_held.set(s.unknown().held() as i64);
-        }
-        Ok(())
-    }
-
-    /// Whether `mac`, unknown, may have a new lease on `subnet` now; when the
-    /// share is full, the clients it counts are first looked up again (at
-    /// most once a second), since some may have booted meanwhile.
-    async fn unknown_may_take(
-        &self,
-        subnet: &Subnet,
-        mac: Mac,
-        now: Timestamp,
-    ) -> Result<Result<(), super::unknown::Refusal>, StoreError> {
-        let due = subnet.unknown().due_for_recount(now);
-        if !due.is_empty() {
-            let mut known = Vec::new();
-            for m in due {
-                if self
-                    .store
-                    .node(m)
-                    .await?
-                    .is_some_and(|n| !n.is_bare_discovery())
-                {
-                    known.push(m);
-                }
-            }
-            let mut u = subnet.unknown();
-            u.recount(&known, now);
-            subnet.unknown_held.set(u.held() as i64);
-        }
-        Ok(subnet.unknown().may_take(mac, now))
     }
 }
 
@@ -340,67 +233,27 @@ async fn boot_server_answer(ctx: &DhcpContext, packet: &[u8], peer: SocketAddr) 
         .subnets
         .iter()
         .find(|s| s.mode == SubnetMode::Proxy && s.params.subnet.contains(from.ip()))?;
-    let mac = req.client.mac;
-    let now = Timestamp::now();
-    let place = Place::Subnet(subnet.params.subnet);
-    let failed = |e: StoreError| {
-        tracing::error!(%mac, error = %e, "cannot answer PXE boot server request");
-        ctx.metrics.dhcp_ignored(IgnoreReason::Error);
-    };
-    let (node, known) = match ctx.door.look(mac, place, now).await {
-        Ok(Looked::Known(n)) => (n, true),
-        Ok(Looked::Unknown(n)) => (n, false),
-        Ok(Looked::Refused { .. }) => {
-            ctx.metrics.dhcp_ignored(IgnoreReason::UnknownClient);
-            return None;
+    match ctx
+        .clients
+        .asked_boot_server(subnet, &req, *from.ip())
+        .await
+    {
+        Ok(Answer::Proxy { boot }) => Some(reply::proxy_offer(
+            &msg,
+            MessageType::Ack,
+            &boot,
+            &subnet.params,
+        )),
+        Ok(Answer::Ignored(why)) => {
+            ctx.metrics.dhcp_ignored(why);
+            None
         }
+        Ok(_) => None,
         Err(e) => {
-            failed(e);
-            return None;
+            tracing::error!(mac = %req.client.mac, error = %e, "cannot answer PXE boot server request");
+            ctx.metrics.dhcp_ignored(IgnoreReason::Error);
+            None
         }
-    };
-    // The address it asks from is the one its boot script goes to.
-    if let Err(e) = ctx.binding.saw(mac, *from.ip()).await {
-        tracing::warn!(%mac, error = %e, "cannot record the address of a proxyDHCP client");
-    }
-    let decision = decide_for_node(&req.client, &node, &ctx.loaders, &ctx.urls, now);
-    let boot = boot_file(&decision);
-    if boot == BootFile::None {
-        return None;
-    }
-    // Made only now that it is answered (see `answer`).
-    if let Err(e) = welcomed(ctx, node, known, place, Via::PxeBootServer).await {
-        failed(e);
-        return None;
-    }
-    ctx.timeline
-        .record(
-            mac,
-            EventKind::DhcpAck,
-            format!("boot server (4011): {}", detail_boot(&boot, &req)),
-        )
-        .await;
-    Some(reply::proxy_offer(
-        &msg,
-        MessageType::Ack,
-        &boot,
-        &subnet.params,
-    ))
-}
-
-/// The wire form of a boot decision.
-pub(crate) fn boot_file(decision: &Decision) -> BootFile {
-    match decision {
-        Decision::Loader { path, .. } => BootFile::Tftp(path.clone()),
-        Decision::HttpLoader { url, .. } => BootFile::Url {
-            url: url.clone(),
-            http_client: true,
-        },
-        Decision::Script { url, .. } => BootFile::Url {
-            url: url.clone(),
-            http_client: false,
-        },
-        Decision::AddressOnly | Decision::Local { .. } | Decision::Ignore { .. } => BootFile::None,
     }
 }
 
@@ -483,312 +336,62 @@ pub async fn handle(
         metrics.dhcp_ignored(IgnoreReason::NoSubnet);
         return None;
     };
-    match answer(ctx, subnet, &msg, &req).await {
-        Ok(Some(reply)) => {
-            if let Some(kind) = DhcpReply::of(reply.opts().msg_type()) {
-                metrics.dhcp_replied(kind);
-            }
-            let dest = destination(&req, &reply);
-            Some((reply, dest))
-        }
-        Ok(None) => None,
+    let answer = match ctx.clients.asked(subnet, &req).await {
+        Ok(a) => a,
         Err(e) => {
             tracing::error!(mac = %req.client.mac, error = %e, "cannot answer DHCP request");
             metrics.dhcp_ignored(IgnoreReason::Error);
-            None
+            return None;
         }
+    };
+    let reply = encode(&msg, &req, subnet, answer, metrics)?;
+    if let Some(kind) = DhcpReply::of(reply.opts().msg_type()) {
+        metrics.dhcp_replied(kind);
     }
+    let dest = destination(&req, &reply);
+    Some((reply, dest))
 }
 
-async fn answer(
-    ctx: &DhcpContext,
-    subnet: &Subnet,
+/// The reply that says `answer`, if it says anything.
+fn encode(
     msg: &Message,
     req: &Request,
-) -> Result<Option<Message>, StoreError> {
-    let now = Timestamp::now();
-    let mac = req.client.mac;
-    let store = ctx.store.as_ref();
-    let place = Place::Subnet(subnet.params.subnet);
-    let via = Via::Dhcp {
-        relay: req.client.relay,
-    };
-    // An unknown MAC's record is made only once it is answered with an
-    // address (or, on a proxy subnet, boot information): a flood of
-    // made-up MACs that gets nothing leaves nothing behind.
-    let (mut node, known) = match ctx.door.look(mac, place, now).await? {
-        Looked::Known(node) => (node, true),
-        Looked::Unknown(node) => (node, false),
-        Looked::Refused { .. } => {
-            ctx.metrics.dhcp_ignored(IgnoreReason::UnknownClient);
-            return Ok(None);
-        }
-    };
-    if known
-        && let Some(info) = &req.relay_info
-        && node.relay_info.as_deref() != Some(info.as_str())
-    {
-        store.set_node_relay_info(mac, Some(info)).await?;
-        ctx.timeline
-            .record(
-                mac,
-                EventKind::DhcpRelay,
-                format!("relay agent information: {info}"),
-            )
-            .await;
-    }
-    let decision = decide_for_node(&req.client, &node, &ctx.loaders, &ctx.urls, now);
-    let arch = match &decision {
-        Decision::Loader { arch, .. }
-        | Decision::HttpLoader { arch, .. }
-        | Decision::Script { arch, .. }
-        | Decision::Local { arch } => Some(*arch),
-        _ => None,
-    };
-    if known {
-        store.touch_node(mac, arch, now).await?;
-    } else {
-        node.arch = arch.or(node.arch);
-        node.relay_info = req.relay_info.clone();
-    }
-    if let Decision::Ignore { reason } = &decision {
-        tracing::info!(%mac, %reason, "ignoring DHCP request");
-        ctx.metrics.dhcp_ignored(IgnoreReason::UnsupportedArch);
-        if known {
-            ctx.timeline
-                .record(mac, EventKind::DhcpIgnored, reason.clone())
-                .await;
-        }
-        return Ok(None);
-    }
-    let boot = boot_file(&decision);
-    // A client rackboot knows nothing of: its leases count against the
-    // subnet's `unknown_share`, and a new one against `unknown_rate`.
-    let unknown = !known || node.is_bare_discovery();
-    if !unknown {
-        subnet.unknown_left(mac);
-    }
-
-    if subnet.mode == SubnetMode::Proxy {
-        // The address the client uses (renewing: ciaddr) or asks the other
-        // server for (a broadcast REQUEST: option 50) is the one its boot
-        // script and token are bound to; rackboot leased nothing to know it by.
-        let using = Some(req.ciaddr)
-            .filter(|ip| !ip.is_unspecified())
-            .or(req
-                .requested_ip
-                .filter(|_| req.kind == MessageType::Request))
-            .filter(|ip| subnet.params.subnet.contains(ip));
-        if let Some(ip) = using {
-            ctx.binding.saw(mac, ip).await?;
-        }
-        // Another server owns the addresses: answer PXE clients' DISCOVERs
-        // with boot information only and leave everything else to it.
-        if matches!(boot, BootFile::None) || req.kind != MessageType::Discover {
-            ctx.metrics.dhcp_ignored(IgnoreReason::NotForUs);
-            return Ok(None);
-        }
-        welcomed(ctx, node, known, place, via).await?;
-        ctx.timeline
-            .record(
-                mac,
-                EventKind::DhcpOffer,
-                format!("proxyDHCP: {}", detail_boot(&boot, req)),
-            )
-            .await;
-        return Ok(Some(reply::proxy_offer(
-            msg,
-            MessageType::Offer,
-            &boot,
-            &subnet.params,
-        )));
-    }
-
-    match req.kind {
-        MessageType::Discover => {
-            if unknown && let Err(why) = ctx.unknown_may_take(subnet, mac, now).await? {
-                tracing::debug!(%mac, subnet = %subnet.params.subnet, %why, "no offer to an unknown client");
-                ctx.metrics.dhcp_ignored(IgnoreReason::UnknownLimited);
-                return Ok(None);
-            }
-            let Some(l) =
-                lease::offer(store, &subnet.pool, mac, node.ipv4, req.requested_ip, now).await?
-            else {
-                tracing::warn!(%mac, "DHCP pool exhausted: no address to offer");
-                ctx.metrics.dhcp_ignored(IgnoreReason::PoolExhausted);
-                if known {
-                    ctx.timeline
-                        .record(mac, EventKind::DhcpIgnored, "pool exhausted")
-                        .await;
-                }
-                return Ok(None);
+    subnet: &Subnet,
+    answer: Answer,
+    metrics: &Metrics,
+) -> Option<Message> {
+    let p = &subnet.params;
+    Some(match answer {
+        Answer::Lease {
+            ack,
+            ip,
+            hostname,
+            boot,
+        } => {
+            let kind = if ack {
+                MessageType::Ack
+            } else {
+                MessageType::Offer
             };
-            if unknown {
-                counted(subnet, mac, &l);
-            }
-            let node = welcomed(ctx, node, known, place, via).await?;
-            ctx.timeline
-                .record(mac, EventKind::DhcpOffer, detail(l.ip, &boot, req))
-                .await;
-            Ok(Some(reply::answer(
-                msg,
-                MessageType::Offer,
-                l.ip,
-                Some(node.hostname.as_str()),
-                &boot,
-                req.client.is_ipxe,
-                &subnet.params,
-            )))
+            reply::answer(msg, kind, ip, Some(&hostname), &boot, req.client.is_ipxe, p)
         }
-        MessageType::Request => {
-            if unknown && let Err(why) = ctx.unknown_may_take(subnet, mac, now).await? {
-                // Not ours to give: say nothing, as for another server's client.
-                tracing::debug!(%mac, subnet = %subnet.params.subnet, %why, "no lease for an unknown client");
-                ctx.metrics.dhcp_ignored(IgnoreReason::UnknownLimited);
-                return Ok(None);
-            }
-            match lease::request(store, &subnet.pool, req, node.ipv4, now).await? {
-                Outcome::Ack(l) => {
-                    if unknown {
-                        counted(subnet, mac, &l);
-                    }
-                    let node = welcomed(ctx, node, known, place, via).await?;
-                    ctx.timeline
-                        .record(mac, EventKind::DhcpAck, detail(l.ip, &boot, req))
-                        .await;
-                    Ok(Some(reply::answer(
-                        msg,
-                        MessageType::Ack,
-                        l.ip,
-                        Some(node.hostname.as_str()),
-                        &boot,
-                        req.client.is_ipxe,
-                        &subnet.params,
-                    )))
-                }
-                Outcome::Nak(reason) => {
-                    if known {
-                        ctx.timeline
-                            .record(mac, EventKind::DhcpNak, reason.clone())
-                            .await;
-                    }
-                    Ok(Some(reply::nak(msg, subnet.params.server_ip, &reason)))
-                }
-                Outcome::Silent(reason) => {
-                    tracing::debug!(%mac, %reason, "not answering REQUEST");
-                    if unknown && store.lease_of(mac).await?.is_none() {
-                        subnet.unknown_left(mac);
-                    }
-                    ctx.metrics.dhcp_ignored(IgnoreReason::NotForUs);
-                    Ok(None)
-                }
-            }
-        }
-        MessageType::Release => {
-            let released = store.release(mac, req.ciaddr).await?;
-            if released {
-                subnet.unknown_left(mac);
-            }
-            if known {
-                ctx.timeline
-                    .record(
-                        mac,
-                        EventKind::DhcpRelease,
-                        format!(
-                            "{}{}",
-                            req.ciaddr,
-                            if released { "" } else { " (no such lease)" }
-                        ),
-                    )
-                    .await;
-            }
-            Ok(None)
-        }
-        MessageType::Decline => {
-            // Only the address this client was given: a DECLINE naming any
-            // other would let one host quarantine a whole pool.
-            let held = store.lease_of(mac).await?.map(|l| l.ip);
-            if let Some(ip) = req
-                .requested_ip
-                .filter(|ip| subnet.pool.subnet.contains(ip) && held == Some(*ip))
-            {
-                store
-                    .decline(ip, now.plus_secs(u64::from(subnet.pool.lease_seconds)))
-                    .await?;
-                subnet.unknown_left(mac);
-                if known {
-                    ctx.timeline
-                        .record(
-                            mac,
-                            EventKind::DhcpDecline,
-                            format!("{ip} is in use by another host; quarantined"),
-                        )
-                        .await;
-                }
-            }
-            Ok(None)
-        }
-        MessageType::Inform => Ok(Some(reply::answer(
+        Answer::Inform { hostname, boot } => reply::answer(
             msg,
             MessageType::Ack,
-            std::net::Ipv4Addr::UNSPECIFIED,
-            Some(node.hostname.as_str()),
+            Ipv4Addr::UNSPECIFIED,
+            Some(&hostname),
             &boot,
             req.client.is_ipxe,
-            &subnet.params,
-        ))),
-        _ => Ok(None),
-    }
-}
-
-/// Counts a lease an unknown client got against its subnet's share.
-fn counted(subnet: &Subnet, mac: Mac, lease: &crate::model::Lease) {
-    let mut u = subnet.unknown();
-    u.took(mac, lease.expires);
-    subnet.unknown_held.set(u.held() as i64);
-}
-
-/// The record of a client about to be answered: as it was if known, else
-/// made now (the client is told its hostname, and may boot from it next).
-async fn welcomed(
-    ctx: &DhcpContext,
-    node: Node,
-    known: bool,
-    place: Place,
-    via: Via,
-) -> Result<Node, StoreError> {
-    if known {
-        return Ok(node);
-    }
-    let info = node.relay_info.clone();
-    let (node, created) = ctx.door.welcome(node, place, via).await?;
-    if created && let Some(info) = info {
-        ctx.timeline
-            .record(
-                node.mac,
-                EventKind::DhcpRelay,
-                format!("relay agent information: {info}"),
-            )
-            .await;
-    }
-    Ok(node)
-}
-
-fn detail(ip: std::net::Ipv4Addr, boot: &BootFile, req: &Request) -> String {
-    format!("{ip}, {}", detail_boot(boot, req))
-}
-
-fn detail_boot(boot: &BootFile, req: &Request) -> String {
-    let who = match (req.client.is_ipxe, req.client.arch) {
-        (true, Some(a)) => format!("iPXE, arch {a}"),
-        (false, Some(a)) => format!("firmware, arch {a}"),
-        (_, None) => "no PXE".to_string(),
-    };
-    match boot {
-        BootFile::None => format!("no boot file ({who})"),
-        BootFile::Tftp(f) => format!("loader {f} by TFTP ({who})"),
-        BootFile::Url { url, .. } => format!("{url} ({who})"),
-    }
+            p,
+        ),
+        Answer::Nak { reason } => reply::nak(msg, p.server_ip, &reason),
+        Answer::Proxy { boot } => reply::proxy_offer(msg, MessageType::Offer, &boot, p),
+        Answer::Ignored(why) => {
+            metrics.dhcp_ignored(why);
+            return None;
+        }
+        Answer::Done => return None,
+    })
 }
 
 /// RFC 2131 §4.1: to the relay if there is one; to ciaddr when the client

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-use super::classify::Request;
+use crate::dhcp::classify::Request;
 use crate::model::{Lease, LeaseState, Mac, Timestamp};
 use crate::store::{LeaseRequest, Store, StoreError};
 

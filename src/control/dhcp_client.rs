@@ -1,0 +1,465 @@
+//! What happens when a firmware, iPXE or an OS asks rackboot's DHCP: the
+//! whole walk from a parsed request to the answer, for port 67 and for the
+//! PXE boot server on port 4011. The protocol ([`crate::dhcp`]) parses the
+//! packet, picks the subnet, applies the rate limits, makes one call here
+//! and encodes what comes back; everything in between (the node record,
+//! the boot decision, the lease, the unknown-client share, the timeline)
+//! is here.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use dhcproto::v4::MessageType;
+
+use super::admit::{Door, Looked, Place, Via};
+use super::bind::Binding;
+use super::lease::{self, Outcome, Pool};
+use crate::boot::{BootFile, Urls, decide_for_node};
+use crate::config::{LoaderMap, SubnetMode};
+use crate::dhcp::classify::Request;
+use crate::dhcp::reply::ServerParams;
+use crate::dhcp::unknown::{self, Unknown};
+use crate::events::Timeline;
+use crate::metrics::IgnoreReason;
+use crate::model::{EventKind, Lease, Mac, Node, Timestamp};
+use crate::store::{Store, StoreError};
+
+/// One subnet as rackboot serves it: what its replies carry, its pool, and
+/// what unknown clients hold of it.
+#[derive(Debug, Clone)]
+pub struct Subnet {
+    pub params: ServerParams,
+    pub pool: Pool,
+    pub mode: SubnetMode,
+    /// Where relayed requests may come from (`relays`); empty: anywhere.
+    pub relays: Vec<Ipv4Addr>,
+    /// What unknown clients hold of the pool (`unknown_share`, `unknown_rate`).
+    pub unknown: Arc<std::sync::Mutex<Unknown>>,
+    /// `rackboot_dhcp_pool_unknown` of this subnet.
+    pub unknown_held: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Subnet {
+    fn unknown(&self) -> std::sync::MutexGuard<'_, Unknown> {
+        self.unknown
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `mac` holds nothing counted against `unknown_share` any more.
+    fn unknown_left(&self, mac: Mac) {
+        let mut u = self.unknown();
+        if u.held() > 0 {
+            u.left(mac);
+            self.unknown_held.set(u.held() as i64);
+        }
+    }
+
+    /// Counts a lease an unknown client got against the subnet's share.
+    fn counted(&self, mac: Mac, lease: &Lease) {
+        let mut u = self.unknown();
+        u.took(mac, lease.expires);
+        self.unknown_held.set(u.held() as i64);
+    }
+}
+
+/// What to answer a DHCP request with; the protocol encodes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// DHCPOFFER (`ack: false`) or DHCPACK of `ip`, with the node's
+    /// hostname and boot file.
+    Lease {
+        ack: bool,
+        ip: Ipv4Addr,
+        hostname: String,
+        boot: BootFile,
+    },
+    /// DHCPACK to a DHCPINFORM: no address, the boot file.
+    Inform {
+        hostname: String,
+        boot: BootFile,
+    },
+    Nak {
+        reason: String,
+    },
+    /// Boot information only (proxyDHCP OFFER on port 67, ACK on 4011):
+    /// another server owns the addresses.
+    Proxy {
+        boot: BootFile,
+    },
+    /// Nothing is sent; why, for `/metrics`.
+    Ignored(IgnoreReason),
+    /// Nothing is sent, and nothing was ignored: a RELEASE or DECLINE is
+    /// answered by doing it.
+    Done,
+}
+
+/// Everything a DHCP client's walk needs besides the request.
+pub struct DhcpClients {
+    pub store: Arc<dyn Store>,
+    pub timeline: Timeline,
+    /// Whether a MAC may boot (known, or unknown where `unknown_clients`
+    /// serves it): the one decision HTTP asks too.
+    pub door: Arc<Door>,
+    /// Told the address a proxyDHCP client used: what its boot script and
+    /// token are bound to there.
+    pub binding: Arc<Binding>,
+    pub loaders: LoaderMap,
+    pub urls: Urls,
+}
+
+impl DhcpClients {
+    /// A client's request on port 67, on `subnet`.
+    pub async fn asked(&self, subnet: &Subnet, req: &Request) -> Result<Answer, StoreError> {
+        let now = Timestamp::now();
+        let mac = req.client.mac;
+        let store = self.store.as_ref();
+        let place = Place::Subnet(subnet.params.subnet);
+        let via = Via::Dhcp {
+            relay: req.client.relay,
+        };
+        // An unknown MAC's record is made only once it is answered with an
+        // address (or, on a proxy subnet, boot information): a flood of
+        // made-up MACs that gets nothing leaves nothing behind.
+        let (mut node, known) = match self.door.look(mac, place, now).await? {
+            Looked::Known(node) => (node, true),
+            Looked::Unknown(node) => (node, false),
+            Looked::Refused { .. } => return Ok(Answer::Ignored(IgnoreReason::UnknownClient)),
+        };
+        if known
+            && let Some(info) = &req.relay_info
+            && node.relay_info.as_deref() != Some(info.as_str())
+        {
+            store.set_node_relay_info(mac, Some(info)).await?;
+            self.timeline
+                .record(
+                    mac,
+                    EventKind::DhcpRelay,
+                    format!("relay agent information: {info}"),
+                )
+                .await;
+        }
+        let decision = decide_for_node(&req.client, &node, &self.loaders, &self.urls, now);
+        let arch = decision.arch();
+        if known {
+            store.touch_node(mac, arch, now).await?;
+        } else {
+            node.arch = arch.or(node.arch);
+            node.relay_info = req.relay_info.clone();
+        }
+        if let crate::boot::Decision::Ignore { reason } = &decision {
+            tracing::info!(%mac, %reason, "ignoring DHCP request");
+            if known {
+                self.timeline
+                    .record(mac, EventKind::DhcpIgnored, reason.clone())
+                    .await;
+            }
+            return Ok(Answer::Ignored(IgnoreReason::UnsupportedArch));
+        }
+        let boot = decision.boot_file();
+        // A client rackboot knows nothing of: its leases count against the
+        // subnet's `unknown_share`, and a new one against `unknown_rate`.
+        let unknown = !known || node.is_bare_discovery();
+        if !unknown {
+            subnet.unknown_left(mac);
+        }
+
+        if subnet.mode == SubnetMode::Proxy {
+            // The address the client uses (renewing: ciaddr) or asks the other
+            // server for (a broadcast REQUEST: option 50) is the one its boot
+            // script and token are bound to; rackboot leased nothing to know it by.
+            let using = Some(req.ciaddr)
+                .filter(|ip| !ip.is_unspecified())
+                .or(req
+                    .requested_ip
+                    .filter(|_| req.kind == MessageType::Request))
+                .filter(|ip| subnet.params.subnet.contains(ip));
+            if let Some(ip) = using {
+                self.binding.saw(mac, ip).await?;
+            }
+            // Another server owns the addresses: answer PXE clients' DISCOVERs
+            // with boot information only and leave everything else to it.
+            if matches!(boot, BootFile::None) || req.kind != MessageType::Discover {
+                return Ok(Answer::Ignored(IgnoreReason::NotForUs));
+            }
+            self.welcomed(node, known, place, via).await?;
+            self.timeline
+                .record(
+                    mac,
+                    EventKind::DhcpOffer,
+                    format!("proxyDHCP: {}", detail_boot(&boot, req)),
+                )
+                .await;
+            return Ok(Answer::Proxy { boot });
+        }
+
+        match req.kind {
+            MessageType::Discover => {
+                if unknown && let Err(why) = self.unknown_may_take(subnet, mac, now).await? {
+                    tracing::debug!(%mac, subnet = %subnet.params.subnet, %why, "no offer to an unknown client");
+                    return Ok(Answer::Ignored(IgnoreReason::UnknownLimited));
+                }
+                let Some(l) =
+                    lease::offer(store, &subnet.pool, mac, node.ipv4, req.requested_ip, now)
+                        .await?
+                else {
+                    tracing::warn!(%mac, "DHCP pool exhausted: no address to offer");
+                    if known {
+                        self.timeline
+                            .record(mac, EventKind::DhcpIgnored, "pool exhausted")
+                            .await;
+                    }
+                    return Ok(Answer::Ignored(IgnoreReason::PoolExhausted));
+                };
+                if unknown {
+                    subnet.counted(mac, &l);
+                }
+                let node = self.welcomed(node, known, place, via).await?;
+                self.timeline
+                    .record(mac, EventKind::DhcpOffer, detail(l.ip, &boot, req))
+                    .await;
+                Ok(Answer::Lease {
+                    ack: false,
+                    ip: l.ip,
+                    hostname: node.hostname,
+                    boot,
+                })
+            }
+            MessageType::Request => {
+                if unknown && let Err(why) = self.unknown_may_take(subnet, mac, now).await? {
+                    // Not ours to give: say nothing, as for another server's client.
+                    tracing::debug!(%mac, subnet = %subnet.params.subnet, %why, "no lease for an unknown client");
+                    return Ok(Answer::Ignored(IgnoreReason::UnknownLimited));
+                }
+                match lease::request(store, &subnet.pool, req, node.ipv4, now).await? {
+                    Outcome::Ack(l) => {
+                        if unknown {
+                            subnet.counted(mac, &l);
+                        }
+                        let node = self.welcomed(node, known, place, via).await?;
+                        self.timeline
+                            .record(mac, EventKind::DhcpAck, detail(l.ip, &boot, req))
+                            .await;
+                        Ok(Answer::Lease {
+                            ack: true,
+                            ip: l.ip,
+                            hostname: node.hostname,
+                            boot,
+                        })
+                    }
+                    Outcome::Nak(reason) => {
+                        if known {
+                            self.timeline
+                                .record(mac, EventKind::DhcpNak, reason.clone())
+                                .await;
+                        }
+                        Ok(Answer::Nak { reason })
+                    }
+                    Outcome::Silent(reason) => {
+                        tracing::debug!(%mac, %reason, "not answering REQUEST");
+                        if unknown && store.lease_of(mac).await?.is_none() {
+                            subnet.unknown_left(mac);
+                        }
+                        Ok(Answer::Ignored(IgnoreReason::NotForUs))
+                    }
+                }
+            }
+            MessageType::Release => {
+                let released = store.release(mac, req.ciaddr).await?;
+                if released {
+                    subnet.unknown_left(mac);
+                }
+                if known {
+                    self.timeline
+                        .record(
+                            mac,
+                            EventKind::DhcpRelease,
+                            format!(
+                                "{}{}",
+                                req.ciaddr,
+                                if released { "" } else { " (no such lease)" }
+                            ),
+                        )
+                        .await;
+                }
+                Ok(Answer::Done)
+            }
+            MessageType::Decline => {
+                // Only the address this client was given: a DECLINE naming any
+                // other would let one host quarantine a whole pool.
+                let held = store.lease_of(mac).await?.map(|l| l.ip);
+                if let Some(ip) = req
+                    .requested_ip
+                    .filter(|ip| subnet.pool.subnet.contains(ip) && held == Some(*ip))
+                {
+                    store
+                        .decline(ip, now.plus_secs(u64::from(subnet.pool.lease_seconds)))
+                        .await?;
+                    subnet.unknown_left(mac);
+                    if known {
+                        self.timeline
+                            .record(
+                                mac,
+                                EventKind::DhcpDecline,
+                                format!("{ip} is in use by another host; quarantined"),
+                            )
+                            .await;
+                    }
+                }
+                Ok(Answer::Done)
+            }
+            MessageType::Inform => Ok(Answer::Inform {
+                hostname: node.hostname,
+                boot,
+            }),
+            _ => Ok(Answer::Done),
+        }
+    }
+
+    /// A REQUEST to the PXE boot server (port 4011) from `from`, on a proxy
+    /// `subnet`: boot information only.
+    pub async fn asked_boot_server(
+        &self,
+        subnet: &Subnet,
+        req: &Request,
+        from: Ipv4Addr,
+    ) -> Result<Answer, StoreError> {
+        let mac = req.client.mac;
+        let now = Timestamp::now();
+        let place = Place::Subnet(subnet.params.subnet);
+        let (node, known) = match self.door.look(mac, place, now).await? {
+            Looked::Known(n) => (n, true),
+            Looked::Unknown(n) => (n, false),
+            Looked::Refused { .. } => return Ok(Answer::Ignored(IgnoreReason::UnknownClient)),
+        };
+        // The address it asks from is the one its boot script goes to.
+        if let Err(e) = self.binding.saw(mac, from).await {
+            tracing::warn!(%mac, error = %e, "cannot record the address of a proxyDHCP client");
+        }
+        let decision = decide_for_node(&req.client, &node, &self.loaders, &self.urls, now);
+        let boot = decision.boot_file();
+        if boot == BootFile::None {
+            return Ok(Answer::Done);
+        }
+        // Made only now that it is answered (see `asked`).
+        self.welcomed(node, known, place, Via::PxeBootServer)
+            .await?;
+        self.timeline
+            .record(
+                mac,
+                EventKind::DhcpAck,
+                format!("boot server (4011): {}", detail_boot(&boot, req)),
+            )
+            .await;
+        Ok(Answer::Proxy { boot })
+    }
+
+    /// Counts, once at start-up, the live leases of each pool that unknown
+    /// clients hold (no record, or a bare one DHCP made), so that a restart
+    /// does not hand them their share a second time.
+    pub async fn count_unknown_leases(
+        &self,
+        subnets: &[Subnet],
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let leases = self.store.leases().await?;
+        for lease in leases {
+            let Some(mac) = lease.mac else { continue };
+            if !lease.is_live(now) {
+                continue;
+            }
+            let Some(subnet) = subnets.iter().find(|s| {
+                s.mode == SubnetMode::Dhcp
+                    && s.pool
+                        .ranges
+                        .iter()
+                        .any(|&(a, b)| (u32::from(a)..=u32::from(b)).contains(&u32::from(lease.ip)))
+            }) else {
+                continue;
+            };
+            let unknown = match self.store.node(mac).await? {
+                None => true,
+                Some(n) => n.is_bare_discovery(),
+            };
+            if unknown {
+                subnet.unknown().took(mac, lease.expires);
+            }
+        }
+        for s in subnets {
+            s.unknown_held.set(s.unknown().held() as i64);
+        }
+        Ok(())
+    }
+
+    /// Whether `mac`, unknown, may have a new lease on `subnet` now; when the
+    /// share is full, the clients it counts are first looked up again (at
+    /// most once a second), since some may have booted meanwhile.
+    async fn unknown_may_take(
+        &self,
+        subnet: &Subnet,
+        mac: Mac,
+        now: Timestamp,
+    ) -> Result<Result<(), unknown::Refusal>, StoreError> {
+        let due = subnet.unknown().due_for_recount(now);
+        if !due.is_empty() {
+            let mut known = Vec::new();
+            for m in due {
+                if self
+                    .store
+                    .node(m)
+                    .await?
+                    .is_some_and(|n| !n.is_bare_discovery())
+                {
+                    known.push(m);
+                }
+            }
+            let mut u = subnet.unknown();
+            u.recount(&known, now);
+            subnet.unknown_held.set(u.held() as i64);
+        }
+        Ok(subnet.unknown().may_take(mac, now))
+    }
+
+    /// The record of a client about to be answered: as it was if known, else
+    /// made now (the client is told its hostname, and may boot from it next).
+    async fn welcomed(
+        &self,
+        node: Node,
+        known: bool,
+        place: Place,
+        via: Via,
+    ) -> Result<Node, StoreError> {
+        if known {
+            return Ok(node);
+        }
+        let info = node.relay_info.clone();
+        let (node, created) = self.door.welcome(node, place, via).await?;
+        if created && let Some(info) = info {
+            self.timeline
+                .record(
+                    node.mac,
+                    EventKind::DhcpRelay,
+                    format!("relay agent information: {info}"),
+                )
+                .await;
+        }
+        Ok(node)
+    }
+}
+
+fn detail(ip: Ipv4Addr, boot: &BootFile, req: &Request) -> String {
+    format!("{ip}, {}", detail_boot(boot, req))
+}
+
+fn detail_boot(boot: &BootFile, req: &Request) -> String {
+    let who = match (req.client.is_ipxe, req.client.arch) {
+        (true, Some(a)) => format!("iPXE, arch {a}"),
+        (false, Some(a)) => format!("firmware, arch {a}"),
+        (_, None) => "no PXE".to_string(),
+    };
+    match boot {
+        BootFile::None => format!("no boot file ({who})"),
+        BootFile::Tftp(f) => format!("loader {f} by TFTP ({who})"),
+        BootFile::Url { url, .. } => format!("{url} ({who})"),
+    }
+}
