@@ -16,6 +16,7 @@
 //!   read by DNS (and the SOA serial that says it changed).
 //! - [`events`]: the timeline writer shared by the protocols.
 //! - [`metrics`]: the Prometheus registry the protocols count into, served at `/metrics`.
+//! - [`routes`]: every URL shape rackboot serves or hands out, and its builder.
 //! - [`log`]: the log's format: one event a line, control characters that
 //!   came from the network escaped.
 //! - [`contain`]: a panic while handling one request costs that request, not the service.
@@ -55,6 +56,7 @@ pub mod names;
 pub mod nodes;
 pub mod privileges;
 pub mod reload;
+pub mod routes;
 pub mod secrets;
 pub mod service;
 pub mod store;

@@ -37,6 +37,7 @@ pub use process::{ProcessCollector, ProcessStats};
 pub use text::{Format, RenderError, openmetrics_to_text};
 
 use crate::model::{Lease, LeaseState, Timestamp};
+use crate::routes::Area;
 
 /// Upper bounds of `rackboot_dhcp_decision_seconds`, 50 µs to 1 s: an
 /// answer from memory takes tens of microseconds, one that waits for a
@@ -173,30 +174,11 @@ label_value! {
     }
 }
 
-label_value! {
-    /// Which part of the HTTP service a request was for.
-    HttpRoute {
-        Boot => "boot",
-        Assets => "assets",
-        Node => "node",
-        Api => "api",
-        Metrics => "metrics",
-        Other => "other",
-    }
-}
-
-impl HttpRoute {
-    /// The route class of a request path (before routing, so a 404 is classed too).
-    pub fn of_path(path: &str) -> HttpRoute {
-        let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
-        match first {
-            "boot" => HttpRoute::Boot,
-            "assets" => HttpRoute::Assets,
-            "node" => HttpRoute::Node,
-            "api" => HttpRoute::Api,
-            "metrics" if path == "/metrics" => HttpRoute::Metrics,
-            _ => HttpRoute::Other,
-        }
+/// The `route` label: which part of the HTTP service a request was for,
+/// as [`crate::routes`] classes its path.
+impl EncodeLabelValue for Area {
+    fn encode(&self, w: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        w.write_str(self.as_str())
     }
 }
 
@@ -322,7 +304,7 @@ pub(crate) struct ResultLabels {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(crate) struct HttpLabels {
-    route: HttpRoute,
+    route: Area,
     status: StatusClass,
 }
 
@@ -640,7 +622,7 @@ impl Metrics {
             f.http_timeouts
                 .get_or_create_owned(&HttpTimeoutLabels { phase });
         }
-        for &route in HttpRoute::ALL {
+        for &route in Area::ALL {
             for &status in StatusClass::ALL {
                 f.http_requests
                     .get_or_create_owned(&HttpLabels { route, status });
@@ -881,7 +863,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn http_request(&self, route: HttpRoute, status: u16) {
+    pub fn http_request(&self, route: Area, status: u16) {
         let status = StatusClass::of(status);
         self.families
             .http_requests
@@ -1014,12 +996,20 @@ mod tests {
         m.tftp_retransmitted(3);
         m.tftp_queued(2);
         m.tftp_queued(-1);
-        m.http_request(HttpRoute::of_path("/boot/52:54:00:00:00:01.ipxe"), 200);
-        m.http_request(HttpRoute::of_path("/assets/x86_64/vmlinuz"), 206);
-        m.http_request(HttpRoute::of_path("/assets/nope"), 404);
-        m.http_request(HttpRoute::of_path("/metrics"), 200);
-        m.http_request(HttpRoute::of_path("/metricsx"), 404);
-        m.http_request(HttpRoute::of_path("/api/v1/nodes"), 500);
+        m.http_request(Area::of_path("/boot/52:54:00:00:00:01.ipxe"), 200);
+        m.http_request(Area::of_path("/assets/x86_64/vmlinuz"), 206);
+        m.http_request(Area::of_path("/assets/nope"), 404);
+        m.http_request(Area::of_path("/metrics"), 200);
+        m.http_request(Area::of_path("/metricsx"), 404);
+        m.http_request(Area::of_path("/api/v1/nodes"), 500);
+        m.http_request(
+            Area::of_path("/cloud-init/52:54:00:00:00:01/t/user-data"),
+            200,
+        );
+        m.http_request(
+            Area::of_path("/answers/52:54:00:00:00:01/t/preseed.cfg"),
+            403,
+        );
         m.dns_query(DnsType::of(RecordType::A), DnsResult::NxDomain);
         m.dns_query(DnsType::of(RecordType::A), DnsResult::NxDomain);
         m.dns_query(DnsType::of(RecordType::MX), DnsResult::Forwarded);
@@ -1114,6 +1104,10 @@ mod tests {
         assert_eq!(value(&s, http, r#"route="metrics",status="2xx""#), 1.0);
         assert_eq!(value(&s, http, r#"route="other",status="4xx""#), 1.0);
         assert_eq!(value(&s, http, r#"route="api",status="5xx""#), 1.0);
+        // Seeds and answer files are their own routes, not "other".
+        assert_eq!(value(&s, http, r#"route="cloud_init",status="2xx""#), 1.0);
+        assert_eq!(value(&s, http, r#"route="answers",status="4xx""#), 1.0);
+        assert_eq!(value(&s, http, r#"route="answers",status="2xx""#), 0.0);
 
         let dns = "rackboot_dns_queries_total";
         assert_eq!(value(&s, dns, r#"type="a",result="nxdomain""#), 2.0);

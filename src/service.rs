@@ -9,7 +9,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::boot::{Admission, Catalog, CatalogCell, CatalogError, Limits, Urls};
+use crate::boot::{Admission, Catalog, CatalogCell, CatalogError, Limits};
 use crate::config::{Config, SubnetMode};
 use crate::control::admit::Door;
 use crate::dhcp::{self, DhcpContext, lease::Pool, reply::ServerParams};
@@ -18,6 +18,7 @@ use crate::events::Timeline;
 use crate::http::auth::{Tokens, TokensError};
 use crate::http::{self, ApiAuth, HttpContext};
 use crate::metrics::{Metrics, PoolRanges};
+use crate::routes::Urls;
 use crate::store::{SqliteStore, Store, StoreError};
 use crate::{privileges, tftp};
 

@@ -17,13 +17,14 @@ use super::lease::{self, Outcome, Pool};
 use super::reply::{self, BootFile, ServerParams};
 use super::unknown::Unknown;
 use super::wire;
-use crate::boot::{Decision, Urls, decide_for_node};
+use crate::boot::{Decision, decide_for_node};
 use crate::config::{LoaderMap, SubnetMode};
 use crate::contain;
 use crate::control::admit::{Door, Looked, Place, Via};
 use crate::events::Timeline;
 use crate::metrics::{DhcpReply, DhcpType, IgnoreReason, Metrics, Service};
 use crate::model::{EventKind, Mac, Node, Timestamp};
+use crate::routes::Urls;
 use crate::store::{Store, StoreError};
 
 pub const SERVER_PORT: u16 = 67;

@@ -25,6 +25,7 @@ use crate::control::admit::{Admitted, Place, Via};
 use crate::control::bind::Refusal;
 use crate::metrics::BootRefusal;
 use crate::model::{BootArch, EventKind, Mac, Timestamp};
+use crate::routes;
 
 /// `/boot/<mac>.ipxe?arch=`: other parameters are ignored.
 #[derive(serde::Deserialize)]
@@ -60,8 +61,7 @@ pub async fn script(
     Query(q): Query<ScriptQuery>,
     Peer(peer): Peer,
 ) -> Result<Response, HttpError> {
-    let mac = file
-        .strip_suffix(".ipxe")
+    let mac = routes::script_file_mac(&file)
         .ok_or_else(|| HttpError::not_found("boot scripts are named <mac>.ipxe"))?;
     let mac = parse_mac(mac)?;
     let asked_arch = q
@@ -92,7 +92,8 @@ pub async fn script(
                 return Err(HttpError::new(
                     StatusCode::FORBIDDEN,
                     format!(
-                        "{mac} is not a known node, and unknown clients are ignored here ({place}); an admin adds it (POST /api/v1/nodes)"
+                        "{mac} is not a known node, and unknown clients are ignored here ({place}); an admin adds it (POST {})",
+                        routes::api_path(routes::api::NODES)
                     ),
                 ));
             }
@@ -170,10 +171,7 @@ pub async fn script(
         let subnet = ctx.admission().limits().pool_name(pool);
         ctx.metrics.boot_waited(&subnet);
         tracing::debug!(%mac, subnet, attempt, delay_secs, ahead, "boot slots full: told to wait");
-        let again = match &q.arch {
-            Some(a) => format!("{}/boot/{mac}.ipxe?arch={a}", ctx.urls.http_base),
-            None => format!("{}/boot/{mac}.ipxe", ctx.urls.http_base),
-        };
+        let again = routes::boot_script(&ctx.urls.http_base, &mac, q.arch.as_deref());
         let why = WaitReason {
             booting,
             limit,

@@ -11,8 +11,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::{HttpContext, HttpError};
-use crate::metrics::{Format, HttpRoute};
+use crate::metrics::Format;
 use crate::model::Timestamp;
+use crate::routes::Area;
 
 /// Every metric as text. The pool gauges are counted here, from the leases
 /// in each pool's ranges where the store keeps them (nothing is copied), so
@@ -58,7 +59,7 @@ pub async fn scrape(
 /// Counts each request once its response status is known (before the body
 /// is streamed). Classed by path before routing, so unknown paths count too.
 pub async fn count(State(ctx): State<Arc<HttpContext>>, req: Request, next: Next) -> Response {
-    let route = HttpRoute::of_path(req.uri().path());
+    let route = Area::of_path(req.uri().path());
     let response = next.run(req).await;
     ctx.metrics.http_request(route, response.status().as_u16());
     response
