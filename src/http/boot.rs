@@ -17,6 +17,7 @@ use super::script_cache::{PendingBoot, TOKEN_PLACEHOLDER};
 use super::sendfile::{CanSendfile, FileRange};
 use super::stream::OnEnd;
 use super::{HttpContext, HttpError, Peer, parse_mac};
+use crate::assets::resolve as assets;
 use crate::boot::{
     AssetRole, Choice, Progress, RenderedScript, Verdict, WaitReason, effective_bootenv, lifecycle,
     render_ipxe, render_wait,
@@ -291,14 +292,14 @@ pub async fn asset(
     }
     // Opened here, beneath the assets directory and through no symbolic
     // link; the response is sent from this descriptor.
-    let opened = crate::tftp::resolve_asset(&ctx.assets_dir, &path).map_err(|r| match r {
-        crate::tftp::Refusal::OutsideRoot => HttpError::new(
+    let opened = assets::resolve(&ctx.assets_dir, &path).map_err(|r| match r {
+        assets::Refusal::OutsideRoot => HttpError::new(
             StatusCode::FORBIDDEN,
             format!(
                 "asset `{path}` is outside the assets directory or reached through a symbolic link; rackboot serves regular files beneath it only"
             ),
         ),
-        crate::tftp::Refusal::NotFound => HttpError::not_found(format!("no asset `{path}`")),
+        assets::Refusal::NotFound => HttpError::not_found(format!("no asset `{path}`")),
     })?;
     let mut finishes_boot = None;
     if req.method() == Method::GET

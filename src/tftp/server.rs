@@ -211,7 +211,7 @@ async fn read_transfer(shared: &Shared, client: SocketAddr, req: Request) {
     let Transfer { file, size, record } = match shared.handler.open(client, &req.filename).await {
         Ok(o) => o,
         Err(refusal) => {
-            let (code, msg) = refusal.error();
+            let (code, msg) = super::handler::error_packet(&refusal);
             return send_error(shared, client, code, msg.to_string()).await;
         }
     };
