@@ -270,13 +270,13 @@ mod tests {
             (ASSET, urls.http_loader("ipxe-amd64.efi", &m)),
             (ASSET, node_asset(base, "arm64/Image", &m)),
             (NODE_INSTALLED, installed(base, &m, "debian-12")),
-            (NODE_SCRIPTS, node(base, &m, "/scripts")),
+            (NODE_SCRIPTS, node(base, m, "/scripts")),
             (
                 NODE_SCRIPT,
                 node(base, "52-54-00-AA-BB-CC", "/scripts/a.sh"),
             ),
-            (NODE_REPORT, node(base, &m, "/report?script=a.sh&exit=0")),
-            (NODE_WAIT, node(base, &m, "/wait?generation=3")),
+            (NODE_REPORT, node(base, m, "/report?script=a.sh&exit=0")),
+            (NODE_WAIT, node(base, m, "/wait?generation=3")),
             (
                 CLOUD_INIT,
                 format!("{}user-data", cloud_init(base, &m, "tok")),
@@ -286,10 +286,10 @@ mod tests {
             assert!(matches(pattern, &url, base), "{url} is not {pattern}");
         }
         for (pattern, path) in [
-            (api::NODE, api::node(&m)),
-            (api::NODE_EVENTS, api::node_events(&m)),
+            (api::NODE, api::node(m)),
+            (api::NODE_EVENTS, api::node_events(m)),
             (api::BOOTENV, api::bootenv("debian-12")),
-            (api::EXPLAIN, api::explain(&m)),
+            (api::EXPLAIN, api::explain(m)),
         ] {
             assert!(matches(pattern, &path, ""), "{path} is not {pattern}");
         }
