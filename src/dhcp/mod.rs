@@ -4,6 +4,7 @@
 
 pub mod classify;
 pub mod lease;
+pub mod metrics;
 pub mod ratelimit;
 pub mod reply;
 pub mod server;

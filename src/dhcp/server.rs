@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::classify::{Request, Unanswerable, classify};
 use super::lease::{self, Outcome, Pool};
+use super::metrics::{DhcpReply, DhcpType, IgnoreReason};
 use super::reply::{self, BootFile, ServerParams};
 use super::unknown::Unknown;
 use super::wire;
@@ -22,7 +23,7 @@ use crate::config::{LoaderMap, SubnetMode};
 use crate::contain;
 use crate::control::admit::{Door, Looked, Place, Via};
 use crate::events::Timeline;
-use crate::metrics::{DhcpReply, DhcpType, IgnoreReason, Metrics, Service};
+use crate::metrics::{Metrics, Service};
 use crate::model::{EventKind, Mac, Node, Timestamp};
 use crate::routes::Urls;
 use crate::store::{Store, StoreError};

@@ -43,9 +43,9 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use super::bounds::{DeadlineBody, Guarded, Limits, Ticket};
+use super::metrics::HttpTimeout;
 use super::sendfile::{CanSendfile, FileRange};
 use super::wire::{self, Framing, Head, Rewind};
-use crate::metrics::HttpTimeout;
 
 /// How long requests in flight may finish once shutdown begins (HTTPS too).
 pub(super) const DRAIN: Duration = Duration::from_secs(5);

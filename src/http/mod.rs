@@ -11,7 +11,7 @@ pub mod bounds;
 mod error;
 mod file;
 pub(crate) mod listener;
-mod metrics;
+pub mod metrics;
 mod node;
 pub mod openapi;
 mod reconfigure;

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::metrics::TftpResult;
 use super::packet::ErrorCode;
 use crate::assets::resolve::{Refusal, resolve};
 use crate::events::Timeline;
-use crate::metrics::{Metrics, TftpResult};
+use crate::metrics::Metrics;
 use crate::model::{EventKind, Mac, Timestamp};
 use crate::store::Store;
 

@@ -16,6 +16,7 @@
 //!   client, the smaller; minus 32 bytes of IP, UDP and TFTP headers), the
 //!   file read per block, duplicate RRQs from a client already served, and
 //!   the cap on transfers per client address (`[tftp] max_transfers_per_address`).
+//! - [`metrics`]: TFTP's metric families and the methods that count into them.
 //! - [`handler`]: policy: no writes at all, reads of what
 //!   [`crate::assets::resolve`] opens (as HTTP does), the
 //!   `[tftp] max_transfers` slots with a
@@ -29,6 +30,7 @@
 //! retransmissions or queued transfers.
 
 pub mod handler;
+pub mod metrics;
 pub mod packet;
 pub mod server;
 pub mod session;

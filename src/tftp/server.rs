@@ -6,8 +6,9 @@
 //! client's ACK ([`BusyPoll`]) and drives a [`Session`]; what may be read
 //! and who waits is the [`AssetsHandler`]'s.
 
+use super::metrics::TftpResult;
 use crate::contain;
-use crate::metrics::{Service, TftpResult};
+use crate::metrics::Service;
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
