@@ -74,7 +74,7 @@ pub fn dhcp(data: &[u8]) {
         upgrade_old_ipxe: true,
         local_boot: crate::config::LocalBoot::Script,
     };
-    let urls = crate::boot::Urls {
+    let urls = crate::routes::Urls {
         http_base: "http://10.77.0.1".into(),
     };
     let now = crate::model::Timestamp(0);
@@ -246,7 +246,7 @@ pub fn tftp_session(data: &[u8]) {
 pub fn http_head(data: &[u8]) {
     use crate::http::wire::{Head, MAX_HEAD, parse};
 
-    match parse(data, crate::http::listener::is_boot_path) {
+    match parse(data, crate::routes::is_boot_path) {
         Head::Partial => assert!(data.len() <= MAX_HEAD),
         Head::Other => {}
         Head::Boot { req, len, close } => {
@@ -255,7 +255,7 @@ pub fn http_head(data: &[u8]) {
                 req: again,
                 len: len2,
                 close: close2,
-            } = parse(&data[..len], crate::http::listener::is_boot_path)
+            } = parse(&data[..len], crate::routes::is_boot_path)
             else {
                 panic!("the head's own {len} bytes do not parse as the same boot request");
             };

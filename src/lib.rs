@@ -15,7 +15,9 @@
 //! - [`names`]: hostname ↔ address of every node, kept current by the store,
 //!   read by DNS (and the SOA serial that says it changed).
 //! - [`events`]: the timeline writer shared by the protocols.
-//! - [`metrics`]: the Prometheus registry the protocols count into, served at `/metrics`.
+//! - [`metrics`]: the Prometheus registry served at `/metrics`; each protocol declares and
+//!   counts its own families in its `metrics` module.
+//! - [`routes`]: every URL shape rackboot serves or hands out, and its builder.
 //! - [`log`]: the log's format: one event a line, control characters that
 //!   came from the network escaped.
 //! - [`contain`]: a panic while handling one request costs that request, not the service.
@@ -55,6 +57,7 @@ pub mod names;
 pub mod nodes;
 pub mod privileges;
 pub mod reload;
+pub mod routes;
 pub mod secrets;
 pub mod service;
 pub mod store;

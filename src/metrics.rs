@@ -1,5 +1,14 @@
-//! Prometheus metrics: owns the registry, every metric family rackboot
-//! exports at `GET /metrics`, and the label values they take.
+//! Prometheus metrics: owns the registry behind `GET /metrics`, the shared
+//! machinery each metric family is declared with ([`label_value!`],
+//! [`families!`]), and the families that belong to no one protocol: node
+//! records, the catalog, assets, node credentials, contained panics and the
+//! store's health.
+//!
+//! Each protocol declares and registers its own families, and the methods
+//! that count into them, in its `metrics` module: [`crate::dhcp::metrics`],
+//! [`crate::tftp::metrics`], [`crate::http::metrics`],
+//! [`crate::dns::metrics`]. [`Metrics::new`] registers them all, in that
+//! order, then the ones here.
 //!
 //! The protocols count through the one [`Metrics`] they are handed (no
 //! globals). Counting is all they do here: no metric decides anything. On the
@@ -10,8 +19,8 @@
 //! metrics are the exception: they are read at scrape time
 //! ([`Metrics::update_pools`], [`process`]), so no request path maintains them.
 //!
-//! Adding a metric is one line in the [`families!`] table below: its name
-//! (which is also the field that counts it), its type, and its HELP text.
+//! Adding a metric is one line in the [`families!`] table of its owner: its
+//! name (which is also the field that counts it), its type, and its HELP text.
 //!
 //! Does not own the `/metrics` route (that is `http`), nor where leases live
 //! (the store). The exposition formats and their negotiation are in [`text`].
@@ -19,32 +28,19 @@
 mod process;
 mod text;
 
-use std::fmt::Write as _;
-use std::net::Ipv4Addr;
-use std::time::Duration;
-
-use dhcproto::v4::MessageType;
-use hickory_proto::rr::RecordType;
-use ipnet::Ipv4Net;
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::Registry;
 
 pub use process::{ProcessCollector, ProcessStats};
 pub use text::{Format, RenderError, openmetrics_to_text};
 
-use crate::model::{Lease, LeaseState, Timestamp};
-
-/// Upper bounds of `rackboot_dhcp_decision_seconds`, 50 µs to 1 s: an
-/// answer from memory takes tens of microseconds, one that waits for a
-/// durable lease write milliseconds, and past a second firmware retransmits.
-const DECISION_BUCKETS: [f64; 14] = [
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0,
-];
+use crate::dhcp::metrics::{DhcpMetrics, PoolRanges};
+use crate::dns::metrics::DnsMetrics;
+use crate::http::metrics::HttpMetrics;
+use crate::tftp::metrics::TftpMetrics;
 
 /// A label value from a closed set: a `Copy` enum written as a fixed string.
 macro_rules! label_value {
@@ -66,281 +62,74 @@ macro_rules! label_value {
             }
         }
 
-        impl EncodeLabelValue for $name {
-            fn encode(&self, w: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        impl ::prometheus_client::encoding::EncodeLabelValue for $name {
+            fn encode(
+                &self,
+                w: &mut ::prometheus_client::encoding::LabelValueEncoder<'_>,
+            ) -> Result<(), std::fmt::Error> {
+                use std::fmt::Write as _;
                 w.write_str(self.as_str())
             }
         }
     };
 }
+pub(crate) use label_value;
 
-label_value! {
-    /// The message type of a packet the DHCP server received.
-    DhcpType {
-        Discover => "discover",
-        Request => "request",
-        Release => "release",
-        /// RFC 2131 §4.3.3: the client found its address in use.
-        Decline => "decline",
-        Inform => "inform",
-        /// No option 53, a server's message type, or a packet that does not parse.
-        Other => "other",
-    }
-}
-
-impl DhcpType {
-    pub fn of(kind: Option<MessageType>) -> DhcpType {
-        match kind {
-            Some(MessageType::Discover) => DhcpType::Discover,
-            Some(MessageType::Request) => DhcpType::Request,
-            Some(MessageType::Release) => DhcpType::Release,
-            Some(MessageType::Decline) => DhcpType::Decline,
-            Some(MessageType::Inform) => DhcpType::Inform,
-            _ => DhcpType::Other,
+/// Declares a struct of metric families from a table with one line per
+/// family:
+///
+/// ```text
+/// name: Type [= initial value] [, unit] => "HELP text",
+/// ```
+///
+/// `name` is the metric's name after `rackboot_` (the unit and, for a
+/// counter, `_total` are appended by the encoder) and the field that counts
+/// it; `Type` is a prometheus-client metric (`Counter`, `Gauge`,
+/// `Family<Labels, Counter>`...), built with `Default` unless an initial
+/// value is given. The HELP text is what `promtool check metrics` insists
+/// on: a sentence for whoever reads the dashboard, without backslashes or
+/// double quotes. `register` adds every family to a registry, in table
+/// order, which is the order `/metrics` lists them in.
+macro_rules! families {
+    (@new $ty:ty) => { <$ty>::default() };
+    (@new $ty:ty, $init:expr) => { $init };
+    (@register $r:ident, $metric:expr, $name:expr, $help:literal) => {
+        $r.register($name, $help, $metric.clone())
+    };
+    (@register $r:ident, $metric:expr, $name:expr, $help:literal, $unit:expr) => {
+        $r.register_with_unit($name, $help, $unit, $metric.clone())
+    };
+    (
+        $(#[$m:meta])* $vis:vis struct $families:ident {
+            $($name:ident: $ty:ty $(= $init:expr)? $(, $unit:expr)? => $help:literal,)+
         }
-    }
-}
-
-label_value! {
-    /// The message type of a reply the DHCP server sent.
-    DhcpReply {
-        Offer => "offer",
-        Ack => "ack",
-        Nak => "nak",
-    }
-}
-
-impl DhcpReply {
-    pub fn of(kind: Option<MessageType>) -> Option<DhcpReply> {
-        match kind? {
-            MessageType::Offer => Some(DhcpReply::Offer),
-            MessageType::Ack => Some(DhcpReply::Ack),
-            MessageType::Nak => Some(DhcpReply::Nak),
-            _ => None,
+    ) => {
+        $(#[$m])*
+        #[derive(Debug)]
+        $vis struct $families {
+            $(pub(crate) $name: $ty,)+
         }
-    }
-}
 
-label_value! {
-    /// Why a DHCP packet got no reply (each is also logged or on the timeline).
-    IgnoreReason {
-        /// Not DHCP: too short, no magic cookie, truncated options, not Ethernet, or BOOTP.
-        Malformed => "malformed",
-        /// A PXE client without option 93, or with an architecture rackboot has no loader for.
-        UnsupportedArch => "unsupported_arch",
-        /// An unknown MAC on a subnet with `unknown_clients = "ignore"`.
-        UnknownClient => "unknown_client",
-        /// Neither the relay address nor rackboot's own is inside a `[[dhcp.subnet]]`.
-        NoSubnet => "no_subnet",
-        /// No free address to offer.
-        PoolExhausted => "pool_exhausted",
-        /// Over `dhcp.rate_limit_per_mac` or `dhcp.rate_limit_per_relay`.
-        RateLimited => "rate_limited",
-        /// A client rackboot knows nothing of, refused a new address: unknown clients of its
-        /// subnet hold their `unknown_share` of the pool, or came faster than `unknown_rate`.
-        UnknownLimited => "unknown_limited",
-        /// A client hardware address no NIC has (ff:ff:ff:ff:ff:ff, all zeros).
-        BadChaddr => "bad_chaddr",
-        /// A relayed packet (giaddr set) from a host, or naming a relay, not in the subnet's
-        /// `relays`.
-        UntrustedRelay => "untrusted_relay",
-        /// Meant for another server (a REQUEST naming it, a server's message), or not
-        /// rackboot's to answer on a proxy subnet.
-        NotForUs => "not_for_us",
-        /// rackboot failed (the store); logged as an error.
-        Error => "error",
-    }
-}
+        impl $families {
+            $vis fn register(
+                registry: &mut ::prometheus_client::registry::Registry,
+            ) -> $families {
+                let families = $families {
+                    $($name: $crate::metrics::families!(@new $ty $(, $init)?),)+
+                };
+                $($crate::metrics::families!(
+                    @register registry, families.$name, stringify!($name), $help $(, $unit)?
+                );)+
+                families
+            }
 
-label_value! {
-    /// How a TFTP request ended.
-    TftpResult {
-        /// The whole file was read out to the client.
-        Sent => "sent",
-        /// A path outside the assets directory, or a write.
-        Refused => "refused",
-        NotFound => "not_found",
-        /// No `[tftp] max_transfers` slot came free within 30 s: "server busy".
-        Busy => "busy",
-        /// Refused at once: the client's address had `[tftp] max_transfers_per_address` already.
-        Limited => "limited",
-        /// Dropped: the client acknowledged nothing (not even the OACK) within
-        /// `[tftp] first_ack_timeout`, as a spoofed or vanished one does.
-        Unacknowledged => "unacknowledged",
-        /// Started but not finished: the client sent an error (a size probe's
-        /// refusal of the OACK included), stopped answering, or rackboot failed.
-        Aborted => "aborted",
-    }
-}
-
-label_value! {
-    /// Which part of the HTTP service a request was for.
-    HttpRoute {
-        Boot => "boot",
-        Assets => "assets",
-        Node => "node",
-        Api => "api",
-        Metrics => "metrics",
-        Other => "other",
-    }
-}
-
-impl HttpRoute {
-    /// The route class of a request path (before routing, so a 404 is classed too).
-    pub fn of_path(path: &str) -> HttpRoute {
-        let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
-        match first {
-            "boot" => HttpRoute::Boot,
-            "assets" => HttpRoute::Assets,
-            "node" => HttpRoute::Node,
-            "api" => HttpRoute::Api,
-            "metrics" if path == "/metrics" => HttpRoute::Metrics,
-            _ => HttpRoute::Other,
+            /// Every family's HELP text, for the test that checks them.
+            #[cfg(test)]
+            pub(crate) const HELP: &[(&str, &str)] = &[$((stringify!($name), $help),)+];
         }
-    }
+    };
 }
-
-label_value! {
-    /// Why an HTTP connection was closed as soon as it was accepted.
-    ConnRefusal {
-        /// Its address held `http.max_connections_per_address` already.
-        PerAddress => "per_address",
-        /// Only the reserve was left and its address held connections already.
-        Reserve => "reserve",
-        /// `http.max_connections` were open.
-        Full => "full",
-    }
-}
-
-label_value! {
-    /// Which wait of an HTTP connection ran out.
-    HttpTimeout {
-        /// The request head did not arrive within `http.header_timeout`.
-        Header => "header",
-        /// The request body did not arrive within `http.body_timeout`.
-        Body => "body",
-        /// The client took no response bytes for `http.send_timeout`.
-        Send => "send",
-        /// No next request within `http.idle_timeout` (keep-alive ending as it should).
-        Idle => "idle",
-    }
-}
-
-label_value! {
-    /// An HTTP status by its first digit.
-    StatusClass {
-        Success => "2xx",
-        /// 304 Not Modified to a conditional asset request, mostly.
-        Redirect => "3xx",
-        ClientError => "4xx",
-        ServerError => "5xx",
-    }
-}
-
-impl StatusClass {
-    pub fn of(status: u16) -> StatusClass {
-        match status {
-            ..300 => StatusClass::Success,
-            300..400 => StatusClass::Redirect,
-            400..500 => StatusClass::ClientError,
-            _ => StatusClass::ServerError,
-        }
-    }
-}
-
-label_value! {
-    /// The type a DNS question asks for: the ones rackboot's zones hold or
-    /// resolvers ask of them, the rest as `other`.
-    DnsType {
-        A => "a",
-        Aaaa => "aaaa",
-        Ptr => "ptr",
-        Soa => "soa",
-        Ns => "ns",
-        Any => "any",
-        /// Any other type, and a message whose question could not be read.
-        Other => "other",
-    }
-}
-
-impl DnsType {
-    pub fn of(qtype: RecordType) -> DnsType {
-        match qtype {
-            RecordType::A => DnsType::A,
-            RecordType::AAAA => DnsType::Aaaa,
-            RecordType::PTR => DnsType::Ptr,
-            RecordType::SOA => DnsType::Soa,
-            RecordType::NS => DnsType::Ns,
-            RecordType::ANY => DnsType::Any,
-            _ => DnsType::Other,
-        }
-    }
-}
-
-label_value! {
-    /// What became of a DNS question.
-    DnsResult {
-        /// NOERROR with records in the answer section.
-        Answered => "answered",
-        /// NOERROR without records: the name exists, not with that type (RFC 2308).
-        NoData => "nodata",
-        /// NXDOMAIN: no such name in rackboot's zones.
-        NxDomain => "nxdomain",
-        /// A name outside the zones with recursion desired, handed to `[dns] forwarders`.
-        Forwarded => "forwarded",
-        /// REFUSED: a name outside the zones rackboot does not forward.
-        Refused => "refused",
-        /// Not a query rackboot can read: FORMERR (undecodable, not one question), or dropped
-        /// (shorter than a header, or a response).
-        Malformed => "malformed",
-        /// NOTIMP or BADVERS: an opcode other than QUERY, or EDNS past version 0.
-        Unsupported => "unsupported",
-        /// SERVFAIL: rackboot could not answer (a hostname no PTR can point at, an encoding error).
-        ServFail => "servfail",
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub(crate) struct TypeLabels {
-    r#type: DhcpType,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub(crate) struct ReplyLabels {
-    r#type: DhcpReply,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub(crate) struct ReasonLabels {
-    reason: IgnoreReason,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub(crate) struct ResultLabels {
-    result: TftpResult,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub(crate) struct HttpLabels {
-    route: HttpRoute,
-    status: StatusClass,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub(crate) struct ConnRefusalLabels {
-    reason: ConnRefusal,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub(crate) struct HttpTimeoutLabels {
-    phase: HttpTimeout,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub(crate) struct DnsLabels {
-    r#type: DnsType,
-    result: DnsResult,
-}
+pub(crate) use families;
 
 label_value! {
     /// The request that made a node record for a MAC rackboot had never seen.
@@ -359,147 +148,11 @@ pub(crate) struct CreatorLabels {
     by: NodeCreator,
 }
 
+/// A subnet (a CIDR, or `other`): the label of DHCP's pool gauges and of
+/// HTTP's boot-slot series.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(crate) struct SubnetLabels {
-    subnet: String,
-}
-
-/// A subnet whose dynamic ranges rackboot hands out (not proxy subnets).
-#[derive(Debug, Clone)]
-pub struct PoolRanges {
-    pub subnet: Ipv4Net,
-    /// Inclusive, as in the config.
-    pub ranges: Vec<(Ipv4Addr, Ipv4Addr)>,
-}
-
-/// One pool's scrape-time gauges (handles into the families).
-#[derive(Debug)]
-struct PoolGauges {
-    ranges: Vec<(Ipv4Addr, Ipv4Addr)>,
-    leased: Gauge,
-    declined: Gauge,
-}
-
-/// Declares [`Families`] from a table with one line per metric family:
-///
-/// ```text
-/// name: Type [= initial value] [, unit] => "HELP text",
-/// ```
-///
-/// `name` is the metric's name after `rackboot_` (the unit and, for a
-/// counter, `_total` are appended by the encoder) and the field of
-/// [`Families`] that counts it; `Type` is a prometheus-client metric
-/// (`Counter`, `Gauge`, `Family<Labels, Counter>`...), built with
-/// `Default` unless an initial value is given. The HELP text is what
-/// `promtool check metrics` insists on: a sentence for whoever reads the
-/// dashboard, without backslashes or double quotes.
-macro_rules! families {
-    (@new $ty:ty) => { <$ty>::default() };
-    (@new $ty:ty, $init:expr) => { $init };
-    (@register $r:ident, $metric:expr, $name:expr, $help:literal) => {
-        $r.register($name, $help, $metric.clone())
-    };
-    (@register $r:ident, $metric:expr, $name:expr, $help:literal, $unit:expr) => {
-        $r.register_with_unit($name, $help, $unit, $metric.clone())
-    };
-    ($($name:ident: $ty:ty $(= $init:expr)? $(, $unit:expr)? => $help:literal,)+) => {
-        /// Every metric family under `rackboot_`, one field each, sharing its
-        /// atomics with the registry: count through the field (or a method of
-        /// [`Metrics`] that picks the labels).
-        #[derive(Debug)]
-        pub struct Families {
-            $(pub(crate) $name: $ty,)+
-        }
-
-        impl Families {
-            fn register(registry: &mut Registry) -> Families {
-                let families = Families {
-                    $($name: families!(@new $ty $(, $init)?),)+
-                };
-                $(families!(@register registry, families.$name, stringify!($name), $help $(, $unit)?);)+
-                families
-            }
-
-            /// Every family's HELP text, for the test that checks them.
-            #[cfg(test)]
-            const HELP: &[(&str, &str)] = &[$((stringify!($name), $help),)+];
-        }
-    };
-}
-
-families! {
-    dhcp_received: Family<TypeLabels, Counter>
-        => "DHCP packets received, by message type (decline: the client found its address in use)",
-    dhcp_replies: Family<ReplyLabels, Counter> => "DHCP replies sent, by message type",
-    dhcp_ignored: Family<ReasonLabels, Counter> => "DHCP packets answered with nothing, by reason",
-    dhcp_decision: Histogram = Histogram::new(DECISION_BUCKETS), Unit::Seconds
-        => "Time from receiving a DHCP packet to having its reply ready",
-    dhcp_pool_addresses: Family<SubnetLabels, Gauge>
-        => "Addresses in the subnet's dynamic ranges",
-    dhcp_pool_leased: Family<SubnetLabels, Gauge>
-        => "Addresses in the subnet's dynamic ranges held by a live lease (offered or bound)",
-    dhcp_pool_unknown: Family<SubnetLabels, Gauge>
-        => "Leases in the subnet's dynamic ranges held by clients rackboot knows nothing of (no record, or one DHCP made that never booted), limited by unknown_share",
-    nodes_created: Family<CreatorLabels, Counter>
-        => "Node records made for a MAC rackboot had never seen, by the request that made it",
-    nodes_reaped: Counter
-        => "Node records the lifecycle sweep removed: made for an unknown MAC, never past discovered, idle longer than lifecycle.reap_discovered_after",
-    dhcp_pool_declined: Family<SubnetLabels, Gauge>
-        => "Addresses in the subnet's dynamic ranges quarantined after a DHCPDECLINE",
-    tftp_transfers: Family<ResultLabels, Counter> => "TFTP requests by outcome",
-    tftp_sent: Counter, Unit::Bytes => "File bytes read out to TFTP clients",
-    tftp_retransmissions: Counter
-        => "TFTP packets (DATA or OACK) sent again: after a timeout, or from a windowed client's early ACK",
-    tftp_queued: Gauge => "TFTP transfers waiting for a free tftp.max_transfers slot",
-    tftp_active: Gauge => "TFTP transfers holding a tftp.max_transfers slot",
-    http_requests: Family<HttpLabels, Counter> => "HTTP requests by route class and status class",
-    http_connections: Gauge => "HTTP and HTTPS connections open",
-    http_connections_refused: Family<ConnRefusalLabels, Counter>
-        => "HTTP and HTTPS connections closed as soon as accepted, by reason: per_address (http.max_connections_per_address), reserve (only the reserve left, for addresses holding few), full (http.max_connections)",
-    http_timeouts: Family<HttpTimeoutLabels, Counter>
-        => "HTTP and HTTPS connections closed for taking too long, by phase: header, body, send (the client took no bytes), idle (no next request)",
-    http_boot_waits: Family<SubnetLabels, Counter>
-        => "Boot scripts that told a node to wait for a boot slot ([admission] max_booting), by subnet",
-    boots_in_flight: Family<SubnetLabels, Gauge>
-        => "Nodes holding a boot slot (fetching kernel and initrds) under an [admission] limit, by subnet",
-    dns_queries: Family<DnsLabels, Counter>
-        => "DNS questions by query type and result (forwarded: handed to [dns] forwarders)",
-    dns_forward_failures: Counter
-        => "Forwarded DNS questions answered SERVFAIL: no forwarder answered in time, or too many were out at once",
-    catalog_reloads: Family<ReloadLabels, Counter> => "Reloads of bootenvs and config scripts, by outcome",
-    catalog_files_ok: Gauge
-        => "1 when the bootenv and script files on disk are the ones in force, 0 after a rejected edit",
-    asset_fetches: Family<FetchLabels, Counter>
-        => "Downloads of remote assets (bootenv `{ url, sha256 }`), by outcome",
-    asset_fetched: Counter, Unit::Bytes => "Bytes of remote assets downloaded and stored",
-    asset_drops: Family<DropLabels, Counter> => "Kernels dropped into assets.drop_dir, by outcome",
-    boot_refusals: Family<BootRefusalLabels, Counter>
-        => "Requests for a node's boot script or with its node token refused (not from the node's address, or a token not of its current boot), by reason",
-    secret_refusals: Counter
-        => "Documents holding a secret asked for again within one boot and refused (someone else has the token, or the node is confused)",
-    request_panics: Family<ServiceLabels, Counter>
-        => "Requests whose handling panicked: the request got no answer, the service kept serving (a bug: the packet is logged in hex), by service",
-    store_unsaved_changes: Gauge
-        => "Changes the store could not save yet (a full or failing disk under the state directory), kept in memory and retried every second; 0 when everything is saved",
-    store_failed_commits: Counter
-        => "Commits to the store's database that failed (their changes are kept and retried)",
-    store_failed_journal_appends: Counter
-        => "Appends to the store's journal that failed (the lease was committed instead, or the new node record refused)",
-}
-
-/// The DNS counters by query type and result, taken out of their family
-/// once so that counting a question touches no lock and no hash map.
-#[derive(Debug)]
-struct DnsCounters([[Counter; DnsResult::ALL.len()]; DnsType::ALL.len()]);
-
-/// Every metric rackboot exports. Built once at start-up and shared (`Arc`)
-/// by the DHCP, TFTP, HTTP and DNS services.
-#[derive(Debug)]
-pub struct Metrics {
-    registry: Registry,
-    pub(crate) families: Families,
-    pools: Vec<PoolGauges>,
-    dns: DnsCounters,
+    pub(crate) subnet: String,
 }
 
 label_value! {
@@ -586,27 +239,66 @@ pub(crate) struct ServiceLabels {
     service: Service,
 }
 
+families! {
+    /// The families of no one protocol, under `rackboot_`, one field each,
+    /// sharing its atomics with the registry: count through a method of
+    /// [`Metrics`] that picks the labels.
+    pub(crate) struct Families {
+        nodes_created: Family<CreatorLabels, Counter>
+            => "Node records made for a MAC rackboot had never seen, by the request that made it",
+        nodes_reaped: Counter
+            => "Node records the lifecycle sweep removed: made for an unknown MAC, never past discovered, idle longer than lifecycle.reap_discovered_after",
+        catalog_reloads: Family<ReloadLabels, Counter> => "Reloads of bootenvs and config scripts, by outcome",
+        catalog_files_ok: Gauge
+            => "1 when the bootenv and script files on disk are the ones in force, 0 after a rejected edit",
+        asset_fetches: Family<FetchLabels, Counter>
+            => "Downloads of remote assets (bootenv `{ url, sha256 }`), by outcome",
+        asset_fetched: Counter, prometheus_client::registry::Unit::Bytes
+            => "Bytes of remote assets downloaded and stored",
+        asset_drops: Family<DropLabels, Counter> => "Kernels dropped into assets.drop_dir, by outcome",
+        boot_refusals: Family<BootRefusalLabels, Counter>
+            => "Requests for a node's boot script or with its node token refused (not from the node's address, or a token not of its current boot), by reason",
+        secret_refusals: Counter
+            => "Documents holding a secret asked for again within one boot and refused (someone else has the token, or the node is confused)",
+        request_panics: Family<ServiceLabels, Counter>
+            => "Requests whose handling panicked: the request got no answer, the service kept serving (a bug: the packet is logged in hex), by service",
+        store_unsaved_changes: Gauge
+            => "Changes the store could not save yet (a full or failing disk under the state directory), kept in memory and retried every second; 0 when everything is saved",
+        store_failed_commits: Counter
+            => "Commits to the store's database that failed (their changes are kept and retried)",
+        store_failed_journal_appends: Counter
+            => "Appends to the store's journal that failed (the lease was committed instead, or the new node record refused)",
+    }
+}
+
+/// Every metric rackboot exports. Built once at start-up and shared (`Arc`)
+/// by the DHCP, TFTP, HTTP and DNS services; each counts into its own
+/// families through the methods its `metrics` module adds here.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    families: Families,
+    pub(crate) dhcp: DhcpMetrics,
+    pub(crate) tftp: TftpMetrics,
+    pub(crate) http: HttpMetrics,
+    pub(crate) dns: DnsMetrics,
+}
+
 impl Metrics {
     /// The registry with every series at zero; `pools` are the subnets whose
     /// address use `rackboot_dhcp_pool_*` reports.
     pub fn new(pools: &[PoolRanges]) -> Metrics {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(ProcessCollector));
-        let f = Families::register(registry.sub_registry_with_prefix("rackboot"));
+        let r = registry.sub_registry_with_prefix("rackboot");
+        let dhcp = DhcpMetrics::register(r, pools);
+        let tftp = TftpMetrics::register(r);
+        let http = HttpMetrics::register(r);
+        let dns = DnsMetrics::register(r);
+        let f = Families::register(r);
         f.catalog_files_ok.set(1);
 
         // Every series from start-up on, at 0, so that rate() sees the first event.
-        for &t in DhcpType::ALL {
-            f.dhcp_received
-                .get_or_create_owned(&TypeLabels { r#type: t });
-        }
-        for &t in DhcpReply::ALL {
-            f.dhcp_replies
-                .get_or_create_owned(&ReplyLabels { r#type: t });
-        }
-        for &reason in IgnoreReason::ALL {
-            f.dhcp_ignored.get_or_create_owned(&ReasonLabels { reason });
-        }
         for &by in NodeCreator::ALL {
             f.nodes_created.get_or_create_owned(&CreatorLabels { by });
         }
@@ -628,80 +320,17 @@ impl Metrics {
             f.catalog_reloads
                 .get_or_create_owned(&ReloadLabels { result });
         }
-        for &result in TftpResult::ALL {
-            f.tftp_transfers
-                .get_or_create_owned(&ResultLabels { result });
-        }
-        for &reason in ConnRefusal::ALL {
-            f.http_connections_refused
-                .get_or_create_owned(&ConnRefusalLabels { reason });
-        }
-        for &phase in HttpTimeout::ALL {
-            f.http_timeouts
-                .get_or_create_owned(&HttpTimeoutLabels { phase });
-        }
-        for &route in HttpRoute::ALL {
-            for &status in StatusClass::ALL {
-                f.http_requests
-                    .get_or_create_owned(&HttpLabels { route, status });
-            }
-        }
-        let dns = DnsCounters(std::array::from_fn(|t| {
-            std::array::from_fn(|r| {
-                f.dns_queries.get_or_create_owned(&DnsLabels {
-                    r#type: DnsType::ALL[t],
-                    result: DnsResult::ALL[r],
-                })
-            })
-        }));
-        let pools = pools
-            .iter()
-            .map(|p| {
-                let labels = SubnetLabels {
-                    subnet: p.subnet.to_string(),
-                };
-                let size: u64 = p
-                    .ranges
-                    .iter()
-                    .map(|&(a, b)| {
-                        u64::from(u32::from(b)).saturating_sub(u64::from(u32::from(a))) + 1
-                    })
-                    .sum();
-                f.dhcp_pool_addresses
-                    .get_or_create(&labels)
-                    .set(i64::try_from(size).unwrap_or(i64::MAX));
-                f.dhcp_pool_unknown.get_or_create(&labels).set(0);
-                PoolGauges {
-                    ranges: p.ranges.clone(),
-                    leased: f.dhcp_pool_leased.get_or_create_owned(&labels),
-                    declined: f.dhcp_pool_declined.get_or_create_owned(&labels),
-                }
-            })
-            .collect();
 
         Metrics {
             registry,
             families: f,
-            pools,
+            dhcp,
+            tftp,
+            http,
             dns,
         }
     }
 
-    /// A DNS question was decided (or dropped, as `malformed`). Indexing, not
-    /// a label lookup: this runs once per question on the DNS hot path.
-    pub fn dns_query(&self, r#type: DnsType, result: DnsResult) {
-        self.dns.0[r#type as usize][result as usize].inc();
-    }
-
-    /// A forwarded DNS question got SERVFAIL instead of an upstream answer.
-    pub fn dns_forward_failed(&self) {
-        self.families.dns_forward_failures.inc();
-    }
-
-    /// How many questions of this type had this result so far.
-    pub fn dns_count(&self, r#type: DnsType, result: DnsResult) -> u64 {
-        self.dns.0[r#type as usize][result as usize].get()
-    }
     /// A remote asset's download ended; `bytes` stored when fetched.
     pub fn asset_fetched(&self, result: AssetFetch, bytes: u64) {
         self.families
@@ -728,20 +357,6 @@ impl Metrics {
         self.families
             .catalog_files_ok
             .set(i64::from(result == ReloadResult::Applied));
-    }
-
-    pub fn dhcp_received(&self, kind: DhcpType) {
-        self.families
-            .dhcp_received
-            .get_or_create(&TypeLabels { r#type: kind })
-            .inc();
-    }
-
-    pub fn dhcp_replied(&self, kind: DhcpReply) {
-        self.families
-            .dhcp_replies
-            .get_or_create(&ReplyLabels { r#type: kind })
-            .inc();
     }
 
     /// A request whose handling panicked and was contained.
@@ -779,39 +394,6 @@ impl Metrics {
         self.families.nodes_reaped.inc_by(n as u64);
     }
 
-    /// The gauge of leases in `subnet`'s pool held by unknown clients,
-    /// taken once: DHCP sets it as it counts them.
-    pub fn dhcp_pool_unknown(&self, subnet: Ipv4Net) -> Gauge {
-        self.families
-            .dhcp_pool_unknown
-            .get_or_create_owned(&SubnetLabels {
-                subnet: subnet.to_string(),
-            })
-    }
-
-    pub fn dhcp_ignored(&self, reason: IgnoreReason) {
-        self.families
-            .dhcp_ignored
-            .get_or_create(&ReasonLabels { reason })
-            .inc();
-    }
-
-    /// How long a reply took, from receiving its packet.
-    pub fn dhcp_decided(&self, elapsed: Duration) {
-        self.families.dhcp_decision.observe(elapsed.as_secs_f64());
-    }
-
-    pub fn tftp_transfer(&self, result: TftpResult) {
-        self.families
-            .tftp_transfers
-            .get_or_create(&ResultLabels { result })
-            .inc();
-    }
-
-    pub fn tftp_sent_bytes(&self, n: u64) {
-        self.families.tftp_sent.inc_by(n);
-    }
-
     /// A request for a node's credentials was refused.
     pub fn boot_refused(&self, reason: BootRefusal) {
         self.families
@@ -823,93 +405,6 @@ impl Metrics {
     /// A document holding a secret was asked for again within one boot.
     pub fn secret_refused(&self) {
         self.families.secret_refusals.inc();
-    }
-
-    /// A node was told to wait for a boot slot on `subnet` (a CIDR, or `other`).
-    pub fn boot_waited(&self, subnet: &str) {
-        self.families
-            .http_boot_waits
-            .get_or_create(&SubnetLabels {
-                subnet: subnet.to_string(),
-            })
-            .inc();
-    }
-
-    /// Slots in use per subnet, set at scrape time from the admission state.
-    pub fn update_boots_in_flight(&self, pools: &[(String, u32)]) {
-        for (subnet, n) in pools {
-            self.families
-                .boots_in_flight
-                .get_or_create(&SubnetLabels {
-                    subnet: subnet.clone(),
-                })
-                .set(i64::from(*n));
-        }
-    }
-
-    /// `n` TFTP packets were sent again.
-    pub fn tftp_retransmitted(&self, n: u64) {
-        self.families.tftp_retransmissions.inc_by(n);
-    }
-
-    /// A transfer joined (+1) or left (-1) the queue for a slot.
-    pub fn tftp_queued(&self, delta: i64) {
-        self.families.tftp_queued.inc_by(delta);
-    }
-
-    /// A transfer took (+1) or freed (-1) a slot.
-    pub fn tftp_active(&self, delta: i64) {
-        self.families.tftp_active.inc_by(delta);
-    }
-
-    /// A connection opened (+1) or closed (-1).
-    pub fn http_connections(&self, delta: i64) {
-        self.families.http_connections.inc_by(delta);
-    }
-
-    pub fn http_connection_refused(&self, reason: ConnRefusal) {
-        self.families
-            .http_connections_refused
-            .get_or_create(&ConnRefusalLabels { reason })
-            .inc();
-    }
-
-    pub fn http_timed_out(&self, phase: HttpTimeout) {
-        self.families
-            .http_timeouts
-            .get_or_create(&HttpTimeoutLabels { phase })
-            .inc();
-    }
-
-    pub fn http_request(&self, route: HttpRoute, status: u16) {
-        let status = StatusClass::of(status);
-        self.families
-            .http_requests
-            .get_or_create(&HttpLabels { route, status })
-            .inc();
-    }
-
-    /// Sets the pool gauges from the leases `visit` shows in each range (as
-    /// [`crate::store::Store::visit_leases`] does): a live offered or bound
-    /// lease counts as leased, a live declined one as declined. Only the
-    /// ranges are visited, so addresses outside them (fixed ones) count
-    /// nowhere.
-    pub fn update_pools(&self, now: Timestamp, visit: impl VisitLeases) {
-        for pool in &self.pools {
-            let (mut leased, mut declined) = (0i64, 0i64);
-            for &(first, last) in &pool.ranges {
-                visit(first, last, &mut |l| {
-                    if l.is_live(now) {
-                        match l.state {
-                            LeaseState::Offered | LeaseState::Bound => leased += 1,
-                            LeaseState::Declined => declined += 1,
-                        }
-                    }
-                });
-            }
-            pool.leased.set(leased);
-            pool.declined.set(declined);
-        }
     }
 
     /// Every metric, the `process_*` ones first, in `format` (whose
@@ -924,15 +419,21 @@ impl Metrics {
     }
 }
 
-/// Shows each lease from one address to another (first, last) to a
-/// counting closure, as [`crate::store::Store::visit_leases`] does.
-pub trait VisitLeases: Fn(Ipv4Addr, Ipv4Addr, &mut dyn FnMut(&Lease)) {}
-impl<F: Fn(Ipv4Addr, Ipv4Addr, &mut dyn FnMut(&Lease))> VisitLeases for F {}
-
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+    use std::time::Duration;
+
+    use dhcproto::v4::MessageType;
+    use hickory_proto::rr::RecordType;
+
     use super::*;
-    use crate::model::Mac;
+    use crate::dhcp::metrics::{DhcpFamilies, DhcpReply, DhcpType, IgnoreReason, VisitLeases};
+    use crate::dns::metrics::{DnsFamilies, DnsResult, DnsType};
+    use crate::http::metrics::HttpFamilies;
+    use crate::model::{Lease, LeaseState, Mac, Timestamp};
+    use crate::routes::Area;
+    use crate::tftp::metrics::{TftpFamilies, TftpResult};
 
     fn ip(s: &str) -> Ipv4Addr {
         s.parse().unwrap()
@@ -1014,12 +515,20 @@ mod tests {
         m.tftp_retransmitted(3);
         m.tftp_queued(2);
         m.tftp_queued(-1);
-        m.http_request(HttpRoute::of_path("/boot/52:54:00:00:00:01.ipxe"), 200);
-        m.http_request(HttpRoute::of_path("/assets/x86_64/vmlinuz"), 206);
-        m.http_request(HttpRoute::of_path("/assets/nope"), 404);
-        m.http_request(HttpRoute::of_path("/metrics"), 200);
-        m.http_request(HttpRoute::of_path("/metricsx"), 404);
-        m.http_request(HttpRoute::of_path("/api/v1/nodes"), 500);
+        m.http_request(Area::of_path("/boot/52:54:00:00:00:01.ipxe"), 200);
+        m.http_request(Area::of_path("/assets/x86_64/vmlinuz"), 206);
+        m.http_request(Area::of_path("/assets/nope"), 404);
+        m.http_request(Area::of_path("/metrics"), 200);
+        m.http_request(Area::of_path("/metricsx"), 404);
+        m.http_request(Area::of_path("/api/v1/nodes"), 500);
+        m.http_request(
+            Area::of_path("/cloud-init/52:54:00:00:00:01/t/user-data"),
+            200,
+        );
+        m.http_request(
+            Area::of_path("/answers/52:54:00:00:00:01/t/preseed.cfg"),
+            403,
+        );
         m.dns_query(DnsType::of(RecordType::A), DnsResult::NxDomain);
         m.dns_query(DnsType::of(RecordType::A), DnsResult::NxDomain);
         m.dns_query(DnsType::of(RecordType::MX), DnsResult::Forwarded);
@@ -1114,6 +623,10 @@ mod tests {
         assert_eq!(value(&s, http, r#"route="metrics",status="2xx""#), 1.0);
         assert_eq!(value(&s, http, r#"route="other",status="4xx""#), 1.0);
         assert_eq!(value(&s, http, r#"route="api",status="5xx""#), 1.0);
+        // Seeds and answer files are their own routes, not "other".
+        assert_eq!(value(&s, http, r#"route="cloud_init",status="2xx""#), 1.0);
+        assert_eq!(value(&s, http, r#"route="answers",status="4xx""#), 1.0);
+        assert_eq!(value(&s, http, r#"route="answers",status="2xx""#), 0.0);
 
         let dns = "rackboot_dns_queries_total";
         assert_eq!(value(&s, dns, r#"type="a",result="nxdomain""#), 2.0);
@@ -1206,7 +719,15 @@ mod tests {
 
     #[test]
     fn every_help_text_is_a_plain_sentence() {
-        for (name, help) in Families::HELP {
+        for (name, help) in [
+            DhcpFamilies::HELP,
+            TftpFamilies::HELP,
+            HttpFamilies::HELP,
+            DnsFamilies::HELP,
+            Families::HELP,
+        ]
+        .concat()
+        {
             assert!(
                 !help.is_empty() && !help.contains(['\\', '"', '\n']),
                 "rackboot_{name}: HELP {help:?} is empty or needs escaping"

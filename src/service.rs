@@ -9,17 +9,19 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::boot::{Admission, Catalog, CatalogCell, CatalogError, Limits, Urls};
+use crate::boot::{Admission, Catalog, CatalogCell, CatalogError, Limits};
 use crate::config::{Config, SubnetMode};
 use crate::control::admit::Door;
 use crate::control::dhcp_client::DhcpClients;
 use crate::control::lease::Pool;
+use crate::dhcp::metrics::PoolRanges;
 use crate::dhcp::{self, DhcpContext, reply::ServerParams};
 use crate::dns::{self, Zone};
 use crate::events::Timeline;
 use crate::http::auth::{Tokens, TokensError};
 use crate::http::{self, ApiAuth, HttpContext};
-use crate::metrics::{Metrics, PoolRanges};
+use crate::metrics::Metrics;
+use crate::routes::Urls;
 use crate::store::{SqliteStore, Store, StoreError};
 use crate::{privileges, tftp};
 

@@ -196,7 +196,24 @@ fn the_text_format_passes_promtool_and_the_format_follows_accept() {
     dig(&rb, "nosuch.rack.internal", "A", &[], "NXDOMAIN");
     dig(&rb, "rack.internal", "AAAA", &[], "NOERROR");
     dig(&rb, "example.com", "A", &[], "REFUSED");
+    // A NoCloud seed and an answer file asked for by a node rackboot does not know: each is
+    // counted under its own route, not as "other".
+    for path in [
+        "/cloud-init/52:54:00:00:00:01/no-token/user-data",
+        "/answers/52:54:00:00:00:01/no-token/preseed.cfg",
+    ] {
+        let r = rb.curl(&format!("http://{SERVER_IP}{path}"), "GET", None, None, &[]);
+        assert!((400..500).contains(&r.status), "{path}: {}", r.status);
+    }
     let body = scrape(&rb, None).text();
+    for (labels, want) in [
+        (r#"route="cloud_init",status="4xx""#, 1.0),
+        (r#"route="answers",status="4xx""#, 1.0),
+        (r#"route="other",status="4xx""#, 0.0),
+    ] {
+        let series = format!("rackboot_http_requests_total{{{labels}}}");
+        assert_eq!(value(&body, &series), want, "{series}");
+    }
     for (labels, want) in [
         (r#"type="a",result="answered""#, 1.0),
         (r#"type="soa",result="answered""#, 1.0),

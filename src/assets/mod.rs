@@ -6,12 +6,14 @@
 //! is built for the architecture the operator said it is for; then, in
 //! submodules, naming them in a bootenv file ([`into_bootenv`]), watching a
 //! drop folder for them ([`drop`](mod@drop)) and fetching the ones bootenvs name by URL
-//! and digest ([`remote`]). It does not serve
-//! anything: TFTP and HTTP serve the assets directory as they find it.
+//! and digest ([`remote`]). It does not serve anything: TFTP and HTTP serve
+//! the assets directory as they find it, opening what a client asks for
+//! through [`resolve`], so both refuse the same paths.
 
 pub mod drop;
 pub mod into_bootenv;
 pub mod remote;
+pub mod resolve;
 
 use std::fmt;
 use std::fs::{self, File};

@@ -13,6 +13,7 @@ pub use super::bootenv::RemoteAsset;
 use super::bootenv::{ArchBoot, Bootenv, BootenvError, LOCAL};
 use crate::model::selector::LabelTerm;
 use crate::model::{BootArch, Node};
+use crate::routes;
 
 /// What a template may use. Anything else is an error when the file is loaded.
 #[derive(Debug, Serialize)]
@@ -55,9 +56,9 @@ pub struct NodeView<'a> {
 impl<'a> TemplateContext<'a> {
     pub fn new(server_url: &'a str, node: &'a Node, bootenv: &'a str, arch: BootArch) -> Self {
         TemplateContext {
-            callback_url: format!("{server_url}/node/{}/installed?bootenv={bootenv}", node.mac),
-            nocloud_url: format!("{server_url}/cloud-init/{}/{}/", node.mac, node.token),
-            answers_url: format!("{server_url}/answers/{}/{}", node.mac, node.token),
+            callback_url: routes::installed(server_url, &node.mac, bootenv),
+            nocloud_url: routes::cloud_init(server_url, &node.mac, &node.token),
+            answers_url: routes::answers(server_url, &node.mac, &node.token),
             bootenv,
             server_url,
             node: NodeView {

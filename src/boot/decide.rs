@@ -2,6 +2,7 @@
 
 use crate::config::{LoaderMap, LocalBoot};
 use crate::model::{BootArch, ClientInfo, Node, Timestamp};
+use crate::routes::Urls;
 
 /// The boot part of a DHCP answer. Addresses are the lease module's business.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,30 +64,6 @@ impl Decision {
             | Decision::Local { arch } => Some(*arch),
             Decision::AddressOnly | Decision::Ignore { .. } => None,
         }
-    }
-}
-
-/// Where nodes reach rackboot.
-#[derive(Debug, Clone)]
-pub struct Urls {
-    /// `http://<address>[:port]`, no trailing slash.
-    pub http_base: String,
-}
-
-impl Urls {
-    pub fn script(&self, mac: &crate::model::Mac) -> String {
-        format!("{}/boot/{mac}.ipxe", self.http_base)
-    }
-    pub fn asset(&self, path: &str) -> String {
-        format!("{}/assets/{path}", self.http_base)
-    }
-    /// The loader URL handed to UEFI HTTP boot firmware. It names the node
-    /// (`?mac=`) so the firmware's download lands on the node's timeline, as
-    /// the TFTP loader does. Quirk (OVMF 2022.11 HttpBootDxe, measured): the
-    /// query is fine; the firmware picks the image type from Content-Type or
-    /// else from the path's `.efi`, and the query is not part of the path.
-    pub fn http_loader(&self, path: &str, mac: &crate::model::Mac) -> String {
-        format!("{}?mac={mac}", self.asset(path))
     }
 }
 

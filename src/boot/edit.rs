@@ -138,7 +138,10 @@ fn check_bootenv(field: &str, name: &str, known: &dyn Fn(&str) -> bool) -> Resul
     } else {
         Err(field_err(
             field,
-            format!("there is no bootenv `{name}` (see GET /api/v1/bootenvs)"),
+            format!(
+                "there is no bootenv `{name}` (see GET {})",
+                crate::routes::api_path(crate::routes::api::BOOTENVS)
+            ),
         ))
     }
 }

@@ -6,11 +6,12 @@ use serde::Serialize;
 
 use super::bootenv::LOCAL;
 use super::catalog::Catalog;
-use super::decide::{Decision, Urls, decide_for_node};
+use super::decide::{Decision, decide_for_node};
 use super::lifecycle::Choice;
 use super::script::render_ipxe;
 use crate::config::LoaderMap;
 use crate::model::{BootArch, ClientArch, ClientInfo, Mac, Node, Timestamp};
+use crate::routes::Urls;
 
 /// The bootenv `node` boots at `now` ([`super::lifecycle::effective_bootenv`]),
 /// and why, in words.

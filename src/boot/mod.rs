@@ -17,7 +17,7 @@ pub mod script;
 pub use admission::{Admission, Limits, Verdict};
 pub use bootenv::{ArchBoot, AssetRole, Bootenv, LocalMethod};
 pub use catalog::{Catalog, CatalogCell, CatalogError, Rejection, TemplateContext};
-pub use decide::{BootFile, Decision, Urls, decide, decide_for_node};
+pub use decide::{BootFile, Decision, decide, decide_for_node};
 pub use diagnose::{HEARTBEAT_MIN, Stall, Timeouts, diagnose, stall_deadline};
 pub use edit::{
     FieldChange, FieldError, Guarded, NodeInput, NodePatch, Protected, ValidPatch, changes, guard,

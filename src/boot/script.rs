@@ -5,6 +5,7 @@ use std::fmt::Write;
 use super::bootenv::ArchBoot;
 use super::catalog::{Catalog, RenderError, TemplateContext};
 use crate::model::{BootArch, Mac, Node};
+use crate::routes;
 
 /// Why no script can be rendered for a node.
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +99,7 @@ pub fn render_ipxe(
                 kernel_args.push(' ');
                 kernel_args.push_str(&args);
             }
-            let asset = |p: &str| format!("{server_url}/assets/{p}?mac={mac}");
+            let asset = |p: &str| routes::node_asset(server_url, p, &node.mac);
             // A busy server must slow a boot down, not fail it: retry the
             // whole fetch after a pause instead of dropping to a shell,
             // pausing longer each time (a rack retrying together must not

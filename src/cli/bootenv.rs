@@ -7,6 +7,7 @@ use clap::Subcommand;
 use serde_json::Value;
 
 use super::client::{Client, Failure, cell, print_json, print_table, query_value};
+use crate::routes::api;
 
 #[derive(Debug, Subcommand)]
 pub enum BootenvCommand {
@@ -30,7 +31,7 @@ pub enum BootenvCommand {
 pub fn run(client: &Client, cmd: BootenvCommand) -> anyhow::Result<()> {
     match cmd {
         BootenvCommand::List { json } => {
-            let all = client.get("/bootenvs")?;
+            let all = client.get(api::BOOTENVS)?;
             if json {
                 print_json(&all);
                 return Ok(());
@@ -52,7 +53,7 @@ pub fn run(client: &Client, cmd: BootenvCommand) -> anyhow::Result<()> {
             print_rejected(&all["rejected"]);
         }
         BootenvCommand::Show { name, json } => {
-            let b = client.get(&format!("/bootenvs/{name}"))?;
+            let b = client.get(&api::bootenv(&name))?;
             if json {
                 print_json(&b);
                 return Ok(());
@@ -73,7 +74,7 @@ pub fn run(client: &Client, cmd: BootenvCommand) -> anyhow::Result<()> {
         }
         BootenvCommand::Check { files } => {
             if files.is_empty() {
-                let all = client.get("/bootenvs")?;
+                let all = client.get(api::BOOTENVS)?;
                 let n = all["bootenvs"].as_array().map_or(0, Vec::len);
                 let rejected = all["rejected"].as_array().map_or(0, Vec::len);
                 println!("{n} bootenv(s) in force");
@@ -95,7 +96,7 @@ pub fn run(client: &Client, cmd: BootenvCommand) -> anyhow::Result<()> {
                     .and_then(|s| s.to_str())
                     .unwrap_or("candidate");
                 let r = client.post_text(
-                    &format!("/bootenvs/validate?name={}", query_value(name)),
+                    &format!("{}?name={}", api::BOOTENVS_VALIDATE, query_value(name)),
                     text,
                 )?;
                 if r["ok"] == true {

@@ -132,7 +132,7 @@ impl Client {
     /// One request to `<server>/api/v1<path>`; the JSON answer (`null` for
     /// an empty one) or a [`Failure`] carrying the server's reason.
     fn send(&self, method: Method, path: &str, body: Option<String>) -> Result<Value, Failure> {
-        let url = format!("{}/api/v1{path}", self.base);
+        let url = format!("{}{}{path}", self.base, crate::routes::API_PREFIX);
         let what = format!("{method} {url}");
         let mut req = self.http.request(method, &url);
         if let Some(t) = &self.token {

@@ -4,6 +4,7 @@
 use serde_json::Value;
 
 use super::client::{Client, cell, print_json, query_value};
+use crate::routes::api;
 
 pub fn explain(
     client: &Client,
@@ -20,9 +21,9 @@ pub fn explain(
         q.push(format!("user_class={}", query_value(u)));
     }
     let path = if q.is_empty() {
-        format!("/explain/{mac}")
+        api::explain(mac)
     } else {
-        format!("/explain/{mac}?{}", q.join("&"))
+        format!("{}?{}", api::explain(mac), q.join("&"))
     };
     let e = client.get(&path)?;
     if json {
@@ -67,7 +68,7 @@ pub fn explain(
 }
 
 pub fn events(client: &Client, mac: &str, json: bool) -> anyhow::Result<()> {
-    let events = client.get(&format!("/nodes/{mac}/events"))?;
+    let events = client.get(&api::node_events(mac))?;
     if json {
         print_json(&events);
     } else {

@@ -8,6 +8,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Map, Value, json};
 
 use super::client::{Client, Failure, cell, print_json, print_table, query_value};
+use crate::routes::api;
 
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
@@ -206,9 +207,9 @@ pub fn run(client: &Client, cmd: NodeCommand) -> anyhow::Result<()> {
                 }
             }
             let path = if q.is_empty() {
-                "/nodes".to_string()
+                api::NODES.to_string()
             } else {
-                format!("/nodes?{}", q.join("&"))
+                format!("{}?{}", api::NODES, q.join("&"))
             };
             let nodes = client.get(&path)?;
             if json {
@@ -218,7 +219,7 @@ pub fn run(client: &Client, cmd: NodeCommand) -> anyhow::Result<()> {
             }
         }
         NodeCommand::Show { mac, json } => {
-            let node = client.get(&format!("/nodes/{mac}"))?;
+            let node = client.get(&api::node(mac))?;
             if json {
                 print_json(&node);
             } else {
@@ -226,7 +227,7 @@ pub fn run(client: &Client, cmd: NodeCommand) -> anyhow::Result<()> {
             }
         }
         NodeCommand::Set { mac, change, json } => {
-            let node = client.patch(&format!("/nodes/{mac}"), &change.patch()?)?;
+            let node = client.patch(&api::node(mac), &change.patch()?)?;
             if json {
                 print_json(&node);
             } else {
@@ -239,7 +240,7 @@ pub fn run(client: &Client, cmd: NodeCommand) -> anyhow::Result<()> {
             json,
         } => {
             let body = json!({"selector": selector, "patch": change.patch()?});
-            let r = client.post("/nodes/bulk", &body)?;
+            let r = client.post(api::NODES_BULK, &body)?;
             if json {
                 print_json(&r);
             } else {
@@ -257,7 +258,7 @@ pub fn run(client: &Client, cmd: NodeCommand) -> anyhow::Result<()> {
         NodeCommand::Delete { macs, force } => {
             let q = if force { "?force=true" } else { "" };
             for mac in macs {
-                client.delete(&format!("/nodes/{mac}{q}"))?;
+                client.delete(&format!("{}{q}", api::node(&mac)))?;
                 println!("deleted {mac}");
             }
         }
@@ -268,7 +269,7 @@ pub fn run(client: &Client, cmd: NodeCommand) -> anyhow::Result<()> {
         } => import(client, &file, format, force)?,
         NodeCommand::History { node, json } => {
             let mac = mac_of(client, &node)?;
-            let events = client.get(&format!("/nodes/{mac}/events?kind=admin"))?;
+            let events = client.get(&format!("{}?kind=admin", api::node_events(mac)))?;
             if json {
                 print_json(&events);
             } else if events.as_array().is_none_or(Vec::is_empty) {
@@ -281,8 +282,8 @@ pub fn run(client: &Client, cmd: NodeCommand) -> anyhow::Result<()> {
         }
         NodeCommand::Export { selector, format } => {
             let path = match &selector {
-                Some(s) => format!("/nodes?label={}", query_value(s)),
-                None => "/nodes".into(),
+                Some(s) => format!("{}?label={}", api::NODES, query_value(s)),
+                None => api::NODES.into(),
             };
             let nodes = client.get(&path)?;
             let records: Vec<Value> = nodes
@@ -307,7 +308,7 @@ pub fn run(client: &Client, cmd: NodeCommand) -> anyhow::Result<()> {
                     .into());
                 }
             };
-            let r = client.post("/reconfigure", &body)?;
+            let r = client.post(api::RECONFIGURE, &body)?;
             let macs = r["macs"].as_array().cloned().unwrap_or_default();
             println!("{} node(s) will run their config scripts again", macs.len());
             for m in &macs {
@@ -547,7 +548,7 @@ fn mac_of(client: &Client, node: &str) -> Result<String, Failure> {
     if let Ok(mac) = node.parse::<crate::model::Mac>() {
         return Ok(mac.to_string());
     }
-    let found = client.get(&format!("/nodes?hostname={}", query_value(node)))?;
+    let found = client.get(&format!("{}?hostname={}", api::NODES, query_value(node)))?;
     found
         .as_array()
         .and_then(|a| a.first())
@@ -581,11 +582,11 @@ fn import(client: &Client, file: &Path, format: Option<Format>, force: bool) -> 
         return Err(Failure::Input(format!("{}: no records", file.display())).into());
     }
     let path = if force {
-        "/nodes/import?force=true"
+        format!("{}?force=true", api::NODES_IMPORT)
     } else {
-        "/nodes/import"
+        api::NODES_IMPORT.to_string()
     };
-    match client.post(path, &Value::Array(recs.records.clone())) {
+    match client.post(&path, &Value::Array(recs.records.clone())) {
         Ok(r) => {
             let n = |k: &str| r[k].as_array().map_or(0, Vec::len);
             println!(

@@ -14,14 +14,15 @@ use dhcproto::v4::MessageType;
 use super::admit::{Door, Looked, Place, Via};
 use super::bind::Binding;
 use super::lease::{self, Outcome, Pool};
-use crate::boot::{BootFile, Urls, decide_for_node};
+use crate::boot::{BootFile, decide_for_node};
 use crate::config::{LoaderMap, SubnetMode};
 use crate::dhcp::classify::Request;
+use crate::dhcp::metrics::IgnoreReason;
 use crate::dhcp::reply::ServerParams;
 use crate::dhcp::unknown::{self, Unknown};
 use crate::events::Timeline;
-use crate::metrics::IgnoreReason;
 use crate::model::{EventKind, Lease, Mac, Node, Timestamp};
+use crate::routes::Urls;
 use crate::store::{Store, StoreError};
 
 /// One subnet as rackboot serves it: what its replies carry, its pool, and

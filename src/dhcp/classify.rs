@@ -356,8 +356,9 @@ mod tests {
 #[cfg(test)]
 mod golden {
     use super::*;
-    use crate::boot::{Urls, decide};
+    use crate::boot::decide;
     use crate::config::LoaderMap;
+    use crate::routes::Urls;
     use std::fmt::Write;
     use std::path::Path;
 

@@ -4,6 +4,7 @@
 //! encoded here. No store, no bootenv logic.
 
 pub mod classify;
+pub mod metrics;
 pub mod ratelimit;
 pub mod reply;
 pub mod server;

@@ -361,7 +361,7 @@ mod tests {
             upgrade_old_ipxe: true,
             local_boot: crate::config::LocalBoot::Script,
         };
-        let urls = crate::boot::Urls {
+        let urls = crate::routes::Urls {
             http_base: "http://10.77.0.1".into(),
         };
         let crate::boot::Decision::HttpLoader { url, .. } =

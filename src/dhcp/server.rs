@@ -13,13 +13,14 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use super::classify::{Request, Unanswerable, classify};
+use super::metrics::{DhcpReply, DhcpType, IgnoreReason};
 use super::reply;
 use super::wire;
 use crate::config::SubnetMode;
 use crate::contain;
 pub use crate::control::dhcp_client::Subnet;
 use crate::control::dhcp_client::{Answer, DhcpClients};
-use crate::metrics::{DhcpReply, DhcpType, IgnoreReason, Metrics, Service};
+use crate::metrics::{Metrics, Service};
 
 pub const SERVER_PORT: u16 = 67;
 pub const CLIENT_PORT: u16 = 68;

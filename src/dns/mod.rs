@@ -19,6 +19,7 @@
 
 mod error;
 mod forward;
+pub mod metrics;
 mod respond;
 mod server;
 mod zone;

@@ -18,8 +18,9 @@ use hickory_proto::{
 };
 use tracing::{debug, warn};
 
+use super::metrics::{DnsResult, DnsType};
 use super::zone::{Answer, Apex, Zone};
-use crate::metrics::{DnsResult, DnsType, Metrics};
+use crate::metrics::Metrics;
 use crate::model::Timestamp;
 use crate::names::NameTable;
 

@@ -24,6 +24,7 @@ use crate::model::{
     Timestamp,
 };
 use crate::nodes::new_token;
+use crate::routes;
 
 /// A node record with its timeline (oldest event first).
 #[derive(Serialize, utoipa::ToSchema)]
@@ -105,10 +106,12 @@ impl From<AdminError> for ApiError {
     fn from(e: AdminError) -> ApiError {
         match e {
             AdminError::NoSuchNode(mac) => ApiError(HttpError::not_found(format!(
-                "no node with MAC {mac} (POST /api/v1/nodes creates one)"
+                "no node with MAC {mac} (POST {} creates one)",
+                routes::api_path(routes::api::NODES)
             ))),
             AdminError::Exists(mac) => ApiError(HttpError::conflict(format!(
-                "node {mac} exists; PATCH /api/v1/nodes/{mac} to change it"
+                "node {mac} exists; PATCH {} to change it",
+                routes::api_path(&routes::api::node(mac))
             ))),
             AdminError::Protected { refusal, .. } => ApiError(HttpError::conflict(refusal.message)),
             AdminError::Clash { message, .. } => ApiError(HttpError::conflict(message)),
@@ -165,7 +168,8 @@ pub async fn nodes(
 async fn record(ctx: &HttpContext, mac: Mac) -> Result<Node, ApiError> {
     ctx.store.node(mac).await?.ok_or_else(|| {
         ApiError(HttpError::not_found(format!(
-            "no node with MAC {mac} (POST /api/v1/nodes creates one)"
+            "no node with MAC {mac} (POST {} creates one)",
+            routes::api_path(routes::api::NODES)
         )))
     })
 }
@@ -621,7 +625,8 @@ pub async fn bootenv(
     let catalog = ctx.catalog.current();
     let b = catalog.get(&name).ok_or_else(|| {
         ApiError(HttpError::not_found(format!(
-            "no bootenv `{name}` (GET /api/v1/bootenvs lists them)"
+            "no bootenv `{name}` (GET {} lists them)",
+            routes::api_path(routes::api::BOOTENVS)
         )))
     })?;
     let arch = b

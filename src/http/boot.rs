@@ -17,6 +17,7 @@ use super::script_cache::{PendingBoot, TOKEN_PLACEHOLDER};
 use super::sendfile::{CanSendfile, FileRange};
 use super::stream::OnEnd;
 use super::{HttpContext, HttpError, Peer, parse_mac};
+use crate::assets::resolve as assets;
 use crate::boot::{
     AssetRole, Choice, Progress, RenderedScript, Verdict, WaitReason, effective_bootenv, lifecycle,
     render_ipxe, render_wait,
@@ -25,6 +26,7 @@ use crate::control::admit::{Admitted, Place, Via};
 use crate::control::bind::Refusal;
 use crate::metrics::BootRefusal;
 use crate::model::{BootArch, EventKind, Mac, Timestamp};
+use crate::routes;
 
 /// `/boot/<mac>.ipxe?arch=`: other parameters are ignored.
 #[derive(serde::Deserialize)]
@@ -60,8 +62,7 @@ pub async fn script(
     Query(q): Query<ScriptQuery>,
     Peer(peer): Peer,
 ) -> Result<Response, HttpError> {
-    let mac = file
-        .strip_suffix(".ipxe")
+    let mac = routes::script_file_mac(&file)
         .ok_or_else(|| HttpError::not_found("boot scripts are named <mac>.ipxe"))?;
     let mac = parse_mac(mac)?;
     let asked_arch = q
@@ -92,7 +93,8 @@ pub async fn script(
                 return Err(HttpError::new(
                     StatusCode::FORBIDDEN,
                     format!(
-                        "{mac} is not a known node, and unknown clients are ignored here ({place}); an admin adds it (POST /api/v1/nodes)"
+                        "{mac} is not a known node, and unknown clients are ignored here ({place}); an admin adds it (POST {})",
+                        routes::api_path(routes::api::NODES)
                     ),
                 ));
             }
@@ -170,10 +172,7 @@ pub async fn script(
         let subnet = ctx.admission().limits().pool_name(pool);
         ctx.metrics.boot_waited(&subnet);
         tracing::debug!(%mac, subnet, attempt, delay_secs, ahead, "boot slots full: told to wait");
-        let again = match &q.arch {
-            Some(a) => format!("{}/boot/{mac}.ipxe?arch={a}", ctx.urls.http_base),
-            None => format!("{}/boot/{mac}.ipxe", ctx.urls.http_base),
-        };
+        let again = routes::boot_script(&ctx.urls.http_base, &mac, q.arch.as_deref());
         let why = WaitReason {
             booting,
             limit,
@@ -293,14 +292,14 @@ pub async fn asset(
     }
     // Opened here, beneath the assets directory and through no symbolic
     // link; the response is sent from this descriptor.
-    let opened = crate::tftp::resolve_asset(&ctx.assets_dir, &path).map_err(|r| match r {
-        crate::tftp::Refusal::OutsideRoot => HttpError::new(
+    let opened = assets::resolve(&ctx.assets_dir, &path).map_err(|r| match r {
+        assets::Refusal::OutsideRoot => HttpError::new(
             StatusCode::FORBIDDEN,
             format!(
                 "asset `{path}` is outside the assets directory or reached through a symbolic link; rackboot serves regular files beneath it only"
             ),
         ),
-        crate::tftp::Refusal::NotFound => HttpError::not_found(format!("no asset `{path}`")),
+        assets::Refusal::NotFound => HttpError::not_found(format!("no asset `{path}`")),
     })?;
     let mut finishes_boot = None;
     if req.method() == Method::GET

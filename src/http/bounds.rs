@@ -34,7 +34,8 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
-use crate::metrics::{ConnRefusal, HttpTimeout, Metrics};
+use super::metrics::{ConnRefusal, HttpTimeout};
+use crate::metrics::Metrics;
 
 /// An address holding fewer connections than this may use the reserve.
 pub const RESERVE_HELD: usize = 2;

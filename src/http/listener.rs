@@ -43,19 +43,14 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use super::bounds::{DeadlineBody, Guarded, Limits, Ticket};
+use super::metrics::HttpTimeout;
 use super::sendfile::{CanSendfile, FileRange};
 use super::wire::{self, Framing, Head, Rewind};
-use crate::metrics::HttpTimeout;
 
 /// How long requests in flight may finish once shutdown begins (HTTPS too).
 pub(super) const DRAIN: Duration = Duration::from_secs(5);
 /// Body bytes gathered into the head's write (a whole iPXE script).
 const COALESCE: usize = 16 * 1024;
-
-/// What iPXE fetches. Paths only; the router decides what they mean.
-pub(crate) fn is_boot_path(path: &str) -> bool {
-    path.starts_with("/boot/") || path.starts_with("/assets/")
-}
 
 /// Serves `router` on `listener` until `cancel` fires, then lets requests
 /// in flight finish (bounded by [`DRAIN`]).
@@ -241,7 +236,7 @@ impl Connection {
     async fn next_request(&mut self) -> io::Result<Next> {
         loop {
             if !self.read.is_empty() {
-                match wire::parse(&self.read, is_boot_path) {
+                match wire::parse(&self.read, crate::routes::is_boot_path) {
                     Head::Partial if self.head_started.is_none() => {
                         self.head_started = Some(tokio::time::Instant::now());
                         return Ok(Next::Started);

@@ -11,7 +11,7 @@ pub mod bounds;
 mod error;
 mod file;
 pub(crate) mod listener;
-mod metrics;
+pub mod metrics;
 mod node;
 pub mod openapi;
 mod reconfigure;
@@ -42,10 +42,11 @@ pub use reconfigure::ConfigWaits;
 pub use script_cache::ScriptCache;
 pub use seed::check_templates as check_seed_templates;
 
-use crate::boot::{Admission, CatalogCell, Timeouts, Urls};
+use crate::boot::{Admission, CatalogCell, Timeouts};
 use crate::config::LoaderMap;
 use crate::events::Timeline;
 use crate::metrics::Metrics;
+use crate::routes::{self, API_PREFIX, Urls, api as path};
 use crate::store::Store;
 
 /// Largest report body kept (the tail of a script's output).
@@ -103,9 +104,6 @@ impl HttpContext {
     }
 }
 
-/// Where the admin API lives.
-pub const API_PREFIX: &str = "/api/v1";
-
 /// One API route: method and path (under [`API_PREFIX`]) are data, so the
 /// OpenAPI test can check that every route is documented.
 pub struct ApiRoute {
@@ -130,22 +128,22 @@ where
 /// Every `/api/v1` route.
 pub fn api_routes() -> Vec<ApiRoute> {
     vec![
-        route(Method::GET, "/nodes", api::nodes),
-        route(Method::POST, "/nodes", api::create),
-        route(Method::POST, "/nodes/bulk", api::bulk),
-        route(Method::POST, "/nodes/import", api::import),
-        route(Method::GET, "/nodes/{mac}", api::node),
-        route(Method::PATCH, "/nodes/{mac}", api::patch),
-        route(Method::DELETE, "/nodes/{mac}", api::delete),
-        route(Method::GET, "/nodes/{mac}/events", api::events),
-        route(Method::GET, "/leases", api::leases),
-        route(Method::GET, "/bootenvs", api::bootenvs),
-        route(Method::POST, "/bootenvs/validate", api::validate),
-        route(Method::GET, "/bootenvs/{name}", api::bootenv),
-        route(Method::GET, "/explain/{mac}", api::explain),
-        route(Method::POST, "/reconfigure", reconfigure::reconfigure),
-        route(Method::GET, "/nodes/{mac}/reports", reconfigure::reports),
-        route(Method::GET, "/openapi.json", openapi::openapi_json),
+        route(Method::GET, path::NODES, api::nodes),
+        route(Method::POST, path::NODES, api::create),
+        route(Method::POST, path::NODES_BULK, api::bulk),
+        route(Method::POST, path::NODES_IMPORT, api::import),
+        route(Method::GET, path::NODE, api::node),
+        route(Method::PATCH, path::NODE, api::patch),
+        route(Method::DELETE, path::NODE, api::delete),
+        route(Method::GET, path::NODE_EVENTS, api::events),
+        route(Method::GET, path::LEASES, api::leases),
+        route(Method::GET, path::BOOTENVS, api::bootenvs),
+        route(Method::POST, path::BOOTENVS_VALIDATE, api::validate),
+        route(Method::GET, path::BOOTENV, api::bootenv),
+        route(Method::GET, path::EXPLAIN, api::explain),
+        route(Method::POST, path::RECONFIGURE, reconfigure::reconfigure),
+        route(Method::GET, path::NODE_REPORTS, reconfigure::reports),
+        route(Method::GET, path::OPENAPI, openapi::openapi_json),
     ]
 }
 
@@ -156,9 +154,10 @@ fn api_router(ctx: Arc<HttpContext>) -> Router<Arc<HttpContext>> {
         r = r.route(a.path, a.handler);
     }
     r.fallback(|| async {
-        ApiError(HttpError::not_found(
-            "no such API endpoint (see /api/v1/openapi.json)",
-        ))
+        ApiError(HttpError::not_found(format!(
+            "no such API endpoint (see {})",
+            routes::api_path(path::OPENAPI)
+        )))
     })
     .layer(axum::extract::DefaultBodyLimit::max(MAX_API_BODY_BYTES))
     .layer(axum::middleware::from_fn_with_state(
@@ -195,16 +194,16 @@ async fn json_errors(req: Request, next: Next) -> Response {
 
 pub fn router(ctx: Arc<HttpContext>) -> Router {
     Router::new()
-        .route("/boot/{file}", get(boot::script))
-        .route("/assets/{*path}", get(boot::asset))
-        .route("/node/{mac}/scripts", get(node::scripts))
-        .route("/node/{mac}/scripts/{name}", get(node::script))
-        .route("/node/{mac}/report", post(node::report))
-        .route("/node/{mac}/installed", post(node::installed))
-        .route("/node/{mac}/wait", get(node::wait))
-        .route("/cloud-init/{mac}/{token}/{doc}", get(seed::cloud_init))
-        .route("/answers/{mac}/{token}/{name}", get(seed::answers))
-        .route("/metrics", get(metrics::scrape))
+        .route(routes::BOOT_SCRIPT, get(boot::script))
+        .route(routes::ASSET, get(boot::asset))
+        .route(routes::NODE_SCRIPTS, get(node::scripts))
+        .route(routes::NODE_SCRIPT, get(node::script))
+        .route(routes::NODE_REPORT, post(node::report))
+        .route(routes::NODE_INSTALLED, post(node::installed))
+        .route(routes::NODE_WAIT, get(node::wait))
+        .route(routes::CLOUD_INIT, get(seed::cloud_init))
+        .route(routes::ANSWERS, get(seed::answers))
+        .route(routes::METRICS, get(metrics::scrape))
         .nest(API_PREFIX, api_router(ctx.clone()))
         .fallback(|| async { HttpError::not_found("no such endpoint") })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REPORT_BYTES))

@@ -291,7 +291,7 @@ mod tests {
         let routes = super::super::api_routes();
         assert!(routes.len() >= 14);
         for r in routes {
-            let full = format!("{}{}", super::super::API_PREFIX, r.path);
+            let full = format!("{}{}", crate::routes::API_PREFIX, r.path);
             let item =
                 doc.paths.paths.get(&full).unwrap_or_else(|| {
                     panic!("{} {full} is not in the OpenAPI document", r.method)
@@ -309,7 +309,7 @@ mod tests {
             .iter()
             .map(|r| {
                 (
-                    format!("{}{}", super::super::API_PREFIX, r.path),
+                    format!("{}{}", crate::routes::API_PREFIX, r.path),
                     r.method.as_str().to_ascii_lowercase(),
                 )
             })

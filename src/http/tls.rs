@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::bounds::Limits;
 use super::listener::DRAIN;
-use crate::metrics::HttpTimeout;
+use super::metrics::HttpTimeout;
 
 /// Why the certificate or key cannot be used; names the file and its key.
 #[derive(Debug, thiserror::Error)]

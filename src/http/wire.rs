@@ -262,7 +262,7 @@ mod tests {
     use tokio::io::AsyncReadExt;
 
     fn boot(path: &str) -> bool {
-        path.starts_with("/boot/") || path.starts_with("/assets/")
+        crate::routes::is_boot_path(path)
     }
 
     #[test]

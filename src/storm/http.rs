@@ -148,7 +148,7 @@ pub struct Agent<'a> {
 
 impl Agent<'_> {
     fn url(&self, path_and_query: &str) -> Result<Url, HttpFailure> {
-        let s = format!("{}/node/{}{path_and_query}", self.base, self.mac);
+        let s = crate::routes::node(&self.base, &self.mac, path_and_query);
         Url::parse(&s).map_err(|e| HttpFailure {
             reason: format!("rackboot.url on the kernel command line does not make a URL: {e}"),
             detail: s,

@@ -4,17 +4,18 @@
 //! nothing of packets or sockets.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::metrics::TftpResult;
 use super::packet::ErrorCode;
-use crate::beneath::{self, Refused};
+use crate::assets::resolve::{Refusal, resolve};
 use crate::events::Timeline;
-use crate::metrics::{Metrics, TftpResult};
+use crate::metrics::Metrics;
 use crate::model::{EventKind, Mac, Timestamp};
 use crate::store::Store;
 
@@ -32,41 +33,12 @@ pub struct AssetsHandler {
 /// "server busy": PXE firmware gives up on a silent server after about as long.
 pub const QUEUE_WAIT: Duration = Duration::from_secs(30);
 
-/// Why a read request is refused; each maps to a TFTP error packet.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Refusal {
-    /// Absolute paths, `..`, and anything else that could leave the root.
-    OutsideRoot,
-    NotFound,
-}
-
-impl Refusal {
-    /// The ERROR packet's code and message (the messages tftp-hpa and
-    /// atftp print, and scripts match on).
-    pub fn error(&self) -> (ErrorCode, &'static str) {
-        match self {
-            Refusal::OutsideRoot => (ErrorCode::AccessViolation, "Permission denied"),
-            Refusal::NotFound => (ErrorCode::FileNotFound, "File not found"),
-        }
-    }
-}
-
-/// Opens the file `requested` names beneath `root`, if it may be served:
-/// a regular file reached without leaving `root` and without crossing a
-/// symbolic link ([`crate::beneath`]). The transfer reads this descriptor.
-pub fn resolve(root: &Path, requested: &str) -> Result<beneath::Opened, Refusal> {
-    // Backslashes are path separators to some Windows-derived PXE stacks.
-    if requested.contains('\\') {
-        return Err(Refusal::OutsideRoot);
-    }
-    match beneath::open(root, requested) {
-        Ok(o) => Ok(o),
-        Err(e) if e.is_forbidden() => Err(Refusal::OutsideRoot),
-        Err(Refused::Io(e)) => {
-            tracing::warn!(path = requested, root = %root.display(), error = %e, "cannot open file for TFTP");
-            Err(Refusal::NotFound)
-        }
-        Err(_) => Err(Refusal::NotFound),
+/// The ERROR packet that answers a refused read: the codes and messages
+/// tftp-hpa and atftp use, which scripts match on.
+pub fn error_packet(refusal: &Refusal) -> (ErrorCode, &'static str) {
+    match refusal {
+        Refusal::OutsideRoot => (ErrorCode::AccessViolation, "Permission denied"),
+        Refusal::NotFound => (ErrorCode::FileNotFound, "File not found"),
     }
 }
 
@@ -366,35 +338,5 @@ mod tests {
         assert_eq!(mac_in_arp_table(table, ip("10.77.0.101")), None);
         assert_eq!(mac_in_arp_table(table, ip("10.77.0.1")), None);
         assert_eq!(mac_in_arp_table("", ip("10.77.0.100")), None);
-    }
-
-    #[test]
-    fn only_regular_files_below_the_root_are_served() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("sub")).unwrap();
-        std::fs::write(dir.path().join("undionly.kpxe"), b"x").unwrap();
-        std::fs::write(dir.path().join("sub/a.efi"), b"x").unwrap();
-        std::os::unix::fs::symlink("/etc", dir.path().join("evil-dir")).unwrap();
-        std::os::unix::fs::symlink("..", dir.path().join("sub/up")).unwrap();
-        let r = dir.path();
-        assert_eq!(resolve(r, "undionly.kpxe").unwrap().meta.len(), 1);
-        assert!(resolve(r, "sub/a.efi").is_ok());
-        for bad in [
-            "../etc/passwd",
-            "/etc/passwd",
-            "sub/../../x",
-            "sub\\a.efi",
-            "./undionly.kpxe",
-            "evil-dir/passwd",
-            "sub/up/undionly.kpxe",
-        ] {
-            assert_eq!(resolve(r, bad).unwrap_err(), Refusal::OutsideRoot, "{bad}");
-        }
-        assert_eq!(
-            resolve(r, "sub").unwrap_err(),
-            Refusal::NotFound,
-            "directories"
-        );
-        assert_eq!(resolve(r, "nope").unwrap_err(), Refusal::NotFound);
     }
 }

@@ -16,9 +16,10 @@
 //!   client, the smaller; minus 32 bytes of IP, UDP and TFTP headers), the
 //!   file read per block, duplicate RRQs from a client already served, and
 //!   the cap on transfers per client address (`[tftp] max_transfers_per_address`).
-//! - [`handler`]: policy: which paths may be read (regular files beneath the
-//!   assets directory, reached without a symbolic link; no writes at all),
-//!   the `[tftp] max_transfers` slots with a
+//! - [`metrics`]: TFTP's metric families and the methods that count into them.
+//! - [`handler`]: policy: no writes at all, reads of what
+//!   [`crate::assets::resolve`] opens (as HTTP does), the
+//!   `[tftp] max_transfers` slots with a
 //!   queue (30 s, then "server busy"), metrics, and the timeline entry of
 //!   each transfer.
 //!
@@ -29,20 +30,11 @@
 //! retransmissions or queued transfers.
 
 pub mod handler;
+pub mod metrics;
 pub mod packet;
 pub mod server;
 pub mod session;
 
-pub use handler::{AssetsHandler, Refusal, resolve};
+pub use handler::AssetsHandler;
 pub use server::{ServerConfig, serve};
 pub use session::Limits;
-
-/// Opens the file an asset path names, refusing anything outside `root` or
-/// through a symbolic link; shared with HTTP so both protocols hand out
-/// exactly the same files, each from the descriptor opened here.
-pub fn resolve_asset(
-    root: &std::path::Path,
-    path: &str,
-) -> Result<crate::beneath::Opened, Refusal> {
-    resolve(root, path)
-}

@@ -6,8 +6,9 @@
 //! client's ACK ([`BusyPoll`]) and drives a [`Session`]; what may be read
 //! and who waits is the [`AssetsHandler`]'s.
 
+use super::metrics::TftpResult;
 use crate::contain;
-use crate::metrics::{Service, TftpResult};
+use crate::metrics::Service;
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -211,7 +212,7 @@ async fn read_transfer(shared: &Shared, client: SocketAddr, req: Request) {
     let Transfer { file, size, record } = match shared.handler.open(client, &req.filename).await {
         Ok(o) => o,
         Err(refusal) => {
-            let (code, msg) = refusal.error();
+            let (code, msg) = super::handler::error_packet(&refusal);
             return send_error(shared, client, code, msg.to_string()).await;
         }
     };
