@@ -7,14 +7,15 @@
 mod common;
 
 use common::api::{ADMIN_TOKEN, READ_TOKEN};
-use common::server::{Server, Setup};
+use common::server::Server;
+use common::setup::{LAB_CIDR, Setup};
 
 // ---------------------------------------------------------------------------------------------
 // Auth
 
 #[test]
 fn every_api_request_needs_a_token_of_the_right_scope() {
-    let rb = Server::start("api-auth", Setup::default());
+    let rb = Setup::new("api-auth").standard_files().start();
 
     let r = rb.request("GET", "/api/v1/nodes", None, None);
     assert_eq!(r.status, 401, "{}", r.text());
@@ -78,13 +79,10 @@ fn every_api_request_needs_a_token_of_the_right_scope() {
 
 #[test]
 fn without_a_tokens_file_the_api_is_disabled() {
-    let rb = Server::start(
-        "api-off",
-        Setup {
-            api: false,
-            ..Setup::default()
-        },
-    );
+    let rb = Setup::new("api-off")
+        .standard_files()
+        .no_api_tokens()
+        .start();
     for token in [None, Some(ADMIN_TOKEN)] {
         let r = rb.request("GET", "/api/v1/nodes", token, None);
         assert_eq!(r.status, 403, "{}", r.text());
@@ -99,7 +97,7 @@ fn without_a_tokens_file_the_api_is_disabled() {
 
 #[test]
 fn the_tokens_file_reloads_and_a_bad_one_is_refused() {
-    let rb = Server::start("api-tokens-reload", Setup::default());
+    let rb = Setup::new("api-tokens-reload").standard_files().start();
     let file = rb.path("api-tokens");
     let new = "admin fresh-token-0123456789abcdef\n";
     std::fs::write(&file, new).unwrap();
@@ -145,7 +143,7 @@ fn the_tokens_file_reloads_and_a_bad_one_is_refused() {
 /// held stop working (the answer says the file is gone) until a file is back.
 #[test]
 fn deleting_the_tokens_file_revokes_every_token() {
-    let rb = Server::start("api-tokens-gone", Setup::default());
+    let rb = Setup::new("api-tokens-gone").standard_files().start();
     assert_eq!(
         rb.request("GET", "/api/v1/nodes", Some(ADMIN_TOKEN), None)
             .status,
@@ -248,7 +246,7 @@ fn macs(v: &serde_json::Value) -> Vec<String> {
 
 #[test]
 fn nodes_are_created_listed_edited_and_deleted() {
-    let rb = Server::start("api-nodes", Setup::default());
+    let rb = Setup::new("api-nodes").standard_files().start();
     let n = create(
         &rb,
         r#"{"mac":"52-54-00-AA-00-01","labels":{"rack":"r1","role":"builder"},"ipv4":"10.77.0.50"}"#,
@@ -411,7 +409,7 @@ fn nodes_are_created_listed_edited_and_deleted() {
 
 #[test]
 fn bootenv_changes_now_once_for_and_protected_nodes() {
-    let rb = Server::start("api-bootenv", Setup::default());
+    let rb = Setup::new("api-bootenv").standard_files().start();
     let mac = "52:54:00:bb:00:01";
     let path = format!("/api/v1/nodes/{mac}");
     create(&rb, &format!(r#"{{"mac":"{mac}","hostname":"p1"}}"#));
@@ -485,7 +483,7 @@ fn bootenv_changes_now_once_for_and_protected_nodes() {
 
 #[test]
 fn bulk_edits_are_all_or_nothing() {
-    let rb = Server::start("api-bulk", Setup::default());
+    let rb = Setup::new("api-bulk").standard_files().start();
     for i in 1..=4 {
         let rack = if i <= 3 { "r12" } else { "r13" };
         create(
@@ -563,7 +561,7 @@ fn bulk_edits_are_all_or_nothing() {
 
 #[test]
 fn imports_are_all_or_nothing_and_name_the_bad_record() {
-    let rb = Server::start("api-import", Setup::default());
+    let rb = Setup::new("api-import").standard_files().start();
     create(
         &rb,
         r#"{"mac":"52:54:00:dd:00:01","hostname":"d1","bootenv":"rescue"}"#,
@@ -666,7 +664,7 @@ fn imports_are_all_or_nothing_and_name_the_bad_record() {
 /// `force=true` lets each through.
 #[test]
 fn protected_nodes_refuse_import_and_delete_unless_forced() {
-    let rb = Server::start("api-protect", Setup::default());
+    let rb = Setup::new("api-protect").standard_files().start();
     let mac = "52:54:00:ee:00:03";
     let path = format!("/api/v1/nodes/{mac}");
     create(
@@ -732,7 +730,7 @@ fn protected_nodes_refuse_import_and_delete_unless_forced() {
 /// and starts the timeline of a record made again for the MAC.
 #[test]
 fn admin_changes_are_audited_with_the_token_name() {
-    let rb = Server::start("api-audit", Setup::default());
+    let rb = Setup::new("api-audit").standard_files().start();
     let mac = "52:54:00:ee:01:03";
     let path = format!("/api/v1/nodes/{mac}");
     create(
@@ -824,16 +822,12 @@ fn admin_changes_are_audited_with_the_token_name() {
 /// creates the record, the script is served.
 #[test]
 fn an_unknown_mac_gets_no_boot_script_where_unknown_clients_are_ignored() {
-    let rb = Server::start(
-        "api-ignore",
-        Setup {
-            extra: "[[dhcp.subnet]]\ncidr = \"10.77.0.0/24\"\nunknown_clients = \"ignore\"\n"
-                .into(),
-            // The admission rule alone: this curl is not at a node's address.
-            tokens_from_any_address: true,
-            ..Setup::default()
-        },
-    );
+    let rb = Setup::new("api-ignore")
+        .standard_files()
+        .subnet(LAB_CIDR, "unknown_clients = \"ignore\"")
+        // The admission rule alone: this curl is not at a node's address.
+        .tokens_from_any_address()
+        .start();
     let mac = "52:54:00:ee:02:01";
     let r = rb.request("GET", &format!("/boot/{mac}.ipxe?arch=bios"), None, None);
     assert_eq!(r.status, 403, "{}", r.text());
@@ -855,7 +849,7 @@ fn an_unknown_mac_gets_no_boot_script_where_unknown_clients_are_ignored() {
 
 #[test]
 fn bootenvs_are_listed_shown_and_validated() {
-    let rb = Server::start("api-bootenvs", Setup::default());
+    let rb = Setup::new("api-bootenvs").standard_files().start();
     let r = admin(&rb, "GET", "/api/v1/bootenvs", None);
     assert_eq!(r.status, 200, "{}", r.text());
     let list = r.json();
@@ -1002,7 +996,7 @@ fn bootenvs_are_listed_shown_and_validated() {
 
 #[test]
 fn explain_says_what_each_client_gets_and_why() {
-    let rb = Server::start("api-explain", Setup::default());
+    let rb = Setup::new("api-explain").standard_files().start();
     let explain = |q: &str| {
         let r = admin(&rb, "GET", &format!("/api/v1/explain/{q}"), None);
         assert_eq!(r.status, 200, "{q}: {}", r.text());
@@ -1112,7 +1106,7 @@ fn explain_says_what_each_client_gets_and_why() {
 
 #[test]
 fn the_openapi_document_is_served_and_is_the_golden_file() {
-    let rb = Server::start("api-openapi", Setup::default());
+    let rb = Setup::new("api-openapi").standard_files().start();
     let r = rb.request("GET", "/api/v1/openapi.json", Some(READ_TOKEN), None);
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(
@@ -1191,13 +1185,13 @@ fn rsa_cert() -> (tempfile::TempDir, String, String) {
 #[test]
 fn the_api_is_served_over_https_with_an_rsa_certificate() {
     let (_certs, cert, key) = rsa_cert();
-    let rb = Server::start(
-        "api-https",
-        Setup {
-            extra: format!("tls_cert = \"{cert}\"\ntls_key = \"{key}\"\ntls_port = 8443\n"),
-            ..Setup::default()
-        },
-    );
+    let rb = Setup::new("api-https")
+        .standard_files()
+        .table(
+            "api",
+            &format!("tls_cert = \"{cert}\"\ntls_key = \"{key}\"\ntls_port = 8443"),
+        )
+        .start();
     let url = "https://10.77.0.1:8443/api/v1/nodes";
     for tls in ["--tlsv1.2", "--tlsv1.3"] {
         let max = if tls == "--tlsv1.2" { "1.2" } else { "1.3" };

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::api::AUTH_HEADER;
-use common::lab::{SERVER_IP, read_text, tail};
-use common::server::{Server, Setup};
+use common::lab::{SERVER_IP, tail};
+use common::setup::Setup;
 
 /// schemathesis' own budget for the run (`--max-time`), and the test's limit around it.
 const BUDGET_S: u64 = 120;
@@ -38,7 +38,7 @@ fn schemathesis() -> PathBuf {
 #[test]
 fn every_api_answer_to_schemathesis_is_what_the_openapi_document_says() {
     let st = schemathesis();
-    let rb = Server::start("api-schema", Setup::default());
+    let rb = Setup::new("api-schema").standard_files().start();
     let seed = std::env::var("RACKBOOT_SCHEMATHESIS_SEED").unwrap_or_else(|_| "1".into());
     let report = rb.lab.dir().join("schemathesis");
     let junit = report.join("junit.xml");
@@ -81,7 +81,7 @@ fn every_api_answer_to_schemathesis_is_what_the_openapi_document_says() {
         "schemathesis (seed {seed}) found answers the OpenAPI document does not allow \
          ({}):\n{stdout}\n{stderr}\nrackboot's log:\n{}",
         out.status,
-        tail(&read_text(&rb.log), 40)
+        tail(&rb.log_text(), 40)
     );
     // It ran the operations it read from the document, not nothing.
     assert!(

@@ -9,10 +9,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use common::lab::{self, BRIDGE, Lab, SERVER_IP};
+use common::lab::{self, Lab, SERVER_IP};
+use common::server::Server;
+use common::setup::{Setup, pseudo_random};
 use sha2::{Digest, Sha256};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -44,54 +46,18 @@ fn sha256(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// Deterministic, incompressible-looking bytes.
-fn bytes(n: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
-
-/// Writes config, a script and a placeholder asset; `bootenv` becomes discovery.toml. Boot
+/// rackboot serving a script and a placeholder asset, with `bootenv` as discovery.toml. Boot
 /// scripts go to any address (the documented opt-out): the test's curl is at rackboot's own.
-fn setup(lab: &Lab, bootenv: &str, assets_section: &str) -> PathBuf {
-    let d = lab.dir();
-    for sub in ["assets", "bootenvs", "scripts"] {
-        std::fs::create_dir_all(d.join(sub)).unwrap();
-    }
-    std::fs::write(d.join("assets/placeholder"), b"kernel").unwrap();
-    std::fs::write(d.join("scripts/hello.sh"), "echo hi\n").unwrap();
-    std::fs::write(d.join("bootenvs/discovery.toml"), bootenv).unwrap();
-    let config = d.join("rackboot.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "state_dir = \"{p}/state\"\nassets_dir = \"{p}/assets\"\nbootenvs_dir = \"{p}/bootenvs\"\n\
-             scripts_dir = \"{p}/scripts\"\n{assets_section}[network]\ninterface = \"{BRIDGE}\"\n\
-             [[dhcp.subnet]]\ncidr = \"10.77.0.0/24\"\nranges = [[\"10.77.0.10\", \"10.77.0.20\"]]\n\
-             [dns]\nenabled = false\n\
-             [http]\nbind_tokens_to_address = false\n",
-            p = d.display()
-        ),
-    )
-    .unwrap();
-    config
-}
-
-fn serve(lab: &Lab, config: &Path) -> (u32, PathBuf) {
-    let log = lab.dir().join("rackboot.log");
-    let pid = lab.spawn(
-        env!("CARGO_BIN_EXE_rackboot"),
-        &["serve", "--config", config.to_str().unwrap()],
-        &log,
-    );
-    lab::wait_for_file(&log, "rackboot serving", WAIT).unwrap_or_else(|e| panic!("{e}"));
-    (pid, log)
+fn setup(name: &str, bootenv: &str) -> Setup {
+    Setup::new(name)
+        .no_address()
+        .no_api_tokens()
+        .lab_subnet(10, 20)
+        .tftp("")
+        .tokens_from_any_address()
+        .file("assets/placeholder", "kernel")
+        .file("scripts/hello.sh", "echo hi\n")
+        .file("bootenvs/discovery.toml", bootenv)
 }
 
 /// GET `path` from rackboot into `out`; returns the HTTP status and, on error, the body.
@@ -123,20 +89,8 @@ fn fetch(lab: &Lab, path: &str, out: &Path) -> (u16, String) {
     (status, body)
 }
 
-fn get(lab: &Lab, path: &str) -> String {
-    let out = lab.run(
-        "curl",
-        &["-s", "-m", "5", &format!("http://{SERVER_IP}{path}")],
-        WAIT,
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn metric(lab: &Lab, line_start: &str) -> Option<f64> {
-    get(lab, "/metrics")
-        .lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+fn get(rb: &Server, path: &str) -> String {
+    rb.get(path).text()
 }
 
 fn files_in(dir: &Path) -> Vec<String> {
@@ -152,21 +106,15 @@ fn files_in(dir: &Path) -> Vec<String> {
 
 #[test]
 fn remote_assets_are_fetched_once_checked_and_served_locally() {
-    let lab = Lab::new("remote");
-    let upstream = lab.dir().join("upstream");
-    std::fs::create_dir_all(&upstream).unwrap();
     // A kernel is checked to be one once downloaded: give the bytes a bzImage header.
-    let kernel = as_bzimage(bytes(3 << 20, 1));
-    let initrd = bytes(200_000, 2);
-    std::fs::write(upstream.join("vmlinuz"), &kernel).unwrap();
+    let kernel = as_bzimage(pseudo_random(1, 3 << 20));
+    let initrd = pseudo_random(2, 200_000);
     // An EFI application (iPXE's .efi, say) that a bootenv names as a kernel.
-    let mut efi_app = bytes(100_000, 5);
+    let mut efi_app = pseudo_random(5, 100_000);
     efi_app[0..2].copy_from_slice(b"MZ");
     efi_app[0x3c..0x40].copy_from_slice(&0x80u32.to_le_bytes());
     efi_app[0x80..0x84].copy_from_slice(b"PE\0\0");
     efi_app[0x84..0x86].copy_from_slice(&0x8664u16.to_le_bytes());
-    std::fs::write(upstream.join("ipxe.efi"), &efi_app).unwrap();
-    // initrd.img is not on the mirror yet.
     let (k_sha, i_sha, e_sha) = (sha256(&kernel), sha256(&initrd), sha256(&efi_app));
     let mirror = format!("http://{SERVER_IP}:{UPSTREAM_PORT}");
     let bootenv = format!(
@@ -177,7 +125,13 @@ fn remote_assets_are_fetched_once_checked_and_served_locally() {
          [arch.x86_64_efi]\n\
          kernel = {{ url = \"{mirror}/ipxe.efi\", sha256 = \"{e_sha}\" }}\n"
     );
-    let config = setup(&lab, &bootenv, "");
+    let rb = setup("remote", &bootenv).prepare();
+    let lab = &rb.lab;
+    let upstream = lab.dir().join("upstream");
+    std::fs::create_dir_all(&upstream).unwrap();
+    std::fs::write(upstream.join("vmlinuz"), &kernel).unwrap();
+    std::fs::write(upstream.join("ipxe.efi"), &efi_app).unwrap();
+    // initrd.img is not on the mirror yet.
 
     let script = lab.dir().join("upstream.py");
     std::fs::write(&script, UPSTREAM).unwrap();
@@ -201,11 +155,11 @@ fn remote_assets_are_fetched_once_checked_and_served_locally() {
             .count()
     };
 
-    serve(&lab, &config);
-    let store = lab.dir().join("assets/sha256");
+    rb.serve();
+    let store = rb.path("assets/sha256");
 
     // The boot script names the assets by digest.
-    let ipxe = get(&lab, &format!("/boot/{MAC}.ipxe?arch=bios"));
+    let ipxe = get(&rb, &format!("/boot/{MAC}.ipxe?arch=bios"));
     assert!(
         ipxe.contains(&format!("/assets/sha256/{k_sha}?mac="))
             && ipxe.contains(&format!("/assets/sha256/{i_sha}?mac=")),
@@ -217,7 +171,7 @@ fn remote_assets_are_fetched_once_checked_and_served_locally() {
     let results: Vec<(u16, String, Vec<u8>)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..8)
             .map(|i| {
-                let (lab, kernel_path) = (&lab, &kernel_path);
+                let kernel_path = &kernel_path;
                 s.spawn(move || {
                     let out = lab.dir().join(format!("kernel.{i}"));
                     let (status, body) = fetch(lab, kernel_path, &out);
@@ -238,7 +192,7 @@ fn remote_assets_are_fetched_once_checked_and_served_locally() {
         lab::read_text(&upstream_log)
     );
     // Later requests are served from the store.
-    assert_eq!(fetch(&lab, &kernel_path, &lab.dir().join("again")).0, 200);
+    assert_eq!(fetch(lab, &kernel_path, &lab.dir().join("again")).0, 200);
     assert_eq!(upstream_gets("vmlinuz"), 1);
     assert_eq!(
         std::fs::read(store.join(&k_sha)).unwrap(),
@@ -249,7 +203,7 @@ fn remote_assets_are_fetched_once_checked_and_served_locally() {
     // Not on the mirror: 502 saying why, nothing kept.
     let initrd_path = format!("/assets/sha256/{i_sha}");
     let out = lab.dir().join("initrd");
-    let (status, body) = fetch(&lab, &initrd_path, &out);
+    let (status, body) = fetch(lab, &initrd_path, &out);
     assert_eq!(status, 502, "{body}");
     assert!(
         body.contains("initrd.img") && body.contains("404") && body.contains("tries again"),
@@ -257,7 +211,7 @@ fn remote_assets_are_fetched_once_checked_and_served_locally() {
     );
     // The wrong file on the mirror: refused by its digest, nothing kept.
     std::fs::write(upstream.join("initrd.img"), b"not the initrd").unwrap();
-    let (status, body) = fetch(&lab, &initrd_path, &out);
+    let (status, body) = fetch(lab, &initrd_path, &out);
     assert_eq!(status, 502, "{body}");
     assert!(
         body.contains("sha256 is") && body.contains(&i_sha),
@@ -269,7 +223,7 @@ fn remote_assets_are_fetched_once_checked_and_served_locally() {
         "nothing partial kept"
     );
     // The right bytes, but an EFI application named as a kernel: 502 saying so, not kept.
-    let (status, body) = fetch(&lab, &format!("/assets/sha256/{e_sha}"), &out);
+    let (status, body) = fetch(lab, &format!("/assets/sha256/{e_sha}"), &out);
     assert_eq!(status, 502, "{body}");
     assert!(
         body.contains("ipxe.efi")
@@ -280,19 +234,19 @@ fn remote_assets_are_fetched_once_checked_and_served_locally() {
     assert_eq!(files_in(&store), vec![k_sha.clone()], "not kept");
     // Fixed on the mirror: the next request fetches it.
     std::fs::write(upstream.join("initrd.img"), &initrd).unwrap();
-    let (status, body) = fetch(&lab, &initrd_path, &out);
+    let (status, body) = fetch(lab, &initrd_path, &out);
     assert_eq!(status, 200, "{body}");
     assert!(std::fs::read(&out).unwrap() == initrd);
     assert_eq!(upstream_gets("initrd.img"), 3, "one per try");
 
     let fetches = "rackboot_asset_fetches_total";
     assert_eq!(
-        metric(&lab, &format!("{fetches}{{result=\"fetched\"}}")),
+        rb.try_metric(&format!("{fetches}{{result=\"fetched\"}}")),
         Some(2.0)
     );
     // The initrd missing, then wrong; the EFI application.
     assert_eq!(
-        metric(&lab, &format!("{fetches}{{result=\"failed\"}}")),
+        rb.try_metric(&format!("{fetches}{{result=\"failed\"}}")),
         Some(3.0)
     );
 }
@@ -300,7 +254,7 @@ fn remote_assets_are_fetched_once_checked_and_served_locally() {
 /// The first bytes of an x86_64 bzImage (boot protocol 2.15, 64-bit) with an EFI stub, enough
 /// for detection: what `[arch.bios]` and `[arch.x86_64_efi]` both boot.
 fn bzimage() -> Vec<u8> {
-    as_bzimage(bytes(64 * 1024, 3))
+    as_bzimage(pseudo_random(3, 64 * 1024))
 }
 
 /// `b` with an x86_64 EFI-stub bzImage header over its first bytes.
@@ -319,17 +273,18 @@ fn as_bzimage(mut b: Vec<u8>) -> Vec<u8> {
 
 #[test]
 fn dropped_kernels_are_imported_by_the_running_server() {
-    let lab = Lab::new("drop");
-    let drop_dir = lab.dir().join("drop");
-    let config = setup(
-        &lab,
+    let setup = setup(
+        "drop",
         "scripts = [\"hello.sh\"]\n[arch.bios]\nkernel = \"placeholder\"\ncmdline = \"console=ttyS0\"\n",
-        &format!("[assets]\ndrop_dir = \"{}\"\n", drop_dir.display()),
     );
-    let (pid, log) = serve(&lab, &config);
+    let drop_dir = setup.path("drop");
+    let rb = setup
+        .table("assets", &format!("drop_dir = \"{}\"", drop_dir.display()))
+        .start();
+    let lab = &rb.lab;
 
     let kernel = bzimage();
-    let initrd = bytes(100_000, 4);
+    let initrd = pseudo_random(4, 100_000);
     let put = |rel: &str, b: &[u8]| {
         let p = drop_dir.join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -350,7 +305,7 @@ fn dropped_kernels_are_imported_by_the_running_server() {
     lab::poll_until(WAIT, || {
         (reasons("done").len() == 1 && reasons("rejected").len() == 1).then_some(())
     })
-    .unwrap_or_else(|| panic!("not imported: {}", lab::tail(&lab::read_text(&log), 20)));
+    .unwrap_or_else(|| panic!("not imported: {}", lab::tail(&rb.log_text(), 20)));
     let (done, rejected) = (&reasons("done")[0], &reasons("rejected")[0]);
     let (k_sha, i_sha) = (sha256(&kernel), sha256(&initrd));
     assert!(
@@ -376,12 +331,12 @@ fn dropped_kernels_are_imported_by_the_running_server() {
 
     // The running server boots the new kernel once its hot reload has read the bootenv.
     lab::poll_until(WAIT, || {
-        get(&lab, &format!("/boot/{MAC}.ipxe?arch=bios"))
+        get(&rb, &format!("/boot/{MAC}.ipxe?arch=bios"))
             .contains(&format!("/assets/sha256/{k_sha}?mac="))
             .then_some(())
     })
-    .unwrap_or_else(|| panic!("{}", get(&lab, &format!("/boot/{MAC}.ipxe?arch=bios"))));
-    let ipxe = get(&lab, &format!("/boot/{MAC}.ipxe?arch=bios"));
+    .unwrap_or_else(|| panic!("{}", get(&rb, &format!("/boot/{MAC}.ipxe?arch=bios"))));
+    let ipxe = get(&rb, &format!("/boot/{MAC}.ipxe?arch=bios"));
     assert!(
         ipxe.contains(&format!("/assets/sha256/{i_sha}?mac=")),
         "{ipxe}"
@@ -391,22 +346,22 @@ fn dropped_kernels_are_imported_by_the_running_server() {
         "the cmdline was kept: {ipxe}"
     );
     let out = lab.dir().join("kernel.out");
-    assert_eq!(fetch(&lab, &format!("/assets/sha256/{k_sha}"), &out).0, 200);
+    assert_eq!(fetch(lab, &format!("/assets/sha256/{k_sha}"), &out).0, 200);
     assert!(std::fs::read(&out).unwrap() == kernel);
 
     let drops = "rackboot_asset_drops_total";
     assert_eq!(
-        metric(&lab, &format!("{drops}{{result=\"imported\"}}")),
+        rb.try_metric(&format!("{drops}{{result=\"imported\"}}")),
         Some(1.0)
     );
     assert_eq!(
-        metric(&lab, &format!("{drops}{{result=\"rejected\"}}")),
+        rb.try_metric(&format!("{drops}{{result=\"rejected\"}}")),
         Some(1.0)
     );
-    let text = lab::read_text(&log);
+    let text = rb.log_text();
     assert!(
         text.contains("drop folder: discovery/arm64 rejected"),
         "{text}"
     );
-    assert!(lab.is_running(pid));
+    rb.assert_running();
 }

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use common::api::{ADMIN_TOKEN, READ_TOKEN};
 use common::lab::SERVER_IP;
-use common::server::{Server, Setup};
+use common::server::Server;
+use common::setup::Setup;
 use serde_json::Value;
 
 const RACKBOOT: &str = env!("CARGO_BIN_EXE_rackboot");
@@ -59,7 +60,7 @@ fn write(rb: &Server, name: &str, text: &str) -> String {
 
 #[test]
 fn a_rack_is_imported_all_or_nothing_and_listed_changed_and_exported() {
-    let rb = Server::start("cli-nodes", Setup::default());
+    let rb = Setup::new("cli-nodes").standard_files().start();
     let admin = Some(ADMIN_TOKEN);
 
     // A bad line refuses the whole file, and says which line.
@@ -218,13 +219,10 @@ fn a_rack_is_imported_all_or_nothing_and_listed_changed_and_exported() {
 #[test]
 fn bootenvs_explain_events_and_exit_codes() {
     // Its curl fetches a node's boot script from rackboot's own address.
-    let rb = Server::start(
-        "cli-boot",
-        Setup {
-            tokens_from_any_address: true,
-            ..Setup::default()
-        },
-    );
+    let rb = Setup::new("cli-boot")
+        .standard_files()
+        .tokens_from_any_address()
+        .start();
     let admin = Some(ADMIN_TOKEN);
 
     let list = ok(cli(&rb, admin, &["bootenv", "list"]));
@@ -330,7 +328,7 @@ fn bootenvs_explain_events_and_exit_codes() {
 /// another bootenv nor deleted without `--force`, and the refusal names it.
 #[test]
 fn node_history_names_who_changed_what_and_protected_nodes_need_force() {
-    let rb = Server::start("cli-audit", Setup::default());
+    let rb = Setup::new("cli-audit").standard_files().start();
     let admin = Some(ADMIN_TOKEN);
     let mac = "52:54:00:12:03:03";
     let rack = write(
@@ -391,7 +389,7 @@ fn node_history_names_who_changed_what_and_protected_nodes_need_force() {
 /// command starts, so its first write meets the broken pipe every time.
 #[test]
 fn output_into_a_closed_pipe_ends_quietly_like_a_unix_filter() {
-    let rb = Server::start("cli-pipe", Setup::default());
+    let rb = Setup::new("cli-pipe").standard_files().start();
     let server = format!("http://{SERVER_IP}");
     let script = format!(
         "import os, subprocess, sys\n\

@@ -17,12 +17,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use common::api::{AUTH_HEADER, api_section};
-use common::lab::{self, BRIDGE, Lab, SERVER_IP};
+use common::api::ADMIN_TOKEN;
+use common::lab::{self, Lab, SERVER_IP};
+use common::netns::Netns;
+use common::server::Server;
+use common::setup::{LAB_CIDR, Setup, lab_range};
 use serde_json::Value;
 
 const CMD: Duration = Duration::from_secs(60);
@@ -30,139 +31,40 @@ const CMD: Duration = Duration::from_secs(60);
 const RANGE: (u8, u8) = (10, 29);
 const UNKNOWN_CAP: usize = 10;
 
-/// A namespace for the attacker and the clients, joined to the lab's bridge; removed on drop
-/// with every process still in it (ended by PID).
-struct Clients {
-    ns: String,
+/// The namespace of the attacker and the clients: `pd0` at 10.77.0.2/24 (and `extra`
+/// addresses) for the attacker, and `c1`, `c2`, … with these MACs for udhcpc.
+fn client_ns<'a>(lab: &'a Lab, extra: &[&str], macs: &[&str]) -> Netns<'a> {
+    let c = Netns::new(lab, "cl");
+    c.link("pd0", None);
+    for a in ["10.77.0.2/24"].iter().chain(extra) {
+        c.addr("pd0", a);
+    }
+    for (i, mac) in macs.iter().enumerate() {
+        c.link(&format!("c{}", i + 1), Some(mac));
+    }
+    c
 }
 
-impl Clients {
-    /// `pd0` at 10.77.0.2/24 (and `extra` addresses) for the attacker.
-    fn new(lab: &Lab, name: &str, extra: &[&str]) -> Clients {
-        let c = Clients {
-            ns: format!("rb-{name}-{}", std::process::id()),
-        };
-        run(&["ip", "netns", "add", &c.ns]);
-        c.veth(lab, "pd0", None);
-        for a in ["10.77.0.2/24"].iter().chain(extra) {
-            run(&["ip", "-n", &c.ns, "addr", "add", a, "dev", "pd0"]);
-        }
-        run(&["ip", "-n", &c.ns, "link", "set", "lo", "up"]);
-        c
-    }
-
-    /// A veth `name` in the namespace, its peer on the lab's bridge.
-    fn veth(&self, lab: &Lab, name: &str, mac: Option<&str>) {
-        let outer = format!("{name}br");
-        run(&[
-            "ip",
-            "-n",
-            lab.ns(),
-            "link",
-            "add",
-            &outer,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            name,
-            "netns",
-            &self.ns,
-        ]);
-        run(&[
-            "ip",
-            "-n",
-            lab.ns(),
-            "link",
-            "set",
-            &outer,
-            "master",
-            BRIDGE,
-            "up",
-        ]);
-        if let Some(mac) = mac {
-            run(&["ip", "-n", &self.ns, "link", "set", name, "address", mac]);
-        }
-        run(&["ip", "-n", &self.ns, "link", "set", name, "up"]);
-    }
-
-    fn cmd(&self, program: &str, args: &[&str]) -> Command {
-        let mut c = Command::new("timeout");
-        c.args(["60", "ip", "netns", "exec", &self.ns, program])
-            .args(args);
-        c
-    }
-
-    /// udhcpc on `nic`; the address it was given, if any (4 tries, 2 s apart).
-    fn udhcpc(&self, nic: &str) -> Option<String> {
-        let out = self
-            .cmd(
-                "udhcpc",
-                &[
-                    "-i",
-                    nic,
-                    "-n",
-                    "-q",
-                    "-f",
-                    "-t",
-                    "4",
-                    "-T",
-                    "2",
-                    "-s",
-                    "/bin/true",
-                ],
-            )
-            .output()
-            .expect("udhcpc (busybox)");
-        let text = String::from_utf8_lossy(&out.stderr).into_owned()
-            + &String::from_utf8_lossy(&out.stdout);
-        text.lines().find_map(|l| {
-            l.strip_prefix("udhcpc: lease of ")?
-                .split_whitespace()
-                .next()
-                .map(str::to_string)
-        })
-    }
-
-    /// Runs the Python attacker with `args`; its stdout, a line of `key value` pairs.
-    fn python(&self, script: &str, args: &[&str]) -> Value {
-        let mut all = vec!["-c", script];
-        all.extend(args);
-        let out = self.cmd("python3", &all).output().expect("python3");
-        assert!(
-            out.status.success(),
-            "python3: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8_lossy(&out.stdout);
-        serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
-    }
+/// udhcpc on `nic`; the address it was given, if any (4 tries, 2 s apart).
+fn udhcpc(clients: &Netns, nic: &str) -> Option<String> {
+    clients
+        .udhcpc(nic, &["-t", "4"])
+        .ok()
+        .map(|lease| lease["ip"].clone())
 }
 
-impl Drop for Clients {
-    fn drop(&mut self) {
-        if let Ok(out) = Command::new("ip")
-            .args(["netns", "pids", &self.ns])
-            .output()
-        {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-9", pid]).status();
-            }
-        }
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
-    }
-}
-
-fn run(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("spawn");
+/// Runs the Python attacker with `args`; its stdout, a line of JSON.
+fn python(clients: &Netns, script: &str, args: &[&str]) -> Value {
+    let mut all = vec!["-c", script];
+    all.extend(args);
+    let out = clients.run("python3", &all, CMD);
     assert!(
         out.status.success(),
-        "{args:?}: {}",
+        "python3: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
 /// A DHCP client flood: for `seconds`, DISCOVERs from random locally administered MACs
@@ -275,102 +177,37 @@ fn mac_text(m: [u8; 6]) -> String {
     m.map(|b| format!("{b:02x}")).join(":")
 }
 
-fn write_config(lab: &Lab, subnets: &str) -> PathBuf {
-    let dir = lab.dir();
-    for d in ["assets", "bootenvs", "scripts"] {
-        std::fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    std::fs::write(
-        dir.join("bootenvs/discovery.toml"),
-        "[arch.bios]\nlocal = \"exit\"\n",
-    )
-    .unwrap();
-    let config = dir.join("rackboot.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "state_dir = \"{d}/state\"\nassets_dir = \"{d}/assets\"\nbootenvs_dir = \"{d}/bootenvs\"\n\
-             scripts_dir = \"{d}/scripts\"\n[network]\ninterface = \"{BRIDGE}\"\n\
-             [[dhcp.subnet]]\ncidr = \"10.77.0.0/24\"\nranges = [[\"10.77.0.{}\", \"10.77.0.{}\"]]\n\
-             unknown_share = 50\n{subnets}\
-             [lifecycle]\nreap_discovered_after = \"2s\"\n\
-             [tftp]\nenabled = false\n[dns]\nenabled = false\n{api}",
-            RANGE.0,
-            RANGE.1,
-            d = dir.display(),
-            api = api_section(dir),
-        ),
-    )
-    .unwrap();
-    config
-}
-
-fn start(lab: &Lab, config: &Path) -> u32 {
-    let pid = lab.spawn(
-        env!("CARGO_BIN_EXE_rackboot"),
-        &["serve", "--config", config.to_str().unwrap()],
-        "rackboot.log",
-    );
-    let log = lab.dir().join("rackboot.log");
-    lab::wait_for_file(&log, "rackboot serving", CMD)
-        .unwrap_or_else(|e| panic!("rackboot did not start: {e}\n{}", lab::read_text(&log)));
-    pid
-}
-
-fn curl(lab: &Lab, args: &[&str]) -> Vec<u8> {
-    let mut all = vec!["-sS", "-f", "-m", "10", "-H", AUTH_HEADER];
-    all.extend(args);
-    let out = lab.run("curl", &all, CMD);
-    assert!(
-        out.status.success(),
-        "curl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
-/// `GET /api/v1/<what>`: the array it answers.
-fn api_list(lab: &Lab, what: &str) -> Vec<Value> {
-    let url = format!("http://{SERVER_IP}/api/v1/{what}");
-    serde_json::from_slice(&curl(lab, &[&url])).unwrap_or_else(|e| panic!("{what}: {e}"))
+/// rackboot with DHCP on the lab subnet (unknown clients get half of it) and idle discovered
+/// records reaped after 2 s; more subnets may be added.
+fn setup(name: &str) -> Setup {
+    Setup::new(name)
+        .no_address()
+        .dhcp()
+        .subnet(
+            LAB_CIDR,
+            &format!("{}\nunknown_share = 50", lab_range(RANGE.0, RANGE.1)),
+        )
+        .table("lifecycle", "reap_discovered_after = \"2s\"")
+        .file("bootenvs/discovery.toml", "[arch.bios]\nlocal = \"exit\"\n")
 }
 
 /// An admin adds `mac` (with a fixed address, if given).
-fn add_node(lab: &Lab, mac: &str, ipv4: Option<&str>) {
+fn add_node(rb: &Server, mac: &str, ipv4: Option<&str>) {
     let body = match ipv4 {
         Some(ip) => format!(r#"{{"mac":"{mac}","ipv4":"{ip}"}}"#),
         None => format!(r#"{{"mac":"{mac}"}}"#),
     };
-    let url = format!("http://{SERVER_IP}/api/v1/nodes");
-    curl(
-        lab,
-        &[
-            "-X",
-            "POST",
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-            &body,
-            &url,
-        ],
-    );
+    let r = rb.request("POST", "/api/v1/nodes", Some(ADMIN_TOKEN), Some(&body));
+    assert!(r.status / 100 == 2, "add {mac}: {} {}", r.status, r.text());
 }
 
 /// The value of the sample `name{labels}` (labels as written, e.g. `reason="bad_chaddr"`).
-fn metric(lab: &Lab, name: &str, labels: &str) -> f64 {
-    let url = format!("http://{SERVER_IP}/metrics");
-    let text = String::from_utf8(curl(lab, &[&url])).unwrap();
-    let want = if labels.is_empty() {
-        format!("{name} ")
+fn metric(rb: &Server, name: &str, labels: &str) -> f64 {
+    if labels.is_empty() {
+        rb.metric(name)
     } else {
-        format!("{name}{{{labels}}} ")
-    };
-    text.lines()
-        .find_map(|l| l.strip_prefix(&want))
-        .unwrap_or_else(|| panic!("no {want} in /metrics"))
-        .trim()
-        .parse()
-        .unwrap()
+        rb.metric(&format!("{name}{{{labels}}}"))
+    }
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -388,16 +225,13 @@ fn is_flood(mac: &str) -> bool {
 
 #[test]
 fn a_discover_flood_leaves_records_only_for_offers_and_they_are_reaped() {
-    let lab = Lab::new("dhcpflood");
-    let clients = Clients::new(&lab, "dhcpflood-cl", &[]);
+    let rb = setup("dhcpflood").start();
     let known = "02:77:00:00:00:01";
-    clients.veth(&lab, "c1", Some(known));
-    let config = write_config(&lab, "");
-    let pid = start(&lab, &config);
-    add_node(&lab, known, None);
+    let clients = client_ns(&rb.lab, &[], &[known]);
+    add_node(&rb, known, None);
 
     // Three seconds of DISCOVERs from made-up MACs, never REQUESTed.
-    let flood = clients.python(FLOOD, &["pd0", "3", "discover"]);
+    let flood = python(&clients, FLOOD, &["pd0", "3", "discover"]);
     let (sent, offers) = (
         flood["sent"].as_u64().unwrap(),
         flood["offers"].as_u64().unwrap(),
@@ -412,7 +246,8 @@ fn a_discover_flood_leaves_records_only_for_offers_and_they_are_reaped() {
     );
 
     // Records exist for the MACs that were offered an address, and for no other.
-    let records: Vec<String> = api_list(&lab, "nodes")
+    let records: Vec<String> = rb
+        .api_list("nodes")
         .iter()
         .filter_map(|n| n["mac"].as_str().map(str::to_string))
         .filter(|m| is_flood(m))
@@ -424,11 +259,11 @@ fn a_discover_flood_leaves_records_only_for_offers_and_they_are_reaped() {
         "records of the flood = the MACs offered an address"
     );
     assert_eq!(
-        metric(&lab, "rackboot_nodes_created_total", r#"by="dhcp""#),
+        metric(&rb, "rackboot_nodes_created_total", r#"by="dhcp""#),
         offered.len() as f64
     );
     let refused = metric(
-        &lab,
+        &rb,
         "rackboot_dhcp_ignored_total",
         r#"reason="unknown_limited""#,
     );
@@ -439,14 +274,15 @@ fn a_discover_flood_leaves_records_only_for_offers_and_they_are_reaped() {
 
     // A node an admin added is served during and after the flood.
     assert!(
-        clients.udhcpc("c1").is_some(),
+        udhcpc(&clients, "c1").is_some(),
         "the known node got no lease"
     );
 
     // Idle past reap_discovered_after (2 s) and a sweep (every 5 s): the flood's records go,
     // the admin's stays.
     let gone = lab::poll_until(Duration::from_secs(20), || {
-        let left = api_list(&lab, "nodes")
+        let left = rb
+            .api_list("nodes")
             .iter()
             .filter(|n| n["mac"].as_str().is_some_and(is_flood))
             .count();
@@ -457,35 +293,30 @@ fn a_discover_flood_leaves_records_only_for_offers_and_they_are_reaped() {
         "the flood's records were not reaped within 20 s"
     );
     assert_eq!(
-        metric(&lab, "rackboot_nodes_reaped_total", ""),
+        metric(&rb, "rackboot_nodes_reaped_total", ""),
         offered.len() as f64
     );
     assert!(
-        api_list(&lab, "nodes").iter().any(|n| n["mac"] == known),
+        rb.api_list("nodes").iter().any(|n| n["mac"] == known),
         "the admin's node was reaped"
     );
-    assert!(lab.is_running(pid));
+    rb.assert_running();
 }
 
 #[test]
 fn a_host_taking_leases_for_made_up_macs_gets_its_share_and_known_nodes_get_theirs() {
-    let lab = Lab::new("dhcpshare");
-    let clients = Clients::new(&lab, "dhcpshare-cl", &[]);
     let (known, fixed, newcomer) = (
         "02:77:00:00:01:01",
         "02:77:00:00:01:02",
         "02:77:00:00:01:03",
     );
-    clients.veth(&lab, "c1", Some(known));
-    clients.veth(&lab, "c2", Some(fixed));
-    clients.veth(&lab, "c3", Some(newcomer));
-    let config = write_config(&lab, "");
-    let pid = start(&lab, &config);
-    add_node(&lab, known, None);
+    let rb = setup("dhcpshare").start();
+    let clients = client_ns(&rb.lab, &[], &[known, fixed, newcomer]);
+    add_node(&rb, known, None);
     let fixed_ip = format!("10.77.0.{}", RANGE.1);
-    add_node(&lab, fixed, Some(&fixed_ip));
+    add_node(&rb, fixed, Some(&fixed_ip));
 
-    let flood = clients.python(FLOOD, &["pd0", "3", "dora"]);
+    let flood = python(&clients, FLOOD, &["pd0", "3", "dora"]);
     let acked = strings(&flood["acked"]);
     eprintln!(
         "flood: {} DISCOVERs, {} offers, {} ACKs for {} MACs",
@@ -495,7 +326,8 @@ fn a_host_taking_leases_for_made_up_macs_gets_its_share_and_known_nodes_get_thei
         acked.len()
     );
     assert!(!acked.is_empty(), "the flood got no lease at all");
-    let bound: Vec<Value> = api_list(&lab, "leases")
+    let bound: Vec<Value> = rb
+        .api_list("leases")
         .into_iter()
         .filter(|l| l["mac"].as_str().is_some_and(is_flood))
         .collect();
@@ -507,7 +339,7 @@ fn a_host_taking_leases_for_made_up_macs_gets_its_share_and_known_nodes_get_thei
     );
     assert_eq!(
         metric(
-            &lab,
+            &rb,
             "rackboot_dhcp_pool_unknown",
             r#"subnet="10.77.0.0/24""#
         ),
@@ -516,34 +348,33 @@ fn a_host_taking_leases_for_made_up_macs_gets_its_share_and_known_nodes_get_thei
 
     // The pool's other half is the known nodes': the admin's node gets a lease, the node with a
     // fixed address gets that address.
-    let ip = clients.udhcpc("c1").expect("the known node got no lease");
+    let ip = udhcpc(&clients, "c1").expect("the known node got no lease");
     eprintln!("known node: {ip}");
-    assert_eq!(clients.udhcpc("c2").as_deref(), Some(fixed_ip.as_str()));
+    assert_eq!(udhcpc(&clients, "c2").as_deref(), Some(fixed_ip.as_str()));
     // Another unknown client is refused while unknown clients hold their share.
     if bound.len() == UNKNOWN_CAP {
-        assert_eq!(clients.udhcpc("c3"), None, "unknown_share exceeded");
+        assert_eq!(udhcpc(&clients, "c3"), None, "unknown_share exceeded");
     }
-    assert!(lab.is_running(pid));
+    rb.assert_running();
 }
 
 #[test]
 fn relays_option_82_and_impossible_hardware_addresses() {
-    let lab = Lab::new("dhcptrust");
+    let rb = setup("dhcptrust")
+        .subnet(
+            "10.78.0.0/24",
+            "ranges = [[\"10.78.0.10\", \"10.78.0.99\"]]\nrelays = [\"10.77.0.3\"]",
+        )
+        .start();
     // 10.77.0.3 is the relay the rack subnet lists; 10.77.0.2 is any other host on the LAN.
-    let clients = Clients::new(&lab, "dhcptrust-cl", &["10.77.0.3/24"]);
-    clients.veth(&lab, "c1", Some("02:77:00:00:02:01"));
-    let config = write_config(
-        &lab,
-        "[[dhcp.subnet]]\ncidr = \"10.78.0.0/24\"\nranges = [[\"10.78.0.10\", \"10.78.0.99\"]]\n\
-         relays = [\"10.77.0.3\"]\n",
-    );
-    let pid = start(&lab, &config);
+    let clients = client_ns(&rb.lab, &["10.77.0.3/24"], &["02:77:00:00:02:01"]);
     let server = SERVER_IP.to_string();
     let giaddr = [10, 78, 0, 1];
 
     // A relayed DISCOVER from a host that is not the relay: dropped, nothing stored.
     let forged = [0x02, 0x77, 0, 0, 2, 0x10];
-    clients.python(
+    python(
+        &clients,
         SEND,
         &[
             "pd0",
@@ -555,7 +386,8 @@ fn relays_option_82_and_impossible_hardware_addresses() {
     );
     // The same from the relay: answered (to the relay), the node made with its option 82.
     let relayed = [0x02, 0x77, 0, 0, 2, 0x11];
-    clients.python(
+    python(
+        &clients,
         SEND,
         &[
             "pd0",
@@ -565,14 +397,14 @@ fn relays_option_82_and_impossible_hardware_addresses() {
             &discover(relayed, giaddr, Some("Gi1/0/2")),
         ],
     );
-    let nodes = api_list(&lab, "nodes");
+    let nodes = rb.api_list("nodes");
     let find = |m: [u8; 6]| nodes.iter().find(|n| n["mac"] == mac_text(m)).cloned();
     assert!(find(forged).is_none(), "a forged relay made a node");
     let node = find(relayed).expect("the listed relay's client has no node");
     assert_eq!(node["relay_info"], "circuit-id=Gi1/0/2", "{node:#}");
     assert_eq!(
         metric(
-            &lab,
+            &rb,
             "rackboot_dhcp_ignored_total",
             r#"reason="untrusted_relay""#
         ),
@@ -581,7 +413,8 @@ fn relays_option_82_and_impossible_hardware_addresses() {
 
     // Option 82 from a client heard directly: answered, not stored, not echoed.
     let direct = [0x02, 0x77, 0, 0, 2, 0x12];
-    let out = clients.python(
+    let out = python(
+        &clients,
         SEND,
         &[
             "pd0",
@@ -603,14 +436,16 @@ fn relays_option_82_and_impossible_hardware_addresses() {
             .contains(&Value::from(82)),
         "option 82 echoed to a client heard directly: {reply}"
     );
-    let node = api_list(&lab, "nodes")
+    let node = rb
+        .api_list("nodes")
         .into_iter()
         .find(|n| n["mac"] == mac_text(direct))
         .expect("the direct client has no node");
     assert!(node["relay_info"].is_null(), "{node:#}");
 
     // The broadcast and all-zero hardware addresses: no answer, no record, counted.
-    let out = clients.python(
+    let out = python(
+        &clients,
         SEND,
         &[
             "pd0",
@@ -622,7 +457,7 @@ fn relays_option_82_and_impossible_hardware_addresses() {
         ],
     );
     assert_eq!(out["replies"], Value::Array(vec![]), "{out}");
-    let nodes = api_list(&lab, "nodes");
+    let nodes = rb.api_list("nodes");
     for m in [[0xff; 6], [0; 6]] {
         assert!(
             !nodes.iter().any(|n| n["mac"] == mac_text(m)),
@@ -631,15 +466,11 @@ fn relays_option_82_and_impossible_hardware_addresses() {
         );
     }
     assert_eq!(
-        metric(
-            &lab,
-            "rackboot_dhcp_ignored_total",
-            r#"reason="bad_chaddr""#
-        ),
+        metric(&rb, "rackboot_dhcp_ignored_total", r#"reason="bad_chaddr""#),
         2.0
     );
 
     // And a real client is served all along.
-    assert!(clients.udhcpc("c1").is_some(), "udhcpc got no lease");
-    assert!(lab.is_running(pid));
+    assert!(udhcpc(&clients, "c1").is_some(), "udhcpc got no lease");
+    rb.assert_running();
 }

@@ -19,118 +19,25 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::api::{AUTH_HEADER, api_section};
-use common::lab::{self, BRIDGE, Lab, SERVER_IP};
+use common::api::ADMIN_TOKEN;
+use common::lab::{Lab, SERVER_IP, read_text};
+use common::netns::Netns;
+use common::server::Server;
+use common::setup::Setup;
 use serde_json::Value;
 
-const CMD: Duration = Duration::from_secs(30);
+const CMD: Duration = Duration::from_secs(60);
 
-/// A namespace for the clients, joined to the lab's bridge by a veth; removed on drop.
-struct Clients {
-    ns: String,
-}
-
-impl Clients {
-    fn new(lab: &Lab, name: &str) -> Clients {
-        let ns = format!("rb-{name}-{}", std::process::id());
-        let c = Clients { ns };
-        run(&["ip", "netns", "add", &c.ns]);
-        let (outer, inner) = ("pdbr0", "pd0");
-        run(&[
-            "ip",
-            "-n",
-            lab.ns(),
-            "link",
-            "add",
-            outer,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            inner,
-            "netns",
-            &c.ns,
-        ]);
-        run(&[
-            "ip",
-            "-n",
-            lab.ns(),
-            "link",
-            "set",
-            outer,
-            "master",
-            BRIDGE,
-            "up",
-        ]);
-        run(&["ip", "-n", &c.ns, "link", "set", "lo", "up"]);
-        run(&[
-            "ip",
-            "-n",
-            &c.ns,
-            "addr",
-            "add",
-            "10.77.0.2/24",
-            "dev",
-            inner,
-        ]);
-        run(&["ip", "-n", &c.ns, "link", "set", inner, "up"]);
-        c
+/// The clients' namespace: `pd0` at 10.77.0.2/24 (perfdhcp, as a relay) and a plain DHCP
+/// client interface per MAC, `c1`, `c2`, ….
+fn client_ns<'a>(lab: &'a Lab, macs: &[&str]) -> Netns<'a> {
+    let c = Netns::new(lab, "cl");
+    c.link("pd0", None);
+    c.addr("pd0", "10.77.0.2/24");
+    for (i, mac) in macs.iter().enumerate() {
+        c.link(&format!("c{}", i + 1), Some(mac));
     }
-
-    /// A second interface for a plain DHCP client with its own MAC.
-    fn add_client_nic(&self, lab: &Lab, name: &str, mac: &str) {
-        let outer = format!("{name}br");
-        run(&[
-            "ip",
-            "-n",
-            lab.ns(),
-            "link",
-            "add",
-            &outer,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            name,
-            "netns",
-            &self.ns,
-        ]);
-        run(&[
-            "ip",
-            "-n",
-            lab.ns(),
-            "link",
-            "set",
-            &outer,
-            "master",
-            BRIDGE,
-            "up",
-        ]);
-        run(&["ip", "-n", &self.ns, "link", "set", name, "address", mac]);
-        run(&["ip", "-n", &self.ns, "link", "set", name, "up"]);
-    }
-
-    fn cmd(&self, program: &str, args: &[&str]) -> Command {
-        let mut c = Command::new("timeout");
-        c.args(["60", "ip", "netns", "exec", &self.ns, program])
-            .args(args);
-        c
-    }
-}
-
-impl Drop for Clients {
-    fn drop(&mut self) {
-        // Ends every process still in the namespace (perfdhcp, udhcpc), by PID.
-        if let Ok(out) = Command::new("ip")
-            .args(["netns", "pids", &self.ns])
-            .output()
-        {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-9", pid]).status();
-            }
-        }
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
-    }
+    c
 }
 
 fn run(args: &[&str]) {
@@ -145,78 +52,31 @@ fn run(args: &[&str]) {
     );
 }
 
-fn write_config(lab: &Lab) -> PathBuf {
-    write_config_with(lab, "[arch.bios]\nlocal = \"exit\"\n")
+/// rackboot with DHCP on the lab subnet and `discovery` (the bootenv of a new node) as given,
+/// not yet started. Boot scripts and node tokens from any address (the documented opt-out):
+/// this file's curl acts for its nodes from rackboot's own address.
+fn prepare(name: &str, discovery: &str) -> Server {
+    Setup::new(name)
+        .no_address()
+        .lab_subnet(10, 250)
+        .tokens_from_any_address()
+        .file("bootenvs/discovery.toml", discovery)
+        .prepare()
 }
 
-/// The config, with `discovery` (the bootenv of a new node) as given. Boot scripts and node
-/// tokens from any address (the documented opt-out): this file's curl acts for its nodes from
-/// rackboot's own address.
-fn write_config_with(lab: &Lab, discovery: &str) -> PathBuf {
-    let dir = lab.dir();
-    for d in ["assets", "bootenvs", "scripts"] {
-        std::fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    std::fs::write(dir.join("bootenvs/discovery.toml"), discovery).unwrap();
-    let config = dir.join("rackboot.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "state_dir = \"{d}/state\"\nassets_dir = \"{d}/assets\"\nbootenvs_dir = \"{d}/bootenvs\"\n\
-             scripts_dir = \"{d}/scripts\"\n[network]\ninterface = \"{BRIDGE}\"\n\
-             [[dhcp.subnet]]\ncidr = \"10.77.0.0/24\"\nranges = [[\"10.77.0.10\", \"10.77.0.250\"]]\n\
-             [tftp]\nenabled = false\n[dns]\nenabled = false\n\
-             [http]\nbind_tokens_to_address = false\n{api}",
-            d = dir.display(),
-            api = api_section(dir),
-        ),
-    )
-    .unwrap();
-    config
-}
-
-fn start(lab: &Lab, config: &Path, log: &str) -> u32 {
-    let pid = lab.spawn(
-        env!("CARGO_BIN_EXE_rackboot"),
-        &["serve", "--config", config.to_str().unwrap()],
-        log,
-    );
-    lab::wait_for_file(&lab.dir().join(log), "rackboot serving", CMD).unwrap_or_else(|e| {
-        panic!(
-            "rackboot did not start: {e}\n{}",
-            lab::read_text(&lab.dir().join(log))
-        )
-    });
-    pid
-}
+/// A new node's bootenv that boots its local disk.
+const LOCAL: &str = "[arch.bios]\nlocal = \"exit\"\n";
 
 /// `udhcpc` on `nic` asking for `want`; the address it was given, if any.
-fn udhcpc(clients: &Clients, nic: &str, want: Option<&str>) -> Option<String> {
-    let mut args = vec![
-        "-i",
-        nic,
-        "-n",
-        "-q",
-        "-f",
-        "-t",
-        "4",
-        "-T",
-        "2",
-        "-s",
-        "/bin/true",
-    ];
+fn udhcpc(clients: &Netns, nic: &str, want: Option<&str>) -> Option<String> {
+    let mut extra = vec!["-t", "4"];
     if let Some(ip) = want {
-        args.extend(["-r", ip]);
+        extra.extend(["-r", ip]);
     }
-    let out = clients.cmd("udhcpc", &args).output().expect("udhcpc");
-    let text =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    text.lines().find_map(|l| {
-        l.strip_prefix("udhcpc: lease of ")?
-            .split_whitespace()
-            .next()
-            .map(str::to_string)
-    })
+    clients
+        .udhcpc(nic, &extra)
+        .ok()
+        .map(|lease| lease["ip"].clone())
 }
 
 /// Every DHCPACK in a pcap: (yiaddr, chaddr).
@@ -282,49 +142,41 @@ fn mac_text(m: &[u8; 6]) -> String {
 
 #[test]
 fn leases_survive_sigkill_during_a_perfdhcp_storm() {
-    let lab = Lab::new("durable");
-    let clients = Clients::new(&lab, "durable-cl");
-    clients.add_client_nic(&lab, "c1", "02:77:00:00:00:01");
-    clients.add_client_nic(&lab, "c2", "02:77:00:00:00:02");
+    let rb = prepare("durable", LOCAL);
+    let lab = &rb.lab;
+    let clients = client_ns(lab, &["02:77:00:00:00:01", "02:77:00:00:00:02"]);
     let pcap = lab.dir().join("storm.pcap");
     lab.capture(&pcap);
-    let config = write_config(&lab);
-    let first = start(&lab, &config, "rackboot-1.log");
+    rb.serve();
 
     // A plain client's lease from before the crash.
     let before = udhcpc(&clients, "c1", None).expect("c1 gets a lease before the crash");
 
     // perfdhcp as a relay (giaddr 10.77.0.2), 200 clients, for 8 s.
-    let storm = clients
-        .cmd(
-            "perfdhcp",
-            &[
-                "-4",
-                "-l",
-                "10.77.0.2",
-                "-r",
-                "200",
-                "-R",
-                "200",
-                "-p",
-                "8",
-                &SERVER_IP.to_string(),
-            ],
-        )
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("perfdhcp (Debian's kea-admin)");
-    std::thread::sleep(Duration::from_secs(3));
-    run(&["kill", "-9", &first.to_string()]);
-    assert!(
-        lab::poll_until(CMD, || (!lab.is_running(first)).then_some(())).is_some(),
-        "rackboot survived SIGKILL"
+    let storm = clients.spawn(
+        "perfdhcp",
+        &[
+            "-4",
+            "-l",
+            "10.77.0.2",
+            "-r",
+            "200",
+            "-R",
+            "200",
+            "-p",
+            "8",
+            &SERVER_IP.to_string(),
+        ],
+        "perfdhcp.log",
     );
-    let second = start(&lab, &config, "rackboot-2.log");
-    let out = storm.wait_with_output().expect("perfdhcp");
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(lab.is_running(second));
+    std::thread::sleep(Duration::from_secs(3));
+    rb.kill();
+    rb.serve();
+    clients
+        .wait_exit(storm, CMD)
+        .expect("perfdhcp (Debian's kea-admin) ends");
+    let report = read_text(&clients.file("perfdhcp.log"));
+    rb.assert_running();
 
     // The client from before the crash gets its address back; another MAC does not.
     assert_eq!(
@@ -358,7 +210,7 @@ fn leases_survive_sigkill_during_a_perfdhcp_storm() {
         }
     }
 
-    let leases = api_list(&lab, "leases");
+    let leases = rb.api_list("leases");
     let stored: HashMap<String, String> = leases
         .iter()
         .filter(|l| l["state"] == "bound")
@@ -390,97 +242,16 @@ fn leases_survive_sigkill_during_a_perfdhcp_storm() {
     );
 }
 
-/// The node token of a boot of `mac`: its boot script and then its kernel fetched like iPXE
-/// would (the kernel fetch starts the boot, and the script's token becomes the node's).
-fn token_of_a_boot(lab: &Lab, mac: &str) -> String {
-    let out = lab.run(
-        "curl",
-        &[
-            "-sf",
-            "-m",
-            "5",
-            &format!("http://{SERVER_IP}/boot/{mac}.ipxe?arch=bios"),
-        ],
-        CMD,
-    );
-    let script = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "GET /boot/{mac}.ipxe failed: {script}"
-    );
-    let token = script
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("rackboot.token="))
-        .unwrap_or_else(|| panic!("no token in the boot script:\n{script}"))
-        .to_string();
-    let kernel = lab.run(
-        "curl",
-        &[
-            "-sf",
-            "-m",
-            "5",
-            "-o",
-            "/dev/null",
-            &format!("http://{SERVER_IP}/assets/vmlinuz?mac={mac}"),
-        ],
-        CMD,
-    );
-    assert!(kernel.status.success(), "GET the kernel of {mac} failed");
-    token
-}
-
 /// The HTTP status of `GET /node/<mac>/scripts` with `token`.
-fn with_token(lab: &Lab, mac: &str, token: &str) -> String {
-    let out = lab.run(
-        "curl",
-        &[
-            "-s",
-            "-m",
-            "5",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-H",
-            &format!("Authorization: Bearer {token}"),
-            &format!("http://{SERVER_IP}/node/{mac}/scripts"),
-        ],
-        CMD,
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+fn with_token(rb: &Server, mac: &str, token: &str) -> u16 {
+    let bearer = format!("Authorization: Bearer {token}");
+    rb.http(&["-H", &bearer], &format!("/node/{mac}/scripts"))
+        .status
 }
 
 /// The record of `mac` as `GET /api/v1/nodes` lists it (from memory: no commit is made).
-fn listed(lab: &Lab, mac: &str) -> Option<Value> {
-    api_list(lab, "nodes").into_iter().find(|n| n["mac"] == mac)
-}
-
-/// `GET /api/v1/<what>` with the admin token: the array it answers.
-fn api_list(lab: &Lab, what: &str) -> Vec<Value> {
-    let out = lab.run(
-        "curl",
-        &[
-            "-sf",
-            "-m",
-            "5",
-            "-H",
-            AUTH_HEADER,
-            &format!("http://{SERVER_IP}/api/v1/{what}"),
-        ],
-        CMD,
-    );
-    assert!(out.status.success(), "GET /api/v1/{what} failed");
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{what} JSON: {e}"))
-}
-
-/// Kills rackboot with SIGKILL and starts it again on the same state directory.
-fn crash_and_restart(lab: &Lab, config: &Path, pid: u32, log: &str) -> u32 {
-    run(&["kill", "-9", &pid.to_string()]);
-    assert!(
-        lab::poll_until(CMD, || (!lab.is_running(pid)).then_some(())).is_some(),
-        "rackboot survived SIGKILL"
-    );
-    start(lab, config, log)
+fn listed(rb: &Server, mac: &str) -> Option<Value> {
+    rb.api_list("nodes").into_iter().find(|n| n["mac"] == mac)
 }
 
 /// A new machine is ACKed and rackboot is killed at once, long before the store's next
@@ -489,26 +260,21 @@ fn crash_and_restart(lab: &Lab, config: &Path, pid: u32, log: &str) -> u32 {
 /// Likewise the token of a boot that started (its kernel fetched) is the node's after a crash.
 #[test]
 fn a_node_record_a_client_was_answered_for_survives_sigkill_with_its_token() {
-    let lab = Lab::new("durnode");
-    let clients = Clients::new(&lab, "durnode-cl");
     let mac = "02:77:00:00:01:01";
-    clients.add_client_nic(&lab, "c1", mac);
-    let config = write_config_with(
-        &lab,
+    let rb = prepare(
+        "durnode",
         "[arch.bios]\nkernel = \"vmlinuz\"\ninitrds = [\"initrd.img\"]\n\
          cmdline = \"rackboot.token={{ node.token }}\"\n",
     );
-    for (file, bytes) in [
-        ("assets/vmlinuz", "kernel"),
-        ("assets/initrd.img", "initrd"),
-    ] {
-        std::fs::write(lab.dir().join(file), bytes).unwrap();
-    }
-    let first = start(&lab, &config, "rackboot-1.log");
+    rb.write("assets/vmlinuz", "kernel");
+    rb.write("assets/initrd.img", "initrd");
+    let clients = client_ns(&rb.lab, &[mac]);
+    rb.serve();
     let ip = udhcpc(&clients, "c1", None).expect("c1 is ACKed");
-    let acked = listed(&lab, mac).expect("the ACKed node is listed");
-    let second = crash_and_restart(&lab, &config, first, "rackboot-2.log");
-    let after = listed(&lab, mac)
+    let acked = listed(&rb, mac).expect("the ACKed node is listed");
+    rb.kill();
+    rb.serve();
+    let after = listed(&rb, mac)
         .unwrap_or_else(|| panic!("the node record ACKed with {ip} is gone after SIGKILL"));
     assert_eq!(
         after["created"], acked["created"],
@@ -516,12 +282,13 @@ fn a_node_record_a_client_was_answered_for_survives_sigkill_with_its_token() {
     );
     assert_eq!(after["hostname"], acked["hostname"]);
 
-    let token = token_of_a_boot(&lab, mac);
-    assert_eq!(with_token(&lab, mac, &token), "200");
-    let _third = crash_and_restart(&lab, &config, second, "rackboot-3.log");
+    let token = rb.boot(mac, "bios");
+    assert_eq!(with_token(&rb, mac, &token), 200);
+    rb.kill();
+    rb.serve();
     assert_eq!(
-        with_token(&lab, mac, &token),
-        "200",
+        with_token(&rb, mac, &token),
+        200,
         "the token of the boot that started is lost"
     );
     assert_eq!(
@@ -573,39 +340,10 @@ impl Drop for SmallDisk {
     }
 }
 
-/// `curl` from the lab: (status, body).
-fn curl(lab: &Lab, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-    let url = format!("http://{SERVER_IP}{path}");
-    let mut args = vec![
-        "-s",
-        "-m",
-        "5",
-        "-o",
-        "-",
-        "-w",
-        "\n%{http_code}",
-        "-X",
-        method,
-        "-H",
-        AUTH_HEADER,
-    ];
-    if let Some(b) = body {
-        args.extend(["-H", "Content-Type: application/json", "-d", b]);
-    }
-    args.push(&url);
-    let out = lab.run("curl", &args, CMD);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
-/// The value of an unlabelled series in `/metrics`.
-fn metric(lab: &Lab, name: &str) -> f64 {
-    let (status, text) = curl(lab, "GET", "/metrics", None);
-    assert_eq!(status, 200, "{text}");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+/// An admin's API call: (status, body).
+fn curl(rb: &Server, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let r = rb.request(method, path, Some(ADMIN_TOKEN), body);
+    (r.status, r.text())
 }
 
 /// With the state directory full, rackboot answers nothing it cannot make durable: the API
@@ -614,17 +352,14 @@ fn metric(lab: &Lab, name: &str) -> f64 {
 /// the API answered 201 for and every lease it ACKed.
 #[test]
 fn a_full_state_directory_loses_nothing_rackboot_acknowledged() {
-    let lab = Lab::new("durfull");
-    let clients = Clients::new(&lab, "durfull-cl");
-    clients.add_client_nic(&lab, "c1", "02:77:00:00:02:01");
-    clients.add_client_nic(&lab, "c2", "02:77:00:00:02:02");
-    let disk = SmallDisk::mount(lab.dir().join("state"));
-    let config = write_config(&lab);
-    let first = start(&lab, &config, "rackboot-1.log");
+    let rb = prepare("durfull", LOCAL);
+    let clients = client_ns(&rb.lab, &["02:77:00:00:02:01", "02:77:00:00:02:02"]);
+    let disk = SmallDisk::mount(rb.path("state"));
+    rb.serve();
 
     let node = |m: &str| format!("{{\"mac\": \"{m}\"}}");
     let (status, body) = curl(
-        &lab,
+        &rb,
         "POST",
         "/api/v1/nodes",
         Some(&node("02:77:00:00:0a:01")),
@@ -636,10 +371,10 @@ fn a_full_state_directory_loses_nothing_rackboot_acknowledged() {
     // Reading a timeline commits everything first, which starts a new journal segment: until
     // then the old one's last page may still have room for a line or two (tmpfs allocates
     // pages), and a line that fits is as durable as any.
-    let (status, body) = curl(&lab, "GET", "/api/v1/nodes/02:77:00:00:0a:01", None);
+    let (status, body) = curl(&rb, "GET", "/api/v1/nodes/02:77:00:00:0a:01", None);
     assert_eq!(status, 200, "{body}");
     let (status, body) = curl(
-        &lab,
+        &rb,
         "POST",
         "/api/v1/nodes",
         Some(&node("02:77:00:00:0a:02")),
@@ -650,32 +385,28 @@ fn a_full_state_directory_loses_nothing_rackboot_acknowledged() {
         None,
         "a new machine ACKed with the disk full"
     );
-    assert!(metric(&lab, "rackboot_store_failed_journal_appends_total") >= 1.0);
+    assert!(rb.metric("rackboot_store_failed_journal_appends_total") >= 1.0);
 
     // Killed with the disk still full; started again once it has room.
-    run(&["kill", "-9", &first.to_string()]);
-    assert!(
-        lab::poll_until(CMD, || (!lab.is_running(first)).then_some(())).is_some(),
-        "rackboot survived SIGKILL"
-    );
+    rb.kill();
     disk.free();
-    let _second = start(&lab, &config, "rackboot-2.log");
+    rb.serve();
     assert!(
-        listed(&lab, "02:77:00:00:0a:01").is_some(),
+        listed(&rb, "02:77:00:00:0a:01").is_some(),
         "the node answered 201 is gone"
     );
     assert!(
-        listed(&lab, "02:77:00:00:0a:02").is_none(),
+        listed(&rb, "02:77:00:00:0a:02").is_none(),
         "the node answered 503 exists"
     );
     assert!(
-        listed(&lab, "02:77:00:00:02:01").is_some(),
+        listed(&rb, "02:77:00:00:02:01").is_some(),
         "the ACKed node is gone"
     );
     assert_eq!(
         udhcpc(&clients, "c1", Some(&ip)).as_deref(),
         Some(ip.as_str())
     );
-    assert_eq!(metric(&lab, "rackboot_store_unsaved_changes"), 0.0);
+    assert_eq!(rb.metric("rackboot_store_unsaved_changes"), 0.0);
     drop(disk);
 }

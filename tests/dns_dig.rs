@@ -769,19 +769,15 @@ fn lab_serial(rb: &common::server::Server, zone: &str) -> u32 {
 #[test]
 fn rackboot_serve_answers_from_its_node_records_as_they_change() {
     use common::api::ADMIN_TOKEN;
-    use common::server::{Server, Setup};
+    use common::setup::{LAB_CIDR, Setup};
 
-    let rb = Server::start(
-        "dns-serve",
-        Setup {
-            dns: true,
-            // The lab subnet and a relayed one: a reverse zone each.
-            extra: "[[dhcp.subnet]]\ncidr = \"10.77.0.0/24\"\n\
-                    [[dhcp.subnet]]\ncidr = \"10.88.0.0/16\"\n"
-                .into(),
-            ..Setup::default()
-        },
-    );
+    let rb = Setup::new("dns-serve")
+        .standard_files()
+        .dns("")
+        // The lab subnet and a relayed one: a reverse zone each.
+        .subnet(LAB_CIDR, "")
+        .subnet("10.88.0.0/16", "")
+        .start();
     let admin = |method: &str, path: &str, body: Option<&str>| {
         let r = rb.request(method, path, Some(ADMIN_TOKEN), body);
         assert!(r.status < 300, "{method} {path}: {} {}", r.status, r.text());

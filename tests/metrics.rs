@@ -21,7 +21,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::lab::{SERVER_IP, poll_until, read_text, tail};
-use common::server::{Reply, Server, Setup};
+use common::server::{Reply, Server};
+use common::setup::Setup;
 use serde_json::Value;
 
 /// The `Accept` header Prometheus 2.42 scrapes with (OpenMetrics on, the default).
@@ -111,13 +112,10 @@ fn now_secs() -> f64 {
 #[test]
 fn the_text_format_passes_promtool_and_the_format_follows_accept() {
     let started = now_secs();
-    let rb = Server::start(
-        "metrics-promtool",
-        Setup {
-            dns: true,
-            ..Setup::default()
-        },
-    );
+    let rb = Setup::new("metrics-promtool")
+        .standard_files()
+        .dns("")
+        .start();
 
     // The format each scraper gets, as Prometheus's own client libraries choose it.
     for (accept, content_type) in [
@@ -228,7 +226,7 @@ fn the_text_format_passes_promtool_and_the_format_follows_accept() {
     }
 
     // The process metrics describe rackboot itself.
-    let limits = fs::read_to_string(format!("/proc/{}/limits", rb.pid)).expect("limits");
+    let limits = fs::read_to_string(format!("/proc/{}/limits", rb.pid())).expect("limits");
     let soft_nofile: f64 = limits
         .lines()
         .find_map(|l| l.strip_prefix("Max open files"))
@@ -252,7 +250,7 @@ fn the_text_format_passes_promtool_and_the_format_follows_accept() {
 
 #[test]
 fn prometheus_scrapes_openmetrics_with_units() {
-    let rb = Server::start("metrics-prometheus", Setup::default());
+    let rb = Setup::new("metrics-prometheus").standard_files().start();
     let config = rb.path("prometheus.yml");
     fs::write(
         &config,

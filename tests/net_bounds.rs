@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use common::api::ADMIN_TOKEN;
 use common::lab::{Lab, SERVER_IP, poll_until, read_text, tail};
-use common::server::{Server, Setup};
+use common::server::Server;
+use common::setup::Setup;
 
 /// The addresses the flooders bind: `FLOOD_NET.<n>`, local on the lab's `lo`.
 const FLOOD_NET: &str = "10.77.1.";
@@ -28,19 +29,6 @@ const PROMPT: Duration = Duration::from_secs(3);
 
 fn flood_addresses(lab: &Lab) {
     lab.ip(&["route", "add", "local", "10.77.1.0/24", "dev", "lo"]);
-}
-
-/// One sample of `GET /metrics` (the series with its labels, as the text has it).
-fn metric(s: &Server, series: &str) -> f64 {
-    let out = s.lab.run(
-        "curl",
-        &["-sf", "-m", "10", &format!("http://{SERVER_IP}/metrics")],
-        CMD,
-    );
-    let t = String::from_utf8_lossy(&out.stdout).into_owned();
-    t.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in /metrics:\n{t}"))
 }
 
 /// curl `GET http://10.77.0.1<path>`: (status, body, how long it took).
@@ -109,17 +97,14 @@ time.sleep(hold)
 fn a_flood_of_idle_connections_leaves_boot_scripts_assets_and_metrics_served() {
     // 256 descriptors: rackboot takes half for HTTP (128 connections), keeps 16 of them in
     // reserve, and lets one address hold 32.
-    let s = Server::start(
-        "bounds-http-flood",
-        Setup {
-            open_files: Some(256),
-            http: "header_timeout = \"60s\"\n".into(),
-            // The boot script below is fetched by curl at rackboot's own address.
-            tokens_from_any_address: true,
-            ..Setup::default()
-        },
-    );
-    let log = read_text(&s.log);
+    let s = Setup::new("bounds-http-flood")
+        .standard_files()
+        .open_files(256)
+        .http("header_timeout = \"60s\"")
+        // The boot script below is fetched by curl at rackboot's own address.
+        .tokens_from_any_address()
+        .start();
+    let log = s.log_text();
     assert!(
         log.contains("max_connections=128") && log.contains("reserved=16"),
         "the limits follow the open-files limit:\n{}",
@@ -166,24 +151,18 @@ fn a_flood_of_idle_connections_leaves_boot_scripts_assets_and_metrics_served() {
     assert_eq!(status, 200);
     assert!(took < PROMPT, "/metrics took {took:?}");
 
-    let per_address = metric(
-        &s,
-        r#"rackboot_http_connections_refused_total{reason="per_address"}"#,
-    );
-    let reserve = metric(
-        &s,
-        r#"rackboot_http_connections_refused_total{reason="reserve"}"#,
-    );
+    let per_address = s.metric(r#"rackboot_http_connections_refused_total{reason="per_address"}"#);
+    let reserve = s.metric(r#"rackboot_http_connections_refused_total{reason="reserve"}"#);
     assert!(
         per_address >= 3.0 * (220.0 - 32.0),
         "per_address {per_address}"
     );
     assert!(reserve >= 200.0, "reserve {reserve}");
     assert!(
-        metric(&s, "rackboot_http_connections") >= f64::from(held),
+        s.metric("rackboot_http_connections") >= f64::from(held),
         "the flood's connections are open"
     );
-    assert!(s.lab.is_running(s.pid), "{}", tail(&s.log_text(), 20));
+    assert!(s.is_running(), "{}", tail(&s.log_text(), 20));
 }
 
 /// Five misbehaving clients at once, each timed from its own reference point to the moment
@@ -281,15 +260,13 @@ print("unread received", got, ended, flush=True)
 
 #[test]
 fn slow_heads_bodies_idle_and_unread_responses_are_closed_in_seconds_on_both_paths() {
-    let s = Server::start(
-        "bounds-http-slow",
-        Setup {
-            http: "header_timeout = \"2s\"\nbody_timeout = \"2s\"\n\
-                    idle_timeout = \"3s\"\nsend_timeout = \"2s\"\n"
-                .into(),
-            ..Setup::default()
-        },
-    );
+    let s = Setup::new("bounds-http-slow")
+        .standard_files()
+        .http(
+            "header_timeout = \"2s\"\nbody_timeout = \"2s\"\n\
+             idle_timeout = \"3s\"\nsend_timeout = \"2s\"",
+        )
+        .start();
     const BIG: usize = 64 << 20;
     fs::write(s.path("assets/big.bin"), vec![7u8; BIG]).unwrap();
 
@@ -336,7 +313,7 @@ fn slow_heads_bodies_idle_and_unread_responses_are_closed_in_seconds_on_both_pat
 
     // The unread download is given up send_timeout after the client stopped taking bytes.
     let send = poll_until(Duration::from_secs(15), || {
-        (metric(&s, r#"rackboot_http_timeouts_total{phase="send"}"#) >= 1.0).then(Instant::now)
+        (s.metric(r#"rackboot_http_timeouts_total{phase="send"}"#) >= 1.0).then(Instant::now)
     })
     .expect("the unread download was never given up");
     assert!(send - asked >= Duration::from_secs(2), "{:?}", send - asked);
@@ -348,10 +325,9 @@ fn slow_heads_bodies_idle_and_unread_responses_are_closed_in_seconds_on_both_pat
     );
 
     for (phase, at_least) in [("header", 3.0), ("idle", 1.0), ("body", 1.0)] {
-        let n = metric(
-            &s,
-            &format!(r#"rackboot_http_timeouts_total{{phase="{phase}"}}"#),
-        );
+        let n = s.metric(&format!(
+            r#"rackboot_http_timeouts_total{{phase="{phase}"}}"#
+        ));
         assert!(n >= at_least, "{phase}: {n}");
     }
     let (status, body, took) = timed_get(&s, "/assets/x86_64/vmlinuz");
@@ -393,13 +369,10 @@ time.sleep(hold)
 
 #[test]
 fn never_acknowledged_tftp_requests_neither_crowd_out_nor_delay_a_real_fetch() {
-    let s = Server::start(
-        "bounds-tftp-flood",
-        Setup {
-            tftp: Some("first_ack_timeout = \"2s\"\n".into()),
-            ..Setup::default()
-        },
-    );
+    let s = Setup::new("bounds-tftp-flood")
+        .standard_files()
+        .tftp("first_ack_timeout = \"2s\"")
+        .start();
     flood_addresses(&s.lab);
     let server = SERVER_IP.to_string();
     let file = "x86_64/vmlinuz";
@@ -419,10 +392,10 @@ fn never_acknowledged_tftp_requests_neither_crowd_out_nor_delay_a_real_fetch() {
         line.ends_with("busy 248 data 8"),
         "one address gets max_transfers_per_address: {line}"
     );
-    assert_eq!(metric(&s, &series("limited")), 248.0);
+    assert_eq!(s.metric(&series("limited")), 248.0);
     // Their 8 slots are freed first_ack_timeout after they started, not give_up (20 s).
     let freed = poll_until(Duration::from_secs(10), || {
-        (metric(&s, &series("unacknowledged")) >= 8.0).then_some(())
+        (s.metric(&series("unacknowledged")) >= 8.0).then_some(())
     });
     assert!(
         freed.is_some(),
@@ -478,15 +451,11 @@ fn never_acknowledged_tftp_requests_neither_crowd_out_nor_delay_a_real_fetch() {
         String::from_utf8_lossy(&atftp.stderr)
     );
     let dropped = poll_until(Duration::from_secs(15), || {
-        (metric(&s, &series("unacknowledged")) >= 8.0 + 256.0).then_some(())
+        (s.metric(&series("unacknowledged")) >= 8.0 + 256.0).then_some(())
     });
-    assert!(
-        dropped.is_some(),
-        "{}",
-        metric(&s, &series("unacknowledged"))
-    );
-    assert!(metric(&s, &series("sent")) >= 2.0);
-    assert!(s.lab.is_running(s.pid), "{}", tail(&s.log_text(), 20));
+    assert!(dropped.is_some(), "{}", s.metric(&series("unacknowledged")));
+    assert!(s.metric(&series("sent")) >= 2.0);
+    assert!(s.is_running(), "{}", tail(&s.log_text(), 20));
 }
 
 /// Fetches `name` by TFTP, takes its first block, and ends the transfer with an ERROR (which
@@ -505,13 +474,7 @@ print("aborted", flush=True)
 
 #[test]
 fn one_request_is_one_log_line_whatever_its_path_or_file_name_holds() {
-    let s = Server::start(
-        "bounds-log",
-        Setup {
-            tftp: Some(String::new()),
-            ..Setup::default()
-        },
-    );
+    let s = Setup::new("bounds-log").standard_files().tftp("").start();
     // A path whose MAC is a newline and a made-up log line: refused as not a MAC, and logged.
     let r = s.request("GET", "/node/%0aFORGED-HTTP-LINE/scripts", None, None);
     assert_eq!(r.status, 400, "{}", r.text());

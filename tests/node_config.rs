@@ -10,19 +10,13 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::api::{AUTH_HEADER, api_section};
-use common::lab::{BRIDGE, Lab, SERVER_IP, poll_until, read_text, tail};
-use rackboot::model::{Mac, Node, Timestamp};
-use rackboot::store::{SqliteStore, Store};
+use common::lab::{SERVER_IP, poll_until, tail};
+use common::server::{Server, token_in};
+use common::setup::{LAB_CIDR, Setup, lab_range};
+use rackboot::model::{Node, Timestamp};
 use serde_json::Value;
-use tempfile::TempDir;
-
-const RACKBOOT: &str = env!("CARGO_BIN_EXE_rackboot");
-const STARTUP: Duration = Duration::from_secs(30);
-const CMD: Duration = Duration::from_secs(40);
 
 const CMDLINE: &str = "rackboot.url={{ server_url }} rackboot.mac={{ node.mac }} rackboot.token={{ node.token }} ds=nocloud;s={{ nocloud_url }}";
 
@@ -30,198 +24,86 @@ const CMDLINE: &str = "rackboot.url={{ server_url }} rackboot.mac={{ node.mac }}
 const BUILDER: &str = "52:54:00:20:00:01";
 const BUILDER_TOKEN: &str = "0123456789abcdef0123456789abcdef";
 
-struct Rackboot {
-    lab: Lab,
-    _dir: TempDir,
-    pid: u32,
-    log: PathBuf,
-    scripts: PathBuf,
-}
-
-fn write(path: &Path, text: &str) {
-    fs::create_dir_all(path.parent().expect("parent")).expect("create dir");
-    fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-}
-
-impl Rackboot {
-    fn start(name: &str) -> Rackboot {
-        let dir = tempfile::Builder::new()
-            .prefix("rackboot-node-config-")
-            .tempdir()
-            .expect("temp dir");
-        let d = dir.path();
-        write(&d.join("assets/x86_64/vmlinuz"), "k");
-        write(&d.join("assets/x86_64/initrd.img"), "i");
-        write(
-            &d.join("bootenvs/discovery.toml"),
-            &format!(
+/// rackboot serving HTTP only, with a bootenv, two scripts (one selected by labels), cloud-init
+/// and answer file templates, and [`BUILDER`] in its store. This curl acts for many nodes from
+/// rackboot's own address: the documented opt-out of binding node credentials to node
+/// addresses.
+fn start(name: &str) -> Server {
+    let rb = Setup::new(name)
+        .no_address()
+        .subnet(LAB_CIDR, &lab_range(100, 199))
+        .tokens_from_any_address()
+        .dir("cloud_init_dir", "cloud-init")
+        .dir("answers_dir", "answers")
+        .file("assets/x86_64/vmlinuz", "k")
+        .file("assets/x86_64/initrd.img", "i")
+        .file(
+            "bootenvs/discovery.toml",
+            format!(
                 "scripts = [\"10-hello.sh\"]\n[arch.x86_64_efi]\nkernel = \"x86_64/vmlinuz\"\n\
                  initrds = [\"x86_64/initrd.img\"]\ncmdline = \"{CMDLINE}\"\n"
             ),
-        );
-        write(
-            &d.join("scripts/10-hello.sh"),
+        )
+        .file(
+            "scripts/10-hello.sh",
             "#!/bin/sh\necho hello {{ node.hostname }}\n",
-        );
-        write(
-            &d.join("scripts/20-builder.sh"),
+        )
+        .file(
+            "scripts/20-builder.sh",
             "#!/bin/sh\n# rackboot-selector: role=builder\necho builder {{ node.labels.role }} {{ node.labels.rack | default('-') }}\n",
-        );
-        write(
-            &d.join("cloud-init/user-data"),
+        )
+        .file(
+            "cloud-init/user-data",
             "#cloud-config\nhostname: {{ node.hostname }}\nrackboot_mac: {{ node.mac }}\n",
-        );
-        write(
-            &d.join("answers/kickstart.cfg"),
+        )
+        .file(
+            "answers/kickstart.cfg",
             "%post\ncurl -X POST -H \"Authorization: Bearer {{ node.token }}\" {{ callback_url }}\n%end\n",
-        );
-        let state = d.join("state");
-        fs::create_dir_all(&state).expect("state dir");
-        seed_store(&state);
-        // This curl acts for many nodes from rackboot's own address: the documented opt-out
-        // of binding node credentials to node addresses.
-        let config = d.join("rackboot.toml");
-        write(
-            &config,
-            &format!(
-                "state_dir = \"{d}/state\"\nassets_dir = \"{d}/assets\"\n\
-                 bootenvs_dir = \"{d}/bootenvs\"\nscripts_dir = \"{d}/scripts\"\n\
-                 cloud_init_dir = \"{d}/cloud-init\"\nanswers_dir = \"{d}/answers\"\n\
-                 [network]\ninterface = \"{BRIDGE}\"\n[dhcp]\nenabled = false\n\
-                 [[dhcp.subnet]]\ncidr = \"10.77.0.0/24\"\nranges = [[\"10.77.0.100\", \"10.77.0.199\"]]\n\
-                 [tftp]\nenabled = false\n[dns]\nenabled = false\n\
-                 [http]\nbind_tokens_to_address = false\n{api}",
-                d = d.display(),
-                api = api_section(d),
-            ),
-        );
-        let lab = Lab::new(name);
-        let pid = lab.spawn(
-            RACKBOOT,
-            &["serve", "--config", config.to_str().expect("utf-8")],
-            "rackboot.log",
-        );
-        let log = lab.dir().join("rackboot.log");
-        let up = poll_until(STARTUP, || {
-            if read_text(&log).contains("rackboot serving") {
-                Some(true)
-            } else if !lab.is_running(pid) {
-                Some(false)
-            } else {
-                None
-            }
-        });
-        assert_eq!(
-            up,
-            Some(true),
-            "rackboot did not start:\n{}",
-            tail(&read_text(&log), 20)
-        );
-        Rackboot {
-            scripts: d.join("scripts"),
-            lab,
-            _dir: dir,
-            pid,
-            log,
-        }
-    }
-
-    /// curl `http://10.77.0.1<path>`: status and body.
-    fn http(&self, args: &[&str], path: &str) -> (u16, String) {
-        let url = format!("http://{SERVER_IP}{path}");
-        let mut all = vec!["-sS", "--max-time", "35", "-w", "\n%{http_code}"];
-        // The admin API takes the admin token; node endpoints their own (given in args).
-        if path.starts_with("/api/v1") {
-            all.extend_from_slice(&["-H", AUTH_HEADER]);
-        }
-        all.extend_from_slice(args);
-        all.push(&url);
-        let out = self.lab.run("curl", &all, CMD);
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-        let status = code.trim().parse().unwrap_or_else(|_| {
-            panic!(
-                "curl {path}: no status in {text:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-        (status, body.to_string())
-    }
-
-    fn get(&self, token: Option<&str>, path: &str) -> (u16, String) {
-        match token {
-            Some(t) => self.http(&["-H", &format!("Authorization: Bearer {t}")], path),
-            None => self.http(&[], path),
-        }
-    }
-
-    fn post(&self, token: Option<&str>, path: &str, body: &str) -> (u16, String) {
-        let mut args = vec!["-X", "POST", "--data-binary", body];
-        let h;
-        if let Some(t) = token {
-            h = format!("Authorization: Bearer {t}");
-            args.extend(["-H", &h]);
-        }
-        self.http(&args, path)
-    }
-
-    fn json(&self, path: &str) -> Value {
-        let (status, body) = self.get(None, path);
-        assert_eq!(status, 200, "{path}: {body}");
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
-    }
-
-    fn assert_still_serving(&self) {
-        assert!(
-            self.lab.is_running(self.pid),
-            "rackboot exited:\n{}",
-            tail(&read_text(&self.log), 20)
-        );
-    }
+        )
+        .prepare();
+    // The labelled node, with a known token.
+    let mut n = Node::discovered(
+        BUILDER.parse().expect("mac"),
+        "discovery",
+        BUILDER_TOKEN.into(),
+        Timestamp::now(),
+    );
+    n.labels.insert("role".into(), "builder".into());
+    n.labels.insert("rack".into(), "r12".into());
+    n.arch = Some(rackboot::model::BootArch::X86_64Efi);
+    rb.seed_nodes(vec![n]);
+    rb.serve();
+    rb
 }
 
-/// Writes the labelled node [`BUILDER`] into a fresh store in `state`.
-fn seed_store(state: &Path) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let store = SqliteStore::open(state).await.expect("open store");
-        let mac: Mac = BUILDER.parse().expect("mac");
-        let mut n = Node::discovered(mac, "discovery", BUILDER_TOKEN.into(), Timestamp::now());
-        n.labels.insert("role".into(), "builder".into());
-        n.labels.insert("rack".into(), "r12".into());
-        n.arch = Some(rackboot::model::BootArch::X86_64Efi);
-        store.put_nodes(vec![n]).await.expect("put node");
-    });
-    // Dropping the store (with the runtime) closes the file and frees the directory.
+/// curl `http://10.77.0.1<path>` with `token` as bearer, if given: status and body.
+fn get(rb: &Server, token: Option<&str>, path: &str) -> (u16, String) {
+    let auth = token.map(|t| format!("Authorization: Bearer {t}"));
+    let args: Vec<&str> = auth.iter().flat_map(|a| ["-H", a.as_str()]).collect();
+    let r = rb.http(&args, path);
+    (r.status, r.text())
 }
 
-/// The token in a boot script.
-fn token_in(script: &str) -> String {
-    script
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("rackboot.token="))
-        .unwrap_or_else(|| panic!("no token in {script}"))
-        .to_string()
+/// `POST` of `body` to `http://10.77.0.1<path>` with `token` as bearer, if given.
+fn post(rb: &Server, token: Option<&str>, path: &str, body: &str) -> (u16, String) {
+    let auth = token.map(|t| format!("Authorization: Bearer {t}"));
+    let mut args = vec!["-X", "POST", "--data-binary", body];
+    args.extend(auth.iter().flat_map(|a| ["-H", a.as_str()]));
+    let r = rb.http(&args, path);
+    (r.status, r.text())
 }
 
-/// A boot of `mac` (a new node if unknown) and its token, as a booting node learns it: from its
-/// boot script, in force once its kernel is fetched.
-fn boot(rb: &Rackboot, mac: &str) -> String {
-    let (status, script) = rb.get(None, &format!("/boot/{mac}.ipxe?arch=x86_64_efi"));
-    assert_eq!(status, 200, "{script}");
-    let (status, _) = rb.get(None, &format!("/assets/x86_64/vmlinuz?mac={mac}"));
-    assert_eq!(status, 200);
-    token_in(&script)
+fn json(rb: &Server, path: &str) -> Value {
+    let (status, body) = get(rb, None, path);
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
 }
 
 #[test]
 fn every_node_endpoint_takes_only_the_nodes_own_token() {
-    let rb = Rackboot::start("cfg-token");
+    let rb = start("cfg-token");
     let (a, b) = ("52:54:00:20:01:0a", "52:54:00:20:01:0b");
-    let (ta, tb) = (boot(&rb, a), boot(&rb, b));
+    let (ta, tb) = (rb.boot(a, "x86_64_efi"), rb.boot(b, "x86_64_efi"));
     assert_ne!(ta, tb);
 
     // Endpoints with the token in a header: without it 401, with B's 403, with A's 2xx.
@@ -238,8 +120,8 @@ fn every_node_endpoint_takes_only_the_nodes_own_token() {
     ];
     for (method, path, ok) in &header_endpoints {
         let call = |t: Option<&str>| match *method {
-            "GET" => rb.get(t, path),
-            _ => rb.post(t, path, "out"),
+            "GET" => get(&rb, t, path),
+            _ => post(&rb, t, path, "out"),
         };
         let (status, body) = call(None);
         assert_eq!(status, 401, "{method} {path} without a token: {body}");
@@ -252,21 +134,21 @@ fn every_node_endpoint_takes_only_the_nodes_own_token() {
         assert_eq!(status, *ok, "{method} {path} with A's token: {body}");
     }
     // B's token did not report for A: only A's own report is stored.
-    let reports = rb.json(&format!("/api/v1/nodes/{a}/reports"));
+    let reports = json(&rb, &format!("/api/v1/nodes/{a}/reports"));
     assert_eq!(
         reports["reports"].as_array().map(Vec::len),
         Some(1),
         "{reports}"
     );
     assert_eq!(
-        rb.json(&format!("/api/v1/nodes/{b}/reports"))["reports"],
+        json(&rb, &format!("/api/v1/nodes/{b}/reports"))["reports"],
         serde_json::json!([])
     );
 
     // The install callback: B's token cannot finish A's install.
-    let (status, _) = rb.post(Some(&tb), &format!("/node/{a}/installed"), "");
+    let (status, _) = post(&rb, Some(&tb), &format!("/node/{a}/installed"), "");
     assert_eq!(status, 403);
-    assert_eq!(rb.json(&format!("/api/v1/nodes/{a}"))["state"], "booted");
+    assert_eq!(json(&rb, &format!("/api/v1/nodes/{a}"))["state"], "booted");
 
     // Endpoints with the token in the URL (cloud-init, installers send no headers).
     for doc in [
@@ -276,34 +158,35 @@ fn every_node_endpoint_takes_only_the_nodes_own_token() {
         format!("answers/{a}/{{}}/kickstart.cfg"),
     ] {
         let with = |t: &str| format!("/{}", doc.replace("{}", t));
-        let (status, body) = rb.get(None, &with(&tb));
+        let (status, body) = get(&rb, None, &with(&tb));
         assert_eq!(status, 403, "{doc} with B's token: {body}");
-        let (status, body) = rb.get(None, &with("not-the-token"));
+        let (status, body) = get(&rb, None, &with("not-the-token"));
         assert_eq!(status, 403, "{doc} with a made-up token: {body}");
         // A's own token on A's URL: nothing of B's comes out of it.
-        let (status, body) = rb.get(None, &with(&ta));
+        let (status, body) = get(&rb, None, &with(&ta));
         assert_eq!(status, 200, "{doc} with A's token: {body}");
         assert!(!body.contains(b), "{doc}: {body}");
     }
-    let (status, _) = rb.get(
+    let (status, _) = get(
+        &rb,
         None,
         &format!("/cloud-init/52:54:00:20:01:ff/{ta}/meta-data"),
     );
     assert_eq!(status, 404, "unknown MAC");
-    let (status, _) = rb.get(None, &format!("/node/{a}/wait?generation=x"));
+    let (status, _) = get(&rb, None, &format!("/node/{a}/wait?generation=x"));
     assert_eq!(status, 401, "the token is checked before anything else");
-    let (status, _) = rb.get(Some(&ta), &format!("/node/{a}/wait?generation=x"));
+    let (status, _) = get(&rb, Some(&ta), &format!("/node/{a}/wait?generation=x"));
     assert_eq!(status, 400);
-    rb.assert_still_serving();
+    rb.assert_running();
 }
 
 #[test]
 fn cloud_init_and_answer_files_are_rendered_for_that_mac_only() {
-    let rb = Rackboot::start("cfg-seed");
+    let rb = start("cfg-seed");
     let (a, b) = ("52:54:00:20:02:0a", "52:54:00:20:02:0b");
-    let (ta, tb) = (boot(&rb, a), boot(&rb, b));
+    let (ta, tb) = (rb.boot(a, "x86_64_efi"), rb.boot(b, "x86_64_efi"));
     // The boot script hands the node its seed URL with that boot's token.
-    let (_, script) = rb.get(None, &format!("/boot/{a}.ipxe?arch=x86_64_efi"));
+    let (_, script) = get(&rb, None, &format!("/boot/{a}.ipxe?arch=x86_64_efi"));
     let next = token_in(&script);
     assert_ne!(next, ta, "each boot script carries a new token");
     assert!(
@@ -315,22 +198,22 @@ fn cloud_init_and_answer_files_are_rendered_for_that_mac_only() {
 
     for (mac, token, hex) in [(a, &ta, "52540020020a"), (b, &tb, "52540020020b")] {
         let host = format!("node-{hex}");
-        let (status, meta) = rb.get(None, &format!("/cloud-init/{mac}/{token}/meta-data"));
+        let (status, meta) = get(&rb, None, &format!("/cloud-init/{mac}/{token}/meta-data"));
         assert_eq!(status, 200, "{meta}");
         assert_eq!(
             meta,
             format!("instance-id: rackboot-{hex}\nlocal-hostname: {host}\n"),
             "built-in meta-data"
         );
-        let (status, user) = rb.get(None, &format!("/cloud-init/{mac}/{token}/user-data"));
+        let (status, user) = get(&rb, None, &format!("/cloud-init/{mac}/{token}/user-data"));
         assert_eq!(status, 200, "{user}");
         assert_eq!(
             user,
             format!("#cloud-config\nhostname: {host}\nrackboot_mac: {mac}\n")
         );
-        let (status, vendor) = rb.get(None, &format!("/cloud-init/{mac}/{token}/vendor-data"));
+        let (status, vendor) = get(&rb, None, &format!("/cloud-init/{mac}/{token}/vendor-data"));
         assert_eq!((status, vendor.as_str()), (200, ""));
-        let (status, ks) = rb.get(None, &format!("/answers/{mac}/{token}/kickstart.cfg"));
+        let (status, ks) = get(&rb, None, &format!("/answers/{mac}/{token}/kickstart.cfg"));
         assert_eq!(status, 200, "{ks}");
         assert!(
             ks.contains(&format!("Bearer {token}"))
@@ -338,13 +221,13 @@ fn cloud_init_and_answer_files_are_rendered_for_that_mac_only() {
             "{ks}"
         );
     }
-    let (status, _) = rb.get(None, &format!("/cloud-init/{a}/{ta}/network-config"));
+    let (status, _) = get(&rb, None, &format!("/cloud-init/{a}/{ta}/network-config"));
     assert_eq!(status, 404);
-    let (status, _) = rb.get(None, &format!("/answers/{a}/{ta}/preseed.cfg"));
+    let (status, _) = get(&rb, None, &format!("/answers/{a}/{ta}/preseed.cfg"));
     assert_eq!(status, 404, "no such answer file");
-    let (status, _) = rb.get(None, &format!("/answers/{a}/{ta}/..hidden"));
+    let (status, _) = get(&rb, None, &format!("/answers/{a}/{ta}/..hidden"));
     assert_eq!(status, 400);
-    let events = rb.json(&format!("/api/v1/nodes/{a}"))["events"].clone();
+    let events = json(&rb, &format!("/api/v1/nodes/{a}"))["events"].clone();
     let seeds: Vec<&str> = events
         .as_array()
         .expect("events")
@@ -361,58 +244,71 @@ fn cloud_init_and_answer_files_are_rendered_for_that_mac_only() {
             "answers kickstart.cfg"
         ]
     );
-    rb.assert_still_serving();
+    rb.assert_running();
 }
 
 #[test]
 fn scripts_are_assigned_by_bootenv_and_by_label_selector() {
-    let rb = Rackboot::start("cfg-selector");
+    let rb = start("cfg-selector");
     let plain = "52:54:00:20:03:0a";
-    let tp = boot(&rb, plain);
+    let tp = rb.boot(plain, "x86_64_efi");
     // The labelled node boots too (its record and labels were in the store already); its
     // boot replaces the token it had.
-    let builder_token = boot(&rb, BUILDER);
+    let builder_token = rb.boot(BUILDER, "x86_64_efi");
     assert_ne!(builder_token, BUILDER_TOKEN);
 
-    let (status, list) = rb.get(Some(&builder_token), &format!("/node/{BUILDER}/scripts"));
+    let (status, list) = get(
+        &rb,
+        Some(&builder_token),
+        &format!("/node/{BUILDER}/scripts"),
+    );
     assert_eq!(
         (status, list.as_str()),
         (200, "10-hello.sh\n20-builder.sh\n")
     );
-    let (status, text) = rb.get(
+    let (status, text) = get(
+        &rb,
         Some(&builder_token),
         &format!("/node/{BUILDER}/scripts/20-builder.sh"),
     );
     assert_eq!(status, 200);
     assert!(text.ends_with("echo builder builder r12\n"), "{text}");
 
-    let (status, list) = rb.get(Some(&tp), &format!("/node/{plain}/scripts"));
+    let (status, list) = get(&rb, Some(&tp), &format!("/node/{plain}/scripts"));
     assert_eq!((status, list.as_str()), (200, "10-hello.sh\n"));
-    let (status, _) = rb.get(Some(&tp), &format!("/node/{plain}/scripts/20-builder.sh"));
+    let (status, _) = get(
+        &rb,
+        Some(&tp),
+        &format!("/node/{plain}/scripts/20-builder.sh"),
+    );
     assert_eq!(status, 404, "not assigned to an unlabelled node");
 
     // A header that does not parse is refused on reload; the previous scripts keep serving.
     fs::write(
-        rb.scripts.join("30-bad.sh"),
+        rb.path("scripts").join("30-bad.sh"),
         "#!/bin/sh\n# rackboot-selector: role==builder\n",
     )
     .expect("write script");
-    common::lab::wait_for_file(&rb.log, "30-bad.sh: line 2", Duration::from_secs(15))
-        .unwrap_or_else(|e| panic!("{e}\n{}", tail(&read_text(&rb.log), 10)));
-    let (_, list) = rb.get(Some(&builder_token), &format!("/node/{BUILDER}/scripts"));
+    common::lab::wait_for_file(&rb.log(), "30-bad.sh: line 2", Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{e}\n{}", tail(&rb.log_text(), 10)));
+    let (_, list) = get(
+        &rb,
+        Some(&builder_token),
+        &format!("/node/{BUILDER}/scripts"),
+    );
     assert_eq!(list, "10-hello.sh\n20-builder.sh\n");
-    rb.assert_still_serving();
+    rb.assert_running();
 }
 
 #[test]
 fn reconfigure_wakes_the_waiting_node_at_once_and_reports_are_kept() {
-    let rb = Rackboot::start("cfg-reconfigure");
+    let rb = start("cfg-reconfigure");
     let plain = "52:54:00:20:04:0a";
-    let tp = boot(&rb, plain);
-    let builder_token = boot(&rb, BUILDER);
+    let tp = rb.boot(plain, "x86_64_efi");
+    let builder_token = rb.boot(BUILDER, "x86_64_efi");
     assert_ne!(builder_token, BUILDER_TOKEN);
     let wait = |mac: &str, token: &str, query: &str| {
-        rb.get(Some(token), &format!("/node/{mac}/wait{query}"))
+        get(&rb, Some(token), &format!("/node/{mac}/wait{query}"))
     };
     assert_eq!(wait(BUILDER, &builder_token, ""), (200, "0\n".into()));
 
@@ -452,7 +348,8 @@ fn reconfigure_wakes_the_waiting_node_at_once_and_reports_are_kept() {
         "the wait returned before any reconfigure"
     );
 
-    let (status, body) = rb.post(
+    let (status, body) = post(
+        &rb,
         None,
         "/api/v1/reconfigure",
         r#"{"selector": "role=builder"}"#,
@@ -472,19 +369,19 @@ fn reconfigure_wakes_the_waiting_node_at_once_and_reports_are_kept() {
     );
     assert_eq!(fs::read_to_string(&out).expect("wait output"), "1\n");
     assert_eq!(
-        rb.json(&format!("/api/v1/nodes/{BUILDER}"))["config_generation"],
+        json(&rb, &format!("/api/v1/nodes/{BUILDER}"))["config_generation"],
         1
     );
     assert_eq!(
-        rb.json(&format!("/api/v1/nodes/{plain}"))["config_generation"],
+        json(&rb, &format!("/api/v1/nodes/{plain}"))["config_generation"],
         0
     );
     // A wait is a heartbeat: it moves last-seen, and puts nothing on the timeline.
-    let node = rb.json(&format!("/api/v1/nodes/{BUILDER}"));
+    let node = json(&rb, &format!("/api/v1/nodes/{BUILDER}"));
     let events = node["events"].as_array().map(Vec::len);
     std::thread::sleep(Duration::from_millis(20));
     assert_eq!(wait(BUILDER, &builder_token, ""), (200, "1\n".into()));
-    let after = rb.json(&format!("/api/v1/nodes/{BUILDER}"));
+    let after = json(&rb, &format!("/api/v1/nodes/{BUILDER}"));
     assert_eq!(after["events"].as_array().map(Vec::len), events);
     let seen = |n: &Value| n["last_seen"].as_str().unwrap_or_default().to_string();
     assert!(
@@ -495,20 +392,22 @@ fn reconfigure_wakes_the_waiting_node_at_once_and_reports_are_kept() {
     );
 
     // By MAC: both nodes; an unknown MAC bumps nothing.
-    let (status, body) = rb.post(
+    let (status, body) = post(
+        &rb,
         None,
         "/api/v1/reconfigure",
         &format!(r#"{{"macs": ["{plain}", "{BUILDER}"]}}"#),
     );
     assert_eq!(status, 200, "{body}");
-    let (status, body) = rb.post(
+    let (status, body) = post(
+        &rb,
         None,
         "/api/v1/reconfigure",
         &format!(r#"{{"macs": ["{plain}", "52:54:00:20:04:ff"]}}"#),
     );
     assert_eq!(status, 404, "{body}");
     assert_eq!(
-        rb.json(&format!("/api/v1/nodes/{plain}"))["config_generation"],
+        json(&rb, &format!("/api/v1/nodes/{plain}"))["config_generation"],
         1
     );
     assert_eq!(wait(plain, &tp, "?generation=0"), (200, "1\n".into()));
@@ -520,10 +419,11 @@ fn reconfigure_wakes_the_waiting_node_at_once_and_reports_are_kept() {
         r#"{"selectr": "a=b"}"#,
         "not json",
     ] {
-        let (status, body) = rb.post(None, "/api/v1/reconfigure", bad);
+        let (status, body) = post(&rb, None, "/api/v1/reconfigure", bad);
         assert_eq!(status, 400, "{bad}: {body}");
     }
-    let (status, body) = rb.post(
+    let (status, body) = post(
+        &rb,
         None,
         "/api/v1/reconfigure",
         r#"{"selector": "role=nothing"}"#,
@@ -531,13 +431,16 @@ fn reconfigure_wakes_the_waiting_node_at_once_and_reports_are_kept() {
     assert_eq!((status, body.as_str()), (200, r#"{"macs":[]}"#));
 
     // Reports are kept with their status, duration, output and generation.
-    let (status, body) = rb.post(
+    let (status, body) = post(
+        &rb,
         Some(&tp),
-        &format!("/node/{plain}/report?state=script&script=10-hello.sh&status=3&duration_ms=1500&generation=1"),
+        &format!(
+            "/node/{plain}/report?state=script&script=10-hello.sh&status=3&duration_ms=1500&generation=1"
+        ),
         "line 1\nline 2\n",
     );
     assert_eq!(status, 204, "{body}");
-    let r = rb.json(&format!("/api/v1/nodes/{plain}/reports"));
+    let r = json(&rb, &format!("/api/v1/nodes/{plain}/reports"));
     assert_eq!(r["dropped"], 0, "{r}");
     let report = &r["reports"][0];
     assert_eq!(
@@ -557,12 +460,12 @@ fn reconfigure_wakes_the_waiting_node_at_once_and_reports_are_kept() {
         ),
         "{r}"
     );
-    let timeline = rb.json(&format!("/api/v1/nodes/{plain}"))["events"].to_string();
+    let timeline = json(&rb, &format!("/api/v1/nodes/{plain}"))["events"].to_string();
     assert!(
         timeline.contains("10-hello.sh exited 3 in 1s 500ms"),
         "{timeline}"
     );
-    let (status, _) = rb.get(None, "/api/v1/nodes/52:54:00:20:04:ff/reports");
+    let (status, _) = get(&rb, None, "/api/v1/nodes/52:54:00:20:04:ff/reports");
     assert_eq!(status, 404);
-    rb.assert_still_serving();
+    rb.assert_running();
 }

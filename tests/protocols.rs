@@ -1,8 +1,8 @@
 //! rackboot's four protocols against real clients, one private network per test.
 //!
-//! Each test starts the real `rackboot serve` in a fresh [`Lab`] namespace (bridge `br0` =
+//! Each test starts the real `rackboot serve` in a fresh lab namespace (bridge `br0` =
 //! 10.77.0.1/24) from a config, a bootenv, a config script and small dummy assets written to a
-//! temp dir. DHCP clients run in a second namespace ([`ClientNet`]) wired to `br0` by veth pairs,
+//! temp dir. DHCP clients run in a second namespace ([`Netns`]) wired to `br0` by veth pairs,
 //! so rackboot meets them on the wire as it meets machines: udhcpc and dhclient for DHCP,
 //! curl, atftp and tftp-hpa for TFTP, curl for HTTP, dig for DNS. Bad input must get its proper
 //! refusal and leave the server serving (same PID, a good request answered afterwards); a start-up
@@ -14,27 +14,22 @@
 
 mod common;
 
-use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
-use common::api::{AUTH_HEADER, api_section};
-use common::lab::{BRIDGE, Lab, SERVER_IP, poll_until, read_text, tail, wait_for_file};
-use serde_json::Value;
-use tempfile::TempDir;
+use common::lab::{
+    BRIDGE, SERVER_IP, output_text as text, poll_until, read_text, tail, wait_for_file,
+};
+use common::netns::{Netns, last_event, write_executable};
+use common::server::{Server, kernel_path};
+use common::setup::{CMDLINE, Setup, bootenv, pseudo_random};
 
-const RACKBOOT: &str = env!("CARGO_BIN_EXE_rackboot");
-/// From spawn to "rackboot serving" (a debug build opening a fresh SQLite store).
-const STARTUP: Duration = Duration::from_secs(30);
 /// Any one client command: curl, dig, atftp, tftp, a udhcpc run of at most 3 × 2 s tries.
 const CMD: Duration = Duration::from_secs(30);
-/// How long rackboot may take to refuse a bad configuration and exit.
-const FAIL_FAST: Duration = Duration::from_secs(15);
-/// Events written off the request path (TFTP) appear within this.
+
+/// Events and log lines written off the request path (TFTP) appear within this.
 const EVENT: Duration = Duration::from_secs(10);
 
 /// The dynamic range in the test config.
@@ -51,617 +46,88 @@ const ASSETS: &[(&str, usize)] = &[
     ("x86_64/initrd.img", 3000),
 ];
 
-const CMDLINE: &str = "console=ttyS0 rackboot.url={{ server_url }} rackboot.mac={{ node.mac }} rackboot.token={{ node.token }}";
-
 // ---------------------------------------------------------------------------------------------
 // rackboot's files and process
 
-/// A config, bootenv, script, assets and state directory in one temp dir; absolute paths.
-struct Files {
-    dir: TempDir,
-}
-
-impl Files {
-    fn new() -> Files {
-        let dir = tempfile::Builder::new()
-            .prefix("rackboot-protocols-")
-            .tempdir()
-            .expect("create temp dir");
-        let files = Files { dir };
-        for (i, (path, size)) in ASSETS.iter().enumerate() {
-            files.write(
-                &format!("assets/{path}"),
-                &pseudo_random(i as u64 + 1, *size),
-            );
-        }
-        let bootenv = format!(
-            "description = \"discovery, for the protocol tests\"\n\
-             scripts = [\"hello.sh\"]\n\n\
-             [arch.bios]\n\
-             kernel = \"x86_64/vmlinuz\"\n\
-             initrds = [\"x86_64/initrd.img\"]\n\
-             cmdline = \"{CMDLINE}\"\n\n\
-             [arch.x86_64_efi]\n\
-             kernel = \"x86_64/vmlinuz\"\n\
-             initrds = [\"x86_64/initrd.img\"]\n\
-             cmdline = \"{CMDLINE}\"\n"
+/// rackboot with all four protocols on the lab subnet, a bootenv for bios and x86_64 UEFI, a
+/// config script, and the dummy [`ASSETS`].
+fn setup(name: &str) -> Setup {
+    let kernel = ("x86_64/vmlinuz", "x86_64/initrd.img");
+    let mut setup = Setup::new(name)
+        .standard_files()
+        .no_address()
+        .all_protocols(RANGE.0, RANGE.1)
+        .file(
+            "bootenvs/discovery.toml",
+            bootenv(
+                "discovery, for the protocol tests",
+                &["hello.sh"],
+                &[
+                    ("bios", kernel.0, kernel.1),
+                    ("x86_64_efi", kernel.0, kernel.1),
+                ],
+            ),
         );
-        files.write("bootenvs/discovery.toml", bootenv.as_bytes());
-        files.write(
-            "scripts/hello.sh",
-            b"#!/bin/sh\necho \"hello from {{ node.hostname }}\"\n",
+    for (i, (path, size)) in ASSETS.iter().enumerate() {
+        setup = setup.file(
+            &format!("assets/{path}"),
+            pseudo_random(i as u64 + 1, *size),
         );
-        fs::create_dir_all(files.path("state")).expect("create state dir");
-        let config = files.config_text();
-        files.write("rackboot.toml", config.as_bytes());
-        files
     }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    /// `[http] bind_tokens_to_address = false`: this test's curl, at rackboot's own address,
-    /// fetches boot scripts and uses node tokens as the nodes would from theirs.
-    fn tokens_from_any_address(self) -> Files {
-        let mut config = fs::read_to_string(self.config()).expect("read config");
-        config.push_str("\n[http]\nbind_tokens_to_address = false\n");
-        self.write("rackboot.toml", config.as_bytes());
-        self
-    }
-
-    fn config(&self) -> PathBuf {
-        self.path("rackboot.toml")
-    }
-
-    /// The config every test starts from: default ports, absolute paths.
-    fn config_text(&self) -> String {
-        let d = self.dir.path().display();
-        format!(
-            "state_dir = \"{d}/state\"\n\
-             assets_dir = \"{d}/assets\"\n\
-             bootenvs_dir = \"{d}/bootenvs\"\n\
-             scripts_dir = \"{d}/scripts\"\n\
-             \n\
-             [network]\n\
-             interface = \"{BRIDGE}\"\n\
-             \n\
-             [dhcp]\n\
-             \n\
-             [[dhcp.subnet]]\n\
-             cidr = \"10.77.0.0/24\"\n\
-             ranges = [[\"10.77.0.{}\", \"10.77.0.{}\"]]\n\
-             {}",
-            RANGE.0,
-            RANGE.1,
-            api_section(self.dir.path()),
-        )
-    }
-
-    fn write(&self, rel: &str, bytes: &[u8]) {
-        let path = self.path(rel);
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).unwrap_or_else(|e| panic!("{}: {e}", parent.display()));
-        }
-        fs::write(&path, bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    }
-
-    fn asset(&self, rel: &str) -> Vec<u8> {
-        let path = self.path(&format!("assets/{rel}"));
-        fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-    }
+    setup
 }
 
-/// Deterministic, non-repeating bytes (xorshift64), so a misplaced block cannot compare equal.
-fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect()
+/// An asset's bytes as rackboot has them.
+fn asset(rb: &Server, rel: &str) -> Vec<u8> {
+    let path = rb.path(&format!("assets/{rel}"));
+    fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// `rackboot serve` running in a lab. Field order is drop order: the lab (which ends rackboot
-/// by PID) goes before the files it uses.
-struct Rackboot {
-    lab: Lab,
-    files: Files,
-    pid: u32,
-    log: PathBuf,
-    requests: Cell<u32>,
+/// `dig @10.77.0.1 <args>` from the lab namespace; stdout.
+fn dig(rb: &Server, args: &[&str]) -> String {
+    let server = format!("@{SERVER_IP}");
+    let mut all = vec![server.as_str(), "+time=2", "+tries=2"];
+    all.extend_from_slice(args);
+    let out = rb.lab.run("dig", &all, CMD);
+    assert!(out.status.success(), "dig {args:?}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-impl Rackboot {
-    fn start(name: &str) -> Rackboot {
-        Rackboot::start_with(Lab::new(name), Files::new())
-    }
-
-    fn start_with(lab: Lab, files: Files) -> Rackboot {
-        let config = files.config();
-        let args = ["serve", "--config", config.to_str().expect("utf-8 path")];
-        Rackboot::start_as(lab, files, RACKBOOT, &args)
-    }
-
-    /// `cmd args…` must exec `rackboot serve` with [`Files::config`] (the PID stays its own).
-    fn start_as(lab: Lab, files: Files, cmd: &str, args: &[&str]) -> Rackboot {
-        let pid = lab.spawn(cmd, args, "rackboot.log");
-        let rb = Rackboot {
-            log: lab.dir().join("rackboot.log"),
-            lab,
-            files,
-            pid,
-            requests: Cell::new(0),
-        };
-        let up = poll_until(STARTUP, || {
-            if read_text(&rb.log).contains("rackboot serving") {
-                Some(true)
-            } else if !rb.lab.is_running(pid) {
-                Some(false)
-            } else {
-                None
-            }
-        });
-        assert!(
-            up == Some(true),
-            "rackboot did not start within {STARTUP:?}:\n{}",
-            tail(&rb.log_text(), 20)
-        );
-        rb
-    }
-
-    fn log_text(&self) -> String {
-        read_text(&self.log)
-    }
-
-    /// The proof that bad input cost nothing: the same process still runs and answers.
-    fn assert_still_serving(&self) {
-        assert!(
-            self.lab.is_running(self.pid),
-            "rackboot (pid {}) exited:\n{}",
-            self.pid,
-            tail(&self.log_text(), 20)
-        );
-        let r = self.http(&[], "/api/v1/nodes");
-        assert_eq!(r.status, 200, "API after bad input: {}", r.text());
-    }
-
-    /// curl `http://10.77.0.1<path>` from the lab namespace; body and headers via files, so
-    /// binary bodies survive. API paths carry the admin token.
-    fn http(&self, args: &[&str], path: &str) -> Reply {
-        let n = self.requests.get();
-        self.requests.set(n + 1);
-        let body = self.lab.dir().join(format!("http-{n}.body"));
-        let headers = self.lab.dir().join(format!("http-{n}.headers"));
-        let url = format!("http://{SERVER_IP}{path}");
-        let mut all = vec![
-            "-sS",
-            "--max-time",
-            "10",
-            "-o",
-            body.to_str().expect("utf-8 path"),
-            "-D",
-            headers.to_str().expect("utf-8 path"),
-            "-w",
-            "%{http_code}",
-        ];
-        if path.starts_with("/api/v1") {
-            all.extend_from_slice(&["-H", AUTH_HEADER]);
-        }
-        all.extend_from_slice(args);
-        all.push(&url);
-        let out = self.lab.run("curl", &all, CMD);
-        let code = String::from_utf8_lossy(&out.stdout);
-        let status = code.trim().parse().unwrap_or_else(|_| {
-            panic!(
-                "curl {path}: no status ({code:?}): {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-        Reply {
-            status,
-            headers: fs::read_to_string(&headers).unwrap_or_default(),
-            body: fs::read(&body).unwrap_or_default(),
-        }
-    }
-
-    /// `GET /api/v1/nodes/<mac>`, which must exist.
-    fn node(&self, mac: &str) -> Value {
-        let r = self.http(&[], &format!("/api/v1/nodes/{mac}"));
-        assert_eq!(r.status, 200, "node {mac}: {}", r.text());
-        serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("node {mac}: {e}: {}", r.text()))
-    }
-
-    /// The node's timeline as (kind, detail).
-    fn events(&self, mac: &str) -> Vec<(String, String)> {
-        self.node(mac)["events"]
-            .as_array()
-            .expect("events is an array")
-            .iter()
-            .map(|e| {
-                (
-                    e["kind"].as_str().unwrap_or_default().to_string(),
-                    e["detail"].as_str().unwrap_or_default().to_string(),
-                )
-            })
-            .collect()
-    }
-
-    /// The details of the node's events of `kind`.
-    fn details(&self, mac: &str, kind: &str) -> Vec<String> {
-        self.events(mac)
-            .into_iter()
-            .filter(|(k, _)| k == kind)
-            .map(|(_, d)| d)
-            .collect()
-    }
-
-    /// Waits for an event of `kind` whose detail contains `needle`.
-    fn wait_event(&self, mac: &str, kind: &str, needle: &str) -> String {
-        poll_until(EVENT, || {
-            self.details(mac, kind)
-                .into_iter()
-                .find(|d| d.contains(needle))
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "no {kind} event containing {needle:?} for {mac} within {EVENT:?}: {:#?}",
-                self.events(mac)
-            )
-        })
-    }
-
-    /// `dig @10.77.0.1 <args>` from the lab namespace; stdout.
-    fn dig(&self, args: &[&str]) -> String {
-        let server = format!("@{SERVER_IP}");
-        let mut all = vec![server.as_str(), "+time=2", "+tries=2"];
-        all.extend_from_slice(args);
-        let out = self.lab.run("dig", &all, CMD);
-        assert!(
-            out.status.success(),
-            "dig {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// A file's bytes over TFTP with curl (from the lab namespace).
-    fn tftp_curl(&self, args: &[&str], file: &str) -> (Output, Vec<u8>) {
-        let n = self.requests.get();
-        self.requests.set(n + 1);
-        let local = self.lab.dir().join(format!("tftp-{n}.curl"));
-        let url = format!("tftp://{SERVER_IP}/{file}");
-        let mut all = vec![
-            "-sS",
-            "-v",
-            "--max-time",
-            "15",
-            "-o",
-            local.to_str().expect("utf-8 path"),
-        ];
-        all.extend_from_slice(args);
-        all.push(&url);
-        let out = self.lab.run("curl", &all, CMD);
-        (out, fs::read(&local).unwrap_or_default())
-    }
-
-    /// A file over TFTP with atftp (`--trace` shows the OACK); (output, local file bytes).
-    fn tftp_atftp(&self, args: &[&str]) -> (Output, Vec<u8>) {
-        let n = self.requests.get();
-        self.requests.set(n + 1);
-        let local = self.lab.dir().join(format!("tftp-{n}.atftp"));
-        let server = SERVER_IP.to_string();
-        let mut all = vec!["--trace", "--tftp-timeout", "2", "-l"];
-        all.push(local.to_str().expect("utf-8 path"));
-        all.extend_from_slice(args);
-        all.push(&server);
-        let out = self.lab.run("atftp", &all, CMD);
-        (out, fs::read(&local).unwrap_or_default())
-    }
+/// A fresh name for a fetched file in the lab directory.
+fn local_file(rb: &Server, suffix: &str) -> std::path::PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    rb.lab.dir().join(format!("tftp-{n}.{suffix}"))
 }
 
-struct Reply {
-    status: u16,
-    headers: String,
-    body: Vec<u8>,
+/// A file's bytes over TFTP with curl (from the lab namespace).
+fn tftp_curl(rb: &Server, args: &[&str], file: &str) -> (Output, Vec<u8>) {
+    let local = local_file(rb, "curl");
+    let url = format!("tftp://{SERVER_IP}/{file}");
+    let mut all = vec![
+        "-sS",
+        "-v",
+        "--max-time",
+        "15",
+        "-o",
+        local.to_str().expect("utf-8 path"),
+    ];
+    all.extend_from_slice(args);
+    all.push(&url);
+    let out = rb.lab.run("curl", &all, CMD);
+    (out, fs::read(&local).unwrap_or_default())
 }
 
-impl Reply {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    fn header(&self, name: &str) -> Option<String> {
-        self.headers.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| v.trim().to_string())
-        })
-    }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-// ---------------------------------------------------------------------------------------------
-// Client machines
-
-/// A second namespace holding client interfaces `c0`, `c1`, … — one per MAC — each a veth whose
-/// peer (`c<i>br`) is enslaved to the lab's `br0`. Clients here reach rackboot only over the
-/// bridge, as machines would. Named `rb-cl-<lab name>-<pid>` so that the lab's sweep removes it
-/// too if the test binary is killed.
-struct ClientNet {
-    ns: String,
-    dir: PathBuf,
-    children: RefCell<Vec<Child>>,
-    runs: Cell<u32>,
-}
-
-impl ClientNet {
-    fn new(lab: &Lab, macs: &[&str]) -> ClientNet {
-        let ns = lab.ns().replacen("rb-", "rb-cl-", 1);
-        let dir = lab.dir().join("clients");
-        fs::create_dir_all(&dir).expect("create client dir");
-        ip(&["netns", "add", &ns]);
-        // From here on Drop deletes the namespace, even if a later step panics.
-        let net = ClientNet {
-            ns,
-            dir,
-            children: RefCell::new(Vec::new()),
-            runs: Cell::new(0),
-        };
-        ip(&["-n", &net.ns, "link", "set", "lo", "up"]);
-        for (i, mac) in macs.iter().enumerate() {
-            let (iface, port) = (format!("c{i}"), format!("c{i}br"));
-            ip(&[
-                "-n",
-                lab.ns(),
-                "link",
-                "add",
-                &port,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &iface,
-                "netns",
-                &net.ns,
-            ]);
-            ip(&["-n", lab.ns(), "link", "set", &port, "master", BRIDGE, "up"]);
-            ip(&["-n", &net.ns, "link", "set", &iface, "address", mac, "up"]);
-        }
-        net
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    /// Runs a short command in the client namespace, killed if it outlives `timeout`.
-    fn run(&self, cmd: &str, args: &[&str], timeout: Duration) -> Output {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.ns, cmd]).args(args);
-        run_bounded(c, timeout)
-    }
-
-    /// Starts a long-running client; it is ended by PID on drop (or by [`ClientNet::stop`]).
-    fn spawn(&self, cmd: &str, args: &[&str], log: &str) -> u32 {
-        let out = fs::File::create(self.file(log)).expect("create client log");
-        let err = out.try_clone().expect("dup log");
-        // `ip netns exec` execs the command, so the PID is the client's own.
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns, cmd])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {cmd}: {e}"));
-        let pid = child.id();
-        self.children.borrow_mut().push(child);
-        pid
-    }
-
-    /// SIGKILL to a process started with [`ClientNet::spawn`]; reaps it.
-    fn stop(&self, pid: u32) {
-        let mut children = self.children.borrow_mut();
-        if let Some(i) = children.iter().position(|c| c.id() == pid) {
-            let mut child = children.remove(i);
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn is_running(&self, pid: u32) -> bool {
-        self.children
-            .borrow_mut()
-            .iter_mut()
-            .find(|c| c.id() == pid)
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-    }
-
-    /// Sends `signal` (e.g. `USR1`) to a process started with [`ClientNet::spawn`].
-    fn signal(&self, pid: u32, signal: &str) {
-        assert!(self.is_running(pid), "pid {pid} is not running");
-        let out = run_bounded(
-            {
-                let mut c = Command::new("kill");
-                c.args([&format!("-{signal}"), &pid.to_string()]);
-                c
-            },
-            CMD,
-        );
-        assert!(out.status.success(), "kill -{signal} {pid}: {}", text(&out));
-    }
-
-    /// Runs `udhcpc -n -q` once on `iface` and returns what it told its script on `bound`, or
-    /// its output if it got no lease.
-    fn udhcpc(&self, iface: &str, extra: &[&str]) -> Result<BTreeMap<String, String>, String> {
-        let n = self.runs.get();
-        self.runs.set(n + 1);
-        let (script, record) = self.udhcpc_script(&format!("udhcpc-{n}"), false);
-        let mut args = vec!["-i", iface, "-f", "-n", "-q", "-t", "3", "-T", "2", "-s"];
-        args.push(script.to_str().expect("utf-8 path"));
-        args.extend_from_slice(extra);
-        let out = self.run("udhcpc", &args, CMD);
-        match last_event(&record, "bound") {
-            Some(env) if out.status.success() => Ok(env),
-            _ => Err(format!(
-                "udhcpc {args:?}: {}\n{}\nscript saw:\n{}",
-                out.status,
-                text(&out),
-                read_text(&record)
-            )),
-        }
-    }
-
-    /// A udhcpc script that appends each call's event and variables to `<name>.env`; with
-    /// `configure`, it first puts the leased address on the interface (for unicast renewal).
-    fn udhcpc_script(&self, name: &str, configure: bool) -> (PathBuf, PathBuf) {
-        let script = self.file(&format!("{name}.sh"));
-        let record = self.file(&format!("{name}.env"));
-        let configure = if configure {
-            "case \"$1\" in\n\
-               bound|renew) ip addr replace \"$ip/$mask\" dev \"$interface\" ;;\n\
-               deconfig) ip addr flush dev \"$interface\" ;;\n\
-             esac\n"
-        } else {
-            ""
-        };
-        let body = format!(
-            "#!/bin/sh\n\
-             # udhcpc calls this with deconfig, bound, renew, nak or leasefail.\n\
-             {configure}\
-             {{ echo \"event=$1\"\n\
-               env | grep -E '^(ip|mask|subnet|siaddr|sname|boot_file|serverid|hostname|domain|dns|lease)=' || true\n\
-               echo \"end=$1\"\n\
-             }} >> '{}'\n\
-             exit 0\n",
-            record.display()
-        );
-        fs::write(&script, body).expect("write udhcpc script");
-        make_executable(&script);
-        (script, record)
-    }
-}
-
-impl Drop for ClientNet {
-    fn drop(&mut self) {
-        for mut child in self.children.get_mut().drain(..) {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        // Anything a client left behind (a daemonized dhclient) is ended by PID too.
-        if let Ok(out) = try_run_bounded(
-            {
-                let mut c = Command::new("ip");
-                c.args(["netns", "pids", &self.ns]);
-                c
-            },
-            CMD,
-        ) {
-            let pids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-                .split_whitespace()
-                .map(str::to_string)
-                .collect();
-            for pid in &pids {
-                let mut c = Command::new("kill");
-                c.args(["-KILL", pid]);
-                let _ = try_run_bounded(c, CMD);
-            }
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while pids
-                .iter()
-                .any(|p| Path::new(&format!("/proc/{p}")).exists())
-                && Instant::now() < deadline
-            {
-                sleep(Duration::from_millis(50));
-            }
-        }
-        let mut c = Command::new("ip");
-        c.args(["netns", "del", &self.ns]);
-        if let Err(e) = try_run_bounded(c, CMD) {
-            eprintln!("could not delete namespace {}: {e}", self.ns);
-        }
-    }
-}
-
-/// The variables of the last complete script call for `event` in a udhcpc script record.
-fn last_event(record: &Path, event: &str) -> Option<BTreeMap<String, String>> {
-    let text = read_text(record);
-    let mut found = None;
-    let mut current: Option<BTreeMap<String, String>> = None;
-    for line in text.lines() {
-        let Some((k, v)) = line.split_once('=') else {
-            continue;
-        };
-        match k {
-            "event" => current = (v == event).then(BTreeMap::new),
-            // A call's record counts once the script has finished writing it.
-            "end" => found = current.take().or(found),
-            _ => {
-                if let Some(env) = current.as_mut() {
-                    env.insert(k.to_string(), v.to_string());
-                }
-            }
-        }
-    }
-    found
-}
-
-fn make_executable(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("chmod");
-}
-
-fn ip(args: &[&str]) {
-    let mut c = Command::new("ip");
-    c.args(args);
-    let out = run_bounded(c, CMD);
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        text(&out)
-    );
-}
-
-fn try_run_bounded(mut cmd: Command, timeout: Duration) -> Result<Output, String> {
-    let what = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("spawn {what}: {e}"))?;
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if Instant::now() < deadline => sleep(Duration::from_millis(10)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("{what}: no exit within {timeout:?}"));
-            }
-        }
-    }
-    // These commands print little: reading after exit cannot block on a full pipe.
-    child.wait_with_output().map_err(|e| format!("{what}: {e}"))
-}
-
-fn run_bounded(cmd: Command, timeout: Duration) -> Output {
-    try_run_bounded(cmd, timeout).unwrap_or_else(|e| panic!("{e}"))
+/// A file over TFTP with atftp (`--trace` shows the OACK); (output, local file bytes).
+fn tftp_atftp(rb: &Server, args: &[&str]) -> (Output, Vec<u8>) {
+    let local = local_file(rb, "atftp");
+    let server = SERVER_IP.to_string();
+    let mut all = vec!["--trace", "--tftp-timeout", "2", "-l"];
+    all.push(local.to_str().expect("utf-8 path"));
+    all.extend_from_slice(args);
+    all.push(&server);
+    let out = rb.lab.run("atftp", &all, CMD);
+    (out, fs::read(&local).unwrap_or_default())
 }
 
 /// The default hostname rackboot gives a MAC: `node-` and the MAC's hex digits.
@@ -687,9 +153,9 @@ const PXE_VENDOR: &str = "PXEClient:Arch:00007:UNDI:003000";
 
 #[test]
 fn dhcp_plain_client_gets_an_address_and_becomes_a_discovered_node() {
-    let rb = Rackboot::start("dhcp-plain");
+    let rb = setup("dhcp-plain").start();
     let mac = "52:54:00:10:00:01";
-    let net = ClientNet::new(&rb.lab, &[mac]);
+    let net = Netns::clients(&rb.lab, &[mac]);
 
     let lease = net.udhcpc("c0", &[]).expect("a lease");
     assert_in_range(&lease["ip"]);
@@ -729,7 +195,7 @@ fn dhcp_plain_client_gets_an_address_and_becomes_a_discovered_node() {
 
 #[test]
 fn dhcp_pxe_firmware_gets_the_loader_for_its_architecture_and_fetches_it_by_tftp() {
-    let rb = Rackboot::start("dhcp-pxe");
+    let rb = setup("dhcp-pxe").start();
     // (MAC, option 93, loader)
     let clients = [
         ("52:54:00:10:01:07", "0007", "ipxe-amd64.efi"),
@@ -737,7 +203,7 @@ fn dhcp_pxe_firmware_gets_the_loader_for_its_architecture_and_fetches_it_by_tftp
         ("52:54:00:10:01:0b", "000b", "ipxe-arm64.efi"),
     ];
     let macs: Vec<&str> = clients.iter().map(|c| c.0).collect();
-    let net = ClientNet::new(&rb.lab, &macs);
+    let net = Netns::clients(&rb.lab, &macs);
 
     let mut leases = Vec::new();
     for (i, (mac, arch, loader)) in clients.iter().enumerate() {
@@ -796,24 +262,21 @@ fn dhcp_pxe_firmware_gets_the_loader_for_its_architecture_and_fetches_it_by_tftp
     );
     assert!(out.status.success(), "curl {url}: {}", text(&out));
     assert!(
-        fs::read(&local).unwrap() == rb.files.asset(loader),
+        fs::read(&local).unwrap() == asset(&rb, loader),
         "{loader} by TFTP: bytes differ"
     );
     let sent = rb.wait_event(mac, "tftp.sent", loader);
     assert!(
-        sent.contains(&rb.files.asset(loader).len().to_string()),
+        sent.contains(&asset(&rb, loader).len().to_string()),
         "{sent}"
     );
 }
 
 #[test]
 fn dhcp_ipxe_gets_its_script_url_and_the_script_is_for_its_architecture() {
-    let rb = Rackboot::start_with(
-        Lab::new("dhcp-ipxe"),
-        Files::new().tokens_from_any_address(),
-    );
+    let rb = setup("dhcp-ipxe").tokens_from_any_address().start();
     let mac = "52:54:00:10:02:01";
-    let net = ClientNet::new(&rb.lab, &[mac]);
+    let net = Netns::clients(&rb.lab, &[mac]);
 
     // User class (option 77) "iPXE": the client already runs iPXE.
     let lease = net
@@ -848,13 +311,13 @@ fn dhcp_ipxe_gets_its_script_url_and_the_script_is_for_its_architecture() {
 /// node record either: the log says why, naming the architecture.
 #[test]
 fn dhcp_unsupported_architecture_gets_no_offer_and_no_record() {
-    let rb = Rackboot::start("dhcp-badarch");
+    let rb = setup("dhcp-badarch").start();
     let (x86_uefi, uboot, plain) = (
         "52:54:00:10:03:06",
         "52:54:00:10:03:16",
         "52:54:00:10:03:01",
     );
-    let net = ClientNet::new(&rb.lab, &[x86_uefi, uboot, plain]);
+    let net = Netns::clients(&rb.lab, &[x86_uefi, uboot, plain]);
 
     for (iface, mac, arch, name) in [
         ("c0", x86_uefi, "0006", "6 (x86 UEFI)"),
@@ -923,9 +386,9 @@ fn hex(bytes: &[u8]) -> String {
 
 #[test]
 fn dhcp_packets_that_do_not_parse_are_ignored_and_serving_continues() {
-    let rb = Rackboot::start("dhcp-garbage");
+    let rb = setup("dhcp-garbage").start();
     let (sender, client) = ("52:54:00:10:04:09", "52:54:00:10:04:01");
-    let net = ClientNet::new(&rb.lab, &[sender, client]);
+    let net = Netns::clients(&rb.lab, &[sender, client]);
 
     let mac = [0x52, 0x54, 0x00, 0x10, 0x04, 0x09];
     let header = bootrequest_header(mac);
@@ -997,17 +460,17 @@ fn dhcp_packets_that_do_not_parse_are_ignored_and_serving_continues() {
 
 #[test]
 fn dhclient_gets_keeps_and_releases_its_lease() {
-    let rb = Rackboot::start("dhclient");
+    let rb = setup("dhclient").start();
     let mac = "52:54:00:10:05:01";
-    let net = ClientNet::new(&rb.lab, &[mac]);
+    let net = Netns::clients(&rb.lab, &[mac]);
 
     // dhclient-script stand-in: records what it is told and configures c0 (RELEASE is sent
     // by unicast from the leased address), and leaves resolv.conf alone.
     let script = net.file("dhclient.sh");
     let record = net.file("dhclient.env");
-    fs::write(
+    write_executable(
         &script,
-        format!(
+        &format!(
             "#!/bin/sh\n\
              case \"$reason\" in\n\
                BOUND|RENEW|REBIND|REBOOT) ip addr replace \"$new_ip_address/24\" dev \"$interface\" ;;\n\
@@ -1018,9 +481,7 @@ fn dhclient_gets_keeps_and_releases_its_lease() {
              exit 0\n",
             record.display()
         ),
-    )
-    .unwrap();
-    make_executable(&script);
+    );
     let leases = net.file("dhclient.leases");
     let dhclient = |run: &str, extra: &[&str]| -> Vec<String> {
         // A fresh PID file per run: `dhclient -r` kills whatever PID the file names.
@@ -1061,7 +522,7 @@ fn dhclient_gets_keeps_and_releases_its_lease() {
     let first = bind("first", "BOUND");
     assert_in_range(&first);
     let host = format!("{}.rack.internal", hostname_of(mac));
-    assert_eq!(rb.dig(&["+short", &host, "A"]).trim(), first);
+    assert_eq!(dig(&rb, &["+short", &host, "A"]).trim(), first);
 
     // Again with the lease file: INIT-REBOOT asks for the same address and is acknowledged.
     let second = bind("second", "REBOOT");
@@ -1080,7 +541,7 @@ fn dhclient_gets_keeps_and_releases_its_lease() {
     assert!(!released.contains("no such lease"), "{released}");
     // The lease is gone: the node's name no longer resolves to an address. The node itself
     // still exists, so the name does too: NOERROR with no answer (NODATA), not NXDOMAIN.
-    let answer = rb.dig(&[&host, "A"]);
+    let answer = dig(&rb, &[&host, "A"]);
     assert!(
         answer.contains("status: NOERROR") && answer.contains("ANSWER: 0,"),
         "{answer}"
@@ -1089,9 +550,9 @@ fn dhclient_gets_keeps_and_releases_its_lease() {
 
 #[test]
 fn udhcpc_renews_by_unicast_and_keeps_its_address() {
-    let rb = Rackboot::start("udhcpc-renew");
+    let rb = setup("udhcpc-renew").start();
     let mac = "52:54:00:10:06:01";
-    let net = ClientNet::new(&rb.lab, &[mac]);
+    let net = Netns::clients(&rb.lab, &[mac]);
     let (script, record) = net.udhcpc_script("renew", true);
     let pid = net.spawn(
         "udhcpc",
@@ -1136,40 +597,43 @@ fn udhcpc_renews_by_unicast_and_keeps_its_address() {
 
 #[test]
 fn tftp_reads_return_the_exact_bytes_with_blksize_and_tsize() {
-    let rb = Rackboot::start("tftp-read");
+    let rb = setup("tftp-read").start();
 
     for (file, size) in ASSETS {
-        let (out, got) = rb.tftp_curl(&["--tftp-blksize", "1468"], file);
+        let (out, got) = tftp_curl(&rb, &["--tftp-blksize", "1468"], file);
         assert!(out.status.success(), "curl {file}: {}", text(&out));
         assert_eq!(got.len(), *size, "{file}");
-        assert!(got == rb.files.asset(file), "curl {file}: bytes differ");
+        assert!(got == asset(&rb, file), "curl {file}: bytes differ");
     }
 
-    let (out, got) = rb.tftp_atftp(&[
-        "--option",
-        "blksize 1468",
-        "--option",
-        "tsize 0",
-        "-g",
-        "-r",
-        "x86_64/vmlinuz",
-    ]);
+    let (out, got) = tftp_atftp(
+        &rb,
+        &[
+            "--option",
+            "blksize 1468",
+            "--option",
+            "tsize 0",
+            "-g",
+            "-r",
+            "x86_64/vmlinuz",
+        ],
+    );
     let trace = text(&out);
     assert!(out.status.success(), "{trace}");
-    assert!(
-        got == rb.files.asset("x86_64/vmlinuz"),
-        "atftp: bytes differ"
-    );
+    assert!(got == asset(&rb, "x86_64/vmlinuz"), "atftp: bytes differ");
     assert!(
         trace.contains("tsize: 9000") && trace.contains("blksize: 1468"),
         "{trace}"
     );
 
     // A size that fills its last block exactly, at the negotiated block size and the default.
-    let (out, got) = rb.tftp_atftp(&["--option", "blksize 1468", "-g", "-r", "ipxe-amd64.efi"]);
+    let (out, got) = tftp_atftp(
+        &rb,
+        &["--option", "blksize 1468", "-g", "-r", "ipxe-amd64.efi"],
+    );
     assert!(out.status.success(), "{}", text(&out));
     assert!(
-        got == rb.files.asset("ipxe-amd64.efi"),
+        got == asset(&rb, "ipxe-amd64.efi"),
         "atftp ipxe-amd64.efi: bytes differ"
     );
     let local = rb.lab.dir().join("arm64.tftp-hpa");
@@ -1187,29 +651,32 @@ fn tftp_reads_return_the_exact_bytes_with_blksize_and_tsize() {
         CMD,
     );
     assert!(
-        fs::read(&local).unwrap_or_default() == rb.files.asset("ipxe-arm64.efi"),
+        fs::read(&local).unwrap_or_default() == asset(&rb, "ipxe-arm64.efi"),
         "tftp-hpa: {}",
         text(&out)
     );
 
     // More than the server's limit is negotiated down (RFC 2348), never refused.
-    let (out, got) = rb.tftp_atftp(&["--option", "blksize 65464", "-g", "-r", "undionly.kpxe"]);
+    let (out, got) = tftp_atftp(
+        &rb,
+        &["--option", "blksize 65464", "-g", "-r", "undionly.kpxe"],
+    );
     let trace = text(&out);
     assert!(out.status.success(), "{trace}");
     assert!(trace.contains("blksize: 1468"), "{trace}");
     assert!(
-        got == rb.files.asset("undionly.kpxe"),
+        got == asset(&rb, "undionly.kpxe"),
         "atftp blksize 65464: bytes differ"
     );
 }
 
 #[test]
 fn tftp_refuses_paths_outside_the_assets_directory() {
-    let rb = Rackboot::start("tftp-escape");
+    let rb = setup("tftp-escape").start();
 
     for path in ["../etc/passwd", "/etc/passwd", "x86_64/../../etc/passwd"] {
         // curl exit 69: "permission problem on TFTP server", i.e. error code 2.
-        let (out, got) = rb.tftp_curl(&["--path-as-is"], path);
+        let (out, got) = tftp_curl(&rb, &["--path-as-is"], path);
         let err = text(&out);
         assert_eq!(out.status.code(), Some(69), "curl {path}: {err}");
         assert!(
@@ -1218,7 +685,7 @@ fn tftp_refuses_paths_outside_the_assets_directory() {
         );
         assert!(got.is_empty(), "curl {path} got bytes");
 
-        let (out, got) = rb.tftp_atftp(&["-g", "-r", path]);
+        let (out, got) = tftp_atftp(&rb, &["-g", "-r", path]);
         let err = text(&out);
         assert!(!out.status.success(), "atftp {path}: {err}");
         assert!(
@@ -1247,9 +714,9 @@ fn tftp_refuses_paths_outside_the_assets_directory() {
     );
     assert!(fs::read(&local).unwrap_or_default().is_empty());
 
-    let (out, got) = rb.tftp_curl(&[], "undionly.kpxe");
+    let (out, got) = tftp_curl(&rb, &[], "undionly.kpxe");
     assert!(
-        out.status.success() && got == rb.files.asset("undionly.kpxe"),
+        out.status.success() && got == asset(&rb, "undionly.kpxe"),
         "{}",
         text(&out)
     );
@@ -1258,7 +725,7 @@ fn tftp_refuses_paths_outside_the_assets_directory() {
 
 #[test]
 fn tftp_refuses_writes_and_reports_missing_files() {
-    let rb = Rackboot::start("tftp-write");
+    let rb = setup("tftp-write").start();
     let upload = rb.lab.dir().join("upload.bin");
     fs::write(&upload, b"not an asset").unwrap();
 
@@ -1302,12 +769,12 @@ fn tftp_refuses_writes_and_reports_missing_files() {
         text(&out)
     );
     assert!(
-        !rb.files.path("assets/upload.bin").exists(),
+        !rb.path("assets/upload.bin").exists(),
         "a write reached the assets dir"
     );
 
     // curl exit 68: "file not found on TFTP server", error code 1.
-    let (out, got) = rb.tftp_curl(&[], "nope.efi");
+    let (out, got) = tftp_curl(&rb, &[], "nope.efi");
     assert_eq!(out.status.code(), Some(68), "{}", text(&out));
     assert!(
         text(&out)
@@ -1317,16 +784,16 @@ fn tftp_refuses_writes_and_reports_missing_files() {
         text(&out)
     );
     assert!(got.is_empty());
-    let (out, _) = rb.tftp_atftp(&["-g", "-r", "x86_64"]);
+    let (out, _) = tftp_atftp(&rb, &["-g", "-r", "x86_64"]);
     assert!(
         text(&out).contains("<File not found>"),
         "a directory is not a file: {}",
         text(&out)
     );
 
-    let (out, got) = rb.tftp_curl(&[], "x86_64/initrd.img");
+    let (out, got) = tftp_curl(&rb, &[], "x86_64/initrd.img");
     assert!(
-        out.status.success() && got == rb.files.asset("x86_64/initrd.img"),
+        out.status.success() && got == asset(&rb, "x86_64/initrd.img"),
         "{}",
         text(&out)
     );
@@ -1338,7 +805,7 @@ fn tftp_refuses_writes_and_reports_missing_files() {
 
 #[test]
 fn http_bad_boot_and_asset_paths_get_4xx_with_a_reason() {
-    let rb = Rackboot::start("http-bad");
+    let rb = setup("http-bad").start();
 
     let r = rb.http(&[], "/boot/not-a-mac.ipxe");
     assert_eq!(r.status, 400, "{}", r.text());
@@ -1381,60 +848,33 @@ fn http_bad_boot_and_asset_paths_get_4xx_with_a_reason() {
             r.text()
         );
         assert!(
-            !r.text()
-                .contains(&rb.files.dir.path().display().to_string()),
+            !r.text().contains(&rb.site_dir().display().to_string()),
             "{path}: an internal path leaked"
         );
     }
 
     let r = rb.http(&[], "/assets/x86_64/initrd.img");
     assert_eq!(r.status, 200);
-    assert!(r.body == rb.files.asset("x86_64/initrd.img"));
+    assert!(r.body == asset(&rb, "x86_64/initrd.img"));
     rb.assert_still_serving();
 }
 
 /// Fetches the kernel of boot script `script`, as iPXE does next: the node's boot starts.
-fn start_boot(rb: &Rackboot, script: &str) {
-    let url = script
-        .lines()
-        .find(|l| l.starts_with("kernel "))
-        .and_then(|l| l.split_whitespace().nth(3))
-        .unwrap_or_else(|| panic!("no kernel in {script}"));
-    let path = url.strip_prefix(&format!("http://{SERVER_IP}")).unwrap();
-    let r = rb.http(&[], path);
+fn start_boot(rb: &Server, script: &str) {
+    let path = kernel_path(script);
+    let r = rb.http(&[], &path);
     assert_eq!(r.status, 200, "{path}: {}", r.text());
-}
-
-/// The node token from a rendered boot script, in force once its kernel is fetched: how a
-/// node learns it.
-fn token_of(rb: &Rackboot, mac: &str) -> String {
-    let r = rb.http(&[], &format!("/boot/{mac}.ipxe?arch=x86_64_efi"));
-    assert_eq!(r.status, 200, "{}", r.text());
-    let s = r.text();
-    start_boot(rb, &s);
-    let token = s
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("rackboot.token="))
-        .unwrap_or_else(|| panic!("no rackboot.token= in {s}"));
-    assert!(
-        token.len() == 32 && token.bytes().all(|b| b.is_ascii_hexdigit()),
-        "{token}"
-    );
-    token.to_string()
 }
 
 #[test]
 fn http_node_reports_need_the_nodes_own_token() {
-    let rb = Rackboot::start_with(
-        Lab::new("http-token"),
-        Files::new().tokens_from_any_address(),
-    );
+    let rb = setup("http-token").tokens_from_any_address().start();
     let (a, b, unknown) = (
         "52:54:00:10:08:0a",
         "52:54:00:10:08:0b",
         "52:54:00:10:08:ff",
     );
-    let (token_a, token_b) = (token_of(&rb, a), token_of(&rb, b));
+    let (token_a, token_b) = (rb.boot(a, "x86_64_efi"), rb.boot(b, "x86_64_efi"));
     assert_ne!(token_a, token_b);
     let report = |mac: &str| format!("/node/{mac}/report?state=booted");
     let bearer = |t: &str| format!("Authorization: Bearer {t}");
@@ -1496,15 +936,15 @@ fn http_node_reports_need_the_nodes_own_token() {
 /// next-boot bootenv; its next script is the local one.
 #[test]
 fn http_install_callback_needs_the_nodes_token_and_an_installer_boot_and_ends_on_local() {
-    let files = Files::new();
-    files.write(
-        "bootenvs/install.toml",
-        format!(
-            "installer = true\n[arch.x86_64_efi]\nkernel = \"x86_64/vmlinuz\"\ncmdline = \"{CMDLINE}\"\n"
+    let rb = setup("http-installed")
+        .file(
+            "bootenvs/install.toml",
+            format!(
+                "installer = true\n[arch.x86_64_efi]\nkernel = \"x86_64/vmlinuz\"\ncmdline = \"{CMDLINE}\"\n"
+            ),
         )
-        .as_bytes(),
-    );
-    let rb = Rackboot::start_with(Lab::new("http-installed"), files.tokens_from_any_address());
+        .tokens_from_any_address()
+        .start();
     let (a, b, unknown) = (
         "52:54:00:10:09:0a",
         "52:54:00:10:09:0b",
@@ -1523,7 +963,7 @@ fn http_install_callback_needs_the_nodes_token_and_an_installer_boot_and_ends_on
         "/api/v1/nodes",
     );
     assert_eq!(created.status, 201, "{}", created.text());
-    let (token_a, token_b) = (token_of(&rb, a), token_of(&rb, b));
+    let (token_a, token_b) = (rb.boot(a, "x86_64_efi"), rb.boot(b, "x86_64_efi"));
     let installed = |mac: &str| format!("/node/{mac}/installed?bootenv=install");
     let bearer = |t: &str| format!("Authorization: Bearer {t}");
 
@@ -1598,9 +1038,9 @@ fn http_install_callback_needs_the_nodes_token_and_an_installer_boot_and_ends_on
 
 #[test]
 fn http_assets_answer_head_and_range_requests() {
-    let rb = Rackboot::start("http-range");
+    let rb = setup("http-range").start();
     let file = "x86_64/vmlinuz";
-    let bytes = rb.files.asset(file);
+    let bytes = asset(&rb, file);
     let path = format!("/assets/{file}");
 
     let r = rb.http(&["-I"], &path);
@@ -1652,28 +1092,28 @@ fn http_assets_answer_head_and_range_requests() {
 
 #[test]
 fn dns_resolves_leased_nodes_both_ways_and_refuses_other_zones() {
-    let rb = Rackboot::start("dns");
+    let rb = setup("dns").start();
     let mac = "52:54:00:10:09:01";
-    let net = ClientNet::new(&rb.lab, &[mac]);
+    let net = Netns::clients(&rb.lab, &[mac]);
     let lease = net.udhcpc("c0", &[]).expect("a lease");
     let ip = &lease["ip"];
     let host = format!("{}.rack.internal", hostname_of(mac));
 
-    assert_eq!(rb.dig(&["+short", &host, "A"]).trim(), ip.as_str());
-    assert_eq!(rb.dig(&["+short", "-x", ip]).trim(), format!("{host}."));
+    assert_eq!(dig(&rb, &["+short", &host, "A"]).trim(), ip.as_str());
+    assert_eq!(dig(&rb, &["+short", "-x", ip]).trim(), format!("{host}."));
     // Names are case-insensitive (RFC 4343).
     assert_eq!(
-        rb.dig(&["+short", &host.to_uppercase(), "A"]).trim(),
+        dig(&rb, &["+short", &host.to_uppercase(), "A"]).trim(),
         ip.as_str()
     );
 
-    let answer = rb.dig(&["example.com", "A"]);
+    let answer = dig(&rb, &["example.com", "A"]);
     assert!(answer.contains("status: REFUSED"), "{answer}");
-    let answer = rb.dig(&["node-000000000000.rack.internal", "A"]);
+    let answer = dig(&rb, &["node-000000000000.rack.internal", "A"]);
     assert!(answer.contains("status: NXDOMAIN"), "{answer}");
 
     assert_eq!(
-        rb.dig(&["+short", &host, "A"]).trim(),
+        dig(&rb, &["+short", &host, "A"]).trim(),
         ip.as_str(),
         "still answering"
     );
@@ -1683,30 +1123,10 @@ fn dns_resolves_leased_nodes_both_ways_and_refuses_other_zones() {
 // ---------------------------------------------------------------------------------------------
 // Start-up failures
 
-/// Runs `rackboot serve` in the lab to its exit, which must be a failure within [`FAIL_FAST`],
-/// and returns its one line of output.
-fn start_fails(lab: &Lab, config: &Path) -> String {
-    let started = Instant::now();
-    let out = lab.run(
-        RACKBOOT,
-        &["serve", "--config", config.to_str().expect("utf-8 path")],
-        FAIL_FAST,
-    );
-    let elapsed = started.elapsed();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "rackboot started: {stderr}");
-    assert!(elapsed < FAIL_FAST, "took {elapsed:?}");
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "one message, one line:\n{stderr}");
-    assert!(lines[0].starts_with("rackboot: error: "), "{stderr}");
-    lines[0].to_string()
-}
-
 #[test]
 fn startup_fails_on_an_unknown_config_key_naming_key_and_line() {
-    let lab = Lab::new("start-key");
-    let files = Files::new();
-    let text = files
+    let rb = setup("start-key").prepare();
+    let text = rb
         .config_text()
         .replace("[dhcp]\n", "[dhcp]\nlease_time = 600\n");
     let line = text
@@ -1714,33 +1134,32 @@ fn startup_fails_on_an_unknown_config_key_naming_key_and_line() {
         .position(|l| l.starts_with("lease_time"))
         .unwrap()
         + 1;
-    files.write("rackboot.toml", text.as_bytes());
+    rb.write("rackboot.toml", text);
 
-    let msg = start_fails(&lab, &files.config());
-    assert!(msg.contains(&files.config().display().to_string()), "{msg}");
+    let msg = rb.start_fails();
+    assert!(msg.contains(&rb.config().display().to_string()), "{msg}");
     assert!(msg.contains("lease_time"), "{msg}");
     assert!(msg.contains(&format!("line {line}")), "{msg}");
 }
 
 #[test]
 fn startup_fails_on_a_missing_interface_naming_it_and_the_key() {
-    let lab = Lab::new("start-iface");
-    let files = Files::new();
-    let text = files
+    let rb = setup("start-iface").prepare();
+    let text = rb
         .config_text()
         .replace("interface = \"br0\"", "interface = \"nosuch0\"");
-    files.write("rackboot.toml", text.as_bytes());
+    rb.write("rackboot.toml", text);
 
-    let msg = start_fails(&lab, &files.config());
+    let msg = rb.start_fails();
     assert!(msg.contains("nosuch0"), "{msg}");
     assert!(msg.contains("network.interface"), "{msg}");
-    assert!(msg.contains(&files.config().display().to_string()), "{msg}");
+    assert!(msg.contains(&rb.config().display().to_string()), "{msg}");
 }
 
 #[test]
 fn startup_fails_when_the_http_port_is_taken_naming_http_address_and_key() {
-    let lab = Lab::new("start-inuse");
-    let files = Files::new();
+    let rb = setup("start-inuse").prepare();
+    let lab = &rb.lab;
     let squatter = lab.spawn(
         "python3",
         &[
@@ -1757,11 +1176,11 @@ fn startup_fails_when_the_http_port_is_taken_naming_http_address_and_key() {
     wait_for_file(&lab.dir().join("squatter.log"), "listening", CMD)
         .unwrap_or_else(|e| panic!("{e}"));
 
-    let msg = start_fails(&lab, &files.config());
+    let msg = rb.start_fails();
     assert!(msg.contains("HTTP"), "{msg}");
     assert!(msg.contains("10.77.0.1:80"), "{msg}");
     assert!(msg.contains("http.port"), "{msg}");
-    assert!(msg.contains(&files.config().display().to_string()), "{msg}");
+    assert!(msg.contains(&rb.config().display().to_string()), "{msg}");
     assert_eq!(
         msg.matches("Address already in use").count(),
         1,
@@ -1775,16 +1194,16 @@ fn startup_fails_when_the_http_port_is_taken_naming_http_address_and_key() {
 
 #[test]
 fn startup_fails_on_a_bootenv_that_does_not_parse_naming_file_and_line() {
-    let lab = Lab::new("start-bootenv");
-    let files = Files::new();
-    files.write(
-        "bootenvs/broken.toml",
-        b"description = \"missing a bracket\"\n\n[arch.bios\nkernel = \"x86_64/vmlinuz\"\n",
-    );
+    let rb = setup("start-bootenv")
+        .file(
+            "bootenvs/broken.toml",
+            "description = \"missing a bracket\"\n\n[arch.bios\nkernel = \"x86_64/vmlinuz\"\n",
+        )
+        .prepare();
 
-    let msg = start_fails(&lab, &files.config());
+    let msg = rb.start_fails();
     assert!(
-        msg.contains(&files.path("bootenvs/broken.toml").display().to_string()),
+        msg.contains(&rb.path("bootenvs/broken.toml").display().to_string()),
         "{msg}"
     );
     assert!(msg.contains("line 3"), "{msg}");
@@ -1794,22 +1213,19 @@ fn startup_fails_on_a_bootenv_that_does_not_parse_naming_file_and_line() {
 /// boot files: a second rackboot on the same interface must refuse to start.
 #[test]
 fn startup_fails_when_another_rackboot_serves_dhcp_on_the_interface() {
-    let rb = Rackboot::start("start-twice");
-    let second = Files::new();
+    let rb = setup("start-twice").start();
     // Only DHCP may clash: the other services are off in the second instance.
-    second.write(
-        "rackboot.toml",
-        format!(
-            "{}\n[tftp]\nenabled = false\n[http]\nenabled = false\n[dns]\nenabled = false\n",
-            second.config_text()
-        )
-        .as_bytes(),
-    );
-    let msg = start_fails(&rb.lab, &second.config());
+    let second = Setup::new("start-twice-second")
+        .standard_files()
+        .no_address()
+        .lab_subnet(RANGE.0, RANGE.1)
+        .http("enabled = false")
+        .write();
+    let msg = second.start_fails(&rb.lab);
     assert!(msg.contains("DHCP") && msg.contains(BRIDGE), "{msg}");
     assert!(msg.contains("network.interface"), "{msg}");
     assert!(
-        rb.lab.is_running(rb.pid),
+        rb.lab.is_running(rb.pid()),
         "the first instance keeps serving"
     );
 }
@@ -1886,9 +1302,9 @@ fn metrics_value(samples: &[(String, String, f64)], name: &str, labels: &str) ->
 
 #[test]
 fn metrics_count_a_dhcp_exchange_and_a_tftp_fetch() {
-    let rb = Rackboot::start("metrics");
+    let rb = setup("metrics").start();
     let mac = "52:54:00:10:0a:01";
-    let net = ClientNet::new(&rb.lab, &[mac]);
+    let net = Netns::clients(&rb.lab, &[mac]);
 
     let before = metrics_samples(&rb.http(OPENMETRICS, "/metrics").text());
     let sub = r#"subnet="10.77.0.0/24""#;
@@ -1908,9 +1324,9 @@ fn metrics_count_a_dhcp_exchange_and_a_tftp_fetch() {
         lease.get("boot_file").map(String::as_str),
         Some("ipxe-amd64.efi")
     );
-    let (out, got) = rb.tftp_curl(&[], "ipxe-amd64.efi");
+    let (out, got) = tftp_curl(&rb, &[], "ipxe-amd64.efi");
     assert!(
-        out.status.success() && got == rb.files.asset("ipxe-amd64.efi"),
+        out.status.success() && got == asset(&rb, "ipxe-amd64.efi"),
         "{}",
         text(&out)
     );
@@ -1946,7 +1362,7 @@ fn metrics_count_a_dhcp_exchange_and_a_tftp_fetch() {
     at_least(
         "rackboot_tftp_sent_bytes_total",
         "",
-        rb.files.asset("ipxe-amd64.efi").len() as f64,
+        asset(&rb, "ipxe-amd64.efi").len() as f64,
     );
     // The first scrape is counted by the time of the second.
     at_least(
@@ -1963,22 +1379,23 @@ fn metrics_count_a_dhcp_exchange_and_a_tftp_fetch() {
 #[test]
 fn started_as_root_it_binds_then_serves_as_the_service_user_with_no_capabilities() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let files = Files::new();
+    let rb = setup("privileges")
+        .table("service", "user = \"nobody\"")
+        .prepare();
     // What the service user serves must be readable by it.
-    for rel in ["", "assets", "assets/x86_64", "bootenvs", "scripts"] {
-        fs::set_permissions(files.path(rel), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(rb.site_dir(), fs::Permissions::from_mode(0o755)).unwrap();
+    for rel in ["assets", "assets/x86_64", "bootenvs", "scripts"] {
+        fs::set_permissions(rb.path(rel), fs::Permissions::from_mode(0o755)).unwrap();
     }
-    fs::set_permissions(files.path("api-tokens"), fs::Permissions::from_mode(0o644)).unwrap();
-    let config = format!("{}\n[service]\nuser = \"nobody\"\n", files.config_text());
-    files.write("rackboot.toml", config.as_bytes());
+    fs::set_permissions(rb.path("api-tokens"), fs::Permissions::from_mode(0o644)).unwrap();
     let id = |flag: &str| -> String {
         let out = Command::new("id").args([flag, "nobody"]).output().unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     let (uid, gid) = (id("-u"), id("-g"));
-    let rb = Rackboot::start_with(Lab::new("privileges"), files);
+    rb.serve();
 
-    let status = fs::read_to_string(format!("/proc/{}/status", rb.pid)).unwrap();
+    let status = fs::read_to_string(format!("/proc/{}/status", rb.pid())).unwrap();
     let field = |name: &str| -> Vec<String> {
         status
             .lines()
@@ -2000,7 +1417,7 @@ fn started_as_root_it_binds_then_serves_as_the_service_user_with_no_capabilities
         "{}",
         rb.log_text()
     );
-    let state = rb.files.path("state");
+    let state = rb.path("state");
     assert_eq!(fs::metadata(&state).unwrap().uid().to_string(), uid);
     let db = fs::metadata(state.join("rackboot.db")).unwrap();
     assert_eq!(db.uid().to_string(), uid);
@@ -2008,19 +1425,19 @@ fn started_as_root_it_binds_then_serves_as_the_service_user_with_no_capabilities
 
     // DHCP (a lease journaled and committed by the service user), TFTP and HTTP.
     let mac = "52:54:00:10:00:61";
-    let net = ClientNet::new(&rb.lab, &[mac]);
+    let net = Netns::clients(&rb.lab, &[mac]);
     let lease = net.udhcpc("c0", &[]).expect("a lease");
     assert_in_range(&lease["ip"]);
     assert_eq!(rb.node(mac)["state"], "discovered");
-    let (out, got) = rb.tftp_curl(&[], "undionly.kpxe");
+    let (out, got) = tftp_curl(&rb, &[], "undionly.kpxe");
     assert!(
-        out.status.success() && got == rb.files.asset("undionly.kpxe"),
+        out.status.success() && got == asset(&rb, "undionly.kpxe"),
         "{}",
         text(&out)
     );
     let r = rb.http(&[], "/assets/x86_64/vmlinuz");
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.body, rb.files.asset("x86_64/vmlinuz"));
+    assert_eq!(r.body, asset(&rb, "x86_64/vmlinuz"));
     rb.assert_still_serving();
 }
 
@@ -2029,18 +1446,19 @@ fn started_as_root_it_binds_then_serves_as_the_service_user_with_no_capabilities
 /// did not lease (as on a proxyDHCP subnet) is still named by its MAC on its node's timeline.
 #[test]
 fn tftp_names_an_unleased_client_from_the_neighbour_table_under_proc_subset_pid() {
-    let files = Files::new();
-    let script = format!(
-        "mount -t proc -o subset=pid proc /proc && exec {RACKBOOT} serve --config {}",
-        files.config().display()
-    );
-    let rb = Rackboot::start_as(
-        Lab::new("proc-subset"),
-        files,
-        "unshare",
-        &["-m", "--propagation", "private", "sh", "-c", &script],
-    );
-    let mounts = fs::read_to_string(format!("/proc/{}/mountinfo", rb.pid)).unwrap();
+    // sh execs its $0 ("$@" are rackboot's arguments) once /proc is mounted.
+    let rb = setup("proc-subset")
+        .exec_through(&[
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "mount -t proc -o subset=pid proc /proc && exec \"$0\" \"$@\"",
+        ])
+        .start();
+    let mounts = fs::read_to_string(format!("/proc/{}/mountinfo", rb.pid())).unwrap();
     assert!(
         mounts
             .lines()
@@ -2065,7 +1483,7 @@ fn tftp_names_an_unleased_client_from_the_neighbour_table_under_proc_subset_pid(
         r.status,
         r.text()
     );
-    let net = ClientNet::new(&rb.lab, &[mac]);
+    let net = Netns::clients(&rb.lab, &[mac]);
     let out = net.run("ip", &["addr", "add", "10.77.0.50/24", "dev", "c0"], CMD);
     assert!(out.status.success(), "{}", text(&out));
     let url = format!("tftp://{SERVER_IP}/undionly.kpxe");

@@ -18,22 +18,17 @@
 
 mod common;
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use common::api::{AUTH_HEADER, api_section};
-use common::lab::{BRIDGE, Lab, SERVER_IP, poll_until, read_text, tail, wait_for_file};
-use serde_json::Value;
+use common::lab::{
+    Lab, SERVER_IP, output_text as text, poll_until, read_text, tail, wait_for_file,
+};
+use common::netns::{Netns, last_event, write_executable};
+use common::server::Server;
+use common::setup::{LAB_CIDR, Setup, lab_range};
 
-const RACKBOOT: &str = env!("CARGO_BIN_EXE_rackboot");
-/// From spawn to "rackboot serving" (a debug build opening a fresh SQLite store), with other
-/// test binaries busy on both cores.
-const STARTUP: Duration = Duration::from_secs(60);
 /// Any one client command; a udhcpc run of at most 3 × 3 s tries fits well inside.
 const CMD: Duration = Duration::from_secs(40);
 /// How long a DHCP exchange that must succeed may take (dhclient retries with back-off).
@@ -53,330 +48,50 @@ const RACK_IF: &str = "rack78";
 // ---------------------------------------------------------------------------------------------
 // rackboot
 
-/// `rackboot serve` in a lab with a direct subnet 10.77.0.0/24 and the relayed rack subnet.
-/// Field order is drop order: the lab ends rackboot by PID.
-struct Rackboot {
-    lab: Lab,
-    pid: u32,
-    log: PathBuf,
-}
-
-impl Rackboot {
-    /// `rack_unknown` is the rack subnet's `unknown_clients`.
-    fn start(name: &str, rack_unknown: &str) -> Rackboot {
-        let lab = Lab::new(name);
-        let d = lab.dir().to_path_buf();
-        // Nothing here boots: dummy loaders and a bootenv are enough for rackboot to start.
-        for (path, bytes) in [
-            ("assets/undionly.kpxe", &b"loader"[..]),
-            ("assets/ipxe-amd64.efi", b"loader"),
-            ("assets/ipxe-arm64.efi", b"loader"),
-            ("assets/x86_64/vmlinuz", b"kernel"),
-            ("assets/x86_64/initrd.img", b"initrd"),
-            ("scripts/hello.sh", b"#!/bin/sh\necho hello\n"),
-            (
-                "bootenvs/discovery.toml",
-                b"description = \"relay tests\"\nscripts = [\"hello.sh\"]\n\
-                  [arch.bios]\nkernel = \"x86_64/vmlinuz\"\ninitrds = [\"x86_64/initrd.img\"]\n\
-                  cmdline = \"console=ttyS0\"\n",
-            ),
-        ] {
-            let p = d.join(path);
-            fs::create_dir_all(p.parent().unwrap()).unwrap();
-            fs::write(&p, bytes).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-        }
-        fs::create_dir_all(d.join("state")).unwrap();
-        let config = d.join("rackboot.toml");
-        fs::write(
-            &config,
-            format!(
-                "state_dir = \"{d}/state\"\n\
-                 assets_dir = \"{d}/assets\"\n\
-                 bootenvs_dir = \"{d}/bootenvs\"\n\
-                 scripts_dir = \"{d}/scripts\"\n\
-                 [network]\n\
-                 interface = \"{BRIDGE}\"\n\
-                 [[dhcp.subnet]]\n\
-                 cidr = \"10.77.0.0/24\"\n\
-                 ranges = [[\"10.77.0.100\", \"10.77.0.199\"]]\n\
-                 [[dhcp.subnet]]\n\
-                 cidr = \"{RACK_NET}\"\n\
-                 ranges = [[\"10.78.0.{}\", \"10.78.0.{}\"]]\n\
-                 router = \"{RACK_GW}\"\n\
-                 unknown_clients = \"{rack_unknown}\"\n\
-                 {api}",
-                RACK_RANGE.0,
-                RACK_RANGE.1,
-                d = d.display(),
-                api = api_section(&d),
+/// `rackboot serve` in a lab with a direct subnet 10.77.0.0/24 and the relayed rack subnet,
+/// whose `unknown_clients` is `rack_unknown`. Nothing here boots: dummy loaders and a bootenv
+/// are enough for rackboot to start.
+fn start(name: &str, rack_unknown: &str) -> Server {
+    Setup::new(name)
+        .standard_files()
+        .no_address()
+        .tftp("")
+        .dns("")
+        .dhcp()
+        .subnet(LAB_CIDR, &lab_range(100, 199))
+        .subnet(
+            RACK_NET,
+            &format!(
+                "ranges = [[\"10.78.0.{}\", \"10.78.0.{}\"]]\n\
+                 router = \"{RACK_GW}\"\nunknown_clients = \"{rack_unknown}\"",
+                RACK_RANGE.0, RACK_RANGE.1
             ),
         )
-        .unwrap();
-        let pid = lab.spawn(
-            RACKBOOT,
-            &["serve", "--config", config.to_str().unwrap()],
-            "rackboot.log",
-        );
-        let log = lab.dir().join("rackboot.log");
-        let up = poll_until(STARTUP, || {
-            if read_text(&log).contains("rackboot serving") {
-                Some(true)
-            } else if !lab.is_running(pid) {
-                Some(false)
-            } else {
-                None
-            }
-        });
-        assert!(
-            up == Some(true),
-            "rackboot did not start within {STARTUP:?}:\n{}",
-            tail(&read_text(&log), 20)
-        );
-        Rackboot { lab, pid, log }
-    }
-
-    fn log_text(&self) -> String {
-        read_text(&self.log)
-    }
-
-    /// `GET /api/v1/nodes/<mac>` from the lab: `None` on 404.
-    fn try_node(&self, mac: &str) -> Option<Value> {
-        let url = format!("http://{SERVER_IP}/api/v1/nodes/{mac}");
-        let out = self.lab.run(
-            "curl",
-            &[
-                "-sS",
-                "-m",
-                "10",
-                "-H",
-                AUTH_HEADER,
-                "-w",
-                "\n%{http_code}",
-                &url,
-            ],
-            CMD,
-        );
-        let body = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (json, code) = body.rsplit_once('\n').unwrap_or(("", ""));
-        match code {
-            "200" => Some(serde_json::from_str(json).unwrap_or_else(|e| panic!("{mac}: {e}"))),
-            "404" => None,
-            _ => panic!("GET {url}: {body}\n{}", text(&out)),
-        }
-    }
-
-    fn node(&self, mac: &str) -> Value {
-        self.try_node(mac)
-            .unwrap_or_else(|| panic!("no node {mac}\n{}", tail(&self.log_text(), 20)))
-    }
-
-    fn events(&self, mac: &str) -> Vec<(String, String)> {
-        self.node(mac)["events"]
-            .as_array()
-            .expect("events is an array")
-            .iter()
-            .map(|e| {
-                (
-                    e["kind"].as_str().unwrap_or_default().to_string(),
-                    e["detail"].as_str().unwrap_or_default().to_string(),
-                )
-            })
-            .collect()
-    }
-
-    fn details(&self, mac: &str, kind: &str) -> Vec<String> {
-        self.events(mac)
-            .into_iter()
-            .filter(|(k, _)| k == kind)
-            .map(|(_, d)| d)
-            .collect()
-    }
-
-    /// Waits until the log holds a line with every one of `needles`; returns that line.
-    fn wait_log(&self, needles: &[&str]) -> String {
-        poll_until(EVENT, || {
-            self.log_text()
-                .lines()
-                .find(|l| needles.iter().all(|n| l.contains(n)))
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "no log line with {needles:?} within {EVENT:?}:\n{}",
-                tail(&self.log_text(), 30)
-            )
-        })
-    }
-
-    fn assert_running(&self) {
-        assert!(
-            self.lab.is_running(self.pid),
-            "rackboot exited:\n{}",
-            tail(&self.log_text(), 30)
-        );
-    }
+        .start()
 }
 
 // ---------------------------------------------------------------------------------------------
 // Namespaces: the relay and the clients
 
-/// A network namespace of this test (`rb-<role>-<lab name>-<pid>`, so the lab's sweep removes
-/// it if the test binary is killed). Processes started in it are killed by PID on drop, then
-/// the namespace is deleted (its veths go with it).
-struct Netns {
-    name: String,
-    dir: PathBuf,
-    children: RefCell<Vec<Child>>,
-}
-
-impl Netns {
-    fn new(lab: &Lab, role: &str) -> Netns {
-        let name = lab.ns().replacen("rb-", &format!("rb-{role}-"), 1);
-        let dir = lab.dir().join(role);
-        fs::create_dir_all(&dir).unwrap();
-        ip(&["netns", "add", &name]);
-        // From here on Drop deletes it, even if a later step panics.
-        let ns = Netns {
-            name,
-            dir,
-            children: RefCell::new(Vec::new()),
-        };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn ip(&self, args: &[&str]) {
-        let mut all = vec!["-n", &self.name];
-        all.extend_from_slice(args);
-        ip(&all);
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    /// A short command in the namespace, killed if it outlives `timeout`.
-    fn run(&self, cmd: &str, args: &[&str], timeout: Duration) -> Output {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name, cmd]).args(args);
-        run_bounded(c, timeout)
-    }
-
-    /// A long-running process, output to `log` in this namespace's directory; killed on drop.
-    fn spawn(&self, cmd: &str, args: &[&str], log: &str) -> u32 {
-        let out = fs::File::create(self.file(log)).expect("create log");
-        let err = out.try_clone().expect("dup log");
-        // `ip netns exec` execs the command, so the PID is the command's own.
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.name, cmd])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {cmd}: {e}"));
-        let pid = child.id();
-        self.children.borrow_mut().push(child);
-        pid
-    }
-
-    /// SIGKILL to a process started with [`Netns::spawn`]; reaps it.
-    fn stop(&self, pid: u32) {
-        let mut children = self.children.borrow_mut();
-        if let Some(i) = children.iter().position(|c| c.id() == pid) {
-            let mut child = children.remove(i);
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn is_running(&self, pid: u32) -> bool {
-        self.children
-            .borrow_mut()
-            .iter_mut()
-            .find(|c| c.id() == pid)
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-    }
-
-    fn signal(&self, pid: u32, signal: &str) {
-        assert!(self.is_running(pid), "pid {pid} is not running");
-        let mut c = Command::new("kill");
-        c.args([&format!("-{signal}"), &pid.to_string()]);
-        let out = run_bounded(c, CMD);
-        assert!(out.status.success(), "kill -{signal} {pid}: {}", text(&out));
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for mut child in self.children.get_mut().drain(..) {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        // Anything a client left behind (a daemonized dhclient) is ended by PID too.
-        let mut c = Command::new("ip");
-        c.args(["netns", "pids", &self.name]);
-        if let Ok(out) = try_run_bounded(c, CMD) {
-            let pids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-                .split_whitespace()
-                .map(str::to_string)
-                .collect();
-            for pid in &pids {
-                let mut c = Command::new("kill");
-                c.args(["-KILL", pid]);
-                let _ = try_run_bounded(c, CMD);
-            }
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while pids
-                .iter()
-                .any(|p| Path::new(&format!("/proc/{p}")).exists())
-                && Instant::now() < deadline
-            {
-                sleep(Duration::from_millis(50));
-            }
-        }
-        let mut c = Command::new("ip");
-        c.args(["netns", "del", &self.name]);
-        if let Err(e) = try_run_bounded(c, CMD) {
-            eprintln!("could not delete namespace {}: {e}", self.name);
-        }
-    }
-}
-
-/// The wiring of the module docs. Field order is drop order: clients, relay, then rackboot and
-/// its lab.
-struct RelayNet {
-    clients: Netns,
-    relay: Netns,
+/// The wiring of the module docs. Field order is drop order: clients, then the relay; both
+/// borrow rackboot's lab, which goes last.
+struct RelayNet<'a> {
+    clients: Netns<'a>,
+    relay: Netns<'a>,
     relay_pid: u32,
-    rb: Rackboot,
 }
 
-impl RelayNet {
+impl<'a> RelayNet<'a> {
     /// `rack_cidr` is the relay's downstream address (its giaddr); `relayed` and `direct` are
     /// the MACs of client interfaces `c<i>` behind the relay and `d<i>` on `br0`.
-    fn new(rb: Rackboot, rack_cidr: &str, relayed: &[&str], direct: &[&str]) -> RelayNet {
-        let relay = Netns::new(&rb.lab, "rl");
-        let clients = Netns::new(&rb.lab, "cl");
-        let lab = &rb.lab;
+    fn new(lab: &'a Lab, rack_cidr: &str, relayed: &[&str], direct: &[&str]) -> RelayNet<'a> {
+        let relay = Netns::new(lab, "rl");
+        let clients = Netns::new(lab, "cl");
 
-        lab.ip(&[
-            "link",
-            "add",
-            "relaybr",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "up0",
-            "netns",
-            &relay.name,
-        ]);
-        lab.ip(&["link", "set", "relaybr", "master", BRIDGE, "up"]);
-        relay.ip(&["addr", "add", &format!("{RELAY_UP}/24"), "dev", "up0"]);
-        relay.ip(&["link", "set", "up0", "up"]);
+        relay.link("up0", None);
+        relay.addr("up0", &format!("{RELAY_UP}/24"));
         relay.ip(&["link", "add", RACK_IF, "type", "bridge"]);
-        relay.ip(&["addr", "add", rack_cidr, "dev", RACK_IF]);
+        relay.addr(RACK_IF, rack_cidr);
         relay.ip(&["link", "set", RACK_IF, "up"]);
         // The relay is the rack's router too: renewals go by unicast through it.
         let out = relay.run("sysctl", &["-qw", "net.ipv4.ip_forward=1"], CMD);
@@ -385,38 +100,10 @@ impl RelayNet {
         lab.ip(&["route", "add", &rack_net, "via", RELAY_UP]);
 
         for (i, mac) in relayed.iter().enumerate() {
-            let (iface, port) = (format!("c{i}"), format!("p{i}"));
-            relay.ip(&[
-                "link",
-                "add",
-                &port,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &iface,
-                "netns",
-                &clients.name,
-            ]);
-            relay.ip(&["link", "set", &port, "master", RACK_IF, "up"]);
-            clients.ip(&["link", "set", &iface, "address", mac, "up"]);
+            clients.link_on(&format!("c{i}"), Some(mac), relay.name(), RACK_IF);
         }
         for (i, mac) in direct.iter().enumerate() {
-            let (iface, port) = (format!("d{i}"), format!("d{i}br"));
-            lab.ip(&[
-                "link",
-                "add",
-                &port,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &iface,
-                "netns",
-                &clients.name,
-            ]);
-            lab.ip(&["link", "set", &port, "master", BRIDGE, "up"]);
-            clients.ip(&["link", "set", &iface, "address", mac, "up"]);
+            clients.link(&format!("d{i}"), Some(mac));
         }
 
         // -d: foreground, logging to stderr. -a: add option 82 (circuit id = interface name).
@@ -446,7 +133,6 @@ impl RelayNet {
             clients,
             relay,
             relay_pid,
-            rb,
         }
     }
 
@@ -462,45 +148,11 @@ impl RelayNet {
         );
     }
 
-    /// Runs `udhcpc -n -q` once on `iface` and returns what it told its script on `bound`, or
-    /// its output if it got no lease.
-    fn udhcpc_once(&self, iface: &str, run: &str) -> Result<BTreeMap<String, String>, String> {
-        let (script, record) = udhcpc_script(&self.clients, run, false);
-        let args = [
-            "-i",
-            iface,
-            "-f",
-            "-n",
-            "-q",
-            "-t",
-            "3",
-            "-T",
-            "3",
-            "-s",
-            script.to_str().unwrap(),
-        ];
-        let out = self.clients.run("udhcpc", &args, CMD);
-        match last_event(&record, "bound") {
-            Some(env) if out.status.success() => Ok(env),
-            _ => Err(format!(
-                "udhcpc {args:?}: {}\n{}\nscript saw:\n{}",
-                out.status,
-                text(&out),
-                read_text(&record)
-            )),
-        }
+    /// Runs `udhcpc -n -q` once on `iface` (3 tries, 3 s apart: the relay adds a hop) and
+    /// returns what it told its script on `bound`, or its output if it got no lease.
+    fn udhcpc_once(&self, iface: &str) -> Result<BTreeMap<String, String>, String> {
+        self.clients.udhcpc(iface, &["-T", "3"])
     }
-}
-
-/// The packets of a capture matching `filter`, one line each. Without `--immediate-mode` (which
-/// the lab's capture does not use) tcpdump writes a packet up to ~1 s late: poll this.
-fn read_pcap(lab: &Lab, pcap: &Path, filter: &str) -> String {
-    let out = lab.run(
-        "tcpdump",
-        &["-n", "-r", pcap.to_str().unwrap(), filter],
-        CMD,
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// `10.78.0.1/24` → `10.78.0.0/24`.
@@ -510,113 +162,6 @@ fn ipnet_of(cidr: &str) -> String {
     let addr: std::net::Ipv4Addr = addr.parse().unwrap();
     let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
     format!("{}/{len}", std::net::Ipv4Addr::from(u32::from(addr) & mask))
-}
-
-/// A udhcpc script that appends each call's event and variables to `<name>.env`; with
-/// `configure`, it first puts the leased address and default route on the interface (for a
-/// unicast renewal through the relay, which routes).
-fn udhcpc_script(ns: &Netns, name: &str, configure: bool) -> (PathBuf, PathBuf) {
-    let script = ns.file(&format!("{name}.sh"));
-    let record = ns.file(&format!("{name}.env"));
-    let configure = if configure {
-        "case \"$1\" in\n\
-           bound|renew) ip addr replace \"$ip/$mask\" dev \"$interface\"\n\
-             [ -z \"$router\" ] || ip route replace default via \"$router\" dev \"$interface\" ;;\n\
-           deconfig) ip addr flush dev \"$interface\" ;;\n\
-         esac\n"
-    } else {
-        ""
-    };
-    let body = format!(
-        "#!/bin/sh\n\
-         # udhcpc calls this with deconfig, bound, renew, nak or leasefail.\n\
-         {configure}\
-         {{ echo \"event=$1\"\n\
-           env | grep -E '^(ip|mask|subnet|router|siaddr|serverid|hostname|lease)=' || true\n\
-           echo \"end=$1\"\n\
-         }} >> '{}'\n\
-         exit 0\n",
-        record.display()
-    );
-    fs::write(&script, body).expect("write udhcpc script");
-    make_executable(&script);
-    (script, record)
-}
-
-/// The variables of the last complete script call for `event` in a udhcpc script record.
-fn last_event(record: &Path, event: &str) -> Option<BTreeMap<String, String>> {
-    let text = read_text(record);
-    let mut found = None;
-    let mut current: Option<BTreeMap<String, String>> = None;
-    for line in text.lines() {
-        let Some((k, v)) = line.split_once('=') else {
-            continue;
-        };
-        match k {
-            "event" => current = (v == event).then(BTreeMap::new),
-            // A call's record counts once the script has finished writing it.
-            "end" => found = current.take().or(found),
-            _ => {
-                if let Some(env) = current.as_mut() {
-                    env.insert(k.to_string(), v.to_string());
-                }
-            }
-        }
-    }
-    found
-}
-
-fn make_executable(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("chmod");
-}
-
-fn ip(args: &[&str]) {
-    let mut c = Command::new("ip");
-    c.args(args);
-    let out = run_bounded(c, CMD);
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        text(&out)
-    );
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn try_run_bounded(mut cmd: Command, timeout: Duration) -> Result<Output, String> {
-    let what = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("spawn {what}: {e}"))?;
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if Instant::now() < deadline => sleep(Duration::from_millis(10)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("{what}: no exit within {timeout:?}"));
-            }
-        }
-    }
-    // These commands print little: reading after exit cannot block on a full pipe.
-    child.wait_with_output().map_err(|e| format!("{what}: {e}"))
-}
-
-fn run_bounded(cmd: Command, timeout: Duration) -> Output {
-    try_run_bounded(cmd, timeout).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn assert_in_rack_range(ip: &str) {
@@ -636,7 +181,7 @@ fn rack_relay_info() -> String {
 }
 
 /// Checks the node record and timeline of a client first seen through the relay.
-fn assert_relayed_node(rb: &Rackboot, mac: &str, ip: &str) {
+fn assert_relayed_node(rb: &Server, mac: &str, ip: &str) {
     let node = rb.node(mac);
     assert_eq!(
         node["relay_info"].as_str(),
@@ -674,18 +219,18 @@ fn assert_relayed_node(rb: &Rackboot, mac: &str, ip: &str) {
 fn relayed_clients_get_rack_addresses_and_keep_them() {
     let started = Instant::now();
     let (udhcpc_mac, dhclient_mac) = ("52:54:00:78:00:01", "52:54:00:78:00:02");
+    let rb = start("relay-leases", "serve");
     let net = RelayNet::new(
-        Rackboot::start("relay-leases", "serve"),
+        &rb.lab,
         &format!("{RACK_GW}/24"),
         &[udhcpc_mac, dhclient_mac],
         &[],
     );
-    let rb = &net.rb;
     let pcap = rb.lab.dir().join("leases.pcap");
     let tcpdump = rb.lab.capture(&pcap);
 
     // udhcpc, staying in the foreground and configuring c0, so that it can renew.
-    let (script, record) = udhcpc_script(&net.clients, "udhcpc", true);
+    let (script, record) = net.clients.udhcpc_script("udhcpc", true);
     let pid = net.clients.spawn(
         "udhcpc",
         &["-i", "c0", "-f", "-t", "5", "-T", "3", "-s"]
@@ -707,7 +252,7 @@ fn relayed_clients_get_rack_addresses_and_keep_them() {
     assert_eq!(bound["router"], RACK_GW, "{bound:?}");
     assert_eq!(bound["subnet"], "255.255.255.0", "{bound:?}");
     assert_eq!(bound["serverid"], SERVER_IP.to_string(), "{bound:?}");
-    assert_relayed_node(rb, udhcpc_mac, &ip);
+    assert_relayed_node(&rb, udhcpc_mac, &ip);
     eprintln!("udhcpc bound {ip} after {:.1?}", started.elapsed());
 
     // SIGUSR1: renew now. RENEWING is a REQUEST with ciaddr set, unicast to the server
@@ -739,14 +284,17 @@ fn relayed_clients_get_rack_addresses_and_keep_them() {
         format!("{SERVER_IP}.67 > {ip}.68"),
     );
     let seen = poll_until(EVENT, || {
-        let dump = read_pcap(&rb.lab, &pcap, "udp port 67 or udp port 68");
+        let dump = rb
+            .lab
+            .read_capture(&pcap, &[], "udp port 67 or udp port 68");
         (dump.contains(&request) && dump.contains(&ack)).then_some(())
     });
     rb.lab.stop(tcpdump);
     assert!(
         seen.is_some(),
         "the unicast renewal and its unicast ACK must be on the wire:\n{}",
-        read_pcap(&rb.lab, &pcap, "udp port 67 or udp port 68")
+        rb.lab
+            .read_capture(&pcap, &[], "udp port 67 or udp port 68")
     );
     assert!(
         rb.details(udhcpc_mac, "dhcp.nak").is_empty(),
@@ -759,9 +307,9 @@ fn relayed_clients_get_rack_addresses_and_keep_them() {
     // broadcast, so relayed again).
     let dscript = net.clients.file("dhclient.sh");
     let drecord = net.clients.file("dhclient.env");
-    fs::write(
+    write_executable(
         &dscript,
-        format!(
+        &format!(
             "#!/bin/sh\n\
              case \"$reason\" in\n\
                BOUND|RENEW|REBIND|REBOOT) ip addr replace \"$new_ip_address/24\" dev \"$interface\" ;;\n\
@@ -770,9 +318,7 @@ fn relayed_clients_get_rack_addresses_and_keep_them() {
              exit 0\n",
             drecord.display()
         ),
-    )
-    .unwrap();
-    make_executable(&dscript);
+    );
     let leases = net.clients.file("dhclient.leases");
     let dhclient = |run: &str, reason: &str| -> String {
         // A fresh PID file per run: dhclient kills whatever PID an old one names.
@@ -819,7 +365,7 @@ fn relayed_clients_get_rack_addresses_and_keep_them() {
     let first = dhclient("first", "BOUND");
     assert_in_rack_range(&first);
     assert_ne!(first, ip, "one address per node");
-    assert_relayed_node(rb, dhclient_mac, &first);
+    assert_relayed_node(&rb, dhclient_mac, &first);
     let second = dhclient("second", "REBOOT");
     assert_eq!(second, first, "the address must be kept");
     eprintln!(
@@ -836,18 +382,13 @@ fn relayed_clients_get_rack_addresses_and_keep_them() {
 #[test]
 fn relayed_request_from_an_unconfigured_network_gets_no_answer() {
     let mac = "52:54:00:79:00:01";
-    let net = RelayNet::new(
-        Rackboot::start("relay-unknown-net", "serve"),
-        "10.79.0.1/24",
-        &[mac],
-        &[],
-    );
-    let rb = &net.rb;
+    let rb = start("relay-unknown-net", "serve");
+    let net = RelayNet::new(&rb.lab, "10.79.0.1/24", &[mac], &[]);
     let pcap = rb.lab.dir().join("relay.pcap");
     let tcpdump = rb.lab.capture(&pcap);
 
     let err = net
-        .udhcpc_once("c0", "unknown-net")
+        .udhcpc_once("c0")
         .expect_err("no lease for a network rackboot does not serve");
     assert!(err.contains("no lease"), "{err}");
     let line = rb.wait_log(&["ignoring relayed request", "relay=10.79.0.1"]);
@@ -861,10 +402,10 @@ fn relayed_request_from_an_unconfigured_network_gets_no_answer() {
     let to_server = format!("{RELAY_UP}.67 > {SERVER_IP}.67");
     let forwarded = |dump: &str| dump.lines().filter(|l| l.contains(&to_server)).count();
     let seen = poll_until(EVENT, || {
-        (forwarded(&read_pcap(&rb.lab, &pcap, "udp port 67")) >= 3).then_some(())
+        (forwarded(&rb.lab.read_capture(&pcap, &[], "udp port 67")) >= 3).then_some(())
     });
     rb.lab.stop(tcpdump);
-    let dump = read_pcap(&rb.lab, &pcap, "udp port 67");
+    let dump = rb.lab.read_capture(&pcap, &[], "udp port 67");
     assert!(
         seen.is_some(),
         "the relay must have forwarded the 3 DISCOVERs:\n{dump}{}",
@@ -886,16 +427,16 @@ fn relayed_request_from_an_unconfigured_network_gets_no_answer() {
 fn relayed_subnet_ignoring_unknown_clients_serves_only_known_nodes() {
     let (known, unknown) = ("52:54:00:78:01:01", "52:54:00:78:01:02");
     // c0 = known behind the relay, c1 = unknown behind the relay, d0 = known on br0 directly.
+    let rb = start("relay-ignore", "ignore");
     let net = RelayNet::new(
-        Rackboot::start("relay-ignore", "ignore"),
+        &rb.lab,
         &format!("{RACK_GW}/24"),
         &[known, unknown],
         &[known],
     );
-    let rb = &net.rb;
 
     let err = net
-        .udhcpc_once("c1", "unknown")
+        .udhcpc_once("c1")
         .expect_err("an unknown MAC must not be served on an `ignore` subnet");
     assert!(err.contains("no lease"), "{err}");
     let line = rb.wait_log(&["ignoring unknown client", unknown]);
@@ -903,19 +444,18 @@ fn relayed_subnet_ignoring_unknown_clients_serves_only_known_nodes() {
     assert!(rb.try_node(unknown).is_none(), "no node for an ignored MAC");
 
     // The known MAC: also ignored until its node exists.
-    net.udhcpc_once("c0", "known-before")
-        .expect_err("the MAC has no node yet");
+    net.udhcpc_once("c0").expect_err("the MAC has no node yet");
     assert!(rb.try_node(known).is_none());
 
     // A direct exchange on the lab subnet (unknown_clients = "serve") creates its node.
-    let direct = net.udhcpc_once("d0", "direct").expect("a lab lease");
+    let direct = net.udhcpc_once("d0").expect("a lab lease");
     assert!(direct["ip"].starts_with("10.77.0."), "{direct:?}");
     let node = rb.node(known);
     assert_eq!(node["state"], "discovered", "{node:#}");
     assert!(node["relay_info"].is_null(), "{node:#}");
 
     let lease = net
-        .udhcpc_once("c0", "known")
+        .udhcpc_once("c0")
         .expect("a known node is served through the relay");
     assert_in_rack_range(&lease["ip"]);
     assert_eq!(lease["router"], RACK_GW);

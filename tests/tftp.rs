@@ -16,18 +16,15 @@
 mod common;
 
 use std::fs;
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::api::api_section;
-use common::lab::{BRIDGE, Lab, SERVER_IP, poll_until, read_text, tail};
+use common::lab::{self, BRIDGE, Lab, SERVER_IP, output_text as text, tail};
+use common::netns::Netns;
+use common::server::Server;
+use common::setup::{Setup, pseudo_random};
 use sha2::{Digest, Sha256};
-use tempfile::TempDir;
 
-const RACKBOOT: &str = env!("CARGO_BIN_EXE_rackboot");
-/// From spawn to "rackboot serving" (a debug build opening a fresh SQLite store).
-const STARTUP: Duration = Duration::from_secs(30);
 /// One 1 MiB fetch on a loss-free link.
 const CMD: Duration = Duration::from_secs(30);
 /// One 1 MiB fetch with 10% of the client's packets lost: ~70 lost ACKs at blksize 1468, each
@@ -40,109 +37,36 @@ const BIG_LEN: usize = 1 << 20;
 const HUGE: &str = "huge.bin";
 const HUGE_LEN: usize = 33 << 20;
 
-/// `rackboot serve` in a lab with TFTP on and `big.bin` in its assets. Field order is drop
-/// order: the lab (which ends rackboot by PID) goes before the files it uses.
-struct Server {
-    lab: Lab,
-    dir: TempDir,
-    pid: u32,
-    log: PathBuf,
+/// `rackboot serve` in a lab with TFTP on (`tftp_section` in its `[tftp]`) and `big.bin` in its
+/// assets.
+fn start(name: &str, tftp_section: &str) -> Server {
+    let mut setup = Setup::new(name)
+        .no_address()
+        .all_protocols(100, 199)
+        .tftp(tftp_section)
+        .file(&format!("assets/{BIG}"), pseudo_random(7, BIG_LEN))
+        .file("assets/x86_64/vmlinuz", "kernel")
+        .file(
+            "bootenvs/discovery.toml",
+            "description = \"tftp tests\"\n\n[arch.bios]\nkernel = \"x86_64/vmlinuz\"\n",
+        );
+    if name == "tftp-options" {
+        setup = setup.file(&format!("assets/{HUGE}"), pseudo_random(11, HUGE_LEN));
+    }
+    setup.start()
 }
 
-impl Server {
-    fn start(name: &str, tftp_section: &str) -> Server {
-        let lab = Lab::new(name);
-        let dir = tempfile::Builder::new()
-            .prefix("rackboot-tftp-")
-            .tempdir()
-            .expect("create temp dir");
-        let d = dir.path();
-        let write = |rel: &str, bytes: &[u8]| {
-            let p = d.join(rel);
-            fs::create_dir_all(p.parent().unwrap()).unwrap();
-            fs::write(&p, bytes).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-        };
-        write(&format!("assets/{BIG}"), &pseudo_random(7, BIG_LEN));
-        if name == "tftp-options" {
-            write(&format!("assets/{HUGE}"), &pseudo_random(11, HUGE_LEN));
-        }
-        write("assets/x86_64/vmlinuz", b"kernel");
-        write(
-            "bootenvs/discovery.toml",
-            b"description = \"tftp tests\"\n\n[arch.bios]\nkernel = \"x86_64/vmlinuz\"\n",
-        );
-        fs::create_dir_all(d.join("scripts")).unwrap();
-        fs::create_dir_all(d.join("state")).unwrap();
-        let dp = d.display();
-        let config = format!(
-            "state_dir = \"{dp}/state\"\n\
-             assets_dir = \"{dp}/assets\"\n\
-             bootenvs_dir = \"{dp}/bootenvs\"\n\
-             scripts_dir = \"{dp}/scripts\"\n\n\
-             [network]\ninterface = \"{BRIDGE}\"\n\n\
-             [dhcp]\n\n[[dhcp.subnet]]\ncidr = \"10.77.0.0/24\"\n\
-             ranges = [[\"10.77.0.100\", \"10.77.0.199\"]]\n\n\
-             [tftp]\n{tftp_section}\n{}",
-            api_section(d),
-        );
-        write("rackboot.toml", config.as_bytes());
-        let cfg = d.join("rackboot.toml");
-        let pid = lab.spawn(
-            RACKBOOT,
-            &["serve", "--config", cfg.to_str().unwrap()],
-            "rackboot.log",
-        );
-        let server = Server {
-            log: lab.dir().join("rackboot.log"),
-            lab,
-            dir,
-            pid,
-        };
-        let up = poll_until(STARTUP, || {
-            if read_text(&server.log).contains("rackboot serving") {
-                Some(true)
-            } else if !server.lab.is_running(pid) {
-                Some(false)
-            } else {
-                None
-            }
-        });
-        assert!(
-            up == Some(true),
-            "rackboot did not start within {STARTUP:?}:\n{}",
-            tail(&read_text(&server.log), 20)
-        );
-        server
-    }
+fn big_sha(s: &Server) -> String {
+    sha256_of(&s.path("assets").join(BIG))
+}
 
-    fn big_sha(&self) -> String {
-        sha256_of(&self.dir.path().join("assets").join(BIG))
-    }
-
-    /// One sample of `GET /metrics` (`name` with its labels, as the text has it).
-    fn metric(&self, series: &str) -> f64 {
-        let out = self.lab.run(
-            "curl",
-            &["-sf", "-m", "5", &format!("http://{SERVER_IP}/metrics")],
-            CMD,
-        );
-        let t = String::from_utf8_lossy(&out.stdout).into_owned();
-        t.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("no {series} in /metrics:\n{t}"))
-    }
-
-    fn assert_still_serving(&self) {
-        assert!(
-            self.lab.is_running(self.pid),
-            "rackboot exited:\n{}",
-            tail(&read_text(&self.log), 20)
-        );
-        let local = self.lab.dir().join("after.curl");
-        let out = curl(&self.lab, &[], BIG, &local, CMD);
-        assert!(out.status.success(), "curl after refusals: {}", text(&out));
-        assert_eq!(sha256_of(&local), self.big_sha());
-    }
+/// rackboot still runs and still sends `big.bin` whole.
+fn assert_still_serving(s: &Server) {
+    s.assert_running();
+    let local = s.lab.dir().join("after.curl");
+    let out = curl(&s.lab, &[], BIG, &local, CMD);
+    assert!(out.status.success(), "curl after refusals: {}", text(&out));
+    assert_eq!(sha256_of(&local), big_sha(s));
 }
 
 /// curl `tftp://10.77.0.1/<file>` into `local` from the lab namespace.
@@ -178,7 +102,7 @@ fn atftp(lab: &Lab, args: &[&str]) -> Output {
     ];
     all.extend_from_slice(args);
     all.push(&server);
-    run_bounded("ip", &all, CMD)
+    lab::run_bounded("ip", &all, CMD)
 }
 
 fn sha256_of(path: &std::path::Path) -> String {
@@ -186,31 +110,10 @@ fn sha256_of(path: &std::path::Path) -> String {
     format!("{:x}", Sha256::digest(&bytes))
 }
 
-/// Deterministic, non-repeating bytes (xorshift64), so a misplaced block cannot compare equal.
-fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 #[test]
 fn curl_and_atftp_fetch_1mib_identically_with_blksize_windowsize_and_tsize() {
-    let s = Server::start("tftp-options", "");
-    let want = s.big_sha();
+    let s = start("tftp-options", "");
+    let want = big_sha(&s);
     for (name, args) in [
         ("blksize1468", &["--tftp-blksize", "1468"][..]),
         ("plain", &["--tftp-no-options"][..]),
@@ -314,7 +217,7 @@ fn curl_and_atftp_fetch_1mib_identically_with_blksize_windowsize_and_tsize() {
         );
         assert_eq!(
             sha256_of(&local),
-            sha256_of(&s.dir.path().join("assets").join(file)),
+            sha256_of(&s.path("assets").join(file)),
             "tftp-hpa {file}: bytes differ"
         );
     }
@@ -324,7 +227,7 @@ fn curl_and_atftp_fetch_1mib_identically_with_blksize_windowsize_and_tsize() {
 
 #[test]
 fn reads_outside_the_assets_and_writes_get_error_packets_and_serving_continues() {
-    let s = Server::start("tftp-refusals", "");
+    let s = start("tftp-refusals", "");
     let local = s.lab.dir().join("refused.atftp");
     let l = local.to_str().unwrap();
     let out = atftp(&s.lab, &["-g", "-r", "../rackboot.toml", "-l", l]);
@@ -341,9 +244,9 @@ fn reads_outside_the_assets_and_writes_get_error_packets_and_serving_continues()
     let t = text(&out);
     assert!(!out.status.success(), "write succeeded: {t}");
     assert!(t.contains("read-only"), "write error packet: {t}");
-    assert!(!s.dir.path().join("assets/upload.bin").exists());
+    assert!(!s.path("assets/upload.bin").exists());
 
-    s.assert_still_serving();
+    assert_still_serving(&s);
 }
 
 /// Links inside the assets directory lead nowhere: a linked directory out of it (`evil-dir ->
@@ -352,8 +255,8 @@ fn reads_outside_the_assets_and_writes_get_error_packets_and_serving_continues()
 /// the regular file next to them is served by both.
 #[test]
 fn links_in_the_assets_lead_nowhere_over_tftp_or_http() {
-    let s = Server::start("tftp-links", "");
-    let assets = s.dir.path().join("assets");
+    let s = start("tftp-links", "");
+    let assets = s.path("assets");
     std::os::unix::fs::symlink("/etc", assets.join("evil-dir")).unwrap();
     std::os::unix::fs::symlink("../..", assets.join("x86_64/up")).unwrap();
     std::os::unix::fs::symlink(BIG, assets.join("inside-link")).unwrap();
@@ -418,160 +321,86 @@ fn links_in_the_assets_lead_nowhere_over_tftp_or_http() {
         CMD,
     );
     assert_eq!(out.stdout, b"kernel", "{}", text(&out));
-    s.assert_still_serving();
+    assert_still_serving(&s);
 }
 
-/// A client namespace behind a veth pair to `br0`, at 10.77.0.50, losing a share of the
-/// client's packets.
-struct LossyClient {
-    ns: String,
+/// A client namespace (`role`) behind a veth pair to `br0`, at 10.77.0.50, with `mtu` on both
+/// ends of its link if given.
+fn client<'a>(lab: &'a Lab, role: &str, mtu: Option<u32>) -> Netns<'a> {
+    let c = Netns::new(lab, role);
+    c.link("lossy0", None);
+    if let Some(mtu) = mtu {
+        c.mtu("lossy0", mtu);
+    }
+    c.addr("lossy0", "10.77.0.50/24");
+    c
 }
 
-impl LossyClient {
-    fn new(lab: &Lab, percent: u32) -> LossyClient {
-        let c = LossyClient::plain(lab, "rb-lossy-", None);
-        c.lose(lab, percent);
-        c
-    }
+/// A [`client`] losing `percent` % of its packets.
+fn lossy_client(lab: &Lab, percent: u32) -> Netns<'_> {
+    let c = client(lab, "lossy", None);
+    lose(&c, lab, percent);
+    c
+}
 
-    /// The namespace and its veth, with `mtu` on both ends if given.
-    fn plain(lab: &Lab, prefix: &str, mtu: Option<u32>) -> LossyClient {
-        let ns = lab.ns().replacen("rb-", prefix, 1);
-        ip(&["netns", "add", &ns]);
-        // From here on Drop deletes the namespace (and with it the veth pair).
-        let c = LossyClient { ns };
-        ip(&["-n", &c.ns, "link", "set", "lo", "up"]);
-        ip(&[
-            "-n",
-            lab.ns(),
-            "link",
-            "add",
-            "lossybr",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "lossy0",
-            "netns",
-            &c.ns,
-        ]);
-        ip(&[
-            "-n",
-            lab.ns(),
-            "link",
-            "set",
-            "lossybr",
-            "master",
-            BRIDGE,
-            "up",
-        ]);
-        if let Some(mtu) = mtu {
-            let mtu = mtu.to_string();
-            ip(&["-n", lab.ns(), "link", "set", "lossybr", "mtu", &mtu]);
-            ip(&["-n", &c.ns, "link", "set", "lossy0", "mtu", &mtu]);
-        }
-        ip(&["-n", &c.ns, "addr", "add", "10.77.0.50/24", "dev", "lossy0"]);
-        ip(&["-n", &c.ns, "link", "set", "lossy0", "up"]);
-        c
-    }
-
-    /// Drops `percent` % of the client's packets.
-    fn lose(&self, lab: &Lab, percent: u32) {
-        let c = self;
-        // netem where the kernel has it; otherwise (CONFIG_NET_SCH_NETEM off, as on some CI
-        // kernels) the same random drop of the client's packets with nftables, on their way in
-        // to the server's namespace: dropped on the client's own output hook, sendto() would
-        // fail with EPERM instead of the packet vanishing on the wire.
-        let pct = percent.to_string() + "%";
-        let netem = c.run(
-            "tc",
-            &[
-                "qdisc", "add", "dev", "lossy0", "root", "netem", "loss", &pct,
-            ],
-            CMD,
+/// Drops `percent` % of `c`'s packets.
+fn lose(c: &Netns, lab: &Lab, percent: u32) {
+    // netem where the kernel has it; otherwise (CONFIG_NET_SCH_NETEM off, as on some CI
+    // kernels) the same random drop of the client's packets with nftables, on their way in
+    // to the server's namespace: dropped on the client's own output hook, sendto() would
+    // fail with EPERM instead of the packet vanishing on the wire.
+    let pct = percent.to_string() + "%";
+    let netem = c.run(
+        "tc",
+        &[
+            "qdisc", "add", "dev", "lossy0", "root", "netem", "loss", &pct,
+        ],
+        CMD,
+    );
+    if !netem.status.success() {
+        eprintln!(
+            "netem unavailable ({}), dropping with nft",
+            text(&netem).trim()
         );
-        if !netem.status.success() {
-            eprintln!(
-                "netem unavailable ({}), dropping with nft",
-                text(&netem).trim()
-            );
-            let pct = percent.to_string();
-            for args in [
-                &["add", "table", "inet", "loss"][..],
-                &[
-                    "add",
-                    "chain",
-                    "inet",
-                    "loss",
-                    "drops",
-                    "{ type filter hook input priority 0 ; }",
-                ],
-                &[
-                    "add",
-                    "rule",
-                    "inet",
-                    "loss",
-                    "drops",
-                    "ip",
-                    "saddr",
-                    "10.77.0.50",
-                    "numgen",
-                    "random",
-                    "mod",
-                    "100",
-                    "<",
-                    &pct,
-                    "drop",
-                ],
-            ] {
-                let out = lab.run("nft", args, CMD);
-                assert!(out.status.success(), "nft {args:?}: {}", text(&out));
-            }
-        }
-    }
-
-    fn run(&self, cmd: &str, args: &[&str], limit: Duration) -> Output {
-        let mut all = vec!["netns", "exec", &self.ns, cmd];
-        all.extend_from_slice(args);
-        run_bounded("ip", &all, limit)
-    }
-}
-
-impl Drop for LossyClient {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
-    }
-}
-
-fn ip(args: &[&str]) {
-    let out = run_bounded("ip", args, CMD);
-    assert!(out.status.success(), "ip {args:?}: {}", text(&out));
-}
-
-/// Runs `cmd`, killing it by PID if it outlives `limit`.
-fn run_bounded(cmd: &str, args: &[&str], limit: Duration) -> Output {
-    let child = Command::new(cmd)
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {cmd}: {e}"));
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait_with_output()));
-    match rx.recv_timeout(limit) {
-        Ok(out) => out.unwrap_or_else(|e| panic!("{cmd}: {e}")),
-        Err(_) => {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("{cmd} {args:?} did not finish within {limit:?}");
+        let pct = percent.to_string();
+        for args in [
+            &["add", "table", "inet", "loss"][..],
+            &[
+                "add",
+                "chain",
+                "inet",
+                "loss",
+                "drops",
+                "{ type filter hook input priority 0 ; }",
+            ],
+            &[
+                "add",
+                "rule",
+                "inet",
+                "loss",
+                "drops",
+                "ip",
+                "saddr",
+                "10.77.0.50",
+                "numgen",
+                "random",
+                "mod",
+                "100",
+                "<",
+                &pct,
+                "drop",
+            ],
+        ] {
+            let out = lab.run("nft", args, CMD);
+            assert!(out.status.success(), "nft {args:?}: {}", text(&out));
         }
     }
 }
 
 #[test]
 fn a_fetch_completes_identically_with_ten_percent_loss() {
-    let s = Server::start("tftp-loss", "");
-    let client = LossyClient::new(&s.lab, 10);
+    let s = start("tftp-loss", "");
+    let client = lossy_client(&s.lab, 10);
     let local = s.lab.dir().join("lossy.curl");
     let url = format!("tftp://{SERVER_IP}/{BIG}");
     let max = LOSSY.as_secs().to_string();
@@ -592,7 +421,7 @@ fn a_fetch_completes_identically_with_ten_percent_loss() {
         LOSSY + Duration::from_secs(5),
     );
     assert!(out.status.success(), "curl under loss: {}", text(&out));
-    assert_eq!(sha256_of(&local), s.big_sha(), "bytes differ under loss");
+    assert_eq!(sha256_of(&local), big_sha(&s), "bytes differ under loss");
     eprintln!("1 MiB with 10% loss in {:?}", started.elapsed());
     let resent = s.metric("rackboot_tftp_retransmissions_total");
     assert!(resent > 0.0, "nothing was retransmitted under 10% loss");
@@ -625,7 +454,7 @@ fn a_fetch_completes_identically_with_ten_percent_loss() {
     );
     assert_eq!(
         sha256_of(&local),
-        s.big_sha(),
+        big_sha(&s),
         "atftp windowsize: bytes differ under loss"
     );
     eprintln!(
@@ -637,11 +466,11 @@ fn a_fetch_completes_identically_with_ten_percent_loss() {
 
 #[test]
 fn a_client_behind_a_smaller_mtu_gets_a_blksize_that_fits_it() {
-    let s = Server::start("tftp-mtu", "");
+    let s = start("tftp-mtu", "");
     // The client's link carries 1000-byte packets. The bridge keeps its 1500 (set explicitly, or
     // it would shrink to its smallest port's MTU), and the route to the client says 1000, as it
     // would behind a narrower link: rackboot learns it per transfer from IP_MTU.
-    let client = LossyClient::plain(&s.lab, "rb-mtu-", Some(1000));
+    let client = client(&s.lab, "mtu", Some(1000));
     s.lab.ip(&["link", "set", BRIDGE, "mtu", "1500"]);
     s.lab.ip(&[
         "route",
@@ -680,7 +509,7 @@ fn a_client_behind_a_smaller_mtu_gets_a_blksize_that_fits_it() {
     );
     assert_eq!(
         sha256_of(&local),
-        s.big_sha(),
+        big_sha(&s),
         "bytes differ behind MTU 1000"
     );
     let oack = t
@@ -719,7 +548,7 @@ fn a_client_behind_a_smaller_mtu_gets_a_blksize_that_fits_it() {
     assert!(out.status.success(), "curl behind MTU 1000: {}", text(&out));
     assert_eq!(
         sha256_of(&local),
-        s.big_sha(),
+        big_sha(&s),
         "curl: bytes differ behind MTU 1000"
     );
     let out = atftp(
@@ -779,7 +608,7 @@ print("bytes", len(got), "sha256", hashlib.sha256(got).hexdigest(), "extra", ext
 
 #[test]
 fn unanswered_blocks_are_resent_with_doubling_waits_and_duplicate_acks_send_nothing() {
-    let s = Server::start(
+    let s = start(
         "tftp-backoff",
         "timeout = \"200ms\"\nmax_timeout = \"800ms\"\ngive_up = \"10s\"\nhonor_client_timeout = true",
     );
@@ -808,7 +637,7 @@ fn unanswered_blocks_are_resent_with_doubling_waits_and_duplicate_acks_send_noth
     let (got, extra) = done.rsplit_once(" extra ").unwrap_or_else(|| panic!("{t}"));
     assert_eq!(
         got,
-        format!("bytes {BIG_LEN} sha256 {}", s.big_sha()),
+        format!("bytes {BIG_LEN} sha256 {}", big_sha(&s)),
         "{t}"
     );
     // With the Sorcerer's Apprentice every one of the 2048 blocks would come twice; a block or
@@ -844,11 +673,11 @@ fn unanswered_blocks_are_resent_with_doubling_waits_and_duplicate_acks_send_noth
 #[test]
 fn transfers_past_max_transfers_wait_their_turn_and_all_complete() {
     // 20 fetches from the lab's one address: the per-address cap is lifted.
-    let s = Server::start(
+    let s = start(
         "tftp-cap",
         "max_transfers = 4\nmax_transfers_per_address = 0",
     );
-    let want = s.big_sha();
+    let want = big_sha(&s);
     let results: Vec<(usize, Output, String)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..20)
             .map(|i| {
@@ -866,7 +695,7 @@ fn transfers_past_max_transfers_wait_their_turn_and_all_complete() {
         assert!(out.status.success(), "fetch {i}: {}", text(out));
         assert_eq!(sha, &want, "fetch {i}: bytes differ");
     }
-    let log = read_text(&s.log);
+    let log = s.log_text();
     let queued = log.matches("TFTP transfer queued").count();
     let dequeued = log.matches("TFTP transfer dequeued").count();
     assert!(queued > 0, "no transfer waited:\n{}", tail(&log, 30));

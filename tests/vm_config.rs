@@ -11,14 +11,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::api::{AUTH_HEADER, api_section, kinds, timeline_text};
-use common::lab::{self, Firmware, Lab, SERVER_IP, Vm};
-use common::vm_watch::{self, diagnosis, watch_node};
-use rackboot::model::{Mac, Node, Timestamp};
-use rackboot::store::{SqliteStore, Store};
+use common::api::{AUTH_HEADER, kinds, timeline_text};
+use common::lab::{self, Firmware, Lab, SERVER_IP};
+use common::server::Server;
+use common::vm_watch::{Watch, appliance, boot_network};
+use rackboot::model::{Node, Timestamp};
 use serde_json::Value;
 
 /// One boot under TCG (~30 s) and two script runs.
@@ -45,71 +44,26 @@ const SECOND_BROKEN: &str = "#!/bin/sh\n# rackboot-selector: role=builder\n\
 const SECOND_FIXED: &str = "#!/bin/sh\n# rackboot-selector: role=builder\n\
     echo \"second on a {{ node.labels.role }}, fixed\"\nexit 0\n";
 
-struct Rackboot {
-    server: vm_watch::Rackboot,
-    scripts: PathBuf,
-}
-
-/// The VM's node record, labelled `role=builder`, written into the store before rackboot
-/// starts (rackboot owns the file once it runs; labels have no other way in yet).
-fn seed_store(state: &Path) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let store = SqliteStore::open(state).await.expect("open store");
-        let mac: Mac = MAC.parse().expect("mac");
-        let mut n = Node::discovered(mac, "discovery", TOKEN.into(), Timestamp::now());
-        n.labels.insert("role".into(), "builder".into());
-        store.put_nodes(vec![n]).await.expect("put node");
-    });
-}
-
-fn start_rackboot(lab: &Lab) -> Rackboot {
-    let assets = lab::dist_file("undionly.kpxe")
-        .parent()
-        .expect("dist has a parent")
-        .to_path_buf();
-    let bootenvs = lab.dir().join("bootenvs");
-    let scripts = lab.dir().join("scripts");
-    let state = lab.dir().join("state");
-    for d in [&bootenvs, &scripts, &state] {
-        std::fs::create_dir_all(d).expect("create dir");
-    }
-    std::fs::write(bootenvs.join("discovery.toml"), BOOTENV).expect("write bootenv");
-    std::fs::write(scripts.join("10-first.sh"), FIRST).expect("write script");
-    std::fs::write(scripts.join("20-second.sh"), SECOND_BROKEN).expect("write script");
-    seed_store(&state);
-    let config = lab.dir().join("rackboot.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"state_dir = "{state}"
-assets_dir = "{assets}"
-bootenvs_dir = "{bootenvs}"
-scripts_dir = "{scripts}"
-[network]
-interface = "{bridge}"
-[[dhcp.subnet]]
-cidr = "10.77.0.0/24"
-ranges = [["10.77.0.100", "10.77.0.199"]]
-[dns]
-enabled = false
-{api}"#,
-            state = state.display(),
-            assets = assets.display(),
-            bootenvs = bootenvs.display(),
-            scripts = scripts.display(),
-            bridge = lab::BRIDGE,
-            api = api_section(lab.dir()),
-        ),
-    )
-    .expect("write config");
-    Rackboot {
-        server: vm_watch::start_rackboot(lab, &config),
-        scripts,
-    }
+/// rackboot with a bootenvs and scripts directory of its own (the second script selected by
+/// labels, and broken) and the VM's node in its store.
+fn start_rackboot() -> Server {
+    let rb = appliance("vm-config")
+        .file("bootenvs/discovery.toml", BOOTENV)
+        .file("scripts/10-first.sh", FIRST)
+        .file("scripts/20-second.sh", SECOND_BROKEN)
+        .prepare();
+    // The VM's node record, labelled `role=builder` (labels have no other way in yet).
+    let mut n = Node::discovered(
+        MAC.parse().expect("mac"),
+        "discovery",
+        TOKEN.into(),
+        Timestamp::now(),
+    );
+    n.labels.insert("role".into(), "builder".into());
+    rb.seed_nodes(vec![n]);
+    boot_network(&rb.lab);
+    rb.serve();
+    rb
 }
 
 /// `curl` from inside the lab: body of a 2xx, else a panic with the reply.
@@ -138,16 +92,12 @@ fn reports(lab: &Lab) -> Value {
 
 /// Polls the node until `done` says so; panics on rackboot or qemu exiting, or the timeout.
 fn wait_node(
-    lab: &Lab,
-    rb: &Rackboot,
-    vm: &Vm,
+    watch: &Watch,
     timeout: Duration,
     what: &str,
     mut done: impl FnMut(&Value) -> bool,
 ) -> Value {
-    watch_node(lab, &rb.server, vm, MAC, timeout, what, |n| {
-        Ok(done(n).then(|| n.clone()))
-    })
+    watch.node(MAC, timeout, what, |n| Ok(done(n).then(|| n.clone())))
 }
 
 /// How many of the node's events say it booted (DHCP, loader, boot script, kernel).
@@ -165,22 +115,16 @@ fn boot_steps(n: &Value) -> usize {
 
 #[test]
 fn a_failed_script_is_fixed_and_rerun_without_a_reboot() {
-    let lab = Lab::new("vm-config");
-    lab.start_ipv6_ra();
-    lab.capture(lab.dir().join("boot.pcap"));
-    let rb = start_rackboot(&lab);
+    let rb = start_rackboot();
+    let lab = &rb.lab;
     let vm = lab.vm("vm-config", Firmware::X86Bios).mac(MAC).start();
+    let watch = Watch::new(&rb, &vm);
 
     // 1. First run: 10-first.sh (bootenv) succeeds, 20-second.sh (labels) fails.
-    let n = wait_node(&lab, &rb, &vm, TIMEOUT, "first run fails", |n| {
+    let n = wait_node(&watch, TIMEOUT, "first run fails", |n| {
         n["state"] == "failed" || n["state"] == "configured"
     });
-    assert_eq!(
-        n["state"],
-        "failed",
-        "{}",
-        diagnosis(&rb.server, &vm, Some(&n))
-    );
+    assert_eq!(n["state"], "failed", "{}", watch.diagnosis(Some(&n)));
     assert_eq!(
         n["state_reason"].as_str(),
         Some("script 20-second.sh exited 3"),
@@ -206,7 +150,7 @@ fn a_failed_script_is_fixed_and_rerun_without_a_reboot() {
             && failed.contains("disk /dev/vdz not found"),
         "the output tail is on the timeline: {failed}"
     );
-    let r = reports(&lab);
+    let r = reports(lab);
     let runs: Vec<(String, i64, u64)> = r["reports"]
         .as_array()
         .expect("reports")
@@ -242,24 +186,15 @@ fn a_failed_script_is_fixed_and_rerun_without_a_reboot() {
     let booted = boot_steps(&n);
 
     // 2. Fix the script (hot reload), then trigger a re-run for the label.
-    let reloads = || {
-        lab::read_text(&rb.server.log)
-            .matches("reloaded bootenvs")
-            .count()
-    };
+    let reloads = || rb.log_text().matches("reloaded bootenvs").count();
     let before = reloads();
-    std::fs::write(rb.scripts.join("20-second.sh"), SECOND_FIXED).expect("fix script");
+    std::fs::write(rb.path("scripts/20-second.sh"), SECOND_FIXED).expect("fix script");
     lab::poll_until(Duration::from_secs(15), || {
         (reloads() > before).then_some(())
     })
-    .unwrap_or_else(|| {
-        panic!(
-            "no reload\n{}",
-            lab::tail(&lab::read_text(&rb.server.log), 10)
-        )
-    });
+    .unwrap_or_else(|| panic!("no reload\n{}", lab::tail(&rb.log_text(), 10)));
     let reply = curl(
-        &lab,
+        lab,
         &[
             "-X",
             "POST",
@@ -272,14 +207,9 @@ fn a_failed_script_is_fixed_and_rerun_without_a_reboot() {
     let triggered = Instant::now();
 
     // 3. The same VM, with no reboot, runs its scripts again and ends configured.
-    let n = wait_node(
-        &lab,
-        &rb,
-        &vm,
-        RERUN_TIMEOUT,
-        "re-run ends configured",
-        |n| n["config_generation"] == 1 && n["state"] == "configured",
-    );
+    let n = wait_node(&watch, RERUN_TIMEOUT, "re-run ends configured", |n| {
+        n["config_generation"] == 1 && n["state"] == "configured"
+    });
     eprintln!(
         "vm-config: configured {:.1} s after the reconfigure\n{}",
         triggered.elapsed().as_secs_f64(),
@@ -311,7 +241,7 @@ fn a_failed_script_is_fixed_and_rerun_without_a_reboot() {
         "one boot only\n{serial}"
     );
     assert!(vm.exit_status().is_none(), "qemu still runs");
-    let r = reports(&lab);
+    let r = reports(lab);
     let rerun: Vec<(String, i64)> = r["reports"]
         .as_array()
         .expect("reports")

@@ -11,16 +11,15 @@
 mod common;
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::api::{api_section, kinds, node, timeline_text};
-use common::lab::{self, Firmware, Lab, SERVER_IP, Vm};
-use common::vm_watch::{self, Rackboot};
+use common::api::{kinds, timeline_text};
+use common::lab::{self, Firmware, SERVER_IP};
+use common::vm_watch::{IMAGE_STEPS, Watch, appliance, boot_network};
 use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode};
 use dhcproto::{Decodable, Decoder};
 use rackboot::dhcp::classify::classify;
-use serde_json::Value;
 
 /// One VM alone reaches `configured` in 25–28 s under TCG (measured); with other VM tests on the
 /// two cores, up to ~3×. Of that, OVMF's DHCP waits ~3.8 s between OFFER and REQUEST (edk2 collects
@@ -29,69 +28,6 @@ use serde_json::Value;
 const BOOT_TIMEOUT: Duration = Duration::from_secs(400);
 /// The loader rackboot hands x86_64 UEFI clients (`[loaders]` default).
 const LOADER: &str = "ipxe-amd64.efi";
-
-fn repo(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
-}
-
-/// Starts rackboot in the lab with the repository's bootenvs and scripts and the assets from
-/// `boot-assets/dist` (as tests/vm_boot.rs does), and waits until it has bound every socket.
-fn start_rackboot(lab: &Lab) -> Rackboot {
-    let assets = lab::dist_file(LOADER)
-        .parent()
-        .expect("dist has a parent")
-        .to_path_buf();
-    let config = lab.dir().join("rackboot.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"state_dir = "{state}"
-assets_dir = "{assets}"
-bootenvs_dir = "{bootenvs}"
-scripts_dir = "{scripts}"
-[network]
-interface = "{bridge}"
-[[dhcp.subnet]]
-cidr = "10.77.0.0/24"
-ranges = [["10.77.0.100", "10.77.0.199"]]
-[dns]
-domain = "lab.internal"
-{api}"#,
-            state = lab.dir().join("state").display(),
-            assets = assets.display(),
-            bootenvs = repo("configs/bootenvs").display(),
-            scripts = repo("configs/scripts").display(),
-            bridge = lab::BRIDGE,
-            api = api_section(lab.dir()),
-        ),
-    )
-    .expect("write config");
-    vm_watch::start_rackboot(lab, &config)
-}
-
-/// Everything a failed boot needs to be diagnosed: timeline, server log, DHCP, serial console.
-fn diagnosis(lab: &Lab, rb: &Rackboot, vm: &Vm, node: Option<&Value>) -> String {
-    let dhcp = lab.run(
-        "tcpdump",
-        &[
-            "-n",
-            "-v",
-            "-r",
-            lab.dir().join("boot.pcap").to_str().expect("utf-8 path"),
-            "udp port 67 or udp port 68",
-        ],
-        Duration::from_secs(30),
-    );
-    format!(
-        "timeline:\n{}\n--- rackboot log (tail) ---\n{}\n--- DHCP (tail) ---\n{}\n--- {} serial (tail) ---\n{}",
-        node.map(timeline_text)
-            .unwrap_or_else(|| "(no node record)".into()),
-        lab::tail(&lab::read_text(&rb.log), 30),
-        lab::tail(&String::from_utf8_lossy(&dhcp.stdout), 60),
-        vm.name(),
-        lab::tail(&vm.serial(), 40),
-    )
-}
 
 // ---------------------------------------------------------------------------------------------
 // The capture
@@ -273,67 +209,30 @@ fn firmware_exchange_captured(packets: &[Packet], mac: &str, path: &str) -> bool
 #[test]
 fn x86_uefi_http_boot_vm_netboots_to_configured() {
     let name = "vm-httpboot";
-    let lab = Lab::new(name);
-    // Router advertisements on the link: iPXE otherwise waits for IPv6 autoconfiguration.
-    lab.start_ipv6_ra();
-    let pcap = lab.dir().join("boot.pcap");
-    lab.capture(&pcap);
-    let rb = start_rackboot(&lab);
+    // The repository's bootenvs and scripts, the assets from `boot-assets/dist` (as
+    // tests/vm_boot.rs has them).
+    let rb = appliance(name)
+        .repo_configs()
+        .dns("domain = \"lab.internal\"")
+        .prepare();
+    let lab = &rb.lab;
+    let pcap = boot_network(lab);
+    rb.serve();
     let started = Instant::now();
     let started_wall = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
         .as_secs_f64();
     let vm = lab.vm(name, Firmware::X86Uefi).http_boot().start();
+    let watch = Watch::new(&rb, &vm).also("DHCP (tail)", || {
+        let dhcp = lab.read_capture(&pcap, &["-v"], "udp port 67 or udp port 68");
+        lab::tail(&dhcp, 60)
+    });
     let mac = vm.mac().to_string();
     let loader_url = format!("http://{SERVER_IP}/assets/{LOADER}?mac={mac}");
 
-    let mut last = None;
-    let mut seen_states = Vec::new();
-    let configured = lab::poll_until(BOOT_TIMEOUT, || {
-        assert!(
-            lab.is_running(rb.pid),
-            "rackboot died\n{}",
-            diagnosis(&lab, &rb, &vm, last.as_ref())
-        );
-        if let Some(status) = vm.exit_status() {
-            panic!(
-                "qemu exited ({status})\n{}",
-                diagnosis(&lab, &rb, &vm, last.as_ref())
-            );
-        }
-        let n = node(&lab, &mac)?;
-        let state = n["state"].as_str().unwrap_or_default().to_string();
-        if seen_states.last() != Some(&state) {
-            eprintln!(
-                "{name}: {state} after {:.1} s",
-                started.elapsed().as_secs_f64()
-            );
-            seen_states.push(state.clone());
-        }
-        if state == "failed" {
-            panic!(
-                "node failed: {}\n{}",
-                n["state_reason"],
-                diagnosis(&lab, &rb, &vm, Some(&n))
-            );
-        }
-        last = Some(n.clone());
-        (state == "configured").then_some(n)
-    });
-    let Some(n) = configured else {
-        panic!(
-            "{name} not configured within {BOOT_TIMEOUT:?}\n{}",
-            diagnosis(&lab, &rb, &vm, last.as_ref())
-        );
-    };
+    let n = watch.configured(&mac, BOOT_TIMEOUT);
     let boot_time = started.elapsed();
-    eprintln!(
-        "{name}: configured in {:.1} s ({} accel)\n{}",
-        boot_time.as_secs_f64(),
-        lab::x86_accel().join(" "),
-        timeline_text(&n)
-    );
 
     // The firmware said it was doing HTTP boot, and took the HTTP boot option first. Waited for
     // like every console line: the serial file is written on qemu's schedule, not the API's.
@@ -343,38 +242,19 @@ fn x86_uefi_http_boot_vm_netboots_to_configured() {
         "starting Boot0001 \"UEFI HTTPv4",
     ] {
         if let Err(e) = vm.try_wait_for_serial(want, Duration::from_secs(10)) {
-            panic!("{e}\n{}", diagnosis(&lab, &rb, &vm, Some(&n)));
+            panic!("{e}\n{}", watch.diagnosis(Some(&n)));
         }
     }
 
     // The boot, step by step, in this order (other events may sit in between). The loader's
     // download is on the timeline because its URL names the node.
-    let want: [(&str, &str); 10] = [
-        ("dhcp.ack", &loader_url),
+    let firmware_steps = [
+        ("dhcp.ack", loader_url.as_str()),
         ("http.asset", LOADER),
         ("dhcp.ack", ".ipxe (iPXE"),
-        ("http.script", "bootenv discovery"),
-        ("http.kernel", ""),
-        ("http.initrd", ""),
-        ("report.booted", ""),
-        ("config.pull", "hello.sh"),
-        ("report.script", "hello.sh exited 0"),
-        ("report.configured", ""),
     ];
+    watch.assert_steps(&n, &[&firmware_steps, IMAGE_STEPS]);
     let events = kinds(&n);
-    let mut at = 0;
-    for (kind, needle) in want {
-        match events[at..]
-            .iter()
-            .position(|(k, d)| k == kind && d.contains(needle))
-        {
-            Some(i) => at += i + 1,
-            None => panic!(
-                "timeline lacks `{kind}` ({needle}) after step {at}\n{}",
-                diagnosis(&lab, &rb, &vm, Some(&n))
-            ),
-        }
-    }
     assert!(
         !events.iter().any(|(k, _)| k.starts_with("tftp.")),
         "HTTP boot used TFTP\n{}",

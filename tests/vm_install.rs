@@ -12,9 +12,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::api::{api_section, kinds, timeline_text};
-use common::lab::{self, Firmware, Lab};
-use common::vm_watch::{self, Rackboot, diagnosis, not_failed, watch_node};
+use common::api::{kinds, timeline_text};
+use common::lab::Firmware;
+use common::vm_watch::{Watch, appliance, boot_network, find, not_failed};
 
 /// Two boots of one VM under TCG: ~30 s to the callback, ~15 s to the second script.
 const TIMEOUT: Duration = Duration::from_secs(240);
@@ -29,85 +29,31 @@ initrds = ["x86_64/initrd.img"]
 cmdline = "console=ttyS0 quiet rackboot.url={{ server_url }} rackboot.mac={{ node.mac }} rackboot.token={{ node.token }} rackboot.installed=1 rackboot.bootenv={{ bootenv }}"
 "#;
 
-/// Starts rackboot with a bootenvs directory of its own in which every new node gets `installer`.
-fn start_rackboot(lab: &Lab) -> Rackboot {
-    let assets = lab::dist_file("undionly.kpxe")
-        .parent()
-        .expect("dist has a parent")
-        .to_path_buf();
-    let bootenvs = lab.dir().join("bootenvs");
-    let scripts = lab.dir().join("scripts");
-    for d in [&bootenvs, &scripts] {
-        std::fs::create_dir_all(d).expect("create config dir");
-    }
-    std::fs::write(bootenvs.join("installer.toml"), INSTALLER).expect("write bootenv");
-    let config = lab.dir().join("rackboot.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"state_dir = "{state}"
-assets_dir = "{assets}"
-bootenvs_dir = "{bootenvs}"
-scripts_dir = "{scripts}"
-[network]
-interface = "{bridge}"
-[boot]
-default_bootenv = "installer"
-[[dhcp.subnet]]
-cidr = "10.77.0.0/24"
-ranges = [["10.77.0.100", "10.77.0.199"]]
-[dns]
-enabled = false
-{api}"#,
-            state = lab.dir().join("state").display(),
-            assets = assets.display(),
-            bootenvs = bootenvs.display(),
-            scripts = scripts.display(),
-            bridge = lab::BRIDGE,
-            api = api_section(lab.dir()),
-        ),
-    )
-    .expect("write config");
-    vm_watch::start_rackboot(lab, &config)
-}
-
-/// Index of the first event at or after `from` of `kind` whose detail contains `needle`.
-fn find(events: &[(String, String)], from: usize, kind: &str, needle: &str) -> Option<usize> {
-    events[from..]
-        .iter()
-        .position(|(k, d)| k == kind && d.contains(needle))
-        .map(|i| from + i)
-}
-
 #[test]
 fn an_installer_calls_back_and_the_next_boot_goes_local() {
-    let lab = Lab::new("vm-install");
-    lab.start_ipv6_ra();
-    lab.capture(lab.dir().join("boot.pcap"));
-    let rb = start_rackboot(&lab);
+    // A bootenvs directory of its own, in which every new node gets `installer`.
+    let rb = appliance("vm-install")
+        .file("bootenvs/installer.toml", INSTALLER)
+        .table("boot", "default_bootenv = \"installer\"")
+        .prepare();
+    boot_network(&rb.lab);
+    rb.serve();
     let started = Instant::now();
-    let vm = lab
+    let vm = rb
+        .lab
         .vm("vm-install", Firmware::X86Bios)
         .allow_reboot()
         .start();
-    let mac = vm.mac().to_string();
+    let watch = Watch::new(&rb, &vm);
 
     // Done when a script for `local` was rendered after the callback.
-    let n = watch_node(
-        &lab,
-        &rb,
-        &vm,
-        &mac,
-        TIMEOUT,
-        "a second boot into local",
-        |n| {
-            not_failed(n)?;
-            let events = kinds(n);
-            let second_boot = find(&events, 0, "report.installed", "")
-                .and_then(|called| find(&events, called, "http.script", "bootenv local"));
-            Ok(second_boot.map(|_| n.clone()))
-        },
-    );
+    let n = watch.node(vm.mac(), TIMEOUT, "a second boot into local", |n| {
+        not_failed(n)?;
+        let events = kinds(n);
+        let second_boot = find(&events, 0, "report.installed", "")
+            .and_then(|called| find(&events, called, "http.script", "bootenv local"));
+        Ok(second_boot.map(|_| n.clone()))
+    });
     eprintln!(
         "vm-install: second boot handed local after {:.1} s\n{}",
         started.elapsed().as_secs_f64(),
@@ -115,33 +61,26 @@ fn an_installer_calls_back_and_the_next_boot_goes_local() {
     );
 
     // The whole story, in this order (other events may sit in between).
-    let want: [(&str, &str); 8] = [
-        ("http.script", "bootenv installer, arch bios"),
-        ("state", "-> installing"),
-        ("http.kernel", "x86_64/vmlinuz"),
-        ("report.installed", "bootenv installer"),
-        ("state", "installing -> installed"),
-        ("bootenv.changed", "installer -> local"),
-        ("tftp.sent", "undionly.kpxe"),
-        ("http.script", "bootenv local, arch bios"),
-    ];
+    watch.assert_steps(
+        &n,
+        &[&[
+            ("http.script", "bootenv installer, arch bios"),
+            ("state", "-> installing"),
+            ("http.kernel", "x86_64/vmlinuz"),
+            ("report.installed", "bootenv installer"),
+            ("state", "installing -> installed"),
+            ("bootenv.changed", "installer -> local"),
+            ("tftp.sent", "undionly.kpxe"),
+            ("http.script", "bootenv local, arch bios"),
+        ]],
+    );
     let events = kinds(&n);
-    let mut at = 0;
-    for (kind, needle) in want {
-        match find(&events, at, kind, needle) {
-            Some(i) => at = i + 1,
-            None => panic!(
-                "timeline lacks `{kind}` ({needle}) after step {at}\n{}",
-                diagnosis(&rb, &vm, Some(&n))
-            ),
-        }
-    }
     // The installer's script was rendered exactly once: no loop back into it.
     let installer_boots = events
         .iter()
         .filter(|(k, d)| k == "http.script" && d.contains("bootenv installer"))
         .count();
-    assert_eq!(installer_boots, 1, "{}", diagnosis(&rb, &vm, Some(&n)));
+    assert_eq!(installer_boots, 1, "{}", watch.diagnosis(Some(&n)));
 
     // The record as the API shows it.
     assert_eq!(n["state"].as_str(), Some("installed"), "{n}");

@@ -18,16 +18,16 @@ pub const READ_TOKEN: &str = "test-read-token-0b7e4d2c9a1f3586";
 /// The header curl sends with the admin token (`-H`).
 pub const AUTH_HEADER: &str = "Authorization: Bearer test-admin-token-5f1c0a9e7d3b2468";
 
-/// Writes `dir/api-tokens` granting [`ADMIN_TOKEN`] and [`READ_TOKEN`], and
-/// returns the `[api]` table naming it, to end a test's rackboot.toml with.
-pub fn api_section(dir: &Path) -> String {
+/// Writes `dir/api-tokens` granting [`ADMIN_TOKEN`] and [`READ_TOKEN`], and returns the
+/// `[api]` line naming it.
+pub fn tokens_file_line(dir: &Path) -> String {
     let file = dir.join("api-tokens");
     std::fs::write(
         &file,
         format!("# test tokens\nadmin {ADMIN_TOKEN} tests\nread {READ_TOKEN} tests (read-only)\n"),
     )
     .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-    format!("\n[api]\ntokens_file = \"{}\"\n", file.display())
+    format!("tokens_file = \"{}\"\n", file.display())
 }
 
 /// `GET /api/v1/nodes/<mac>` from inside the lab; `None` until the node exists.

@@ -15,11 +15,12 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 use std::fs::{self, File};
+use std::io::Read;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, mpsc};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -157,10 +158,36 @@ impl Lab {
     /// Ends a process started with [`Lab::spawn`]: SIGTERM, then SIGKILL after a grace period.
     /// Returns its exit status, or `None` if `pid` is not one of ours.
     pub fn stop(&self, pid: u32) -> Option<ExitStatus> {
+        self.end(pid, TERM_GRACE)
+    }
+
+    /// Ends a process started with [`Lab::spawn`] at once with SIGKILL, as a crash would, and
+    /// reaps it. Returns its exit status, or `None` if `pid` is not one of ours.
+    pub fn kill(&self, pid: u32) -> Option<ExitStatus> {
+        self.end(pid, Duration::ZERO)
+    }
+
+    fn end(&self, pid: u32, grace: Duration) -> Option<ExitStatus> {
         let mut children = self.children.lock().unwrap_or_else(PoisonError::into_inner);
         let i = children.iter().position(|c| c.id() == pid)?;
         let mut child = children.remove(i);
-        Some(terminate(&mut child, TERM_GRACE))
+        Some(terminate(&mut child, grace))
+    }
+
+    /// Sends `signal` (e.g. `HUP`) to a process started with [`Lab::spawn`], which must still
+    /// run.
+    pub fn signal(&self, pid: u32, signal: &str) {
+        assert!(self.is_running(pid), "pid {pid} is not running");
+        let out = run_bounded(
+            "kill",
+            &[&format!("-{signal}"), &pid.to_string()],
+            CMD_TIMEOUT,
+        );
+        assert!(
+            out.status.success(),
+            "kill -{signal} {pid}: {}",
+            output_text(&out)
+        );
     }
 
     /// True while a process started with [`Lab::spawn`] has not exited.
@@ -195,6 +222,17 @@ impl Lab {
         wait_for_file(&log, "listening on", Duration::from_secs(10))
             .unwrap_or_else(|e| panic!("tcpdump did not start: {e}"));
         pid
+    }
+
+    /// `tcpdump -n <flags> -r <pcap> <filter>` over a capture of [`Lab::capture`]: its packets
+    /// as tcpdump prints them. tcpdump writes each packet on its own schedule: poll this.
+    pub fn read_capture(&self, pcap: &Path, flags: &[&str], filter: &str) -> String {
+        let pcap = pcap.to_str().expect("utf-8 path");
+        let mut args = vec!["-n"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["-r", pcap, filter]);
+        let out = self.run("tcpdump", &args, Duration::from_secs(30));
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Sends IPv6 router advertisements on `br0` (dnsmasq in RA-only mode, prefix fd77::/64).
@@ -296,7 +334,8 @@ fn sweep_stale_namespaces() {
     }
 }
 
-fn kill_namespace_pids(ns: &str) {
+/// Ends every process in namespace `ns` by PID (SIGKILL) and waits (bounded) until they are gone.
+pub fn kill_namespace_pids(ns: &str) {
     let Ok(out) = try_run("ip", &["netns", "pids", ns], CMD_TIMEOUT) else {
         return;
     };
@@ -355,8 +394,11 @@ fn terminate(child: &mut Child, grace: Duration) -> ExitStatus {
     child.wait().expect("wait for killed child")
 }
 
-/// Runs a command to completion within `timeout`, killing it if it takes longer.
-fn try_run(cmd: &str, args: &[&str], timeout: Duration) -> Result<Output, String> {
+/// Runs a command to completion within `timeout`, killing it (by PID) if it takes longer. Its
+/// output is read while it runs, so a command that prints more than a pipe holds (a TFTP trace,
+/// a storm's progress) cannot stall; a grandchild that keeps the pipes open after the command
+/// exits costs at most [`PIPE_GRACE`].
+pub fn try_run(cmd: &str, args: &[&str], timeout: Duration) -> Result<Output, String> {
     let mut child = Command::new(cmd)
         .args(args)
         .stdin(Stdio::null())
@@ -364,27 +406,83 @@ fn try_run(cmd: &str, args: &[&str], timeout: Duration) -> Result<Output, String
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("spawn {cmd}: {e}"))?;
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
     let deadline = Instant::now() + timeout;
-    loop {
+    let status = loop {
         match child.try_wait() {
-            Ok(Some(_)) => break,
+            Ok(Some(status)) => break status,
             Ok(None) if Instant::now() < deadline => sleep(Duration::from_millis(10)),
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("{cmd} {args:?}: no exit within {timeout:?}"));
+                return Err(format!(
+                    "{cmd} {args:?}: no exit within {timeout:?}; its output so far:\n{}{}",
+                    String::from_utf8_lossy(&stdout.take(Duration::ZERO)),
+                    String::from_utf8_lossy(&stderr.take(Duration::ZERO)),
+                ));
             }
         }
-    }
-    // The outputs of these commands are small: reading after exit cannot block on a full pipe.
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("{cmd}: {e}"))?;
-    Ok(out)
+    };
+    Ok(Output {
+        status,
+        stdout: stdout.take(PIPE_GRACE),
+        stderr: stderr.take(PIPE_GRACE),
+    })
 }
 
-fn run_bounded(cmd: &str, args: &[&str], timeout: Duration) -> Output {
+/// How long output is still read after a command exited (a grandchild may hold the pipe).
+const PIPE_GRACE: Duration = Duration::from_secs(2);
+
+/// A pipe being read to its end by a thread of its own.
+struct Drained {
+    bytes: Arc<Mutex<Vec<u8>>>,
+    done: mpsc::Receiver<()>,
+}
+
+impl Drained {
+    /// What was read, after waiting up to `grace` for the end of the pipe.
+    fn take(&self, grace: Duration) -> Vec<u8> {
+        let _ = self.done.recv_timeout(grace);
+        std::mem::take(&mut *self.bytes.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+fn drain(pipe: Option<impl Read + Send + 'static>) -> Drained {
+    let bytes = Arc::new(Mutex::new(Vec::new()));
+    let (tx, done) = mpsc::channel();
+    let sink = Arc::clone(&bytes);
+    std::thread::spawn(move || {
+        if let Some(mut pipe) = pipe {
+            let mut buf = [0u8; 8192];
+            while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                sink.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .extend_from_slice(&buf[..n]);
+            }
+        }
+        let _ = tx.send(());
+    });
+    Drained { bytes, done }
+}
+
+/// [`try_run`], panicking on a timeout.
+pub fn run_bounded(cmd: &str, args: &[&str], timeout: Duration) -> Output {
     try_run(cmd, args, timeout).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs `ip <args>` (bounded), panicking with its output on failure.
+pub fn ip(args: &[&str]) {
+    run_ok("ip", args);
+}
+
+/// stdout and stderr of a command, for failure messages.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 fn run_ok(cmd: &str, args: &[&str]) -> Output {

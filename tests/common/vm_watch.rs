@@ -1,107 +1,194 @@
-//! What every VM test does around its VM: start rackboot in the lab, watch the VM's node
-//! record until a condition holds (bounded, failing fast when rackboot or qemu dies), and say
-//! everything a failed boot needs to be diagnosed.
+//! What every VM test does around its VM: the boot network (router advertisements and a
+//! capture, before rackboot starts), an appliance serving real boot assets, a watch over the
+//! VM's node record until a condition holds (bounded, failing fast when rackboot or qemu dies),
+//! the boot's steps checked in order, and everything a failed boot needs to be diagnosed.
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::api::{node, timeline_text};
+use super::api::{kinds, node, timeline_text};
 use super::lab::{self, Lab, Vm};
+use super::server::Server;
+use super::setup::Setup;
 
-/// The running server and its log.
-pub struct Rackboot {
-    pub pid: u32,
-    pub log: PathBuf,
+/// rackboot as a boot network has it for real firmware: DHCP on the lab subnet (dynamic range
+/// .100–.199), TFTP, HTTP and the assets `boot-assets/setup.sh` built.
+pub fn appliance(name: &str) -> Setup {
+    Setup::new(name)
+        .dist_assets()
+        .no_address()
+        .lab_subnet(100, 199)
+        .tftp("")
 }
 
-/// Starts `rackboot serve --config <config>` in `lab` and waits (30 s at most) until it serves.
-pub fn start_rackboot(lab: &Lab, config: &Path) -> Rackboot {
-    let log = lab.dir().join("rackboot.log");
-    let pid = lab.spawn(
-        env!("CARGO_BIN_EXE_rackboot"),
-        &["serve", "--config", config.to_str().expect("utf-8 path")],
-        &log,
-    );
-    if let Err(e) = lab::wait_for_file(&log, "rackboot serving", Duration::from_secs(30)) {
-        panic!("rackboot did not start: {e}\n{}", lab::read_text(&log));
+/// Readies the lab's link for VMs, before rackboot starts: router advertisements (iPXE
+/// otherwise waits ~13 s for IPv6 autoconfiguration) and a capture of everything, kept in the
+/// lab directory as the first thing to read when a boot fails. Returns the capture's path.
+pub fn boot_network(lab: &Lab) -> PathBuf {
+    lab.start_ipv6_ra();
+    let pcap = lab.dir().join("boot.pcap");
+    lab.capture(&pcap);
+    pcap
+}
+
+/// What the operational image does once iPXE has its discovery script, in this order: kernel,
+/// initrd, the agent's report, its config pull of `hello.sh` and its result (for
+/// [`Watch::assert_steps`]).
+pub const IMAGE_STEPS: &[(&str, &str)] = &[
+    ("http.script", "bootenv discovery"),
+    ("http.kernel", ""),
+    ("http.initrd", ""),
+    ("report.booted", ""),
+    ("config.pull", "hello.sh"),
+    ("report.script", "hello.sh exited 0"),
+    ("report.configured", ""),
+];
+
+/// One more section of [`Watch::diagnosis`]: a title and what to show under it.
+type Section<'a> = (&'a str, Box<dyn Fn() -> String + 'a>);
+
+/// One VM booting from one rackboot, watched through the VM's node record.
+pub struct Watch<'a> {
+    rb: &'a Server,
+    vm: &'a Vm<'a>,
+    more: Vec<Section<'a>>,
+    started: Instant,
+}
+
+impl<'a> Watch<'a> {
+    /// Watches `vm`, just started, booting from `rb`.
+    pub fn new(rb: &'a Server, vm: &'a Vm<'a>) -> Watch<'a> {
+        Watch {
+            rb,
+            vm,
+            more: Vec::new(),
+            started: Instant::now(),
+        }
     }
-    assert!(
-        lab.is_running(pid),
-        "rackboot exited:\n{}",
-        lab::read_text(&log)
-    );
-    Rackboot { pid, log }
-}
 
-/// Everything a failed boot needs to be diagnosed: timeline, server log, serial console.
-pub fn diagnosis(rb: &Rackboot, vm: &Vm, node: Option<&Value>) -> String {
-    format!(
-        "timeline:\n{}\n--- rackboot log (tail) ---\n{}\n--- {} serial (tail) ---\n{}",
-        node.map(timeline_text)
-            .unwrap_or_else(|| "(no node record)".into()),
-        lab::tail(&lab::read_text(&rb.log), 30),
-        vm.name(),
-        lab::tail(&vm.serial(), 40),
-    )
-}
+    /// One more section for [`Watch::diagnosis`] (another server's log, the DHCP on the wire).
+    pub fn also(mut self, title: &'a str, show: impl Fn() -> String + 'a) -> Watch<'a> {
+        self.more.push((title, Box::new(show)));
+        self
+    }
 
-/// Polls `vm`'s node record (MAC `mac`) until `done` returns `Ok(Some(_))`, for `timeout` at
-/// most, printing each new state. Panics with [`diagnosis`] when rackboot or qemu exits, when
-/// `done` returns `Err(reason)`, or when the time runs out (`what` names the wait).
-pub fn watch_node<T>(
-    lab: &Lab,
-    rb: &Rackboot,
-    vm: &Vm,
-    mac: &str,
-    timeout: Duration,
-    what: &str,
-    mut done: impl FnMut(&Value) -> Result<Option<T>, String>,
-) -> T {
-    let started = Instant::now();
-    let mut last: Option<Value> = None;
-    let mut state = String::new();
-    let found = lab::poll_until(timeout, || {
-        assert!(
-            lab.is_running(rb.pid),
-            "rackboot died\n{}",
-            diagnosis(rb, vm, last.as_ref())
+    /// Everything a failed boot needs to be diagnosed: timeline, server log, the sections given
+    /// with [`Watch::also`], serial console.
+    pub fn diagnosis(&self, node: Option<&Value>) -> String {
+        let mut text = format!(
+            "timeline:\n{}\n--- rackboot log (tail) ---\n{}\n",
+            node.map(timeline_text)
+                .unwrap_or_else(|| "(no node record)".into()),
+            lab::tail(&self.rb.log_text(), 30),
         );
-        if let Some(status) = vm.exit_status() {
+        for (title, show) in &self.more {
+            text.push_str(&format!("--- {title} ---\n{}\n", show()));
+        }
+        text.push_str(&format!(
+            "--- {} serial (tail) ---\n{}",
+            self.vm.name(),
+            lab::tail(&self.vm.serial(), 40),
+        ));
+        text
+    }
+
+    /// Polls the VM's node record (MAC `mac`) until `done` returns `Ok(Some(_))`, for `timeout`
+    /// at most, printing each new state. Panics with [`Watch::diagnosis`] when rackboot or qemu
+    /// exits, when `done` returns `Err(reason)`, or when the time runs out (`what` names the
+    /// wait).
+    pub fn node<T>(
+        &self,
+        mac: &str,
+        timeout: Duration,
+        what: &str,
+        mut done: impl FnMut(&Value) -> Result<Option<T>, String>,
+    ) -> T {
+        let started = Instant::now();
+        let mut last: Option<Value> = None;
+        let mut state = String::new();
+        let found = lab::poll_until(timeout, || {
+            assert!(
+                self.rb.is_running(),
+                "rackboot died\n{}",
+                self.diagnosis(last.as_ref())
+            );
+            if let Some(status) = self.vm.exit_status() {
+                panic!("qemu exited ({status})\n{}", self.diagnosis(last.as_ref()));
+            }
+            let n = node(&self.rb.lab, mac)?;
+            let s = n["state"].as_str().unwrap_or_default().to_string();
+            if s != state {
+                eprintln!(
+                    "{}: {s} after {:.1} s",
+                    self.vm.name(),
+                    started.elapsed().as_secs_f64()
+                );
+                state = s;
+            }
+            let verdict = done(&n);
+            last = Some(n);
+            match verdict {
+                Ok(found) => found,
+                Err(why) => panic!("{why}\n{}", self.diagnosis(last.as_ref())),
+            }
+        });
+        found.unwrap_or_else(|| {
             panic!(
-                "qemu exited ({status})\n{}",
-                diagnosis(rb, vm, last.as_ref())
-            );
+                "{what}: not within {timeout:?}\n{}",
+                self.diagnosis(last.as_ref())
+            )
+        })
+    }
+
+    /// Waits until the VM's node is `configured` (failing at once if it is `failed`), then
+    /// says how long that took and shows the timeline.
+    pub fn configured(&self, mac: &str, timeout: Duration) -> Value {
+        let n = self.node(mac, timeout, "configured", |n| {
+            not_failed(n)?;
+            Ok((n["state"] == "configured").then(|| n.clone()))
+        });
+        eprintln!(
+            "{}: configured in {:.1} s ({} accel)\n{}",
+            self.vm.name(),
+            self.started.elapsed().as_secs_f64(),
+            lab::x86_accel().join(" "),
+            timeline_text(&n)
+        );
+        n
+    }
+
+    /// Asserts that `n`'s timeline has these steps (given in parts, e.g. the firmware's and
+    /// [`IMAGE_STEPS`]) in this order, other events in between allowed: each step is an event
+    /// kind (or kinds, `a|b`) and a text its detail contains.
+    pub fn assert_steps(&self, n: &Value, want: &[&[(&str, &str)]]) {
+        let events = kinds(n);
+        let mut at = 0;
+        for (kind, needle) in want.iter().flat_map(|w| w.iter()) {
+            match find(&events, at, kind, needle) {
+                Some(i) => at = i + 1,
+                None => panic!(
+                    "timeline lacks `{kind}` ({needle}) after step {at}\n{}",
+                    self.diagnosis(Some(n))
+                ),
+            }
         }
-        let n = node(lab, mac)?;
-        let s = n["state"].as_str().unwrap_or_default().to_string();
-        if s != state {
-            eprintln!(
-                "{}: {s} after {:.1} s",
-                vm.name(),
-                started.elapsed().as_secs_f64()
-            );
-            state = s;
-        }
-        let verdict = done(&n);
-        last = Some(n);
-        match verdict {
-            Ok(found) => found,
-            Err(why) => panic!("{why}\n{}", diagnosis(rb, vm, last.as_ref())),
-        }
-    });
-    found.unwrap_or_else(|| {
-        panic!(
-            "{what}: not within {timeout:?}\n{}",
-            diagnosis(rb, vm, last.as_ref())
-        )
-    })
+    }
 }
 
-/// For [`watch_node`]: a node that is `failed` ends the wait with its reason.
+/// Index of the first event at or after `from` of `kind` (or one of `a|b`) whose detail
+/// contains `needle`.
+pub fn find(events: &[(String, String)], from: usize, kind: &str, needle: &str) -> Option<usize> {
+    events[from..]
+        .iter()
+        .position(|(k, d)| kind.split('|').any(|want| want == k) && d.contains(needle))
+        .map(|i| from + i)
+}
+
+/// For [`Watch::node`]: a node that is `failed` ends the wait with its reason.
 pub fn not_failed(n: &Value) -> Result<(), String> {
     if n["state"] == "failed" {
         return Err(format!("node failed: {}", n["state_reason"]));
