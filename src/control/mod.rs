@@ -7,7 +7,10 @@
 //!   server and HTTP alike; the one place a first request makes a record.
 //! - [`bind`]: which address a node's credentials (boot script, token)
 //!   belong to, from the leases and what proxyDHCP saw.
+//! - [`timeline`]: recording what a node did, and the state and bootenv
+//!   changes that follow from it.
 
 pub mod admin;
 pub mod admit;
 pub mod bind;
+pub mod timeline;

@@ -21,9 +21,9 @@ use crate::boot::{Decision, Urls, decide_for_node};
 use crate::config::{LoaderMap, SubnetMode};
 use crate::contain;
 use crate::control::admit::{Door, Looked, Place, Via};
-use crate::events::Timeline;
+use crate::control::timeline::Timeline;
 use crate::metrics::{DhcpReply, DhcpType, IgnoreReason, Metrics, Service};
-use crate::model::{EventKind, Mac, Node, Timestamp};
+use crate::model::{BootTarget, DhcpService, EventData, Mac, Node, Timestamp};
 use crate::store::{Store, StoreError};
 
 pub const SERVER_PORT: u16 = 67;
@@ -376,8 +376,7 @@ async fn boot_server_answer(ctx: &DhcpContext, packet: &[u8], peer: SocketAddr) 
     ctx.timeline
         .record(
             mac,
-            EventKind::DhcpAck,
-            format!("boot server (4011): {}", detail_boot(&boot, &req)),
+            answered(DhcpService::BootServer, None, &boot, &req).ack(),
         )
         .await;
     Some(reply::proxy_offer(
@@ -530,11 +529,7 @@ async fn answer(
     {
         store.set_node_relay_info(mac, Some(info)).await?;
         ctx.timeline
-            .record(
-                mac,
-                EventKind::DhcpRelay,
-                format!("relay agent information: {info}"),
-            )
+            .record(mac, EventData::DhcpRelay { info: info.clone() })
             .await;
     }
     let decision = decide_for_node(&req.client, &node, &ctx.loaders, &ctx.urls, now);
@@ -556,7 +551,12 @@ async fn answer(
         ctx.metrics.dhcp_ignored(IgnoreReason::UnsupportedArch);
         if known {
             ctx.timeline
-                .record(mac, EventKind::DhcpIgnored, reason.clone())
+                .record(
+                    mac,
+                    EventData::DhcpIgnored {
+                        reason: reason.clone(),
+                    },
+                )
                 .await;
         }
         return Ok(None);
@@ -590,11 +590,7 @@ async fn answer(
         }
         welcomed(ctx, node, known, place, via).await?;
         ctx.timeline
-            .record(
-                mac,
-                EventKind::DhcpOffer,
-                format!("proxyDHCP: {}", detail_boot(&boot, req)),
-            )
+            .record(mac, answered(DhcpService::Proxy, None, &boot, req).offer())
             .await;
         return Ok(Some(reply::proxy_offer(
             msg,
@@ -618,7 +614,12 @@ async fn answer(
                 ctx.metrics.dhcp_ignored(IgnoreReason::PoolExhausted);
                 if known {
                     ctx.timeline
-                        .record(mac, EventKind::DhcpIgnored, "pool exhausted")
+                        .record(
+                            mac,
+                            EventData::DhcpIgnored {
+                                reason: "pool exhausted".into(),
+                            },
+                        )
                         .await;
                 }
                 return Ok(None);
@@ -628,7 +629,10 @@ async fn answer(
             }
             let node = welcomed(ctx, node, known, place, via).await?;
             ctx.timeline
-                .record(mac, EventKind::DhcpOffer, detail(l.ip, &boot, req))
+                .record(
+                    mac,
+                    answered(DhcpService::Dhcp, Some(l.ip), &boot, req).offer(),
+                )
                 .await;
             Ok(Some(reply::answer(
                 msg,
@@ -654,7 +658,10 @@ async fn answer(
                     }
                     let node = welcomed(ctx, node, known, place, via).await?;
                     ctx.timeline
-                        .record(mac, EventKind::DhcpAck, detail(l.ip, &boot, req))
+                        .record(
+                            mac,
+                            answered(DhcpService::Dhcp, Some(l.ip), &boot, req).ack(),
+                        )
                         .await;
                     Ok(Some(reply::answer(
                         msg,
@@ -669,7 +676,12 @@ async fn answer(
                 Outcome::Nak(reason) => {
                     if known {
                         ctx.timeline
-                            .record(mac, EventKind::DhcpNak, reason.clone())
+                            .record(
+                                mac,
+                                EventData::DhcpNak {
+                                    reason: reason.clone(),
+                                },
+                            )
                             .await;
                     }
                     Ok(Some(reply::nak(msg, subnet.params.server_ip, &reason)))
@@ -693,12 +705,10 @@ async fn answer(
                 ctx.timeline
                     .record(
                         mac,
-                        EventKind::DhcpRelease,
-                        format!(
-                            "{}{}",
-                            req.ciaddr,
-                            if released { "" } else { " (no such lease)" }
-                        ),
+                        EventData::DhcpRelease {
+                            addr: req.ciaddr,
+                            released,
+                        },
                     )
                     .await;
             }
@@ -718,11 +728,7 @@ async fn answer(
                 subnet.unknown_left(mac);
                 if known {
                     ctx.timeline
-                        .record(
-                            mac,
-                            EventKind::DhcpDecline,
-                            format!("{ip} is in use by another host; quarantined"),
-                        )
+                        .record(mac, EventData::DhcpDecline { addr: ip })
                         .await;
                 }
             }
@@ -764,30 +770,66 @@ async fn welcomed(
     let (node, created) = ctx.door.welcome(node, place, via).await?;
     if created && let Some(info) = info {
         ctx.timeline
-            .record(
-                node.mac,
-                EventKind::DhcpRelay,
-                format!("relay agent information: {info}"),
-            )
+            .record(node.mac, EventData::DhcpRelay { info })
             .await;
     }
     Ok(node)
 }
 
-fn detail(ip: std::net::Ipv4Addr, boot: &BootFile, req: &Request) -> String {
-    format!("{ip}, {}", detail_boot(boot, req))
+/// What a DHCP answer handed the client, for its timeline.
+struct Answered {
+    service: DhcpService,
+    addr: Option<std::net::Ipv4Addr>,
+    boot_file: Option<BootTarget>,
+    arch: Option<crate::model::ClientArch>,
+    ipxe: bool,
 }
 
-fn detail_boot(boot: &BootFile, req: &Request) -> String {
-    let who = match (req.client.is_ipxe, req.client.arch) {
-        (true, Some(a)) => format!("iPXE, arch {a}"),
-        (false, Some(a)) => format!("firmware, arch {a}"),
-        (_, None) => "no PXE".to_string(),
-    };
-    match boot {
-        BootFile::None => format!("no boot file ({who})"),
-        BootFile::Tftp(f) => format!("loader {f} by TFTP ({who})"),
-        BootFile::Url { url, .. } => format!("{url} ({who})"),
+fn answered(
+    service: DhcpService,
+    addr: Option<std::net::Ipv4Addr>,
+    boot: &BootFile,
+    req: &Request,
+) -> Answered {
+    Answered {
+        service,
+        addr,
+        boot_file: match boot {
+            BootFile::None => None,
+            BootFile::Tftp(f) => Some(BootTarget::Tftp(f.clone())),
+            BootFile::Url {
+                url,
+                http_client: true,
+            } => Some(BootTarget::Http(url.clone())),
+            BootFile::Url {
+                url,
+                http_client: false,
+            } => Some(BootTarget::Script(url.clone())),
+        },
+        arch: req.client.arch,
+        ipxe: req.client.is_ipxe,
+    }
+}
+
+impl Answered {
+    fn offer(self) -> EventData {
+        EventData::DhcpOffer {
+            service: self.service,
+            addr: self.addr,
+            boot_file: self.boot_file,
+            arch: self.arch,
+            ipxe: self.ipxe,
+        }
+    }
+
+    fn ack(self) -> EventData {
+        EventData::DhcpAck {
+            service: self.service,
+            addr: self.addr,
+            boot_file: self.boot_file,
+            arch: self.arch,
+            ipxe: self.ipxe,
+        }
     }
 }
 

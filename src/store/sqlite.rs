@@ -38,8 +38,8 @@ use super::{
     StoreError, StoreHealth,
 };
 use crate::model::{
-    BootArch, Event, EventKind, Lease, LeaseState, Mac, Node, NodeOrigin, NodeState, ScriptReport,
-    Timestamp,
+    BootArch, Event, EventData, EventKind, Lease, LeaseState, Mac, Node, NodeOrigin, NodeState,
+    ScriptReport, Timestamp,
 };
 use crate::names::NameTable;
 
@@ -76,14 +76,16 @@ CREATE TABLE IF NOT EXISTS leases (
 DROP INDEX IF EXISTS leases_by_mac;
 -- Each node's timeline, kept together on disk (one B-tree, no index
 -- beside it): an event is one insert, a trim one range delete. `mac` is the
--- address as a number; `seq` orders a node's events. Replaces `events`
+-- address as a number; `seq` orders a node's events; `data` is the event's
+-- data as JSON, tagged by its kind (`kind` repeats the kind's name, so a
+-- query can pick kinds without reading the JSON). Replaces `events`
 -- (TEXT mac, rowid and an index: twice the work per event).
 CREATE TABLE IF NOT EXISTS timeline (
     mac    INTEGER NOT NULL,
     seq    INTEGER NOT NULL,
     at     INTEGER NOT NULL,
     kind   TEXT NOT NULL,
-    detail TEXT NOT NULL,
+    data   TEXT NOT NULL,
     PRIMARY KEY (mac, seq)
 ) WITHOUT ROWID;
 -- Counters that must survive a restart: `timeline_seq`, the last `seq` used.
@@ -504,12 +506,14 @@ impl SqliteStore {
             ("config_generation", "INTEGER NOT NULL DEFAULT 0"),
             ("origin", "TEXT"),
             ("boot_ipv4", "INTEGER"),
+            ("booted_bootenv", "TEXT"),
         ] {
             if !columns.iter().any(|c| c == column) {
                 conn.execute_batch(&format!("ALTER TABLE nodes ADD COLUMN {column} {ty}"))
                     .map_err(db("upgrade schema"))?;
             }
         }
+        give_the_timeline_data(&conn)?;
         move_events_to_timeline(&conn)?;
         let seq = timeline_seq(&conn)?;
         // Leases the journal holds and the file may lack, before the cache
@@ -1269,7 +1273,7 @@ fn commit(conn: &mut Connection, b: &Batch, seq: &mut i64) -> Result<(), StoreEr
                  state_reason = excluded.state_reason, relay_info = excluded.relay_info, \
                  arch = excluded.arch, last_seen = excluded.last_seen, token = excluded.token, \
                  config_generation = excluded.config_generation, origin = excluded.origin, \
-                 boot_ipv4 = excluded.boot_ipv4"
+                 boot_ipv4 = excluded.boot_ipv4, booted_bootenv = excluded.booted_bootenv"
             ))
             .map_err(db("save nodes"))?;
         for n in b.nodes.values() {
@@ -1278,18 +1282,22 @@ fn commit(conn: &mut Connection, b: &Batch, seq: &mut i64) -> Result<(), StoreEr
         save_leases(&tx, b)?;
         let mut add_event = tx
             .prepare_cached(
-                "INSERT INTO timeline (mac, seq, at, kind, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO timeline (mac, seq, at, kind, data) VALUES (?1, ?2, ?3, ?4, ?5)",
             )
             .map_err(db("save events"))?;
         for (mac, e) in &b.events {
             *seq += 1;
+            let data = serde_json::to_string(&e.data).map_err(|err| StoreError::Corrupt {
+                key: mac.to_string(),
+                reason: format!("an event's data does not serialize: {err}"),
+            })?;
             add_event
                 .execute(params![
                     mac_key(*mac),
                     *seq,
                     e.at.millis(),
-                    e.kind.as_str(),
-                    e.detail
+                    e.kind().as_str(),
+                    data
                 ])
                 .map_err(db("save events"))?;
         }
@@ -1386,9 +1394,96 @@ fn save_leases(tx: &Connection, b: &Batch) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// An event of a store made before events had data, as a note: its kind
+/// and its sentence, kept as they were.
+fn old_event_data(kind: &str, text: String) -> Result<String, String> {
+    let of = EventKind::from_str(kind)?;
+    serde_json::to_string(&EventData::Note { of, text }).map_err(|e| e.to_string())
+}
+
+/// The bootenv an old `http.script` sentence names (`bootenv X, arch Y…`,
+/// the one shape rackboot wrote them in), read once while upgrading, to
+/// fill in which bootenv each node last booted; the sentence stays as it
+/// was. `None` for any other shape (a name must be a bootenv name).
+fn bootenv_of_old_script_text(text: &str) -> Option<&str> {
+    let name = text.strip_prefix("bootenv ")?.split(',').next()?;
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
+    valid.then_some(name)
+}
+
+/// Sets `booted_bootenv` from the last old `http.script` sentence of each
+/// node that has none yet.
+fn fill_booted_bootenv(
+    tx: &Connection,
+    last_script: &HashMap<Mac, String>,
+) -> Result<(), StoreError> {
+    let mut set = tx
+        .prepare("UPDATE nodes SET booted_bootenv = ?2 WHERE mac = ?1 AND booted_bootenv IS NULL")
+        .map_err(db("upgrade the timeline"))?;
+    for (mac, text) in last_script {
+        if let Some(bootenv) = bootenv_of_old_script_text(text) {
+            set.execute(params![mac.to_string(), bootenv])
+                .map_err(db("upgrade the timeline"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The MAC a timeline key stands for ([`mac_key`] backwards).
+fn mac_of_key(key: i64) -> Mac {
+    let b = key.to_be_bytes();
+    Mac::new([b[2], b[3], b[4], b[5], b[6], b[7]])
+}
+
+/// Gives the timeline of a store made before events had data its `data`
+/// column, in one transaction (a failure leaves the store as it was): each
+/// old event becomes a note of its kind and sentence, and each node's
+/// `booted_bootenv` is read from its last boot script event.
+fn give_the_timeline_data(conn: &Connection) -> Result<(), StoreError> {
+    let old: bool = conn
+        .query_row(
+            "SELECT count(*) > 0 FROM pragma_table_info('timeline') WHERE name = 'detail'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(db("read schema"))?;
+    if !old {
+        return Ok(());
+    }
+    let tx = conn
+        .unchecked_transaction()
+        .map_err(db("upgrade the timeline"))?;
+    let mut last_script = HashMap::new();
+    {
+        let mut read = tx
+            .prepare(
+                "SELECT mac, detail FROM timeline WHERE kind = 'http.script' ORDER BY mac, seq",
+            )
+            .map_err(db("upgrade the timeline"))?;
+        let mut rows = read.query([]).map_err(db("upgrade the timeline"))?;
+        while let Some(r) = rows.next().map_err(db("upgrade the timeline"))? {
+            let key: i64 = r.get(0).map_err(db("upgrade the timeline"))?;
+            let text: String = r.get(1).map_err(db("upgrade the timeline"))?;
+            last_script.insert(mac_of_key(key), text);
+        }
+    }
+    fill_booted_bootenv(&tx, &last_script)?;
+    tx.execute_batch(
+        "ALTER TABLE timeline RENAME COLUMN detail TO data; \
+         UPDATE timeline SET data = json_object('kind', 'note', 'of', kind, 'text', data);",
+    )
+    .map_err(db("upgrade the timeline"))?;
+    tx.commit().map_err(db("upgrade the timeline"))?;
+    tracing::info!("store: timeline events now carry data; older ones are kept as notes");
+    Ok(())
+}
+
 /// Moves the timelines of a store made before the `timeline` table (from
-/// `events`, in their order) and drops the old table, in one transaction:
-/// a failure leaves the store as it was.
+/// `events`, in their order, as notes) and drops the old table, in one
+/// transaction: a failure leaves the store as it was.
 fn move_events_to_timeline(conn: &Connection) -> Result<(), StoreError> {
     let old: bool = conn
         .query_row(
@@ -1404,14 +1499,13 @@ fn move_events_to_timeline(conn: &Connection) -> Result<(), StoreError> {
         .unchecked_transaction()
         .map_err(db("upgrade the timeline"))?;
     let mut moved = 0i64;
+    let mut last_script = HashMap::new();
     {
         let mut read = tx
             .prepare("SELECT mac, at, kind, detail FROM events ORDER BY id")
             .map_err(db("upgrade the timeline"))?;
         let mut write = tx
-            .prepare(
-                "INSERT INTO timeline (mac, seq, at, kind, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
+            .prepare("INSERT INTO timeline (mac, seq, at, kind, data) VALUES (?1, ?2, ?3, ?4, ?5)")
             .map_err(db("upgrade the timeline"))?;
         let mut rows = read.query([]).map_err(db("upgrade the timeline"))?;
         while let Some(r) = rows.next().map_err(db("upgrade the timeline"))? {
@@ -1420,18 +1514,28 @@ fn move_events_to_timeline(conn: &Connection) -> Result<(), StoreError> {
                 tracing::warn!(mac, "store: an event of a malformed MAC is not kept");
                 continue;
             };
+            let kind: String = r.get(2).map_err(db("upgrade the timeline"))?;
+            let text: String = r.get(3).map_err(db("upgrade the timeline"))?;
+            if kind == EventKind::HttpScript.as_str() {
+                last_script.insert(mac, text.clone());
+            }
+            let Ok(data) = old_event_data(&kind, text) else {
+                tracing::warn!(%mac, kind, "store: an event of an unknown kind is not kept");
+                continue;
+            };
             moved += 1;
             write
                 .execute(params![
                     mac_key(mac),
                     moved,
                     r.get::<_, i64>(1).map_err(db("upgrade the timeline"))?,
-                    r.get::<_, String>(2).map_err(db("upgrade the timeline"))?,
-                    r.get::<_, String>(3).map_err(db("upgrade the timeline"))?,
+                    kind,
+                    data,
                 ])
                 .map_err(db("upgrade the timeline"))?;
         }
     }
+    fill_booted_bootenv(&tx, &last_script)?;
     tx.execute(
         "INSERT INTO counters (name, value) VALUES ('timeline_seq', ?1) \
          ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
@@ -1475,7 +1579,7 @@ fn mac_key(mac: Mac) -> i64 {
 fn read_events(conn: &Connection, mac: Mac) -> Result<Vec<Event>, StoreError> {
     let mut q = conn
         .prepare_cached(
-            "SELECT at, kind, detail FROM (SELECT seq, at, kind, detail FROM timeline \
+            "SELECT at, data FROM (SELECT seq, at, data FROM timeline \
              WHERE mac = ?1 ORDER BY seq DESC LIMIT ?2) ORDER BY seq",
         )
         .map_err(db("list events"))?;
@@ -1484,11 +1588,10 @@ fn read_events(conn: &Connection, mac: Mac) -> Result<Vec<Event>, StoreError> {
         .map_err(db("list events"))?;
     let mut out = Vec::new();
     while let Some(r) = rows.next().map_err(db("list events"))? {
-        let kind: String = r.get("kind").map_err(db("read event"))?;
+        let data: String = r.get("data").map_err(db("read event"))?;
         out.push(Event {
             at: Timestamp(r.get("at").map_err(db("read event"))?),
-            kind: EventKind::from_str(&kind).map_err(|e| corrupt(mac, e))?,
-            detail: r.get("detail").map_err(db("read event"))?,
+            data: serde_json::from_str(&data).map_err(|e| corrupt(mac, e))?,
         });
     }
     Ok(out)
@@ -1548,10 +1651,9 @@ fn ip_col(ip: Ipv4Addr) -> i64 {
 /// The node columns, in the order of the upsert's parameters.
 const NODE_COLUMNS: &str = "mac, hostname, ipv4, labels, params, bootenv, next_bootenv, \
      bootenv_expires, loader, protected, state, state_reason, relay_info, arch, last_seen, \
-     token, created, config_generation, origin, boot_ipv4";
+     token, created, config_generation, origin, boot_ipv4, booted_bootenv";
 /// The parameters [`execute_node`] binds, one per column of [`NODE_COLUMNS`].
-const NODE_PARAMS: &str =
-    "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20";
+const NODE_PARAMS: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21";
 
 /// Runs `stmt` (an insert of [`NODE_COLUMNS`]) for `n`; the rows changed.
 fn execute_node(stmt: &mut rusqlite::CachedStatement<'_>, n: &Node) -> rusqlite::Result<usize> {
@@ -1576,6 +1678,7 @@ fn execute_node(stmt: &mut rusqlite::CachedStatement<'_>, n: &Node) -> rusqlite:
         n.config_generation as i64,
         origin_text(n.origin),
         n.boot_ipv4.map(ip_col),
+        n.booted_bootenv,
     ])
 }
 
@@ -1601,6 +1704,7 @@ fn node_from_row(row: &Row<'_>) -> Result<Node, StoreError> {
         bootenv: get_s("bootenv")?,
         next_bootenv: get_opt_s("next_bootenv")?,
         bootenv_expires: get_opt_i("bootenv_expires")?.map(Timestamp),
+        booted_bootenv: get_opt_s("booted_bootenv")?,
         loader: get_opt_s("loader")?,
         protected: row.get("protected").map_err(read)?,
         state: NodeState::from_str(&state_s).map_err(|e| corrupt(mac, e))?,
@@ -2168,6 +2272,16 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
 
+    /// An event whose sentence is `text`.
+    fn said(at: Timestamp, text: &str) -> Event {
+        Event::new(
+            at,
+            EventData::DhcpIgnored {
+                reason: text.into(),
+            },
+        )
+    }
+
     fn mac(n: u8) -> Mac {
         Mac::new([0x52, 0x54, 0, 0, 0, n])
     }
@@ -2320,16 +2434,9 @@ mod tests {
             ])
             .await
             .unwrap();
-            s.add_event(
-                mac(2),
-                &Event {
-                    at: Timestamp(2),
-                    kind: EventKind::DhcpAck,
-                    detail: "10.0.0.2".into(),
-                },
-            )
-            .await
-            .unwrap();
+            s.add_event(mac(2), &said(Timestamp(2), "10.0.0.2"))
+                .await
+                .unwrap();
             // One bad record refuses the whole import: nothing of it is written.
             let err = s
                 .put_nodes(vec![node(3, "b3", None), node(4, "b4", Some("10.0.0.1"))])
@@ -2417,16 +2524,9 @@ mod tests {
                 ..req(mac(1), 0)
             };
             let offered = s.allocate(&offer).await.unwrap().unwrap();
-            s.add_event(
-                mac(1),
-                &Event {
-                    at: Timestamp(3),
-                    kind: EventKind::DhcpOffer,
-                    detail: offered.ip.to_string(),
-                },
-            )
-            .await
-            .unwrap();
+            s.add_event(mac(1), &said(Timestamp(3), &offered.ip.to_string()))
+                .await
+                .unwrap();
             // A read of the timeline sees every event queued before it.
             assert_eq!(s.events(mac(1)).await.unwrap().len(), 1);
             s.sync().await.unwrap();
@@ -2714,16 +2814,7 @@ mod tests {
                 err.to_string().contains("in use by another rackboot"),
                 "{err}"
             );
-            s.add_event(
-                mac(1),
-                &Event {
-                    at: Timestamp(1),
-                    kind: EventKind::DhcpAck,
-                    detail: "x".into(),
-                },
-            )
-            .await
-            .unwrap();
+            s.add_event(mac(1), &said(Timestamp(1), "x")).await.unwrap();
             s.events(mac(1)).await.unwrap();
         }
         // Let the first store's writer task wind down and drop its lock.
@@ -3141,26 +3232,13 @@ mod tests {
     async fn events_are_bounded_per_node_oldest_dropped_first() {
         let s = SqliteStore::in_memory().await.unwrap();
         for i in 0..(EVENTS_PER_NODE + 5) {
-            let e = Event {
-                at: Timestamp(i),
-                kind: EventKind::DhcpAck,
-                detail: format!("{i}"),
-            };
+            let e = said(Timestamp(i), &format!("{i}"));
             s.add_event(mac(1), &e).await.unwrap();
         }
-        s.add_event(
-            mac(2),
-            &Event {
-                at: Timestamp(0),
-                kind: EventKind::TftpSent,
-                detail: String::new(),
-            },
-        )
-        .await
-        .unwrap();
+        s.add_event(mac(2), &said(Timestamp(0), "")).await.unwrap();
         let ev = s.events(mac(1)).await.unwrap();
         assert_eq!(ev.len() as i64, EVENTS_PER_NODE);
-        assert_eq!(ev[0].detail, "5");
+        assert_eq!(ev[0].sentence(), "5");
         assert_eq!(s.events(mac(2)).await.unwrap().len(), 1);
     }
 
@@ -3214,11 +3292,7 @@ mod tests {
         let s = SqliteStore::in_memory().await.unwrap();
         let n = Node::discovered(mac(1), "discovery", "t".into(), Timestamp(0));
         s.create_node_if_absent(n).await.unwrap();
-        let e = Event {
-            at: Timestamp(1),
-            kind: EventKind::State,
-            detail: "old".into(),
-        };
+        let e = said(Timestamp(1), "old");
         s.add_event(mac(1), &e).await.unwrap();
         // Read back: committed to the file before the delete.
         assert_eq!(s.events(mac(1)).await.unwrap().len(), 1);
@@ -3296,6 +3370,96 @@ mod tests {
         assert_eq!(s.reports(mac(1)).await.unwrap().0.len(), 1);
     }
 
+    /// A store made before events had data keeps its timelines: each old
+    /// event is a note of its kind and its sentence, in order; which
+    /// bootenv each node last booted is read once from its last boot script
+    /// event; new events carry data, also after a restart.
+    #[tokio::test]
+    async fn timelines_from_before_events_had_data_are_kept_as_notes() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join("rackboot.db")).unwrap();
+            conn.execute_batch(&format!(
+                "CREATE TABLE nodes (mac TEXT PRIMARY KEY NOT NULL, hostname TEXT NOT NULL UNIQUE COLLATE NOCASE, \
+                 ipv4 INTEGER UNIQUE, labels TEXT NOT NULL DEFAULT '{{}}', params TEXT NOT NULL DEFAULT '{{}}', \
+                 bootenv TEXT NOT NULL, next_bootenv TEXT, bootenv_expires INTEGER, protected INTEGER NOT NULL DEFAULT 0, \
+                 state TEXT NOT NULL, state_reason TEXT, arch TEXT, last_seen INTEGER, token TEXT NOT NULL, \
+                 created INTEGER NOT NULL); \
+                 INSERT INTO nodes (mac, hostname, bootenv, state, token, created) VALUES \
+                 ('52:54:00:00:00:01', 'a', 'discovery', 'booting', 't', 0), \
+                 ('52:54:00:00:00:02', 'b', 'discovery', 'booting', 't', 0); \
+                 CREATE TABLE timeline (mac INTEGER NOT NULL, seq INTEGER NOT NULL, at INTEGER NOT NULL, \
+                 kind TEXT NOT NULL, detail TEXT NOT NULL, PRIMARY KEY (mac, seq)) WITHOUT ROWID; \
+                 CREATE TABLE counters (name TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) WITHOUT ROWID; \
+                 INSERT INTO counters VALUES ('timeline_seq', 5); \
+                 INSERT INTO timeline VALUES \
+                 ({a}, 1, 10, 'http.script', 'bootenv discovery, arch bios'), \
+                 ({a}, 2, 20, 'http.script', 'bootenv rescue, arch x86_64_efi, once'), \
+                 ({b}, 3, 25, 'http.script', 'a boot script, said otherwise'), \
+                 ({a}, 4, 30, 'http.kernel', 'x86_64/vmlinuz'), \
+                 ({a}, 5, 40, 'bootenv.changed', 'rescue once, then discovery -> discovery: rescue was booted once');",
+                a = mac_key(mac(1)),
+                b = mac_key(mac(2)),
+            ))
+            .unwrap();
+        }
+        let notes = |ev: &[Event]| {
+            ev.iter()
+                .map(|e| match &e.data {
+                    EventData::Note { of, text } => (e.at.millis(), of.as_str(), text.clone()),
+                    other => panic!("not a note: {other:?}"),
+                })
+                .collect::<Vec<_>>()
+        };
+        let kernel = Event::new(
+            Timestamp(50),
+            EventData::HttpKernel {
+                path: "x86_64/vmlinuz".into(),
+                range: None,
+            },
+        );
+        {
+            let s = SqliteStore::open(dir.path()).await.unwrap();
+            let ev = s.events(mac(1)).await.unwrap();
+            assert_eq!(
+                notes(&ev),
+                [
+                    (
+                        10,
+                        "http.script",
+                        "bootenv discovery, arch bios".to_string()
+                    ),
+                    (
+                        20,
+                        "http.script",
+                        "bootenv rescue, arch x86_64_efi, once".to_string()
+                    ),
+                    (30, "http.kernel", "x86_64/vmlinuz".to_string()),
+                    (
+                        40,
+                        "bootenv.changed",
+                        "rescue once, then discovery -> discovery: rescue was booted once"
+                            .to_string()
+                    ),
+                ]
+            );
+            assert_eq!(ev[2].sentence(), "x86_64/vmlinuz");
+            let a = s.node(mac(1)).await.unwrap().unwrap();
+            assert_eq!(a.booted_bootenv.as_deref(), Some("rescue"));
+            // A sentence of another shape names no bootenv: nothing is made up.
+            let b = s.node(mac(2)).await.unwrap().unwrap();
+            assert_eq!(b.booted_bootenv, None);
+            s.add_event(mac(1), &kernel).await.unwrap();
+            s.sync().await.unwrap();
+        }
+        let s = SqliteStore::open(dir.path()).await.unwrap();
+        let ev = s.events(mac(1)).await.unwrap();
+        assert_eq!(ev.len(), 5);
+        assert_eq!(ev[4], kernel, "after the old ones, with its data");
+        assert_eq!(notes(&ev[..4]).len(), 4);
+        assert_eq!(notes(&s.events(mac(2)).await.unwrap()).len(), 1);
+    }
+
     /// A store whose timelines are in the old `events` table (TEXT MAC, an
     /// index beside it) keeps them, in order, and later events follow them,
     /// also after a restart.
@@ -3316,7 +3480,7 @@ mod tests {
             )
             .unwrap();
         }
-        let details = |ev: Vec<Event>| ev.into_iter().map(|e| e.detail).collect::<Vec<_>>();
+        let details = |ev: Vec<Event>| ev.iter().map(Event::sentence).collect::<Vec<_>>();
         {
             let s = SqliteStore::open(dir.path()).await.unwrap();
             assert_eq!(
@@ -3324,20 +3488,12 @@ mod tests {
                 ["first", "second, clock stepped back"]
             );
             assert_eq!(details(s.events(mac(2)).await.unwrap()), ["other node"]);
-            let e = Event {
-                at: Timestamp(1),
-                kind: EventKind::HttpScript,
-                detail: "third".into(),
-            };
+            let e = said(Timestamp(1), "third");
             s.add_event(mac(1), &e).await.unwrap();
             s.sync().await.unwrap();
         }
         let s = SqliteStore::open(dir.path()).await.unwrap();
-        let e = Event {
-            at: Timestamp(0),
-            kind: EventKind::HttpKernel,
-            detail: "fourth, after a restart".into(),
-        };
+        let e = said(Timestamp(0), "fourth, after a restart");
         s.add_event(mac(1), &e).await.unwrap();
         assert_eq!(
             details(s.events(mac(1)).await.unwrap()),
