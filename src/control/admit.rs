@@ -74,8 +74,8 @@ fn subnet_of(
     .copied()
 }
 
-/// Which request asked, for the new node's first event. Formatted only when
-/// a record is made: DHCP asks on every packet.
+/// Which request asked (a model type: the new node's first event carries
+/// it). Put into words only when a record is made: DHCP asks on every packet.
 pub use crate::model::Via;
 
 /// Which request made a record, for `/metrics`.

@@ -69,16 +69,23 @@ impl Timeline {
         Ok(())
     }
 
-    /// Decides on the record as read and writes the decision only if the
-    /// record's lifecycle fields are still those it was decided on
-    /// ([`same_lifecycle`]); else decides again. Returns the record before
-    /// and after, and the decision; `None` when `decide` had nothing to do.
-    async fn edit_decided<T: Clone + Send + 'static>(
+    /// Decides on the record as read, and writes the decision in one atomic
+    /// edit only if, on the record as it is then, `decide` decides the same
+    /// and the lifecycle fields are those it was decided on
+    /// ([`same_lifecycle`]); else decides again on the record as it is
+    /// now. Returns the record before and after, and the decision; `None`
+    /// when `decide` had nothing to do.
+    async fn edit_decided<T, D, A>(
         &self,
         mac: Mac,
-        decide: impl Fn(&Node) -> Option<T>,
-        apply: impl Fn(&T, &mut Node) + Clone + Send + 'static,
-    ) -> Result<Option<(Node, T, Node)>, StoreError> {
+        decide: D,
+        apply: A,
+    ) -> Result<Option<(Node, T, Node)>, StoreError>
+    where
+        T: Clone + PartialEq + Send + 'static,
+        D: Fn(&Node) -> Option<T> + Clone + Send + 'static,
+        A: Fn(&T, &mut Node) + Clone + Send + 'static,
+    {
         for _ in 0..ATTEMPTS {
             let Some(before) = self.store.node(mac).await? else {
                 return Err(StoreError::NoSuchNode(mac));
@@ -86,13 +93,14 @@ impl Timeline {
             let Some(decided) = decide(&before) else {
                 return Ok(None);
             };
-            let (seen, change, apply) = (before.clone(), decided.clone(), apply.clone());
+            let (seen, change) = (before.clone(), decided.clone());
+            let (decide, apply) = (decide.clone(), apply.clone());
             let edited = self
                 .store
                 .update_node(
                     mac,
                     Box::new(move |n| {
-                        if !same_lifecycle(n, &seen) {
+                        if !same_lifecycle(n, &seen) || decide(n).as_ref() != Some(&change) {
                             return Err("the record changed since it was read".into());
                         }
                         apply(&change, n);
@@ -119,7 +127,7 @@ impl Timeline {
     pub async fn change_bootenv(
         &self,
         mac: Mac,
-        plan: impl Fn(&Node) -> Option<BootenvChange>,
+        plan: impl Fn(&Node) -> Option<BootenvChange> + Clone + Send + 'static,
     ) -> Result<Option<Node>, StoreError> {
         let Some((before, change, after)) = self
             .edit_decided(mac, plan, |c: &BootenvChange, n| c.apply(n))
@@ -140,13 +148,13 @@ impl Timeline {
         mac: Mac,
         state: NodeState,
         reason: String,
-        still: impl Fn(&Node) -> bool,
+        still: impl Fn(&Node) -> bool + Clone + Send + 'static,
     ) -> Result<bool, StoreError> {
         let why = reason.clone();
         let edited = self
             .edit_decided(
                 mac,
-                |n| still(n).then_some(()),
+                move |n| still(n).then_some(()),
                 move |_: &(), n| {
                     n.state = state;
                     n.state_reason = Some(why.clone());
@@ -175,7 +183,7 @@ impl Timeline {
         let edited = self
             .edit_decided(
                 mac,
-                |_| Some(change.clone()),
+                move |_| Some(change.clone()),
                 move |c: &BootenvChange, n| {
                     c.apply(n);
                     n.state = NodeState::Installed;
@@ -215,10 +223,10 @@ mod tests {
         n.next_bootenv = Some("rescue".into());
         store.create_node_if_absent(n).await.unwrap();
         let timeline = Timeline::new(store.clone());
-        let raced = std::sync::atomic::AtomicBool::new(false);
+        let raced = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let s = store.clone();
         let after = timeline
-            .change_bootenv(mac(), |n| {
+            .change_bootenv(mac(), move |n| {
                 // The first decision is made on the record before an admin's
                 // edit (a new next-boot bootenv) is written.
                 if !raced.swap(true, std::sync::atomic::Ordering::SeqCst) {
@@ -287,5 +295,43 @@ mod tests {
         let events = store.events(mac()).await.unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].sentence(), "unreachable -> configured: back");
+    }
+
+    /// What the decision rests on is checked again inside the edit, also
+    /// when it is no lifecycle field: a node seen between the sweep's look
+    /// and its edit is not marked stalled.
+    #[tokio::test]
+    async fn a_node_seen_meanwhile_is_left_alone() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+        let mut n = Node::discovered(mac(), "discovery", "t".into(), Timestamp(0));
+        n.state = NodeState::Booting;
+        store.create_node_if_absent(n).await.unwrap();
+        let timeline = Timeline::new(store.clone());
+        let raced = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = store.clone();
+        let set = timeline
+            .set_state_if(mac(), NodeState::Failed, "stalled".into(), move |n| {
+                if !raced.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    let s = s.clone();
+                    std::thread::spawn(move || {
+                        tokio::runtime::Runtime::new()
+                            .unwrap()
+                            .block_on(s.touch_node(mac(), None, Timestamp(5)))
+                            .unwrap()
+                    })
+                    .join()
+                    .unwrap();
+                }
+                n.last_seen == Some(Timestamp(0))
+            })
+            .await
+            .unwrap();
+        assert!(!set);
+        let n = store.node(mac()).await.unwrap().unwrap();
+        assert_eq!(
+            (n.state, n.last_seen),
+            (NodeState::Booting, Some(Timestamp(5)))
+        );
+        assert!(store.events(mac()).await.unwrap().is_empty());
     }
 }
