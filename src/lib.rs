@@ -8,13 +8,14 @@
 //!   iPXE script rendering, node state transitions, what an admin's edit of a
 //!   node means (`edit`), and why a client gets what it gets (`explain`).
 //! - [`control`]: the code that calls store and policy together: admin
-//!   changes (protection, audit) and admission of a MAC, one place each.
+//!   changes (protection, audit), admission of a MAC, and the timeline
+//!   writer shared by the protocols (typed events, the changes they imply),
+//!   one place each.
 //! - [`store`]: node records, leases and events behind one trait (embedded SQLite).
 //! - [`dhcp`], [`tftp`], [`http`], [`dns`]: one protocol each; they turn the wire
 //!   into plain data, ask policy, and answer. No bootenv logic in them.
 //! - [`names`]: hostname ↔ address of every node, kept current by the store,
 //!   read by DNS (and the SOA serial that says it changed).
-//! - [`events`]: the timeline writer shared by the protocols.
 //! - [`metrics`]: the Prometheus registry served at `/metrics`; each protocol declares and
 //!   counts its own families in its `metrics` module.
 //! - [`routes`]: every URL shape rackboot serves or hands out, and its builder.
@@ -46,7 +47,6 @@ pub mod contain;
 pub mod control;
 pub mod dhcp;
 pub mod dns;
-pub mod events;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;

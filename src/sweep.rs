@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::boot::{Timeouts, diagnose, lifecycle, stall_deadline};
-use crate::events::Timeline;
+use crate::control::timeline::Timeline;
 use crate::metrics::Metrics;
 use crate::model::{LeaseState, Mac, Node, Timestamp};
 use crate::store::{NodeQuery, Store, StoreError};
@@ -263,7 +263,7 @@ impl Sweep {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Event, EventKind, Node, NodeState};
+    use crate::model::{Event, EventData, EventKind, Node, NodeState};
     use crate::store::SqliteStore;
 
     const MIN: i64 = 60_000;
@@ -381,13 +381,13 @@ mod tests {
         let events = store.events(mac(1)).await.unwrap();
         let e = events
             .iter()
-            .find(|e| e.kind == EventKind::BootenvChanged)
+            .find(|e| e.kind() == EventKind::BootenvChanged)
             .expect("bootenv.changed");
-        assert!(e.detail.starts_with("install until "), "{}", e.detail);
+        let said = e.sentence();
+        assert!(said.starts_with("install until "), "{said}");
         assert!(
-            e.detail.contains("-> local: the lease on install ran out"),
-            "{}",
-            e.detail
+            said.contains("-> local: the lease on install ran out"),
+            "{said}"
         );
         // Nothing left to do.
         assert_eq!(
@@ -405,11 +405,13 @@ mod tests {
             .set_node_state(mac(2), NodeState::Booting, None)
             .await
             .unwrap();
-        let kernel = Event {
-            at: Timestamp(MIN),
-            kind: EventKind::HttpKernel,
-            detail: "x86_64/vmlinuz".into(),
-        };
+        let kernel = Event::new(
+            Timestamp(MIN),
+            EventData::HttpKernel {
+                path: "x86_64/vmlinuz".into(),
+                range: None,
+            },
+        );
         store.add_event(mac(2), &kernel).await.unwrap();
 
         assert_eq!(sweep.pass(Timestamp(5 * MIN)).await.unwrap().stalls, 0);
@@ -423,11 +425,10 @@ mod tests {
         );
         let events = store.events(mac(2)).await.unwrap();
         let last = events.last().unwrap();
-        assert_eq!(last.kind, EventKind::State);
+        assert_eq!(last.kind(), EventKind::State);
         assert!(
-            last.detail.starts_with("booting -> failed: kernel"),
-            "{}",
-            last.detail
+            last.sentence().starts_with("booting -> failed: kernel"),
+            "{last}"
         );
         // Said once, not every pass; also after a restart (a new sweep).
         assert_eq!(sweep.pass(Timestamp(20 * MIN)).await.unwrap().stalls, 0);
@@ -448,15 +449,21 @@ mod tests {
             .set_node_state(mac(3), NodeState::Configuring, None)
             .await
             .unwrap();
-        for (min, kind, detail) in [
-            (1, EventKind::ReportBooted, ""),
-            (2, EventKind::ConfigPull, "hello.sh"),
+        for (min, data) in [
+            (
+                1,
+                EventData::ReportBooted {
+                    output: String::new(),
+                },
+            ),
+            (
+                2,
+                EventData::ConfigPull {
+                    scripts: vec!["hello.sh".into()],
+                },
+            ),
         ] {
-            let e = Event {
-                at: Timestamp(min * MIN),
-                kind,
-                detail: detail.into(),
-            };
+            let e = Event::new(Timestamp(min * MIN), data);
             store.add_event(mac(3), &e).await.unwrap();
         }
         assert_eq!(sweep.pass(Timestamp(13 * MIN)).await.unwrap().stalls, 1);
@@ -474,11 +481,12 @@ mod tests {
             .set_node_state(mac(4), NodeState::Configured, None)
             .await
             .unwrap();
-        let e = Event {
-            at: Timestamp(MIN),
-            kind: EventKind::ReportConfigured,
-            detail: String::new(),
-        };
+        let e = Event::new(
+            Timestamp(MIN),
+            EventData::ReportConfigured {
+                output: String::new(),
+            },
+        );
         store.add_event(mac(4), &e).await.unwrap();
         // Heartbeats (wait requests) every 25 s for ten minutes.
         let mut t = MIN;

@@ -6,8 +6,9 @@
 use std::time::Duration;
 
 use super::bootenv::LOCAL;
-use super::lifecycle::rendered_bootenv;
-use crate::model::{Event, EventKind, Node, NodeState, Timestamp};
+use crate::model::{
+    BootTarget, DhcpService, Event, EventData, EventKind, Node, NodeState, Timestamp,
+};
 
 /// How long a boot may go without its next step before it counts as stalled
 /// (`[lifecycle]` in the configuration).
@@ -69,133 +70,179 @@ pub fn stall_deadline(node: &Node, events: &[Event], t: &Timeouts) -> Option<Tim
 /// renewals, or a node sent to its disk by `local_boot = "no_boot_file"`.
 fn is_step(e: &Event) -> bool {
     use EventKind::*;
-    match e.kind {
-        DhcpOffer | DhcpAck => !e.detail.contains("no boot file"),
-        DhcpIgnored | DhcpNak | TftpStart | TftpSent | TftpStopped | HttpScript | HttpKernel
-        | HttpInitrd | HttpAsset | ConfigPull | ScriptFetch | ReportBooted | ReportScript
-        | ReportConfigured | ReportFailed | ReportInstalled => true,
-        // An installer fetching its answer file is no step of its own: its
-        // install timeout runs from the kernel fetch.
-        DhcpDiscover | DhcpRequest | DhcpRelease | DhcpDecline | DhcpRelay | State
-        | BootenvChanged | HttpSeed | SecretRefused | AdminChange | AdminDelete => false,
+    match &e.data {
+        EventData::DhcpOffer { boot_file, .. } | EventData::DhcpAck { boot_file, .. } => {
+            boot_file.is_some()
+        }
+        // Written before events had data: whether a DHCP answer had a boot
+        // file is in its text only, which is never read back; counted as
+        // no step, so such an answer alone never fails a node.
+        EventData::Note {
+            of: DhcpOffer | DhcpAck,
+            ..
+        } => false,
+        _ => match e.kind() {
+            DhcpIgnored | DhcpNak | TftpStart | TftpSent | TftpStopped | HttpScript
+            | HttpKernel | HttpInitrd | HttpAsset | ConfigPull | ScriptFetch | ReportBooted
+            | ReportScript | ReportConfigured | ReportFailed | ReportInstalled => true,
+            // An installer fetching its answer file is no step of its own: its
+            // install timeout runs from the kernel fetch.
+            DhcpOffer | DhcpAck | DhcpDiscover | DhcpRequest | DhcpRelease | DhcpDecline
+            | DhcpRelay | State | BootenvChanged | HttpSeed | SecretRefused | AdminChange
+            | AdminDelete => false,
+        },
     }
 }
 
 fn pending(node: &Node, events: &[Event], t: &Timeouts) -> Option<(Timestamp, Stall)> {
+    use EventKind::*;
     let last = events.iter().rev().find(|e| is_step(e))?;
     let at = last.at;
-    let first_line = last.detail.lines().next().unwrap_or_default();
     let limit = humantime::format_duration(t.report);
     let fail = |reason: String| (t.report, reason, NodeState::Failed);
-    let (timeout, reason, verdict) = match last.kind {
-        EventKind::DhcpOffer => match first_line.strip_prefix("proxyDHCP: ") {
-            Some(boot) => fail(format!(
-                "proxyDHCP offered {} at {at}, but the client never fetched it",
-                boot_file(boot)
-            )),
-            None => fail(format!(
-                "DHCP OFFER of {} at {at} was never REQUESTed (another DHCP server answered first, or the client rejected the offer)",
-                first_line.split(',').next().unwrap_or_default()
-            )),
-        },
-        EventKind::DhcpAck => {
-            let boot = boot_file(first_line);
-            if first_line.contains(".ipxe") {
-                fail(format!(
-                    "iPXE was handed its script URL at {at} but its boot never started (no script fetched from its own address, or no kernel fetched after it)"
-                ))
-            } else if boot.starts_with("http") {
-                fail(format!(
-                    "UEFI HTTP boot was handed {boot} at {at} but never fetched it"
-                ))
-            } else {
-                fail(format!(
-                    "DHCP ACK at {at} handed it {boot}, which it never fetched"
-                ))
-            }
-        }
-        EventKind::DhcpIgnored => fail(format!(
-            "rackboot did not answer its DHCP request at {at}: {first_line}"
+    let kind = last.kind();
+    // What the last step was, in words, for the steps of a booted node.
+    let booted_step = match &last.data {
+        EventData::ReportBooted { .. } => Some("its boot report".to_string()),
+        EventData::ConfigPull { .. } => Some("its config script list".to_string()),
+        EventData::ScriptFetch { script } => Some(format!("fetching config script {script}")),
+        EventData::ReportScript {
+            script,
+            status,
+            duration_ms,
+            ..
+        } => Some(format!(
+            "config script {}",
+            EventData::script_result(script, *status, *duration_ms)
         )),
-        EventKind::DhcpNak => fail(format!("DHCP NAK at {at} ({first_line}) and no DHCP since")),
-        EventKind::TftpStart => fail(format!(
-            "TFTP transfer of {first_line} started at {at} and never finished"
-        )),
-        EventKind::TftpStopped => fail(format!("TFTP transfer stopped at {at}: {first_line}")),
-        EventKind::TftpSent | EventKind::HttpAsset => fail(format!(
-            "{} was sent at {at}, but nothing came from it (no DHCP from iPXE, no script fetched)",
-            first_line.split(" (").next().unwrap_or_default()
-        )),
-        EventKind::HttpScript => {
-            let bootenv = rendered_bootenv(std::slice::from_ref(last)).unwrap_or_default();
-            if bootenv == LOCAL {
-                return None;
-            }
-            fail(format!(
-                "boot script (bootenv {bootenv}) fetched at {at}, but no kernel"
-            ))
+        EventData::Note { of, .. }
+            if matches!(of, ReportBooted | ConfigPull | ScriptFetch | ReportScript) =>
+        {
+            Some(format!("its last report ({of})"))
         }
-        EventKind::HttpKernel | EventKind::HttpInitrd if node.state == NodeState::Installing => {
-            let bootenv = rendered_bootenv(events).unwrap_or("?");
-            (
-                t.install,
-                format!(
-                    "installer (bootenv {bootenv}) started at {at}, but no install-complete callback within {}",
-                    humantime::format_duration(t.install)
-                ),
-                NodeState::Failed,
-            )
-        }
-        EventKind::HttpKernel | EventKind::HttpInitrd => fail(format!(
-            "{} {} fetched at {at}, but no report from the booted node within {limit}",
-            if last.kind == EventKind::HttpKernel {
-                "kernel"
-            } else {
-                "initrd"
-            },
-            first_line.split(',').next().unwrap_or_default()
+        _ => None,
+    };
+    // A booted node whose agent ran its scripts: configured, or failed and why.
+    let finished = match &last.data {
+        EventData::ReportConfigured { .. } => Some("configured".to_string()),
+        EventData::ReportFailed { script, status, .. } => Some(format!(
+            "failed ({})",
+            EventData::failure_reason(script.as_deref(), *status)
         )),
-        EventKind::ReportBooted
-        | EventKind::ConfigPull
-        | EventKind::ScriptFetch
-        | EventKind::ReportScript => {
-            let what = match last.kind {
-                EventKind::ReportBooted => "its boot report".to_string(),
-                EventKind::ConfigPull => "its config script list".to_string(),
-                EventKind::ScriptFetch => format!("fetching config script {first_line}"),
-                _ => format!("config script {first_line}"),
-            };
-            (
-                t.report,
-                format!("booted, but no report since {what} at {at} (timeout {limit})"),
-                NodeState::Unreachable,
-            )
-        }
+        EventData::Note {
+            of: ReportConfigured,
+            ..
+        } => Some("configured".to_string()),
+        EventData::Note {
+            of: ReportFailed, ..
+        } => Some("failed".to_string()),
+        _ => None,
+    };
+    let (timeout, reason, verdict) = if let Some(what) = booted_step {
+        (
+            t.report,
+            format!("booted, but no report since {what} at {at} (timeout {limit})"),
+            NodeState::Unreachable,
+        )
+    } else if let Some(what) = finished {
         // The agent ran its scripts and now waits for a reconfigure, its
         // wait requests being its heartbeats (they move last-seen, not the
         // timeline): silence for the heartbeat timeout means it is gone.
-        EventKind::ReportConfigured | EventKind::ReportFailed => {
-            let seen = node.last_seen.map_or(at, |s| s.max(at));
-            let what = if last.kind == EventKind::ReportConfigured {
-                "configured".to_string()
-            } else {
-                format!("failed ({first_line})")
-            };
-            let deadline = Timestamp(seen.0.saturating_add(t.heartbeat.as_millis() as i64));
-            return Some((
-                deadline,
-                Stall {
-                    reason: format!(
-                        "{what} at {at}, but no heartbeat since {seen} (timeout {})",
-                        humantime::format_duration(t.heartbeat)
-                    ),
-                    since: seen,
-                    verdict: NodeState::Unreachable,
-                },
-            ));
+        let seen = node.last_seen.map_or(at, |s| s.max(at));
+        let deadline = Timestamp(seen.0.saturating_add(t.heartbeat.as_millis() as i64));
+        return Some((
+            deadline,
+            Stall {
+                reason: format!(
+                    "{what} at {at}, but no heartbeat since {seen} (timeout {})",
+                    humantime::format_duration(t.heartbeat)
+                ),
+                since: seen,
+                verdict: NodeState::Unreachable,
+            },
+        ));
+    } else if matches!(kind, HttpKernel | HttpInitrd) && node.state == NodeState::Installing {
+        let bootenv = node.booted_bootenv.as_deref().unwrap_or("?");
+        (
+            t.install,
+            format!(
+                "installer (bootenv {bootenv}) started at {at}, but no install-complete callback within {}",
+                humantime::format_duration(t.install)
+            ),
+            NodeState::Failed,
+        )
+    } else {
+        match &last.data {
+            EventData::DhcpOffer {
+                service: DhcpService::Proxy,
+                boot_file: Some(boot),
+                ..
+            } => fail(format!(
+                "proxyDHCP offered {boot} at {at}, but the client never fetched it"
+            )),
+            EventData::DhcpOffer { addr, .. } => fail(format!(
+                "DHCP OFFER of {} at {at} was never REQUESTed (another DHCP server answered first, or the client rejected the offer)",
+                addr.map_or_else(|| "boot information".to_string(), |a| a.to_string())
+            )),
+            EventData::DhcpAck {
+                boot_file: Some(BootTarget::Script(_)),
+                ..
+            } => fail(format!(
+                "iPXE was handed its script URL at {at} but its boot never started (no script fetched from its own address, or no kernel fetched after it)"
+            )),
+            EventData::DhcpAck {
+                boot_file: Some(boot @ BootTarget::Http(_)),
+                ..
+            } => fail(format!(
+                "UEFI HTTP boot was handed {boot} at {at} but never fetched it"
+            )),
+            EventData::DhcpAck {
+                boot_file: Some(boot),
+                ..
+            } => fail(format!(
+                "DHCP ACK at {at} handed it {boot}, which it never fetched"
+            )),
+            EventData::DhcpIgnored { reason } => fail(format!(
+                "rackboot did not answer its DHCP request at {at}: {reason}"
+            )),
+            EventData::DhcpNak { reason } => {
+                fail(format!("DHCP NAK at {at} ({reason}) and no DHCP since"))
+            }
+            EventData::TftpStart { file, size } => fail(format!(
+                "TFTP transfer of {file} ({size} bytes) started at {at} and never finished"
+            )),
+            EventData::TftpStopped { .. } => {
+                fail(format!("TFTP transfer stopped at {at}: {}", last.data))
+            }
+            EventData::TftpSent { file, .. } => fail(format!(
+                "{file} was sent at {at}, but nothing came from it (no DHCP from iPXE, no script fetched)"
+            )),
+            EventData::HttpAsset { .. } => fail(format!(
+                "{} was sent at {at}, but nothing came from it (no DHCP from iPXE, no script fetched)",
+                last.data
+            )),
+            EventData::HttpScript { bootenv, .. } => {
+                if bootenv == LOCAL {
+                    return None;
+                }
+                fail(format!(
+                    "boot script (bootenv {bootenv}) fetched at {at}, but no kernel"
+                ))
+            }
+            EventData::HttpKernel { path, .. } => fail(format!(
+                "kernel {path} fetched at {at}, but no report from the booted node within {limit}"
+            )),
+            EventData::HttpInitrd { path, .. } => fail(format!(
+                "initrd {path} fetched at {at}, but no report from the booted node within {limit}"
+            )),
+            EventData::ReportInstalled { .. } => return None,
+            // A boot step written before events had data: which step, and
+            // when; what it was about is in its text only.
+            EventData::Note { of, .. } if *of != ReportInstalled => fail(format!(
+                "the last boot step was {of} at {at}, and nothing came after it within {limit}"
+            )),
+            _ => return None,
         }
-        EventKind::ReportInstalled => return None,
-        _ => return None,
     };
     let deadline = Timestamp(at.0.saturating_add(timeout.as_millis() as i64));
     Some((
@@ -208,28 +255,72 @@ fn pending(node: &Node, events: &[Event], t: &Timeouts) -> Option<(Timestamp, St
     ))
 }
 
-/// The boot file in a DHCP event's detail (`10.0.0.5, loader X by TFTP (…)`
-/// or `10.0.0.5, http://… (…)`): `loader X` or the URL.
-fn boot_file(detail: &str) -> &str {
-    let rest = match detail.split_once(", ") {
-        Some((ip, rest)) if ip.parse::<std::net::Ipv4Addr>().is_ok() => rest,
-        _ => detail,
-    };
-    let rest = rest.rsplit_once(" (").map_or(rest, |(b, _)| b);
-    rest.strip_suffix(" by TFTP").unwrap_or(rest)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{BootArch, Choice, ClientArch, TftpStop};
 
     const MIN: i64 = 60_000;
 
-    fn ev(min: i64, kind: EventKind, detail: &str) -> Event {
-        Event {
-            at: Timestamp(min * MIN),
-            kind,
-            detail: detail.into(),
+    fn ev(min: i64, data: EventData) -> Event {
+        Event::new(Timestamp(min * MIN), data)
+    }
+
+    fn offer(addr: &str, boot_file: Option<BootTarget>, arch: Option<u16>) -> EventData {
+        EventData::DhcpOffer {
+            service: DhcpService::Dhcp,
+            addr: Some(addr.parse().unwrap()),
+            boot_file,
+            arch: arch.map(ClientArch),
+            ipxe: false,
+        }
+    }
+
+    fn ack(addr: &str, boot_file: Option<BootTarget>, arch: Option<u16>, ipxe: bool) -> EventData {
+        EventData::DhcpAck {
+            service: DhcpService::Dhcp,
+            addr: Some(addr.parse().unwrap()),
+            boot_file,
+            arch: arch.map(ClientArch),
+            ipxe,
+        }
+    }
+
+    fn tftp(f: &str) -> Option<BootTarget> {
+        Some(BootTarget::Tftp(f.into()))
+    }
+
+    fn script(bootenv: &str, choice: Choice) -> EventData {
+        EventData::HttpScript {
+            bootenv: bootenv.into(),
+            arch: BootArch::X86_64Efi,
+            choice,
+        }
+    }
+
+    fn kernel(path: &str) -> EventData {
+        EventData::HttpKernel {
+            path: path.into(),
+            range: None,
+        }
+    }
+
+    fn initrd(path: &str) -> EventData {
+        EventData::HttpInitrd {
+            path: path.into(),
+            range: None,
+        }
+    }
+
+    fn output(s: &str) -> String {
+        s.to_string()
+    }
+
+    fn failed(script: &str, status: i32, out: &str) -> EventData {
+        EventData::ReportFailed {
+            script: Some(script.into()),
+            status: Some(status),
+            output: output(out),
         }
     }
 
@@ -256,35 +347,65 @@ mod tests {
     /// 11 minutes later, says where it stopped.
     #[test]
     fn every_step_of_a_boot_has_its_diagnosis() {
-        use EventKind::*;
         let boot = [
-            ev(
-                0,
-                DhcpOffer,
-                "10.77.0.100, loader ipxe-amd64.efi by TFTP (firmware, arch 7)",
-            ),
+            ev(0, offer("10.77.0.100", tftp("ipxe-amd64.efi"), Some(7))),
             ev(
                 1,
-                DhcpAck,
-                "10.77.0.100, loader ipxe-amd64.efi by TFTP (firmware, arch 7)",
+                ack("10.77.0.100", tftp("ipxe-amd64.efi"), Some(7), false),
             ),
-            ev(2, TftpStart, "ipxe-amd64.efi (1048576 bytes)"),
-            ev(3, TftpSent, "ipxe-amd64.efi (1048576 bytes)"),
+            ev(
+                2,
+                EventData::TftpStart {
+                    file: "ipxe-amd64.efi".into(),
+                    size: 1048576,
+                },
+            ),
+            ev(
+                3,
+                EventData::TftpSent {
+                    file: "ipxe-amd64.efi".into(),
+                    size: 1048576,
+                },
+            ),
             ev(
                 4,
-                DhcpAck,
-                "10.77.0.100, http://10.77.0.1/boot/52:54:00:00:00:01.ipxe (iPXE, arch 7)",
+                ack(
+                    "10.77.0.100",
+                    Some(BootTarget::Script(
+                        "http://10.77.0.1/boot/52:54:00:00:00:01.ipxe".into(),
+                    )),
+                    Some(7),
+                    true,
+                ),
             ),
-            ev(5, HttpScript, "bootenv discovery, arch x86_64_efi"),
-            ev(6, HttpKernel, "x86_64/vmlinuz"),
-            ev(7, HttpInitrd, "x86_64/initrd.img"),
-            ev(8, DhcpOffer, "10.77.0.100, no boot file (no PXE)"),
-            ev(8, DhcpAck, "10.77.0.100, no boot file (no PXE)"),
-            ev(9, ReportBooted, ""),
-            ev(10, ConfigPull, "hello.sh"),
-            ev(11, ScriptFetch, "hello.sh"),
-            ev(12, ReportScript, "hello.sh exited 0\nhello"),
-            ev(13, ReportConfigured, ""),
+            ev(5, script("discovery", Choice::Base)),
+            ev(6, kernel("x86_64/vmlinuz")),
+            ev(7, initrd("x86_64/initrd.img")),
+            ev(8, offer("10.77.0.100", None, None)),
+            ev(8, ack("10.77.0.100", None, None, false)),
+            ev(9, EventData::ReportBooted { output: output("") }),
+            ev(
+                10,
+                EventData::ConfigPull {
+                    scripts: vec!["hello.sh".into()],
+                },
+            ),
+            ev(
+                11,
+                EventData::ScriptFetch {
+                    script: "hello.sh".into(),
+                },
+            ),
+            ev(
+                12,
+                EventData::ReportScript {
+                    script: "hello.sh".into(),
+                    status: 0,
+                    duration_ms: None,
+                    output: output("hello"),
+                },
+            ),
+            ev(13, EventData::ReportConfigured { output: output("") }),
         ];
         use NodeState::{Failed, Unreachable};
         let want: [(&str, NodeState); 15] = [
@@ -352,7 +473,7 @@ mod tests {
             // Offer and ack of the image's own DHCP are no steps: the
             // deadline stays that of the initrd.
             let step_at = events.iter().rev().find(|e| is_step(e)).unwrap().at;
-            if events[i].kind == EventKind::ReportConfigured {
+            if events[i].kind() == EventKind::ReportConfigured {
                 // The heartbeat timeout (2m) from the report or the last heartbeat.
                 let mut n = n.clone();
                 n.last_seen = Some(Timestamp(last.0 + 5 * MIN));
@@ -387,13 +508,18 @@ mod tests {
 
     #[test]
     fn finished_boots_and_local_boots_are_not_stalls() {
-        use EventKind::*;
         let n = node(NodeState::Configured);
         let late = Timestamp(1000 * MIN);
         for last in [
-            ev(1, ReportInstalled, "bootenv install"),
-            ev(1, HttpScript, "bootenv local, arch bios"),
-            ev(1, DhcpAck, "10.0.0.9, no boot file (firmware, arch 7)"),
+            ev(
+                1,
+                EventData::ReportInstalled {
+                    bootenv: "install".into(),
+                    output: output(""),
+                },
+            ),
+            ev(1, script("local", Choice::Base)),
+            ev(1, ack("10.0.0.9", None, Some(7), false)),
         ] {
             assert_eq!(
                 diagnose(&n, std::slice::from_ref(&last), late, &t()),
@@ -407,25 +533,22 @@ mod tests {
         let mut n = n.clone();
         n.last_seen = Some(Timestamp(late.0 - MIN));
         for last in [
-            ev(1, ReportConfigured, ""),
-            ev(1, ReportFailed, "script a.sh exited 3"),
+            ev(1, EventData::ReportConfigured { output: output("") }),
+            ev(1, failed("a.sh", 3, "")),
         ] {
             let events = [
                 last,
-                ev(30, DhcpAck, "10.0.0.9, no boot file (no PXE)"),
-                ev(31, State, "x"),
+                ev(30, ack("10.0.0.9", None, None, false)),
+                ev(
+                    31,
+                    EventData::moved(NodeState::Configured, NodeState::Failed, "x"),
+                ),
             ];
             assert_eq!(diagnose(&n, &events, late, &t()), None);
         }
         // A failed node whose agent went silent is unreachable too.
         n.last_seen = Some(Timestamp(2 * MIN));
-        let s = diagnose(
-            &n,
-            &[ev(1, ReportFailed, "script a.sh exited 3\ntail")],
-            late,
-            &t(),
-        )
-        .unwrap();
+        let s = diagnose(&n, &[ev(1, failed("a.sh", 3, "tail"))], late, &t()).unwrap();
         assert_eq!(
             s.reason,
             "failed (script a.sh exited 3) at 1970-01-01T00:01:00.000Z, but no heartbeat since 1970-01-01T00:02:00.000Z (timeout 2m)"
@@ -434,13 +557,13 @@ mod tests {
 
     #[test]
     fn an_installer_gets_the_install_timeout() {
-        use EventKind::*;
         let events = [
-            ev(0, HttpScript, "bootenv debian-12, arch bios, once"),
-            ev(1, HttpKernel, "debian/linux"),
-            ev(2, HttpInitrd, "debian/initrd.gz"),
+            ev(0, script("debian-12", Choice::Once)),
+            ev(1, kernel("debian/linux")),
+            ev(2, initrd("debian/initrd.gz")),
         ];
-        let n = node(NodeState::Installing);
+        let mut n = node(NodeState::Installing);
+        n.booted_bootenv = Some("debian-12".into());
         assert_eq!(diagnose(&n, &events, Timestamp(30 * MIN), &t()), None);
         let s = diagnose(&n, &events, Timestamp(62 * MIN), &t()).unwrap();
         assert_eq!(
@@ -455,37 +578,56 @@ mod tests {
 
     #[test]
     fn dhcp_trouble_and_stopped_transfers_are_named() {
-        use EventKind::*;
         let n = node(NodeState::Discovered);
         let late = Timestamp(100 * MIN);
         let cases = [
             (
-                ev(1, DhcpIgnored, "unsupported client architecture 6"),
+                ev(
+                    1,
+                    EventData::DhcpIgnored {
+                        reason: "unsupported client architecture 6".into(),
+                    },
+                ),
                 "rackboot did not answer its DHCP request at 1970-01-01T00:01:00.000Z: unsupported client architecture 6",
             ),
             (
                 ev(
                     1,
-                    DhcpOffer,
-                    "proxyDHCP: loader undionly.kpxe by TFTP (firmware, arch 0)",
+                    EventData::DhcpOffer {
+                        service: DhcpService::Proxy,
+                        addr: None,
+                        boot_file: tftp("undionly.kpxe"),
+                        arch: Some(ClientArch(0)),
+                        ipxe: false,
+                    },
                 ),
                 "proxyDHCP offered loader undionly.kpxe at 1970-01-01T00:01:00.000Z, but the client never fetched it",
             ),
             (
                 ev(
                     1,
-                    DhcpAck,
-                    "10.0.0.5, http://10.0.0.1/assets/ipxe-amd64.efi?mac=52:54:00:00:00:01 (firmware, arch 16)",
+                    ack(
+                        "10.0.0.5",
+                        Some(BootTarget::Http(
+                            "http://10.0.0.1/assets/ipxe-amd64.efi?mac=52:54:00:00:00:01".into(),
+                        )),
+                        Some(16),
+                        false,
+                    ),
                 ),
                 "UEFI HTTP boot was handed http://10.0.0.1/assets/ipxe-amd64.efi?mac=52:54:00:00:00:01 at",
             ),
             (
                 ev(
                     1,
-                    TftpStopped,
-                    "undionly.kpxe: stopped after 65536 of 70000 bytes",
+                    EventData::TftpStopped {
+                        file: "undionly.kpxe".into(),
+                        acked: 65536,
+                        size: 70000,
+                        why: TftpStop::TimedOut,
+                    },
                 ),
-                "TFTP transfer stopped at 1970-01-01T00:01:00.000Z: undionly.kpxe: stopped after 65536 of 70000 bytes",
+                "TFTP transfer stopped at 1970-01-01T00:01:00.000Z: undionly.kpxe: stopped after 65536 of 70000 bytes acknowledged: the client stopped acknowledging",
             ),
         ];
         for (e, want) in cases {
@@ -493,5 +635,49 @@ mod tests {
             assert!(s.reason.starts_with(want), "{}", s.reason);
             assert_eq!(s.verdict, NodeState::Failed);
         }
+    }
+
+    /// Events stored before events had data are read as notes: their kind
+    /// still says whether a boot step happened and when, their text is
+    /// never read.
+    #[test]
+    fn notes_from_before_typed_events_are_steps_by_their_kind() {
+        let note = |of: EventKind, text: &str| EventData::Note {
+            of,
+            text: text.into(),
+        };
+        let n = node(NodeState::Booting);
+        let late = Timestamp(100 * MIN);
+        let s = diagnose(
+            &n,
+            &[ev(1, note(EventKind::HttpKernel, "x86_64/vmlinuz"))],
+            late,
+            &t(),
+        )
+        .unwrap();
+        assert_eq!(
+            s.reason,
+            "the last boot step was http.kernel at 1970-01-01T00:01:00.000Z, and nothing came after it within 10m"
+        );
+        assert_eq!(s.verdict, NodeState::Failed);
+        // A DHCP answer may have had no boot file: no step.
+        let events = [ev(
+            1,
+            note(EventKind::DhcpAck, "10.0.0.9, no boot file (no PXE)"),
+        )];
+        assert_eq!(diagnose(&n, &events, late, &t()), None);
+        let s = diagnose(
+            &n,
+            &[ev(1, note(EventKind::ReportScript, "a.sh exited 0\n"))],
+            late,
+            &t(),
+        )
+        .unwrap();
+        assert_eq!(s.verdict, NodeState::Unreachable);
+        assert!(
+            s.reason.contains("its last report (report.script)"),
+            "{}",
+            s.reason
+        );
     }
 }

@@ -325,20 +325,9 @@ pub fn guard(
     }
 }
 
-/// One field an admin change changed, as the audit trail shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldChange {
-    pub field: &'static str,
-    /// `-` when the field had no value (or the record did not exist).
-    pub before: String,
-    pub after: String,
-}
-
-impl std::fmt::Display for FieldChange {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {} -> {}", self.field, self.before, self.after)
-    }
-}
+/// One field an admin change changed: a model type, as the `admin.change`
+/// event carries it.
+pub use crate::model::FieldChange;
 
 fn opt<T: ToString>(v: &Option<T>) -> String {
     v.as_ref().map_or_else(|| "-".to_string(), T::to_string)
@@ -384,7 +373,7 @@ pub fn changes(before: Option<&Node>, after: &Node) -> Vec<FieldChange> {
             };
             let empty = after == "-" || (before == "-" && after == "false");
             (before != after && !(was.is_none() && empty)).then_some(FieldChange {
-                field,
+                field: field.to_string(),
                 before,
                 after,
             })

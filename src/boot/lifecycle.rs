@@ -4,22 +4,12 @@
 //! The caller passes the record and `now`, applies the result inside one
 //! store edit and puts the cause on the node's timeline.
 
-use crate::model::{BootArch, Event, EventKind, Node, NodeState, Timestamp};
+use crate::model::{BootenvCause, BootenvFields, EventData, Node, NodeState, Timestamp};
 
 // ---------------------------------------------------------------------------------------------
 // Which bootenv a node boots
 
-/// Which of the record's bootenv fields is in force.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Choice {
-    /// `bootenv`: no next-boot bootenv is in force.
-    Base,
-    /// `next_bootenv` for one boot (no expiry): used up once its boot
-    /// script is rendered, so the following boot returns to `bootenv`.
-    Once,
-    /// `next_bootenv` until `until` (a lease), then `bootenv` again.
-    Lease { until: Timestamp },
-}
+pub use crate::model::Choice;
 
 /// The bootenv a node boots at some moment, and why that one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +45,7 @@ pub struct BootenvChange {
     pub bootenv: String,
     pub next_bootenv: Option<String>,
     pub bootenv_expires: Option<Timestamp>,
-    pub cause: String,
+    pub cause: BootenvCause,
 }
 
 impl BootenvChange {
@@ -65,30 +55,26 @@ impl BootenvChange {
         node.bootenv_expires = self.bootenv_expires;
     }
 
-    /// The `bootenv.changed` detail: what the record said before and after, and why.
-    pub fn detail(&self, before: &Node) -> String {
-        let after = Node {
-            bootenv: self.bootenv.clone(),
-            next_bootenv: self.next_bootenv.clone(),
-            bootenv_expires: self.bootenv_expires,
-            ..before.clone()
-        };
-        format!(
-            "{} -> {}: {}",
-            describe(before),
-            describe(&after),
-            self.cause
-        )
+    /// The `bootenv.changed` event: what the record said before and after, and why.
+    pub fn event(&self, before: &Node) -> EventData {
+        EventData::BootenvChanged {
+            from: bootenv_fields(before),
+            to: BootenvFields {
+                bootenv: self.bootenv.clone(),
+                next_bootenv: self.next_bootenv.clone(),
+                bootenv_expires: self.bootenv_expires,
+            },
+            cause: self.cause.clone(),
+        }
     }
 }
 
-/// The record's bootenv fields in words: `rescue once, then discovery`,
-/// `install until T, then local`, or `local`.
-fn describe(node: &Node) -> String {
-    match (&node.next_bootenv, node.bootenv_expires) {
-        (Some(next), None) => format!("{next} once, then {}", node.bootenv),
-        (Some(next), Some(until)) => format!("{next} until {until}, then {}", node.bootenv),
-        (None, _) => node.bootenv.clone(),
+/// The record's bootenv fields, as the timeline shows them.
+pub fn bootenv_fields(node: &Node) -> BootenvFields {
+    BootenvFields {
+        bootenv: node.bootenv.clone(),
+        next_bootenv: node.next_bootenv.clone(),
+        bootenv_expires: node.bootenv_expires,
     }
 }
 
@@ -99,8 +85,11 @@ pub fn expire_lease(node: &Node, now: Timestamp) -> Option<BootenvChange> {
         return None;
     }
     let cause = match &node.next_bootenv {
-        Some(next) => format!("the lease on {next} ran out at {until}"),
-        None => format!("an expiry ({until}) without a next-boot bootenv was cleared"),
+        Some(next) => BootenvCause::LeaseRanOut {
+            next: next.clone(),
+            until,
+        },
+        None => BootenvCause::ExpiryCleared { until },
     };
     Some(BootenvChange {
         bootenv: node.bootenv.clone(),
@@ -119,7 +108,9 @@ pub fn after_render(node: &Node, rendered: &str, now: Timestamp) -> Option<Boote
         bootenv: node.bootenv.clone(),
         next_bootenv: None,
         bootenv_expires: None,
-        cause: format!("{rendered} was booted once"),
+        cause: BootenvCause::BootedOnce {
+            bootenv: rendered.to_string(),
+        },
     })
 }
 
@@ -131,31 +122,11 @@ pub fn install_complete(installer: &str, after_install: &str) -> BootenvChange {
         bootenv: after_install.to_string(),
         next_bootenv: None,
         bootenv_expires: None,
-        cause: format!("{installer} finished installing (after_install = {after_install})"),
+        cause: BootenvCause::Installed {
+            installer: installer.to_string(),
+            after_install: after_install.to_string(),
+        },
     }
-}
-
-/// The `http.script` detail for a rendered boot script; [`rendered_bootenv`] reads it back.
-pub fn script_detail(bootenv: &str, arch: BootArch, choice: Choice) -> String {
-    match choice {
-        Choice::Base => format!("bootenv {bootenv}, arch {arch}"),
-        Choice::Once => format!("bootenv {bootenv}, arch {arch}, once"),
-        Choice::Lease { until } => format!("bootenv {bootenv}, arch {arch}, until {until}"),
-    }
-}
-
-/// The bootenv of the last boot script rendered for the node: what it is
-/// booting now (a once-only bootenv is already used up in the record by the
-/// time the node fetches its kernel and config scripts).
-pub fn rendered_bootenv(events: &[Event]) -> Option<&str> {
-    events
-        .iter()
-        .rev()
-        .find(|e| e.kind == EventKind::HttpScript)?
-        .detail
-        .strip_prefix("bootenv ")?
-        .split(',')
-        .next()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -326,7 +297,7 @@ mod tests {
         );
         assert_eq!(effective_bootenv(&after, now).bootenv, "discovery");
         assert_eq!(
-            c.detail(&n),
+            c.event(&n).to_string(),
             "rescue once, then discovery -> discovery: rescue was booted once"
         );
         // The record changed between render and edit: leave it alone.
@@ -356,7 +327,11 @@ mod tests {
                 ),
                 ("local", None, None)
             );
-            assert!(c.cause.contains("lease on install ran out"), "{}", c.cause);
+            assert!(
+                c.cause.to_string().contains("lease on install ran out"),
+                "{}",
+                c.cause
+            );
         }
         assert_eq!(
             expire_lease(&node("local", Some("x"), None), Timestamp(9)),
@@ -366,7 +341,7 @@ mod tests {
         // A stray expiry is cleared too.
         assert!(expire_lease(&node("local", None, Some(1)), Timestamp(9)).is_some());
         let before = node("local", Some("install"), Some(1000));
-        let c = expire_lease(&before, Timestamp(1000)).map(|c| c.detail(&before));
+        let c = expire_lease(&before, Timestamp(1000)).map(|c| c.event(&before).to_string());
         assert_eq!(
             c.as_deref(),
             Some(
@@ -394,40 +369,5 @@ mod tests {
             );
             assert_eq!(effective_bootenv(&after, Timestamp(1)).bootenv, "local");
         }
-    }
-
-    #[test]
-    fn the_rendered_bootenv_is_read_back_from_the_timeline() {
-        let ev = |kind, detail: String| Event {
-            at: Timestamp(0),
-            kind,
-            detail,
-        };
-        let a = BootArch::X86_64Efi;
-        let events = vec![
-            ev(
-                EventKind::HttpScript,
-                script_detail("discovery", a, Choice::Base),
-            ),
-            ev(
-                EventKind::HttpScript,
-                script_detail("rescue", a, Choice::Once),
-            ),
-            ev(EventKind::BootenvChanged, "rescue once -> discovery".into()),
-            ev(EventKind::HttpKernel, "x86_64/vmlinuz".into()),
-        ];
-        assert_eq!(rendered_bootenv(&events), Some("rescue"));
-        assert_eq!(rendered_bootenv(&events[..1]), Some("discovery"));
-        assert_eq!(rendered_bootenv(&events[3..]), None);
-        assert_eq!(
-            script_detail(
-                "i",
-                a,
-                Choice::Lease {
-                    until: Timestamp(0)
-                }
-            ),
-            "bootenv i, arch x86_64_efi, until 1970-01-01T00:00:00.000Z"
-        );
     }
 }

@@ -16,7 +16,7 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::boot::{Guarded, NodeInput, Protected, ValidPatch, changes, guard};
-use crate::model::{Event, EventKind, LabelSelector, Mac, Node, Timestamp};
+use crate::model::{DeletedRecord, Event, EventData, LabelSelector, Mac, Node, Timestamp};
 use crate::nodes::new_token;
 use crate::store::{Store, StoreError};
 
@@ -90,48 +90,51 @@ fn put<T>(c: &Mutex<T>, v: T) {
 }
 
 /// The audit entry of one written record: a log line and an `admin.change`
-/// event. Nothing when no field changed.
+/// event. Nothing when no field changed. `selector`: a bulk edit's.
 async fn audit(
     store: &dyn Store,
     actor: &Actor,
-    op: &str,
+    (op, selector): (&str, Option<&str>),
     before: Option<&Node>,
     after: &Node,
     guarded: Guarded,
 ) {
-    let changed = changes(before, after);
-    if changed.is_empty() {
+    let fields = changes(before, after);
+    if fields.is_empty() {
         return;
     }
-    let what: Vec<String> = changed.iter().map(ToString::to_string).collect();
     let forced = guarded == Guarded::Forced;
-    let mut detail = format!("{actor} ({op}): {}", what.join("; "));
-    if forced {
-        detail.push_str("; forced (the node is protected)");
-    }
+    let what: Vec<String> = fields.iter().map(ToString::to_string).collect();
+    let op_text = match selector {
+        Some(s) => format!("{op} `{s}`"),
+        None => op.to_string(),
+    };
     tracing::info!(
         target: AUDIT_TARGET,
         mac = %after.mac,
         hostname = %after.hostname,
         by = %actor,
-        op,
+        op = op_text,
         forced,
         "admin change: {}",
         what.join("; ")
     );
-    record(store, after.mac, EventKind::AdminChange, detail).await;
+    let event = EventData::AdminChange {
+        actor: actor.to_string(),
+        op: op.to_string(),
+        selector: selector.map(str::to_string),
+        fields,
+        forced,
+    };
+    record(store, after.mac, event).await;
 }
 
 /// Appends an audit event. The change is already written: a timeline that
 /// cannot take the event is an error in the log, not a failed request.
-async fn record(store: &dyn Store, mac: Mac, kind: EventKind, detail: String) {
-    let event = Event {
-        at: Timestamp::now(),
-        kind,
-        detail,
-    };
+async fn record(store: &dyn Store, mac: Mac, data: EventData) {
+    let event = Event::new(Timestamp::now(), data);
     if let Err(e) = store.add_event(mac, &event).await {
-        tracing::error!(target: AUDIT_TARGET, %mac, error = %e, "could not record the audit event {kind}: {}", event.detail);
+        tracing::error!(target: AUDIT_TARGET, %mac, error = %e, "could not record the audit event {}: {event}", event.kind());
     }
 }
 
@@ -143,7 +146,7 @@ pub async fn create(store: &dyn Store, actor: &Actor, node: Node) -> Result<Node
     if !created {
         return Err(AdminError::Exists(mac));
     }
-    audit(store, actor, "create", None, &node, Guarded::Free).await;
+    audit(store, actor, ("create", None), None, &node, Guarded::Free).await;
     Ok(node)
 }
 
@@ -186,7 +189,7 @@ pub async fn patch(
     }
     let node = result?.after;
     if let Some((before, guarded)) = take(&seen) {
-        audit(store, actor, "patch", Some(&before), &node, guarded).await;
+        audit(store, actor, ("patch", None), Some(&before), &node, guarded).await;
     }
     Ok(node)
 }
@@ -247,9 +250,9 @@ pub async fn bulk(
         });
     }
     let written = result?;
-    let op = format!("bulk `{selector_text}`");
+    let op = ("bulk", Some(selector_text));
     for ((before, guarded), after) in take(&edits).iter().zip(&written) {
-        audit(store, actor, &op, Some(before), after, *guarded).await;
+        audit(store, actor, op, Some(before), after, *guarded).await;
     }
     Ok(Bulk {
         matched: take(&matched),
@@ -330,7 +333,15 @@ pub async fn import(
         updated: Vec::new(),
     };
     for ((before, guarded), after) in take(&edits).iter().zip(&written) {
-        audit(store, actor, "import", before.as_ref(), after, *guarded).await;
+        audit(
+            store,
+            actor,
+            ("import", None),
+            before.as_ref(),
+            after,
+            *guarded,
+        )
+        .await;
         match before {
             None => done.created.push(after.mac),
             Some(_) => done.updated.push(after.mac),
@@ -409,24 +420,18 @@ pub async fn delete(
         before.hostname,
         before.bootenv
     );
-    let mut detail = format!(
-        "{actor} (delete): deleted the record: hostname {}, bootenv {}{}, state {}",
-        before.hostname,
-        before.bootenv,
-        before
-            .next_bootenv
-            .as_ref()
-            .map(|b| format!(", next_bootenv {b}"))
-            .unwrap_or_default(),
-        before.state
-    );
-    if before.protected {
-        detail.push_str(", protected");
-    }
-    if forced {
-        detail.push_str("; forced (the node is protected)");
-    }
-    record(store, mac, EventKind::AdminDelete, detail).await;
+    let event = EventData::AdminDelete {
+        actor: actor.to_string(),
+        record: DeletedRecord {
+            hostname: before.hostname.clone(),
+            bootenv: before.bootenv.clone(),
+            next_bootenv: before.next_bootenv.clone(),
+            state: before.state,
+            protected: before.protected,
+        },
+        forced,
+    };
+    record(store, mac, event).await;
     Ok(before)
 }
 
@@ -466,7 +471,7 @@ mod tests {
 
     async fn admin_events(s: &SqliteStore, m: Mac) -> Vec<Event> {
         let mut e = s.events(m).await.unwrap();
-        e.retain(|e| e.kind.in_family("admin"));
+        e.retain(|e| e.kind().in_family("admin"));
         e
     }
 
@@ -533,7 +538,7 @@ mod tests {
         assert_eq!((done.created, done.updated), (vec![mac(1)], vec![mac(3)]));
         let last = admin_events(&s, mac(3)).await.pop().unwrap();
         assert_eq!(
-            last.detail,
+            last.sentence(),
             "token `ops team` (import): bootenv discovery -> install; forced (the node is protected)"
         );
         let was = delete(&s, &ops(), mac(3), true).await.unwrap();
@@ -542,12 +547,12 @@ mod tests {
         // The deletion stays on the MAC's timeline for a record made again.
         let e = admin_events(&s, mac(3)).await;
         assert_eq!(e.len(), 1, "{e:?}");
-        assert_eq!(e[0].kind, EventKind::AdminDelete);
+        assert_eq!(e[0].kind(), crate::model::EventKind::AdminDelete);
         assert!(
-            e[0].detail.starts_with("token `ops team` (delete): deleted the record: hostname alibuild03, bootenv install")
-                && e[0].detail.ends_with("protected; forced (the node is protected)"),
+            e[0].sentence().starts_with("token `ops team` (delete): deleted the record: hostname alibuild03, bootenv install")
+                && e[0].sentence().ends_with("protected; forced (the node is protected)"),
             "{}",
-            e[0].detail
+            e[0].sentence()
         );
     }
 
@@ -556,7 +561,7 @@ mod tests {
         let s = store_with_protected().await;
         let first = admin_events(&s, mac(3)).await;
         assert_eq!(
-            first[0].detail,
+            first[0].sentence(),
             "token `ops team` (create): hostname - -> alibuild03; bootenv - -> discovery; protected - -> true"
         );
         patch(
@@ -581,7 +586,7 @@ mod tests {
         let e = admin_events(&s, mac(3)).await;
         assert_eq!(e.len(), 2, "{e:?}");
         assert_eq!(
-            e[1].detail,
+            e[1].sentence(),
             "unnamed token sha256:1a2b3c4d (patch): bootenv discovery -> install; labels - -> rack=r1; forced (the node is protected)"
         );
         let b = bulk(
@@ -597,7 +602,7 @@ mod tests {
         assert_eq!((b.matched, b.changed), (vec![mac(3)], vec![mac(3)]));
         let e = admin_events(&s, mac(3)).await;
         assert_eq!(
-            e[2].detail,
+            e[2].sentence(),
             "token `ops team` (bulk `rack=r1`): protected true -> false"
         );
     }

@@ -29,9 +29,9 @@ use std::sync::Arc;
 use ipnet::Ipv4Net;
 
 use crate::config::{HostnameScheme, UnknownClients};
-use crate::events::Timeline;
+use crate::control::timeline::Timeline;
 use crate::metrics::{Metrics, NodeCreator};
-use crate::model::{EventKind, Mac, Node, Timestamp};
+use crate::model::{EventData, Mac, Node, StateChange, Timestamp};
 use crate::nodes;
 use crate::store::{Store, StoreError};
 
@@ -48,13 +48,8 @@ pub enum Place {
 /// and refusals (the subnet's CIDR, or `outside every [[dhcp.subnet]]`).
 /// Pure: `subnets` is each configured subnet's rule.
 pub fn rule(subnets: &[(Ipv4Net, UnknownClients)], place: Place) -> (UnknownClients, String) {
-    let found = match place {
-        Place::Subnet(net) => subnets.iter().find(|(n, _)| *n == net),
-        Place::Peer(Some(ip)) => subnets.iter().find(|(n, _)| n.contains(&ip)),
-        Place::Peer(None) => None,
-    };
-    match found {
-        Some((net, r)) => (*r, net.to_string()),
+    match subnet_of(subnets, place) {
+        Some((net, r)) => (r, net.to_string()),
         None => {
             let strictest = if subnets.iter().any(|(_, r)| *r == UnknownClients::Ignore) {
                 UnknownClients::Ignore
@@ -66,37 +61,29 @@ pub fn rule(subnets: &[(Ipv4Net, UnknownClients)], place: Place) -> (UnknownClie
     }
 }
 
-/// Which request asked, for the new node's first event. Formatted only when
-/// a record is made: DHCP asks on every packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Via {
-    /// DHCP on port 67, directly or through the relay at this address.
-    Dhcp { relay: Option<Ipv4Addr> },
-    /// The PXE boot server on port 4011.
-    PxeBootServer,
-    /// `GET /boot/<mac>.ipxe`, from this address if known.
-    BootScript { from: Option<Ipv4Addr> },
-}
-
-impl std::fmt::Display for Via {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Via::Dhcp { relay: None } => f.write_str("DHCP"),
-            Via::Dhcp { relay: Some(r) } => write!(f, "DHCP via relay {r}"),
-            Via::PxeBootServer => f.write_str("PXE boot server"),
-            Via::BootScript { from: None } => f.write_str("boot script fetched"),
-            Via::BootScript { from: Some(ip) } => write!(f, "boot script fetched from {ip}"),
-        }
+/// The configured subnet `place` is in, and its rule.
+fn subnet_of(
+    subnets: &[(Ipv4Net, UnknownClients)],
+    place: Place,
+) -> Option<(Ipv4Net, UnknownClients)> {
+    match place {
+        Place::Subnet(net) => subnets.iter().find(|(n, _)| *n == net),
+        Place::Peer(Some(ip)) => subnets.iter().find(|(n, _)| n.contains(&ip)),
+        Place::Peer(None) => None,
     }
+    .copied()
 }
 
-impl Via {
-    fn creator(self) -> NodeCreator {
-        match self {
-            Via::Dhcp { .. } => NodeCreator::Dhcp,
-            Via::PxeBootServer => NodeCreator::PxeBootServer,
-            Via::BootScript { .. } => NodeCreator::BootScript,
-        }
+/// Which request asked (a model type: the new node's first event carries
+/// it). Put into words only when a record is made: DHCP asks on every packet.
+pub use crate::model::Via;
+
+/// Which request made a record, for `/metrics`.
+fn creator(via: Via) -> NodeCreator {
+    match via {
+        Via::Dhcp { .. } => NodeCreator::Dhcp,
+        Via::PxeBootServer => NodeCreator::PxeBootServer,
+        Via::BootScript { .. } => NodeCreator::BootScript,
     }
 }
 
@@ -212,15 +199,13 @@ impl Door {
         if !created {
             return Ok((node, false));
         }
-        self.metrics.node_created(via.creator());
-        let (_, place) = rule(&self.subnets, place);
-        self.timeline
-            .record(
-                mac,
-                EventKind::State,
-                format!("new node on {place} ({via}), bootenv {}", node.bootenv),
-            )
-            .await;
+        self.metrics.node_created(creator(via));
+        let created = StateChange::Created {
+            subnet: subnet_of(&self.subnets, place).map(|(net, _)| net),
+            via,
+            bootenv: node.bootenv.clone(),
+        };
+        self.timeline.record(mac, EventData::State(created)).await;
         Ok((node, true))
     }
 
@@ -318,7 +303,7 @@ mod tests {
         assert_eq!(node.bootenv, "discovery");
         let events = store.events(mac).await.unwrap();
         assert_eq!(
-            events[0].detail,
+            events[0].sentence(),
             "new node on 10.77.0.0/24 (boot script fetched from 10.77.0.7), bootenv discovery"
         );
         // Known now: admitted on the subnet that ignores unknown clients too.

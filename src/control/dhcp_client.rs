@@ -14,14 +14,14 @@ use dhcproto::v4::MessageType;
 use super::admit::{Door, Looked, Place, Via};
 use super::bind::Binding;
 use super::lease::{self, Outcome, Pool};
+use super::timeline::Timeline;
 use crate::boot::{BootFile, decide_for_node};
 use crate::config::{LoaderMap, SubnetMode};
 use crate::dhcp::classify::Request;
 use crate::dhcp::metrics::IgnoreReason;
 use crate::dhcp::reply::ServerParams;
 use crate::dhcp::unknown::{self, Unknown};
-use crate::events::Timeline;
-use crate::model::{EventKind, Lease, Mac, Node, Timestamp};
+use crate::model::{BootTarget, DhcpService, EventData, Lease, Mac, Node, Timestamp};
 use crate::routes::Urls;
 use crate::store::{Store, StoreError};
 
@@ -133,11 +133,7 @@ impl DhcpClients {
         {
             store.set_node_relay_info(mac, Some(info)).await?;
             self.timeline
-                .record(
-                    mac,
-                    EventKind::DhcpRelay,
-                    format!("relay agent information: {info}"),
-                )
+                .record(mac, EventData::DhcpRelay { info: info.clone() })
                 .await;
         }
         let decision = decide_for_node(&req.client, &node, &self.loaders, &self.urls, now);
@@ -152,7 +148,12 @@ impl DhcpClients {
             tracing::info!(%mac, %reason, "ignoring DHCP request");
             if known {
                 self.timeline
-                    .record(mac, EventKind::DhcpIgnored, reason.clone())
+                    .record(
+                        mac,
+                        EventData::DhcpIgnored {
+                            reason: reason.clone(),
+                        },
+                    )
                     .await;
             }
             return Ok(Answer::Ignored(IgnoreReason::UnsupportedArch));
@@ -185,11 +186,7 @@ impl DhcpClients {
             }
             self.welcomed(node, known, place, via).await?;
             self.timeline
-                .record(
-                    mac,
-                    EventKind::DhcpOffer,
-                    format!("proxyDHCP: {}", detail_boot(&boot, req)),
-                )
+                .record(mac, answered(DhcpService::Proxy, None, &boot, req).offer())
                 .await;
             return Ok(Answer::Proxy { boot });
         }
@@ -207,7 +204,12 @@ impl DhcpClients {
                     tracing::warn!(%mac, "DHCP pool exhausted: no address to offer");
                     if known {
                         self.timeline
-                            .record(mac, EventKind::DhcpIgnored, "pool exhausted")
+                            .record(
+                                mac,
+                                EventData::DhcpIgnored {
+                                    reason: "pool exhausted".into(),
+                                },
+                            )
                             .await;
                     }
                     return Ok(Answer::Ignored(IgnoreReason::PoolExhausted));
@@ -217,7 +219,10 @@ impl DhcpClients {
                 }
                 let node = self.welcomed(node, known, place, via).await?;
                 self.timeline
-                    .record(mac, EventKind::DhcpOffer, detail(l.ip, &boot, req))
+                    .record(
+                        mac,
+                        answered(DhcpService::Dhcp, Some(l.ip), &boot, req).offer(),
+                    )
                     .await;
                 Ok(Answer::Lease {
                     ack: false,
@@ -239,7 +244,10 @@ impl DhcpClients {
                         }
                         let node = self.welcomed(node, known, place, via).await?;
                         self.timeline
-                            .record(mac, EventKind::DhcpAck, detail(l.ip, &boot, req))
+                            .record(
+                                mac,
+                                answered(DhcpService::Dhcp, Some(l.ip), &boot, req).ack(),
+                            )
                             .await;
                         Ok(Answer::Lease {
                             ack: true,
@@ -251,7 +259,12 @@ impl DhcpClients {
                     Outcome::Nak(reason) => {
                         if known {
                             self.timeline
-                                .record(mac, EventKind::DhcpNak, reason.clone())
+                                .record(
+                                    mac,
+                                    EventData::DhcpNak {
+                                        reason: reason.clone(),
+                                    },
+                                )
                                 .await;
                         }
                         Ok(Answer::Nak { reason })
@@ -274,12 +287,10 @@ impl DhcpClients {
                     self.timeline
                         .record(
                             mac,
-                            EventKind::DhcpRelease,
-                            format!(
-                                "{}{}",
-                                req.ciaddr,
-                                if released { "" } else { " (no such lease)" }
-                            ),
+                            EventData::DhcpRelease {
+                                addr: req.ciaddr,
+                                released,
+                            },
                         )
                         .await;
                 }
@@ -299,11 +310,7 @@ impl DhcpClients {
                     subnet.unknown_left(mac);
                     if known {
                         self.timeline
-                            .record(
-                                mac,
-                                EventKind::DhcpDecline,
-                                format!("{ip} is in use by another host; quarantined"),
-                            )
+                            .record(mac, EventData::DhcpDecline { addr: ip })
                             .await;
                     }
                 }
@@ -348,8 +355,7 @@ impl DhcpClients {
         self.timeline
             .record(
                 mac,
-                EventKind::DhcpAck,
-                format!("boot server (4011): {}", detail_boot(&boot, req)),
+                answered(DhcpService::BootServer, None, &boot, req).ack(),
             )
             .await;
         Ok(Answer::Proxy { boot })
@@ -437,30 +443,66 @@ impl DhcpClients {
         let (node, created) = self.door.welcome(node, place, via).await?;
         if created && let Some(info) = info {
             self.timeline
-                .record(
-                    node.mac,
-                    EventKind::DhcpRelay,
-                    format!("relay agent information: {info}"),
-                )
+                .record(node.mac, EventData::DhcpRelay { info })
                 .await;
         }
         Ok(node)
     }
 }
 
-fn detail(ip: Ipv4Addr, boot: &BootFile, req: &Request) -> String {
-    format!("{ip}, {}", detail_boot(boot, req))
+/// What a DHCP answer handed the client, for its timeline.
+struct Answered {
+    service: DhcpService,
+    addr: Option<Ipv4Addr>,
+    boot_file: Option<BootTarget>,
+    arch: Option<crate::model::ClientArch>,
+    ipxe: bool,
 }
 
-fn detail_boot(boot: &BootFile, req: &Request) -> String {
-    let who = match (req.client.is_ipxe, req.client.arch) {
-        (true, Some(a)) => format!("iPXE, arch {a}"),
-        (false, Some(a)) => format!("firmware, arch {a}"),
-        (_, None) => "no PXE".to_string(),
-    };
-    match boot {
-        BootFile::None => format!("no boot file ({who})"),
-        BootFile::Tftp(f) => format!("loader {f} by TFTP ({who})"),
-        BootFile::Url { url, .. } => format!("{url} ({who})"),
+fn answered(
+    service: DhcpService,
+    addr: Option<Ipv4Addr>,
+    boot: &BootFile,
+    req: &Request,
+) -> Answered {
+    Answered {
+        service,
+        addr,
+        boot_file: match boot {
+            BootFile::None => None,
+            BootFile::Tftp(f) => Some(BootTarget::Tftp(f.clone())),
+            BootFile::Url {
+                url,
+                http_client: true,
+            } => Some(BootTarget::Http(url.clone())),
+            BootFile::Url {
+                url,
+                http_client: false,
+            } => Some(BootTarget::Script(url.clone())),
+        },
+        arch: req.client.arch,
+        ipxe: req.client.is_ipxe,
+    }
+}
+
+impl Answered {
+    fn offer(self) -> EventData {
+        EventData::DhcpOffer {
+            service: self.service,
+            addr: self.addr,
+            boot_file: self.boot_file,
+            arch: self.arch,
+            ipxe: self.ipxe,
+        }
+    }
+
+    fn ack(self) -> EventData {
+        EventData::DhcpAck {
+            service: self.service,
+            addr: self.addr,
+            boot_file: self.boot_file,
+            arch: self.arch,
+            ipxe: self.ipxe,
+        }
     }
 }

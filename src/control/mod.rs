@@ -10,9 +10,12 @@
 //! - [`dhcp_client`]: what happens when a firmware, iPXE or an OS asks
 //!   rackboot's DHCP (port 67 and the PXE boot server on 4011), with
 //!   [`lease`] for the addresses.
+//! - [`timeline`]: recording what a node did, and the state and bootenv
+//!   changes that follow from it.
 
 pub mod admin;
 pub mod admit;
 pub mod bind;
 pub mod dhcp_client;
 pub mod lease;
+pub mod timeline;

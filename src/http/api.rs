@@ -237,7 +237,7 @@ pub async fn events(
     record(&ctx, mac).await?;
     let mut events = ctx.store.events(mac).await?;
     if let Some(k) = &q.kind {
-        events.retain(|e| e.kind.in_family(k));
+        events.retain(|e| e.kind().in_family(k));
     }
     Ok(Json(events))
 }

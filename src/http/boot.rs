@@ -24,8 +24,9 @@ use crate::boot::{
 };
 use crate::control::admit::{Admitted, Place, Via};
 use crate::control::bind::Refusal;
+use crate::http::node::booted_bootenv;
 use crate::metrics::BootRefusal;
-use crate::model::{BootArch, EventKind, Mac, Timestamp};
+use crate::model::{BootArch, EventData, Mac, Node, Timestamp};
 use crate::routes;
 
 /// `/boot/<mac>.ipxe?arch=`: other parameters are ignored.
@@ -141,13 +142,30 @@ pub async fn script(
     // Last seen in memory (the file only once a minute): lazy, no commit.
     ctx.store.touch_node(mac, Some(arch), now).await?;
     if rendered.kernel.is_none() {
-        // To the local disk: no token, no kernel to wait for.
+        // To the local disk: no token, no kernel to wait for. The boot it
+        // describes starts now (written only when the record does not say
+        // so already: a node booting from its disk does so again and again).
         ctx.scripts.handed(mac, rendered.clone());
+        if node.booted_bootenv.as_deref() != Some(rendered.bootenv.as_str()) {
+            let booted = rendered.bootenv.clone();
+            ctx.store
+                .update_node(
+                    mac,
+                    Box::new(move |n| {
+                        n.booted_bootenv = Some(booted);
+                        Ok(())
+                    }),
+                )
+                .await?;
+        }
         ctx.timeline
             .record(
                 mac,
-                EventKind::HttpScript,
-                lifecycle::script_detail(&rendered.bootenv, arch, effective.choice),
+                EventData::HttpScript {
+                    bootenv: rendered.bootenv.clone(),
+                    arch,
+                    choice: effective.choice,
+                },
             )
             .await;
         if effective.choice == Choice::Once {
@@ -224,41 +242,53 @@ fn refuse_script(ctx: &HttpContext, mac: Mac, peer: Option<Ipv4Addr>, r: Refusal
 
 /// The node's boot starts: the kernel of the script it was handed is
 /// being fetched from its own address. The script's token becomes the
-/// node's (the one before dies; durable, so a restart keeps it), a
+/// node's (the one before dies; durable, so a restart keeps it) and its
+/// bootenv the one the record says the node booted, in one edit; a
 /// once-only bootenv is used up, the state moves on and the timeline says
-/// what was rendered.
+/// what was rendered. Returns the record with its boot started.
 async fn start_boot(
     ctx: &HttpContext,
     mac: Mac,
     boot: PendingBoot,
     now: Timestamp,
-) -> Result<(), HttpError> {
+) -> Result<Node, HttpError> {
     let token = boot.token.clone();
-    ctx.store
+    let booted = boot.script.bootenv.clone();
+    let mut node = ctx
+        .store
         .update_node(
             mac,
             Box::new(move |n| {
                 n.token = token;
+                n.booted_bootenv = Some(booted);
                 Ok(())
             }),
         )
-        .await?;
+        .await?
+        .after;
     ctx.scripts.handed(mac, boot.script.clone());
     ctx.timeline
         .record(
             mac,
-            EventKind::HttpScript,
-            lifecycle::script_detail(&boot.script.bootenv, boot.arch, boot.choice),
+            EventData::HttpScript {
+                bootenv: boot.script.bootenv.clone(),
+                arch: boot.arch,
+                choice: boot.choice,
+            },
         )
         .await;
     if boot.choice == Choice::Once {
         let used = boot.script.bootenv.clone();
-        ctx.timeline
+        if let Some(after) = ctx
+            .timeline
             .change_bootenv(mac, move |n| lifecycle::after_render(n, &used, now))
-            .await?;
+            .await?
+        {
+            node = after;
+        }
     }
     ctx.timeline.progress(mac, boot.progress).await?;
-    Ok(())
+    Ok(node)
 }
 
 fn ipxe_text(text: String) -> Response {
@@ -316,36 +346,26 @@ pub async fn asset(
             },
             None => None,
         };
-        if let Some(node) = node {
+        if let Some(mut node) = node {
             if let Some(boot) = ctx.scripts.take_pending(mac, &path) {
-                start_boot(&ctx, mac, boot, Timestamp::now()).await?;
+                node = start_boot(&ctx, mac, boot, Timestamp::now()).await?;
             }
             let handed = ctx.scripts.last_handed(mac);
-            let bootenv = match &handed {
-                Some(s) => s.bootenv.clone(),
-                None => {
-                    // Only after a restart: the timeline says (and
-                    // reading it makes the store commit what is pending).
-                    let events = ctx.store.events(mac).await?;
-                    lifecycle::rendered_bootenv(&events)
-                        .map(str::to_string)
-                        .unwrap_or_else(|| effective_bootenv(&node, Timestamp::now()).bootenv)
-                }
-            };
-            let kind = asset_role(&ctx, &node, &bootenv, &path);
+            let role = asset_role(&ctx, &node, &booted_bootenv(&node), &path);
             let range = req.headers().get(header::RANGE);
             if range.is_none()
                 && handed.is_some_and(|s| s.last_fetch.as_deref() == Some(path.as_str()))
             {
                 finishes_boot = Some(mac);
             }
-            let range = range
-                .and_then(|v| v.to_str().ok())
-                .map(|r| format!(", {r}"))
-                .unwrap_or_default();
-            ctx.timeline
-                .record(mac, kind, format!("{path}{range}"))
-                .await;
+            let range = range.and_then(|v| v.to_str().ok()).map(str::to_string);
+            let path = path.clone();
+            let fetched = match role {
+                Some(AssetRole::Kernel) => EventData::HttpKernel { path, range },
+                Some(AssetRole::Initrd) => EventData::HttpInitrd { path, range },
+                _ => EventData::HttpAsset { path, range },
+            };
+            ctx.timeline.record(mac, fetched).await;
         }
     }
     // On rackboot's own boot-path connections the body goes out by
@@ -412,21 +432,10 @@ fn fetch_error(path: &str, e: &crate::assets::remote::FetchFailure) -> HttpError
     }
 }
 
-/// The timeline entry for a fetch of `path` by `node` booting `bootenv`
-/// (that of the last script it was handed: a once-only bootenv is no
-/// longer in the record by the time the kernel is fetched).
-fn asset_role(
-    ctx: &HttpContext,
-    node: &crate::model::Node,
-    bootenv: &str,
-    path: &str,
-) -> EventKind {
-    let role = node
-        .arch
-        .and_then(|a| Some(ctx.catalog.current().get(bootenv)?.role_of(a, path)));
-    match role {
-        Some(AssetRole::Kernel) => EventKind::HttpKernel,
-        Some(AssetRole::Initrd) => EventKind::HttpInitrd,
-        _ => EventKind::HttpAsset,
-    }
+/// What `path` is to `node` booting `bootenv` (that of its current boot: a
+/// once-only bootenv is no longer in the record's bootenv fields by the
+/// time the kernel is fetched), for its timeline.
+fn asset_role(ctx: &HttpContext, node: &Node, bootenv: &str, path: &str) -> Option<AssetRole> {
+    node.arch
+        .and_then(|a| Some(ctx.catalog.current().get(bootenv)?.role_of(a, path)))
 }

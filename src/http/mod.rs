@@ -44,7 +44,7 @@ pub use seed::check_templates as check_seed_templates;
 
 use crate::boot::{Admission, CatalogCell, Timeouts};
 use crate::config::LoaderMap;
-use crate::events::Timeline;
+use crate::control::timeline::Timeline;
 use crate::metrics::Metrics;
 use crate::routes::{self, API_PREFIX, Urls, api as path};
 use crate::store::Store;

@@ -19,7 +19,9 @@ use crate::boot::bootenv::{LOCAL, is_bootenv_name};
 use crate::boot::{Progress, TemplateContext, effective_bootenv, lifecycle};
 use crate::control::bind::Refusal;
 use crate::metrics::BootRefusal;
-use crate::model::{BootArch, EventKind, Mac, Node, NodeState, ScriptReport, Timestamp};
+use crate::model::{
+    BootArch, Document, EventData, EventKind, Mac, Node, NodeState, ScriptReport, Timestamp,
+};
 
 /// How much of a script's output is kept on the timeline and in its report.
 const TAIL_BYTES: usize = 4096;
@@ -83,20 +85,14 @@ pub(super) async fn with_token(
     Ok(node)
 }
 
-/// The bootenv the node booted: that of the last boot script it was handed
-/// (a once-only bootenv is already used up in the record by the time the
-/// node pulls its config scripts), else the one it boots now.
-pub(super) async fn booted_bootenv(ctx: &HttpContext, node: &Node) -> Result<String, HttpError> {
-    // Kept in memory since rackboot started; the timeline only after a
-    // restart (reading it makes the store commit what is pending).
-    if let Some(s) = ctx.scripts.last_handed(node.mac) {
-        return Ok(s.bootenv.clone());
-    }
-    let events = ctx.store.events(node.mac).await?;
-    Ok(match lifecycle::rendered_bootenv(&events) {
-        Some(b) => b.to_string(),
-        None => effective_bootenv(node, Timestamp::now()).bootenv,
-    })
+/// The bootenv the node booted: that of its current boot (a once-only
+/// bootenv is already used up in the record by the time the node pulls its
+/// config scripts), else, before its first boot through rackboot, the one
+/// it boots now.
+pub(super) fn booted_bootenv(node: &Node) -> String {
+    node.booted_bootenv
+        .clone()
+        .unwrap_or_else(|| effective_bootenv(node, Timestamp::now()).bootenv)
 }
 
 /// The node's config scripts in order: those its bootenv lists, then those
@@ -118,9 +114,14 @@ pub async fn scripts(
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, HttpError> {
     let node = authenticated(&ctx, parse_mac(&mac)?, &headers, peer).await?;
-    let names = script_names(&ctx, &node, &booted_bootenv(&ctx, &node).await?);
+    let names = script_names(&ctx, &node, &booted_bootenv(&node));
     ctx.timeline
-        .record(node.mac, EventKind::ConfigPull, names.join(", "))
+        .record(
+            node.mac,
+            EventData::ConfigPull {
+                scripts: names.clone(),
+            },
+        )
         .await;
     ctx.timeline
         .progress(node.mac, Progress::ConfigPulled)
@@ -140,7 +141,7 @@ pub async fn script(
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, HttpError> {
     let node = authenticated(&ctx, parse_mac(&mac)?, &headers, peer).await?;
-    let bootenv = booted_bootenv(&ctx, &node).await?;
+    let bootenv = booted_bootenv(&node);
     if !script_names(&ctx, &node, &bootenv).contains(&name) {
         return Err(HttpError::not_found(format!(
             "script `{name}` is not assigned to {}",
@@ -154,10 +155,11 @@ pub async fn script(
         crate::secrets::reading(&ctx.secrets_dir, || catalog.render_script(&name, &tctx));
     let text = text.map_err(|e| HttpError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
     if !secrets.is_empty() {
-        once_per_boot(&ctx, &node, &format!("config script {name}"), peer).await?;
+        let document = Document::ConfigScript { name: name.clone() };
+        once_per_boot(&ctx, &node, &document, peer).await?;
     }
     ctx.timeline
-        .record(node.mac, EventKind::ScriptFetch, name)
+        .record(node.mac, EventData::ScriptFetch { script: name })
         .await;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text))
 }
@@ -169,12 +171,12 @@ pub async fn script(
 pub(super) async fn once_per_boot(
     ctx: &HttpContext,
     node: &Node,
-    document: &str,
+    document: &Document,
     peer: Option<Ipv4Addr>,
 ) -> Result<(), HttpError> {
     if ctx
         .secrets_served
-        .first_fetch(node.mac, &node.token, document)
+        .first_fetch(node.mac, &node.token, &document.to_string())
     {
         return Ok(());
     }
@@ -183,11 +185,13 @@ pub(super) async fn once_per_boot(
     ctx.timeline
         .record(
             node.mac,
-            EventKind::SecretRefused,
-            format!("{document} asked for again in the same boot, from {from}: refused"),
+            EventData::SecretRefused {
+                document: document.clone(),
+                from: peer,
+            },
         )
         .await;
-    tracing::warn!(mac = %node.mac, document, %from, "document holding a secret asked for twice in one boot: refused");
+    tracing::warn!(mac = %node.mac, %document, %from, "document holding a secret asked for twice in one boot: refused");
     Err(HttpError::new(
         StatusCode::GONE,
         format!(
@@ -239,7 +243,7 @@ pub async fn report(
             // end of the last download was not seen, e.g. a proxy between).
             ctx.admission().release(mac);
             ctx.timeline
-                .record(mac, EventKind::ReportBooted, tail)
+                .record(mac, EventData::ReportBooted { output: tail })
                 .await;
             ctx.timeline.progress(mac, Progress::Booted).await?;
         }
@@ -249,14 +253,6 @@ pub async fn report(
             if script.is_empty() {
                 return Err(HttpError::bad_request("a script report needs `script`"));
             }
-            let took = duration_ms
-                .map(|d| {
-                    format!(
-                        " in {}",
-                        humantime::format_duration(Duration::from_millis(d))
-                    )
-                })
-                .unwrap_or_default();
             // Durable before the agent hears 204: a report is never lost to a crash.
             let report = ScriptReport {
                 at: Timestamp::now(),
@@ -270,25 +266,33 @@ pub async fn report(
             ctx.timeline
                 .record(
                     mac,
-                    EventKind::ReportScript,
-                    format!("{script} exited {status}{took}\n{tail}"),
+                    EventData::ReportScript {
+                        script: script.to_string(),
+                        status,
+                        duration_ms,
+                        output: tail,
+                    },
                 )
                 .await;
         }
         "configured" => {
             ctx.timeline
-                .record(mac, EventKind::ReportConfigured, tail)
+                .record(mac, EventData::ReportConfigured { output: tail })
                 .await;
             ctx.timeline.progress(mac, Progress::Configured).await?;
         }
         "failed" => {
-            let reason = match (script.is_empty(), status) {
-                (false, Some(s)) => format!("script {script} exited {s}"),
-                (false, None) => format!("script {script} failed"),
-                (true, _) => "the node reported a failure".to_string(),
-            };
+            let script = (!script.is_empty()).then(|| script.to_string());
+            let reason = EventData::failure_reason(script.as_deref(), status);
             ctx.timeline
-                .record(mac, EventKind::ReportFailed, format!("{reason}\n{tail}"))
+                .record(
+                    mac,
+                    EventData::ReportFailed {
+                        script,
+                        status,
+                        output: tail,
+                    },
+                )
                 .await;
             ctx.timeline
                 .progress(mac, Progress::Failed { reason })
@@ -325,7 +329,7 @@ pub async fn installed(
 ) -> Result<impl IntoResponse, HttpError> {
     let node = authenticated(&ctx, parse_mac(&mac)?, &headers, peer).await?;
     let mac = node.mac;
-    let current = booted_bootenv(&ctx, &node).await?;
+    let current = booted_bootenv(&node);
     let installer = match q.get("bootenv") {
         Some(b) if is_bootenv_name(b) => b.clone(),
         Some(b) => {
@@ -358,8 +362,10 @@ pub async fn installed(
     ctx.timeline
         .record(
             mac,
-            EventKind::ReportInstalled,
-            format!("bootenv {installer}\n{}", tail(&body)),
+            EventData::ReportInstalled {
+                bootenv: installer.clone(),
+                output: tail(&body),
+            },
         )
         .await;
     let change = lifecycle::install_complete(&installer, &after);
@@ -433,22 +439,28 @@ pub async fn wait(
 /// reported (`configured`, or `failed` with that run's reason).
 async fn resume(ctx: &HttpContext, node: &Node) -> Result<(), HttpError> {
     let events = ctx.store.events(node.mac).await?;
-    let last = events.iter().rev().find(|e| {
-        matches!(
-            e.kind,
-            EventKind::ReportConfigured | EventKind::ReportFailed
-        )
-    });
-    let (state, reason) = match last {
-        Some(e) if e.kind == EventKind::ReportConfigured => (
+    let last = events.iter().rev().find_map(|e| match &e.data {
+        EventData::ReportConfigured { .. } => Some((
             NodeState::Configured,
             "heartbeats resumed; its last run succeeded".to_string(),
-        ),
-        Some(e) => (
+        )),
+        EventData::ReportFailed { script, status, .. } => Some((
             NodeState::Failed,
-            e.detail.lines().next().unwrap_or_default().to_string(),
-        ),
-        None => return Ok(()),
+            EventData::failure_reason(script.as_deref(), *status),
+        )),
+        // Reported before events had data: which, but not why.
+        EventData::Note { of, .. } if *of == EventKind::ReportConfigured => Some((
+            NodeState::Configured,
+            "heartbeats resumed; its last run succeeded".to_string(),
+        )),
+        EventData::Note { of, .. } if *of == EventKind::ReportFailed => Some((
+            NodeState::Failed,
+            "heartbeats resumed; its last run failed".to_string(),
+        )),
+        _ => None,
+    });
+    let Some((state, reason)) = last else {
+        return Ok(());
     };
     ctx.timeline
         .set_state_if(node.mac, state, reason, |n| {

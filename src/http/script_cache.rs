@@ -191,6 +191,7 @@ fn same_for_render(a: &Node, b: &Node) -> bool {
         // Checked when the record is edited, not when rendering.
         protected: _,
         // Change with every boot; no template sees them.
+        booted_bootenv: _,
         state: _,
         state_reason: _,
         relay_info: _,

@@ -24,7 +24,7 @@ use super::node::{booted_bootenv, once_per_boot, with_token};
 use super::{HttpContext, HttpError, Peer, parse_mac};
 use crate::beneath::Refused;
 use crate::boot::TemplateContext;
-use crate::model::{BootArch, EventKind};
+use crate::model::{BootArch, Document, EventData};
 
 /// The NoCloud documents and what each is when `cloud_init_dir` has no file
 /// for it: an instance id and hostname, an empty cloud-config, nothing.
@@ -52,10 +52,10 @@ pub async fn cloud_init(
     let template = read_template(&ctx.cloud_init_dir, &doc)
         .await?
         .unwrap_or_else(|| default.to_string());
-    let what = format!("cloud-init/{doc}");
-    let text = render(&ctx, &node, &what, &template, peer).await?;
+    let document = Document::CloudInit { name: doc };
+    let text = render(&ctx, &node, &document, &template, peer).await?;
     ctx.timeline
-        .record(node.mac, EventKind::HttpSeed, format!("cloud-init {doc}"))
+        .record(node.mac, EventData::HttpSeed { document })
         .await;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text))
 }
@@ -75,10 +75,10 @@ pub async fn answers(
     let Some(template) = read_template(&ctx.answers_dir, &name).await? else {
         return Err(HttpError::not_found(format!("no answer file `{name}`")));
     };
-    let what = format!("answers/{name}");
-    let text = render(&ctx, &node, &what, &template, peer).await?;
+    let document = Document::Answers { name };
+    let text = render(&ctx, &node, &document, &template, peer).await?;
     ctx.timeline
-        .record(node.mac, EventKind::HttpSeed, format!("answers {name}"))
+        .record(node.mac, EventData::HttpSeed { document })
         .await;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text))
 }
@@ -129,11 +129,11 @@ async fn read_template(dir: &FsPath, name: &str) -> Result<Option<String>, HttpE
 async fn render(
     ctx: &HttpContext,
     node: &crate::model::Node,
-    what: &str,
+    what: &Document,
     template: &str,
     peer: Option<std::net::Ipv4Addr>,
 ) -> Result<String, HttpError> {
-    let bootenv = booted_bootenv(ctx, node).await?;
+    let bootenv = booted_bootenv(node);
     let arch = node.arch.unwrap_or(BootArch::X86_64Efi);
     let tctx = TemplateContext::new(&ctx.urls.http_base, node, &bootenv, arch);
     let (text, secrets) =

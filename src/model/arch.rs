@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 /// The client system architecture a firmware announces in DHCP option 93
 /// (RFC 4578 §2.1; values from the IANA "Processor Architecture Types" registry).
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct ClientArch(pub u16);
 
 impl ClientArch {

@@ -95,6 +95,19 @@ pub enum NodeOrigin {
     Discovered,
 }
 
+/// Which of a node record's bootenv fields is in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Choice {
+    /// `bootenv`: no next-boot bootenv is in force.
+    Base,
+    /// `next_bootenv` for one boot (no expiry): used up once its boot
+    /// script is rendered, so the following boot returns to `bootenv`.
+    Once,
+    /// `next_bootenv` until `until` (a lease), then `bootenv` again.
+    Lease { until: Timestamp },
+}
+
 /// One machine, known by the MAC of its boot NIC.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Node {
@@ -112,6 +125,13 @@ pub struct Node {
     /// Boot this once (or until `bootenv_expires`), then return to `bootenv`.
     pub next_bootenv: Option<String>,
     pub bootenv_expires: Option<Timestamp>,
+    /// The bootenv of the boot it is in (or last went through): that of
+    /// the last boot script whose boot started. A once-only bootenv is used
+    /// up in the record by the time the node fetches its kernel, config
+    /// scripts and answer files; this says which bootenv those belong to.
+    /// `None` before its first boot through rackboot.
+    #[serde(default)]
+    pub booted_bootenv: Option<String>,
     /// A first-stage loader (path under the assets directory) that replaces
     /// the one its architecture gets, e.g. `snponly.efi` for a NIC whose
     /// driver iPXE lacks.
@@ -160,6 +180,7 @@ impl Node {
             bootenv: bootenv.to_string(),
             next_bootenv: None,
             bootenv_expires: None,
+            booted_bootenv: None,
             loader: None,
             protected: false,
             state: NodeState::Discovered,

@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use super::{EVENTS_PER_NODE, LeaseRequest, NodeQuery, REPORTS_PER_NODE, Store, StoreHealth};
 use crate::model::{
-    BootArch, Event, EventKind, Lease, LeaseState, Mac, Node, NodeOrigin, NodeState, ScriptReport,
-    Timestamp,
+    BootArch, Event, EventData, EventKind, Lease, LeaseState, Mac, Node, NodeOrigin, NodeState,
+    ScriptReport, Timestamp,
 };
 
 /// How the battery makes and breaks the stores of one engine.
@@ -111,12 +111,16 @@ fn named(n: u8, host: &str, fixed: Option<&str>) -> Node {
     }
 }
 
-fn event(at: i64, kind: EventKind, detail: impl Into<String>) -> Event {
-    Event {
-        at: Timestamp(at),
-        kind,
-        detail: detail.into(),
-    }
+/// An event of `kind` whose sentence is `text` (a note: the store keeps
+/// every kind of data alike).
+fn event(at: i64, kind: EventKind, text: impl Into<String>) -> Event {
+    Event::new(
+        Timestamp(at),
+        EventData::Note {
+            of: kind,
+            text: text.into(),
+        },
+    )
 }
 
 fn report(i: i64) -> ScriptReport {
@@ -704,7 +708,7 @@ pub(crate) async fn events_are_kept_in_order_and_bounded_per_node<E: Engine>() {
             .await
             .unwrap();
     }
-    let details = |ev: Vec<Event>| ev.into_iter().map(|e| e.detail).collect::<Vec<_>>();
+    let details = |ev: Vec<Event>| ev.iter().map(Event::sentence).collect::<Vec<_>>();
     assert_eq!(
         details(s.events(mac(1)).await.unwrap()),
         ["first", "second"]
@@ -720,7 +724,10 @@ pub(crate) async fn events_are_kept_in_order_and_bounded_per_node<E: Engine>() {
     let ev = s.events(mac(1)).await.unwrap();
     assert_eq!(ev.len() as i64, EVENTS_PER_NODE);
     assert_eq!(ev[0], event(10, EventKind::DhcpAck, "0"), "oldest dropped");
-    assert_eq!(ev.last().unwrap().detail, (EVENTS_PER_NODE - 1).to_string());
+    assert_eq!(
+        ev.last().unwrap().sentence(),
+        (EVENTS_PER_NODE - 1).to_string()
+    );
     assert_eq!(
         s.events(mac(2)).await.unwrap(),
         [event(0, EventKind::TftpSent, "")]
@@ -732,7 +739,11 @@ pub(crate) async fn events_are_kept_in_order_and_bounded_per_node<E: Engine>() {
         .unwrap();
     let ev = s.events(mac(1)).await.unwrap();
     assert!(ev.len() as i64 <= EVENTS_PER_NODE);
-    assert_eq!(ev.last().unwrap().detail, "after", "still appended last");
+    assert_eq!(
+        ev.last().unwrap().sentence(),
+        "after",
+        "still appended last"
+    );
 }
 
 pub(crate) async fn reports_are_durable_bounded_and_count_what_was_dropped<E: Engine>() {

@@ -14,9 +14,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::metrics::TftpResult;
 use super::packet::ErrorCode;
 use crate::assets::resolve::{Refusal, resolve};
-use crate::events::Timeline;
+use crate::control::timeline::Timeline;
 use crate::metrics::Metrics;
-use crate::model::{EventKind, Mac, Timestamp};
+use crate::model::{EventData, Mac, TftpStop, Timestamp};
 use crate::store::Store;
 
 /// Serves regular files below `root`.
@@ -104,8 +104,11 @@ impl AssetsHandler {
         let mac = self.mac_of(client.ip()).await;
         if let Some(mac) = mac {
             let timeline = self.timeline.clone();
-            let detail = format!("{path} ({size} bytes)");
-            tokio::spawn(async move { timeline.record(mac, EventKind::TftpStart, detail).await });
+            let data = EventData::TftpStart {
+                file: path.to_string(),
+                size,
+            };
+            tokio::spawn(async move { timeline.record(mac, data).await });
         }
         Ok(Transfer {
             file,
@@ -249,52 +252,38 @@ impl Record {
             _ => TftpResult::Aborted,
         };
         self.metrics.tftp_transfer(result);
-        let (kind, detail) = match outcome {
-            Outcome::Sent => (
-                EventKind::TftpSent,
-                format!("{} ({} bytes)", self.name, self.size),
-            ),
-            other => (EventKind::TftpStopped, self.stopped(&other)),
+        let data = match outcome {
+            Outcome::Sent => EventData::TftpSent {
+                file: self.name.clone(),
+                size: self.size,
+            },
+            Outcome::ClientError(code, message) => {
+                self.stopped(TftpStop::ClientError { code, message })
+            }
+            Outcome::TimedOut => self.stopped(TftpStop::TimedOut),
+            Outcome::Unacknowledged => self.stopped(TftpStop::Unacknowledged),
+            Outcome::Busy => self.stopped(TftpStop::Busy {
+                wait_ms: QUEUE_WAIT.as_millis() as u64,
+            }),
+            Outcome::Failed(error) => self.stopped(TftpStop::Failed { error }),
         };
-        self.record(kind, detail);
+        self.record(data);
     }
 
-    fn stopped(&self, why: &Outcome) -> String {
-        let why = match why {
-            Outcome::Sent => String::new(),
-            Outcome::ClientError(8, _) if self.acked == 0 => {
-                return format!(
-                    "{}: ended before any data was sent (a size probe, or the client refused the options)",
-                    self.name
-                );
-            }
-            Outcome::ClientError(code, msg) => format!("the client sent error {code} ({msg})"),
-            Outcome::TimedOut => "the client stopped acknowledging".to_string(),
-            Outcome::Unacknowledged => {
-                return format!(
-                    "{}: dropped, the client acknowledged nothing (tftp.first_ack_timeout; a spoofed or vanished client)",
-                    self.name
-                );
-            }
-            Outcome::Busy => {
-                return format!(
-                    "{}: refused, no transfer slot came free within {QUEUE_WAIT:?} (tftp.max_transfers)",
-                    self.name
-                );
-            }
-            Outcome::Failed(e) => e.clone(),
-        };
-        format!(
-            "{}: stopped after {} of {} bytes acknowledged: {why}",
-            self.name, self.acked, self.size
-        )
+    fn stopped(&self, why: TftpStop) -> EventData {
+        EventData::TftpStopped {
+            file: self.name.clone(),
+            acked: self.acked,
+            size: self.size,
+            why,
+        }
     }
 
-    fn record(&self, kind: EventKind, detail: String) {
+    fn record(&self, data: EventData) {
         let Some(mac) = self.mac else { return };
         let timeline = self.timeline.clone();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move { timeline.record(mac, kind, detail).await });
+            rt.spawn(async move { timeline.record(mac, data).await });
         }
     }
 }
@@ -302,8 +291,10 @@ impl Record {
 impl Drop for Record {
     fn drop(&mut self) {
         if !self.ended {
-            let detail = self.stopped(&Outcome::Failed("rackboot stopped".into()));
-            self.record(EventKind::TftpStopped, detail);
+            let data = self.stopped(TftpStop::Failed {
+                error: "rackboot stopped".into(),
+            });
+            self.record(data);
         }
     }
 }

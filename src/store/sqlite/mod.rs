@@ -893,8 +893,19 @@ impl super::contract::Engine for Contract {
 
 #[cfg(test)]
 mod tests {
+    use super::rows::mac_key;
     use super::*;
-    use crate::model::{EventKind, NodeOrigin};
+    use crate::model::{EventData, NodeOrigin};
+
+    /// An event whose sentence is `text`.
+    fn said(at: Timestamp, text: &str) -> Event {
+        Event::new(
+            at,
+            EventData::DhcpIgnored {
+                reason: text.into(),
+            },
+        )
+    }
 
     fn mac(n: u8) -> Mac {
         Mac::new([0x52, 0x54, 0, 0, 0, n])
@@ -979,16 +990,7 @@ mod tests {
                 err.to_string().contains("in use by another rackboot"),
                 "{err}"
             );
-            s.add_event(
-                mac(1),
-                &Event {
-                    at: Timestamp(1),
-                    kind: EventKind::DhcpAck,
-                    detail: "x".into(),
-                },
-            )
-            .await
-            .unwrap();
+            s.add_event(mac(1), &said(Timestamp(1), "x")).await.unwrap();
             s.events(mac(1)).await.unwrap();
         }
         // Let the first store's writer task wind down and drop its lock.
@@ -1367,6 +1369,96 @@ mod tests {
         assert_eq!(s.reports(mac(1)).await.unwrap().0.len(), 1);
     }
 
+    /// A store made before events had data keeps its timelines: each old
+    /// event is a note of its kind and its sentence, in order; which
+    /// bootenv each node last booted is read once from its last boot script
+    /// event; new events carry data, also after a restart.
+    #[tokio::test]
+    async fn timelines_from_before_events_had_data_are_kept_as_notes() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join("rackboot.db")).unwrap();
+            conn.execute_batch(&format!(
+                "CREATE TABLE nodes (mac TEXT PRIMARY KEY NOT NULL, hostname TEXT NOT NULL UNIQUE COLLATE NOCASE, \
+                 ipv4 INTEGER UNIQUE, labels TEXT NOT NULL DEFAULT '{{}}', params TEXT NOT NULL DEFAULT '{{}}', \
+                 bootenv TEXT NOT NULL, next_bootenv TEXT, bootenv_expires INTEGER, protected INTEGER NOT NULL DEFAULT 0, \
+                 state TEXT NOT NULL, state_reason TEXT, arch TEXT, last_seen INTEGER, token TEXT NOT NULL, \
+                 created INTEGER NOT NULL); \
+                 INSERT INTO nodes (mac, hostname, bootenv, state, token, created) VALUES \
+                 ('52:54:00:00:00:01', 'a', 'discovery', 'booting', 't', 0), \
+                 ('52:54:00:00:00:02', 'b', 'discovery', 'booting', 't', 0); \
+                 CREATE TABLE timeline (mac INTEGER NOT NULL, seq INTEGER NOT NULL, at INTEGER NOT NULL, \
+                 kind TEXT NOT NULL, detail TEXT NOT NULL, PRIMARY KEY (mac, seq)) WITHOUT ROWID; \
+                 CREATE TABLE counters (name TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) WITHOUT ROWID; \
+                 INSERT INTO counters VALUES ('timeline_seq', 5); \
+                 INSERT INTO timeline VALUES \
+                 ({a}, 1, 10, 'http.script', 'bootenv discovery, arch bios'), \
+                 ({a}, 2, 20, 'http.script', 'bootenv rescue, arch x86_64_efi, once'), \
+                 ({b}, 3, 25, 'http.script', 'a boot script, said otherwise'), \
+                 ({a}, 4, 30, 'http.kernel', 'x86_64/vmlinuz'), \
+                 ({a}, 5, 40, 'bootenv.changed', 'rescue once, then discovery -> discovery: rescue was booted once');",
+                a = mac_key(mac(1)),
+                b = mac_key(mac(2)),
+            ))
+            .unwrap();
+        }
+        let notes = |ev: &[Event]| {
+            ev.iter()
+                .map(|e| match &e.data {
+                    EventData::Note { of, text } => (e.at.millis(), of.as_str(), text.clone()),
+                    other => panic!("not a note: {other:?}"),
+                })
+                .collect::<Vec<_>>()
+        };
+        let kernel = Event::new(
+            Timestamp(50),
+            EventData::HttpKernel {
+                path: "x86_64/vmlinuz".into(),
+                range: None,
+            },
+        );
+        {
+            let s = SqliteStore::open(dir.path()).await.unwrap();
+            let ev = s.events(mac(1)).await.unwrap();
+            assert_eq!(
+                notes(&ev),
+                [
+                    (
+                        10,
+                        "http.script",
+                        "bootenv discovery, arch bios".to_string()
+                    ),
+                    (
+                        20,
+                        "http.script",
+                        "bootenv rescue, arch x86_64_efi, once".to_string()
+                    ),
+                    (30, "http.kernel", "x86_64/vmlinuz".to_string()),
+                    (
+                        40,
+                        "bootenv.changed",
+                        "rescue once, then discovery -> discovery: rescue was booted once"
+                            .to_string()
+                    ),
+                ]
+            );
+            assert_eq!(ev[2].sentence(), "x86_64/vmlinuz");
+            let a = s.node(mac(1)).await.unwrap().unwrap();
+            assert_eq!(a.booted_bootenv.as_deref(), Some("rescue"));
+            // A sentence of another shape names no bootenv: nothing is made up.
+            let b = s.node(mac(2)).await.unwrap().unwrap();
+            assert_eq!(b.booted_bootenv, None);
+            s.add_event(mac(1), &kernel).await.unwrap();
+            s.sync().await.unwrap();
+        }
+        let s = SqliteStore::open(dir.path()).await.unwrap();
+        let ev = s.events(mac(1)).await.unwrap();
+        assert_eq!(ev.len(), 5);
+        assert_eq!(ev[4], kernel, "after the old ones, with its data");
+        assert_eq!(notes(&ev[..4]).len(), 4);
+        assert_eq!(notes(&s.events(mac(2)).await.unwrap()).len(), 1);
+    }
+
     /// A store whose timelines are in the old `events` table (TEXT MAC, an
     /// index beside it) keeps them, in order, and later events follow them,
     /// also after a restart.
@@ -1387,7 +1479,7 @@ mod tests {
             )
             .unwrap();
         }
-        let details = |ev: Vec<Event>| ev.into_iter().map(|e| e.detail).collect::<Vec<_>>();
+        let details = |ev: Vec<Event>| ev.iter().map(Event::sentence).collect::<Vec<_>>();
         {
             let s = SqliteStore::open(dir.path()).await.unwrap();
             assert_eq!(
@@ -1395,20 +1487,12 @@ mod tests {
                 ["first", "second, clock stepped back"]
             );
             assert_eq!(details(s.events(mac(2)).await.unwrap()), ["other node"]);
-            let e = Event {
-                at: Timestamp(1),
-                kind: EventKind::HttpScript,
-                detail: "third".into(),
-            };
+            let e = said(Timestamp(1), "third");
             s.add_event(mac(1), &e).await.unwrap();
             s.sync().await.unwrap();
         }
         let s = SqliteStore::open(dir.path()).await.unwrap();
-        let e = Event {
-            at: Timestamp(0),
-            kind: EventKind::HttpKernel,
-            detail: "fourth, after a restart".into(),
-        };
+        let e = said(Timestamp(0), "fourth, after a restart");
         s.add_event(mac(1), &e).await.unwrap();
         assert_eq!(
             details(s.events(mac(1)).await.unwrap()),

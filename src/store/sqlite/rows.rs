@@ -8,8 +8,7 @@ use std::str::FromStr;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::model::{
-    BootArch, Event, EventKind, Lease, LeaseState, Mac, Node, NodeOrigin, NodeState, ScriptReport,
-    Timestamp,
+    BootArch, Event, Lease, LeaseState, Mac, Node, NodeOrigin, NodeState, ScriptReport, Timestamp,
 };
 use crate::store::{EVENTS_PER_NODE, Fault, StoreError};
 
@@ -64,7 +63,7 @@ pub(super) fn mac_key(mac: Mac) -> i64 {
 pub(super) fn read_events(conn: &Connection, mac: Mac) -> Result<Vec<Event>, StoreError> {
     let mut q = conn
         .prepare_cached(
-            "SELECT at, kind, detail FROM (SELECT seq, at, kind, detail FROM timeline \
+            "SELECT at, data FROM (SELECT seq, at, data FROM timeline \
              WHERE mac = ?1 ORDER BY seq DESC LIMIT ?2) ORDER BY seq",
         )
         .map_err(db("list events"))?;
@@ -73,11 +72,10 @@ pub(super) fn read_events(conn: &Connection, mac: Mac) -> Result<Vec<Event>, Sto
         .map_err(db("list events"))?;
     let mut out = Vec::new();
     while let Some(r) = rows.next().map_err(db("list events"))? {
-        let kind: String = r.get("kind").map_err(db("read event"))?;
+        let data: String = r.get("data").map_err(db("read event"))?;
         out.push(Event {
             at: Timestamp(r.get("at").map_err(db("read event"))?),
-            kind: EventKind::from_str(&kind).map_err(|e| corrupt(mac, e))?,
-            detail: r.get("detail").map_err(db("read event"))?,
+            data: serde_json::from_str(&data).map_err(|e| corrupt(mac, e))?,
         });
     }
     Ok(out)
@@ -140,11 +138,10 @@ pub(super) fn ip_col(ip: Ipv4Addr) -> i64 {
 /// The node columns, in the order of the upsert's parameters.
 pub(super) const NODE_COLUMNS: &str = "mac, hostname, ipv4, labels, params, bootenv, next_bootenv, \
      bootenv_expires, loader, protected, state, state_reason, relay_info, arch, last_seen, \
-     token, created, config_generation, origin, boot_ipv4";
+     token, created, config_generation, origin, boot_ipv4, booted_bootenv";
 
 /// The parameters [`execute_node`] binds, one per column of [`NODE_COLUMNS`].
-pub(super) const NODE_PARAMS: &str =
-    "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20";
+pub(super) const NODE_PARAMS: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21";
 
 /// Runs `stmt` (an insert of [`NODE_COLUMNS`]) for `n`; the rows changed.
 pub(super) fn execute_node(
@@ -172,6 +169,7 @@ pub(super) fn execute_node(
         n.config_generation as i64,
         origin_text(n.origin),
         n.boot_ipv4.map(ip_col),
+        n.booted_bootenv,
     ])
 }
 
@@ -197,6 +195,7 @@ pub(super) fn node_from_row(row: &Row<'_>) -> Result<Node, StoreError> {
         bootenv: get_s("bootenv")?,
         next_bootenv: get_opt_s("next_bootenv")?,
         bootenv_expires: get_opt_i("bootenv_expires")?.map(Timestamp),
+        booted_bootenv: get_opt_s("booted_bootenv")?,
         loader: get_opt_s("loader")?,
         protected: row.get("protected").map_err(read)?,
         state: NodeState::from_str(&state_s).map_err(|e| corrupt(mac, e))?,

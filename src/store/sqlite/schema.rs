@@ -35,14 +35,16 @@ CREATE TABLE IF NOT EXISTS leases (
 DROP INDEX IF EXISTS leases_by_mac;
 -- Each node's timeline, kept together on disk (one B-tree, no index
 -- beside it): an event is one insert, a trim one range delete. `mac` is the
--- address as a number; `seq` orders a node's events. Replaces `events`
+-- address as a number; `seq` orders a node's events; `data` is the event's
+-- data as JSON, tagged by its kind (`kind` repeats the kind's name, so a
+-- query can pick kinds without reading the JSON). Replaces `events`
 -- (TEXT mac, rowid and an index: twice the work per event).
 CREATE TABLE IF NOT EXISTS timeline (
     mac    INTEGER NOT NULL,
     seq    INTEGER NOT NULL,
     at     INTEGER NOT NULL,
     kind   TEXT NOT NULL,
-    detail TEXT NOT NULL,
+    data   TEXT NOT NULL,
     PRIMARY KEY (mac, seq)
 ) WITHOUT ROWID;
 -- Counters that must survive a restart: `timeline_seq`, the last `seq` used.

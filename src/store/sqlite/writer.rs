@@ -612,7 +612,7 @@ fn commit(conn: &mut Connection, b: &Batch, seq: &mut i64) -> Result<(), StoreEr
                  state_reason = excluded.state_reason, relay_info = excluded.relay_info, \
                  arch = excluded.arch, last_seen = excluded.last_seen, token = excluded.token, \
                  config_generation = excluded.config_generation, origin = excluded.origin, \
-                 boot_ipv4 = excluded.boot_ipv4"
+                 boot_ipv4 = excluded.boot_ipv4, booted_bootenv = excluded.booted_bootenv"
             ))
             .map_err(db("save nodes"))?;
         for n in b.nodes.values() {
@@ -621,18 +621,22 @@ fn commit(conn: &mut Connection, b: &Batch, seq: &mut i64) -> Result<(), StoreEr
         save_leases(&tx, b)?;
         let mut add_event = tx
             .prepare_cached(
-                "INSERT INTO timeline (mac, seq, at, kind, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO timeline (mac, seq, at, kind, data) VALUES (?1, ?2, ?3, ?4, ?5)",
             )
             .map_err(db("save events"))?;
         for (mac, e) in &b.events {
             *seq += 1;
+            let data = serde_json::to_string(&e.data).map_err(|err| StoreError::Corrupt {
+                key: mac.to_string(),
+                reason: format!("an event's data does not serialize: {err}"),
+            })?;
             add_event
                 .execute(params![
                     mac_key(*mac),
                     *seq,
                     e.at.millis(),
-                    e.kind.as_str(),
-                    e.detail
+                    e.kind().as_str(),
+                    data
                 ])
                 .map_err(db("save events"))?;
         }
