@@ -172,6 +172,12 @@ impl Ledger {
     }
 }
 
+/// Equal without an early exit, so the time taken says nothing about where
+/// two values differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,5 +242,12 @@ mod tests {
         // The next boot (a new token) starts afresh.
         assert!(l.first_fetch(mac, "boot2", "user-data"));
         assert!(!l.first_fetch(mac, "boot2", "user-data"));
+    }
+
+    #[test]
+    fn constant_time_eq_is_equality() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
     }
 }

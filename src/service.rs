@@ -12,9 +12,11 @@ use tokio_util::sync::CancellationToken;
 use crate::boot::{Admission, Catalog, CatalogCell, CatalogError, Limits};
 use crate::config::{Config, SubnetMode};
 use crate::control::admit::Door;
+use crate::control::agent::ConfigWaits;
 use crate::control::dhcp_client::DhcpClients;
 use crate::control::lease::Pool;
 use crate::control::timeline::Timeline;
+use crate::control::{self, Control};
 use crate::dhcp::metrics::PoolRanges;
 use crate::dhcp::{self, DhcpContext, reply::ServerParams};
 use crate::dns::{self, Zone};
@@ -413,7 +415,7 @@ pub async fn run(
         ))?;
         let handler = tftp::AssetsHandler::new(
             cfg.assets_dir.clone(),
-            store.clone(),
+            binding.clone(),
             timeline.clone(),
             metrics.clone(),
             cfg.tftp_max_transfers,
@@ -475,9 +477,24 @@ pub async fn run(
             ("lifecycle sweep", Ok(()))
         });
     }
-    let http_ctx = Arc::new(HttpContext {
+    let control = Arc::new(Control::new(control::Parts {
         store: store.clone(),
         timeline: timeline.clone(),
+        catalog: catalog.clone(),
+        http_base: urls.http_base.clone(),
+        door: door.clone(),
+        binding: binding.clone(),
+        admission: Admission::new(Limits {
+            subnets: cfg.admission.subnets.clone(),
+            other: cfg.admission.max_booting,
+            slot_timeout: cfg.admission.slot_timeout,
+        }),
+        config_waits: ConfigWaits::new(cancel.clone()),
+        secrets_dir: cfg.secrets_dir.clone(),
+        default_bootenv: cfg.default_bootenv.clone(),
+    }));
+    let http_ctx = Arc::new(HttpContext {
+        control,
         catalog: catalog.clone(),
         urls: urls.clone(),
         assets_dir: cfg.assets_dir.clone(),
@@ -488,23 +505,12 @@ pub async fn run(
         auth: auth.clone(),
         loaders: cfg.dhcp.loaders.clone(),
         timeouts: cfg.lifecycle,
-        config_waits: http::ConfigWaits::new(cancel.clone()),
         cloud_init_dir: cfg.cloud_init_dir.clone(),
         answers_dir: cfg.answers_dir.clone(),
         fetcher: Arc::new(crate::assets::remote::Fetcher::new(
             &cfg.assets_dir,
             metrics.clone(),
         )?),
-        scripts: http::ScriptCache::new(),
-        door: door.clone(),
-        binding: binding.clone(),
-        secrets_dir: cfg.secrets_dir.clone(),
-        secrets_served: crate::secrets::Ledger::default(),
-        admission: std::sync::Mutex::new(Admission::new(Limits {
-            subnets: cfg.admission.subnets.clone(),
-            other: cfg.admission.max_booting,
-            slot_timeout: cfg.admission.slot_timeout,
-        })),
     });
 
     // One budget of connections for HTTP and HTTPS.

@@ -20,7 +20,7 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use crate::model::{LeaseState, Mac, Node};
+use crate::model::{LeaseState, Mac, Node, Timestamp};
 use crate::store::{Store, StoreError};
 
 /// Why a request may not act for a node.
@@ -76,6 +76,12 @@ impl Binding {
         Ok(node.ipv4.or(node.boot_ipv4))
     }
 
+    /// The MAC whose lease from rackboot holds `ip` at `now`, if any: whose
+    /// request this is, for a protocol that carries no MAC (TFTP).
+    pub async fn leased_to(&self, ip: Ipv4Addr, now: Timestamp) -> Result<Option<Mac>, StoreError> {
+        self.store.mac_at(ip, now).await
+    }
+
     /// Whether a request from `peer` may act for `node`.
     pub async fn check(
         &self,
@@ -120,7 +126,6 @@ impl Binding {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Timestamp;
     use crate::store::{LeaseRequest, SqliteStore};
 
     fn mac(n: u8) -> Mac {

@@ -1,21 +1,111 @@
 //! The code that calls the store and policy together, so that a rule is
-//! enforced in one place whichever protocol or endpoint asks:
+//! enforced in one place whichever protocol or endpoint asks. A protocol
+//! parses, makes one call here, and encodes the answer; it never reads or
+//! writes the store itself. One file per walk:
 //!
-//! - [`admin`]: admins' changes to node records (create, patch, bulk,
-//!   import, delete), each through the one protection check and audited.
+//! - [`dhcp_client`]: what happens when a firmware, iPXE or an OS asks
+//!   rackboot's DHCP (port 67 and the PXE boot server on 4011), with
+//!   [`lease`] for the addresses.
+//! - [`boot`]: what happens when iPXE fetches its boot script, and then the
+//!   kernel and initrds it names; [`script_cache`] keeps the renders.
+//! - [`agent`]: what happens when a booted node's agent pulls its config
+//!   scripts, reports, waits for a reconfigure, or says its install is
+//!   complete (and the cloud-init and answer documents it fetches).
+//! - [`fleet`]: what the admin API reads and changes; the changes go
+//!   through [`admin`], the one protection check, audited.
 //! - [`admit`]: whether a MAC may boot here, asked by DHCP, the PXE boot
 //!   server and HTTP alike; the one place a first request makes a record.
 //! - [`bind`]: which address a node's credentials (boot script, token)
 //!   belong to, from the leases and what proxyDHCP saw.
-//! - [`dhcp_client`]: what happens when a firmware, iPXE or an OS asks
-//!   rackboot's DHCP (port 67 and the PXE boot server on 4011), with
-//!   [`lease`] for the addresses.
 //! - [`timeline`]: recording what a node did, and the state and bootenv
 //!   changes that follow from it.
 
 pub mod admin;
 pub mod admit;
+pub mod agent;
 pub mod bind;
+pub mod boot;
 pub mod dhcp_client;
+pub mod fleet;
 pub mod lease;
+pub mod script_cache;
 pub mod timeline;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crate::boot::{Admission, CatalogCell};
+use crate::store::Store;
+pub use crate::store::StoreError;
+use admit::Door;
+use agent::ConfigWaits;
+use bind::Binding;
+use script_cache::ScriptCache;
+use timeline::Timeline;
+
+/// The boot flow of one appliance after DHCP: what HTTP's boot, node and
+/// API endpoints call. Built once by `service`, shared by every request.
+pub struct Control {
+    store: Arc<dyn Store>,
+    pub timeline: Timeline,
+    catalog: Arc<CatalogCell>,
+    /// Where rendered scripts point their URLs.
+    http_base: String,
+    /// Boot scripts as rendered for and last handed to each node.
+    scripts: ScriptCache,
+    /// Whether a MAC may boot at all: the decision DHCP asks too.
+    pub door: Arc<Door>,
+    /// Whose address a node's boot script and token go to.
+    binding: Arc<Binding>,
+    /// Who may start fetching a kernel now (`[admission]`). A plain mutex:
+    /// every use is a few map operations, never held across an await.
+    admission: Mutex<Admission>,
+    /// Wakes the agents' long polls on a reconfigure.
+    config_waits: ConfigWaits,
+    /// Where `secret("name")` reads from.
+    secrets_dir: PathBuf,
+    /// Documents holding a secret each node was served in its current boot.
+    secrets_served: crate::secrets::Ledger,
+    default_bootenv: String,
+}
+
+/// What [`Control::new`] is built from.
+pub struct Parts {
+    pub store: Arc<dyn Store>,
+    pub timeline: Timeline,
+    pub catalog: Arc<CatalogCell>,
+    pub http_base: String,
+    pub door: Arc<Door>,
+    pub binding: Arc<Binding>,
+    pub admission: Admission,
+    pub config_waits: ConfigWaits,
+    pub secrets_dir: PathBuf,
+    pub default_bootenv: String,
+}
+
+impl Control {
+    pub fn new(p: Parts) -> Control {
+        Control {
+            store: p.store,
+            timeline: p.timeline,
+            catalog: p.catalog,
+            http_base: p.http_base,
+            scripts: ScriptCache::new(),
+            door: p.door,
+            binding: p.binding,
+            admission: Mutex::new(p.admission),
+            config_waits: p.config_waits,
+            secrets_dir: p.secrets_dir,
+            secrets_served: crate::secrets::Ledger::default(),
+            default_bootenv: p.default_bootenv,
+        }
+    }
+
+    /// The admission state; a panic elsewhere while it was held left it
+    /// consistent (each operation is a few map updates), so poison is ignored.
+    fn admission(&self) -> MutexGuard<'_, Admission> {
+        self.admission
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}

@@ -213,7 +213,7 @@ impl DhcpMetrics {
 }
 
 /// Shows each lease from one address to another (first, last) to a
-/// counting closure, as [`crate::store::Store::visit_leases`] does.
+/// counting closure, as [`crate::control::Control::visit_leases`] does.
 pub trait VisitLeases: Fn(Ipv4Addr, Ipv4Addr, &mut dyn FnMut(&Lease)) {}
 impl<F: Fn(Ipv4Addr, Ipv4Addr, &mut dyn FnMut(&Lease))> VisitLeases for F {}
 
@@ -262,7 +262,7 @@ impl Metrics {
     }
 
     /// Sets the pool gauges from the leases `visit` shows in each range (as
-    /// [`crate::store::Store::visit_leases`] does): a live offered or bound
+    /// [`crate::control::Control::visit_leases`] does): a live offered or bound
     /// lease counts as leased, a live declined one as declined. Only the
     /// ranges are visited, so addresses outside them (fixed ones) count
     /// nowhere.

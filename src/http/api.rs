@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::error::ErrorBody;
 use super::{ApiError, HttpContext, HttpError, parse_mac};
 use crate::boot::{ArchBoot, ExplainContext, Explanation, FieldError, NodeInput, NodePatch};
-use crate::control::admin::{self, Actor, AdminError};
+use crate::control::admin::{Actor, AdminError};
 use crate::model::{
     BootArch, ClientArch, ClientInfo, Event, EventKind, LabelSelector, Lease, Mac, Node, NodeState,
     Timestamp,
@@ -143,7 +143,7 @@ pub async fn nodes(
         })
         .transpose()?;
     let mut out = Vec::new();
-    for node in ctx.store.nodes().await? {
+    for node in ctx.control.nodes().await? {
         if sel.as_ref().is_some_and(|s| !s.matches(&node.labels))
             || state.is_some_and(|s| node.state != s)
             || f.bootenv
@@ -156,7 +156,7 @@ pub async fn nodes(
             continue;
         }
         let events = if f.events == Some(true) {
-            ctx.store.events(node.mac).await?
+            ctx.control.events(node.mac).await?
         } else {
             Vec::new()
         };
@@ -166,7 +166,7 @@ pub async fn nodes(
 }
 
 async fn record(ctx: &HttpContext, mac: Mac) -> Result<Node, ApiError> {
-    ctx.store.node(mac).await?.ok_or_else(|| {
+    ctx.control.node(mac).await?.ok_or_else(|| {
         ApiError(HttpError::not_found(format!(
             "no node with MAC {mac} (POST {} creates one)",
             routes::api_path(routes::api::NODES)
@@ -184,7 +184,7 @@ pub async fn node(
 ) -> Result<Json<NodeWithEvents>, ApiError> {
     let mac = parse_mac(&mac)?;
     let node = record(&ctx, mac).await?;
-    let events = ctx.store.events(mac).await?;
+    let events = ctx.control.events(mac).await?;
     let secrets = node_secrets(&ctx, &node).await;
     let mut view = NodeWithEvents::new(&ctx, node, events);
     view.secrets = secrets;
@@ -235,7 +235,7 @@ pub async fn events(
         ))));
     }
     record(&ctx, mac).await?;
-    let mut events = ctx.store.events(mac).await?;
+    let mut events = ctx.control.events(mac).await?;
     if let Some(k) = &q.kind {
         events.retain(|e| e.kind().in_family(k));
     }
@@ -260,10 +260,10 @@ pub async fn create(
     let mut node = input.into_node(None, &ctx.default_bootenv, new_token, Timestamp::now());
     if !named {
         // `[nodes] default_hostname`, as for the records rackboot makes.
-        node.hostname = crate::nodes::default_hostname(node.mac, ctx.door.hostnames());
+        node.hostname = crate::nodes::default_hostname(node.mac, ctx.control.door.hostnames());
     }
-    let node = admin::create(ctx.store.as_ref(), &actor, node).await?;
-    let events = ctx.store.events(node.mac).await?;
+    let node = ctx.control.create(&actor, node).await?;
+    let events = ctx.control.events(node.mac).await?;
     Ok((
         StatusCode::CREATED,
         Json(NodeWithEvents::new(&ctx, node, events)),
@@ -289,8 +289,11 @@ pub async fn patch(
     let valid = patch
         .validate(&known_bootenv(&ctx))
         .map_err(unprocessable)?;
-    let node = admin::patch(ctx.store.as_ref(), &actor, mac, valid, Timestamp::now()).await?;
-    let events = ctx.store.events(mac).await?;
+    let node = ctx
+        .control
+        .patch(&actor, mac, valid, Timestamp::now())
+        .await?;
+    let events = ctx.control.events(mac).await?;
     Ok(Json(NodeWithEvents::new(&ctx, node, events)))
 }
 
@@ -319,13 +322,8 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let mac = parse_mac(&mac)?;
     let force = q.force.unwrap_or(false);
-    match admin::delete(ctx.store.as_ref(), &actor, mac, force).await {
-        Ok(_) => {
-            // A record made again under this MAC starts afresh.
-            ctx.scripts.forget(mac);
-            ctx.admission().release(mac);
-            Ok(StatusCode::NO_CONTENT)
-        }
+    match ctx.control.delete(&actor, mac, force).await {
+        Ok(_) => Ok(StatusCode::NO_CONTENT),
         Err(AdminError::NoSuchNode(mac)) => Err(ApiError(HttpError::not_found(format!(
             "no node with MAC {mac}"
         )))),
@@ -368,15 +366,10 @@ pub async fn bulk(
         .patch
         .validate(&known_bootenv(&ctx))
         .map_err(unprocessable)?;
-    let done = admin::bulk(
-        ctx.store.as_ref(),
-        &actor,
-        sel,
-        &req.selector,
-        valid,
-        Timestamp::now(),
-    )
-    .await?;
+    let done = ctx
+        .control
+        .bulk(&actor, sel, &req.selector, valid, Timestamp::now())
+        .await?;
     Ok(Json(BulkResult {
         matched: done.matched,
         changed: done.changed,
@@ -479,15 +472,10 @@ pub async fn import(
         }
         inputs.push(input);
     }
-    let result = admin::import(
-        ctx.store.as_ref(),
-        &actor,
-        inputs,
-        q.force.unwrap_or(false),
-        &ctx.default_bootenv,
-        Timestamp::now(),
-    )
-    .await;
+    let result = ctx
+        .control
+        .import(&actor, inputs, q.force.unwrap_or(false), Timestamp::now())
+        .await;
     match result {
         Ok(done) => Ok(Json(ImportResult {
             created: done.created,
@@ -521,7 +509,7 @@ pub async fn import(
 #[utoipa::path(get, path = "/api/v1/leases", tag = "leases",
     responses((status = 200, body = Vec<Lease>)))]
 pub async fn leases(State(ctx): State<Arc<HttpContext>>) -> Result<Json<Vec<Lease>>, ApiError> {
-    Ok(Json(ctx.store.leases().await?))
+    Ok(Json(ctx.control.leases().await?))
 }
 
 /// A bootenv in force, in short.
@@ -795,7 +783,7 @@ pub async fn explain(
     Query(q): Query<ExplainQuery>,
 ) -> Result<Json<Explanation>, ApiError> {
     let mac = parse_mac(&mac)?;
-    let node = ctx.store.node(mac).await?;
+    let node = ctx.control.node(mac).await?;
     let arch = match (&q.arch, node.as_ref().and_then(|n| n.arch)) {
         (Some(a), _) => client_arch(a)?,
         (None, Some(a)) => crate::boot::explain::arch_code(a),

@@ -1,9 +1,7 @@
-//! `/boot/<mac>.ipxe` and `/assets/...`: what iPXE fetches, and the boot
-//! slots ([`crate::boot::admission`]) taken by the one and freed by the other.
-//! A boot script, and the node token in it, go only to the node's own
-//! address ([`crate::control::bind`]); where that binding is turned off,
-//! whether a MAC may have a boot script at all is the appliance's one
-//! admission decision ([`crate::control::admit`]), as for DHCP.
+//! `/boot/<mac>.ipxe` and `/assets/...`: what iPXE fetches. Parses the
+//! request, asks [`crate::control::boot`] what it means to the node, and
+//! sends the script or the file (the asset's bytes from the descriptor
+//! [`crate::assets::resolve`] opened).
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -13,20 +11,14 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::script_cache::{PendingBoot, TOKEN_PLACEHOLDER};
 use super::sendfile::{CanSendfile, FileRange};
 use super::stream::OnEnd;
 use super::{HttpContext, HttpError, Peer, parse_mac};
 use crate::assets::resolve as assets;
-use crate::boot::{
-    AssetRole, Choice, Progress, RenderedScript, Verdict, WaitReason, effective_bootenv, lifecycle,
-    render_ipxe, render_wait,
-};
-use crate::control::admit::{Admitted, Place, Via};
 use crate::control::bind::Refusal;
-use crate::http::node::booted_bootenv;
+use crate::control::boot::{Script, ScriptAsk, ScriptRefused};
 use crate::metrics::BootRefusal;
-use crate::model::{BootArch, EventData, Mac, Node, Timestamp};
+use crate::model::{BootArch, Mac, Timestamp};
 use crate::routes;
 
 /// `/boot/<mac>.ipxe?arch=`: other parameters are ignored.
@@ -41,22 +33,10 @@ pub struct AssetQuery {
     mac: Option<String>,
 }
 
-/// The node's iPXE script, rendered for its architecture (the one its
-/// firmware announced over DHCP, or `?arch=` for clients that came through
-/// another DHCP server), for the node's own address only
-/// ([`crate::control::bind`]): from any other address it is a 403, counted
-/// in `/metrics` and nothing else (no record made, no event).
-///
-/// Each script carries a new node token. Fetching it changes nothing: the
-/// boot it describes starts when the node fetches its kernel ([`asset`]),
-/// and only then does the token become the node's, a once-only bootenv get
-/// used up, the state move to `booting` and the events get written. A
-/// local-boot script has no token and no kernel: it takes effect when it
-/// is fetched. Rendered once per change of what it depends on
-/// ([`super::ScriptCache`]). When the node's subnet has as many nodes
-/// fetching kernels as `[admission]` allows, the node is handed a script
-/// that waits and asks again instead (its boot slot is taken here: the
-/// node's own address asked, and its kernel fetch is next).
+/// The node's iPXE script (`?arch=` for clients that came through another
+/// DHCP server), for the node's own address only: from any other address a
+/// 403, counted in `/metrics` and nothing else. What fetching it does, and
+/// does not do, is [`crate::control::boot`]'s.
 pub async fn script(
     State(ctx): State<Arc<HttpContext>>,
     Path(file): Path<String>,
@@ -66,160 +46,41 @@ pub async fn script(
     let mac = routes::script_file_mac(&file)
         .ok_or_else(|| HttpError::not_found("boot scripts are named <mac>.ipxe"))?;
     let mac = parse_mac(mac)?;
-    let asked_arch = q
+    let arch = q
         .arch
         .as_deref()
         .map(str::parse::<BootArch>)
         .transpose()
         .map_err(HttpError::bad_request)?;
-    let now = Timestamp::now();
-    let node = if ctx.binding.enforced() {
-        // No record is made here: an unknown MAC has no address to bind a
-        // script to (its first DHCP packet makes its record).
-        let Some(node) = ctx.store.node(mac).await? else {
-            return Err(refuse_script(&ctx, mac, peer, Refusal::NoAddress));
-        };
-        if let Err(r) = ctx.binding.check(&node, peer).await? {
-            return Err(refuse_script(&ctx, mac, peer, r));
-        }
-        node
-    } else {
-        match ctx
-            .door
-            .admit(mac, Place::Peer(peer), Via::BootScript { from: peer }, now)
-            .await?
-        {
-            Admitted::Known(node) | Admitted::New(node) => node,
-            Admitted::Refused { place } => {
-                return Err(HttpError::new(
-                    StatusCode::FORBIDDEN,
-                    format!(
-                        "{mac} is not a known node, and unknown clients are ignored here ({place}); an admin adds it (POST {})",
-                        routes::api_path(routes::api::NODES)
-                    ),
-                ));
-            }
-        }
-    };
-    let arch = match asked_arch {
-        Some(a) => a,
-        None => node.arch.ok_or_else(|| {
-            HttpError::new(
-                StatusCode::CONFLICT,
-                format!("the architecture of {mac} is unknown: it has not booted through rackboot's DHCP; add ?arch=bios|x86_64_efi|arm64_efi"),
-            )
-        })?,
-    };
-    // A lease that ran out reverts before anything is rendered, so this boot
-    // and the record agree even if the sweep has not come by yet. (Checked
-    // on the copy first: most boots have no lease, and the edit costs.)
-    let node = if lifecycle::expire_lease(&node, now).is_some() {
-        ctx.timeline
-            .change_bootenv(mac, move |n| lifecycle::expire_lease(n, now))
-            .await?
-            .unwrap_or(node)
-    } else {
-        node
-    };
-    let effective = effective_bootenv(&node, now);
-    let (catalog, generation) = ctx.catalog.snapshot();
-    // Rendered (and kept) with a stand-in for the token: each script handed
-    // out gets its own.
-    let mut template_node = node.clone();
-    template_node.token = TOKEN_PLACEHOLDER.to_string();
-    let rendered = ctx
-        .scripts
-        .get_or_render(&template_node, &effective.bootenv, arch, generation, || {
-            render_ipxe(
-                &catalog,
-                &template_node,
-                &effective.bootenv,
-                arch,
-                &ctx.urls.http_base,
-            )
-        })
-        .map_err(|e| HttpError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
-    // Last seen in memory (the file only once a minute): lazy, no commit.
-    ctx.store.touch_node(mac, Some(arch), now).await?;
-    if rendered.kernel.is_none() {
-        // To the local disk: no token, no kernel to wait for. The boot it
-        // describes starts now (written only when the record does not say
-        // so already: a node booting from its disk does so again and again).
-        ctx.scripts.handed(mac, rendered.clone());
-        if node.booted_bootenv.as_deref() != Some(rendered.bootenv.as_str()) {
-            let booted = rendered.bootenv.clone();
-            ctx.store
-                .update_node(
-                    mac,
-                    Box::new(move |n| {
-                        n.booted_bootenv = Some(booted);
-                        Ok(())
-                    }),
-                )
-                .await?;
-        }
-        ctx.timeline
-            .record(
-                mac,
-                EventData::HttpScript {
-                    bootenv: rendered.bootenv.clone(),
-                    arch,
-                    choice: effective.choice,
-                },
-            )
-            .await;
-        if effective.choice == Choice::Once {
-            let used = rendered.bootenv.clone();
-            ctx.timeline
-                .change_bootenv(mac, move |n| lifecycle::after_render(n, &used, now))
-                .await?;
-        }
-        ctx.timeline.progress(mac, Progress::LocalRendered).await?;
-        return Ok(ipxe_text(rendered.text.clone()));
-    }
-    let verdict = ctx.admission().admit(mac, peer, now);
-    if let Verdict::Wait {
-        attempt,
-        delay_secs,
-        booting,
-        limit,
-        ahead,
-    } = verdict
-    {
-        let pool = ctx.admission().limits().pool_of(peer);
-        let subnet = ctx.admission().limits().pool_name(pool);
-        ctx.metrics.boot_waited(&subnet);
-        tracing::debug!(%mac, subnet, attempt, delay_secs, ahead, "boot slots full: told to wait");
-        let again = routes::boot_script(&ctx.urls.http_base, &mac, q.arch.as_deref());
-        let why = WaitReason {
-            booting,
-            limit,
-            attempt,
-            delay_secs,
-        };
-        return Ok(ipxe_text(render_wait(mac, &again, why)));
-    }
-    let token = crate::nodes::new_token();
-    let script = Arc::new(RenderedScript {
-        text: rendered.text.replace(TOKEN_PLACEHOLDER, &token),
-        ..(*rendered).clone()
-    });
-    let progress = if catalog.get(&script.bootenv).is_some_and(|b| b.installer) {
-        Progress::InstallerRendered
-    } else {
-        Progress::ScriptRendered
-    };
-    ctx.scripts.pending(
+    let ask = ScriptAsk {
         mac,
-        PendingBoot {
-            token,
-            script: script.clone(),
-            arch,
-            choice: effective.choice,
-            progress,
-        },
-    );
-    Ok(ipxe_text(script.text.clone()))
+        arch,
+        arch_text: q.arch.as_deref(),
+        peer,
+    };
+    match ctx.control.script_fetched(ask, Timestamp::now()).await {
+        Ok(Script::Boot(text)) => Ok(ipxe_text(text)),
+        Ok(Script::Wait { text, subnet }) => {
+            ctx.metrics.boot_waited(&subnet);
+            Ok(ipxe_text(text))
+        }
+        Err(ScriptRefused::NotItsAddress(r)) => Err(refuse_script(&ctx, mac, peer, r)),
+        Err(ScriptRefused::Unknown { place }) => Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{mac} is not a known node, and unknown clients are ignored here ({place}); an admin adds it (POST {})",
+                routes::api_path(routes::api::NODES)
+            ),
+        )),
+        Err(ScriptRefused::ArchUnknown) => Err(HttpError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "the architecture of {mac} is unknown: it has not booted through rackboot's DHCP; add ?arch=bios|x86_64_efi|arm64_efi"
+            ),
+        )),
+        Err(ScriptRefused::Render(e)) => Err(HttpError::new(StatusCode::UNPROCESSABLE_ENTITY, e)),
+        Err(ScriptRefused::Store(e)) => Err(e.into()),
+    }
 }
 
 /// The 403 for a boot script asked for from an address that is not its
@@ -240,57 +101,6 @@ fn refuse_script(ctx: &HttpContext, mac: Mac, peer: Option<Ipv4Addr>, r: Refusal
     )
 }
 
-/// The node's boot starts: the kernel of the script it was handed is
-/// being fetched from its own address. The script's token becomes the
-/// node's (the one before dies; durable, so a restart keeps it) and its
-/// bootenv the one the record says the node booted, in one edit; a
-/// once-only bootenv is used up, the state moves on and the timeline says
-/// what was rendered. Returns the record with its boot started.
-async fn start_boot(
-    ctx: &HttpContext,
-    mac: Mac,
-    boot: PendingBoot,
-    now: Timestamp,
-) -> Result<Node, HttpError> {
-    let token = boot.token.clone();
-    let booted = boot.script.bootenv.clone();
-    let mut node = ctx
-        .store
-        .update_node(
-            mac,
-            Box::new(move |n| {
-                n.token = token;
-                n.booted_bootenv = Some(booted);
-                Ok(())
-            }),
-        )
-        .await?
-        .after;
-    ctx.scripts.handed(mac, boot.script.clone());
-    ctx.timeline
-        .record(
-            mac,
-            EventData::HttpScript {
-                bootenv: boot.script.bootenv.clone(),
-                arch: boot.arch,
-                choice: boot.choice,
-            },
-        )
-        .await;
-    if boot.choice == Choice::Once {
-        let used = boot.script.bootenv.clone();
-        if let Some(after) = ctx
-            .timeline
-            .change_bootenv(mac, move |n| lifecycle::after_render(n, &used, now))
-            .await?
-        {
-            node = after;
-        }
-    }
-    ctx.timeline.progress(mac, boot.progress).await?;
-    Ok(node)
-}
-
 fn ipxe_text(text: String) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
 }
@@ -299,12 +109,10 @@ fn ipxe_text(text: String) -> Response {
 /// and a single Range (416 for a range past the end): regular files
 /// beneath the assets directory reached through no symbolic link, sent from
 /// the descriptor that check opened ([`super::file`]). A GET that names its
-/// node (`?mac=`) from the node's own address starts the boot of the script
-/// it was handed when it is that script's kernel ([`start_boot`]), and goes
-/// on the node's timeline as kernel, initrd or other asset; once the last
-/// asset of the node's script has gone out in full, its boot slot is free
-/// for the next node. From any other address the file is served (assets
-/// are not secret) and nothing else happens.
+/// node (`?mac=`) is told to [`crate::control::Control::asset_fetched`]
+/// (from the node's own address it may start the node's boot); once the
+/// last asset of the node's script has gone out in full, its boot slot is
+/// free for the next node.
 pub async fn asset(
     State(ctx): State<Arc<HttpContext>>,
     Path(path): Path<String>,
@@ -336,36 +144,16 @@ pub async fn asset(
         && let Some(mac) = &q.mac
     {
         let mac = parse_mac(mac)?;
-        let node = match ctx.store.node(mac).await? {
-            Some(n) => match ctx.binding.check(&n, peer).await? {
-                Ok(()) => Some(n),
-                Err(r) => {
-                    tracing::debug!(%mac, %path, reason = %r.explain(mac, peer), "asset fetch names a node it is not: served, not recorded");
-                    None
-                }
-            },
-            None => None,
-        };
-        if let Some(mut node) = node {
-            if let Some(boot) = ctx.scripts.take_pending(mac, &path) {
-                node = start_boot(&ctx, mac, boot, Timestamp::now()).await?;
-            }
-            let handed = ctx.scripts.last_handed(mac);
-            let role = asset_role(&ctx, &node, &booted_bootenv(&node), &path);
-            let range = req.headers().get(header::RANGE);
-            if range.is_none()
-                && handed.is_some_and(|s| s.last_fetch.as_deref() == Some(path.as_str()))
-            {
-                finishes_boot = Some(mac);
-            }
-            let range = range.and_then(|v| v.to_str().ok()).map(str::to_string);
-            let path = path.clone();
-            let fetched = match role {
-                Some(AssetRole::Kernel) => EventData::HttpKernel { path, range },
-                Some(AssetRole::Initrd) => EventData::HttpInitrd { path, range },
-                _ => EventData::HttpAsset { path, range },
-            };
-            ctx.timeline.record(mac, fetched).await;
+        let ranged = req
+            .headers()
+            .get(header::RANGE)
+            .map(|v| v.to_str().unwrap_or("?").to_string());
+        let fetch = ctx
+            .control
+            .asset_fetched(mac, &path, peer, ranged, Timestamp::now())
+            .await?;
+        if fetch.last_of_boot {
+            finishes_boot = Some(mac);
         }
     }
     // On rackboot's own boot-path connections the body goes out by
@@ -383,11 +171,7 @@ pub async fn asset(
         .filter(|_| resp.status() == StatusCode::OK)
         .map(|mac| {
             let ctx = ctx.clone();
-            move || {
-                if ctx.admission().release(mac) {
-                    tracing::debug!(%mac, "last boot asset sent: boot slot free");
-                }
-            }
+            move || ctx.control.boot_slot_done(mac)
         });
     if let Some(range) = resp.extensions_mut().remove::<FileRange>() {
         let range = match slot_free {
@@ -430,12 +214,4 @@ fn fetch_error(path: &str, e: &crate::assets::remote::FetchFailure) -> HttpError
             ),
         )
     }
-}
-
-/// What `path` is to `node` booting `bootenv` (that of its current boot: a
-/// once-only bootenv is no longer in the record's bootenv fields by the
-/// time the kernel is fetched), for its timeline.
-fn asset_role(ctx: &HttpContext, node: &Node, bootenv: &str, path: &str) -> Option<AssetRole> {
-    node.arch
-        .and_then(|a| Some(ctx.catalog.current().get(bootenv)?.role_of(a, path)))
 }

@@ -6,6 +6,8 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use crate::control::StoreError;
+
 #[derive(Debug)]
 pub struct HttpError {
     pub status: StatusCode,
@@ -57,18 +59,16 @@ impl HttpError {
     }
 }
 
-impl From<crate::store::StoreError> for HttpError {
-    fn from(e: crate::store::StoreError) -> HttpError {
+impl From<StoreError> for HttpError {
+    fn from(e: StoreError) -> HttpError {
         match e {
-            crate::store::StoreError::NoSuchNode(mac) => {
-                HttpError::not_found(format!("no node with MAC {mac}"))
-            }
-            crate::store::StoreError::Refused(why) => HttpError::conflict(why),
-            crate::store::StoreError::Conflict(why) => HttpError::conflict(why),
+            StoreError::NoSuchNode(mac) => HttpError::not_found(format!("no node with MAC {mac}")),
+            StoreError::Refused(why) => HttpError::conflict(why),
+            StoreError::Conflict(why) => HttpError::conflict(why),
             // Nothing wrong with the request: the disk under the state
             // directory is full or failing. Not done, so never a 2xx; 503
             // tells a client to try again later.
-            e @ crate::store::StoreError::Unsaved(_) => HttpError {
+            e @ StoreError::Unsaved(_) => HttpError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 public: "not saved: rackboot cannot write to its state directory (full?); \
                          try again once it can (rackboot_store_unsaved_changes in /metrics)"
@@ -105,8 +105,8 @@ impl From<HttpError> for ApiError {
     }
 }
 
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> ApiError {
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
         ApiError(e.into())
     }
 }
@@ -129,7 +129,7 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::StoreError;
+    use StoreError;
 
     /// A write the store could not make durable is never answered as done,
     /// and the client is told to come back rather than that it erred.

@@ -214,18 +214,11 @@ pub async fn scrape(
     let format = Format::negotiate(Some(&accept.join(",")));
     ctx.metrics
         .update_pools(Timestamp::now(), |first, last, f| {
-            ctx.store.visit_leases(first, last, f)
+            ctx.control.visit_leases(first, last, f)
         });
-    let in_flight = {
-        let a = ctx.admission();
-        let limits = a.limits();
-        limits
-            .limited()
-            .map(|p| (limits.pool_name(p), a.booting(p)))
-            .collect::<Vec<_>>()
-    };
-    ctx.metrics.update_boots_in_flight(&in_flight);
-    ctx.metrics.update_store(ctx.store.health());
+    ctx.metrics
+        .update_boots_in_flight(&ctx.control.boots_in_flight());
+    ctx.metrics.update_store(ctx.control.store_health());
     let body = ctx.metrics.render(format).map_err(HttpError::internal)?;
     Ok((
         [

@@ -15,7 +15,6 @@ pub mod metrics;
 mod node;
 pub mod openapi;
 mod reconfigure;
-mod script_cache;
 mod seed;
 mod sendfile;
 mod stream;
@@ -38,16 +37,13 @@ use tokio_util::sync::CancellationToken;
 pub use auth::ApiAuth;
 pub use error::{ApiError, HttpError};
 pub use node::WAIT_MAX;
-pub use reconfigure::ConfigWaits;
-pub use script_cache::ScriptCache;
 pub use seed::check_templates as check_seed_templates;
 
-use crate::boot::{Admission, CatalogCell, Timeouts};
+use crate::boot::{CatalogCell, Timeouts};
 use crate::config::LoaderMap;
-use crate::control::timeline::Timeline;
+use crate::control::Control;
 use crate::metrics::Metrics;
 use crate::routes::{self, API_PREFIX, Urls, api as path};
-use crate::store::Store;
 
 /// Largest report body kept (the tail of a script's output).
 pub const MAX_REPORT_BYTES: usize = 64 * 1024;
@@ -55,8 +51,8 @@ pub const MAX_REPORT_BYTES: usize = 64 * 1024;
 pub const MAX_API_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 pub struct HttpContext {
-    pub store: Arc<dyn Store>,
-    pub timeline: Timeline,
+    /// The boot flow: every read and change of node records goes through it.
+    pub control: Arc<Control>,
     pub catalog: Arc<CatalogCell>,
     pub urls: Urls,
     pub assets_dir: PathBuf,
@@ -67,8 +63,6 @@ pub struct HttpContext {
     pub metrics: Arc<Metrics>,
     /// `[lifecycle]` timeouts, for [`crate::boot::diagnose()`].
     pub timeouts: Timeouts,
-    /// Wakes the agents' long polls on a reconfigure.
-    pub config_waits: ConfigWaits,
     /// Templates of the cloud-init NoCloud documents and installer answer files.
     pub cloud_init_dir: PathBuf,
     pub answers_dir: PathBuf,
@@ -78,30 +72,6 @@ pub struct HttpContext {
     pub auth: Arc<ApiAuth>,
     /// For `explain`: what DHCP would hand a client.
     pub loaders: LoaderMap,
-    /// Boot scripts as rendered for and last handed to each node.
-    pub scripts: ScriptCache,
-    /// Whether a MAC may boot at all (known, or unknown where unknown
-    /// clients are served): the decision DHCP asks too.
-    pub door: Arc<crate::control::admit::Door>,
-    /// Whose address a node's boot script and token go to.
-    pub binding: Arc<crate::control::bind::Binding>,
-    /// Where `secret("name")` reads from.
-    pub secrets_dir: PathBuf,
-    /// Documents holding a secret each node was served in its current boot.
-    pub secrets_served: crate::secrets::Ledger,
-    /// Who may start fetching a kernel now (`[admission]`). A plain
-    /// mutex: every use is a few map operations, never held across an await.
-    pub admission: std::sync::Mutex<Admission>,
-}
-
-impl HttpContext {
-    /// The admission state; a panic elsewhere while it was held left it
-    /// consistent (each operation is a few map updates), so poison is ignored.
-    pub(crate) fn admission(&self) -> std::sync::MutexGuard<'_, Admission> {
-        self.admission
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
 }
 
 /// One API route: method and path (under [`API_PREFIX`]) are data, so the
@@ -232,7 +202,7 @@ pub async fn serve(
 pub(crate) struct Peer(pub Option<std::net::Ipv4Addr>);
 
 impl Peer {
-    fn of(extensions: &axum::http::Extensions) -> Peer {
+    pub(super) fn of(extensions: &axum::http::Extensions) -> Peer {
         use axum::extract::ConnectInfo;
         let ip = extensions
             .get::<ConnectInfo<std::net::SocketAddr>>()

@@ -15,47 +15,10 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 use super::{HttpContext, HttpError, parse_mac};
-use crate::model::{LabelSelector, Mac, ScriptReport};
-use crate::store::REPORTS_PER_NODE;
-
-/// Wakes the agents' long polls. One signal for every node: a bump wakes
-/// each waiting request once, and each re-reads only its own node's
-/// generation (from memory), so 1000 waiting nodes cost 1000 map lookups
-/// per reconfigure and no task of their own.
-pub struct ConfigWaits {
-    bumped: watch::Sender<u64>,
-    /// Ends every wait at shutdown, so a long poll never holds the server's
-    /// graceful stop for its whole bound.
-    closing: CancellationToken,
-}
-
-impl ConfigWaits {
-    pub fn new(closing: CancellationToken) -> ConfigWaits {
-        ConfigWaits {
-            bumped: watch::Sender::new(0),
-            closing,
-        }
-    }
-
-    /// Wakes every waiting request (some node's generation changed).
-    pub fn notify(&self) {
-        self.bumped.send_modify(|n| *n = n.wrapping_add(1));
-    }
-
-    /// A receiver whose `changed()` fires at the next [`ConfigWaits::notify`].
-    /// Subscribe before reading a generation, so a bump in between is not missed.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.bumped.subscribe()
-    }
-
-    pub fn closing(&self) -> &CancellationToken {
-        &self.closing
-    }
-}
+use crate::control::fleet::Nodes;
+use crate::model::{Mac, ScriptReport};
 
 /// `{"selector": "role=builder"}` or `{"macs": ["52:54:00:…", …]}`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -89,19 +52,11 @@ pub async fn reconfigure(
             "expected {{\"selector\": \"role=builder\"}} or {{\"macs\": [\"52:54:00:…\"]}}: {e}"
         ))
     })?;
-    let macs: Vec<Mac> = match (req.selector, req.macs) {
-        (Some(sel), None) => {
-            let selector: LabelSelector = sel
-                .parse()
-                .map_err(|e: crate::model::SelectorError| HttpError::bad_request(e.to_string()))?;
-            ctx.store
-                .nodes()
-                .await?
-                .into_iter()
-                .filter(|n| selector.matches(&n.labels))
-                .map(|n| n.mac)
-                .collect()
-        }
+    let which = match (req.selector, req.macs) {
+        (Some(sel), None) => Nodes::Selector(
+            sel.parse()
+                .map_err(|e: crate::model::SelectorError| HttpError::bad_request(e.to_string()))?,
+        ),
         (None, Some(macs)) => {
             let mut out = macs
                 .iter()
@@ -109,7 +64,7 @@ pub async fn reconfigure(
                 .collect::<Result<Vec<_>, _>>()?;
             out.sort();
             out.dedup();
-            out
+            Nodes::Macs(out)
         }
         _ => {
             return Err(HttpError::bad_request(
@@ -117,15 +72,8 @@ pub async fn reconfigure(
             ));
         }
     };
-    let bumped = ctx.store.bump_config_generation(&macs).await?;
-    ctx.config_waits.notify();
-    tracing::info!(
-        nodes = bumped.len(),
-        "reconfigure: config generation bumped"
-    );
-    Ok(Json(ReconfigureReply {
-        macs: bumped.into_iter().map(|(m, _)| m).collect(),
-    }))
+    let macs = ctx.control.reconfigure(which).await?;
+    Ok(Json(ReconfigureReply { macs }))
 }
 
 /// A node's stored script reports.
@@ -150,14 +98,13 @@ pub async fn reports(
     Path(mac): Path<String>,
 ) -> Result<Json<ReportsReply>, HttpError> {
     let mac = parse_mac(&mac)?;
-    if ctx.store.node(mac).await?.is_none() {
+    let Some(r) = ctx.control.reports(mac).await? else {
         return Err(HttpError::not_found(format!("no node with MAC {mac}")));
-    }
-    let (reports, dropped) = ctx.store.reports(mac).await?;
+    };
     Ok(Json(ReportsReply {
         mac,
-        reports,
-        dropped,
-        limit: REPORTS_PER_NODE,
+        reports: r.reports,
+        dropped: r.dropped,
+        limit: r.limit,
     }))
 }

@@ -20,11 +20,12 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use minijinja::{Environment, UndefinedBehavior};
 
-use super::node::{booted_bootenv, once_per_boot, with_token};
+use super::node::{document_refused, with_token};
 use super::{HttpContext, HttpError, Peer, parse_mac};
 use crate::beneath::Refused;
 use crate::boot::TemplateContext;
-use crate::model::{BootArch, Document, EventData};
+use crate::control::agent::DocumentRefused;
+use crate::model::{BootArch, Document};
 
 /// The NoCloud documents and what each is when `cloud_init_dir` has no file
 /// for it: an instance id and hostname, an empty cloud-config, nothing.
@@ -53,10 +54,7 @@ pub async fn cloud_init(
         .await?
         .unwrap_or_else(|| default.to_string());
     let document = Document::CloudInit { name: doc };
-    let text = render(&ctx, &node, &document, &template, peer).await?;
-    ctx.timeline
-        .record(node.mac, EventData::HttpSeed { document })
-        .await;
+    let text = render(&ctx, &node, document, &template, peer).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text))
 }
 
@@ -76,10 +74,7 @@ pub async fn answers(
         return Err(HttpError::not_found(format!("no answer file `{name}`")));
     };
     let document = Document::Answers { name };
-    let text = render(&ctx, &node, &document, &template, peer).await?;
-    ctx.timeline
-        .record(node.mac, EventData::HttpSeed { document })
-        .await;
+    let text = render(&ctx, &node, document, &template, peer).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text))
 }
 
@@ -124,29 +119,28 @@ async fn read_template(dir: &FsPath, name: &str) -> Result<Option<String>, HttpE
     .map_err(HttpError::internal)?
 }
 
-/// `template` rendered for `node`, its secrets read from `secrets_dir`;
-/// a document holding one goes out once per boot ([`once_per_boot`]).
+/// `template` rendered for `node` ([`crate::control::Control::seed_document`]:
+/// a document holding a secret goes out once per boot); one that does not
+/// render is the site's template at fault, a 500.
 async fn render(
     ctx: &HttpContext,
     node: &crate::model::Node,
-    what: &Document,
+    what: Document,
     template: &str,
     peer: Option<std::net::Ipv4Addr>,
 ) -> Result<String, HttpError> {
-    let bootenv = booted_bootenv(node);
-    let arch = node.arch.unwrap_or(BootArch::X86_64Efi);
-    let tctx = TemplateContext::new(&ctx.urls.http_base, node, &bootenv, arch);
-    let (text, secrets) =
-        crate::secrets::reading(&ctx.secrets_dir, || render_template(template, &tctx));
-    let text = text.map_err(|e| HttpError {
-        status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-        public: format!("template {what} does not render for this node: {e}"),
-        internal: None,
-    })?;
-    if !secrets.is_empty() {
-        once_per_boot(ctx, node, what, peer).await?;
-    }
-    Ok(text)
+    let shown = what.clone();
+    ctx.control
+        .seed_document(node, what, peer, |tctx| render_template(template, tctx))
+        .await
+        .map_err(|r| match r {
+            DocumentRefused::Render(e) => HttpError {
+                status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                public: format!("template {shown} does not render for this node: {e}"),
+                internal: None,
+            },
+            r => document_refused(ctx, node, &shown, r),
+        })
 }
 
 /// The secrets the cloud-init and answer templates name (every one a node

@@ -14,15 +14,16 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::metrics::TftpResult;
 use super::packet::ErrorCode;
 use crate::assets::resolve::{Refusal, resolve};
+use crate::control::bind::Binding;
 use crate::control::timeline::Timeline;
 use crate::metrics::Metrics;
 use crate::model::{EventData, Mac, TftpStop, Timestamp};
-use crate::store::Store;
 
 /// Serves regular files below `root`.
 pub struct AssetsHandler {
     root: PathBuf,
-    store: Arc<dyn Store>,
+    /// Whose transfer a request is, by the address rackboot leased.
+    binding: Arc<Binding>,
     timeline: Timeline,
     metrics: Arc<Metrics>,
     /// One permit per transfer allowed to send data at once (`[tftp] max_transfers`).
@@ -69,14 +70,14 @@ pub enum Outcome {
 impl AssetsHandler {
     pub fn new(
         root: PathBuf,
-        store: Arc<dyn Store>,
+        binding: Arc<Binding>,
         timeline: Timeline,
         metrics: Arc<Metrics>,
         max_transfers: usize,
     ) -> AssetsHandler {
         AssetsHandler {
             root,
-            store,
+            binding,
             timeline,
             metrics,
             slots: Arc::new(Semaphore::new(max_transfers.max(1))),
@@ -170,7 +171,12 @@ impl AssetsHandler {
     /// client has just ARPed for rackboot, so the kernel knows its MAC.
     async fn mac_of(&self, ip: IpAddr) -> Option<Mac> {
         let IpAddr::V4(ip) = ip else { return None };
-        let leased = self.store.mac_at(ip, Timestamp::now()).await.ok().flatten();
+        let leased = self
+            .binding
+            .leased_to(ip, Timestamp::now())
+            .await
+            .ok()
+            .flatten();
         leased.or_else(|| {
             // One read: the table is generated afresh per read(2), and
             // read_to_string on a file of size 0 starts with 32 bytes.

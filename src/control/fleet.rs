@@ -1,0 +1,158 @@
+//! What the admin API reads and changes: node records and their timelines,
+//! leases, script reports, and reconfigures. Changes to node records go
+//! through [`super::admin`] (the one protection check, audited); what a
+//! change means to a node's boot in flight (its kept script, its boot
+//! slot) is settled here.
+
+use std::net::Ipv4Addr;
+
+use super::Control;
+use super::admin::{self, Actor, AdminError, Bulk, Imported};
+use crate::boot::{NodeInput, ValidPatch};
+use crate::model::{Event, LabelSelector, Lease, Mac, Node, ScriptReport, Timestamp};
+use crate::store::{REPORTS_PER_NODE, StoreError, StoreHealth};
+
+/// Which nodes a reconfigure names.
+pub enum Nodes {
+    Selector(LabelSelector),
+    /// Sorted, without repeats.
+    Macs(Vec<Mac>),
+}
+
+/// A node's stored script reports.
+pub struct Reports {
+    /// Oldest first.
+    pub reports: Vec<ScriptReport>,
+    /// How many older reports were dropped to keep [`Reports::limit`].
+    pub dropped: u64,
+    /// How many reports a node keeps.
+    pub limit: i64,
+}
+
+impl Control {
+    pub async fn node(&self, mac: Mac) -> Result<Option<Node>, StoreError> {
+        self.store.node(mac).await
+    }
+
+    pub async fn nodes(&self) -> Result<Vec<Node>, StoreError> {
+        self.store.nodes().await
+    }
+
+    /// The node's timeline, oldest first.
+    pub async fn events(&self, mac: Mac) -> Result<Vec<Event>, StoreError> {
+        self.store.events(mac).await
+    }
+
+    /// Every lease the store holds, by address.
+    pub async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
+        self.store.leases().await
+    }
+
+    /// Calls `f` with each lease of the range `first..=last`, where the
+    /// store keeps them (nothing copied): `/metrics`' pool gauges.
+    pub fn visit_leases(&self, first: Ipv4Addr, last: Ipv4Addr, f: &mut dyn FnMut(&Lease)) {
+        self.store.visit_leases(first, last, f)
+    }
+
+    pub fn store_health(&self) -> StoreHealth {
+        self.store.health()
+    }
+
+    /// The node's script reports; `None` for an unknown node.
+    pub async fn reports(&self, mac: Mac) -> Result<Option<Reports>, StoreError> {
+        if self.store.node(mac).await?.is_none() {
+            return Ok(None);
+        }
+        let (reports, dropped) = self.store.reports(mac).await?;
+        Ok(Some(Reports {
+            reports,
+            dropped,
+            limit: REPORTS_PER_NODE,
+        }))
+    }
+
+    /// Every node `which` names runs its config scripts again: their config
+    /// generation moves on in one durable write, and every waiting agent
+    /// wakes (each notices whether its own node moved). Returns the MACs
+    /// bumped; an unknown MAC among `Macs` refuses them all.
+    pub async fn reconfigure(&self, which: Nodes) -> Result<Vec<Mac>, StoreError> {
+        let macs: Vec<Mac> = match which {
+            Nodes::Selector(selector) => self
+                .store
+                .nodes()
+                .await?
+                .into_iter()
+                .filter(|n| selector.matches(&n.labels))
+                .map(|n| n.mac)
+                .collect(),
+            Nodes::Macs(macs) => macs,
+        };
+        let bumped = self.store.bump_config_generation(&macs).await?;
+        self.config_waits.notify();
+        tracing::info!(
+            nodes = bumped.len(),
+            "reconfigure: config generation bumped"
+        );
+        Ok(bumped.into_iter().map(|(m, _)| m).collect())
+    }
+
+    pub async fn create(&self, actor: &Actor, node: Node) -> Result<Node, AdminError> {
+        admin::create(self.store.as_ref(), actor, node).await
+    }
+
+    pub async fn patch(
+        &self,
+        actor: &Actor,
+        mac: Mac,
+        patch: ValidPatch,
+        now: Timestamp,
+    ) -> Result<Node, AdminError> {
+        admin::patch(self.store.as_ref(), actor, mac, patch, now).await
+    }
+
+    pub async fn bulk(
+        &self,
+        actor: &Actor,
+        selector: LabelSelector,
+        selector_text: &str,
+        patch: ValidPatch,
+        now: Timestamp,
+    ) -> Result<Bulk, AdminError> {
+        admin::bulk(
+            self.store.as_ref(),
+            actor,
+            selector,
+            selector_text,
+            patch,
+            now,
+        )
+        .await
+    }
+
+    pub async fn import(
+        &self,
+        actor: &Actor,
+        inputs: Vec<NodeInput>,
+        force: bool,
+        now: Timestamp,
+    ) -> Result<Imported, AdminError> {
+        admin::import(
+            self.store.as_ref(),
+            actor,
+            inputs,
+            force,
+            &self.default_bootenv,
+            now,
+        )
+        .await
+    }
+
+    /// Deletes the record of `mac` ([`admin::delete`]); a record made again
+    /// under this MAC starts afresh: no kept script, no boot slot.
+    pub async fn delete(&self, actor: &Actor, mac: Mac, force: bool) -> Result<Node, AdminError> {
+        let was = admin::delete(self.store.as_ref(), actor, mac, force).await?;
+        self.scripts.forget(mac);
+        self.boot_slot_done(mac);
+        Ok(was)
+    }
+}
