@@ -5,10 +5,10 @@
 //!   store, so a DNS question costs two hash lookups under an uncontended read lock;
 //! - the SOA serial of rackboot's zones, which increases whenever a name or an address changes.
 //!
-//! What it does not own: the records themselves. The store is the only writer: it tells the
-//! table about every node record and lease it puts in or takes out (`set_node`, `set_lease`…),
-//! under its own lock, so the table is always in step with the store (no event stream that could
-//! lag, no resync). DNS only reads.
+//! What it does not own: the records themselves. It learns of every node record and lease the
+//! store puts in or takes out from the store's change feed ([`crate::store::feed`]), which
+//! delivers each change while the store still holds it, so the table is always in step with the
+//! store (nothing that could lag, no resync). DNS only reads.
 //!
 //! An address is a node's fixed address, else its bound lease while the lease lives. A lease
 //! that expires without a write (the client went away) stops answering at its expiry time, but
@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crate::model::{Lease, LeaseState, Mac, Timestamp};
+use crate::store::{Change, Subscriber};
 
 /// Names and addresses of nodes, kept current by the store, read by DNS.
 pub struct NameTable {
@@ -255,6 +256,21 @@ fn lookup_host<'a>(by_host: &'a HashMap<Arc<str>, Mac>, hostname: &str) -> Optio
 
 fn unix_seconds(t: Timestamp) -> u32 {
     u32::try_from(t.millis().div_euclid(1000)).unwrap_or(u32::MAX)
+}
+
+/// The table follows the store: names and fixed addresses from node records, addresses from
+/// bound leases; the snapshot a new subscriber is given is the first serial's.
+impl Subscriber for NameTable {
+    fn changed(&self, change: &Change<'_>) {
+        match *change {
+            Change::Node(n) => self.set_node(n.mac, &n.hostname, n.ipv4),
+            Change::NodeGone(mac) => self.remove_node(mac),
+            Change::Lease(l) => self.set_lease(l),
+            Change::LeaseGone(ip) => self.drop_lease(ip),
+            Change::Loaded => self.loaded(),
+            Change::ConfigBumped(_) => {}
+        }
+    }
 }
 
 #[cfg(test)]

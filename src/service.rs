@@ -493,6 +493,7 @@ pub async fn run(
         secrets_dir: cfg.secrets_dir.clone(),
         default_bootenv: cfg.default_bootenv.clone(),
     }));
+    store.subscribe(control.clone());
     let http_ctx = Arc::new(HttpContext {
         control,
         catalog: catalog.clone(),
@@ -588,10 +589,10 @@ pub async fn run(
         // `[dns] names = "none"`: an empty table, so no node name is
         // answered (A or PTR) and a walk of the reverse zones finds nothing;
         // rackboot's own apex records and forwarding are unchanged.
-        let names = match d.names {
-            crate::config::DnsNames::Hostname => store.names(),
-            crate::config::DnsNames::None => Arc::new(crate::names::NameTable::new()),
-        };
+        let names = Arc::new(crate::names::NameTable::new());
+        if d.names == crate::config::DnsNames::Hostname {
+            store.subscribe(names.clone());
+        }
         let forwarders = d.forwarders.clone();
         let dns_metrics = Arc::clone(&metrics);
         let c = cancel.clone();

@@ -3,6 +3,7 @@
 //! Pure functions over plain data: no sockets, no store, no clock. The
 //! protocol modules ask; this module answers.
 
+pub mod address;
 pub mod admission;
 pub mod assign;
 pub mod bootenv;

@@ -87,8 +87,9 @@ impl Control {
                 .collect(),
             Nodes::Macs(macs) => macs,
         };
+        // The agents waiting wake through the store's feed ([`Control`]'s
+        // subscription), whichever appliance made the change.
         let bumped = self.store.bump_config_generation(&macs).await?;
-        self.config_waits.notify();
         tracing::info!(
             nodes = bumped.len(),
             "reconfigure: config generation bumped"
@@ -147,12 +148,9 @@ impl Control {
         .await
     }
 
-    /// Deletes the record of `mac` ([`admin::delete`]); a record made again
-    /// under this MAC starts afresh: no kept script, no boot slot.
+    /// Deletes the record of `mac` ([`admin::delete`]); its kept script and
+    /// boot slot go with it through the store's feed.
     pub async fn delete(&self, actor: &Actor, mac: Mac, force: bool) -> Result<Node, AdminError> {
-        let was = admin::delete(self.store.as_ref(), actor, mac, force).await?;
-        self.scripts.forget(mac);
-        self.boot_slot_done(mac);
-        Ok(was)
+        admin::delete(self.store.as_ref(), actor, mac, force).await
     }
 }

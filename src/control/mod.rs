@@ -35,8 +35,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::boot::{Admission, CatalogCell};
-use crate::store::Store;
 pub use crate::store::StoreError;
+use crate::store::{Change, Store, Subscriber};
 use admit::Door;
 use agent::ConfigWaits;
 use bind::Binding;
@@ -107,5 +107,22 @@ impl Control {
         self.admission
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// What control keeps in memory follows the store's changes, whichever
+/// appliance or request made them: a record deleted loses its kept boot
+/// script and its boot slot (a record made again under its MAC starts
+/// afresh); a reconfigure wakes the agents waiting for one.
+impl Subscriber for Control {
+    fn changed(&self, change: &Change<'_>) {
+        match *change {
+            Change::NodeGone(mac) => {
+                self.scripts.forget(mac);
+                self.boot_slot_done(mac);
+            }
+            Change::ConfigBumped(_) => self.config_waits.notify(),
+            Change::Node(_) | Change::Lease(_) | Change::LeaseGone(_) | Change::Loaded => {}
+        }
     }
 }

@@ -11,11 +11,15 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{EVENTS_PER_NODE, LeaseRequest, NodeQuery, REPORTS_PER_NODE, Store, StoreHealth};
+use super::{
+    Change, EVENTS_PER_NODE, LeaseRequest, NodeQuery, REPORTS_PER_NODE, Store, StoreHealth,
+    Subscriber, set_fields,
+};
 use crate::model::{
     BootArch, Event, EventData, EventKind, Lease, LeaseState, Mac, Node, NodeOrigin, NodeState,
     ScriptReport, Timestamp,
 };
+use crate::names::NameTable;
 
 /// How the battery makes and breaks the stores of one engine.
 pub(crate) trait Engine {
@@ -53,6 +57,7 @@ macro_rules! store_contract_tests {
                 config_generations_bump_all_or_none_and_survive_reopening,
                 names_and_addresses_answer_from_records_and_leases,
                 the_name_table_follows_nodes_and_leases,
+                the_feed_gives_a_snapshot_then_every_change_in_order,
                 everything_acknowledged_survives_reopening,
                 origins_survive_and_conditional_deletes_are_durable,
                 a_new_node_record_and_its_lease_survive_a_crash,
@@ -217,18 +222,12 @@ pub(crate) async fn edits_return_before_and_after_and_refuse_clashes<E: Engine>(
     ])
     .await
     .unwrap();
-    let edited = s
-        .update_node(
-            mac(1),
-            Box::new(|n| {
-                n.bootenv = "rescue".into();
-                // The MAC is the key: an edit cannot move the record.
-                n.mac = mac(7);
-                Ok(())
-            }),
-        )
-        .await
-        .unwrap();
+    let edited = set_fields(s.as_ref(), mac(1), |n| {
+        n.bootenv = "rescue".into();
+        // The MAC is the key: an edit cannot move the record.
+        n.mac = mac(7);
+    })
+    .await;
     assert_eq!(
         (
             edited.before.bootenv.as_str(),
@@ -869,13 +868,77 @@ pub(crate) async fn names_and_addresses_answer_from_records_and_leases<E: Engine
     assert_eq!(s.mac_at(offered.ip, now).await.unwrap(), Some(mac(2)));
 }
 
+/// A name table following `s` ([`Store::subscribe`]).
+fn name_table(s: &dyn Store) -> Arc<NameTable> {
+    let t = Arc::new(NameTable::new());
+    s.subscribe(t.clone());
+    t
+}
+
+/// A subscriber that writes down what it was told, one line per change.
+#[derive(Default)]
+struct Told(std::sync::Mutex<Vec<String>>);
+
+impl Subscriber for Told {
+    fn changed(&self, change: &Change<'_>) {
+        let line = match change {
+            Change::Node(n) => format!("node {} {}", n.mac, n.hostname),
+            Change::NodeGone(m) => format!("gone {m}"),
+            Change::Lease(l) => format!("lease {} {:?}", l.ip, l.state),
+            Change::LeaseGone(ip) => format!("lease gone {ip}"),
+            Change::ConfigBumped(macs) => format!("bumped {macs:?}"),
+            Change::Loaded => "loaded".to_string(),
+        };
+        self.0.lock().unwrap().push(line);
+    }
+}
+
+impl Told {
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+/// A subscriber that joins late is given what the store holds, then
+/// `Loaded`, then each change as it is made, nothing twice; a reconfigure
+/// is one change naming its nodes.
+pub(crate) async fn the_feed_gives_a_snapshot_then_every_change_in_order<E: Engine>() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = E::open(dir.path()).await;
+    let a = Node::discovered(mac(1), "discovery", "t1".into(), Timestamp(0));
+    s.create_node_if_absent(a.clone()).await.unwrap();
+    let lease = s.allocate(&req(mac(1), 0)).await.unwrap().unwrap();
+    let told = Arc::new(Told::default());
+    s.subscribe(told.clone());
+    assert_eq!(
+        told.take(),
+        [
+            format!("node {} {}", a.mac, a.hostname),
+            format!("lease {} {:?}", lease.ip, lease.state),
+            "loaded".to_string(),
+        ]
+    );
+    let b = Node::discovered(mac(2), "discovery", "t2".into(), Timestamp(0));
+    s.create_node_if_absent(b.clone()).await.unwrap();
+    s.bump_config_generation(&[mac(1), mac(2)]).await.unwrap();
+    s.delete_node(mac(2)).await.unwrap();
+    assert_eq!(
+        told.take(),
+        [
+            format!("node {} {}", b.mac, b.hostname),
+            format!("bumped {:?}", [mac(1), mac(2)]),
+            format!("gone {}", mac(2)),
+        ]
+    );
+}
+
 /// Every way a name or address changes reaches the name table DNS answers
 /// from, and it agrees with `host_addr`/`addr_host`, also after reopening.
 pub(crate) async fn the_name_table_follows_nodes_and_leases<E: Engine>() {
     let dir = tempfile::tempdir().unwrap();
     let now = Timestamp::now().millis();
     let s = E::open(dir.path()).await;
-    let names = s.names();
+    let names = name_table(s.as_ref());
     let n = Node::discovered(mac(1), "discovery", "t1".into(), Timestamp(now));
     let hostname = n.hostname.clone();
     s.create_node_if_absent(n).await.unwrap();
@@ -896,16 +959,11 @@ pub(crate) async fn the_name_table_follows_nodes_and_leases<E: Engine>() {
     assert!(names.serial() > serial);
 
     // An admin renames the node and gives it a fixed address.
-    s.update_node(
-        mac(1),
-        Box::new(|n| {
-            n.hostname = "Web1".into();
-            n.ipv4 = Some("10.0.0.99".parse().unwrap());
-            Ok(())
-        }),
-    )
-    .await
-    .unwrap();
+    set_fields(s.as_ref(), mac(1), |n| {
+        n.hostname = "Web1".into();
+        n.ipv4 = Some("10.0.0.99".parse().unwrap());
+    })
+    .await;
     assert!(!names.has_host(&hostname));
     assert_eq!(
         names.host_addr("web1", Timestamp(now)),
@@ -940,7 +998,7 @@ pub(crate) async fn the_name_table_follows_nodes_and_leases<E: Engine>() {
 
     // Reopened: the table is loaded from what the store keeps.
     let s = reopen::<E>(s, dir.path()).await;
-    let names = s.names();
+    let names = name_table(s.as_ref());
     assert_eq!(
         names.host_addr("web1", Timestamp(now)),
         Some(ip("10.0.0.99"))
@@ -986,15 +1044,10 @@ pub(crate) async fn everything_acknowledged_survives_reopening<E: Engine>() {
     ])
     .await
     .unwrap();
-    s.update_node(
-        mac(3),
-        Box::new(|n| {
-            n.bootenv = "rescue".into();
-            Ok(())
-        }),
-    )
-    .await
-    .unwrap();
+    set_fields(s.as_ref(), mac(3), |n| {
+        n.bootenv = "rescue".into();
+    })
+    .await;
     s.add_event(mac(4), &event(2, EventKind::DhcpAck, "10.0.0.4"))
         .await
         .unwrap();
@@ -1041,15 +1094,10 @@ pub(crate) async fn origins_survive_and_conditional_deletes_are_durable<E: Engin
     for n in 1..=4 {
         s.create_node_if_absent(discovered(n)).await.unwrap();
     }
-    s.update_node(
-        mac(2),
-        Box::new(|n| {
-            n.origin = NodeOrigin::Admin;
-            Ok(())
-        }),
-    )
-    .await
-    .unwrap();
+    set_fields(s.as_ref(), mac(2), |n| {
+        n.origin = NodeOrigin::Admin;
+    })
+    .await;
     let gone = s
         .delete_nodes_if(
             &[mac(1), mac(2), mac(9)],
@@ -1133,15 +1181,10 @@ pub(crate) async fn a_change_acknowledged_before_a_crash_is_not_undone<E: Engine
     s.set_node_state(mac(1), NodeState::Booting, None)
         .await
         .unwrap();
-    s.update_node(
-        mac(1),
-        Box::new(|n| {
-            n.labels.insert("rack".into(), "r1".into());
-            Ok(())
-        }),
-    )
-    .await
-    .unwrap();
+    set_fields(s.as_ref(), mac(1), |n| {
+        n.labels.insert("rack".into(), "r1".into());
+    })
+    .await;
     s.add_report(mac(1), &report(1)).await.unwrap();
     let lease = s.allocate(&req(mac(1), 0)).await.unwrap().unwrap();
     assert!(s.release(mac(1), lease.ip).await.unwrap());

@@ -14,9 +14,11 @@ use crate::model::{
 
 #[cfg(test)]
 mod contract;
+pub mod feed;
 mod query;
 pub mod sqlite;
 
+pub use feed::{Change, Feed, Subscriber};
 pub use query::NodeQuery;
 pub use sqlite::SqliteStore;
 pub use sqlite::journal::SyncMode;
@@ -297,10 +299,29 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<Ipv4Addr>, StoreError>;
     /// The hostname of the node holding `ip`.
     async fn addr_host(&self, ip: Ipv4Addr, now: Timestamp) -> Result<Option<String>, StoreError>;
-    /// The table DNS answers from, which this store keeps in step with every node record and
-    /// lease it writes (the same names and addresses [`Store::host_addr`] and
-    /// [`Store::addr_host`] give, without a call into the store per question).
-    fn names(&self) -> std::sync::Arc<crate::names::NameTable>;
+    /// Gives `subscriber` every node record and lease the store holds now, then
+    /// [`Change::Loaded`], then every change from here on ([`feed`]), with nothing missed or
+    /// given twice between the snapshot and the feed.
+    fn subscribe(&self, subscriber: std::sync::Arc<dyn Subscriber>);
     /// The MAC holding `ip` (to put a TFTP or HTTP fetch on a timeline).
     async fn mac_at(&self, ip: Ipv4Addr, now: Timestamp) -> Result<Option<Mac>, StoreError>;
+}
+
+/// Sets fields of the record of `mac` through [`Store::update_node`] with an
+/// edit that cannot refuse (tests).
+#[cfg(test)]
+pub(crate) async fn set_fields<S: Store + ?Sized>(
+    s: &S,
+    mac: Mac,
+    set: impl FnOnce(&mut Node) + Send + 'static,
+) -> Edited {
+    s.update_node(
+        mac,
+        Box::new(move |n| {
+            set(n);
+            Ok(())
+        }),
+    )
+    .await
+    .unwrap()
 }

@@ -1,15 +1,14 @@
 //! What reads are served from: every node record and lease, loaded at open
 //! and kept in step with every write (under one lock), with the indexes
-//! that keep hostnames and fixed addresses unique and the name table DNS
-//! answers from.
+//! that keep hostnames and fixed addresses unique, and the feed
+//! ([`crate::store::feed`]) every change goes out on.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 
 use crate::model::{Lease, Mac, Node, Timestamp};
-use crate::names::NameTable;
 use crate::store::StoreError;
+use crate::store::feed::{Change, Feed};
 
 /// Everything reads need, kept in step with the database.
 #[derive(Default)]
@@ -27,9 +26,9 @@ pub(super) struct Cache {
     pub(super) events_since_trim: HashMap<Mac, i64>,
     /// When each node's last-seen time was last written to the file.
     pub(super) seen_saved: HashMap<Mac, Timestamp>,
-    /// What DNS answers from, told of every name and address put in or taken out here, under
-    /// this cache's lock, so it never disagrees with the store.
-    pub(super) names: Arc<NameTable>,
+    /// Told of every record and lease put in or taken out here, under this cache's lock, so
+    /// no subscriber disagrees with the store.
+    pub(super) feed: Feed,
 }
 
 impl Cache {
@@ -45,7 +44,7 @@ impl Cache {
         if let Some(ip) = node.ipv4 {
             self.by_fixed_ip.insert(ip, node.mac);
         }
-        self.names.set_node(node.mac, &node.hostname, node.ipv4);
+        self.feed.emit(&Change::Node(&node));
         self.nodes.insert(node.mac, node);
     }
 
@@ -61,7 +60,7 @@ impl Cache {
         }
         self.events_since_trim.remove(&mac);
         self.seen_saved.remove(&mac);
-        self.names.remove_node(mac);
+        self.feed.emit(&Change::NodeGone(mac));
         Some(old)
     }
 
@@ -138,7 +137,7 @@ impl Cache {
         if let Some(m) = lease.mac {
             self.lease_of.insert(m, ip);
         }
-        self.names.set_lease(&lease);
+        self.feed.emit(&Change::Lease(&lease));
         self.leases.insert(ip, lease);
     }
 
@@ -149,7 +148,7 @@ impl Cache {
         {
             self.lease_of.remove(&m);
         }
-        self.names.drop_lease(old.ip);
+        self.feed.emit(&Change::LeaseGone(old.ip));
         Some(old)
     }
 

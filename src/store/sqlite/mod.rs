@@ -42,11 +42,15 @@ use self::cache::Cache;
 use self::journal::{Change, Journal, SyncMode, Syncer, Ticket};
 use self::rows::{NODE_COLUMNS, db, lease_from_row, node_from_row};
 use self::writer::{Sealer, Write, WriteQueue, write_loop, write_of};
-use super::{Edited, LeaseRequest, NodeEdit, NodeQuery, NodesEdit, Store, StoreError, StoreHealth};
+use super::feed;
+use super::{
+    Edited, LeaseRequest, NodeEdit, NodeQuery, NodesEdit, Store, StoreError, StoreHealth,
+    Subscriber,
+};
+use crate::boot::address::{self, AddressAsk, Candidate};
 use crate::model::{
     BootArch, Event, Lease, LeaseState, Mac, Node, NodeState, ScriptReport, Timestamp,
 };
-use crate::names::NameTable;
 
 pub struct SqliteStore {
     cache: Arc<Mutex<Cache>>,
@@ -190,7 +194,6 @@ impl SqliteStore {
                 cache.put_lease(lease_from_row(row)?);
             }
         }
-        cache.names.loaded();
         let queue = Arc::new(WriteQueue::default());
         let writer = queue.clone();
         let journal = journal.map(|j| Arc::new(Mutex::new(j)));
@@ -636,6 +639,8 @@ impl Store for SqliteStore {
             // can land between the bump and its write (and overwrite it with
             // an older copy). One message is one transaction: all or none.
             self.queue.push(Write::Nodes(records))?;
+            let macs: Vec<Mac> = bumped.iter().map(|(m, _)| *m).collect();
+            c.feed.emit(&feed::Change::ConfigBumped(&macs));
         }
         self.flush().await?;
         Ok(bumped)
@@ -714,57 +719,32 @@ impl Store for SqliteStore {
         let now = req.now;
         let (lease, dropped) = {
             let mut c = self.cache();
-            let in_range = |ip: Ipv4Addr| {
-                req.ranges
-                    .iter()
-                    .any(|(a, b)| (u32::from(*a)..=u32::from(*b)).contains(&u32::from(ip)))
-            };
             let current = c
                 .lease_of
                 .get(&req.mac)
                 .and_then(|ip| c.leases.get(ip))
                 .filter(|l| l.state != LeaseState::Declined)
                 .map(|l| l.ip);
-            let mut chosen = None;
-            if let Some(fixed) = req.fixed {
-                // A fixed address is the node's own: no other MAC may hold it,
-                // but a stale dynamic lease of someone else on it is overridden
-                // only once it has expired.
-                if !c.taken_by_other(fixed, req.mac, now) {
-                    chosen = Some(fixed);
-                }
-            } else {
-                let candidates = if req.exact { None } else { current };
-                chosen = candidates
-                    .into_iter()
-                    .chain(req.wanted)
-                    .find(|ip| in_range(*ip) && !c.taken_by_other(*ip, req.mac, now));
-                for &(first, last) in req.ranges.iter().filter(|_| !req.exact) {
-                    if chosen.is_some() {
-                        break;
-                    }
-                    let (lo, hi) = (u32::from(first), u32::from(last));
-                    // Start where the last search ended: a storm of new clients
-                    // costs O(1) each instead of a scan from the bottom.
-                    let start = c
-                        .cursors
-                        .get(&(lo, hi))
-                        .copied()
-                        .unwrap_or(lo)
-                        .clamp(lo, hi);
-                    let found = (start..=hi)
-                        .chain(lo..start)
-                        .find(|ip| !c.taken_by_other(Ipv4Addr::from(*ip), req.mac, now));
-                    if let Some(ip) = found {
-                        c.cursors
-                            .insert((lo, hi), if ip == hi { lo } else { ip + 1 });
-                        chosen = Some(Ipv4Addr::from(ip));
-                    }
-                }
-            }
-            let Some(ip) = chosen else {
+            let ask = AddressAsk {
+                fixed: req.fixed,
+                wanted: req.wanted,
+                exact: req.exact,
+                current,
+                ranges: &req.ranges,
+            };
+            // Policy orders the candidates; taken here is what no other MAC
+            // holds under this lock, so no address goes to two.
+            let chosen = {
+                let cursors = &c.cursors;
+                address::candidates(ask, |r| cursors.get(&r).copied())
+                    .find(|cand| !c.taken_by_other(cand.ip, req.mac, now))
+            };
+            let Some(Candidate { ip, scanned }) = chosen else {
                 return Ok(None);
             };
+            if let Some(range) = scanned {
+                c.cursors.insert(range, address::cursor_after(range, ip));
+            }
             // One lease per MAC: drop any other address it held.
             let dropped = match c.lease_of.get(&req.mac).copied() {
                 Some(old) if old != u32::from(ip) => c.drop_lease(old).map(|l| l.ip),
@@ -853,8 +833,18 @@ impl Store for SqliteStore {
             .map(|n| n.hostname.clone()))
     }
 
-    fn names(&self) -> Arc<NameTable> {
-        Arc::clone(&self.cache().names)
+    fn subscribe(&self, subscriber: Arc<dyn Subscriber>) {
+        // Under the cache lock, which every change is emitted under: the
+        // snapshot and the feed meet with nothing between them.
+        let c = self.cache();
+        for n in c.nodes.values() {
+            subscriber.changed(&feed::Change::Node(n));
+        }
+        for l in c.leases.values() {
+            subscriber.changed(&feed::Change::Lease(l));
+        }
+        subscriber.changed(&feed::Change::Loaded);
+        c.feed.add(subscriber);
     }
 
     async fn mac_at(&self, ip: Ipv4Addr, now: Timestamp) -> Result<Option<Mac>, StoreError> {
@@ -896,6 +886,7 @@ mod tests {
     use super::rows::mac_key;
     use super::*;
     use crate::model::{EventData, NodeOrigin};
+    use crate::store::set_fields;
 
     /// An event whose sentence is `text`.
     fn said(at: Timestamp, text: &str) -> Event {
@@ -935,24 +926,14 @@ mod tests {
                 let node = Node::discovered(mac(n), "discovery", format!("t{n}"), Timestamp(1));
                 s.create_node_if_absent(node).await.unwrap();
             }
-            s.update_node(
-                mac(2),
-                Box::new(|n| {
-                    n.hostname = "builder-2".into();
-                    Ok(())
-                }),
-            )
-            .await
-            .unwrap();
-            s.update_node(
-                mac(3),
-                Box::new(|n| {
-                    n.origin = NodeOrigin::Admin;
-                    Ok(())
-                }),
-            )
-            .await
-            .unwrap();
+            set_fields(&s, mac(2), |n| {
+                n.hostname = "builder-2".into();
+            })
+            .await;
+            set_fields(&s, mac(3), |n| {
+                n.origin = NodeOrigin::Admin;
+            })
+            .await;
             s.sync().await.unwrap();
         }
         let conn = Connection::open(dir.path().join("rackboot.db")).unwrap();
