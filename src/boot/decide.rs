@@ -152,14 +152,9 @@ mod tests {
     use super::*;
     use crate::model::ClientArch;
 
+    /// The loaders of a config that names none.
     fn loaders() -> LoaderMap {
-        LoaderMap {
-            bios: "undionly.kpxe".into(),
-            x86_64_efi: "ipxe-amd64.efi".into(),
-            arm64_efi: "ipxe-arm64.efi".into(),
-            upgrade_old_ipxe: true,
-            local_boot: LocalBoot::Script,
-        }
+        LoaderMap::default()
     }
 
     fn client(arch: Option<u16>, vendor: Option<&str>, ipxe: bool) -> ClientInfo {

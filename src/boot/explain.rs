@@ -221,7 +221,31 @@ pub fn explain(client: &ClientInfo, node: Option<&Node>, cx: &ExplainContext<'_>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::LocalBoot;
+
+    /// The loaders of a config that names none.
+    fn loaders() -> LoaderMap {
+        LoaderMap::default()
+    }
+
+    fn urls() -> Urls {
+        Urls {
+            http_base: "http://10.0.0.1".into(),
+        }
+    }
+
+    fn context<'a>(
+        catalog: &'a Catalog,
+        loaders: &'a LoaderMap,
+        urls: &'a Urls,
+    ) -> ExplainContext<'a> {
+        ExplainContext {
+            catalog,
+            loaders,
+            urls,
+            default_bootenv: "discovery",
+            now: Timestamp(0),
+        }
+    }
 
     #[test]
     fn the_effective_bootenv_honours_next_and_its_expiry() {
@@ -253,23 +277,8 @@ mod tests {
         .unwrap();
         let catalog =
             Catalog::load(&p.join("bootenvs"), &p.join("scripts"), p, "discovery").unwrap();
-        let loaders = LoaderMap {
-            bios: "undionly.kpxe".into(),
-            x86_64_efi: "ipxe-amd64.efi".into(),
-            arm64_efi: "ipxe-arm64.efi".into(),
-            upgrade_old_ipxe: true,
-            local_boot: LocalBoot::Script,
-        };
-        let urls = Urls {
-            http_base: "http://10.0.0.1".into(),
-        };
-        let cx = ExplainContext {
-            catalog: &catalog,
-            loaders: &loaders,
-            urls: &urls,
-            default_bootenv: "discovery",
-            now: Timestamp(0),
-        };
+        let (loaders, urls) = (loaders(), urls());
+        let cx = context(&catalog, &loaders, &urls);
         let mut client = ClientInfo {
             mac: "52:54:00:00:00:09".parse().unwrap(),
             arch: Some(ClientArch(0)),
@@ -317,23 +326,8 @@ mod tests {
             "discovery",
         )
         .unwrap();
-        let loaders = LoaderMap {
-            bios: "undionly.kpxe".into(),
-            x86_64_efi: "ipxe-amd64.efi".into(),
-            arm64_efi: "ipxe-arm64.efi".into(),
-            upgrade_old_ipxe: true,
-            local_boot: LocalBoot::Script,
-        };
-        let urls = Urls {
-            http_base: "http://10.0.0.1".into(),
-        };
-        let cx = ExplainContext {
-            catalog: &catalog,
-            loaders: &loaders,
-            urls: &urls,
-            default_bootenv: "discovery",
-            now: Timestamp(0),
-        };
+        let (loaders, urls) = (loaders(), urls());
+        let cx = context(&catalog, &loaders, &urls);
         let node = Node::discovered(
             "52:54:00:00:00:0a".parse().unwrap(),
             "discovery",

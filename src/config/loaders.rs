@@ -37,6 +37,21 @@ pub struct LoaderMap {
     pub local_boot: LocalBoot,
 }
 
+/// What a `rackboot.toml` that says nothing of loaders, `upgrade_old_ipxe`
+/// or `local_boot` gets.
+impl Default for LoaderMap {
+    fn default() -> Self {
+        let dhcp = super::dhcp::Section::default();
+        Section::default()
+            .validate(
+                &Source::new(std::path::Path::new("rackboot.toml")),
+                dhcp.upgrade_old_ipxe,
+                LocalBoot::default(),
+            )
+            .expect("the default loaders are valid")
+    }
+}
+
 impl Section {
     /// `upgrade_old_ipxe` (`[dhcp]`) and `local_boot` (`[boot]`) travel with
     /// the loaders because DHCP decides all three together.

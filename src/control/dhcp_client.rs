@@ -109,6 +109,16 @@ pub struct DhcpClients {
     pub urls: Urls,
 }
 
+/// The client asking, as DHCP found it.
+struct Asker {
+    /// Its record, or the one it would be given.
+    node: Node,
+    /// It has a record.
+    known: bool,
+    /// Its leases count against its subnet's `unknown_share`.
+    unknown: bool,
+}
+
 impl DhcpClients {
     /// A client's request on port 67, on `subnet`.
     pub async fn asked(&self, subnet: &Subnet, req: &Request) -> Result<Answer, StoreError> {
@@ -214,22 +224,12 @@ impl DhcpClients {
                     }
                     return Ok(Answer::Ignored(IgnoreReason::PoolExhausted));
                 };
-                if unknown {
-                    subnet.counted(mac, &l);
-                }
-                let node = self.welcomed(node, known, place, via).await?;
-                self.timeline
-                    .record(
-                        mac,
-                        answered(DhcpService::Dhcp, Some(l.ip), &boot, req).offer(),
-                    )
-                    .await;
-                Ok(Answer::Lease {
-                    ack: false,
-                    ip: l.ip,
-                    hostname: node.hostname,
-                    boot,
-                })
+                let asker = Asker {
+                    node,
+                    known,
+                    unknown,
+                };
+                self.leased(subnet, req, asker, &l, boot, false).await
             }
             MessageType::Request => {
                 if unknown && let Err(why) = self.unknown_may_take(subnet, mac, now).await? {
@@ -239,22 +239,12 @@ impl DhcpClients {
                 }
                 match lease::request(store, &subnet.pool, req, node.ipv4, now).await? {
                     Outcome::Ack(l) => {
-                        if unknown {
-                            subnet.counted(mac, &l);
-                        }
-                        let node = self.welcomed(node, known, place, via).await?;
-                        self.timeline
-                            .record(
-                                mac,
-                                answered(DhcpService::Dhcp, Some(l.ip), &boot, req).ack(),
-                            )
-                            .await;
-                        Ok(Answer::Lease {
-                            ack: true,
-                            ip: l.ip,
-                            hostname: node.hostname,
-                            boot,
-                        })
+                        let asker = Asker {
+                            node,
+                            known,
+                            unknown,
+                        };
+                        self.leased(subnet, req, asker, &l, boot, true).await
                     }
                     Outcome::Nak(reason) => {
                         if known {
@@ -429,6 +419,46 @@ impl DhcpClients {
 
     /// The record of a client about to be answered: as it was if known, else
     /// made now (the client is told its hostname, and may boot from it next).
+    /// `lease` goes to the client, offered or (`ack`) bound: an unknown
+    /// client's lease counts against its subnet's share, its record is made
+    /// if it is new, and the offer or ack goes on its timeline.
+    async fn leased(
+        &self,
+        subnet: &Subnet,
+        req: &Request,
+        asker: Asker,
+        lease: &Lease,
+        boot: BootFile,
+        ack: bool,
+    ) -> Result<Answer, StoreError> {
+        let Asker {
+            node,
+            known,
+            unknown,
+        } = asker;
+        if unknown {
+            subnet.counted(node.mac, lease);
+        }
+        let place = Place::Subnet(subnet.params.subnet);
+        let via = Via::Dhcp {
+            relay: req.client.relay,
+        };
+        let node = self.welcomed(node, known, place, via).await?;
+        let answered = answered(DhcpService::Dhcp, Some(lease.ip), &boot, req);
+        let event = if ack {
+            answered.ack()
+        } else {
+            answered.offer()
+        };
+        self.timeline.record(node.mac, event).await;
+        Ok(Answer::Lease {
+            ack,
+            ip: lease.ip,
+            hostname: node.hostname,
+            boot,
+        })
+    }
+
     async fn welcomed(
         &self,
         node: Node,
