@@ -67,13 +67,7 @@ pub fn dhcp(data: &[u8]) {
     let Ok(req) = classified else {
         return;
     };
-    let loaders = crate::config::LoaderMap {
-        bios: "undionly.kpxe".into(),
-        x86_64_efi: "ipxe-amd64.efi".into(),
-        arm64_efi: "ipxe-arm64.efi".into(),
-        upgrade_old_ipxe: true,
-        local_boot: crate::config::LocalBoot::Script,
-    };
+    let loaders = crate::config::LoaderMap::default();
     let urls = crate::routes::Urls {
         http_base: "http://10.77.0.1".into(),
     };
@@ -91,38 +85,17 @@ pub fn dhcp(data: &[u8]) {
     };
     let yiaddr = Ipv4Addr::new(10, 77, 0, 100);
     let host = node.hostname.as_str();
-    let replies = [
-        reply::answer(
-            &msg,
-            MessageType::Offer,
-            yiaddr,
-            Some(host),
-            &boot,
-            req.client.is_ipxe,
-            &params,
-        ),
-        reply::answer(
-            &msg,
-            MessageType::Ack,
-            yiaddr,
-            Some(host),
-            &boot,
-            req.client.is_ipxe,
-            &params,
-        ),
-        reply::answer(
-            &msg,
-            MessageType::Ack,
-            Ipv4Addr::UNSPECIFIED,
-            None,
-            &boot,
-            false,
-            &params,
-        ),
+    let answers = [
+        (MessageType::Offer, yiaddr, Some(host), req.client.is_ipxe),
+        (MessageType::Ack, yiaddr, Some(host), req.client.is_ipxe),
+        (MessageType::Ack, Ipv4Addr::UNSPECIFIED, None, false),
+    ]
+    .map(|(kind, addr, host, ipxe)| reply::answer(&msg, kind, addr, host, &boot, ipxe, &params));
+    let replies = answers.into_iter().chain([
         reply::nak(&msg, params.server_ip, "requested address is not yours"),
         reply::proxy_offer(&msg, MessageType::Offer, &boot, &params),
         reply::proxy_offer(&msg, MessageType::Ack, &boot, &params),
-    ];
+    ]);
     for r in replies {
         let bytes = encode(&r);
         let back = wire::decode(&bytes).expect("a reply passes rackboot's own wire check");

@@ -629,12 +629,7 @@ cmdline = "console=ttyS0  rackboot.url={{ server_url }} rackboot.mac={{ node.mac
     }
 
     fn node() -> Node {
-        Node::discovered(
-            "52:54:00:aa:bb:cc".parse().unwrap(),
-            "discovery",
-            "tok".into(),
-            crate::model::Timestamp(0),
-        )
+        Node::sample()
     }
 
     #[test]

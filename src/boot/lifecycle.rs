@@ -180,6 +180,22 @@ pub fn next_state(current: NodeState, progress: &Progress) -> Option<(NodeState,
 mod tests {
     use super::*;
 
+    /// `n` with the change `c` applied.
+    fn applied(c: &BootenvChange, n: &Node) -> Node {
+        let mut after = n.clone();
+        c.apply(&mut after);
+        after
+    }
+
+    /// The bootenv fields a change sets.
+    fn bootenv_fields(n: &Node) -> (&str, Option<String>, Option<Timestamp>) {
+        (
+            n.bootenv.as_str(),
+            n.next_bootenv.clone(),
+            n.bootenv_expires,
+        )
+    }
+
     #[test]
     fn transition_table() {
         use NodeState::*;
@@ -285,16 +301,8 @@ mod tests {
         let n = node("discovery", Some("rescue"), None);
         let now = Timestamp(5);
         let c = after_render(&n, "rescue", now).expect("used up");
-        let mut after = n.clone();
-        c.apply(&mut after);
-        assert_eq!(
-            (
-                after.bootenv.as_str(),
-                after.next_bootenv.clone(),
-                after.bootenv_expires
-            ),
-            ("discovery", None, None)
-        );
+        let after = applied(&c, &n);
+        assert_eq!(bootenv_fields(&after), ("discovery", None, None));
         assert_eq!(effective_bootenv(&after, now).bootenv, "discovery");
         assert_eq!(
             c.event(&n).to_string(),
@@ -317,16 +325,8 @@ mod tests {
         assert_eq!(expire_lease(&n, Timestamp(999)), None);
         for now in [1000, 5000] {
             let c = expire_lease(&n, Timestamp(now)).expect("expired");
-            let mut after = n.clone();
-            c.apply(&mut after);
-            assert_eq!(
-                (
-                    after.bootenv.as_str(),
-                    after.next_bootenv.clone(),
-                    after.bootenv_expires
-                ),
-                ("local", None, None)
-            );
+            let after = applied(&c, &n);
+            assert_eq!(bootenv_fields(&after), ("local", None, None));
             assert!(
                 c.cause.to_string().contains("lease on install ran out"),
                 "{}",
@@ -357,16 +357,8 @@ mod tests {
             node("discovery", Some("install"), Some(10_000)),
         ] {
             let c = install_complete("install", "local");
-            let mut after = n.clone();
-            c.apply(&mut after);
-            assert_eq!(
-                (
-                    after.bootenv.as_str(),
-                    after.next_bootenv.clone(),
-                    after.bootenv_expires
-                ),
-                ("local", None, None)
-            );
+            let after = applied(&c, &n);
+            assert_eq!(bootenv_fields(&after), ("local", None, None));
             assert_eq!(effective_bootenv(&after, Timestamp(1)).bootenv, "local");
         }
     }

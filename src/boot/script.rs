@@ -198,7 +198,6 @@ pub fn render_wait(mac: Mac, script_url: &str, why: WaitReason) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Timestamp;
 
     fn fixture() -> (tempfile::TempDir, Catalog) {
         let dir = tempfile::tempdir().unwrap();
@@ -228,12 +227,7 @@ cmdline = "console=ttyAMA0 rackboot.url={{ server_url }} rackboot.token={{ node.
     }
 
     fn node() -> Node {
-        Node::discovered(
-            "52:54:00:aa:bb:cc".parse().unwrap(),
-            "discovery",
-            "tok".into(),
-            Timestamp(0),
-        )
+        Node::sample()
     }
 
     #[test]

@@ -13,12 +13,11 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::Ipv4Addr;
-use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::boot::{Guarded, NodeInput, Protected, ValidPatch, changes, guard};
 use crate::model::{DeletedRecord, Event, EventData, LabelSelector, Mac, Node, Timestamp};
 use crate::nodes::new_token;
-use crate::store::{Store, StoreError};
+use crate::store::{Refusal, Store, StoreError};
 
 /// The `tracing` target of audit log lines: `RACKBOOT_LOG=rackboot::audit=info`
 /// keeps them when everything else is quieter.
@@ -72,21 +71,28 @@ pub enum AdminError {
     Store(#[from] StoreError),
 }
 
-/// A cell the store's edit closure leaves its refusal (or findings) in.
-fn cell<T>() -> (Arc<Mutex<T>>, Arc<Mutex<T>>)
-where
-    T: Default,
-{
-    let c: Arc<Mutex<T>> = Arc::default();
-    (c.clone(), c)
+/// An admin error as the refusal of a store edit: the edit refuses with it,
+/// and [`refused_why`] takes it back out of the store's answer.
+fn refusal(e: AdminError) -> Refusal {
+    Box::new(e)
 }
 
-fn take<T: Default>(c: &Mutex<T>) -> T {
-    std::mem::take(&mut *c.lock().unwrap_or_else(PoisonError::into_inner))
+/// The admin error an edit refused with, else the store's own error.
+fn refused_why(e: StoreError) -> AdminError {
+    match e {
+        StoreError::Refused(r) => match r.downcast::<AdminError>() {
+            Ok(e) => *e,
+            Err(r) => AdminError::Store(StoreError::Refused(r)),
+        },
+        e => AdminError::Store(e),
+    }
 }
 
-fn put<T>(c: &Mutex<T>, v: T) {
-    *c.lock().unwrap_or_else(PoisonError::into_inner) = v;
+/// Whether writing `after` over `before` forced a protected node. The edit
+/// decided it already (and refused where it may not): the same inputs give
+/// the same answer here, for the audit.
+fn forced(before: Option<&Node>, after: &Node, force: bool) -> Guarded {
+    guard(before, Some(after), force).unwrap_or(Guarded::Forced)
 }
 
 /// The audit entry of one written record: a log line and an `admin.change`
@@ -159,39 +165,29 @@ pub async fn patch(
     patch: ValidPatch,
     now: Timestamp,
 ) -> Result<Node, AdminError> {
-    let (seen, out) = cell::<Option<(Node, Guarded)>>();
-    let (refused, why) = cell::<Option<Protected>>();
-    let result = store
+    let force = patch.force();
+    let edited = store
         .update_node(
             mac,
             Box::new(move |n| {
                 let before = n.clone();
                 patch.apply(n, now);
-                match guard(Some(&before), Some(n), patch.force()) {
-                    Ok(g) => {
-                        put(&out, Some((before, g)));
-                        Ok(())
-                    }
-                    Err(p) => {
-                        let message = p.message.clone();
-                        put(&why, Some(p));
-                        Err(message)
-                    }
-                }
+                guard(Some(&before), Some(n), patch.force())
+                    .map(|_| ())
+                    .map_err(|refused| {
+                        refusal(AdminError::Protected {
+                            index: None,
+                            refusal: refused,
+                        })
+                    })
             }),
         )
-        .await;
-    if let Some(refusal) = take(&refused) {
-        return Err(AdminError::Protected {
-            index: None,
-            refusal,
-        });
-    }
-    let node = result?.after;
-    if let Some((before, guarded)) = take(&seen) {
-        audit(store, actor, ("patch", None), Some(&before), &node, guarded).await;
-    }
-    Ok(node)
+        .await
+        .map_err(refused_why)?;
+    let (before, after) = (&edited.before, &edited.after);
+    let guarded = forced(Some(before), after, force);
+    audit(store, actor, ("patch", None), Some(before), after, guarded).await;
+    Ok(edited.after)
 }
 
 /// What a bulk edit did.
@@ -213,50 +209,53 @@ pub async fn bulk(
     patch: ValidPatch,
     now: Timestamp,
 ) -> Result<Bulk, AdminError> {
-    let (matched, seen) = cell::<Vec<Mac>>();
-    let (edits, out) = cell::<Vec<(Node, Guarded)>>();
-    let (refused, why) = cell::<Option<Protected>>();
-    let result = store
+    let force = patch.force();
+    // Every matched record is written, changed or not (one left as it was
+    // is written as it was), so the answer names them all.
+    let written = store
         .edit_nodes(Box::new(move |all| {
             let mut nodes: Vec<&Node> = all
                 .values()
                 .filter(|n| selector.matches(&n.labels))
                 .collect();
             nodes.sort_by_key(|n| n.mac);
-            put(&seen, nodes.iter().map(|n| n.mac).collect());
-            let mut written = Vec::new();
-            let mut befores = Vec::new();
-            for n in nodes {
-                let mut edited = n.clone();
-                patch.apply(&mut edited, now);
-                let guarded = guard(Some(n), Some(&edited), patch.force()).map_err(|p| {
-                    let message = p.message.clone();
-                    put(&why, Some(p));
-                    message
-                })?;
-                if &edited != n {
-                    befores.push((n.clone(), guarded));
-                    written.push(edited);
-                }
-            }
-            put(&out, befores);
-            Ok(written)
+            nodes
+                .into_iter()
+                .map(|n| {
+                    let mut edited = n.clone();
+                    patch.apply(&mut edited, now);
+                    match guard(Some(n), Some(&edited), patch.force()) {
+                        Ok(_) => Ok(edited),
+                        Err(refused) => Err(refusal(AdminError::Protected {
+                            index: None,
+                            refusal: refused,
+                        })),
+                    }
+                })
+                .collect()
         }))
-        .await;
-    if let Some(refusal) = take(&refused) {
-        return Err(AdminError::Protected {
-            index: None,
-            refusal,
-        });
-    }
-    let written = result?;
+        .await
+        .map_err(refused_why)?;
     let op = ("bulk", Some(selector_text));
-    for ((before, guarded), after) in take(&edits).iter().zip(&written) {
-        audit(store, actor, op, Some(before), after, *guarded).await;
+    let mut changed = Vec::new();
+    for w in &written {
+        let before = w.before.as_ref();
+        if before != Some(&w.after) {
+            changed.push(w.after.mac);
+        }
+        audit(
+            store,
+            actor,
+            op,
+            before,
+            &w.after,
+            forced(before, &w.after, force),
+        )
+        .await;
     }
     Ok(Bulk {
-        matched: take(&matched),
-        changed: written.iter().map(|n| n.mac).collect(),
+        matched: written.iter().map(|w| w.after.mac).collect(),
+        changed,
     })
 }
 
@@ -282,69 +281,44 @@ pub async fn import(
     now: Timestamp,
 ) -> Result<Imported, AdminError> {
     let default_bootenv = default_bootenv.to_string();
-    let (refusal, refused) = cell::<Option<AdminError>>();
-    let (edits, out) = cell::<Vec<(Option<Node>, Guarded)>>();
-    let result = store
+    let written = store
         .edit_nodes(Box::new(move |all| {
             let mut nodes = Vec::with_capacity(inputs.len());
-            let mut befores = Vec::with_capacity(inputs.len());
             for (index, input) in inputs.into_iter().enumerate() {
                 let before = all.get(&input.mac);
                 let node = input.into_node(before, &default_bootenv, new_token, now);
-                match guard(before, Some(&node), force) {
-                    Ok(g) => befores.push((before.cloned(), g)),
-                    Err(p) => {
-                        let message = p.message.clone();
-                        put(
-                            &refused,
-                            Some(AdminError::Protected {
-                                index: Some(index),
-                                refusal: p,
-                            }),
-                        );
-                        return Err(message);
-                    }
-                }
+                guard(before, Some(&node), force).map_err(|refused| {
+                    refusal(AdminError::Protected {
+                        index: Some(index),
+                        refusal: refused,
+                    })
+                })?;
                 nodes.push(node);
             }
             // Name the record that clashes, with its index, before the store
             // refuses the whole write.
             if let Some((index, field, message)) = clash(all, &nodes) {
-                put(
-                    &refused,
-                    Some(AdminError::Clash {
-                        index,
-                        field,
-                        message: message.clone(),
-                    }),
-                );
-                return Err(message);
+                return Err(refusal(AdminError::Clash {
+                    index,
+                    field,
+                    message,
+                }));
             }
-            put(&out, befores);
             Ok(nodes)
         }))
-        .await;
-    if let Some(e) = take(&refusal) {
-        return Err(e);
-    }
-    let written = result?;
+        .await
+        .map_err(refused_why)?;
     let mut done = Imported {
         created: Vec::new(),
         updated: Vec::new(),
     };
-    for ((before, guarded), after) in take(&edits).iter().zip(&written) {
-        audit(
-            store,
-            actor,
-            ("import", None),
-            before.as_ref(),
-            after,
-            *guarded,
-        )
-        .await;
+    for w in &written {
+        let before = w.before.as_ref();
+        let guarded = forced(before, &w.after, force);
+        audit(store, actor, ("import", None), before, &w.after, guarded).await;
         match before {
-            None => done.created.push(after.mac),
-            Some(_) => done.updated.push(after.mac),
+            None => done.created.push(w.after.mac),
+            Some(_) => done.updated.push(w.after.mac),
         }
     }
     Ok(done)

@@ -372,13 +372,7 @@ mod golden {
             .collect();
         names.sort();
         assert!(!names.is_empty());
-        let loaders = LoaderMap {
-            bios: "undionly.kpxe".into(),
-            x86_64_efi: "ipxe-amd64.efi".into(),
-            arm64_efi: "ipxe-arm64.efi".into(),
-            upgrade_old_ipxe: true,
-            local_boot: crate::config::LocalBoot::Script,
-        };
+        let loaders = LoaderMap::default();
         let urls = Urls {
             http_base: "http://10.77.0.1".into(),
         };

@@ -354,13 +354,7 @@ mod tests {
             .collect();
         let req = Message::decode(&mut Decoder::new(&bytes)).unwrap();
         let client = super::super::classify::classify(&req).unwrap().client;
-        let loaders = crate::config::LoaderMap {
-            bios: "undionly.kpxe".into(),
-            x86_64_efi: "ipxe-amd64.efi".into(),
-            arm64_efi: "ipxe-arm64.efi".into(),
-            upgrade_old_ipxe: true,
-            local_boot: crate::config::LocalBoot::Script,
-        };
+        let loaders = crate::config::LoaderMap::default();
         let urls = crate::routes::Urls {
             http_base: "http://10.77.0.1".into(),
         };

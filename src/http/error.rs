@@ -63,7 +63,7 @@ impl From<StoreError> for HttpError {
     fn from(e: StoreError) -> HttpError {
         match e {
             StoreError::NoSuchNode(mac) => HttpError::not_found(format!("no node with MAC {mac}")),
-            StoreError::Refused(why) => HttpError::conflict(why),
+            StoreError::Refused(why) => HttpError::conflict(why.to_string()),
             StoreError::Conflict(why) => HttpError::conflict(why),
             // Nothing wrong with the request: the disk under the state
             // directory is full or failing. Not done, so never a 2xx; 503

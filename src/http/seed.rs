@@ -219,15 +219,10 @@ pub fn check_templates(dir: &FsPath) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Node, Timestamp};
+    use crate::model::Node;
 
     fn node() -> Node {
-        Node::discovered(
-            "52:54:00:aa:bb:cc".parse().unwrap(),
-            "discovery",
-            "tok".into(),
-            Timestamp(0),
-        )
+        Node::sample()
     }
 
     #[test]

@@ -210,3 +210,17 @@ impl Node {
             && self.params.is_empty()
     }
 }
+
+/// A record as DHCP makes it for an unknown MAC (tests): MAC
+/// 52:54:00:aa:bb:cc, bootenv `discovery`, token `tok`, made at time 0.
+#[cfg(test)]
+impl Node {
+    pub fn sample() -> Node {
+        Node::discovered(
+            Mac::new([0x52, 0x54, 0, 0xaa, 0xbb, 0xcc]),
+            "discovery",
+            "tok".into(),
+            Timestamp(0),
+        )
+    }
+}

@@ -336,7 +336,14 @@ pub(crate) async fn edit_nodes_reads_and_writes_in_one_step_all_or_nothing<E: En
         }))
         .await
         .unwrap();
-    assert_eq!(written.len(), 3);
+    // Each with the record it replaced, in the order given.
+    let befores: Vec<Option<Mac>> = written
+        .iter()
+        .map(|w| w.before.as_ref().map(|b| b.mac))
+        .collect();
+    assert_eq!(befores, [Some(mac(1)), Some(mac(2)), None]);
+    assert_eq!(written[1].before.as_ref().unwrap().bootenv, "discovery");
+    assert_eq!(written[1].after.bootenv, "rescue");
     let two = s.node(mac(2)).await.unwrap().unwrap();
     assert_eq!(
         (two.bootenv.as_str(), two.state),

@@ -75,7 +75,7 @@ pub enum StoreError {
     Conflict(String),
     /// An edit of a node record refused by the edit itself (e.g. a protected node).
     #[error("{0}")]
-    Refused(String),
+    Refused(Refusal),
     #[error(
         "store: the state directory {0} is in use by another rackboot (only one process may own it)"
     )]
@@ -140,9 +140,14 @@ pub struct StoreHealth {
     pub failed_appends: u64,
 }
 
+/// Why an edit refused its change: any error (a sentence, or a typed error
+/// its caller takes back out with `downcast`), returned as
+/// [`StoreError::Refused`].
+pub type Refusal = Box<dyn std::error::Error + Send + Sync>;
+
 /// A change to one node record, applied atomically with respect to every
 /// other change of that record; `Err` refuses it and nothing is written.
-pub type NodeEdit = Box<dyn FnOnce(&mut Node) -> Result<(), String> + Send>;
+pub type NodeEdit = Box<dyn FnOnce(&mut Node) -> Result<(), Refusal> + Send>;
 
 /// A node record as it was before an edit and as the edit left it (what
 /// [`Store::update_node`] wrote), so a caller learns what changed from the
@@ -157,7 +162,15 @@ pub struct Edited {
 /// MAC), the records to write (created or replaced). `Err` refuses the whole
 /// change and nothing is written.
 pub type NodesEdit =
-    Box<dyn FnOnce(&std::collections::HashMap<Mac, Node>) -> Result<Vec<Node>, String> + Send>;
+    Box<dyn FnOnce(&std::collections::HashMap<Mac, Node>) -> Result<Vec<Node>, Refusal> + Send>;
+
+/// A node record written by [`Store::edit_nodes`]: what it replaced (none
+/// for a record made) and what it is now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Written {
+    pub before: Option<Node>,
+    pub after: Node,
+}
 
 /// What a lease allocation asks for.
 #[derive(Debug, Clone)]
@@ -219,8 +232,9 @@ pub trait Store: Send + Sync + 'static {
     /// [`Store::put_nodes`] of the records `edit` makes from the records in
     /// force, read and written as one step: no change to those records
     /// (a state reported by a node, an admin's edit) can fall between the
-    /// read and the write and be lost. Returns what was written.
-    async fn edit_nodes(&self, edit: NodesEdit) -> Result<Vec<Node>, StoreError>;
+    /// read and the write and be lost. Returns each record written, in the
+    /// order `edit` gave them, with the record it replaced.
+    async fn edit_nodes(&self, edit: NodesEdit) -> Result<Vec<Written>, StoreError>;
     /// Deletes the record of `mac` and its timeline; whether it existed. The
     /// MAC's lease stays until it expires: the machine may still be using
     /// the address, and handing it to another would double it.

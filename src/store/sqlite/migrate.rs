@@ -79,19 +79,22 @@ fn mac_of_key(key: i64) -> Mac {
     Mac::new([b[2], b[3], b[4], b[5], b[6], b[7]])
 }
 
+/// Whether the schema query `sql` (a `SELECT count(*) > 0 ...` of the
+/// catalog) finds what it looks for.
+fn schema_has(conn: &Connection, sql: &str) -> Result<bool, StoreError> {
+    conn.query_row(sql, [], |r| r.get(0))
+        .map_err(db("read schema"))
+}
+
 /// Gives the timeline of a store made before events had data its `data`
 /// column, in one transaction (a failure leaves the store as it was): each
 /// old event becomes a note of its kind and sentence, and each node's
 /// `booted_bootenv` is read from its last boot script event.
 fn give_the_timeline_data(conn: &Connection) -> Result<(), StoreError> {
-    let old: bool = conn
-        .query_row(
-            "SELECT count(*) > 0 FROM pragma_table_info('timeline') WHERE name = 'detail'",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(db("read schema"))?;
-    if !old {
+    if !schema_has(
+        conn,
+        "SELECT count(*) > 0 FROM pragma_table_info('timeline') WHERE name = 'detail'",
+    )? {
         return Ok(());
     }
     let tx = conn
@@ -126,14 +129,10 @@ fn give_the_timeline_data(conn: &Connection) -> Result<(), StoreError> {
 /// `events`, in their order) and drops the old table, in one transaction:
 /// a failure leaves the store as it was.
 fn move_events_to_timeline(conn: &Connection) -> Result<(), StoreError> {
-    let old: bool = conn
-        .query_row(
-            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'events'",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(db("read schema"))?;
-    if !old {
+    if !schema_has(
+        conn,
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'events'",
+    )? {
         return Ok(());
     }
     let tx = conn

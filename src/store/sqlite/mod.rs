@@ -45,7 +45,7 @@ use self::writer::{Sealer, Write, WriteQueue, write_loop, write_of};
 use super::feed;
 use super::{
     Edited, LeaseRequest, NodeEdit, NodeQuery, NodesEdit, Store, StoreError, StoreHealth,
-    Subscriber,
+    Subscriber, Written,
 };
 use crate::boot::address::{self, AddressAsk, Candidate};
 use crate::model::{
@@ -478,42 +478,29 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn edit_nodes(&self, edit: NodesEdit) -> Result<Vec<Node>, StoreError> {
-        let nodes = {
+    async fn edit_nodes(&self, edit: NodesEdit) -> Result<Vec<Written>, StoreError> {
+        let written = {
             let mut c = self.cache();
             let nodes = edit(&c.nodes).map_err(StoreError::Refused)?;
+            let befores: Vec<Option<Node>> =
+                nodes.iter().map(|n| c.nodes.get(&n.mac).cloned()).collect();
             c.check_and_put(&nodes)?;
-            nodes
+            befores
+                .into_iter()
+                .zip(nodes)
+                .map(|(before, after)| Written { before, after })
+                .collect::<Vec<_>>()
         };
-        self.queue(Write::Nodes(nodes.clone())).await?;
+        let nodes = written.iter().map(|w| w.after.clone()).collect();
+        self.queue(Write::Nodes(nodes)).await?;
         self.flush().await?;
-        Ok(nodes)
+        Ok(written)
     }
 
     async fn delete_node(&self, mac: Mac) -> Result<bool, StoreError> {
-        {
-            let mut c = self.cache();
-            let Some(old) = c.remove_node(mac) else {
-                return Ok(false);
-            };
-            if let Some(journal) = &self.journal {
-                // Its creation may still be in the journal: replayed after a
-                // crash, it must not bring the record back.
-                let mut j = journal.lock().unwrap_or_else(PoisonError::into_inner);
-                let forget = Change::Forget {
-                    mac,
-                    token: old.token,
-                };
-                if let Err(e) = j.append(&forget) {
-                    self.health.append_failed(&e);
-                }
-                self.queue.push(Write::DeleteNode(mac))?;
-            } else {
-                self.queue.push(Write::DeleteNode(mac))?;
-            }
-        }
-        self.flush().await?;
-        Ok(true)
+        // A query with no condition selects any record.
+        let deleted = self.delete_nodes_if(&[mac], &NodeQuery::default()).await?;
+        Ok(!deleted.is_empty())
     }
 
     async fn delete_nodes_if(
@@ -532,8 +519,8 @@ impl Store for SqliteStore {
                     continue;
                 };
                 if let Some(journal) = &self.journal {
-                    // As in delete_node: a creation still in the journal
-                    // must not bring the record back after a crash.
+                    // Its creation may still be in the journal: replayed
+                    // after a crash, it must not bring the record back.
                     let mut j = journal.lock().unwrap_or_else(PoisonError::into_inner);
                     let forget = Change::Forget {
                         mac,
