@@ -176,7 +176,11 @@ impl Responder {
         let mut response =
             Message::new(message.metadata.id, MessageType::Response, metadata.op_code);
         response.metadata = metadata;
-        response.queries = message.queries;
+        // The question is echoed only when there is one: a FORMERR for many questions would
+        // otherwise send them all back, however large (RFC 9619 lets it carry none).
+        if message.queries.len() == 1 {
+            response.queries = message.queries;
+        }
         response.answers = reply.answers;
         response.authorities = reply.authority;
         // RFC 6891 §7: a query with an OPT record gets one back; the encoder puts BADVERS's high
@@ -206,6 +210,17 @@ impl Responder {
             if failed.emit(&mut encoder).is_err() {
                 return (Outcome::Drop, qtype, result);
             }
+        }
+        // The encoder keeps records within `limit` but not every part of a message (a question
+        // is written whole); a reply that still does not fit is dropped rather than sent over
+        // the limit, which a UDP client could not take.
+        if out.len() > usize::from(limit) {
+            warn!(
+                bytes = out.len(),
+                limit, "a DNS reply does not fit the transport; not sent"
+            );
+            out.clear();
+            return (Outcome::Drop, qtype, DnsResult::ServFail);
         }
         (Outcome::Reply, qtype, result)
     }
@@ -327,7 +342,9 @@ impl Responder {
         metadata.response_code = code;
         let mut response = Message::new(metadata.id, MessageType::Response, metadata.op_code);
         response.metadata = metadata;
-        response.queries = message.queries;
+        if message.queries.len() == 1 {
+            response.queries = message.queries;
+        }
         if message.edns.is_some() {
             let mut edns = Edns::new();
             edns.set_max_payload(EDNS_PAYLOAD).set_version(0);
@@ -550,6 +567,35 @@ mod tests {
             r.respond(&response, Transport::Udp, &mut out),
             Outcome::Drop
         );
+    }
+
+    #[test]
+    fn many_questions_get_a_formerr_that_echoes_none() {
+        let r = responder(false);
+        let mut query = Message::query();
+        query.metadata.id = 0x0f0f;
+        for i in 0..13 {
+            let long = format!("{}.{i}.rack.internal.", "a".repeat(60));
+            query.add_query(Query::query(
+                Name::from_ascii(&long).unwrap(),
+                RecordType::A,
+            ));
+        }
+        let bytes = query.to_vec().unwrap();
+        assert!(
+            bytes.len() > 512,
+            "the question section alone is {} bytes",
+            bytes.len()
+        );
+        for transport in [Transport::Udp, Transport::Tcp] {
+            let mut out = Vec::new();
+            assert_eq!(r.respond(&bytes, transport, &mut out), Outcome::Reply);
+            let response = Message::from_vec(&out).unwrap();
+            assert_eq!(response.metadata.id, 0x0f0f);
+            assert_eq!(response.metadata.response_code, ResponseCode::FormErr);
+            assert!(response.queries.is_empty(), "{response:?}");
+            assert!(out.len() <= 512, "{} bytes", out.len());
+        }
     }
 
     #[test]
