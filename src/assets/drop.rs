@@ -329,6 +329,13 @@ mod tests {
         (dir, drop)
     }
 
+    /// A rejected drop leaves no bootenv and stores no file.
+    fn nothing_installed(drop: &DropFolder) {
+        assert!(!drop.target.bootenvs_dir.join("rescue.toml").exists());
+        let store = drop.target.assets_dir.join(crate::assets::STORE_DIR);
+        assert!(!store.exists(), "{} was made", store.display());
+    }
+
     fn put(drop: &DropFolder, rel: &str, bytes: &[u8]) {
         let p = drop.dir.join(rel);
         fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -432,14 +439,7 @@ mod tests {
             reasons[1].contains("`initrd` is a symbolic link"),
             "{reasons:?}"
         );
-        assert!(!drop.target.bootenvs_dir.join("rescue.toml").exists());
-        assert!(
-            !drop
-                .target
-                .assets_dir
-                .join(crate::assets::STORE_DIR)
-                .exists()
-        );
+        nothing_installed(&drop);
     }
 
     #[test]
@@ -455,14 +455,7 @@ mod tests {
             reason.contains("is an x86_64 EFI application, not a Linux kernel"),
             "{reason}"
         );
-        assert!(!drop.target.bootenvs_dir.join("rescue.toml").exists());
-        assert!(
-            !drop
-                .target
-                .assets_dir
-                .join(crate::assets::STORE_DIR)
-                .exists()
-        );
+        nothing_installed(&drop);
     }
 
     #[test]

@@ -70,11 +70,7 @@ impl KernelArch {
     }
 }
 
-impl fmt::Display for KernelArch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+crate::model::named_values!(KernelArch);
 
 /// Accepts what an operator types: `x86_64`/`amd64`, `arm64`/`aarch64`, or a
 /// rackboot boot architecture (`bios`, `x86_64_efi`, `arm64_efi`).

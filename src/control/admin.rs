@@ -144,52 +144,6 @@ async fn record(store: &dyn Store, mac: Mac, data: EventData) {
     }
 }
 
-/// Creates `node` (made from an admin's input); [`AdminError::Exists`] when
-/// its MAC has a record.
-pub async fn create(store: &dyn Store, actor: &Actor, node: Node) -> Result<Node, AdminError> {
-    let mac = node.mac;
-    let (node, created) = store.create_node_if_absent(node).await?;
-    if !created {
-        return Err(AdminError::Exists(mac));
-    }
-    audit(store, actor, ("create", None), None, &node, Guarded::Free).await;
-    Ok(node)
-}
-
-/// Applies `patch` to the record of `mac` at `now`, refused for a protected
-/// node unless the patch says `force`.
-pub async fn patch(
-    store: &dyn Store,
-    actor: &Actor,
-    mac: Mac,
-    patch: ValidPatch,
-    now: Timestamp,
-) -> Result<Node, AdminError> {
-    let force = patch.force();
-    let edited = store
-        .update_node(
-            mac,
-            Box::new(move |n| {
-                let before = n.clone();
-                patch.apply(n, now);
-                guard(Some(&before), Some(n), patch.force())
-                    .map(|_| ())
-                    .map_err(|refused| {
-                        refusal(AdminError::Protected {
-                            index: None,
-                            refusal: refused,
-                        })
-                    })
-            }),
-        )
-        .await
-        .map_err(refused_why)?;
-    let (before, after) = (&edited.before, &edited.after);
-    let guarded = forced(Some(before), after, force);
-    audit(store, actor, ("patch", None), Some(before), after, guarded).await;
-    Ok(edited.after)
-}
-
 /// What a bulk edit did.
 #[derive(Debug)]
 pub struct Bulk {
@@ -197,66 +151,6 @@ pub struct Bulk {
     pub matched: Vec<Mac>,
     /// The matched nodes whose record the patch changed.
     pub changed: Vec<Mac>,
-}
-
-/// Applies `patch` to every node `selector` matches, all or nothing: one
-/// protected node not forced refuses the whole edit, naming it.
-pub async fn bulk(
-    store: &dyn Store,
-    actor: &Actor,
-    selector: LabelSelector,
-    selector_text: &str,
-    patch: ValidPatch,
-    now: Timestamp,
-) -> Result<Bulk, AdminError> {
-    let force = patch.force();
-    // Every matched record is written, changed or not (one left as it was
-    // is written as it was), so the answer names them all.
-    let written = store
-        .edit_nodes(Box::new(move |all| {
-            let mut nodes: Vec<&Node> = all
-                .values()
-                .filter(|n| selector.matches(&n.labels))
-                .collect();
-            nodes.sort_by_key(|n| n.mac);
-            nodes
-                .into_iter()
-                .map(|n| {
-                    let mut edited = n.clone();
-                    patch.apply(&mut edited, now);
-                    match guard(Some(n), Some(&edited), patch.force()) {
-                        Ok(_) => Ok(edited),
-                        Err(refused) => Err(refusal(AdminError::Protected {
-                            index: None,
-                            refusal: refused,
-                        })),
-                    }
-                })
-                .collect()
-        }))
-        .await
-        .map_err(refused_why)?;
-    let op = ("bulk", Some(selector_text));
-    let mut changed = Vec::new();
-    for w in &written {
-        let before = w.before.as_ref();
-        if before != Some(&w.after) {
-            changed.push(w.after.mac);
-        }
-        audit(
-            store,
-            actor,
-            op,
-            before,
-            &w.after,
-            forced(before, &w.after, force),
-        )
-        .await;
-    }
-    Ok(Bulk {
-        matched: written.iter().map(|w| w.after.mac).collect(),
-        changed,
-    })
 }
 
 /// What an import wrote.
@@ -268,60 +162,230 @@ pub struct Imported {
     pub updated: Vec<Mac>,
 }
 
-/// Creates or replaces every record of `inputs` (validated, MACs distinct) in
-/// one transaction: all or nothing. A record that would change what a
-/// protected node boots refuses the whole import unless `force`; a hostname
-/// or address another record holds too; either names the record by index.
-pub async fn import(
-    store: &dyn Store,
-    actor: &Actor,
-    inputs: Vec<NodeInput>,
-    force: bool,
-    default_bootenv: &str,
-    now: Timestamp,
-) -> Result<Imported, AdminError> {
-    let default_bootenv = default_bootenv.to_string();
-    let written = store
-        .edit_nodes(Box::new(move |all| {
-            let mut nodes = Vec::with_capacity(inputs.len());
-            for (index, input) in inputs.into_iter().enumerate() {
-                let before = all.get(&input.mac);
-                let node = input.into_node(before, &default_bootenv, new_token, now);
-                guard(before, Some(&node), force).map_err(|refused| {
-                    refusal(AdminError::Protected {
-                        index: Some(index),
-                        refusal: refused,
-                    })
-                })?;
-                nodes.push(node);
-            }
-            // Name the record that clashes, with its index, before the store
-            // refuses the whole write.
-            if let Some((index, field, message)) = clash(all, &nodes) {
-                return Err(refusal(AdminError::Clash {
-                    index,
-                    field,
-                    message,
-                }));
-            }
-            Ok(nodes)
-        }))
-        .await
-        .map_err(refused_why)?;
-    let mut done = Imported {
-        created: Vec::new(),
-        updated: Vec::new(),
-    };
-    for w in &written {
-        let before = w.before.as_ref();
-        let guarded = forced(before, &w.after, force);
-        audit(store, actor, ("import", None), before, &w.after, guarded).await;
-        match before {
-            None => done.created.push(w.after.mac),
-            Some(_) => done.updated.push(w.after.mac),
+/// The admin's changes to node records, over one store.
+#[derive(Clone, Copy)]
+pub struct Admin<'a> {
+    pub store: &'a dyn Store,
+    /// What a record an import makes boots when its input names no bootenv.
+    pub default_bootenv: &'a str,
+}
+
+impl Admin<'_> {
+    /// Creates `node` (made from an admin's input); [`AdminError::Exists`] when
+    /// its MAC has a record.
+    pub async fn create(&self, actor: &Actor, node: Node) -> Result<Node, AdminError> {
+        let store = self.store;
+        let mac = node.mac;
+        let (node, created) = store.create_node_if_absent(node).await?;
+        if !created {
+            return Err(AdminError::Exists(mac));
         }
+        audit(store, actor, ("create", None), None, &node, Guarded::Free).await;
+        Ok(node)
     }
-    Ok(done)
+
+    /// Applies `patch` to the record of `mac` at `now`, refused for a protected
+    /// node unless the patch says `force`.
+    pub async fn patch(
+        &self,
+        actor: &Actor,
+        mac: Mac,
+        patch: ValidPatch,
+        now: Timestamp,
+    ) -> Result<Node, AdminError> {
+        let store = self.store;
+        let force = patch.force();
+        let edited = store
+            .update_node(
+                mac,
+                Box::new(move |n| {
+                    let before = n.clone();
+                    patch.apply(n, now);
+                    guard(Some(&before), Some(n), patch.force())
+                        .map(|_| ())
+                        .map_err(|refused| {
+                            refusal(AdminError::Protected {
+                                index: None,
+                                refusal: refused,
+                            })
+                        })
+                }),
+            )
+            .await
+            .map_err(refused_why)?;
+        let (before, after) = (&edited.before, &edited.after);
+        let guarded = forced(Some(before), after, force);
+        audit(store, actor, ("patch", None), Some(before), after, guarded).await;
+        Ok(edited.after)
+    }
+
+    /// Applies `patch` to every node `selector` matches, all or nothing: one
+    /// protected node not forced refuses the whole edit, naming it.
+    pub async fn bulk(
+        &self,
+        actor: &Actor,
+        selector: LabelSelector,
+        selector_text: &str,
+        patch: ValidPatch,
+        now: Timestamp,
+    ) -> Result<Bulk, AdminError> {
+        let store = self.store;
+        let force = patch.force();
+        // Every matched record is written, changed or not (one left as it was
+        // is written as it was), so the answer names them all.
+        let written = store
+            .edit_nodes(Box::new(move |all| {
+                let mut nodes: Vec<&Node> = all
+                    .values()
+                    .filter(|n| selector.matches(&n.labels))
+                    .collect();
+                nodes.sort_by_key(|n| n.mac);
+                nodes
+                    .into_iter()
+                    .map(|n| {
+                        let mut edited = n.clone();
+                        patch.apply(&mut edited, now);
+                        match guard(Some(n), Some(&edited), patch.force()) {
+                            Ok(_) => Ok(edited),
+                            Err(refused) => Err(refusal(AdminError::Protected {
+                                index: None,
+                                refusal: refused,
+                            })),
+                        }
+                    })
+                    .collect()
+            }))
+            .await
+            .map_err(refused_why)?;
+        let op = ("bulk", Some(selector_text));
+        let mut changed = Vec::new();
+        for w in &written {
+            let before = w.before.as_ref();
+            if before != Some(&w.after) {
+                changed.push(w.after.mac);
+            }
+            audit(
+                store,
+                actor,
+                op,
+                before,
+                &w.after,
+                forced(before, &w.after, force),
+            )
+            .await;
+        }
+        Ok(Bulk {
+            matched: written.iter().map(|w| w.after.mac).collect(),
+            changed,
+        })
+    }
+
+    /// Creates or replaces every record of `inputs` (validated, MACs distinct) in
+    /// one transaction: all or nothing. A record that would change what a
+    /// protected node boots refuses the whole import unless `force`; a hostname
+    /// or address another record holds too; either names the record by index.
+    pub async fn import(
+        &self,
+        actor: &Actor,
+        inputs: Vec<NodeInput>,
+        force: bool,
+        now: Timestamp,
+    ) -> Result<Imported, AdminError> {
+        let store = self.store;
+        let default_bootenv = self.default_bootenv.to_string();
+        let written = store
+            .edit_nodes(Box::new(move |all| {
+                let mut nodes = Vec::with_capacity(inputs.len());
+                for (index, input) in inputs.into_iter().enumerate() {
+                    let before = all.get(&input.mac);
+                    let node = input.into_node(before, &default_bootenv, new_token, now);
+                    guard(before, Some(&node), force).map_err(|refused| {
+                        refusal(AdminError::Protected {
+                            index: Some(index),
+                            refusal: refused,
+                        })
+                    })?;
+                    nodes.push(node);
+                }
+                // Name the record that clashes, with its index, before the store
+                // refuses the whole write.
+                if let Some((index, field, message)) = clash(all, &nodes) {
+                    return Err(refusal(AdminError::Clash {
+                        index,
+                        field,
+                        message,
+                    }));
+                }
+                Ok(nodes)
+            }))
+            .await
+            .map_err(refused_why)?;
+        let mut done = Imported {
+            created: Vec::new(),
+            updated: Vec::new(),
+        };
+        for w in &written {
+            let before = w.before.as_ref();
+            let guarded = forced(before, &w.after, force);
+            audit(store, actor, ("import", None), before, &w.after, guarded).await;
+            match before {
+                None => done.created.push(w.after.mac),
+                Some(_) => done.updated.push(w.after.mac),
+            }
+        }
+        Ok(done)
+    }
+
+    /// Deletes the record of `mac` (its timeline goes with it), refused for a
+    /// protected node unless `force`. Returns the record as it was.
+    ///
+    /// The audit outlives the record: the log line carries the whole record
+    /// (what an admin needs to make it again), and an `admin.delete` event is
+    /// left on the MAC's timeline, so a record made again for the MAC (by an
+    /// admin, or by the machine booting as a new node) starts with who deleted
+    /// the old one and what it was.
+    ///
+    /// The check and the delete are two steps: a record protected in between is
+    /// still deleted (as if the delete had come first).
+    pub async fn delete(&self, actor: &Actor, mac: Mac, force: bool) -> Result<Node, AdminError> {
+        let store = self.store;
+        let before = store.node(mac).await?.ok_or(AdminError::NoSuchNode(mac))?;
+        let guarded =
+            guard(Some(&before), None, force).map_err(|refusal| AdminError::Protected {
+                index: None,
+                refusal,
+            })?;
+        if !store.delete_node(mac).await? {
+            return Err(AdminError::NoSuchNode(mac));
+        }
+        let forced = guarded == Guarded::Forced;
+        let was = serde_json::to_string(&before).unwrap_or_default();
+        tracing::info!(
+            target: AUDIT_TARGET,
+            %mac,
+            hostname = %before.hostname,
+            by = %actor,
+            op = "delete",
+            forced,
+            record = %was,
+            "admin change: deleted the record of {} ({mac}), bootenv {}",
+            before.hostname,
+            before.bootenv
+        );
+        let event = EventData::AdminDelete {
+            actor: actor.to_string(),
+            record: DeletedRecord {
+                hostname: before.hostname.clone(),
+                bootenv: before.bootenv.clone(),
+                next_bootenv: before.next_bootenv.clone(),
+                state: before.state,
+                protected: before.protected,
+            },
+            forced,
+        };
+        record(store, mac, event).await;
+        Ok(before)
+    }
 }
 
 /// The first record of `nodes` whose hostname or fixed address another
@@ -355,60 +419,6 @@ fn clash(all: &HashMap<Mac, Node>, nodes: &[Node]) -> Option<(usize, &'static st
     None
 }
 
-/// Deletes the record of `mac` (its timeline goes with it), refused for a
-/// protected node unless `force`. Returns the record as it was.
-///
-/// The audit outlives the record: the log line carries the whole record
-/// (what an admin needs to make it again), and an `admin.delete` event is
-/// left on the MAC's timeline, so a record made again for the MAC (by an
-/// admin, or by the machine booting as a new node) starts with who deleted
-/// the old one and what it was.
-///
-/// The check and the delete are two steps: a record protected in between is
-/// still deleted (as if the delete had come first).
-pub async fn delete(
-    store: &dyn Store,
-    actor: &Actor,
-    mac: Mac,
-    force: bool,
-) -> Result<Node, AdminError> {
-    let before = store.node(mac).await?.ok_or(AdminError::NoSuchNode(mac))?;
-    let guarded = guard(Some(&before), None, force).map_err(|refusal| AdminError::Protected {
-        index: None,
-        refusal,
-    })?;
-    if !store.delete_node(mac).await? {
-        return Err(AdminError::NoSuchNode(mac));
-    }
-    let forced = guarded == Guarded::Forced;
-    let was = serde_json::to_string(&before).unwrap_or_default();
-    tracing::info!(
-        target: AUDIT_TARGET,
-        %mac,
-        hostname = %before.hostname,
-        by = %actor,
-        op = "delete",
-        forced,
-        record = %was,
-        "admin change: deleted the record of {} ({mac}), bootenv {}",
-        before.hostname,
-        before.bootenv
-    );
-    let event = EventData::AdminDelete {
-        actor: actor.to_string(),
-        record: DeletedRecord {
-            hostname: before.hostname.clone(),
-            bootenv: before.bootenv.clone(),
-            next_bootenv: before.next_bootenv.clone(),
-            state: before.state,
-            protected: before.protected,
-        },
-        forced,
-    };
-    record(store, mac, event).await;
-    Ok(before)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -421,6 +431,13 @@ mod tests {
 
     fn ops() -> Actor {
         Actor::token("ops team", "00")
+    }
+
+    fn admin(s: &SqliteStore) -> Admin<'_> {
+        Admin {
+            store: s,
+            default_bootenv: "discovery",
+        }
     }
 
     fn valid(json: &str) -> ValidPatch {
@@ -439,7 +456,7 @@ mod tests {
         let mut n = Node::discovered(mac(3), "discovery", "t".into(), Timestamp(0));
         n.hostname = "alibuild03".into();
         n.protected = true;
-        create(&s, &ops(), n).await.unwrap();
+        admin(&s).create(&ops(), n).await.unwrap();
         s
     }
 
@@ -460,35 +477,36 @@ mod tests {
             other => panic!("not refused as protected: {other}"),
         };
         refused(
-            patch(
-                &s,
-                &ops(),
-                mac(3),
-                valid(r#"{"bootenv":"install"}"#),
-                Timestamp(1),
-            )
-            .await
-            .unwrap_err(),
+            admin(&s)
+                .patch(
+                    &ops(),
+                    mac(3),
+                    valid(r#"{"bootenv":"install"}"#),
+                    Timestamp(1),
+                )
+                .await
+                .unwrap_err(),
         );
         // `x!=y`: every node (none has label x).
         let sel: LabelSelector = "x!=y".parse().unwrap();
         refused(
-            bulk(
-                &s,
-                &ops(),
-                sel,
-                "x!=y",
-                valid(r#"{"bootenv":"install"}"#),
-                Timestamp(1),
-            )
-            .await
-            .unwrap_err(),
+            admin(&s)
+                .bulk(
+                    &ops(),
+                    sel,
+                    "x!=y",
+                    valid(r#"{"bootenv":"install"}"#),
+                    Timestamp(1),
+                )
+                .await
+                .unwrap_err(),
         );
         let rack = vec![
             input(r#"{"mac":"52:54:00:00:ad:01"}"#),
             input(r#"{"mac":"52:54:00:00:ad:03","bootenv":"install"}"#),
         ];
-        match import(&s, &ops(), rack.clone(), false, "discovery", Timestamp(1))
+        match admin(&s)
+            .import(&ops(), rack.clone(), false, Timestamp(1))
             .await
             .unwrap_err()
         {
@@ -498,7 +516,7 @@ mod tests {
             } => assert_eq!(refusal.field, "bootenv"),
             other => panic!("{other}"),
         }
-        refused(delete(&s, &ops(), mac(3), false).await.unwrap_err());
+        refused(admin(&s).delete(&ops(), mac(3), false).await.unwrap_err());
         // Nothing changed: same record, the new one of the import not made.
         let n = s.node(mac(3)).await.unwrap().unwrap();
         assert_eq!((n.bootenv.as_str(), n.protected), ("discovery", true));
@@ -506,7 +524,8 @@ mod tests {
         assert_eq!(admin_events(&s, mac(3)).await.len(), 1, "only the create");
 
         // Forced: each goes through, and the audit says it was forced.
-        let done = import(&s, &ops(), rack, true, "discovery", Timestamp(2))
+        let done = admin(&s)
+            .import(&ops(), rack, true, Timestamp(2))
             .await
             .unwrap();
         assert_eq!((done.created, done.updated), (vec![mac(1)], vec![mac(3)]));
@@ -515,7 +534,7 @@ mod tests {
             last.sentence(),
             "token `ops team` (import): bootenv discovery -> install; forced (the node is protected)"
         );
-        let was = delete(&s, &ops(), mac(3), true).await.unwrap();
+        let was = admin(&s).delete(&ops(), mac(3), true).await.unwrap();
         assert_eq!(was.hostname, "alibuild03");
         assert!(s.node(mac(3)).await.unwrap().is_none());
         // The deletion stays on the MAC's timeline for a record made again.
@@ -538,41 +557,41 @@ mod tests {
             first[0].sentence(),
             "token `ops team` (create): hostname - -> alibuild03; bootenv - -> discovery; protected - -> true"
         );
-        patch(
-            &s,
-            &Actor::token("", "1a2b3c4d"),
-            mac(3),
-            valid(r#"{"bootenv":"install","force":true,"labels":{"rack":"r1"}}"#),
-            Timestamp(1),
-        )
-        .await
-        .unwrap();
+        admin(&s)
+            .patch(
+                &Actor::token("", "1a2b3c4d"),
+                mac(3),
+                valid(r#"{"bootenv":"install","force":true,"labels":{"rack":"r1"}}"#),
+                Timestamp(1),
+            )
+            .await
+            .unwrap();
         // A patch that changes nothing leaves no entry.
-        patch(
-            &s,
-            &ops(),
-            mac(3),
-            valid(r#"{"labels":{"rack":"r1"}}"#),
-            Timestamp(2),
-        )
-        .await
-        .unwrap();
+        admin(&s)
+            .patch(
+                &ops(),
+                mac(3),
+                valid(r#"{"labels":{"rack":"r1"}}"#),
+                Timestamp(2),
+            )
+            .await
+            .unwrap();
         let e = admin_events(&s, mac(3)).await;
         assert_eq!(e.len(), 2, "{e:?}");
         assert_eq!(
             e[1].sentence(),
             "unnamed token sha256:1a2b3c4d (patch): bootenv discovery -> install; labels - -> rack=r1; forced (the node is protected)"
         );
-        let b = bulk(
-            &s,
-            &ops(),
-            "rack=r1".parse().unwrap(),
-            "rack=r1",
-            valid(r#"{"protected":false}"#),
-            Timestamp(3),
-        )
-        .await
-        .unwrap();
+        let b = admin(&s)
+            .bulk(
+                &ops(),
+                "rack=r1".parse().unwrap(),
+                "rack=r1",
+                valid(r#"{"protected":false}"#),
+                Timestamp(3),
+            )
+            .await
+            .unwrap();
         assert_eq!((b.matched, b.changed), (vec![mac(3)], vec![mac(3)]));
         let e = admin_events(&s, mac(3)).await;
         assert_eq!(

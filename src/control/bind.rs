@@ -21,7 +21,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use crate::model::{LeaseState, Mac, Node, Timestamp};
-use crate::store::{Store, StoreError};
+use crate::store::{self, Store, StoreError};
 
 /// Why a request may not act for a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,15 +110,7 @@ impl Binding {
             Some(n) if n.boot_ipv4 != Some(ip) => {}
             _ => return Ok(false),
         }
-        self.store
-            .update_node(
-                mac,
-                Box::new(move |n| {
-                    n.boot_ipv4 = Some(ip);
-                    Ok(())
-                }),
-            )
-            .await?;
+        store::update_fields(self.store.as_ref(), mac, move |n| n.boot_ipv4 = Some(ip)).await?;
         Ok(true)
     }
 }

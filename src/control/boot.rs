@@ -28,7 +28,7 @@ use crate::boot::{
 };
 use crate::model::{BootArch, EventData, Mac, Node, Timestamp};
 use crate::routes;
-use crate::store::StoreError;
+use crate::store::{self, StoreError};
 
 /// A boot script asked for.
 pub struct ScriptAsk<'a> {
@@ -218,15 +218,10 @@ impl Control {
         self.scripts.handed(mac, rendered);
         if node.booted_bootenv.as_deref() != Some(bootenv.as_str()) {
             let booted = bootenv.clone();
-            self.store
-                .update_node(
-                    mac,
-                    Box::new(move |n| {
-                        n.booted_bootenv = Some(booted);
-                        Ok(())
-                    }),
-                )
-                .await?;
+            store::update_fields(self.store.as_ref(), mac, |n| {
+                n.booted_bootenv = Some(booted)
+            })
+            .await?;
         }
         self.timeline
             .record(
@@ -329,18 +324,12 @@ impl Control {
     ) -> Result<Node, StoreError> {
         let token = boot.token.clone();
         let booted = boot.script.bootenv.clone();
-        let mut node = self
-            .store
-            .update_node(
-                mac,
-                Box::new(move |n| {
-                    n.token = token;
-                    n.booted_bootenv = Some(booted);
-                    Ok(())
-                }),
-            )
-            .await?
-            .after;
+        let mut node = store::update_fields(self.store.as_ref(), mac, |n| {
+            n.token = token;
+            n.booted_bootenv = Some(booted);
+        })
+        .await?
+        .after;
         self.scripts.handed(mac, boot.script.clone());
         self.timeline
             .record(

@@ -7,9 +7,9 @@
 use std::net::Ipv4Addr;
 
 use super::Control;
-use super::admin::{self, Actor, AdminError, Bulk, Imported};
-use crate::boot::{NodeInput, ValidPatch};
-use crate::model::{Event, LabelSelector, Lease, Mac, Node, ScriptReport, Timestamp};
+use super::admin::Admin;
+
+use crate::model::{Event, LabelSelector, Lease, Mac, Node, ScriptReport};
 use crate::store::{REPORTS_PER_NODE, StoreError, StoreHealth};
 
 /// Which nodes a reconfigure names.
@@ -97,60 +97,13 @@ impl Control {
         Ok(bumped.into_iter().map(|(m, _)| m).collect())
     }
 
-    pub async fn create(&self, actor: &Actor, node: Node) -> Result<Node, AdminError> {
-        admin::create(self.store.as_ref(), actor, node).await
-    }
-
-    pub async fn patch(
-        &self,
-        actor: &Actor,
-        mac: Mac,
-        patch: ValidPatch,
-        now: Timestamp,
-    ) -> Result<Node, AdminError> {
-        admin::patch(self.store.as_ref(), actor, mac, patch, now).await
-    }
-
-    pub async fn bulk(
-        &self,
-        actor: &Actor,
-        selector: LabelSelector,
-        selector_text: &str,
-        patch: ValidPatch,
-        now: Timestamp,
-    ) -> Result<Bulk, AdminError> {
-        admin::bulk(
-            self.store.as_ref(),
-            actor,
-            selector,
-            selector_text,
-            patch,
-            now,
-        )
-        .await
-    }
-
-    pub async fn import(
-        &self,
-        actor: &Actor,
-        inputs: Vec<NodeInput>,
-        force: bool,
-        now: Timestamp,
-    ) -> Result<Imported, AdminError> {
-        admin::import(
-            self.store.as_ref(),
-            actor,
-            inputs,
-            force,
-            &self.default_bootenv,
-            now,
-        )
-        .await
-    }
-
-    /// Deletes the record of `mac` ([`admin::delete`]); its kept script and
-    /// boot slot go with it through the store's feed.
-    pub async fn delete(&self, actor: &Actor, mac: Mac, force: bool) -> Result<Node, AdminError> {
-        admin::delete(self.store.as_ref(), actor, mac, force).await
+    /// Changes to node records, each through the one protection check and
+    /// audited; a deleted node's kept script and boot slot go with it
+    /// through the store's feed.
+    pub fn admin(&self) -> Admin<'_> {
+        Admin {
+            store: self.store.as_ref(),
+            default_bootenv: &self.default_bootenv,
+        }
     }
 }

@@ -154,11 +154,9 @@ pub async fn serve(
     let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     let mut buf = vec![0u8; 1500];
     loop {
-        let (len, peer) = tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
-            r = socket.recv_from(&mut buf) => r?,
+        let Some((len, peer, received)) = receive(&socket, &mut buf, &cancel).await? else {
+            return Ok(());
         };
-        let received = Instant::now();
         let packet = buf[..len].to_vec();
         let c = ctx.clone();
         let mut answer = Box::pin(async move {
@@ -191,6 +189,18 @@ pub async fn serve(
     }
 }
 
+/// The next datagram, its sender and when it came; `None` once `cancel` fires.
+async fn receive(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+    cancel: &CancellationToken,
+) -> io::Result<Option<(usize, SocketAddr, Instant)>> {
+    tokio::select! {
+        _ = cancel.cancelled() => Ok(None),
+        r = socket.recv_from(buf) => r.map(|(len, peer)| Some((len, peer, Instant::now()))),
+    }
+}
+
 /// The PXE boot server on port 4011 (PXE 2.1 §2.2.6), for proxy subnets:
 /// UEFI and many PXE ROMs take the boot file from a REQUEST sent here after
 /// the proxyDHCP offer, not from the offer itself. Answered to the sender.
@@ -201,11 +211,9 @@ pub async fn serve_boot_server(
 ) -> io::Result<()> {
     let mut buf = vec![0u8; 1500];
     loop {
-        let (len, peer) = tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
-            r = socket.recv_from(&mut buf) => r?,
+        let Some((len, peer, received)) = receive(&socket, &mut buf, &cancel).await? else {
+            return Ok(());
         };
-        let received = Instant::now();
         let packet = &buf[..len];
         let answered = boot_server_answer(&ctx, packet, peer);
         let answered =

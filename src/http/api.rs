@@ -262,7 +262,7 @@ pub async fn create(
         // `[nodes] default_hostname`, as for the records rackboot makes.
         node.hostname = crate::nodes::default_hostname(node.mac, ctx.control.door.hostnames());
     }
-    let node = ctx.control.create(&actor, node).await?;
+    let node = ctx.control.admin().create(&actor, node).await?;
     let events = ctx.control.events(node.mac).await?;
     Ok((
         StatusCode::CREATED,
@@ -291,6 +291,7 @@ pub async fn patch(
         .map_err(unprocessable)?;
     let node = ctx
         .control
+        .admin()
         .patch(&actor, mac, valid, Timestamp::now())
         .await?;
     let events = ctx.control.events(mac).await?;
@@ -322,7 +323,7 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let mac = parse_mac(&mac)?;
     let force = q.force.unwrap_or(false);
-    match ctx.control.delete(&actor, mac, force).await {
+    match ctx.control.admin().delete(&actor, mac, force).await {
         Ok(_) => Ok(StatusCode::NO_CONTENT),
         Err(AdminError::NoSuchNode(mac)) => Err(ApiError(HttpError::not_found(format!(
             "no node with MAC {mac}"
@@ -368,6 +369,7 @@ pub async fn bulk(
         .map_err(unprocessable)?;
     let done = ctx
         .control
+        .admin()
         .bulk(&actor, sel, &req.selector, valid, Timestamp::now())
         .await?;
     Ok(Json(BulkResult {
@@ -474,6 +476,7 @@ pub async fn import(
     }
     let result = ctx
         .control
+        .admin()
         .import(&actor, inputs, q.force.unwrap_or(false), Timestamp::now())
         .await;
     match result {

@@ -2,7 +2,6 @@
 //! bootenv can describe.
 
 use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -137,23 +136,9 @@ impl BootArch {
     }
 }
 
-impl fmt::Display for BootArch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for BootArch {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        BootArch::ALL
-            .into_iter()
-            .find(|a| a.as_str() == s)
-            .ok_or_else(|| {
-                format!("unknown architecture `{s}` (expected bios, x86_64_efi or arm64_efi)")
-            })
-    }
-}
+super::named_values!(BootArch, |s| format!(
+    "unknown architecture `{s}` (expected bios, x86_64_efi or arm64_efi)"
+));
 
 #[cfg(test)]
 mod tests {

@@ -1,8 +1,6 @@
 //! DHCP leases as the store keeps them.
 
-use std::fmt;
 use std::net::Ipv4Addr;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +18,8 @@ pub enum LeaseState {
 }
 
 impl LeaseState {
+    pub const ALL: [LeaseState; 3] = [LeaseState::Offered, LeaseState::Bound, LeaseState::Declined];
+
     pub fn as_str(self) -> &'static str {
         match self {
             LeaseState::Offered => "offered",
@@ -29,23 +29,7 @@ impl LeaseState {
     }
 }
 
-impl fmt::Display for LeaseState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for LeaseState {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "offered" => Ok(LeaseState::Offered),
-            "bound" => Ok(LeaseState::Bound),
-            "declined" => Ok(LeaseState::Declined),
-            _ => Err(format!("unknown lease state `{s}`")),
-        }
-    }
-}
+super::named_values!(LeaseState, |s| format!("unknown lease state `{s}`"));
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Lease {

@@ -1,9 +1,7 @@
 //! The node record: what rackboot keeps per machine.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::Ipv4Addr;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -61,21 +59,7 @@ impl NodeState {
     }
 }
 
-impl fmt::Display for NodeState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for NodeState {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        NodeState::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| format!("unknown node state `{s}`"))
-    }
-}
+super::named_values!(NodeState, |s| format!("unknown node state `{s}`"));
 
 /// Who made a node record. A record rackboot made for a MAC it had never
 /// seen may be a flood of made-up MACs: while it is nothing more than that

@@ -128,7 +128,7 @@ fn event(at: i64, kind: EventKind, text: impl Into<String>) -> Event {
     )
 }
 
-fn report(i: i64) -> ScriptReport {
+pub(crate) fn report(i: i64) -> ScriptReport {
     ScriptReport {
         at: Timestamp(i),
         generation: 1,
@@ -148,6 +148,28 @@ async fn reopen<E: Engine>(s: Arc<dyn Store>, place: &Path) -> Arc<dyn Store> {
     );
     drop(s);
     E::open(place).await
+}
+
+/// A store holding b1 (10.0.0.1) and b2 (10.0.0.2), in a folder of its own.
+async fn with_b1_b2<E: Engine>() -> (tempfile::TempDir, Arc<dyn Store>) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = E::open(dir.path()).await;
+    s.put_nodes(vec![
+        named(1, "b1", Some("10.0.0.1")),
+        named(2, "b2", Some("10.0.0.2")),
+    ])
+    .await
+    .unwrap();
+    (dir, s)
+}
+
+/// The origin of each record of `macs`, which must all exist.
+pub(crate) async fn origins(s: &dyn Store, macs: std::ops::RangeInclusive<u8>) -> Vec<NodeOrigin> {
+    let mut origins = Vec::new();
+    for n in macs {
+        origins.push(s.node(mac(n)).await.unwrap().unwrap().origin);
+    }
+    origins
 }
 
 fn summary(nodes: &[Node]) -> Vec<(Mac, &str, Option<Ipv4Addr>, &str)> {
@@ -214,14 +236,7 @@ pub(crate) async fn nodes_are_created_once_and_read_back<E: Engine>() {
 }
 
 pub(crate) async fn edits_return_before_and_after_and_refuse_clashes<E: Engine>() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = E::open(dir.path()).await;
-    s.put_nodes(vec![
-        named(1, "b1", Some("10.0.0.1")),
-        named(2, "b2", Some("10.0.0.2")),
-    ])
-    .await
-    .unwrap();
+    let (_dir, s) = with_b1_b2::<E>().await;
     let edited = set_fields(s.as_ref(), mac(1), |n| {
         n.bootenv = "rescue".into();
         // The MAC is the key: an edit cannot move the record.
@@ -277,14 +292,7 @@ pub(crate) async fn edits_return_before_and_after_and_refuse_clashes<E: Engine>(
 }
 
 pub(crate) async fn imports_are_all_or_none_and_may_swap_names<E: Engine>() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = E::open(dir.path()).await;
-    s.put_nodes(vec![
-        named(1, "b1", Some("10.0.0.1")),
-        named(2, "b2", Some("10.0.0.2")),
-    ])
-    .await
-    .unwrap();
+    let (_dir, s) = with_b1_b2::<E>().await;
     // One bad record refuses the whole import: nothing of it is written.
     let bad = [
         vec![named(3, "b3", None), named(4, "b4", Some("10.0.0.1"))],
@@ -1118,12 +1126,8 @@ pub(crate) async fn origins_survive_and_conditional_deletes_are_durable<E: Engin
     assert_eq!(gone, vec![mac(1)]);
     let s = reopen::<E>(s, dir.path()).await;
     assert!(s.node(mac(1)).await.unwrap().is_none(), "deleted for good");
-    let mut origins = Vec::new();
-    for n in 2..=4 {
-        origins.push(s.node(mac(n)).await.unwrap().unwrap().origin);
-    }
     assert_eq!(
-        origins,
+        origins(s.as_ref(), 2..=4).await,
         [
             NodeOrigin::Admin,
             NodeOrigin::Discovered,

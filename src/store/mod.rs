@@ -321,14 +321,13 @@ pub trait Store: Send + Sync + 'static {
     async fn mac_at(&self, ip: Ipv4Addr, now: Timestamp) -> Result<Option<Mac>, StoreError>;
 }
 
-/// Sets fields of the record of `mac` through [`Store::update_node`] with an
-/// edit that cannot refuse (tests).
-#[cfg(test)]
-pub(crate) async fn set_fields<S: Store + ?Sized>(
+/// Sets fields of the record of `mac` through [`Store::update_node`], with
+/// an edit that cannot refuse.
+pub async fn update_fields<S: Store + ?Sized>(
     s: &S,
     mac: Mac,
     set: impl FnOnce(&mut Node) + Send + 'static,
-) -> Edited {
+) -> Result<Edited, StoreError> {
     s.update_node(
         mac,
         Box::new(move |n| {
@@ -337,5 +336,14 @@ pub(crate) async fn set_fields<S: Store + ?Sized>(
         }),
     )
     .await
-    .unwrap()
+}
+
+/// [`update_fields`] of a record the test knows is there.
+#[cfg(test)]
+pub(crate) async fn set_fields<S: Store + ?Sized>(
+    s: &S,
+    mac: Mac,
+    set: impl FnOnce(&mut Node) + Send + 'static,
+) -> Edited {
+    update_fields(s, mac, set).await.unwrap()
 }

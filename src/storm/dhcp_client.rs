@@ -494,31 +494,24 @@ mod tests {
     fn retransmits_with_backoff_then_gives_up_naming_what_was_missing() {
         let t0 = Instant::now();
         let mut ex = exchange(Flavor::Firmware, None, t0);
-        sent(ex.poll(t0));
-        let Poll::Wait(t1) = ex.poll(t0) else {
-            panic!()
-        };
-        let first = t1 - t0;
-        assert!(
-            first >= Duration::from_secs(3) && first <= Duration::from_secs(5),
-            "{first:?}"
-        );
-        sent(ex.poll(t1));
-        let Poll::Wait(t2) = ex.poll(t1) else {
-            panic!()
-        };
-        let second = t2 - t1;
-        assert!(
-            second >= Duration::from_secs(7) && second <= Duration::from_secs(9),
-            "{second:?}"
-        );
-        sent(ex.poll(t2));
-        let Poll::Wait(t3) = ex.poll(t2) else {
-            panic!()
-        };
-        assert!(t3 - t2 >= Duration::from_secs(15));
+        // Each retransmission waits about twice as long as the one before (RFC 2131 §4.1):
+        // 4 s ± 1, 8 s ± 1, then at least 15 s.
+        let (mut at, mut last_send) = (t0, t0);
+        for (least, most) in [(3, 5), (7, 9), (15, 30)] {
+            last_send = at;
+            sent(ex.poll(at));
+            let Poll::Wait(next) = ex.poll(at) else {
+                panic!()
+            };
+            let waited = next - at;
+            assert!(
+                waited >= Duration::from_secs(least) && waited <= Duration::from_secs(most),
+                "{waited:?} after send {at:?}"
+            );
+            at = next;
+        }
         // 30 s bound: the next wait is cut at the deadline, then the exchange fails.
-        let Poll::Wait(end) = ex.poll(t2 + Duration::from_millis(1)) else {
+        let Poll::Wait(end) = ex.poll(last_send + Duration::from_millis(1)) else {
             panic!()
         };
         assert!(end <= t0 + Duration::from_secs(30));

@@ -927,13 +927,9 @@ mod tests {
         conn.execute("UPDATE nodes SET origin = NULL", []).unwrap();
         drop(conn);
         let s = SqliteStore::open(dir.path()).await.unwrap();
-        let mut origins = Vec::new();
-        for n in 1..=3 {
-            origins.push(s.node(mac(n)).await.unwrap().unwrap().origin);
-        }
         // 1 is bare; 2 was renamed; 3 is bare again: DHCP's.
         assert_eq!(
-            origins,
+            crate::store::contract::origins(&s, 1..=3).await,
             [
                 NodeOrigin::Discovered,
                 NodeOrigin::Admin,
@@ -1297,16 +1293,7 @@ mod tests {
         );
     }
 
-    fn report(i: i64) -> ScriptReport {
-        ScriptReport {
-            at: Timestamp(i),
-            generation: 1,
-            script: format!("{i:02}-s.sh"),
-            status: (i % 3) as i32,
-            duration_ms: (i % 2 == 0).then_some(i as u64 * 10),
-            output: format!("out {i}"),
-        }
-    }
+    use crate::store::contract::report;
 
     /// A store made before config generations and reports existed opens, and
     /// its nodes start at generation 0.
