@@ -1223,3 +1223,4 @@ pub(crate) async fn a_change_acknowledged_before_a_crash_is_not_undone<E: Engine
 
 // Every engine, one line each.
 store_contract_tests!(sqlite, crate::store::sqlite::Contract);
+store_contract_tests!(postgres, crate::store::postgres::Contract);

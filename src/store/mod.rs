@@ -15,10 +15,13 @@ use crate::model::{
 #[cfg(test)]
 mod contract;
 pub mod feed;
+mod mirror;
+pub mod postgres;
 mod query;
 pub mod sqlite;
 
 pub use feed::{Change, Feed, Subscriber};
+pub use postgres::{PostgresConfig, PostgresStore};
 pub use query::NodeQuery;
 pub use sqlite::SqliteStore;
 pub use sqlite::journal::SyncMode;

@@ -19,7 +19,6 @@
 //! told it is not saved, journal segments are kept for replay, and
 //! [`Store::health`] counts what is waiting.
 
-mod cache;
 pub(crate) mod journal;
 mod migrate;
 mod replay;
@@ -38,11 +37,11 @@ use async_trait::async_trait;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use self::cache::Cache;
 use self::journal::{Change, Journal, SyncMode, Syncer, Ticket};
 use self::rows::{NODE_COLUMNS, db, lease_from_row, node_from_row};
 use self::writer::{Sealer, Write, WriteQueue, write_loop, write_of};
 use super::feed;
+use super::mirror::Mirror;
 use super::{
     Edited, LeaseRequest, NodeEdit, NodeQuery, NodesEdit, Store, StoreError, StoreHealth,
     Subscriber, Written,
@@ -53,7 +52,7 @@ use crate::model::{
 };
 
 pub struct SqliteStore {
-    cache: Arc<Mutex<Cache>>,
+    cache: Arc<Mutex<Mirror>>,
     queue: Arc<WriteQueue>,
     /// Where acknowledged leases go first (none for an in-memory store,
     /// which commits them instead).
@@ -177,7 +176,7 @@ impl SqliteStore {
         let journal = journal_dir
             .map(|dir| replay::replay_journal(&conn, dir))
             .transpose()?;
-        let mut cache = Cache::default();
+        let mut cache = Mirror::default();
         {
             let mut q = conn
                 .prepare(&format!("SELECT {NODE_COLUMNS} FROM nodes"))
@@ -298,7 +297,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    fn cache(&self) -> MutexGuard<'_, Cache> {
+    fn cache(&self) -> MutexGuard<'_, Mirror> {
         // The cache holds no invariant a panicking writer could half-break
         // beyond one entry; keep serving rather than poison every request.
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
@@ -677,11 +676,7 @@ impl Store for SqliteStore {
     }
 
     async fn lease_of(&self, mac: Mac) -> Result<Option<Lease>, StoreError> {
-        let c = self.cache();
-        Ok(c.lease_of
-            .get(&mac)
-            .and_then(|ip| c.leases.get(ip))
-            .cloned())
+        Ok(self.cache().lease_of(mac).cloned())
     }
 
     async fn lease_at(&self, ip: Ipv4Addr) -> Result<Option<Lease>, StoreError> {
@@ -793,54 +788,19 @@ impl Store for SqliteStore {
         hostname: &str,
         now: Timestamp,
     ) -> Result<Option<Ipv4Addr>, StoreError> {
-        let c = self.cache();
-        let Some(mac) = c.by_hostname.get(&hostname.to_ascii_lowercase()) else {
-            return Ok(None);
-        };
-        if let Some(ip) = c.nodes.get(mac).and_then(|n| n.ipv4) {
-            return Ok(Some(ip));
-        }
-        Ok(c.lease_of
-            .get(mac)
-            .and_then(|ip| c.leases.get(ip))
-            .filter(|l| l.state == LeaseState::Bound && l.is_live(now))
-            .map(|l| l.ip))
+        Ok(self.cache().host_addr(hostname, now))
     }
 
     async fn addr_host(&self, ip: Ipv4Addr, now: Timestamp) -> Result<Option<String>, StoreError> {
-        let c = self.cache();
-        let mac = c.by_fixed_ip.get(&ip).copied().or_else(|| {
-            c.leases
-                .get(&u32::from(ip))
-                .filter(|l| l.state == LeaseState::Bound && l.is_live(now))
-                .and_then(|l| l.mac)
-        });
-        Ok(mac
-            .and_then(|m| c.nodes.get(&m))
-            .map(|n| n.hostname.clone()))
+        Ok(self.cache().addr_host(ip, now))
     }
 
     fn subscribe(&self, subscriber: Arc<dyn Subscriber>) {
-        // Under the cache lock, which every change is emitted under: the
-        // snapshot and the feed meet with nothing between them.
-        let c = self.cache();
-        for n in c.nodes.values() {
-            subscriber.changed(&feed::Change::Node(n));
-        }
-        for l in c.leases.values() {
-            subscriber.changed(&feed::Change::Lease(l));
-        }
-        subscriber.changed(&feed::Change::Loaded);
-        c.feed.add(subscriber);
+        self.cache().subscribe(subscriber);
     }
 
     async fn mac_at(&self, ip: Ipv4Addr, now: Timestamp) -> Result<Option<Mac>, StoreError> {
-        let c = self.cache();
-        Ok(c.leases
-            .get(&u32::from(ip))
-            .filter(|l| l.is_live(now))
-            .and_then(|l| l.mac)
-            .or_else(|| c.by_fixed_ip.get(&ip).copied()))
+        Ok(self.cache().mac_at(ip, now))
     }
 }
 

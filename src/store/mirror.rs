@@ -1,41 +1,52 @@
-//! What reads are served from: every node record and lease, loaded at open
-//! and kept in step with every write (under one lock), with the indexes
+//! What an engine serves reads from: every node record and lease, loaded at
+//! open and kept in step with every write (under one lock), with the indexes
 //! that keep hostnames and fixed addresses unique, and the feed
-//! ([`crate::store::feed`]) every change goes out on.
+//! ([`crate::store::feed`]) every change goes out on. The SQLite engine keeps
+//! it in step with its file; the PostgreSQL engine with the database's
+//! announcements.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 
-use crate::model::{Lease, Mac, Node, Timestamp};
+use std::sync::Arc;
+
+use crate::model::{Lease, LeaseState, Mac, Node, Timestamp};
 use crate::store::StoreError;
-use crate::store::feed::{Change, Feed};
+use crate::store::feed::{Change, Feed, Subscriber};
 
 /// Everything reads need, kept in step with the database.
 #[derive(Default)]
-pub(super) struct Cache {
-    pub(super) nodes: HashMap<Mac, Node>,
+pub(crate) struct Mirror {
+    pub(crate) nodes: HashMap<Mac, Node>,
     /// Lowercase hostname → MAC.
-    pub(super) by_hostname: HashMap<String, Mac>,
+    pub(crate) by_hostname: HashMap<String, Mac>,
     /// Fixed address → MAC.
-    pub(super) by_fixed_ip: HashMap<Ipv4Addr, Mac>,
-    pub(super) leases: BTreeMap<u32, Lease>,
-    pub(super) lease_of: HashMap<Mac, u32>,
+    pub(crate) by_fixed_ip: HashMap<Ipv4Addr, Mac>,
+    pub(crate) leases: BTreeMap<u32, Lease>,
+    pub(crate) lease_of: HashMap<Mac, u32>,
     /// Where the next free-address search in a range starts.
-    pub(super) cursors: HashMap<(u32, u32), u32>,
+    pub(crate) cursors: HashMap<(u32, u32), u32>,
     /// Events written per MAC since the last trim of its timeline.
-    pub(super) events_since_trim: HashMap<Mac, i64>,
+    pub(crate) events_since_trim: HashMap<Mac, i64>,
     /// When each node's last-seen time was last written to the file.
-    pub(super) seen_saved: HashMap<Mac, Timestamp>,
+    pub(crate) seen_saved: HashMap<Mac, Timestamp>,
     /// Told of every record and lease put in or taken out here, under this cache's lock, so
     /// no subscriber disagrees with the store.
-    pub(super) feed: Feed,
+    pub(crate) feed: Feed,
 }
 
-impl Cache {
-    pub(super) fn put_node(&mut self, node: Node) {
+impl Mirror {
+    pub(crate) fn put_node(&mut self, node: Node) {
+        // The old keys are dropped only while they are still this MAC's:
+        // records that swap hostnames arrive one at a time.
         if let Some(old) = self.nodes.get(&node.mac) {
-            self.by_hostname.remove(&old.hostname.to_ascii_lowercase());
-            if let Some(ip) = old.ipv4 {
+            let host = old.hostname.to_ascii_lowercase();
+            if self.by_hostname.get(&host) == Some(&node.mac) {
+                self.by_hostname.remove(&host);
+            }
+            if let Some(ip) = old.ipv4
+                && self.by_fixed_ip.get(&ip) == Some(&node.mac)
+            {
                 self.by_fixed_ip.remove(&ip);
             }
         }
@@ -48,7 +59,7 @@ impl Cache {
         self.nodes.insert(node.mac, node);
     }
 
-    pub(super) fn remove_node(&mut self, mac: Mac) -> Option<Node> {
+    pub(crate) fn remove_node(&mut self, mac: Mac) -> Option<Node> {
         let old = self.nodes.remove(&mac)?;
         if self.by_hostname.get(&old.hostname.to_ascii_lowercase()) == Some(&mac) {
             self.by_hostname.remove(&old.hostname.to_ascii_lowercase());
@@ -66,7 +77,7 @@ impl Cache {
 
     /// Why `node` cannot be stored beside the records of every MAC not in
     /// `replaced`: its hostname or fixed address belongs to one of them.
-    pub(super) fn clash(&self, node: &Node, replaced: &dyn Fn(Mac) -> bool) -> Option<String> {
+    pub(crate) fn clash(&self, node: &Node, replaced: &dyn Fn(Mac) -> bool) -> Option<String> {
         if let Some(other) = self.by_hostname.get(&node.hostname.to_ascii_lowercase())
             && *other != node.mac
             && !replaced(*other)
@@ -84,7 +95,7 @@ impl Cache {
 
     /// Checks that `nodes` can replace (by MAC) or join the records in
     /// force, hostnames and fixed addresses unique, and puts them in.
-    pub(super) fn check_and_put(&mut self, nodes: &[Node]) -> Result<(), StoreError> {
+    pub(crate) fn check_and_put(&mut self, nodes: &[Node]) -> Result<(), StoreError> {
         let mut hostnames: HashMap<String, Mac> = HashMap::new();
         let mut addrs: HashMap<Ipv4Addr, Mac> = HashMap::new();
         let macs: std::collections::HashSet<Mac> = nodes.iter().map(|n| n.mac).collect();
@@ -126,7 +137,7 @@ impl Cache {
         Ok(())
     }
 
-    pub(super) fn put_lease(&mut self, lease: Lease) {
+    pub(crate) fn put_lease(&mut self, lease: Lease) {
         let ip = u32::from(lease.ip);
         if let Some(old) = self.leases.get(&ip)
             && let Some(m) = old.mac
@@ -141,7 +152,7 @@ impl Cache {
         self.leases.insert(ip, lease);
     }
 
-    pub(super) fn drop_lease(&mut self, ip: u32) -> Option<Lease> {
+    pub(crate) fn drop_lease(&mut self, ip: u32) -> Option<Lease> {
         let old = self.leases.remove(&ip)?;
         if let Some(m) = old.mac
             && self.lease_of.get(&m) == Some(&ip)
@@ -154,12 +165,65 @@ impl Cache {
 
     /// Whether `ip` is held right now by anyone but `mac`: a live lease of
     /// another MAC (or a declined address), or another node's fixed address.
-    pub(super) fn taken_by_other(&self, ip: Ipv4Addr, mac: Mac, now: Timestamp) -> bool {
+    pub(crate) fn taken_by_other(&self, ip: Ipv4Addr, mac: Mac, now: Timestamp) -> bool {
         let leased = self
             .leases
             .get(&u32::from(ip))
             .is_some_and(|l| l.is_live(now) && l.mac != Some(mac));
         let fixed = self.by_fixed_ip.get(&ip).is_some_and(|m| *m != mac);
         leased || fixed
+    }
+
+    /// The lease `mac` holds, if any.
+    pub(crate) fn lease_of(&self, mac: Mac) -> Option<&Lease> {
+        self.lease_of.get(&mac).and_then(|ip| self.leases.get(ip))
+    }
+
+    /// The address of the node called `hostname`: its fixed address, else
+    /// its live bound lease.
+    pub(crate) fn host_addr(&self, hostname: &str, now: Timestamp) -> Option<Ipv4Addr> {
+        let mac = self.by_hostname.get(&hostname.to_ascii_lowercase())?;
+        if let Some(ip) = self.nodes.get(mac).and_then(|n| n.ipv4) {
+            return Some(ip);
+        }
+        self.lease_of(*mac)
+            .filter(|l| l.state == LeaseState::Bound && l.is_live(now))
+            .map(|l| l.ip)
+    }
+
+    /// The hostname of the node holding `ip` (fixed, or a live bound lease).
+    pub(crate) fn addr_host(&self, ip: Ipv4Addr, now: Timestamp) -> Option<String> {
+        let mac = self.by_fixed_ip.get(&ip).copied().or_else(|| {
+            self.leases
+                .get(&u32::from(ip))
+                .filter(|l| l.state == LeaseState::Bound && l.is_live(now))
+                .and_then(|l| l.mac)
+        });
+        mac.and_then(|m| self.nodes.get(&m))
+            .map(|n| n.hostname.clone())
+    }
+
+    /// The MAC holding `ip`: a live lease, else a fixed address.
+    pub(crate) fn mac_at(&self, ip: Ipv4Addr, now: Timestamp) -> Option<Mac> {
+        self.leases
+            .get(&u32::from(ip))
+            .filter(|l| l.is_live(now))
+            .and_then(|l| l.mac)
+            .or_else(|| self.by_fixed_ip.get(&ip).copied())
+    }
+
+    /// Gives `subscriber` every record and lease, then [`Change::Loaded`],
+    /// and adds it to the feed: under this mirror's lock, which every change
+    /// is emitted under, so the snapshot and the feed meet with nothing
+    /// between them.
+    pub(crate) fn subscribe(&self, subscriber: Arc<dyn Subscriber>) {
+        for n in self.nodes.values() {
+            subscriber.changed(&Change::Node(n));
+        }
+        for l in self.leases.values() {
+            subscriber.changed(&Change::Lease(l));
+        }
+        subscriber.changed(&Change::Loaded);
+        self.feed.add(subscriber);
     }
 }

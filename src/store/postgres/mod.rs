@@ -1,0 +1,469 @@
+//! The PostgreSQL engine: several appliances, one truth.
+//!
+//! Each appliance keeps every node record and lease in memory (a
+//! [`Mirror`], as the SQLite engine does) and answers reads from it; every
+//! write is a PostgreSQL transaction, and the database alone decides what
+//! holds:
+//!
+//! - **Leases** are unique by address (the primary key) and by MAC. An
+//!   address is taken with one conditional upsert that succeeds only when the
+//!   address is free, expired, or already this MAC's; an appliance whose
+//!   memory is behind simply finds the row taken and tries the next
+//!   candidate. No address is ever bound to two MACs, whichever appliance
+//!   asks, and a released or expired address is free to every appliance.
+//!   A bound lease is committed before `allocate` returns (so before the
+//!   ACK leaves).
+//! - **Writes are grouped** ([`writer`]): the writer task takes every write
+//!   waiting and runs them in one transaction, each under a savepoint (one
+//!   refused write costs only itself), so a burst of DHCP clients shares
+//!   one commit.
+//! - **Changes reach every appliance** through `NOTIFY`: each write
+//!   announces what it changed, with the data, inside its transaction, so
+//!   the announcements go out on commit and in commit order. Every
+//!   appliance, the writing one too, applies them to its mirror in that
+//!   order ([`listen`]) and passes them on to its feed (DNS names, kept
+//!   scripts, agents waiting for a reconfigure, boot slots). A write
+//!   returns once its own appliance has applied it, so what a caller wrote
+//!   is what it reads next.
+//! - **Losing the database**: writes fail at once as unavailable (callers
+//!   refuse what they cannot promise), reads go on from memory, and both
+//!   connections come back by themselves; the listener reloads everything
+//!   when it reconnects, since announcements made meanwhile are lost.
+
+mod listen;
+mod rows;
+mod schema;
+pub mod scratch;
+mod writer;
+
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use self::writer::Op;
+use super::mirror::Mirror;
+use super::{
+    Edited, LeaseRequest, NodeEdit, NodeQuery, NodesEdit, Store, StoreError, StoreHealth,
+    Subscriber, Written,
+};
+use crate::model::{
+    BootArch, Event, Lease, LeaseState, Mac, Node, NodeState, ScriptReport, Timestamp,
+};
+
+/// The channel every appliance announces its changes on.
+const CHANNEL: &str = "rackboot";
+
+/// How often a node's last-seen time is written to the database (memory
+/// has it exact): every DHCP packet touches its node, and each write would
+/// be a commit and an announcement to every appliance.
+const LAST_SEEN_GRAIN_MS: i64 = 60_000;
+
+/// How long a write waits for its own announcement to come back before it
+/// answers anyway (the change is committed; the mirror catches up when the
+/// listener reconnects).
+const ECHO_WITHIN: Duration = Duration::from_secs(5);
+
+/// Writes waiting for the writer; beyond this, callers wait to queue.
+const QUEUE: usize = 4096;
+
+/// Where to find the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresConfig {
+    /// libpq's connection string (`host=... dbname=...`) or URL
+    /// (`postgresql://...`), without the password.
+    pub url: String,
+    /// The password, when the database asks for one.
+    pub password: Option<String>,
+    /// This appliance's name on the timeline and in the announcements.
+    pub appliance: String,
+}
+
+impl PostgresConfig {
+    pub(super) fn connect_config(&self) -> Result<tokio_postgres::Config, StoreError> {
+        let mut c: tokio_postgres::Config = self.url.parse().map_err(|e| StoreError::Engine {
+            op: "open",
+            fault: super::Fault::Permanent,
+            cause: format!("store.url is not a PostgreSQL connection string: {e}"),
+        })?;
+        if let Some(p) = &self.password {
+            c.password(p);
+        }
+        if c.get_application_name().is_none() {
+            c.application_name(format!("rackboot {}", self.appliance));
+        }
+        c.connect_timeout(Duration::from_secs(5));
+        Ok(c)
+    }
+}
+
+/// What the writer, the listener and the store share.
+pub(super) struct Shared {
+    pub(super) mirror: Mutex<Mirror>,
+    pub(super) appliance: String,
+    /// Batches of this appliance whose announcements have not come back
+    /// yet, by batch number.
+    pub(super) echoes: Mutex<std::collections::HashMap<u64, oneshot::Sender<()>>>,
+    pub(super) health: Mutex<StoreHealth>,
+}
+
+impl Shared {
+    pub(super) fn mirror(&self) -> MutexGuard<'_, Mirror> {
+        self.mirror.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A store in a PostgreSQL database that other appliances may share.
+pub struct PostgresStore {
+    shared: Arc<Shared>,
+    writes: mpsc::Sender<Op>,
+    /// Ends the writer and the listener when the store is dropped.
+    stop: CancellationToken,
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl PostgresStore {
+    /// Connects, brings the schema up to date, loads every record and
+    /// lease, and starts listening for the other appliances' changes.
+    /// Fails when the database cannot be reached or is newer than this
+    /// binary.
+    pub async fn open(config: PostgresConfig) -> Result<PostgresStore, StoreError> {
+        let connect = config.connect_config()?;
+        let shared = Arc::new(Shared {
+            mirror: Mutex::new(Mirror::default()),
+            appliance: config.appliance.clone(),
+            echoes: Mutex::new(Default::default()),
+            health: Mutex::new(StoreHealth::default()),
+        });
+        let stop = CancellationToken::new();
+        let mut client = writer::connect(&connect, &stop).await?;
+        schema::migrate(&mut client).await?;
+        // Listening before loading: nothing committed after the load is
+        // missed, and what is announced twice is applied twice, harmlessly.
+        let loaded = listen::start(connect.clone(), shared.clone(), stop.clone()).await?;
+        tracing::info!(
+            nodes = loaded.0,
+            leases = loaded.1,
+            appliance = %config.appliance,
+            "store: PostgreSQL opened"
+        );
+        let (writes, queue) = mpsc::channel(QUEUE);
+        tokio::spawn(writer::run(
+            client,
+            connect,
+            queue,
+            shared.clone(),
+            stop.clone(),
+        ));
+        Ok(PostgresStore {
+            shared,
+            writes,
+            stop,
+        })
+    }
+
+    /// Sends `op` to the writer and waits for its answer.
+    async fn ask<T>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Op,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.writes
+            .send(op(tx))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    fn mirror(&self) -> MutexGuard<'_, Mirror> {
+        self.shared.mirror()
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn sync(&self) -> Result<(), StoreError> {
+        // Every write is committed before it answers; one more round through
+        // the writer waits for any that are still queued.
+        self.ask(Op::Sync).await
+    }
+
+    fn health(&self) -> StoreHealth {
+        *self
+            .shared
+            .health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn node(&self, mac: Mac) -> Result<Option<Node>, StoreError> {
+        Ok(self.mirror().nodes.get(&mac).cloned())
+    }
+
+    async fn create_node_if_absent(&self, node: Node) -> Result<(Node, bool), StoreError> {
+        if let Some(existing) = self.mirror().nodes.get(&node.mac) {
+            return Ok((existing.clone(), false));
+        }
+        self.ask(|tx| Op::Create(Box::new(node), tx)).await
+    }
+
+    async fn nodes(&self) -> Result<Vec<Node>, StoreError> {
+        let mut all: Vec<Node> = self.mirror().nodes.values().cloned().collect();
+        all.sort_by_key(|n| n.mac);
+        Ok(all)
+    }
+
+    async fn nodes_where(&self, any_of: &[NodeQuery]) -> Result<Vec<Node>, StoreError> {
+        let mut some: Vec<Node> = self
+            .mirror()
+            .nodes
+            .values()
+            .filter(|n| NodeQuery::any_matches(any_of, n))
+            .cloned()
+            .collect();
+        some.sort_by_key(|n| n.mac);
+        Ok(some)
+    }
+
+    async fn update_node(&self, mac: Mac, edit: NodeEdit) -> Result<Edited, StoreError> {
+        self.ask(|tx| Op::Update(mac, edit, tx)).await
+    }
+
+    async fn put_nodes(&self, nodes: Vec<Node>) -> Result<(), StoreError> {
+        self.edit_nodes(Box::new(move |_| Ok(nodes))).await?;
+        Ok(())
+    }
+
+    async fn edit_nodes(&self, edit: NodesEdit) -> Result<Vec<Written>, StoreError> {
+        self.ask(|tx| Op::EditNodes(edit, tx)).await
+    }
+
+    async fn delete_node(&self, mac: Mac) -> Result<bool, StoreError> {
+        let deleted = self.delete_nodes_if(&[mac], &NodeQuery::default()).await?;
+        Ok(!deleted.is_empty())
+    }
+
+    async fn delete_nodes_if(
+        &self,
+        macs: &[Mac],
+        doomed: &NodeQuery,
+    ) -> Result<Vec<Mac>, StoreError> {
+        if macs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (macs, doomed) = (macs.to_vec(), doomed.clone());
+        self.ask(|tx| Op::DeleteIf(macs, doomed, tx)).await
+    }
+
+    async fn touch_node(
+        &self,
+        mac: Mac,
+        arch: Option<BootArch>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        {
+            let mut m = self.mirror();
+            let n = m.nodes.get_mut(&mac).ok_or(StoreError::NoSuchNode(mac))?;
+            let arch_changed = arch.is_some() && arch != n.arch;
+            n.last_seen = Some(now);
+            if arch.is_some() {
+                n.arch = arch;
+            }
+            let stale = m
+                .seen_saved
+                .get(&mac)
+                .is_none_or(|saved| now.millis() - saved.millis() >= LAST_SEEN_GRAIN_MS);
+            if !(stale || arch_changed) {
+                return Ok(());
+            }
+            m.seen_saved.insert(mac, now);
+        }
+        let mut fields = serde_json::Map::new();
+        fields.insert(
+            "last_seen".into(),
+            serde_json::to_value(now).unwrap_or_default(),
+        );
+        if let Some(arch) = arch {
+            fields.insert(
+                "arch".into(),
+                serde_json::to_value(arch).unwrap_or_default(),
+            );
+        }
+        self.ask(|tx| Op::SetFields(mac, fields, tx)).await
+    }
+
+    async fn set_node_state(
+        &self,
+        mac: Mac,
+        state: NodeState,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut fields = serde_json::Map::new();
+        fields.insert("state".into(), state.as_str().into());
+        fields.insert("state_reason".into(), reason.into());
+        self.ask(|tx| Op::SetFields(mac, fields, tx)).await
+    }
+
+    async fn set_node_relay_info(&self, mac: Mac, info: Option<&str>) -> Result<(), StoreError> {
+        {
+            let m = self.mirror();
+            let n = m.nodes.get(&mac).ok_or(StoreError::NoSuchNode(mac))?;
+            if n.relay_info.as_deref() == info {
+                return Ok(());
+            }
+        }
+        let mut fields = serde_json::Map::new();
+        fields.insert("relay_info".into(), info.into());
+        self.ask(|tx| Op::SetFields(mac, fields, tx)).await
+    }
+
+    async fn bump_config_generation(&self, macs: &[Mac]) -> Result<Vec<(Mac, u64)>, StoreError> {
+        if macs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut seen = std::collections::HashSet::new();
+        let macs: Vec<Mac> = macs.iter().copied().filter(|m| seen.insert(*m)).collect();
+        self.ask(|tx| Op::Bump(macs, tx)).await
+    }
+
+    async fn add_report(&self, mac: Mac, report: &ScriptReport) -> Result<(), StoreError> {
+        let report = report.clone();
+        self.ask(|tx| Op::Report(mac, Box::new(report), tx)).await
+    }
+
+    async fn reports(&self, mac: Mac) -> Result<(Vec<ScriptReport>, u64), StoreError> {
+        self.ask(|tx| Op::Reports(mac, tx)).await
+    }
+
+    async fn add_event(&self, mac: Mac, event: &Event) -> Result<(), StoreError> {
+        // Queued, not waited for: a timeline entry promises nothing to a
+        // client, and the reads of timelines queue behind it.
+        self.writes
+            .send(Op::Event(mac, Box::new(event.clone())))
+            .await
+            .map_err(|_| StoreError::WriterGone)
+    }
+
+    async fn events(&self, mac: Mac) -> Result<Vec<Event>, StoreError> {
+        self.ask(|tx| Op::Events(mac, tx)).await
+    }
+
+    async fn lease_of(&self, mac: Mac) -> Result<Option<Lease>, StoreError> {
+        let m = self.mirror();
+        Ok(m.lease_of
+            .get(&mac)
+            .and_then(|ip| m.leases.get(ip))
+            .cloned())
+    }
+
+    async fn lease_at(&self, ip: Ipv4Addr) -> Result<Option<Lease>, StoreError> {
+        Ok(self.mirror().leases.get(&u32::from(ip)).cloned())
+    }
+
+    async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
+        Ok(self.mirror().leases.values().cloned().collect())
+    }
+
+    fn visit_leases(&self, first: Ipv4Addr, last: Ipv4Addr, f: &mut dyn FnMut(&Lease)) {
+        let (first, last) = (u32::from(first), u32::from(last));
+        if first <= last {
+            self.mirror()
+                .leases
+                .range(first..=last)
+                .for_each(|(_, l)| f(l));
+        }
+    }
+
+    async fn allocate(&self, req: &LeaseRequest) -> Result<Option<Lease>, StoreError> {
+        let req = req.clone();
+        self.ask(|tx| Op::Allocate(Box::new(req), tx)).await
+    }
+
+    async fn release(&self, mac: Mac, ip: Ipv4Addr) -> Result<bool, StoreError> {
+        let holds = self
+            .mirror()
+            .leases
+            .get(&u32::from(ip))
+            .is_some_and(|l| l.mac == Some(mac));
+        if !holds {
+            return Ok(false);
+        }
+        self.ask(|tx| Op::Release(mac, ip, tx)).await
+    }
+
+    async fn decline(&self, ip: Ipv4Addr, until: Timestamp) -> Result<(), StoreError> {
+        let lease = Lease {
+            ip,
+            mac: None,
+            state: LeaseState::Declined,
+            expires: until,
+        };
+        self.ask(|tx| Op::Decline(lease, tx)).await
+    }
+
+    async fn host_addr(
+        &self,
+        hostname: &str,
+        now: Timestamp,
+    ) -> Result<Option<Ipv4Addr>, StoreError> {
+        Ok(self.mirror().host_addr(hostname, now))
+    }
+
+    async fn addr_host(&self, ip: Ipv4Addr, now: Timestamp) -> Result<Option<String>, StoreError> {
+        Ok(self.mirror().addr_host(ip, now))
+    }
+
+    fn subscribe(&self, subscriber: Arc<dyn Subscriber>) {
+        self.mirror().subscribe(subscriber);
+    }
+
+    async fn mac_at(&self, ip: Ipv4Addr, now: Timestamp) -> Result<Option<Mac>, StoreError> {
+        Ok(self.mirror().mac_at(ip, now))
+    }
+}
+
+/// The store contract battery (`super::contract`) on PostgreSQL: one
+/// scratch cluster for the test process, a database per place. A crash of
+/// an appliance leaves the database as it was: every acknowledged change
+/// is committed there, and a new appliance on it finds them all.
+#[cfg(test)]
+pub(crate) struct Contract;
+
+#[cfg(test)]
+impl super::contract::Engine for Contract {
+    async fn open(place: &std::path::Path) -> Arc<dyn Store> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let cluster = scratch::ScratchCluster::for_process();
+        let file = place.join("postgres-database");
+        let name = match std::fs::read_to_string(&file) {
+            Ok(name) => name,
+            Err(_) => {
+                let name = format!(
+                    "contract_{}",
+                    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                );
+                cluster.create_database(&name).unwrap();
+                std::fs::write(&file, &name).unwrap();
+                name
+            }
+        };
+        let config = PostgresConfig {
+            url: cluster.url(&name),
+            password: None,
+            appliance: "test".into(),
+        };
+        Arc::new(PostgresStore::open(config).await.unwrap())
+    }
+
+    fn crash(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::copy(from.join("postgres-database"), to.join("postgres-database")).unwrap();
+    }
+}

@@ -1,0 +1,129 @@
+//! Rows and errors of the PostgreSQL engine: records as JSON, addresses as
+//! numbers, PostgreSQL's error codes as [`StoreError`]s.
+
+use std::net::Ipv4Addr;
+
+use tokio_postgres::Row;
+use tokio_postgres::error::SqlState;
+
+use crate::model::{Lease, LeaseState, Mac, Node, Timestamp};
+use crate::store::{Fault, StoreError};
+
+/// Turns a PostgreSQL error of `op` into a [`StoreError`]: a unique key
+/// taken is a conflict; a lost connection, a server shutting down or out of
+/// resources is transient (waiting helps).
+pub(super) fn db(op: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
+    move |e| {
+        if let Some(db) = e.as_db_error()
+            && *db.code() == SqlState::UNIQUE_VIOLATION
+        {
+            let what = match db.constraint() {
+                Some("nodes_hostname") => "the hostname already belongs to another node",
+                Some("nodes_ipv4") => "the address already belongs to another node",
+                Some("nodes_pkey") => "the MAC already has a record",
+                _ => "a unique key is taken",
+            };
+            return StoreError::Conflict(format!(
+                "{what} ({})",
+                db.detail().unwrap_or(db.message())
+            ));
+        }
+        StoreError::Engine {
+            op,
+            fault: fault(&e),
+            cause: describe(&e),
+        }
+    }
+}
+
+/// Whether waiting may help with `e`.
+pub(super) fn fault(e: &tokio_postgres::Error) -> Fault {
+    let Some(db) = e.as_db_error() else {
+        // No answer from the server: the connection is gone or broken.
+        return Fault::Transient;
+    };
+    let code = db.code().code();
+    // 08: connection; 40: rollback (serialization, deadlock); 53:
+    // resources; 57: operator intervention (shutdown); 58: system error.
+    if ["08", "40", "53", "57", "58"]
+        .iter()
+        .any(|class| code.starts_with(class))
+    {
+        Fault::Transient
+    } else {
+        Fault::Permanent
+    }
+}
+
+/// The server's message when there is one (tokio-postgres's own `Display`
+/// says only "db error").
+pub(super) fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{}: {detail}", db.message()),
+            None => db.message().to_string(),
+        },
+        None => match std::error::Error::source(e) {
+            Some(source) => format!("{e}: {source}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+pub(super) fn corrupt(key: impl ToString, reason: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        key: key.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// A record as stored: the API's JSON of it, with the token (which the API
+/// never shows) beside the other fields.
+pub(super) fn node_json(n: &Node) -> serde_json::Value {
+    let mut v = serde_json::to_value(n).unwrap_or(serde_json::Value::Null);
+    if let Some(fields) = v.as_object_mut() {
+        fields.insert("token".into(), n.token.clone().into());
+    }
+    v
+}
+
+pub(super) fn node_from_json(v: serde_json::Value) -> Result<Node, StoreError> {
+    let mac = v
+        .get("mac")
+        .and_then(|m| m.as_str())
+        .unwrap_or("?")
+        .to_string();
+    serde_json::from_value(v).map_err(|e| corrupt(mac, e))
+}
+
+/// A node's row: its record (first column).
+pub(super) fn node_from_row(row: &Row) -> Result<Node, StoreError> {
+    node_from_json(row.try_get(0).map_err(db("read a node"))?)
+}
+
+pub(super) fn mac_text(mac: Mac) -> String {
+    mac.to_string()
+}
+
+pub(super) fn ip_col(ip: Ipv4Addr) -> i64 {
+    i64::from(u32::from(ip))
+}
+
+pub(super) fn ip_of(v: i64) -> Ipv4Addr {
+    Ipv4Addr::from(v as u32)
+}
+
+/// A lease's row: `ip, mac, state, expires`.
+pub(super) fn lease_from_row(row: &Row) -> Result<Lease, StoreError> {
+    let ip = ip_of(row.try_get(0).map_err(db("read a lease"))?);
+    let mac: Option<String> = row.try_get(1).map_err(db("read a lease"))?;
+    let state: String = row.try_get(2).map_err(db("read a lease"))?;
+    Ok(Lease {
+        ip,
+        mac: mac
+            .map(|m| m.parse().map_err(|e| corrupt(ip, e)))
+            .transpose()?,
+        state: state.parse::<LeaseState>().map_err(|e| corrupt(ip, e))?,
+        expires: Timestamp(row.try_get(3).map_err(db("read a lease"))?),
+    })
+}

@@ -1,0 +1,102 @@
+//! The PostgreSQL schema, as numbered migrations applied in order at open.
+//! A database whose schema is newer than this binary knows is refused: an
+//! older rackboot must not write rows it does not understand.
+
+use tokio_postgres::Client;
+
+use super::rows::db;
+use crate::store::{Fault, StoreError};
+
+/// Each step brings the schema from its index to the next version; a step
+/// is never changed once released, only new ones added.
+const MIGRATIONS: &[&str] = &[
+    // 1: nodes as JSON records with their unique keys beside them (the
+    // constraints are deferrable, so an import may swap two hostnames in one
+    // transaction); leases unique by address (what keeps two appliances from
+    // binding one address) and by MAC; timelines and reports.
+    r#"
+CREATE TABLE nodes (
+    mac         TEXT PRIMARY KEY,
+    hostname_lc TEXT NOT NULL,
+    ipv4        BIGINT,
+    record      JSONB NOT NULL,
+    CONSTRAINT nodes_hostname UNIQUE (hostname_lc) DEFERRABLE INITIALLY IMMEDIATE,
+    CONSTRAINT nodes_ipv4 UNIQUE (ipv4) DEFERRABLE INITIALLY IMMEDIATE
+);
+CREATE TABLE leases (
+    ip      BIGINT PRIMARY KEY,
+    mac     TEXT,
+    state   TEXT NOT NULL,
+    expires BIGINT NOT NULL
+);
+CREATE UNIQUE INDEX leases_mac ON leases (mac) WHERE mac IS NOT NULL;
+CREATE TABLE events (
+    mac  TEXT NOT NULL,
+    seq  BIGSERIAL,
+    at   BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    data JSONB NOT NULL,
+    PRIMARY KEY (mac, seq)
+);
+CREATE TABLE reports (
+    id          BIGSERIAL PRIMARY KEY,
+    mac         TEXT NOT NULL,
+    at          BIGINT NOT NULL,
+    generation  BIGINT NOT NULL,
+    script      TEXT NOT NULL,
+    status      INTEGER NOT NULL,
+    duration_ms BIGINT,
+    output      TEXT NOT NULL
+);
+CREATE INDEX reports_by_mac ON reports (mac, id);
+CREATE TABLE report_drops (
+    mac     TEXT PRIMARY KEY,
+    dropped BIGINT NOT NULL
+);
+"#,
+];
+
+/// The schema version this binary writes.
+pub(super) const VERSION: i32 = MIGRATIONS.len() as i32;
+
+/// Brings the database to [`VERSION`], under a lock every appliance takes,
+/// so two starting at once migrate once.
+pub(super) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    let tx = client.transaction().await.map_err(db("begin migration"))?;
+    // Any number, the same in every rackboot: the key of the migration lock.
+    tx.execute("SELECT pg_advisory_xact_lock(7365823)", &[])
+        .await
+        .map_err(db("lock for migration"))?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS rackboot_schema (version INTEGER NOT NULL)")
+        .await
+        .map_err(db("make the schema table"))?;
+    let found: Option<i32> = tx
+        .query_opt("SELECT max(version) FROM rackboot_schema", &[])
+        .await
+        .map_err(db("read the schema version"))?
+        .and_then(|row| row.get(0));
+    let found = found.unwrap_or(0);
+    if found > VERSION {
+        return Err(StoreError::Engine {
+            op: "open",
+            fault: Fault::Permanent,
+            cause: format!(
+                "the database's schema is version {found}, newer than this rackboot knows \
+                 ({VERSION}): another appliance runs a newer rackboot; upgrade this one"
+            ),
+        });
+    }
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        tx.batch_execute(step)
+            .await
+            .map_err(db("migrate the schema"))?;
+        tx.execute(
+            "INSERT INTO rackboot_schema (version) VALUES ($1)",
+            &[&(i as i32 + 1)],
+        )
+        .await
+        .map_err(db("record the schema version"))?;
+        tracing::info!(version = i + 1, "store: PostgreSQL schema migrated");
+    }
+    tx.commit().await.map_err(db("commit migration"))
+}

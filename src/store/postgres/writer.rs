@@ -1,0 +1,829 @@
+//! The one task that writes to PostgreSQL. It takes every write waiting
+//! (up to [`MAX_BATCH`]), runs them in one transaction, each under a
+//! savepoint so a refused write undoes only itself, announces what changed
+//! (`NOTIFY`, delivered on commit), commits once, waits until the listener
+//! has applied its own announcements, and only then answers each write.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::{Client, NoTls, Transaction};
+use tokio_util::sync::CancellationToken;
+
+use super::rows::{
+    db, describe, fault, ip_col, ip_of, lease_from_row, mac_text, node_from_row, node_json,
+};
+use super::{CHANNEL, ECHO_WITHIN, Shared};
+use crate::boot::address::{self, AddressAsk};
+use crate::model::{Event, Lease, LeaseState, Mac, Node, ScriptReport, Timestamp};
+use crate::store::{
+    EVENTS_PER_NODE, Edited, Fault, LeaseRequest, NodeEdit, NodeQuery, NodesEdit, REPORTS_PER_NODE,
+    StoreError, Written,
+};
+
+/// The most writes one transaction carries.
+const MAX_BATCH: usize = 256;
+
+/// How many addresses an allocation tries in the database before it gives
+/// up (each one found taken by another appliance first).
+const TRIES: usize = 64;
+
+/// A node's timeline is trimmed to [`EVENTS_PER_NODE`] once every this many
+/// events of it.
+const TRIM_EVERY: i64 = 50;
+
+/// An announcement longer than this names the record instead of carrying it
+/// (PostgreSQL's limit is 8000 bytes).
+const NOTE_MAX: usize = 7900;
+
+pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// One write (or a read that must see the writes queued before it).
+pub(super) enum Op {
+    Sync(Reply<()>),
+    Create(Box<Node>, Reply<(Node, bool)>),
+    Update(Mac, NodeEdit, Reply<Edited>),
+    EditNodes(NodesEdit, Reply<Vec<Written>>),
+    DeleteIf(Vec<Mac>, NodeQuery, Reply<Vec<Mac>>),
+    /// Fields of a record's JSON, replaced as given.
+    SetFields(Mac, serde_json::Map<String, Value>, Reply<()>),
+    Bump(Vec<Mac>, Reply<Vec<(Mac, u64)>>),
+    Report(Mac, Box<ScriptReport>, Reply<()>),
+    Reports(Mac, Reply<(Vec<ScriptReport>, u64)>),
+    /// Not answered: a timeline entry promises nothing.
+    Event(Mac, Box<Event>),
+    Events(Mac, Reply<Vec<Event>>),
+    Allocate(Box<LeaseRequest>, Reply<Option<Lease>>),
+    Release(Mac, Ipv4Addr, Reply<bool>),
+    Decline(Lease, Reply<()>),
+}
+
+/// Why a whole batch failed (the commit, or the connection), given to each
+/// of its writes as a fresh error.
+#[derive(Clone)]
+struct BatchFailure {
+    fault: Fault,
+    cause: String,
+}
+
+impl BatchFailure {
+    fn of(e: &tokio_postgres::Error) -> BatchFailure {
+        BatchFailure {
+            fault: fault(e),
+            cause: describe(e),
+        }
+    }
+
+    fn error(&self) -> StoreError {
+        StoreError::Engine {
+            op: "commit",
+            fault: self.fault,
+            cause: self.cause.clone(),
+        }
+    }
+}
+
+/// A write's answer, held until its batch is committed (or failed).
+type Pending = Box<dyn FnOnce(Option<&BatchFailure>) + Send>;
+
+fn pending<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> Pending {
+    Box::new(move |failed| {
+        let _ = reply.send(match failed {
+            None => result,
+            Some(f) => Err(f.error()),
+        });
+    })
+}
+
+/// Connects, with the connection's own task ended by `stop`.
+pub(super) async fn connect(
+    config: &tokio_postgres::Config,
+    stop: &CancellationToken,
+) -> Result<Client, StoreError> {
+    let (client, connection) = config.connect(NoTls).await.map_err(db("connect"))?;
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            r = connection => if let Err(e) = r {
+                tracing::warn!(error = %describe(&e), "store: PostgreSQL connection lost");
+            }
+        }
+    });
+    Ok(client)
+}
+
+pub(super) async fn run(
+    mut client: Client,
+    config: tokio_postgres::Config,
+    mut queue: mpsc::Receiver<Op>,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) {
+    let mut batch = 0u64;
+    loop {
+        let first = tokio::select! {
+            _ = stop.cancelled() => return,
+            op = queue.recv() => match op {
+                Some(op) => op,
+                None => return,
+            },
+        };
+        let mut ops = vec![first];
+        while ops.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        if client.is_closed() {
+            match connect(&config, &stop).await {
+                Ok(c) => {
+                    tracing::info!("store: PostgreSQL connection for writes is back");
+                    client = c;
+                }
+                Err(e) => {
+                    // Refused at once: a DHCP client retries, an admin sees why.
+                    let failed = BatchFailure {
+                        fault: Fault::Transient,
+                        cause: format!("the database is unreachable: {e}"),
+                    };
+                    for op in ops {
+                        fail(op, &failed);
+                    }
+                    continue;
+                }
+            }
+        }
+        batch += 1;
+        run_batch(&mut client, ops, batch, &shared).await;
+    }
+}
+
+/// Answers `op` with the batch's failure.
+fn fail(op: Op, failed: &BatchFailure) {
+    fn send<T>(r: Reply<T>, failed: &BatchFailure) {
+        let _ = r.send(Err(failed.error()));
+    }
+    match op {
+        Op::Sync(r) => send(r, failed),
+        Op::Create(_, r) => send(r, failed),
+        Op::Update(_, _, r) => send(r, failed),
+        Op::EditNodes(_, r) => send(r, failed),
+        Op::DeleteIf(_, _, r) => send(r, failed),
+        Op::SetFields(_, _, r) => send(r, failed),
+        Op::Bump(_, r) => send(r, failed),
+        Op::Report(_, _, r) => send(r, failed),
+        Op::Reports(_, r) => send(r, failed),
+        Op::Event(mac, event) => {
+            tracing::warn!(%mac, cause = %failed.cause, "store: a timeline event was not saved: {event}");
+        }
+        Op::Events(_, r) => send(r, failed),
+        Op::Allocate(_, r) => send(r, failed),
+        Op::Release(_, _, r) => send(r, failed),
+        Op::Decline(_, r) => send(r, failed),
+    }
+}
+
+async fn run_batch(client: &mut Client, ops: Vec<Op>, batch: u64, shared: &Shared) {
+    let tx = match client.transaction().await {
+        Ok(tx) => tx,
+        Err(e) => {
+            let failed = BatchFailure::of(&e);
+            for op in ops {
+                fail(op, &failed);
+            }
+            return;
+        }
+    };
+    let mut answers: Vec<Pending> = Vec::with_capacity(ops.len());
+    let mut notes: Vec<Value> = Vec::new();
+    for op in ops {
+        if let Some(answer) = savepointed(&tx, op, &mut notes, shared).await {
+            answers.push(answer);
+        }
+    }
+    let echo = if notes.is_empty() {
+        None
+    } else {
+        notes.push(json!({ "done": { "appliance": shared.appliance, "batch": batch } }));
+        let (done, echoed) = oneshot::channel();
+        shared
+            .echoes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(batch, done);
+        Some(echoed)
+    };
+    let payloads: Vec<String> = notes.iter().map(Value::to_string).collect();
+    let announced = if payloads.is_empty() {
+        Ok(0)
+    } else {
+        tx.execute(
+            "SELECT pg_notify($1, p) FROM unnest($2::text[]) WITH ORDINALITY AS t(p, i) ORDER BY i",
+            &[&CHANNEL, &payloads],
+        )
+        .await
+    };
+    let committed = match announced {
+        Ok(_) => tx.commit().await,
+        Err(e) => Err(e),
+    };
+    match committed {
+        Ok(()) => {
+            if let Some(echoed) = echo
+                && tokio::time::timeout(ECHO_WITHIN, echoed).await.is_err()
+            {
+                tracing::warn!(
+                    batch,
+                    "store: PostgreSQL did not echo this appliance's changes within {ECHO_WITHIN:?}; \
+                     answering anyway (they are committed), memory catches up when the listener reconnects"
+                );
+            }
+            for answer in answers {
+                answer(None);
+            }
+        }
+        Err(e) => {
+            shared
+                .echoes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&batch);
+            shared
+                .health
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .failed_commits += 1;
+            let failed = BatchFailure::of(&e);
+            tracing::error!(batch, cause = %failed.cause, "store: PostgreSQL commit failed");
+            for answer in answers {
+                answer(Some(&failed));
+            }
+        }
+    }
+}
+
+/// Runs `op` under a savepoint: its announcements join `notes` only when
+/// it succeeds; when it fails, what it did is undone and the rest of the
+/// batch goes on.
+async fn savepointed(
+    tx: &Transaction<'_>,
+    op: Op,
+    notes: &mut Vec<Value>,
+    shared: &Shared,
+) -> Option<Pending> {
+    if let Err(e) = tx.batch_execute("SAVEPOINT op").await {
+        fail(op, &BatchFailure::of(&e));
+        return None;
+    }
+    let mut mine = Vec::new();
+    let (answer, ok) = apply(tx, op, &mut mine, shared).await;
+    let end = if ok {
+        "RELEASE SAVEPOINT op"
+    } else {
+        // A refused import may have deferred the unique checks.
+        "ROLLBACK TO SAVEPOINT op; SET CONSTRAINTS nodes_hostname, nodes_ipv4 IMMEDIATE"
+    };
+    if let Err(e) = tx.batch_execute(end).await {
+        tracing::error!(cause = %describe(&e), "store: PostgreSQL savepoint failed");
+    }
+    if ok {
+        notes.extend(mine);
+    }
+    answer
+}
+
+/// Does `op`; its answer (none for an event) and whether it succeeded.
+async fn apply(
+    tx: &Transaction<'_>,
+    op: Op,
+    notes: &mut Vec<Value>,
+    shared: &Shared,
+) -> (Option<Pending>, bool) {
+    fn done<T: Send + 'static>(
+        r: Reply<T>,
+        result: Result<T, StoreError>,
+    ) -> (Option<Pending>, bool) {
+        let ok = result.is_ok();
+        (Some(pending(r, result)), ok)
+    }
+    match op {
+        Op::Sync(r) => done(r, Ok(())),
+        Op::Create(node, r) => done(r, create(tx, *node, notes).await),
+        Op::Update(mac, edit, r) => done(r, update(tx, mac, edit, notes).await),
+        Op::EditNodes(edit, r) => done(r, edit_nodes(tx, edit, notes).await),
+        Op::DeleteIf(macs, doomed, r) => done(r, delete_if(tx, &macs, &doomed, notes).await),
+        Op::SetFields(mac, fields, r) => done(r, set_fields(tx, mac, fields, notes).await),
+        Op::Bump(macs, r) => done(r, bump(tx, &macs, notes).await),
+        Op::Report(mac, report, r) => done(r, add_report(tx, mac, &report).await),
+        Op::Reports(mac, r) => done(r, reports(tx, mac).await),
+        Op::Event(mac, event) => {
+            let trim = {
+                let mut m = shared.mirror();
+                let n = m.events_since_trim.entry(mac).or_insert(0);
+                *n += 1;
+                if *n >= TRIM_EVERY {
+                    *n = 0;
+                    true
+                } else {
+                    false
+                }
+            };
+            match add_event(tx, mac, &event, trim).await {
+                Ok(()) => (None, true),
+                Err(e) => {
+                    tracing::warn!(%mac, error = %e, "store: a timeline event was not saved: {event}");
+                    (None, false)
+                }
+            }
+        }
+        Op::Events(mac, r) => done(r, events(tx, mac).await),
+        Op::Allocate(req, r) => done(r, allocate(tx, &req, notes, shared).await),
+        Op::Release(mac, ip, r) => done(r, release(tx, mac, ip, notes).await),
+        Op::Decline(lease, r) => done(r, decline(tx, lease, notes).await),
+    }
+}
+
+fn node_note(n: &Node) -> Value {
+    let note = json!({ "node": node_json(n) });
+    if note.to_string().len() > NOTE_MAX {
+        json!({ "fetch": mac_text(n.mac) })
+    } else {
+        note
+    }
+}
+
+fn lease_note(l: &Lease) -> Value {
+    json!({ "lease": l })
+}
+
+const UPSERT_NODE: &str = "INSERT INTO nodes (mac, hostname_lc, ipv4, record) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (mac) DO UPDATE SET hostname_lc = EXCLUDED.hostname_lc, ipv4 = EXCLUDED.ipv4, \
+     record = EXCLUDED.record";
+
+async fn write_node(tx: &Transaction<'_>, sql: &str, n: &Node) -> Result<u64, StoreError> {
+    tx.execute(
+        sql,
+        &[
+            &mac_text(n.mac),
+            &n.hostname.to_ascii_lowercase(),
+            &n.ipv4.map(ip_col),
+            &node_json(n),
+        ],
+    )
+    .await
+    .map_err(db("write a node"))
+}
+
+async fn read_node(tx: &Transaction<'_>, mac: Mac, lock: bool) -> Result<Option<Node>, StoreError> {
+    let sql = if lock {
+        "SELECT record FROM nodes WHERE mac = $1 FOR UPDATE"
+    } else {
+        "SELECT record FROM nodes WHERE mac = $1"
+    };
+    tx.query_opt(sql, &[&mac_text(mac)])
+        .await
+        .map_err(db("read a node"))?
+        .map(|row| node_from_row(&row))
+        .transpose()
+}
+
+async fn create(
+    tx: &Transaction<'_>,
+    node: Node,
+    notes: &mut Vec<Value>,
+) -> Result<(Node, bool), StoreError> {
+    let made = write_node(
+        tx,
+        "INSERT INTO nodes (mac, hostname_lc, ipv4, record) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (mac) DO NOTHING",
+        &node,
+    )
+    .await?;
+    if made == 1 {
+        notes.push(node_note(&node));
+        return Ok((node, true));
+    }
+    let existing = read_node(tx, node.mac, false)
+        .await?
+        .ok_or(StoreError::NoSuchNode(node.mac))?;
+    Ok((existing, false))
+}
+
+async fn update(
+    tx: &Transaction<'_>,
+    mac: Mac,
+    edit: NodeEdit,
+    notes: &mut Vec<Value>,
+) -> Result<Edited, StoreError> {
+    let before = read_node(tx, mac, true)
+        .await?
+        .ok_or(StoreError::NoSuchNode(mac))?;
+    let mut after = before.clone();
+    edit(&mut after).map_err(StoreError::Refused)?;
+    // The MAC is the key: an edit cannot move a record to another one.
+    after.mac = mac;
+    write_node(tx, UPSERT_NODE, &after).await?;
+    notes.push(node_note(&after));
+    Ok(Edited { before, after })
+}
+
+async fn edit_nodes(
+    tx: &Transaction<'_>,
+    edit: NodesEdit,
+    notes: &mut Vec<Value>,
+) -> Result<Vec<Written>, StoreError> {
+    // No other appliance changes a record between the read and the write.
+    tx.batch_execute("LOCK TABLE nodes IN SHARE ROW EXCLUSIVE MODE")
+        .await
+        .map_err(db("lock the nodes"))?;
+    let mut all = std::collections::HashMap::new();
+    for row in tx
+        .query("SELECT record FROM nodes", &[])
+        .await
+        .map_err(db("read the nodes"))?
+    {
+        let n = node_from_row(&row)?;
+        all.insert(n.mac, n);
+    }
+    let nodes = edit(&all).map_err(StoreError::Refused)?;
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = nodes.iter().find(|n| !seen.insert(n.mac)) {
+        return Err(StoreError::Conflict(format!(
+            "MAC {} appears more than once",
+            dup.mac
+        )));
+    }
+    // Checked once all are written: records replaced in the same write
+    // give up their names and addresses to it.
+    tx.batch_execute("SET CONSTRAINTS nodes_hostname, nodes_ipv4 DEFERRED")
+        .await
+        .map_err(db("defer the unique checks"))?;
+    for n in &nodes {
+        write_node(tx, UPSERT_NODE, n).await?;
+    }
+    tx.batch_execute("SET CONSTRAINTS nodes_hostname, nodes_ipv4 IMMEDIATE")
+        .await
+        .map_err(db("check hostnames and addresses"))?;
+    let mut written = Vec::with_capacity(nodes.len());
+    for after in nodes {
+        notes.push(node_note(&after));
+        written.push(Written {
+            before: all.remove(&after.mac),
+            after,
+        });
+    }
+    Ok(written)
+}
+
+async fn delete_if(
+    tx: &Transaction<'_>,
+    macs: &[Mac],
+    doomed: &NodeQuery,
+    notes: &mut Vec<Value>,
+) -> Result<Vec<Mac>, StoreError> {
+    let keys: Vec<String> = macs.iter().map(|m| mac_text(*m)).collect();
+    let mut found = std::collections::HashMap::new();
+    for row in tx
+        .query(
+            "SELECT record FROM nodes WHERE mac = ANY($1) FOR UPDATE",
+            &[&keys],
+        )
+        .await
+        .map_err(db("read the nodes to delete"))?
+    {
+        let n = node_from_row(&row)?;
+        found.insert(n.mac, n);
+    }
+    // In the order asked, each only if the query still selects it.
+    let mut gone = Vec::new();
+    for mac in macs {
+        if found.remove(mac).is_some_and(|n| doomed.matches(&n)) {
+            gone.push(*mac);
+        }
+    }
+    if gone.is_empty() {
+        return Ok(gone);
+    }
+    let keys: Vec<String> = gone.iter().map(|m| mac_text(*m)).collect();
+    tx.execute("DELETE FROM nodes WHERE mac = ANY($1)", &[&keys])
+        .await
+        .map_err(db("delete nodes"))?;
+    tx.execute("DELETE FROM events WHERE mac = ANY($1)", &[&keys])
+        .await
+        .map_err(db("delete timelines"))?;
+    tx.execute("DELETE FROM reports WHERE mac = ANY($1)", &[&keys])
+        .await
+        .map_err(db("delete reports"))?;
+    tx.execute("DELETE FROM report_drops WHERE mac = ANY($1)", &[&keys])
+        .await
+        .map_err(db("delete reports"))?;
+    for mac in &gone {
+        notes.push(json!({ "gone": mac_text(*mac) }));
+    }
+    Ok(gone)
+}
+
+async fn set_fields(
+    tx: &Transaction<'_>,
+    mac: Mac,
+    fields: serde_json::Map<String, Value>,
+    notes: &mut Vec<Value>,
+) -> Result<(), StoreError> {
+    let row = tx
+        .query_opt(
+            "UPDATE nodes SET record = record || $2 WHERE mac = $1 RETURNING record",
+            &[&mac_text(mac), &Value::Object(fields)],
+        )
+        .await
+        .map_err(db("set node fields"))?
+        .ok_or(StoreError::NoSuchNode(mac))?;
+    notes.push(node_note(&node_from_row(&row)?));
+    Ok(())
+}
+
+async fn bump(
+    tx: &Transaction<'_>,
+    macs: &[Mac],
+    notes: &mut Vec<Value>,
+) -> Result<Vec<(Mac, u64)>, StoreError> {
+    let keys: Vec<String> = macs.iter().map(|m| mac_text(*m)).collect();
+    let mut bumped = std::collections::HashMap::new();
+    for row in tx
+        .query(
+            "UPDATE nodes SET record = jsonb_set(record, '{config_generation}', \
+             to_jsonb(COALESCE((record->>'config_generation')::bigint, 0) + 1)) \
+             WHERE mac = ANY($1) RETURNING record",
+            &[&keys],
+        )
+        .await
+        .map_err(db("bump config generations"))?
+    {
+        let n = node_from_row(&row)?;
+        bumped.insert(n.mac, n.config_generation);
+    }
+    if let Some(missing) = macs.iter().find(|m| !bumped.contains_key(m)) {
+        return Err(StoreError::NoSuchNode(*missing));
+    }
+    let generations: Vec<(Mac, u64)> = macs.iter().map(|m| (*m, bumped[m])).collect();
+    // One announcement, not a record each: the feed says "reconfigure",
+    // as the SQLite engine's does, and each mirror moves the generations on.
+    notes.push(json!({ "bumped": generations }));
+    Ok(generations)
+}
+
+async fn add_report(tx: &Transaction<'_>, mac: Mac, r: &ScriptReport) -> Result<(), StoreError> {
+    let key = mac_text(mac);
+    let known = tx
+        .query_opt("SELECT 1 FROM nodes WHERE mac = $1", &[&key])
+        .await
+        .map_err(db("find the node of a report"))?;
+    if known.is_none() {
+        return Err(StoreError::NoSuchNode(mac));
+    }
+    tx.execute(
+        "INSERT INTO reports (mac, at, generation, script, status, duration_ms, output) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &[
+            &key,
+            &r.at.millis(),
+            &(r.generation as i64),
+            &r.script,
+            &r.status,
+            &r.duration_ms.map(|d| d as i64),
+            &r.output,
+        ],
+    )
+    .await
+    .map_err(db("add a report"))?;
+    let dropped = tx
+        .execute(
+            "DELETE FROM reports WHERE mac = $1 AND id <= \
+             (SELECT id FROM reports WHERE mac = $1 ORDER BY id DESC OFFSET $2 LIMIT 1)",
+            &[&key, &REPORTS_PER_NODE],
+        )
+        .await
+        .map_err(db("trim reports"))?;
+    if dropped > 0 {
+        tx.execute(
+            "INSERT INTO report_drops (mac, dropped) VALUES ($1, $2) \
+             ON CONFLICT (mac) DO UPDATE SET dropped = report_drops.dropped + EXCLUDED.dropped",
+            &[&key, &(dropped as i64)],
+        )
+        .await
+        .map_err(db("count dropped reports"))?;
+    }
+    Ok(())
+}
+
+async fn reports(tx: &Transaction<'_>, mac: Mac) -> Result<(Vec<ScriptReport>, u64), StoreError> {
+    let key = mac_text(mac);
+    let mut out = Vec::new();
+    for row in tx
+        .query(
+            "SELECT at, generation, script, status, duration_ms, output FROM reports \
+             WHERE mac = $1 ORDER BY id",
+            &[&key],
+        )
+        .await
+        .map_err(db("list reports"))?
+    {
+        let generation: i64 = row.get(1);
+        let duration: Option<i64> = row.get(4);
+        out.push(ScriptReport {
+            at: Timestamp(row.get(0)),
+            generation: generation as u64,
+            script: row.get(2),
+            status: row.get(3),
+            duration_ms: duration.map(|d| d as u64),
+            output: row.get(5),
+        });
+    }
+    let dropped: i64 = tx
+        .query_opt("SELECT dropped FROM report_drops WHERE mac = $1", &[&key])
+        .await
+        .map_err(db("count dropped reports"))?
+        .map_or(0, |row| row.get(0));
+    Ok((out, dropped as u64))
+}
+
+async fn add_event(
+    tx: &Transaction<'_>,
+    mac: Mac,
+    e: &Event,
+    trim: bool,
+) -> Result<(), StoreError> {
+    let key = mac_text(mac);
+    let data = serde_json::to_value(&e.data).map_err(|err| super::rows::corrupt(mac, err))?;
+    tx.execute(
+        "INSERT INTO events (mac, at, kind, data) VALUES ($1, $2, $3, $4)",
+        &[&key, &e.at.millis(), &e.kind().as_str(), &data],
+    )
+    .await
+    .map_err(db("add an event"))?;
+    if trim {
+        tx.execute(
+            "DELETE FROM events WHERE mac = $1 AND seq <= \
+             (SELECT seq FROM events WHERE mac = $1 ORDER BY seq DESC OFFSET $2 LIMIT 1)",
+            &[&key, &EVENTS_PER_NODE],
+        )
+        .await
+        .map_err(db("trim a timeline"))?;
+    }
+    Ok(())
+}
+
+async fn events(tx: &Transaction<'_>, mac: Mac) -> Result<Vec<Event>, StoreError> {
+    let rows = tx
+        .query(
+            "SELECT at, data FROM (SELECT seq, at, data FROM events WHERE mac = $1 \
+             ORDER BY seq DESC LIMIT $2) newest ORDER BY seq",
+            &[&mac_text(mac), &EVENTS_PER_NODE],
+        )
+        .await
+        .map_err(db("list events"))?;
+    rows.iter()
+        .map(|row| {
+            Ok(Event {
+                at: Timestamp(row.get(0)),
+                data: serde_json::from_value(row.get(1))
+                    .map_err(|e| super::rows::corrupt(mac, e))?,
+            })
+        })
+        .collect()
+}
+
+/// Takes an address for `req.mac`: the candidates policy orders (those this
+/// appliance knows to be free), each tried with one conditional upsert that
+/// only a free, expired or already-this-MAC's row lets through.
+async fn allocate(
+    tx: &Transaction<'_>,
+    req: &LeaseRequest,
+    notes: &mut Vec<Value>,
+    shared: &Shared,
+) -> Result<Option<Lease>, StoreError> {
+    let candidates: Vec<address::Candidate> = {
+        let m = shared.mirror();
+        let current = m
+            .lease_of(req.mac)
+            .filter(|l| l.state != LeaseState::Declined)
+            .map(|l| l.ip);
+        let ask = AddressAsk {
+            fixed: req.fixed,
+            wanted: req.wanted,
+            exact: req.exact,
+            current,
+            ranges: &req.ranges,
+        };
+        let cursors = &m.cursors;
+        address::candidates(ask, |r| cursors.get(&r).copied())
+            .filter(|c| !m.taken_by_other(c.ip, req.mac, req.now))
+            .take(TRIES)
+            .collect()
+    };
+    let mac = mac_text(req.mac);
+    for cand in candidates {
+        tx.batch_execute("SAVEPOINT candidate")
+            .await
+            .map_err(db("allocate"))?;
+        let ip = ip_col(cand.ip);
+        // One lease per MAC: any other address it held is given up.
+        let dropped = tx
+            .query(
+                "DELETE FROM leases WHERE mac = $1 AND ip <> $2 RETURNING ip",
+                &[&mac, &ip],
+            )
+            .await
+            .map_err(db("allocate"))?;
+        let taken = tx
+            .query_opt(
+                "INSERT INTO leases (ip, mac, state, expires) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (ip) DO UPDATE SET mac = EXCLUDED.mac, state = EXCLUDED.state, \
+                 expires = EXCLUDED.expires \
+                 WHERE leases.mac = EXCLUDED.mac OR leases.expires <= $5 \
+                 RETURNING ip, mac, state, expires",
+                &[
+                    &ip,
+                    &mac,
+                    &req.state.as_str(),
+                    &req.expires.millis(),
+                    &req.now.millis(),
+                ],
+            )
+            .await;
+        let row = match taken {
+            Ok(row) => row,
+            Err(e) => {
+                let _ = tx.batch_execute("ROLLBACK TO SAVEPOINT candidate").await;
+                return Err(db("allocate")(e));
+            }
+        };
+        let Some(row) = row else {
+            // Another appliance holds it (this one had not heard yet).
+            tx.batch_execute("ROLLBACK TO SAVEPOINT candidate")
+                .await
+                .map_err(db("allocate"))?;
+            continue;
+        };
+        tx.batch_execute("RELEASE SAVEPOINT candidate")
+            .await
+            .map_err(db("allocate"))?;
+        let lease = lease_from_row(&row)?;
+        if let Some(range) = cand.scanned {
+            shared
+                .mirror()
+                .cursors
+                .insert(range, address::cursor_after(range, cand.ip));
+        }
+        for old in dropped {
+            notes.push(json!({ "lease_gone": ip_of(old.get(0)) }));
+        }
+        notes.push(lease_note(&lease));
+        return Ok(Some(lease));
+    }
+    Ok(None)
+}
+
+async fn release(
+    tx: &Transaction<'_>,
+    mac: Mac,
+    ip: Ipv4Addr,
+    notes: &mut Vec<Value>,
+) -> Result<bool, StoreError> {
+    let n = tx
+        .execute(
+            "DELETE FROM leases WHERE ip = $1 AND mac = $2",
+            &[&ip_col(ip), &mac_text(mac)],
+        )
+        .await
+        .map_err(db("release a lease"))?;
+    if n > 0 {
+        notes.push(json!({ "lease_gone": ip }));
+    }
+    Ok(n > 0)
+}
+
+async fn decline(
+    tx: &Transaction<'_>,
+    lease: Lease,
+    notes: &mut Vec<Value>,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO leases (ip, mac, state, expires) VALUES ($1, NULL, $2, $3) \
+         ON CONFLICT (ip) DO UPDATE SET mac = NULL, state = EXCLUDED.state, expires = EXCLUDED.expires",
+        &[&ip_col(lease.ip), &lease.state.as_str(), &lease.expires.millis()],
+    )
+    .await
+    .map_err(db("decline an address"))?;
+    notes.push(lease_note(&lease));
+    Ok(())
+}
+
+/// How long a reconnect waits after `attempt` failures.
+pub(super) fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(200u64.saturating_mul(1 << attempt.min(5))).min(Duration::from_secs(5))
+}
