@@ -96,6 +96,7 @@ readonly PROJECT_PACKAGES=(
     busybox-static                           # the image's userland (ash, udhcpc) on the host too
     python3                                  # demo.sh formats the node timeline
     python3-venv                             # schemathesis' own venv (tests/api_schema.rs), below
+    postgresql-15                            # initdb, postgres: the tests' throwaway clusters (store)
 )
 
 # This script's own tools: command (or file) -> Debian package that provides it.

@@ -10,6 +10,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::boot::{Admission, Catalog, CatalogCell, CatalogError, Limits};
+use crate::config::StoreConfig;
 use crate::config::{Config, SubnetMode};
 use crate::control::admit::Door;
 use crate::control::agent::ConfigWaits;
@@ -24,7 +25,7 @@ use crate::http::auth::{Tokens, TokensError};
 use crate::http::{self, ApiAuth, HttpContext};
 use crate::metrics::Metrics;
 use crate::routes::Urls;
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{PostgresConfig, PostgresStore, SqliteStore, Store, StoreError};
 use crate::{privileges, tftp};
 
 /// Why rackboot could not start. Each names the config file and key to fix.
@@ -64,6 +65,14 @@ pub enum StartError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(
+        "cannot read the database password from {path} (store.password_file in {config}): {source}"
+    )]
+    StorePassword {
+        path: std::path::PathBuf,
+        config: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Privileges(#[from] privileges::PrivilegeError),
     #[error(transparent)]
@@ -175,6 +184,50 @@ impl OpenFiles {
     }
 }
 
+/// Opens the store `[store]` names: SQLite in the state directory, or the
+/// PostgreSQL database this appliance shares with others.
+async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, StartError> {
+    Ok(match &cfg.store {
+        StoreConfig::Sqlite { sync } => {
+            Arc::new(SqliteStore::open_with(&cfg.state_dir, *sync).await?)
+        }
+        StoreConfig::Postgres {
+            url,
+            password_file,
+            appliance,
+        } => {
+            let password = match password_file {
+                Some(path) => Some(
+                    std::fs::read_to_string(path)
+                        .map_err(|source| StartError::StorePassword {
+                            path: path.clone(),
+                            config: cfg.path.display().to_string(),
+                            source,
+                        })?
+                        .trim_end_matches(['\n', '\r'])
+                        .to_string(),
+                ),
+                None => std::env::var("RACKBOOT_STORE_PASSWORD").ok(),
+            };
+            let appliance = appliance.clone().unwrap_or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_string())
+                    .ok()
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or_else(|| "rackboot".to_string())
+            });
+            Arc::new(
+                PostgresStore::open(PostgresConfig {
+                    url: url.clone(),
+                    password,
+                    appliance,
+                })
+                .await?,
+            )
+        }
+    })
+}
+
 /// Raises the soft open-files limit to the hard one, as far as allowed.
 /// Every HTTP connection, TFTP transfer and asset being sent holds a
 /// descriptor; the usual soft limit of 1024 is what a flood of idle
@@ -225,8 +278,7 @@ pub async fn run(
         .as_ref()
         .map(privileges::Account::lookup)
         .transpose()?;
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open_with(&cfg.state_dir, cfg.store_sync).await?);
+    let store = open_store(&cfg).await?;
     let catalog = Arc::new(CatalogCell::new(Catalog::load(
         &cfg.bootenvs_dir,
         &cfg.scripts_dir,

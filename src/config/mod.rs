@@ -24,7 +24,8 @@ mod loaders;
 mod network;
 mod nodes;
 mod service;
-mod store;
+pub mod store;
+pub use store::StoreConfig;
 #[cfg(test)]
 mod tests;
 mod tftp;
@@ -183,8 +184,8 @@ pub struct Config {
     pub reap_discovered_after: Option<Duration>,
     pub api: ApiConfig,
     pub admission: AdmissionConfig,
-    /// `[store] sync`: what survives a power loss.
-    pub store_sync: crate::store::SyncMode,
+    /// `[store]`: the engine, and for SQLite what survives a power loss.
+    pub store: store::StoreConfig,
     /// `[service] user` (and `group`): whom `rackboot serve`, started as
     /// root, becomes once every socket is bound.
     pub run_as: Option<RunAsConfig>,
@@ -299,9 +300,10 @@ impl Config {
         let admission = raw.admission.validate(&src, per_subnet)?;
         let api = raw.api.validate(&src, http.port)?;
         let run_as = raw.service.validate(&src)?;
+        let store = raw.store.validate(&src)?;
 
         Ok(Config {
-            store_sync: raw.store.sync,
+            store,
             run_as,
             lifecycle,
             reap_discovered_after,

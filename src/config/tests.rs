@@ -35,14 +35,25 @@ fn every_file_in_configs_parses() {
 fn store_sync_and_service_account() {
     let p = Path::new("/etc/rackboot/rackboot.toml");
     let cfg = Config::parse(p, MINIMAL).unwrap();
-    assert_eq!(cfg.store_sync, crate::store::SyncMode::None, "the default");
+    assert_eq!(
+        cfg.store,
+        StoreConfig::Sqlite {
+            sync: crate::store::SyncMode::None
+        },
+        "the default"
+    );
     assert_eq!(cfg.run_as, None);
     let cfg = Config::parse(
         p,
         &format!("{MINIMAL}[store]\nsync = \"group\"\n[service]\nuser = \"rackboot\"\n"),
     )
     .unwrap();
-    assert_eq!(cfg.store_sync, crate::store::SyncMode::Group);
+    assert_eq!(
+        cfg.store,
+        StoreConfig::Sqlite {
+            sync: crate::store::SyncMode::Group
+        }
+    );
     assert_eq!(
         cfg.run_as,
         Some(RunAsConfig {
@@ -477,4 +488,51 @@ fn absent_and_empty_sections_give_the_defaults() {
     );
     let with_empty = Config::parse(p, &empty).unwrap();
     assert_eq!(format!("{with_empty:?}"), format!("{cfg:?}"));
+}
+
+#[test]
+fn a_postgres_store_needs_a_url_and_takes_no_sqlite_keys() {
+    let p = Path::new("/etc/rackboot/rackboot.toml");
+    let cfg = Config::parse(
+        p,
+        &format!(
+            "{MINIMAL}[store]\nengine = \"postgres\"\nurl = \"host=db1 dbname=rackboot user=rackboot\"\n\
+             password_file = \"db-password\"\nappliance = \"row-a\"\n"
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.store,
+        StoreConfig::Postgres {
+            url: "host=db1 dbname=rackboot user=rackboot".into(),
+            password_file: Some("/etc/rackboot/db-password".into()),
+            appliance: Some("row-a".into()),
+        }
+    );
+    for (section, key) in [
+        ("engine = \"postgres\"\n", "store.url"),
+        (
+            "engine = \"postgres\"\nurl = \"host=db1 port=x\"\n",
+            "store.url",
+        ),
+        (
+            "engine = \"postgres\"\nurl = \"host=db1\"\nsync = \"group\"\n",
+            "store.sync",
+        ),
+        (
+            "engine = \"postgres\"\nurl = \"host=db1\"\nappliance = \"row a\"\n",
+            "store.appliance",
+        ),
+        ("url = \"host=db1\"\n", "store.url"),
+        ("appliance = \"a\"\n", "store.appliance"),
+    ] {
+        let err = Config::parse(p, &format!("{MINIMAL}[store]\n{section}")).unwrap_err();
+        assert!(err.to_string().contains(key), "{section}: {err}");
+    }
+    let err = Config::parse(p, &format!("{MINIMAL}[store]\nengine = \"mysql\"\n")).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("unknown variant `mysql`") && msg.contains("line 10"),
+        "{msg}"
+    );
 }
