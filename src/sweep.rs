@@ -103,6 +103,11 @@ impl Sweep {
                 _ = cancel.cancelled() => return,
                 _ = tick.tick() => {}
             }
+            // Appliances sharing a store take turns: one sweeps, the others
+            // would only repeat its changes.
+            if !self.store.leads() {
+                continue;
+            }
             match self.pass(Timestamp::now()).await {
                 Ok(s) if s != Swept::default() => tracing::debug!(?s, "lifecycle sweep"),
                 Ok(_) => {}

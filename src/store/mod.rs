@@ -205,6 +205,14 @@ pub trait Store: Send + Sync + 'static {
         StoreHealth::default()
     }
 
+    /// Whether this appliance runs the jobs that must run once among all
+    /// appliances sharing the store (the lifecycle sweep: bootenv-lease
+    /// reverts, stalled boots, heartbeats, reaping). An engine only one
+    /// process can open always does.
+    fn leads(&self) -> bool {
+        true
+    }
+
     async fn node(&self, mac: Mac) -> Result<Option<Node>, StoreError>;
     /// Inserts `node` unless a record for its MAC exists; returns the record
     /// in force and whether it was created. A created record is durable on

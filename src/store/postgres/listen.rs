@@ -159,8 +159,17 @@ async fn apply(client: &Client, shared: &Shared, payload: &str) -> Result<(), St
             shared.mirror().remove_node(mac()?);
         }
         "lease" => {
-            let lease: Lease = serde_json::from_value(data.clone())
-                .map_err(|e| super::rows::corrupt("announced lease", e))?;
+            let (ip, mac, state, expires): (std::net::Ipv4Addr, Option<Mac>, String, i64) =
+                serde_json::from_value(data.clone())
+                    .map_err(|e| super::rows::corrupt("announced lease", e))?;
+            let lease = Lease {
+                ip,
+                mac,
+                state: state
+                    .parse()
+                    .map_err(|e| super::rows::corrupt("announced lease", e))?,
+                expires: crate::model::Timestamp(expires),
+            };
             shared.mirror().put_lease(lease);
         }
         "lease_gone" => {

@@ -30,6 +30,7 @@
 //!   connections come back by themselves; the listener reloads everything
 //!   when it reconnects, since announcements made meanwhile are lost.
 
+mod lead;
 mod listen;
 mod rows;
 mod schema;
@@ -120,6 +121,8 @@ impl Shared {
 pub struct PostgresStore {
     shared: Arc<Shared>,
     writes: mpsc::Sender<Op>,
+    /// Whether this appliance holds the lead ([`lead`]).
+    leading: Arc<std::sync::atomic::AtomicBool>,
     /// Ends the writer and the listener when the store is dropped.
     stop: CancellationToken,
 }
@@ -155,6 +158,13 @@ impl PostgresStore {
             appliance = %config.appliance,
             "store: PostgreSQL opened"
         );
+        let leading = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        tokio::spawn(lead::run(
+            connect.clone(),
+            config.appliance.clone(),
+            leading.clone(),
+            stop.clone(),
+        ));
         let (writes, queue) = mpsc::channel(QUEUE);
         tokio::spawn(writer::run(
             client,
@@ -166,6 +176,7 @@ impl PostgresStore {
         Ok(PostgresStore {
             shared,
             writes,
+            leading,
             stop,
         })
     }
@@ -194,6 +205,10 @@ impl Store for PostgresStore {
         // Every write is committed before it answers; one more round through
         // the writer waits for any that are still queued.
         self.ask(Op::Sync).await
+    }
+
+    fn leads(&self) -> bool {
+        self.leading.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn health(&self) -> StoreHealth {
@@ -465,5 +480,148 @@ impl super::contract::Engine for Contract {
 
     fn crash(from: &std::path::Path, to: &std::path::Path) {
         std::fs::copy(from.join("postgres-database"), to.join("postgres-database")).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Instant;
+
+    use super::*;
+    use crate::store::feed::Change;
+
+    /// Two appliances on one new database.
+    async fn two(name: &str) -> (PostgresStore, PostgresStore) {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let cluster = scratch::ScratchCluster::for_process();
+        let db = format!("{name}_{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        cluster.create_database(&db).unwrap();
+        let open = |appliance: &str| {
+            PostgresStore::open(PostgresConfig {
+                url: cluster.url(&db),
+                password: None,
+                appliance: appliance.into(),
+            })
+        };
+        (open("a").await.unwrap(), open("b").await.unwrap())
+    }
+
+    /// Waits (bounded) until `cond` holds.
+    async fn until(what: &str, within: Duration, cond: impl Fn() -> bool) {
+        let deadline = Instant::now() + within;
+        while !cond() {
+            assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn mac(n: u8) -> Mac {
+        Mac::new([0x52, 0x54, 0, 0, 1, n])
+    }
+
+    #[derive(Default)]
+    struct Reconfigured(Mutex<Vec<Mac>>);
+
+    impl Subscriber for Reconfigured {
+        fn changed(&self, change: &Change<'_>) {
+            if let Change::ConfigBumped(macs) = change {
+                self.0.lock().unwrap().extend_from_slice(macs);
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_change_through_one_appliance_reaches_the_other_within_a_second() {
+        let (a, b) = two("reach").await;
+        let told = Arc::new(Reconfigured::default());
+        a.subscribe(told.clone());
+        let node = Node::discovered(mac(1), "discovery", "t".into(), Timestamp(0));
+        b.create_node_if_absent(node).await.unwrap();
+        let start = Instant::now();
+        until("a sees the node b made", Duration::from_secs(1), || {
+            a.mirror().nodes.contains_key(&mac(1))
+        })
+        .await;
+        // A reconfigure sent to b wakes what waits on a.
+        b.bump_config_generation(&[mac(1)]).await.unwrap();
+        until(
+            "a is told of b's reconfigure",
+            Duration::from_secs(1),
+            || told.0.lock().unwrap().contains(&mac(1)),
+        )
+        .await;
+        assert_eq!(a.mirror().nodes[&mac(1)].config_generation, 1);
+        assert!(start.elapsed() < Duration::from_secs(2));
+        b.delete_node(mac(1)).await.unwrap();
+        until(
+            "a forgets the node b deleted",
+            Duration::from_secs(1),
+            || !a.mirror().nodes.contains_key(&mac(1)),
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_appliances_never_bind_one_address_to_two_macs() {
+        let (a, b) = two("alloc").await;
+        let (a, b) = (Arc::new(a), Arc::new(b));
+        let range = (Ipv4Addr::new(10, 9, 0, 10), Ipv4Addr::new(10, 9, 0, 49));
+        let ask = |m: Mac| LeaseRequest {
+            mac: m,
+            ranges: vec![range],
+            fixed: None,
+            wanted: None,
+            exact: false,
+            state: LeaseState::Bound,
+            expires: Timestamp(i64::MAX / 2),
+            now: Timestamp(1),
+        };
+        // Each appliance knows nothing of the other's leases when it picks:
+        // both start from the bottom of the range.
+        let mut tasks = Vec::new();
+        for n in 0..40u8 {
+            let s = if n % 2 == 0 { a.clone() } else { b.clone() };
+            let req = ask(mac(n));
+            tasks.push(tokio::spawn(async move { s.allocate(&req).await }));
+        }
+        let mut given = std::collections::HashMap::new();
+        for t in tasks {
+            if let Some(l) = t.await.unwrap().unwrap() {
+                assert_eq!(given.insert(l.ip, l.mac), None, "{} bound twice", l.ip);
+            }
+        }
+        assert_eq!(given.len(), 40, "40 addresses for 40 MACs");
+        // A 41st finds the pool full on either side.
+        let mut req = ask(mac(99));
+        req.state = LeaseState::Offered;
+        until("b hears of a's leases", Duration::from_secs(1), || {
+            b.mirror().leases.len() == 40
+        })
+        .await;
+        assert_eq!(b.allocate(&req).await.unwrap(), None);
+        // A released address is free to the other appliance.
+        let (ip, holder) = given
+            .iter()
+            .next()
+            .map(|(ip, m)| (*ip, m.unwrap()))
+            .unwrap();
+        assert!(a.release(holder, ip).await.unwrap() || b.release(holder, ip).await.unwrap());
+        until("b hears of the release", Duration::from_secs(1), || {
+            !b.mirror().leases.contains_key(&u32::from(ip))
+        })
+        .await;
+        assert_eq!(b.allocate(&req).await.unwrap().map(|l| l.ip), Some(ip));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_appliance_leads_and_another_takes_over_when_it_goes() {
+        let (a, b) = two("lead").await;
+        let wait = lead::TRY_EVERY * 3;
+        until("one leads", wait, || a.leads() || b.leads()).await;
+        assert!(!(a.leads() && b.leads()), "both lead");
+        let (leader, other) = if a.leads() { (a, b) } else { (b, a) };
+        drop(leader);
+        until("the other takes over", wait, || other.leads()).await;
     }
 }

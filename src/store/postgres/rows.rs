@@ -79,12 +79,14 @@ pub(super) fn corrupt(key: impl ToString, reason: impl ToString) -> StoreError {
 
 /// A record as stored: the API's JSON of it, with the token (which the API
 /// never shows) beside the other fields.
-pub(super) fn node_json(n: &Node) -> serde_json::Value {
-    let mut v = serde_json::to_value(n).unwrap_or(serde_json::Value::Null);
+pub(super) fn node_json(n: &Node) -> Result<serde_json::Value, StoreError> {
+    let mut v = serde_json::to_value(n).map_err(|e| {
+        StoreError::Conflict(format!("the record of {} cannot be stored: {e}", n.mac))
+    })?;
     if let Some(fields) = v.as_object_mut() {
         fields.insert("token".into(), n.token.clone().into());
     }
-    v
+    Ok(v)
 }
 
 pub(super) fn node_from_json(v: serde_json::Value) -> Result<Node, StoreError> {

@@ -159,7 +159,26 @@ pub(super) async fn run(
             }
         }
         batch += 1;
-        run_batch(&mut client, ops, batch, &shared).await;
+        // A panic in one batch (a bug) costs its writes, answered as the
+        // writer gone (their senders dropped), not the store.
+        let ran = futures_lite::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(run_batch(
+            &mut client,
+            ops,
+            batch,
+            &shared,
+        )))
+        .await;
+        if ran.is_err() {
+            tracing::error!(
+                batch,
+                "store: a PostgreSQL write batch panicked; its writes failed"
+            );
+            shared
+                .echoes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&batch);
+        }
     }
 }
 
@@ -349,16 +368,17 @@ async fn apply(
 }
 
 fn node_note(n: &Node) -> Value {
-    let note = json!({ "node": node_json(n) });
-    if note.to_string().len() > NOTE_MAX {
-        json!({ "fetch": mac_text(n.mac) })
-    } else {
-        note
+    let note = node_json(n).map(|record| json!({ "node": record }));
+    match note {
+        Ok(note) if note.to_string().len() <= NOTE_MAX => note,
+        _ => json!({ "fetch": mac_text(n.mac) }),
     }
 }
 
+/// A lease as `[ip, mac, state, expires]`, the expiry in milliseconds (as
+/// stored: any i64, where the text form has a range).
 fn lease_note(l: &Lease) -> Value {
-    json!({ "lease": l })
+    json!({ "lease": [l.ip, l.mac.map(mac_text), l.state.as_str(), l.expires.millis()] })
 }
 
 const UPSERT_NODE: &str = "INSERT INTO nodes (mac, hostname_lc, ipv4, record) VALUES ($1, $2, $3, $4) \
@@ -372,7 +392,7 @@ async fn write_node(tx: &Transaction<'_>, sql: &str, n: &Node) -> Result<u64, St
             &mac_text(n.mac),
             &n.hostname.to_ascii_lowercase(),
             &n.ipv4.map(ip_col),
-            &node_json(n),
+            &node_json(n)?,
         ],
     )
     .await
