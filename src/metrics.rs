@@ -262,6 +262,8 @@ families! {
             => "Documents holding a secret asked for again within one boot and refused (someone else has the token, or the node is confused)",
         request_panics: Family<ServiceLabels, Counter>
             => "Requests whose handling panicked: the request got no answer, the service kept serving (a bug: the packet is logged in hex), by service",
+        store_reachable: Gauge
+            => "1 while the store takes writes (for PostgreSQL: the database is reached), else 0: leases and new records are refused, reads go on from memory",
         store_unsaved_changes: Gauge
             => "Changes the store could not save yet (a full or failing disk under the state directory), kept in memory and retried every second; 0 when everything is saved",
         store_failed_commits: Counter
@@ -371,6 +373,7 @@ impl Metrics {
     /// store's own running totals.
     pub fn update_store(&self, h: crate::store::StoreHealth) {
         let f = &self.families;
+        f.store_reachable.set(i64::from(h.reachable));
         f.store_unsaved_changes
             .set(i64::try_from(h.unsaved).unwrap_or(i64::MAX));
         for (counter, total) in [
@@ -766,12 +769,15 @@ mod tests {
             unsaved: 51,
             failed_commits: 3,
             failed_appends: 2,
+            reachable: false,
+            ..Default::default()
         };
         m.update_store(failing);
         // A second scrape of the same counts adds nothing.
         m.update_store(failing);
         let s = samples(&m.render(Format::OpenMetrics).unwrap());
         assert_eq!(value(&s, "rackboot_store_unsaved_changes", ""), 51.0);
+        assert_eq!(value(&s, "rackboot_store_reachable", ""), 0.0);
         assert_eq!(value(&s, "rackboot_store_failed_commits_total", ""), 3.0);
         assert_eq!(
             value(&s, "rackboot_store_failed_journal_appends_total", ""),

@@ -35,6 +35,8 @@ pub const CLOUD_INIT: &str = "/cloud-init/{mac}/{token}/{doc}";
 pub const ANSWERS: &str = "/answers/{mac}/{token}/{name}";
 /// `GET /metrics`: Prometheus.
 pub const METRICS: &str = "/metrics";
+/// Health for load balancers and monitoring (counted with `/metrics`).
+pub const HEALTHZ: &str = "/healthz";
 /// Where the admin API lives; the paths in [`api`] are under it.
 pub const API_PREFIX: &str = "/api/v1";
 
@@ -221,7 +223,7 @@ impl Area {
             "cloud-init" => Area::CloudInit,
             "answers" => Area::Answers,
             "api" => Area::Api,
-            _ if path == METRICS => Area::Metrics,
+            _ if path == METRICS || path == HEALTHZ => Area::Metrics,
             _ => Area::Other,
         }
     }
@@ -339,6 +341,7 @@ mod tests {
             (CLOUD_INIT, Area::CloudInit),
             (ANSWERS, Area::Answers),
             (METRICS, Area::Metrics),
+            (HEALTHZ, Area::Metrics),
         ] {
             assert_eq!(Area::of_path(pattern), area, "{pattern}");
         }

@@ -557,6 +557,16 @@ pub async fn run(
         metrics: metrics.clone(),
         auth: auth.clone(),
         loaders: cfg.dhcp.loaders.clone(),
+        services: [
+            ("dhcp", cfg.dhcp.enabled),
+            ("dns", cfg.dns.is_some()),
+            ("tftp", cfg.tftp.is_some()),
+            ("http", cfg.http.is_some()),
+            ("https", cfg.api.tls.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect(),
         timeouts: cfg.lifecycle,
         cloud_init_dir: cfg.cloud_init_dir.clone(),
         answers_dir: cfg.answers_dir.clone(),

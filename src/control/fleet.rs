@@ -58,6 +58,11 @@ impl Control {
         self.store.health()
     }
 
+    /// Whether this appliance runs the jobs that run once ([`crate::store::Store::leads`]).
+    pub fn leads(&self) -> bool {
+        self.store.leads()
+    }
+
     /// The node's script reports; `None` for an unknown node.
     pub async fn reports(&self, mac: Mac) -> Result<Option<Reports>, StoreError> {
         if self.store.node(mac).await?.is_none() {

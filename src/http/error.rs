@@ -75,6 +75,15 @@ impl From<StoreError> for HttpError {
                     .into(),
                 internal: Some(e.to_string()),
             },
+            // The database of a shared store is away: nothing was done, and
+            // the same request may succeed shortly.
+            e if e.is_unavailable() => HttpError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                public: "the store cannot take this change now (is its database reachable? see \
+                         /healthz); nothing was changed, try again"
+                    .into(),
+                internal: Some(e.to_string()),
+            },
             other => HttpError::internal(other),
         }
     }

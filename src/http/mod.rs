@@ -10,6 +10,7 @@ mod boot;
 pub mod bounds;
 mod error;
 mod file;
+mod health;
 pub(crate) mod listener;
 pub mod metrics;
 mod node;
@@ -72,6 +73,8 @@ pub struct HttpContext {
     pub auth: Arc<ApiAuth>,
     /// For `explain`: what DHCP would hand a client.
     pub loaders: LoaderMap,
+    /// What this process serves, for `/healthz`.
+    pub services: Vec<&'static str>,
 }
 
 /// One API route: method and path (under [`API_PREFIX`]) are data, so the
@@ -174,6 +177,7 @@ pub fn router(ctx: Arc<HttpContext>) -> Router {
         .route(routes::CLOUD_INIT, get(seed::cloud_init))
         .route(routes::ANSWERS, get(seed::answers))
         .route(routes::METRICS, get(metrics::scrape))
+        .route(routes::HEALTHZ, get(health::healthz))
         .nest(API_PREFIX, api_router(ctx.clone()))
         .fallback(|| async { HttpError::not_found("no such endpoint") })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REPORT_BYTES))

@@ -131,9 +131,15 @@ impl StoreError {
     }
 }
 
-/// How the store keeps up with saving what it is given, for `/metrics`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// How the store keeps up with saving what it is given, for `/metrics` and
+/// `/healthz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreHealth {
+    /// `sqlite` or `postgres`.
+    pub engine: &'static str,
+    /// Whether the store can take writes now (a database reached); reads go
+    /// on from memory either way.
+    pub reachable: bool,
     /// Changes a commit failed to save, held in memory and retried (0 when
     /// everything is saved).
     pub unsaved: u64,
@@ -141,6 +147,18 @@ pub struct StoreHealth {
     pub failed_commits: u64,
     /// Journal appends that failed since start-up.
     pub failed_appends: u64,
+}
+
+impl Default for StoreHealth {
+    fn default() -> Self {
+        StoreHealth {
+            engine: "sqlite",
+            reachable: true,
+            unsaved: 0,
+            failed_commits: 0,
+            failed_appends: 0,
+        }
+    }
 }
 
 /// Why an edit refused its change: any error (a sentence, or a typed error

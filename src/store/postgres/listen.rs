@@ -88,6 +88,10 @@ async fn run(
             }
         }
         // The connection is gone: whatever was announced meanwhile is lost.
+        shared
+            .listener_up
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        tracing::error!("store: lost the PostgreSQL database; writes are refused until it is back");
         let mut attempt = 0;
         loop {
             tokio::select! {
@@ -101,11 +105,10 @@ async fn run(
             };
             match again {
                 Ok((c, h, (nodes, leases))) => {
-                    tracing::info!(
-                        nodes,
-                        leases,
-                        "store: PostgreSQL listener is back; reloaded"
-                    );
+                    tracing::info!(nodes, leases, "store: PostgreSQL is back; reloaded");
+                    shared
+                        .listener_up
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
                     (client, heard) = (c, h);
                     break;
                 }

@@ -109,6 +109,9 @@ pub(super) struct Shared {
     /// yet, by batch number.
     pub(super) echoes: Mutex<std::collections::HashMap<u64, oneshot::Sender<()>>>,
     pub(super) health: Mutex<StoreHealth>,
+    /// Whether the writer's and the listener's connections are up.
+    pub(super) writer_up: std::sync::atomic::AtomicBool,
+    pub(super) listener_up: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -144,7 +147,12 @@ impl PostgresStore {
             mirror: Mutex::new(Mirror::default()),
             appliance: config.appliance.clone(),
             echoes: Mutex::new(Default::default()),
-            health: Mutex::new(StoreHealth::default()),
+            health: Mutex::new(StoreHealth {
+                engine: "postgres",
+                ..StoreHealth::default()
+            }),
+            writer_up: std::sync::atomic::AtomicBool::new(true),
+            listener_up: std::sync::atomic::AtomicBool::new(true),
         });
         let stop = CancellationToken::new();
         let mut client = writer::connect(&connect, &stop).await?;
@@ -212,11 +220,14 @@ impl Store for PostgresStore {
     }
 
     fn health(&self) -> StoreHealth {
-        *self
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut h = *self
             .shared
             .health
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner);
+        h.reachable = self.shared.writer_up.load(Relaxed) && self.shared.listener_up.load(Relaxed);
+        h
     }
 
     async fn node(&self, mac: Mac) -> Result<Option<Node>, StoreError> {

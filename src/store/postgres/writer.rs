@@ -6,6 +6,7 @@
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -23,6 +24,9 @@ use crate::store::{
     EVENTS_PER_NODE, Edited, Fault, LeaseRequest, NodeEdit, NodeQuery, NodesEdit, REPORTS_PER_NODE,
     StoreError, Written,
 };
+
+/// How often the writer tries to reconnect while writes keep coming.
+const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 
 /// The most writes one transaction carries.
 const MAX_BATCH: usize = 256;
@@ -124,6 +128,7 @@ pub(super) async fn run(
     stop: CancellationToken,
 ) {
     let mut batch = 0u64;
+    let mut last_attempt: Option<std::time::Instant> = None;
     loop {
         let first = tokio::select! {
             _ = stop.cancelled() => return,
@@ -131,6 +136,18 @@ pub(super) async fn run(
                 Some(op) => op,
                 None => return,
             },
+            // Idle without a connection: try again, so the appliance says it
+            // is whole again without waiting for a write.
+            _ = tokio::time::sleep(RECONNECT_EVERY), if client.is_closed() => {
+                if let Ok(c) = connect(&config, &stop).await {
+                    tracing::info!("store: PostgreSQL connection for writes is back");
+                    shared.writer_up.store(true, Relaxed);
+                    client = c;
+                } else {
+                    shared.writer_up.store(false, Relaxed);
+                }
+                continue;
+            }
         };
         let mut ops = vec![first];
         while ops.len() < MAX_BATCH {
@@ -140,9 +157,25 @@ pub(super) async fn run(
             }
         }
         if client.is_closed() {
-            match connect(&config, &stop).await {
+            shared.writer_up.store(false, Relaxed);
+            // While the database is away, one connection attempt a second at
+            // most: the writes between are refused at once, not queued behind
+            // a connect timeout.
+            let attempt = match last_attempt {
+                Some(at) if at.elapsed() < RECONNECT_EVERY => Err(StoreError::Engine {
+                    op: "connect",
+                    fault: Fault::Transient,
+                    cause: "no connection (retried every second)".into(),
+                }),
+                _ => {
+                    last_attempt = Some(std::time::Instant::now());
+                    connect(&config, &stop).await
+                }
+            };
+            match attempt {
                 Ok(c) => {
                     tracing::info!("store: PostgreSQL connection for writes is back");
+                    shared.writer_up.store(true, Relaxed);
                     client = c;
                 }
                 Err(e) => {

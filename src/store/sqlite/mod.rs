@@ -374,6 +374,8 @@ impl Store for SqliteStore {
 
     fn health(&self) -> StoreHealth {
         StoreHealth {
+            engine: "sqlite",
+            reachable: true,
             unsaved: self.health.unsaved.load(Ordering::Relaxed),
             failed_commits: self.health.failed_commits.load(Ordering::Relaxed),
             failed_appends: self.health.failed_appends.load(Ordering::Relaxed),
