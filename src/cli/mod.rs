@@ -6,6 +6,7 @@ mod client;
 mod explain;
 pub(crate) mod node;
 mod serve;
+mod store;
 mod storm;
 
 use std::path::PathBuf;
@@ -84,6 +85,9 @@ pub enum Command {
     /// HTTP, reports; ends with per-phase latency percentiles, throughput
     /// and every failure. Exit 0: all nodes booted; 4: some failed; 1: could not start.
     Storm(storm::StormArgs),
+    /// The store: moving a site from SQLite to PostgreSQL.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -151,6 +155,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => explain::events(&client::Client::new(&connection)?, &mac, json),
         Command::Storm(args) => storm::storm(args),
+        Command::Store(command) => store::run(command),
     }
 }
 

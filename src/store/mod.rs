@@ -21,7 +21,7 @@ mod query;
 pub mod sqlite;
 
 pub use feed::{Change, Feed, Subscriber};
-pub use postgres::{PostgresConfig, PostgresStore};
+pub use postgres::{Copied, PostgresConfig, PostgresStore, copy_site};
 pub use query::NodeQuery;
 pub use sqlite::SqliteStore;
 pub use sqlite::journal::SyncMode;

@@ -30,11 +30,13 @@
 //!   connections come back by themselves; the listener reloads everything
 //!   when it reconnects, since announcements made meanwhile are lost.
 
+mod copy;
 mod lead;
 mod listen;
 mod rows;
 mod schema;
 pub mod scratch;
+pub use copy::{Copied, copy_site};
 mod writer;
 
 use std::net::Ipv4Addr;
