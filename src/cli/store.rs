@@ -42,7 +42,10 @@ fn migrate(from: &str, to: &str) -> anyhow::Result<()> {
     // empty site.
     let db = Path::new(dir).join("rackboot.db");
     if !db.is_file() {
-        bail!("--from {from}: no {} (not a rackboot state directory)", db.display());
+        bail!(
+            "--from {from}: no {} (not a rackboot state directory)",
+            db.display()
+        );
     }
     let to = PostgresConfig {
         url: url.to_string(),

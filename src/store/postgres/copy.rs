@@ -6,6 +6,7 @@ use tokio_postgres::NoTls;
 
 use super::PostgresConfig;
 use super::rows::{db, ip_col, mac_text, node_json};
+use super::writer::{insert_event, insert_report};
 use crate::store::{Store, StoreError};
 
 /// What was copied.
@@ -58,33 +59,12 @@ pub async fn copy_site(from: &dyn Store, to: &PostgresConfig) -> Result<Copied, 
         .map_err(db("copy a node"))?;
         copied.nodes += 1;
         for e in from.events(n.mac).await? {
-            let data =
-                serde_json::to_value(&e.data).map_err(|err| super::rows::corrupt(n.mac, err))?;
-            tx.execute(
-                "INSERT INTO events (mac, at, kind, data) VALUES ($1, $2, $3, $4)",
-                &[&mac_text(n.mac), &e.at.millis(), &e.kind().as_str(), &data],
-            )
-            .await
-            .map_err(db("copy an event"))?;
+            insert_event(&tx, n.mac, &e).await?;
             copied.events += 1;
         }
         let (reports, dropped) = from.reports(n.mac).await?;
         for r in reports {
-            tx.execute(
-                "INSERT INTO reports (mac, at, generation, script, status, duration_ms, output) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                &[
-                    &mac_text(n.mac),
-                    &r.at.millis(),
-                    &(r.generation as i64),
-                    &r.script,
-                    &r.status,
-                    &r.duration_ms.map(|d| d as i64),
-                    &r.output,
-                ],
-            )
-            .await
-            .map_err(db("copy a report"))?;
+            insert_report(&tx, n.mac, &r).await?;
             copied.reports += 1;
         }
         if dropped > 0 {

@@ -638,21 +638,7 @@ async fn add_report(tx: &Transaction<'_>, mac: Mac, r: &ScriptReport) -> Result<
     if known.is_none() {
         return Err(StoreError::NoSuchNode(mac));
     }
-    tx.execute(
-        "INSERT INTO reports (mac, at, generation, script, status, duration_ms, output) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        &[
-            &key,
-            &r.at.millis(),
-            &(r.generation as i64),
-            &r.script,
-            &r.status,
-            &r.duration_ms.map(|d| d as i64),
-            &r.output,
-        ],
-    )
-    .await
-    .map_err(db("add a report"))?;
+    insert_report(tx, mac, r).await?;
     let dropped = tx
         .execute(
             "DELETE FROM reports WHERE mac = $1 AND id <= \
@@ -670,6 +656,30 @@ async fn add_report(tx: &Transaction<'_>, mac: Mac, r: &ScriptReport) -> Result<
         .await
         .map_err(db("count dropped reports"))?;
     }
+    Ok(())
+}
+
+/// One report row (no trim).
+pub(super) async fn insert_report(
+    tx: &Transaction<'_>,
+    mac: Mac,
+    r: &ScriptReport,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO reports (mac, at, generation, script, status, duration_ms, output) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &[
+            &mac_text(mac),
+            &r.at.millis(),
+            &(r.generation as i64),
+            &r.script,
+            &r.status,
+            &r.duration_ms.map(|d| d as i64),
+            &r.output,
+        ],
+    )
+    .await
+    .map_err(db("add a report"))?;
     Ok(())
 }
 
@@ -710,23 +720,32 @@ async fn add_event(
     e: &Event,
     trim: bool,
 ) -> Result<(), StoreError> {
-    let key = mac_text(mac);
-    let data = serde_json::to_value(&e.data).map_err(|err| super::rows::corrupt(mac, err))?;
-    tx.execute(
-        "INSERT INTO events (mac, at, kind, data) VALUES ($1, $2, $3, $4)",
-        &[&key, &e.at.millis(), &e.kind().as_str(), &data],
-    )
-    .await
-    .map_err(db("add an event"))?;
+    insert_event(tx, mac, e).await?;
     if trim {
         tx.execute(
             "DELETE FROM events WHERE mac = $1 AND seq <= \
              (SELECT seq FROM events WHERE mac = $1 ORDER BY seq DESC OFFSET $2 LIMIT 1)",
-            &[&key, &EVENTS_PER_NODE],
+            &[&mac_text(mac), &EVENTS_PER_NODE],
         )
         .await
         .map_err(db("trim a timeline"))?;
     }
+    Ok(())
+}
+
+/// One timeline row (no trim).
+pub(super) async fn insert_event(
+    tx: &Transaction<'_>,
+    mac: Mac,
+    e: &Event,
+) -> Result<(), StoreError> {
+    let data = serde_json::to_value(&e.data).map_err(|err| super::rows::corrupt(mac, err))?;
+    tx.execute(
+        "INSERT INTO events (mac, at, kind, data) VALUES ($1, $2, $3, $4)",
+        &[&mac_text(mac), &e.at.millis(), &e.kind().as_str(), &data],
+    )
+    .await
+    .map_err(db("add an event"))?;
     Ok(())
 }
 
