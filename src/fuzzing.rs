@@ -81,14 +81,16 @@ pub fn dhcp(data: &[u8]) {
         router: Some(Ipv4Addr::new(10, 77, 0, 254)),
         dns: Some(Ipv4Addr::new(10, 77, 0, 1)),
         domain: Some("rack.internal".into()),
-        lease_seconds: 3600,
     };
-    let yiaddr = Ipv4Addr::new(10, 77, 0, 100);
+    let grant = Some(reply::Grant {
+        ip: Ipv4Addr::new(10, 77, 0, 100),
+        seconds: 3600,
+    });
     let host = node.hostname.as_str();
     let answers = [
-        (MessageType::Offer, yiaddr, Some(host), req.client.is_ipxe),
-        (MessageType::Ack, yiaddr, Some(host), req.client.is_ipxe),
-        (MessageType::Ack, Ipv4Addr::UNSPECIFIED, None, false),
+        (MessageType::Offer, grant, Some(host), req.client.is_ipxe),
+        (MessageType::Ack, grant, Some(host), req.client.is_ipxe),
+        (MessageType::Ack, None, None, false),
     ]
     .map(|(kind, addr, host, ipxe)| reply::answer(&msg, kind, addr, host, &boot, ipxe, &params));
     let replies = answers.into_iter().chain([

@@ -384,7 +384,6 @@ pub async fn run(
                     router: s.router,
                     dns: cfg.dns.is_some().then_some(address),
                     domain: domain.clone(),
-                    lease_seconds: s.lease_seconds,
                 },
                 pool: Pool {
                     subnet: s.cidr,

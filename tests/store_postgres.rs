@@ -9,10 +9,11 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::api::ADMIN_TOKEN;
 use common::lab::poll_until;
+use common::netns::Netns;
 use common::server::Server;
 use common::setup::Setup;
 use rackboot::store::postgres::scratch::ScratchCluster;
@@ -151,4 +152,131 @@ fn two_appliances_share_one_database_and_survive_losing_it_and_each_other() {
     });
     assert!(took.is_some(), "the survivor did not take the lead");
     assert!(node_on(other, "52:54:00:7a:00:02").is_some());
+}
+
+/// Sends one DHCP message from `iface` (broadcast, from 0.0.0.0:68) and prints, as JSON, the
+/// replies to it within two seconds: message type, yiaddr and lease time (option 51).
+const ASK: &str = r#"
+import json, os, select, socket, struct, sys, time
+iface, mac, kind, want = sys.argv[1], bytes.fromhex(sys.argv[2].replace(":", "")), int(sys.argv[3]), sys.argv[4]
+xid = os.urandom(4)
+p = bytes([1, 1, 6, 0]) + xid + bytes([0, 0, 0x80, 0]) + bytes(16) + mac + bytes(10 + 64 + 128)
+p += bytes([99, 130, 83, 99, 53, 1, kind])
+if want != "-":
+    p += bytes([50, 4]) + socket.inet_aton(want)
+p += bytes([255])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, iface.encode())
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 68))
+s.sendto(p, ("255.255.255.255", 67))
+replies, end = [], time.time() + 2.0
+while time.time() < end:
+    if not select.select([s], [], [], 0.1)[0]:
+        continue
+    b, _ = s.recvfrom(2048)
+    if len(b) < 240 or b[0] != 2 or b[4:8] != xid:
+        continue
+    o, i = {}, 240
+    while i + 1 < len(b) and b[i] != 255:
+        if b[i] == 0:
+            i += 1
+            continue
+        o[b[i]] = b[i + 2 : i + 2 + b[i + 1]]
+        i += 2 + b[i + 1]
+    replies.append({"type": o.get(53, b"\0")[0], "yiaddr": socket.inet_ntoa(b[16:20]),
+        "lease": struct.unpack("!I", o[51])[0] if 51 in o else None})
+print(json.dumps(replies))
+"#;
+
+/// The replies to one DHCP message of `kind` (1 DISCOVER, 3 REQUEST) from `mac` on `iface`,
+/// asking for `want`.
+fn ask(clients: &Netns, iface: &str, mac: &str, kind: u8, want: Option<&str>) -> Vec<Value> {
+    let kind = kind.to_string();
+    let args = ["-c", ASK, iface, mac, &kind, want.unwrap_or("-")];
+    let out = clients.run("python3", &args, Duration::from_secs(30));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str::<Value>(text.trim())
+        .unwrap_or_else(|e| panic!("{e}: {text}"))
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// While the database is away, what is committed stays usable and nothing new is promised: a
+/// client renewing the lease it holds is ACKed for the same address until the expiry already
+/// committed (never longer), and a new client is not offered an address, nor may another MAC
+/// take the held one. Once the database is back, the new client is leased again.
+#[test]
+fn a_held_lease_is_renewed_while_the_database_is_away_and_nothing_new_is_leased() {
+    let pg = ScratchCluster::start().expect("a scratch PostgreSQL");
+    pg.create_database("rackboot").expect("a database");
+    let url = pg.url("rackboot");
+    let rb = Setup::new("pg-renew")
+        .standard_files()
+        .lab_subnet(100, 200)
+        .table(
+            "store",
+            &format!("engine = \"postgres\"\nurl = \"{url}\"\nappliance = \"row-a\"\n"),
+        )
+        .start();
+    let (held, fresh) = ("52:54:00:7b:00:01", "52:54:00:7b:00:02");
+    for mac in [held, fresh] {
+        let r = rb.request(
+            "POST",
+            "/api/v1/nodes",
+            Some(ADMIN_TOKEN),
+            Some(&format!(r#"{{"mac": "{mac}"}}"#)),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let clients = Netns::clients(&rb.lab, &[held, fresh]);
+    let ip = clients.udhcpc("c0", &["-t", "4"]).expect("c0 is leased")["ip"].clone();
+    let leased_at = Instant::now();
+
+    pg.stop();
+    let down = poll_until(Duration::from_secs(10), || {
+        (health(&rb).0 == 503).then_some(())
+    });
+    assert!(
+        down.is_some(),
+        "/healthz says 503 while the database is away"
+    );
+
+    // INIT-REBOOT: the client asks for the address it holds.
+    let most = 3600 - leased_at.elapsed().as_secs();
+    let replies = ask(&clients, "c0", held, 3, Some(&ip));
+    let ack = replies
+        .iter()
+        .find(|r| r["type"] == 5)
+        .unwrap_or_else(|| panic!("no ACK for the held lease: {replies:?}"));
+    assert_eq!(ack["yiaddr"], ip.as_str());
+    let lease = ack["lease"].as_u64().expect("a lease time");
+    assert!(
+        lease <= most && lease + 60 >= most,
+        "ACKed for {lease} s; committed were at most {most} s"
+    );
+
+    // Nothing new: no offer to a new client, no ACK of the held address to another MAC.
+    let replies = ask(&clients, "c1", fresh, 1, None);
+    assert!(replies.is_empty(), "a new client was answered: {replies:?}");
+    let replies = ask(&clients, "c1", fresh, 3, Some(&ip));
+    assert!(
+        replies.iter().all(|r| r["type"] != 5),
+        "another MAC was ACKed the held address: {replies:?}"
+    );
+
+    pg.restart().expect("the database starts again");
+    let back = poll_until(Duration::from_secs(20), || {
+        (health(&rb).0 == 200).then_some(())
+    });
+    assert!(back.is_some(), "/healthz back to 200 once the database is");
+    let other = clients.udhcpc("c1", &["-t", "4"]).expect("c1 is leased")["ip"].clone();
+    assert_ne!(other, ip, "the held address went to another MAC");
 }

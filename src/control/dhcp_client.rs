@@ -67,11 +67,12 @@ impl Subnet {
 /// What to answer a DHCP request with; the protocol encodes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
-    /// DHCPOFFER (`ack: false`) or DHCPACK of `ip`, with the node's
-    /// hostname and boot file.
+    /// DHCPOFFER (`ack: false`) or DHCPACK of `ip` for `seconds`, with the
+    /// node's hostname and boot file.
     Lease {
         ack: bool,
         ip: Ipv4Addr,
+        seconds: u32,
         hostname: String,
         boot: BootFile,
     },
@@ -117,6 +118,8 @@ struct Asker {
     known: bool,
     /// Its leases count against its subnet's `unknown_share`.
     unknown: bool,
+    /// When it asked: what its lease is measured from.
+    now: Timestamp,
 }
 
 impl DhcpClients {
@@ -149,7 +152,14 @@ impl DhcpClients {
         let decision = decide_for_node(&req.client, &node, &self.loaders, &self.urls, now);
         let arch = decision.arch();
         if known {
-            store.touch_node(mac, arch, now).await?;
+            // When it was last seen is a hint, not a promise to anyone: while
+            // the store cannot save it, the client is answered all the same.
+            if let Err(e) = store.touch_node(mac, arch, now).await {
+                if !e.is_unavailable() {
+                    return Err(e);
+                }
+                tracing::debug!(%mac, cause = %e, "last seen not saved");
+            }
         } else {
             node.arch = arch.or(node.arch);
             node.relay_info = req.relay_info.clone();
@@ -228,6 +238,7 @@ impl DhcpClients {
                     node,
                     known,
                     unknown,
+                    now,
                 };
                 self.leased(subnet, req, asker, &l, boot, false).await
             }
@@ -243,6 +254,7 @@ impl DhcpClients {
                             node,
                             known,
                             unknown,
+                            now,
                         };
                         self.leased(subnet, req, asker, &l, boot, true).await
                     }
@@ -435,6 +447,7 @@ impl DhcpClients {
             node,
             known,
             unknown,
+            now,
         } = asker;
         if unknown {
             subnet.counted(node.mac, lease);
@@ -451,9 +464,19 @@ impl DhcpClients {
             answered.offer()
         };
         self.timeline.record(node.mac, event).await;
+        // An ACK tells the client what the store committed: the whole lease,
+        // or what is left of one renewed while the store could not commit.
+        let pool_seconds = subnet.pool.lease_seconds;
+        let seconds = if ack {
+            let left = (lease.expires.millis() - now.millis()).max(0) / 1000;
+            u32::try_from(left).map_or(pool_seconds, |left| left.min(pool_seconds))
+        } else {
+            pool_seconds
+        };
         Ok(Answer::Lease {
             ack,
             ip: lease.ip,
+            seconds,
             hostname: node.hostname,
             boot,
         })

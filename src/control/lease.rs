@@ -101,7 +101,7 @@ pub async fn request(
             "this node's address is {f}, not {asked}"
         )));
     }
-    let lease = store
+    let allocated = store
         .allocate(&LeaseRequest {
             mac,
             ranges: pool.ranges.clone(),
@@ -114,13 +114,50 @@ pub async fn request(
             expires: now.plus_secs(u64::from(pool.lease_seconds)),
             now,
         })
-        .await?;
+        .await;
+    let lease = match allocated {
+        Ok(lease) => lease,
+        Err(e) if e.is_unavailable() => {
+            // Nothing can be committed now (the database is away, the disk is
+            // full). A client renewing the lease it holds is told what is
+            // committed already: the same address until the same expiry, which
+            // no other server sharing the store can give away before then.
+            // Anything else would risk an address bound twice: refused.
+            return match held(store, mac, asked, now).await? {
+                Some(l) => {
+                    tracing::info!(%mac, ip = %l.ip, cause = %e,
+                        "store cannot commit: renewed a held lease until its committed expiry");
+                    Ok(Outcome::Ack(l))
+                }
+                None => Err(e),
+            };
+        }
+        Err(e) => return Err(e),
+    };
     Ok(match lease {
         Some(l) if l.ip == asked => Outcome::Ack(l),
         _ => Outcome::Nak(format!(
             "{asked} is not available (outside the ranges or held by another client)"
         )),
     })
+}
+
+/// A lease held too briefly to be worth handing out while nothing can be
+/// committed: the client would be back at once.
+const HELD_AT_LEAST_SECS: i64 = 10;
+
+/// `mac`'s bound lease on `ip`, if it has one that runs for a while yet.
+async fn held(
+    store: &dyn Store,
+    mac: Mac,
+    ip: Ipv4Addr,
+    now: Timestamp,
+) -> Result<Option<Lease>, StoreError> {
+    Ok(store.lease_of(mac).await?.filter(|l| {
+        l.ip == ip
+            && l.state == LeaseState::Bound
+            && l.expires.millis() - now.millis() >= HELD_AT_LEAST_SECS * 1000
+    }))
 }
 
 #[cfg(test)]

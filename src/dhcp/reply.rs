@@ -17,7 +17,15 @@ pub struct ServerParams {
     pub router: Option<Ipv4Addr>,
     pub dns: Option<Ipv4Addr>,
     pub domain: Option<String>,
-    pub lease_seconds: u32,
+}
+
+/// An address handed out and for how long: the lease time in an OFFER or ACK
+/// (options 51, 58, 59). The store's lease decides it, not the subnet: a lease
+/// renewed while the store cannot commit runs only until what it has committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    pub ip: Ipv4Addr,
+    pub seconds: u32,
 }
 
 pub use crate::boot::BootFile;
@@ -31,25 +39,25 @@ const PXE_DISCOVERY_CONTROL: [u8; 4] = [6, 1, 8, 255];
 /// about 3 s on every boot for ProxyDHCP offers that rackboot never sends.
 const IPXE_NO_PXEDHCP: [u8; 3] = [176, 1, 1];
 
-/// An OFFER or ACK handing `yiaddr` (unspecified for INFORM) and `boot`.
+/// An OFFER or ACK handing `grant` (none: the ACK to an INFORM) and `boot`.
 /// `ipxe` says the client is iPXE, which gets its own speed-up option.
 pub fn answer(
     request: &Message,
     kind: MessageType,
-    yiaddr: Ipv4Addr,
+    grant: Option<Grant>,
     hostname: Option<&str>,
     boot: &BootFile,
     ipxe: bool,
     p: &ServerParams,
 ) -> Message {
     let mut m = base(request, kind, p.server_ip);
-    m.set_yiaddr(yiaddr);
+    m.set_yiaddr(grant.map_or(Ipv4Addr::UNSPECIFIED, |g| g.ip));
     let opts = m.opts_mut();
-    if kind != MessageType::Ack || !yiaddr.is_unspecified() {
-        // Not for DHCPINFORM: the client keeps its own lease (RFC 2131 §4.3.5).
-        opts.insert(DhcpOption::AddressLeaseTime(p.lease_seconds));
-        opts.insert(DhcpOption::Renewal(p.lease_seconds / 2));
-        opts.insert(DhcpOption::Rebinding(p.lease_seconds / 8 * 7));
+    // None for DHCPINFORM: the client keeps its own lease (RFC 2131 §4.3.5).
+    if let Some(g) = grant {
+        opts.insert(DhcpOption::AddressLeaseTime(g.seconds));
+        opts.insert(DhcpOption::Renewal(g.seconds / 2));
+        opts.insert(DhcpOption::Rebinding(g.seconds / 8 * 7));
     }
     opts.insert(DhcpOption::SubnetMask(p.subnet.netmask()));
     opts.insert(DhcpOption::BroadcastAddr(p.subnet.broadcast()));
@@ -191,8 +199,14 @@ mod tests {
             router: Some(Ipv4Addr::new(10, 77, 0, 254)),
             dns: Some(Ipv4Addr::new(10, 77, 0, 1)),
             domain: Some("rack.internal".into()),
-            lease_seconds: 3600,
         }
+    }
+
+    fn grant() -> Option<Grant> {
+        Some(Grant {
+            ip: Ipv4Addr::new(10, 77, 0, 100),
+            seconds: 3600,
+        })
     }
 
     fn request() -> Message {
@@ -228,7 +242,7 @@ mod tests {
         let m = round_trip(&answer(
             &req,
             MessageType::Offer,
-            Ipv4Addr::new(10, 77, 0, 100),
+            grant(),
             Some("node-1"),
             &BootFile::Tftp("ipxe-amd64.efi".into()),
             false,
@@ -274,7 +288,7 @@ mod tests {
         let m = round_trip(&answer(
             &request(),
             MessageType::Ack,
-            Ipv4Addr::new(10, 77, 0, 100),
+            grant(),
             None,
             &BootFile::Url {
                 url: url.into(),
@@ -297,7 +311,7 @@ mod tests {
         let m = answer(
             &request(),
             MessageType::Offer,
-            Ipv4Addr::new(10, 77, 0, 100),
+            grant(),
             None,
             &BootFile::Url {
                 url: "http://10.77.0.1/assets/ipxe-amd64.efi".into(),
@@ -373,7 +387,7 @@ mod tests {
             let m = round_trip(&answer(
                 &req,
                 kind,
-                Ipv4Addr::new(10, 77, 0, 100),
+                grant(),
                 None,
                 &boot,
                 client.is_ipxe,

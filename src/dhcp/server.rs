@@ -374,6 +374,7 @@ fn encode(
         Answer::Lease {
             ack,
             ip,
+            seconds,
             hostname,
             boot,
         } => {
@@ -382,12 +383,21 @@ fn encode(
             } else {
                 MessageType::Offer
             };
-            reply::answer(msg, kind, ip, Some(&hostname), &boot, req.client.is_ipxe, p)
+            let grant = Some(reply::Grant { ip, seconds });
+            reply::answer(
+                msg,
+                kind,
+                grant,
+                Some(&hostname),
+                &boot,
+                req.client.is_ipxe,
+                p,
+            )
         }
         Answer::Inform { hostname, boot } => reply::answer(
             msg,
             MessageType::Ack,
-            Ipv4Addr::UNSPECIFIED,
+            None,
             Some(&hostname),
             &boot,
             req.client.is_ipxe,
