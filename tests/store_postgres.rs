@@ -102,6 +102,29 @@ fn two_appliances_share_one_database_and_survive_losing_it_and_each_other() {
         moved.is_some(),
         "a did not see b's reconfigure within a second"
     );
+    // One timeline, each event naming the appliance that recorded it.
+    let named = poll_until(Duration::from_secs(5), || {
+        let r = a.request(
+            "GET",
+            &format!("/api/v1/nodes/{mac}"),
+            Some(ADMIN_TOKEN),
+            None,
+        );
+        let events = r.json()["events"].as_array().cloned().unwrap_or_default();
+        let by = |who: &str| events.iter().any(|e| e["appliance"] == who);
+        (by("row-a") && by("row-b")).then_some(events)
+    });
+    assert!(
+        named.is_some(),
+        "the node's timeline names both appliances: {}",
+        a.request(
+            "GET",
+            &format!("/api/v1/nodes/{mac}"),
+            Some(ADMIN_TOKEN),
+            None
+        )
+        .text()
+    );
 
     // The database goes away: both say so and refuse changes; reads go on.
     pg.stop();

@@ -77,14 +77,19 @@ pub fn events(client: &Client, mac: &str, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A timeline, oldest first: time, kind, the first line of the detail (the
-/// rest indented: a failed script's output tail).
+/// A timeline, oldest first: time, kind, the appliance that recorded it
+/// (in brackets, where several share a store), the first line of the detail
+/// (the rest indented: a failed script's output tail).
 pub fn print_events(events: &Value) {
     for e in events.as_array().into_iter().flatten() {
         let detail = e["detail"].as_str().unwrap_or_default();
         let mut lines = detail.lines();
+        let by = e["appliance"]
+            .as_str()
+            .map(|a| format!("[{a}] "))
+            .unwrap_or_default();
         println!(
-            "{}  {:<18} {}",
+            "{}  {:<18} {by}{}",
             cell(&e["at"]),
             cell(&e["kind"]),
             lines.next().unwrap_or_default()

@@ -1,4 +1,5 @@
-//! Admin changes to node records: create, patch, bulk, import, delete. One
+//! Admin changes to node records: create, patch, bulk, import, delete, and
+//! a reconfigure (config scripts run again, no reboot). One
 //! function per operation, each reading the record(s) as they are inside
 //! the store's atomic edit, passing every one through the one protection
 //! check ([`crate::boot::guard`]) and, once written, leaving an audit entry:
@@ -14,8 +15,11 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 
+use super::fleet::Nodes;
 use crate::boot::{Guarded, NodeInput, Protected, ValidPatch, changes, guard};
-use crate::model::{DeletedRecord, Event, EventData, LabelSelector, Mac, Node, Timestamp};
+use crate::model::{
+    DeletedRecord, Event, EventData, FieldChange, LabelSelector, Mac, Node, Timestamp,
+};
 use crate::nodes::new_token;
 use crate::store::{Refusal, Store, StoreError};
 
@@ -385,6 +389,53 @@ impl Admin<'_> {
         };
         record(store, mac, event).await;
         Ok(before)
+    }
+
+    /// Every node `which` names runs its config scripts again: their config
+    /// generation moves on in one durable write, and every waiting agent
+    /// wakes (each notices whether its own node moved) through the store's
+    /// feed ([`super::Control`]'s subscription), whichever appliance made the
+    /// change. Each node's timeline says who asked. Returns the MACs bumped;
+    /// an unknown MAC among `Macs` refuses them all.
+    pub async fn reconfigure(&self, actor: &Actor, which: Nodes) -> Result<Vec<Mac>, StoreError> {
+        let store = self.store;
+        let (macs, selector) = match which {
+            Nodes::Selector(selector) => {
+                let macs = store
+                    .nodes()
+                    .await?
+                    .into_iter()
+                    .filter(|n| selector.matches(&n.labels))
+                    .map(|n| n.mac)
+                    .collect();
+                (macs, Some(selector.to_string()))
+            }
+            Nodes::Macs(macs) => (macs, None),
+        };
+        let bumped = store.bump_config_generation(&macs).await?;
+        tracing::info!(
+            target: AUDIT_TARGET,
+            by = %actor,
+            op = "reconfigure",
+            selector = selector.as_deref().unwrap_or("-"),
+            nodes = bumped.len(),
+            "admin change: config generation bumped"
+        );
+        for &(mac, generation) in &bumped {
+            let event = EventData::AdminChange {
+                actor: actor.to_string(),
+                op: "reconfigure".into(),
+                selector: selector.clone(),
+                fields: vec![FieldChange {
+                    field: "config_generation".into(),
+                    before: generation.saturating_sub(1).to_string(),
+                    after: generation.to_string(),
+                }],
+                forced: false,
+            };
+            record(store, mac, event).await;
+        }
+        Ok(bumped.into_iter().map(|(m, _)| m).collect())
     }
 }
 

@@ -76,32 +76,6 @@ impl Control {
         }))
     }
 
-    /// Every node `which` names runs its config scripts again: their config
-    /// generation moves on in one durable write, and every waiting agent
-    /// wakes (each notices whether its own node moved). Returns the MACs
-    /// bumped; an unknown MAC among `Macs` refuses them all.
-    pub async fn reconfigure(&self, which: Nodes) -> Result<Vec<Mac>, StoreError> {
-        let macs: Vec<Mac> = match which {
-            Nodes::Selector(selector) => self
-                .store
-                .nodes()
-                .await?
-                .into_iter()
-                .filter(|n| selector.matches(&n.labels))
-                .map(|n| n.mac)
-                .collect(),
-            Nodes::Macs(macs) => macs,
-        };
-        // The agents waiting wake through the store's feed ([`Control`]'s
-        // subscription), whichever appliance made the change.
-        let bumped = self.store.bump_config_generation(&macs).await?;
-        tracing::info!(
-            nodes = bumped.len(),
-            "reconfigure: config generation bumped"
-        );
-        Ok(bumped.into_iter().map(|(m, _)| m).collect())
-    }
-
     /// Changes to node records, each through the one protection check and
     /// audited; a deleted node's kept script and boot slot go with it
     /// through the store's feed.

@@ -11,12 +11,13 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
 use super::{HttpContext, HttpError, parse_mac};
+use crate::control::admin::Actor;
 use crate::control::fleet::Nodes;
 use crate::model::{Mac, ScriptReport};
 
@@ -45,6 +46,7 @@ pub struct ReconfigureReply {
               (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
 pub async fn reconfigure(
     State(ctx): State<Arc<HttpContext>>,
+    Extension(actor): Extension<Actor>,
     body: Bytes,
 ) -> Result<Json<ReconfigureReply>, HttpError> {
     let req: ReconfigureRequest = serde_json::from_slice(&body).map_err(|e| {
@@ -72,7 +74,7 @@ pub async fn reconfigure(
             ));
         }
     };
-    let macs = ctx.control.reconfigure(which).await?;
+    let macs = ctx.control.admin().reconfigure(&actor, which).await?;
     Ok(Json(ReconfigureReply { macs }))
 }
 

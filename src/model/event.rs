@@ -824,11 +824,18 @@ impl fmt::Display for EventData {
 pub struct Event {
     pub at: Timestamp,
     pub data: EventData,
+    /// The appliance that recorded it, where several share one store
+    /// (PostgreSQL); none on a store of its own.
+    pub appliance: Option<String>,
 }
 
 impl Event {
     pub fn new(at: Timestamp, data: EventData) -> Event {
-        Event { at, data }
+        Event {
+            at,
+            data,
+            appliance: None,
+        }
     }
 
     pub fn kind(&self) -> EventKind {
@@ -857,6 +864,10 @@ struct EventJson<'a> {
     /// The sentence a person reads, rendered from `data`.
     detail: String,
     data: &'a EventData,
+    /// The appliance that recorded the event, where several share one
+    /// PostgreSQL store; absent on a store of its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    appliance: Option<&'a str>,
 }
 
 impl Serialize for Event {
@@ -866,6 +877,7 @@ impl Serialize for Event {
             kind: self.kind(),
             detail: self.sentence(),
             data: &self.data,
+            appliance: self.appliance.as_deref(),
         }
         .serialize(s)
     }

@@ -23,6 +23,11 @@ use crate::names::NameTable;
 
 /// How the battery makes and breaks the stores of one engine.
 pub(crate) trait Engine {
+    /// The appliance the engine names on each event it records: where
+    /// several appliances share the store, its timelines say which one
+    /// recorded what.
+    const APPLIANCE: Option<&'static str>;
+
     /// Opens the store kept at `place` (an empty directory the first time).
     /// Opened again at the same place once the store before is dropped, it
     /// holds everything the one before acknowledged.
@@ -114,6 +119,13 @@ fn named(n: u8, host: &str, fixed: Option<&str>) -> Node {
         ipv4: fixed.map(ip),
         ..discovered(n)
     }
+}
+
+/// `e` as the engine `E` gives it back: named after the appliance that
+/// recorded it, where the engine names one.
+fn recorded<E: Engine>(mut e: Event) -> Event {
+    e.appliance = E::APPLIANCE.map(String::from);
+    e
 }
 
 /// An event of `kind` whose sentence is `text` (a note: the store keeps
@@ -737,14 +749,18 @@ pub(crate) async fn events_are_kept_in_order_and_bounded_per_node<E: Engine>() {
         .unwrap();
     let ev = s.events(mac(1)).await.unwrap();
     assert_eq!(ev.len() as i64, EVENTS_PER_NODE);
-    assert_eq!(ev[0], event(10, EventKind::DhcpAck, "0"), "oldest dropped");
+    assert_eq!(
+        ev[0],
+        recorded::<E>(event(10, EventKind::DhcpAck, "0")),
+        "oldest dropped"
+    );
     assert_eq!(
         ev.last().unwrap().sentence(),
         (EVENTS_PER_NODE - 1).to_string()
     );
     assert_eq!(
         s.events(mac(2)).await.unwrap(),
-        [event(0, EventKind::TftpSent, "")]
+        [recorded::<E>(event(0, EventKind::TftpSent, ""))]
     );
     assert!(s.events(mac(3)).await.unwrap().is_empty());
     let s = reopen::<E>(s, dir.path()).await;
@@ -1095,7 +1111,11 @@ pub(crate) async fn everything_acknowledged_survives_reopening<E: Engine>() {
     assert_eq!(s.lease_of(mac(2)).await.unwrap(), Some(acked));
     assert_eq!(
         s.events(mac(1)).await.unwrap(),
-        [event(3, EventKind::DhcpOffer, offered.ip.to_string())]
+        [recorded::<E>(event(
+            3,
+            EventKind::DhcpOffer,
+            offered.ip.to_string()
+        ))]
     );
     assert!(s.events(mac(4)).await.unwrap().is_empty());
     assert_eq!(

@@ -373,9 +373,14 @@ impl Store for PostgresStore {
 
     async fn add_event(&self, mac: Mac, event: &Event) -> Result<(), StoreError> {
         // Queued, not waited for: a timeline entry promises nothing to a
-        // client, and the reads of timelines queue behind it.
+        // client, and the reads of timelines queue behind it. Stamped with
+        // this appliance's name: the timeline is shared with its siblings.
+        let mut event = event.clone();
+        event
+            .appliance
+            .get_or_insert_with(|| self.shared.appliance.clone());
         self.writes
-            .send(Op::Event(mac, Box::new(event.clone())))
+            .send(Op::Event(mac, Box::new(event)))
             .await
             .map_err(|_| StoreError::WriterGone)
     }
@@ -467,6 +472,8 @@ pub(crate) struct Contract;
 
 #[cfg(test)]
 impl super::contract::Engine for Contract {
+    const APPLIANCE: Option<&'static str> = Some("test");
+
     async fn open(place: &std::path::Path) -> Arc<dyn Store> {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let cluster = scratch::ScratchCluster::for_process();
@@ -486,7 +493,7 @@ impl super::contract::Engine for Contract {
         let config = PostgresConfig {
             url: cluster.url(&name),
             password: None,
-            appliance: "test".into(),
+            appliance: Self::APPLIANCE.unwrap_or_default().into(),
         };
         Arc::new(PostgresStore::open(config).await.unwrap())
     }

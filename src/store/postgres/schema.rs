@@ -54,6 +54,9 @@ CREATE TABLE report_drops (
     dropped BIGINT NOT NULL
 );
 "#,
+    // 2: which appliance recorded each timeline event (none for events
+    // copied from a single appliance's SQLite store).
+    "ALTER TABLE events ADD COLUMN appliance TEXT;",
 ];
 
 /// The schema version this binary writes.

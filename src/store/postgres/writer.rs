@@ -741,8 +741,14 @@ pub(super) async fn insert_event(
 ) -> Result<(), StoreError> {
     let data = serde_json::to_value(&e.data).map_err(|err| super::rows::corrupt(mac, err))?;
     tx.execute(
-        "INSERT INTO events (mac, at, kind, data) VALUES ($1, $2, $3, $4)",
-        &[&mac_text(mac), &e.at.millis(), &e.kind().as_str(), &data],
+        "INSERT INTO events (mac, at, kind, data, appliance) VALUES ($1, $2, $3, $4, $5)",
+        &[
+            &mac_text(mac),
+            &e.at.millis(),
+            &e.kind().as_str(),
+            &data,
+            &e.appliance,
+        ],
     )
     .await
     .map_err(db("add an event"))?;
@@ -752,8 +758,8 @@ pub(super) async fn insert_event(
 async fn events(tx: &Transaction<'_>, mac: Mac) -> Result<Vec<Event>, StoreError> {
     let rows = tx
         .query(
-            "SELECT at, data FROM (SELECT seq, at, data FROM events WHERE mac = $1 \
-             ORDER BY seq DESC LIMIT $2) newest ORDER BY seq",
+            "SELECT at, data, appliance FROM (SELECT seq, at, data, appliance FROM events \
+             WHERE mac = $1 ORDER BY seq DESC LIMIT $2) newest ORDER BY seq",
             &[&mac_text(mac), &EVENTS_PER_NODE],
         )
         .await
@@ -764,6 +770,7 @@ async fn events(tx: &Transaction<'_>, mac: Mac) -> Result<Vec<Event>, StoreError
                 at: Timestamp(row.get(0)),
                 data: serde_json::from_value(row.get(1))
                     .map_err(|e| super::rows::corrupt(mac, e))?,
+                appliance: row.get(2),
             })
         })
         .collect()

@@ -813,6 +813,8 @@ pub(crate) struct Contract;
 
 #[cfg(test)]
 impl super::contract::Engine for Contract {
+    const APPLIANCE: Option<&'static str> = None;
+
     async fn open(place: &Path) -> Arc<dyn Store> {
         Arc::new(SqliteStore::open(place).await.unwrap())
     }

@@ -73,10 +73,10 @@ pub(super) fn read_events(conn: &Connection, mac: Mac) -> Result<Vec<Event>, Sto
     let mut out = Vec::new();
     while let Some(r) = rows.next().map_err(db("list events"))? {
         let data: String = r.get("data").map_err(db("read event"))?;
-        out.push(Event {
-            at: Timestamp(r.get("at").map_err(db("read event"))?),
-            data: serde_json::from_str(&data).map_err(|e| corrupt(mac, e))?,
-        });
+        out.push(Event::new(
+            Timestamp(r.get("at").map_err(db("read event"))?),
+            serde_json::from_str(&data).map_err(|e| corrupt(mac, e))?,
+        ));
     }
     Ok(out)
 }
