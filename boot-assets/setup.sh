@@ -97,6 +97,7 @@ readonly PROJECT_PACKAGES=(
     python3                                  # demo.sh formats the node timeline
     python3-venv                             # schemathesis' own venv (tests/api_schema.rs), below
     postgresql-15                            # initdb, postgres: the tests' throwaway clusters (store)
+    openssl                                  # a CA and certificates for the store's TLS test
 )
 
 # This script's own tools: command (or file) -> Debian package that provides it.

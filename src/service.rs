@@ -195,6 +195,7 @@ async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, StartError> {
             url,
             password_file,
             appliance,
+            ca_file,
         } => {
             let password = match password_file {
                 Some(path) => Some(
@@ -221,6 +222,7 @@ async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, StartError> {
                     url: url.clone(),
                     password,
                     appliance,
+                    ca_file: ca_file.clone(),
                 })
                 .await?,
             )

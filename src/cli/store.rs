@@ -22,16 +22,20 @@ pub enum StoreCommand {
         /// "postgres:host=db1 dbname=rackboot user=rackboot"
         #[arg(long)]
         to: String,
+        /// CA certificates (PEM) to verify the database with, when --to
+        /// says sslmode=require (default: the system's roots)
+        #[arg(long, value_name = "PATH")]
+        ca_file: Option<std::path::PathBuf>,
     },
 }
 
 pub fn run(command: StoreCommand) -> anyhow::Result<()> {
     match command {
-        StoreCommand::Migrate { from, to } => migrate(&from, &to),
+        StoreCommand::Migrate { from, to, ca_file } => migrate(&from, &to, ca_file),
     }
 }
 
-fn migrate(from: &str, to: &str) -> anyhow::Result<()> {
+fn migrate(from: &str, to: &str, ca_file: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let Some(dir) = from.strip_prefix("sqlite:") else {
         bail!("--from {from}: expected sqlite:<state directory>");
     };
@@ -51,6 +55,7 @@ fn migrate(from: &str, to: &str) -> anyhow::Result<()> {
         url: url.to_string(),
         password: std::env::var("RACKBOOT_STORE_PASSWORD").ok(),
         appliance: "migrate".into(),
+        ca_file,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -16,6 +16,7 @@ pub(super) struct Section {
     pub url: Option<String>,
     pub password_file: Option<PathBuf>,
     pub appliance: Option<String>,
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -41,6 +42,9 @@ pub enum StoreConfig {
         /// This appliance's name among those sharing the database
         /// (default: the host's name).
         appliance: Option<String>,
+        /// CA certificates (PEM) the database's certificate must chain to,
+        /// with `sslmode=require` in `url` (default: the system's roots).
+        ca_file: Option<PathBuf>,
     },
 }
 
@@ -52,6 +56,7 @@ impl Section {
                     ("store.url", self.url.is_some()),
                     ("store.password_file", self.password_file.is_some()),
                     ("store.appliance", self.appliance.is_some()),
+                    ("store.ca_file", self.ca_file.is_some()),
                 ] {
                     if set {
                         return Err(src
@@ -67,10 +72,21 @@ impl Section {
                         "engine = \"postgres\" needs the database: url = \"host=db1 dbname=rackboot user=rackboot\"",
                     ));
                 };
-                if let Err(e) = url.parse::<tokio_postgres::Config>() {
+                let parsed = match url.parse::<tokio_postgres::Config>() {
+                    Ok(parsed) => parsed,
+                    Err(e) => {
+                        return Err(src.invalid(
+                            "store.url",
+                            format!("not a PostgreSQL connection string or URL: {e}"),
+                        ));
+                    }
+                };
+                if self.ca_file.is_some()
+                    && parsed.get_ssl_mode() != tokio_postgres::config::SslMode::Require
+                {
                     return Err(src.invalid(
-                        "store.url",
-                        format!("not a PostgreSQL connection string or URL: {e}"),
+                        "store.ca_file",
+                        "TLS to the database is on only with sslmode=require in store.url: add it, or drop ca_file",
                     ));
                 }
                 if self.sync != crate::store::SyncMode::default() {
@@ -91,6 +107,7 @@ impl Section {
                     url,
                     password_file: self.password_file.as_deref().map(|p| src.resolve(p)),
                     appliance: self.appliance,
+                    ca_file: self.ca_file.as_deref().map(|p| src.resolve(p)),
                 })
             }
         }

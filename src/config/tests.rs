@@ -496,17 +496,19 @@ fn a_postgres_store_needs_a_url_and_takes_no_sqlite_keys() {
     let cfg = Config::parse(
         p,
         &format!(
-            "{MINIMAL}[store]\nengine = \"postgres\"\nurl = \"host=db1 dbname=rackboot user=rackboot\"\n\
-             password_file = \"db-password\"\nappliance = \"row-a\"\n"
+            "{MINIMAL}[store]\nengine = \"postgres\"\n\
+             url = \"host=db1 dbname=rackboot user=rackboot sslmode=require\"\n\
+             password_file = \"db-password\"\nappliance = \"row-a\"\nca_file = \"db-ca.pem\"\n"
         ),
     )
     .unwrap();
     assert_eq!(
         cfg.store,
         StoreConfig::Postgres {
-            url: "host=db1 dbname=rackboot user=rackboot".into(),
+            url: "host=db1 dbname=rackboot user=rackboot sslmode=require".into(),
             password_file: Some("/etc/rackboot/db-password".into()),
             appliance: Some("row-a".into()),
+            ca_file: Some("/etc/rackboot/db-ca.pem".into()),
         }
     );
     for (section, key) in [
@@ -523,7 +525,12 @@ fn a_postgres_store_needs_a_url_and_takes_no_sqlite_keys() {
             "engine = \"postgres\"\nurl = \"host=db1\"\nappliance = \"row a\"\n",
             "store.appliance",
         ),
+        (
+            "engine = \"postgres\"\nurl = \"host=db1\"\nca_file = \"ca.pem\"\n",
+            "store.ca_file",
+        ),
         ("url = \"host=db1\"\n", "store.url"),
+        ("ca_file = \"ca.pem\"\n", "store.ca_file"),
         ("appliance = \"a\"\n", "store.appliance"),
     ] {
         let err = Config::parse(p, &format!("{MINIMAL}[store]\n{section}")).unwrap_err();

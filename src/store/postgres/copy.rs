@@ -2,8 +2,6 @@
 //! script report of another store (a SQLite state directory), copied into
 //! an empty database in one transaction: all of it or nothing.
 
-use tokio_postgres::NoTls;
-
 use super::PostgresConfig;
 use super::rows::{db, ip_col, mac_text, node_json};
 use super::writer::{insert_event, insert_report};
@@ -22,11 +20,7 @@ pub struct Copied {
 /// hold no node records or leases yet (its schema is made if missing).
 /// Timelines are copied for the MACs that have a record.
 pub async fn copy_site(from: &dyn Store, to: &PostgresConfig) -> Result<Copied, StoreError> {
-    let (mut client, connection) = to
-        .connect_config()?
-        .connect(NoTls)
-        .await
-        .map_err(db("connect"))?;
+    let (mut client, connection) = to.connector()?.connect().await?;
     let connection = tokio::spawn(connection);
     super::schema::migrate(&mut client).await?;
     let tx = client.transaction().await.map_err(db("begin the copy"))?;
@@ -162,6 +156,7 @@ mod tests {
             url: cluster.url("copy_target"),
             password: None,
             appliance: "copy".into(),
+            ca_file: None,
         };
         let copied = copy_site(&from, &to).await.unwrap();
         assert_eq!(

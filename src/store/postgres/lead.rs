@@ -12,6 +12,7 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
 use super::rows::describe;
+use super::tls::Connector;
 use super::writer::connect;
 
 /// How often a follower tries to take the lead, and the leader checks it
@@ -24,7 +25,7 @@ const KEY: i64 = 7_365_824;
 /// Runs until `stop`, keeping `leading` true exactly while this appliance
 /// holds the lock.
 pub(super) async fn run(
-    config: tokio_postgres::Config,
+    config: Connector,
     appliance: String,
     leading: Arc<AtomicBool>,
     stop: CancellationToken,
@@ -65,7 +66,7 @@ pub(super) async fn run(
 
 /// A connection holding the lock, or `None` when another appliance holds it
 /// (or the database cannot be reached).
-async fn try_lead(config: &tokio_postgres::Config, stop: &CancellationToken) -> Option<Client> {
+async fn try_lead(config: &Connector, stop: &CancellationToken) -> Option<Client> {
     let client = connect(config, stop).await.ok()?;
     let row = client
         .query_one("SELECT pg_try_advisory_lock($1)", &[&KEY])

@@ -8,10 +8,11 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::{AsyncMessage, Client};
 use tokio_util::sync::CancellationToken;
 
 use super::rows::{db, describe, lease_from_row, node_from_json, node_from_row};
+use super::tls::Connector;
 use super::writer::backoff;
 use super::{CHANNEL, Shared};
 use crate::model::{Lease, Mac};
@@ -21,7 +22,7 @@ use crate::store::feed::Change;
 /// Connects, listens, loads every record and lease into the mirror, and
 /// goes on listening in a task of its own; the counts loaded.
 pub(super) async fn start(
-    config: tokio_postgres::Config,
+    config: Connector,
     shared: Arc<Shared>,
     stop: CancellationToken,
 ) -> Result<(usize, usize), StoreError> {
@@ -34,10 +35,10 @@ pub(super) async fn start(
 /// A connection that listens on [`CHANNEL`], and what it hears; the
 /// receiver ends when the connection does.
 async fn listening(
-    config: &tokio_postgres::Config,
+    config: &Connector,
     stop: &CancellationToken,
 ) -> Result<(Client, mpsc::UnboundedReceiver<String>), StoreError> {
-    let (client, mut connection) = config.connect(NoTls).await.map_err(db("connect"))?;
+    let (client, mut connection) = config.connect().await?;
     let (tx, rx) = mpsc::unbounded_channel();
     let stop = stop.clone();
     tokio::spawn(async move {
@@ -69,7 +70,7 @@ async fn listening(
 }
 
 async fn run(
-    config: tokio_postgres::Config,
+    config: Connector,
     shared: Arc<Shared>,
     stop: CancellationToken,
     mut client: Client,

@@ -36,6 +36,7 @@ mod listen;
 mod rows;
 mod schema;
 pub mod scratch;
+mod tls;
 pub use copy::{Copied, copy_site};
 mod writer;
 
@@ -83,10 +84,13 @@ pub struct PostgresConfig {
     pub password: Option<String>,
     /// This appliance's name on the timeline and in the announcements.
     pub appliance: String,
+    /// CA certificates (PEM) to verify the database with, when `url` says
+    /// `sslmode=require` ([`tls`]); else the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl PostgresConfig {
-    pub(super) fn connect_config(&self) -> Result<tokio_postgres::Config, StoreError> {
+    pub(super) fn connector(&self) -> Result<tls::Connector, StoreError> {
         let mut c: tokio_postgres::Config = self.url.parse().map_err(|e| StoreError::Engine {
             op: "open",
             fault: super::Fault::Permanent,
@@ -99,7 +103,7 @@ impl PostgresConfig {
             c.application_name(format!("rackboot {}", self.appliance));
         }
         c.connect_timeout(Duration::from_secs(5));
-        Ok(c)
+        tls::Connector::new(c, self.ca_file.as_deref())
     }
 }
 
@@ -144,7 +148,7 @@ impl PostgresStore {
     /// Fails when the database cannot be reached or is newer than this
     /// binary.
     pub async fn open(config: PostgresConfig) -> Result<PostgresStore, StoreError> {
-        let connect = config.connect_config()?;
+        let connect = config.connector()?;
         let shared = Arc::new(Shared {
             mirror: Mutex::new(Mirror::default()),
             appliance: config.appliance.clone(),
@@ -494,6 +498,7 @@ impl super::contract::Engine for Contract {
             url: cluster.url(&name),
             password: None,
             appliance: Self::APPLIANCE.unwrap_or_default().into(),
+            ca_file: None,
         };
         Arc::new(PostgresStore::open(config).await.unwrap())
     }
@@ -522,6 +527,7 @@ mod tests {
                 url: cluster.url(&db),
                 password: None,
                 appliance: appliance.into(),
+                ca_file: None,
             })
         };
         (open("a").await.unwrap(), open("b").await.unwrap())

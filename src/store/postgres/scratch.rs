@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 pub struct ScratchCluster {
     dir: PathBuf,
     server: std::sync::Mutex<Option<Child>>,
+    /// Set by [`ScratchCluster::serve_tls`]: the server also listens on
+    /// 127.0.0.1 at this port (its Unix socket takes the number too).
+    tcp_port: std::sync::Mutex<Option<u16>>,
 }
 
 /// How long the server may take to accept connections.
@@ -40,6 +43,7 @@ impl ScratchCluster {
         let cluster = ScratchCluster {
             dir,
             server: std::sync::Mutex::new(None),
+            tcp_port: std::sync::Mutex::new(None),
         };
         let owner = owner()?;
         if let Some((uid, gid)) = owner {
@@ -107,9 +111,44 @@ impl ScratchCluster {
     /// A libpq connection string for `database`, as user `postgres`.
     pub fn url(&self, database: &str) -> String {
         format!(
-            "host={} user=postgres dbname={database}",
-            self.socket_dir().display()
+            "host={} port={} user=postgres dbname={database}",
+            self.socket_dir().display(),
+            self.port()
         )
+    }
+
+    fn port(&self) -> u16 {
+        self.tcp_port
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or(5432)
+    }
+
+    /// Restarts the server listening on 127.0.0.1 too (a free port, which
+    /// it returns) with TLS on: `cert` (PEM, its chain) and `key` (PEM).
+    /// PostgreSQL speaks TLS over TCP only.
+    pub fn serve_tls(&self, cert: &Path, key: &Path) -> Result<u16, String> {
+        let owner = owner()?;
+        for (from, name) in [(cert, "server.crt"), (key, "server.key")] {
+            let to = self.data().join(name);
+            std::fs::copy(from, &to).map_err(|e| format!("{}: {e}", from.display()))?;
+            std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .map_err(|e| format!("{}: {e}", to.display()))?;
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::chown(&to, Some(uid), Some(gid))
+                    .map_err(|e| format!("{}: {e}", to.display()))?;
+            }
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("no free port: {e}"))?
+            .port();
+        *self
+            .tcp_port
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(port);
+        self.restart()?;
+        Ok(port)
     }
 
     /// Makes an empty database called `name`.
@@ -181,8 +220,9 @@ impl ScratchCluster {
             .arg(&self.dir)
             // Unix socket only; fsync off: a scratch cluster need not survive
             // the machine, and tests wait on every commit.
-            .args(["-c", "listen_addresses=", "-c", "fsync=off"])
+            .args(["-c", "fsync=off"])
             .args(["-c", "max_connections=200", "-c", "shared_buffers=32MB"])
+            .args(self.listening())
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log);
@@ -200,6 +240,24 @@ impl ScratchCluster {
         self.wait_ready(bin)
     }
 
+    /// Where the server listens beyond its Unix socket: nowhere, or with
+    /// TLS on 127.0.0.1 ([`ScratchCluster::serve_tls`]).
+    fn listening(&self) -> Vec<String> {
+        let tls = self
+            .tcp_port
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some();
+        let port = self.port().to_string();
+        let mut args = vec!["-p", &port, "-c"];
+        if tls {
+            args.extend(["listen_addresses=127.0.0.1", "-c", "ssl=on"]);
+        } else {
+            args.push("listen_addresses=");
+        }
+        args.into_iter().map(String::from).collect()
+    }
+
     /// Waits (bounded) until the server accepts connections.
     fn wait_ready(&self, bin: &Path) -> Result<(), String> {
         let deadline = Instant::now() + START_WITHIN;
@@ -207,7 +265,7 @@ impl ScratchCluster {
             let ok = Command::new(bin.join("pg_isready"))
                 .arg("-h")
                 .arg(&self.dir)
-                .args(["-U", "postgres", "-q"])
+                .args(["-p", &self.port().to_string(), "-U", "postgres", "-q"])
                 .status()
                 .is_ok_and(|s| s.success());
             if ok {

@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::{Client, NoTls, Transaction};
+use tokio_postgres::{Client, Transaction};
 use tokio_util::sync::CancellationToken;
 
 use super::rows::{
     db, describe, fault, ip_col, ip_of, lease_from_row, mac_text, node_from_row, node_json,
 };
+use super::tls::Connector;
 use super::{CHANNEL, ECHO_WITHIN, Shared};
 use crate::boot::address::{self, AddressAsk};
 use crate::model::{Event, Lease, LeaseState, Mac, Node, ScriptReport, Timestamp};
@@ -104,10 +105,10 @@ fn pending<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) ->
 
 /// Connects, with the connection's own task ended by `stop`.
 pub(super) async fn connect(
-    config: &tokio_postgres::Config,
+    config: &Connector,
     stop: &CancellationToken,
 ) -> Result<Client, StoreError> {
-    let (client, connection) = config.connect(NoTls).await.map_err(db("connect"))?;
+    let (client, connection) = config.connect().await?;
     let stop = stop.clone();
     tokio::spawn(async move {
         tokio::select! {
@@ -122,7 +123,7 @@ pub(super) async fn connect(
 
 pub(super) async fn run(
     mut client: Client,
-    config: tokio_postgres::Config,
+    config: Connector,
     mut queue: mpsc::Receiver<Op>,
     shared: Arc<Shared>,
     stop: CancellationToken,
