@@ -1,5 +1,6 @@
 # Shared by the scripts in benches/ (sourced, not run): the lock, traps,
-# build, namespaces and veth a benchmark sets up, and ending what it made.
+# build, namespaces and veth a benchmark sets up, a scratch PostgreSQL
+# cluster, and ending what it made.
 # The sourcing script defines die() and stop_processes() (stops the servers
 # and load generators it started). Every wait is bounded.
 
@@ -33,9 +34,16 @@ bench_exit() {
 }
 
 # Sets RACKBOOT_BUILT to REPO's release binary, building it first unless it
-# is newer than every source file.
+# is newer than every source file. With RACKBOOT_BIN set in the environment,
+# that binary instead, and nothing is built (another build, an older commit,
+# or one built elsewhere while the work tree is being edited).
 rackboot_release() { # REPO
     local newest_src
+    if [[ -n ${RACKBOOT_BIN:-} ]]; then
+        RACKBOOT_BUILT=$RACKBOOT_BIN
+        [[ -x $RACKBOOT_BUILT && -f $RACKBOOT_BUILT ]] || die "RACKBOOT_BIN=$RACKBOOT_BIN is not an executable file"
+        return 0
+    fi
     RACKBOOT_BUILT=$1/target/release/rackboot
     newest_src=$(find "$1/src" "$1/Cargo.toml" "$1/Cargo.lock" -type f -newer "$RACKBOOT_BUILT" 2>/dev/null | head -1 || true)
     if [[ ! -x $RACKBOOT_BUILT || -n $newest_src ]]; then
@@ -107,4 +115,103 @@ del_netns() { # NS: kill what still runs in it (only ours: we made it), delete i
         kill -KILL "$pid" 2>/dev/null || true
     done
     ip netns del "$ns" 2>/dev/null || true
+}
+
+# What to call the rackboot a run measures: RACKBOOT_BIN's path when set,
+# else the work tree's commit (git describe). After rackboot_release.
+rackboot_version() { # REPO
+    if [[ -n ${RACKBOOT_BIN:-} ]]; then
+        echo "$RACKBOOT_BIN"
+    else
+        git -C "$1" describe --always --dirty 2>/dev/null || echo unknown
+    fi
+}
+
+# ------------------------------------------------------ scratch PostgreSQL --
+# One throwaway cluster per run, in a folder of the run's temp dir, on a Unix
+# socket only (listen_addresses = ''; a socket file reaches every network
+# namespace), with PostgreSQL's defaults otherwise: fsync and
+# synchronous_commit on, so a commit is on disk. initdb and the server refuse
+# root: both run as `postgres`, which owns the folder. The caller stops it
+# with pg_stop (from stop_processes) before the temp dir goes.
+PG_BIN=""
+PG_DIR=""
+PG_PID=""
+
+# The folder of PostgreSQL's server binaries: RACKBOOT_PG_BIN, else the
+# newest /usr/lib/postgresql/<version>/bin (as rackboot's scratch cluster).
+pg_find_bin() {
+    local d best="" v bestv=-1
+    if [[ -n ${RACKBOOT_PG_BIN:-} ]]; then
+        PG_BIN=$RACKBOOT_PG_BIN
+    else
+        for d in /usr/lib/postgresql/*/bin; do
+            [[ -x $d/initdb ]] || continue
+            v=$(basename "$(dirname "$d")")
+            [[ $v =~ ^[0-9]+$ ]] && ((v > bestv)) && { bestv=$v; best=$d; }
+        done
+        PG_BIN=$best
+    fi
+    [[ -n $PG_BIN && -x $PG_BIN/initdb && -x $PG_BIN/pg_ctl ]]
+}
+
+# initdb in DIR (made here, given to postgres; its parent must let postgres
+# through), then the server, started by pg_ctl with the affinity and niceness
+# given (its backends inherit both), waited for (30 s at most). Sets PG_DIR
+# (also the socket folder, libpq's host) and PG_PID (the postmaster's PID,
+# from postmaster.pid: pg_ctl detaches it).
+pg_start() { # DIR CORES NICE
+    local dir=$1 cores=$2 nice=$3 rc=0 i
+    id postgres >/dev/null 2>&1 || die "no postgres user to run PostgreSQL as (root may not)"
+    ((${#dir} <= 90)) || die "$dir: too long a path for PostgreSQL's socket (TMPDIR)"
+    mkdir -p "$dir"
+    chown postgres: "$dir"
+    chmod 700 "$dir"
+    PG_DIR=$dir
+    timeout 120 runuser -u postgres -- "$PG_BIN/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --no-sync \
+        >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; die "initdb failed"; }
+    timeout 60 taskset -c "$cores" nice -n "$nice" runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$dir/data" \
+        -l "$dir/server.log" -w -t 30 -o "-k $dir -c listen_addresses=''" start >"$dir/pg_ctl.log" 2>&1 || rc=$?
+    # The postmaster's PID, also when pg_ctl gave up waiting for it.
+    for ((i = 0; i < 20; i++)); do
+        PG_PID=$(head -1 "$dir/data/postmaster.pid" 2>/dev/null || true)
+        [[ $PG_PID =~ ^[0-9]+$ ]] && break
+        PG_PID=""
+        ((rc == 0)) || break
+        sleep 0.1
+    done
+    if ((rc != 0)) || [[ -z $PG_PID ]]; then
+        cat "$dir/pg_ctl.log" "$dir/server.log" >&2 2>/dev/null || true
+        die "PostgreSQL did not start (pg_ctl exit $rc)"
+    fi
+}
+
+# A fast shutdown (SIGINT: clients cut off) of the postmaster by its PID, up
+# to 10 s, then SIGKILL. Not our child (pg_ctl detached it): polled, not waited.
+pg_stop() {
+    local i
+    [[ -n $PG_PID ]] || return 0
+    if [[ $(cat "/proc/$PG_PID/comm" 2>/dev/null) == postgres ]]; then
+        kill -INT "$PG_PID" 2>/dev/null || true
+        for ((i = 0; i < 100; i++)); do
+            kill -0 "$PG_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$PG_PID" 2>/dev/null || true
+    fi
+    PG_PID=""
+}
+
+# libpq's connection string for DB on the scratch cluster.
+pg_url() { # DB
+    echo "host=$PG_DIR port=5432 user=postgres dbname=$1"
+}
+
+# SQL commands in DB, each sent on its own (so CREATE DATABASE may be one),
+# stopping at the first error, bounded (60 s); prints bare values (-At).
+pg_sql() { # DB SQL...
+    local db=$1 sql args=()
+    shift
+    for sql in "$@"; do args+=(-c "$sql"); done
+    PGOPTIONS="-c client_min_messages=warning" timeout 60 "$PG_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$PG_DIR" -U postgres -d "$db" "${args[@]}"
 }

@@ -4,14 +4,21 @@
 # to core 0 and each load generator to core 1 (each script says how it
 # measures; run one alone with --help).
 #
-#   benches/dhcp.sh    perfdhcp against Kea and rackboot
-#   benches/dns.sh     dnsperf against dnsmasq and rackboot
-#   benches/tftp.sh    curl/atftp against tftpd-hpa, dnsmasq and rackboot
-#   benches/http.sh    curl and wrk against nginx and rackboot
-#   benches/storm.sh   rackboot storm: a 1000-node fleet booting end to end
+#   benches/dhcp.sh        perfdhcp against Kea and rackboot, each with its
+#                          own lease store and both on PostgreSQL
+#   benches/dns.sh         dnsperf against dnsmasq and rackboot
+#   benches/tftp.sh        curl/atftp against tftpd-hpa, dnsmasq and rackboot
+#   benches/http.sh        curl and wrk against nginx and rackboot
+#   benches/storm.sh       rackboot storm: a 1000-node fleet booting end to end
+#   benches/visibility.sh  two rackboot appliances on one PostgreSQL database:
+#                          a change through one, until the other shows it
 #
-# Usage: benches/run.sh [--quick] [NAME...]   (default: all five, in that order)
+# Usage: benches/run.sh [--quick] [NAME...]   (default: all six, in that order)
+#   NAME is dhcp, dns, tftp, http, storm or visibility.
 #   --quick  passed to the scripts that have it: shorter trials, a smoke run.
+# Environment: passed on to every script; RACKBOOT_BIN=path measures that
+# rackboot binary and builds nothing (otherwise each script builds it with
+# cargo build --release when target/release/rackboot is older than a source).
 # Each script's whole output goes to $OUT (default: a new temp dir), and the
 # table is printed at the end. A measurement, not a test: exits 0 whatever
 # the numbers, non-zero only when a script could not run. Needs root.
@@ -23,11 +30,11 @@ for arg in "$@"; do
     case $arg in
         --quick) QUICK=(--quick) ;;
         -h | --help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        dhcp | dns | tftp | http | storm) NAMES+=("$arg") ;;
+        dhcp | dns | tftp | http | storm | visibility) NAMES+=("$arg") ;;
         *) echo "run.sh: unknown argument: $arg (try --help)" >&2; exit 2 ;;
     esac
 done
-((${#NAMES[@]})) || NAMES=(dhcp dns tftp http storm)
+((${#NAMES[@]})) || NAMES=(dhcp dns tftp http storm visibility)
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 OUT=${OUT:-$(mktemp -d -t rackboot-benches.XXXXXX)}
