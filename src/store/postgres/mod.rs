@@ -33,6 +33,7 @@
 mod copy;
 mod lead;
 mod listen;
+mod quick;
 mod rows;
 mod schema;
 pub mod scratch;
@@ -48,6 +49,7 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use self::quick::Quick;
 use self::writer::Op;
 use super::mirror::Mirror;
 use super::{
@@ -244,7 +246,13 @@ impl Store for PostgresStore {
         if let Some(existing) = self.mirror().nodes.get(&node.mac) {
             return Ok((existing.clone(), false));
         }
-        self.ask(|tx| Op::Create(Box::new(node), tx)).await
+        let (node, created) = self.ask(|tx| Op::Create(Box::new(node), tx)).await?;
+        if created && let Some(seen) = node.last_seen {
+            // Saved with the record: a touch right after (a new client's
+            // REQUEST) need not write it again.
+            self.mirror().seen_saved.insert(node.mac, seen);
+        }
+        Ok((node, created))
     }
 
     async fn nodes(&self) -> Result<Vec<Node>, StoreError> {
@@ -384,7 +392,7 @@ impl Store for PostgresStore {
             .appliance
             .get_or_insert_with(|| self.shared.appliance.clone());
         self.writes
-            .send(Op::Event(mac, Box::new(event)))
+            .send(Op::Quick(Quick::Event(mac, Box::new(event))))
             .await
             .map_err(|_| StoreError::WriterGone)
     }
@@ -421,7 +429,8 @@ impl Store for PostgresStore {
 
     async fn allocate(&self, req: &LeaseRequest) -> Result<Option<Lease>, StoreError> {
         let req = req.clone();
-        self.ask(|tx| Op::Allocate(Box::new(req), tx)).await
+        self.ask(|tx| Op::Quick(Quick::Allocate(Box::new(req), tx)))
+            .await
     }
 
     async fn release(&self, mac: Mac, ip: Ipv4Addr) -> Result<bool, StoreError> {

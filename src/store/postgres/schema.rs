@@ -57,6 +57,46 @@ CREATE TABLE report_drops (
     // 2: which appliance recorded each timeline event (none for events
     // copied from a single appliance's SQLite store).
     "ALTER TABLE events ADD COLUMN appliance TEXT;",
+    // 3: an allocation in one round trip: the candidates in order, each taken
+    // by one conditional upsert that only a free, expired or already-this-MAC's
+    // row lets through (the MAC's other lease given up with it), under its own
+    // subtransaction, so a candidate found taken costs nothing but the next.
+    r#"
+CREATE FUNCTION rackboot_allocate(p_mac TEXT, p_ips BIGINT[], p_state TEXT, p_expires BIGINT,
+                                  p_now BIGINT)
+RETURNS TABLE (got_ip BIGINT, dropped_ips BIGINT[])
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    cand BIGINT;
+    got BIGINT;
+    gone BIGINT[];
+BEGIN
+    FOREACH cand IN ARRAY p_ips LOOP
+        BEGIN
+            WITH d AS (DELETE FROM leases l WHERE l.mac = p_mac AND l.ip <> cand RETURNING l.ip)
+            SELECT coalesce(array_agg(d.ip), '{}') INTO gone FROM d;
+            INSERT INTO leases AS l (ip, mac, state, expires)
+            VALUES (cand, p_mac, p_state, p_expires)
+            ON CONFLICT ON CONSTRAINT leases_pkey DO UPDATE
+                SET mac = EXCLUDED.mac, state = EXCLUDED.state, expires = EXCLUDED.expires
+                WHERE l.mac = EXCLUDED.mac OR l.expires <= p_now
+            RETURNING l.ip INTO got;
+            IF got IS NOT NULL THEN
+                got_ip := got;
+                dropped_ips := gone;
+                RETURN NEXT;
+                RETURN;
+            END IF;
+            -- Held by another MAC: undo the delete, try the next.
+            RAISE SQLSTATE 'RBTKN';
+        EXCEPTION WHEN SQLSTATE 'RBTKN' OR unique_violation THEN
+            -- unique_violation: this MAC was bound elsewhere at the same moment.
+            NULL;
+        END;
+    END LOOP;
+END
+$fn$;
+"#,
 ];
 
 /// The schema version this binary writes.

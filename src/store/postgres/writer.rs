@@ -14,16 +14,14 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{Client, Transaction};
 use tokio_util::sync::CancellationToken;
 
-use super::rows::{
-    db, describe, fault, ip_col, ip_of, lease_from_row, mac_text, node_from_row, node_json,
-};
+use super::quick::{self, Prepared, Quick};
+use super::rows::{db, describe, fault, ip_col, mac_text, node_from_row, node_json};
 use super::tls::Connector;
 use super::{CHANNEL, ECHO_WITHIN, Shared};
-use crate::boot::address::{self, AddressAsk};
-use crate::model::{Event, Lease, LeaseState, Mac, Node, ScriptReport, Timestamp};
+use crate::model::{Event, Lease, Mac, Node, ScriptReport, Timestamp};
 use crate::store::{
-    EVENTS_PER_NODE, Edited, Fault, LeaseRequest, NodeEdit, NodeQuery, NodesEdit, REPORTS_PER_NODE,
-    StoreError, Written,
+    EVENTS_PER_NODE, Edited, Fault, NodeEdit, NodeQuery, NodesEdit, REPORTS_PER_NODE, StoreError,
+    Written,
 };
 
 /// How often the writer tries to reconnect while writes keep coming.
@@ -34,11 +32,11 @@ const MAX_BATCH: usize = 256;
 
 /// How many addresses an allocation tries in the database before it gives
 /// up (each one found taken by another appliance first).
-const TRIES: usize = 64;
+pub(super) const TRIES: usize = 64;
 
 /// A node's timeline is trimmed to [`EVENTS_PER_NODE`] once every this many
 /// events of it.
-const TRIM_EVERY: i64 = 50;
+pub(super) const TRIM_EVERY: i64 = 50;
 
 /// An announcement longer than this names the record instead of carrying it
 /// (PostgreSQL's limit is 8000 bytes).
@@ -58,10 +56,10 @@ pub(super) enum Op {
     Bump(Vec<Mac>, Reply<Vec<(Mac, u64)>>),
     Report(Mac, Box<ScriptReport>, Reply<()>),
     Reports(Mac, Reply<(Vec<ScriptReport>, u64)>),
-    /// Not answered: a timeline entry promises nothing.
-    Event(Mac, Box<Event>),
+    /// A lease allocation or a timeline event: sent with the others of
+    /// its kind around it, without a savepoint ([`quick`]).
+    Quick(Quick),
     Events(Mac, Reply<Vec<Event>>),
-    Allocate(Box<LeaseRequest>, Reply<Option<Lease>>),
     Release(Mac, Ipv4Addr, Reply<bool>),
     Decline(Lease, Reply<()>),
 }
@@ -69,7 +67,7 @@ pub(super) enum Op {
 /// Why a whole batch failed (the commit, or the connection), given to each
 /// of its writes as a fresh error.
 #[derive(Clone)]
-struct BatchFailure {
+pub(super) struct BatchFailure {
     fault: Fault,
     cause: String,
 }
@@ -92,9 +90,12 @@ impl BatchFailure {
 }
 
 /// A write's answer, held until its batch is committed (or failed).
-type Pending = Box<dyn FnOnce(Option<&BatchFailure>) + Send>;
+pub(super) type Pending = Box<dyn FnOnce(Option<&BatchFailure>) + Send>;
 
-fn pending<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> Pending {
+pub(super) fn pending<T: Send + 'static>(
+    reply: Reply<T>,
+    result: Result<T, StoreError>,
+) -> Pending {
     Box::new(move |failed| {
         let _ = reply.send(match failed {
             None => result,
@@ -130,6 +131,8 @@ pub(super) async fn run(
 ) {
     let mut batch = 0u64;
     let mut last_attempt: Option<std::time::Instant> = None;
+    // The statements prepared on this connection (none after a reconnect).
+    let mut prepared: Option<Prepared> = None;
     loop {
         let first = tokio::select! {
             _ = stop.cancelled() => return,
@@ -144,6 +147,7 @@ pub(super) async fn run(
                     tracing::info!("store: PostgreSQL connection for writes is back");
                     shared.writer_up.store(true, Relaxed);
                     client = c;
+                    prepared = None;
                 } else {
                     shared.writer_up.store(false, Relaxed);
                 }
@@ -178,6 +182,7 @@ pub(super) async fn run(
                     tracing::info!("store: PostgreSQL connection for writes is back");
                     shared.writer_up.store(true, Relaxed);
                     client = c;
+                    prepared = None;
                 }
                 Err(e) => {
                     // Refused at once: a DHCP client retries, an admin sees why.
@@ -192,16 +197,31 @@ pub(super) async fn run(
                 }
             }
         }
+        let statements = match prepared.take() {
+            Some(p) => p,
+            None => match Prepared::new(&client).await {
+                Ok(p) => p,
+                Err(e) => {
+                    let failed = BatchFailure::of(&e);
+                    for op in ops {
+                        fail(op, &failed);
+                    }
+                    continue;
+                }
+            },
+        };
         batch += 1;
         // A panic in one batch (a bug) costs its writes, answered as the
         // writer gone (their senders dropped), not the store.
         let ran = futures_lite::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(run_batch(
             &mut client,
+            &statements,
             ops,
             batch,
             &shared,
         )))
         .await;
+        prepared = Some(statements);
         if ran.is_err() {
             tracing::error!(
                 batch,
@@ -231,17 +251,23 @@ fn fail(op: Op, failed: &BatchFailure) {
         Op::Bump(_, r) => send(r, failed),
         Op::Report(_, _, r) => send(r, failed),
         Op::Reports(_, r) => send(r, failed),
-        Op::Event(mac, event) => {
+        Op::Quick(Quick::Event(mac, event)) => {
             tracing::warn!(%mac, cause = %failed.cause, "store: a timeline event was not saved: {event}");
         }
+        Op::Quick(Quick::Allocate(_, r)) => send(r, failed),
         Op::Events(_, r) => send(r, failed),
-        Op::Allocate(_, r) => send(r, failed),
         Op::Release(_, _, r) => send(r, failed),
         Op::Decline(_, r) => send(r, failed),
     }
 }
 
-async fn run_batch(client: &mut Client, ops: Vec<Op>, batch: u64, shared: &Shared) {
+async fn run_batch(
+    client: &mut Client,
+    prepared: &Prepared,
+    ops: Vec<Op>,
+    batch: u64,
+    shared: &Shared,
+) {
     let tx = match client.transaction().await {
         Ok(tx) => tx,
         Err(e) => {
@@ -254,10 +280,25 @@ async fn run_batch(client: &mut Client, ops: Vec<Op>, batch: u64, shared: &Share
     };
     let mut answers: Vec<Pending> = Vec::with_capacity(ops.len());
     let mut notes: Vec<Value> = Vec::new();
+    // Runs of quick writes go out together; every other write alone, under
+    // its savepoint, in the order they came.
+    let mut run: Vec<Quick> = Vec::new();
     for op in ops {
-        if let Some(answer) = savepointed(&tx, op, &mut notes, shared).await {
-            answers.push(answer);
+        match op {
+            Op::Quick(q) => run.push(q),
+            op => {
+                if !run.is_empty() {
+                    let sent = std::mem::take(&mut run);
+                    answers.extend(quick::send(&tx, prepared, sent, &mut notes, shared).await);
+                }
+                if let Some(answer) = savepointed(&tx, prepared, op, &mut notes, shared).await {
+                    answers.push(answer);
+                }
+            }
         }
+    }
+    if !run.is_empty() {
+        answers.extend(quick::send(&tx, prepared, run, &mut notes, shared).await);
     }
     let echo = if notes.is_empty() {
         None
@@ -275,11 +316,7 @@ async fn run_batch(client: &mut Client, ops: Vec<Op>, batch: u64, shared: &Share
     let announced = if payloads.is_empty() {
         Ok(0)
     } else {
-        tx.execute(
-            "SELECT pg_notify($1, p) FROM unnest($2::text[]) WITH ORDINALITY AS t(p, i) ORDER BY i",
-            &[&CHANNEL, &payloads],
-        )
-        .await
+        tx.execute(&prepared.notify, &[&CHANNEL, &payloads]).await
     };
     let committed = match announced {
         Ok(_) => tx.commit().await,
@@ -325,6 +362,7 @@ async fn run_batch(client: &mut Client, ops: Vec<Op>, batch: u64, shared: &Share
 /// batch goes on.
 async fn savepointed(
     tx: &Transaction<'_>,
+    prepared: &Prepared,
     op: Op,
     notes: &mut Vec<Value>,
     shared: &Shared,
@@ -334,7 +372,7 @@ async fn savepointed(
         return None;
     }
     let mut mine = Vec::new();
-    let (answer, ok) = apply(tx, op, &mut mine, shared).await;
+    let (answer, ok) = apply(tx, prepared, op, &mut mine, shared).await;
     let end = if ok {
         "RELEASE SAVEPOINT op"
     } else {
@@ -353,6 +391,7 @@ async fn savepointed(
 /// Does `op`; its answer (none for an event) and whether it succeeded.
 async fn apply(
     tx: &Transaction<'_>,
+    prepared: &Prepared,
     op: Op,
     notes: &mut Vec<Value>,
     shared: &Shared,
@@ -374,28 +413,11 @@ async fn apply(
         Op::Bump(macs, r) => done(r, bump(tx, &macs, notes).await),
         Op::Report(mac, report, r) => done(r, add_report(tx, mac, &report).await),
         Op::Reports(mac, r) => done(r, reports(tx, mac).await),
-        Op::Event(mac, event) => {
-            let trim = {
-                let mut m = shared.mirror();
-                let n = m.events_since_trim.entry(mac).or_insert(0);
-                *n += 1;
-                if *n >= TRIM_EVERY {
-                    *n = 0;
-                    true
-                } else {
-                    false
-                }
-            };
-            match add_event(tx, mac, &event, trim).await {
-                Ok(()) => (None, true),
-                Err(e) => {
-                    tracing::warn!(%mac, error = %e, "store: a timeline event was not saved: {event}");
-                    (None, false)
-                }
-            }
-        }
         Op::Events(mac, r) => done(r, events(tx, mac).await),
-        Op::Allocate(req, r) => done(r, allocate(tx, &req, notes, shared).await),
+        Op::Quick(q) => {
+            let mut answers = quick::send(tx, prepared, vec![q], notes, shared).await;
+            (answers.pop(), true)
+        }
         Op::Release(mac, ip, r) => done(r, release(tx, mac, ip, notes).await),
         Op::Decline(lease, r) => done(r, decline(tx, lease, notes).await),
     }
@@ -411,7 +433,7 @@ fn node_note(n: &Node) -> Value {
 
 /// A lease as `[ip, mac, state, expires]`, the expiry in milliseconds (as
 /// stored: any i64, where the text form has a range).
-fn lease_note(l: &Lease) -> Value {
+pub(super) fn lease_note(l: &Lease) -> Value {
     json!({ "lease": [l.ip, l.mac.map(mac_text), l.state.as_str(), l.expires.millis()] })
 }
 
@@ -715,24 +737,13 @@ async fn reports(tx: &Transaction<'_>, mac: Mac) -> Result<(Vec<ScriptReport>, u
     Ok((out, dropped as u64))
 }
 
-async fn add_event(
-    tx: &Transaction<'_>,
-    mac: Mac,
-    e: &Event,
-    trim: bool,
-) -> Result<(), StoreError> {
-    insert_event(tx, mac, e).await?;
-    if trim {
-        tx.execute(
-            "DELETE FROM events WHERE mac = $1 AND seq <= \
-             (SELECT seq FROM events WHERE mac = $1 ORDER BY seq DESC OFFSET $2 LIMIT 1)",
-            &[&mac_text(mac), &EVENTS_PER_NODE],
-        )
-        .await
-        .map_err(db("trim a timeline"))?;
-    }
-    Ok(())
-}
+/// Appends a timeline row: `mac, at, kind, data, appliance`.
+pub(super) const INSERT_EVENT: &str =
+    "INSERT INTO events (mac, at, kind, data, appliance) VALUES ($1, $2, $3, $4, $5)";
+
+/// Trims `$1`'s timeline to its newest `$2` events.
+pub(super) const TRIM_EVENTS: &str = "DELETE FROM events WHERE mac = $1 AND seq <= \
+     (SELECT seq FROM events WHERE mac = $1 ORDER BY seq DESC OFFSET $2 LIMIT 1)";
 
 /// One timeline row (no trim).
 pub(super) async fn insert_event(
@@ -742,7 +753,7 @@ pub(super) async fn insert_event(
 ) -> Result<(), StoreError> {
     let data = serde_json::to_value(&e.data).map_err(|err| super::rows::corrupt(mac, err))?;
     tx.execute(
-        "INSERT INTO events (mac, at, kind, data, appliance) VALUES ($1, $2, $3, $4, $5)",
+        INSERT_EVENT,
         &[
             &mac_text(mac),
             &e.at.millis(),
@@ -775,97 +786,6 @@ async fn events(tx: &Transaction<'_>, mac: Mac) -> Result<Vec<Event>, StoreError
             })
         })
         .collect()
-}
-
-/// Takes an address for `req.mac`: the candidates policy orders (those this
-/// appliance knows to be free), each tried with one conditional upsert that
-/// only a free, expired or already-this-MAC's row lets through.
-async fn allocate(
-    tx: &Transaction<'_>,
-    req: &LeaseRequest,
-    notes: &mut Vec<Value>,
-    shared: &Shared,
-) -> Result<Option<Lease>, StoreError> {
-    let candidates: Vec<address::Candidate> = {
-        let m = shared.mirror();
-        let current = m
-            .lease_of(req.mac)
-            .filter(|l| l.state != LeaseState::Declined)
-            .map(|l| l.ip);
-        let ask = AddressAsk {
-            fixed: req.fixed,
-            wanted: req.wanted,
-            exact: req.exact,
-            current,
-            ranges: &req.ranges,
-        };
-        let cursors = &m.cursors;
-        address::candidates(ask, |r| cursors.get(&r).copied())
-            .filter(|c| !m.taken_by_other(c.ip, req.mac, req.now))
-            .take(TRIES)
-            .collect()
-    };
-    let mac = mac_text(req.mac);
-    for cand in candidates {
-        tx.batch_execute("SAVEPOINT candidate")
-            .await
-            .map_err(db("allocate"))?;
-        let ip = ip_col(cand.ip);
-        // One lease per MAC: any other address it held is given up.
-        let dropped = tx
-            .query(
-                "DELETE FROM leases WHERE mac = $1 AND ip <> $2 RETURNING ip",
-                &[&mac, &ip],
-            )
-            .await
-            .map_err(db("allocate"))?;
-        let taken = tx
-            .query_opt(
-                "INSERT INTO leases (ip, mac, state, expires) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (ip) DO UPDATE SET mac = EXCLUDED.mac, state = EXCLUDED.state, \
-                 expires = EXCLUDED.expires \
-                 WHERE leases.mac = EXCLUDED.mac OR leases.expires <= $5 \
-                 RETURNING ip, mac, state, expires",
-                &[
-                    &ip,
-                    &mac,
-                    &req.state.as_str(),
-                    &req.expires.millis(),
-                    &req.now.millis(),
-                ],
-            )
-            .await;
-        let row = match taken {
-            Ok(row) => row,
-            Err(e) => {
-                let _ = tx.batch_execute("ROLLBACK TO SAVEPOINT candidate").await;
-                return Err(db("allocate")(e));
-            }
-        };
-        let Some(row) = row else {
-            // Another appliance holds it (this one had not heard yet).
-            tx.batch_execute("ROLLBACK TO SAVEPOINT candidate")
-                .await
-                .map_err(db("allocate"))?;
-            continue;
-        };
-        tx.batch_execute("RELEASE SAVEPOINT candidate")
-            .await
-            .map_err(db("allocate"))?;
-        let lease = lease_from_row(&row)?;
-        if let Some(range) = cand.scanned {
-            shared
-                .mirror()
-                .cursors
-                .insert(range, address::cursor_after(range, cand.ip));
-        }
-        for old in dropped {
-            notes.push(json!({ "lease_gone": ip_of(old.get(0)) }));
-        }
-        notes.push(lease_note(&lease));
-        return Ok(Some(lease));
-    }
-    Ok(None)
 }
 
 async fn release(

@@ -1,0 +1,267 @@
+//! The writes a DHCP exchange makes (lease allocations and timeline events),
+//! sent to PostgreSQL together and answered in order: one round trip for a
+//! run of them instead of several each. They need no savepoint: an
+//! allocation finds a taken address inside one statement
+//! (`rackboot_allocate`, schema migration 3) and an event only appends, so
+//! neither fails but with the connection, and then the whole batch does.
+//!
+//! Addresses are planned here before anything is sent: each allocation of
+//! the run skips the addresses the ones before it in the same run will try
+//! first, so a run of new clients does not queue up on one address.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+
+use serde_json::{Value, json};
+use tokio_postgres::{Client, Row, Statement, Transaction};
+
+use super::Shared;
+use super::rows::{db, ip_col, ip_of, mac_text};
+use super::writer::{Pending, Reply, TRIES, TRIM_EVERY, lease_note, pending};
+use crate::boot::address::{self, AddressAsk, Candidate, Range};
+use crate::model::{Event, Lease, LeaseState, Mac};
+use crate::store::{EVENTS_PER_NODE, LeaseRequest};
+
+/// The statements of the quick writes (and the announcement), prepared once
+/// per connection: each then costs one message, not a parse and a bind.
+pub(super) struct Prepared {
+    allocate: Statement,
+    event: Statement,
+    trim: Statement,
+    pub(super) notify: Statement,
+}
+
+impl Prepared {
+    pub(super) async fn new(client: &Client) -> Result<Prepared, tokio_postgres::Error> {
+        Ok(Prepared {
+            allocate: client
+                .prepare("SELECT got_ip, dropped_ips FROM rackboot_allocate($1, $2, $3, $4, $5)")
+                .await?,
+            event: client.prepare(super::writer::INSERT_EVENT).await?,
+            trim: client.prepare(super::writer::TRIM_EVENTS).await?,
+            notify: client
+                .prepare(
+                    "SELECT pg_notify($1, p) FROM unnest($2::text[]) WITH ORDINALITY AS t(p, i) \
+                     ORDER BY i",
+                )
+                .await?,
+        })
+    }
+}
+
+/// A write that can go in a run.
+pub(super) enum Quick {
+    Allocate(Box<LeaseRequest>, Reply<Option<Lease>>),
+    Event(Mac, Box<Event>),
+}
+
+/// What one quick write sends, planned before the run goes out.
+enum Plan {
+    Allocate {
+        req: Box<LeaseRequest>,
+        reply: Reply<Option<Lease>>,
+        mac: String,
+        candidates: Vec<Candidate>,
+        ips: Vec<i64>,
+    },
+    Event {
+        mac: Mac,
+        key: String,
+        event: Box<Event>,
+        data: Value,
+        trim: bool,
+    },
+}
+
+type Sent<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<Row>, tokio_postgres::Error>> + Send + 'a>>;
+
+/// Sends `run` in one go inside `tx` and turns what comes back into answers
+/// (held until the commit) and announcements.
+pub(super) async fn send(
+    tx: &Transaction<'_>,
+    prepared: &Prepared,
+    run: Vec<Quick>,
+    notes: &mut Vec<Value>,
+    shared: &Shared,
+) -> Vec<Pending> {
+    let plans = plan(run, shared);
+    let mut sent: Vec<Sent<'_>> = Vec::with_capacity(plans.len() + 1);
+    for p in &plans {
+        match p {
+            Plan::Allocate { req, mac, ips, .. } => sent.push(Box::pin(async move {
+                let (state, expires, now) =
+                    (req.state.as_str(), req.expires.millis(), req.now.millis());
+                tx.query_opt(&prepared.allocate, &[mac, ips, &state, &expires, &now])
+                    .await
+            })),
+            Plan::Event {
+                key,
+                event,
+                data,
+                trim,
+                ..
+            } => {
+                sent.push(Box::pin(async move {
+                    tx.execute(
+                        &prepared.event,
+                        &[
+                            key,
+                            &event.at.millis(),
+                            &event.kind().as_str(),
+                            data,
+                            &event.appliance,
+                        ],
+                    )
+                    .await
+                    .map(|_| None)
+                }));
+                if *trim {
+                    sent.push(Box::pin(async move {
+                        tx.execute(&prepared.trim, &[key, &EVENTS_PER_NODE])
+                            .await
+                            .map(|_| None)
+                    }));
+                }
+            }
+        }
+    }
+    // Polled together: tokio-postgres sends each statement as it is first
+    // polled, in this order, and the server runs them in that order.
+    let mut results = futures_util::future::join_all(sent).await.into_iter();
+    let mut answers = Vec::new();
+    for p in plans {
+        match p {
+            Plan::Allocate {
+                req,
+                reply,
+                candidates,
+                ..
+            } => {
+                let got = results.next().expect("one result per statement");
+                let result = got
+                    .map_err(db("allocate"))
+                    .map(|row| row.map(|row| taken(&row, &req, &candidates, notes, shared)));
+                answers.push(pending(reply, result));
+            }
+            Plan::Event {
+                mac, event, trim, ..
+            } => {
+                let mut done = results.next().expect("one result per statement");
+                if trim {
+                    done = done.and(results.next().expect("one result per statement"));
+                }
+                if let Err(e) = done {
+                    let e = db("add an event")(e);
+                    tracing::warn!(%mac, error = %e, "store: a timeline event was not saved: {event}");
+                }
+            }
+        }
+    }
+    answers
+}
+
+/// The lease an allocation took, announced; the scan of its range moves on.
+fn taken(
+    row: &Row,
+    req: &LeaseRequest,
+    candidates: &[Candidate],
+    notes: &mut Vec<Value>,
+    shared: &Shared,
+) -> Lease {
+    let ip = ip_of(row.get(0));
+    let dropped: Vec<i64> = row.get(1);
+    if let Some(range) = candidates
+        .iter()
+        .find(|c| c.ip == ip)
+        .and_then(|c| c.scanned)
+    {
+        shared
+            .mirror()
+            .cursors
+            .insert(range, address::cursor_after(range, ip));
+    }
+    for old in dropped {
+        notes.push(json!({ "lease_gone": ip_of(old) }));
+    }
+    let lease = Lease {
+        ip,
+        mac: Some(req.mac),
+        state: req.state,
+        expires: req.expires,
+    };
+    notes.push(lease_note(&lease));
+    lease
+}
+
+/// Each write's statement parameters. An allocation's candidates are the
+/// addresses this appliance knows to be free, in policy's order, less the
+/// first choices of the allocations before it in the run.
+fn plan(run: Vec<Quick>, shared: &Shared) -> Vec<Plan> {
+    let mut m = shared.mirror();
+    let mut cursors: HashMap<Range, u32> = m.cursors.clone();
+    let mut claimed: HashSet<std::net::Ipv4Addr> = HashSet::new();
+    let mut plans = Vec::with_capacity(run.len());
+    for q in run {
+        match q {
+            Quick::Allocate(req, reply) => {
+                let current = m
+                    .lease_of(req.mac)
+                    .filter(|l| l.state != LeaseState::Declined)
+                    .map(|l| l.ip);
+                let ask = AddressAsk {
+                    fixed: req.fixed,
+                    wanted: req.wanted,
+                    exact: req.exact,
+                    current,
+                    ranges: &req.ranges,
+                };
+                let candidates: Vec<Candidate> =
+                    address::candidates(ask, |r| cursors.get(&r).copied())
+                        .filter(|c| {
+                            !m.taken_by_other(c.ip, req.mac, req.now) && !claimed.contains(&c.ip)
+                        })
+                        .take(TRIES)
+                        .collect();
+                if let Some(first) = candidates.first() {
+                    claimed.insert(first.ip);
+                    if let Some(range) = first.scanned {
+                        cursors.insert(range, address::cursor_after(range, first.ip));
+                    }
+                }
+                let ips = candidates.iter().map(|c| ip_col(c.ip)).collect();
+                plans.push(Plan::Allocate {
+                    mac: mac_text(req.mac),
+                    req,
+                    reply,
+                    candidates,
+                    ips,
+                });
+            }
+            Quick::Event(mac, event) => {
+                let n = m.events_since_trim.entry(mac).or_insert(0);
+                *n += 1;
+                let trim = *n >= TRIM_EVERY;
+                if trim {
+                    *n = 0;
+                }
+                let data = match serde_json::to_value(&event.data) {
+                    Ok(data) => data,
+                    Err(e) => {
+                        tracing::warn!(%mac, error = %e, "store: a timeline event was not saved: {event}");
+                        continue;
+                    }
+                };
+                plans.push(Plan::Event {
+                    mac,
+                    key: mac_text(mac),
+                    event,
+                    data,
+                    trim,
+                });
+            }
+        }
+    }
+    plans
+}
