@@ -303,3 +303,175 @@ fn a_held_lease_is_renewed_while_the_database_is_away_and_nothing_new_is_leased(
     let other = clients.udhcpc("c1", &["-t", "4"]).expect("c1 is leased")["ip"].clone();
     assert_ne!(other, ip, "the held address went to another MAC");
 }
+
+/// Addresses of the storms' relayed subnet, served by both appliances alike (one database, one
+/// pool: no address may go to two MACs whichever appliance answers).
+const FLEET_CIDR: &str = "10.78.0.0/16";
+const GIADDR: &str = "10.78.0.1";
+const STORM_IP: &str = "10.77.0.2";
+/// A storm of 500 nodes: ramp, every phase bounded.
+const STORM_WITHIN: Duration = Duration::from_secs(240);
+
+/// An appliance called `name` on `url` that a `rackboot storm` can boot nodes from: the relayed
+/// fleet subnet, real-sized assets, and the documented load-test opt-outs (node credentials from
+/// any address, no per-address limits), as in tests/storm.rs.
+fn storm_appliance(lab: &str, name: &str, url: &str) -> Server {
+    use common::setup::pseudo_random;
+    Setup::new(lab)
+        .standard_files()
+        .file("assets/undionly.kpxe", pseudo_random(1, 48 << 10))
+        .file("assets/ipxe-amd64.efi", pseudo_random(2, 48 << 10))
+        .file("assets/ipxe-arm64.efi", pseudo_random(3, 48 << 10))
+        .file("assets/x86_64/vmlinuz", pseudo_random(4, 128 << 10))
+        .file("assets/arm64/Image", pseudo_random(6, 128 << 10))
+        .lab_subnet(100, 199)
+        .subnet(FLEET_CIDR, "ranges = [[\"10.78.0.10\", \"10.78.7.250\"]]")
+        .tftp("max_transfers_per_address = 0")
+        .tokens_from_any_address()
+        .http("max_connections_per_address = 0")
+        .table(
+            "store",
+            &format!("engine = \"postgres\"\nurl = \"{url}\"\nappliance = \"{name}\"\n"),
+        )
+        .start()
+}
+
+/// The namespace a storm runs in, relaying (giaddr [`GIADDR`]) to `rb`.
+fn storm_ns(rb: &Server) -> Netns<'_> {
+    let ns = Netns::new(&rb.lab, "st");
+    ns.link("st0", None);
+    ns.addr("st0", &format!("{STORM_IP}/24"));
+    ns.addr("lo", &format!("{GIADDR}/32"));
+    rb.lab.ip(&["route", "add", FLEET_CIDR, "via", STORM_IP]);
+    ns
+}
+
+/// `rackboot storm` of 500 nodes drawn from `seed`, relayed to the appliance of `ns`; its JSON
+/// report.
+fn storm(ns: &Netns, seed: &str) -> Value {
+    let json = ns.file(&format!("storm-{seed}.json"));
+    let args = [
+        "storm",
+        "--relay",
+        GIADDR,
+        "--server",
+        "10.77.0.1",
+        "--nodes",
+        "500",
+        "--ramp",
+        "50",
+        "--seed",
+        seed,
+        "--timeout",
+        "40s",
+        "--dhcp-retry",
+        "1s",
+        "--quiet",
+        "--json",
+        json.to_str().expect("utf-8 path"),
+    ];
+    let out = ns.run(common::setup::RACKBOOT, &args, STORM_WITHIN);
+    std::fs::read_to_string(&json)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "storm {seed} wrote no report: {}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+}
+
+/// A fleet of 1000 booting through two appliances at once, 500 each, on one pool. One
+/// appliance is killed with SIGKILL mid-storm; the other takes over the jobs that run once,
+/// and the killed one's machines, booting again, boot through the survivor. In the end every
+/// node is `configured` with its own address, and nothing either appliance acknowledged is lost.
+#[test]
+fn a_thousand_nodes_boot_through_two_appliances_and_one_dies_mid_storm() {
+    let pg = ScratchCluster::start().expect("a scratch PostgreSQL");
+    pg.create_database("rackboot").expect("a database");
+    let url = pg.url("rackboot");
+    let a = storm_appliance("pg-sa", "row-a", &url);
+    let b = storm_appliance("pg-sb", "row-b", &url);
+    let (sa, sb) = (storm_ns(&a), storm_ns(&b));
+
+    let (first_a, first_b) = std::thread::scope(|s| {
+        let on_a = s.spawn(|| storm(&sa, "11"));
+        let on_b = s.spawn(|| storm(&sb, "22"));
+        // Mid-storm: a's first nodes are through, many are not.
+        let mid = poll_until(Duration::from_secs(60), || {
+            let done = a
+                .request("GET", "/api/v1/nodes", Some(ADMIN_TOKEN), None)
+                .json()
+                .as_array()
+                .map_or(0, |ns| {
+                    ns.iter().filter(|n| n["state"] == "configured").count()
+                });
+            (done >= 50).then_some(done)
+        });
+        assert!(mid.is_some(), "a booted nothing:\n{}", a.log_text());
+        a.kill();
+        (
+            on_a.join().expect("storm on a"),
+            on_b.join().expect("storm on b"),
+        )
+    });
+    assert_eq!(
+        first_b["failed"], 0,
+        "b's own storm failed while a died: {first_b:#}"
+    );
+    let cut = first_a["failed"].as_u64().unwrap_or(0);
+    assert!(cut > 0, "a was killed after its storm ended: {first_a:#}");
+
+    // b took over the jobs that run once.
+    let took = poll_until(Duration::from_secs(10), || {
+        (health(&b).1["leads"] == true).then_some(())
+    });
+    assert!(took.is_some(), "b did not take the lead");
+
+    // a's machines boot again, now through b (what a relay with two servers gives them).
+    let again = storm(&sb, "11");
+    assert_eq!(again["failed"], 0, "a's machines through b: {again:#}");
+
+    let fleet: Vec<Value> = b
+        .request("GET", "/api/v1/nodes", Some(ADMIN_TOKEN), None)
+        .json()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| n["mac"].as_str().is_some_and(|m| m.starts_with("02:")))
+        .collect();
+    assert_eq!(fleet.len(), 1000, "fleet records");
+    let unfinished: Vec<String> = fleet
+        .iter()
+        .filter(|n| n["state"] != "configured")
+        .map(|n| format!("{} {}", n["mac"], n["state"]))
+        .collect();
+    assert!(unfinished.is_empty(), "not configured: {unfinished:?}");
+    // One address per node, none of them shared.
+    let leases = b.request("GET", "/api/v1/leases", Some(ADMIN_TOKEN), None);
+    assert_eq!(leases.status, 200, "{}", leases.text());
+    let bound: Vec<(String, String)> = leases
+        .json()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|l| {
+            l["state"] == "bound" && l["mac"].as_str().is_some_and(|m| m.starts_with("02:"))
+        })
+        .map(|l| {
+            (
+                l["ip"].as_str().unwrap_or("").to_string(),
+                l["mac"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let ips: std::collections::HashSet<&String> = bound.iter().map(|(ip, _)| ip).collect();
+    let macs: std::collections::HashSet<&String> = bound.iter().map(|(_, mac)| mac).collect();
+    assert_eq!(bound.len(), 1000, "bound leases of the fleet");
+    assert_eq!(ips.len(), 1000, "an address bound to two MACs");
+    assert_eq!(macs.len(), 1000, "a MAC with two addresses");
+}
