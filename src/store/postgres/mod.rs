@@ -246,7 +246,9 @@ impl Store for PostgresStore {
         if let Some(existing) = self.mirror().nodes.get(&node.mac) {
             return Ok((existing.clone(), false));
         }
-        let (node, created) = self.ask(|tx| Op::Create(Box::new(node), tx)).await?;
+        let (node, created) = self
+            .ask(|tx| Op::Quick(Quick::Create(Box::new(node), tx)))
+            .await?;
         if created && let Some(seen) = node.last_seen {
             // Saved with the record: a touch right after (a new client's
             // REQUEST) need not write it again.
@@ -647,6 +649,39 @@ mod tests {
         })
         .await;
         assert_eq!(b.allocate(&req).await.unwrap().map(|l| l.ip), Some(ip));
+    }
+
+    /// A client whose DISCOVER was retransmitted (say, while the database was
+    /// away) can have the retransmission and its REQUEST answered by one
+    /// batch: the DISCOVER tries the client's own offer first, and that must
+    /// not keep its REQUEST from binding it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_discover_beside_its_own_request_in_one_batch_leaves_the_offer_to_it() {
+        let (a, _b) = two("same_mac").await;
+        let range = (Ipv4Addr::new(10, 9, 1, 10), Ipv4Addr::new(10, 9, 1, 49));
+        let ask = |state, wanted, exact| LeaseRequest {
+            mac: mac(1),
+            ranges: vec![range],
+            fixed: None,
+            wanted,
+            exact,
+            state,
+            expires: Timestamp(i64::MAX / 2),
+            now: Timestamp(1),
+        };
+        let offered = a
+            .allocate(&ask(LeaseState::Offered, None, false))
+            .await
+            .unwrap()
+            .expect("an offer");
+        // Queued together: this runtime has one thread, so the writer takes
+        // both off its queue in one batch, the DISCOVER's first.
+        let discover = ask(LeaseState::Offered, None, false);
+        let request = ask(LeaseState::Bound, Some(offered.ip), true);
+        let (again, bound) = tokio::join!(a.allocate(&discover), a.allocate(&request));
+        assert_eq!(again.unwrap().map(|l| l.ip), Some(offered.ip));
+        let bound = bound.unwrap().expect("the REQUEST bound its offer");
+        assert_eq!((bound.ip, bound.state), (offered.ip, LeaseState::Bound));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

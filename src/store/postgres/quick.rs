@@ -1,15 +1,17 @@
-//! The writes a DHCP exchange makes (lease allocations and timeline events),
-//! sent to PostgreSQL together and answered in order: one round trip for a
-//! run of them instead of several each. They need no savepoint: an
-//! allocation finds a taken address inside one statement
-//! (`rackboot_allocate`, schema migration 3) and an event only appends, so
-//! neither fails but with the connection, and then the whole batch does.
+//! The writes a DHCP exchange makes (new node records, lease allocations and
+//! timeline events), sent to PostgreSQL together and answered in order: one
+//! round trip for a run of them instead of several each. They need no
+//! savepoint: a record whose hostname or address is taken, and an address
+//! taken by another MAC, are found inside one statement
+//! (`rackboot_create_node` and `rackboot_allocate`, schema migrations 4 and
+//! 3), and an event only appends, so none fails but with the connection, and
+//! then the whole batch does.
 //!
 //! Addresses are planned here before anything is sent: each allocation of
 //! the run skips the addresses the ones before it in the same run will try
 //! first, so a run of new clients does not queue up on one address.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -17,15 +19,16 @@ use serde_json::{Value, json};
 use tokio_postgres::{Client, Row, Statement, Transaction};
 
 use super::Shared;
-use super::rows::{db, ip_col, ip_of, mac_text};
-use super::writer::{Pending, Reply, TRIES, TRIM_EVERY, lease_note, pending};
+use super::rows::{db, ip_col, ip_of, key_taken, mac_text, node_from_json, node_json};
+use super::writer::{Pending, Reply, TRIES, TRIM_EVERY, lease_note, node_note, pending};
 use crate::boot::address::{self, AddressAsk, Candidate, Range};
-use crate::model::{Event, Lease, LeaseState, Mac};
-use crate::store::{EVENTS_PER_NODE, LeaseRequest};
+use crate::model::{Event, Lease, LeaseState, Mac, Node};
+use crate::store::{EVENTS_PER_NODE, LeaseRequest, StoreError};
 
 /// The statements of the quick writes (and the announcement), prepared once
 /// per connection: each then costs one message, not a parse and a bind.
 pub(super) struct Prepared {
+    create: Statement,
     allocate: Statement,
     event: Statement,
     trim: Statement,
@@ -35,6 +38,9 @@ pub(super) struct Prepared {
 impl Prepared {
     pub(super) async fn new(client: &Client) -> Result<Prepared, tokio_postgres::Error> {
         Ok(Prepared {
+            create: client
+                .prepare("SELECT made, existing, taken, detail FROM rackboot_create_node($1, $2, $3, $4)")
+                .await?,
             allocate: client
                 .prepare("SELECT got_ip, dropped_ips FROM rackboot_allocate($1, $2, $3, $4, $5)")
                 .await?,
@@ -52,12 +58,22 @@ impl Prepared {
 
 /// A write that can go in a run.
 pub(super) enum Quick {
+    /// A node record, unless its MAC has one: (the record, whether made).
+    Create(Box<Node>, Reply<(Node, bool)>),
     Allocate(Box<LeaseRequest>, Reply<Option<Lease>>),
     Event(Mac, Box<Event>),
 }
 
 /// What one quick write sends, planned before the run goes out.
 enum Plan {
+    Create {
+        node: Box<Node>,
+        reply: Reply<(Node, bool)>,
+        mac: String,
+        hostname_lc: String,
+        ipv4: Option<i64>,
+        record: Value,
+    },
     Allocate {
         req: Box<LeaseRequest>,
         reply: Reply<Option<Lease>>,
@@ -90,6 +106,16 @@ pub(super) async fn send(
     let mut sent: Vec<Sent<'_>> = Vec::with_capacity(plans.len() + 1);
     for p in &plans {
         match p {
+            Plan::Create {
+                mac,
+                hostname_lc,
+                ipv4,
+                record,
+                ..
+            } => sent.push(Box::pin(async move {
+                tx.query_opt(&prepared.create, &[mac, hostname_lc, ipv4, record])
+                    .await
+            })),
             Plan::Allocate { req, mac, ips, .. } => sent.push(Box::pin(async move {
                 let (state, expires, now) =
                     (req.state.as_str(), req.expires.millis(), req.now.millis());
@@ -133,6 +159,13 @@ pub(super) async fn send(
     let mut answers = Vec::new();
     for p in plans {
         match p {
+            Plan::Create { node, reply, .. } => {
+                let got = results.next().expect("one result per statement");
+                let result = got
+                    .map_err(db("create a node"))
+                    .and_then(|row| created(row, *node, notes));
+                answers.push(pending(reply, result));
+            }
             Plan::Allocate {
                 req,
                 reply,
@@ -160,6 +193,33 @@ pub(super) async fn send(
         }
     }
     answers
+}
+
+/// What `rackboot_create_node` answered for `node`: made (and announced),
+/// the record its MAC already had, or the unique key another node holds.
+fn created(
+    row: Option<Row>,
+    node: Node,
+    notes: &mut Vec<Value>,
+) -> Result<(Node, bool), StoreError> {
+    let row = row.ok_or_else(|| StoreError::NoSuchNode(node.mac))?;
+    let made: bool = row.try_get(0).map_err(db("create a node"))?;
+    if made {
+        notes.push(node_note(&node));
+        return Ok((node, true));
+    }
+    let taken_by: Option<String> = row.try_get(2).map_err(db("create a node"))?;
+    if let Some(constraint) = taken_by {
+        let detail: Option<String> = row.try_get(3).map_err(db("create a node"))?;
+        return Err(key_taken(
+            Some(&constraint),
+            detail.as_deref().unwrap_or(""),
+        ));
+    }
+    // Deleted between the insert that found it and the read: gone now.
+    let existing: Option<Value> = row.try_get(1).map_err(db("create a node"))?;
+    let existing = existing.ok_or(StoreError::NoSuchNode(node.mac))?;
+    Ok((node_from_json(existing)?, false))
 }
 
 /// The lease an allocation took, announced; the scan of its range moves on.
@@ -201,10 +261,27 @@ fn taken(
 fn plan(run: Vec<Quick>, shared: &Shared) -> Vec<Plan> {
     let mut m = shared.mirror();
     let mut cursors: HashMap<Range, u32> = m.cursors.clone();
-    let mut claimed: HashSet<std::net::Ipv4Addr> = HashSet::new();
+    // Each address first tried in this run, and for which MAC: another MAC's
+    // first choice is skipped; the same MAC's (a DISCOVER retransmitted beside
+    // its REQUEST) is not, or its REQUEST would be refused its own offer.
+    let mut claimed: HashMap<std::net::Ipv4Addr, Mac> = HashMap::new();
     let mut plans = Vec::with_capacity(run.len());
     for q in run {
         match q {
+            Quick::Create(node, reply) => match node_json(&node) {
+                Ok(record) => plans.push(Plan::Create {
+                    mac: mac_text(node.mac),
+                    hostname_lc: node.hostname.to_ascii_lowercase(),
+                    ipv4: node.ipv4.map(ip_col),
+                    record,
+                    node,
+                    reply,
+                }),
+                // Nothing to send: refused now.
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
             Quick::Allocate(req, reply) => {
                 let current = m
                     .lease_of(req.mac)
@@ -220,12 +297,13 @@ fn plan(run: Vec<Quick>, shared: &Shared) -> Vec<Plan> {
                 let candidates: Vec<Candidate> =
                     address::candidates(ask, |r| cursors.get(&r).copied())
                         .filter(|c| {
-                            !m.taken_by_other(c.ip, req.mac, req.now) && !claimed.contains(&c.ip)
+                            !m.taken_by_other(c.ip, req.mac, req.now)
+                                && claimed.get(&c.ip).is_none_or(|by| *by == req.mac)
                         })
                         .take(TRIES)
                         .collect();
                 if let Some(first) = candidates.first() {
-                    claimed.insert(first.ip);
+                    claimed.insert(first.ip, req.mac);
                     if let Some(range) = first.scanned {
                         cursors.insert(range, address::cursor_after(range, first.ip));
                     }
