@@ -17,16 +17,7 @@ pub(super) fn db(op: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Stor
         if let Some(db) = e.as_db_error()
             && *db.code() == SqlState::UNIQUE_VIOLATION
         {
-            let what = match db.constraint() {
-                Some("nodes_hostname") => "the hostname already belongs to another node",
-                Some("nodes_ipv4") => "the address already belongs to another node",
-                Some("nodes_pkey") => "the MAC already has a record",
-                _ => "a unique key is taken",
-            };
-            return StoreError::Conflict(format!(
-                "{what} ({})",
-                db.detail().unwrap_or(db.message())
-            ));
+            return key_taken(db.constraint(), db.detail().unwrap_or(db.message()));
         }
         StoreError::Engine {
             op,
@@ -34,6 +25,17 @@ pub(super) fn db(op: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Stor
             cause: describe(&e),
         }
     }
+}
+
+/// The conflict of a unique key taken: `constraint` names which.
+pub(super) fn key_taken(constraint: Option<&str>, detail: &str) -> StoreError {
+    let what = match constraint {
+        Some("nodes_hostname") => "the hostname already belongs to another node",
+        Some("nodes_ipv4") => "the address already belongs to another node",
+        Some("nodes_pkey") => "the MAC already has a record",
+        _ => "a unique key is taken",
+    };
+    StoreError::Conflict(format!("{what} ({detail})"))
 }
 
 /// Whether waiting may help with `e`.

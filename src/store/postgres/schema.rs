@@ -97,6 +97,35 @@ BEGIN
 END
 $fn$;
 "#,
+    // 4: a new node record in one statement, without a savepoint around it: a
+    // hostname or address another node holds is answered (its constraint
+    // and detail), not raised, so the writes sent with it go on.
+    r#"
+CREATE FUNCTION rackboot_create_node(p_mac TEXT, p_hostname_lc TEXT, p_ipv4 BIGINT,
+                                     p_record JSONB)
+RETURNS TABLE (made BOOLEAN, existing JSONB, taken TEXT, detail TEXT)
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    made := false;
+    BEGIN
+        INSERT INTO nodes (mac, hostname_lc, ipv4, record)
+        VALUES (p_mac, p_hostname_lc, p_ipv4, p_record)
+        ON CONFLICT (mac) DO NOTHING;
+        IF FOUND THEN
+            made := true;
+            RETURN NEXT;
+            RETURN;
+        END IF;
+    EXCEPTION WHEN unique_violation THEN
+        GET STACKED DIAGNOSTICS taken = CONSTRAINT_NAME, detail = PG_EXCEPTION_DETAIL;
+        RETURN NEXT;
+        RETURN;
+    END;
+    SELECT n.record INTO existing FROM nodes n WHERE n.mac = p_mac;
+    RETURN NEXT;
+END
+$fn$;
+"#,
 ];
 
 /// The schema version this binary writes.

@@ -47,7 +47,6 @@ pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 /// One write (or a read that must see the writes queued before it).
 pub(super) enum Op {
     Sync(Reply<()>),
-    Create(Box<Node>, Reply<(Node, bool)>),
     Update(Mac, NodeEdit, Reply<Edited>),
     EditNodes(NodesEdit, Reply<Vec<Written>>),
     DeleteIf(Vec<Mac>, NodeQuery, Reply<Vec<Mac>>),
@@ -243,7 +242,6 @@ fn fail(op: Op, failed: &BatchFailure) {
     }
     match op {
         Op::Sync(r) => send(r, failed),
-        Op::Create(_, r) => send(r, failed),
         Op::Update(_, _, r) => send(r, failed),
         Op::EditNodes(_, r) => send(r, failed),
         Op::DeleteIf(_, _, r) => send(r, failed),
@@ -255,6 +253,7 @@ fn fail(op: Op, failed: &BatchFailure) {
             tracing::warn!(%mac, cause = %failed.cause, "store: a timeline event was not saved: {event}");
         }
         Op::Quick(Quick::Allocate(_, r)) => send(r, failed),
+        Op::Quick(Quick::Create(_, r)) => send(r, failed),
         Op::Events(_, r) => send(r, failed),
         Op::Release(_, _, r) => send(r, failed),
         Op::Decline(_, r) => send(r, failed),
@@ -405,7 +404,6 @@ async fn apply(
     }
     match op {
         Op::Sync(r) => done(r, Ok(())),
-        Op::Create(node, r) => done(r, create(tx, *node, notes).await),
         Op::Update(mac, edit, r) => done(r, update(tx, mac, edit, notes).await),
         Op::EditNodes(edit, r) => done(r, edit_nodes(tx, edit, notes).await),
         Op::DeleteIf(macs, doomed, r) => done(r, delete_if(tx, &macs, &doomed, notes).await),
@@ -423,7 +421,7 @@ async fn apply(
     }
 }
 
-fn node_note(n: &Node) -> Value {
+pub(super) fn node_note(n: &Node) -> Value {
     let note = node_json(n).map(|record| json!({ "node": record }));
     match note {
         Ok(note) if note.to_string().len() <= NOTE_MAX => note,
@@ -466,28 +464,6 @@ async fn read_node(tx: &Transaction<'_>, mac: Mac, lock: bool) -> Result<Option<
         .map_err(db("read a node"))?
         .map(|row| node_from_row(&row))
         .transpose()
-}
-
-async fn create(
-    tx: &Transaction<'_>,
-    node: Node,
-    notes: &mut Vec<Value>,
-) -> Result<(Node, bool), StoreError> {
-    let made = write_node(
-        tx,
-        "INSERT INTO nodes (mac, hostname_lc, ipv4, record) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (mac) DO NOTHING",
-        &node,
-    )
-    .await?;
-    if made == 1 {
-        notes.push(node_note(&node));
-        return Ok((node, true));
-    }
-    let existing = read_node(tx, node.mac, false)
-        .await?
-        .ok_or(StoreError::NoSuchNode(node.mac))?;
-    Ok((existing, false))
 }
 
 async fn update(
