@@ -324,12 +324,20 @@ impl Control {
     ) -> Result<Node, StoreError> {
         let token = boot.token.clone();
         let booted = boot.script.bootenv.clone();
-        let mut node = store::update_fields(self.store.as_ref(), mac, |n| {
+        let started = store::update_fields(self.store.as_ref(), mac, |n| {
             n.token = token;
             n.booted_bootenv = Some(booted);
         })
-        .await?
-        .after;
+        .await;
+        let mut node = match started {
+            Ok(edited) => edited.after,
+            Err(e) => {
+                // Not started: the fetch fails, and the script's retry of it
+                // starts the boot, with this script's token, once it can.
+                self.scripts.put_back(mac, boot);
+                return Err(e);
+            }
+        };
         self.scripts.handed(mac, boot.script.clone());
         self.timeline
             .record(

@@ -137,6 +137,15 @@ impl ScriptCache {
         }
     }
 
+    /// Gives back a pending boot taken by its kernel whose start could not
+    /// be saved (the store cannot commit): the kernel fetched again (the
+    /// script retries) starts it then. A script fetched since wins.
+    pub fn put_back(&self, mac: Mac, boot: PendingBoot) {
+        let mut entries = self.lock();
+        make_room(&mut entries, mac);
+        entries.entry(mac).or_default().pending.get_or_insert(boot);
+    }
+
     /// Records that `script` went out to `mac` and its boot started.
     pub fn handed(&self, mac: Mac, script: Arc<RenderedScript>) {
         let mut entries = self.lock();
@@ -336,6 +345,28 @@ mod tests {
         assert_eq!(c.take_pending(n.mac, "vmlinuz").unwrap().token, "second");
         assert!(c.take_pending(n.mac, "vmlinuz").is_none(), "taken");
         assert!(c.last_handed(n.mac).is_none(), "pending is not handed");
+    }
+
+    #[test]
+    fn a_boot_that_could_not_start_is_pending_again_unless_a_newer_script_went_out() {
+        let c = ScriptCache::new();
+        let n = node();
+        let boot = |token: &str| PendingBoot {
+            token: token.into(),
+            script: Arc::new(script("s")),
+            arch: BootArch::Bios,
+            choice: Choice::Base,
+            progress: Progress::ScriptRendered,
+        };
+        c.pending(n.mac, boot("first"));
+        let taken = c.take_pending(n.mac, "vmlinuz").unwrap();
+        c.put_back(n.mac, taken);
+        assert_eq!(c.take_pending(n.mac, "vmlinuz").unwrap().token, "first");
+        c.put_back(n.mac, boot("first"));
+        let taken = c.take_pending(n.mac, "vmlinuz").unwrap();
+        c.pending(n.mac, boot("second"));
+        c.put_back(n.mac, taken);
+        assert_eq!(c.take_pending(n.mac, "vmlinuz").unwrap().token, "second");
     }
 
     #[test]
