@@ -383,12 +383,44 @@ fn storm(ns: &Netns, seed: &str) -> Value {
         })
 }
 
+/// For each node a storm failed: b's leases of its MAC or of the address its failure names,
+/// and b's log lines naming either.
+fn what_b_knows(b: &Server, storm: &Value) -> String {
+    let leases = b
+        .request("GET", "/api/v1/leases", Some(ADMIN_TOKEN), None)
+        .json();
+    let log = b.log_text();
+    let mut out = String::new();
+    for f in storm["failures"].as_array().into_iter().flatten() {
+        let reason = f["reason"].as_str().unwrap_or("");
+        // "DHCPNAK from 10.77.0.1: 10.78.3.155 is not available ...": the address.
+        let ip = reason.split(": ").nth(1).and_then(|r| r.split(' ').next());
+        for node in f["nodes"].as_array().into_iter().flatten() {
+            let mac = node["mac"].as_str().unwrap_or("?");
+            out += &format!("{mac}: {reason}\n");
+            for l in leases.as_array().into_iter().flatten() {
+                if l["mac"] == mac || ip.is_some_and(|ip| l["ip"] == ip) {
+                    out += &format!("  lease {l}\n");
+                }
+            }
+            for line in log
+                .lines()
+                .filter(|l| l.contains(mac) || ip.is_some_and(|ip| l.contains(ip)))
+            {
+                out += &format!("  log {line}\n");
+            }
+        }
+    }
+    out
+}
+
 /// A fleet of 1000 booting through two appliances at once, 500 each, on one pool. One
 /// appliance is killed with SIGKILL mid-storm; the other takes over the jobs that run once,
-/// and the killed one's machines, booting again, boot through the survivor. In the end every
-/// node is `configured` with its own address, and nothing either appliance acknowledged is lost.
+/// and the killed one's machines, booting again, boot through the survivor while the database
+/// is stopped and started again. In the end every node is `configured` with its own address,
+/// and nothing either appliance acknowledged is lost.
 #[test]
-fn a_thousand_nodes_boot_through_two_appliances_and_one_dies_mid_storm() {
+fn a_thousand_nodes_boot_through_two_appliances_one_dies_and_the_database_restarts_mid_storm() {
     let pg = ScratchCluster::start().expect("a scratch PostgreSQL");
     pg.create_database("rackboot").expect("a database");
     let url = pg.url("rackboot");
@@ -430,9 +462,38 @@ fn a_thousand_nodes_boot_through_two_appliances_and_one_dies_mid_storm() {
     });
     assert!(took.is_some(), "b did not take the lead");
 
-    // a's machines boot again, now through b (what a relay with two servers gives them).
-    let again = storm(&sb, "11");
-    assert_eq!(again["failed"], 0, "a's machines through b: {again:#}");
+    // a's machines boot again, now through b (what a relay with two servers gives them), and
+    // the database stops and starts again while they do: DHCP clients and agents retry as
+    // real ones do, and every one of them gets through.
+    let again = std::thread::scope(|s| {
+        // RFC 3339 in UTC with milliseconds, as the API shows times: ordered as text.
+        let since = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+        let on_b = s.spawn(|| storm(&sb, "11"));
+        // Mid-run: a fifth of them seen again.
+        let seen = poll_until(Duration::from_secs(60), || {
+            let n = b
+                .request("GET", "/api/v1/nodes", Some(ADMIN_TOKEN), None)
+                .json()
+                .as_array()
+                .map_or(0, |ns| {
+                    ns.iter()
+                        .filter(|n| n["last_seen"].as_str().is_some_and(|t| t >= since.as_str()))
+                        .count()
+                });
+            (n >= 100).then_some(n)
+        });
+        assert!(seen.is_some(), "a's machines do not boot through b");
+        pg.stop();
+        std::thread::sleep(Duration::from_secs(3));
+        pg.restart().expect("the database starts again");
+        on_b.join().expect("storm on b")
+    });
+    assert_eq!(
+        again["failed"],
+        0,
+        "a's machines through b, the database restarted meanwhile: {again:#}\n{}",
+        what_b_knows(&b, &again)
+    );
 
     let fleet: Vec<Value> = b
         .request("GET", "/api/v1/nodes", Some(ADMIN_TOKEN), None)

@@ -6,6 +6,7 @@
 //! and counted, never run: a storm node reports each as exit 0 with a body
 //! saying it did not run it.
 
+use std::future::Future;
 use std::time::Duration;
 
 use reqwest::{Client, Response, StatusCode};
@@ -20,6 +21,10 @@ use super::report::Phase;
 pub struct HttpFailure {
     pub reason: String,
     pub detail: String,
+    /// Whether asking again may help: a timeout, a refused connection, a
+    /// 5xx (a server restarting, or one that cannot reach its database).
+    /// A 4xx will not change.
+    pub passing: bool,
 }
 
 impl HttpFailure {
@@ -58,6 +63,7 @@ fn sent_error(what: &str, url: &str, e: reqwest::Error) -> HttpFailure {
     HttpFailure {
         reason: format!("{what}: {kind}"),
         detail: url.to_string(),
+        passing: true,
     }
 }
 
@@ -79,6 +85,7 @@ async fn check(what: &str, url: &str, resp: Response) -> Result<Response, HttpFa
     Err(HttpFailure {
         reason: format!("{what}: HTTP {}", status_text(status)),
         detail: format!("{url}: {body}"),
+        passing: status.is_server_error(),
     })
 }
 
@@ -132,9 +139,45 @@ pub async fn get_discard(http: &Client, what: &str, url: &Url) -> Result<u64, Ht
         return Err(HttpFailure {
             reason: format!("{what}: body shorter than its Content-Length"),
             detail: format!("{url}: {got} of {n} bytes"),
+            passing: false,
         });
     }
     Ok(got)
+}
+
+/// The pauses between an agent request's attempts, as init's `http` makes
+/// them (HTTP_TRIES=4, 1 s, 2 s, 3 s apart), so a storm meets a server
+/// restarting or without its database as a fleet would.
+const AGENT_PAUSES: [u64; 3] = [1, 2, 3];
+
+/// The pauses between a boot script's fetches of its kernel and initrds
+/// (its `:retry` labels: about 2, 3, 4 and 5 s, less rackboot's per-MAC
+/// jitter); the script goes on after that, the storm's phase timeout ends it.
+const FETCH_PAUSES: [u64; 4] = [2, 3, 4, 5];
+
+/// `attempt` until it succeeds, fails for good, or has been retried after
+/// each of `pauses` (seconds). The phase's timeout still bounds it.
+async fn tried<T, F, Fut>(pauses: &[u64], mut attempt: F) -> Result<T, HttpFailure>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, HttpFailure>>,
+{
+    let mut pauses = pauses.iter();
+    loop {
+        match attempt().await {
+            Err(e) if e.passing => match pauses.next() {
+                Some(&secs) => tokio::time::sleep(Duration::from_secs(secs)).await,
+                None => return Err(e),
+            },
+            done => return done,
+        }
+    }
+}
+
+/// A kernel or initrd fetched as the boot script fetches it: again after a
+/// pause when the server was busy or could not answer.
+pub async fn fetch_discard(http: &Client, what: &str, url: &Url) -> Result<u64, HttpFailure> {
+    tried(&FETCH_PAUSES, || get_discard(http, what, url)).await
 }
 
 /// The operational image's side of rackboot's node endpoints.
@@ -152,39 +195,52 @@ impl Agent<'_> {
         Url::parse(&s).map_err(|e| HttpFailure {
             reason: format!("rackboot.url on the kernel command line does not make a URL: {e}"),
             detail: s,
+            passing: false,
         })
     }
 
     /// `POST /node/MAC/report?QUERY` with `body`, as init's `report`.
     pub async fn report(&self, what: &str, query: &str, body: String) -> Result<(), HttpFailure> {
         let url = self.url(&format!("/report?{query}"))?;
-        let resp = self
-            .http
-            .post(url.clone())
-            .bearer_auth(&self.token)
-            .header(reqwest::header::CONTENT_TYPE, "text/plain")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| sent_error(what, url.as_str(), e))?;
-        check(what, url.as_str(), resp).await.map(drop)
+        tried(&AGENT_PAUSES, || async {
+            let resp = self
+                .http
+                .post(url.clone())
+                .bearer_auth(&self.token)
+                .header(reqwest::header::CONTENT_TYPE, "text/plain")
+                .body(body.clone())
+                .send()
+                .await
+                .map_err(|e| sent_error(what, url.as_str(), e))?;
+            check(what, url.as_str(), resp).await.map(drop)
+        })
+        .await
+    }
+
+    /// GET `url` with the node's token, retried as init does.
+    async fn get(&self, what: &str, url: &Url) -> Result<String, HttpFailure> {
+        tried(&AGENT_PAUSES, || {
+            get_text(self.http, what, url, Some(&self.token))
+        })
+        .await
     }
 
     /// `GET /node/MAC/wait` without a generation: the current one, at once.
     pub async fn generation(&self) -> Result<u64, HttpFailure> {
         let what = "GET wait (config generation)";
         let url = self.url("/wait")?;
-        let text = get_text(self.http, what, &url, Some(&self.token)).await?;
+        let text = self.get(what, &url).await?;
         text.trim().parse().map_err(|_| HttpFailure {
             reason: format!("{what}: not a number"),
             detail: format!("{url}: {:?}", text.chars().take(80).collect::<String>()),
+            passing: false,
         })
     }
 
     /// `GET /node/MAC/scripts`: names, one a line.
     pub async fn script_names(&self) -> Result<Vec<String>, HttpFailure> {
         let url = self.url("/scripts")?;
-        let text = get_text(self.http, "GET scripts", &url, Some(&self.token)).await?;
+        let text = self.get("GET scripts", &url).await?;
         Ok(text
             .lines()
             .map(|l| l.trim().to_string())
@@ -195,7 +251,7 @@ impl Agent<'_> {
     /// `GET /node/MAC/scripts/NAME`; returns its size.
     pub async fn script(&self, name: &str) -> Result<u64, HttpFailure> {
         let url = self.url(&format!("/scripts/{}", encode(name)))?;
-        let text = get_text(self.http, "GET script", &url, Some(&self.token)).await?;
+        let text = self.get("GET script", &url).await?;
         Ok(text.len() as u64)
     }
 

@@ -164,7 +164,7 @@ impl Run<'_> {
             return Ok(());
         }
         self.phase(Phase::Kernel, timeout, async {
-            let n = http::get_discard(&http, "GET kernel", &images.kernel).await?;
+            let n = http::fetch_discard(&http, "GET kernel", &images.kernel).await?;
             Ok(((), n))
         })
         .await?;
@@ -174,7 +174,7 @@ impl Run<'_> {
         self.phase(Phase::Initrd, timeout, async {
             let mut n = 0;
             for url in &images.initrds {
-                n += http::get_discard(&http, "GET initrd", url).await?;
+                n += http::fetch_discard(&http, "GET initrd", url).await?;
             }
             Ok(((), n))
         })
