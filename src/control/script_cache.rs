@@ -328,17 +328,21 @@ mod tests {
         assert_eq!(renders.get(), 1);
     }
 
-    #[test]
-    fn a_pending_boot_is_taken_once_and_only_by_its_kernel() {
-        let c = ScriptCache::new();
-        let n = node();
-        let boot = |token: &str| PendingBoot {
+    /// A script handed out with `token`, waiting for its kernel.
+    fn boot(token: &str) -> PendingBoot {
+        PendingBoot {
             token: token.into(),
             script: Arc::new(script("s")),
             arch: BootArch::Bios,
             choice: Choice::Base,
             progress: Progress::ScriptRendered,
-        };
+        }
+    }
+
+    #[test]
+    fn a_pending_boot_is_taken_once_and_only_by_its_kernel() {
+        let c = ScriptCache::new();
+        let n = node();
         c.pending(n.mac, boot("first"));
         c.pending(n.mac, boot("second"));
         assert!(c.take_pending(n.mac, "initrd").is_none(), "not the kernel");
@@ -351,13 +355,6 @@ mod tests {
     fn a_boot_that_could_not_start_is_pending_again_unless_a_newer_script_went_out() {
         let c = ScriptCache::new();
         let n = node();
-        let boot = |token: &str| PendingBoot {
-            token: token.into(),
-            script: Arc::new(script("s")),
-            arch: BootArch::Bios,
-            choice: Choice::Base,
-            progress: Progress::ScriptRendered,
-        };
         c.pending(n.mac, boot("first"));
         let taken = c.take_pending(n.mac, "vmlinuz").unwrap();
         c.put_back(n.mac, taken);
