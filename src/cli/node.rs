@@ -511,6 +511,11 @@ pub(crate) fn read_csv(path: &Path, text: &str) -> Result<Records, Failure> {
                             .ok_or_else(|| bad(line, format!("{h}: `{pair}` is not KEY=VALUE")))?;
                         kv.insert(k.trim().to_string(), json!(val.trim()));
                     }
+                    // Only separators (`;;`) say nothing, as an empty cell does:
+                    // an export of the record must read back the same.
+                    if kv.is_empty() {
+                        continue;
+                    }
                     json!(kv)
                 }
                 _ => json!(v),
@@ -648,6 +653,13 @@ mod tests {
         assert_eq!(r.records[0]["protected"], true);
         assert!(r.records[1].get("bootenv").is_none());
         assert_eq!(r.places[1], "rack12.csv, line 4");
+        // A cell of separators only is no cell, as an export writes an empty map.
+        let sep = read_csv(p, "mac,params\n52:54:00:00:12:03,;;;\r\n").unwrap();
+        assert!(
+            sep.records[0].get("params").is_none(),
+            "{:?}",
+            sep.records[0]
+        );
 
         let e = read_csv(p, "mac,colour\n").err().unwrap().to_string();
         assert!(e.contains("line 1") && e.contains("colour"), "{e}");
