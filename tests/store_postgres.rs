@@ -383,6 +383,14 @@ fn storm(ns: &Netns, seed: &str) -> Value {
         })
 }
 
+/// How many of the nodes `rb` lists are `which`.
+fn count_nodes(rb: &Server, which: impl Fn(&Value) -> bool) -> usize {
+    rb.request("GET", "/api/v1/nodes", Some(ADMIN_TOKEN), None)
+        .json()
+        .as_array()
+        .map_or(0, |ns| ns.iter().filter(|n| which(n)).count())
+}
+
 /// For each node a storm failed: b's leases of its MAC or of the address its failure names,
 /// and b's log lines naming either.
 fn what_b_knows(b: &Server, storm: &Value) -> String {
@@ -433,13 +441,7 @@ fn a_thousand_nodes_boot_through_two_appliances_one_dies_and_the_database_restar
         let on_b = s.spawn(|| storm(&sb, "22"));
         // Mid-storm: a's first nodes are through, many are not.
         let mid = poll_until(Duration::from_secs(60), || {
-            let done = a
-                .request("GET", "/api/v1/nodes", Some(ADMIN_TOKEN), None)
-                .json()
-                .as_array()
-                .map_or(0, |ns| {
-                    ns.iter().filter(|n| n["state"] == "configured").count()
-                });
+            let done = count_nodes(&a, |n| n["state"] == "configured");
             (done >= 50).then_some(done)
         });
         assert!(mid.is_some(), "a booted nothing:\n{}", a.log_text());
@@ -471,15 +473,9 @@ fn a_thousand_nodes_boot_through_two_appliances_one_dies_and_the_database_restar
         let on_b = s.spawn(|| storm(&sb, "11"));
         // Mid-run: a fifth of them seen again.
         let seen = poll_until(Duration::from_secs(60), || {
-            let n = b
-                .request("GET", "/api/v1/nodes", Some(ADMIN_TOKEN), None)
-                .json()
-                .as_array()
-                .map_or(0, |ns| {
-                    ns.iter()
-                        .filter(|n| n["last_seen"].as_str().is_some_and(|t| t >= since.as_str()))
-                        .count()
-                });
+            let n = count_nodes(&b, |n| {
+                n["last_seen"].as_str().is_some_and(|t| t >= since.as_str())
+            });
             (n >= 100).then_some(n)
         });
         assert!(seen.is_some(), "a's machines do not boot through b");
