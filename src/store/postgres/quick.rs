@@ -30,7 +30,9 @@ use crate::store::{EVENTS_PER_NODE, LeaseRequest, StoreError};
 pub(super) struct Prepared {
     create: Statement,
     allocate: Statement,
-    event: Statement,
+    /// Every event of a run, in one statement: rows are cheap, statements
+    /// are not.
+    events: Statement,
     trim: Statement,
     pub(super) notify: Statement,
 }
@@ -44,7 +46,12 @@ impl Prepared {
             allocate: client
                 .prepare("SELECT got_ip, dropped_ips FROM rackboot_allocate($1, $2, $3, $4, $5)")
                 .await?,
-            event: client.prepare(super::writer::INSERT_EVENT).await?,
+            events: client
+                .prepare(
+                    "INSERT INTO events (mac, at, kind, data, appliance) \
+                     SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::jsonb[], $5::text[])",
+                )
+                .await?,
             trim: client.prepare(super::writer::TRIM_EVENTS).await?,
             notify: client
                 .prepare(
@@ -82,7 +89,6 @@ enum Plan {
         ips: Vec<i64>,
     },
     Event {
-        mac: Mac,
         key: String,
         event: Box<Event>,
         data: Value,
@@ -102,8 +108,11 @@ pub(super) async fn send(
     notes: &mut Vec<Value>,
     shared: &Shared,
 ) -> Vec<Pending> {
-    let plans = plan(run, shared);
-    let mut sent: Vec<Sent<'_>> = Vec::with_capacity(plans.len() + 1);
+    let (events, plans): (Vec<Plan>, Vec<Plan>) = plan(run, shared)
+        .into_iter()
+        .partition(|p| matches!(p, Plan::Event { .. }));
+    let events = Events::of(events);
+    let mut sent: Vec<Sent<'_>> = Vec::with_capacity(plans.len() + 2 + events.trims.len());
     for p in &plans {
         match p {
             Plan::Create {
@@ -122,36 +131,33 @@ pub(super) async fn send(
                 tx.query_opt(&prepared.allocate, &[mac, ips, &state, &expires, &now])
                     .await
             })),
-            Plan::Event {
-                key,
-                event,
-                data,
-                trim,
-                ..
-            } => {
-                sent.push(Box::pin(async move {
-                    tx.execute(
-                        &prepared.event,
-                        &[
-                            key,
-                            &event.at.millis(),
-                            &event.kind().as_str(),
-                            data,
-                            &event.appliance,
-                        ],
-                    )
-                    .await
-                    .map(|_| None)
-                }));
-                if *trim {
-                    sent.push(Box::pin(async move {
-                        tx.execute(&prepared.trim, &[key, &EVENTS_PER_NODE])
-                            .await
-                            .map(|_| None)
-                    }));
-                }
-            }
+            Plan::Event { .. } => {}
         }
+    }
+    let events_sent = !events.macs.is_empty();
+    let events = &events;
+    if events_sent {
+        sent.push(Box::pin(async move {
+            tx.execute(
+                &prepared.events,
+                &[
+                    &events.macs,
+                    &events.ats,
+                    &events.kinds,
+                    &events.data,
+                    &events.appliances,
+                ],
+            )
+            .await
+            .map(|_| None)
+        }));
+    }
+    for key in &events.trims {
+        sent.push(Box::pin(async move {
+            tx.execute(&prepared.trim, &[key, &EVENTS_PER_NODE])
+                .await
+                .map(|_| None)
+        }));
     }
     // Polled together: tokio-postgres sends each statement as it is first
     // polled, in this order, and the server runs them in that order.
@@ -178,18 +184,18 @@ pub(super) async fn send(
                     .map(|row| row.map(|row| taken(&row, &req, &candidates, notes, shared)));
                 answers.push(pending(reply, result));
             }
-            Plan::Event {
-                mac, event, trim, ..
-            } => {
-                let mut done = results.next().expect("one result per statement");
-                if trim {
-                    done = done.and(results.next().expect("one result per statement"));
-                }
-                if let Err(e) = done {
-                    let e = db("add an event")(e);
-                    tracing::warn!(%mac, error = %e, "store: a timeline event was not saved: {event}");
-                }
-            }
+            Plan::Event { .. } => {}
+        }
+    }
+    if events_sent && let Some(Err(e)) = results.next() {
+        // Only the connection fails an append, and then the commit does too.
+        let e = db("add events")(e);
+        tracing::warn!(error = %e, "store: {} timeline events were not saved", events.macs.len());
+    }
+    for (key, done) in events.trims.iter().zip(results) {
+        if let Err(e) = done {
+            let e = db("trim a timeline")(e);
+            tracing::warn!(mac = %key, error = %e, "store: a timeline was not trimmed");
         }
     }
     answers
@@ -332,7 +338,6 @@ fn plan(run: Vec<Quick>, shared: &Shared) -> Vec<Plan> {
                     }
                 };
                 plans.push(Plan::Event {
-                    mac,
                     key: mac_text(mac),
                     event,
                     data,
@@ -342,4 +347,42 @@ fn plan(run: Vec<Quick>, shared: &Shared) -> Vec<Plan> {
         }
     }
     plans
+}
+
+/// A run's events as the columns of one insert, and the timelines to trim
+/// after it.
+#[derive(Default)]
+struct Events {
+    macs: Vec<String>,
+    ats: Vec<i64>,
+    kinds: Vec<&'static str>,
+    data: Vec<Value>,
+    appliances: Vec<Option<String>>,
+    trims: Vec<String>,
+}
+
+impl Events {
+    fn of(plans: Vec<Plan>) -> Events {
+        let mut e = Events::default();
+        for p in plans {
+            if let Plan::Event {
+                key,
+                event,
+                data,
+                trim,
+                ..
+            } = p
+            {
+                if trim {
+                    e.trims.push(key.clone());
+                }
+                e.macs.push(key);
+                e.ats.push(event.at.millis());
+                e.kinds.push(event.kind().as_str());
+                e.data.push(data);
+                e.appliances.push(event.appliance);
+            }
+        }
+        e
+    }
 }
