@@ -98,6 +98,7 @@ readonly PROJECT_PACKAGES=(
     python3-venv                             # schemathesis' own venv (tests/api_schema.rs), below
     postgresql-15                            # initdb, postgres: the tests' throwaway clusters (store)
     openssl                                  # a CA and certificates for the store's TLS test
+    ipmitool                                 # the ipmi power driver runs it (tests/power.rs)
 )
 
 # This script's own tools: command (or file) -> Debian package that provides it.
@@ -207,35 +208,50 @@ ensure_packages() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# schemathesis (PyPI): tests/api_schema.rs runs it against the OpenAPI document a running rackboot
-# serves. Debian packages no schemathesis, and Debian's python3 refuses pip outside a venv (PEP
-# 668), so it gets a venv of its own from the machine's /usr/bin/python3 (python3 and python3-venv
-# above), at a pinned version, made again only when missing or at another version.
+# Tools from PyPI, each in a venv of its own: Debian packages none of them, and Debian's python3
+# refuses pip outside a venv (PEP 668). Each venv is made from the machine's /usr/bin/python3
+# (python3 and python3-venv above), at pinned versions, and made again only when missing or at
+# other versions.
+# - schemathesis: tests/api_schema.rs runs it against the OpenAPI document a running rackboot
+#   serves.
+# - sushy-tools (a Redfish BMC emulator, its `fake` driver) and pyghmi (a fake IPMI BMC, which
+#   Debian's ipmitool talks to): tests/power.rs drives rackboot's power drivers against them.
 readonly SCHEMATHESIS_VERSION=4.32.5
 readonly SCHEMATHESIS_VENV=/opt/rackboot-schemathesis
+readonly SUSHY_TOOLS_VERSION=2.2.0 PYGHMI_VERSION=1.6.19
+readonly BMC_VENV=/opt/rackboot-bmc
 
-ensure_schemathesis() {
-    local st=$SCHEMATHESIS_VENV/bin/schemathesis have
-    have=$("$SCHEMATHESIS_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("schemathesis"))' 2>/dev/null) || true
-    [[ $have != "$SCHEMATHESIS_VERSION" || ! -x $st ]] || return 0
+# ensure_venv DIR WHAT CHECK PKG==VERSION...: the venv DIR holds every PKG at its VERSION (as pip
+# recorded them, so only once an install succeeded: a half-made venv from an interrupted run is
+# never taken for a good one), else it is made afresh; CHECK (a command, run after) proves it runs.
+ensure_venv() {
+    local dir=$1 what=$2 check=$3 spec name want have missing=()
+    shift 3
+    for spec in "$@"; do
+        name=${spec%%==*} want=${spec#*==}
+        have=$("$dir/bin/python" -c "import importlib.metadata as m; print(m.version('$name'))" 2>/dev/null) || true
+        [[ $have == "$want" ]] || missing+=("$spec${have:+ (had $have)}")
+    done
+    ((${#missing[@]})) || return 0
     if ((!PACKAGES)) || [[ $EUID -ne 0 ]]; then
-        log "note: schemathesis $SCHEMATHESIS_VERSION is not in $SCHEMATHESIS_VENV; tests/api_schema.rs needs it: sudo $SELF --packages-only"
+        log "note: ${missing[*]} not in $dir; $what needs it: sudo $SELF --packages-only"
         return 0
     fi
-    log "installing schemathesis $SCHEMATHESIS_VERSION into $SCHEMATHESIS_VENV${have:+ (had $have)}"
-    # Made afresh: a half-made venv from an interrupted run is never taken for a good one, since
-    # the version check above reads what pip recorded only once the install succeeded.
-    rm -rf "$SCHEMATHESIS_VENV"
-    /usr/bin/python3 -m venv "$SCHEMATHESIS_VENV" >&2 || die "python3 -m venv $SCHEMATHESIS_VENV failed"
+    log "installing ${missing[*]} into $dir"
+    rm -rf "$dir"
+    /usr/bin/python3 -m venv "$dir" >&2 || die "python3 -m venv $dir failed"
     # --disable-pip-version-check: pip would otherwise ask PyPI about a newer pip.
-    timeout 900 "$SCHEMATHESIS_VENV/bin/pip" install -q --disable-pip-version-check \
-        "schemathesis==$SCHEMATHESIS_VERSION" >&2 || die "pip could not install schemathesis $SCHEMATHESIS_VERSION"
-    "$st" --version >&2 || die "$st does not run"
+    timeout 900 "$dir/bin/pip" install -q --disable-pip-version-check "$@" >&2 ||
+        die "pip could not install $* into $dir"
+    $check >&2 || die "$check does not run"
 }
 
 HOST_CODENAME=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
 ensure_packages
-ensure_schemathesis
+ensure_venv "$SCHEMATHESIS_VENV" tests/api_schema.rs "$SCHEMATHESIS_VENV/bin/schemathesis --version" \
+    "schemathesis==$SCHEMATHESIS_VERSION"
+ensure_venv "$BMC_VENV" tests/power.rs "$BMC_VENV/bin/sushy-emulator --help" \
+    "sushy-tools==$SUSHY_TOOLS_VERSION" "pyghmi==$PYGHMI_VERSION"
 ((ASSETS)) || { log "host packages ready ($(($(date +%s) - START)) s)"; exit 0; }
 
 mkdir -p "$CACHE" "$DEBS" "$STAMPS" "$DIST"

@@ -40,6 +40,7 @@
 
 pub mod assets;
 pub mod beneath;
+pub mod bmc;
 pub mod boot;
 pub mod cli;
 pub mod config;

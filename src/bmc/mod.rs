@@ -1,0 +1,397 @@
+//! Power control through a machine's BMC: status, on, off, cycle, and a
+//! cycle into PXE once.
+//!
+//! Three drivers speak to BMCs ([`redfish`], [`ipmi`] through `ipmitool`,
+//! and [`command`], a site's own commands for a PDU or a VM); each knows
+//! only its protocol. The rules every power action follows are here, once:
+//!
+//! - **A PXE-once reboot reads the override back first** and refuses to
+//!   reboot when the BMC did not keep it. Real BMCs answer 200 OK to a boot
+//!   override they then forget; a reboot after that boots the old disk, and
+//!   a reinstall that was promised never happens.
+//! - A cycle of a machine that is off powers it on (IPMI's own `cycle` is
+//!   refused by many BMCs when the power is off).
+//! - Every call to a BMC is bounded in time; a BMC that does not answer is
+//!   an error that names it, never a wait without end.
+//!
+//! Credentials come from a file on the appliance, read at each action, and
+//! appear in no error, log line or API answer.
+
+pub mod command;
+pub mod ipmi;
+pub mod redfish;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// How long one power-off may take to show before a cycle gives up on it.
+const OFF_WITHIN: Duration = Duration::from_secs(30);
+/// How often a cycle looks whether the power is off yet.
+const OFF_POLL: Duration = Duration::from_millis(500);
+
+/// Where a node's BMC is and how to reach it (the node record keeps it;
+/// the password stays in its file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BmcRecord {
+    pub driver: Driver,
+    /// redfish: the BMC's base URL (`https://10.1.0.5`); ipmi: its host,
+    /// or `host:port`; command: given to the commands as `{{ address }}`.
+    pub address: String,
+    /// redfish: the system's id under `/redfish/v1/Systems` (default: the
+    /// only system the BMC has).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// A file on the appliance holding the password (its first line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// redfish over HTTPS: accept the BMC's certificate unverified (BMCs
+    /// ship self-signed ones).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Driver {
+    Redfish,
+    Ipmi,
+    Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PowerState {
+    On,
+    Off,
+}
+
+impl fmt::Display for PowerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PowerState::On => "on",
+            PowerState::Off => "off",
+        })
+    }
+}
+
+/// What an admin (or a rollout) asks of a machine's power.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PowerAction {
+    Status,
+    On,
+    Off,
+    Cycle,
+    /// Boot from the network once, then power-cycle (or on, if off).
+    PxeOnce,
+}
+
+impl PowerAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PowerAction::Status => "status",
+            PowerAction::On => "on",
+            PowerAction::Off => "off",
+            PowerAction::Cycle => "cycle",
+            PowerAction::PxeOnce => "pxe-once",
+        }
+    }
+}
+
+impl std::str::FromStr for PowerAction {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "status" => PowerAction::Status,
+            "on" => PowerAction::On,
+            "off" => PowerAction::Off,
+            "cycle" => PowerAction::Cycle,
+            "pxe-once" => PowerAction::PxeOnce,
+            other => {
+                return Err(format!(
+                    "{other:?} is no power action (status, on, off, cycle, pxe-once)"
+                ));
+            }
+        })
+    }
+}
+
+/// What a power action did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    pub action: PowerAction,
+    /// The power before the action.
+    pub before: PowerState,
+    /// What was done, in a sentence for the timeline.
+    pub detail: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BmcError {
+    #[error("BMC {bmc}: {what} failed: {cause}")]
+    Unreachable {
+        bmc: String,
+        what: &'static str,
+        cause: String,
+    },
+    #[error("BMC {bmc}: {what} refused: {answer}")]
+    Refused {
+        bmc: String,
+        what: &'static str,
+        answer: String,
+    },
+    #[error(
+        "BMC {bmc} accepted the one-time PXE boot but reads back {read_back}: not rebooting, or the \
+         machine would boot its disk instead of reinstalling (set the boot order by hand, or fix the BMC)"
+    )]
+    NotKept { bmc: String, read_back: String },
+    #[error("BMC {bmc}: the power is still on {secs} s after it was switched off", secs = OFF_WITHIN.as_secs())]
+    StaysOn { bmc: String },
+    #[error("BMC {bmc}: cannot read the password file {}: {cause}", path.display())]
+    Password {
+        bmc: String,
+        path: PathBuf,
+        cause: String,
+    },
+    #[error("BMC {bmc}: {0}", .message)]
+    Config { bmc: String, message: String },
+}
+
+/// What the one-time boot override reads back as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextBoot {
+    /// Whether the next boot is from the network.
+    pub pxe: bool,
+    /// What the BMC said, for the error when it is not.
+    pub said: String,
+}
+
+/// One BMC, through one driver.
+#[async_trait]
+pub trait Power: Send + Sync {
+    /// Where it is, for errors and the timeline.
+    fn name(&self) -> String;
+    async fn state(&self) -> Result<PowerState, BmcError>;
+    async fn on(&self) -> Result<(), BmcError>;
+    /// Off at once (not a shutdown the OS may ignore).
+    async fn off(&self) -> Result<(), BmcError>;
+    /// A hard reset of a machine that is on. A driver without one leaves
+    /// the default: off, then on.
+    async fn reset(&self) -> Result<(), BmcError> {
+        self.off().await?;
+        wait_off(self).await?;
+        self.on().await
+    }
+    async fn set_pxe_once(&self) -> Result<(), BmcError>;
+    async fn next_boot(&self) -> Result<NextBoot, BmcError>;
+}
+
+async fn wait_off<P: Power + ?Sized>(p: &P) -> Result<(), BmcError> {
+    let deadline = tokio::time::Instant::now() + OFF_WITHIN;
+    loop {
+        if p.state().await? == PowerState::Off {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(BmcError::StaysOn { bmc: p.name() });
+        }
+        tokio::time::sleep(OFF_POLL).await;
+    }
+}
+
+/// Does `action` through `power`, by the rules above.
+pub async fn act(power: &dyn Power, action: PowerAction) -> Result<Outcome, BmcError> {
+    let before = power.state().await?;
+    let detail = match action {
+        PowerAction::Status => format!("power is {before}"),
+        PowerAction::On => {
+            power.on().await?;
+            format!("powered on (was {before})")
+        }
+        PowerAction::Off => {
+            power.off().await?;
+            format!("powered off (was {before})")
+        }
+        PowerAction::Cycle => cycle(power, before).await?,
+        PowerAction::PxeOnce => {
+            power.set_pxe_once().await?;
+            let next = power.next_boot().await?;
+            if !next.pxe {
+                return Err(BmcError::NotKept {
+                    bmc: power.name(),
+                    read_back: next.said,
+                });
+            }
+            format!(
+                "next boot from the network ({}); {}",
+                next.said,
+                cycle(power, before).await?
+            )
+        }
+    };
+    Ok(Outcome {
+        action,
+        before,
+        detail,
+    })
+}
+
+async fn cycle(power: &dyn Power, before: PowerState) -> Result<String, BmcError> {
+    Ok(match before {
+        PowerState::Off => {
+            power.on().await?;
+            "powered on (was off)".into()
+        }
+        PowerState::On => {
+            power.reset().await?;
+            "power-cycled".into()
+        }
+    })
+}
+
+/// The password in `path` (its first line), for `bmc`.
+pub(crate) fn password(bmc: &str, path: &Path) -> Result<String, BmcError> {
+    let text = std::fs::read_to_string(path).map_err(|e| BmcError::Password {
+        bmc: bmc.into(),
+        path: path.into(),
+        cause: e.to_string(),
+    })?;
+    Ok(text.lines().next().unwrap_or("").to_string())
+}
+
+/// The driver for `record`; `commands` are the site's, for `command`.
+pub fn power_of(
+    record: &BmcRecord,
+    commands: Option<&command::Commands>,
+    vars: command::Vars,
+) -> Result<Box<dyn Power>, BmcError> {
+    Ok(match record.driver {
+        Driver::Redfish => Box::new(redfish::Redfish::new(record)?),
+        Driver::Ipmi => Box::new(ipmi::Ipmi::new(record)),
+        Driver::Command => {
+            let commands = commands.ok_or_else(|| BmcError::Config {
+                bmc: record.address.clone(),
+                message: "driver \"command\" but no [power.command] in the configuration".into(),
+            })?;
+            Box::new(command::Command::new(record, commands.clone(), vars))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A BMC in memory, to prove the rules; the drivers meet real BMC
+    /// emulators in tests/power.rs.
+    struct Fake {
+        power: Mutex<PowerState>,
+        keeps_override: bool,
+        next_pxe: Mutex<bool>,
+        calls: Mutex<Vec<&'static str>>,
+    }
+
+    impl Fake {
+        fn new(power: PowerState, keeps_override: bool) -> Fake {
+            Fake {
+                power: Mutex::new(power),
+                keeps_override,
+                next_pxe: Mutex::new(false),
+                calls: Mutex::new(Vec::new()),
+            }
+        }
+        fn calls(&self) -> Vec<&'static str> {
+            self.calls.lock().unwrap().clone()
+        }
+    }
+
+    #[async_trait]
+    impl Power for Fake {
+        fn name(&self) -> String {
+            "fake".into()
+        }
+        async fn state(&self) -> Result<PowerState, BmcError> {
+            Ok(*self.power.lock().unwrap())
+        }
+        async fn on(&self) -> Result<(), BmcError> {
+            self.calls.lock().unwrap().push("on");
+            *self.power.lock().unwrap() = PowerState::On;
+            Ok(())
+        }
+        async fn off(&self) -> Result<(), BmcError> {
+            self.calls.lock().unwrap().push("off");
+            *self.power.lock().unwrap() = PowerState::Off;
+            Ok(())
+        }
+        async fn set_pxe_once(&self) -> Result<(), BmcError> {
+            self.calls.lock().unwrap().push("pxe");
+            *self.next_pxe.lock().unwrap() = self.keeps_override;
+            Ok(())
+        }
+        async fn next_boot(&self) -> Result<NextBoot, BmcError> {
+            let pxe = *self.next_pxe.lock().unwrap();
+            Ok(NextBoot {
+                pxe,
+                said: if pxe { "Pxe" } else { "Hdd" }.into(),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pxe_once_the_bmc_did_not_keep_reboots_nothing() {
+        let bmc = Fake::new(PowerState::On, false);
+        let e = act(&bmc, PowerAction::PxeOnce).await.unwrap_err();
+        assert!(matches!(e, BmcError::NotKept { .. }), "{e}");
+        assert!(e.to_string().contains("reads back Hdd"), "{e}");
+        assert_eq!(bmc.calls(), ["pxe"], "no power call after the refusal");
+        assert_eq!(bmc.state().await.unwrap(), PowerState::On);
+    }
+
+    #[tokio::test]
+    async fn a_kept_pxe_once_cycles_a_running_machine_and_starts_a_stopped_one() {
+        let running = Fake::new(PowerState::On, true);
+        let done = act(&running, PowerAction::PxeOnce).await.unwrap();
+        assert_eq!(running.calls(), ["pxe", "off", "on"]);
+        assert_eq!(done.before, PowerState::On);
+        assert!(done.detail.contains("power-cycled"), "{}", done.detail);
+
+        let stopped = Fake::new(PowerState::Off, true);
+        act(&stopped, PowerAction::PxeOnce).await.unwrap();
+        assert_eq!(stopped.calls(), ["pxe", "on"]);
+    }
+
+    #[tokio::test]
+    async fn status_changes_nothing() {
+        let bmc = Fake::new(PowerState::Off, true);
+        let done = act(&bmc, PowerAction::Status).await.unwrap();
+        assert_eq!(done.detail, "power is off");
+        assert!(bmc.calls().is_empty());
+    }
+
+    #[test]
+    fn power_actions_parse_by_their_cli_names_and_refuse_others() {
+        for a in [
+            PowerAction::Status,
+            PowerAction::On,
+            PowerAction::Off,
+            PowerAction::Cycle,
+            PowerAction::PxeOnce,
+        ] {
+            assert_eq!(a.as_str().parse::<PowerAction>(), Ok(a));
+        }
+        assert!(
+            "reboot"
+                .parse::<PowerAction>()
+                .unwrap_err()
+                .contains("pxe-once")
+        );
+    }
+}
