@@ -76,15 +76,14 @@ impl Command {
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
-            let said = stderr
-                .lines()
-                .chain(stdout.lines())
-                .rfind(|l| !l.trim().is_empty())
-                .unwrap_or("no message");
             return Err(BmcError::Refused {
                 bmc: self.name(),
                 what,
-                answer: format!("{line}: {}: {}", out.status, said.trim()),
+                answer: format!(
+                    "{line}: {}: {}",
+                    out.status,
+                    super::last_said(&stderr, &stdout)
+                ),
             });
         }
         Ok(stdout)

@@ -73,20 +73,15 @@ impl Ipmi {
             return Err(BmcError::Refused {
                 bmc: self.name(),
                 what,
-                answer: format!("ipmitool {}: {}", out.status, last_line(&stderr, &stdout)),
+                answer: format!(
+                    "ipmitool {}: {}",
+                    out.status,
+                    super::last_said(&stderr, &stdout)
+                ),
             });
         }
         Ok(stdout)
     }
-}
-
-fn last_line<'a>(stderr: &'a str, stdout: &'a str) -> &'a str {
-    stderr
-        .lines()
-        .chain(stdout.lines())
-        .rfind(|l| !l.trim().is_empty())
-        .unwrap_or("no message")
-        .trim()
 }
 
 #[async_trait]

@@ -256,6 +256,16 @@ async fn cycle(power: &dyn Power, before: PowerState) -> Result<String, BmcError
     })
 }
 
+/// The last line a failed command printed (its standard output read after its error output).
+pub(crate) fn last_said<'a>(stderr: &'a str, stdout: &'a str) -> &'a str {
+    stderr
+        .lines()
+        .chain(stdout.lines())
+        .rfind(|l| !l.trim().is_empty())
+        .unwrap_or("no message")
+        .trim()
+}
+
 /// The password in `path` (its first line), for `bmc`.
 pub(crate) fn password(bmc: &str, path: &Path) -> Result<String, BmcError> {
     let text = std::fs::read_to_string(path).map_err(|e| BmcError::Password {
