@@ -20,7 +20,7 @@ use tokio_postgres::{Client, Row, Statement, Transaction};
 
 use super::Shared;
 use super::rows::{db, ip_col, ip_of, key_taken, mac_text, node_from_json, node_json};
-use super::writer::{Pending, Reply, TRIES, TRIM_EVERY, lease_note, node_note, pending};
+use super::writer::{Pending, Reply, TRIES, TRIM_EVERY, lease_note, node_note_of, pending};
 use crate::boot::address::{self, AddressAsk, Candidate, Range};
 use crate::model::{Event, Lease, LeaseState, Mac, Node};
 use crate::store::{EVENTS_PER_NODE, LeaseRequest, StoreError};
@@ -41,7 +41,10 @@ impl Prepared {
     pub(super) async fn new(client: &Client) -> Result<Prepared, tokio_postgres::Error> {
         Ok(Prepared {
             create: client
-                .prepare("SELECT made, existing, taken, detail FROM rackboot_create_node($1, $2, $3, $4)")
+                .prepare(
+                    // The record goes as JSON text: made once, announced as it is.
+                    "SELECT made, existing, taken, detail FROM rackboot_create_node($1, $2, $3, $4::text::jsonb)",
+                )
                 .await?,
             allocate: client
                 .prepare("SELECT got_ip, dropped_ips FROM rackboot_allocate($1, $2, $3, $4, $5)")
@@ -79,7 +82,8 @@ enum Plan {
         mac: String,
         hostname_lc: String,
         ipv4: Option<i64>,
-        record: Value,
+        /// As JSON text: the statement's parameter and the announcement.
+        record: String,
     },
     Allocate {
         req: Box<LeaseRequest>,
@@ -105,7 +109,7 @@ pub(super) async fn send(
     tx: &Transaction<'_>,
     prepared: &Prepared,
     run: Vec<Quick>,
-    notes: &mut Vec<Value>,
+    notes: &mut Vec<String>,
     shared: &Shared,
 ) -> Vec<Pending> {
     let (events, plans): (Vec<Plan>, Vec<Plan>) = plan(run, shared)
@@ -165,11 +169,16 @@ pub(super) async fn send(
     let mut answers = Vec::new();
     for p in plans {
         match p {
-            Plan::Create { node, reply, .. } => {
+            Plan::Create {
+                node,
+                reply,
+                record,
+                ..
+            } => {
                 let got = results.next().expect("one result per statement");
                 let result = got
                     .map_err(db("create a node"))
-                    .and_then(|row| created(row, *node, notes));
+                    .and_then(|row| created(row, *node, &record, notes));
                 answers.push(pending(reply, result));
             }
             Plan::Allocate {
@@ -206,12 +215,13 @@ pub(super) async fn send(
 fn created(
     row: Option<Row>,
     node: Node,
-    notes: &mut Vec<Value>,
+    record: &str,
+    notes: &mut Vec<String>,
 ) -> Result<(Node, bool), StoreError> {
     let row = row.ok_or_else(|| StoreError::NoSuchNode(node.mac))?;
     let made: bool = row.try_get(0).map_err(db("create a node"))?;
     if made {
-        notes.push(node_note(&node));
+        notes.push(node_note_of(node.mac, record));
         return Ok((node, true));
     }
     let taken_by: Option<String> = row.try_get(2).map_err(db("create a node"))?;
@@ -233,7 +243,7 @@ fn taken(
     row: &Row,
     req: &LeaseRequest,
     candidates: &[Candidate],
-    notes: &mut Vec<Value>,
+    notes: &mut Vec<String>,
     shared: &Shared,
 ) -> Lease {
     let ip = ip_of(row.get(0));
@@ -249,7 +259,7 @@ fn taken(
             .insert(range, address::cursor_after(range, ip));
     }
     for old in dropped {
-        notes.push(json!({ "lease_gone": ip_of(old) }));
+        notes.push(json!({ "lease_gone": ip_of(old) }).to_string());
     }
     let lease = Lease {
         ip,
@@ -279,7 +289,7 @@ fn plan(run: Vec<Quick>, shared: &Shared) -> Vec<Plan> {
                     mac: mac_text(node.mac),
                     hostname_lc: node.hostname.to_ascii_lowercase(),
                     ipv4: node.ipv4.map(ip_col),
-                    record,
+                    record: record.to_string(),
                     node,
                     reply,
                 }),

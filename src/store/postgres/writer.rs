@@ -278,7 +278,7 @@ async fn run_batch(
         }
     };
     let mut answers: Vec<Pending> = Vec::with_capacity(ops.len());
-    let mut notes: Vec<Value> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
     // Runs of quick writes go out together; every other write alone, under
     // its savepoint, in the order they came.
     let mut run: Vec<Quick> = Vec::new();
@@ -302,7 +302,8 @@ async fn run_batch(
     let echo = if notes.is_empty() {
         None
     } else {
-        notes.push(json!({ "done": { "appliance": shared.appliance, "batch": batch } }));
+        notes
+            .push(json!({ "done": { "appliance": shared.appliance, "batch": batch } }).to_string());
         let (done, echoed) = oneshot::channel();
         shared
             .echoes
@@ -311,7 +312,7 @@ async fn run_batch(
             .insert(batch, done);
         Some(echoed)
     };
-    let payloads: Vec<String> = notes.iter().map(Value::to_string).collect();
+    let payloads = notes;
     let announced = if payloads.is_empty() {
         Ok(0)
     } else {
@@ -363,7 +364,7 @@ async fn savepointed(
     tx: &Transaction<'_>,
     prepared: &Prepared,
     op: Op,
-    notes: &mut Vec<Value>,
+    notes: &mut Vec<String>,
     shared: &Shared,
 ) -> Option<Pending> {
     if let Err(e) = tx.batch_execute("SAVEPOINT op").await {
@@ -392,7 +393,7 @@ async fn apply(
     tx: &Transaction<'_>,
     prepared: &Prepared,
     op: Op,
-    notes: &mut Vec<Value>,
+    notes: &mut Vec<String>,
     shared: &Shared,
 ) -> (Option<Pending>, bool) {
     fn done<T: Send + 'static>(
@@ -421,18 +422,31 @@ async fn apply(
     }
 }
 
-pub(super) fn node_note(n: &Node) -> Value {
-    let note = node_json(n).map(|record| json!({ "node": record }));
-    match note {
-        Ok(note) if note.to_string().len() <= NOTE_MAX => note,
-        _ => json!({ "fetch": mac_text(n.mac) }),
+pub(super) fn node_note(n: &Node) -> String {
+    match node_json(n) {
+        Ok(record) => node_note_of(n.mac, &record.to_string()),
+        Err(_) => fetch_note(n.mac),
     }
+}
+
+/// A node's announcement from its record already in JSON text.
+pub(super) fn node_note_of(mac: Mac, record: &str) -> String {
+    if record.len() + 10 <= NOTE_MAX {
+        format!(r#"{{"node":{record}}}"#)
+    } else {
+        fetch_note(mac)
+    }
+}
+
+fn fetch_note(mac: Mac) -> String {
+    json!({ "fetch": mac_text(mac) }).to_string()
 }
 
 /// A lease as `[ip, mac, state, expires]`, the expiry in milliseconds (as
 /// stored: any i64, where the text form has a range).
-pub(super) fn lease_note(l: &Lease) -> Value {
+pub(super) fn lease_note(l: &Lease) -> String {
     json!({ "lease": [l.ip, l.mac.map(mac_text), l.state.as_str(), l.expires.millis()] })
+        .to_string()
 }
 
 const UPSERT_NODE: &str = "INSERT INTO nodes (mac, hostname_lc, ipv4, record) VALUES ($1, $2, $3, $4) \
@@ -470,7 +484,7 @@ async fn update(
     tx: &Transaction<'_>,
     mac: Mac,
     edit: NodeEdit,
-    notes: &mut Vec<Value>,
+    notes: &mut Vec<String>,
 ) -> Result<Edited, StoreError> {
     let before = read_node(tx, mac, true)
         .await?
@@ -487,7 +501,7 @@ async fn update(
 async fn edit_nodes(
     tx: &Transaction<'_>,
     edit: NodesEdit,
-    notes: &mut Vec<Value>,
+    notes: &mut Vec<String>,
 ) -> Result<Vec<Written>, StoreError> {
     // No other appliance changes a record between the read and the write.
     tx.batch_execute("LOCK TABLE nodes IN SHARE ROW EXCLUSIVE MODE")
@@ -536,7 +550,7 @@ async fn delete_if(
     tx: &Transaction<'_>,
     macs: &[Mac],
     doomed: &NodeQuery,
-    notes: &mut Vec<Value>,
+    notes: &mut Vec<String>,
 ) -> Result<Vec<Mac>, StoreError> {
     let keys: Vec<String> = macs.iter().map(|m| mac_text(*m)).collect();
     let mut found = std::collections::HashMap::new();
@@ -575,7 +589,7 @@ async fn delete_if(
         .await
         .map_err(db("delete reports"))?;
     for mac in &gone {
-        notes.push(json!({ "gone": mac_text(*mac) }));
+        notes.push(json!({ "gone": mac_text(*mac) }).to_string());
     }
     Ok(gone)
 }
@@ -584,7 +598,7 @@ async fn set_fields(
     tx: &Transaction<'_>,
     mac: Mac,
     fields: serde_json::Map<String, Value>,
-    notes: &mut Vec<Value>,
+    notes: &mut Vec<String>,
 ) -> Result<(), StoreError> {
     let row = tx
         .query_opt(
@@ -601,7 +615,7 @@ async fn set_fields(
 async fn bump(
     tx: &Transaction<'_>,
     macs: &[Mac],
-    notes: &mut Vec<Value>,
+    notes: &mut Vec<String>,
 ) -> Result<Vec<(Mac, u64)>, StoreError> {
     let keys: Vec<String> = macs.iter().map(|m| mac_text(*m)).collect();
     let mut bumped = std::collections::HashMap::new();
@@ -624,7 +638,7 @@ async fn bump(
     let generations: Vec<(Mac, u64)> = macs.iter().map(|m| (*m, bumped[m])).collect();
     // One announcement, not a record each: the feed says "reconfigure",
     // as the SQLite engine's does, and each mirror moves the generations on.
-    notes.push(json!({ "bumped": generations }));
+    notes.push(json!({ "bumped": generations }).to_string());
     Ok(generations)
 }
 
@@ -768,7 +782,7 @@ async fn release(
     tx: &Transaction<'_>,
     mac: Mac,
     ip: Ipv4Addr,
-    notes: &mut Vec<Value>,
+    notes: &mut Vec<String>,
 ) -> Result<bool, StoreError> {
     let n = tx
         .execute(
@@ -778,7 +792,7 @@ async fn release(
         .await
         .map_err(db("release a lease"))?;
     if n > 0 {
-        notes.push(json!({ "lease_gone": ip }));
+        notes.push(json!({ "lease_gone": ip }).to_string());
     }
     Ok(n > 0)
 }
@@ -786,7 +800,7 @@ async fn release(
 async fn decline(
     tx: &Transaction<'_>,
     lease: Lease,
-    notes: &mut Vec<Value>,
+    notes: &mut Vec<String>,
 ) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO leases (ip, mac, state, expires) VALUES ($1, NULL, $2, $3) \
