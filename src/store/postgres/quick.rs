@@ -92,12 +92,6 @@ enum Plan {
         candidates: Vec<Candidate>,
         ips: Vec<i64>,
     },
-    Event {
-        key: String,
-        event: Box<Event>,
-        data: Value,
-        trim: bool,
-    },
 }
 
 type Sent<'a> =
@@ -112,10 +106,7 @@ pub(super) async fn send(
     notes: &mut Vec<String>,
     shared: &Shared,
 ) -> Vec<Pending> {
-    let (events, plans): (Vec<Plan>, Vec<Plan>) = plan(run, shared)
-        .into_iter()
-        .partition(|p| matches!(p, Plan::Event { .. }));
-    let events = Events::of(events);
+    let (plans, events) = plan(run, shared);
     let mut sent: Vec<Sent<'_>> = Vec::with_capacity(plans.len() + 2 + events.trims.len());
     for p in &plans {
         match p {
@@ -135,7 +126,6 @@ pub(super) async fn send(
                 tx.query_opt(&prepared.allocate, &[mac, ips, &state, &expires, &now])
                     .await
             })),
-            Plan::Event { .. } => {}
         }
     }
     let events_sent = !events.macs.is_empty();
@@ -193,7 +183,6 @@ pub(super) async fn send(
                     .map(|row| row.map(|row| taken(&row, &req, &candidates, notes, shared)));
                 answers.push(pending(reply, result));
             }
-            Plan::Event { .. } => {}
         }
     }
     if events_sent && let Some(Err(e)) = results.next() {
@@ -271,10 +260,10 @@ fn taken(
     lease
 }
 
-/// Each write's statement parameters. An allocation's candidates are the
+/// Each write's statement parameters (a run's events together). An allocation's candidates are the
 /// addresses this appliance knows to be free, in policy's order, less the
 /// first choices of the allocations before it in the run.
-fn plan(run: Vec<Quick>, shared: &Shared) -> Vec<Plan> {
+fn plan(run: Vec<Quick>, shared: &Shared) -> (Vec<Plan>, Events) {
     let mut m = shared.mirror();
     let mut cursors: HashMap<Range, u32> = m.cursors.clone();
     // Each address first tried in this run, and for which MAC: another MAC's
@@ -282,6 +271,7 @@ fn plan(run: Vec<Quick>, shared: &Shared) -> Vec<Plan> {
     // its REQUEST) is not, or its REQUEST would be refused its own offer.
     let mut claimed: HashMap<std::net::Ipv4Addr, Mac> = HashMap::new();
     let mut plans = Vec::with_capacity(run.len());
+    let mut events = Events::default();
     for q in run {
         match q {
             Quick::Create(node, reply) => match node_json(&node) {
@@ -347,16 +337,11 @@ fn plan(run: Vec<Quick>, shared: &Shared) -> Vec<Plan> {
                         continue;
                     }
                 };
-                plans.push(Plan::Event {
-                    key: mac_text(mac),
-                    event,
-                    data,
-                    trim,
-                });
+                events.push(mac_text(mac), &event, data, trim);
             }
         }
     }
-    plans
+    (plans, events)
 }
 
 /// A run's events as the columns of one insert, and the timelines to trim
@@ -372,27 +357,14 @@ struct Events {
 }
 
 impl Events {
-    fn of(plans: Vec<Plan>) -> Events {
-        let mut e = Events::default();
-        for p in plans {
-            if let Plan::Event {
-                key,
-                event,
-                data,
-                trim,
-                ..
-            } = p
-            {
-                if trim {
-                    e.trims.push(key.clone());
-                }
-                e.macs.push(key);
-                e.ats.push(event.at.millis());
-                e.kinds.push(event.kind().as_str());
-                e.data.push(data);
-                e.appliances.push(event.appliance);
-            }
+    fn push(&mut self, key: String, event: &Event, data: Value, trim: bool) {
+        if trim {
+            self.trims.push(key.clone());
         }
-        e
+        self.macs.push(key);
+        self.ats.push(event.at.millis());
+        self.kinds.push(event.kind().as_str());
+        self.data.push(data);
+        self.appliances.push(event.appliance.clone());
     }
 }
