@@ -60,6 +60,7 @@ pub mod api {
     pub const BOOTENV: &str = "/bootenvs/{name}";
     pub const EXPLAIN: &str = "/explain/{mac}";
     pub const RECONFIGURE: &str = "/reconfigure";
+    pub const POWER: &str = "/power";
     pub const OPENAPI: &str = "/openapi.json";
 
     /// `/nodes/<mac>` (the CLI also passes a hostname it resolved, never

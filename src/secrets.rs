@@ -61,13 +61,22 @@ fn secret(name: String) -> Result<String, Error> {
 /// The secret `dir/name`, refused (with the reason in the log, and no
 /// path for the client) when missing, unreadable or readable by others.
 fn read(dir: &Path, name: &str) -> Result<String, Error> {
+    read_file(dir, name).map_err(|why| Error::new(ErrorKind::InvalidOperation, why))
+}
+
+/// The content of secret `name` for code other than templates (a BMC's
+/// password). A refusal says why in the log (with the path) and, without
+/// the path, in the error.
+pub fn read_file(dir: &Path, name: &str) -> Result<String, String> {
+    if !is_secret_name(name) {
+        return Err(format!(
+            "secret `{name}`: a secret is named by a file name (letters, digits, - _ .)"
+        ));
+    }
     let path = dir.join(name);
     let refuse = |why: &str, log: String| {
         tracing::warn!(path = %path.display(), "secret `{name}` refused: {log}");
-        Error::new(
-            ErrorKind::InvalidOperation,
-            format!("secret `{name}` {why} (see the rackboot log)"),
-        )
+        format!("secret `{name}` {why} (see the rackboot log)")
     };
     let meta = std::fs::metadata(&path).map_err(|e| refuse("cannot be read", e.to_string()))?;
     if !meta.is_file() {
@@ -83,7 +92,7 @@ fn read(dir: &Path, name: &str) -> Result<String, Error> {
 }
 
 /// A secret's name: a plain file name in `secrets_dir`.
-fn is_secret_name(name: &str) -> bool {
+pub(crate) fn is_secret_name(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with('.')
         && name

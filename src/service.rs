@@ -545,6 +545,7 @@ pub async fn run(
         config_waits: ConfigWaits::new(cancel.clone()),
         secrets_dir: cfg.secrets_dir.clone(),
         default_bootenv: cfg.default_bootenv.clone(),
+        power: cfg.power.clone(),
     }));
     store.subscribe(control.clone());
     let http_ctx = Arc::new(HttpContext {

@@ -34,6 +34,31 @@ pub struct Commands {
     pub pxe_check: Option<String>,
 }
 
+impl Commands {
+    /// Each line with its key, as `[power.command]` names it.
+    pub fn lines(&self) -> Vec<(&'static str, &str)> {
+        let mut v = vec![
+            ("status", self.status.as_str()),
+            ("on", self.on.as_str()),
+            ("off", self.off.as_str()),
+            ("pxe_once", self.pxe_once.as_str()),
+        ];
+        if let Some(r) = &self.reset {
+            v.push(("reset", r));
+        }
+        if let Some(c) = &self.pxe_check {
+            v.push(("pxe_check", c));
+        }
+        v
+    }
+}
+
+/// Whether `template` renders (at start, so a typo is found by `rackboot
+/// check`, not by the first reboot that needs it).
+pub fn check_template(template: &str) -> Result<(), String> {
+    render(template, "", &Vars::default()).map(|_| ())
+}
+
 /// The node's values the commands are given.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Vars {
@@ -232,7 +257,7 @@ mod tests {
             address: "outlet-7".into(),
             system: None,
             username: None,
-            password_file: None,
+            password_secret: None,
             insecure: false,
         };
         Command::new(&record, commands, Vars::default())

@@ -1,7 +1,7 @@
 //! IPMI v2.0 through `ipmitool -I lanplus`: `chassis power`, `chassis
 //! bootdev pxe`, and boot parameter 5 (the boot flags) to read it back.
-//! The password goes to ipmitool in its file (`-f`), never on its command
-//! line where `ps` would show it.
+//! The password goes to ipmitool in its environment (`-E`, `IPMI_PASSWORD`),
+//! never on its command line where `ps` would show it, nor in a file.
 
 use std::time::Duration;
 
@@ -16,11 +16,11 @@ pub struct Ipmi {
     host: String,
     port: Option<String>,
     username: Option<String>,
-    password_file: Option<std::path::PathBuf>,
+    password: Option<String>,
 }
 
 impl Ipmi {
-    pub fn new(record: &BmcRecord) -> Ipmi {
+    pub fn new(record: &BmcRecord, password: Option<String>) -> Ipmi {
         let (host, port) = match record.address.rsplit_once(':') {
             Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) && !h.contains(':') => {
                 (h.to_string(), Some(p.to_string()))
@@ -31,7 +31,7 @@ impl Ipmi {
             host,
             port,
             username: record.username.clone(),
-            password_file: record.password_file.clone(),
+            password,
         }
     }
 
@@ -45,8 +45,11 @@ impl Ipmi {
         if let Some(u) = &self.username {
             cmd.args(["-U", u]);
         }
-        if let Some(f) = &self.password_file {
-            cmd.arg("-f").arg(f);
+        // Nothing of the appliance's own environment reaches ipmitool.
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        if let Some(p) = &self.password {
+            cmd.arg("-E").env("IPMI_PASSWORD", p);
         }
         cmd.args(args).kill_on_drop(true);
         let failed = |cause: String| BmcError::Unreachable {
@@ -164,21 +167,21 @@ mod tests {
             address: address.into(),
             system: None,
             username: None,
-            password_file: None,
+            password_secret: None,
             insecure: false,
         }
     }
 
     #[test]
     fn an_address_may_carry_a_port_and_an_ipv6_host_is_whole() {
-        let i = Ipmi::new(&record("10.1.0.5:6230"));
+        let i = Ipmi::new(&record("10.1.0.5:6230"), None);
         assert_eq!(
             (i.host.as_str(), i.port.as_deref()),
             ("10.1.0.5", Some("6230"))
         );
-        let i = Ipmi::new(&record("bmc-r1-07"));
+        let i = Ipmi::new(&record("bmc-r1-07"), None);
         assert_eq!((i.host.as_str(), i.port), ("bmc-r1-07", None));
-        let i = Ipmi::new(&record("fd00::5"));
+        let i = Ipmi::new(&record("fd00::5"), None);
         assert_eq!((i.host.as_str(), i.port), ("fd00::5", None));
     }
 }

@@ -14,114 +14,24 @@
 //! - Every call to a BMC is bounded in time; a BMC that does not answer is
 //!   an error that names it, never a wait without end.
 //!
-//! Credentials come from a file on the appliance, read at each action, and
-//! appear in no error, log line or API answer.
+//! The password comes from a secret on the appliance (the caller reads
+//! it at each action) and appears in no error, log line or API answer.
 
 pub mod command;
 pub mod ipmi;
 pub mod redfish;
 
-use std::fmt;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// How long one power-off may take to show before a cycle gives up on it.
 const OFF_WITHIN: Duration = Duration::from_secs(30);
 /// How often a cycle looks whether the power is off yet.
 const OFF_POLL: Duration = Duration::from_millis(500);
 
-/// Where a node's BMC is and how to reach it (the node record keeps it;
-/// the password stays in its file).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BmcRecord {
-    pub driver: Driver,
-    /// redfish: the BMC's base URL (`https://10.1.0.5`); ipmi: its host,
-    /// or `host:port`; command: given to the commands as `{{ address }}`.
-    pub address: String,
-    /// redfish: the system's id under `/redfish/v1/Systems` (default: the
-    /// only system the BMC has).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub system: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
-    /// A file on the appliance holding the password (its first line).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password_file: Option<PathBuf>,
-    /// redfish over HTTPS: accept the BMC's certificate unverified (BMCs
-    /// ship self-signed ones).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub insecure: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Driver {
-    Redfish,
-    Ipmi,
-    Command,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PowerState {
-    On,
-    Off,
-}
-
-impl fmt::Display for PowerState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PowerState::On => "on",
-            PowerState::Off => "off",
-        })
-    }
-}
-
-/// What an admin (or a rollout) asks of a machine's power.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PowerAction {
-    Status,
-    On,
-    Off,
-    Cycle,
-    /// Boot from the network once, then power-cycle (or on, if off).
-    PxeOnce,
-}
-
-impl PowerAction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PowerAction::Status => "status",
-            PowerAction::On => "on",
-            PowerAction::Off => "off",
-            PowerAction::Cycle => "cycle",
-            PowerAction::PxeOnce => "pxe-once",
-        }
-    }
-}
-
-impl std::str::FromStr for PowerAction {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s {
-            "status" => PowerAction::Status,
-            "on" => PowerAction::On,
-            "off" => PowerAction::Off,
-            "cycle" => PowerAction::Cycle,
-            "pxe-once" => PowerAction::PxeOnce,
-            other => {
-                return Err(format!(
-                    "{other:?} is no power action (status, on, off, cycle, pxe-once)"
-                ));
-            }
-        })
-    }
-}
+pub use crate::model::{BmcRecord, Driver, PowerAction, PowerState};
 
 /// What a power action did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -154,12 +64,6 @@ pub enum BmcError {
     NotKept { bmc: String, read_back: String },
     #[error("BMC {bmc}: the power is still on {secs} s after it was switched off", secs = OFF_WITHIN.as_secs())]
     StaysOn { bmc: String },
-    #[error("BMC {bmc}: cannot read the password file {}: {cause}", path.display())]
-    Password {
-        bmc: String,
-        path: PathBuf,
-        cause: String,
-    },
     #[error("BMC {bmc}: {0}", .message)]
     Config { bmc: String, message: String },
 }
@@ -266,25 +170,17 @@ pub(crate) fn last_said<'a>(stderr: &'a str, stdout: &'a str) -> &'a str {
         .trim()
 }
 
-/// The password in `path` (its first line), for `bmc`.
-pub(crate) fn password(bmc: &str, path: &Path) -> Result<String, BmcError> {
-    let text = std::fs::read_to_string(path).map_err(|e| BmcError::Password {
-        bmc: bmc.into(),
-        path: path.into(),
-        cause: e.to_string(),
-    })?;
-    Ok(text.lines().next().unwrap_or("").to_string())
-}
-
-/// The driver for `record`; `commands` are the site's, for `command`.
+/// The driver for `record`, with its password (read by the caller from
+/// the secret the record names); `commands` are the site's, for `command`.
 pub fn power_of(
     record: &BmcRecord,
+    password: Option<String>,
     commands: Option<&command::Commands>,
     vars: command::Vars,
 ) -> Result<Box<dyn Power>, BmcError> {
     Ok(match record.driver {
-        Driver::Redfish => Box::new(redfish::Redfish::new(record)?),
-        Driver::Ipmi => Box::new(ipmi::Ipmi::new(record)),
+        Driver::Redfish => Box::new(redfish::Redfish::new(record, password)?),
+        Driver::Ipmi => Box::new(ipmi::Ipmi::new(record, password)),
         Driver::Command => {
             let commands = commands.ok_or_else(|| BmcError::Config {
                 bmc: record.address.clone(),

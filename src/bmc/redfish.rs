@@ -9,7 +9,7 @@ use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
-use super::{BmcError, BmcRecord, NextBoot, Power, PowerState, password};
+use super::{BmcError, BmcRecord, NextBoot, Power, PowerState};
 
 /// One request to a BMC, whole (BMCs are slow, but not this slow).
 const REQUEST_WITHIN: Duration = Duration::from_secs(20);
@@ -18,14 +18,14 @@ pub struct Redfish {
     base: String,
     system: Option<String>,
     username: Option<String>,
-    password_file: Option<std::path::PathBuf>,
+    password: Option<String>,
     client: Client,
     /// The system's URL, found once.
     system_url: OnceCell<String>,
 }
 
 impl Redfish {
-    pub fn new(record: &BmcRecord) -> Result<Redfish, BmcError> {
+    pub fn new(record: &BmcRecord, password: Option<String>) -> Result<Redfish, BmcError> {
         let base = record.address.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(BmcError::Config {
@@ -46,7 +46,7 @@ impl Redfish {
             base,
             system: record.system.clone(),
             username: record.username.clone(),
-            password_file: record.password_file.clone(),
+            password,
             client,
             system_url: OnceCell::new(),
         })
@@ -62,11 +62,7 @@ impl Redfish {
     ) -> Result<Value, BmcError> {
         let mut req = self.client.request(method, url);
         if let Some(user) = &self.username {
-            let pass = match &self.password_file {
-                Some(p) => Some(password(&self.base, p)?),
-                None => None,
-            };
-            req = req.basic_auth(user, pass);
+            req = req.basic_auth(user, self.password.as_deref());
         }
         if let Some(body) = body {
             req = req

@@ -13,7 +13,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::bootenv::{LOCAL, is_relative_inside};
 use crate::model::selector::{is_key, is_value};
-use crate::model::{Mac, Node, NodeOrigin, Timestamp};
+use crate::model::{BmcRecord, Driver, Mac, Node, NodeOrigin, Timestamp};
 
 /// A value that is wrong for one field; the message says what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -63,6 +63,10 @@ pub struct NodePatch {
     #[schema(value_type = Option<String>)]
     pub loader: Option<Option<String>>,
     pub protected: Option<bool>,
+    /// Its BMC, for power control (replaced whole); `null` removes it.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<BmcRecord>)]
+    pub bmc: Option<Option<BmcRecord>>,
     /// With `bootenv`: boot it once, then return to the current bootenv.
     #[serde(default)]
     pub once: bool,
@@ -131,6 +135,68 @@ fn check_loader(l: &str) -> Result<(), FieldError> {
     }
 }
 
+/// A BMC record that can be used: an address its driver can reach, a
+/// password that is a secret's name (never a password itself).
+fn check_bmc(b: &BmcRecord) -> Result<(), FieldError> {
+    let plain = |v: &str| !v.is_empty() && !v.chars().any(|c| c.is_control() || c.is_whitespace());
+    if !plain(&b.address) {
+        return Err(field_err(
+            "bmc.address",
+            "the BMC's address is required (no spaces)",
+        ));
+    }
+    match b.driver {
+        Driver::Redfish => {
+            let ok = ["http://", "https://"].iter().any(|scheme| {
+                b.address
+                    .strip_prefix(scheme)
+                    .is_some_and(|rest| !rest.is_empty())
+            });
+            if !ok {
+                return Err(field_err(
+                    "bmc.address",
+                    format!(
+                        "`{}`: a redfish address is the BMC's URL (https://10.1.0.5 or http://host:8000)",
+                        b.address
+                    ),
+                ));
+            }
+        }
+        Driver::Ipmi => {
+            if b.address.contains('/') {
+                return Err(field_err(
+                    "bmc.address",
+                    format!("`{}`: an ipmi address is a host or host:port", b.address),
+                ));
+            }
+        }
+        Driver::Command => {}
+    }
+    if let Some(s) = &b.system
+        && !s
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c))
+    {
+        return Err(field_err(
+            "bmc.system",
+            format!("`{s}` is not a Redfish system id (letters, digits, - _ .)"),
+        ));
+    }
+    if b.username.as_deref().is_some_and(|u| !plain(u)) {
+        return Err(field_err("bmc.username", "a user name without spaces"));
+    }
+    if let Some(p) = &b.password_secret
+        && !crate::secrets::is_secret_name(p)
+    {
+        return Err(field_err(
+            "bmc.password_secret",
+            "the name of a file in secrets_dir holding the password (letters, digits, - _ .), \
+             not the password itself",
+        ));
+    }
+    Ok(())
+}
+
 /// Whether `name` can be booted: a bootenv of the catalog, or `local`.
 fn check_bootenv(field: &str, name: &str, known: &dyn Fn(&str) -> bool) -> Result<(), FieldError> {
     if name == LOCAL || known(name) {
@@ -160,6 +226,9 @@ impl NodePatch {
         }
         if let Some(Some(l)) = &self.loader {
             check_loader(l)?;
+        }
+        if let Some(Some(b)) = &self.bmc {
+            check_bmc(b)?;
         }
         if let Some(b) = &self.bootenv {
             check_bootenv("bootenv", b, known)?;
@@ -264,6 +333,9 @@ impl ValidPatch {
         if let Some(prot) = p.protected {
             node.protected = prot;
         }
+        if let Some(b) = &p.bmc {
+            node.bmc = b.clone().map(Box::new);
+        }
     }
 }
 
@@ -344,7 +416,7 @@ fn pairs(m: &BTreeMap<String, String>) -> String {
 }
 
 /// The editable fields of a record, as text, in the order the audit lists them.
-fn editable(n: &Node) -> [(&'static str, String); 9] {
+fn editable(n: &Node) -> [(&'static str, String); 10] {
     [
         ("hostname", n.hostname.clone()),
         ("ipv4", opt(&n.ipv4)),
@@ -355,6 +427,10 @@ fn editable(n: &Node) -> [(&'static str, String); 9] {
         ("protected", n.protected.to_string()),
         ("labels", pairs(&n.labels)),
         ("params", pairs(&n.params)),
+        (
+            "bmc",
+            n.bmc.as_ref().map_or_else(|| "-".into(), |b| b.summary()),
+        ),
     ]
 }
 
@@ -399,6 +475,8 @@ pub struct NodeInput {
     pub bootenv_expires: Option<Timestamp>,
     pub loader: Option<String>,
     pub protected: Option<bool>,
+    /// Its BMC, for power control.
+    pub bmc: Option<BmcRecord>,
 }
 
 impl NodeInput {
@@ -414,6 +492,9 @@ impl NodeInput {
         }
         if let Some(l) = &self.loader {
             check_loader(l)?;
+        }
+        if let Some(b) = &self.bmc {
+            check_bmc(b)?;
         }
         if let Some(b) = &self.bootenv {
             check_bootenv("bootenv", b, known)?;
@@ -477,6 +558,9 @@ impl NodeInput {
         }
         if let Some(p) = self.protected {
             node.protected = p;
+        }
+        if let Some(b) = self.bmc {
+            node.bmc = Some(Box::new(b));
         }
         node
     }
@@ -694,6 +778,31 @@ mod tests {
             (r#"{"labels":{"a b":"c"}}"#, "labels", "not a key"),
             (r#"{"labels":{"rack":"r 1"}}"#, "labels", "value of `rack`"),
             (r#"{"loader":"../x.efi"}"#, "loader", "inside assets_dir"),
+            (
+                r#"{"bmc":{"driver":"redfish","address":"10.1.0.5"}}"#,
+                "bmc.address",
+                "the BMC's URL",
+            ),
+            (
+                r#"{"bmc":{"driver":"ipmi","address":"http://10.1.0.5/"}}"#,
+                "bmc.address",
+                "host or host:port",
+            ),
+            (
+                r#"{"bmc":{"driver":"ipmi","address":""}}"#,
+                "bmc.address",
+                "required",
+            ),
+            (
+                r#"{"bmc":{"driver":"ipmi","address":"h","password_secret":"../etc/shadow"}}"#,
+                "bmc.password_secret",
+                "not the password itself",
+            ),
+            (
+                r#"{"bmc":{"driver":"redfish","address":"https://h","system":"1/../2"}}"#,
+                "bmc.system",
+                "system id",
+            ),
         ];
         for (json, field, want) in table {
             let e = patch(json).unwrap_err();
@@ -701,6 +810,39 @@ mod tests {
             assert!(e.reason.contains(want), "{json}: {e}");
         }
         assert!(serde_json::from_str::<NodePatch>(r#"{"hostnme":"x"}"#).is_err());
+        // A password itself is no field of a BMC record.
+        assert!(
+            serde_json::from_str::<NodePatch>(
+                r#"{"bmc":{"driver":"ipmi","address":"h","password":"hunter2"}}"#
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn a_bmc_is_set_whole_cleared_by_null_and_audited_without_a_password() {
+        let mut n = Node::sample();
+        patch(r#"{"bmc":{"driver":"ipmi","address":"10.1.0.5:623","username":"admin","password_secret":"bmc-r1"}}"#)
+            .unwrap()
+            .apply(&mut n, NOW);
+        let before = n.clone();
+        assert_eq!(n.bmc.as_ref().map(|b| b.driver), Some(Driver::Ipmi));
+        patch(r#"{"bmc":{"driver":"redfish","address":"https://10.1.0.5"}}"#)
+            .unwrap()
+            .apply(&mut n, NOW);
+        let b = n.bmc.as_deref().unwrap();
+        assert_eq!(
+            (b.username.as_deref(), b.password_secret.as_deref()),
+            (None, None),
+            "replaced whole"
+        );
+        let audit = changes(Some(&before), &n);
+        assert_eq!(
+            audit.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["bmc ipmi 10.1.0.5:623 user admin password secret bmc-r1 -> redfish https://10.1.0.5"]
+        );
+        patch(r#"{"bmc":null}"#).unwrap().apply(&mut n, NOW);
+        assert_eq!(n.bmc, None);
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod bootenv;
 mod client;
 mod explain;
 pub(crate) mod node;
+mod power;
 mod serve;
 mod store;
 mod storm;
@@ -28,6 +29,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve DHCP, TFTP, HTTP and DNS on the boot network.
@@ -80,6 +83,15 @@ pub enum Command {
         mac: String,
         #[arg(long)]
         json: bool,
+    },
+    /// Power status and control through each node's BMC (its record's
+    /// `bmc`): status, on, off, cycle, pxe-once. Exit 4: some node's BMC
+    /// did not do it (the reason is printed and on its timeline).
+    Power {
+        #[command(flatten)]
+        connection: client::Connection,
+        #[command(flatten)]
+        args: power::PowerArgs,
     },
     /// A synthetic fleet booting against a PXE server: DHCP, TFTP, iPXE,
     /// HTTP, reports; ends with per-phase latency percentiles, throughput
@@ -154,6 +166,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             mac,
             json,
         } => explain::events(&client::Client::new(&connection)?, &mac, json),
+        Command::Power { connection, args } => power::run(&client::Client::new(&connection)?, args),
         Command::Storm(args) => storm::storm(args),
         Command::Store(command) => store::run(command),
     }

@@ -136,6 +136,28 @@ pub struct Change {
     protect: bool,
     #[arg(long)]
     unprotect: bool,
+    /// Its BMC's driver: redfish, ipmi or command (with --bmc-address;
+    /// replaces the whole BMC record).
+    #[arg(long, requires = "bmc_address", value_name = "DRIVER")]
+    bmc_driver: Option<crate::model::Driver>,
+    /// redfish: the BMC's URL (https://10.1.0.5); ipmi: host or host:port;
+    /// command: what [power.command] gets as {{ address }}.
+    #[arg(long, requires = "bmc_driver", value_name = "ADDRESS")]
+    bmc_address: Option<String>,
+    #[arg(long, requires = "bmc_driver", value_name = "USER")]
+    bmc_user: Option<String>,
+    /// The secret (a file in secrets_dir, mode 0600) holding the BMC's password.
+    #[arg(long, requires = "bmc_driver", value_name = "NAME")]
+    bmc_password_secret: Option<String>,
+    /// redfish: the system's id, when the BMC has several.
+    #[arg(long, requires = "bmc_driver", value_name = "ID")]
+    bmc_system: Option<String>,
+    /// redfish over HTTPS: accept the BMC's self-signed certificate.
+    #[arg(long, requires = "bmc_driver")]
+    bmc_insecure: bool,
+    /// Remove the node's BMC record.
+    #[arg(long, conflicts_with = "bmc_driver")]
+    no_bmc: bool,
 }
 
 impl Change {
@@ -183,9 +205,30 @@ impl Change {
         if self.protect || self.unprotect {
             p.insert("protected".into(), json!(self.protect));
         }
+        if let (Some(driver), Some(address)) = (self.bmc_driver, &self.bmc_address) {
+            let mut b = Map::new();
+            b.insert("driver".into(), json!(driver));
+            b.insert("address".into(), json!(address));
+            for (k, v) in [
+                ("username", &self.bmc_user),
+                ("password_secret", &self.bmc_password_secret),
+                ("system", &self.bmc_system),
+            ] {
+                if let Some(v) = v {
+                    b.insert(k.into(), json!(v));
+                }
+            }
+            if self.bmc_insecure {
+                b.insert("insecure".into(), json!(true));
+            }
+            p.insert("bmc".into(), Value::Object(b));
+        }
+        if self.no_bmc {
+            p.insert("bmc".into(), Value::Null);
+        }
         if p.is_empty() {
             return Err(Failure::Input(
-                "nothing to change: give --bootenv, --label, --param, --hostname, --ipv4, --loader or --protect".into(),
+                "nothing to change: give --bootenv, --label, --param, --hostname, --ipv4, --loader, --protect or --bmc-driver".into(),
             ));
         }
         Ok(Value::Object(p))
@@ -391,6 +434,13 @@ fn print_node(n: &Value) {
             .collect();
         println!("{:<16}{}", format!("{k}:"), pairs.join(", "));
     }
+    if let Some(b) = n["bmc"].as_object() {
+        let fields: Vec<String> = ["driver", "address", "system", "username", "password_secret"]
+            .iter()
+            .filter_map(|k| b.get(*k).map(|v| format!("{k}={}", cell(v))))
+            .collect();
+        println!("{:<16}{}", "bmc:", fields.join(", "));
+    }
     println!();
     super::explain::print_events(&n["events"]);
 }
@@ -409,6 +459,7 @@ fn exportable(n: &Value) -> Value {
         "bootenv_expires",
         "loader",
         "protected",
+        "bmc",
     ] {
         if !n[k].is_null() {
             m.insert(k.into(), n[k].clone());

@@ -23,6 +23,7 @@ mod lifecycle;
 mod loaders;
 mod network;
 mod nodes;
+mod power;
 mod service;
 pub mod store;
 pub use store::StoreConfig;
@@ -44,6 +45,7 @@ pub use dhcp::{DhcpConfig, SubnetConfig, SubnetMode, UnknownClients};
 pub use dns::{DnsConfig, DnsNames};
 pub use loaders::LoaderMap;
 pub use nodes::HostnameScheme;
+pub use power::PowerConfig;
 pub use service::RunAsConfig;
 
 /// Why the configuration cannot be used. Every message names the file, and
@@ -112,6 +114,8 @@ struct Raw {
     store: store::Section,
     #[serde(default)]
     service: service::Section,
+    #[serde(default)]
+    power: power::Section,
 }
 
 // The folders beside the config file, by default (relative: resolved against
@@ -189,6 +193,8 @@ pub struct Config {
     /// `[service] user` (and `group`): whom `rackboot serve`, started as
     /// root, becomes once every socket is bound.
     pub run_as: Option<RunAsConfig>,
+    /// `[power]`: BMC actions at once, and the site's power commands.
+    pub power: PowerConfig,
 }
 
 /// One line for a TOML error: `line L, column C: what`, so every file error
@@ -301,8 +307,10 @@ impl Config {
         let api = raw.api.validate(&src, http.port)?;
         let run_as = raw.service.validate(&src)?;
         let store = raw.store.validate(&src)?;
+        let power = raw.power.validate(&src)?;
 
         Ok(Config {
+            power,
             store,
             run_as,
             lifecycle,

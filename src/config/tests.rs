@@ -442,6 +442,7 @@ fn the_example_config_states_the_defaults() {
     assert_eq!(raw.nodes, nodes::Section::default());
     assert_eq!(raw.store, store::Section::default());
     assert_eq!(raw.service, service::Section::default());
+    assert_eq!(raw.power, power::Section::default());
 }
 
 /// A file that names no key of a section gets the values the servers' own
@@ -542,4 +543,31 @@ fn a_postgres_store_needs_a_url_and_takes_no_sqlite_keys() {
         msg.contains("unknown variant `mysql`") && msg.contains("line 10"),
         "{msg}"
     );
+}
+
+#[test]
+fn power_commands_are_checked_at_load_and_name_the_key() {
+    let p = Path::new("/etc/rackboot/rackboot.toml");
+    let cfg = Config::parse(p, MINIMAL).unwrap();
+    assert_eq!(cfg.power, PowerConfig::default());
+    let commands = "[power.command]\nstatus = \"pdu status {{ address }}\"\non = \"pdu on {{ address }}\"\n\
+                    off = \"pdu off {{ address }}\"\npxe_once = \"vm boot-once {{ hostname }}\"\n";
+    let cfg = Config::parse(p, &format!("{MINIMAL}[power]\nparallel = 2\n{commands}")).unwrap();
+    assert_eq!(cfg.power.parallel, 2);
+    assert_eq!(
+        cfg.power.command.map(|c| c.pxe_once),
+        Some("vm boot-once {{ hostname }}".to_string())
+    );
+    let typo = commands.replace("{{ hostname }}", "{{ hostnam }}");
+    let e = Config::parse(p, &format!("{MINIMAL}{typo}"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("power.command.pxe_once") && e.contains("hostnam"),
+        "{e}"
+    );
+    let e = Config::parse(p, &format!("{MINIMAL}[power]\nparallel = 0\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("power.parallel"), "{e}");
 }

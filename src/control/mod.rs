@@ -17,6 +17,8 @@
 //!   server and HTTP alike; the one place a first request makes a record.
 //! - [`bind`]: which address a node's credentials (boot script, token)
 //!   belong to, from the leases and what proxyDHCP saw.
+//! - [`power`]: what happens when an admin or a rollout acts on nodes'
+//!   power through their BMCs.
 //! - [`timeline`]: recording what a node did, and the state and bootenv
 //!   changes that follow from it.
 
@@ -28,6 +30,7 @@ pub mod boot;
 pub mod dhcp_client;
 pub mod fleet;
 pub mod lease;
+pub mod power;
 pub mod script_cache;
 pub mod timeline;
 
@@ -67,6 +70,8 @@ pub struct Control {
     /// Documents holding a secret each node was served in its current boot.
     secrets_served: crate::secrets::Ledger,
     default_bootenv: String,
+    /// `[power]`.
+    power: crate::config::PowerConfig,
 }
 
 /// What [`Control::new`] is built from.
@@ -81,6 +86,7 @@ pub struct Parts {
     pub config_waits: ConfigWaits,
     pub secrets_dir: PathBuf,
     pub default_bootenv: String,
+    pub power: crate::config::PowerConfig,
 }
 
 impl Control {
@@ -98,6 +104,7 @@ impl Control {
             secrets_dir: p.secrets_dir,
             secrets_served: crate::secrets::Ledger::default(),
             default_bootenv: p.default_bootenv,
+            power: p.power,
         }
     }
 

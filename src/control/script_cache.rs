@@ -212,6 +212,8 @@ fn same_for_render(a: &Node, b: &Node) -> bool {
         created: _,
         // Who made the record; no template sees it.
         origin: _,
+        // Power control's; no template sees it.
+        bmc: _,
     } = a;
     *mac == b.mac
         && *hostname == b.hostname

@@ -15,6 +15,7 @@ pub(crate) mod listener;
 pub mod metrics;
 mod node;
 pub mod openapi;
+mod power;
 mod reconfigure;
 mod seed;
 mod sendfile;
@@ -116,6 +117,7 @@ pub fn api_routes() -> Vec<ApiRoute> {
         route(Method::GET, path::EXPLAIN, api::explain),
         route(Method::POST, path::RECONFIGURE, reconfigure::reconfigure),
         route(Method::GET, path::NODE_REPORTS, reconfigure::reports),
+        route(Method::POST, path::POWER, power::power),
         route(Method::GET, path::OPENAPI, openapi::openapi_json),
     ]
 }

@@ -38,6 +38,7 @@ use crate::model::{EventKind, NodeState};
         api::explain,
         super::reconfigure::reconfigure,
         super::reconfigure::reports,
+        super::power::power,
         openapi_json,
     ),
     components(schemas(ErrorBody)),
@@ -54,6 +55,42 @@ use crate::model::{EventKind, NodeState};
 pub struct ApiDoc;
 
 struct Bearer;
+
+/// A request body naming nodes by exactly one of `selector` and `macs` (the
+/// other absent or null), with one more required property if `extra`.
+fn selector_or_macs(
+    description: &str,
+    extra: Option<(&str, serde_json::Value)>,
+) -> utoipa::openapi::schema::Schema {
+    let branch = |by: &str| {
+        let mut properties = serde_json::json!({
+            "selector": {"type": "null"},
+            "macs": {"type": "null"},
+        });
+        properties[by] = if by == "selector" {
+            serde_json::json!({"type": "string", "pattern": SELECTOR_PATTERN,
+                               "description": "A label selector, e.g. `role=builder,rack=r12`."})
+        } else {
+            serde_json::json!({"type": "array", "items": {"type": "string", "pattern": MAC_PATTERN}})
+        };
+        let mut required = vec![by.to_string()];
+        if let Some((name, schema)) = &extra {
+            properties[*name] = schema.clone();
+            required.insert(0, name.to_string());
+        }
+        serde_json::json!({
+            "type": "object",
+            "additionalProperties": false,
+            "required": required,
+            "properties": properties,
+        })
+    };
+    let schema = serde_json::json!({
+        "description": description,
+        "oneOf": [branch("selector"), branch("macs")],
+    });
+    serde_json::from_value(schema).expect("a selector-or-MACs schema is a schema")
+}
 
 impl utoipa::Modify for Bearer {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
@@ -206,35 +243,25 @@ impl utoipa::Modify for Refusals {
         // Selectors in request bodies.
         if let Some(components) = doc.components.as_mut() {
             // Exactly one of `selector` and `macs` (the other absent or null).
-            let reconfigure = serde_json::json!({
-                "description": "`{\"selector\": \"role=builder\"}` or `{\"macs\": [\"52:54:00:…\", …]}`.",
-                "oneOf": [
-                    {
-                        "type": "object",
-                        "additionalProperties": false,
-                        "required": ["selector"],
-                        "properties": {
-                            "selector": {"type": "string", "pattern": SELECTOR_PATTERN,
-                                         "description": "A label selector, e.g. `role=builder,rack=r12`."},
-                            "macs": {"type": "null"}
-                        }
-                    },
-                    {
-                        "type": "object",
-                        "additionalProperties": false,
-                        "required": ["macs"],
-                        "properties": {
-                            "selector": {"type": "null"},
-                            "macs": {"type": "array", "items": {"type": "string", "pattern": MAC_PATTERN}}
-                        }
-                    }
-                ]
-            });
-            let reconfigure: Schema =
-                serde_json::from_value(reconfigure).expect("the reconfigure schema is a schema");
+            let reconfigure = selector_or_macs(
+                "`{\"selector\": \"role=builder\"}` or `{\"macs\": [\"52:54:00:…\", …]}`.",
+                None,
+            );
             components
                 .schemas
                 .insert("ReconfigureRequest".into(), RefOr::T(reconfigure));
+            let action = serde_json::json!({
+                "type": "string",
+                "enum": crate::model::PowerAction::ALL.map(|a| a.as_str()),
+                "description": "`pxe-once`: boot from the network once, then power-cycle (or on); refused, with no reboot, when the BMC does not keep the override."
+            });
+            let power = selector_or_macs(
+                "`{\"action\": \"pxe-once\", \"selector\": \"role=builder\"}` or `{\"action\": \"status\", \"macs\": [\"52:54:00:…\"]}`.",
+                Some(("action", action)),
+            );
+            components
+                .schemas
+                .insert("PowerRequest".into(), RefOr::T(power));
             for name in ["BulkRequest"] {
                 if let Some(RefOr::T(Schema::Object(o))) = components.schemas.get_mut(name)
                     && let Some(RefOr::T(Schema::Object(sel))) = o.properties.get_mut("selector")

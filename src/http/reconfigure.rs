@@ -54,11 +54,21 @@ pub async fn reconfigure(
             "expected {{\"selector\": \"role=builder\"}} or {{\"macs\": [\"52:54:00:…\"]}}: {e}"
         ))
     })?;
-    let which = match (req.selector, req.macs) {
-        (Some(sel), None) => Nodes::Selector(
-            sel.parse()
-                .map_err(|e: crate::model::SelectorError| HttpError::bad_request(e.to_string()))?,
-        ),
+    let which = which_nodes(req.selector, req.macs)?;
+    let macs = ctx.control.admin().reconfigure(&actor, which).await?;
+    Ok(Json(ReconfigureReply { macs }))
+}
+
+/// The nodes a request names: exactly one of a label selector and a list
+/// of MACs (sorted, without repeats).
+pub(super) fn which_nodes(
+    selector: Option<String>,
+    macs: Option<Vec<String>>,
+) -> Result<Nodes, HttpError> {
+    match (selector, macs) {
+        (Some(sel), None) => Ok(Nodes::Selector(sel.parse().map_err(
+            |e: crate::model::SelectorError| HttpError::bad_request(e.to_string()),
+        )?)),
         (None, Some(macs)) => {
             let mut out = macs
                 .iter()
@@ -66,16 +76,12 @@ pub async fn reconfigure(
                 .collect::<Result<Vec<_>, _>>()?;
             out.sort();
             out.dedup();
-            Nodes::Macs(out)
+            Ok(Nodes::Macs(out))
         }
-        _ => {
-            return Err(HttpError::bad_request(
-                "give exactly one of `selector` and `macs`",
-            ));
-        }
-    };
-    let macs = ctx.control.admin().reconfigure(&actor, which).await?;
-    Ok(Json(ReconfigureReply { macs }))
+        _ => Err(HttpError::bad_request(
+            "give exactly one of `selector` and `macs`",
+        )),
+    }
 }
 
 /// A node's stored script reports.

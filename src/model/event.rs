@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{BootArch, Choice, ClientArch, NodeState, Timestamp};
+use super::{BootArch, Choice, ClientArch, NodeState, PowerAction, PowerState, Timestamp};
 
 /// What happened. The names are stable: tests, the API and admins' scripts read them.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -67,10 +67,13 @@ pub enum EventKind {
     /// timeline before it went with the record; this event stays on the
     /// MAC's timeline, so a record made again for the MAC starts with it.
     AdminDelete,
+    /// A power action through the node's BMC (by an admin or a rollout):
+    /// what was asked, and what came of it.
+    Power,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 29] = [
+    pub const ALL: [EventKind; 30] = [
         EventKind::DhcpDiscover,
         EventKind::DhcpOffer,
         EventKind::DhcpRequest,
@@ -100,6 +103,7 @@ impl EventKind {
         EventKind::BootenvChanged,
         EventKind::AdminChange,
         EventKind::AdminDelete,
+        EventKind::Power,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -133,6 +137,7 @@ impl EventKind {
             EventKind::BootenvChanged => "bootenv.changed",
             EventKind::AdminChange => "admin.change",
             EventKind::AdminDelete => "admin.delete",
+            EventKind::Power => "power",
         }
     }
 
@@ -524,6 +529,20 @@ pub enum EventData {
         record: DeletedRecord,
         forced: bool,
     },
+    #[serde(rename = "power")]
+    Power {
+        /// Who asked: an API token (as `admin.change` names it) or a rollout.
+        actor: String,
+        action: PowerAction,
+        /// The BMC, as driver and address.
+        bmc: String,
+        /// The power before the action, when it could be read.
+        before: Option<PowerState>,
+        /// Whether the action was done.
+        ok: bool,
+        /// What was done, or why nothing (or not all of it) was.
+        detail: String,
+    },
     /// An event stored before events had data: its kind and its sentence.
     #[serde(rename = "note")]
     Note { of: EventKind, text: String },
@@ -559,6 +578,7 @@ impl EventData {
             EventData::BootenvChanged { .. } => EventKind::BootenvChanged,
             EventData::AdminChange { .. } => EventKind::AdminChange,
             EventData::AdminDelete { .. } => EventKind::AdminDelete,
+            EventData::Power { .. } => EventKind::Power,
             EventData::Note { of, .. } => *of,
         }
     }
@@ -813,6 +833,17 @@ impl fmt::Display for EventData {
                     f.write_str("; forced (the node is protected)")?;
                 }
                 Ok(())
+            }
+            EventData::Power {
+                actor,
+                action,
+                bmc,
+                ok,
+                detail,
+                ..
+            } => {
+                let outcome = if *ok { "" } else { "FAILED: " };
+                write!(f, "{action} by {actor} via {bmc}: {outcome}{detail}")
             }
             EventData::Note { text, .. } => f.write_str(text),
         }
@@ -1302,6 +1333,19 @@ mod tests {
                     forced: true,
                 },
                 "token `ops team` (delete): deleted the record: hostname alibuild03, bootenv install, next_bootenv rescue, state installed, protected; forced (the node is protected)",
+            ),
+            (
+                EventData::Power {
+                    actor: "token `ops`".into(),
+                    action: PowerAction::PxeOnce,
+                    bmc: "redfish https://10.1.0.5".into(),
+                    before: Some(PowerState::On),
+                    ok: false,
+                    detail:
+                        "the BMC accepted the one-time PXE boot but reads back Hdd: not rebooting"
+                            .into(),
+                },
+                "pxe-once by token `ops` via redfish https://10.1.0.5: FAILED: the BMC accepted the one-time PXE boot but reads back Hdd: not rebooting",
             ),
             (
                 EventData::Note {

@@ -28,6 +28,7 @@ macro_rules! named_values {
 pub(crate) use named_values;
 
 mod arch;
+mod bmc;
 mod client;
 mod event;
 mod lease;
@@ -39,6 +40,7 @@ pub mod selector;
 mod time;
 
 pub use arch::{BootArch, ClientArch};
+pub use bmc::{BmcRecord, Driver, PowerAction, PowerState};
 pub use client::{ClientInfo, IPXE_FEATURE_HTTPS};
 pub use event::{
     BootTarget, BootenvCause, BootenvFields, DeletedRecord, DhcpService, Document, Event,

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{BootArch, Mac, Timestamp};
+use super::{BmcRecord, BootArch, Mac, Timestamp};
 
 /// Where a node is in its boot and configuration cycle (DESIGN.md, "Node states").
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -149,6 +149,10 @@ pub struct Node {
     /// Who made the record.
     #[serde(default)]
     pub origin: NodeOrigin,
+    /// Its BMC, for power control (boxed: most records of a large store
+    /// have none, and each record is kept in memory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bmc: Option<Box<BmcRecord>>,
 }
 
 impl Node {
@@ -177,6 +181,7 @@ impl Node {
             token,
             created: now,
             origin: NodeOrigin::Discovered,
+            bmc: None,
         }
     }
 
@@ -192,6 +197,7 @@ impl Node {
             && self.loader.is_none()
             && self.labels.is_empty()
             && self.params.is_empty()
+            && self.bmc.is_none()
     }
 }
 

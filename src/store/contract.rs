@@ -1069,12 +1069,20 @@ pub(crate) async fn everything_acknowledged_survives_reopening<E: Engine>() {
     )
     .await
     .unwrap();
-    s.put_nodes(vec![
-        named(3, "b3", Some("10.0.0.3")),
-        named(4, "b4", Some("10.0.0.4")),
-    ])
-    .await
-    .unwrap();
+    let with_bmc = Node {
+        bmc: Some(Box::new(crate::model::BmcRecord {
+            driver: crate::model::Driver::Redfish,
+            address: "https://10.1.0.3".into(),
+            system: Some("1".into()),
+            username: Some("admin".into()),
+            password_secret: Some("bmc-b3".into()),
+            insecure: true,
+        })),
+        ..named(3, "b3", Some("10.0.0.3"))
+    };
+    s.put_nodes(vec![with_bmc, named(4, "b4", Some("10.0.0.4"))])
+        .await
+        .unwrap();
     set_fields(s.as_ref(), mac(3), |n| {
         n.bootenv = "rescue".into();
     })
@@ -1125,6 +1133,12 @@ pub(crate) async fn everything_acknowledged_survives_reopening<E: Engine>() {
             (mac(3), "b3", Some(ip("10.0.0.3")), "rescue"),
             (mac(5), "b4", Some(ip("10.0.0.4")), "discovery"),
         ]
+    );
+    let b3 = s.node(mac(3)).await.unwrap().unwrap();
+    assert_eq!(
+        b3.bmc.map(|b| b.summary()).as_deref(),
+        Some("redfish https://10.1.0.3 system 1 user admin password secret bmc-b3 insecure"),
+        "the BMC record survives"
     );
 }
 

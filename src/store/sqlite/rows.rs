@@ -138,10 +138,10 @@ pub(super) fn ip_col(ip: Ipv4Addr) -> i64 {
 /// The node columns, in the order of the upsert's parameters.
 pub(super) const NODE_COLUMNS: &str = "mac, hostname, ipv4, labels, params, bootenv, next_bootenv, \
      bootenv_expires, loader, protected, state, state_reason, relay_info, arch, last_seen, \
-     token, created, config_generation, origin, boot_ipv4, booted_bootenv";
+     token, created, config_generation, origin, boot_ipv4, booted_bootenv, bmc";
 
 /// The parameters [`execute_node`] binds, one per column of [`NODE_COLUMNS`].
-pub(super) const NODE_PARAMS: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21";
+pub(super) const NODE_PARAMS: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22";
 
 /// Runs `stmt` (an insert of [`NODE_COLUMNS`]) for `n`; the rows changed.
 pub(super) fn execute_node(
@@ -170,6 +170,9 @@ pub(super) fn execute_node(
         origin_text(n.origin),
         n.boot_ipv4.map(ip_col),
         n.booted_bootenv,
+        n.bmc
+            .as_ref()
+            .map(|b| serde_json::to_string(b).unwrap_or_default()),
     ])
 }
 
@@ -211,6 +214,10 @@ pub(super) fn node_from_row(row: &Row<'_>) -> Result<Node, StoreError> {
         created: Timestamp(row.get("created").map_err(db("read node"))?),
         config_generation: get_opt_i("config_generation")?.unwrap_or(0).max(0) as u64,
         origin: NodeOrigin::Admin,
+        bmc: get_opt_s("bmc")?
+            .map(|b| serde_json::from_str(&b))
+            .transpose()
+            .map_err(|e| corrupt(mac, e))?,
     };
     node.origin = match origin.as_deref() {
         Some("discovered") => NodeOrigin::Discovered,

@@ -612,7 +612,8 @@ fn commit(conn: &mut Connection, b: &Batch, seq: &mut i64) -> Result<(), StoreEr
                  state_reason = excluded.state_reason, relay_info = excluded.relay_info, \
                  arch = excluded.arch, last_seen = excluded.last_seen, token = excluded.token, \
                  config_generation = excluded.config_generation, origin = excluded.origin, \
-                 boot_ipv4 = excluded.boot_ipv4, booted_bootenv = excluded.booted_bootenv"
+                 boot_ipv4 = excluded.boot_ipv4, booted_bootenv = excluded.booted_bootenv, \
+                 bmc = excluded.bmc"
             ))
             .map_err(db("save nodes"))?;
         for n in b.nodes.values() {
