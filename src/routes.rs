@@ -61,6 +61,14 @@ pub mod api {
     pub const EXPLAIN: &str = "/explain/{mac}";
     pub const RECONFIGURE: &str = "/reconfigure";
     pub const POWER: &str = "/power";
+    pub const ROLLOUTS: &str = "/rollouts";
+    pub const ROLLOUT: &str = "/rollouts/{id}";
+    pub const ROLLOUT_STEER: &str = "/rollouts/{id}/{action}";
+
+    /// `/rollouts/<id>`.
+    pub fn rollout(id: &str) -> String {
+        format!("{ROLLOUTS}/{id}")
+    }
     pub const OPENAPI: &str = "/openapi.json";
 
     /// `/nodes/<mac>` (the CLI also passes a hostname it resolved, never

@@ -546,8 +546,19 @@ pub async fn run(
         secrets_dir: cfg.secrets_dir.clone(),
         default_bootenv: cfg.default_bootenv.clone(),
         power: cfg.power.clone(),
+        rollout_hooks: cfg.rollout_hooks.clone(),
     }));
     store.subscribe(control.clone());
+    {
+        // Rollouts are driven by the leading appliance (every appliance on
+        // SQLite); the runner looks who leads at each tick.
+        let runner = crate::control::rollout::Runner::new(control.clone());
+        let c = cancel.clone();
+        tasks.spawn(async move {
+            runner.run(c).await;
+            ("rollout runner", Ok(()))
+        });
+    }
     let http_ctx = Arc::new(HttpContext {
         control,
         catalog: catalog.clone(),

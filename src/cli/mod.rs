@@ -6,6 +6,7 @@ mod client;
 mod explain;
 pub(crate) mod node;
 mod power;
+mod rollout;
 mod serve;
 mod store;
 mod storm;
@@ -93,6 +94,14 @@ pub enum Command {
         #[command(flatten)]
         args: power::PowerArgs,
     },
+    /// Reinstalling a fleet a few nodes at a time: start, list, status,
+    /// pause, resume, abort.
+    Rollout {
+        #[command(flatten)]
+        connection: client::Connection,
+        #[command(subcommand)]
+        command: rollout::RolloutCommand,
+    },
     /// A synthetic fleet booting against a PXE server: DHCP, TFTP, iPXE,
     /// HTTP, reports; ends with per-phase latency percentiles, throughput
     /// and every failure. Exit 0: all nodes booted; 4: some failed; 1: could not start.
@@ -167,6 +176,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => explain::events(&client::Client::new(&connection)?, &mac, json),
         Command::Power { connection, args } => power::run(&client::Client::new(&connection)?, args),
+        Command::Rollout {
+            connection,
+            command,
+        } => rollout::run(&client::Client::new(&connection)?, command),
         Command::Storm(args) => storm::storm(args),
         Command::Store(command) => store::run(command),
     }

@@ -24,6 +24,7 @@ mod loaders;
 mod network;
 mod nodes;
 mod power;
+mod rollout;
 mod service;
 pub mod store;
 pub use store::StoreConfig;
@@ -116,6 +117,8 @@ struct Raw {
     service: service::Section,
     #[serde(default)]
     power: power::Section,
+    #[serde(default)]
+    rollout: rollout::Section,
 }
 
 // The folders beside the config file, by default (relative: resolved against
@@ -195,6 +198,8 @@ pub struct Config {
     pub run_as: Option<RunAsConfig>,
     /// `[power]`: BMC actions at once, and the site's power commands.
     pub power: PowerConfig,
+    /// `[rollout.hooks]`: drain and undrain commands, by name.
+    pub rollout_hooks: std::collections::BTreeMap<String, String>,
 }
 
 /// One line for a TOML error: `line L, column C: what`, so every file error
@@ -308,9 +313,11 @@ impl Config {
         let run_as = raw.service.validate(&src)?;
         let store = raw.store.validate(&src)?;
         let power = raw.power.validate(&src)?;
+        let rollout_hooks = raw.rollout.validate(&src)?;
 
         Ok(Config {
             power,
+            rollout_hooks,
             store,
             run_as,
             lifecycle,

@@ -443,6 +443,7 @@ fn the_example_config_states_the_defaults() {
     assert_eq!(raw.store, store::Section::default());
     assert_eq!(raw.service, service::Section::default());
     assert_eq!(raw.power, power::Section::default());
+    assert_eq!(raw.rollout, rollout::Section::default());
 }
 
 /// A file that names no key of a section gets the values the servers' own

@@ -45,6 +45,13 @@ impl Actor {
     }
 }
 
+impl Actor {
+    /// A rollout acting on its nodes.
+    pub fn rollout(id: &str) -> Actor {
+        Actor(format!("rollout {id}"))
+    }
+}
+
 impl fmt::Display for Actor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -220,6 +227,48 @@ impl Admin<'_> {
         let (before, after) = (&edited.before, &edited.after);
         let guarded = forced(Some(before), after, force);
         audit(store, actor, ("patch", None), Some(before), after, guarded).await;
+        Ok(edited.after)
+    }
+
+    /// Puts a node's bootenv fields back as they were (`fields`), as a
+    /// rollout does to a node that failed; audited like a patch (op
+    /// `restore`). A node protected since is refused, like any change.
+    pub async fn restore_bootenv(
+        &self,
+        actor: &Actor,
+        mac: Mac,
+        fields: crate::model::BootenvFields,
+    ) -> Result<Node, AdminError> {
+        let store = self.store;
+        let edited = store
+            .update_node(
+                mac,
+                Box::new(move |n| {
+                    let before = n.clone();
+                    n.bootenv = fields.bootenv;
+                    n.next_bootenv = fields.next_bootenv;
+                    n.bootenv_expires = fields.bootenv_expires;
+                    guard(Some(&before), Some(n), false)
+                        .map(|_| ())
+                        .map_err(|refused| {
+                            refusal(AdminError::Protected {
+                                index: None,
+                                refusal: refused,
+                            })
+                        })
+                }),
+            )
+            .await
+            .map_err(refused_why)?;
+        audit(
+            store,
+            actor,
+            ("restore", None),
+            Some(&edited.before),
+            &edited.after,
+            Guarded::Free,
+        )
+        .await;
         Ok(edited.after)
     }
 

@@ -19,6 +19,8 @@
 //!   belong to, from the leases and what proxyDHCP saw.
 //! - [`power`]: what happens when an admin or a rollout acts on nodes'
 //!   power through their BMCs.
+//! - [`rollout`]: what happens when an admin reinstalls a fleet, node by
+//!   node within a budget, canaries first.
 //! - [`timeline`]: recording what a node did, and the state and bootenv
 //!   changes that follow from it.
 
@@ -31,6 +33,7 @@ pub mod dhcp_client;
 pub mod fleet;
 pub mod lease;
 pub mod power;
+pub mod rollout;
 pub mod script_cache;
 pub mod timeline;
 
@@ -72,6 +75,8 @@ pub struct Control {
     default_bootenv: String,
     /// `[power]`.
     power: crate::config::PowerConfig,
+    /// `[rollout.hooks]`: drain and undrain commands, by name.
+    rollout_hooks: std::sync::Arc<std::collections::BTreeMap<String, String>>,
 }
 
 /// What [`Control::new`] is built from.
@@ -87,6 +92,7 @@ pub struct Parts {
     pub secrets_dir: PathBuf,
     pub default_bootenv: String,
     pub power: crate::config::PowerConfig,
+    pub rollout_hooks: std::collections::BTreeMap<String, String>,
 }
 
 impl Control {
@@ -105,6 +111,7 @@ impl Control {
             secrets_served: crate::secrets::Ledger::default(),
             default_bootenv: p.default_bootenv,
             power: p.power,
+            rollout_hooks: std::sync::Arc::new(p.rollout_hooks),
         }
     }
 

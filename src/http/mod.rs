@@ -17,6 +17,7 @@ mod node;
 pub mod openapi;
 mod power;
 mod reconfigure;
+mod rollout;
 mod seed;
 mod sendfile;
 mod stream;
@@ -118,6 +119,10 @@ pub fn api_routes() -> Vec<ApiRoute> {
         route(Method::POST, path::RECONFIGURE, reconfigure::reconfigure),
         route(Method::GET, path::NODE_REPORTS, reconfigure::reports),
         route(Method::POST, path::POWER, power::power),
+        route(Method::GET, path::ROLLOUTS, rollout::list),
+        route(Method::POST, path::ROLLOUTS, rollout::start),
+        route(Method::GET, path::ROLLOUT, rollout::show),
+        route(Method::POST, path::ROLLOUT_STEER, rollout::steer),
         route(Method::GET, path::OPENAPI, openapi::openapi_json),
     ]
 }

@@ -39,6 +39,10 @@ use crate::model::{EventKind, NodeState};
         super::reconfigure::reconfigure,
         super::reconfigure::reports,
         super::power::power,
+        super::rollout::start,
+        super::rollout::list,
+        super::rollout::show,
+        super::rollout::steer,
         openapi_json,
     ),
     components(schemas(ErrorBody)),
@@ -48,6 +52,7 @@ use crate::model::{EventKind, NodeState};
         (name = "nodes", description = "Node records: what each machine boots"),
         (name = "bootenvs", description = "What nodes can boot, as loaded from bootenvs_dir"),
         (name = "leases", description = "DHCP leases"),
+        (name = "rollouts", description = "Reinstalling a fleet, a few nodes at a time, canaries first"),
         (name = "explain", description = "What a client would be handed, and why"),
         (name = "api", description = "This document"),
     )

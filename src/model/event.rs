@@ -70,10 +70,13 @@ pub enum EventKind {
     /// A power action through the node's BMC (by an admin or a rollout):
     /// what was asked, and what came of it.
     Power,
+    /// A step of a rollout on this node (drain, bootenv, installed,
+    /// undrain, done, failed, skipped), and how it went.
+    Rollout,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 30] = [
+    pub const ALL: [EventKind; 31] = [
         EventKind::DhcpDiscover,
         EventKind::DhcpOffer,
         EventKind::DhcpRequest,
@@ -104,6 +107,7 @@ impl EventKind {
         EventKind::AdminChange,
         EventKind::AdminDelete,
         EventKind::Power,
+        EventKind::Rollout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -138,6 +142,7 @@ impl EventKind {
             EventKind::AdminChange => "admin.change",
             EventKind::AdminDelete => "admin.delete",
             EventKind::Power => "power",
+            EventKind::Rollout => "rollout",
         }
     }
 
@@ -543,6 +548,16 @@ pub enum EventData {
         /// What was done, or why nothing (or not all of it) was.
         detail: String,
     },
+    #[serde(rename = "rollout")]
+    Rollout {
+        /// The rollout's id.
+        rollout: String,
+        /// `drain`, `bootenv`, `installed`, `undrain`, `done`, `failed`,
+        /// `reverted` or `skipped`.
+        step: String,
+        ok: bool,
+        detail: String,
+    },
     /// An event stored before events had data: its kind and its sentence.
     #[serde(rename = "note")]
     Note { of: EventKind, text: String },
@@ -579,6 +594,7 @@ impl EventData {
             EventData::AdminChange { .. } => EventKind::AdminChange,
             EventData::AdminDelete { .. } => EventKind::AdminDelete,
             EventData::Power { .. } => EventKind::Power,
+            EventData::Rollout { .. } => EventKind::Rollout,
             EventData::Note { of, .. } => *of,
         }
     }
@@ -844,6 +860,20 @@ impl fmt::Display for EventData {
             } => {
                 let outcome = if *ok { "" } else { "FAILED: " };
                 write!(f, "{action} by {actor} via {bmc}: {outcome}{detail}")
+            }
+            EventData::Rollout {
+                rollout,
+                step,
+                ok,
+                detail,
+            } => {
+                // A `failed` step says so by its name.
+                let outcome = if *ok || step == "failed" {
+                    ""
+                } else {
+                    "FAILED: "
+                };
+                write!(f, "rollout {rollout}: {step}: {outcome}{detail}")
             }
             EventData::Note { text, .. } => f.write_str(text),
         }
@@ -1346,6 +1376,15 @@ mod tests {
                             .into(),
                 },
                 "pxe-once by token `ops` via redfish https://10.1.0.5: FAILED: the BMC accepted the one-time PXE boot but reads back Hdd: not rebooting",
+            ),
+            (
+                EventData::Rollout {
+                    rollout: "r-3".into(),
+                    step: "drain".into(),
+                    ok: true,
+                    detail: "hook `koji-disable` exited 0: host disabled".into(),
+                },
+                "rollout r-3: drain: hook `koji-disable` exited 0: host disabled",
             ),
             (
                 EventData::Note {

@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use async_trait::async_trait;
 
 use crate::model::{
-    BootArch, Event, Lease, LeaseState, Mac, Node, NodeState, ScriptReport, Timestamp,
+    BootArch, Event, Lease, LeaseState, Mac, Node, NodeState, Rollout, ScriptReport, Timestamp,
 };
 
 #[cfg(test)]
@@ -169,6 +169,11 @@ pub type Refusal = Box<dyn std::error::Error + Send + Sync>;
 /// A change to one node record, applied atomically with respect to every
 /// other change of that record; `Err` refuses it and nothing is written.
 pub type NodeEdit = Box<dyn FnOnce(&mut Node) -> Result<(), Refusal> + Send>;
+
+/// A change to one rollout record, applied atomically with respect to every
+/// other change of it (whichever appliance makes it); `Err` refuses it and
+/// nothing is written.
+pub type RolloutEdit = Box<dyn FnOnce(&mut Rollout) -> Result<(), Refusal> + Send>;
 
 /// A node record as it was before an edit and as the edit left it (what
 /// [`Store::update_node`] wrote), so a caller learns what changed from the
@@ -348,6 +353,18 @@ pub trait Store: Send + Sync + 'static {
     fn subscribe(&self, subscriber: std::sync::Arc<dyn Subscriber>);
     /// The MAC holding `ip` (to put a TFTP or HTTP fetch on a timeline).
     async fn mac_at(&self, ip: Ipv4Addr, now: Timestamp) -> Result<Option<Mac>, StoreError>;
+
+    /// Stores a new rollout, durably; a conflict if its id is taken.
+    async fn create_rollout(&self, rollout: &Rollout) -> Result<(), StoreError>;
+    /// Every rollout, oldest first.
+    async fn rollouts(&self) -> Result<Vec<Rollout>, StoreError>;
+    /// Changes rollout `id` as `edit` says, durably; the record after it.
+    /// `Ok(None)` when there is no such rollout.
+    async fn edit_rollout(
+        &self,
+        id: &str,
+        edit: RolloutEdit,
+    ) -> Result<Option<Rollout>, StoreError>;
 }
 
 /// Sets fields of the record of `mac` through [`Store::update_node`], with

@@ -57,7 +57,7 @@ use super::{
     Subscriber, Written,
 };
 use crate::model::{
-    BootArch, Event, Lease, LeaseState, Mac, Node, NodeState, ScriptReport, Timestamp,
+    BootArch, Event, Lease, LeaseState, Mac, Node, NodeState, Rollout, ScriptReport, Timestamp,
 };
 
 /// The channel every appliance announces its changes on.
@@ -475,6 +475,24 @@ impl Store for PostgresStore {
 
     async fn mac_at(&self, ip: Ipv4Addr, now: Timestamp) -> Result<Option<Mac>, StoreError> {
         Ok(self.mirror().mac_at(ip, now))
+    }
+
+    async fn create_rollout(&self, rollout: &Rollout) -> Result<(), StoreError> {
+        let rollout = Box::new(rollout.clone());
+        self.ask(|tx| Op::CreateRollout(rollout, tx)).await
+    }
+
+    async fn rollouts(&self) -> Result<Vec<Rollout>, StoreError> {
+        self.ask(Op::Rollouts).await
+    }
+
+    async fn edit_rollout(
+        &self,
+        id: &str,
+        edit: crate::store::RolloutEdit,
+    ) -> Result<Option<Rollout>, StoreError> {
+        let id = id.to_string();
+        self.ask(|tx| Op::EditRollout(id, edit, tx)).await
     }
 }
 

@@ -126,6 +126,9 @@ BEGIN
 END
 $fn$;
 "#,
+    // 5: rollouts, each its whole record (`model::Rollout`), rewritten at
+    // every step under a row lock.
+    "CREATE TABLE rollouts (id TEXT PRIMARY KEY, created BIGINT NOT NULL, doc JSONB NOT NULL);",
 ];
 
 /// The schema version this binary writes.

@@ -18,7 +18,7 @@ use super::quick::{self, Prepared, Quick};
 use super::rows::{db, describe, fault, ip_col, mac_text, node_from_row, node_json};
 use super::tls::Connector;
 use super::{CHANNEL, ECHO_WITHIN, Shared};
-use crate::model::{Event, Lease, Mac, Node, ScriptReport, Timestamp};
+use crate::model::{Event, Lease, Mac, Node, Rollout, ScriptReport, Timestamp};
 use crate::store::{
     EVENTS_PER_NODE, Edited, Fault, NodeEdit, NodeQuery, NodesEdit, REPORTS_PER_NODE, StoreError,
     Written,
@@ -61,6 +61,9 @@ pub(super) enum Op {
     Events(Mac, Reply<Vec<Event>>),
     Release(Mac, Ipv4Addr, Reply<bool>),
     Decline(Lease, Reply<()>),
+    CreateRollout(Box<Rollout>, Reply<()>),
+    Rollouts(Reply<Vec<Rollout>>),
+    EditRollout(String, crate::store::RolloutEdit, Reply<Option<Rollout>>),
 }
 
 /// Why a whole batch failed (the commit, or the connection), given to each
@@ -257,6 +260,9 @@ fn fail(op: Op, failed: &BatchFailure) {
         Op::Events(_, r) => send(r, failed),
         Op::Release(_, _, r) => send(r, failed),
         Op::Decline(_, r) => send(r, failed),
+        Op::CreateRollout(_, r) => send(r, failed),
+        Op::Rollouts(r) => send(r, failed),
+        Op::EditRollout(_, _, r) => send(r, failed),
     }
 }
 
@@ -419,7 +425,68 @@ async fn apply(
         }
         Op::Release(mac, ip, r) => done(r, release(tx, mac, ip, notes).await),
         Op::Decline(lease, r) => done(r, decline(tx, lease, notes).await),
+        Op::CreateRollout(rollout, r) => done(r, create_rollout(tx, &rollout).await),
+        Op::Rollouts(r) => done(r, rollouts(tx).await),
+        Op::EditRollout(id, edit, r) => done(r, edit_rollout(tx, &id, edit).await),
     }
+}
+
+fn rollout_json(r: &Rollout) -> Result<Value, StoreError> {
+    serde_json::to_value(r).map_err(|e| super::rows::corrupt(&r.id, e))
+}
+
+async fn create_rollout(tx: &Transaction<'_>, r: &Rollout) -> Result<(), StoreError> {
+    let made = tx
+        .execute(
+            "INSERT INTO rollouts (id, created, doc) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
+            &[&r.id, &r.created.millis(), &rollout_json(r)?],
+        )
+        .await
+        .map_err(db("save a rollout"))?;
+    if made == 0 {
+        return Err(StoreError::Conflict(format!("a rollout {} exists", r.id)));
+    }
+    Ok(())
+}
+
+async fn rollouts(tx: &Transaction<'_>) -> Result<Vec<Rollout>, StoreError> {
+    let mut out = Vec::new();
+    for row in tx
+        .query("SELECT id, doc FROM rollouts ORDER BY created, id", &[])
+        .await
+        .map_err(db("list rollouts"))?
+    {
+        let id: String = row.get(0);
+        out.push(serde_json::from_value(row.get(1)).map_err(|e| super::rows::corrupt(id, e))?);
+    }
+    Ok(out)
+}
+
+/// Read under a row lock, so an edit made on another appliance at the same
+/// time waits for this one and then sees it.
+async fn edit_rollout(
+    tx: &Transaction<'_>,
+    id: &str,
+    edit: crate::store::RolloutEdit,
+) -> Result<Option<Rollout>, StoreError> {
+    let Some(row) = tx
+        .query_opt("SELECT doc FROM rollouts WHERE id = $1 FOR UPDATE", &[&id])
+        .await
+        .map_err(db("read a rollout"))?
+    else {
+        return Ok(None);
+    };
+    let mut r: Rollout =
+        serde_json::from_value(row.get(0)).map_err(|e| super::rows::corrupt(id, e))?;
+    edit(&mut r).map_err(StoreError::Refused)?;
+    r.id = id.to_string();
+    tx.execute(
+        "UPDATE rollouts SET doc = $2 WHERE id = $1",
+        &[&id, &rollout_json(&r)?],
+    )
+    .await
+    .map_err(db("save a rollout"))?;
+    Ok(Some(r))
 }
 
 pub(super) fn node_note(n: &Node) -> String {

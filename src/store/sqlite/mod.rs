@@ -43,16 +43,20 @@ use self::writer::{Sealer, Write, WriteQueue, write_loop, write_of};
 use super::feed;
 use super::mirror::Mirror;
 use super::{
-    Edited, LeaseRequest, NodeEdit, NodeQuery, NodesEdit, Store, StoreError, StoreHealth,
-    Subscriber, Written,
+    Edited, LeaseRequest, NodeEdit, NodeQuery, NodesEdit, RolloutEdit, Store, StoreError,
+    StoreHealth, Subscriber, Written,
 };
 use crate::boot::address::{self, AddressAsk, Candidate};
 use crate::model::{
-    BootArch, Event, Lease, LeaseState, Mac, Node, NodeState, ScriptReport, Timestamp,
+    BootArch, Event, Lease, LeaseState, Mac, Node, NodeState, Rollout, ScriptReport, Timestamp,
 };
 
 pub struct SqliteStore {
     cache: Arc<Mutex<Mirror>>,
+    /// Every rollout, oldest first, as committed (or queued to be): edits
+    /// run under this lock and queue their write before it is released, so
+    /// two edits of one rollout land in the order they were made.
+    rollouts: Mutex<Vec<Rollout>>,
     queue: Arc<WriteQueue>,
     /// Where acknowledged leases go first (none for an in-memory store,
     /// which commits them instead).
@@ -193,6 +197,7 @@ impl SqliteStore {
                 cache.put_lease(lease_from_row(row)?);
             }
         }
+        let rollouts = rows::load_rollouts(&conn)?;
         let queue = Arc::new(WriteQueue::default());
         let writer = queue.clone();
         let journal = journal.map(|j| Arc::new(Mutex::new(j)));
@@ -222,6 +227,7 @@ impl SqliteStore {
             })?;
         Ok(SqliteStore {
             cache: Arc::new(Mutex::new(cache)),
+            rollouts: Mutex::new(rollouts),
             queue,
             journal,
             syncer: Arc::new(Syncer::new(sync)),
@@ -803,6 +809,49 @@ impl Store for SqliteStore {
 
     async fn mac_at(&self, ip: Ipv4Addr, now: Timestamp) -> Result<Option<Mac>, StoreError> {
         Ok(self.cache().mac_at(ip, now))
+    }
+
+    async fn create_rollout(&self, rollout: &Rollout) -> Result<(), StoreError> {
+        {
+            let mut all = self.rollouts.lock().unwrap_or_else(PoisonError::into_inner);
+            if all.iter().any(|r| r.id == rollout.id) {
+                return Err(StoreError::Conflict(format!(
+                    "a rollout {} exists",
+                    rollout.id
+                )));
+            }
+            all.push(rollout.clone());
+            self.queue.push(Write::Rollout(Box::new(rollout.clone())))?;
+        }
+        self.flush().await
+    }
+
+    async fn rollouts(&self) -> Result<Vec<Rollout>, StoreError> {
+        Ok(self
+            .rollouts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone())
+    }
+
+    async fn edit_rollout(
+        &self,
+        id: &str,
+        edit: RolloutEdit,
+    ) -> Result<Option<Rollout>, StoreError> {
+        let after = {
+            let mut all = self.rollouts.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(r) = all.iter_mut().find(|r| r.id == id) else {
+                return Ok(None);
+            };
+            let mut after = r.clone();
+            edit(&mut after).map_err(StoreError::Refused)?;
+            *r = after.clone();
+            self.queue.push(Write::Rollout(Box::new(after.clone())))?;
+            after
+        };
+        self.flush().await?;
+        Ok(Some(after))
     }
 }
 

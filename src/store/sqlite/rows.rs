@@ -263,6 +263,23 @@ pub(super) fn lease_from_row(row: &Row<'_>) -> Result<Lease, StoreError> {
     })
 }
 
+/// Every stored rollout, oldest first.
+pub(super) fn load_rollouts(
+    conn: &rusqlite::Connection,
+) -> Result<Vec<crate::model::Rollout>, StoreError> {
+    let mut q = conn
+        .prepare("SELECT id, doc FROM rollouts ORDER BY created, id")
+        .map_err(db("load rollouts"))?;
+    let mut rows = q.query([]).map_err(db("load rollouts"))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db("load rollouts"))? {
+        let id: String = row.get(0).map_err(db("load rollouts"))?;
+        let doc: String = row.get(1).map_err(db("load rollouts"))?;
+        out.push(serde_json::from_str(&doc).map_err(|e| corrupt(&id, e))?);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -70,4 +70,11 @@ CREATE TABLE IF NOT EXISTS report_drops (
     mac     TEXT PRIMARY KEY NOT NULL,
     dropped INTEGER NOT NULL
 );
+-- Rollouts, each its whole record as JSON (`model::Rollout`), rewritten at
+-- every step; `created` orders them.
+CREATE TABLE IF NOT EXISTS rollouts (
+    id      TEXT PRIMARY KEY NOT NULL,
+    created INTEGER NOT NULL,
+    doc     TEXT NOT NULL
+) WITHOUT ROWID;
 "#;

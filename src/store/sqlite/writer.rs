@@ -17,7 +17,7 @@ use super::journal::{self, Change, Journal};
 use super::rows::{
     NODE_COLUMNS, NODE_PARAMS, db, execute_node, ip_col, mac_key, read_events, read_reports,
 };
-use crate::model::{Event, Lease, Mac, Node, ScriptReport};
+use crate::model::{Event, Lease, Mac, Node, Rollout, ScriptReport};
 use crate::store::{EVENTS_PER_NODE, REPORTS_PER_NODE, StoreError};
 
 /// One change for the writer thread. Lazy writes (a node's last-seen time,
@@ -55,6 +55,8 @@ pub(super) enum Write {
         Mac,
         oneshot::Sender<Result<(Vec<ScriptReport>, u64), String>>,
     ),
+    /// A rollout's whole record, created or replaced.
+    Rollout(Box<Rollout>),
 }
 
 /// How long lazy writes may wait for a commit to ride along with.
@@ -180,6 +182,8 @@ pub(super) struct Batch {
     events: Vec<(Mac, Event)>,
     trims: Vec<Mac>,
     reports: Vec<(Mac, ScriptReport)>,
+    /// By id: a newer copy replaces an older one.
+    rollouts: BTreeMap<String, Box<Rollout>>,
 }
 
 impl Batch {
@@ -195,6 +199,7 @@ impl Batch {
             deletes: self.deletes,
             rekeyed: self.rekeyed,
             reports: self.reports,
+            rollouts: self.rollouts,
             ..Batch::default()
         }];
         let room = |out: &mut Vec<Batch>| {
@@ -228,7 +233,7 @@ impl Batch {
 
     /// Changes it holds (what [`crate::store::Store::health`] reports as unsaved).
     fn changes(&self) -> usize {
-        self.len() + self.deletes.len() + self.reports.len()
+        self.len() + self.deletes.len() + self.reports.len() + self.rollouts.len()
     }
 
     /// Adds `newer`, written after everything in this batch, so that
@@ -251,6 +256,7 @@ impl Batch {
         self.events.extend(newer.events);
         self.trims.extend(newer.trims);
         self.reports.extend(newer.reports);
+        self.rollouts.extend(newer.rollouts);
     }
 
     fn is_empty(&self) -> bool {
@@ -261,6 +267,7 @@ impl Batch {
             && self.events.is_empty()
             && self.trims.is_empty()
             && self.reports.is_empty()
+            && self.rollouts.is_empty()
     }
 }
 
@@ -335,6 +342,9 @@ impl Taken {
                 Write::Sync(tx) => self.syncs.push(tx),
                 Write::Events(mac, tx) => self.reads.push((mac, tx)),
                 Write::Report(mac, r) => now.reports.push((mac, r)),
+                Write::Rollout(r) => {
+                    now.rollouts.insert(r.id.clone(), r);
+                }
                 Write::Reports(mac, tx) => self.report_reads.push((mac, tx)),
             }
         }
@@ -699,6 +709,21 @@ fn commit(conn: &mut Connection, b: &Batch, seq: &mut i64) -> Result<(), StoreEr
                     .execute(params![mac, dropped as i64])
                     .map_err(db("trim reports"))?;
             }
+        }
+        let mut put_rollout = tx
+            .prepare_cached(
+                "INSERT INTO rollouts (id, created, doc) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT(id) DO UPDATE SET doc = excluded.doc",
+            )
+            .map_err(db("save rollouts"))?;
+        for r in b.rollouts.values() {
+            let doc = serde_json::to_string(r).map_err(|e| StoreError::Corrupt {
+                key: r.id.clone(),
+                reason: e.to_string(),
+            })?;
+            put_rollout
+                .execute(params![r.id, r.created.millis(), doc])
+                .map_err(db("save rollouts"))?;
         }
     }
     tx.commit().map_err(db("commit"))

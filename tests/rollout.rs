@@ -1,0 +1,472 @@
+//! Rollouts through `rackboot rollout` against a real `rackboot serve` in a private network
+//! namespace, its nodes powered through the `command` driver: each node a small shell
+//! "machine" (a power state and a one-time boot device in files) that, when powered on into
+//! PXE, fetches its boot script and kernel from rackboot over HTTP and calls the installer's
+//! callback as an installed system would, or, for a bootenv whose kernel is `…-broken`,
+//! never calls back (a kernel that panics). These prove the rollout's own rules quickly: the
+//! budget, the order of steps on each timeline, canaries, reverts, pausing and a restart of
+//! rackboot mid-rollout. They do not prove that real firmware netboots on the power cycle: the
+//! VM tests do that for boots, and a rollout over VMs is still to be written.
+//!
+//! Needs root (namespaces) and curl. Every wait is bounded; rackboot is ended by PID when the
+//! lab drops.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::api::ADMIN_TOKEN;
+use common::lab::SERVER_IP;
+use common::server::Server;
+use common::setup::{RACKBOOT, Setup};
+use serde_json::Value;
+
+const NODES: [&str; 4] = [
+    "52:54:00:c0:00:01",
+    "52:54:00:c0:00:02",
+    "52:54:00:c0:00:03",
+    "52:54:00:c0:00:04",
+];
+
+/// A machine: `machine.sh ACTION MAC` for [power.command]; power and next boot in files
+/// under `machines/<mac>/`.
+const MACHINE: &str = r#"#!/bin/sh
+set -eu
+here=$(dirname "$0")
+dir="$here/machines/$2"
+mkdir -p "$dir"
+[ -f "$dir/power" ] || echo on > "$dir/power"
+[ -f "$dir/boot" ] || echo disk > "$dir/boot"
+case "$1" in
+status) cat "$dir/power" ;;
+off) echo off > "$dir/power" ;;
+pxe) echo pxe > "$dir/boot" ;;
+next) cat "$dir/boot" ;;
+on|reset)
+    echo on > "$dir/power"
+    if [ "$(cat "$dir/boot")" = pxe ]; then
+        echo disk > "$dir/boot"
+        nohup sh "$here/netboot.sh" "$2" >>"$dir/netboot.log" 2>&1 &
+    fi ;;
+esac
+"#;
+
+/// What a machine powered on into PXE does: its boot script, its kernel, and (unless the
+/// kernel is a broken one) the installer's callback with the token of that boot.
+const NETBOOT: &str = r#"#!/bin/sh
+set -eu
+sleep 1
+get() { curl -sf --retry 20 --retry-connrefused --retry-delay 1 -m 5 "$@"; }
+script=$(get "http://SERVER/boot/$1.ipxe?arch=x86_64_efi")
+kernel=$(echo "$script" | awk '/^kernel /{for(i=2;i<=NF;i++) if ($i ~ /^https?:/) {print $i; exit}}')
+get -o /dev/null "$kernel"
+case "$kernel" in *broken*) echo "kernel panic"; exit 0 ;; esac
+token=$(echo "$script" | tr ' ' '\n' | sed -n 's/^rackboot.token=//p')
+sleep 1
+get -X POST -H "Authorization: Bearer $token" --data-binary done \
+    "http://SERVER/node/$1/installed?bootenv=install"
+echo installed
+"#;
+
+fn setup(name: &str) -> Server {
+    let installer = |kernel: &str| {
+        format!(
+            "installer = true\n[arch.x86_64_efi]\nkernel = \"{kernel}\"\ncmdline = \"{}\"\n",
+            common::setup::CMDLINE
+        )
+    };
+    let rb = Setup::new(name)
+        .standard_files()
+        .file("assets/x86_64/vmlinuz-broken", "a kernel that panics")
+        .file("bootenvs/install.toml", installer("x86_64/vmlinuz"))
+        .file("bootenvs/broken.toml", installer("x86_64/vmlinuz-broken"))
+        .file("machine.sh", MACHINE)
+        .file(
+            "netboot.sh",
+            NETBOOT.replace("SERVER", &SERVER_IP.to_string()),
+        )
+        .tokens_from_any_address()
+        .prepare();
+    let site = rb.site_dir().display().to_string();
+    let machine = format!("sh {site}/machine.sh");
+    let hooks_log = format!("{site}/hooks.log");
+    let config = format!(
+        "{}\n[power.command]\nstatus = \"{machine} status {{{{ mac }}}}\"\non = \"{machine} on {{{{ mac }}}}\"\n\
+         off = \"{machine} off {{{{ mac }}}}\"\nreset = \"{machine} reset {{{{ mac }}}}\"\n\
+         pxe_once = \"{machine} pxe {{{{ mac }}}}\"\npxe_check = \"{machine} next {{{{ mac }}}}\"\n\
+         [rollout.hooks]\ndrain = 'echo \"drain $RACKBOOT_HOSTNAME\" >> {hooks_log}'\n\
+         undrain = 'echo \"undrain $RACKBOOT_HOSTNAME\" >> {hooks_log}'\n\
+         refuse = 'echo \"jobs still running on $RACKBOOT_HOSTNAME\"; exit 3'\n",
+        rb.config_text()
+    );
+    std::fs::write(rb.config(), config).unwrap();
+    rb.serve();
+    let nodes: Vec<Value> = NODES
+        .iter()
+        .enumerate()
+        .map(|(i, mac)| {
+            serde_json::json!({"mac": mac, "hostname": format!("b{}", i + 1), "labels": {"role": "builder"},
+                               "bootenv": "local", "bmc": {"driver": "command", "address": format!("outlet-{}", i + 1)}})
+        })
+        .collect();
+    let file = rb.path("nodes.json");
+    std::fs::write(&file, Value::Array(nodes).to_string()).unwrap();
+    let (code, out) = cli(&rb, &["node", "import", file.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    rb
+}
+
+fn cli(rb: &Server, args: &[&str]) -> (Option<i32>, String) {
+    let server = format!("http://{SERVER_IP}");
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend_from_slice(&["--server", &server, "--token", ADMIN_TOKEN]);
+    let out = rb.lab.run(RACKBOOT, &all, Duration::from_secs(60));
+    (
+        out.status.code(),
+        format!(
+            "--- stdout\n{}--- stderr\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn start(rb: &Server, args: &[&str]) -> String {
+    let mut all = vec!["rollout", "start", "--json"];
+    all.extend_from_slice(args);
+    let (code, out) = cli(rb, &all);
+    assert_eq!(code, Some(0), "{out}");
+    let json = out
+        .split("--- stderr")
+        .next()
+        .unwrap()
+        .trim_start_matches("--- stdout\n");
+    let r: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {out}"));
+    r["id"].as_str().unwrap().to_string()
+}
+
+fn rollout(rb: &Server, id: &str) -> Value {
+    let r = rb.get(&format!("/api/v1/rollouts/{id}"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+fn phases(r: &Value) -> HashMap<String, String> {
+    r["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["mac"].as_str().unwrap().to_string(),
+                n["phase"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn in_flight(r: &Value) -> usize {
+    phases(r)
+        .values()
+        .filter(|p| {
+            matches!(
+                p.as_str(),
+                "draining" | "rebooting" | "installing" | "undraining"
+            )
+        })
+        .count()
+}
+
+/// Polls the rollout until `done(r)`, at most `within`; the most nodes seen in flight at once.
+fn watch(rb: &Server, id: &str, within: Duration, done: impl Fn(&Value) -> bool) -> (Value, usize) {
+    let start = Instant::now();
+    let mut most = 0;
+    loop {
+        let r = rollout(rb, id);
+        most = most.max(in_flight(&r));
+        if done(&r) {
+            return (r, most);
+        }
+        assert!(
+            start.elapsed() < within,
+            "rollout {id} not as awaited within {within:?}: {r:#}\n{}",
+            machines(rb)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// What each machine's network boots printed.
+fn machines(rb: &Server) -> String {
+    NODES
+        .iter()
+        .map(|mac| {
+            let log = std::fs::read_to_string(rb.path(&format!("machines/{mac}/netboot.log")))
+                .unwrap_or_else(|e| format!("({e})"));
+            format!("--- {mac}\n{log}")
+        })
+        .collect()
+}
+
+/// The node's timeline as `kind: detail` lines, oldest first.
+fn steps(rb: &Server, mac: &str) -> Vec<String> {
+    rb.events(mac)
+        .into_iter()
+        .filter(|(k, _)| {
+            matches!(
+                k.as_str(),
+                "rollout" | "power" | "report.installed" | "bootenv.changed"
+            )
+        })
+        .map(|(k, d)| format!("{k}: {d}"))
+        .collect()
+}
+
+/// `needles` appear in `lines` in this order (each in a later line than the one before).
+fn in_order(lines: &[String], needles: &[&str]) {
+    let mut at = 0;
+    for n in needles {
+        match lines[at..].iter().position(|l| l.contains(n)) {
+            Some(i) => at += i + 1,
+            None => panic!("{n:?} not found after line {at} of:\n{}", lines.join("\n")),
+        }
+    }
+}
+
+#[test]
+fn a_rollout_takes_each_node_through_drain_install_and_undrain_one_at_a_time() {
+    let rb = setup("rollout-fleet");
+    let id = start(
+        &rb,
+        &[
+            "--selector",
+            "role=builder",
+            "--bootenv",
+            "install",
+            "--canary",
+            "1",
+            "--max-unavailable",
+            "1",
+            "--drain",
+            "drain",
+            "--undrain",
+            "undrain",
+            "--deadline",
+            "1m",
+        ],
+    );
+    let (r, most) = watch(&rb, &id, Duration::from_secs(240), |r| r["state"] == "done");
+    assert_eq!(most, 1, "never more than one node out of service: {r:#}");
+    assert!(phases(&r).values().all(|p| p == "done"), "{r:#}");
+    assert_eq!(r["nodes"][0]["canary"], true);
+    for mac in NODES {
+        in_order(
+            &steps(&rb, mac),
+            &[
+                "rollout: rollout r-1: drain: hook `drain`: exited 0",
+                "rollout: rollout r-1: bootenv: install once, then local",
+                "power: pxe-once by rollout r-1 via command",
+                "report.installed",
+                "bootenv.changed",
+                "rollout: rollout r-1: installed",
+                "rollout: rollout r-1: undrain: hook `undrain`: exited 0",
+                "rollout: rollout r-1: done",
+            ],
+        );
+        let n = rb.node(mac);
+        assert_eq!(
+            (n["state"].as_str(), n["bootenv"].as_str()),
+            (Some("installed"), Some("local")),
+            "{n}"
+        );
+    }
+    // One node at a time: each drained and put back before the next is drained.
+    let hooks = std::fs::read_to_string(rb.path("hooks.log")).unwrap();
+    let want: Vec<String> = (1..=4)
+        .flat_map(|i| [format!("drain b{i}"), format!("undrain b{i}")])
+        .collect();
+    assert_eq!(hooks.lines().collect::<Vec<_>>(), want, "{hooks}");
+    let (code, out) = cli(&rb, &["rollout", "status", &id]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("4 done, 0 in flight, 0 failed, 0 skipped of 4"),
+        "{out}"
+    );
+    rb.assert_running();
+}
+
+#[test]
+fn a_failing_canary_is_reverted_and_pauses_the_rollout_before_any_other_node() {
+    let rb = setup("rollout-canary");
+    // A protected node is skipped, and listed with why.
+    let r = rb.request(
+        "PATCH",
+        &format!("/api/v1/nodes/{}", NODES[3]),
+        Some(ADMIN_TOKEN),
+        Some(r#"{"protected":true}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = start(
+        &rb,
+        &[
+            "--selector",
+            "role=builder",
+            "--bootenv",
+            "broken",
+            "--canary",
+            "1",
+            "--max-unavailable",
+            "2",
+            "--deadline",
+            "6s",
+        ],
+    );
+    let (r, _) = watch(&rb, &id, Duration::from_secs(60), |r| {
+        r["state"] == "paused"
+    });
+    let canary = NODES[0];
+    assert!(
+        r["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("canary b1 ({canary}) failed: no `installed`")),
+        "{r:#}"
+    );
+    let p = phases(&r);
+    assert_eq!(p[canary], "failed", "{r:#}");
+    assert_eq!(
+        (p[NODES[1]].as_str(), p[NODES[2]].as_str()),
+        ("pending", "pending"),
+        "{r:#}"
+    );
+    assert_eq!(p[NODES[3]], "skipped", "{r:#}");
+    // The canary is back on what it booted before; no other node was touched.
+    assert_eq!(rb.node(canary)["bootenv"], "local");
+    assert!(
+        rb.node(canary)["next_bootenv"].is_null(),
+        "{}",
+        rb.node(canary)
+    );
+    in_order(
+        &steps(&rb, canary),
+        &[
+            "bootenv: broken once, then local",
+            "power: pxe-once",
+            "reverted: back to local",
+            "failed: no `installed`",
+        ],
+    );
+    for mac in &NODES[1..3] {
+        assert!(
+            steps(&rb, mac).is_empty(),
+            "{mac} was touched: {:#?}",
+            steps(&rb, mac)
+        );
+    }
+    assert!(
+        steps(&rb, NODES[3])
+            .iter()
+            .any(|s| s.contains("skipped: protected"))
+    );
+    // Paused stays paused; abort ends it, and a paused or aborted rollout starts nothing.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(phases(&rollout(&rb, &id))[NODES[1]], "pending");
+    let (code, out) = cli(&rb, &["rollout", "abort", &id]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = cli(&rb, &["rollout", "resume", &id]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("is aborted: it is over"), "{out}");
+    rb.assert_running();
+}
+
+#[test]
+fn a_rollout_goes_on_where_it_was_after_rackboot_is_killed() {
+    let rb = setup("rollout-restart");
+    let id = start(
+        &rb,
+        &[
+            "--selector",
+            "role=builder",
+            "--bootenv",
+            "install",
+            "--max-unavailable",
+            "2",
+            "--deadline",
+            "1m",
+        ],
+    );
+    // Killed while nodes are mid-install.
+    watch(&rb, &id, Duration::from_secs(60), |r| {
+        phases(r).values().any(|p| p == "installing")
+    });
+    rb.kill();
+    rb.serve();
+    let (r, most) = watch(&rb, &id, Duration::from_secs(240), |r| r["state"] == "done");
+    assert!(most <= 2, "{r:#}");
+    assert!(phases(&r).values().all(|p| p == "done"), "{r:#}");
+    for mac in NODES {
+        assert_eq!(rb.node(mac)["state"], "installed", "{}", rb.node(mac));
+    }
+    rb.assert_running();
+}
+
+#[test]
+fn a_rollout_names_what_it_cannot_do() {
+    let rb = setup("rollout-refusals");
+    for (args, want) in [
+        (
+            vec!["--bootenv", "nope", "--max-unavailable", "1"],
+            "no bootenv `nope`",
+        ),
+        (
+            vec!["--bootenv", "install", "--max-unavailable", "0"],
+            "at least one node",
+        ),
+        (
+            vec![
+                "--bootenv",
+                "install",
+                "--max-unavailable",
+                "1",
+                "--drain",
+                "rm-rf",
+            ],
+            "no hook `rm-rf` in [rollout.hooks]",
+        ),
+    ] {
+        let mut all = vec!["rollout", "start", "--selector", "role=builder"];
+        all.extend(args);
+        let (code, out) = cli(&rb, &all);
+        assert_eq!(code, Some(1), "{out}");
+        assert!(out.contains(want), "{want}: {out}");
+    }
+    // A drain hook that fails: the node is not rebooted, and its output is on the timeline.
+    let id = start(
+        &rb,
+        &[
+            "--selector",
+            "role=builder",
+            "--bootenv",
+            "install",
+            "--max-unavailable",
+            "1",
+            "--drain",
+            "refuse",
+        ],
+    );
+    let (r, _) = watch(&rb, &id, Duration::from_secs(30), |r| {
+        r["state"] == "paused"
+    });
+    let first = r["nodes"][0]["mac"].as_str().unwrap().to_string();
+    assert!(
+        steps(&rb, &first).iter().any(|s| s.contains("drain: FAILED: hook `refuse`: exited 3: jobs still running on b1")),
+        "{:#?}",
+        steps(&rb, &first)
+    );
+    assert!(
+        !steps(&rb, &first).iter().any(|s| s.starts_with("power:")),
+        "not rebooted"
+    );
+    rb.assert_running();
+}
