@@ -70,8 +70,9 @@ fn migrate(from: &str, to: &str, ca_file: Option<std::path::PathBuf>) -> anyhow:
         anyhow::Ok(copied)
     })?;
     println!(
-        "copied {} node records, {} leases, {} timeline events and {} script reports from {dir}",
-        copied.nodes, copied.leases, copied.events, copied.reports
+        "copied {} node records, {} leases, {} timeline events, {} script reports and {} rollouts \
+         from {dir}",
+        copied.nodes, copied.leases, copied.events, copied.reports, copied.rollouts
     );
     println!(
         "next: set [store] engine = \"postgres\" and url in each appliance's config, then start them"

@@ -1267,7 +1267,7 @@ pub(crate) async fn a_change_acknowledged_before_a_crash_is_not_undone<E: Engine
 store_contract_tests!(sqlite, crate::store::sqlite::Contract);
 store_contract_tests!(postgres, crate::store::postgres::Contract);
 
-fn rollout(id: &str, created: i64) -> crate::model::Rollout {
+pub(crate) fn rollout(id: &str, created: i64) -> crate::model::Rollout {
     use crate::model::{Budget, Phase, Rollout, RolloutNode, RolloutSpec, RolloutState};
     Rollout {
         id: id.into(),

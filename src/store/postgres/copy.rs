@@ -1,5 +1,5 @@
-//! Moving a site to PostgreSQL: every node record, lease, timeline and
-//! script report of another store (a SQLite state directory), copied into
+//! Moving a site to PostgreSQL: every node record, lease, timeline, script
+//! report and rollout of another store (a SQLite state directory), copied into
 //! an empty database in one transaction: all of it or nothing.
 
 use super::PostgresConfig;
@@ -14,6 +14,7 @@ pub struct Copied {
     pub leases: usize,
     pub events: usize,
     pub reports: usize,
+    pub rollouts: usize,
 }
 
 /// Copies everything `from` holds into the database of `to`, which must
@@ -84,6 +85,17 @@ pub async fn copy_site(from: &dyn Store, to: &PostgresConfig) -> Result<Copied, 
         .map_err(db("copy a lease"))?;
         copied.leases += 1;
     }
+    // A rollout in flight goes on from the new store where it was.
+    for r in from.rollouts().await? {
+        let doc = serde_json::to_value(&r).map_err(|e| super::rows::corrupt(&r.id, e))?;
+        tx.execute(
+            "INSERT INTO rollouts (id, created, doc) VALUES ($1, $2, $3)",
+            &[&r.id, &r.created.millis(), &doc],
+        )
+        .await
+        .map_err(db("copy a rollout"))?;
+        copied.rollouts += 1;
+    }
     tx.commit().await.map_err(db("commit the copy"))?;
     drop(client);
     let _ = connection.await;
@@ -148,6 +160,8 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
+        let rollout = crate::store::contract::rollout("r-1", 30);
+        from.create_rollout(&rollout).await.unwrap();
         from.sync().await.unwrap();
 
         let cluster = ScratchCluster::for_process();
@@ -165,11 +179,13 @@ mod tests {
                 nodes: 3,
                 leases: 1,
                 events: 3,
-                reports: 1
+                reports: 1,
+                rollouts: 1,
             }
         );
         let pg = PostgresStore::open(to.clone()).await.unwrap();
         assert_eq!(pg.nodes().await.unwrap(), from.nodes().await.unwrap());
+        assert_eq!(pg.rollouts().await.unwrap(), [rollout]);
         assert_eq!(pg.leases().await.unwrap(), vec![Lease { ..lease }]);
         assert_eq!(
             pg.events(mac(3)).await.unwrap(),
