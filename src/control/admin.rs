@@ -88,6 +88,18 @@ fn refusal(e: AdminError) -> Refusal {
     Box::new(e)
 }
 
+/// [`guard`] inside a store edit of one record: its refusal as the edit's.
+fn protection(before: &Node, after: &Node, force: bool) -> Result<(), Refusal> {
+    guard(Some(before), Some(after), force)
+        .map(|_| ())
+        .map_err(|refused| {
+            refusal(AdminError::Protected {
+                index: None,
+                refusal: refused,
+            })
+        })
+}
+
 /// The admin error an edit refused with, else the store's own error.
 fn refused_why(e: StoreError) -> AdminError {
     match e {
@@ -212,14 +224,7 @@ impl Admin<'_> {
                 Box::new(move |n| {
                     let before = n.clone();
                     patch.apply(n, now);
-                    guard(Some(&before), Some(n), patch.force())
-                        .map(|_| ())
-                        .map_err(|refused| {
-                            refusal(AdminError::Protected {
-                                index: None,
-                                refusal: refused,
-                            })
-                        })
+                    protection(&before, n, patch.force())
                 }),
             )
             .await
@@ -248,14 +253,7 @@ impl Admin<'_> {
                     n.bootenv = fields.bootenv;
                     n.next_bootenv = fields.next_bootenv;
                     n.bootenv_expires = fields.bootenv_expires;
-                    guard(Some(&before), Some(n), false)
-                        .map(|_| ())
-                        .map_err(|refused| {
-                            refusal(AdminError::Protected {
-                                index: None,
-                                refusal: refused,
-                            })
-                        })
+                    protection(&before, n, false)
                 }),
             )
             .await

@@ -550,27 +550,36 @@ impl NodeDriver {
             .await;
     }
 
-    /// Moves the node from `from` to `to`, if it is still at `from`.
-    async fn move_to(&self, from: &Phase, to: Phase) -> bool {
-        let (mac, from, now) = (self.mac, from.clone(), Timestamp::now());
-        let to_done = to == Phase::Done;
-        let ok = self
-            .control
+    /// Changes this node's entry in the rollout record; whether it was.
+    async fn edit_mine(
+        &self,
+        edit: impl FnOnce(&mut RolloutNode) -> Result<(), Refusal> + Send + 'static,
+    ) -> bool {
+        let mac = self.mac;
+        self.control
             .store
             .edit_rollout(
                 &self.id,
-                Box::new(move |r| {
-                    let n = r.node_mut(mac).ok_or("the node left the rollout")?;
-                    if n.phase != from {
-                        return Err("moved on meanwhile".into());
-                    }
-                    n.phase = to;
-                    n.changed = now;
-                    Ok(())
-                }),
+                Box::new(move |r| edit(r.node_mut(mac).ok_or("the node left the rollout")?)),
             )
             .await
-            .is_ok();
+            .is_ok()
+    }
+
+    /// Moves the node from `from` to `to`, if it is still at `from`.
+    async fn move_to(&self, from: &Phase, to: Phase) -> bool {
+        let (from, now) = (from.clone(), Timestamp::now());
+        let to_done = to == Phase::Done;
+        let ok = self
+            .edit_mine(move |n| {
+                if n.phase != from {
+                    return Err("moved on meanwhile".into());
+                }
+                n.phase = to;
+                n.changed = now;
+                Ok(())
+            })
+            .await;
         if ok && to_done {
             self.event("done", true, "back in service".into()).await;
         }
@@ -625,20 +634,13 @@ impl NodeDriver {
                 next_bootenv: record.next_bootenv.clone(),
                 bootenv_expires: record.bootenv_expires,
             };
-            let mac = self.mac;
             let saved = self
-                .control
-                .store
-                .edit_rollout(
-                    &self.id,
-                    Box::new(move |r| {
-                        let n = r.node_mut(mac).ok_or("the node left the rollout")?;
-                        n.previous.get_or_insert(previous);
-                        Ok(())
-                    }),
-                )
+                .edit_mine(move |n| {
+                    n.previous.get_or_insert(previous);
+                    Ok(())
+                })
                 .await;
-            if saved.is_err() {
+            if !saved {
                 return Next::Stop;
             }
         }
