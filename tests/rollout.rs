@@ -59,6 +59,9 @@ set -eu
 sleep 1
 get() { curl -sf --retry 20 --retry-connrefused --retry-delay 1 -m 5 "$@"; }
 script=$(get "http://SERVER/boot/$1.ipxe?arch=x86_64_efi")
+echo "$script" > "$(dirname "$0")/machines/$1/script"
+hold="$(dirname "$0")/hold"
+if [ -f "$hold" ]; then sleep "$(cat "$hold")"; fi
 kernel=$(echo "$script" | awk '/^kernel /{for(i=2;i<=NF;i++) if ($i ~ /^https?:/) {print $i; exit}}')
 get -o /dev/null "$kernel"
 case "$kernel" in *broken*) echo "kernel panic"; exit 0 ;; esac
@@ -383,6 +386,10 @@ fn a_failing_canary_is_reverted_and_pauses_the_rollout_before_any_other_node() {
 #[test]
 fn a_rollout_goes_on_where_it_was_after_rackboot_is_killed() {
     let rb = setup("rollout-restart");
+    // Machines wait between their boot script and their kernel: rackboot is killed there,
+    // so the first machine's boot is one the restarted rackboot never handed out.
+    let hold = rb.path("hold");
+    std::fs::write(&hold, "4").unwrap();
     let id = start(
         &rb,
         &[
@@ -396,11 +403,9 @@ fn a_rollout_goes_on_where_it_was_after_rackboot_is_killed() {
             "1m",
         ],
     );
-    // Killed while nodes are mid-install.
-    watch(&rb, &id, Duration::from_secs(60), |r| {
-        phases(r).values().any(|p| p == "installing")
-    });
+    let held = wait_for_script(&rb, Duration::from_secs(60));
     rb.kill();
+    std::fs::remove_file(&hold).unwrap();
     rb.serve();
     let (r, most) = watch(&rb, &id, Duration::from_secs(240), |r| r["state"] == "done");
     assert!(most <= 2, "{r:#}");
@@ -408,7 +413,37 @@ fn a_rollout_goes_on_where_it_was_after_rackboot_is_killed() {
     for mac in NODES {
         assert_eq!(rb.node(mac)["state"], "installed", "{}", rb.node(mac));
     }
+    // The lost boot was seen and the machine power-cycled again, not left to its deadline.
+    in_order(
+        &steps(&rb, &held),
+        &[
+            "rollout: rollout",
+            "power: pxe-once",
+            "power-cycling it again",
+            "power: pxe-once",
+            "report.installed",
+        ],
+    );
     rb.assert_running();
+}
+
+/// The first machine that has fetched its boot script (and is holding before its kernel).
+fn wait_for_script(rb: &Server, within: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        if let Some(mac) = NODES
+            .iter()
+            .find(|mac| rb.path(&format!("machines/{mac}/script")).exists())
+        {
+            return mac.to_string();
+        }
+        assert!(
+            start.elapsed() < within,
+            "no machine fetched its boot script: {}",
+            machines(rb)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]

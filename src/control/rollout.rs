@@ -35,6 +35,8 @@ const TICK: Duration = Duration::from_secs(1);
 /// How often a node waiting for its install is looked at.
 const WAIT_POLL: Duration = Duration::from_secs(2);
 /// The end of a hook's output kept on the timeline.
+/// How many times a node whose boot was lost is power-cycled again.
+const MAX_RECYCLES: u32 = 2;
 const OUTPUT_TAIL: usize = 1024;
 
 /// What an admin asks for when starting a rollout.
@@ -150,6 +152,7 @@ impl Control {
                     },
                     previous: None,
                     changed: now,
+                    recycled: 0,
                 }
             })
             .collect();
@@ -494,6 +497,8 @@ enum Next {
     Fail(String),
     /// Stop driving (aborted, or no longer the leader); the record says where.
     Stop,
+    /// The record was moved on here: read it again and take its step.
+    Again,
 }
 
 impl NodeDriver {
@@ -509,7 +514,7 @@ impl NodeDriver {
             let next = match &node.phase {
                 Phase::Draining => self.hook(&rollout, &node, "drain").await,
                 Phase::Rebooting => self.reboot(&rollout, &node).await,
-                Phase::Installing { since } => self.wait(&rollout, *since).await,
+                Phase::Installing { since } => self.wait(&rollout, &node, *since).await,
                 Phase::Undraining => self.hook(&rollout, &node, "undrain").await,
                 Phase::Pending | Phase::Done | Phase::Failed { .. } | Phase::Skipped { .. } => {
                     return;
@@ -517,6 +522,7 @@ impl NodeDriver {
             };
             let done = match next {
                 Next::Stop => return,
+                Next::Again => true,
                 Next::To(phase) => self.move_to(&node.phase, phase).await,
                 Next::Fail(why) => self.fail(&node, why).await,
             };
@@ -700,11 +706,18 @@ impl NodeDriver {
     }
 
     /// Waits until the node reports `installed` or `configured` after
-    /// `since`, fails, or misses its deadline.
-    async fn wait(&self, r: &Rollout, since: Timestamp) -> Next {
+    /// `since`, fails, or misses its deadline. A boot that is lost is
+    /// power-cycled again (at most [`MAX_RECYCLES`] times): the machine
+    /// fetched files naming itself after its power cycle, yet no boot of
+    /// it started. That is a boot script this process never handed out (it
+    /// was rendered just before rackboot restarted, and a boot is started
+    /// only when its kernel is fetched, from memory): its token is dead and
+    /// the installer's callback would be refused until the deadline.
+    async fn wait(&self, r: &Rollout, node: &RolloutNode, since: Timestamp) -> Next {
         let deadline_ms = i64::try_from(r.spec.deadline_ms).unwrap_or(i64::MAX);
         loop {
             if let Ok(events) = self.control.store.events(self.mac).await {
+                let (mut started, mut fetched) = (false, false);
                 for e in events.iter().filter(|e| e.at >= since) {
                     match &e.data {
                         EventData::ReportInstalled { .. } => {
@@ -721,8 +734,15 @@ impl NodeDriver {
                             reason,
                             ..
                         }) => return Next::Fail(format!("the node failed: {reason}")),
+                        EventData::HttpScript { .. } => started = true,
+                        EventData::HttpKernel { .. }
+                        | EventData::HttpInitrd { .. }
+                        | EventData::HttpAsset { .. } => fetched = true,
                         _ => {}
                     }
+                }
+                if fetched && !started && node.recycled < MAX_RECYCLES {
+                    return self.recycle().await;
                 }
             }
             if Timestamp::now().0 >= since.0.saturating_add(deadline_ms) {
@@ -741,6 +761,32 @@ impl NodeDriver {
             }
             tokio::time::sleep(WAIT_POLL).await;
         }
+    }
+
+    /// Back to `Rebooting` (its bootenv set again, power-cycled again),
+    /// counted in `recycled`.
+    async fn recycle(&self) -> Next {
+        self.event(
+            "reboot",
+            false,
+            "it fetched files with a boot script rackboot no longer knows (rendered \
+             before a restart): its boot cannot report; power-cycling it again"
+                .into(),
+        )
+        .await;
+        let now = Timestamp::now();
+        let moved = self
+            .edit_mine(move |n| {
+                if !matches!(n.phase, Phase::Installing { .. }) {
+                    return Err("moved on meanwhile".into());
+                }
+                n.phase = Phase::Rebooting;
+                n.recycled += 1;
+                n.changed = now;
+                Ok(())
+            })
+            .await;
+        if moved { Next::Again } else { Next::Stop }
     }
 
     /// Puts the node back on its previous bootenv, marks it failed, and

@@ -192,6 +192,11 @@ pub struct RolloutNode {
     pub previous: Option<BootenvFields>,
     /// When its phase last changed.
     pub changed: Timestamp,
+    /// Power cycles taken again because a boot was lost (see
+    /// `NodeDriver::wait`); bounded, so a machine that keeps losing its
+    /// boot fails at its deadline instead of cycling forever.
+    #[serde(default)]
+    pub recycled: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -1294,6 +1294,7 @@ pub(crate) fn rollout(id: &str, created: i64) -> crate::model::Rollout {
             phase: Phase::Pending,
             previous: None,
             changed: Timestamp(created),
+            recycled: 0,
         }],
     }
 }
