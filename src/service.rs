@@ -395,6 +395,7 @@ pub async fn run(
                 },
                 mode: s.mode,
                 relays: s.relays.clone(),
+                identity: s.identity,
                 unknown: Arc::new(std::sync::Mutex::new(dhcp::unknown::Unknown::new(
                     s.ranges
                         .iter()

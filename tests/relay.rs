@@ -52,18 +52,23 @@ const RACK_IF: &str = "rack78";
 /// whose `unknown_clients` is `rack_unknown`. Nothing here boots: dummy loaders and a bootenv
 /// are enough for rackboot to start.
 fn start(name: &str, rack_unknown: &str) -> Server {
+    start_with(name, rack_unknown, "", "")
+}
+
+/// [`start`] with more lines in the lab subnet and in the rack subnet.
+fn start_with(name: &str, rack_unknown: &str, lab_lines: &str, rack_lines: &str) -> Server {
     Setup::new(name)
         .standard_files()
         .no_address()
         .tftp("")
         .dns("")
         .dhcp()
-        .subnet(LAB_CIDR, &lab_range(100, 199))
+        .subnet(LAB_CIDR, &format!("{}\n{lab_lines}", lab_range(100, 199)))
         .subnet(
             RACK_NET,
             &format!(
                 "ranges = [[\"10.78.0.{}\", \"10.78.0.{}\"]]\n\
-                 router = \"{RACK_GW}\"\nunknown_clients = \"{rack_unknown}\"",
+                 router = \"{RACK_GW}\"\nunknown_clients = \"{rack_unknown}\"\n{rack_lines}",
                 RACK_RANGE.0, RACK_RANGE.1
             ),
         )
@@ -475,6 +480,125 @@ fn relayed_subnet_ignoring_unknown_clients_serves_only_known_nodes() {
     assert!(
         rb.try_node(unknown).is_none(),
         "still no node for {unknown}"
+    );
+    net.assert_relay_running();
+    rb.assert_running();
+}
+
+/// What a PXE firmware's DHCP says of itself (vendor class, option 93 = x86 BIOS), for udhcpc.
+const PXE: [&str; 4] = ["-V", "PXEClient:Arch:00000:UNDI:002001", "-x", "0x5d:0000"];
+
+/// Gives the node of `mac` the slot's name, role and params, as an admin would.
+fn assign(rb: &Server, mac: &str, hostname: &str) {
+    let body = format!(
+        r#"{{"hostname": "{hostname}", "labels": {{"role": "builder"}}, "params": {{"disk": "/dev/vda"}}}}"#
+    );
+    let r = rb.request(
+        "PATCH",
+        &format!("/api/v1/nodes/{mac}"),
+        Some(common::api::ADMIN_TOKEN),
+        Some(&body),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// `new` has what `old` had (hostname, role, params) and says whom it replaced; `old` is left
+/// bare, under its own default name, saying who replaced it.
+fn assert_took_over(rb: &Server, old: &str, new: &str, hostname: &str, by: &str) {
+    let n = rb.node(new);
+    assert_eq!(n["hostname"], hostname, "{n:#}");
+    assert_eq!(n["labels"]["role"], "builder", "{n:#}");
+    assert_eq!(n["params"]["disk"], "/dev/vda", "{n:#}");
+    let said = rb.details(new, "identity");
+    assert!(
+        said.iter()
+            .any(|d| d.contains(&format!("replaces {old} (same {by}"))),
+        "{:#?}",
+        rb.events(new)
+    );
+    let o = rb.node(old);
+    assert_ne!(o["hostname"], hostname, "{o:#}");
+    assert_eq!(o["labels"], serde_json::json!({}), "{o:#}");
+    assert_eq!(o["bootenv"], "local", "{o:#}");
+    assert!(
+        rb.details(old, "identity")
+            .iter()
+            .any(|d| d.contains(&format!("replaced by {new}"))),
+        "{:#?}",
+        rb.events(old)
+    );
+}
+
+/// `identity = "port"` on the relayed subnet: a new MAC PXE-booting behind the same relay
+/// circuit as a known node takes over its hostname, labels and params; a client that is no PXE
+/// firmware (a BMC sharing the port) does not. `identity = "uuid"` on the lab subnet: a new NIC
+/// with the same SMBIOS UUID (option 97) takes over the board's record.
+#[test]
+fn a_new_mac_in_a_known_place_takes_over_its_record() {
+    let (old, new, bmc) = (
+        "52:54:00:78:02:01",
+        "52:54:00:78:02:02",
+        "52:54:00:78:02:03",
+    );
+    let (board_old, board_new) = ("52:54:00:77:02:01", "52:54:00:77:02:02");
+    let rb = start_with(
+        "relay-identity",
+        "serve",
+        "identity = \"uuid\"",
+        &format!("identity = \"port\"\nrelays = [\"{RELAY_UP}\"]"),
+    );
+    let net = RelayNet::new(
+        &rb.lab,
+        &format!("{RACK_GW}/24"),
+        &[old, new, bmc],
+        &[board_old, board_new],
+    );
+
+    // The machine in the slot: discovered, then named and given its role.
+    net.clients.udhcpc("c0", &PXE).expect("a rack lease");
+    assign(&rb, old, "b7");
+    // Its replacement: same circuit, another MAC.
+    let lease = net
+        .clients
+        .udhcpc("c1", &PXE)
+        .expect("a rack lease for the replacement");
+    assert_in_rack_range(&lease["ip"]);
+    assert_eq!(
+        lease["hostname"], "b7",
+        "the DHCP answer names the slot: {lease:?}"
+    );
+    assert_took_over(&rb, old, new, "b7", &format!("port {}", rack_relay_info()));
+    // A BMC on the same port asks with a MAC of its own and no PXE: a record of its own.
+    net.clients.udhcpc("c2", &[]).expect("a lease for the BMC");
+    let b = rb.node(bmc);
+    assert_ne!(b["hostname"], "b7", "{b:#}");
+    assert_eq!(rb.node(new)["hostname"], "b7");
+    assert!(
+        rb.details(bmc, "identity").is_empty(),
+        "{:#?}",
+        rb.events(bmc)
+    );
+
+    // The board: option 97 type 0, a 16-byte UUID.
+    let uuid = ["-x", "0x61:00c0ffee00112233445566778899aabbcc"];
+    let with_uuid: Vec<&str> = PXE.iter().chain(uuid.iter()).copied().collect();
+    net.clients.udhcpc("d0", &with_uuid).expect("a lab lease");
+    assert_eq!(
+        rb.node(board_old)["uuid"],
+        "c0ffee00-1122-3344-5566-778899aabbcc"
+    );
+    assign(&rb, board_old, "b8");
+    let lease = net
+        .clients
+        .udhcpc("d1", &with_uuid)
+        .expect("a lab lease for the new NIC");
+    assert_eq!(lease["hostname"], "b8", "{lease:?}");
+    assert_took_over(
+        &rb,
+        board_old,
+        board_new,
+        "b8",
+        "uuid c0ffee00-1122-3344-5566-778899aabbcc",
     );
     net.assert_relay_running();
     rb.assert_running();

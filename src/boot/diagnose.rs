@@ -89,7 +89,7 @@ fn is_step(e: &Event) -> bool {
             // install timeout runs from the kernel fetch.
             DhcpOffer | DhcpAck | DhcpDiscover | DhcpRequest | DhcpRelease | DhcpDecline
             | DhcpRelay | State | BootenvChanged | HttpSeed | SecretRefused | AdminChange
-            | AdminDelete | Power | Rollout => false,
+            | AdminDelete | Power | Rollout | Identity => false,
         },
     }
 }

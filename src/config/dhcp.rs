@@ -64,6 +64,43 @@ pub(super) struct Subnet {
     /// New leases per second for unknown clients (0 = no limit).
     #[serde(default)]
     pub unknown_rate: u32,
+    /// What names a machine besides its MAC: `"port"` (its switch port,
+    /// option 82 from a relay in `relays`), `"uuid"` (its SMBIOS UUID,
+    /// option 97), or a list of them.
+    #[serde(default)]
+    pub identity: OneOrMany,
+}
+
+/// A string or a list of strings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub(super) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Default for OneOrMany {
+    fn default() -> Self {
+        OneOrMany::Many(Vec::new())
+    }
+}
+
+/// What identifies a machine on a subnet besides its MAC: a MAC rackboot
+/// has no record of takes over the record of the machine it replaced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// The switch port: the relay agent information (option 82) it was
+    /// last relayed with.
+    pub port: bool,
+    /// The board: the SMBIOS UUID (option 97) its firmware sends.
+    pub uuid: bool,
+}
+
+impl Identity {
+    /// Only the MAC names a machine.
+    pub fn mac_only(&self) -> bool {
+        !self.port && !self.uuid
+    }
 }
 
 pub(super) fn default_unknown_share() -> u8 {
@@ -122,6 +159,7 @@ pub struct SubnetConfig {
     pub unknown_share: u8,
     /// New leases per second for unknown clients; 0 = no limit.
     pub unknown_rate: u32,
+    pub identity: Identity,
 }
 
 impl DhcpConfig {
@@ -241,8 +279,34 @@ impl Subnet {
                 format!("{} is not a percentage: use 0 to 100", self.unknown_share),
             ));
         }
+        let mut identity = Identity::default();
+        let names = match self.identity {
+            OneOrMany::One(name) => vec![name],
+            OneOrMany::Many(names) => names,
+        };
+        for name in names {
+            match name.as_str() {
+                "mac" => {}
+                "port" => identity.port = true,
+                "uuid" => identity.uuid = true,
+                other => {
+                    return Err(src.invalid(
+                        &key("identity"),
+                        format!("`{other}` is no identity: use \"mac\", \"port\" or \"uuid\""),
+                    ));
+                }
+            }
+        }
+        if identity.port && self.relays.is_empty() {
+            return Err(src.invalid(
+                &key("identity"),
+                "identity by port believes the relay agent information (option 82) of relayed \
+                 requests: list the relay agents whose word counts in `relays`",
+            ));
+        }
         Ok(SubnetConfig {
             cidr,
+            identity,
             ranges,
             router: self.router,
             lease_seconds,

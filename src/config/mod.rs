@@ -42,7 +42,7 @@ pub use admission::AdmissionConfig;
 pub use api::{ApiConfig, TlsConfig};
 pub use assets::AssetsConfig;
 pub use boot::LocalBoot;
-pub use dhcp::{DhcpConfig, SubnetConfig, SubnetMode, UnknownClients};
+pub use dhcp::{DhcpConfig, Identity, SubnetConfig, SubnetMode, UnknownClients};
 pub use dns::{DnsConfig, DnsNames};
 pub use loaders::LoaderMap;
 pub use nodes::HostnameScheme;

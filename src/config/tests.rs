@@ -161,6 +161,34 @@ fn unknown_client_bounds_and_relays() {
 }
 
 #[test]
+fn identity_names_port_or_uuid_and_port_needs_its_relays() {
+    let with = |lines: &str| {
+        MINIMAL.replace(
+            "ranges = [[\"10.0.0.100\", \"10.0.0.200\"]]",
+            &format!("ranges = [[\"10.0.0.100\", \"10.0.0.200\"]]\n{lines}"),
+        )
+    };
+    let cfg = Config::parse(Path::new("/r.toml"), MINIMAL).unwrap();
+    assert!(cfg.dhcp.subnets[0].identity.mac_only());
+    let cfg = Config::parse(
+        Path::new("/r.toml"),
+        &with("identity = [\"port\", \"uuid\"]\nrelays = [\"10.9.0.1\"]"),
+    )
+    .unwrap();
+    let id = cfg.dhcp.subnets[0].identity;
+    assert!(id.port && id.uuid);
+    let cfg = Config::parse(Path::new("/r.toml"), &with("identity = \"uuid\"")).unwrap();
+    assert!(cfg.dhcp.subnets[0].identity.uuid);
+    let err = refusal(&with("identity = \"port\""));
+    assert!(
+        err.contains("dhcp.subnet[0].identity") && err.contains("`relays`"),
+        "{err}"
+    );
+    let err = refusal(&with("identity = \"serial\""));
+    assert!(err.contains("`serial` is no identity"), "{err}");
+}
+
+#[test]
 fn unknown_key_is_named_with_its_line() {
     let text = MINIMAL.replace("[network]", "[network]\ninterfcae = \"x\"");
     let err = Config::parse(Path::new("r.toml"), &text).unwrap_err();

@@ -115,12 +115,12 @@ pub enum Admitted {
 /// subnet, the bootenv new nodes get. One per appliance, shared by every
 /// protocol.
 pub struct Door {
-    store: Arc<dyn Store>,
-    timeline: Timeline,
+    pub(super) store: Arc<dyn Store>,
+    pub(super) timeline: Timeline,
     default_bootenv: String,
     subnets: Vec<(Ipv4Net, UnknownClients)>,
     metrics: Arc<Metrics>,
-    hostnames: HostnameScheme,
+    pub(super) hostnames: HostnameScheme,
 }
 
 impl Door {
@@ -199,14 +199,22 @@ impl Door {
         if !created {
             return Ok((node, false));
         }
+        self.created(&node, place, via).await;
+        Ok((node, true))
+    }
+
+    /// A record was made for a client's first request: counted, and its
+    /// timeline says where and by which request.
+    pub(super) async fn created(&self, node: &Node, place: Place, via: Via) {
         self.metrics.node_created(creator(via));
         let created = StateChange::Created {
             subnet: subnet_of(&self.subnets, place).map(|(net, _)| net),
             via,
             bootenv: node.bootenv.clone(),
         };
-        self.timeline.record(mac, EventData::State(created)).await;
-        Ok((node, true))
+        self.timeline
+            .record(node.mac, EventData::State(created))
+            .await;
     }
 
     /// Whether `mac`, asking from `place`, may boot; its record when it may

@@ -13,10 +13,11 @@ use dhcproto::v4::MessageType;
 
 use super::admit::{Door, Looked, Place, Via};
 use super::bind::Binding;
+use super::identity;
 use super::lease::{self, Outcome, Pool};
 use super::timeline::Timeline;
 use crate::boot::{BootFile, decide_for_node};
-use crate::config::{LoaderMap, SubnetMode};
+use crate::config::{Identity, LoaderMap, SubnetMode};
 use crate::dhcp::classify::Request;
 use crate::dhcp::metrics::IgnoreReason;
 use crate::dhcp::reply::ServerParams;
@@ -34,6 +35,8 @@ pub struct Subnet {
     pub mode: SubnetMode,
     /// Where relayed requests may come from (`relays`); empty: anywhere.
     pub relays: Vec<Ipv4Addr>,
+    /// What names a machine here besides its MAC (`identity`).
+    pub identity: Identity,
     /// What unknown clients hold of the pool (`unknown_share`, `unknown_rate`).
     pub unknown: Arc<std::sync::Mutex<Unknown>>,
     /// `rackboot_dhcp_pool_unknown` of this subnet.
@@ -135,7 +138,14 @@ impl DhcpClients {
         // An unknown MAC's record is made only once it is answered with an
         // address (or, on a proxy subnet, boot information): a flood of
         // made-up MACs that gets nothing leaves nothing behind.
-        let (mut node, known) = match self.door.look(mac, place, now).await? {
+        let mut looked = self.door.look(mac, place, now).await?;
+        if !matches!(looked, Looked::Known(_))
+            && let Some(claim) = identity::claim(subnet.identity, req)
+            && let Some(node) = self.door.take_over(req, claim, place, via, now).await?
+        {
+            looked = Looked::Known(node);
+        }
+        let (mut node, known) = match looked {
             Looked::Known(node) => (node, true),
             Looked::Unknown(node) => (node, false),
             Looked::Refused { .. } => return Ok(Answer::Ignored(IgnoreReason::UnknownClient)),
@@ -148,6 +158,17 @@ impl DhcpClients {
             self.timeline
                 .record(mac, EventData::DhcpRelay { info: info.clone() })
                 .await;
+        }
+        // The board's UUID is written only when it changes (a new record, a
+        // board swapped under the MAC's NIC): DHCP asks on every packet.
+        if known
+            && let Some(uuid) = &req.uuid
+            && node.uuid.as_deref() != Some(uuid.as_str())
+        {
+            let uuid = uuid.clone();
+            node = crate::store::update_fields(store, mac, move |n| n.uuid = Some(uuid))
+                .await?
+                .after;
         }
         let decision = decide_for_node(&req.client, &node, &self.loaders, &self.urls, now);
         let arch = decision.arch();
@@ -163,6 +184,7 @@ impl DhcpClients {
         } else {
             node.arch = arch.or(node.arch);
             node.relay_info = req.relay_info.clone();
+            node.uuid = req.uuid.clone();
         }
         if let crate::boot::Decision::Ignore { reason } = &decision {
             tracing::info!(%mac, %reason, "ignoring DHCP request");

@@ -198,6 +198,7 @@ mod tests {
             server_id: server.map(|s| s.parse().unwrap()),
             broadcast: false,
             relay_info: None,
+            uuid: None,
         }
     }
 

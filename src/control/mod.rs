@@ -15,6 +15,8 @@
 //!   through [`admin`], the one protection check, audited.
 //! - [`admit`]: whether a MAC may boot here, asked by DHCP, the PXE boot
 //!   server and HTTP alike; the one place a first request makes a record.
+//! - [`identity`]: a new MAC in a known node's switch port (or board)
+//!   taking over that node's record, where a subnet says so.
 //! - [`bind`]: which address a node's credentials (boot script, token)
 //!   belong to, from the leases and what proxyDHCP saw.
 //! - [`power`]: what happens when an admin or a rollout acts on nodes'
@@ -31,6 +33,7 @@ pub mod bind;
 pub mod boot;
 pub mod dhcp_client;
 pub mod fleet;
+pub mod identity;
 pub mod lease;
 pub mod power;
 pub mod rollout;

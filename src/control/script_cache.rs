@@ -204,6 +204,7 @@ fn same_for_render(a: &Node, b: &Node) -> bool {
         state: _,
         state_reason: _,
         relay_info: _,
+        uuid: _,
         boot_ipv4: _,
         last_seen: _,
         config_generation: _,

@@ -26,6 +26,10 @@ pub struct Request {
     /// relayed client sits behind. Only from a relayed packet (giaddr set):
     /// a client heard directly could write anything there.
     pub relay_info: Option<String>,
+    /// Option 97 (RFC 4578): the machine's SMBIOS UUID, as text in the
+    /// order its bytes came; `None` when absent, malformed, or one of the
+    /// placeholders many boards ship with (it would name many machines).
+    pub uuid: Option<String>,
 }
 
 /// Why a packet is not answered. Logged, never fatal.
@@ -124,7 +128,39 @@ pub fn classify(msg: &Message) -> Result<Request, Unanswerable> {
             }
             _ => None,
         },
+        uuid: match opts.get(OptionCode::ClientMachineIdentifier) {
+            Some(DhcpOption::ClientMachineIdentifier(id)) => machine_uuid(id),
+            _ => None,
+        },
     })
+}
+
+/// Placeholder UUIDs that firmware of many boards sends alike (all zero,
+/// all ones, and the "03000200-0400-0500-0006-000700080009" of boards whose
+/// maker left the SMBIOS field at its template).
+const PLACEHOLDER_UUIDS: [&str; 3] = [
+    "00000000-0000-0000-0000-000000000000",
+    "ffffffff-ffff-ffff-ffff-ffffffffffff",
+    "03000200-0400-0500-0006-000700080009",
+];
+
+/// Option 97's type 0 (a 16-byte GUID) as `8-4-4-4-12` hex; anything else
+/// is no identity.
+fn machine_uuid(id: &[u8]) -> Option<String> {
+    let [0, guid @ ..] = id else { return None };
+    if guid.len() != 16 {
+        return None;
+    }
+    let hex: String = guid.iter().map(|b| format!("{b:02x}")).collect();
+    let text = format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    );
+    (!PLACEHOLDER_UUIDS.contains(&text.as_str())).then_some(text)
 }
 
 /// The feature codes in iPXE's option 175: sub-options of length 1 and value
@@ -180,7 +216,7 @@ fn user_class_text(raw: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use dhcproto::v4::{Architecture, Flags, UnknownOption};
 
@@ -320,6 +356,29 @@ mod tests {
         assert_eq!(r.client.relay, Some(Ipv4Addr::new(10, 1, 0, 1)));
         assert_eq!(r.requested_ip, Some(Ipv4Addr::new(10, 1, 0, 50)));
         assert_eq!(r.server_id, Some(Ipv4Addr::new(10, 1, 0, 2)));
+    }
+
+    #[test]
+    fn option_97_names_the_board_unless_malformed_or_a_placeholder() {
+        let uuid_of = |bytes: Vec<u8>| {
+            let mut m = packet(MessageType::Discover);
+            m.opts_mut()
+                .insert(DhcpOption::ClientMachineIdentifier(bytes));
+            classify(&m).unwrap().uuid
+        };
+        let mut guid = vec![0u8];
+        guid.extend(0x10..0x20u8);
+        assert_eq!(
+            uuid_of(guid.clone()).as_deref(),
+            Some("10111213-1415-1617-1819-1a1b1c1d1e1f")
+        );
+        // Another type, a short GUID, a template UUID: no identity.
+        guid[0] = 1;
+        assert_eq!(uuid_of(guid), None);
+        assert_eq!(uuid_of(vec![0, 1, 2, 3]), None);
+        let template = [0, 3, 0, 2, 0, 4, 0, 5, 0, 0, 6, 0, 7, 0, 8, 0, 9];
+        assert_eq!(uuid_of(template.to_vec()), None);
+        assert_eq!(uuid_of(vec![0; 17]), None);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{BootArch, Choice, ClientArch, NodeState, PowerAction, PowerState, Timestamp};
+use super::{BootArch, Choice, ClientArch, Mac, NodeState, PowerAction, PowerState, Timestamp};
 
 /// What happened. The names are stable: tests, the API and admins' scripts read them.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -73,10 +73,13 @@ pub enum EventKind {
     /// A step of a rollout on this node (drain, bootenv, installed,
     /// undrain, done, failed, skipped), and how it went.
     Rollout,
+    /// A new MAC on the same switch port (or board) took over this record's
+    /// identity, or this record took over an old MAC's.
+    Identity,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 31] = [
+    pub const ALL: [EventKind; 32] = [
         EventKind::DhcpDiscover,
         EventKind::DhcpOffer,
         EventKind::DhcpRequest,
@@ -108,6 +111,7 @@ impl EventKind {
         EventKind::AdminDelete,
         EventKind::Power,
         EventKind::Rollout,
+        EventKind::Identity,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -143,6 +147,7 @@ impl EventKind {
             EventKind::AdminDelete => "admin.delete",
             EventKind::Power => "power",
             EventKind::Rollout => "rollout",
+            EventKind::Identity => "identity",
         }
     }
 
@@ -558,6 +563,17 @@ pub enum EventData {
         ok: bool,
         detail: String,
     },
+    #[serde(rename = "identity")]
+    Identity {
+        /// The MAC on the other side: the one replaced, or its successor.
+        #[schema(value_type = String)]
+        other: Mac,
+        /// What both were known by: `port …` or `uuid …`.
+        by: String,
+        /// This record took the other's identity (it is the new machine),
+        /// or gave its own up to it (it is the old one).
+        took_over: bool,
+    },
     /// An event stored before events had data: its kind and its sentence.
     #[serde(rename = "note")]
     Note { of: EventKind, text: String },
@@ -595,6 +611,7 @@ impl EventData {
             EventData::AdminDelete { .. } => EventKind::AdminDelete,
             EventData::Power { .. } => EventKind::Power,
             EventData::Rollout { .. } => EventKind::Rollout,
+            EventData::Identity { .. } => EventKind::Identity,
             EventData::Note { of, .. } => *of,
         }
     }
@@ -875,6 +892,22 @@ impl fmt::Display for EventData {
                 };
                 write!(f, "rollout {rollout}: {step}: {outcome}{detail}")
             }
+            EventData::Identity {
+                other,
+                by,
+                took_over: true,
+            } => write!(
+                f,
+                "replaces {other} (same {by}): its hostname, labels, params and bootenv are this node's now"
+            ),
+            EventData::Identity {
+                other,
+                by,
+                took_over: false,
+            } => write!(
+                f,
+                "replaced by {other} (same {by}): its hostname, labels, params and bootenv went there"
+            ),
             EventData::Note { text, .. } => f.write_str(text),
         }
     }
@@ -1385,6 +1418,14 @@ mod tests {
                     detail: "hook `koji-disable` exited 0: host disabled".into(),
                 },
                 "rollout r-3: drain: hook `koji-disable` exited 0: host disabled",
+            ),
+            (
+                EventData::Identity {
+                    other: "52:54:00:00:00:01".parse().unwrap(),
+                    by: "port circuit-id=Gi1/0/7".into(),
+                    took_over: true,
+                },
+                "replaces 52:54:00:00:00:01 (same port circuit-id=Gi1/0/7): its hostname, labels, params and bootenv are this node's now",
             ),
             (
                 EventData::Note {

@@ -127,6 +127,10 @@ pub struct Node {
     pub state_reason: Option<String>,
     /// Where a relayed node is plugged in (DHCP option 82), as last seen.
     pub relay_info: Option<String>,
+    /// The machine's SMBIOS UUID as its firmware sent it (DHCP option 97),
+    /// as last seen: the board, whichever NIC it boots from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
     /// On a proxyDHCP subnet (another server leases the addresses), the
     /// address the node used in its last DHCP exchange with rackboot: what
     /// its boot script and token are bound to there.
@@ -174,6 +178,7 @@ impl Node {
             state: NodeState::Discovered,
             state_reason: None,
             relay_info: None,
+            uuid: None,
             boot_ipv4: None,
             arch: None,
             last_seen: Some(now),

@@ -1079,6 +1079,7 @@ pub(crate) async fn everything_acknowledged_survives_reopening<E: Engine>() {
             password_secret: Some("bmc-b3".into()),
             insecure: true,
         })),
+        uuid: Some("10111213-1415-1617-1819-1a1b1c1d1e1f".into()),
         ..named(3, "b3", Some("10.0.0.3"))
     };
     s.put_nodes(vec![with_bmc, named(4, "b4", Some("10.0.0.4"))])
@@ -1136,6 +1137,11 @@ pub(crate) async fn everything_acknowledged_survives_reopening<E: Engine>() {
         ]
     );
     let b3 = s.node(mac(3)).await.unwrap().unwrap();
+    assert_eq!(
+        b3.uuid.as_deref(),
+        Some("10111213-1415-1617-1819-1a1b1c1d1e1f"),
+        "the board's UUID survives"
+    );
     assert_eq!(
         b3.bmc.map(|b| b.summary()).as_deref(),
         Some("redfish https://10.1.0.3 system 1 user admin password secret bmc-b3 insecure"),

@@ -23,6 +23,11 @@ pub struct NodeQuery {
     /// 'discovered' AND NOT protected AND ipv4 IS NULL AND next_bootenv IS
     /// NULL AND loader IS NULL AND labels = '{}' AND params = '{}'`.
     pub bare_discovery: bool,
+    /// Last relayed with exactly this relay agent information (its switch
+    /// port): `relay_info = ?`.
+    pub relay_info: Option<String>,
+    /// Its firmware sent this SMBIOS UUID: `uuid = ?`.
+    pub uuid: Option<String>,
 }
 
 impl NodeQuery {
@@ -34,6 +39,14 @@ impl NodeQuery {
             && self.seen_by.is_none_or(seen)
             && self.created_by.is_none_or(|t| node.created <= t)
             && (!self.bare_discovery || node.is_bare_discovery())
+            && self
+                .relay_info
+                .as_ref()
+                .is_none_or(|p| node.relay_info.as_ref() == Some(p))
+            && self
+                .uuid
+                .as_ref()
+                .is_none_or(|u| node.uuid.as_ref() == Some(u))
     }
 
     /// Whether `node` meets every condition of at least one of `any_of`
@@ -79,6 +92,10 @@ mod tests {
         let admins = |n: &mut Node| n.origin = NodeOrigin::Admin;
         let booting = |n: &mut Node| n.state = NodeState::Booting;
         let untouched = |_: &mut Node| {};
+        let on_port = |n: &mut Node| {
+            n.relay_info = Some("circuit-id=Gi1/0/7".into());
+            n.uuid = Some("10111213-1415-1617-1819-1a1b1c1d1e1f".into());
+        };
         /// What the case is, the query, how the record differs from a fresh
         /// discovered one, whether the query selects it.
         type Case = (&'static str, NodeQuery, fn(&mut Node), bool);
@@ -139,12 +156,43 @@ mod tests {
             ("an admin's", q(|q| q.bare_discovery = true), admins, false),
             ("booting", q(|q| q.bare_discovery = true), booting, false),
             (
+                "on its port",
+                q(|q| q.relay_info = Some("circuit-id=Gi1/0/7".into())),
+                on_port,
+                true,
+            ),
+            (
+                "on another port",
+                q(|q| q.relay_info = Some("circuit-id=Gi1/0/8".into())),
+                on_port,
+                false,
+            ),
+            (
+                "never relayed",
+                q(|q| q.relay_info = Some("circuit-id=Gi1/0/7".into())),
+                untouched,
+                false,
+            ),
+            (
+                "its board",
+                q(|q| q.uuid = Some("10111213-1415-1617-1819-1a1b1c1d1e1f".into())),
+                on_port,
+                true,
+            ),
+            (
+                "another board",
+                q(|q| q.uuid = Some("20111213-1415-1617-1819-1a1b1c1d1e1f".into())),
+                on_port,
+                false,
+            ),
+            (
                 "all of them hold",
                 NodeQuery {
                     bootenv_expired_by: t(600),
                     seen_by: t(600),
                     created_by: t(600),
                     bare_discovery: false,
+                    ..NodeQuery::default()
                 },
                 leased,
                 true,
@@ -156,6 +204,7 @@ mod tests {
                     seen_by: t(600),
                     created_by: t(99),
                     bare_discovery: false,
+                    ..NodeQuery::default()
                 },
                 leased,
                 false,

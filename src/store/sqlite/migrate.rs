@@ -26,6 +26,7 @@ pub(super) fn upgrade(conn: &Connection) -> Result<(), StoreError> {
         ("boot_ipv4", "INTEGER"),
         ("booted_bootenv", "TEXT"),
         ("bmc", "TEXT"),
+        ("uuid", "TEXT"),
     ] {
         if !columns.iter().any(|c| c == column) {
             conn.execute_batch(&format!("ALTER TABLE nodes ADD COLUMN {column} {ty}"))

@@ -138,10 +138,10 @@ pub(super) fn ip_col(ip: Ipv4Addr) -> i64 {
 /// The node columns, in the order of the upsert's parameters.
 pub(super) const NODE_COLUMNS: &str = "mac, hostname, ipv4, labels, params, bootenv, next_bootenv, \
      bootenv_expires, loader, protected, state, state_reason, relay_info, arch, last_seen, \
-     token, created, config_generation, origin, boot_ipv4, booted_bootenv, bmc";
+     token, created, config_generation, origin, boot_ipv4, booted_bootenv, bmc, uuid";
 
 /// The parameters [`execute_node`] binds, one per column of [`NODE_COLUMNS`].
-pub(super) const NODE_PARAMS: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22";
+pub(super) const NODE_PARAMS: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23";
 
 /// Runs `stmt` (an insert of [`NODE_COLUMNS`]) for `n`; the rows changed.
 pub(super) fn execute_node(
@@ -173,6 +173,7 @@ pub(super) fn execute_node(
         n.bmc
             .as_ref()
             .map(|b| serde_json::to_string(b).unwrap_or_default()),
+        n.uuid,
     ])
 }
 
@@ -204,6 +205,7 @@ pub(super) fn node_from_row(row: &Row<'_>) -> Result<Node, StoreError> {
         state: NodeState::from_str(&state_s).map_err(|e| corrupt(mac, e))?,
         state_reason: get_opt_s("state_reason")?,
         relay_info: get_opt_s("relay_info")?,
+        uuid: get_opt_s("uuid")?,
         boot_ipv4: get_opt_i("boot_ipv4")?.map(ip_of),
         arch: get_opt_s("arch")?
             .map(|a| BootArch::from_str(&a))

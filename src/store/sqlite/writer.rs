@@ -623,7 +623,7 @@ fn commit(conn: &mut Connection, b: &Batch, seq: &mut i64) -> Result<(), StoreEr
                  arch = excluded.arch, last_seen = excluded.last_seen, token = excluded.token, \
                  config_generation = excluded.config_generation, origin = excluded.origin, \
                  boot_ipv4 = excluded.boot_ipv4, booted_bootenv = excluded.booted_bootenv, \
-                 bmc = excluded.bmc"
+                 bmc = excluded.bmc, uuid = excluded.uuid"
             ))
             .map_err(db("save nodes"))?;
         for n in b.nodes.values() {
