@@ -13,8 +13,12 @@
 //! proves rackboot echoes option 82 (RFC 3046 §2.2). The relay namespace forwards IP, so a
 //! client renews by unicast straight to rackboot (RFC 2131 §4.4.5), as on a real routed network.
 //!
-//! Needs root, `isc-dhcp-relay`, `isc-dhcp-client`, busybox `udhcpc`, `curl`, `tcpdump`. Every
-//! wait is bounded; namespaces and processes are removed by PID on drop, also when a test fails.
+//! Real firmware behind the relay too: VMs whose taps sit on a bridge in the lab namespace that
+//! is wired to `rack78` (and nowhere else), so their every DHCP packet goes through `dhcrelay`.
+//!
+//! Needs root, `isc-dhcp-relay`, `isc-dhcp-client`, busybox `udhcpc`, `curl`, `tcpdump`, and for
+//! the VM test the assets of `boot-assets/setup.sh`. Every wait is bounded; namespaces and
+//! processes are removed by PID on drop, also when a test fails.
 
 mod common;
 
@@ -139,6 +143,29 @@ impl<'a> RelayNet<'a> {
             relay,
             relay_pid,
         }
+    }
+
+    /// A bridge `name` in the lab namespace whose only other port is wired to the relay's
+    /// `rack78`: a VM put on it (`VmBuilder::bridge`) is a machine in the rack. rackboot's DHCP
+    /// is bound to `br0`, so it hears such a VM only through the relay.
+    fn rack_port_in_lab(&self, lab: &Lab, name: &str) {
+        lab.ip(&["link", "add", name, "type", "bridge"]);
+        lab.ip(&["link", "set", name, "up"]);
+        lab.ip(&[
+            "link",
+            "add",
+            "rkl",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "rkr",
+            "netns",
+            self.relay.name(),
+        ]);
+        lab.ip(&["link", "set", "rkl", "master", name, "up"]);
+        self.relay
+            .ip(&["link", "set", "rkr", "master", RACK_IF, "up"]);
     }
 
     fn relay_log(&self) -> String {
@@ -490,16 +517,13 @@ const PXE: [&str; 4] = ["-V", "PXEClient:Arch:00000:UNDI:002001", "-x", "0x5d:00
 
 /// Gives the node of `mac` the slot's name, role and params, as an admin would.
 fn assign(rb: &Server, mac: &str, hostname: &str) {
-    let body = format!(
-        r#"{{"hostname": "{hostname}", "labels": {{"role": "builder"}}, "params": {{"disk": "/dev/vda"}}}}"#
+    patch_node(
+        rb,
+        mac,
+        &format!(
+            r#"{{"hostname": "{hostname}", "labels": {{"role": "builder"}}, "params": {{"disk": "/dev/vda"}}}}"#
+        ),
     );
-    let r = rb.request(
-        "PATCH",
-        &format!("/api/v1/nodes/{mac}"),
-        Some(common::api::ADMIN_TOKEN),
-        Some(&body),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
 }
 
 /// `new` has what `old` had (hostname, role, params) and says whom it replaced; `old` is left
@@ -600,6 +624,99 @@ fn a_new_mac_in_a_known_place_takes_over_its_record() {
         "b8",
         "uuid c0ffee00-1122-3344-5566-778899aabbcc",
     );
+    net.assert_relay_running();
+    rb.assert_running();
+}
+
+/// `PATCH /api/v1/nodes/<mac>` with `body`, as an admin.
+fn patch_node(rb: &Server, mac: &str, body: &str) {
+    let r = rb.request(
+        "PATCH",
+        &format!("/api/v1/nodes/{mac}"),
+        Some(common::api::ADMIN_TOKEN),
+        Some(body),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// Real firmware in a rack with `identity = "port"`: a VM behind the relay boots to
+/// `configured` and is given its slot's name and role; it is then replaced by a VM with another
+/// MAC on the same relay circuit, which boots under the same name and role (and so runs the
+/// builders' config script), its timeline naming the machine it replaced.
+#[test]
+fn a_replacement_vm_on_a_relayed_port_takes_over_its_slot() {
+    use common::lab::Firmware;
+    use common::vm_watch::{Watch, appliance, boot_network};
+    const BOOT: Duration = Duration::from_secs(300);
+    let (first, second) = ("52:54:00:78:03:01", "52:54:00:78:03:02");
+    let rb = appliance("vm-port-identity")
+        .repo_configs()
+        .subnet(
+            RACK_NET,
+            &format!(
+                "ranges = [[\"10.78.0.{}\", \"10.78.0.{}\"]]\nrouter = \"{RACK_GW}\"\n\
+                 identity = \"port\"\nrelays = [\"{RELAY_UP}\"]",
+                RACK_RANGE.0, RACK_RANGE.1
+            ),
+        )
+        .prepare();
+    boot_network(&rb.lab);
+    rb.serve();
+    let net = RelayNet::new(&rb.lab, &format!("{RACK_GW}/24"), &[], &[]);
+    net.rack_port_in_lab(&rb.lab, "rackbr");
+
+    let vm = rb
+        .lab
+        .vm("slot-first", Firmware::X86Bios)
+        .mac(first)
+        .bridge("rackbr")
+        .start();
+    let n = Watch::new(&rb, &vm)
+        .also("dhcrelay", || net.relay_log())
+        .configured(first, BOOT);
+    assert_eq!(n["relay_info"], rack_relay_info(), "{n:#}");
+    assert!(
+        rb.details(first, "dhcp.ack")
+            .iter()
+            .any(|d| d.contains("10.78.0.")),
+        "leased in the rack: {:#?}",
+        rb.events(first)
+    );
+    assign(&rb, first, "b7");
+    // The machine in the slot dies; another one, with its own NIC, is put in its place.
+    drop(vm);
+    let vm = rb
+        .lab
+        .vm("slot-second", Firmware::X86Bios)
+        .mac(second)
+        .bridge("rackbr")
+        .start();
+    let n = Watch::new(&rb, &vm)
+        .also("dhcrelay", || net.relay_log())
+        .configured(second, BOOT);
+    assert_eq!(n["hostname"], "b7", "{n:#}");
+    assert_eq!(n["labels"]["role"], "builder", "{n:#}");
+    // The role has its effect: the repository's builder script is among what it ran.
+    assert!(
+        rb.details(second, "config.pull")
+            .iter()
+            .any(|d| d.contains("50-builder-tools.sh")),
+        "{:#?}",
+        rb.events(second)
+    );
+    assert!(
+        rb.details(second, "identity")
+            .iter()
+            .any(|d| d.contains(&format!(
+                "replaces {first} (same port {})",
+                rack_relay_info()
+            ))),
+        "{:#?}",
+        rb.events(second)
+    );
+    let old = rb.node(first);
+    assert_ne!(old["hostname"], "b7", "{old:#}");
+    assert_eq!(old["labels"], serde_json::json!({}), "{old:#}");
     net.assert_relay_running();
     rb.assert_running();
 }

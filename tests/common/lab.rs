@@ -279,6 +279,7 @@ impl Lab {
             memory_mib: 1024,
             http_boot: false,
             reboot: false,
+            bridge: None,
             extra: Vec::new(),
         }
     }
@@ -679,6 +680,8 @@ pub struct VmBuilder<'a> {
     memory_mib: u32,
     http_boot: bool,
     reboot: bool,
+    /// The lab bridge its tap joins instead of [`BRIDGE`].
+    bridge: Option<String>,
     extra: Vec<String>,
 }
 
@@ -716,6 +719,13 @@ impl<'a> VmBuilder<'a> {
         self
     }
 
+    /// Puts the VM's tap on `bridge` (a bridge the test made in the lab namespace, e.g. one
+    /// behind a relay) instead of the lab's [`BRIDGE`], before qemu starts.
+    pub fn bridge(mut self, bridge: &str) -> Self {
+        self.bridge = Some(bridge.to_string());
+        self
+    }
+
     /// One more raw qemu argument.
     pub fn arg(mut self, arg: &str) -> Self {
         self.extra.push(arg.to_string());
@@ -736,10 +746,11 @@ impl<'a> VmBuilder<'a> {
         // fields are not palindromes, so captures show the byte order the client uses.
         let uuid = format!("00112233-4455-6677-8899-{}", mac.replace(':', ""));
         let serial = lab.dir.join(format!("{}.serial.log", self.name));
-        let netdev = format!(
-            "tap,id=net0,ifname={},script=no,downscript=no",
-            lab.next_tap()
-        );
+        let tap = lab.next_tap();
+        if let Some(bridge) = &self.bridge {
+            lab.ip(&["link", "set", &tap, "master", bridge]);
+        }
+        let netdev = format!("tap,id=net0,ifname={tap},script=no,downscript=no");
 
         let (binary, mut args) = self.firmware_args();
         let memory = self.memory_mib.to_string();
