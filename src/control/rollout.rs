@@ -173,6 +173,7 @@ impl Control {
             created: now,
             failed_since_resume: 0,
             nodes,
+            waiting: None,
         };
         self.store.create_rollout(&rollout).await?;
         tracing::info!(
@@ -194,10 +195,25 @@ impl Control {
         Ok(rollout)
     }
 
+    /// Every rollout, as shown to an admin (saying why a running one waits).
     pub async fn rollouts(&self) -> Result<Vec<Rollout>, StoreError> {
-        self.store.rollouts().await
+        let mut all = self.store.rollouts().await?;
+        for r in &mut all {
+            self.explain_wait(r).await?;
+        }
+        Ok(all)
     }
 
+    /// Rollout `id` as shown to an admin (saying why it waits, if it does).
+    pub async fn rollout_shown(&self, id: &str) -> Result<Option<Rollout>, StoreError> {
+        let Some(mut r) = self.rollout(id).await? else {
+            return Ok(None);
+        };
+        self.explain_wait(&mut r).await?;
+        Ok(Some(r))
+    }
+
+    /// Rollout `id` as stored.
     pub async fn rollout(&self, id: &str) -> Result<Option<Rollout>, StoreError> {
         Ok(self
             .store
@@ -205,6 +221,30 @@ impl Control {
             .await?
             .into_iter()
             .find(|r| r.id == id))
+    }
+
+    /// Sets `r.waiting` when it runs, has pending nodes, and none may start.
+    async fn explain_wait(&self, r: &mut Rollout) -> Result<(), StoreError> {
+        if r.state == RolloutState::Running && r.nodes.iter().any(|n| n.phase == Phase::Pending) {
+            let down = self.down(r).await?;
+            r.waiting = r.room(&down).err();
+        }
+        Ok(())
+    }
+
+    /// The rollout's nodes out of service for reasons of their own (failed
+    /// or unreachable, and not in flight here): hostname and state. Each is
+    /// looked up by MAC, so a tick costs the rollout's size, not the store's.
+    async fn down(&self, r: &Rollout) -> Result<Vec<(String, String)>, StoreError> {
+        let mut down = Vec::new();
+        for n in r.nodes.iter().filter(|n| !n.phase.in_flight()) {
+            if let Some(node) = self.store.node(n.mac).await?
+                && matches!(node.state, NodeState::Failed | NodeState::Unreachable)
+            {
+                down.push((node.hostname, node.state.as_str().to_string()));
+            }
+        }
+        Ok(down)
     }
 
     /// Pauses, resumes or aborts rollout `id`. A resume counts failures
@@ -379,27 +419,14 @@ impl Runner {
         }
         // Out of service: this rollout's nodes in flight, and the fleet's
         // nodes that are down for other reasons.
-        let ours: HashSet<Mac> = r.nodes.iter().map(|n| n.mac).collect();
-        let flying: HashSet<Mac> = r
-            .nodes
-            .iter()
-            .filter(|n| n.phase.in_flight())
-            .map(|n| n.mac)
-            .collect();
-        let down = self
-            .control
-            .store
-            .nodes()
-            .await?
-            .into_iter()
-            .filter(|n| ours.contains(&n.mac) && !flying.contains(&n.mac))
-            .filter(|n| matches!(n.state, NodeState::Failed | NodeState::Unreachable))
-            .count();
-        let budget = r.spec.max_unavailable.of(r.nodes.len());
-        let room = budget.saturating_sub(in_flight + down);
-        if room == 0 {
-            return Ok(());
-        }
+        let down = self.control.down(r).await?;
+        let room = match r.room(&down) {
+            Ok(room) => room,
+            Err(why) => {
+                tracing::debug!(rollout = %r.id, %why, "rollout waits");
+                return Ok(());
+            }
+        };
         // Canaries go first, alone: the rest wait until every one is done.
         let canaries_done = r.canaries_done();
         let next: Vec<Mac> = r
@@ -409,9 +436,6 @@ impl Runner {
             .map(|n| n.mac)
             .take(room)
             .collect();
-        if next.is_empty() {
-            return Ok(());
-        }
         let now = Timestamp::now();
         let started = next.clone();
         let edited = self

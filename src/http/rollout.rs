@@ -158,7 +158,7 @@ pub async fn show(
     State(ctx): State<Arc<HttpContext>>,
     Path(id): Path<String>,
 ) -> Result<Json<Rollout>, HttpError> {
-    match ctx.control.rollout(&id).await? {
+    match ctx.control.rollout_shown(&id).await? {
         Some(r) => Ok(Json(r)),
         None => Err(RolloutError::NoSuch(id).into()),
     }

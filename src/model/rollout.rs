@@ -214,11 +214,60 @@ pub struct Rollout {
     pub failed_since_resume: u32,
     /// Canaries first, then the rest, each in MAC order.
     pub nodes: Vec<RolloutNode>,
+    /// Why no node starts although some are pending (the budget is used,
+    /// the canaries are not done): worked out when the rollout is shown,
+    /// never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 impl Rollout {
     pub fn node_mut(&mut self, mac: Mac) -> Option<&mut RolloutNode> {
         self.nodes.iter_mut().find(|n| n.mac == mac)
+    }
+
+    /// How many pending nodes may start now, given the fleet's nodes that
+    /// are out of service for reasons of their own (`down`: hostname and
+    /// state, none of them in flight here); or why none may, when some are
+    /// pending.
+    pub fn room(&self, down: &[(String, String)]) -> Result<usize, String> {
+        let in_flight = self.nodes.iter().filter(|n| n.phase.in_flight()).count();
+        let budget = self.spec.max_unavailable.of(self.nodes.len());
+        let used = in_flight + down.len();
+        if used >= budget {
+            let mut why = format!(
+                "max-unavailable {} ({budget} of {}) is used: {in_flight} in this rollout",
+                self.spec.max_unavailable,
+                self.nodes.len()
+            );
+            if !down.is_empty() {
+                let named: Vec<String> = down.iter().map(|(h, s)| format!("{h} {s}")).collect();
+                why.push_str(&format!(
+                    ", {} down for other reasons ({})",
+                    down.len(),
+                    named.join(", ")
+                ));
+            }
+            return Err(why);
+        }
+        let canaries_done = self.canaries_done();
+        let startable = self
+            .nodes
+            .iter()
+            .any(|n| n.phase == Phase::Pending && (n.canary || canaries_done));
+        if !startable {
+            let waiting_on: Vec<&str> = self
+                .nodes
+                .iter()
+                .filter(|n| n.canary && n.phase != Phase::Done)
+                .map(|n| n.hostname.as_str())
+                .collect();
+            return Err(format!(
+                "the rest start when every canary is done; not yet: {}",
+                waiting_on.join(", ")
+            ));
+        }
+        Ok(budget - used)
     }
 
     /// Whether every canary is done (trivially, with none).
@@ -227,5 +276,78 @@ impl Rollout {
             .iter()
             .filter(|n| n.canary)
             .all(|n| n.phase == Phase::Done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rollout(max_unavailable: Budget, phases: &[(bool, Phase)]) -> Rollout {
+        Rollout {
+            id: "r-1".into(),
+            spec: RolloutSpec {
+                selector: "role=builder".into(),
+                bootenv: "install".into(),
+                bootenv_for_ms: None,
+                canary: 1,
+                max_unavailable,
+                max_failed: 1,
+                drain: None,
+                undrain: None,
+                hook_timeout_ms: 1,
+                deadline_ms: 1,
+            },
+            state: RolloutState::Running,
+            actor: "t".into(),
+            created: Timestamp(0),
+            failed_since_resume: 0,
+            nodes: phases
+                .iter()
+                .enumerate()
+                .map(|(i, (canary, phase))| RolloutNode {
+                    mac: Mac::new([2, 0, 0, 0, 0, i as u8]),
+                    hostname: format!("b{}", i + 1),
+                    canary: *canary,
+                    phase: phase.clone(),
+                    previous: None,
+                    changed: Timestamp(0),
+                    recycled: 0,
+                })
+                .collect(),
+            waiting: None,
+        }
+    }
+
+    #[test]
+    fn room_is_the_budget_left_and_says_why_there_is_none() {
+        let installing = Phase::Installing {
+            since: Timestamp(0),
+        };
+        // Canary done, one in flight, budget 2: one more may start.
+        let r = rollout(
+            Budget::Nodes(2),
+            &[
+                (true, Phase::Done),
+                (false, installing.clone()),
+                (false, Phase::Pending),
+            ],
+        );
+        assert_eq!(r.room(&[]), Ok(1));
+        // A node of the fleet down for its own reasons uses the rest.
+        let down = [("b9".to_string(), "failed".to_string())];
+        assert_eq!(
+            r.room(&down),
+            Err("max-unavailable 2 (2 of 3) is used: 1 in this rollout, 1 down for other reasons (b9 failed)".into())
+        );
+        // The canary in flight: the rest wait for it, budget or not.
+        let r = rollout(
+            Budget::Percent(100),
+            &[(true, installing), (false, Phase::Pending)],
+        );
+        assert_eq!(
+            r.room(&[]),
+            Err("the rest start when every canary is done; not yet: b1".into())
+        );
     }
 }

@@ -1302,6 +1302,7 @@ pub(crate) fn rollout(id: &str, created: i64) -> crate::model::Rollout {
             changed: Timestamp(created),
             recycled: 0,
         }],
+        waiting: None,
     }
 }
 
