@@ -187,6 +187,9 @@ fn print_rollout(r: &Value) {
         cell(&r["spec"]["max_failed"]),
     );
     println!("{:<16}{}", "nodes:", progress(r));
+    if let Some(why) = r["waiting"].as_str() {
+        println!("{:<16}{why}", "waiting:");
+    }
     println!("{:<16}{}", "started by:", cell(&r["actor"]));
     println!();
     let rows: Vec<Vec<String>> = r["nodes"]
