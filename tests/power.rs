@@ -18,30 +18,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::api::{ADMIN_TOKEN, READ_TOKEN};
-use common::lab::{SERVER_IP, poll_until};
-use common::server::Server;
-use common::setup::{RACKBOOT, Setup};
+use common::api::READ_TOKEN;
+use common::bmc::{FakeSystem, READY_WITHIN, lab_emulator, python, sushy_command, venv};
+use common::server::{Server, cli_json};
+use common::setup::Setup;
 use rackboot::bmc::{self, BmcError, BmcRecord, Driver, Power, PowerAction, PowerState};
-use serde_json::Value;
 
-/// How long an emulator may take to listen.
-const READY_WITHIN: Duration = Duration::from_secs(30);
 /// The fake Redfish driver applies a power change up to 11 s after it is asked.
 const SETTLES_WITHIN: Duration = Duration::from_secs(20);
-
-fn venv() -> PathBuf {
-    let dir = std::env::var_os("RACKBOOT_BMC_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/opt/rackboot-bmc"));
-    assert!(
-        dir.join("bin/sushy-emulator").is_file() && dir.join("bin/fakebmc").is_file(),
-        "{} lacks sushy-tools or pyghmi: `sudo boot-assets/setup.sh --packages-only` installs \
-         them (or set RACKBOOT_BMC_VENV to a venv that has them)",
-        dir.display()
-    );
-    dir
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -84,44 +68,18 @@ fn spawn(cmd: &mut Command, log: &Path) -> Emulator {
     }
 }
 
-/// The command line of a sushy-tools Redfish emulator on 127.0.0.1:`port` with one fake system,
-/// `node-1`, off, its files in `dir`. With `forgets`, the emulator's fake driver drops every boot
-/// override it is sent and still answers 204: the known failure of real BMCs this guards against.
-fn sushy_command(dir: &Path, port: u16, forgets: bool) -> (String, Vec<String>) {
-    std::fs::create_dir_all(dir).unwrap();
-    let config = dir.join("sushy.conf");
-    std::fs::write(
-        &config,
-        format!(
-            "SUSHY_EMULATOR_LISTEN_IP = '127.0.0.1'\n\
-             SUSHY_EMULATOR_LISTEN_PORT = {port}\n\
-             SUSHY_EMULATOR_STATE_DIR = '{}'\n\
-             SUSHY_EMULATOR_FAKE_DRIVER = True\n\
-             SUSHY_EMULATOR_FAKE_SYSTEMS = [{{'uuid': '1ad6e3c0-1b8b-4b4c-9b1e-000000000001', \
-             'name': 'node-1', 'power_state': 'Off', 'nics': [{{'mac': '52:54:00:00:00:01'}}]}}]\n",
-            dir.join("state").display()
-        ),
-    )
-    .unwrap();
-    let python = venv().join("bin/python");
-    let forget = if forgets {
-        "from sushy_tools.emulator.resources.systems import fakedriver\n\
-         fakedriver.FakeDriver.set_boot_device = lambda self, identity, source: None\n"
-    } else {
-        ""
-    };
-    let script = format!(
-        "import sys\n{forget}from sushy_tools.emulator import main\n\
-         sys.argv = ['sushy-emulator', '--config', {config:?}, '--fake']\nsys.exit(main.main())\n",
-        config = config.display().to_string()
-    );
-    (python.display().to_string(), vec!["-c".to_string(), script])
-}
+/// The one system of the emulators here: `node-1`, off.
+const NODE_1: FakeSystem = FakeSystem {
+    uuid: "1ad6e3c0-1b8b-4b4c-9b1e-000000000001",
+    name: "node-1",
+    mac: "52:54:00:00:00:01",
+};
 
-/// A sushy-tools Redfish emulator on loopback (see [`sushy_command`]), listening.
+/// A sushy-tools Redfish emulator on loopback with [`NODE_1`] (see [`sushy_command`]),
+/// listening.
 fn redfish(dir: &Path, forgets: bool) -> (Emulator, String) {
     let port = free_port();
-    let (python, args) = sushy_command(dir, port, forgets);
+    let (python, args) = sushy_command(dir, port, &[NODE_1], None, forgets);
     let emulator = spawn(Command::new(python).args(args), &dir.join("sushy.log"));
     let url = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + READY_WITHIN;
@@ -301,45 +259,6 @@ const FORGETS: &str = "52:54:00:b0:00:02";
 const NO_BMC: &str = "52:54:00:b0:00:03";
 const IPMI: &str = "52:54:00:b0:00:04";
 
-/// `rackboot <args>` inside the lab, pointed at its server with `token`.
-fn cli(rb: &Server, token: &str, args: &[&str]) -> (Option<i32>, String) {
-    let server = format!("http://{SERVER_IP}");
-    let mut all: Vec<&str> = args.to_vec();
-    all.extend_from_slice(&["--server", &server, "--token", token]);
-    // A pxe-once through the fake Redfish driver waits out its power-off (up to 11 s).
-    let out = rb.lab.run(RACKBOOT, &all, Duration::from_secs(90));
-    let text = format!(
-        "--- stdout\n{}--- stderr\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), text)
-}
-
-/// Starts `cmd args` in the lab and waits until `probe` (run in the lab) succeeds.
-fn lab_emulator(rb: &Server, name: &str, cmd: &str, args: &[String], probe: &[&str]) {
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let log = format!("{name}.log");
-    let pid = rb.lab.spawn(cmd, &args, &log);
-    let ready = poll_until(READY_WITHIN, || {
-        assert!(
-            rb.lab.is_running(pid),
-            "{name} exited:\n{}",
-            std::fs::read_to_string(rb.lab.dir().join(&log)).unwrap_or_default()
-        );
-        rb.lab
-            .run(probe[0], &probe[1..], Duration::from_secs(15))
-            .status
-            .success()
-            .then_some(())
-    });
-    assert!(
-        ready.is_some(),
-        "{name} not ready within {READY_WITHIN:?}:\n{}",
-        std::fs::read_to_string(rb.lab.dir().join(&log)).unwrap_or_default()
-    );
-}
-
 fn power_events(rb: &Server, mac: &str) -> Vec<String> {
     rb.details(mac, "power")
 }
@@ -349,9 +268,15 @@ fn rackboot_power_cycles_a_node_into_pxe_and_refuses_one_whose_bmc_forgets_the_o
     let rb = Setup::new("power-redfish").standard_files().start();
     let dir = rb.path("bmc");
     for (name, port, forgets) in [("kept", 8001, false), ("forgets", 8002, true)] {
-        let (python, args) = sushy_command(&dir.join(name), port, forgets);
+        let (python, args) = sushy_command(&dir.join(name), port, &[NODE_1], None, forgets);
         let url = format!("http://127.0.0.1:{port}/redfish/v1/Systems");
-        lab_emulator(&rb, name, &python, &args, &["curl", "-sf", "-m", "3", &url]);
+        lab_emulator(
+            &rb.lab,
+            name,
+            &python,
+            &args,
+            &["curl", "-sf", "-m", "3", &url],
+        );
     }
     let nodes = serde_json::json!([
         {"mac": KEPT, "hostname": "b1", "labels": {"role": "builder"},
@@ -362,19 +287,11 @@ fn rackboot_power_cycles_a_node_into_pxe_and_refuses_one_whose_bmc_forgets_the_o
     ]);
     let file = rb.path("nodes.json");
     std::fs::write(&file, nodes.to_string()).unwrap();
-    let (code, out) = cli(
-        &rb,
-        ADMIN_TOKEN,
-        &["node", "import", file.to_str().unwrap()],
-    );
+    let (code, out) = rb.cli(&["node", "import", file.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{out}");
 
     // Status by selector: both BMCs answer, nothing changes, and it is on each timeline.
-    let (code, out) = cli(
-        &rb,
-        ADMIN_TOKEN,
-        &["power", "status", "--selector", "role=builder"],
-    );
+    let (code, out) = rb.cli(&["power", "status", "--selector", "role=builder"]);
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(out.matches("power is off").count(), 2, "{out}");
     assert!(
@@ -383,12 +300,12 @@ fn rackboot_power_cycles_a_node_into_pxe_and_refuses_one_whose_bmc_forgets_the_o
     );
 
     // A read token may not act on power.
-    let (code, out) = cli(&rb, READ_TOKEN, &["power", "on", KEPT]);
+    let (code, out) = rb.cli_as(READ_TOKEN, &["power", "on", KEPT]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("may only read"), "{out}");
 
     // The BMC that keeps the override: set, read back, powered on.
-    let (code, out) = cli(&rb, ADMIN_TOKEN, &["power", "pxe-once", KEPT]);
+    let (code, out) = rb.cli(&["power", "pxe-once", KEPT]);
     assert_eq!(code, Some(0), "{out}");
     assert!(
         out.contains("BootSourceOverrideTarget Pxe") && out.contains("powered on"),
@@ -408,7 +325,7 @@ fn rackboot_power_cycles_a_node_into_pxe_and_refuses_one_whose_bmc_forgets_the_o
     );
 
     // The BMC that forgets: refused with the reason, exit 4, and no power call after the override.
-    let (code, out) = cli(&rb, ADMIN_TOKEN, &["power", "pxe-once", FORGETS]);
+    let (code, out) = rb.cli(&["power", "pxe-once", FORGETS]);
     assert_eq!(code, Some(4), "{out}");
     assert!(
         out.contains("FAILED") && out.contains("reads back") && out.contains("not rebooting"),
@@ -428,14 +345,10 @@ fn rackboot_power_cycles_a_node_into_pxe_and_refuses_one_whose_bmc_forgets_the_o
     );
 
     // A node without a BMC says so; an unknown MAC refuses the request before any BMC is touched.
-    let (code, out) = cli(&rb, ADMIN_TOKEN, &["power", "cycle", NO_BMC]);
+    let (code, out) = rb.cli(&["power", "cycle", NO_BMC]);
     assert_eq!(code, Some(4), "{out}");
     assert!(out.contains("no BMC"), "{out}");
-    let (code, out) = cli(
-        &rb,
-        ADMIN_TOKEN,
-        &["power", "off", KEPT, "52:54:00:ff:ff:ff"],
-    );
+    let (code, out) = rb.cli(&["power", "off", KEPT, "52:54:00:ff:ff:ff"]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("no node with MAC 52:54:00:ff:ff:ff"), "{out}");
     assert!(
@@ -446,29 +359,25 @@ fn rackboot_power_cycles_a_node_into_pxe_and_refuses_one_whose_bmc_forgets_the_o
     );
 
     // The record shows its BMC; `node set` replaces it and `--no-bmc` removes it, audited.
-    let (code, out) = cli(&rb, ADMIN_TOKEN, &["node", "show", KEPT]);
+    let (code, out) = rb.cli(&["node", "show", KEPT]);
     assert_eq!(code, Some(0), "{out}");
     assert!(
         out.contains("driver=redfish, address=http://127.0.0.1:8001"),
         "{out}"
     );
-    let (code, out) = cli(
-        &rb,
-        ADMIN_TOKEN,
-        &[
-            "node",
-            "set",
-            NO_BMC,
-            "--bmc-driver",
-            "ipmi",
-            "--bmc-address",
-            "10.1.0.9",
-            "--bmc-user",
-            "admin",
-            "--bmc-password-secret",
-            "bmc-b3",
-        ],
-    );
+    let (code, out) = rb.cli(&[
+        "node",
+        "set",
+        NO_BMC,
+        "--bmc-driver",
+        "ipmi",
+        "--bmc-address",
+        "10.1.0.9",
+        "--bmc-user",
+        "admin",
+        "--bmc-password-secret",
+        "bmc-b3",
+    ]);
     assert_eq!(code, Some(0), "{out}");
     let audit = rb.details(NO_BMC, "admin.change");
     assert!(
@@ -478,24 +387,20 @@ fn rackboot_power_cycles_a_node_into_pxe_and_refuses_one_whose_bmc_forgets_the_o
         "{audit:#?}"
     );
     // A password is never a field of the record: only the name of its secret.
-    let (code, out) = cli(
-        &rb,
-        ADMIN_TOKEN,
-        &[
-            "node",
-            "set",
-            NO_BMC,
-            "--bmc-driver",
-            "ipmi",
-            "--bmc-address",
-            "10.1.0.9",
-            "--bmc-password-secret",
-            "hunter2 hunter2",
-        ],
-    );
+    let (code, out) = rb.cli(&[
+        "node",
+        "set",
+        NO_BMC,
+        "--bmc-driver",
+        "ipmi",
+        "--bmc-address",
+        "10.1.0.9",
+        "--bmc-password-secret",
+        "hunter2 hunter2",
+    ]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("bmc.password_secret"), "{out}");
-    let (code, out) = cli(&rb, ADMIN_TOKEN, &["node", "set", NO_BMC, "--no-bmc"]);
+    let (code, out) = rb.cli(&["node", "set", NO_BMC, "--no-bmc"]);
     assert_eq!(code, Some(0), "{out}");
     assert!(rb.node(NO_BMC).get("bmc").is_none(), "{}", rb.node(NO_BMC));
     rb.assert_running();
@@ -513,12 +418,12 @@ fn ipmi_power_reads_its_password_from_a_secret_and_refuses_one_others_can_read()
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     // pyghmi's fake BMC, with this test's password instead of its built-in one.
-    let python = venv().join("bin/python").display().to_string();
+    let python = python();
     let script = format!(
         "from pyghmi.cmd.fakebmc import FakeBmc\nFakeBmc({{'admin': '{PASSWORD}'}}, port=9623).listen()\n"
     );
     lab_emulator(
-        &rb,
+        &rb.lab,
         "fakebmc",
         &python,
         &["-c".into(), script],
@@ -549,36 +454,26 @@ fn ipmi_power_reads_its_password_from_a_secret_and_refuses_one_others_can_read()
     ]);
     let file = rb.path("nodes.json");
     std::fs::write(&file, nodes.to_string()).unwrap();
-    let (code, out) = cli(
-        &rb,
-        ADMIN_TOKEN,
-        &["node", "import", file.to_str().unwrap()],
-    );
+    let (code, out) = rb.cli(&["node", "import", file.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{out}");
 
-    let (code, out) = cli(&rb, ADMIN_TOKEN, &["power", "on", IPMI]);
+    let (code, out) = rb.cli(&["power", "on", IPMI]);
     assert_eq!(code, Some(0), "{out}");
     assert!(!out.contains(PASSWORD), "{out}");
-    let (code, out) = cli(&rb, ADMIN_TOKEN, &["power", "status", IPMI, "--json"]);
+    let (code, out) = rb.cli(&["power", "status", IPMI, "--json"]);
     assert_eq!(code, Some(0), "{out}");
-    let json: Value = serde_json::from_str(
-        out.split("--- stderr")
-            .next()
-            .unwrap()
-            .trim_start_matches("--- stdout\n"),
-    )
-    .unwrap();
+    let json = cli_json(&out);
     assert_eq!(json["nodes"][0]["before"], "on", "{json}");
 
     // A secret the group or others can read is refused, and nothing reaches the BMC.
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let (code, out) = cli(&rb, ADMIN_TOKEN, &["power", "off", IPMI]);
+    let (code, out) = rb.cli(&["power", "off", IPMI]);
     assert_eq!(code, Some(4), "{out}");
     assert!(out.contains("readable by group or others"), "{out}");
-    let (_, out) = cli(&rb, ADMIN_TOKEN, &["power", "status", IPMI]);
+    let (_, out) = rb.cli(&["power", "status", IPMI]);
     assert!(out.contains("FAILED"), "{out}");
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let (code, out) = cli(&rb, ADMIN_TOKEN, &["power", "status", IPMI]);
+    let (code, out) = rb.cli(&["power", "status", IPMI]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("power is on"), "still on: {out}");
 

@@ -6,20 +6,20 @@
 //! never calls back (a kernel that panics). These prove the rollout's own rules quickly: the
 //! budget, the order of steps on each timeline, canaries, reverts, pausing and a restart of
 //! rackboot mid-rollout. They do not prove that real firmware netboots on the power cycle: the
-//! VM tests do that for boots, and a rollout over VMs is still to be written.
+//! VM tests do that, and tests/vm_rollout.rs reinstalls VMs powered through a Redfish BMC.
 //!
 //! Needs root (namespaces) and curl. Every wait is bounded; rackboot is ended by PID when the
 //! lab drops.
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::api::ADMIN_TOKEN;
 use common::lab::SERVER_IP;
+use common::rollout::{in_order, phases, rollout, start, steps, watch};
 use common::server::Server;
-use common::setup::{RACKBOOT, Setup};
+use common::setup::Setup;
 use serde_json::Value;
 
 const NODES: [&str; 4] = [
@@ -60,8 +60,8 @@ sleep 1
 get() { curl -sf --retry 20 --retry-connrefused --retry-delay 1 -m 5 "$@"; }
 script=$(get "http://SERVER/boot/$1.ipxe?arch=x86_64_efi")
 echo "$script" > "$(dirname "$0")/machines/$1/script"
-hold="$(dirname "$0")/hold"
-if [ -f "$hold" ]; then sleep "$(cat "$hold")"; fi
+# One read of the hold: the test removes it while machines may be looking.
+if hold=$(cat "$(dirname "$0")/hold" 2>/dev/null); then sleep "$hold"; fi
 kernel=$(echo "$script" | awk '/^kernel /{for(i=2;i<=NF;i++) if ($i ~ /^https?:/) {print $i; exit}}')
 get -o /dev/null "$kernel"
 case "$kernel" in *broken*) echo "kernel panic"; exit 0 ;; esac
@@ -115,89 +115,9 @@ fn setup(name: &str) -> Server {
         .collect();
     let file = rb.path("nodes.json");
     std::fs::write(&file, Value::Array(nodes).to_string()).unwrap();
-    let (code, out) = cli(&rb, &["node", "import", file.to_str().unwrap()]);
+    let (code, out) = rb.cli(&["node", "import", file.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{out}");
     rb
-}
-
-fn cli(rb: &Server, args: &[&str]) -> (Option<i32>, String) {
-    let server = format!("http://{SERVER_IP}");
-    let mut all: Vec<&str> = args.to_vec();
-    all.extend_from_slice(&["--server", &server, "--token", ADMIN_TOKEN]);
-    let out = rb.lab.run(RACKBOOT, &all, Duration::from_secs(60));
-    (
-        out.status.code(),
-        format!(
-            "--- stdout\n{}--- stderr\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-fn start(rb: &Server, args: &[&str]) -> String {
-    let mut all = vec!["rollout", "start", "--json"];
-    all.extend_from_slice(args);
-    let (code, out) = cli(rb, &all);
-    assert_eq!(code, Some(0), "{out}");
-    let json = out
-        .split("--- stderr")
-        .next()
-        .unwrap()
-        .trim_start_matches("--- stdout\n");
-    let r: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {out}"));
-    r["id"].as_str().unwrap().to_string()
-}
-
-fn rollout(rb: &Server, id: &str) -> Value {
-    let r = rb.get(&format!("/api/v1/rollouts/{id}"));
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()
-}
-
-fn phases(r: &Value) -> HashMap<String, String> {
-    r["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            (
-                n["mac"].as_str().unwrap().to_string(),
-                n["phase"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
-fn in_flight(r: &Value) -> usize {
-    phases(r)
-        .values()
-        .filter(|p| {
-            matches!(
-                p.as_str(),
-                "draining" | "rebooting" | "installing" | "undraining"
-            )
-        })
-        .count()
-}
-
-/// Polls the rollout until `done(r)`, at most `within`; the most nodes seen in flight at once.
-fn watch(rb: &Server, id: &str, within: Duration, done: impl Fn(&Value) -> bool) -> (Value, usize) {
-    let start = Instant::now();
-    let mut most = 0;
-    loop {
-        let r = rollout(rb, id);
-        most = most.max(in_flight(&r));
-        if done(&r) {
-            return (r, most);
-        }
-        assert!(
-            start.elapsed() < within,
-            "rollout {id} not as awaited within {within:?}: {r:#}\n{}",
-            machines(rb)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// What each machine's network boots printed.
@@ -210,31 +130,6 @@ fn machines(rb: &Server) -> String {
             format!("--- {mac}\n{log}")
         })
         .collect()
-}
-
-/// The node's timeline as `kind: detail` lines, oldest first.
-fn steps(rb: &Server, mac: &str) -> Vec<String> {
-    rb.events(mac)
-        .into_iter()
-        .filter(|(k, _)| {
-            matches!(
-                k.as_str(),
-                "rollout" | "power" | "report.installed" | "bootenv.changed"
-            )
-        })
-        .map(|(k, d)| format!("{k}: {d}"))
-        .collect()
-}
-
-/// `needles` appear in `lines` in this order (each in a later line than the one before).
-fn in_order(lines: &[String], needles: &[&str]) {
-    let mut at = 0;
-    for n in needles {
-        match lines[at..].iter().position(|l| l.contains(n)) {
-            Some(i) => at += i + 1,
-            None => panic!("{n:?} not found after line {at} of:\n{}", lines.join("\n")),
-        }
-    }
 }
 
 #[test]
@@ -259,7 +154,13 @@ fn a_rollout_takes_each_node_through_drain_install_and_undrain_one_at_a_time() {
             "1m",
         ],
     );
-    let (r, most) = watch(&rb, &id, Duration::from_secs(240), |r| r["state"] == "done");
+    let (r, most) = watch(
+        &rb,
+        &id,
+        Duration::from_secs(240),
+        || machines(&rb),
+        |r| r["state"] == "done",
+    );
     assert_eq!(most, 1, "never more than one node out of service: {r:#}");
     assert!(phases(&r).values().all(|p| p == "done"), "{r:#}");
     assert_eq!(r["nodes"][0]["canary"], true);
@@ -290,7 +191,7 @@ fn a_rollout_takes_each_node_through_drain_install_and_undrain_one_at_a_time() {
         .flat_map(|i| [format!("drain b{i}"), format!("undrain b{i}")])
         .collect();
     assert_eq!(hooks.lines().collect::<Vec<_>>(), want, "{hooks}");
-    let (code, out) = cli(&rb, &["rollout", "status", &id]);
+    let (code, out) = rb.cli(&["rollout", "status", &id]);
     assert_eq!(code, Some(0), "{out}");
     assert!(
         out.contains("4 done, 0 in flight, 0 failed, 0 skipped of 4"),
@@ -325,9 +226,13 @@ fn a_failing_canary_is_reverted_and_pauses_the_rollout_before_any_other_node() {
             "6s",
         ],
     );
-    let (r, _) = watch(&rb, &id, Duration::from_secs(60), |r| {
-        r["state"] == "paused"
-    });
+    let (r, _) = watch(
+        &rb,
+        &id,
+        Duration::from_secs(60),
+        || machines(&rb),
+        |r| r["state"] == "paused",
+    );
     let canary = NODES[0];
     assert!(
         r["reason"]
@@ -375,9 +280,9 @@ fn a_failing_canary_is_reverted_and_pauses_the_rollout_before_any_other_node() {
     // Paused stays paused; abort ends it, and a paused or aborted rollout starts nothing.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(phases(&rollout(&rb, &id))[NODES[1]], "pending");
-    let (code, out) = cli(&rb, &["rollout", "abort", &id]);
+    let (code, out) = rb.cli(&["rollout", "abort", &id]);
     assert_eq!(code, Some(0), "{out}");
-    let (code, out) = cli(&rb, &["rollout", "resume", &id]);
+    let (code, out) = rb.cli(&["rollout", "resume", &id]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("is aborted: it is over"), "{out}");
     rb.assert_running();
@@ -407,7 +312,13 @@ fn a_rollout_goes_on_where_it_was_after_rackboot_is_killed() {
     rb.kill();
     std::fs::remove_file(&hold).unwrap();
     rb.serve();
-    let (r, most) = watch(&rb, &id, Duration::from_secs(240), |r| r["state"] == "done");
+    let (r, most) = watch(
+        &rb,
+        &id,
+        Duration::from_secs(240),
+        || machines(&rb),
+        |r| r["state"] == "done",
+    );
     assert!(most <= 2, "{r:#}");
     assert!(phases(&r).values().all(|p| p == "done"), "{r:#}");
     for mac in NODES {
@@ -472,7 +383,7 @@ fn a_rollout_names_what_it_cannot_do() {
     ] {
         let mut all = vec!["rollout", "start", "--selector", "role=builder"];
         all.extend(args);
-        let (code, out) = cli(&rb, &all);
+        let (code, out) = rb.cli(&all);
         assert_eq!(code, Some(1), "{out}");
         assert!(out.contains(want), "{want}: {out}");
     }
@@ -490,9 +401,13 @@ fn a_rollout_names_what_it_cannot_do() {
             "refuse",
         ],
     );
-    let (r, _) = watch(&rb, &id, Duration::from_secs(30), |r| {
-        r["state"] == "paused"
-    });
+    let (r, _) = watch(
+        &rb,
+        &id,
+        Duration::from_secs(30),
+        || machines(&rb),
+        |r| r["state"] == "paused",
+    );
     let first = r["nodes"][0]["mac"].as_str().unwrap().to_string();
     assert!(
         steps(&rb, &first).iter().any(|s| s.contains("drain: FAILED: hook `refuse`: exited 3: jobs still running on b1")),

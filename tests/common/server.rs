@@ -30,6 +30,9 @@ const CMD: Duration = Duration::from_secs(40);
 const CURL_MAX: &str = "35";
 /// Events and log lines written off the request path appear within this.
 const EVENT: Duration = Duration::from_secs(15);
+/// One `rackboot` CLI command: a `power pxe-once` through a fake Redfish BMC waits out its
+/// power-off (up to 11 s).
+const CLI: Duration = Duration::from_secs(90);
 
 /// One HTTP answer.
 #[derive(Debug)]
@@ -204,6 +207,29 @@ impl Server {
                 tail(&self.log_text(), 30)
             )
         })
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // The command line
+
+    /// `rackboot <args>` inside the lab, pointed at this server with the admin token: its exit
+    /// code, and its output as `--- stdout\n…--- stderr\n…` (see [`cli_stdout`]).
+    pub fn cli(&self, args: &[&str]) -> (Option<i32>, String) {
+        self.cli_as(ADMIN_TOKEN, args)
+    }
+
+    /// [`Server::cli`] with `token`.
+    pub fn cli_as(&self, token: &str, args: &[&str]) -> (Option<i32>, String) {
+        let server = format!("http://{SERVER_IP}");
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend_from_slice(&["--server", &server, "--token", token]);
+        let out = self.lab.run(RACKBOOT, &all, CLI);
+        let text = format!(
+            "--- stdout\n{}--- stderr\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
     }
 
     // -----------------------------------------------------------------------------------------
@@ -427,6 +453,19 @@ pub fn wait_serving(lab: &Lab, pid: u32, log: &Path) {
             tail(&read_text(log), 30)
         ),
     }
+}
+
+/// What a command printed on its standard output, from the output of [`Server::cli`].
+pub fn cli_stdout(out: &str) -> &str {
+    out.split("--- stderr")
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("--- stdout\n")
+}
+
+/// The JSON a `--json` command printed, from the output of [`Server::cli`].
+pub fn cli_json(out: &str) -> Value {
+    serde_json::from_str(cli_stdout(out)).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
 }
 
 /// The node token (`rackboot.token=`) of a rendered boot script.
