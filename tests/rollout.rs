@@ -4,15 +4,17 @@
 //! PXE, fetches its boot script and kernel from rackboot over HTTP and calls the installer's
 //! callback as an installed system would, or, for a bootenv whose kernel is `…-broken`,
 //! never calls back (a kernel that panics). These prove the rollout's own rules quickly: the
-//! budget, the order of steps on each timeline, canaries, reverts, pausing and a restart of
-//! rackboot mid-rollout. They do not prove that real firmware netboots on the power cycle: the
-//! VM tests do that, and tests/vm_rollout.rs reinstalls VMs powered through a Redfish BMC.
+//! budget, the order of steps on each timeline, canaries, reverts, pausing, a restart of
+//! rackboot mid-rollout, and (on PostgreSQL) the loss of the appliance running it. They do not
+//! prove that real firmware netboots on the power cycle: the VM tests do that, and
+//! tests/vm_rollout.rs reinstalls VMs powered through a Redfish BMC.
 //!
-//! Needs root (namespaces) and curl. Every wait is bounded; rackboot is ended by PID when the
+//! Needs root (namespaces), curl, and PostgreSQL's server binaries. Every wait is bounded; rackboot is ended by PID when the
 //! lab drops.
 
 mod common;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::api::ADMIN_TOKEN;
@@ -73,13 +75,23 @@ echo installed
 "#;
 
 fn setup(name: &str) -> Server {
+    let rb = appliance(name, None, None);
+    rb.serve();
+    import(&rb);
+    rb
+}
+
+/// A rackboot (not yet serving) whose nodes are the stand-in machines of `room`, a site
+/// directory holding `machine.sh` and `netboot.sh` (its own when `None`: several appliances
+/// share one room), with `store` as its `[store]` table when given.
+fn appliance(name: &str, store: Option<&str>, room: Option<&Path>) -> Server {
     let installer = |kernel: &str| {
         format!(
             "installer = true\n[arch.x86_64_efi]\nkernel = \"{kernel}\"\ncmdline = \"{}\"\n",
             common::setup::CMDLINE
         )
     };
-    let rb = Setup::new(name)
+    let mut setup = Setup::new(name)
         .standard_files()
         .file("assets/x86_64/vmlinuz-broken", "a kernel that panics")
         .file("bootenvs/install.toml", installer("x86_64/vmlinuz"))
@@ -89,9 +101,12 @@ fn setup(name: &str) -> Server {
             "netboot.sh",
             NETBOOT.replace("SERVER", &SERVER_IP.to_string()),
         )
-        .tokens_from_any_address()
-        .prepare();
-    let site = rb.site_dir().display().to_string();
+        .tokens_from_any_address();
+    if let Some(store) = store {
+        setup = setup.table("store", store);
+    }
+    let rb = setup.prepare();
+    let site = room.unwrap_or(rb.site_dir()).display().to_string();
     let machine = format!("sh {site}/machine.sh");
     let hooks_log = format!("{site}/hooks.log");
     let config = format!(
@@ -99,12 +114,17 @@ fn setup(name: &str) -> Server {
          off = \"{machine} off {{{{ mac }}}}\"\nreset = \"{machine} reset {{{{ mac }}}}\"\n\
          pxe_once = \"{machine} pxe {{{{ mac }}}}\"\npxe_check = \"{machine} next {{{{ mac }}}}\"\n\
          [rollout.hooks]\ndrain = 'echo \"drain $RACKBOOT_HOSTNAME\" >> {hooks_log}'\n\
+         slow-drain = 'sleep 3; echo \"drain $RACKBOOT_HOSTNAME\" >> {hooks_log}'\n\
          undrain = 'echo \"undrain $RACKBOOT_HOSTNAME\" >> {hooks_log}'\n\
          refuse = 'echo \"jobs still running on $RACKBOOT_HOSTNAME\"; exit 3'\n",
         rb.config_text()
     );
     std::fs::write(rb.config(), config).unwrap();
-    rb.serve();
+    rb
+}
+
+/// The four builders, each with its machine's outlet as BMC, through `rb`'s CLI.
+fn import(rb: &Server) {
     let nodes: Vec<Value> = NODES
         .iter()
         .enumerate()
@@ -117,7 +137,6 @@ fn setup(name: &str) -> Server {
     std::fs::write(&file, Value::Array(nodes).to_string()).unwrap();
     let (code, out) = rb.cli(&["node", "import", file.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{out}");
-    rb
 }
 
 /// What each machine's network boots printed.
@@ -419,4 +438,83 @@ fn a_rollout_names_what_it_cannot_do() {
         "not rebooted"
     );
     rb.assert_running();
+}
+
+/// Two appliances on one PostgreSQL database, sharing the machine room: the rollout runs on
+/// the one that leads; that one is killed while a node drains, and the other, taking the lead,
+/// drains that node again and takes the rollout to `done` on its own.
+#[test]
+fn a_rollout_goes_on_when_its_appliance_dies_and_another_leads() {
+    use rackboot::store::postgres::scratch::ScratchCluster;
+    let pg = ScratchCluster::start().expect("a scratch PostgreSQL");
+    pg.create_database("rackboot").expect("a database");
+    let store = |name: &str| {
+        format!(
+            "engine = \"postgres\"\nurl = \"{}\"\nappliance = \"{name}\"\n",
+            pg.url("rackboot")
+        )
+    };
+    let a = appliance("rollout-pg-a", Some(&store("row-a")), None);
+    a.serve();
+    let b = appliance("rollout-pg-b", Some(&store("row-b")), Some(a.site_dir()));
+    b.serve();
+    let leads = |rb: &Server| rb.request("GET", "/healthz", None, None).json()["leads"] == true;
+    let leader =
+        common::lab::poll_until(Duration::from_secs(15), || match (leads(&a), leads(&b)) {
+            (true, false) => Some(true),
+            (false, true) => Some(false),
+            _ => None,
+        })
+        .expect("one appliance (and only one) leads");
+    let (first, second) = if leader { (&a, &b) } else { (&b, &a) };
+    import(first);
+    let id = start(
+        first,
+        &[
+            "--selector",
+            "role=builder",
+            "--bootenv",
+            "install",
+            "--max-unavailable",
+            "1",
+            "--drain",
+            "slow-drain",
+            "--undrain",
+            "undrain",
+            "--deadline",
+            "1m",
+        ],
+    );
+    // Killed while the first node's drain hook runs.
+    watch(
+        first,
+        &id,
+        Duration::from_secs(30),
+        || machines(&a),
+        |r| phases(r).values().any(|p| p == "draining"),
+    );
+    first.kill();
+    let (r, most) = watch(
+        second,
+        &id,
+        Duration::from_secs(240),
+        || machines(&a),
+        |r| r["state"] == "done",
+    );
+    assert_eq!(most, 1, "{r:#}");
+    assert!(phases(&r).values().all(|p| p == "done"), "{r:#}");
+    for mac in NODES {
+        assert_eq!(
+            second.node(mac)["state"],
+            "installed",
+            "{}",
+            second.node(mac)
+        );
+    }
+    assert!(leads(second), "the survivor leads");
+    second.wait_log(&["rollout done", &id]);
+    // Every node was put back in service, each once.
+    let drained = std::fs::read_to_string(a.path("hooks.log")).unwrap_or_default();
+    assert_eq!(drained.matches("undrain b").count(), 4, "{drained}");
+    second.assert_running();
 }
