@@ -156,20 +156,7 @@ impl Power for Command {
         let out = self
             .run("read the power state", &self.commands.status)
             .await?;
-        match out
-            .split_whitespace()
-            .last()
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
-            Some("on") => Ok(PowerState::On),
-            Some("off") => Ok(PowerState::Off),
-            _ => Err(BmcError::Refused {
-                bmc: self.name(),
-                what: "read the power state",
-                answer: format!("printed {:?}, not on or off", out.trim()),
-            }),
-        }
+        super::state_said(self.name(), &out)
     }
 
     async fn on(&self) -> Result<(), BmcError> {

@@ -101,15 +101,7 @@ impl Power for Ipmi {
             .run("read the power state", &["chassis", "power", "status"])
             .await?;
         // "Chassis Power is on" / "Chassis Power is off"
-        match out.trim().rsplit(' ').next() {
-            Some("on") => Ok(PowerState::On),
-            Some("off") => Ok(PowerState::Off),
-            _ => Err(BmcError::Refused {
-                bmc: self.name(),
-                what: "read the power state",
-                answer: format!("unexpected answer {:?}", out.trim()),
-            }),
-        }
+        super::state_said(self.name(), &out)
     }
 
     async fn on(&self) -> Result<(), BmcError> {

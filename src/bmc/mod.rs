@@ -160,6 +160,25 @@ async fn cycle(power: &dyn Power, before: PowerState) -> Result<String, BmcError
     })
 }
 
+/// The power state a tool printed as its last word (`on` or `off`, in any
+/// case): `ipmitool chassis power status`, or an admin's status command.
+pub(crate) fn state_said(bmc: String, out: &str) -> Result<PowerState, BmcError> {
+    match out
+        .split_whitespace()
+        .last()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("on") => Ok(PowerState::On),
+        Some("off") => Ok(PowerState::Off),
+        _ => Err(BmcError::Refused {
+            bmc,
+            what: "read the power state",
+            answer: format!("printed {:?}, not on or off", out.trim()),
+        }),
+    }
+}
+
 /// The last line a failed command printed (its standard output read after its error output).
 pub(crate) fn last_said<'a>(stderr: &'a str, stdout: &'a str) -> &'a str {
     stderr

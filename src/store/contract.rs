@@ -95,7 +95,8 @@ fn ip(s: &str) -> Ipv4Addr {
 }
 
 /// A bound lease for `m` at `now` (for an hour) from 10.0.0.10–12.
-fn req(m: Mac, now: i64) -> LeaseRequest {
+/// A bound lease request for `m` in 10.0.0.10–12, an hour from `now`.
+pub(crate) fn req(m: Mac, now: i64) -> LeaseRequest {
     LeaseRequest {
         mac: m,
         ranges: vec![(ip("10.0.0.10"), ip("10.0.0.12"))],

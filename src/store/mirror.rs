@@ -10,9 +10,10 @@ use std::net::Ipv4Addr;
 
 use std::sync::Arc;
 
+use crate::boot::address::AddressAsk;
 use crate::model::{Lease, LeaseState, Mac, Node, Timestamp};
-use crate::store::StoreError;
 use crate::store::feed::{Change, Feed, Subscriber};
+use crate::store::{LeaseRequest, NodeQuery, StoreError};
 
 /// Everything reads need, kept in step with the database.
 #[derive(Default)]
@@ -177,6 +178,42 @@ impl Mirror {
     /// The lease `mac` holds, if any.
     pub(crate) fn lease_of(&self, mac: Mac) -> Option<&Lease> {
         self.lease_of.get(&mac).and_then(|ip| self.leases.get(ip))
+    }
+
+    /// What address policy is asked for `req`: the request's wishes and
+    /// the address its MAC holds now (unless declined).
+    pub(crate) fn address_ask<'a>(&self, req: &'a LeaseRequest) -> AddressAsk<'a> {
+        AddressAsk {
+            fixed: req.fixed,
+            wanted: req.wanted,
+            exact: req.exact,
+            current: self
+                .lease_of(req.mac)
+                .filter(|l| l.state != LeaseState::Declined)
+                .map(|l| l.ip),
+            ranges: &req.ranges,
+        }
+    }
+
+    /// Copies of the records `any_of` selects (every record with `None`),
+    /// by MAC: what both engines answer `nodes` and `nodes_where` with.
+    pub(crate) fn nodes_where(&self, any_of: Option<&[NodeQuery]>) -> Vec<Node> {
+        let mut some: Vec<Node> = self
+            .nodes
+            .values()
+            .filter(|n| any_of.is_none_or(|q| NodeQuery::any_matches(q, n)))
+            .cloned()
+            .collect();
+        some.sort_by_key(|n| n.mac);
+        some
+    }
+
+    /// Calls `f` with each lease from `first` to `last`, in address order.
+    pub(crate) fn visit_leases(&self, first: Ipv4Addr, last: Ipv4Addr, f: &mut dyn FnMut(&Lease)) {
+        let (first, last) = (u32::from(first), u32::from(last));
+        if first <= last {
+            self.leases.range(first..=last).for_each(|(_, l)| f(l));
+        }
     }
 
     /// The address of the node called `hostname`: its fixed address, else

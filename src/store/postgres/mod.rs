@@ -258,21 +258,11 @@ impl Store for PostgresStore {
     }
 
     async fn nodes(&self) -> Result<Vec<Node>, StoreError> {
-        let mut all: Vec<Node> = self.mirror().nodes.values().cloned().collect();
-        all.sort_by_key(|n| n.mac);
-        Ok(all)
+        Ok(self.mirror().nodes_where(None))
     }
 
     async fn nodes_where(&self, any_of: &[NodeQuery]) -> Result<Vec<Node>, StoreError> {
-        let mut some: Vec<Node> = self
-            .mirror()
-            .nodes
-            .values()
-            .filter(|n| NodeQuery::any_matches(any_of, n))
-            .cloned()
-            .collect();
-        some.sort_by_key(|n| n.mac);
-        Ok(some)
+        Ok(self.mirror().nodes_where(Some(any_of)))
     }
 
     async fn update_node(&self, mac: Mac, edit: NodeEdit) -> Result<Edited, StoreError> {
@@ -404,11 +394,7 @@ impl Store for PostgresStore {
     }
 
     async fn lease_of(&self, mac: Mac) -> Result<Option<Lease>, StoreError> {
-        let m = self.mirror();
-        Ok(m.lease_of
-            .get(&mac)
-            .and_then(|ip| m.leases.get(ip))
-            .cloned())
+        Ok(self.mirror().lease_of(mac).cloned())
     }
 
     async fn lease_at(&self, ip: Ipv4Addr) -> Result<Option<Lease>, StoreError> {
@@ -420,13 +406,7 @@ impl Store for PostgresStore {
     }
 
     fn visit_leases(&self, first: Ipv4Addr, last: Ipv4Addr, f: &mut dyn FnMut(&Lease)) {
-        let (first, last) = (u32::from(first), u32::from(last));
-        if first <= last {
-            self.mirror()
-                .leases
-                .range(first..=last)
-                .for_each(|(_, l)| f(l));
-        }
+        self.mirror().visit_leases(first, last, f);
     }
 
     async fn allocate(&self, req: &LeaseRequest) -> Result<Option<Lease>, StoreError> {

@@ -21,8 +21,8 @@ use tokio_postgres::{Client, Row, Statement, Transaction};
 use super::Shared;
 use super::rows::{db, ip_col, ip_of, key_taken, mac_text, node_from_json, node_json};
 use super::writer::{Pending, Reply, TRIES, TRIM_EVERY, lease_note, node_note_of, pending};
-use crate::boot::address::{self, AddressAsk, Candidate, Range};
-use crate::model::{Event, Lease, LeaseState, Mac, Node};
+use crate::boot::address::{self, Candidate, Range};
+use crate::model::{Event, Lease, Mac, Node};
 use crate::store::{EVENTS_PER_NODE, LeaseRequest, StoreError};
 
 /// The statements of the quick writes (and the announcement), prepared once
@@ -289,17 +289,7 @@ fn plan(run: Vec<Quick>, shared: &Shared) -> (Vec<Plan>, Events) {
                 }
             },
             Quick::Allocate(req, reply) => {
-                let current = m
-                    .lease_of(req.mac)
-                    .filter(|l| l.state != LeaseState::Declined)
-                    .map(|l| l.ip);
-                let ask = AddressAsk {
-                    fixed: req.fixed,
-                    wanted: req.wanted,
-                    exact: req.exact,
-                    current,
-                    ranges: &req.ranges,
-                };
+                let ask = m.address_ask(&req);
                 let candidates: Vec<Candidate> =
                     address::candidates(ask, |r| cursors.get(&r).copied())
                         .filter(|c| {

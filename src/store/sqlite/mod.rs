@@ -46,7 +46,7 @@ use super::{
     Edited, LeaseRequest, NodeEdit, NodeQuery, NodesEdit, RolloutEdit, Store, StoreError,
     StoreHealth, Subscriber, Written,
 };
-use crate::boot::address::{self, AddressAsk, Candidate};
+use crate::boot::address::{self, Candidate};
 use crate::model::{
     BootArch, Event, Lease, LeaseState, Mac, Node, NodeState, Rollout, ScriptReport, Timestamp,
 };
@@ -437,21 +437,11 @@ impl Store for SqliteStore {
     }
 
     async fn nodes(&self) -> Result<Vec<Node>, StoreError> {
-        let mut all: Vec<Node> = self.cache().nodes.values().cloned().collect();
-        all.sort_by_key(|n| n.mac);
-        Ok(all)
+        Ok(self.cache().nodes_where(None))
     }
 
     async fn nodes_where(&self, any_of: &[NodeQuery]) -> Result<Vec<Node>, StoreError> {
-        let mut some: Vec<Node> = self
-            .cache()
-            .nodes
-            .values()
-            .filter(|n| NodeQuery::any_matches(any_of, n))
-            .cloned()
-            .collect();
-        some.sort_by_key(|n| n.mac);
-        Ok(some)
+        Ok(self.cache().nodes_where(Some(any_of)))
     }
 
     async fn update_node(&self, mac: Mac, edit: NodeEdit) -> Result<Edited, StoreError> {
@@ -696,32 +686,14 @@ impl Store for SqliteStore {
     }
 
     fn visit_leases(&self, first: Ipv4Addr, last: Ipv4Addr, f: &mut dyn FnMut(&Lease)) {
-        let (first, last) = (u32::from(first), u32::from(last));
-        if first <= last {
-            self.cache()
-                .leases
-                .range(first..=last)
-                .for_each(|(_, l)| f(l));
-        }
+        self.cache().visit_leases(first, last, f);
     }
 
     async fn allocate(&self, req: &LeaseRequest) -> Result<Option<Lease>, StoreError> {
         let now = req.now;
         let (lease, dropped) = {
             let mut c = self.cache();
-            let current = c
-                .lease_of
-                .get(&req.mac)
-                .and_then(|ip| c.leases.get(ip))
-                .filter(|l| l.state != LeaseState::Declined)
-                .map(|l| l.ip);
-            let ask = AddressAsk {
-                fixed: req.fixed,
-                wanted: req.wanted,
-                exact: req.exact,
-                current,
-                ranges: &req.ranges,
-            };
+            let ask = c.address_ask(req);
             // Policy orders the candidates; taken here is what no other MAC
             // holds under this lock, so no address goes to two.
             let chosen = {
@@ -886,6 +858,7 @@ mod tests {
     use super::rows::mac_key;
     use super::*;
     use crate::model::{EventData, NodeOrigin};
+    use crate::store::contract::req;
     use crate::store::set_fields;
 
     /// An event whose sentence is `text`.
@@ -902,18 +875,6 @@ mod tests {
         Mac::new([0x52, 0x54, 0, 0, 0, n])
     }
 
-    fn req(m: Mac, now: i64) -> LeaseRequest {
-        LeaseRequest {
-            mac: m,
-            ranges: vec![("10.0.0.10".parse().unwrap(), "10.0.0.12".parse().unwrap())],
-            fixed: None,
-            wanted: None,
-            exact: false,
-            state: LeaseState::Bound,
-            expires: Timestamp(now + 3_600_000),
-            now: Timestamp(now),
-        }
-    }
     /// A record from before rackboot kept origins reads as DHCP's only
     /// when it is exactly what DHCP makes (its default hostname, nothing an
     /// admin sets); anything else is an admin's, and never reaped.
