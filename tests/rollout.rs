@@ -139,6 +139,13 @@ fn import(rb: &Server) {
     assert_eq!(code, Some(0), "{out}");
 }
 
+/// `rackboot rollout start` of `bootenv` over the builders, with `more` flags; its id.
+fn reinstall(rb: &Server, bootenv: &str, more: &[&str]) -> String {
+    let mut args = vec!["--selector", "role=builder", "--bootenv", bootenv];
+    args.extend_from_slice(more);
+    start(rb, &args)
+}
+
 /// What each machine's network boots printed.
 fn machines(rb: &Server) -> String {
     NODES
@@ -154,13 +161,10 @@ fn machines(rb: &Server) -> String {
 #[test]
 fn a_rollout_takes_each_node_through_drain_install_and_undrain_one_at_a_time() {
     let rb = setup("rollout-fleet");
-    let id = start(
+    let id = reinstall(
         &rb,
+        "install",
         &[
-            "--selector",
-            "role=builder",
-            "--bootenv",
-            "install",
             "--canary",
             "1",
             "--max-unavailable",
@@ -230,13 +234,10 @@ fn a_failing_canary_is_reverted_and_pauses_the_rollout_before_any_other_node() {
         Some(r#"{"protected":true}"#),
     );
     assert_eq!(r.status, 200, "{}", r.text());
-    let id = start(
+    let id = reinstall(
         &rb,
+        "broken",
         &[
-            "--selector",
-            "role=builder",
-            "--bootenv",
-            "broken",
             "--canary",
             "1",
             "--max-unavailable",
@@ -314,18 +315,10 @@ fn a_rollout_goes_on_where_it_was_after_rackboot_is_killed() {
     // so the first machine's boot is one the restarted rackboot never handed out.
     let hold = rb.path("hold");
     std::fs::write(&hold, "4").unwrap();
-    let id = start(
+    let id = reinstall(
         &rb,
-        &[
-            "--selector",
-            "role=builder",
-            "--bootenv",
-            "install",
-            "--max-unavailable",
-            "2",
-            "--deadline",
-            "1m",
-        ],
+        "install",
+        &["--max-unavailable", "2", "--deadline", "1m"],
     );
     let held = wait_for_script(&rb, Duration::from_secs(60));
     rb.kill();
@@ -407,18 +400,10 @@ fn a_rollout_names_what_it_cannot_do() {
         assert!(out.contains(want), "{want}: {out}");
     }
     // A drain hook that fails: the node is not rebooted, and its output is on the timeline.
-    let id = start(
+    let id = reinstall(
         &rb,
-        &[
-            "--selector",
-            "role=builder",
-            "--bootenv",
-            "install",
-            "--max-unavailable",
-            "1",
-            "--drain",
-            "refuse",
-        ],
+        "install",
+        &["--max-unavailable", "1", "--drain", "refuse"],
     );
     let (r, _) = watch(
         &rb,
@@ -468,13 +453,10 @@ fn a_rollout_goes_on_when_its_appliance_dies_and_another_leads() {
         .expect("one appliance (and only one) leads");
     let (first, second) = if leader { (&a, &b) } else { (&b, &a) };
     import(first);
-    let id = start(
+    let id = reinstall(
         first,
+        "install",
         &[
-            "--selector",
-            "role=builder",
-            "--bootenv",
-            "install",
             "--max-unavailable",
             "1",
             "--drain",
