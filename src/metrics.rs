@@ -131,6 +131,22 @@ macro_rules! families {
 }
 pub(crate) use families;
 
+/// Creates the series of `family` for each of `values` at 0, from start-up
+/// on, so that `rate()` sees the first event.
+pub(crate) fn at_zero<L, M, C, V: Copy>(
+    family: &Family<L, M, C>,
+    values: &[V],
+    labels: impl Fn(V) -> L,
+) where
+    L: Clone + std::hash::Hash + Eq,
+    M: Clone,
+    C: prometheus_client::metrics::family::MetricConstructor<M>,
+{
+    for &v in values {
+        family.get_or_create_owned(&labels(v));
+    }
+}
+
 label_value! {
     /// The request that made a node record for a MAC rackboot had never seen.
     NodeCreator {
@@ -300,28 +316,24 @@ impl Metrics {
         let f = Families::register(r);
         f.catalog_files_ok.set(1);
 
-        // Every series from start-up on, at 0, so that rate() sees the first event.
-        for &by in NodeCreator::ALL {
-            f.nodes_created.get_or_create_owned(&CreatorLabels { by });
-        }
-        for &service in Service::ALL {
-            f.request_panics
-                .get_or_create_owned(&ServiceLabels { service });
-        }
-        for &result in AssetFetch::ALL {
-            f.asset_fetches.get_or_create_owned(&FetchLabels { result });
-        }
-        for &result in AssetDrop::ALL {
-            f.asset_drops.get_or_create_owned(&DropLabels { result });
-        }
-        for &reason in BootRefusal::ALL {
-            f.boot_refusals
-                .get_or_create_owned(&BootRefusalLabels { reason });
-        }
-        for &result in ReloadResult::ALL {
-            f.catalog_reloads
-                .get_or_create_owned(&ReloadLabels { result });
-        }
+        at_zero(&f.nodes_created, NodeCreator::ALL, |by| CreatorLabels {
+            by,
+        });
+        at_zero(&f.request_panics, Service::ALL, |service| ServiceLabels {
+            service,
+        });
+        at_zero(&f.asset_fetches, AssetFetch::ALL, |result| FetchLabels {
+            result,
+        });
+        at_zero(&f.asset_drops, AssetDrop::ALL, |result| DropLabels {
+            result,
+        });
+        at_zero(&f.boot_refusals, BootRefusal::ALL, |reason| {
+            BootRefusalLabels { reason }
+        });
+        at_zero(&f.catalog_reloads, ReloadResult::ALL, |result| {
+            ReloadLabels { result }
+        });
 
         Metrics {
             registry,

@@ -87,31 +87,9 @@ impl Command {
                 bmc: self.name(),
                 message,
             })?;
-        let failed = |cause: String| BmcError::Unreachable {
-            bmc: self.name(),
-            what,
-            cause,
-        };
         let mut cmd = tokio::process::Command::new("sh");
-        cmd.args(["-c", &line]).kill_on_drop(true);
-        let out = tokio::time::timeout(RUN_WITHIN, cmd.output())
-            .await
-            .map_err(|_| failed(format!("no end in {} s: {line}", RUN_WITHIN.as_secs())))?
-            .map_err(|e| failed(format!("cannot run sh: {e}")))?;
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            return Err(BmcError::Refused {
-                bmc: self.name(),
-                what,
-                answer: format!(
-                    "{line}: {}: {}",
-                    out.status,
-                    super::last_said(&stderr, &stdout)
-                ),
-            });
-        }
-        Ok(stdout)
+        cmd.args(["-c", &line]);
+        super::run_tool(cmd, self.name(), what, &line, RUN_WITHIN).await
     }
 }
 

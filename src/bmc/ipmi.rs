@@ -51,39 +51,8 @@ impl Ipmi {
         if let Some(p) = &self.password {
             cmd.arg("-E").env("IPMI_PASSWORD", p);
         }
-        cmd.args(args).kill_on_drop(true);
-        let failed = |cause: String| BmcError::Unreachable {
-            bmc: self.name(),
-            what,
-            cause,
-        };
-        let out = tokio::time::timeout(RUN_WITHIN, cmd.output())
-            .await
-            .map_err(|_| {
-                failed(format!(
-                    "ipmitool gave no answer in {} s",
-                    RUN_WITHIN.as_secs()
-                ))
-            })?
-            .map_err(|e| {
-                failed(format!(
-                    "cannot run ipmitool ({e}); install Debian's ipmitool"
-                ))
-            })?;
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            return Err(BmcError::Refused {
-                bmc: self.name(),
-                what,
-                answer: format!(
-                    "ipmitool {}: {}",
-                    out.status,
-                    super::last_said(&stderr, &stdout)
-                ),
-            });
-        }
-        Ok(stdout)
+        cmd.args(args);
+        super::run_tool(cmd, self.name(), what, "ipmitool", RUN_WITHIN).await
     }
 }
 

@@ -179,6 +179,41 @@ pub(crate) fn state_said(bmc: String, out: &str) -> Result<PowerState, BmcError>
     }
 }
 
+/// Runs a power tool (`ipmitool`, an admin's command) for `what` within
+/// `within`, and gives its standard output. `tool` names it in errors: a
+/// tool that cannot start or does not end leaves the BMC unreachable; one
+/// that fails is the BMC's refusal, in the last line it printed.
+pub(crate) async fn run_tool(
+    mut cmd: tokio::process::Command,
+    bmc: String,
+    what: &'static str,
+    tool: &str,
+    within: std::time::Duration,
+) -> Result<String, BmcError> {
+    let failed = |cause: String| BmcError::Unreachable {
+        bmc: bmc.clone(),
+        what,
+        cause,
+    };
+    let out = tokio::time::timeout(within, cmd.kill_on_drop(true).output())
+        .await
+        .map_err(|_| failed(format!("{tool}: no end in {} s", within.as_secs())))?
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => failed(format!("{tool} is not installed ({e})")),
+            _ => failed(format!("cannot run {tool}: {e}")),
+        })?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(BmcError::Refused {
+            bmc,
+            what,
+            answer: format!("{tool}: {}: {}", out.status, last_said(&stderr, &stdout)),
+        });
+    }
+    Ok(stdout)
+}
+
 /// The last line a failed command printed (its standard output read after its error output).
 pub(crate) fn last_said<'a>(stderr: &'a str, stdout: &'a str) -> &'a str {
     stderr

@@ -21,7 +21,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::metrics::{Metrics, SubnetLabels, families, label_value};
+use crate::metrics::{Metrics, SubnetLabels, at_zero, families, label_value};
 use crate::model::{Lease, LeaseState, Timestamp};
 
 /// Upper bounds of `rackboot_dhcp_decision_seconds`, 50 µs to 1 s: an
@@ -173,17 +173,15 @@ impl DhcpMetrics {
     /// subnets whose address use `rackboot_dhcp_pool_*` reports.
     pub(crate) fn register(registry: &mut Registry, pools: &[PoolRanges]) -> DhcpMetrics {
         let f = DhcpFamilies::register(registry);
-        for &t in DhcpType::ALL {
-            f.dhcp_received
-                .get_or_create_owned(&TypeLabels { r#type: t });
-        }
-        for &t in DhcpReply::ALL {
-            f.dhcp_replies
-                .get_or_create_owned(&ReplyLabels { r#type: t });
-        }
-        for &reason in IgnoreReason::ALL {
-            f.dhcp_ignored.get_or_create_owned(&ReasonLabels { reason });
-        }
+        at_zero(&f.dhcp_received, DhcpType::ALL, |t| TypeLabels {
+            r#type: t,
+        });
+        at_zero(&f.dhcp_replies, DhcpReply::ALL, |t| ReplyLabels {
+            r#type: t,
+        });
+        at_zero(&f.dhcp_ignored, IgnoreReason::ALL, |reason| ReasonLabels {
+            reason,
+        });
         let pools = pools
             .iter()
             .map(|p| {

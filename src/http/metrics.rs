@@ -20,7 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::{HttpContext, HttpError};
-use crate::metrics::{Format, Metrics, SubnetLabels, families, label_value};
+use crate::metrics::{Format, Metrics, SubnetLabels, at_zero, families, label_value};
 use crate::model::Timestamp;
 use crate::routes::Area;
 
@@ -123,19 +123,17 @@ impl HttpMetrics {
     /// Registers HTTP's families with every series at zero.
     pub(crate) fn register(registry: &mut Registry) -> HttpMetrics {
         let f = HttpFamilies::register(registry);
-        for &reason in ConnRefusal::ALL {
-            f.http_connections_refused
-                .get_or_create_owned(&ConnRefusalLabels { reason });
-        }
-        for &phase in HttpTimeout::ALL {
-            f.http_timeouts
-                .get_or_create_owned(&HttpTimeoutLabels { phase });
-        }
+        at_zero(&f.http_connections_refused, ConnRefusal::ALL, |reason| {
+            ConnRefusalLabels { reason }
+        });
+        at_zero(&f.http_timeouts, HttpTimeout::ALL, |phase| {
+            HttpTimeoutLabels { phase }
+        });
         for &route in Area::ALL {
-            for &status in StatusClass::ALL {
-                f.http_requests
-                    .get_or_create_owned(&HttpLabels { route, status });
-            }
+            at_zero(&f.http_requests, StatusClass::ALL, |status| HttpLabels {
+                route,
+                status,
+            });
         }
         HttpMetrics { families: f }
     }

@@ -17,7 +17,7 @@ use crate::store::{LeaseRequest, NodeQuery, StoreError};
 
 /// Everything reads need, kept in step with the database.
 #[derive(Default)]
-pub(crate) struct Mirror {
+pub struct Mirror {
     pub(crate) nodes: HashMap<Mac, Node>,
     /// Lowercase hostname → MAC.
     pub(crate) by_hostname: HashMap<String, Mac>,

@@ -236,22 +236,30 @@ pub trait Store: Send + Sync + 'static {
         true
     }
 
-    async fn node(&self, mac: Mac) -> Result<Option<Node>, StoreError>;
+    /// The in-memory image of the store every engine keeps and serves its
+    /// reads from ([`mirror`]): the reads below are answered from it alike
+    /// by every engine. Held briefly; never across an await.
+    #[doc(hidden)]
+    fn mirror(&self) -> std::sync::MutexGuard<'_, mirror::Mirror>;
+
+    async fn node(&self, mac: Mac) -> Result<Option<Node>, StoreError> {
+        Ok(self.mirror().nodes.get(&mac).cloned())
+    }
     /// Inserts `node` unless a record for its MAC exists; returns the record
     /// in force and whether it was created. A created record is durable on
     /// return (its token may go out in a boot script, a DHCP ACK may follow
     /// at once); when it cannot be made so, nothing is created and the error
     /// is [`StoreError::Unsaved`].
     async fn create_node_if_absent(&self, node: Node) -> Result<(Node, bool), StoreError>;
-    async fn nodes(&self) -> Result<Vec<Node>, StoreError>;
+    async fn nodes(&self) -> Result<Vec<Node>, StoreError> {
+        Ok(self.mirror().nodes_where(None))
+    }
     /// The records at least one of `any_of` selects, by MAC (none for an
     /// empty slice). For background passes over a large fleet: an engine
     /// runs the queries where the records are (`WHERE q1 OR q2 ...`, or a
     /// scan in memory), so a pass costs a scan, not a copy of every record.
     async fn nodes_where(&self, any_of: &[NodeQuery]) -> Result<Vec<Node>, StoreError> {
-        let mut all = self.nodes().await?;
-        all.retain(|n| NodeQuery::any_matches(any_of, n));
-        Ok(all)
+        Ok(self.mirror().nodes_where(Some(any_of)))
     }
     /// Applies `edit` to the record of `mac` and returns the record before
     /// and after, durable on return. A hostname or fixed address that
@@ -262,7 +270,10 @@ pub trait Store: Send + Sync + 'static {
     /// transaction: all of them are written or none is (a whole rack imported
     /// at once). Hostnames and fixed addresses must be unique across the
     /// result.
-    async fn put_nodes(&self, nodes: Vec<Node>) -> Result<(), StoreError>;
+    async fn put_nodes(&self, nodes: Vec<Node>) -> Result<(), StoreError> {
+        self.edit_nodes(Box::new(move |_| Ok(nodes))).await?;
+        Ok(())
+    }
     /// [`Store::put_nodes`] of the records `edit` makes from the records in
     /// force, read and written as one step: no change to those records
     /// (a state reported by a node, an admin's edit) can fall between the
@@ -272,7 +283,11 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the record of `mac` and its timeline; whether it existed. The
     /// MAC's lease stays until it expires: the machine may still be using
     /// the address, and handing it to another would double it.
-    async fn delete_node(&self, mac: Mac) -> Result<bool, StoreError>;
+    async fn delete_node(&self, mac: Mac) -> Result<bool, StoreError> {
+        // A query with no condition selects any record.
+        let deleted = self.delete_nodes_if(&[mac], &NodeQuery::default()).await?;
+        Ok(!deleted.is_empty())
+    }
     /// Deletes, in one durable write, each record of `macs` that `doomed`
     /// still selects when its turn comes (a record that changed since the
     /// caller looked is left alone), with its timeline; returns the MACs
@@ -318,14 +333,22 @@ pub trait Store: Send + Sync + 'static {
     /// The node's timeline, oldest first.
     async fn events(&self, mac: Mac) -> Result<Vec<Event>, StoreError>;
 
-    async fn lease_of(&self, mac: Mac) -> Result<Option<Lease>, StoreError>;
-    async fn lease_at(&self, ip: Ipv4Addr) -> Result<Option<Lease>, StoreError>;
-    async fn leases(&self) -> Result<Vec<Lease>, StoreError>;
+    async fn lease_of(&self, mac: Mac) -> Result<Option<Lease>, StoreError> {
+        Ok(self.mirror().lease_of(mac).cloned())
+    }
+    async fn lease_at(&self, ip: Ipv4Addr) -> Result<Option<Lease>, StoreError> {
+        Ok(self.mirror().leases.get(&u32::from(ip)).cloned())
+    }
+    async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
+        Ok(self.mirror().leases.values().cloned().collect())
+    }
     /// Calls `f` with each lease from `first` to `last`, in address order,
     /// reading them where they are kept: a metrics scrape counts a /16's
     /// leases without copying them, and DHCP waits only for the count.
     /// The store is held while `f` runs; keep it to a few comparisons.
-    fn visit_leases(&self, first: Ipv4Addr, last: Ipv4Addr, f: &mut dyn FnMut(&Lease));
+    fn visit_leases(&self, first: Ipv4Addr, last: Ipv4Addr, f: &mut dyn FnMut(&Lease)) {
+        self.mirror().visit_leases(first, last, f);
+    }
     /// Atomically picks and records an address for `req.mac`: its fixed
     /// address, else its current lease, else the wanted address if free, else
     /// the next free address in the ranges, searching on from where the last
@@ -344,15 +367,23 @@ pub trait Store: Send + Sync + 'static {
         &self,
         hostname: &str,
         now: Timestamp,
-    ) -> Result<Option<Ipv4Addr>, StoreError>;
+    ) -> Result<Option<Ipv4Addr>, StoreError> {
+        Ok(self.mirror().host_addr(hostname, now))
+    }
     /// The hostname of the node holding `ip`.
-    async fn addr_host(&self, ip: Ipv4Addr, now: Timestamp) -> Result<Option<String>, StoreError>;
+    async fn addr_host(&self, ip: Ipv4Addr, now: Timestamp) -> Result<Option<String>, StoreError> {
+        Ok(self.mirror().addr_host(ip, now))
+    }
     /// Gives `subscriber` every node record and lease the store holds now, then
     /// [`Change::Loaded`], then every change from here on ([`feed`]), with nothing missed or
     /// given twice between the snapshot and the feed.
-    fn subscribe(&self, subscriber: std::sync::Arc<dyn Subscriber>);
+    fn subscribe(&self, subscriber: std::sync::Arc<dyn Subscriber>) {
+        self.mirror().subscribe(subscriber);
+    }
     /// The MAC holding `ip` (to put a TFTP or HTTP fetch on a timeline).
-    async fn mac_at(&self, ip: Ipv4Addr, now: Timestamp) -> Result<Option<Mac>, StoreError>;
+    async fn mac_at(&self, ip: Ipv4Addr, now: Timestamp) -> Result<Option<Mac>, StoreError> {
+        Ok(self.mirror().mac_at(ip, now))
+    }
 
     /// Stores a new rollout, durably; a conflict if its id is taken.
     async fn create_rollout(&self, rollout: &Rollout) -> Result<(), StoreError>;

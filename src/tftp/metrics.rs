@@ -9,7 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::metrics::{Metrics, families, label_value};
+use crate::metrics::{Metrics, at_zero, families, label_value};
 
 label_value! {
     /// How a TFTP request ended.
@@ -59,10 +59,9 @@ impl TftpMetrics {
     /// Registers TFTP's families with every series at zero.
     pub(crate) fn register(registry: &mut Registry) -> TftpMetrics {
         let f = TftpFamilies::register(registry);
-        for &result in TftpResult::ALL {
-            f.tftp_transfers
-                .get_or_create_owned(&ResultLabels { result });
-        }
+        at_zero(&f.tftp_transfers, TftpResult::ALL, |result| ResultLabels {
+            result,
+        });
         TftpMetrics { families: f }
     }
 }

@@ -53,8 +53,7 @@ use self::quick::Quick;
 use self::writer::Op;
 use super::mirror::Mirror;
 use super::{
-    Edited, LeaseRequest, NodeEdit, NodeQuery, NodesEdit, Store, StoreError, StoreHealth,
-    Subscriber, Written,
+    Edited, LeaseRequest, NodeEdit, NodeQuery, NodesEdit, Store, StoreError, StoreHealth, Written,
 };
 use crate::model::{
     BootArch, Event, Lease, LeaseState, Mac, Node, NodeState, Rollout, ScriptReport, Timestamp,
@@ -209,14 +208,14 @@ impl PostgresStore {
             .map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
-
-    fn mirror(&self) -> MutexGuard<'_, Mirror> {
-        self.shared.mirror()
-    }
 }
 
 #[async_trait]
 impl Store for PostgresStore {
+    fn mirror(&self) -> MutexGuard<'_, Mirror> {
+        self.shared.mirror()
+    }
+
     async fn sync(&self) -> Result<(), StoreError> {
         // Every write is committed before it answers; one more round through
         // the writer waits for any that are still queued.
@@ -238,10 +237,6 @@ impl Store for PostgresStore {
         h
     }
 
-    async fn node(&self, mac: Mac) -> Result<Option<Node>, StoreError> {
-        Ok(self.mirror().nodes.get(&mac).cloned())
-    }
-
     async fn create_node_if_absent(&self, node: Node) -> Result<(Node, bool), StoreError> {
         if let Some(existing) = self.mirror().nodes.get(&node.mac) {
             return Ok((existing.clone(), false));
@@ -257,30 +252,12 @@ impl Store for PostgresStore {
         Ok((node, created))
     }
 
-    async fn nodes(&self) -> Result<Vec<Node>, StoreError> {
-        Ok(self.mirror().nodes_where(None))
-    }
-
-    async fn nodes_where(&self, any_of: &[NodeQuery]) -> Result<Vec<Node>, StoreError> {
-        Ok(self.mirror().nodes_where(Some(any_of)))
-    }
-
     async fn update_node(&self, mac: Mac, edit: NodeEdit) -> Result<Edited, StoreError> {
         self.ask(|tx| Op::Update(mac, edit, tx)).await
     }
 
-    async fn put_nodes(&self, nodes: Vec<Node>) -> Result<(), StoreError> {
-        self.edit_nodes(Box::new(move |_| Ok(nodes))).await?;
-        Ok(())
-    }
-
     async fn edit_nodes(&self, edit: NodesEdit) -> Result<Vec<Written>, StoreError> {
         self.ask(|tx| Op::EditNodes(edit, tx)).await
-    }
-
-    async fn delete_node(&self, mac: Mac) -> Result<bool, StoreError> {
-        let deleted = self.delete_nodes_if(&[mac], &NodeQuery::default()).await?;
-        Ok(!deleted.is_empty())
     }
 
     async fn delete_nodes_if(
@@ -393,22 +370,6 @@ impl Store for PostgresStore {
         self.ask(|tx| Op::Events(mac, tx)).await
     }
 
-    async fn lease_of(&self, mac: Mac) -> Result<Option<Lease>, StoreError> {
-        Ok(self.mirror().lease_of(mac).cloned())
-    }
-
-    async fn lease_at(&self, ip: Ipv4Addr) -> Result<Option<Lease>, StoreError> {
-        Ok(self.mirror().leases.get(&u32::from(ip)).cloned())
-    }
-
-    async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
-        Ok(self.mirror().leases.values().cloned().collect())
-    }
-
-    fn visit_leases(&self, first: Ipv4Addr, last: Ipv4Addr, f: &mut dyn FnMut(&Lease)) {
-        self.mirror().visit_leases(first, last, f);
-    }
-
     async fn allocate(&self, req: &LeaseRequest) -> Result<Option<Lease>, StoreError> {
         let req = req.clone();
         self.ask(|tx| Op::Quick(Quick::Allocate(Box::new(req), tx)))
@@ -435,26 +396,6 @@ impl Store for PostgresStore {
             expires: until,
         };
         self.ask(|tx| Op::Decline(lease, tx)).await
-    }
-
-    async fn host_addr(
-        &self,
-        hostname: &str,
-        now: Timestamp,
-    ) -> Result<Option<Ipv4Addr>, StoreError> {
-        Ok(self.mirror().host_addr(hostname, now))
-    }
-
-    async fn addr_host(&self, ip: Ipv4Addr, now: Timestamp) -> Result<Option<String>, StoreError> {
-        Ok(self.mirror().addr_host(ip, now))
-    }
-
-    fn subscribe(&self, subscriber: Arc<dyn Subscriber>) {
-        self.mirror().subscribe(subscriber);
-    }
-
-    async fn mac_at(&self, ip: Ipv4Addr, now: Timestamp) -> Result<Option<Mac>, StoreError> {
-        Ok(self.mirror().mac_at(ip, now))
     }
 
     async fn create_rollout(&self, rollout: &Rollout) -> Result<(), StoreError> {
@@ -558,7 +499,7 @@ mod tests {
     #[derive(Default)]
     struct Reconfigured(Mutex<Vec<Mac>>);
 
-    impl Subscriber for Reconfigured {
+    impl crate::store::Subscriber for Reconfigured {
         fn changed(&self, change: &Change<'_>) {
             if let Change::ConfigBumped(macs) = change {
                 self.0.lock().unwrap().extend_from_slice(macs);

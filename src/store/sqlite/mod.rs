@@ -44,7 +44,7 @@ use super::feed;
 use super::mirror::Mirror;
 use super::{
     Edited, LeaseRequest, NodeEdit, NodeQuery, NodesEdit, RolloutEdit, Store, StoreError,
-    StoreHealth, Subscriber, Written,
+    StoreHealth, Written,
 };
 use crate::boot::address::{self, Candidate};
 use crate::model::{
@@ -370,6 +370,10 @@ fn lock_dir(state_dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, StoreE
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn mirror(&self) -> MutexGuard<'_, Mirror> {
+        self.cache()
+    }
+
     async fn sync(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         self.queue(Write::Sync(tx)).await?;
@@ -386,10 +390,6 @@ impl Store for SqliteStore {
             failed_commits: self.health.failed_commits.load(Ordering::Relaxed),
             failed_appends: self.health.failed_appends.load(Ordering::Relaxed),
         }
-    }
-
-    async fn node(&self, mac: Mac) -> Result<Option<Node>, StoreError> {
-        Ok(self.cache().nodes.get(&mac).cloned())
     }
 
     async fn create_node_if_absent(&self, node: Node) -> Result<(Node, bool), StoreError> {
@@ -436,14 +436,6 @@ impl Store for SqliteStore {
         Ok((node, true))
     }
 
-    async fn nodes(&self) -> Result<Vec<Node>, StoreError> {
-        Ok(self.cache().nodes_where(None))
-    }
-
-    async fn nodes_where(&self, any_of: &[NodeQuery]) -> Result<Vec<Node>, StoreError> {
-        Ok(self.cache().nodes_where(Some(any_of)))
-    }
-
     async fn update_node(&self, mac: Mac, edit: NodeEdit) -> Result<Edited, StoreError> {
         let (before, node) = {
             let mut c = self.cache();
@@ -470,11 +462,6 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn put_nodes(&self, nodes: Vec<Node>) -> Result<(), StoreError> {
-        self.edit_nodes(Box::new(move |_| Ok(nodes))).await?;
-        Ok(())
-    }
-
     async fn edit_nodes(&self, edit: NodesEdit) -> Result<Vec<Written>, StoreError> {
         let written = {
             let mut c = self.cache();
@@ -492,12 +479,6 @@ impl Store for SqliteStore {
         self.queue(Write::Nodes(nodes)).await?;
         self.flush().await?;
         Ok(written)
-    }
-
-    async fn delete_node(&self, mac: Mac) -> Result<bool, StoreError> {
-        // A query with no condition selects any record.
-        let deleted = self.delete_nodes_if(&[mac], &NodeQuery::default()).await?;
-        Ok(!deleted.is_empty())
     }
 
     async fn delete_nodes_if(
@@ -673,22 +654,6 @@ impl Store for SqliteStore {
             .map_err(StoreError::Commit)
     }
 
-    async fn lease_of(&self, mac: Mac) -> Result<Option<Lease>, StoreError> {
-        Ok(self.cache().lease_of(mac).cloned())
-    }
-
-    async fn lease_at(&self, ip: Ipv4Addr) -> Result<Option<Lease>, StoreError> {
-        Ok(self.cache().leases.get(&u32::from(ip)).cloned())
-    }
-
-    async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
-        Ok(self.cache().leases.values().cloned().collect())
-    }
-
-    fn visit_leases(&self, first: Ipv4Addr, last: Ipv4Addr, f: &mut dyn FnMut(&Lease)) {
-        self.cache().visit_leases(first, last, f);
-    }
-
     async fn allocate(&self, req: &LeaseRequest) -> Result<Option<Lease>, StoreError> {
         let now = req.now;
         let (lease, dropped) = {
@@ -761,26 +726,6 @@ impl Store for SqliteStore {
         };
         self.cache().put_lease(lease.clone());
         self.durable(&[Change::Put(lease)]).await
-    }
-
-    async fn host_addr(
-        &self,
-        hostname: &str,
-        now: Timestamp,
-    ) -> Result<Option<Ipv4Addr>, StoreError> {
-        Ok(self.cache().host_addr(hostname, now))
-    }
-
-    async fn addr_host(&self, ip: Ipv4Addr, now: Timestamp) -> Result<Option<String>, StoreError> {
-        Ok(self.cache().addr_host(ip, now))
-    }
-
-    fn subscribe(&self, subscriber: Arc<dyn Subscriber>) {
-        self.cache().subscribe(subscriber);
-    }
-
-    async fn mac_at(&self, ip: Ipv4Addr, now: Timestamp) -> Result<Option<Mac>, StoreError> {
-        Ok(self.cache().mac_at(ip, now))
     }
 
     async fn create_rollout(&self, rollout: &Rollout) -> Result<(), StoreError> {
