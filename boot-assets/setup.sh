@@ -17,10 +17,16 @@
 # Produces (all git-ignored; nothing binary is ever committed):
 #   dist/undionly.kpxe dist/ipxe-amd64.efi dist/snponly.efi dist/ipxe-arm64.efi
 #                                      first-stage loaders, Debian trixie's ipxe (arch all)
+#   dist/shimx64.efi  dist/grubx64.efi dist/shimaa64.efi dist/grubaa64.efi
+#                                      the Secure Boot chain, Debian bookworm's: shim signed by
+#                                      Microsoft (shim-signed), the netboot GRUB signed by Debian
+#                                      (grub-efi-{amd64,arm64}-signed grubnet*.efi.signed, under
+#                                      the name shim fetches next from the same TFTP directory)
 #   dist/x86_64/vmlinuz  dist/x86_64/initrd.img
 #   dist/arm64/Image     dist/arm64/initrd.img
-#                                      the operational image: Debian bookworm's kernel and an
-#                                      initramfs of busybox-static + NIC modules + image/init
+#                                      the operational image: Debian bookworm's kernel (signed
+#                                      PE, as shipped) and an initramfs of busybox-static +
+#                                      signed NIC modules + image/init
 #   dist/SOURCES                       the Debian packages and versions everything came from
 #   dist/MANIFEST                      sha256sum of every file above (check: cd dist && sha256sum -c MANIFEST)
 #
@@ -381,6 +387,32 @@ install_file() {
 # elf_machine FILE: the ELF e_machine field (62 = x86_64, 183 = aarch64).
 elf_machine() { od -An -j18 -N2 -tu2 --endian=little "$1" | tr -d ' '; }
 
+# le_uint FILE OFFSET BYTES: the little-endian unsigned integer of 2 or 4 bytes at OFFSET.
+le_uint() { od -An -j"$2" -N"$3" -tu"$3" --endian=little "$1" | tr -d ' '; }
+
+# pe_signed FILE MACHINE WHAT: dies unless FILE is a PE32+ image for COFF machine MACHINE
+# (34404 = 0x8664 x86_64, 43620 = 0xaa64 arm64) whose Authenticode certificate table (optional
+# header data directory 4, "security") is non-empty, lies inside the file and starts with a
+# PKCS#7 WIN_CERTIFICATE. Firmware under Secure Boot refuses an image without one. This checks
+# that a signature is there, not whom it is from: the chain itself is checked by booting it.
+pe_signed() {
+    local f=$1 machine=$2 what=$3 size pe dd off len
+    size=$(stat -c %s "$f")
+    [[ $(od -An -N2 -c "$f" | tr -d ' ') == MZ ]] || die "$what: not a PE image (no MZ at offset 0)"
+    pe=$(le_uint "$f" 60 4)
+    ((pe > 0 && pe + 24 + 112 + 40 <= size)) || die "$what: PE header offset $pe out of range"
+    [[ $(od -An -j"$pe" -N4 -tx1 "$f" | tr -d ' ') == 50450000 ]] || die "$what: no PE signature"
+    [[ $(le_uint "$f" $((pe + 4)) 2) == "$machine" ]] || die "$what: PE machine is not $machine"
+    [[ $(le_uint "$f" $((pe + 24)) 2) == 523 ]] || die "$what: not PE32+"
+    dd=$((pe + 24 + 112)) # PE32+ data directories; entry 4 = certificate table (file offset, size)
+    off=$(le_uint "$f" $((dd + 32)) 4) len=$(le_uint "$f" $((dd + 36)) 4)
+    ((off > 0 && len >= 8 && off + len <= size)) ||
+        die "$what: no Authenticode signature (certificate table offset $off size $len, file $size bytes)"
+    # WIN_CERTIFICATE: dwLength, wRevision 0x0200, wCertificateType 0x0002 (PKCS_SIGNED_DATA)
+    [[ $(le_uint "$f" $((off + 4)) 2) == 512 && $(le_uint "$f" $((off + 6)) 2) == 2 ]] ||
+        die "$what: certificate table holds no PKCS#7 WIN_CERTIFICATE"
+}
+
 # unpack_module SRC DEST: writes the plain .ko (busybox insmod cannot read compressed modules).
 unpack_module() {
     case $1 in
@@ -444,7 +476,10 @@ build_image() {
     [[ $kver != *$'\n'* && -d $WORK/k/lib/modules/$kver ]] || die "$kpkg: expected one module tree, got: $kver"
 
     # Kernel. iPXE and UEFI boot arm64 only from a raw Image; Debian has shipped it both gzip'd
-    # and raw, so accept either and check the result.
+    # and raw, so accept either and check the result. It must also stay the signed PE Debian
+    # ships (bookworm's arm64 vmlinuz is a raw, signed Image): under Secure Boot, GRUB has shim
+    # verify it, and the lockdown the image runs in comes from booting it that way. A gzip'd
+    # vmlinuz would carry no signature once unpacked, so the check below refuses it.
     local vmlinuz=$WORK/k/boot/vmlinuz-$kver
     [[ -f $vmlinuz ]] || die "$kpkg has no boot/vmlinuz-$kver"
     if [[ $kname == Image ]]; then
@@ -457,6 +492,11 @@ build_image() {
     else
         cp "$vmlinuz" "$WORK/kernel"
         [[ $(od -An -j514 -N4 -c "$WORK/kernel" | tr -d ' ') == HdrS ]] || die "$kpkg: not a bzImage"
+    fi
+    if [[ $machine == 62 ]]; then
+        pe_signed "$WORK/kernel" 34404 "$kpkg vmlinuz (for Secure Boot)"
+    else
+        pe_signed "$WORK/kernel" 43620 "$kpkg Image (for Secure Boot)"
     fi
 
     # Initramfs tree.
@@ -496,6 +536,9 @@ build_image() {
             return 0
         fi
         unpack_module "${modfile[$m]}" "$root/lib/modules/$kver/$m.ko"
+        # Under Secure Boot the kernel is locked down and refuses unsigned modules.
+        [[ -n $(modinfo -F signer "$root/lib/modules/$kver/$m.ko") ]] ||
+            die "$kpkg: module $m carries no signature (lockdown would refuse it)"
         deps=$(modinfo -F depends "$root/lib/modules/$kver/$m.ko")
         for dep in ${deps//,/ }; do add_module "$dep" "$m"; done
         order+=("$m.ko")
@@ -529,6 +572,37 @@ build_image amd64 x86_64 vmlinuz 62
 build_image arm64 arm64 Image 183
 
 # ---------------------------------------------------------------------------------------------
+# Secure Boot chain: Debian bookworm's shim (signed by Microsoft's UEFI CA, 2011 and 2023) and
+# its netboot GRUB (signed by Debian), which verifies the kernel through shim.
+#
+# Firmware with Secure Boot on loads shimNN.efi by TFTP; shim then fetches grubNN.efi from the
+# same TFTP directory (so the netboot GRUB is installed under that name; shim takes the directory
+# from the DHCP reply's BOOTP file field, and asks at the TFTP root when the name came only in
+# option 67), and GRUB (prefix /grub, TFTP only: no http in it) loads the Debian-signed kernel
+# above. Only the .debs are downloaded: shim-signed's dependencies (mokutil,
+# grub-efi-*-bin, ...) are what installing it on a disk needs, and nothing is installed here.
+
+# secureboot_file PKG:ARCH PATH-IN-DEB DEST MACHINE
+secureboot_file() {
+    local spec=$1 path=$2 dest=$3 machine=$4 dir
+    fetch_deb "$spec"
+    dir=$WORK/sb-${spec//:/-}
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    dpkg-deb -x "$DEB" "$dir"
+    [[ -f $dir/$path ]] || die "$spec lacks $path"
+    pe_signed "$dir/$path" "$machine" "$spec $path"
+    install_file "$dir/$path" "$DIST/$dest"
+}
+
+secureboot_file shim-signed:amd64 usr/lib/shim/shimx64.efi.signed shimx64.efi 34404
+secureboot_file grub-efi-amd64-signed:amd64 \
+    usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed grubx64.efi 34404
+secureboot_file shim-signed:arm64 usr/lib/shim/shimaa64.efi.signed shimaa64.efi 43620
+secureboot_file grub-efi-arm64-signed:arm64 \
+    usr/lib/grub/arm64-efi-signed/grubnetaa64.efi.signed grubaa64.efi 43620
+
+# ---------------------------------------------------------------------------------------------
 # Provenance, manifest, cache pruning
 
 printf '%s\n' "# Debian packages dist/ was built from (package version architecture)" \
@@ -536,6 +610,7 @@ printf '%s\n' "# Debian packages dist/ was built from (package version architect
 install_file "$WORK/SOURCES" "$DIST/SOURCES"
 
 OUTPUTS=(undionly.kpxe ipxe-amd64.efi snponly.efi ipxe-arm64.efi
+    shimx64.efi grubx64.efi shimaa64.efi grubaa64.efi
     x86_64/vmlinuz x86_64/initrd.img arm64/Image arm64/initrd.img SOURCES)
 (cd "$DIST" && sha256sum "${OUTPUTS[@]}") >"$WORK/MANIFEST"
 install_file "$WORK/MANIFEST" "$DIST/MANIFEST"

@@ -73,7 +73,14 @@ pub fn dhcp(data: &[u8]) {
     };
     let now = crate::model::Timestamp(0);
     let node = crate::model::Node::discovered(req.client.mac, "discovery", "t".into(), now);
-    let decision = crate::boot::decide_for_node(&req.client, &node, &loaders, &urls, now);
+    let decision = crate::boot::decide_for_node(
+        &req.client,
+        &node,
+        crate::boot::Loader::Ipxe,
+        &loaders,
+        &urls,
+        now,
+    );
     let boot = decision.boot_file();
     let params = ServerParams {
         server_ip: Ipv4Addr::new(10, 77, 0, 1),

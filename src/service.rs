@@ -418,6 +418,7 @@ pub async fn run(
             binding: binding.clone(),
             loaders: cfg.dhcp.loaders.clone(),
             urls: urls.clone(),
+            catalog: catalog.clone(),
         });
         clients
             .count_unknown_leases(&subnets, crate::model::Timestamp::now())
@@ -456,37 +457,6 @@ pub async fn run(
             (
                 "DHCP",
                 dhcp::serve(sock, ctx, c).await.map_err(|e| e.to_string()),
-            )
-        });
-    }
-
-    if let Some(port) = cfg.tftp {
-        let addr = SocketAddr::new(IpAddr::V4(address), port);
-        let sock = std::net::UdpSocket::bind(addr).map_err(bind_err(
-            "TFTP",
-            addr.to_string(),
-            "tftp.port",
-        ))?;
-        let handler = tftp::AssetsHandler::new(
-            cfg.assets_dir.clone(),
-            binding.clone(),
-            timeline.clone(),
-            metrics.clone(),
-            cfg.tftp_max_transfers,
-        );
-        let tftp_config = tftp::ServerConfig {
-            limits: cfg.tftp_limits.clone(),
-            interface: Some(cfg.interface.clone()),
-            busy_poll: cfg.tftp_busy_poll,
-            max_per_address: cfg.tftp_max_per_address,
-        };
-        let c = cancel.clone();
-        tasks.spawn(async move {
-            (
-                "TFTP",
-                tftp::serve(sock, handler, tftp_config, c)
-                    .await
-                    .map_err(|e| e.to_string()),
             )
         });
     }
@@ -550,6 +520,39 @@ pub async fn run(
         rollout_hooks: cfg.rollout_hooks.clone(),
     }));
     store.subscribe(control.clone());
+
+    if let Some(port) = cfg.tftp {
+        let addr = SocketAddr::new(IpAddr::V4(address), port);
+        let sock = std::net::UdpSocket::bind(addr).map_err(bind_err(
+            "TFTP",
+            addr.to_string(),
+            "tftp.port",
+        ))?;
+        let handler = tftp::AssetsHandler::new(
+            cfg.assets_dir.clone(),
+            binding.clone(),
+            timeline.clone(),
+            metrics.clone(),
+            cfg.tftp_max_transfers,
+            control.clone(),
+        );
+        let tftp_config = tftp::ServerConfig {
+            limits: cfg.tftp_limits.clone(),
+            interface: Some(cfg.interface.clone()),
+            busy_poll: cfg.tftp_busy_poll,
+            max_per_address: cfg.tftp_max_per_address,
+        };
+        let c = cancel.clone();
+        tasks.spawn(async move {
+            (
+                "TFTP",
+                tftp::serve(sock, handler, tftp_config, c)
+                    .await
+                    .map_err(|e| e.to_string()),
+            )
+        });
+    }
+
     {
         // Rollouts are driven by the leading appliance (every appliance on
         // SQLite); the runner looks who leads at each tick.

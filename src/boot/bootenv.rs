@@ -35,6 +35,41 @@ impl LocalMethod {
     }
 }
 
+impl LocalMethod {
+    /// The same in a GRUB config. GRUB's `exit` returns to the firmware,
+    /// which moves on to its next boot entry; there is no `sanboot` in
+    /// GRUB, and GRUB boots only UEFI machines here, where `exit` is what
+    /// `sanboot` would have done.
+    pub fn grub(self) -> &'static str {
+        match self {
+            LocalMethod::Exit | LocalMethod::Sanboot => "exit",
+            LocalMethod::ExitFailure => "exit 1",
+        }
+    }
+}
+
+/// The network loader a bootenv's UEFI nodes boot through.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Loader {
+    /// rackboot's iPXE: a script over HTTP, kernels over HTTP.
+    #[default]
+    Ipxe,
+    /// The distribution's Microsoft-signed shim, then its signed GRUB: the
+    /// chain a machine with Secure Boot enforced accepts. A per-MAC
+    /// `grub.cfg` over TFTP, kernels over TFTP (signed GRUB has no HTTP).
+    Grub,
+}
+
+impl Loader {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Loader::Ipxe => "ipxe",
+            Loader::Grub => "grub",
+        }
+    }
+}
+
 /// What one architecture boots in a bootenv.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ArchBoot {
@@ -68,6 +103,9 @@ pub struct Bootenv {
     /// local path; [`ArchBoot::Kernel`] names them by their local path
     /// `sha256/<hex>`, where they are stored once fetched.
     pub remote: Vec<RemoteAsset>,
+    /// Through which loader its UEFI nodes boot it (BIOS nodes, and nodes
+    /// already running iPXE, boot it through iPXE whatever this says).
+    pub loader: Loader,
 }
 
 /// A kernel or initrd on an upstream mirror: rackboot fetches it on first
@@ -103,6 +141,7 @@ impl Bootenv {
             installer: false,
             after_install: LOCAL.into(),
             remote: Vec::new(),
+            loader: Loader::Ipxe,
         }
     }
 
@@ -161,6 +200,8 @@ mod raw {
         #[serde(default)]
         pub installer: bool,
         pub after_install: Option<String>,
+        #[serde(default)]
+        pub loader: Loader,
     }
 
     #[derive(Debug, Deserialize)]
@@ -341,6 +382,7 @@ impl Bootenv {
             installer: raw.installer,
             after_install,
             remote,
+            loader: raw.loader,
         })
     }
 

@@ -1,5 +1,7 @@
 //! What a booting client is handed by DHCP: a loader, its script, or nothing.
 
+use super::bootenv::Loader;
+use super::catalog::Catalog;
 use crate::config::{LoaderMap, LocalBoot};
 use crate::model::{BootArch, ClientInfo, Node, Timestamp};
 use crate::routes::Urls;
@@ -111,13 +113,32 @@ pub fn decide(client: &ClientInfo, loaders: &LoaderMap, urls: &Urls) -> Decision
     }
 }
 
+/// A node's `loader` that means "the Secure Boot chain of its
+/// architecture" ([`Loader::Grub`]) rather than a file.
+pub const GRUB_LOADER: &str = "grub";
+
+/// Which loader `node` boots through at `now`: GRUB when its record says
+/// so (a machine with Secure Boot enforced boots nothing else, its own disk
+/// included) or when the bootenv it boots now does; else iPXE.
+pub fn loader_of(node: &Node, catalog: &Catalog, now: Timestamp) -> Loader {
+    if node.loader.as_deref() == Some(GRUB_LOADER) {
+        return Loader::Grub;
+    }
+    let effective = super::lifecycle::effective_bootenv(node, now).bootenv;
+    catalog.get(&effective).map_or(Loader::Ipxe, |b| b.loader)
+}
+
 /// [`decide`] for a client rackboot has a record of: the record's loader
-/// override replaces its architecture's loader, and a node that boots `local`
-/// at `now` (its effective bootenv, see [`super::lifecycle::effective_bootenv`])
-/// gets no boot file when `loaders.local_boot` says so.
+/// override replaces its architecture's loader, a UEFI firmware whose node
+/// boots through GRUB (`via`, from [`loader_of`]) gets the signed shim, and
+/// a node that boots `local` at `now` (its effective bootenv, see
+/// [`super::lifecycle::effective_bootenv`]) gets no boot file when
+/// `loaders.local_boot` says so. Firmware that boots by HTTP, and clients
+/// already running iPXE, keep iPXE: signed GRUB fetches nothing by HTTP.
 pub fn decide_for_node(
     client: &ClientInfo,
     node: &Node,
+    via: Loader,
     loaders: &LoaderMap,
     urls: &Urls,
     now: Timestamp,
@@ -134,7 +155,17 @@ pub fn decide_for_node(
     {
         return Decision::Local { arch };
     }
-    match (decision, &node.loader) {
+    let own = node.loader.as_ref().filter(|l| *l != GRUB_LOADER);
+    match (decision, own) {
+        (Decision::Loader { arch, .. }, _) if via == Loader::Grub && arch != BootArch::Bios => {
+            Decision::Loader {
+                path: match arch {
+                    BootArch::Arm64Efi => loaders.arm64_efi_grub.clone(),
+                    _ => loaders.x86_64_efi_grub.clone(),
+                },
+                arch,
+            }
+        }
         (Decision::Loader { arch, .. }, Some(own)) => Decision::Loader {
             path: own.clone(),
             arch,
@@ -247,7 +278,7 @@ mod tests {
         );
         node.loader = Some("snponly.efi".into());
         assert_eq!(
-            decide_for_node(&ovmf, &node, &loaders(), &urls, Timestamp(0)),
+            decide_for_node(&ovmf, &node, Loader::Ipxe, &loaders(), &urls, Timestamp(0)),
             Decision::HttpLoader {
                 url: "http://10.77.0.1/assets/snponly.efi?mac=52:54:00:00:00:01".into(),
                 arch: BootArch::X86_64Efi,
@@ -303,7 +334,7 @@ mod tests {
         let fw = client(Some(7), Some("PXEClient"), false);
         node.loader = Some("snponly.efi".into());
         assert_eq!(
-            decide_for_node(&fw, &node, &loaders(), &urls, Timestamp(0)),
+            decide_for_node(&fw, &node, Loader::Ipxe, &loaders(), &urls, Timestamp(0)),
             Decision::Loader {
                 path: "snponly.efi".into(),
                 arch: BootArch::X86_64Efi
@@ -312,20 +343,20 @@ mod tests {
         // iPXE still gets its script: the override is the first stage only.
         let ipxe = client(Some(7), Some("PXEClient"), true);
         assert!(matches!(
-            decide_for_node(&ipxe, &node, &loaders(), &urls, Timestamp(0)),
+            decide_for_node(&ipxe, &node, Loader::Ipxe, &loaders(), &urls, Timestamp(0)),
             Decision::Script { .. }
         ));
 
         node.bootenv = "local".into();
         assert!(matches!(
-            decide_for_node(&fw, &node, &loaders(), &urls, Timestamp(0)),
+            decide_for_node(&fw, &node, Loader::Ipxe, &loaders(), &urls, Timestamp(0)),
             Decision::Loader { .. }
         ));
         let mut no_file = loaders();
         no_file.local_boot = LocalBoot::NoBootFile;
         for c in [&fw, &ipxe] {
             assert_eq!(
-                decide_for_node(c, &node, &no_file, &urls, Timestamp(0)),
+                decide_for_node(c, &node, Loader::Ipxe, &no_file, &urls, Timestamp(0)),
                 Decision::Local {
                     arch: BootArch::X86_64Efi
                 }
@@ -334,28 +365,28 @@ mod tests {
         // A one-time boot into something else wins over local.
         node.next_bootenv = Some("rescue".into());
         assert!(matches!(
-            decide_for_node(&fw, &node, &no_file, &urls, Timestamp(0)),
+            decide_for_node(&fw, &node, Loader::Ipxe, &no_file, &urls, Timestamp(0)),
             Decision::Loader { .. }
         ));
         // So does a lease, until it runs out.
         node.bootenv_expires = Some(Timestamp(1000));
         assert!(matches!(
-            decide_for_node(&fw, &node, &no_file, &urls, Timestamp(999)),
+            decide_for_node(&fw, &node, Loader::Ipxe, &no_file, &urls, Timestamp(999)),
             Decision::Loader { .. }
         ));
         assert!(matches!(
-            decide_for_node(&fw, &node, &no_file, &urls, Timestamp(1000)),
+            decide_for_node(&fw, &node, Loader::Ipxe, &no_file, &urls, Timestamp(1000)),
             Decision::Local { .. }
         ));
         // And a leased local boot of a node whose bootenv is something else.
         node.bootenv = "discovery".into();
         node.next_bootenv = Some("local".into());
         assert!(matches!(
-            decide_for_node(&fw, &node, &no_file, &urls, Timestamp(999)),
+            decide_for_node(&fw, &node, Loader::Ipxe, &no_file, &urls, Timestamp(999)),
             Decision::Local { .. }
         ));
         assert!(matches!(
-            decide_for_node(&fw, &node, &no_file, &urls, Timestamp(1000)),
+            decide_for_node(&fw, &node, Loader::Ipxe, &no_file, &urls, Timestamp(1000)),
             Decision::Loader { .. }
         ));
         node.bootenv = "local".into();
@@ -364,7 +395,7 @@ mod tests {
         // Non-PXE clients are unaffected.
         let plain = client(None, None, false);
         assert_eq!(
-            decide_for_node(&plain, &node, &no_file, &urls, Timestamp(0)),
+            decide_for_node(&plain, &node, Loader::Ipxe, &no_file, &urls, Timestamp(0)),
             Decision::AddressOnly
         );
     }
@@ -426,5 +457,62 @@ mod tests {
             decide(&client(None, Some("PXEClient"), false), &loaders(), &urls),
             Decision::Ignore { .. }
         ));
+    }
+
+    #[test]
+    fn a_node_booting_through_grub_gets_the_signed_shim_of_its_architecture() {
+        let urls = Urls {
+            http_base: "http://10.0.0.1".into(),
+        };
+        let node = Node::discovered(
+            "52:54:00:00:00:01".parse().unwrap(),
+            "discovery",
+            "t".into(),
+            Timestamp(0),
+        );
+        let pxe = Some("PXEClient");
+        let shim = |path: &str, arch| Decision::Loader {
+            path: path.into(),
+            arch,
+        };
+        let grub = |c: &ClientInfo| {
+            decide_for_node(c, &node, Loader::Grub, &loaders(), &urls, Timestamp(0))
+        };
+        assert_eq!(
+            grub(&client(Some(7), pxe, false)),
+            shim("shimx64.efi", BootArch::X86_64Efi)
+        );
+        assert_eq!(
+            grub(&client(Some(11), pxe, false)),
+            shim("shimaa64.efi", BootArch::Arm64Efi)
+        );
+        // BIOS has no Secure Boot, iPXE is already past the firmware, and
+        // signed GRUB cannot fetch by HTTP: those keep the iPXE chain.
+        assert_eq!(
+            grub(&client(Some(0), pxe, false)),
+            shim("undionly.kpxe", BootArch::Bios)
+        );
+        assert!(matches!(
+            grub(&client(Some(7), pxe, true)),
+            Decision::Script { .. }
+        ));
+        assert!(matches!(
+            grub(&client(Some(16), Some("HTTPClient"), false)),
+            Decision::HttpLoader { .. }
+        ));
+        // `grub` in the record is the chain, never a file called "grub".
+        let mut own = node.clone();
+        own.loader = Some(GRUB_LOADER.into());
+        assert_eq!(
+            decide_for_node(
+                &client(Some(0), pxe, false),
+                &own,
+                Loader::Grub,
+                &loaders(),
+                &urls,
+                Timestamp(0)
+            ),
+            shim("undionly.kpxe", BootArch::Bios)
+        );
     }
 }

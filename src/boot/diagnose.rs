@@ -94,6 +94,16 @@ fn is_step(e: &Event) -> bool {
     }
 }
 
+/// What to add when a UEFI loader went out and nothing came of it: the
+/// likeliest cause is a firmware with Secure Boot on, which refuses iPXE.
+fn unsigned_hint(file: &str) -> &'static str {
+    if file.ends_with(".efi") && !file.contains("shim") && !file.contains("grub") {
+        "; UEFI firmware with Secure Boot on refuses an unsigned loader: boot such a machine through the signed shim and GRUB (loader = \"grub\")"
+    } else {
+        ""
+    }
+}
+
 fn pending(node: &Node, events: &[Event], t: &Timeouts) -> Option<(Timestamp, Stall)> {
     use EventKind::*;
     let last = events.iter().rev().find(|e| is_step(e))?;
@@ -101,6 +111,14 @@ fn pending(node: &Node, events: &[Event], t: &Timeouts) -> Option<(Timestamp, St
     let limit = humantime::format_duration(t.report);
     let fail = |reason: String| (t.report, reason, NodeState::Failed);
     let kind = last.kind();
+    // A TFTP file after the boot started (the GRUB chain fetches its
+    // kernel and initrds by TFTP) is a kernel or initrd, not a loader.
+    let after_boot_start = matches!(kind, TftpStart | TftpSent)
+        && events
+            .iter()
+            .rev()
+            .take_while(|e| !matches!(e.kind(), DhcpAck | DhcpOffer))
+            .any(|e| e.kind() == HttpScript);
     // What the last step was, in words, for the steps of a booted node.
     let booted_step = match &last.data {
         EventData::ReportBooted { .. } => Some("its boot report".to_string()),
@@ -161,7 +179,9 @@ fn pending(node: &Node, events: &[Event], t: &Timeouts) -> Option<(Timestamp, St
                 verdict: NodeState::Unreachable,
             },
         ));
-    } else if matches!(kind, HttpKernel | HttpInitrd) && node.state == NodeState::Installing {
+    } else if (matches!(kind, HttpKernel | HttpInitrd) || after_boot_start)
+        && node.state == NodeState::Installing
+    {
         let bootenv = node.booted_bootenv.as_deref().unwrap_or("?");
         (
             t.install,
@@ -208,6 +228,13 @@ fn pending(node: &Node, events: &[Event], t: &Timeouts) -> Option<(Timestamp, St
             EventData::DhcpNak { reason } => {
                 fail(format!("DHCP NAK at {at} ({reason}) and no DHCP since"))
             }
+            EventData::TftpStart { file, .. } | EventData::TftpSent { file, .. }
+                if after_boot_start =>
+            {
+                fail(format!(
+                    "{file} fetched by TFTP at {at}, but no report from the booted node within {limit}"
+                ))
+            }
             EventData::TftpStart { file, size } => fail(format!(
                 "TFTP transfer of {file} ({size} bytes) started at {at} and never finished"
             )),
@@ -215,11 +242,13 @@ fn pending(node: &Node, events: &[Event], t: &Timeouts) -> Option<(Timestamp, St
                 fail(format!("TFTP transfer stopped at {at}: {}", last.data))
             }
             EventData::TftpSent { file, .. } => fail(format!(
-                "{file} was sent at {at}, but nothing came from it (no DHCP from iPXE, no script fetched)"
+                "{file} was sent at {at}, but nothing came from it (no DHCP from iPXE, no script fetched){}",
+                unsigned_hint(file)
             )),
-            EventData::HttpAsset { .. } => fail(format!(
-                "{} was sent at {at}, but nothing came from it (no DHCP from iPXE, no script fetched)",
-                last.data
+            EventData::HttpAsset { path, .. } => fail(format!(
+                "{} was sent at {at}, but nothing came from it (no DHCP from iPXE, no script fetched){}",
+                last.data,
+                unsigned_hint(path)
             )),
             EventData::HttpScript { bootenv, .. } => {
                 if bootenv == LOCAL {
@@ -679,5 +708,40 @@ mod tests {
             "{}",
             s.reason
         );
+    }
+
+    #[test]
+    fn an_unsigned_uefi_loader_with_nothing_after_it_names_the_secure_boot_way_out() {
+        let events = vec![Event {
+            at: Timestamp(0),
+            appliance: None,
+            data: EventData::TftpSent {
+                file: "ipxe-amd64.efi".into(),
+                size: 1,
+            },
+        }];
+        let s = diagnose(
+            &node(NodeState::Booting),
+            &events,
+            Timestamp(11 * MIN),
+            &t(),
+        )
+        .unwrap();
+        assert!(s.reason.contains("loader = \"grub\""), "{}", s.reason);
+        let events = vec![Event {
+            data: EventData::TftpSent {
+                file: "shimx64.efi".into(),
+                size: 1,
+            },
+            ..events[0].clone()
+        }];
+        let s = diagnose(
+            &node(NodeState::Booting),
+            &events,
+            Timestamp(11 * MIN),
+            &t(),
+        )
+        .unwrap();
+        assert!(!s.reason.contains("grub"), "{}", s.reason);
     }
 }

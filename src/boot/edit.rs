@@ -58,7 +58,9 @@ pub struct NodePatch {
     /// then back to the current bootenv. With `for`: until the time runs out.
     pub bootenv: Option<String>,
     /// A first-stage loader replacing its architecture's (a path under
-    /// assets_dir); `null` returns to the default.
+    /// assets_dir), or `grub`: the node boots through the signed shim and
+    /// GRUB (Secure Boot) whatever its bootenv; `null` returns to the
+    /// default.
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
     pub loader: Option<Option<String>>,

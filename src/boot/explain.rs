@@ -4,11 +4,11 @@
 
 use serde::Serialize;
 
-use super::bootenv::LOCAL;
+use super::bootenv::{LOCAL, Loader};
 use super::catalog::Catalog;
-use super::decide::{Decision, decide_for_node};
+use super::decide::{Decision, GRUB_LOADER, decide_for_node};
 use super::lifecycle::Choice;
-use super::script::render_ipxe;
+use super::script::{render_grub, render_ipxe};
 use crate::config::LoaderMap;
 use crate::model::{BootArch, ClientArch, ClientInfo, Mac, Node, Timestamp};
 use crate::routes::Urls;
@@ -74,8 +74,14 @@ pub struct Explanation {
     pub boot_file: Option<String>,
     /// Every step of the reasoning, in order.
     pub why: Vec<String>,
+    /// The loader chain it boots through: `ipxe`, or `grub` (the signed
+    /// shim and GRUB of a Secure Boot machine).
+    pub loader: String,
     /// The iPXE script it would fetch, when the decision is `script`.
     pub script: Option<String>,
+    /// The GRUB config (`grub/grub.cfg-<mac>` by TFTP) it would read, when
+    /// it is handed the signed shim.
+    pub grub_config: Option<String>,
     /// Why the script cannot be rendered, when it cannot.
     pub script_error: Option<String>,
     /// The config scripts it runs once booted into `bootenv`, in order, each
@@ -139,11 +145,14 @@ pub fn explain(client: &ClientInfo, node: Option<&Node>, cx: &ExplainContext<'_>
     }
     why.push(format!("boots {bootenv_reason}"));
 
-    let decision = decide_for_node(client, &view, cx.loaders, cx.urls, cx.now);
+    let via = super::decide::loader_of(&view, cx.catalog, cx.now);
+    let decision = decide_for_node(client, &view, via, cx.loaders, cx.urls, cx.now);
     let (kind, boot_file) = match &decision {
         Decision::Loader { path, .. } => {
             why.push(if client.is_ipxe {
                 format!("an iPXE without HTTPS (old option ROM) is first given rackboot's loader `{path}` by TFTP")
+            } else if via == Loader::Grub && client.arch.and_then(ClientArch::boot_arch) != Some(BootArch::Bios) {
+                format!("boots through GRUB (loader = \"grub\", {}): the signed shim `{path}` by TFTP, then the signed GRUB beside it, then its own GRUB config", if record.loader.as_deref() == Some(GRUB_LOADER) { "its record" } else { "its bootenv" })
             } else if record.loader.as_deref() == Some(path.as_str()) {
                 format!("not running iPXE yet: the node's own loader `{path}` by TFTP")
             } else {
@@ -177,12 +186,21 @@ pub fn explain(client: &ClientInfo, node: Option<&Node>, cx: &ExplainContext<'_>
         }
     };
 
-    let (mut script, mut script_error) = (None, None);
-    if let Decision::Script { arch, .. } = decision {
-        match render_ipxe(cx.catalog, &view, &bootenv, arch, &cx.urls.http_base) {
-            Ok(s) => script = Some(s.text),
-            Err(e) => script_error = Some(e.to_string()),
+    let (mut script, mut grub_config, mut script_error) = (None, None, None);
+    match decision {
+        Decision::Script { arch, .. } => {
+            match render_ipxe(cx.catalog, &view, &bootenv, arch, &cx.urls.http_base) {
+                Ok(s) => script = Some(s.text),
+                Err(e) => script_error = Some(e.to_string()),
+            }
         }
+        Decision::Loader { arch, .. } if via == Loader::Grub && arch != BootArch::Bios => {
+            match render_grub(cx.catalog, &view, &bootenv, arch, &cx.urls.http_base) {
+                Ok(s) => grub_config = Some(s.text),
+                Err(e) => script_error = Some(e.to_string()),
+            }
+        }
+        _ => {}
     }
     let config_scripts: Vec<ConfigScript> = cx
         .catalog
@@ -213,7 +231,9 @@ pub fn explain(client: &ClientInfo, node: Option<&Node>, cx: &ExplainContext<'_>
         decision: kind.into(),
         boot_file,
         why,
+        loader: via.as_str().into(),
         script,
+        grub_config,
         script_error,
     }
 }

@@ -16,13 +16,16 @@ pub mod lifecycle;
 pub mod script;
 
 pub use admission::{Admission, Limits, Verdict};
-pub use bootenv::{ArchBoot, AssetRole, Bootenv, LocalMethod};
+pub use bootenv::{ArchBoot, AssetRole, Bootenv, Loader, LocalMethod};
 pub use catalog::{Catalog, CatalogCell, CatalogError, Rejection, TemplateContext};
-pub use decide::{BootFile, Decision, decide, decide_for_node};
+pub use decide::{BootFile, Decision, GRUB_LOADER, decide, decide_for_node, loader_of};
 pub use diagnose::{HEARTBEAT_MIN, Stall, Timeouts, diagnose, stall_deadline};
 pub use edit::{
     FieldChange, FieldError, Guarded, NodeInput, NodePatch, Protected, ValidPatch, changes, guard,
 };
 pub use explain::{ExplainContext, Explanation, bootenv_reason, explain};
 pub use lifecycle::{BootenvChange, Choice, Effective, Progress, effective_bootenv, next_state};
-pub use script::{RenderedScript, ScriptError, WaitReason, render_ipxe, render_wait};
+pub use script::{
+    GRUB_MENU, RenderedScript, ScriptError, WaitReason, grub_config_mac, is_grub_menu, render_grub,
+    render_grub_wait, render_ipxe, render_wait,
+};

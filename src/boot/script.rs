@@ -1,4 +1,6 @@
-//! Renders the iPXE script a node fetches after its loader is running.
+//! Renders what a node's loader fetches next: the iPXE script (over HTTP),
+//! or, on the Secure Boot chain, the GRUB config (over TFTP), from the same
+//! bootenv, command line template and once-only and expiring rules.
 
 use std::fmt::Write;
 
@@ -141,6 +143,212 @@ pub fn render_ipxe(
             })
         }
     }
+}
+
+/// Where GRUB reads configs from on rackboot's TFTP service: its `$prefix`
+/// is the directory it was fetched from plus `/grub`, and shim and GRUB
+/// are fetched from the root.
+pub const GRUB_DIR: &str = "grub";
+
+/// The `grub/grub.cfg` every GRUB reads first: GRUB looks for no per-MAC
+/// file by itself, so this sends each to its own (`grub.cfg-<mac>`,
+/// rendered by [`render_grub`]) and, while that cannot be had, tries again.
+pub const GRUB_MENU: &str = "\
+# rackboot: each machine reads its own config, rendered for its MAC
+echo \"rackboot: loading the config of $net_default_mac\"
+configfile $prefix/grub.cfg-$net_default_mac
+echo \"rackboot: no config for $net_default_mac from $net_default_server; trying again in 10 s\"
+sleep 10
+configfile $prefix/grub.cfg
+";
+
+/// The MAC a GRUB config path names: `grub/grub.cfg-52:54:00:aa:bb:cc`
+/// (what [`GRUB_MENU`] asks for), also with dashes or pxelinux's `01-`.
+pub fn grub_config_mac(path: &str) -> Option<Mac> {
+    let name = path.trim_start_matches('/').strip_prefix(GRUB_DIR)?;
+    let mac = name.strip_prefix("/grub.cfg-")?;
+    let mac = mac
+        .strip_prefix("01-")
+        .filter(|m| m.len() == 17)
+        .unwrap_or(mac);
+    mac.parse().ok()
+}
+
+/// Whether `path` is the generic [`GRUB_MENU`].
+pub fn is_grub_menu(path: &str) -> bool {
+    path.trim_start_matches('/') == format!("{GRUB_DIR}/grub.cfg")
+}
+
+/// The GRUB config that boots `node` on `arch` into `bootenv`: what
+/// [`render_ipxe`] does, for signed GRUB. Kernels and initrds are named by
+/// their path on rackboot's TFTP service (GRUB's `$root` is the server it
+/// came from) and come by TFTP: signed GRUB has no HTTP. Who fetches them is
+/// known by the address rackboot leased.
+pub fn render_grub(
+    catalog: &Catalog,
+    node: &Node,
+    bootenv: &str,
+    arch: BootArch,
+    server_url: &str,
+) -> Result<RenderedScript, ScriptError> {
+    let mac = node.mac.to_string();
+    let b = catalog
+        .get(bootenv)
+        .ok_or_else(|| ScriptError::UnknownBootenv {
+            mac: mac.clone(),
+            bootenv: bootenv.to_string(),
+        })?;
+    let boot = b.for_arch(arch).ok_or_else(|| ScriptError::NoArch {
+        mac: mac.clone(),
+        bootenv: bootenv.to_string(),
+        arch,
+    })?;
+    let mut s = String::with_capacity(512);
+    let _ = writeln!(s, "# rackboot: node {mac}, bootenv {bootenv}, arch {arch}");
+    match boot {
+        ArchBoot::Local(method) => {
+            // GRUB's `exit` leaves OVMF in its setup menu rather than on
+            // the next boot entry: the disk's own loader is chainloaded
+            // (verified by shim, as the netboot chain was), and `exit`
+            // is what is left where no disk has one.
+            let _ = writeln!(s, "echo \"rackboot: {mac} boots from its local disk\"");
+            let loaders = local_loaders(arch);
+            let _ = writeln!(s, "for rb_loader in {}; do", loaders.join(" "));
+            let _ = writeln!(
+                s,
+                "  if search --no-floppy --file --set=rb_disk $rb_loader; then"
+            );
+            let _ = writeln!(s, "    echo \"rackboot: starting ($rb_disk)$rb_loader\"");
+            // The loader's device is `$root`'s: named in the path alone, the
+            // started loader would look for its files on the network.
+            let _ = writeln!(s, "    set root=$rb_disk");
+            let _ = writeln!(s, "    chainloader $rb_loader");
+            let _ = writeln!(s, "    boot");
+            let _ = writeln!(s, "  fi");
+            let _ = writeln!(s, "done");
+            let _ = writeln!(s, "{}", method.grub());
+            Ok(RenderedScript {
+                text: s,
+                bootenv: bootenv.to_string(),
+                kernel: None,
+                last_fetch: None,
+            })
+        }
+        ArchBoot::Kernel {
+            kernel, initrds, ..
+        } => {
+            let ctx = TemplateContext::new(server_url, node, bootenv, arch);
+            let args = catalog
+                .render_cmdline(bootenv, arch, &ctx)
+                .map_err(|source| ScriptError::Render {
+                    mac: mac.clone(),
+                    source,
+                })?;
+            let mut linux = format!("linux /{}", grub_word(kernel));
+            for word in args.split_whitespace() {
+                linux.push(' ');
+                linux.push_str(&grub_word(word));
+            }
+            let mut initrd = String::from("initrd");
+            for i in initrds {
+                initrd.push_str(" /");
+                initrd.push_str(&grub_word(i));
+            }
+            // A busy server must slow a boot down, not fail it: the fetch is
+            // tried again after a pause, longer each time and with the
+            // node's own jitter, and then every last pause for ever (GRUB
+            // has loops but no arithmetic).
+            let delays = retry_delays(node.mac);
+            let last = delays[delays.len() - 1];
+            let _ = writeln!(s, "function rb_boot {{");
+            let _ = writeln!(s, "  echo \"rackboot: loading {}\"", grub_word(kernel));
+            let _ = writeln!(s, "  if {linux}; then");
+            if initrds.is_empty() {
+                let _ = writeln!(s, "    boot");
+            } else {
+                let _ = writeln!(s, "    if {initrd}; then boot; fi");
+            }
+            let _ = writeln!(s, "  fi");
+            let _ = writeln!(s, "}}");
+            let pauses: Vec<String> = delays.iter().map(u32::to_string).collect();
+            let _ = writeln!(s, "for rb_pause in {}; do", pauses.join(" "));
+            let _ = writeln!(s, "  rb_boot");
+            let _ = writeln!(
+                s,
+                "  echo \"rackboot: fetch failed, retrying in $rb_pause seconds\""
+            );
+            let _ = writeln!(s, "  sleep $rb_pause");
+            let _ = writeln!(s, "done");
+            let _ = writeln!(s, "while true; do");
+            let _ = writeln!(s, "  rb_boot");
+            let _ = writeln!(
+                s,
+                "  echo \"rackboot: fetch failed, retrying in {last} seconds\""
+            );
+            let _ = writeln!(s, "  sleep {last}");
+            let _ = writeln!(s, "done");
+            Ok(RenderedScript {
+                text: s,
+                bootenv: bootenv.to_string(),
+                kernel: Some(kernel.clone()),
+                last_fetch: Some(initrds.last().unwrap_or(kernel).clone()),
+            })
+        }
+    }
+}
+
+/// Where a disk's own UEFI loader is, tried in order by a local boot
+/// through GRUB: the shims the common distributions install, then the
+/// removable-media path every UEFI firmware knows.
+fn local_loaders(arch: BootArch) -> Vec<String> {
+    let (shim, fallback) = match arch {
+        BootArch::Arm64Efi => ("shimaa64.efi", "BOOTAA64.EFI"),
+        _ => ("shimx64.efi", "BOOTX64.EFI"),
+    };
+    [
+        "debian",
+        "ubuntu",
+        "redhat",
+        "rocky",
+        "almalinux",
+        "centos",
+        "fedora",
+    ]
+    .iter()
+    .map(|d| format!("/EFI/{d}/{shim}"))
+    .chain([format!("/EFI/BOOT/{fallback}")])
+    .collect()
+}
+
+/// `word` as one word of a GRUB command: as it is when GRUB would read it
+/// so, else in single quotes (GRUB's quoting, as a shell's).
+fn grub_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-./:=,@+%".contains(&b));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+/// The GRUB config that makes a node wait for a boot slot: the same as
+/// [`render_wait`], reading its own config again after the pause.
+pub fn render_grub_wait(mac: Mac, why: WaitReason) -> String {
+    let WaitReason {
+        booting,
+        limit,
+        attempt,
+        delay_secs,
+    } = why;
+    format!(
+        "# rackboot: node {mac} waits for a boot slot, attempt {attempt}\n\
+         echo \"rackboot: {booting} of {limit} nodes on this subnet are booting; {mac} waits {delay_secs} s\"\n\
+         sleep {delay_secs}\n\
+         configfile $prefix/grub.cfg-{mac}\n"
+    )
 }
 
 /// The pauses of a boot script's fetch retries, in seconds: backing off
@@ -316,6 +524,98 @@ goto chain
             s.text
         );
         assert_eq!(s.kernel, None);
+    }
+
+    #[test]
+    fn grub_config_boots_the_same_kernel_by_tftp_and_retries() {
+        let (_d, c) = fixture();
+        let s = render_grub(
+            &c,
+            &node(),
+            "discovery",
+            BootArch::Arm64Efi,
+            "http://10.0.0.1",
+        )
+        .unwrap();
+        let golden = "\
+# rackboot: node 52:54:00:aa:bb:cc, bootenv discovery, arch arm64_efi
+function rb_boot {
+  echo \"rackboot: loading arm64/Image\"
+  if linux /arm64/Image console=ttyAMA0 rackboot.url=http://10.0.0.1 rackboot.token=tok; then
+    if initrd /arm64/initrd.img; then boot; fi
+  fi
+}
+for rb_pause in 2 5 8 15; do
+  rb_boot
+  echo \"rackboot: fetch failed, retrying in $rb_pause seconds\"
+  sleep $rb_pause
+done
+while true; do
+  rb_boot
+  echo \"rackboot: fetch failed, retrying in 15 seconds\"
+  sleep 15
+done
+";
+        assert_eq!(s.text, golden);
+        assert_eq!(s.kernel.as_deref(), Some("arm64/Image"));
+        assert_eq!(s.last_fetch.as_deref(), Some("arm64/initrd.img"));
+    }
+
+    #[test]
+    fn grub_local_boot_chainloads_the_disks_loader_then_exits() {
+        let (_d, c) = fixture();
+        let s = render_grub(&c, &node(), "local", BootArch::X86_64Efi, "http://x").unwrap();
+        assert!(
+            s.text.contains("for rb_loader in /EFI/debian/shimx64.efi "),
+            "{}",
+            s.text
+        );
+        assert!(
+            s.text.contains(" /EFI/BOOT/BOOTX64.EFI; do\n"),
+            "{}",
+            s.text
+        );
+        assert!(
+            s.text
+                .contains("    set root=$rb_disk\n    chainloader $rb_loader\n"),
+            "{}",
+            s.text
+        );
+        assert!(s.text.ends_with("done\nexit\n"), "{}", s.text);
+        assert_eq!(s.kernel, None);
+    }
+
+    #[test]
+    fn grub_words_with_grub_metacharacters_are_quoted() {
+        assert_eq!(
+            grub_word("console=ttyS0,115200n8"),
+            "console=ttyS0,115200n8"
+        );
+        assert_eq!(grub_word("a;b"), "'a;b'");
+        assert_eq!(grub_word("$x"), "'$x'");
+        assert_eq!(grub_word("it's"), "'it'\\''s'");
+    }
+
+    #[test]
+    fn grub_config_paths_name_their_mac() {
+        let mac: Mac = "52:54:00:aa:bb:cc".parse().unwrap();
+        for p in [
+            "/grub/grub.cfg-52:54:00:aa:bb:cc",
+            "grub/grub.cfg-52:54:00:aa:bb:cc",
+            "/grub/grub.cfg-01-52-54-00-aa-bb-cc",
+        ] {
+            assert_eq!(grub_config_mac(p), Some(mac), "{p}");
+        }
+        for p in [
+            "/grub/grub.cfg",
+            "/grub/grub.cfg-",
+            "/x/grub.cfg-52:54:00:aa:bb:cc",
+            "/grub/grub.cfg-zz",
+        ] {
+            assert_eq!(grub_config_mac(p), None, "{p}");
+        }
+        assert!(is_grub_menu("/grub/grub.cfg") && is_grub_menu("grub/grub.cfg"));
+        assert!(!is_grub_menu("/grub/grub.cfg-52:54:00:aa:bb:cc"));
     }
 
     #[test]

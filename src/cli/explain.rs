@@ -61,6 +61,12 @@ pub fn explain(
     if let Some(s) = e["script"].as_str() {
         println!("\niPXE script:\n{s}");
     }
+    if let Some(s) = e["grub_config"].as_str() {
+        println!(
+            "\nGRUB config (grub/grub.cfg-{}, by TFTP):\n{s}",
+            cell(&e["mac"])
+        );
+    }
     if let Some(err) = e["script_error"].as_str() {
         println!("\nthe script does not render: {err}");
     }

@@ -12,6 +12,11 @@ pub(super) struct Section {
     pub bios: String,
     pub x86_64_efi: String,
     pub arm64_efi: String,
+    /// The signed shim UEFI nodes booting through GRUB (a bootenv's or a
+    /// node's `loader = "grub"`) are handed. Shim then fetches
+    /// `grubx64.efi` / `grubaa64.efi` from the same directory.
+    pub x86_64_efi_grub: String,
+    pub arm64_efi_grub: String,
 }
 
 impl Default for Section {
@@ -20,6 +25,8 @@ impl Default for Section {
             bios: "undionly.kpxe".into(),
             x86_64_efi: "ipxe-amd64.efi".into(),
             arm64_efi: "ipxe-arm64.efi".into(),
+            x86_64_efi_grub: "shimx64.efi".into(),
+            arm64_efi_grub: "shimaa64.efi".into(),
         }
     }
 }
@@ -30,6 +37,9 @@ pub struct LoaderMap {
     pub bios: String,
     pub x86_64_efi: String,
     pub arm64_efi: String,
+    /// The shims of the Secure Boot chain (shim → GRUB), per UEFI architecture.
+    pub x86_64_efi_grub: String,
+    pub arm64_efi_grub: String,
     /// Chainload these loaders into an iPXE too old to support HTTPS (old
     /// NIC option ROMs) instead of handing it the script.
     pub upgrade_old_ipxe: bool,
@@ -65,6 +75,8 @@ impl Section {
             ("dhcp.loaders.bios", &self.bios),
             ("dhcp.loaders.x86_64_efi", &self.x86_64_efi),
             ("dhcp.loaders.arm64_efi", &self.arm64_efi),
+            ("dhcp.loaders.x86_64_efi_grub", &self.x86_64_efi_grub),
+            ("dhcp.loaders.arm64_efi_grub", &self.arm64_efi_grub),
         ] {
             if loader.is_empty() || loader.starts_with('/') || loader.contains("..") {
                 return Err(
@@ -76,6 +88,8 @@ impl Section {
             bios: self.bios,
             x86_64_efi: self.x86_64_efi,
             arm64_efi: self.arm64_efi,
+            x86_64_efi_grub: self.x86_64_efi_grub,
+            arm64_efi_grub: self.arm64_efi_grub,
             upgrade_old_ipxe,
             local_boot,
         })

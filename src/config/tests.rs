@@ -505,6 +505,8 @@ fn absent_and_empty_sections_give_the_defaults() {
             bios: "undionly.kpxe".into(),
             x86_64_efi: "ipxe-amd64.efi".into(),
             arm64_efi: "ipxe-arm64.efi".into(),
+            x86_64_efi_grub: "shimx64.efi".into(),
+            arm64_efi_grub: "shimaa64.efi".into(),
             upgrade_old_ipxe: true,
             local_boot: LocalBoot::Script,
         }

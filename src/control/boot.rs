@@ -23,8 +23,8 @@ use super::admit::{Admitted, Place, Via};
 use super::bind::Refusal;
 use super::script_cache::{PendingBoot, TOKEN_PLACEHOLDER};
 use crate::boot::{
-    AssetRole, Choice, Progress, RenderedScript, Verdict, WaitReason, effective_bootenv, lifecycle,
-    render_ipxe, render_wait,
+    AssetRole, Choice, Loader, Progress, RenderedScript, Verdict, WaitReason, effective_bootenv,
+    lifecycle, render_grub, render_grub_wait, render_ipxe, render_wait,
 };
 use crate::model::{BootArch, EventData, Mac, Node, Timestamp};
 use crate::routes;
@@ -39,6 +39,9 @@ pub struct ScriptAsk<'a> {
     pub arch_text: Option<&'a str>,
     /// The address the request came from.
     pub peer: Option<Ipv4Addr>,
+    /// iPXE asks for its script over HTTP; GRUB (the Secure Boot chain)
+    /// for its config over TFTP.
+    pub via: Loader,
 }
 
 /// The script to hand out.
@@ -136,15 +139,26 @@ impl Control {
         template_node.token = TOKEN_PLACEHOLDER.to_string();
         let rendered = self
             .scripts
-            .get_or_render(&template_node, &effective.bootenv, arch, generation, || {
-                render_ipxe(
-                    &catalog,
-                    &template_node,
-                    &effective.bootenv,
-                    arch,
-                    &self.http_base,
-                )
-            })
+            .get_or_render(
+                &template_node,
+                &effective.bootenv,
+                arch,
+                ask.via,
+                generation,
+                || {
+                    let render = match ask.via {
+                        Loader::Ipxe => render_ipxe,
+                        Loader::Grub => render_grub,
+                    };
+                    render(
+                        &catalog,
+                        &template_node,
+                        &effective.bootenv,
+                        arch,
+                        &self.http_base,
+                    )
+                },
+            )
             .map_err(|e| ScriptRefused::Render(e.to_string()))?;
         // Last seen in memory (the file only once a minute): lazy, no commit.
         self.store.touch_node(mac, Some(arch), now).await?;
@@ -167,14 +181,19 @@ impl Control {
                 a.limits().pool_name(a.limits().pool_of(peer))
             };
             tracing::debug!(%mac, subnet, attempt, delay_secs, ahead, "boot slots full: told to wait");
-            let again = routes::boot_script(&self.http_base, &mac, ask.arch_text);
             let why = WaitReason {
                 booting,
                 limit,
                 attempt,
                 delay_secs,
             };
-            let text = render_wait(mac, &again, why);
+            let text = match ask.via {
+                Loader::Ipxe => {
+                    let again = routes::boot_script(&self.http_base, &mac, ask.arch_text);
+                    render_wait(mac, &again, why)
+                }
+                Loader::Grub => render_grub_wait(mac, why),
+            };
             return Ok(Script::Wait { text, subnet });
         }
         let token = crate::nodes::new_token();
@@ -255,21 +274,10 @@ impl Control {
         ranged: Option<String>,
         now: Timestamp,
     ) -> Result<AssetFetch, StoreError> {
-        let Some(mut node) = self.store.node(mac).await? else {
+        let Some((node, last_of_boot)) = self.boot_fetch(mac, path, peer, now).await? else {
             return Ok(AssetFetch::default());
         };
-        if let Err(r) = self.binding.check(&node, peer).await? {
-            tracing::debug!(%mac, %path, reason = %r.explain(mac, peer), "asset fetch names a node it is not: served, not recorded");
-            return Ok(AssetFetch::default());
-        }
-        if let Some(boot) = self.scripts.take_pending(mac, path) {
-            node = self.start_boot(mac, boot, now).await?;
-        }
-        let last_of_boot = ranged.is_none()
-            && self
-                .scripts
-                .last_handed(mac)
-                .is_some_and(|s| s.last_fetch.as_deref() == Some(path));
+        let last_of_boot = last_of_boot && ranged.is_none();
         let path = path.to_string();
         let fetched = match self.asset_role(&node, &path) {
             Some(AssetRole::Kernel) => EventData::HttpKernel {
@@ -290,6 +298,35 @@ impl Control {
             recorded: true,
             last_of_boot,
         })
+    }
+
+    /// What a fetch of `path` by `mac` from `peer` does to its boot, by
+    /// HTTP or TFTP alike: from the node's own address, its boot starts when
+    /// `path` is the kernel of the script or GRUB config it was handed, and
+    /// the answer is its record and whether `path` is the last file of that
+    /// boot. From any other address nothing happens (`None`).
+    pub async fn boot_fetch(
+        &self,
+        mac: Mac,
+        path: &str,
+        peer: Option<Ipv4Addr>,
+        now: Timestamp,
+    ) -> Result<Option<(Node, bool)>, StoreError> {
+        let Some(mut node) = self.store.node(mac).await? else {
+            return Ok(None);
+        };
+        if let Err(r) = self.binding.check(&node, peer).await? {
+            tracing::debug!(%mac, %path, reason = %r.explain(mac, peer), "asset fetch names a node it is not: served, not recorded");
+            return Ok(None);
+        }
+        if let Some(boot) = self.scripts.take_pending(mac, path) {
+            node = self.start_boot(mac, boot, now).await?;
+        }
+        let last_of_boot = self
+            .scripts
+            .last_handed(mac)
+            .is_some_and(|s| s.last_fetch.as_deref() == Some(path));
+        Ok(Some((node, last_of_boot)))
     }
 
     /// The last asset of `mac`'s boot went out in full (or its agent said

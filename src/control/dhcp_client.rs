@@ -16,7 +16,7 @@ use super::bind::Binding;
 use super::identity;
 use super::lease::{self, Outcome, Pool};
 use super::timeline::Timeline;
-use crate::boot::{BootFile, decide_for_node};
+use crate::boot::{BootFile, CatalogCell, Loader, decide_for_node, loader_of};
 use crate::config::{Identity, LoaderMap, SubnetMode};
 use crate::dhcp::classify::Request;
 use crate::dhcp::metrics::IgnoreReason;
@@ -111,6 +111,8 @@ pub struct DhcpClients {
     pub binding: Arc<Binding>,
     pub loaders: LoaderMap,
     pub urls: Urls,
+    /// Which bootenvs boot through GRUB (a Secure Boot machine's shim).
+    pub catalog: Arc<CatalogCell>,
 }
 
 /// The client asking, as DHCP found it.
@@ -126,6 +128,11 @@ struct Asker {
 }
 
 impl DhcpClients {
+    /// Which loader `node` boots through now (GRUB for Secure Boot).
+    fn loader_of(&self, node: &Node, now: Timestamp) -> Loader {
+        loader_of(node, &self.catalog.current(), now)
+    }
+
     /// A client's request on port 67, on `subnet`.
     pub async fn asked(&self, subnet: &Subnet, req: &Request) -> Result<Answer, StoreError> {
         let now = Timestamp::now();
@@ -170,7 +177,14 @@ impl DhcpClients {
                 .await?
                 .after;
         }
-        let decision = decide_for_node(&req.client, &node, &self.loaders, &self.urls, now);
+        let decision = decide_for_node(
+            &req.client,
+            &node,
+            self.loader_of(&node, now),
+            &self.loaders,
+            &self.urls,
+            now,
+        );
         let arch = decision.arch();
         if known {
             // When it was last seen is a hint, not a promise to anyone: while
@@ -368,7 +382,14 @@ impl DhcpClients {
         if let Err(e) = self.binding.saw(mac, from).await {
             tracing::warn!(%mac, error = %e, "cannot record the address of a proxyDHCP client");
         }
-        let decision = decide_for_node(&req.client, &node, &self.loaders, &self.urls, now);
+        let decision = decide_for_node(
+            &req.client,
+            &node,
+            self.loader_of(&node, now),
+            &self.loaders,
+            &self.urls,
+            now,
+        );
         let boot = decision.boot_file();
         if boot == BootFile::None {
             return Ok(Answer::Done);

@@ -27,7 +27,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::boot::{Choice, Progress, RenderedScript};
+use crate::boot::{Choice, Loader, Progress, RenderedScript};
 use crate::model::{BootArch, Mac, Node};
 
 /// Stands for the node token in a kept render: lowercase letters and
@@ -68,6 +68,8 @@ struct Rendered {
     catalog_generation: u64,
     bootenv: String,
     arch: BootArch,
+    /// An iPXE script or a GRUB config.
+    via: Loader,
     /// The record the script was rendered from.
     node: Node,
     script: Arc<RenderedScript>,
@@ -86,6 +88,7 @@ impl ScriptCache {
         node: &Node,
         bootenv: &str,
         arch: BootArch,
+        via: Loader,
         catalog_generation: u64,
         render: impl FnOnce() -> Result<RenderedScript, E>,
     ) -> Result<Arc<RenderedScript>, E> {
@@ -93,6 +96,7 @@ impl ScriptCache {
             && r.catalog_generation == catalog_generation
             && r.bootenv == bootenv
             && r.arch == arch
+            && r.via == via
             && same_for_render(&r.node, node)
         {
             return Ok(r.script.clone());
@@ -106,6 +110,7 @@ impl ScriptCache {
             catalog_generation,
             bootenv: bootenv.to_string(),
             arch,
+            via,
             node: node.clone(),
             script: script.clone(),
         });
@@ -259,7 +264,7 @@ mod tests {
         generation: u64,
         renders: &Cell<u32>,
     ) -> Arc<RenderedScript> {
-        c.get_or_render(n, bootenv, arch, generation, || {
+        c.get_or_render(n, bootenv, arch, Loader::Ipxe, generation, || {
             renders.set(renders.get() + 1);
             Ok::<_, ()>(script(&format!("render {}", renders.get())))
         })
@@ -322,7 +327,7 @@ mod tests {
     fn a_failed_render_is_not_kept() {
         let c = ScriptCache::new();
         let n = node();
-        let e = c.get_or_render(&n, "discovery", BootArch::Bios, 0, || {
+        let e = c.get_or_render(&n, "discovery", BootArch::Bios, Loader::Ipxe, 0, || {
             Err("no such bootenv")
         });
         assert_eq!(e.unwrap_err(), "no such bootenv");

@@ -57,6 +57,7 @@ pub async fn script(
         arch,
         arch_text: q.arch.as_deref(),
         peer,
+        via: crate::boot::Loader::Ipxe,
     };
     match ctx.control.script_fetched(ask, Timestamp::now()).await {
         Ok(Script::Boot(text)) => Ok(ipxe_text(text)),

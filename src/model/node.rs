@@ -118,7 +118,9 @@ pub struct Node {
     pub booted_bootenv: Option<String>,
     /// A first-stage loader (path under the assets directory) that replaces
     /// the one its architecture gets, e.g. `snponly.efi` for a NIC whose
-    /// driver iPXE lacks.
+    /// driver iPXE lacks; or `grub`: a machine with Secure Boot enforced,
+    /// which boots through the signed shim and GRUB whatever its bootenv
+    /// (its own disk included).
     pub loader: Option<String>,
     /// A protected node refuses bootenv changes unless forced.
     pub protected: bool,

@@ -14,7 +14,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::metrics::TftpResult;
 use super::packet::ErrorCode;
 use crate::assets::resolve::{Refusal, resolve};
+use crate::boot::{GRUB_MENU, Loader, grub_config_mac, is_grub_menu};
+use crate::control::Control;
 use crate::control::bind::Binding;
+use crate::control::boot::{Script, ScriptAsk, ScriptRefused};
 use crate::control::timeline::Timeline;
 use crate::metrics::Metrics;
 use crate::model::{EventData, Mac, TftpStop, Timestamp};
@@ -28,6 +31,9 @@ pub struct AssetsHandler {
     metrics: Arc<Metrics>,
     /// One permit per transfer allowed to send data at once (`[tftp] max_transfers`).
     slots: Arc<Semaphore>,
+    /// The boot flow: GRUB configs, and boots that start with a kernel
+    /// fetched by TFTP.
+    control: Arc<Control>,
 }
 
 /// How long a read waits for a free transfer slot before it is answered
@@ -43,9 +49,33 @@ pub fn error_packet(refusal: &Refusal) -> (ErrorCode, &'static str) {
     }
 }
 
+/// What one read transfers.
+pub enum Content {
+    /// A file below the assets directory.
+    File(std::fs::File),
+    /// Text rackboot made for this read (a GRUB config).
+    Text(Vec<u8>),
+}
+
+impl Content {
+    /// Reads from `offset` into `buf`, as a positional file read does
+    /// (0 at the end).
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        match self {
+            Content::File(f) => std::os::unix::fs::FileExt::read_at(f, buf, offset),
+            Content::Text(t) => {
+                let at = usize::try_from(offset).map_or(t.len(), |o| o.min(t.len()));
+                let n = buf.len().min(t.len() - at);
+                buf[..n].copy_from_slice(&t[at..at + n]);
+                Ok(n)
+            }
+        }
+    }
+}
+
 /// A file open for one read transfer.
 pub struct Transfer {
-    pub file: std::fs::File,
+    pub file: Content,
     pub size: u64,
     pub record: Record,
 }
@@ -74,6 +104,7 @@ impl AssetsHandler {
         timeline: Timeline,
         metrics: Arc<Metrics>,
         max_transfers: usize,
+        control: Arc<Control>,
     ) -> AssetsHandler {
         AssetsHandler {
             root,
@@ -81,13 +112,33 @@ impl AssetsHandler {
             timeline,
             metrics,
             slots: Arc::new(Semaphore::new(max_transfers.max(1))),
+            control,
         }
     }
 
-    /// Opens `path` for `client`, or says why not (logged and counted here).
+    /// Opens `path` for `client`, or says why not (logged and counted here):
+    /// a file below the assets directory, or a GRUB config rackboot renders.
     pub async fn open(&self, client: SocketAddr, path: &str) -> Result<Transfer, Refusal> {
-        let (file, size) = match resolve(&self.root, path) {
-            Ok(o) => (o.file, o.meta.len()),
+        // GRUB names files from the server's root (`/x86_64/vmlinuz`), as
+        // tftp-hpa's clients may: the root is the assets directory.
+        let path = path.strip_prefix('/').unwrap_or(path);
+        let peer = match client.ip() {
+            IpAddr::V4(ip) => Some(ip),
+            IpAddr::V6(_) => None,
+        };
+        let opened = match grub_config_mac(path) {
+            _ if is_grub_menu(path) => Ok(Content::Text(GRUB_MENU.as_bytes().to_vec())),
+            Some(mac) => self.grub_config(client, mac, peer).await,
+            None => resolve(&self.root, path).map(|o| Content::File(o.file)),
+        };
+        let (file, size) = match opened {
+            Ok(content) => {
+                let size = match &content {
+                    Content::File(f) => f.metadata().map(|m| m.len()).unwrap_or(0),
+                    Content::Text(t) => t.len() as u64,
+                };
+                (content, size)
+            }
             Err(r) => {
                 match r {
                     Refusal::OutsideRoot => {
@@ -103,7 +154,23 @@ impl AssetsHandler {
             }
         };
         let mac = self.mac_of(client.ip()).await;
+        let mut last_of_boot = None;
         if let Some(mac) = mac {
+            // A kernel starts the boot of the GRUB config the node was
+            // handed, as an HTTP fetch starts an iPXE script's.
+            match self
+                .control
+                .boot_fetch(mac, path, peer, Timestamp::now())
+                .await
+            {
+                Ok(Some((_, true))) => last_of_boot = Some(self.control.clone()),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(%client, %mac, path, error = %e, "TFTP read refused: the boot it starts cannot be recorded");
+                    self.metrics.tftp_transfer(TftpResult::Refused);
+                    return Err(Refusal::NotFound);
+                }
+            }
             let timeline = self.timeline.clone();
             let data = EventData::TftpStart {
                 file: path.to_string(),
@@ -122,8 +189,40 @@ impl AssetsHandler {
                 timeline: self.timeline.clone(),
                 metrics: self.metrics.clone(),
                 ended: false,
+                last_of_boot,
             },
         })
+    }
+
+    /// The GRUB config of `mac`, for its own address only (as its iPXE
+    /// script is); a refusal reads as a missing file to GRUB, which then
+    /// tries again ([`GRUB_MENU`]).
+    async fn grub_config(
+        &self,
+        client: SocketAddr,
+        mac: Mac,
+        peer: Option<std::net::Ipv4Addr>,
+    ) -> Result<Content, Refusal> {
+        let ask = ScriptAsk {
+            mac,
+            arch: None,
+            arch_text: None,
+            peer,
+            via: Loader::Grub,
+        };
+        match self.control.script_fetched(ask, Timestamp::now()).await {
+            Ok(Script::Boot(text) | Script::Wait { text, .. }) => {
+                Ok(Content::Text(text.into_bytes()))
+            }
+            Err(ScriptRefused::NotItsAddress(r)) => {
+                tracing::warn!(%client, %mac, reason = %r.explain(mac, peer), "GRUB config refused: not the node's own address");
+                Err(Refusal::OutsideRoot)
+            }
+            Err(e) => {
+                tracing::warn!(%client, %mac, error = ?e, "no GRUB config for this node");
+                Err(Refusal::NotFound)
+            }
+        }
     }
 
     /// A write request: refused, rackboot's TFTP is read-only.
@@ -234,6 +333,9 @@ pub struct Record {
     timeline: Timeline,
     metrics: Arc<Metrics>,
     ended: bool,
+    /// Set when this is the last file of its node's boot: sent in full, it
+    /// frees the node's boot slot ([`Control::boot_slot_done`]).
+    last_of_boot: Option<Arc<Control>>,
 }
 
 impl Record {
@@ -258,6 +360,10 @@ impl Record {
             _ => TftpResult::Aborted,
         };
         self.metrics.tftp_transfer(result);
+        if let (Outcome::Sent, Some(control), Some(mac)) = (&outcome, &self.last_of_boot, self.mac)
+        {
+            control.boot_slot_done(mac);
+        }
         let data = match outcome {
             Outcome::Sent => EventData::TftpSent {
                 file: self.name.clone(),

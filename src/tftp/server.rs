@@ -13,7 +13,6 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd as _;
-use std::os::unix::fs::FileExt as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -23,7 +22,7 @@ use nix::sys::socket::MsgFlags;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
-use super::handler::{AssetsHandler, Outcome, Transfer};
+use super::handler::{AssetsHandler, Content, Outcome, Transfer};
 use super::packet::{self, DATA_HEADER, ErrorCode, MAX_BLKSIZE, Mode, Packet, Request};
 use super::session::{Limits, Session, State, Transmit, blksize_for_mtu, negotiate};
 
@@ -283,7 +282,7 @@ async fn read_transfer(shared: &Shared, client: SocketAddr, req: Request) {
 /// is over. `Err` when rackboot failed (the message is sent to the client).
 async fn drive(
     sock: &UdpSocket,
-    file: &std::fs::File,
+    file: &Content,
     session: &mut Session,
     oack: Option<&[u8]>,
     record: &super::handler::Record,
@@ -466,7 +465,7 @@ struct ReadAhead {
 const READ_AHEAD: usize = 64 * 1024;
 
 impl ReadAhead {
-    fn read(&mut self, file: &std::fs::File, offset: u64, to: &mut [u8]) -> io::Result<()> {
+    fn read(&mut self, file: &Content, offset: u64, to: &mut [u8]) -> io::Result<()> {
         let end = offset + to.len() as u64;
         if offset < self.start || end > self.start + self.buf.len() as u64 {
             self.buf.resize(READ_AHEAD.max(to.len()), 0);
@@ -620,6 +619,7 @@ mod tests {
         let data: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(&data).unwrap();
+        let f = Content::File(f);
         let mut ahead = ReadAhead::default();
         let mut block = vec![0u8; 1468];
         let mut offsets: Vec<u64> = (0..60).map(|b| b * 1468).collect();

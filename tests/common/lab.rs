@@ -42,6 +42,12 @@ const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 const AAVMF_CODE: &str = "/usr/share/AAVMF/AAVMF_CODE.fd";
 const AAVMF_VARS: &str = "/usr/share/AAVMF/AAVMF_VARS.fd";
+/// Secure Boot firmware with Microsoft's keys enrolled (Debian's ovmf and qemu-efi-aarch64):
+/// what a server shipped with Secure Boot on trusts, so only Microsoft-signed shim boots.
+const OVMF_CODE_SECBOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
+const OVMF_VARS_MS: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
+const AAVMF_CODE_MS: &str = "/usr/share/AAVMF/AAVMF_CODE.ms.fd";
+const AAVMF_VARS_MS: &str = "/usr/share/AAVMF/AAVMF_VARS.ms.fd";
 
 /// One network namespace `rb-<name>-<pid>` with `br0` (10.77.0.1/24, up), `lo` up and `tap0`
 /// enslaved to `br0`. Processes started through it are ended by PID on drop.
@@ -279,6 +285,7 @@ impl Lab {
             memory_mib: 1024,
             http_boot: false,
             reboot: false,
+            secure_boot: false,
             bridge: None,
             extra: Vec::new(),
         }
@@ -680,6 +687,8 @@ pub struct VmBuilder<'a> {
     memory_mib: u32,
     http_boot: bool,
     reboot: bool,
+    /// UEFI Secure Boot enforced, Microsoft's keys enrolled.
+    secure_boot: bool,
     /// The lab bridge its tap joins instead of [`BRIDGE`].
     bridge: Option<String>,
     extra: Vec<String>,
@@ -709,6 +718,13 @@ impl<'a> VmBuilder<'a> {
     /// option 93 = 16, vendor class `HTTPClient:Arch:00016:…`).
     pub fn http_boot(mut self) -> Self {
         self.http_boot = true;
+        self
+    }
+
+    /// UEFI Secure Boot on, with Microsoft's keys (OVMF secboot + MS vars on q35 with SMM, or
+    /// AAVMF's MS build): unsigned loaders are refused ("Access Denied").
+    pub fn secure_boot(mut self) -> Self {
+        self.secure_boot = true;
         self
     }
 
@@ -804,6 +820,7 @@ impl<'a> VmBuilder<'a> {
         match self.firmware {
             Firmware::X86Bios => {
                 assert!(!self.http_boot, "SeaBIOS has no UEFI HTTP boot");
+                assert!(!self.secure_boot, "SeaBIOS has no Secure Boot");
                 // Quirk (SeaBIOS): without a VGA device it prints nothing, and iPXE's text
                 // (via int 10h) goes nowhere. fw_cfg etc/sercon-port = 0x3f8 (2 bytes LE) turns
                 // on its serial console; qemu warns that the name lacks "opt/", harmlessly.
@@ -820,20 +837,43 @@ impl<'a> VmBuilder<'a> {
                 // OVMF honours this knob (measured): no "UEFI PXEv6" boot option, so a VM whose
                 // PXEv4 got no answer goes on to HTTPv4 boot, not to ~65 s of DHCPv6 first.
                 let no_pxe6 = "name=opt/org.tianocore/IPv6PXESupport,string=n";
-                args.extend(strings(&["-M", "q35", "-fw_cfg", no_pxe6]));
+                if self.secure_boot {
+                    // SMM and a secure flash keep the variable store (and so the enrolled
+                    // keys and the Secure Boot switch) out of the guest OS's reach.
+                    args.extend(strings(&[
+                        "-M",
+                        "q35,smm=on",
+                        "-global",
+                        "driver=cfi.pflash01,property=secure,value=on",
+                        "-fw_cfg",
+                        no_pxe6,
+                    ]));
+                } else {
+                    args.extend(strings(&["-M", "q35", "-fw_cfg", no_pxe6]));
+                }
                 if self.http_boot {
                     // The same knob for IPv4 (measured): with no PXE option left, OVMF's boot
                     // manager starts with "UEFI HTTPv4" on the NIC.
                     let no_pxe4 = "name=opt/org.tianocore/IPv4PXESupport,string=n";
                     args.extend(strings(&["-fw_cfg", no_pxe4]));
                 }
-                args.extend(self.pflash(OVMF_CODE, OVMF_VARS));
+                if self.secure_boot {
+                    args.extend(self.pflash(OVMF_CODE_SECBOOT, OVMF_VARS_MS));
+                } else {
+                    args.extend(self.pflash(OVMF_CODE, OVMF_VARS));
+                }
                 ("qemu-system-x86_64", args)
             }
             Firmware::Arm64Uefi => {
                 assert_eq!(self.nic, Nic::VirtioNet, "AAVMF has no e1000 driver");
                 assert!(!self.http_boot, "http_boot is implemented for OVMF only");
                 // An x86 host has no arm64 KVM: always TCG.
+                if self.secure_boot {
+                    // As measured for the Secure Boot chain: `-cpu max`.
+                    let mut args = strings(&["-accel", "tcg", "-M", "virt", "-cpu", "max"]);
+                    args.extend(self.pflash(AAVMF_CODE_MS, AAVMF_VARS_MS));
+                    return ("qemu-system-aarch64", args);
+                }
                 let mut args = strings(&["-accel", "tcg", "-M", "virt", "-cpu", "cortex-a57"]);
                 args.extend(self.pflash(AAVMF_CODE, AAVMF_VARS));
                 ("qemu-system-aarch64", args)
