@@ -444,3 +444,55 @@ fn compressed_and_unified_kernels_say_what_to_do() {
 fn add_bootenv(config: &Path, bootenv: &str, arch: &str, kernel: &Path) -> Output {
     add_command(config, bootenv, arch, kernel).output().unwrap()
 }
+
+/// `assets add` says whether a kernel is signed for Secure Boot, and warns when a bootenv that
+/// boots through GRUB (`loader = "grub"`) is given an unsigned one; Debian's own kernel is signed
+/// and draws no warning. `assets identify` says the same.
+#[test]
+fn assets_add_knows_signed_kernels_and_warns_a_secure_boot_bootenv_of_an_unsigned_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    std::fs::write(
+        dir.path().join("bootenvs/secure.toml"),
+        "loader = \"grub\"\n[arch.x86_64_efi]\nkernel = \"placeholder\"\n\
+         cmdline = \"console=ttyS0 rackboot.url={{ server_url }}\"\n",
+    )
+    .unwrap();
+    let initrd = write_fixture(dir.path(), "initrd.img", b"initrd");
+    let unsigned = write_fixture(dir.path(), "vmlinuz-unsigned", &bzimage(true));
+    let out = add_to(&cfg, "secure", "x86_64_efi", &unsigned, &initrd);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("warning: bootenv secure boots through GRUB")
+            && t.contains("vmlinuz-unsigned")
+            && t.contains("will refuse it"),
+        "{t}"
+    );
+    // The same kernel into a bootenv booted through iPXE: no warning.
+    let out = add_to(&cfg, "plain", "x86_64_efi", &unsigned, &initrd);
+    assert!(
+        out.status.success() && !text(&out).contains("warning"),
+        "{}",
+        text(&out)
+    );
+
+    let Some(signed) = dist("x86_64/vmlinuz") else {
+        return;
+    };
+    let out = add_to(&cfg, "secure", "x86_64_efi", &signed, &initrd);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("signed (Authenticode)"), "{t}");
+    assert!(!t.contains("warning"), "{t}");
+    let out = Command::new(env!("CARGO_BIN_EXE_rackboot"))
+        .args(["assets", "identify"])
+        .arg(&signed)
+        .output()
+        .unwrap();
+    assert!(
+        text(&out).contains("signed (Authenticode)"),
+        "{}",
+        text(&out)
+    );
+}

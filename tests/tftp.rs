@@ -712,3 +712,37 @@ fn transfers_past_max_transfers_wait_their_turn_and_all_complete() {
     );
     assert!(s.metric(r#"rackboot_tftp_transfers_total{result="sent"}"#) >= 20.0);
 }
+
+/// The GRUB chain's configs are rendered, not read from disk: `grub/grub.cfg` (and `/grub/...`,
+/// as GRUB names it) sends every GRUB to its own `grub.cfg-<mac>`, and that one goes only to the
+/// node's own address: asked for from anywhere else it is refused like a file outside the
+/// assets, and the server goes on serving.
+#[test]
+fn grub_configs_are_rendered_and_a_nodes_own_goes_only_to_its_address() {
+    let s = start("tftp-grub", "");
+    let local = s.lab.dir().join("grub.cfg");
+    let l = local.to_str().unwrap();
+    for path in ["grub/grub.cfg", "/grub/grub.cfg"] {
+        let _ = fs::remove_file(&local);
+        let out = atftp(&s.lab, &["-g", "-r", path, "-l", l]);
+        assert!(out.status.success(), "TFTP {path}: {}", text(&out));
+        let cfg = fs::read_to_string(&local).unwrap();
+        assert!(
+            cfg.contains("configfile $prefix/grub.cfg-$net_default_mac"),
+            "{cfg}"
+        );
+    }
+    let _ = fs::remove_file(&local);
+    let out = atftp(
+        &s.lab,
+        &["-g", "-r", "/grub/grub.cfg-52:54:00:aa:bb:cc", "-l", l],
+    );
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(
+        t.contains("error received from server <Permission denied>"),
+        "{t}"
+    );
+    assert!(fs::read(&local).unwrap_or_default().is_empty());
+    assert_still_serving(&s);
+}

@@ -14,6 +14,9 @@ pub mod drop;
 pub mod into_bootenv;
 pub mod remote;
 pub mod resolve;
+pub mod signature;
+
+pub use signature::Signature;
 
 use std::fmt;
 use std::fs::{self, File};
@@ -506,6 +509,8 @@ pub struct Stored {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Imported {
     pub kind: KernelKind,
+    /// Whether the kernel carries a signature Secure Boot can verify.
+    pub signed: Signature,
     pub kernel: Stored,
     pub initrds: Vec<Stored>,
 }
@@ -653,6 +658,10 @@ pub fn import(
         path: kernel.path.clone(),
         source,
     })?;
+    let signed = signature::signature(&kernel.file).map_err(|source| AssetError::Read {
+        path: kernel.path.clone(),
+        source,
+    })?;
     let dir = assets_dir.join(STORE_DIR);
     fs::create_dir_all(&dir).map_err(|source| AssetError::Write {
         path: dir.clone(),
@@ -665,6 +674,7 @@ pub fn import(
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Imported {
         kind,
+        signed,
         kernel,
         initrds,
     })

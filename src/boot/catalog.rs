@@ -332,7 +332,10 @@ impl Catalog {
                         let is_remote = b.remote.iter().any(|r| r.local_path() == *asset);
                         // Checked as it will be served: a link would load here
                         // and then be refused to every node.
-                        if !is_remote && crate::beneath::open(assets_dir, asset).is_err() {
+                        if is_remote {
+                            continue;
+                        }
+                        let Ok(opened) = crate::beneath::open(assets_dir, asset) else {
                             return Err(CatalogError::MissingAsset {
                                 path: path.clone(),
                                 arch: *arch,
@@ -340,6 +343,16 @@ impl Catalog {
                                 asset: asset.clone(),
                                 assets: assets_dir.to_path_buf(),
                             });
+                        };
+                        // Loaded all the same (the bootenv may serve machines
+                        // with Secure Boot off), but said: shim refuses it.
+                        if what == "kernel"
+                            && b.loader == super::bootenv::Loader::Grub
+                            && *arch != BootArch::Bios
+                            && let Ok(sig) = crate::assets::signature::signature(&opened.file)
+                            && sig != crate::assets::Signature::Signed
+                        {
+                            tracing::warn!(bootenv = %name, %arch, kernel = %asset, "the bootenv boots through GRUB (Secure Boot) but its kernel is {}: Secure Boot firmware will refuse it", sig.as_str());
                         }
                     }
                     env.add_template_owned(cmdline_template(name, *arch), cmdline.clone())

@@ -33,6 +33,18 @@ pub fn add(
         &initrds,
     )?;
     print_stored(&cfg, &added.imported);
+    // A Secure Boot bootenv's kernel is verified by shim before it starts:
+    // an unsigned one would stop every machine booting it.
+    let secure = crate::boot::Bootenv::load(&added.path)
+        .is_ok_and(|b| b.loader == crate::boot::Loader::Grub);
+    if secure && added.imported.signed != assets::Signature::Signed {
+        eprintln!(
+            "warning: bootenv {name} boots through GRUB (loader = \"grub\", Secure Boot), but kernel {} is {}: \
+             firmware with Secure Boot on will refuse it; import the distribution's signed kernel",
+            kernel.path.display(),
+            added.imported.signed.as_str()
+        );
+    }
     let tables: Vec<String> = added.arches.iter().map(|a| format!("[arch.{a}]")).collect();
     let what = match (added.created, added.changed) {
         (true, _) => "created",
@@ -48,7 +60,7 @@ pub fn add(
 }
 
 fn print_stored(cfg: &Config, imported: &Imported) {
-    println!("kernel: {}", imported.kind);
+    println!("kernel: {}, {}", imported.kind, imported.signed.as_str());
     let assets_dir = cfg.assets_dir.display();
     for s in std::iter::once(&imported.kernel).chain(&imported.initrds) {
         let how = if s.already_present {
@@ -69,10 +81,14 @@ fn print_stored(cfg: &Config, imported: &Imported) {
 /// kernel; fails, saying why, when none could (an EFI application, say).
 pub fn identify(file: &Path) -> anyhow::Result<()> {
     let (kind, boots) = assets::identify(file)?;
+    let signed = std::fs::File::open(file)
+        .and_then(|f| assets::signature::signature(&f))
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
     let tables: Vec<String> = boots.iter().map(|a| format!("[arch.{a}]")).collect();
     println!(
-        "{}: {kind}; a kernel for {}",
+        "{}: {kind}; {}; a kernel for {}",
         file.display(),
+        signed.as_str(),
         tables.join(" ")
     );
     Ok(())
