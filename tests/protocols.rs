@@ -674,7 +674,9 @@ fn tftp_reads_return_the_exact_bytes_with_blksize_and_tsize() {
 fn tftp_refuses_paths_outside_the_assets_directory() {
     let rb = setup("tftp-escape").start();
 
-    for path in ["../etc/passwd", "/etc/passwd", "x86_64/../../etc/passwd"] {
+    // One leading `/` names the TFTP root, the assets directory (GRUB asks `/x86_64/vmlinuz`), as
+    // tftp-hpa's `--secure` does; a second one is an absolute path again.
+    for path in ["../etc/passwd", "//etc/passwd", "x86_64/../../etc/passwd"] {
         // curl exit 69: "permission problem on TFTP server", i.e. error code 2.
         let (out, got) = tftp_curl(&rb, &["--path-as-is"], path);
         let err = text(&out);
@@ -694,6 +696,13 @@ fn tftp_refuses_paths_outside_the_assets_directory() {
         );
         assert!(got.is_empty(), "atftp {path} got bytes");
     }
+    // `/etc/passwd` is `<assets>/etc/passwd`, which is not there.
+    let (out, got) = tftp_curl(&rb, &["--path-as-is"], "/etc/passwd");
+    assert!(
+        text(&out).contains("TFTP error: File not found") && got.is_empty(),
+        "{}",
+        text(&out)
+    );
     let local = rb.lab.dir().join("passwd.tftp-hpa");
     let out = rb.lab.run(
         "tftp",

@@ -712,36 +712,27 @@ mod tests {
 
     #[test]
     fn an_unsigned_uefi_loader_with_nothing_after_it_names_the_secure_boot_way_out() {
-        let events = vec![Event {
-            at: Timestamp(0),
-            appliance: None,
-            data: EventData::TftpSent {
-                file: "ipxe-amd64.efi".into(),
-                size: 1,
-            },
-        }];
-        let s = diagnose(
-            &node(NodeState::Booting),
-            &events,
-            Timestamp(11 * MIN),
-            &t(),
-        )
-        .unwrap();
-        assert!(s.reason.contains("loader = \"grub\""), "{}", s.reason);
-        let events = vec![Event {
-            data: EventData::TftpSent {
-                file: "shimx64.efi".into(),
-                size: 1,
-            },
-            ..events[0].clone()
-        }];
-        let s = diagnose(
-            &node(NodeState::Booting),
-            &events,
-            Timestamp(11 * MIN),
-            &t(),
-        )
-        .unwrap();
-        assert!(!s.reason.contains("grub"), "{}", s.reason);
+        let reason = |file: &str| {
+            let sent = Event {
+                at: Timestamp(0),
+                appliance: None,
+                data: EventData::TftpSent {
+                    file: file.into(),
+                    size: 1,
+                },
+            };
+            diagnose(
+                &node(NodeState::Booting),
+                &[sent],
+                Timestamp(11 * MIN),
+                &t(),
+            )
+            .unwrap()
+            .reason
+        };
+        let r = reason("ipxe-amd64.efi");
+        assert!(r.contains("loader = \"grub\""), "{r}");
+        let r = reason("shimx64.efi");
+        assert!(!r.contains("grub"), "{r}");
     }
 }

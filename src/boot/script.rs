@@ -42,6 +42,59 @@ pub struct RenderedScript {
     pub last_fetch: Option<String>,
 }
 
+/// What `bootenv` boots on `arch`, or why nothing (naming the node).
+fn arch_boot<'c>(
+    catalog: &'c Catalog,
+    mac: &str,
+    bootenv: &str,
+    arch: BootArch,
+) -> Result<&'c ArchBoot, ScriptError> {
+    let b = catalog
+        .get(bootenv)
+        .ok_or_else(|| ScriptError::UnknownBootenv {
+            mac: mac.to_string(),
+            bootenv: bootenv.to_string(),
+        })?;
+    b.for_arch(arch).ok_or_else(|| ScriptError::NoArch {
+        mac: mac.to_string(),
+        bootenv: bootenv.to_string(),
+        arch,
+    })
+}
+
+/// The bootenv's kernel command line, rendered for `node`.
+fn kernel_args(
+    catalog: &Catalog,
+    node: &Node,
+    bootenv: &str,
+    arch: BootArch,
+    server_url: &str,
+) -> Result<String, ScriptError> {
+    let ctx = TemplateContext::new(server_url, node, bootenv, arch);
+    catalog
+        .render_cmdline(bootenv, arch, &ctx)
+        .map_err(|source| ScriptError::Render {
+            mac: node.mac.to_string(),
+            source,
+        })
+}
+
+/// What a rendered script or config boots: the disk (`kernel` `None`), or
+/// a kernel whose last file fetched frees the node's boot slot.
+fn rendered(
+    text: String,
+    bootenv: &str,
+    kernel: Option<&String>,
+    initrds: &[String],
+) -> RenderedScript {
+    RenderedScript {
+        text,
+        bootenv: bootenv.to_string(),
+        kernel: kernel.cloned(),
+        last_fetch: kernel.map(|k| initrds.last().unwrap_or(k).clone()),
+    }
+}
+
 /// The iPXE script that boots `node` on `arch` into `bootenv`.
 ///
 /// Asset URLs carry the MAC so rackboot can put each fetch on the right
@@ -54,17 +107,7 @@ pub fn render_ipxe(
     server_url: &str,
 ) -> Result<RenderedScript, ScriptError> {
     let mac = node.mac.to_string();
-    let b = catalog
-        .get(bootenv)
-        .ok_or_else(|| ScriptError::UnknownBootenv {
-            mac: mac.clone(),
-            bootenv: bootenv.to_string(),
-        })?;
-    let boot = b.for_arch(arch).ok_or_else(|| ScriptError::NoArch {
-        mac: mac.clone(),
-        bootenv: bootenv.to_string(),
-        arch,
-    })?;
+    let boot = arch_boot(catalog, &mac, bootenv, arch)?;
     let mut s = String::with_capacity(512);
     let _ = writeln!(s, "#!ipxe");
     let _ = writeln!(s, "# rackboot: node {mac}, bootenv {bootenv}, arch {arch}");
@@ -72,23 +115,12 @@ pub fn render_ipxe(
         ArchBoot::Local(method) => {
             let _ = writeln!(s, "echo rackboot: {mac} boots from its local disk");
             let _ = writeln!(s, "{}", method.ipxe());
-            Ok(RenderedScript {
-                text: s,
-                bootenv: bootenv.to_string(),
-                kernel: None,
-                last_fetch: None,
-            })
+            Ok(rendered(s, bootenv, None, &[]))
         }
         ArchBoot::Kernel {
             kernel, initrds, ..
         } => {
-            let ctx = TemplateContext::new(server_url, node, bootenv, arch);
-            let args = catalog
-                .render_cmdline(bootenv, arch, &ctx)
-                .map_err(|source| ScriptError::Render {
-                    mac: mac.clone(),
-                    source,
-                })?;
+            let args = kernel_args(catalog, node, bootenv, arch, server_url)?;
             // The Linux EFI stub loads initrds by the name given in `initrd=`,
             // which must equal the name iPXE registered the image under; BIOS
             // kernels ignore the argument. Naming them explicitly makes both work.
@@ -135,12 +167,7 @@ pub fn render_ipxe(
                 let _ = writeln!(s, "sleep {d}");
                 let _ = writeln!(s, "goto fetch");
             }
-            Ok(RenderedScript {
-                text: s,
-                bootenv: bootenv.to_string(),
-                kernel: Some(kernel.clone()),
-                last_fetch: Some(initrds.last().unwrap_or(kernel).clone()),
-            })
+            Ok(rendered(s, bootenv, Some(kernel), initrds))
         }
     }
 }
@@ -192,17 +219,7 @@ pub fn render_grub(
     server_url: &str,
 ) -> Result<RenderedScript, ScriptError> {
     let mac = node.mac.to_string();
-    let b = catalog
-        .get(bootenv)
-        .ok_or_else(|| ScriptError::UnknownBootenv {
-            mac: mac.clone(),
-            bootenv: bootenv.to_string(),
-        })?;
-    let boot = b.for_arch(arch).ok_or_else(|| ScriptError::NoArch {
-        mac: mac.clone(),
-        bootenv: bootenv.to_string(),
-        arch,
-    })?;
+    let boot = arch_boot(catalog, &mac, bootenv, arch)?;
     let mut s = String::with_capacity(512);
     let _ = writeln!(s, "# rackboot: node {mac}, bootenv {bootenv}, arch {arch}");
     match boot {
@@ -227,23 +244,12 @@ pub fn render_grub(
             let _ = writeln!(s, "  fi");
             let _ = writeln!(s, "done");
             let _ = writeln!(s, "{}", method.grub());
-            Ok(RenderedScript {
-                text: s,
-                bootenv: bootenv.to_string(),
-                kernel: None,
-                last_fetch: None,
-            })
+            Ok(rendered(s, bootenv, None, &[]))
         }
         ArchBoot::Kernel {
             kernel, initrds, ..
         } => {
-            let ctx = TemplateContext::new(server_url, node, bootenv, arch);
-            let args = catalog
-                .render_cmdline(bootenv, arch, &ctx)
-                .map_err(|source| ScriptError::Render {
-                    mac: mac.clone(),
-                    source,
-                })?;
+            let args = kernel_args(catalog, node, bootenv, arch, server_url)?;
             let mut linux = format!("linux /{}", grub_word(kernel));
             for word in args.split_whitespace() {
                 linux.push(' ');
@@ -287,12 +293,7 @@ pub fn render_grub(
             );
             let _ = writeln!(s, "  sleep {last}");
             let _ = writeln!(s, "done");
-            Ok(RenderedScript {
-                text: s,
-                bootenv: bootenv.to_string(),
-                kernel: Some(kernel.clone()),
-                last_fetch: Some(initrds.last().unwrap_or(kernel).clone()),
-            })
+            Ok(rendered(s, bootenv, Some(kernel), initrds))
         }
     }
 }
@@ -559,6 +560,26 @@ done
         assert_eq!(s.text, golden);
         assert_eq!(s.kernel.as_deref(), Some("arm64/Image"));
         assert_eq!(s.last_fetch.as_deref(), Some("arm64/initrd.img"));
+    }
+
+    #[test]
+    fn grub_wait_config_sleeps_then_reads_the_nodes_own_config_again() {
+        let s = render_grub_wait(
+            "52:54:00:aa:bb:cc".parse().unwrap(),
+            WaitReason {
+                booting: 4,
+                limit: 4,
+                attempt: 2,
+                delay_secs: 7,
+            },
+        );
+        let golden = "\
+# rackboot: node 52:54:00:aa:bb:cc waits for a boot slot, attempt 2
+echo \"rackboot: 4 of 4 nodes on this subnet are booting; 52:54:00:aa:bb:cc waits 7 s\"
+sleep 7
+configfile $prefix/grub.cfg-52:54:00:aa:bb:cc
+";
+        assert_eq!(s, golden);
     }
 
     #[test]

@@ -16,13 +16,13 @@ use super::bind::Binding;
 use super::identity;
 use super::lease::{self, Outcome, Pool};
 use super::timeline::Timeline;
-use crate::boot::{BootFile, CatalogCell, Loader, decide_for_node, loader_of};
+use crate::boot::{BootFile, CatalogCell, Decision, decide_for_node, loader_of};
 use crate::config::{Identity, LoaderMap, SubnetMode};
 use crate::dhcp::classify::Request;
 use crate::dhcp::metrics::IgnoreReason;
 use crate::dhcp::reply::ServerParams;
 use crate::dhcp::unknown::{self, Unknown};
-use crate::model::{BootTarget, DhcpService, EventData, Lease, Mac, Node, Timestamp};
+use crate::model::{BootTarget, ClientInfo, DhcpService, EventData, Lease, Mac, Node, Timestamp};
 use crate::routes::Urls;
 use crate::store::{Store, StoreError};
 
@@ -128,9 +128,11 @@ struct Asker {
 }
 
 impl DhcpClients {
-    /// Which loader `node` boots through now (GRUB for Secure Boot).
-    fn loader_of(&self, node: &Node, now: Timestamp) -> Loader {
-        loader_of(node, &self.catalog.current(), now)
+    /// What `client`, whose record is `node`, boots now: through GRUB (a
+    /// Secure Boot machine's shim) when its record or bootenv says so.
+    fn decide(&self, client: &ClientInfo, node: &Node, now: Timestamp) -> Decision {
+        let via = loader_of(node, &self.catalog.current(), now);
+        decide_for_node(client, node, via, &self.loaders, &self.urls, now)
     }
 
     /// A client's request on port 67, on `subnet`.
@@ -177,14 +179,7 @@ impl DhcpClients {
                 .await?
                 .after;
         }
-        let decision = decide_for_node(
-            &req.client,
-            &node,
-            self.loader_of(&node, now),
-            &self.loaders,
-            &self.urls,
-            now,
-        );
+        let decision = self.decide(&req.client, &node, now);
         let arch = decision.arch();
         if known {
             // When it was last seen is a hint, not a promise to anyone: while
@@ -382,14 +377,7 @@ impl DhcpClients {
         if let Err(e) = self.binding.saw(mac, from).await {
             tracing::warn!(%mac, error = %e, "cannot record the address of a proxyDHCP client");
         }
-        let decision = decide_for_node(
-            &req.client,
-            &node,
-            self.loader_of(&node, now),
-            &self.loaders,
-            &self.urls,
-            now,
-        );
+        let decision = self.decide(&req.client, &node, now);
         let boot = decision.boot_file();
         if boot == BootFile::None {
             return Ok(Answer::Done);
