@@ -266,33 +266,34 @@ pub fn render_grub(
             // has loops but no arithmetic).
             let delays = retry_delays(node.mac);
             let last = delays[delays.len() - 1];
-            let _ = writeln!(s, "function rb_boot {{");
-            let _ = writeln!(s, "  echo \"rackboot: loading {}\"", grub_word(kernel));
-            let _ = writeln!(s, "  if {linux}; then");
-            if initrds.is_empty() {
-                let _ = writeln!(s, "    boot");
+            let then_boot = if initrds.is_empty() {
+                "boot".to_string()
             } else {
-                let _ = writeln!(s, "    if {initrd}; then boot; fi");
-            }
-            let _ = writeln!(s, "  fi");
-            let _ = writeln!(s, "}}");
+                format!("if {initrd}; then boot; fi")
+            };
             let pauses: Vec<String> = delays.iter().map(u32::to_string).collect();
-            let _ = writeln!(s, "for rb_pause in {}; do", pauses.join(" "));
-            let _ = writeln!(s, "  rb_boot");
-            let _ = writeln!(
+            let _ = write!(
                 s,
-                "  echo \"rackboot: fetch failed, retrying in $rb_pause seconds\""
+                "function rb_boot {{
+  echo \"rackboot: loading {kernel}\"
+  if {linux}; then
+    {then_boot}
+  fi
+}}
+for rb_pause in {pauses}; do
+  rb_boot
+  echo \"rackboot: fetch failed, retrying in $rb_pause seconds\"
+  sleep $rb_pause
+done
+while true; do
+  rb_boot
+  echo \"rackboot: fetch failed, retrying in {last} seconds\"
+  sleep {last}
+done
+",
+                kernel = grub_word(kernel),
+                pauses = pauses.join(" "),
             );
-            let _ = writeln!(s, "  sleep $rb_pause");
-            let _ = writeln!(s, "done");
-            let _ = writeln!(s, "while true; do");
-            let _ = writeln!(s, "  rb_boot");
-            let _ = writeln!(
-                s,
-                "  echo \"rackboot: fetch failed, retrying in {last} seconds\""
-            );
-            let _ = writeln!(s, "  sleep {last}");
-            let _ = writeln!(s, "done");
             Ok(rendered(s, bootenv, Some(kernel), initrds))
         }
     }
