@@ -440,17 +440,31 @@ cmdline = "console=ttyAMA0 rackboot.url={{ server_url }} rackboot.token={{ node.
         Node::sample()
     }
 
-    #[test]
-    fn kernel_boot_script_matches_golden() {
+    type Render = fn(&Catalog, &Node, &str, BootArch, &str) -> Result<RenderedScript, ScriptError>;
+
+    /// The fixture's `discovery` on arm64, rendered by `render`.
+    fn arm64_discovery(render: Render) -> RenderedScript {
         let (_d, c) = fixture();
-        let s = render_ipxe(
+        render(
             &c,
             &node(),
             "discovery",
             BootArch::Arm64Efi,
             "http://10.0.0.1",
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    /// `s` is `golden`, and boots the fixture's arm64 kernel and initrd.
+    fn assert_arm64_discovery(s: &RenderedScript, golden: &str) {
+        assert_eq!(s.text, golden);
+        assert_eq!(s.kernel.as_deref(), Some("arm64/Image"));
+        assert_eq!(s.last_fetch.as_deref(), Some("arm64/initrd.img"));
+    }
+
+    #[test]
+    fn kernel_boot_script_matches_golden() {
+        let s = arm64_discovery(render_ipxe);
         let golden = "\
 #!ipxe
 # rackboot: node 52:54:00:aa:bb:cc, bootenv discovery, arch arm64_efi
@@ -484,9 +498,7 @@ echo rackboot: fetch failed, retrying in 15 seconds
 sleep 15
 goto fetch
 ";
-        assert_eq!(s.text, golden);
-        assert_eq!(s.kernel.as_deref(), Some("arm64/Image"));
-        assert_eq!(s.last_fetch.as_deref(), Some("arm64/initrd.img"));
+        assert_arm64_discovery(&s, golden);
     }
 
     #[test]
@@ -530,15 +542,7 @@ goto chain
 
     #[test]
     fn grub_config_boots_the_same_kernel_by_tftp_and_retries() {
-        let (_d, c) = fixture();
-        let s = render_grub(
-            &c,
-            &node(),
-            "discovery",
-            BootArch::Arm64Efi,
-            "http://10.0.0.1",
-        )
-        .unwrap();
+        let s = arm64_discovery(render_grub);
         let golden = "\
 # rackboot: node 52:54:00:aa:bb:cc, bootenv discovery, arch arm64_efi
 function rb_boot {
@@ -558,9 +562,7 @@ while true; do
   sleep 15
 done
 ";
-        assert_eq!(s.text, golden);
-        assert_eq!(s.kernel.as_deref(), Some("arm64/Image"));
-        assert_eq!(s.last_fetch.as_deref(), Some("arm64/initrd.img"));
+        assert_arm64_discovery(&s, golden);
     }
 
     #[test]

@@ -11,9 +11,14 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use crate::boot::address::AddressAsk;
-use crate::model::{Lease, LeaseState, Mac, Node, Timestamp};
+use crate::model::{BootArch, Lease, LeaseState, Mac, Node, Timestamp};
 use crate::store::feed::{Change, Feed, Subscriber};
 use crate::store::{LeaseRequest, NodeQuery, StoreError};
+
+/// How stale the stored last-seen time of a node may get before a touch
+/// writes it: every DHCP packet touches its node, and each write would be a
+/// commit (and, on PostgreSQL, an announcement to every appliance).
+const LAST_SEEN_GRAIN_MS: i64 = 60_000;
 
 /// Everything reads need, kept in step with the database.
 #[derive(Default)]
@@ -176,6 +181,37 @@ impl Mirror {
     }
 
     /// The lease `mac` holds, if any.
+    /// Notes that `mac` was seen at `now` (announcing `arch`, if it did),
+    /// and gives its record when the stored copy should be written: its
+    /// architecture changed, or its stored last-seen time is older than
+    /// [`LAST_SEEN_GRAIN_MS`]. Every packet touches its node; memory has
+    /// the time exact, so most touches write nothing.
+    pub(crate) fn touch(
+        &mut self,
+        mac: Mac,
+        arch: Option<BootArch>,
+        now: Timestamp,
+    ) -> Result<Option<Node>, StoreError> {
+        let n = self
+            .nodes
+            .get_mut(&mac)
+            .ok_or(StoreError::NoSuchNode(mac))?;
+        let arch_changed = arch.is_some() && arch != n.arch;
+        n.last_seen = Some(now);
+        if arch.is_some() {
+            n.arch = arch;
+        }
+        let stale = self
+            .seen_saved
+            .get(&mac)
+            .is_none_or(|saved| now.millis() - saved.millis() >= LAST_SEEN_GRAIN_MS);
+        if !(stale || arch_changed) {
+            return Ok(None);
+        }
+        self.seen_saved.insert(mac, now);
+        Ok(Some(n.clone()))
+    }
+
     pub(crate) fn lease_of(&self, mac: Mac) -> Option<&Lease> {
         self.lease_of.get(&mac).and_then(|ip| self.leases.get(ip))
     }

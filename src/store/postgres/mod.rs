@@ -62,11 +62,6 @@ use crate::model::{
 /// The channel every appliance announces its changes on.
 const CHANNEL: &str = "rackboot";
 
-/// How often a node's last-seen time is written to the database (memory
-/// has it exact): every DHCP packet touches its node, and each write would
-/// be a commit and an announcement to every appliance.
-const LAST_SEEN_GRAIN_MS: i64 = 60_000;
-
 /// How long a write waits for its own announcement to come back before it
 /// answers anyway (the change is committed; the mirror catches up when the
 /// listener reconnects).
@@ -278,22 +273,8 @@ impl Store for PostgresStore {
         arch: Option<BootArch>,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        {
-            let mut m = self.mirror();
-            let n = m.nodes.get_mut(&mac).ok_or(StoreError::NoSuchNode(mac))?;
-            let arch_changed = arch.is_some() && arch != n.arch;
-            n.last_seen = Some(now);
-            if arch.is_some() {
-                n.arch = arch;
-            }
-            let stale = m
-                .seen_saved
-                .get(&mac)
-                .is_none_or(|saved| now.millis() - saved.millis() >= LAST_SEEN_GRAIN_MS);
-            if !(stale || arch_changed) {
-                return Ok(());
-            }
-            m.seen_saved.insert(mac, now);
+        if self.mirror().touch(mac, arch, now)?.is_none() {
+            return Ok(());
         }
         let mut fields = serde_json::Map::new();
         fields.insert(

@@ -102,9 +102,6 @@ impl Drop for SqliteStore {
     }
 }
 
-/// How stale the stored last-seen time may get before a touch writes it.
-const LAST_SEEN_GRAIN_MS: i64 = 60_000;
-
 /// Timelines are trimmed after this many new events per node.
 const TRIM_EVERY: i64 = 50;
 
@@ -524,26 +521,8 @@ impl Store for SqliteStore {
         arch: Option<BootArch>,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let node = {
-            let mut c = self.cache();
-            let n = c.nodes.get_mut(&mac).ok_or(StoreError::NoSuchNode(mac))?;
-            // Every packet touches its node; the file needs last-seen only to
-            // the minute (memory has it exact), so most touches write nothing.
-            let arch_changed = arch.is_some() && arch != n.arch;
-            n.last_seen = Some(now);
-            if arch.is_some() {
-                n.arch = arch;
-            }
-            let node = n.clone();
-            let stale = c
-                .seen_saved
-                .get(&mac)
-                .is_none_or(|saved| now.millis() - saved.millis() >= LAST_SEEN_GRAIN_MS);
-            if !(stale || arch_changed) {
-                return Ok(());
-            }
-            c.seen_saved.insert(mac, now);
-            node
+        let Some(node) = self.cache().touch(mac, arch, now)? else {
+            return Ok(());
         };
         self.queue(Write::LazyNode(Box::new(node))).await
     }
