@@ -12,9 +12,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::api::{kinds, timeline_text};
+use common::api::timeline_text;
 use common::lab::Firmware;
-use common::vm_watch::{Watch, appliance, boot_network, find, not_failed};
+use common::vm_watch::{Watch, appliance, boot_network, boots_of};
 
 /// Two boots of one VM under TCG: ~30 s to the callback, ~15 s to the second script.
 const TIMEOUT: Duration = Duration::from_secs(240);
@@ -47,13 +47,7 @@ fn an_installer_calls_back_and_the_next_boot_goes_local() {
     let watch = Watch::new(&rb, &vm);
 
     // Done when a script for `local` was rendered after the callback.
-    let n = watch.node(vm.mac(), TIMEOUT, "a second boot into local", |n| {
-        not_failed(n)?;
-        let events = kinds(n);
-        let second_boot = find(&events, 0, "report.installed", "")
-            .and_then(|called| find(&events, called, "http.script", "bootenv local"));
-        Ok(second_boot.map(|_| n.clone()))
-    });
+    let n = watch.installed_then_local(vm.mac(), TIMEOUT);
     eprintln!(
         "vm-install: second boot handed local after {:.1} s\n{}",
         started.elapsed().as_secs_f64(),
@@ -74,13 +68,13 @@ fn an_installer_calls_back_and_the_next_boot_goes_local() {
             ("http.script", "bootenv local, arch bios"),
         ]],
     );
-    let events = kinds(&n);
     // The installer's script was rendered exactly once: no loop back into it.
-    let installer_boots = events
-        .iter()
-        .filter(|(k, d)| k == "http.script" && d.contains("bootenv installer"))
-        .count();
-    assert_eq!(installer_boots, 1, "{}", watch.diagnosis(Some(&n)));
+    assert_eq!(
+        boots_of(&n, "installer"),
+        1,
+        "{}",
+        watch.diagnosis(Some(&n))
+    );
 
     // The record as the API shows it.
     assert_eq!(n["state"].as_str(), Some("installed"), "{n}");

@@ -19,7 +19,7 @@ use common::api::{kinds, timeline_text};
 use common::lab::{Firmware, dist_file};
 use common::server::Server;
 use common::setup::Setup;
-use common::vm_watch::{IMAGE_STEPS, Watch, appliance, boot_network, find, not_failed};
+use common::vm_watch::{IMAGE_STEPS, Watch, appliance, boot_network, boots_of};
 
 /// One Secure Boot VM alone reaches `configured` in ~30 s (x86_64) or ~45 s (arm64) under TCG;
 /// a second boot, and other tests' VMs on the same two cores, take longer.
@@ -240,13 +240,7 @@ fn once_only_and_local_bootenvs_work_through_grub() {
         .arg("virtio-blk-pci,drive=disk0,bootindex=2")
         .start();
     let watch = Watch::new(&rb, &vm);
-    let n = watch.node(mac, BOOT_TIMEOUT, "a second boot into local", |n| {
-        not_failed(n)?;
-        let events = kinds(n);
-        let second = find(&events, 0, "report.installed", "")
-            .and_then(|called| find(&events, called, "http.script", "bootenv local"));
-        Ok(second.map(|_| n.clone()))
-    });
+    let n = watch.installed_then_local(mac, BOOT_TIMEOUT);
     watch.assert_steps(
         &n,
         &[&[
@@ -263,12 +257,7 @@ fn once_only_and_local_bootenvs_work_through_grub() {
         ]],
     );
     // The once-only bootenv was used once, and is gone from the record.
-    let events = kinds(&n);
-    let installs = events
-        .iter()
-        .filter(|(k, d)| k == "http.script" && d.contains("bootenv installer"))
-        .count();
-    assert_eq!(installs, 1, "{}", timeline_text(&n));
+    assert_eq!(boots_of(&n, "installer"), 1, "{}", timeline_text(&n));
     assert!(n["next_bootenv"].is_null(), "{n}");
     assert_eq!(n["bootenv"], "local", "{n}");
     // GRUB handed the machine to its disk's own signed loader, still under Secure Boot.

@@ -161,6 +161,18 @@ impl<'a> Watch<'a> {
         n
     }
 
+    /// Waits until `mac`'s installer has called back and a boot into `local` followed (its
+    /// script or GRUB config rendered after the callback), failing at once on `failed`.
+    pub fn installed_then_local(&self, mac: &str, timeout: Duration) -> Value {
+        self.node(mac, timeout, "a second boot into local", |n| {
+            not_failed(n)?;
+            let events = kinds(n);
+            let second_boot = find(&events, 0, "report.installed", "")
+                .and_then(|called| find(&events, called, "http.script", "bootenv local"));
+            Ok(second_boot.map(|_| n.clone()))
+        })
+    }
+
     /// Asserts that `n`'s timeline has these steps (given in parts, e.g. the firmware's and
     /// [`IMAGE_STEPS`]) in this order, other events in between allowed: each step is an event
     /// kind (or kinds, `a|b`) and a text its detail contains.
@@ -177,6 +189,16 @@ impl<'a> Watch<'a> {
             }
         }
     }
+}
+
+/// How many boots into `bootenv` `n`'s timeline shows (scripts or GRUB configs whose boot
+/// started).
+pub fn boots_of(n: &Value, bootenv: &str) -> usize {
+    let needle = format!("bootenv {bootenv},");
+    kinds(n)
+        .iter()
+        .filter(|(k, d)| k == "http.script" && d.contains(&needle))
+        .count()
 }
 
 /// Index of the first event at or after `from` of `kind` (or one of `a|b`) whose detail
