@@ -14,26 +14,16 @@ use std::time::{Duration, Instant};
 
 use common::api::timeline_text;
 use common::lab::Firmware;
-use common::vm_watch::{Watch, appliance, boot_network, boots_of};
+use common::vm_watch::{Watch, appliance, boot_network, boots_of, installer_bootenv};
 
 /// Two boots of one VM under TCG: ~30 s to the callback, ~15 s to the second script.
 const TIMEOUT: Duration = Duration::from_secs(240);
-
-/// The installer bootenv: the operational image told to call back and reboot. SeaBIOS (BIOS) is
-/// the quickest firmware to boot twice here.
-const INSTALLER: &str = r#"description = "test installer: the operational image calling back"
-installer = true
-[arch.bios]
-kernel = "x86_64/vmlinuz"
-initrds = ["x86_64/initrd.img"]
-cmdline = "console=ttyS0 quiet rackboot.url={{ server_url }} rackboot.mac={{ node.mac }} rackboot.token={{ node.token }} rackboot.installed=1 rackboot.bootenv={{ bootenv }}"
-"#;
 
 #[test]
 fn an_installer_calls_back_and_the_next_boot_goes_local() {
     // A bootenvs directory of its own, in which every new node gets `installer`.
     let rb = appliance("vm-install")
-        .file("bootenvs/installer.toml", INSTALLER)
+        .file("bootenvs/installer.toml", installer_bootenv("", &["bios"]))
         .table("boot", "default_bootenv = \"installer\"")
         .prepare();
     boot_network(&rb.lab);

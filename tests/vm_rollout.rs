@@ -31,7 +31,7 @@ use common::bmc::{FakeSystem, lab_emulator, python, sushy_command};
 use common::lab::{Firmware, Vm, poll_until, read_text, tail};
 use common::rollout::{in_order, phases, start, steps, watch};
 use common::server::Server;
-use common::vm_watch::{appliance, boot_network};
+use common::vm_watch::{appliance, boot_network, installer_bootenv};
 use serde_json::Value;
 
 /// The builders, in MAC order (the rollout's order; the first is its canary): hostname (also
@@ -52,20 +52,6 @@ const ROOM_PORT: u16 = 8002;
 const ROLLOUT_WITHIN: Duration = Duration::from_secs(480);
 /// A reinstalled VM's reboot, from its callback to its `local` boot script.
 const LOCAL_BOOT_WITHIN: Duration = Duration::from_secs(120);
-
-/// The installer bootenv: the operational image told to call back and reboot, on both x86
-/// firmwares.
-const INSTALLER: &str = r#"description = "test installer: the operational image calling back"
-installer = true
-[arch.bios]
-kernel = "x86_64/vmlinuz"
-initrds = ["x86_64/initrd.img"]
-cmdline = "console=ttyS0 quiet rackboot.url={{ server_url }} rackboot.mac={{ node.mac }} rackboot.token={{ node.token }} rackboot.installed=1 rackboot.bootenv={{ bootenv }}"
-[arch.x86_64_efi]
-kernel = "x86_64/vmlinuz"
-initrds = ["x86_64/initrd.img"]
-cmdline = "console=ttyS0 quiet rackboot.url={{ server_url }} rackboot.mac={{ node.mac }} rackboot.token={{ node.token }} rackboot.installed=1 rackboot.bootenv={{ bootenv }}"
-"#;
 
 /// The machine room: `room.py PORT BMC_URL QMP_DIR`. Every line it prints is an action or a
 /// notification, with the time.
@@ -297,7 +283,10 @@ fn booted_local(node: &Value) -> bool {
 
 #[test]
 fn a_rollout_reinstalls_four_vms_through_their_redfish_bmcs_one_at_a_time() {
-    let setup = appliance("vm-rollout").file("bootenvs/installer.toml", INSTALLER);
+    let setup = appliance("vm-rollout").file(
+        "bootenvs/installer.toml",
+        installer_bootenv("", &["bios", "x86_64_efi"]),
+    );
     let hooks = setup.path("hooks.log");
     // No discovery bootenv here: a machine nobody imported boots its disk.
     let rb = setup

@@ -19,7 +19,7 @@ use common::api::{kinds, timeline_text};
 use common::lab::{Firmware, dist_file};
 use common::server::Server;
 use common::setup::Setup;
-use common::vm_watch::{IMAGE_STEPS, Watch, appliance, boot_network, boots_of};
+use common::vm_watch::{IMAGE_STEPS, Watch, appliance, boot_network, boots_of, installer_bootenv};
 
 /// One Secure Boot VM alone reaches `configured` in ~30 s (x86_64) or ~45 s (arm64) under TCG;
 /// a second boot, and other tests' VMs on the same two cores, take longer.
@@ -189,16 +189,6 @@ fn local_disk(rb: &Server, marker: &str) -> String {
     )
 }
 
-/// The installer bootenv through GRUB: the operational image told to call back and reboot.
-const GRUB_INSTALLER: &str = r#"description = "test installer through the Secure Boot chain"
-installer = true
-loader = "grub"
-[arch.x86_64_efi]
-kernel = "x86_64/vmlinuz"
-initrds = ["x86_64/initrd.img"]
-cmdline = "console=ttyS0 quiet rackboot.url={{ server_url }} rackboot.mac={{ node.mac }} rackboot.token={{ node.token }} rackboot.installed=1 rackboot.bootenv={{ bootenv }}"
-"#;
-
 /// A Secure Boot machine (its record says `loader = "grub"`) whose bootenv is `local` is given
 /// an installer for one boot: GRUB boots the installer once, the installer calls back and the VM
 /// reboots, and the next boot goes through GRUB to the machine's own disk, whose signed loader
@@ -208,7 +198,10 @@ fn once_only_and_local_bootenvs_work_through_grub() {
     let rb = secure_appliance(
         "sb-local",
         &[
-            ("installer.toml", GRUB_INSTALLER.to_string()),
+            (
+                "installer.toml",
+                installer_bootenv("loader = \"grub\"\n", &["x86_64_efi"]),
+            ),
             ("discovery.toml", grub_discovery()),
         ],
     )

@@ -48,6 +48,23 @@ pub const IMAGE_STEPS: &[(&str, &str)] = &[
     ("report.configured", ""),
 ];
 
+/// An installer bootenv for x86 firmware: the operational image told (`rackboot.installed=1`)
+/// to call back and reboot, as a kickstart `%post` would, for each of `arches` (`bios`,
+/// `x86_64_efi`); `head` is more top-level lines (e.g. `loader = "grub"`).
+pub fn installer_bootenv(head: &str, arches: &[&str]) -> String {
+    let mut text = format!(
+        "description = \"test installer: the operational image calling back\"\ninstaller = true\n{head}"
+    );
+    for arch in arches {
+        text.push_str(&format!(
+            "[arch.{arch}]\nkernel = \"x86_64/vmlinuz\"\ninitrds = [\"x86_64/initrd.img\"]\n\
+             cmdline = \"console=ttyS0 quiet rackboot.url={{{{ server_url }}}} rackboot.mac={{{{ node.mac }}}} \
+             rackboot.token={{{{ node.token }}}} rackboot.installed=1 rackboot.bootenv={{{{ bootenv }}}}\"\n"
+        ));
+    }
+    text
+}
+
 /// One more section of [`Watch::diagnosis`]: a title and what to show under it.
 type Section<'a> = (&'a str, Box<dyn Fn() -> String + 'a>);
 
