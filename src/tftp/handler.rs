@@ -3,6 +3,7 @@
 //! answers with plain data (a file and its size, a refusal, a slot) and knows
 //! nothing of packets or sockets.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
@@ -54,7 +55,7 @@ pub enum Content {
     /// A file below the assets directory.
     File(std::fs::File),
     /// Text rackboot made for this read (a GRUB config).
-    Text(Vec<u8>),
+    Text(Cow<'static, [u8]>),
 }
 
 impl Content {
@@ -126,19 +127,17 @@ impl AssetsHandler {
             IpAddr::V4(ip) => Some(ip),
             IpAddr::V6(_) => None,
         };
+        let text = |t: Cow<'static, [u8]>| (t.len() as u64, Content::Text(t));
         let opened = match grub_config_mac(path) {
-            _ if is_grub_menu(path) => Ok(Content::Text(GRUB_MENU.as_bytes().to_vec())),
-            Some(mac) => self.grub_config(client, mac, peer).await,
-            None => resolve(&self.root, path).map(|o| Content::File(o.file)),
+            _ if is_grub_menu(path) => Ok(text(Cow::Borrowed(GRUB_MENU.as_bytes()))),
+            Some(mac) => self
+                .grub_config(client, mac, peer)
+                .await
+                .map(|t| text(Cow::Owned(t))),
+            None => resolve(&self.root, path).map(|o| (o.meta.len(), Content::File(o.file))),
         };
-        let (file, size) = match opened {
-            Ok(content) => {
-                let size = match &content {
-                    Content::File(f) => f.metadata().map(|m| m.len()).unwrap_or(0),
-                    Content::Text(t) => t.len() as u64,
-                };
-                (content, size)
-            }
+        let (size, file) = match opened {
+            Ok(opened) => opened,
             Err(r) => {
                 match r {
                     Refusal::OutsideRoot => {
@@ -202,7 +201,7 @@ impl AssetsHandler {
         client: SocketAddr,
         mac: Mac,
         peer: Option<std::net::Ipv4Addr>,
-    ) -> Result<Content, Refusal> {
+    ) -> Result<Vec<u8>, Refusal> {
         let ask = ScriptAsk {
             mac,
             arch: None,
@@ -211,9 +210,7 @@ impl AssetsHandler {
             via: Loader::Grub,
         };
         match self.control.script_fetched(ask, Timestamp::now()).await {
-            Ok(Script::Boot(text) | Script::Wait { text, .. }) => {
-                Ok(Content::Text(text.into_bytes()))
-            }
+            Ok(Script::Boot(text) | Script::Wait { text, .. }) => Ok(text.into_bytes()),
             Err(ScriptRefused::NotItsAddress(r)) => {
                 tracing::warn!(%client, %mac, reason = %r.explain(mac, peer), "GRUB config refused: not the node's own address");
                 Err(Refusal::OutsideRoot)
