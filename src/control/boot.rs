@@ -15,6 +15,7 @@
 //! the events get written. A local-boot script has no token and no kernel:
 //! it takes effect when it is fetched.
 
+use std::borrow::Cow;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -23,8 +24,9 @@ use super::admit::{Admitted, Place, Via};
 use super::bind::Refusal;
 use super::script_cache::{PendingBoot, TOKEN_PLACEHOLDER};
 use crate::boot::{
-    AssetRole, Choice, Loader, Progress, RenderedScript, Verdict, WaitReason, effective_bootenv,
-    lifecycle, render_grub, render_grub_wait, render_ipxe, render_wait,
+    AssetRole, Choice, GRUB_MENU, Loader, Progress, RenderedScript, Verdict, WaitReason,
+    effective_bootenv, grub_config_mac, is_grub_menu, lifecycle, render_grub, render_grub_wait,
+    render_ipxe, render_wait,
 };
 use crate::model::{BootArch, EventData, Mac, Node, Timestamp};
 use crate::routes;
@@ -218,6 +220,34 @@ impl Control {
             },
         );
         Ok(Script::Boot(text))
+    }
+
+    /// A file rackboot renders for a TFTP read of `path` from `peer`, `None`
+    /// for one to read from the assets: the GRUB chain's generic
+    /// `grub/grub.cfg`, and a node's own `grub/grub.cfg-<mac>`, its bootenv
+    /// rendered for GRUB exactly as [`Control::script_fetched`] renders it
+    /// for iPXE.
+    pub async fn tftp_file(
+        &self,
+        path: &str,
+        peer: Option<Ipv4Addr>,
+        now: Timestamp,
+    ) -> Option<Result<Cow<'static, [u8]>, ScriptRefused>> {
+        if is_grub_menu(path) {
+            return Some(Ok(Cow::Borrowed(GRUB_MENU.as_bytes())));
+        }
+        let mac = grub_config_mac(path)?;
+        let ask = ScriptAsk {
+            mac,
+            arch: None,
+            arch_text: None,
+            peer,
+            via: Loader::Grub,
+        };
+        Some(match self.script_fetched(ask, now).await {
+            Ok(Script::Boot(text) | Script::Wait { text, .. }) => Ok(Cow::Owned(text.into_bytes())),
+            Err(e) => Err(e),
+        })
     }
 
     /// To the local disk: no token, no kernel to wait for. The boot it

@@ -15,10 +15,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::metrics::TftpResult;
 use super::packet::ErrorCode;
 use crate::assets::resolve::{Refusal, resolve};
-use crate::boot::{GRUB_MENU, Loader, grub_config_mac, is_grub_menu};
 use crate::control::Control;
 use crate::control::bind::Binding;
-use crate::control::boot::{Script, ScriptAsk, ScriptRefused};
+use crate::control::boot::ScriptRefused;
 use crate::control::timeline::Timeline;
 use crate::metrics::Metrics;
 use crate::model::{EventData, Mac, TftpStop, Timestamp};
@@ -128,12 +127,8 @@ impl AssetsHandler {
             IpAddr::V6(_) => None,
         };
         let text = |t: Cow<'static, [u8]>| (t.len() as u64, Content::Text(t));
-        let opened = match grub_config_mac(path) {
-            _ if is_grub_menu(path) => Ok(text(Cow::Borrowed(GRUB_MENU.as_bytes()))),
-            Some(mac) => self
-                .grub_config(client, mac, peer)
-                .await
-                .map(|t| text(Cow::Owned(t))),
+        let opened = match self.rendered(client, path, peer).await {
+            Some(r) => r.map(text),
             None => resolve(&self.root, path).map(|o| (o.meta.len(), Content::File(o.file))),
         };
         let (size, file) = match opened {
@@ -193,33 +188,27 @@ impl AssetsHandler {
         })
     }
 
-    /// The GRUB config of `mac`, for its own address only (as its iPXE
-    /// script is); a refusal reads as a missing file to GRUB, which then
-    /// tries again ([`GRUB_MENU`]).
-    async fn grub_config(
+    /// A file the boot flow renders for `path` (the GRUB chain's configs),
+    /// `None` for a file to read from the assets. A refusal reads as a
+    /// missing file, or as outside the root when the node's config was
+    /// asked for from another address.
+    async fn rendered(
         &self,
         client: SocketAddr,
-        mac: Mac,
+        path: &str,
         peer: Option<std::net::Ipv4Addr>,
-    ) -> Result<Vec<u8>, Refusal> {
-        let ask = ScriptAsk {
-            mac,
-            arch: None,
-            arch_text: None,
-            peer,
-            via: Loader::Grub,
-        };
-        match self.control.script_fetched(ask, Timestamp::now()).await {
-            Ok(Script::Boot(text) | Script::Wait { text, .. }) => Ok(text.into_bytes()),
-            Err(ScriptRefused::NotItsAddress(r)) => {
-                tracing::warn!(%client, %mac, reason = %r.explain(mac, peer), "GRUB config refused: not the node's own address");
-                Err(Refusal::OutsideRoot)
+    ) -> Option<Result<Cow<'static, [u8]>, Refusal>> {
+        let rendered = self.control.tftp_file(path, peer, Timestamp::now()).await?;
+        Some(rendered.map_err(|e| match e {
+            ScriptRefused::NotItsAddress(_) => {
+                tracing::warn!(%client, path, error = ?e, "TFTP read refused: a node's own file asked for from another address");
+                Refusal::OutsideRoot
             }
-            Err(e) => {
-                tracing::warn!(%client, %mac, error = ?e, "no GRUB config for this node");
-                Err(Refusal::NotFound)
+            e => {
+                tracing::warn!(%client, path, error = ?e, "TFTP read of a file rackboot could not render");
+                Refusal::NotFound
             }
-        }
+        }))
     }
 
     /// A write request: refused, rackboot's TFTP is read-only.
