@@ -16,7 +16,7 @@ use super::bind::Binding;
 use super::identity;
 use super::lease::{self, Outcome, Pool};
 use super::timeline::Timeline;
-use crate::boot::{BootFile, CatalogCell, Decision, decide_for_node, loader_of};
+use crate::boot::{BootFile, CatalogCell, Decision, Loader, decide_for_node, loader_of};
 use crate::config::{Identity, LoaderMap, SubnetMode};
 use crate::dhcp::classify::Request;
 use crate::dhcp::metrics::IgnoreReason;
@@ -131,7 +131,13 @@ impl DhcpClients {
     /// What `client`, whose record is `node`, boots now: through GRUB (a
     /// Secure Boot machine's shim) when its record or bootenv says so.
     fn decide(&self, client: &ClientInfo, node: &Node, now: Timestamp) -> Decision {
-        let via = loader_of(node, &self.catalog.current(), now);
+        // Only firmware PXE can be handed shim: an OS's DHCP and iPXE (most
+        // packets in a storm) skip the catalog lookup.
+        let via = if client.is_pxe() && !client.is_ipxe {
+            loader_of(node, &self.catalog.current(), now)
+        } else {
+            Loader::Ipxe
+        };
         decide_for_node(client, node, via, &self.loaders, &self.urls, now)
     }
 
