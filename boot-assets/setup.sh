@@ -105,6 +105,7 @@ readonly PROJECT_PACKAGES=(
     postgresql-15                            # initdb, postgres: the tests' throwaway clusters (store)
     openssl                                  # a CA and certificates for the store's TLS test
     ipmitool                                 # the ipmi power driver runs it (tests/power.rs)
+    chromium chromium-driver                 # tests/console.rs: a real browser over WebDriver
 )
 
 # This script's own tools: command (or file) -> Debian package that provides it.

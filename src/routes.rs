@@ -93,6 +93,47 @@ pub mod api {
     }
 }
 
+/// Where the admin console lives; the paths in [`console`] are under it.
+pub const CONSOLE_PREFIX: &str = "/console";
+
+/// The admin console's paths, under [`CONSOLE_PREFIX`]: patterns for the
+/// router, and the full paths its pages link to and its forms post to.
+pub mod console {
+    use std::fmt::Display;
+
+    use super::CONSOLE_PREFIX;
+
+    pub const FLEET: &str = "/";
+    pub const FLEET_ROWS: &str = "/fleet";
+    pub const LOGIN: &str = "/login";
+    pub const LOGOUT: &str = "/logout";
+    pub const STREAM: &str = "/stream";
+    pub const NODE: &str = "/nodes/{mac}";
+    pub const NODE_LIVE: &str = "/nodes/{mac}/live";
+    pub const NODE_BOOTENV: &str = "/nodes/{mac}/bootenv";
+    pub const NODE_RECONFIGURE: &str = "/nodes/{mac}/reconfigure";
+    pub const NODE_PROTECT: &str = "/nodes/{mac}/protect";
+    pub const BULK: &str = "/bulk";
+    pub const BULK_APPLY: &str = "/bulk/apply";
+    pub const BOOTENVS: &str = "/bootenvs";
+    pub const BOOTENVS_VALIDATE: &str = "/bootenvs/validate";
+    pub const STATIC: &str = "/static/{file}";
+
+    /// The full path of a console page (`FLEET` is the prefix itself).
+    pub fn path(p: &str) -> String {
+        if p == FLEET {
+            CONSOLE_PREFIX.to_string()
+        } else {
+            format!("{CONSOLE_PREFIX}{p}")
+        }
+    }
+
+    /// The full path of node `mac`'s page, with `rest` (`""`, `/live`...).
+    pub fn node(mac: impl Display, rest: &str) -> String {
+        format!("{CONSOLE_PREFIX}/nodes/{mac}{rest}")
+    }
+}
+
 /// A full API path (prefix included), as error messages name it.
 pub fn api_path(path: &str) -> String {
     format!("{API_PREFIX}{path}")
@@ -191,6 +232,7 @@ pub enum Area {
     CloudInit,
     Answers,
     Api,
+    Console,
     Metrics,
     Other,
 }
@@ -204,6 +246,7 @@ impl Area {
         Area::CloudInit,
         Area::Answers,
         Area::Api,
+        Area::Console,
         Area::Metrics,
         Area::Other,
     ];
@@ -216,6 +259,7 @@ impl Area {
             Area::CloudInit => "cloud_init",
             Area::Answers => "answers",
             Area::Api => "api",
+            Area::Console => "console",
             Area::Metrics => "metrics",
             Area::Other => "other",
         }
@@ -232,6 +276,7 @@ impl Area {
             "cloud-init" => Area::CloudInit,
             "answers" => Area::Answers,
             "api" => Area::Api,
+            "console" => Area::Console,
             _ if path == METRICS || path == HEALTHZ => Area::Metrics,
             _ => Area::Other,
         }

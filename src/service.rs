@@ -563,7 +563,14 @@ pub async fn run(
             ("rollout runner", Ok(()))
         });
     }
+    let console = cfg.console.as_ref().map(|c| {
+        let console = Arc::new(http::console::Console::new(c));
+        store.subscribe(console.hub.clone());
+        console
+    });
     let http_ctx = Arc::new(HttpContext {
+        console,
+        config_path: cfg.path.clone(),
         control,
         catalog: catalog.clone(),
         urls: urls.clone(),
@@ -630,7 +637,8 @@ pub async fn run(
             addr.to_string(),
             "api.tls_port",
         ))?;
-        let router = http::router(http_ctx.clone());
+        // Marked, so the console's session cookie is `Secure` here.
+        let router = http::router(http_ctx.clone()).layer(axum::Extension(http::console::OverTls));
         let (limits, c) = (http_limits.clone(), cancel.clone());
         tasks.spawn(async move {
             (

@@ -16,6 +16,7 @@ mod admission;
 mod api;
 mod assets;
 mod boot;
+mod console;
 mod dhcp;
 mod dns;
 mod http;
@@ -42,6 +43,7 @@ pub use admission::AdmissionConfig;
 pub use api::{ApiConfig, TlsConfig};
 pub use assets::AssetsConfig;
 pub use boot::LocalBoot;
+pub use console::ConsoleConfig;
 pub use dhcp::{DhcpConfig, Identity, SubnetConfig, SubnetMode, UnknownClients};
 pub use dns::{DnsConfig, DnsNames};
 pub use loaders::LoaderMap;
@@ -107,6 +109,8 @@ struct Raw {
     lifecycle: lifecycle::Section,
     #[serde(default)]
     api: api::Section,
+    #[serde(default)]
+    console: console::Section,
     #[serde(default)]
     admission: admission::Section,
     #[serde(default)]
@@ -190,6 +194,8 @@ pub struct Config {
     /// never.
     pub reap_discovered_after: Option<Duration>,
     pub api: ApiConfig,
+    /// `[console]`: the admin console in the browser; `None`: not served.
+    pub console: Option<ConsoleConfig>,
     pub admission: AdmissionConfig,
     /// `[store]`: the engine, and for SQLite what survives a power loss.
     pub store: store::StoreConfig,
@@ -310,6 +316,7 @@ impl Config {
         let per_subnet = dhcp.subnets.iter().map(|sn| sn.cidr).zip(max_booting);
         let admission = raw.admission.validate(&src, per_subnet)?;
         let api = raw.api.validate(&src, http.port)?;
+        let console = raw.console.validate(&src, api.tokens_file.is_some())?;
         let run_as = raw.service.validate(&src)?;
         let store = raw.store.validate(&src)?;
         let power = raw.power.validate(&src)?;
@@ -346,6 +353,7 @@ impl Config {
             dns,
             default_hostname: raw.nodes.default_hostname,
             api,
+            console,
             admission,
         })
     }

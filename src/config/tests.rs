@@ -466,6 +466,7 @@ fn the_example_config_states_the_defaults() {
     assert_eq!(raw.dns, dns::Section::default());
     assert_eq!(raw.lifecycle, lifecycle::Section::default());
     assert_eq!(raw.api, api::Section::default());
+    assert_eq!(raw.console, console::Section::default());
     assert_eq!(raw.admission, admission::Section::default());
     assert_eq!(raw.nodes, nodes::Section::default());
     assert_eq!(raw.store, store::Section::default());

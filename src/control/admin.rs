@@ -78,6 +78,15 @@ pub enum AdminError {
         field: &'static str,
         message: String,
     },
+    /// A bulk edit's selector matches other nodes than those previewed.
+    #[error(
+        "the selector `{selector}` matches {now} nodes now, not the {previewed} previewed (nodes came, went or changed labels): nothing was changed; preview again"
+    )]
+    Moved {
+        selector: String,
+        previewed: usize,
+        now: usize,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -176,6 +185,17 @@ pub struct Bulk {
     pub changed: Vec<Mac>,
 }
 
+/// One node of a bulk edit's preview.
+#[derive(Debug)]
+pub struct Planned {
+    /// The record as it is.
+    pub node: Node,
+    /// The fields the edit would change, each `field: before → after`.
+    pub changes: Vec<String>,
+    /// Why the edit would be refused (a protected node, not forced).
+    pub refused: Option<String>,
+}
+
 /// What an import wrote.
 #[derive(Debug)]
 pub struct Imported {
@@ -272,6 +292,8 @@ impl Admin<'_> {
 
     /// Applies `patch` to every node `selector` matches, all or nothing: one
     /// protected node not forced refuses the whole edit, naming it.
+    /// `previewed`: the MACs a preview showed (sorted); the edit is
+    /// refused ([`AdminError::Moved`]) if the selector matches others now.
     pub async fn bulk(
         &self,
         actor: &Actor,
@@ -279,9 +301,11 @@ impl Admin<'_> {
         selector_text: &str,
         patch: ValidPatch,
         now: Timestamp,
+        previewed: Option<Vec<Mac>>,
     ) -> Result<Bulk, AdminError> {
         let store = self.store;
         let force = patch.force();
+        let text = selector_text.to_string();
         // Every matched record is written, changed or not (one left as it was
         // is written as it was), so the answer names them all.
         let written = store
@@ -291,6 +315,15 @@ impl Admin<'_> {
                     .filter(|n| selector.matches(&n.labels))
                     .collect();
                 nodes.sort_by_key(|n| n.mac);
+                if let Some(previewed) = &previewed
+                    && !nodes.iter().map(|n| n.mac).eq(previewed.iter().copied())
+                {
+                    return Err(refusal(AdminError::Moved {
+                        selector: text.clone(),
+                        previewed: previewed.len(),
+                        now: nodes.len(),
+                    }));
+                }
                 nodes
                     .into_iter()
                     .map(|n| {
@@ -329,6 +362,44 @@ impl Admin<'_> {
             matched: written.iter().map(|w| w.after.mac).collect(),
             changed,
         })
+    }
+
+    /// What [`Admin::bulk`] would do with the same selector and patch now,
+    /// writing nothing: each matched node (by MAC) with the fields the patch
+    /// would change, or why it would refuse the whole edit.
+    pub async fn plan_bulk(
+        &self,
+        selector: &LabelSelector,
+        patch: &ValidPatch,
+        now: Timestamp,
+    ) -> Result<Vec<Planned>, StoreError> {
+        let mut nodes: Vec<Node> = self
+            .store
+            .nodes()
+            .await?
+            .into_iter()
+            .filter(|n| selector.matches(&n.labels))
+            .collect();
+        nodes.sort_by_key(|n| n.mac);
+        Ok(nodes
+            .into_iter()
+            .map(|node| {
+                let mut edited = node.clone();
+                patch.apply(&mut edited, now);
+                let refused = guard(Some(&node), Some(&edited), patch.force())
+                    .err()
+                    .map(|p| p.message);
+                let changes = changes(Some(&node), &edited)
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                Planned {
+                    node,
+                    changes,
+                    refused,
+                }
+            })
+            .collect())
     }
 
     /// Creates or replaces every record of `inputs` (validated, MACs distinct) in
@@ -595,6 +666,7 @@ mod tests {
                     "x!=y",
                     valid(r#"{"bootenv":"install"}"#),
                     Timestamp(1),
+                    None,
                 )
                 .await
                 .unwrap_err(),
@@ -687,6 +759,7 @@ mod tests {
                 "rack=r1",
                 valid(r#"{"protected":false}"#),
                 Timestamp(3),
+                None,
             )
             .await
             .unwrap();
@@ -696,5 +769,63 @@ mod tests {
             e[2].sentence(),
             "token `ops team` (bulk `rack=r1`): protected true -> false"
         );
+    }
+
+    #[tokio::test]
+    async fn a_bulk_edit_previews_what_it_does_and_refuses_a_selection_that_moved() {
+        let s = store_with_protected().await;
+        let mut n = Node::discovered(mac(4), "discovery", "t".into(), Timestamp(0));
+        n.labels.insert("rack".into(), "r1".into());
+        admin(&s).create(&ops(), n).await.unwrap();
+        let rack: LabelSelector = "rack=r1".parse().unwrap();
+        let patch = valid(r#"{"bootenv":"install"}"#);
+        let plan = admin(&s)
+            .plan_bulk(&rack, &patch, Timestamp(2))
+            .await
+            .unwrap();
+        assert_eq!(plan.len(), 1);
+        assert_eq!(plan[0].node.mac, mac(4));
+        assert_eq!(plan[0].changes, vec!["bootenv discovery -> install"]);
+        assert_eq!(plan[0].refused, None);
+        let every: LabelSelector = "x!=y".parse().unwrap();
+        let plan = admin(&s)
+            .plan_bulk(&every, &patch, Timestamp(2))
+            .await
+            .unwrap();
+        assert!(plan[0].refused.as_deref().unwrap().contains("is protected"));
+
+        // Previewed one node; a second joins the rack before the edit.
+        let mut n = Node::discovered(mac(5), "discovery", "t".into(), Timestamp(0));
+        n.labels.insert("rack".into(), "r1".into());
+        admin(&s).create(&ops(), n).await.unwrap();
+        let e = admin(&s)
+            .bulk(
+                &ops(),
+                rack.clone(),
+                "rack=r1",
+                patch.clone(),
+                Timestamp(3),
+                Some(vec![mac(4)]),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("matches 2 nodes now, not the 1 previewed"),
+            "{e}"
+        );
+        assert_eq!(s.node(mac(4)).await.unwrap().unwrap().bootenv, "discovery");
+        let done = admin(&s)
+            .bulk(
+                &ops(),
+                rack,
+                "rack=r1",
+                patch,
+                Timestamp(3),
+                Some(vec![mac(4), mac(5)]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(done.changed, vec![mac(4), mac(5)]);
     }
 }

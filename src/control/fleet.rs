@@ -43,6 +43,17 @@ impl Control {
         self.store.events(mac).await
     }
 
+    /// The address `mac` holds now: its live bound lease's.
+    pub async fn address_of(&self, mac: Mac) -> Result<Option<Ipv4Addr>, StoreError> {
+        let now = crate::model::Timestamp::now();
+        Ok(self
+            .store
+            .lease_of(mac)
+            .await?
+            .filter(|l| l.state == crate::model::LeaseState::Bound && l.is_live(now))
+            .map(|l| l.ip))
+    }
+
     /// Every lease the store holds, by address.
     pub async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
         self.store.leases().await

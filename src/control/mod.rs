@@ -139,7 +139,11 @@ impl Subscriber for Control {
                 self.boot_slot_done(mac);
             }
             Change::ConfigBumped(_) => self.config_waits.notify(),
-            Change::Node(_) | Change::Lease(_) | Change::LeaseGone(_) | Change::Loaded => {}
+            Change::Node(_)
+            | Change::Lease(_)
+            | Change::LeaseGone(_)
+            | Change::Event(_)
+            | Change::Loaded => {}
         }
     }
 }

@@ -75,7 +75,7 @@ fn unprocessable(e: FieldError) -> ApiError {
     ApiError(HttpError::unprocessable(e.to_string()))
 }
 
-fn known_bootenv(ctx: &HttpContext) -> impl Fn(&str) -> bool + use<> {
+pub(super) fn known_bootenv(ctx: &HttpContext) -> impl Fn(&str) -> bool + use<> {
     let catalog = ctx.catalog.current();
     move |name: &str| catalog.get(name).is_some()
 }
@@ -115,6 +115,7 @@ impl From<AdminError> for ApiError {
             ))),
             AdminError::Protected { refusal, .. } => ApiError(HttpError::conflict(refusal.message)),
             AdminError::Clash { message, .. } => ApiError(HttpError::conflict(message)),
+            e @ AdminError::Moved { .. } => ApiError(HttpError::conflict(e.to_string())),
             AdminError::Store(e) => e.into(),
         }
     }
@@ -370,7 +371,7 @@ pub async fn bulk(
     let done = ctx
         .control
         .admin()
-        .bulk(&actor, sel, &req.selector, valid, Timestamp::now())
+        .bulk(&actor, sel, &req.selector, valid, Timestamp::now(), None)
         .await?;
     Ok(Json(BulkResult {
         matched: done.matched,
@@ -587,6 +588,12 @@ fn summary(catalog: &crate::boot::Catalog, b: &crate::boot::Bootenv) -> BootenvS
 #[utoipa::path(get, path = "/api/v1/bootenvs", tag = "bootenvs",
     responses((status = 200, body = BootenvList)))]
 pub async fn bootenvs(State(ctx): State<Arc<HttpContext>>) -> Json<BootenvList> {
+    Json(bootenv_list(&ctx))
+}
+
+/// The bootenvs in force and what the latest reload refused, as `bootenvs`
+/// shows them (the console shows the same).
+pub(super) fn bootenv_list(ctx: &HttpContext) -> BootenvList {
     let catalog = ctx.catalog.current();
     let rejected = ctx
         .catalog
@@ -599,10 +606,10 @@ pub async fn bootenvs(State(ctx): State<Arc<HttpContext>>) -> Json<BootenvList> 
         })
         .into_iter()
         .collect();
-    Json(BootenvList {
+    BootenvList {
         bootenvs: catalog.bootenvs().map(|b| summary(&catalog, b)).collect(),
         rejected,
-    })
+    }
 }
 
 /// One bootenv in force, every architecture in full.
@@ -691,12 +698,22 @@ pub async fn validate(
             "the bootenv file must be UTF-8 text",
         ))
     })?;
+    Ok(Json(validation(&ctx, q.name, text).await?))
+}
+
+/// What a reload would say of `text` as bootenv `name` (default
+/// `candidate`), as `validate` shows it (the console shows the same).
+pub(super) async fn validation(
+    ctx: &HttpContext,
+    name: Option<String>,
+    text: String,
+) -> Result<Validation, ApiError> {
     if text.trim().is_empty() {
         return Err(ApiError(HttpError::bad_request(
             "no bootenv file in the body: send its text",
         )));
     }
-    let name = q.name.unwrap_or_else(|| "candidate".into());
+    let name = name.unwrap_or_else(|| "candidate".into());
     // Any other name would not be the stem of a `<name>.toml` in bootenvs_dir:
     // an empty one made `.toml`, which no reload reads, so it was "ok" unread.
     if !crate::boot::bootenv::is_bootenv_name(&name) {
@@ -734,11 +751,11 @@ pub async fn validate(
             }]
         }
     };
-    Ok(Json(Validation {
+    Ok(Validation {
         ok: errors.is_empty(),
         name,
         errors,
-    }))
+    })
 }
 
 /// `GET /api/v1/explain/{mac}` query.
@@ -786,6 +803,16 @@ pub async fn explain(
     Query(q): Query<ExplainQuery>,
 ) -> Result<Json<Explanation>, ApiError> {
     let mac = parse_mac(&mac)?;
+    Ok(Json(explanation(&ctx, mac, &q).await?))
+}
+
+/// What `mac` would be handed right now, as `explain` shows it (the console
+/// shows the same).
+pub(super) async fn explanation(
+    ctx: &HttpContext,
+    mac: Mac,
+    q: &ExplainQuery,
+) -> Result<Explanation, ApiError> {
     let node = ctx.control.node(mac).await?;
     let arch = match (&q.arch, node.as_ref().and_then(|n| n.arch)) {
         (Some(a), _) => client_arch(a)?,
@@ -826,7 +853,7 @@ pub async fn explain(
     let mut secrets: std::collections::BTreeSet<String> = std::mem::take(&mut explanation.secrets)
         .into_iter()
         .collect();
-    secrets.extend(super::seed::seed_secrets(&ctx).await);
+    secrets.extend(super::seed::seed_secrets(ctx).await);
     explanation.secrets = secrets.into_iter().collect();
-    Ok(Json(explanation))
+    Ok(explanation)
 }

@@ -146,13 +146,17 @@ impl Tokens {
         self.entries.is_empty()
     }
 
-    /// The scope and name of `token`, if it is one of ours. Every entry is
-    /// compared, whether or not an earlier one matched.
+    /// The scope and name of `token`, if it is one of ours.
     pub fn lookup(&self, token: &str) -> Option<(Scope, &str)> {
-        let d = digest(token);
+        self.lookup_digest(&digest(token))
+    }
+
+    /// The scope and name of the token whose SHA-256 is `d`. Every entry is
+    /// compared, whether or not an earlier one matched.
+    pub fn lookup_digest(&self, d: &[u8; 32]) -> Option<(Scope, &str)> {
         let mut found = None;
         for e in &self.entries {
-            if constant_time_eq(&e.digest, &d) && found.is_none() {
+            if constant_time_eq(&e.digest, d) && found.is_none() {
                 found = Some((e.scope, e.name.as_str()));
             }
         }
@@ -213,15 +217,7 @@ impl ApiAuth {
     /// Whether a request with `headers` may use `method`; who it is (the
     /// token's name, for the audit of what it changes).
     pub fn check(&self, method: &Method, headers: &HeaderMap) -> Result<Actor, HttpError> {
-        let Some(cell) = &self.tokens else {
-            return Err(HttpError::new(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "the API is disabled: set api.tokens_file in {}",
-                    self.config.display()
-                ),
-            ));
-        };
+        self.in_force()?;
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -233,37 +229,89 @@ impl ApiAuth {
                     "an API token is required: send `Authorization: Bearer <token>` with a token from api.tokens_file",
                 )
             })?;
-        let tokens = match &*cell.read().unwrap_or_else(PoisonError::into_inner) {
-            InForce::Tokens(t) => t.clone(),
-            InForce::Gone(path) => {
-                return Err(HttpError::new(
-                    StatusCode::FORBIDDEN,
-                    format!(
-                        "the API tokens file {} is gone (deleted or moved), so every API token is revoked; put a tokens file back to use the API again",
-                        path.display()
-                    ),
-                ));
-            }
-        };
-        let (scope, name) = tokens.lookup(presented).ok_or_else(|| {
+        let grant = self.grant(&digest(presented))?;
+        grant.may(method)?;
+        Ok(grant.actor)
+    }
+
+    /// What the token whose SHA-256 is `digest` may do now: the console keeps
+    /// a signed-in token's digest (never the token) and asks again on every
+    /// request, so a token taken out of the file (or the file deleted) ends
+    /// its sessions at once.
+    pub fn grant(&self, digest: &[u8; 32]) -> Result<Grant, HttpError> {
+        let tokens = self.in_force()?;
+        let (scope, name) = tokens.lookup_digest(digest).ok_or_else(|| {
             HttpError::new(
                 StatusCode::UNAUTHORIZED,
                 "unknown API token: use one listed in api.tokens_file",
             )
         })?;
-        let reads = matches!(*method, Method::GET | Method::HEAD);
-        if scope == Scope::Read && !reads {
+        let fingerprint: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Grant {
+            scope,
+            name: name.to_string(),
+            actor: Actor::token(name, &fingerprint),
+            digest: *digest,
+        })
+    }
+
+    /// The tokens in force, or why there are none.
+    fn in_force(&self) -> Result<Arc<Tokens>, HttpError> {
+        let Some(cell) = &self.tokens else {
             return Err(HttpError::new(
                 StatusCode::FORBIDDEN,
                 format!(
-                    "the token `{name}` may only read (scope `read`); {method} needs an `admin` token"
+                    "the API is disabled: set api.tokens_file in {}",
+                    self.config.display()
+                ),
+            ));
+        };
+        match &*cell.read().unwrap_or_else(PoisonError::into_inner) {
+            InForce::Tokens(t) => Ok(t.clone()),
+            InForce::Gone(path) => Err(HttpError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "the API tokens file {} is gone (deleted or moved), so every API token is revoked; put a tokens file back to use the API again",
+                    path.display()
+                ),
+            )),
+        }
+    }
+}
+
+/// What one token may do, and who it is.
+#[derive(Clone, Debug)]
+pub struct Grant {
+    pub scope: Scope,
+    /// The token's name in the file (may be empty).
+    pub name: String,
+    /// Who made a change, for its audit.
+    pub actor: Actor,
+    /// The token's SHA-256.
+    pub digest: [u8; 32],
+}
+
+impl Grant {
+    /// Whether this token may make a request of `method`: a `read` token
+    /// only GET and HEAD.
+    pub fn may(&self, method: &Method) -> Result<(), HttpError> {
+        let reads = matches!(*method, Method::GET | Method::HEAD);
+        if self.scope == Scope::Read && !reads {
+            return Err(HttpError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "the token `{}` may only read (scope `read`); {method} needs an `admin` token",
+                    self.name
                 ),
             ));
         }
-        let d = digest(presented);
-        let fingerprint: String = d[..4].iter().map(|b| format!("{b:02x}")).collect();
-        Ok(Actor::token(name, &fingerprint))
+        Ok(())
     }
+}
+
+/// The SHA-256 of a token as presented.
+pub fn token_digest(token: &str) -> [u8; 32] {
+    digest(token)
 }
 
 /// Middleware in front of every `/api/v1` route (and its fallback); hands

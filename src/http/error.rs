@@ -41,7 +41,7 @@ impl HttpError {
         HttpError::new(StatusCode::UNPROCESSABLE_ENTITY, public)
     }
 
-    fn log(&self) {
+    pub(crate) fn log(&self) {
         if let Some(cause) = &self.internal {
             tracing::error!(status = %self.status, %cause, "{}", self.public);
         } else {

@@ -8,6 +8,7 @@ mod api;
 pub mod auth;
 mod boot;
 pub mod bounds;
+pub mod console;
 mod error;
 mod file;
 mod health;
@@ -77,6 +78,10 @@ pub struct HttpContext {
     pub loaders: LoaderMap,
     /// What this process serves, for `/healthz`.
     pub services: Vec<&'static str>,
+    /// The admin console, when `[console]` serves it.
+    pub console: Option<Arc<console::Console>>,
+    /// The config file, named where a message says what to set in it.
+    pub config_path: PathBuf,
 }
 
 /// One API route: method and path (under [`API_PREFIX`]) are data, so the
@@ -173,6 +178,12 @@ async fn json_errors(req: Request, next: Next) -> Response {
 }
 
 pub fn router(ctx: Arc<HttpContext>) -> Router {
+    let console = match &ctx.console {
+        Some(c) => console::router(c.clone()),
+        None => Router::new()
+            .route("/", get(console::off).post(console::off))
+            .route("/{*rest}", get(console::off).post(console::off)),
+    };
     Router::new()
         .route(routes::BOOT_SCRIPT, get(boot::script))
         .route(routes::ASSET, get(boot::asset))
@@ -186,6 +197,7 @@ pub fn router(ctx: Arc<HttpContext>) -> Router {
         .route(routes::METRICS, get(metrics::scrape))
         .route(routes::HEALTHZ, get(health::healthz))
         .nest(API_PREFIX, api_router(ctx.clone()))
+        .nest(routes::CONSOLE_PREFIX, console)
         .fallback(|| async { HttpError::not_found("no such endpoint") })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REPORT_BYTES))
         .layer(axum::middleware::from_fn_with_state(

@@ -32,6 +32,10 @@ pub enum Change<'a> {
     /// These nodes' config generation moved on: their agents run their
     /// config scripts again.
     ConfigBumped(&'a [Mac]),
+    /// An event added to this node's timeline (by this appliance): a read
+    /// of the timeline made after this sees it. For what shows timelines
+    /// live (the console).
+    Event(Mac),
     /// What came before is the store's contents when the subscriber joined
     /// (its snapshot), not changes since.
     Loaded,

@@ -1,5 +1,6 @@
 pub mod api;
 pub mod bmc;
+pub mod browser;
 pub mod lab;
 pub mod netns;
 pub mod rollout;

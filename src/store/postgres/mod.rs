@@ -344,7 +344,11 @@ impl Store for PostgresStore {
         self.writes
             .send(Op::Quick(Quick::Event(mac, Box::new(event))))
             .await
-            .map_err(|_| StoreError::WriterGone)
+            .map_err(|_| StoreError::WriterGone)?;
+        self.mirror()
+            .feed
+            .emit(&crate::store::feed::Change::Event(mac));
+        Ok(())
     }
 
     async fn events(&self, mac: Mac) -> Result<Vec<Event>, StoreError> {

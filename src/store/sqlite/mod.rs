@@ -622,6 +622,7 @@ impl Store for SqliteStore {
         if trim {
             self.queue(Write::Trim(mac)).await?;
         }
+        self.mirror().feed.emit(&feed::Change::Event(mac));
         Ok(())
     }
 

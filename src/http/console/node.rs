@@ -1,0 +1,355 @@
+//! A node's page: its record, its timeline as it grows with the
+//! stalled-boot diagnosis, its script reports with their output, what it
+//! would boot now (`explain`, with the rendered script), the rollouts it is
+//! in and its BMC; and, for an admin, the forms that change it: its bootenv
+//! (from now on, once, or for a time), a reconfigure, its protection. The
+//! record, diagnosis, timeline and reports (`node_live.html`) are fetched
+//! again whenever the node changes ([`super::live`]).
+//!
+//! Each form makes the change the API's PATCH or reconfigure makes, through
+//! the same `control::admin` call (protection, audit) and with the API's
+//! words when it is refused.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Form};
+use minijinja::{Value, context};
+use serde::Deserialize;
+
+use super::{Console, given, now};
+use crate::boot::NodePatch;
+use crate::control::fleet::Nodes;
+use crate::http::api::{ExplainQuery, explanation, known_bootenv};
+use crate::http::{ApiError, HttpContext, HttpError, parse_mac};
+use crate::model::{Event, Mac, Node};
+use crate::routes::console as path;
+
+/// Timeline entries shown, newest first (a node keeps a few hundred).
+const EVENTS_SHOWN: usize = 200;
+
+async fn record(ctx: &HttpContext, mac: Mac) -> Result<Node, HttpError> {
+    ctx.control
+        .node(mac)
+        .await?
+        .ok_or_else(|| HttpError::not_found(format!("no node with MAC {mac}")))
+}
+
+fn event_row(e: &Event) -> Value {
+    context! {
+        at => e.at.to_string(),
+        kind => e.kind().as_str(),
+        text => e.to_string(),
+        appliance => e.appliance.clone(),
+    }
+}
+
+/// What changes as the node boots: the record, the diagnosis, the
+/// timeline, the reports, its rollouts.
+async fn live_view(ctx: &HttpContext, node: &Node) -> Result<Value, HttpError> {
+    let mac = node.mac;
+    let events = ctx.control.events(mac).await?;
+    let diagnosis = crate::boot::diagnose(node, &events, now(), &ctx.timeouts).map(|s| s.reason);
+    let timeline: Vec<Value> = events
+        .iter()
+        .rev()
+        .take(EVENTS_SHOWN)
+        .map(event_row)
+        .collect();
+    let reports = match ctx.control.reports(mac).await? {
+        Some(r) => r.reports.into_iter().rev().collect(),
+        None => Vec::new(),
+    };
+    let address = match node.ipv4 {
+        Some(ip) => Some(ip),
+        None => ctx.control.address_of(mac).await?,
+    };
+    let rollouts: Vec<Value> = ctx
+        .control
+        .rollouts()
+        .await?
+        .into_iter()
+        .filter_map(|r| {
+            let entry = r.nodes.iter().find(|n| n.mac == mac)?;
+            Some(context! {
+                rollout => Value::from_serialize(&r),
+                entry => Value::from_serialize(entry),
+            })
+        })
+        .collect();
+    Ok(context! {
+        node => Value::from_serialize(node),
+        address => address.map(|a| a.to_string()),
+        diagnosis,
+        timeline,
+        events_total => events.len(),
+        reports => Value::from_serialize(&reports),
+        rollouts,
+        now => now().to_string(),
+    })
+}
+
+/// `GET /console/nodes/<mac>`.
+pub async fn page(
+    State(ctx): State<Arc<HttpContext>>,
+    Extension(c): Extension<Arc<Console>>,
+    headers: HeaderMap,
+    Path(mac): Path<String>,
+) -> Response {
+    let signed = match c.viewer(&ctx, &headers, false) {
+        Ok(s) => s,
+        Err(resp) => return *resp,
+    };
+    let view = async {
+        let mac = parse_mac(&mac)?;
+        let node = record(&ctx, mac).await?;
+        let live = live_view(&ctx, &node).await?;
+        // What it would boot now, on the architecture it announced last.
+        let explain = match node.arch {
+            Some(_) => {
+                let q = ExplainQuery {
+                    arch: None,
+                    user_class: None,
+                    vendor_class: None,
+                };
+                Some(explanation(&ctx, mac, &q).await.map_err(|ApiError(e)| e)?)
+            }
+            None => None,
+        };
+        let bootenvs: Vec<String> = ctx
+            .catalog
+            .current()
+            .bootenvs()
+            .map(|b| b.name.clone())
+            .collect();
+        Ok::<_, HttpError>(context! {
+            nav => "fleet",
+            mac => mac.to_string(),
+            explain => Value::from_serialize(&explain),
+            bootenvs,
+            live_url => path::node(mac, "/live"),
+            ..live
+        })
+    };
+    match view.await {
+        Ok(v) => c.page("node.html", Some(&signed), v),
+        Err(e) => c.error(Some(&signed), e),
+    }
+}
+
+/// `GET /console/nodes/<mac>/live`: the part that changes, for the live script.
+pub async fn live(
+    State(ctx): State<Arc<HttpContext>>,
+    Extension(c): Extension<Arc<Console>>,
+    headers: HeaderMap,
+    Path(mac): Path<String>,
+) -> Response {
+    if let Err(resp) = c.viewer(&ctx, &headers, true) {
+        return *resp;
+    }
+    let view = async {
+        let mac = parse_mac(&mac)?;
+        let node = record(&ctx, mac).await?;
+        live_view(&ctx, &node).await
+    };
+    match view.await {
+        Ok(v) => c.render("node_live.html", v),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The bootenv form: which, and for how long.
+#[derive(Deserialize)]
+pub struct BootenvForm {
+    csrf: String,
+    bootenv: String,
+    /// `always` (from now on), `once` (next boot only) or `for` (a time).
+    mode: String,
+    #[serde(rename = "for")]
+    for_: Option<String>,
+    /// `on` when the admin checked "force" (a protected node).
+    force: Option<String>,
+}
+
+impl BootenvForm {
+    /// The patch the CLI's `node set-bootenv` sends for the same choice.
+    fn patch(&self) -> Result<NodePatch, String> {
+        let mut patch = NodePatch {
+            bootenv: Some(self.bootenv.trim().to_string()),
+            force: self.force.is_some(),
+            ..NodePatch::default()
+        };
+        match self.mode.as_str() {
+            "always" => {}
+            "once" => patch.once = true,
+            "for" => {
+                let d = given(&self.for_)
+                    .ok_or("say for how long (2h, 30m, 1d) to set a bootenv for a time")?;
+                patch.for_ = Some(d.to_string());
+            }
+            other => {
+                return Err(format!(
+                    "`{other}` is not a way to set a bootenv (always, once, for)"
+                ));
+            }
+        }
+        Ok(patch)
+    }
+}
+
+/// The outcome of a patch as the API words it.
+async fn apply(
+    ctx: &HttpContext,
+    signed: &super::Signed,
+    mac: Mac,
+    patch: NodePatch,
+) -> Result<Node, String> {
+    let valid = patch
+        .validate(&known_bootenv(ctx))
+        .map_err(|e| e.to_string())?;
+    ctx.control
+        .admin()
+        .patch(&signed.grant.actor, mac, valid, now())
+        .await
+        .map_err(|e| ApiError::from(e).0.public)
+}
+
+/// `POST /console/nodes/<mac>/bootenv`.
+pub async fn set_bootenv(
+    State(ctx): State<Arc<HttpContext>>,
+    Extension(c): Extension<Arc<Console>>,
+    headers: HeaderMap,
+    Path(mac): Path<String>,
+    Form(f): Form<BootenvForm>,
+) -> Response {
+    let signed = match c.actor(&ctx, &headers, &f.csrf) {
+        Ok(s) => s,
+        Err(resp) => return *resp,
+    };
+    let mac = match parse_mac(&mac) {
+        Ok(m) => m,
+        Err(e) => return c.error(Some(&signed), e),
+    };
+    let outcome = match f.patch() {
+        Ok(patch) => apply(&ctx, &signed, mac, patch).await.map(|n| {
+            match (&n.next_bootenv, n.bootenv_expires) {
+                (Some(next), Some(t)) => {
+                    format!("{} boots {next} until {t}, then {}", n.hostname, n.bootenv)
+                }
+                (Some(next), None) => {
+                    format!("{} boots {next} once, then {}", n.hostname, n.bootenv)
+                }
+                _ => format!("{} boots {} from now on", n.hostname, n.bootenv),
+            }
+        }),
+        Err(e) => Err(e),
+    };
+    c.done(&signed, &path::node(mac, ""), outcome)
+}
+
+/// `POST /console/nodes/<mac>/protect`.
+#[derive(Deserialize)]
+pub struct ProtectForm {
+    csrf: String,
+    /// `true` or `false`.
+    protected: bool,
+}
+
+pub async fn protect(
+    State(ctx): State<Arc<HttpContext>>,
+    Extension(c): Extension<Arc<Console>>,
+    headers: HeaderMap,
+    Path(mac): Path<String>,
+    Form(f): Form<ProtectForm>,
+) -> Response {
+    let signed = match c.actor(&ctx, &headers, &f.csrf) {
+        Ok(s) => s,
+        Err(resp) => return *resp,
+    };
+    let mac = match parse_mac(&mac) {
+        Ok(m) => m,
+        Err(e) => return c.error(Some(&signed), e),
+    };
+    let patch = NodePatch {
+        protected: Some(f.protected),
+        ..NodePatch::default()
+    };
+    let outcome = apply(&ctx, &signed, mac, patch).await.map(|n| {
+        if n.protected {
+            format!(
+                "{} is protected: its bootenv changes only when forced",
+                n.hostname
+            )
+        } else {
+            format!("{} is no longer protected", n.hostname)
+        }
+    });
+    c.done(&signed, &path::node(mac, ""), outcome)
+}
+
+/// `POST /console/nodes/<mac>/reconfigure`.
+pub async fn reconfigure(
+    State(ctx): State<Arc<HttpContext>>,
+    Extension(c): Extension<Arc<Console>>,
+    headers: HeaderMap,
+    Path(mac): Path<String>,
+    Form(f): Form<super::CsrfOnly>,
+) -> Response {
+    let signed = match c.actor(&ctx, &headers, &f.csrf) {
+        Ok(s) => s,
+        Err(resp) => return *resp,
+    };
+    let mac = match parse_mac(&mac) {
+        Ok(m) => m,
+        Err(e) => return c.error(Some(&signed), e),
+    };
+    let outcome = ctx
+        .control
+        .admin()
+        .reconfigure(&signed.grant.actor, Nodes::Macs(vec![mac]))
+        .await
+        .map(|_| format!("{mac} runs its config scripts again (at once if its agent is waiting)"))
+        .map_err(|e| HttpError::from(e).public);
+    c.done(&signed, &path::node(mac, ""), outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(mode: &str, for_: Option<&str>) -> BootenvForm {
+        BootenvForm {
+            csrf: String::new(),
+            bootenv: " debian ".into(),
+            mode: mode.into(),
+            for_: for_.map(str::to_string),
+            force: None,
+        }
+    }
+
+    #[test]
+    fn the_bootenv_form_makes_the_clis_patch() {
+        let p = form("once", None).patch().unwrap();
+        assert_eq!(
+            (p.bootenv.as_deref(), p.once, p.for_),
+            (Some("debian"), true, None)
+        );
+        let p = form("for", Some("2h")).patch().unwrap();
+        assert_eq!(p.for_.as_deref(), Some("2h"));
+        assert!(!p.once && !p.force);
+        assert!(
+            form("for", Some(" "))
+                .patch()
+                .unwrap_err()
+                .contains("how long")
+        );
+        assert!(
+            form("forever", None)
+                .patch()
+                .unwrap_err()
+                .contains("`forever`")
+        );
+    }
+}
