@@ -8,7 +8,7 @@ mod common;
 
 use common::api::{ADMIN_TOKEN, READ_TOKEN};
 use common::server::Server;
-use common::setup::{LAB_CIDR, Setup};
+use common::setup::{LAB_CIDR, Setup, rsa_cert};
 
 // ---------------------------------------------------------------------------------------------
 // Auth
@@ -1160,27 +1160,6 @@ fn the_openapi_document_is_served_and_is_the_golden_file() {
 
 // ---------------------------------------------------------------------------------------------
 // HTTPS
-
-/// A fresh self-signed RSA certificate for 10.77.0.1 (iPXE needs RSA): (dir, cert, key).
-fn rsa_cert() -> (tempfile::TempDir, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let cert = dir.path().join("cert.pem").display().to_string();
-    let key = dir.path().join("key.pem").display().to_string();
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        ])
-        .args(["-keyout", &key, "-out", &cert, "-subj", "/CN=10.77.0.1"])
-        .args(["-addext", "subjectAltName=IP:10.77.0.1"])
-        .output()
-        .expect("openssl (Debian: openssl)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (dir, cert, key)
-}
 
 #[test]
 fn the_api_is_served_over_https_with_an_rsa_certificate() {

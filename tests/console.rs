@@ -18,7 +18,7 @@ use common::api::{ADMIN_TOKEN, READ_TOKEN};
 use common::browser::{Browser, text_of, until};
 use common::lab::SERVER_IP;
 use common::server::Server;
-use common::setup::Setup;
+use common::setup::{Setup, rsa_cert};
 
 fn console(name: &str) -> Server {
     Setup::new(name)
@@ -429,15 +429,23 @@ fn the_console_is_off_unless_configured_and_its_cookie_is_guarded() {
     assert!(r.text().contains("the console is off"), "{}", r.text());
     drop(off);
 
-    let rb = console("console-cookie");
-    let r = rb.http(
-        &[
-            "-X",
-            "POST",
-            "--data-urlencode",
-            &format!("token={ADMIN_TOKEN}"),
-        ],
-        "/console/login",
+    let (_certs, cert, key) = rsa_cert();
+    let rb = Setup::new("console-cookie")
+        .standard_files()
+        .table("console", "enabled = true")
+        .table(
+            "api",
+            &format!("tls_cert = \"{cert}\"\ntls_key = \"{key}\"\ntls_port = 8443"),
+        )
+        .start();
+    let token_field = format!("token={ADMIN_TOKEN}");
+    let sign_in = ["--data-urlencode", token_field.as_str()];
+    let r = rb.curl(
+        "https://10.77.0.1:8443/console/login",
+        "POST",
+        None,
+        None,
+        &[&sign_in[..], &["--cacert", &cert]].concat(),
     );
     assert_eq!(r.status, 303, "{}", r.text());
     let cookie = r.header("set-cookie").unwrap_or_default();
@@ -446,10 +454,19 @@ fn the_console_is_off_unless_configured_and_its_cookie_is_guarded() {
         "HttpOnly",
         "SameSite=Strict",
         "Path=/console",
+        "Secure",
     ] {
-        assert!(cookie.contains(part), "{cookie}");
+        assert!(cookie.contains(part), "over HTTPS: {cookie}");
     }
     assert!(!cookie.contains(ADMIN_TOKEN), "{cookie}");
+    // Over plain HTTP the same, but not `Secure` (a browser would not send it back).
+    let r = rb.http(&[&["-X", "POST"][..], &sign_in].concat(), "/console/login");
+    assert_eq!(r.status, 303, "{}", r.text());
+    let cookie = r.header("set-cookie").unwrap_or_default();
+    assert!(
+        cookie.contains("HttpOnly") && !cookie.contains("Secure"),
+        "over HTTP: {cookie}"
+    );
     let r = rb.http(
         &[
             "-X",
@@ -469,4 +486,79 @@ fn the_console_is_off_unless_configured_and_its_cookie_is_guarded() {
             .header("content-security-policy")
             .is_some()
     );
+}
+
+#[test]
+fn the_bootenvs_page_shows_a_refused_reload_and_validates_a_file() {
+    let rb = console("console-bootenvs");
+    // A file the hot reload refuses: the previous version keeps serving, the page says why.
+    rb.write(
+        "bootenvs/broken.toml",
+        "description = \"half a file\"\n[arch.x86_64_efi\n",
+    );
+    let b = Browser::start(&rb.lab);
+    sign_in(&b, READ_TOKEN, "read only");
+    let (ok, rejected) = b.run("the refused reload", |c| async move {
+        until(
+            || async {
+                c.goto(&url("/bootenvs")).await.ok()?;
+                text_of(&c, "#bootenvs").await.ok()?;
+                c.find(Locator::Id("rejected"))
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()
+            },
+            |t: &Option<String>| t.is_some(),
+        )
+        .await
+    });
+    let rejected = rejected.unwrap_or_default();
+    assert!(
+        ok && rejected.contains("broken.toml"),
+        "{rejected}; the API: {}",
+        rb.get("/api/v1/bootenvs").text()
+    );
+
+    // The validate box answers as a reload would (of the whole folder: the broken file fixed
+    // first), and writes nothing.
+    std::fs::remove_file(rb.path("bootenvs/broken.toml")).expect("remove broken.toml");
+    let missing = common::setup::bootenv(
+        "new",
+        &[],
+        &[("x86_64_efi", "x86_64/nope", "x86_64/initrd.img")],
+    );
+    let good = common::setup::bootenv(
+        "new",
+        &[],
+        &[("x86_64_efi", "x86_64/vmlinuz", "x86_64/initrd.img")],
+    );
+    let verdicts = b
+        .run("validate", move |c| async move {
+            let mut out = Vec::new();
+            for text in [missing, good] {
+                c.goto(&url("/bootenvs")).await?;
+                let area = c
+                    .wait()
+                    .at_most(common::browser::WAIT)
+                    .for_element(Locator::Id("validate-text"))
+                    .await?;
+                area.send_keys(&text).await?;
+                c.find(Locator::Id("validate-submit"))
+                    .await?
+                    .click()
+                    .await?;
+                out.push(text_of(&c, "#verdict").await?);
+            }
+            Ok::<_, fantoccini::error::CmdError>(out)
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        verdicts[0].contains("refuse") && verdicts[0].contains("x86_64/nope"),
+        "{}",
+        verdicts[0]
+    );
+    assert_eq!(verdicts[1], "A reload would take it.");
+    assert!(!rb.path("bootenvs/candidate.toml").exists());
 }

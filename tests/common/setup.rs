@@ -416,3 +416,24 @@ fn write(path: &Path, bytes: &[u8]) {
     }
     fs::write(path, bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }
+
+/// A fresh self-signed RSA certificate for 10.77.0.1 (iPXE needs RSA): (dir, cert, key).
+pub fn rsa_cert() -> (tempfile::TempDir, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("cert.pem").display().to_string();
+    let key = dir.path().join("key.pem").display().to_string();
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-keyout", &key, "-out", &cert, "-subj", "/CN=10.77.0.1"])
+        .args(["-addext", "subjectAltName=IP:10.77.0.1"])
+        .output()
+        .expect("openssl (Debian: openssl)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (dir, cert, key)
+}

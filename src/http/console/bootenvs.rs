@@ -38,7 +38,7 @@ pub async fn page_get(
     headers: HeaderMap,
 ) -> Response {
     match c.viewer(&ctx, &headers, false) {
-        Ok(signed) => page(&ctx, &c, &signed, Value::UNDEFINED),
+        Ok(signed) => page(&ctx, &c, &signed, context! {}),
         Err(resp) => *resp,
     }
 }

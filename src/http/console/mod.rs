@@ -133,7 +133,7 @@ impl Console {
         let rendered = self.pages.get_template(name).and_then(|t| t.render(values));
         match rendered {
             Ok(html) => Html(html).into_response(),
-            Err(e) => HttpError::internal(format!("console page {name}: {e:#}")).into_response(),
+            Err(e) => HttpError::internal(format!("console page {name}: {e}")).into_response(),
         }
     }
 

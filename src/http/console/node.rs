@@ -24,7 +24,7 @@ use crate::boot::NodePatch;
 use crate::control::fleet::Nodes;
 use crate::http::api::{ExplainQuery, explanation, known_bootenv};
 use crate::http::{ApiError, HttpContext, HttpError, parse_mac};
-use crate::model::{Event, Mac, Node};
+use crate::model::{Event, EventKind, Mac, Node};
 use crate::routes::console as path;
 
 /// Timeline entries shown, newest first (a node keeps a few hundred).
@@ -58,6 +58,12 @@ async fn live_view(ctx: &HttpContext, node: &Node) -> Result<Value, HttpError> {
         .take(EVENTS_SHOWN)
         .map(event_row)
         .collect();
+    // Its power as rackboot last acted on it (a BMC is asked only when acted on).
+    let power = events
+        .iter()
+        .rev()
+        .find(|e| e.kind() == EventKind::Power)
+        .map(event_row);
     let reports = match ctx.control.reports(mac).await? {
         Some(r) => r.reports.into_iter().rev().collect(),
         None => Vec::new(),
@@ -83,6 +89,7 @@ async fn live_view(ctx: &HttpContext, node: &Node) -> Result<Value, HttpError> {
         node => Value::from_serialize(node),
         address => address.map(|a| a.to_string()),
         diagnosis,
+        power,
         timeline,
         events_total => events.len(),
         reports => Value::from_serialize(&reports),
