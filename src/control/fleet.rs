@@ -38,6 +38,12 @@ impl Control {
         self.store.nodes().await
     }
 
+    /// Calls `f` with every node record without copying the fleet
+    /// ([`crate::store::Store::visit_nodes`]).
+    pub fn visit_nodes(&self, f: &mut dyn FnMut(&Node)) {
+        self.store.visit_nodes(f)
+    }
+
     /// The node's timeline, oldest first.
     pub async fn events(&self, mac: Mac) -> Result<Vec<Event>, StoreError> {
         self.store.events(mac).await

@@ -349,6 +349,13 @@ pub trait Store: Send + Sync + 'static {
     fn visit_leases(&self, first: Ipv4Addr, last: Ipv4Addr, f: &mut dyn FnMut(&Lease)) {
         self.mirror().visit_leases(first, last, f);
     }
+    /// Calls `f` with every node record, where the store keeps them (nothing
+    /// copied): the console's fleet page counts and sorts a large fleet
+    /// without copying it. The store is held while `f` runs; keep it to a
+    /// few comparisons a record.
+    fn visit_nodes(&self, f: &mut dyn FnMut(&Node)) {
+        self.mirror().nodes.values().for_each(f);
+    }
     /// Atomically picks and records an address for `req.mac`: its fixed
     /// address, else its current lease, else the wanted address if free, else
     /// the next free address in the ranges, searching on from where the last

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Console, given, query_value};
 use crate::http::{HttpContext, HttpError};
-use crate::model::{LabelSelector, Node, NodeState, Timestamp};
+use crate::model::{LabelSelector, Mac, Node, NodeState, Timestamp};
 use crate::routes::console as path;
 
 /// Rows per page: a thousand nodes is ten pages, each rendered in a blink.
@@ -104,42 +104,52 @@ struct Row {
     rack: Option<String>,
 }
 
+/// A state's place in the lifecycle's order ([`NodeState::ALL`]).
+fn order(s: NodeState) -> usize {
+    NodeState::ALL.iter().position(|x| *x == s).unwrap_or(0)
+}
+
 /// The counts, the rows of one page, and the links to the others.
 async fn view(ctx: &HttpContext, q: &FleetQuery) -> Result<Value, HttpError> {
     let filter = Filter::parse(q)?;
-    let all = ctx.control.nodes().await?;
+    // One pass over the records where the store keeps them: the counts, and
+    // the sort keys of the rows shown; only a page of records is copied.
     let mut counts = [0usize; NodeState::ALL.len()];
-    let mut shown: Vec<&Node> = Vec::new();
-    for n in all.iter().filter(|n| filter.matches_but_state(n)) {
-        counts[n.state as usize] += 1;
-        if filter.state.is_none_or(|s| s == n.state) {
-            shown.push(n);
+    let mut shown: Vec<(usize, String, Mac)> = Vec::new();
+    ctx.control.visit_nodes(&mut |n| {
+        if filter.matches_but_state(n) {
+            counts[order(n.state)] += 1;
+            if filter.state.is_none_or(|s| s == n.state) {
+                shown.push((order(n.state), n.hostname.clone(), n.mac));
+            }
         }
-    }
-    // Grouped by state, in the lifecycle's order; by hostname within.
-    shown.sort_by(|a, b| {
-        (a.state as usize, &a.hostname, a.mac).cmp(&(b.state as usize, &b.hostname, b.mac))
     });
+    // Grouped by state, in the lifecycle's order; by hostname within.
+    shown.sort_unstable();
     let pages = shown.len().div_ceil(PAGE).max(1);
     let page = q.page.unwrap_or(1).clamp(1, pages);
     let mut rows = Vec::new();
-    for n in shown.iter().skip((page - 1) * PAGE).take(PAGE) {
+    for (_, _, mac) in shown.iter().skip((page - 1) * PAGE).take(PAGE) {
+        // Gone since the pass: the next refresh leaves it out.
+        let Some(n) = ctx.control.node(*mac).await? else {
+            continue;
+        };
         let address = match n.ipv4 {
             Some(ip) => Some(ip),
             None => ctx.control.address_of(n.mac).await?,
         };
         rows.push(Row {
             mac: n.mac.to_string(),
-            hostname: n.hostname.clone(),
             address: address.map(|a| a.to_string()),
             state: n.state.as_str(),
-            state_reason: n.state_reason.clone(),
-            bootenv: n.bootenv.clone(),
-            next_bootenv: n.next_bootenv.clone(),
             expires: n.bootenv_expires.map(|t| t.to_string()),
             last_seen: n.last_seen.map(|t| t.to_string()),
             protected: n.protected,
             rack: n.labels.get("rack").cloned(),
+            hostname: n.hostname,
+            state_reason: n.state_reason,
+            bootenv: n.bootenv,
+            next_bootenv: n.next_bootenv,
         });
     }
     let states: Vec<Value> = NodeState::ALL
@@ -147,7 +157,7 @@ async fn view(ctx: &HttpContext, q: &FleetQuery) -> Result<Value, HttpError> {
         .map(|s| {
             context! {
                 name => s.as_str(),
-                count => counts[*s as usize],
+                count => counts[order(*s)],
                 link => link(q, Some(s.as_str()), None),
                 current => filter.state == Some(*s),
             }
