@@ -592,6 +592,20 @@ fn sorted_files(dir: &Path) -> Result<Vec<PathBuf>, CatalogError> {
     Ok(out)
 }
 
+/// The catalog of a test's `root`: its `bootenvs`, `scripts` and `assets`,
+/// `discovery` the default bootenv.
+#[cfg(test)]
+impl Catalog {
+    pub(crate) fn load_test_tree(root: &Path) -> Result<Catalog, CatalogError> {
+        Catalog::load(
+            &root.join("bootenvs"),
+            &root.join("scripts"),
+            &root.join("assets"),
+            "discovery",
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -630,14 +644,14 @@ cmdline = "console=ttyS0  rackboot.url={{ server_url }} rackboot.mac={{ node.mac
             std::fs::write(self.dir.path().join(format!("bootenvs/{name}.toml")), text).unwrap();
         }
 
+        /// Loading fails, with an error naming `file` and saying `what`.
+        fn refused(&self, file: &str, what: &str) {
+            let msg = self.load().unwrap_err().to_string();
+            assert!(msg.contains(file) && msg.contains(what), "{msg}");
+        }
+
         fn load(&self) -> Result<Catalog, CatalogError> {
-            let p = self.dir.path();
-            Catalog::load(
-                &p.join("bootenvs"),
-                &p.join("scripts"),
-                &p.join("assets"),
-                "discovery",
-            )
+            Catalog::load_test_tree(self.dir.path())
         }
     }
 
@@ -669,30 +683,21 @@ cmdline = "console=ttyS0  rackboot.url={{ server_url }} rackboot.mac={{ node.mac
             "typo",
             "[arch.bios]\nkernel = \"x86_64/vmlinuz\"\ncmdline = \"x={{ nod.mac }}\"\n",
         );
-        let msg = f.load().unwrap_err().to_string();
-        assert!(
-            msg.contains("typo.toml") && msg.contains("undefined"),
-            "{msg}"
-        );
+        f.refused("typo.toml", "undefined");
     }
 
     #[test]
     fn missing_kernel_and_missing_script_are_refused() {
         let f = Fixture::new();
         f.bootenv("k", "[arch.bios]\nkernel = \"x86_64/nope\"\n");
-        let msg = f.load().unwrap_err().to_string();
-        assert!(
-            msg.contains("k.toml") && msg.contains("x86_64/nope"),
-            "{msg}"
-        );
+        f.refused("k.toml", "x86_64/nope");
 
         let f = Fixture::new();
         f.bootenv(
             "s",
             "scripts = [\"gone.sh\"]\n[arch.bios]\nlocal = \"exit\"\n",
         );
-        let msg = f.load().unwrap_err().to_string();
-        assert!(msg.contains("s.toml") && msg.contains("gone.sh"), "{msg}");
+        f.refused("s.toml", "gone.sh");
     }
 
     #[test]
@@ -707,11 +712,7 @@ kernel = "x86_64/vmlinuz"
 cmdline = "rackboot.bootenv={{ bootenv }} cb={{ callback_url }}"
 "#,
         );
-        let msg = f.load().unwrap_err().to_string();
-        assert!(
-            msg.contains("install.toml") && msg.contains("after_install `rescue`"),
-            "{msg}"
-        );
+        f.refused("install.toml", "after_install `rescue`");
         f.bootenv("rescue", "[arch.x86_64_efi]\nlocal = \"exit\"\n");
         let c = f.load().unwrap();
         assert!(c.get("install").unwrap().installer);
@@ -825,11 +826,7 @@ cmdline = "rackboot.bootenv={{ bootenv }} cb={{ callback_url }}"
             "10-rescue.sh",
             "# rackboot-selector: role=builder\n# rackboot-bootenv: rescue\necho\n",
         );
-        let msg = f.load().unwrap_err().to_string();
-        assert!(
-            msg.contains("10-rescue.sh") && msg.contains("rackboot-bootenv `rescue`"),
-            "{msg}"
-        );
+        f.refused("10-rescue.sh", "rackboot-bootenv `rescue`");
         f.bootenv("rescue", "[arch.x86_64_efi]\nlocal = \"exit\"\n");
         let c = f.load().unwrap();
         let mut n = node();
@@ -860,11 +857,7 @@ cmdline = "rackboot.bootenv={{ bootenv }} cb={{ callback_url }}"
         );
 
         script("30-bad.sh", "#!/bin/sh\n\n# rackboot-selector: role=\n");
-        let msg = f.load().unwrap_err().to_string();
-        assert!(
-            msg.contains("30-bad.sh: line 3:") && msg.contains("not a label value"),
-            "{msg}"
-        );
+        f.refused("30-bad.sh: line 3:", "not a label value");
     }
 
     #[test]
@@ -892,15 +885,7 @@ cmdline = "ds=nocloud;s={{ nocloud_url }} inst.ks={{ answers_url }}/kickstart.cf
     fn a_missing_default_bootenv_is_named() {
         let f = Fixture::new();
         std::fs::remove_file(f.dir.path().join("bootenvs/discovery.toml")).unwrap();
-        let p = f.dir.path();
-        let msg = Catalog::load(
-            &p.join("bootenvs"),
-            &p.join("scripts"),
-            &p.join("assets"),
-            "discovery",
-        )
-        .unwrap_err()
-        .to_string();
+        let msg = f.load().unwrap_err().to_string();
         assert!(msg.contains("discovery"), "{msg}");
     }
 }

@@ -347,13 +347,7 @@ mod tests {
             "#!/bin/sh\necho '{{ secret(\"builder-key\") }}' > /etc/builder.key\n",
         )
         .unwrap();
-        let catalog = Catalog::load(
-            &p.join("bootenvs"),
-            &p.join("scripts"),
-            &p.join("assets"),
-            "discovery",
-        )
-        .unwrap();
+        let catalog = Catalog::load_test_tree(p).unwrap();
         let (loaders, urls) = (loaders(), urls());
         let cx = context(&catalog, &loaders, &urls);
         let node = Node::discovered(

@@ -448,13 +448,7 @@ cmdline = "console=ttyAMA0 rackboot.url={{ server_url }} rackboot.token={{ node.
 "#,
         )
         .unwrap();
-        let c = Catalog::load(
-            &p.join("bootenvs"),
-            &p.join("scripts"),
-            &p.join("assets"),
-            "discovery",
-        )
-        .unwrap();
+        let c = Catalog::load_test_tree(p).unwrap();
         (dir, c)
     }
 
