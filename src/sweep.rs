@@ -22,7 +22,7 @@ use crate::boot::{Timeouts, diagnose, lifecycle, stall_deadline};
 use crate::control::timeline::Timeline;
 use crate::metrics::Metrics;
 use crate::model::{LeaseState, Mac, Node, Timestamp};
-use crate::store::{NodeQuery, Store, StoreError};
+use crate::store::{LeaderTicks, NodeQuery, Store, StoreError};
 
 /// How often the sweep runs: a lease is reverted at most this late.
 pub const INTERVAL: Duration = Duration::from_secs(5);
@@ -96,18 +96,10 @@ impl Sweep {
     /// Runs a pass every [`INTERVAL`] until `cancel` fires. A failed pass is
     /// logged and the next one tries again.
     pub async fn run(mut self, cancel: CancellationToken) {
-        let mut tick = tokio::time::interval(INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            // Appliances sharing a store take turns: one sweeps, the others
-            // would only repeat its changes.
-            if !self.store.leads() {
-                continue;
-            }
+        // Appliances sharing a store take turns: one sweeps, the others
+        // would only repeat its changes.
+        let mut turns = LeaderTicks::every(INTERVAL);
+        while turns.next(&*self.store, &cancel).await {
             match self.pass(Timestamp::now()).await {
                 Ok(s) if s != Swept::default() => tracing::debug!(?s, "lifecycle sweep"),
                 Ok(_) => {}

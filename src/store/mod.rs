@@ -415,6 +415,39 @@ pub async fn update_fields<S: Store + ?Sized>(
     .await
 }
 
+/// The turns of a job that must run once among the appliances sharing a
+/// store (see [`Store::leads`]): every `period`, those at which this
+/// appliance leads. A late turn is taken late, not twice.
+pub struct LeaderTicks {
+    tick: tokio::time::Interval,
+}
+
+impl LeaderTicks {
+    pub fn every(period: std::time::Duration) -> LeaderTicks {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        LeaderTicks { tick }
+    }
+
+    /// Waits for the next tick at which this appliance leads; `false` once
+    /// `cancel` fires.
+    pub async fn next(
+        &mut self,
+        store: &dyn Store,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> bool {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return false,
+                _ = self.tick.tick() => {}
+            }
+            if store.leads() {
+                return true;
+            }
+        }
+    }
+}
+
 /// [`update_fields`] of a record the test knows is there.
 #[cfg(test)]
 pub(crate) async fn set_fields<S: Store + ?Sized>(
