@@ -1051,11 +1051,10 @@ mod tests {
 
     /// Node 1 moved to `rack`, as an edit (a change the store must keep).
     async fn move_to_rack(s: &SqliteStore, rack: &'static str) -> Result<Edited, StoreError> {
-        let edit = move |n: &mut Node| {
+        crate::store::update_fields(s, mac(1), move |n| {
             n.labels.insert("rack".into(), rack.into());
-            Ok(())
-        };
-        s.update_node(mac(1), Box::new(edit)).await
+        })
+        .await
     }
 
     /// Waits (at most 10 s) until the store has nothing left unsaved.
