@@ -448,6 +448,20 @@ impl LeaderTicks {
     }
 }
 
+/// Runs `cmd` (openssl, mount) for a test, which fails, with the
+/// command's stderr, unless it succeeds.
+#[cfg(test)]
+pub(crate) fn run_for_test(cmd: &mut std::process::Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// [`update_fields`] of a record the test knows is there.
 #[cfg(test)]
 pub(crate) async fn set_fields<S: Store + ?Sized>(

@@ -995,15 +995,10 @@ mod tests {
                 return None;
             }
             let dir = tempfile::tempdir().unwrap();
-            let out = std::process::Command::new("mount")
-                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-                .arg(dir.path())
-                .output()
-                .expect("run mount");
-            assert!(
-                out.status.success(),
-                "mount a tmpfs: {}",
-                String::from_utf8_lossy(&out.stderr)
+            crate::store::run_for_test(
+                std::process::Command::new("mount")
+                    .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                    .arg(dir.path()),
             );
             Some(SmallDisk { dir })
         }
