@@ -635,18 +635,19 @@ async fn delete_if(
         return Ok(gone);
     }
     let keys: Vec<String> = gone.iter().map(|m| mac_text(*m)).collect();
-    tx.execute("DELETE FROM nodes WHERE mac = ANY($1)", &[&keys])
+    for (table, op) in [
+        ("nodes", "delete nodes"),
+        ("events", "delete timelines"),
+        ("reports", "delete reports"),
+        ("report_drops", "delete reports"),
+    ] {
+        tx.execute(
+            &format!("DELETE FROM {table} WHERE mac = ANY($1)"),
+            &[&keys],
+        )
         .await
-        .map_err(db("delete nodes"))?;
-    tx.execute("DELETE FROM events WHERE mac = ANY($1)", &[&keys])
-        .await
-        .map_err(db("delete timelines"))?;
-    tx.execute("DELETE FROM reports WHERE mac = ANY($1)", &[&keys])
-        .await
-        .map_err(db("delete reports"))?;
-    tx.execute("DELETE FROM report_drops WHERE mac = ANY($1)", &[&keys])
-        .await
-        .map_err(db("delete reports"))?;
+        .map_err(db(op))?;
+    }
     for mac in &gone {
         notes.push(json!({ "gone": mac_text(*mac) }).to_string());
     }
