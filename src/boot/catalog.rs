@@ -655,6 +655,23 @@ cmdline = "console=ttyS0  rackboot.url={{ server_url }} rackboot.mac={{ node.mac
         }
     }
 
+    /// The fixture with bootenv `name` of `text` is refused: the error
+    /// names its file and says `what`.
+    fn refused_bootenv(name: &str, text: &str, what: &str) {
+        let f = Fixture::new();
+        f.bootenv(name, text);
+        f.refused(&format!("{name}.toml"), what);
+    }
+
+    /// The sample node's command line in `bootenv` on x86_64 EFI, served
+    /// from 10.0.0.1.
+    fn cmdline(c: &Catalog, bootenv: &str) -> String {
+        let n = node();
+        let ctx = TemplateContext::new("http://10.0.0.1", &n, bootenv, BootArch::X86_64Efi);
+        c.render_cmdline(bootenv, BootArch::X86_64Efi, &ctx)
+            .unwrap()
+    }
+
     fn node() -> Node {
         Node::sample()
     }
@@ -665,8 +682,7 @@ cmdline = "console=ttyS0  rackboot.url={{ server_url }} rackboot.mac={{ node.mac
         let n = node();
         let ctx = TemplateContext::new("http://10.0.0.1", &n, "discovery", BootArch::X86_64Efi);
         assert_eq!(
-            c.render_cmdline("discovery", BootArch::X86_64Efi, &ctx)
-                .unwrap(),
+            cmdline(&c, "discovery"),
             "console=ttyS0 rackboot.url=http://10.0.0.1 rackboot.mac=52:54:00:aa:bb:cc"
         );
         assert_eq!(
@@ -678,26 +694,25 @@ cmdline = "console=ttyS0  rackboot.url={{ server_url }} rackboot.mac={{ node.mac
 
     #[test]
     fn unknown_template_variable_is_refused_at_load() {
-        let f = Fixture::new();
-        f.bootenv(
+        refused_bootenv(
             "typo",
             "[arch.bios]\nkernel = \"x86_64/vmlinuz\"\ncmdline = \"x={{ nod.mac }}\"\n",
+            "undefined",
         );
-        f.refused("typo.toml", "undefined");
     }
 
     #[test]
     fn missing_kernel_and_missing_script_are_refused() {
-        let f = Fixture::new();
-        f.bootenv("k", "[arch.bios]\nkernel = \"x86_64/nope\"\n");
-        f.refused("k.toml", "x86_64/nope");
-
-        let f = Fixture::new();
-        f.bootenv(
+        refused_bootenv(
+            "k",
+            "[arch.bios]\nkernel = \"x86_64/nope\"\n",
+            "x86_64/nope",
+        );
+        refused_bootenv(
             "s",
             "scripts = [\"gone.sh\"]\n[arch.bios]\nlocal = \"exit\"\n",
+            "gone.sh",
         );
-        f.refused("s.toml", "gone.sh");
     }
 
     #[test]
@@ -716,11 +731,8 @@ cmdline = "rackboot.bootenv={{ bootenv }} cb={{ callback_url }}"
         f.bootenv("rescue", "[arch.x86_64_efi]\nlocal = \"exit\"\n");
         let c = f.load().unwrap();
         assert!(c.get("install").unwrap().installer);
-        let n = node();
-        let ctx = TemplateContext::new("http://10.0.0.1", &n, "install", BootArch::X86_64Efi);
         assert_eq!(
-            c.render_cmdline("install", BootArch::X86_64Efi, &ctx)
-                .unwrap(),
+            cmdline(&c, "install"),
             "rackboot.bootenv=install cb=http://10.0.0.1/node/52:54:00:aa:bb:cc/installed?bootenv=install"
         );
     }
@@ -871,11 +883,8 @@ cmdline = "ds=nocloud;s={{ nocloud_url }} inst.ks={{ answers_url }}/kickstart.cf
 "#,
         );
         let c = f.load().unwrap();
-        let n = node();
-        let ctx = TemplateContext::new("http://10.0.0.1", &n, "install", BootArch::X86_64Efi);
         assert_eq!(
-            c.render_cmdline("install", BootArch::X86_64Efi, &ctx)
-                .unwrap(),
+            cmdline(&c, "install"),
             "ds=nocloud;s=http://10.0.0.1/cloud-init/52:54:00:aa:bb:cc/tok/ \
              inst.ks=http://10.0.0.1/answers/52:54:00:aa:bb:cc/tok/kickstart.cfg"
         );
