@@ -218,22 +218,20 @@ mod tests {
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{text}");
-        assert!(
-            lines[0].contains("TFTP read of x\\n2026-01-01T00:00:00Z  INFO rackboot: admin"),
-            "the message: {text}"
-        );
-        assert!(
-            lines[0].contains(" file=x\\n2026"),
-            "a Display field: {text}"
-        );
-        assert!(
-            lines[0].contains(" name=\"x\\n2026"),
-            "a string field, quoted and escaped as before: {text}"
-        );
-        assert!(
-            lines[0].contains("request{path=x\\n2026"),
-            "a span's field: {text}"
-        );
+        for (escaped, what) in [
+            (
+                "TFTP read of x\\n2026-01-01T00:00:00Z  INFO rackboot: admin",
+                "the message",
+            ),
+            (" file=x\\n2026", "a Display field"),
+            (
+                " name=\"x\\n2026",
+                "a string field, quoted and escaped as before",
+            ),
+            ("request{path=x\\n2026", "a span's field"),
+        ] {
+            assert!(lines[0].contains(escaped), "{what}: {text}");
+        }
         assert!(lines[1].contains("error=no such file x\\n2026"), "{text}");
     }
 }

@@ -662,12 +662,17 @@ mod tests {
     /// Every family in the text format, as `promtool check metrics` reads it: a HELP and a
     /// TYPE line named like the samples that follow (a counter's with `_total`), and nothing
     /// OpenMetrics only.
-    #[test]
-    fn the_text_format_names_every_family_as_its_samples() {
-        let m = Metrics::new(&[PoolRanges {
+    /// Metrics of one subnet whose pool is two addresses.
+    fn two_address_pool() -> Metrics {
+        Metrics::new(&[PoolRanges {
             subnet: "10.77.0.0/24".parse().unwrap(),
             ranges: vec![(ip("10.77.0.100"), ip("10.77.0.101"))],
-        }]);
+        }])
+    }
+
+    #[test]
+    fn the_text_format_names_every_family_as_its_samples() {
+        let m = two_address_pool();
         m.dhcp_decided(Duration::from_millis(2));
         m.boot_waited("10.77.0.0/24");
         let text = m.render(Format::Text).unwrap();
@@ -752,10 +757,7 @@ mod tests {
 
     #[test]
     fn a_second_scrape_replaces_the_pool_gauges() {
-        let m = Metrics::new(&[PoolRanges {
-            subnet: "10.77.0.0/24".parse().unwrap(),
-            ranges: vec![(ip("10.77.0.100"), ip("10.77.0.101"))],
-        }]);
+        let m = two_address_pool();
         let now = Timestamp(10_000);
         let bound = Lease {
             ip: ip("10.77.0.100"),

@@ -158,32 +158,45 @@ fn give_state_dir(a: &Account, dir: &Path) -> Result<(), PrivilegeError> {
 }
 
 fn user_ids(name: &str) -> Result<(u32, u32), PrivilegeError> {
-    let c = CString::new(name).map_err(|_| PrivilegeError::NoUser(name.into()))?;
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    // SAFETY: passwd is plain data; getpwnam_r fills it and points into buf,
-    // which outlives every read of it below.
-    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut found: *mut libc::passwd = std::ptr::null_mut();
-    let rc =
-        unsafe { libc::getpwnam_r(c.as_ptr(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut found) };
-    if rc != 0 || found.is_null() {
-        return Err(PrivilegeError::NoUser(name.into()));
-    }
-    Ok((pw.pw_uid, pw.pw_gid))
+    by_name(name, libc::getpwnam_r, |pw| (pw.pw_uid, pw.pw_gid))
+        .ok_or_else(|| PrivilegeError::NoUser(name.into()))
 }
 
 fn group_id(name: &str) -> Result<u32, PrivilegeError> {
-    let c = CString::new(name).map_err(|_| PrivilegeError::NoGroup(name.into()))?;
+    by_name(name, libc::getgrnam_r, |gr| gr.gr_gid)
+        .ok_or_else(|| PrivilegeError::NoGroup(name.into()))
+}
+
+/// `getpwnam_r` or `getgrnam_r`: they take the same arguments.
+type GetByName<T> = unsafe extern "C" fn(
+    *const libc::c_char,
+    *mut T,
+    *mut libc::c_char,
+    libc::size_t,
+    *mut *mut T,
+) -> libc::c_int;
+
+/// What `read` takes from the entry `get` (`getpwnam_r` for a `passwd`,
+/// `getgrnam_r` for a `group`) finds for `name`; `None` when there is none.
+/// The entry's strings point into a buffer freed on return: only `read`
+/// sees them.
+fn by_name<T, R>(name: &str, get: GetByName<T>, read: impl FnOnce(&T) -> R) -> Option<R> {
+    let c = CString::new(name).ok()?;
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    // SAFETY: as in user_ids.
-    let mut gr: libc::group = unsafe { std::mem::zeroed() };
-    let mut found: *mut libc::group = std::ptr::null_mut();
-    let rc =
-        unsafe { libc::getgrnam_r(c.as_ptr(), &mut gr, buf.as_mut_ptr(), buf.len(), &mut found) };
-    if rc != 0 || found.is_null() {
-        return Err(PrivilegeError::NoGroup(name.into()));
-    }
-    Ok(gr.gr_gid)
+    // SAFETY: T is passwd or group, plain data; `get` fills it and points
+    // into buf, which outlives every read of it (in `read`).
+    let mut entry: T = unsafe { std::mem::zeroed() };
+    let mut found: *mut T = std::ptr::null_mut();
+    let rc = unsafe {
+        get(
+            c.as_ptr(),
+            &mut entry,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    (rc == 0 && !found.is_null()).then(|| read(&entry))
 }
 
 #[cfg(test)]

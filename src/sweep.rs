@@ -22,7 +22,7 @@ use crate::boot::{Timeouts, diagnose, lifecycle, stall_deadline};
 use crate::control::timeline::Timeline;
 use crate::metrics::Metrics;
 use crate::model::{LeaseState, Mac, Node, Timestamp};
-use crate::store::{NodeQuery, Store, StoreError};
+use crate::store::{LeaderTicks, NodeQuery, Store, StoreError};
 
 /// How often the sweep runs: a lease is reverted at most this late.
 pub const INTERVAL: Duration = Duration::from_secs(5);
@@ -96,18 +96,10 @@ impl Sweep {
     /// Runs a pass every [`INTERVAL`] until `cancel` fires. A failed pass is
     /// logged and the next one tries again.
     pub async fn run(mut self, cancel: CancellationToken) {
-        let mut tick = tokio::time::interval(INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            // Appliances sharing a store take turns: one sweeps, the others
-            // would only repeat its changes.
-            if !self.store.leads() {
-                continue;
-            }
+        // Appliances sharing a store take turns: one sweeps, the others
+        // would only repeat its changes.
+        let mut turns = LeaderTicks::every(INTERVAL);
+        while turns.next(&*self.store, &cancel).await {
             match self.pass(Timestamp::now()).await {
                 Ok(s) if s != Swept::default() => tracing::debug!(?s, "lifecycle sweep"),
                 Ok(_) => {}
@@ -287,6 +279,19 @@ mod tests {
         Mac::new([0x52, 0x54, 0, 0, 0, n])
     }
 
+    /// Node `n`, discovered at 0 and now in `state`.
+    async fn node_in(store: &Arc<dyn Store>, n: u8, state: NodeState) {
+        let node = Node::discovered(mac(n), "discovery", "t".into(), Timestamp(0));
+        store.put_nodes(vec![node]).await.unwrap();
+        store.set_node_state(mac(n), state, None).await.unwrap();
+    }
+
+    /// Node `n`'s timeline says `data` at minute `min`.
+    async fn event_at(store: &Arc<dyn Store>, n: u8, min: i64, data: EventData) {
+        let e = Event::new(Timestamp(min * MIN), data);
+        store.add_event(mac(n), &e).await.unwrap();
+    }
+
     #[tokio::test]
     async fn bare_records_of_unknown_macs_are_reaped_once_idle_and_no_other() {
         use crate::model::{LeaseState, NodeOrigin};
@@ -404,20 +409,12 @@ mod tests {
     #[tokio::test]
     async fn a_stalled_boot_fails_once_with_its_diagnosis() {
         let (store, mut sweep) = setup().await;
-        let n = Node::discovered(mac(2), "discovery", "t".into(), Timestamp(0));
-        store.put_nodes(vec![n]).await.unwrap();
-        store
-            .set_node_state(mac(2), NodeState::Booting, None)
-            .await
-            .unwrap();
-        let kernel = Event::new(
-            Timestamp(MIN),
-            EventData::HttpKernel {
-                path: "x86_64/vmlinuz".into(),
-                range: None,
-            },
-        );
-        store.add_event(mac(2), &kernel).await.unwrap();
+        node_in(&store, 2, NodeState::Booting).await;
+        let kernel = EventData::HttpKernel {
+            path: "x86_64/vmlinuz".into(),
+            range: None,
+        };
+        event_at(&store, 2, 1, kernel).await;
 
         assert_eq!(sweep.pass(Timestamp(5 * MIN)).await.unwrap().stalls, 0);
         assert_eq!(sweep.pass(Timestamp(12 * MIN)).await.unwrap().stalls, 1);
@@ -448,12 +445,7 @@ mod tests {
     #[tokio::test]
     async fn a_booted_node_that_stops_reporting_is_unreachable() {
         let (store, mut sweep) = setup().await;
-        let n = Node::discovered(mac(3), "discovery", "t".into(), Timestamp(0));
-        store.put_nodes(vec![n]).await.unwrap();
-        store
-            .set_node_state(mac(3), NodeState::Configuring, None)
-            .await
-            .unwrap();
+        node_in(&store, 3, NodeState::Configuring).await;
         for (min, data) in [
             (
                 1,
@@ -468,8 +460,7 @@ mod tests {
                 },
             ),
         ] {
-            let e = Event::new(Timestamp(min * MIN), data);
-            store.add_event(mac(3), &e).await.unwrap();
+            event_at(&store, 3, min, data).await;
         }
         assert_eq!(sweep.pass(Timestamp(13 * MIN)).await.unwrap().stalls, 1);
         let n = store.node(mac(3)).await.unwrap().unwrap();
@@ -480,19 +471,11 @@ mod tests {
     #[tokio::test]
     async fn a_configured_node_whose_heartbeats_stop_is_unreachable() {
         let (store, mut sweep) = setup().await;
-        let n = Node::discovered(mac(4), "discovery", "t".into(), Timestamp(0));
-        store.put_nodes(vec![n]).await.unwrap();
-        store
-            .set_node_state(mac(4), NodeState::Configured, None)
-            .await
-            .unwrap();
-        let e = Event::new(
-            Timestamp(MIN),
-            EventData::ReportConfigured {
-                output: String::new(),
-            },
-        );
-        store.add_event(mac(4), &e).await.unwrap();
+        node_in(&store, 4, NodeState::Configured).await;
+        let configured = EventData::ReportConfigured {
+            output: String::new(),
+        };
+        event_at(&store, 4, 1, configured).await;
         // Heartbeats (wait requests) every 25 s for ten minutes.
         let mut t = MIN;
         while t < 11 * MIN {

@@ -876,38 +876,26 @@ mod tests {
     #[test]
     fn detect_kernel_table() {
         use KernelKind::*;
+        let bz = |long_mode, efi_stub| BzImage {
+            long_mode,
+            efi_stub,
+        };
         let cases: Vec<(&str, Vec<u8>, KernelKind)> = vec![
-            (
-                "bzImage 64-bit",
-                bzimage(0x020f, 1, false),
-                BzImage {
-                    long_mode: true,
-                    efi_stub: false,
-                },
-            ),
+            ("bzImage 64-bit", bzimage(0x020f, 1, false), bz(true, false)),
             (
                 "bzImage 64-bit EFI stub",
                 bzimage(0x020f, 0b11, true),
-                BzImage {
-                    long_mode: true,
-                    efi_stub: true,
-                },
+                bz(true, true),
             ),
             (
                 "bzImage 32-bit",
                 bzimage(0x020f, 0, false),
-                BzImage {
-                    long_mode: false,
-                    efi_stub: false,
-                },
+                bz(false, false),
             ),
             (
                 "bzImage protocol 2.10 (no xloadflags)",
                 bzimage(0x020a, 1, false),
-                BzImage {
-                    long_mode: false,
-                    efi_stub: false,
-                },
+                bz(false, false),
             ),
             (
                 "arm64 Image",

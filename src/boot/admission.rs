@@ -350,11 +350,16 @@ mod tests {
         Timestamp(1_000_000 + s * 1000)
     }
 
+    /// Node `i` of the subnet asks to boot at second `at`.
+    fn asks(a: &mut Admission, i: u8, at: i64) -> Verdict {
+        a.admit(mac(i), ip(i), secs(at))
+    }
+
     #[test]
     fn no_limit_admits_everyone_and_holds_no_slot() {
         let mut a = Admission::new(Limits::none());
         for i in 0..100 {
-            assert_eq!(a.admit(mac(i), ip(i), secs(0)), Verdict::Go);
+            assert_eq!(asks(&mut a, i, 0), Verdict::Go);
         }
         assert_eq!(a.booting(0), 0);
     }
@@ -362,56 +367,44 @@ mod tests {
     #[test]
     fn over_the_limit_waits_until_a_slot_is_released() {
         let mut a = limited(2);
-        assert_eq!(a.admit(mac(1), ip(1), secs(0)), Verdict::Go);
-        assert_eq!(a.admit(mac(2), ip(2), secs(0)), Verdict::Go);
+        assert_eq!(asks(&mut a, 1, 0), Verdict::Go);
+        assert_eq!(asks(&mut a, 2, 0), Verdict::Go);
         let Verdict::Wait {
             attempt,
             booting,
             limit,
             ahead,
             ..
-        } = a.admit(mac(3), ip(3), secs(0))
+        } = asks(&mut a, 3, 0)
         else {
             panic!("the third node must wait");
         };
         assert_eq!((attempt, booting, limit, ahead), (1, 2, 2, 0));
         // Asking again while holding a slot keeps it; still full.
-        assert_eq!(a.admit(mac(1), ip(1), secs(1)), Verdict::Go);
+        assert_eq!(asks(&mut a, 1, 1), Verdict::Go);
         assert!(matches!(
-            a.admit(mac(3), ip(3), secs(1)),
+            asks(&mut a, 3, 1),
             Verdict::Wait { attempt: 2, .. }
         ));
         assert!(a.release(mac(1)));
         assert!(!a.release(mac(1)), "released once");
-        assert_eq!(a.admit(mac(3), ip(3), secs(2)), Verdict::Go);
+        assert_eq!(asks(&mut a, 3, 2), Verdict::Go);
         assert_eq!(a.booting(0), 2);
     }
 
     #[test]
     fn a_freed_slot_goes_to_the_first_in_line_not_a_newcomer() {
         let mut a = limited(1);
-        assert_eq!(a.admit(mac(1), ip(1), secs(0)), Verdict::Go);
-        assert!(matches!(
-            a.admit(mac(2), ip(2), secs(0)),
-            Verdict::Wait { ahead: 0, .. }
-        ));
-        assert!(matches!(
-            a.admit(mac(3), ip(3), secs(0)),
-            Verdict::Wait { ahead: 0, .. }
-        ));
+        assert_eq!(asks(&mut a, 1, 0), Verdict::Go);
+        assert!(matches!(asks(&mut a, 2, 0), Verdict::Wait { ahead: 0, .. }));
+        assert!(matches!(asks(&mut a, 3, 0), Verdict::Wait { ahead: 0, .. }));
         a.release(mac(1));
         // mac 3 asks first, but mac 2 was refused first and is due back.
-        assert!(matches!(
-            a.admit(mac(3), ip(3), secs(1)),
-            Verdict::Wait { ahead: 1, .. }
-        ));
-        assert_eq!(a.admit(mac(2), ip(2), secs(1)), Verdict::Go);
+        assert!(matches!(asks(&mut a, 3, 1), Verdict::Wait { ahead: 1, .. }));
+        assert_eq!(asks(&mut a, 2, 1), Verdict::Go);
         // A waiter that does not come back in time loses its place.
         a.release(mac(2));
-        assert!(matches!(
-            a.admit(mac(4), ip(4), secs(2)),
-            Verdict::Wait { .. }
-        ));
+        assert!(matches!(asks(&mut a, 4, 2), Verdict::Wait { .. }));
         let late = secs(2 + i64::from(MAX_DELAY) * 2 + GRACE + 1);
         assert_eq!(a.admit(mac(4), ip(4), late), Verdict::Go);
     }
@@ -419,12 +412,9 @@ mod tests {
     #[test]
     fn a_slot_not_released_expires() {
         let mut a = limited(1);
-        assert_eq!(a.admit(mac(1), ip(1), secs(0)), Verdict::Go);
-        assert!(matches!(
-            a.admit(mac(2), ip(2), secs(30)),
-            Verdict::Wait { .. }
-        ));
-        assert_eq!(a.admit(mac(2), ip(2), secs(61)), Verdict::Go);
+        assert_eq!(asks(&mut a, 1, 0), Verdict::Go);
+        assert!(matches!(asks(&mut a, 2, 30), Verdict::Wait { .. }));
+        assert_eq!(asks(&mut a, 2, 61), Verdict::Go);
         assert_eq!(a.booting(0), 1);
     }
 
@@ -436,11 +426,8 @@ mod tests {
             other: 1,
             slot_timeout: Duration::from_secs(60),
         });
-        assert_eq!(a.admit(mac(1), ip(1), secs(0)), Verdict::Go);
-        assert!(matches!(
-            a.admit(mac(2), ip(2), secs(0)),
-            Verdict::Wait { .. }
-        ));
+        assert_eq!(asks(&mut a, 1, 0), Verdict::Go);
+        assert!(matches!(asks(&mut a, 2, 0), Verdict::Wait { .. }));
         // Unlimited subnet.
         for i in 10..20 {
             assert_eq!(

@@ -592,6 +592,20 @@ fn sorted_files(dir: &Path) -> Result<Vec<PathBuf>, CatalogError> {
     Ok(out)
 }
 
+/// The catalog of a test's `root`: its `bootenvs`, `scripts` and `assets`,
+/// `discovery` the default bootenv.
+#[cfg(test)]
+impl Catalog {
+    pub(crate) fn load_test_tree(root: &Path) -> Result<Catalog, CatalogError> {
+        Catalog::load(
+            &root.join("bootenvs"),
+            &root.join("scripts"),
+            &root.join("assets"),
+            "discovery",
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -630,15 +644,32 @@ cmdline = "console=ttyS0  rackboot.url={{ server_url }} rackboot.mac={{ node.mac
             std::fs::write(self.dir.path().join(format!("bootenvs/{name}.toml")), text).unwrap();
         }
 
-        fn load(&self) -> Result<Catalog, CatalogError> {
-            let p = self.dir.path();
-            Catalog::load(
-                &p.join("bootenvs"),
-                &p.join("scripts"),
-                &p.join("assets"),
-                "discovery",
-            )
+        /// Loading fails, with an error naming `file` and saying `what`.
+        fn refused(&self, file: &str, what: &str) {
+            let msg = self.load().unwrap_err().to_string();
+            assert!(msg.contains(file) && msg.contains(what), "{msg}");
         }
+
+        fn load(&self) -> Result<Catalog, CatalogError> {
+            Catalog::load_test_tree(self.dir.path())
+        }
+    }
+
+    /// The fixture with bootenv `name` of `text` is refused: the error
+    /// names its file and says `what`.
+    fn refused_bootenv(name: &str, text: &str, what: &str) {
+        let f = Fixture::new();
+        f.bootenv(name, text);
+        f.refused(&format!("{name}.toml"), what);
+    }
+
+    /// The sample node's command line in `bootenv` on x86_64 EFI, served
+    /// from 10.0.0.1.
+    fn cmdline(c: &Catalog, bootenv: &str) -> String {
+        let n = node();
+        let ctx = TemplateContext::new("http://10.0.0.1", &n, bootenv, BootArch::X86_64Efi);
+        c.render_cmdline(bootenv, BootArch::X86_64Efi, &ctx)
+            .unwrap()
     }
 
     fn node() -> Node {
@@ -651,8 +682,7 @@ cmdline = "console=ttyS0  rackboot.url={{ server_url }} rackboot.mac={{ node.mac
         let n = node();
         let ctx = TemplateContext::new("http://10.0.0.1", &n, "discovery", BootArch::X86_64Efi);
         assert_eq!(
-            c.render_cmdline("discovery", BootArch::X86_64Efi, &ctx)
-                .unwrap(),
+            cmdline(&c, "discovery"),
             "console=ttyS0 rackboot.url=http://10.0.0.1 rackboot.mac=52:54:00:aa:bb:cc"
         );
         assert_eq!(
@@ -664,35 +694,25 @@ cmdline = "console=ttyS0  rackboot.url={{ server_url }} rackboot.mac={{ node.mac
 
     #[test]
     fn unknown_template_variable_is_refused_at_load() {
-        let f = Fixture::new();
-        f.bootenv(
+        refused_bootenv(
             "typo",
             "[arch.bios]\nkernel = \"x86_64/vmlinuz\"\ncmdline = \"x={{ nod.mac }}\"\n",
-        );
-        let msg = f.load().unwrap_err().to_string();
-        assert!(
-            msg.contains("typo.toml") && msg.contains("undefined"),
-            "{msg}"
+            "undefined",
         );
     }
 
     #[test]
     fn missing_kernel_and_missing_script_are_refused() {
-        let f = Fixture::new();
-        f.bootenv("k", "[arch.bios]\nkernel = \"x86_64/nope\"\n");
-        let msg = f.load().unwrap_err().to_string();
-        assert!(
-            msg.contains("k.toml") && msg.contains("x86_64/nope"),
-            "{msg}"
+        refused_bootenv(
+            "k",
+            "[arch.bios]\nkernel = \"x86_64/nope\"\n",
+            "x86_64/nope",
         );
-
-        let f = Fixture::new();
-        f.bootenv(
+        refused_bootenv(
             "s",
             "scripts = [\"gone.sh\"]\n[arch.bios]\nlocal = \"exit\"\n",
+            "gone.sh",
         );
-        let msg = f.load().unwrap_err().to_string();
-        assert!(msg.contains("s.toml") && msg.contains("gone.sh"), "{msg}");
     }
 
     #[test]
@@ -707,19 +727,12 @@ kernel = "x86_64/vmlinuz"
 cmdline = "rackboot.bootenv={{ bootenv }} cb={{ callback_url }}"
 "#,
         );
-        let msg = f.load().unwrap_err().to_string();
-        assert!(
-            msg.contains("install.toml") && msg.contains("after_install `rescue`"),
-            "{msg}"
-        );
+        f.refused("install.toml", "after_install `rescue`");
         f.bootenv("rescue", "[arch.x86_64_efi]\nlocal = \"exit\"\n");
         let c = f.load().unwrap();
         assert!(c.get("install").unwrap().installer);
-        let n = node();
-        let ctx = TemplateContext::new("http://10.0.0.1", &n, "install", BootArch::X86_64Efi);
         assert_eq!(
-            c.render_cmdline("install", BootArch::X86_64Efi, &ctx)
-                .unwrap(),
+            cmdline(&c, "install"),
             "rackboot.bootenv=install cb=http://10.0.0.1/node/52:54:00:aa:bb:cc/installed?bootenv=install"
         );
     }
@@ -825,11 +838,7 @@ cmdline = "rackboot.bootenv={{ bootenv }} cb={{ callback_url }}"
             "10-rescue.sh",
             "# rackboot-selector: role=builder\n# rackboot-bootenv: rescue\necho\n",
         );
-        let msg = f.load().unwrap_err().to_string();
-        assert!(
-            msg.contains("10-rescue.sh") && msg.contains("rackboot-bootenv `rescue`"),
-            "{msg}"
-        );
+        f.refused("10-rescue.sh", "rackboot-bootenv `rescue`");
         f.bootenv("rescue", "[arch.x86_64_efi]\nlocal = \"exit\"\n");
         let c = f.load().unwrap();
         let mut n = node();
@@ -860,11 +869,7 @@ cmdline = "rackboot.bootenv={{ bootenv }} cb={{ callback_url }}"
         );
 
         script("30-bad.sh", "#!/bin/sh\n\n# rackboot-selector: role=\n");
-        let msg = f.load().unwrap_err().to_string();
-        assert!(
-            msg.contains("30-bad.sh: line 3:") && msg.contains("not a label value"),
-            "{msg}"
-        );
+        f.refused("30-bad.sh: line 3:", "not a label value");
     }
 
     #[test]
@@ -878,11 +883,8 @@ cmdline = "ds=nocloud;s={{ nocloud_url }} inst.ks={{ answers_url }}/kickstart.cf
 "#,
         );
         let c = f.load().unwrap();
-        let n = node();
-        let ctx = TemplateContext::new("http://10.0.0.1", &n, "install", BootArch::X86_64Efi);
         assert_eq!(
-            c.render_cmdline("install", BootArch::X86_64Efi, &ctx)
-                .unwrap(),
+            cmdline(&c, "install"),
             "ds=nocloud;s=http://10.0.0.1/cloud-init/52:54:00:aa:bb:cc/tok/ \
              inst.ks=http://10.0.0.1/answers/52:54:00:aa:bb:cc/tok/kickstart.cfg"
         );
@@ -892,15 +894,7 @@ cmdline = "ds=nocloud;s={{ nocloud_url }} inst.ks={{ answers_url }}/kickstart.cf
     fn a_missing_default_bootenv_is_named() {
         let f = Fixture::new();
         std::fs::remove_file(f.dir.path().join("bootenvs/discovery.toml")).unwrap();
-        let p = f.dir.path();
-        let msg = Catalog::load(
-            &p.join("bootenvs"),
-            &p.join("scripts"),
-            &p.join("assets"),
-            "discovery",
-        )
-        .unwrap_err()
-        .to_string();
+        let msg = f.load().unwrap_err().to_string();
         assert!(msg.contains("discovery"), "{msg}");
     }
 }

@@ -362,33 +362,22 @@ mod tests {
                 }
             );
         }
+        // Firmware PXE's answer for `node` at `t`.
+        let firmware_at = |node: &Node, t: i64| {
+            decide_for_node(&fw, node, Loader::Ipxe, &no_file, &urls, Timestamp(t))
+        };
         // A one-time boot into something else wins over local.
         node.next_bootenv = Some("rescue".into());
-        assert!(matches!(
-            decide_for_node(&fw, &node, Loader::Ipxe, &no_file, &urls, Timestamp(0)),
-            Decision::Loader { .. }
-        ));
+        assert!(matches!(firmware_at(&node, 0), Decision::Loader { .. }));
         // So does a lease, until it runs out.
         node.bootenv_expires = Some(Timestamp(1000));
-        assert!(matches!(
-            decide_for_node(&fw, &node, Loader::Ipxe, &no_file, &urls, Timestamp(999)),
-            Decision::Loader { .. }
-        ));
-        assert!(matches!(
-            decide_for_node(&fw, &node, Loader::Ipxe, &no_file, &urls, Timestamp(1000)),
-            Decision::Local { .. }
-        ));
+        assert!(matches!(firmware_at(&node, 999), Decision::Loader { .. }));
+        assert!(matches!(firmware_at(&node, 1000), Decision::Local { .. }));
         // And a leased local boot of a node whose bootenv is something else.
         node.bootenv = "discovery".into();
         node.next_bootenv = Some("local".into());
-        assert!(matches!(
-            decide_for_node(&fw, &node, Loader::Ipxe, &no_file, &urls, Timestamp(999)),
-            Decision::Local { .. }
-        ));
-        assert!(matches!(
-            decide_for_node(&fw, &node, Loader::Ipxe, &no_file, &urls, Timestamp(1000)),
-            Decision::Loader { .. }
-        ));
+        assert!(matches!(firmware_at(&node, 999), Decision::Local { .. }));
+        assert!(matches!(firmware_at(&node, 1000), Decision::Loader { .. }));
         node.bootenv = "local".into();
         node.next_bootenv = Some("rescue".into());
         node.bootenv_expires = None;

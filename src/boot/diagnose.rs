@@ -671,37 +671,26 @@ mod tests {
     /// never read.
     #[test]
     fn notes_from_before_typed_events_are_steps_by_their_kind() {
-        let note = |of: EventKind, text: &str| EventData::Note {
-            of,
-            text: text.into(),
-        };
         let n = node(NodeState::Booting);
         let late = Timestamp(100 * MIN);
-        let s = diagnose(
-            &n,
-            &[ev(1, note(EventKind::HttpKernel, "x86_64/vmlinuz"))],
-            late,
-            &t(),
-        )
-        .unwrap();
+        // The diagnosis, long after the one old event `of` saying `text`.
+        let after_note = |of: EventKind, text: &str| {
+            let note = EventData::Note {
+                of,
+                text: text.into(),
+            };
+            diagnose(&n, &[ev(1, note)], late, &t())
+        };
+        let s = after_note(EventKind::HttpKernel, "x86_64/vmlinuz").unwrap();
         assert_eq!(
             s.reason,
             "the last boot step was http.kernel at 1970-01-01T00:01:00.000Z, and nothing came after it within 10m"
         );
         assert_eq!(s.verdict, NodeState::Failed);
         // A DHCP answer may have had no boot file: no step.
-        let events = [ev(
-            1,
-            note(EventKind::DhcpAck, "10.0.0.9, no boot file (no PXE)"),
-        )];
-        assert_eq!(diagnose(&n, &events, late, &t()), None);
-        let s = diagnose(
-            &n,
-            &[ev(1, note(EventKind::ReportScript, "a.sh exited 0\n"))],
-            late,
-            &t(),
-        )
-        .unwrap();
+        let no_boot_file = "10.0.0.9, no boot file (no PXE)";
+        assert_eq!(after_note(EventKind::DhcpAck, no_boot_file), None);
+        let s = after_note(EventKind::ReportScript, "a.sh exited 0\n").unwrap();
         assert_eq!(s.verdict, NodeState::Unreachable);
         assert!(
             s.reason.contains("its last report (report.script)"),

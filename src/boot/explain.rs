@@ -8,7 +8,7 @@ use super::bootenv::{LOCAL, Loader};
 use super::catalog::Catalog;
 use super::decide::{Decision, GRUB_LOADER, decide_for_node};
 use super::lifecycle::Choice;
-use super::script::{render_grub, render_ipxe};
+use super::script::render_script;
 use crate::config::LoaderMap;
 use crate::model::{BootArch, ClientArch, ClientInfo, Mac, Node, Timestamp};
 use crate::routes::Urls;
@@ -186,21 +186,29 @@ pub fn explain(client: &ClientInfo, node: Option<&Node>, cx: &ExplainContext<'_>
         }
     };
 
-    let (mut script, mut grub_config, mut script_error) = (None, None, None);
-    match decision {
-        Decision::Script { arch, .. } => {
-            match render_ipxe(cx.catalog, &view, &bootenv, arch, &cx.urls.http_base) {
-                Ok(s) => script = Some(s.text),
-                Err(e) => script_error = Some(e.to_string()),
-            }
-        }
+    // What the node reads next: the iPXE script it asks for, or the GRUB
+    // config the Secure Boot chain reads.
+    let next_read = match decision {
+        Decision::Script { arch, .. } => Some((Loader::Ipxe, arch)),
         Decision::Loader { arch, .. } if via == Loader::Grub && arch != BootArch::Bios => {
-            match render_grub(cx.catalog, &view, &bootenv, arch, &cx.urls.http_base) {
-                Ok(s) => grub_config = Some(s.text),
-                Err(e) => script_error = Some(e.to_string()),
-            }
+            Some((Loader::Grub, arch))
         }
-        _ => {}
+        _ => None,
+    };
+    let (mut script, mut grub_config, mut script_error) = (None, None, None);
+    if let Some((loader, arch)) = next_read {
+        match render_script(
+            loader,
+            cx.catalog,
+            &view,
+            &bootenv,
+            arch,
+            &cx.urls.http_base,
+        ) {
+            Ok(s) if loader == Loader::Ipxe => script = Some(s.text),
+            Ok(s) => grub_config = Some(s.text),
+            Err(e) => script_error = Some(e.to_string()),
+        }
     }
     let config_scripts: Vec<ConfigScript> = cx
         .catalog
@@ -339,13 +347,7 @@ mod tests {
             "#!/bin/sh\necho '{{ secret(\"builder-key\") }}' > /etc/builder.key\n",
         )
         .unwrap();
-        let catalog = Catalog::load(
-            &p.join("bootenvs"),
-            &p.join("scripts"),
-            &p.join("assets"),
-            "discovery",
-        )
-        .unwrap();
+        let catalog = Catalog::load_test_tree(p).unwrap();
         let (loaders, urls) = (loaders(), urls());
         let cx = context(&catalog, &loaders, &urls);
         let node = Node::discovered(

@@ -26,6 +26,6 @@ pub use edit::{
 pub use explain::{ExplainContext, Explanation, bootenv_reason, explain};
 pub use lifecycle::{BootenvChange, Choice, Effective, Progress, effective_bootenv, next_state};
 pub use script::{
-    GRUB_MENU, RenderedScript, ScriptError, WaitReason, grub_config_mac, is_grub_menu, render_grub,
-    render_grub_wait, render_ipxe, render_wait,
+    GRUB_MENU, RenderedScript, ScriptError, WaitReason, grub_config_mac, is_grub_menu,
+    render_grub_wait, render_script, render_wait,
 };

@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use super::bootenv::ArchBoot;
+use super::bootenv::{ArchBoot, Loader, LocalMethod};
 use super::catalog::{Catalog, RenderError, TemplateContext};
 use crate::model::{BootArch, Mac, Node};
 use crate::routes;
@@ -95,11 +95,11 @@ fn rendered(
     }
 }
 
-/// The iPXE script that boots `node` on `arch` into `bootenv`.
-///
-/// Asset URLs carry the MAC so rackboot can put each fetch on the right
-/// timeline even when it did not hand out the address (proxyDHCP, relays).
-pub fn render_ipxe(
+/// What `node`'s loader `via` fetches to boot on `arch` into `bootenv`: the
+/// iPXE script, or the GRUB config. Both boot the same kernel, initrds and
+/// command line (or the disk); only how each loader says it differs.
+pub fn render_script(
+    via: Loader,
     catalog: &Catalog,
     node: &Node,
     bootenv: &str,
@@ -109,66 +109,94 @@ pub fn render_ipxe(
     let mac = node.mac.to_string();
     let boot = arch_boot(catalog, &mac, bootenv, arch)?;
     let mut s = String::with_capacity(512);
-    let _ = writeln!(s, "#!ipxe");
+    if via == Loader::Ipxe {
+        let _ = writeln!(s, "#!ipxe");
+    }
     let _ = writeln!(s, "# rackboot: node {mac}, bootenv {bootenv}, arch {arch}");
     match boot {
         ArchBoot::Local(method) => {
-            let _ = writeln!(s, "echo rackboot: {mac} boots from its local disk");
-            let _ = writeln!(s, "{}", method.ipxe());
+            match via {
+                Loader::Ipxe => ipxe_local(&mut s, &mac, method),
+                Loader::Grub => grub_local(&mut s, &mac, arch, method),
+            }
             Ok(rendered(s, bootenv, None, &[]))
         }
         ArchBoot::Kernel {
             kernel, initrds, ..
         } => {
             let args = kernel_args(catalog, node, bootenv, arch, server_url)?;
-            // The Linux EFI stub loads initrds by the name given in `initrd=`,
-            // which must equal the name iPXE registered the image under; BIOS
-            // kernels ignore the argument. Naming them explicitly makes both work.
-            let names: Vec<String> = (0..initrds.len()).map(|i| format!("initrd{i}")).collect();
-            let mut kernel_args = String::new();
-            for n in &names {
-                let _ = write!(kernel_args, " initrd={n}");
-            }
-            if !args.is_empty() {
-                kernel_args.push(' ');
-                kernel_args.push_str(&args);
-            }
-            let asset = |p: &str| routes::node_asset(server_url, p, &node.mac);
-            // A busy server must slow a boot down, not fail it: retry the
-            // whole fetch after a pause instead of dropping to a shell,
-            // pausing longer each time (a rack retrying together must not
-            // hammer a struggling server in lockstep: the pauses carry a
-            // per-MAC jitter). iPXE has no arithmetic, so each pause is a
-            // label and `rb_retry` names the next one.
-            let delays = retry_delays(node.mac);
-            let _ = writeln!(s, "set rb_retry retry1");
-            let _ = writeln!(s, ":fetch");
-            let _ = writeln!(
-                s,
-                "kernel --name kernel {}{kernel_args} || goto ${{rb_retry}}",
-                asset(kernel)
-            );
-            for (i, initrd) in initrds.iter().enumerate() {
-                let _ = writeln!(
-                    s,
-                    "initrd --name {} {} || goto ${{rb_retry}}",
-                    names[i],
-                    asset(initrd)
-                );
-            }
-            let _ = writeln!(s, "boot || goto ${{rb_retry}}");
-            for (i, d) in delays.iter().enumerate() {
-                let n = i + 1;
-                let next = (n + 1).min(delays.len());
-                let _ = writeln!(s, ":retry{n}");
-                let _ = writeln!(s, "set rb_retry retry{next}");
-                let _ = writeln!(s, "imgfree");
-                let _ = writeln!(s, "echo rackboot: fetch failed, retrying in {d} seconds");
-                let _ = writeln!(s, "sleep {d}");
-                let _ = writeln!(s, "goto fetch");
+            match via {
+                Loader::Ipxe => ipxe_kernel(&mut s, node.mac, server_url, kernel, initrds, &args),
+                Loader::Grub => grub_kernel(&mut s, node.mac, kernel, initrds, &args),
             }
             Ok(rendered(s, bootenv, Some(kernel), initrds))
         }
+    }
+}
+
+/// iPXE's local boot: `method` (`exit`, or `sanboot` of the first disk).
+fn ipxe_local(s: &mut String, mac: &str, method: &LocalMethod) {
+    let _ = writeln!(s, "echo rackboot: {mac} boots from its local disk");
+    let _ = writeln!(s, "{}", method.ipxe());
+}
+
+/// iPXE's kernel boot, over HTTP from `server_url`.
+///
+/// Asset URLs carry the MAC so rackboot can put each fetch on the right
+/// timeline even when it did not hand out the address (proxyDHCP, relays).
+fn ipxe_kernel(
+    s: &mut String,
+    mac: Mac,
+    server_url: &str,
+    kernel: &str,
+    initrds: &[String],
+    args: &str,
+) {
+    // The Linux EFI stub loads initrds by the name given in `initrd=`,
+    // which must equal the name iPXE registered the image under; BIOS
+    // kernels ignore the argument. Naming them explicitly makes both work.
+    let names: Vec<String> = (0..initrds.len()).map(|i| format!("initrd{i}")).collect();
+    let mut kernel_args = String::new();
+    for n in &names {
+        let _ = write!(kernel_args, " initrd={n}");
+    }
+    if !args.is_empty() {
+        kernel_args.push(' ');
+        kernel_args.push_str(args);
+    }
+    let asset = |p: &str| routes::node_asset(server_url, p, &mac);
+    // A busy server must slow a boot down, not fail it: retry the
+    // whole fetch after a pause instead of dropping to a shell,
+    // pausing longer each time (a rack retrying together must not
+    // hammer a struggling server in lockstep: the pauses carry a
+    // per-MAC jitter). iPXE has no arithmetic, so each pause is a
+    // label and `rb_retry` names the next one.
+    let delays = retry_delays(mac);
+    let _ = writeln!(s, "set rb_retry retry1");
+    let _ = writeln!(s, ":fetch");
+    let _ = writeln!(
+        s,
+        "kernel --name kernel {}{kernel_args} || goto ${{rb_retry}}",
+        asset(kernel)
+    );
+    for (i, initrd) in initrds.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "initrd --name {} {} || goto ${{rb_retry}}",
+            names[i],
+            asset(initrd)
+        );
+    }
+    let _ = writeln!(s, "boot || goto ${{rb_retry}}");
+    for (i, d) in delays.iter().enumerate() {
+        let n = i + 1;
+        let next = (n + 1).min(delays.len());
+        let _ = writeln!(s, ":retry{n}");
+        let _ = writeln!(s, "set rb_retry retry{next}");
+        let _ = writeln!(s, "imgfree");
+        let _ = writeln!(s, "echo rackboot: fetch failed, retrying in {d} seconds");
+        let _ = writeln!(s, "sleep {d}");
+        let _ = writeln!(s, "goto fetch");
     }
 }
 
@@ -179,7 +207,7 @@ pub const GRUB_DIR: &str = "grub";
 
 /// The `grub/grub.cfg` every GRUB reads first: GRUB looks for no per-MAC
 /// file by itself, so this sends each to its own (`grub.cfg-<mac>`,
-/// rendered by [`render_grub`]) and, while that cannot be had, tries again.
+/// rendered by [`render_script`]) and, while that cannot be had, tries again.
 pub const GRUB_MENU: &str = "\
 # rackboot: each machine reads its own config, rendered for its MAC
 echo \"rackboot: loading the config of $net_default_mac\"
@@ -206,75 +234,62 @@ pub fn is_grub_menu(path: &str) -> bool {
     path.trim_start_matches('/') == format!("{GRUB_DIR}/grub.cfg")
 }
 
-/// The GRUB config that boots `node` on `arch` into `bootenv`: what
-/// [`render_ipxe`] does, for signed GRUB. Kernels and initrds are named by
-/// their path on rackboot's TFTP service (GRUB's `$root` is the server it
-/// came from) and come by TFTP: signed GRUB has no HTTP. Who fetches them is
-/// known by the address rackboot leased.
-pub fn render_grub(
-    catalog: &Catalog,
-    node: &Node,
-    bootenv: &str,
-    arch: BootArch,
-    server_url: &str,
-) -> Result<RenderedScript, ScriptError> {
-    let mac = node.mac.to_string();
-    let boot = arch_boot(catalog, &mac, bootenv, arch)?;
-    let mut s = String::with_capacity(512);
-    let _ = writeln!(s, "# rackboot: node {mac}, bootenv {bootenv}, arch {arch}");
-    match boot {
-        ArchBoot::Local(method) => {
-            // GRUB's `exit` leaves OVMF in its setup menu rather than on
-            // the next boot entry: the disk's own loader is chainloaded
-            // (verified by shim, as the netboot chain was), and `exit`
-            // is what is left where no disk has one.
-            let _ = writeln!(s, "echo \"rackboot: {mac} boots from its local disk\"");
-            let loaders = local_loaders(arch);
-            let _ = writeln!(s, "for rb_loader in {}; do", loaders.join(" "));
-            let _ = writeln!(
-                s,
-                "  if search --no-floppy --file --set=rb_disk $rb_loader; then"
-            );
-            let _ = writeln!(s, "    echo \"rackboot: starting ($rb_disk)$rb_loader\"");
-            // The loader's device is `$root`'s: named in the path alone, the
-            // started loader would look for its files on the network.
-            let _ = writeln!(s, "    set root=$rb_disk");
-            let _ = writeln!(s, "    chainloader $rb_loader");
-            let _ = writeln!(s, "    boot");
-            let _ = writeln!(s, "  fi");
-            let _ = writeln!(s, "done");
-            let _ = writeln!(s, "{}", method.grub());
-            Ok(rendered(s, bootenv, None, &[]))
-        }
-        ArchBoot::Kernel {
-            kernel, initrds, ..
-        } => {
-            let args = kernel_args(catalog, node, bootenv, arch, server_url)?;
-            let mut linux = format!("linux /{}", grub_word(kernel));
-            for word in args.split_whitespace() {
-                linux.push(' ');
-                linux.push_str(&grub_word(word));
-            }
-            let mut initrd = String::from("initrd");
-            for i in initrds {
-                initrd.push_str(" /");
-                initrd.push_str(&grub_word(i));
-            }
-            // A busy server must slow a boot down, not fail it: the fetch is
-            // tried again after a pause, longer each time and with the
-            // node's own jitter, and then every last pause for ever (GRUB
-            // has loops but no arithmetic).
-            let delays = retry_delays(node.mac);
-            let last = delays[delays.len() - 1];
-            let then_boot = if initrds.is_empty() {
-                "boot".to_string()
-            } else {
-                format!("if {initrd}; then boot; fi")
-            };
-            let pauses: Vec<String> = delays.iter().map(u32::to_string).collect();
-            let _ = write!(
-                s,
-                "function rb_boot {{
+/// GRUB's local boot: the disk's own loader, else `method`.
+fn grub_local(s: &mut String, mac: &str, arch: BootArch, method: &LocalMethod) {
+    // GRUB's `exit` leaves OVMF in its setup menu rather than on
+    // the next boot entry: the disk's own loader is chainloaded
+    // (verified by shim, as the netboot chain was), and `exit`
+    // is what is left where no disk has one.
+    // The loader's device is set as `$root`: named in the path alone, the
+    // started loader would look for its files on the network.
+    let _ = write!(
+        s,
+        "echo \"rackboot: {mac} boots from its local disk\"
+for rb_loader in {loaders}; do
+  if search --no-floppy --file --set=rb_disk $rb_loader; then
+    echo \"rackboot: starting ($rb_disk)$rb_loader\"
+    set root=$rb_disk
+    chainloader $rb_loader
+    boot
+  fi
+done
+{exit}
+",
+        loaders = local_loaders(arch).join(" "),
+        exit = method.grub(),
+    );
+}
+
+/// GRUB's kernel boot. Kernels and initrds are named by their path on
+/// rackboot's TFTP service (GRUB's `$root` is the server it came from) and
+/// come by TFTP: signed GRUB has no HTTP. Who fetches them is known by the
+/// address rackboot leased.
+fn grub_kernel(s: &mut String, mac: Mac, kernel: &str, initrds: &[String], args: &str) {
+    let mut linux = format!("linux /{}", grub_word(kernel));
+    for word in args.split_whitespace() {
+        linux.push(' ');
+        linux.push_str(&grub_word(word));
+    }
+    let mut initrd = String::from("initrd");
+    for i in initrds {
+        initrd.push_str(" /");
+        initrd.push_str(&grub_word(i));
+    }
+    // A busy server must slow a boot down, not fail it: the fetch is
+    // tried again after a pause, longer each time and with the
+    // node's own jitter, and then every last pause for ever (GRUB
+    // has loops but no arithmetic).
+    let delays = retry_delays(mac);
+    let last = delays[delays.len() - 1];
+    let then_boot = if initrds.is_empty() {
+        "boot".to_string()
+    } else {
+        format!("if {initrd}; then boot; fi")
+    };
+    let pauses: Vec<String> = delays.iter().map(u32::to_string).collect();
+    let _ = write!(
+        s,
+        "function rb_boot {{
   echo \"rackboot: loading {kernel}\"
   if {linux}; then
     {then_boot}
@@ -291,12 +306,9 @@ while true; do
   sleep {last}
 done
 ",
-                kernel = grub_word(kernel),
-                pauses = pauses.join(" "),
-            );
-            Ok(rendered(s, bootenv, Some(kernel), initrds))
-        }
-    }
+        kernel = grub_word(kernel),
+        pauses = pauses.join(" "),
+    );
 }
 
 /// Where a disk's own UEFI loader is, tried in order by a local boot
@@ -339,17 +351,14 @@ fn grub_word(word: &str) -> String {
 /// The GRUB config that makes a node wait for a boot slot: the same as
 /// [`render_wait`], reading its own config again after the pause.
 pub fn render_grub_wait(mac: Mac, why: WaitReason) -> String {
-    let WaitReason {
-        booting,
-        limit,
-        attempt,
-        delay_secs,
-    } = why;
     format!(
-        "# rackboot: node {mac} waits for a boot slot, attempt {attempt}\n\
-         echo \"rackboot: {booting} of {limit} nodes on this subnet are booting; {mac} waits {delay_secs} s\"\n\
-         sleep {delay_secs}\n\
-         configfile $prefix/grub.cfg-{mac}\n"
+        "# {}\n\
+         echo \"{}\"\n\
+         sleep {}\n\
+         configfile $prefix/grub.cfg-{mac}\n",
+        why.headline(mac),
+        why.message(mac),
+        why.delay_secs,
     )
 }
 
@@ -371,27 +380,40 @@ pub struct WaitReason {
     pub delay_secs: u32,
 }
 
+impl WaitReason {
+    /// The script's first comment, the same for iPXE and GRUB.
+    fn headline(&self, mac: Mac) -> String {
+        format!(
+            "rackboot: node {mac} waits for a boot slot, attempt {}",
+            self.attempt
+        )
+    }
+
+    /// What the node's console says while it waits, the same for iPXE and
+    /// GRUB.
+    fn message(&self, mac: Mac) -> String {
+        let WaitReason {
+            booting,
+            limit,
+            delay_secs,
+            ..
+        } = self;
+        format!(
+            "rackboot: {booting} of {limit} nodes on this subnet are booting; {mac} waits {delay_secs} s"
+        )
+    }
+}
+
 /// The iPXE script that makes a node wait for a boot slot: sleep, then
 /// fetch its boot script (`script_url`) again, replacing this one (iPXE
 /// would otherwise nest one script per attempt). If that fetch fails (the
 /// server restarting), it keeps trying instead of dropping to a shell.
 pub fn render_wait(mac: Mac, script_url: &str, why: WaitReason) -> String {
-    let WaitReason {
-        booting,
-        limit,
-        attempt,
-        delay_secs,
-    } = why;
+    let delay_secs = why.delay_secs;
     let mut s = String::with_capacity(384);
     let _ = writeln!(s, "#!ipxe");
-    let _ = writeln!(
-        s,
-        "# rackboot: node {mac} waits for a boot slot, attempt {attempt}"
-    );
-    let _ = writeln!(
-        s,
-        "echo rackboot: {booting} of {limit} nodes on this subnet are booting; {mac} waits {delay_secs} s"
-    );
+    let _ = writeln!(s, "# {}", why.headline(mac));
+    let _ = writeln!(s, "echo {}", why.message(mac));
     let _ = writeln!(s, "sleep {delay_secs}");
     let _ = writeln!(s, ":chain");
     let _ = writeln!(s, "chain --replace --autofree {script_url} || goto again");
@@ -426,13 +448,7 @@ cmdline = "console=ttyAMA0 rackboot.url={{ server_url }} rackboot.token={{ node.
 "#,
         )
         .unwrap();
-        let c = Catalog::load(
-            &p.join("bootenvs"),
-            &p.join("scripts"),
-            &p.join("assets"),
-            "discovery",
-        )
-        .unwrap();
+        let c = Catalog::load_test_tree(p).unwrap();
         (dir, c)
     }
 
@@ -440,12 +456,11 @@ cmdline = "console=ttyAMA0 rackboot.url={{ server_url }} rackboot.token={{ node.
         Node::sample()
     }
 
-    type Render = fn(&Catalog, &Node, &str, BootArch, &str) -> Result<RenderedScript, ScriptError>;
-
-    /// The fixture's `discovery` on arm64, rendered by `render`.
-    fn arm64_discovery(render: Render) -> RenderedScript {
+    /// The fixture's `discovery` on arm64, rendered for `via`.
+    fn arm64_discovery(via: Loader) -> RenderedScript {
         let (_d, c) = fixture();
-        render(
+        render_script(
+            via,
             &c,
             &node(),
             "discovery",
@@ -462,9 +477,33 @@ cmdline = "console=ttyAMA0 rackboot.url={{ server_url }} rackboot.token={{ node.
         assert_eq!(s.last_fetch.as_deref(), Some("arm64/initrd.img"));
     }
 
+    /// The fixture's `local` bootenv on `arch`, rendered for `via`: its
+    /// text, having checked it boots no kernel.
+    fn local_boot(via: Loader, arch: BootArch) -> String {
+        let (_d, c) = fixture();
+        let s = render_script(via, &c, &node(), "local", arch, "http://10.0.0.1").unwrap();
+        assert_eq!(s.kernel, None);
+        s.text
+    }
+
+    /// `text` contains `part`; the whole text is shown when not.
+    fn assert_has(text: &str, part: &str) {
+        assert!(text.contains(part), "{part:?} not in:\n{text}");
+    }
+
+    /// A full subnet of `booting` nodes making the sample node wait.
+    fn full(booting: u32, attempt: u32, delay_secs: u32) -> WaitReason {
+        WaitReason {
+            booting,
+            limit: booting,
+            attempt,
+            delay_secs,
+        }
+    }
+
     #[test]
     fn kernel_boot_script_matches_golden() {
-        let s = arm64_discovery(render_ipxe);
+        let s = arm64_discovery(Loader::Ipxe);
         let golden = "\
 #!ipxe
 # rackboot: node 52:54:00:aa:bb:cc, bootenv discovery, arch arm64_efi
@@ -504,14 +543,9 @@ goto fetch
     #[test]
     fn wait_script_matches_golden() {
         let s = render_wait(
-            "52:54:00:aa:bb:cc".parse().unwrap(),
+            node().mac,
             "http://10.0.0.1/boot/52:54:00:aa:bb:cc.ipxe?arch=bios",
-            WaitReason {
-                booting: 32,
-                limit: 32,
-                attempt: 3,
-                delay_secs: 5,
-            },
+            full(32, 3, 5),
         );
         let golden = "\
 #!ipxe
@@ -530,19 +564,13 @@ goto chain
 
     #[test]
     fn local_bootenv_exits_to_the_disk() {
-        let (_d, c) = fixture();
-        let s = render_ipxe(&c, &node(), "local", BootArch::Bios, "http://10.0.0.1").unwrap();
-        assert!(
-            s.text.ends_with("boots from its local disk\nexit\n"),
-            "{}",
-            s.text
-        );
-        assert_eq!(s.kernel, None);
+        let s = local_boot(Loader::Ipxe, BootArch::Bios);
+        assert!(s.ends_with("boots from its local disk\nexit\n"), "{s}");
     }
 
     #[test]
     fn grub_config_boots_the_same_kernel_by_tftp_and_retries() {
-        let s = arm64_discovery(render_grub);
+        let s = arm64_discovery(Loader::Grub);
         let golden = "\
 # rackboot: node 52:54:00:aa:bb:cc, bootenv discovery, arch arm64_efi
 function rb_boot {
@@ -567,15 +595,7 @@ done
 
     #[test]
     fn grub_wait_config_sleeps_then_reads_the_nodes_own_config_again() {
-        let s = render_grub_wait(
-            "52:54:00:aa:bb:cc".parse().unwrap(),
-            WaitReason {
-                booting: 4,
-                limit: 4,
-                attempt: 2,
-                delay_secs: 7,
-            },
-        );
+        let s = render_grub_wait(node().mac, full(4, 2, 7));
         let golden = "\
 # rackboot: node 52:54:00:aa:bb:cc waits for a boot slot, attempt 2
 echo \"rackboot: 4 of 4 nodes on this subnet are booting; 52:54:00:aa:bb:cc waits 7 s\"
@@ -587,26 +607,11 @@ configfile $prefix/grub.cfg-52:54:00:aa:bb:cc
 
     #[test]
     fn grub_local_boot_chainloads_the_disks_loader_then_exits() {
-        let (_d, c) = fixture();
-        let s = render_grub(&c, &node(), "local", BootArch::X86_64Efi, "http://x").unwrap();
-        assert!(
-            s.text.contains("for rb_loader in /EFI/debian/shimx64.efi "),
-            "{}",
-            s.text
-        );
-        assert!(
-            s.text.contains(" /EFI/BOOT/BOOTX64.EFI; do\n"),
-            "{}",
-            s.text
-        );
-        assert!(
-            s.text
-                .contains("    set root=$rb_disk\n    chainloader $rb_loader\n"),
-            "{}",
-            s.text
-        );
-        assert!(s.text.ends_with("done\nexit\n"), "{}", s.text);
-        assert_eq!(s.kernel, None);
+        let s = local_boot(Loader::Grub, BootArch::X86_64Efi);
+        assert_has(&s, "for rb_loader in /EFI/debian/shimx64.efi ");
+        assert_has(&s, " /EFI/BOOT/BOOTX64.EFI; do\n");
+        assert_has(&s, "    set root=$rb_disk\n    chainloader $rb_loader\n");
+        assert!(s.ends_with("done\nexit\n"), "{s}");
     }
 
     #[test]
@@ -645,9 +650,25 @@ configfile $prefix/grub.cfg-52:54:00:aa:bb:cc
     #[test]
     fn missing_bootenv_or_arch_is_an_error_naming_the_node() {
         let (_d, c) = fixture();
-        let e = render_ipxe(&c, &node(), "nope", BootArch::Bios, "http://x").unwrap_err();
+        let e = render_script(
+            Loader::Ipxe,
+            &c,
+            &node(),
+            "nope",
+            BootArch::Bios,
+            "http://x",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("52:54:00:aa:bb:cc") && e.to_string().contains("nope"));
-        let e = render_ipxe(&c, &node(), "discovery", BootArch::Bios, "http://x").unwrap_err();
+        let e = render_script(
+            Loader::Ipxe,
+            &c,
+            &node(),
+            "discovery",
+            BootArch::Bios,
+            "http://x",
+        )
+        .unwrap_err();
         assert!(matches!(e, ScriptError::NoArch { .. }), "{e}");
     }
 }

@@ -25,8 +25,8 @@ use super::bind::Refusal;
 use super::script_cache::{PendingBoot, TOKEN_PLACEHOLDER};
 use crate::boot::{
     AssetRole, Choice, GRUB_MENU, Loader, Progress, RenderedScript, Verdict, WaitReason,
-    effective_bootenv, grub_config_mac, is_grub_menu, lifecycle, render_grub, render_grub_wait,
-    render_ipxe, render_wait,
+    effective_bootenv, grub_config_mac, is_grub_menu, lifecycle, render_grub_wait, render_script,
+    render_wait,
 };
 use crate::model::{BootArch, EventData, Mac, Node, Timestamp};
 use crate::routes;
@@ -148,11 +148,8 @@ impl Control {
                 ask.via,
                 generation,
                 || {
-                    let render = match ask.via {
-                        Loader::Ipxe => render_ipxe,
-                        Loader::Grub => render_grub,
-                    };
-                    render(
+                    render_script(
+                        ask.via,
                         &catalog,
                         &template_node,
                         &effective.bootenv,

@@ -248,15 +248,27 @@ impl DhcpClients {
             return Ok(Answer::Proxy { boot });
         }
 
+        let asker = Asker {
+            node,
+            known,
+            unknown,
+            now,
+        };
         match req.kind {
             MessageType::Discover => {
                 if unknown && let Err(why) = self.unknown_may_take(subnet, mac, now).await? {
                     tracing::debug!(%mac, subnet = %subnet.params.subnet, %why, "no offer to an unknown client");
                     return Ok(Answer::Ignored(IgnoreReason::UnknownLimited));
                 }
-                let Some(l) =
-                    lease::offer(store, &subnet.pool, mac, node.ipv4, req.requested_ip, now)
-                        .await?
+                let Some(l) = lease::offer(
+                    store,
+                    &subnet.pool,
+                    mac,
+                    asker.node.ipv4,
+                    req.requested_ip,
+                    now,
+                )
+                .await?
                 else {
                     tracing::warn!(%mac, "DHCP pool exhausted: no address to offer");
                     if known {
@@ -271,12 +283,6 @@ impl DhcpClients {
                     }
                     return Ok(Answer::Ignored(IgnoreReason::PoolExhausted));
                 };
-                let asker = Asker {
-                    node,
-                    known,
-                    unknown,
-                    now,
-                };
                 self.leased(subnet, req, asker, &l, boot, false).await
             }
             MessageType::Request => {
@@ -285,16 +291,8 @@ impl DhcpClients {
                     tracing::debug!(%mac, subnet = %subnet.params.subnet, %why, "no lease for an unknown client");
                     return Ok(Answer::Ignored(IgnoreReason::UnknownLimited));
                 }
-                match lease::request(store, &subnet.pool, req, node.ipv4, now).await? {
-                    Outcome::Ack(l) => {
-                        let asker = Asker {
-                            node,
-                            known,
-                            unknown,
-                            now,
-                        };
-                        self.leased(subnet, req, asker, &l, boot, true).await
-                    }
+                match lease::request(store, &subnet.pool, req, asker.node.ipv4, now).await? {
+                    Outcome::Ack(l) => self.leased(subnet, req, asker, &l, boot, true).await,
                     Outcome::Nak(reason) => {
                         if known {
                             self.timeline
@@ -356,7 +354,7 @@ impl DhcpClients {
                 Ok(Answer::Done)
             }
             MessageType::Inform => Ok(Answer::Inform {
-                hostname: node.hostname,
+                hostname: asker.node.hostname,
                 boot,
             }),
             _ => Ok(Answer::Done),

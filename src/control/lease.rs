@@ -348,6 +348,13 @@ mod tests {
         assert_eq!(o.ip.to_string(), "10.1.0.10");
     }
 
+    /// The answer to mac 1 REQUESTing `asked` (SELECTING: no ciaddr) while
+    /// its record fixes `fixed`.
+    async fn selecting(s: &SqliteStore, p: &Pool, asked: &str, fixed: Ipv4Addr) -> Outcome {
+        let r = req(mac(1), Some(asked), None, "0.0.0.0");
+        request(s, p, &r, Some(fixed), Timestamp(0)).await.unwrap()
+    }
+
     #[tokio::test]
     async fn fixed_address_wins_and_other_addresses_are_refused() {
         let s = SqliteStore::in_memory().await.unwrap();
@@ -361,25 +368,9 @@ mod tests {
             o.ip, fixed,
             "a fixed address may lie outside the dynamic range"
         );
-        let out = request(
-            &s,
-            &p,
-            &req(mac(1), Some("10.0.0.10"), None, "0.0.0.0"),
-            Some(fixed),
-            Timestamp(0),
-        )
-        .await
-        .unwrap();
+        let out = selecting(&s, &p, "10.0.0.10", fixed).await;
         assert!(matches!(out, Outcome::Nak(_)));
-        let out = request(
-            &s,
-            &p,
-            &req(mac(1), Some("10.0.0.200"), None, "0.0.0.0"),
-            Some(fixed),
-            Timestamp(0),
-        )
-        .await
-        .unwrap();
+        let out = selecting(&s, &p, "10.0.0.200", fixed).await;
         assert!(matches!(out, Outcome::Ack(ref l) if l.ip == fixed));
     }
 }

@@ -28,7 +28,7 @@ use crate::model::{
     BootenvFields, EventData, Hook, LabelSelector, Mac, Node, NodeState, Phase, PowerAction,
     Rollout, RolloutNode, RolloutSpec, RolloutState, Timestamp,
 };
-use crate::store::{Refusal, StoreError};
+use crate::store::{LeaderTicks, Refusal, StoreError};
 
 /// How often the runner looks at every rollout.
 const TICK: Duration = Duration::from_secs(1);
@@ -359,16 +359,8 @@ impl Runner {
     }
 
     pub async fn run(self, cancel: CancellationToken) {
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            if !self.control.store.leads() {
-                continue;
-            }
+        let mut turns = LeaderTicks::every(TICK);
+        while turns.next(&*self.control.store, &cancel).await {
             match self.control.store.rollouts().await {
                 Ok(all) => {
                     for r in all.into_iter().filter(|r| !r.state.is_over()) {

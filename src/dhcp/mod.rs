@@ -12,3 +12,11 @@ pub mod unknown;
 pub mod wire;
 
 pub use server::{DhcpContext, Subnet, bind, serve, serve_boot_server};
+
+/// Client `n` of many: a locally administered MAC, for the tests of the
+/// per-client limits that need thousands of distinct clients.
+#[cfg(test)]
+pub(crate) fn test_client_mac(n: u32) -> crate::model::Mac {
+    let b = n.to_be_bytes();
+    crate::model::Mac::new([2, 0, b[0], b[1], b[2], b[3]])
+}

@@ -119,11 +119,7 @@ impl RateLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn mac(n: u32) -> Mac {
-        let b = n.to_be_bytes();
-        Mac::new([2, 0, b[0], b[1], b[2], b[3]])
-    }
+    use crate::dhcp::test_client_mac as mac;
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

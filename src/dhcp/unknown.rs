@@ -157,11 +157,7 @@ impl Unknown {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn mac(n: u32) -> Mac {
-        let b = n.to_be_bytes();
-        Mac::new([2, 0, b[0], b[1], b[2], b[3]])
-    }
+    use crate::dhcp::test_client_mac as mac;
 
     fn at(ms: i64) -> Timestamp {
         Timestamp(ms)

@@ -125,15 +125,13 @@ fn parse_max_open_files(text: &str) -> Option<i64> {
 impl Collector for ProcessCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = ProcessStats::read();
-        if let Some(v) = s.cpu_seconds {
-            let m = ConstCounter::new(v);
-            m.encode(encoder.encode_descriptor(
-                "process_cpu",
-                "Total user and system CPU time spent in seconds.",
-                Some(&Unit::Seconds),
-                m.metric_type(),
-            )?)?;
-        }
+        encode_one(
+            &mut encoder,
+            "process_cpu",
+            "Total user and system CPU time spent in seconds.",
+            Some(&Unit::Seconds),
+            s.cpu_seconds.map(ConstCounter::new),
+        )?;
         for (name, help, unit, value) in [
             (
                 "process_open_fds",
@@ -160,22 +158,36 @@ impl Collector for ProcessCollector {
                 s.resident_bytes,
             ),
         ] {
-            if let Some(v) = value {
-                let m = ConstGauge::new(v);
-                m.encode(encoder.encode_descriptor(name, help, unit.as_ref(), m.metric_type())?)?;
-            }
+            encode_one(
+                &mut encoder,
+                name,
+                help,
+                unit.as_ref(),
+                value.map(ConstGauge::new),
+            )?;
         }
-        if let Some(v) = s.start_time_seconds {
-            let m = ConstGauge::new(v);
-            m.encode(encoder.encode_descriptor(
-                "process_start_time",
-                "Start time of the process since unix epoch in seconds.",
-                Some(&Unit::Seconds),
-                m.metric_type(),
-            )?)?;
-        }
-        Ok(())
+        encode_one(
+            &mut encoder,
+            "process_start_time",
+            "Start time of the process since unix epoch in seconds.",
+            Some(&Unit::Seconds),
+            s.start_time_seconds.map(ConstGauge::new),
+        )
     }
+}
+
+/// One family and its one sample; none where the value could not be read.
+fn encode_one(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    metric: Option<impl EncodeMetric>,
+) -> Result<(), std::fmt::Error> {
+    if let Some(m) = metric {
+        m.encode(encoder.encode_descriptor(name, help, unit, m.metric_type())?)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,8 +1,6 @@
 //! OpenAPI schemas of the model types that serialize by hand (as strings),
 //! so the API document says what their JSON looks like.
 
-use std::borrow::Cow;
-
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::{RefOr, Schema};
 
@@ -25,12 +23,6 @@ impl utoipa::PartialSchema for Mac {
     }
 }
 
-impl utoipa::ToSchema for Mac {
-    fn name() -> Cow<'static, str> {
-        "Mac".into()
-    }
-}
-
 impl utoipa::PartialSchema for Timestamp {
     fn schema() -> RefOr<Schema> {
         string("RFC 3339, UTC, milliseconds", "2025-01-31T12:00:00.000Z")
@@ -38,12 +30,6 @@ impl utoipa::PartialSchema for Timestamp {
                 utoipa::openapi::KnownFormat::DateTime,
             )))
             .into()
-    }
-}
-
-impl utoipa::ToSchema for Timestamp {
-    fn name() -> Cow<'static, str> {
-        "Timestamp".into()
     }
 }
 
@@ -55,8 +41,7 @@ impl utoipa::PartialSchema for EventKind {
     }
 }
 
-impl utoipa::ToSchema for EventKind {
-    fn name() -> Cow<'static, str> {
-        "EventKind".into()
-    }
-}
+// Named as the types (utoipa's default name: the type's, without its path).
+impl utoipa::ToSchema for Mac {}
+impl utoipa::ToSchema for Timestamp {}
+impl utoipa::ToSchema for EventKind {}

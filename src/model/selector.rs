@@ -123,26 +123,17 @@ impl FromStr for LabelSelector {
         let mut terms = Vec::new();
         for raw in text.split(',') {
             let term = raw.trim();
-            let key = |k: &str| {
-                let k = k.trim();
-                if is_key(k) {
-                    Ok(k.to_string())
+            // `part` of the term, trimmed, if `valid`; else what it is not.
+            let checked = |part: &str, valid: fn(&str) -> bool, not: &str| {
+                let part = part.trim();
+                if valid(part) {
+                    Ok(part.to_string())
                 } else {
-                    Err(err(format!(
-                        "`{term}`: `{k}` is not a label key (letters, digits, - _ . /)"
-                    )))
+                    Err(err(format!("`{term}`: `{part}` is not {not}")))
                 }
             };
-            let value = |v: &str| {
-                let v = v.trim();
-                if is_value(v) {
-                    Ok(v.to_string())
-                } else {
-                    Err(err(format!(
-                        "`{term}`: `{v}` is not a label value (letters, digits, - _ .)"
-                    )))
-                }
-            };
+            let key = |k: &str| checked(k, is_key, "a label key (letters, digits, - _ . /)");
+            let value = |v: &str| checked(v, is_value, "a label value (letters, digits, - _ .)");
             let t = if let Some((k, v)) = term.split_once("!=") {
                 LabelTerm::NotEquals(key(k)?, value(v)?)
             } else if let Some((k, v)) = term.split_once('=') {

@@ -166,14 +166,18 @@ async fn reopen<E: Engine>(s: Arc<dyn Store>, place: &Path) -> Arc<dyn Store> {
 
 /// A store holding b1 (10.0.0.1) and b2 (10.0.0.2), in a folder of its own.
 async fn with_b1_b2<E: Engine>() -> (tempfile::TempDir, Arc<dyn Store>) {
-    let dir = tempfile::tempdir().unwrap();
-    let s = E::open(dir.path()).await;
-    s.put_nodes(vec![
+    with_nodes::<E>(vec![
         named(1, "b1", Some("10.0.0.1")),
         named(2, "b2", Some("10.0.0.2")),
     ])
     .await
-    .unwrap();
+}
+
+/// A store holding `nodes`, in a folder of its own.
+async fn with_nodes<E: Engine>(nodes: Vec<Node>) -> (tempfile::TempDir, Arc<dyn Store>) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = E::open(dir.path()).await;
+    s.put_nodes(nodes).await.unwrap();
     (dir, s)
 }
 
@@ -337,11 +341,7 @@ pub(crate) async fn imports_are_all_or_none_and_may_swap_names<E: Engine>() {
 }
 
 pub(crate) async fn edit_nodes_reads_and_writes_in_one_step_all_or_nothing<E: Engine>() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = E::open(dir.path()).await;
-    s.put_nodes(vec![named(1, "a1", None), named(2, "a2", None)])
-        .await
-        .unwrap();
+    let (_dir, s) = with_nodes::<E>(vec![named(1, "a1", None), named(2, "a2", None)]).await;
     s.set_node_state(mac(2), NodeState::Booted, None)
         .await
         .unwrap();
@@ -392,11 +392,7 @@ pub(crate) async fn edit_nodes_reads_and_writes_in_one_step_all_or_nothing<E: En
 }
 
 pub(crate) async fn a_deleted_node_takes_its_timeline_and_reports_but_not_its_lease<E: Engine>() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = E::open(dir.path()).await;
-    s.put_nodes(vec![named(1, "b1", Some("10.0.0.50")), discovered(2)])
-        .await
-        .unwrap();
+    let (_dir, s) = with_nodes::<E>(vec![named(1, "b1", Some("10.0.0.50")), discovered(2)]).await;
     s.add_event(mac(1), &event(1, EventKind::State, "old"))
         .await
         .unwrap();
@@ -779,11 +775,7 @@ pub(crate) async fn events_are_kept_in_order_and_bounded_per_node<E: Engine>() {
 }
 
 pub(crate) async fn reports_are_durable_bounded_and_count_what_was_dropped<E: Engine>() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = E::open(dir.path()).await;
-    s.put_nodes(vec![named(1, "n1", None), named(2, "n2", None)])
-        .await
-        .unwrap();
+    let (dir, s) = with_nodes::<E>(vec![named(1, "n1", None), named(2, "n2", None)]).await;
     let err = s.add_report(mac(7), &report(0)).await.unwrap_err();
     assert!(err.is_not_found(), "{err}");
     for i in 0..(REPORTS_PER_NODE + 3) {
@@ -805,11 +797,8 @@ pub(crate) async fn reports_are_durable_bounded_and_count_what_was_dropped<E: En
 }
 
 pub(crate) async fn config_generations_bump_all_or_none_and_survive_reopening<E: Engine>() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = E::open(dir.path()).await;
-    s.put_nodes((1..=3).map(|n| named(n, &format!("g{n}"), None)).collect())
-        .await
-        .unwrap();
+    let (dir, s) =
+        with_nodes::<E>((1..=3).map(|n| named(n, &format!("g{n}"), None)).collect()).await;
     assert!(s.bump_config_generation(&[]).await.unwrap().is_empty());
     assert_eq!(
         s.bump_config_generation(&[mac(1), mac(2), mac(1)])
@@ -843,14 +832,11 @@ pub(crate) async fn config_generations_bump_all_or_none_and_survive_reopening<E:
 }
 
 pub(crate) async fn names_and_addresses_answer_from_records_and_leases<E: Engine>() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = E::open(dir.path()).await;
-    s.put_nodes(vec![
+    let (_dir, s) = with_nodes::<E>(vec![
         named(9, "Fixed9", Some("10.0.0.10")),
         named(2, "leased2", None),
     ])
-    .await
-    .unwrap();
+    .await;
     let now = Timestamp(0);
     // mac(1) has a lease but no record; mac(2) a record and a lease.
     let one = s.allocate(&req(mac(1), 0)).await.unwrap().unwrap();

@@ -422,6 +422,53 @@ pub async fn update_fields<S: Store + ?Sized>(
     .await
 }
 
+/// The turns of a job that must run once among the appliances sharing a
+/// store (see [`Store::leads`]): every `period`, those at which this
+/// appliance leads. A late turn is taken late, not twice.
+pub struct LeaderTicks {
+    tick: tokio::time::Interval,
+}
+
+impl LeaderTicks {
+    pub fn every(period: std::time::Duration) -> LeaderTicks {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        LeaderTicks { tick }
+    }
+
+    /// Waits for the next tick at which this appliance leads; `false` once
+    /// `cancel` fires.
+    pub async fn next(
+        &mut self,
+        store: &dyn Store,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> bool {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return false,
+                _ = self.tick.tick() => {}
+            }
+            if store.leads() {
+                return true;
+            }
+        }
+    }
+}
+
+/// Runs `cmd` (openssl, mount) for a test, which fails, with the
+/// command's stderr, unless it succeeds.
+#[cfg(test)]
+pub(crate) fn run_for_test(cmd: &mut std::process::Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// [`update_fields`] of a record the test knows is there.
 #[cfg(test)]
 pub(crate) async fn set_fields<S: Store + ?Sized>(

@@ -86,15 +86,25 @@ enum State {
     Done,
 }
 
+/// What one exchange asks for, and how, fixed for its life.
+#[derive(Debug)]
+pub struct Ask {
+    pub node: NodeId,
+    pub flavor: Flavor,
+    pub xid: u32,
+    /// Send as a relay agent at that address would forward it (giaddr set,
+    /// hops 1); `None`: as a client on the link, asking for broadcast
+    /// replies.
+    pub relay: Option<Ipv4Addr>,
+    pub retry: Retry,
+    /// Bounds the whole exchange.
+    pub timeout: Duration,
+}
+
 /// One DORA exchange for one node.
 #[derive(Debug)]
 pub struct Exchange {
-    node: NodeId,
-    flavor: Flavor,
-    xid: u32,
-    relay: Option<Ipv4Addr>,
-    retry: Retry,
-    timeout: Duration,
+    ask: Ask,
     started: Instant,
     state: State,
     next_send: Instant,
@@ -104,40 +114,24 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    /// `relay`: send as a relay agent at that address would forward it
-    /// (giaddr set, hops 1); otherwise as a client on the link, asking for
-    /// broadcast replies. `timeout` bounds the whole exchange.
-    pub fn new(
-        node: NodeId,
-        flavor: Flavor,
-        xid: u32,
-        relay: Option<Ipv4Addr>,
-        retry: Retry,
-        timeout: Duration,
-        now: Instant,
-    ) -> Exchange {
+    pub fn new(ask: Ask, now: Instant) -> Exchange {
         Exchange {
-            node,
-            flavor,
-            xid,
-            relay,
-            retry,
-            timeout,
+            interval: ask.retry.first,
+            ask,
             started: now,
             state: State::Selecting,
             next_send: now,
-            interval: retry.first,
             discovers: 0,
             requests: 0,
         }
     }
 
     pub fn xid(&self) -> u32 {
-        self.xid
+        self.ask.xid
     }
 
     pub fn poll(&mut self, now: Instant) -> Poll {
-        let deadline = self.started + self.timeout;
+        let deadline = self.started + self.ask.timeout;
         match &self.state {
             State::Done => return Poll::Wait(deadline),
             _ if now >= deadline => {
@@ -147,7 +141,7 @@ impl Exchange {
                         sent: self.requests,
                     },
                     _ => DhcpError::NoOffer {
-                        after: self.timeout,
+                        after: self.ask.timeout,
                         sent: self.discovers,
                     },
                 };
@@ -160,9 +154,9 @@ impl Exchange {
             return Poll::Wait(self.next_send.min(deadline));
         }
         let attempt = self.discovers + self.requests;
-        let wait = jitter(self.interval, self.xid, attempt);
+        let wait = jitter(self.interval, self.ask.xid, attempt);
         self.next_send = now + wait;
-        self.interval = (self.interval * 2).min(self.retry.max);
+        self.interval = (self.interval * 2).min(self.ask.retry.max);
         let elapsed = now.saturating_duration_since(self.started);
         let msg = match &self.state {
             State::Selecting => {
@@ -183,8 +177,8 @@ impl Exchange {
     /// `Some` once the exchange is over.
     pub fn handle(&mut self, reply: &Message, now: Instant) -> Option<Result<Lease, DhcpError>> {
         if reply.opcode() != Opcode::BootReply
-            || reply.xid() != self.xid
-            || reply.chaddr().get(..6) != Some(&self.node.mac[..])
+            || reply.xid() != self.ask.xid
+            || reply.chaddr().get(..6) != Some(&self.ask.node.mac[..])
         {
             return None;
         }
@@ -201,7 +195,7 @@ impl Exchange {
                 self.state = State::Requesting { offer, since: now };
                 // REQUEST at once; its retransmissions start from the first interval.
                 self.next_send = now;
-                self.interval = self.retry.first;
+                self.interval = self.ask.retry.first;
                 None
             }
             (State::Requesting { offer, .. }, MessageType::Ack)
@@ -235,24 +229,24 @@ impl Exchange {
         selected: Option<(Ipv4Addr, Ipv4Addr)>,
         elapsed: Duration,
     ) -> Message {
-        let giaddr = self.relay.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let giaddr = self.ask.relay.unwrap_or(Ipv4Addr::UNSPECIFIED);
         let mut m = Message::new_with_id(
-            self.xid,
+            self.ask.xid,
             Ipv4Addr::UNSPECIFIED,
             Ipv4Addr::UNSPECIFIED,
             Ipv4Addr::UNSPECIFIED,
             giaddr,
-            &self.node.mac,
+            &self.ask.node.mac,
         );
         m.set_secs(elapsed.as_secs().min(u64::from(u16::MAX)) as u16);
-        if self.relay.is_some() {
+        if self.ask.relay.is_some() {
             // What the relay agent would have done on the way (RFC 1542 §4.1.1).
             m.set_hops(1);
         } else {
             // No address yet, so no unicast to us: PXE ROMs ask for broadcast replies.
             m.set_flags(Flags::default().set_broadcast());
         }
-        let arch = self.node.arch.0;
+        let arch = self.ask.node.arch.0;
         let opts = m.opts_mut();
         opts.insert(DhcpOption::MessageType(kind));
         if let Some((address, server)) = selected {
@@ -264,13 +258,13 @@ impl Exchange {
             arch,
         )));
         // UNDI 3.16 for firmware (EDK2's value), 2.1 for iPXE (what it sends).
-        let undi = match self.flavor {
+        let undi = match self.ask.flavor {
             Flavor::Firmware => (1, 3, 16),
             Flavor::Ipxe => (1, 2, 1),
         };
         opts.insert(DhcpOption::ClientNetworkInterface(undi.0, undi.1, undi.2));
         let mut uuid = vec![0u8];
-        uuid.extend_from_slice(&self.node.uuid);
+        uuid.extend_from_slice(&self.ask.node.uuid);
         opts.insert(DhcpOption::ClientMachineIdentifier(uuid));
         opts.insert(DhcpOption::ClassIdentifier(
             format!("PXEClient:Arch:{arch:05}:UNDI:{:03}{:03}", undi.1, undi.2).into_bytes(),
@@ -280,7 +274,7 @@ impl Exchange {
             .chain(128..=135)
             .map(OptionCode::from)
             .collect();
-        if self.flavor == Flavor::Ipxe {
+        if self.ask.flavor == Flavor::Ipxe {
             wanted.push(OptionCode::from(OPTION_IPXE_ENCAP));
             // iPXE sends its user class as one bare string (not RFC 3004 framing).
             opts.insert(DhcpOption::UserClass(b"iPXE".to_vec()));
@@ -367,15 +361,23 @@ mod tests {
     }
 
     fn exchange(flavor: Flavor, relay: Option<Ipv4Addr>, now: Instant) -> Exchange {
-        Exchange::new(
-            fleet_node(),
+        let ask = Ask {
+            node: fleet_node(),
             flavor,
-            0x1234,
+            xid: 0x1234,
             relay,
-            Retry::default(),
-            Duration::from_secs(30),
-            now,
-        )
+            retry: Retry::default(),
+            timeout: Duration::from_secs(30),
+        };
+        Exchange::new(ask, now)
+    }
+
+    /// A firmware exchange that sent its DISCOVER and had an OFFER at `t0`.
+    fn offered(t0: Instant) -> Exchange {
+        let mut ex = exchange(Flavor::Firmware, None, t0);
+        let d = sent(ex.poll(t0));
+        ex.handle(&reply(&d, MessageType::Offer, SERVER), t0);
+        ex
     }
 
     fn sent(p: Poll) -> Message {
@@ -524,9 +526,7 @@ mod tests {
     #[test]
     fn a_nak_ends_the_exchange_with_its_message() {
         let t0 = Instant::now();
-        let mut ex = exchange(Flavor::Firmware, None, t0);
-        let d = sent(ex.poll(t0));
-        ex.handle(&reply(&d, MessageType::Offer, SERVER), t0);
+        let mut ex = offered(t0);
         let r = sent(ex.poll(t0));
         let mut nak = reply(&r, MessageType::Nak, SERVER);
         nak.opts_mut()
@@ -543,9 +543,7 @@ mod tests {
     #[test]
     fn no_ack_is_told_apart_from_no_offer() {
         let t0 = Instant::now();
-        let mut ex = exchange(Flavor::Firmware, None, t0);
-        let d = sent(ex.poll(t0));
-        ex.handle(&reply(&d, MessageType::Offer, SERVER), t0);
+        let mut ex = offered(t0);
         sent(ex.poll(t0));
         match ex.poll(t0 + Duration::from_secs(31)) {
             Poll::Failed(DhcpError::NoAck { sent, .. }) => assert_eq!(sent, 1),

@@ -65,6 +65,12 @@ impl Drop for Registration {
     }
 }
 
+/// An I/O error said as `message` says it (which failed, and what may
+/// help), its kind kept.
+fn said(message: impl FnOnce(&io::Error) -> String) -> impl FnOnce(io::Error) -> io::Error {
+    move |e| io::Error::new(e.kind(), message(&e))
+}
+
 impl DhcpSocket {
     /// Binds the socket and starts the task that hands replies out. Must be
     /// called inside a tokio runtime.
@@ -75,14 +81,12 @@ impl DhcpSocket {
         let (dest, relay) = match mode {
             Mode::Relay { giaddr, server } => {
                 let local = SocketAddrV4::new(*giaddr, SERVER_PORT);
-                s.bind(&SocketAddr::from(local).into()).map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
+                s.bind(&SocketAddr::from(local).into())
+                    .map_err(said(|e| {
                         format!(
                             "cannot bind the relay address {local}: {e} (it must be an address of this host, e.g. `ip addr add {giaddr}/32 dev lo`, that the server routes to; and nothing else, such as a DHCP relay or server, may hold port 67 on it)"
-                        ),
-                    )
-                })?;
+                        )
+                    }))?;
                 (
                     SocketAddrV4::new(*server, SERVER_PORT).into(),
                     Some(*giaddr),
@@ -90,21 +94,17 @@ impl DhcpSocket {
             }
             Mode::Direct { interface } => {
                 s.set_broadcast(true)?;
-                s.bind_device(Some(interface.as_bytes())).map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!("cannot bind to interface {interface}: {e}"),
-                    )
-                })?;
+                s.bind_device(Some(interface.as_bytes()))
+                    .map_err(said(|e| {
+                        format!("cannot bind to interface {interface}: {e}")
+                    }))?;
                 let local = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, CLIENT_PORT);
-                s.bind(&SocketAddr::from(local).into()).map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
+                s.bind(&SocketAddr::from(local).into())
+                    .map_err(said(|e| {
                         format!(
                             "cannot bind UDP port {CLIENT_PORT} on {interface}: {e} (a DHCP client such as dhclient or udhcpc may hold it; stop it, or use --relay)"
-                        ),
-                    )
-                })?;
+                        )
+                    }))?;
                 (
                     SocketAddrV4::new(Ipv4Addr::BROADCAST, SERVER_PORT).into(),
                     None,

@@ -11,7 +11,7 @@ use tokio::net::UdpSocket;
 use url::Url;
 
 use super::StormConfig;
-use super::dhcp_client::{self, Exchange, Flavor, Lease};
+use super::dhcp_client::{self, Ask, Exchange, Flavor, Lease};
 use super::dhcp_socket::DhcpSocket;
 use super::fleet::{self, NodeId};
 use super::http::{self, Agent, HttpFailure};
@@ -243,15 +243,15 @@ impl Run<'_> {
         async move {
             let xid = fleet::xid(cfg.seed, id.index, n);
             let mac = id.mac;
-            let mut ex = Exchange::new(
-                id,
+            let ask = Ask {
+                node: id,
                 flavor,
                 xid,
-                socket.relay(),
-                cfg.dhcp_retry,
-                cfg.phase_timeout,
-                Instant::now(),
-            );
+                relay: socket.relay(),
+                retry: cfg.dhcp_retry,
+                timeout: cfg.phase_timeout,
+            };
+            let mut ex = Exchange::new(ask, Instant::now());
             let mut reg = socket.register(xid, mac);
             loop {
                 match ex.poll(Instant::now()) {

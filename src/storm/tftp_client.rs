@@ -380,6 +380,14 @@ mod tests {
         p
     }
 
+    /// A transfer of `f` with `o` that has sent its RRQ at `t0`, and the
+    /// address the server answers from.
+    fn requested(o: Options, t0: Instant) -> (Transfer, SocketAddr) {
+        let mut t = Transfer::new("f", SERVER.parse().unwrap(), o, t0);
+        sent(t.poll(t0));
+        (t, TID.parse().unwrap())
+    }
+
     fn ack_of(p: &[u8]) -> u16 {
         assert_eq!(&p[..2], &[0, 4], "{p:?}");
         u16::from_be_bytes([p[2], p[3]])
@@ -400,9 +408,7 @@ mod tests {
     #[test]
     fn windowed_transfer_acks_each_window_and_the_last_block() {
         let t0 = Instant::now();
-        let tid: SocketAddr = TID.parse().unwrap();
-        let mut t = Transfer::new("f", SERVER.parse().unwrap(), opts(), t0);
-        sent(t.poll(t0));
+        let (mut t, tid) = requested(opts(), t0);
         t.handle(
             &oack(&[("blksize", "1000"), ("tsize", "2500"), ("windowsize", "2")]),
             tid,
@@ -428,9 +434,7 @@ mod tests {
     #[test]
     fn a_gap_is_acked_once_with_the_last_good_block() {
         let t0 = Instant::now();
-        let tid: SocketAddr = TID.parse().unwrap();
-        let mut t = Transfer::new("f", SERVER.parse().unwrap(), opts(), t0);
-        sent(t.poll(t0));
+        let (mut t, tid) = requested(opts(), t0);
         t.handle(&oack(&[("blksize", "1000"), ("windowsize", "2")]), tid, t0);
         sent(t.poll(t0));
         t.handle(&data(1, 1000), tid, t0);
@@ -450,9 +454,7 @@ mod tests {
     #[test]
     fn a_server_without_options_is_served_in_512_byte_lockstep() {
         let t0 = Instant::now();
-        let tid: SocketAddr = TID.parse().unwrap();
-        let mut t = Transfer::new("f", SERVER.parse().unwrap(), opts(), t0);
-        sent(t.poll(t0));
+        let (mut t, tid) = requested(opts(), t0);
         t.handle(&data(1, 512), tid, t0);
         assert_eq!(ack_of(&sent(t.poll(t0)).0), 1);
         t.handle(&data(2, 0), tid, t0);
@@ -486,9 +488,7 @@ mod tests {
     #[test]
     fn errors_and_strangers() {
         let t0 = Instant::now();
-        let tid: SocketAddr = TID.parse().unwrap();
-        let mut t = Transfer::new("f", SERVER.parse().unwrap(), opts(), t0);
-        sent(t.poll(t0));
+        let (mut t, tid) = requested(opts(), t0);
         // From another host: ignored.
         t.handle(&data(1, 10), "10.9.9.9:5000".parse().unwrap(), t0);
         assert!(matches!(t.poll(t0), Poll::Wait(_)));
@@ -515,14 +515,12 @@ mod tests {
     #[test]
     fn block_numbers_wrap() {
         let t0 = Instant::now();
-        let tid: SocketAddr = TID.parse().unwrap();
         let o = Options {
             blksize: 8,
             windowsize: 1,
             ..opts()
         };
-        let mut t = Transfer::new("f", SERVER.parse().unwrap(), o, t0);
-        sent(t.poll(t0));
+        let (mut t, tid) = requested(o, t0);
         t.handle(&oack(&[("blksize", "8")]), tid, t0);
         sent(t.poll(t0));
         for n in 1..=65_537u32 {

@@ -553,8 +553,7 @@ mod tests {
         s.on_ack(10, t);
         assert_eq!(drain(&mut s), vec![(11, 0, false)]);
         s.on_ack(11, t);
-        assert_eq!(s.state(), &State::Done);
-        assert_eq!(s.retransmissions(), 2);
+        assert_eq!((s.state(), s.retransmissions()), (&State::Done, 2));
     }
 
     #[test]
@@ -591,8 +590,7 @@ mod tests {
         }
         // ... until 20 s (give_up) have passed without progress.
         assert_eq!(waits, [1, 2, 4, 8, 8]);
-        assert_eq!(s.state(), &State::TimedOut);
-        assert_eq!(s.retransmissions(), 8);
+        assert_eq!((s.state(), s.retransmissions()), (&State::TimedOut, 8));
     }
 
     #[test]

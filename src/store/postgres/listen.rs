@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Client};
 use tokio_util::sync::CancellationToken;
 
-use super::rows::{db, describe, lease_from_row, node_from_json, node_from_row};
+use super::rows::{all_nodes, db, describe, lease_from_row, node_from_json, node_from_row};
 use super::tls::Connector;
 use super::writer::backoff;
 use super::{CHANNEL, Shared};
@@ -219,15 +219,7 @@ async fn apply(client: &Client, shared: &Shared, payload: &str) -> Result<(), St
 /// Makes the mirror what the database holds: records and leases put in
 /// where they differ, taken out where the database has none.
 async fn reload(client: &Client, shared: &Shared) -> Result<(usize, usize), StoreError> {
-    let mut nodes = std::collections::HashMap::new();
-    for row in client
-        .query("SELECT record FROM nodes", &[])
-        .await
-        .map_err(db("load the nodes"))?
-    {
-        let n = node_from_row(&row)?;
-        nodes.insert(n.mac, n);
-    }
+    let nodes = all_nodes(client, "load the nodes").await?;
     let mut leases = std::collections::BTreeMap::new();
     for row in client
         .query("SELECT ip, mac, state, expires FROM leases", &[])
@@ -239,13 +231,7 @@ async fn reload(client: &Client, shared: &Shared) -> Result<(usize, usize), Stor
     }
     let counts = (nodes.len(), leases.len());
     let mut m = shared.mirror();
-    let gone: Vec<Mac> = m
-        .nodes
-        .keys()
-        .filter(|k| !nodes.contains_key(k))
-        .copied()
-        .collect();
-    for mac in gone {
+    for mac in gone(m.nodes.keys(), |k| nodes.contains_key(k)) {
         m.remove_node(mac);
     }
     for (mac, n) in nodes {
@@ -253,13 +239,7 @@ async fn reload(client: &Client, shared: &Shared) -> Result<(usize, usize), Stor
             m.put_node(n);
         }
     }
-    let gone: Vec<u32> = m
-        .leases
-        .keys()
-        .filter(|k| !leases.contains_key(k))
-        .copied()
-        .collect();
-    for ip in gone {
+    for ip in gone(m.leases.keys(), |k| leases.contains_key(k)) {
         m.drop_lease(ip);
     }
     for (ip, l) in leases {
@@ -268,4 +248,13 @@ async fn reload(client: &Client, shared: &Shared) -> Result<(usize, usize), Stor
         }
     }
     Ok(counts)
+}
+
+/// The keys of the mirror's `have` that the database no longer holds:
+/// collected first, as taking them out changes the mirror.
+fn gone<'a, K: Copy + 'a>(
+    have: impl Iterator<Item = &'a K>,
+    still_held: impl Fn(&K) -> bool,
+) -> Vec<K> {
+    have.filter(|k| !still_held(k)).copied().collect()
 }

@@ -158,6 +158,7 @@ pub(super) async fn send(
     let mut results = futures_util::future::join_all(sent).await.into_iter();
     let mut answers = Vec::new();
     for p in plans {
+        let got = results.next().expect("one result per statement");
         match p {
             Plan::Create {
                 node,
@@ -165,7 +166,6 @@ pub(super) async fn send(
                 record,
                 ..
             } => {
-                let got = results.next().expect("one result per statement");
                 let result = got
                     .map_err(db("create a node"))
                     .and_then(|row| created(row, *node, &record, notes));
@@ -177,7 +177,6 @@ pub(super) async fn send(
                 candidates,
                 ..
             } => {
-                let got = results.next().expect("one result per statement");
                 let result = got
                     .map_err(db("allocate"))
                     .map(|row| row.map(|row| taken(&row, &req, &candidates, notes, shared)));

@@ -1,10 +1,11 @@
 //! Rows and errors of the PostgreSQL engine: records as JSON, addresses as
 //! numbers, PostgreSQL's error codes as [`StoreError`]s.
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
-use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::{GenericClient, Row};
 
 use crate::model::{Lease, LeaseState, Mac, Node, Timestamp};
 use crate::store::{Fault, StoreError};
@@ -103,6 +104,21 @@ pub(super) fn node_from_json(v: serde_json::Value) -> Result<Node, StoreError> {
 /// A node's row: its record (first column).
 pub(super) fn node_from_row(row: &Row) -> Result<Node, StoreError> {
     node_from_json(row.try_get(0).map_err(db("read a node"))?)
+}
+
+/// Every node record, by MAC, as `client` (a connection or a transaction)
+/// sees them; `op` says what they were read for.
+pub(super) async fn all_nodes(
+    client: &impl GenericClient,
+    op: &'static str,
+) -> Result<HashMap<Mac, Node>, StoreError> {
+    let rows = client
+        .query("SELECT record FROM nodes", &[])
+        .await
+        .map_err(db(op))?;
+    rows.iter()
+        .map(|row| node_from_row(row).map(|n| (n.mac, n)))
+        .collect()
 }
 
 pub(super) fn mac_text(mac: Mac) -> String {

@@ -119,16 +119,7 @@ mod tests {
 
     /// Runs openssl with `args` in `dir`.
     fn openssl(dir: &Path, args: &[&str]) {
-        let out = Command::new("openssl")
-            .current_dir(dir)
-            .args(args)
-            .output()
-            .expect("openssl runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::store::run_for_test(Command::new("openssl").current_dir(dir).args(args));
     }
 
     /// A CA `<name>-ca.crt` and a certificate for `localhost` it signed,

@@ -15,7 +15,7 @@ use tokio_postgres::{Client, Transaction};
 use tokio_util::sync::CancellationToken;
 
 use super::quick::{self, Prepared, Quick};
-use super::rows::{db, describe, fault, ip_col, mac_text, node_from_row, node_json};
+use super::rows::{all_nodes, db, describe, fault, ip_col, mac_text, node_from_row, node_json};
 use super::tls::Connector;
 use super::{CHANNEL, ECHO_WITHIN, Shared};
 use crate::model::{Event, Lease, Mac, Node, Rollout, ScriptReport, Timestamp};
@@ -574,15 +574,7 @@ async fn edit_nodes(
     tx.batch_execute("LOCK TABLE nodes IN SHARE ROW EXCLUSIVE MODE")
         .await
         .map_err(db("lock the nodes"))?;
-    let mut all = std::collections::HashMap::new();
-    for row in tx
-        .query("SELECT record FROM nodes", &[])
-        .await
-        .map_err(db("read the nodes"))?
-    {
-        let n = node_from_row(&row)?;
-        all.insert(n.mac, n);
-    }
+    let mut all = all_nodes(tx, "read the nodes").await?;
     let nodes = edit(&all).map_err(StoreError::Refused)?;
     let mut seen = std::collections::HashSet::new();
     if let Some(dup) = nodes.iter().find(|n| !seen.insert(n.mac)) {
@@ -643,18 +635,19 @@ async fn delete_if(
         return Ok(gone);
     }
     let keys: Vec<String> = gone.iter().map(|m| mac_text(*m)).collect();
-    tx.execute("DELETE FROM nodes WHERE mac = ANY($1)", &[&keys])
+    for (table, op) in [
+        ("nodes", "delete nodes"),
+        ("events", "delete timelines"),
+        ("reports", "delete reports"),
+        ("report_drops", "delete reports"),
+    ] {
+        tx.execute(
+            &format!("DELETE FROM {table} WHERE mac = ANY($1)"),
+            &[&keys],
+        )
         .await
-        .map_err(db("delete nodes"))?;
-    tx.execute("DELETE FROM events WHERE mac = ANY($1)", &[&keys])
-        .await
-        .map_err(db("delete timelines"))?;
-    tx.execute("DELETE FROM reports WHERE mac = ANY($1)", &[&keys])
-        .await
-        .map_err(db("delete reports"))?;
-    tx.execute("DELETE FROM report_drops WHERE mac = ANY($1)", &[&keys])
-        .await
-        .map_err(db("delete reports"))?;
+        .map_err(db(op))?;
+    }
     for mac in &gone {
         notes.push(json!({ "gone": mac_text(*mac) }).to_string());
     }

@@ -1,7 +1,7 @@
 //! Upgrading a store made by an older rackboot, in place, at open: columns
 //! added since, and timelines moved out of the old `events` table.
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, Transaction, params};
 
 use super::rows::{db, mac_key};
 use std::collections::HashMap;
@@ -88,20 +88,37 @@ fn schema_has(conn: &Connection, sql: &str) -> Result<bool, StoreError> {
         .map_err(db("read schema"))
 }
 
+/// The transaction a timeline upgrade runs in (a failure leaves the store
+/// as it was), when the schema query `old` finds the store needs it;
+/// `None` when it does not.
+fn timeline_upgrade<'c>(
+    conn: &'c Connection,
+    old: &str,
+) -> Result<Option<Transaction<'c>>, StoreError> {
+    if !schema_has(conn, old)? {
+        return Ok(None);
+    }
+    conn.unchecked_transaction()
+        .map(Some)
+        .map_err(db("upgrade the timeline"))
+}
+
+/// A timeline whose events have no data yet, only a sentence (`detail`).
+const TIMELINE_WITHOUT_DATA: &str =
+    "SELECT count(*) > 0 FROM pragma_table_info('timeline') WHERE name = 'detail'";
+
+/// The table timelines were kept in before the `timeline` table.
+const OLD_EVENTS_TABLE: &str =
+    "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'events'";
+
 /// Gives the timeline of a store made before events had data its `data`
 /// column, in one transaction (a failure leaves the store as it was): each
 /// old event becomes a note of its kind and sentence, and each node's
 /// `booted_bootenv` is read from its last boot script event.
 fn give_the_timeline_data(conn: &Connection) -> Result<(), StoreError> {
-    if !schema_has(
-        conn,
-        "SELECT count(*) > 0 FROM pragma_table_info('timeline') WHERE name = 'detail'",
-    )? {
+    let Some(tx) = timeline_upgrade(conn, TIMELINE_WITHOUT_DATA)? else {
         return Ok(());
-    }
-    let tx = conn
-        .unchecked_transaction()
-        .map_err(db("upgrade the timeline"))?;
+    };
     let mut last_script = HashMap::new();
     {
         let mut read = tx
@@ -131,15 +148,9 @@ fn give_the_timeline_data(conn: &Connection) -> Result<(), StoreError> {
 /// `events`, in their order) and drops the old table, in one transaction:
 /// a failure leaves the store as it was.
 fn move_events_to_timeline(conn: &Connection) -> Result<(), StoreError> {
-    if !schema_has(
-        conn,
-        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'events'",
-    )? {
+    let Some(tx) = timeline_upgrade(conn, OLD_EVENTS_TABLE)? else {
         return Ok(());
-    }
-    let tx = conn
-        .unchecked_transaction()
-        .map_err(db("upgrade the timeline"))?;
+    };
     let mut moved = 0i64;
     let mut last_script = HashMap::new();
     {

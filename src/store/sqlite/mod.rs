@@ -312,8 +312,17 @@ impl SqliteStore {
 
     /// Waits until every write queued so far is committed.
     async fn flush(&self) -> Result<(), StoreError> {
+        self.until_written(Write::Flush).await
+    }
+
+    /// Queues the write `write` makes of a reply channel, then waits for
+    /// the writer's reply: whether what it waits for is on disk.
+    async fn until_written(
+        &self,
+        write: fn(oneshot::Sender<Result<(), String>>) -> Write,
+    ) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.queue(Write::Flush(tx)).await?;
+        self.queue(write(tx)).await?;
         rx.await
             .map_err(|_| StoreError::WriterGone)?
             .map_err(unsaved)
@@ -372,11 +381,7 @@ impl Store for SqliteStore {
     }
 
     async fn sync(&self) -> Result<(), StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.queue(Write::Sync(tx)).await?;
-        rx.await
-            .map_err(|_| StoreError::WriterGone)?
-            .map_err(unsaved)
+        self.until_written(Write::Sync).await
     }
 
     fn health(&self) -> StoreHealth {
@@ -842,9 +847,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = SqliteStore::open(dir.path()).await.unwrap();
-            let n = Node::discovered(mac(1), "discovery", "t".into(), Timestamp(0));
-            s.create_node_if_absent(n).await.unwrap();
-            s.allocate(&req(mac(1), 0)).await.unwrap().unwrap();
+            record_and_lease(&s).await;
             let err = SqliteStore::open(dir.path())
                 .await
                 .err()
@@ -993,15 +996,10 @@ mod tests {
                 return None;
             }
             let dir = tempfile::tempdir().unwrap();
-            let out = std::process::Command::new("mount")
-                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-                .arg(dir.path())
-                .output()
-                .expect("run mount");
-            assert!(
-                out.status.success(),
-                "mount a tmpfs: {}",
-                String::from_utf8_lossy(&out.stderr)
+            crate::store::run_for_test(
+                std::process::Command::new("mount")
+                    .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                    .arg(dir.path()),
             );
             Some(SmallDisk { dir })
         }
@@ -1038,6 +1036,21 @@ mod tests {
                 .arg(self.dir.path())
                 .status();
         }
+    }
+
+    /// Node 1 discovered, and holding a lease.
+    async fn record_and_lease(s: &SqliteStore) {
+        let n = Node::discovered(mac(1), "discovery", "t".into(), Timestamp(0));
+        s.create_node_if_absent(n).await.unwrap();
+        s.allocate(&req(mac(1), 0)).await.unwrap().unwrap();
+    }
+
+    /// Node 1 moved to `rack`, as an edit (a change the store must keep).
+    async fn move_to_rack(s: &SqliteStore, rack: &'static str) -> Result<Edited, StoreError> {
+        crate::store::update_fields(s, mac(1), move |n| {
+            n.labels.insert("rack".into(), rack.into());
+        })
+        .await
     }
 
     /// Waits (at most 10 s) until the store has nothing left unsaved.
@@ -1089,16 +1102,7 @@ mod tests {
                     .is_unsaved()
             );
             assert!(s.health().failed_appends > 0);
-            let edit = s
-                .update_node(
-                    mac(1),
-                    Box::new(|n| {
-                        n.labels.insert("rack".into(), "r1".into());
-                        Ok(())
-                    }),
-                )
-                .await;
-            assert!(edit.unwrap_err().is_unsaved());
+            assert!(move_to_rack(&s, "r1").await.unwrap_err().is_unsaved());
             // rackboot stops with the disk still full.
         }
         disk.free();
@@ -1119,16 +1123,7 @@ mod tests {
             let n = Node::discovered(mac(4), "discovery", "a4".into(), Timestamp(now));
             done.push(s.create_node_if_absent(n).await.unwrap().0);
             disk.fill();
-            let edit = s
-                .update_node(
-                    mac(1),
-                    Box::new(|n| {
-                        n.labels.insert("rack".into(), "r2".into());
-                        Ok(())
-                    }),
-                )
-                .await;
-            assert!(edit.unwrap_err().is_unsaved());
+            assert!(move_to_rack(&s, "r2").await.unwrap_err().is_unsaved());
             assert!(s.delete_node(mac(2)).await.unwrap_err().is_unsaved());
             assert!(s.sync().await.is_err());
             assert!(s.health().unsaved > 0);
@@ -1152,9 +1147,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = SqliteStore::open(dir.path()).await.unwrap();
-            let n = Node::discovered(mac(1), "discovery", "t".into(), Timestamp(0));
-            s.create_node_if_absent(n).await.unwrap();
-            s.allocate(&req(mac(1), 0)).await.unwrap().unwrap();
+            record_and_lease(&s).await;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
         // What a process killed right after two ACKs and a release leaves:

@@ -581,14 +581,11 @@ fn commit(conn: &mut Connection, b: &Batch, seq: &mut i64) -> Result<(), StoreEr
         let mut delete_events = tx
             .prepare_cached("DELETE FROM timeline WHERE mac = ?1")
             .map_err(db("delete node"))?;
-        let mut delete_node = tx
-            .prepare_cached("DELETE FROM nodes WHERE mac = ?1")
-            .map_err(db("delete node"))?;
-        let mut delete_reports = tx
-            .prepare_cached("DELETE FROM reports WHERE mac = ?1")
-            .map_err(db("delete node"))?;
-        let mut delete_drops = tx
-            .prepare_cached("DELETE FROM report_drops WHERE mac = ?1")
+        // The node's record goes last, after what hangs off it.
+        let mut delete_by_text = ["reports", "report_drops", "nodes"]
+            .iter()
+            .map(|table| tx.prepare_cached(&format!("DELETE FROM {table} WHERE mac = ?1")))
+            .collect::<Result<Vec<_>, _>>()
             .map_err(db("delete node"))?;
         for mac in &b.deletes {
             // The timeline is keyed by the MAC as a number, the rest by text.
@@ -596,9 +593,9 @@ fn commit(conn: &mut Connection, b: &Batch, seq: &mut i64) -> Result<(), StoreEr
                 .execute([mac_key(*mac)])
                 .map_err(db("delete node"))?;
             let mac = mac.to_string();
-            delete_reports.execute([&mac]).map_err(db("delete node"))?;
-            delete_drops.execute([&mac]).map_err(db("delete node"))?;
-            delete_node.execute([&mac]).map_err(db("delete node"))?;
+            for delete in &mut delete_by_text {
+                delete.execute([&mac]).map_err(db("delete node"))?;
+            }
         }
         // Hostnames and fixed addresses are unique per row, and SQLite checks
         // that row by row: records that swap them (an import, an edit) first
