@@ -7,15 +7,13 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::{Extension, Form};
 use minijinja::{Value, context};
 use serde::Deserialize;
 
-use super::{Console, Sessions, Signed, given};
+use super::{Act, Console, CsrfForm, Signed, Viewer, given};
 use crate::http::api::{bootenv_list, validation};
-use crate::http::{ApiError, HttpContext, HttpError};
+use crate::http::{ApiError, HttpContext};
 
 fn page(ctx: &HttpContext, c: &Console, signed: &Signed, check: Value) -> Response {
     let list = bootenv_list(ctx);
@@ -32,15 +30,8 @@ fn page(ctx: &HttpContext, c: &Console, signed: &Signed, check: Value) -> Respon
 }
 
 /// `GET /console/bootenvs`.
-pub async fn page_get(
-    State(ctx): State<Arc<HttpContext>>,
-    Extension(c): Extension<Arc<Console>>,
-    headers: HeaderMap,
-) -> Response {
-    match c.viewer(&ctx, &headers, false) {
-        Ok(signed) => page(&ctx, &c, &signed, context! {}),
-        Err(resp) => *resp,
-    }
+pub async fn page_get(State(ctx): State<Arc<HttpContext>>, v: Viewer) -> Response {
+    page(&ctx, &v.c, &v.signed, context! {})
 }
 
 #[derive(Deserialize)]
@@ -50,35 +41,27 @@ pub struct ValidateForm {
     text: String,
 }
 
+impl CsrfForm for ValidateForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 /// `POST /console/bootenvs/validate`: the page again, with the verdict
-/// beside the text (kept in the box, to be fixed).
+/// beside the text (kept in the box, to be fixed). Changes nothing, so a
+/// `read` token may.
 pub async fn validate(
     State(ctx): State<Arc<HttpContext>>,
-    Extension(c): Extension<Arc<Console>>,
-    headers: HeaderMap,
-    Form(f): Form<ValidateForm>,
+    act: Act<ValidateForm, false>,
 ) -> Response {
-    let signed = match c.viewer(&ctx, &headers, false) {
-        Ok(s) if Sessions::csrf_ok(&s, &f.csrf) => s,
-        Ok(s) => {
-            return c.error(
-                Some(&s),
-                HttpError::new(
-                    axum::http::StatusCode::FORBIDDEN,
-                    "the form is not from this session's page (CSRF check); reload the page and try again",
-                ),
-            );
-        }
-        Err(resp) => return *resp,
-    };
     // Browsers send a textarea's line ends as CRLF.
-    let text = f.text.replace("\r\n", "\n");
-    let name = given(&f.name).map(str::to_string);
+    let text = act.form.text.replace("\r\n", "\n");
+    let name = given(&act.form.name).map(str::to_string);
     let verdict = match validation(&ctx, name.clone(), text.clone()).await {
         Ok(v) => Value::from_serialize(&v),
         Err(ApiError(e)) => {
             context! { ok => false, errors => vec![context! { reason => e.public }] }
         }
     };
-    page(&ctx, &c, &signed, context! { name, text, verdict })
+    page(&ctx, &act.c, &act.signed, context! { name, text, verdict })
 }

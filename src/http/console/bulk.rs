@@ -9,13 +9,11 @@
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::{Extension, Form};
 use minijinja::context;
 use serde::Deserialize;
 
-use super::{Console, Signed, given, now};
+use super::{Act, Console, CsrfForm, Signed, Viewer, given, now};
 use crate::boot::{NodePatch, ValidPatch};
 use crate::control::admin::AdminError;
 use crate::control::fleet::Nodes;
@@ -116,18 +114,19 @@ impl BulkForm {
     }
 }
 
+impl CsrfForm for BulkForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 /// `GET /console/bulk?selector=`: the form, the selector filled in.
 pub async fn form(
     State(ctx): State<Arc<HttpContext>>,
-    Extension(c): Extension<Arc<Console>>,
-    headers: HeaderMap,
+    v: Viewer,
     Query(f): Query<BulkForm>,
 ) -> Response {
-    let signed = match c.viewer(&ctx, &headers, false) {
-        Ok(s) => s,
-        Err(resp) => return *resp,
-    };
-    page(&ctx, &c, &signed, &f, None, None)
+    page(&ctx, &v.c, &v.signed, &f, None, None)
 }
 
 fn page(
@@ -138,12 +137,7 @@ fn page(
     plan: Option<minijinja::Value>,
     error: Option<String>,
 ) -> Response {
-    let bootenvs: Vec<String> = ctx
-        .catalog
-        .current()
-        .bootenvs()
-        .map(|b| b.name.clone())
-        .collect();
+    let bootenvs = super::bootenv_names(ctx);
     c.page(
         "bulk.html",
         Some(signed),
@@ -165,19 +159,11 @@ fn page(
 }
 
 /// `POST /console/bulk`: the preview.
-pub async fn preview(
-    State(ctx): State<Arc<HttpContext>>,
-    Extension(c): Extension<Arc<Console>>,
-    headers: HeaderMap,
-    Form(f): Form<BulkForm>,
-) -> Response {
-    let signed = match c.actor(&ctx, &headers, &f.csrf) {
-        Ok(s) => s,
-        Err(resp) => return *resp,
-    };
+pub async fn preview(State(ctx): State<Arc<HttpContext>>, act: Act<BulkForm>) -> Response {
+    let (c, signed, f) = (&act.c, &act.signed, &act.form);
     let (selector, change) = match f.selector().and_then(|s| Ok((s, f.change(&ctx)?))) {
         Ok(x) => x,
-        Err(e) => return page(&ctx, &c, &signed, &f, None, Some(e)),
+        Err(e) => return page(&ctx, c, signed, f, None, Some(e)),
     };
     // A reconfigure changes no field: the preview is the nodes it reaches.
     let patch = match &change {
@@ -193,7 +179,7 @@ pub async fn preview(
         .await
     {
         Ok(p) => p,
-        Err(e) => return c.error(Some(&signed), e.into()),
+        Err(e) => return c.error(Some(signed), e.into()),
     };
     let refused = planned.iter().filter(|p| p.refused.is_some()).count();
     let changing = planned.iter().filter(|p| !p.changes.is_empty()).count();
@@ -220,26 +206,18 @@ pub async fn preview(
         reconfigure => matches!(change, Change::Reconfigure),
         previewed => previewed.join(","),
     };
-    page(&ctx, &c, &signed, &f, Some(plan), None)
+    page(&ctx, c, signed, f, Some(plan), None)
 }
 
 /// `POST /console/bulk/apply`.
-pub async fn apply(
-    State(ctx): State<Arc<HttpContext>>,
-    Extension(c): Extension<Arc<Console>>,
-    headers: HeaderMap,
-    Form(f): Form<BulkForm>,
-) -> Response {
-    let signed = match c.actor(&ctx, &headers, &f.csrf) {
-        Ok(s) => s,
-        Err(resp) => return *resp,
-    };
+pub async fn apply(State(ctx): State<Arc<HttpContext>>, act: Act<BulkForm>) -> Response {
+    let (c, signed, f) = (&act.c, &act.signed, &act.form);
     let parsed = f
         .selector()
         .and_then(|s| Ok((s, f.change(&ctx)?, f.previewed()?)));
     let (selector, change, previewed) = match parsed {
         Ok(x) => x,
-        Err(e) => return page(&ctx, &c, &signed, &f, None, Some(e)),
+        Err(e) => return page(&ctx, c, signed, f, None, Some(e)),
     };
     let text = f.selector.trim();
     let admin = ctx.control.admin();
@@ -258,7 +236,7 @@ pub async fn apply(
         Change::Reconfigure => reconfigure(&ctx, actor, &selector, text, previewed).await,
     };
     let outcome = outcome.map_err(|e| ApiError::from(e).0.public);
-    c.done(&signed, &path::path(path::BULK), outcome)
+    act.done(&path::path(path::BULK), outcome)
 }
 
 /// The previewed nodes run their config scripts again, if the selector

@@ -6,14 +6,12 @@
 
 use std::sync::Arc;
 
-use axum::Extension;
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use minijinja::{Value, context};
 use serde::{Deserialize, Serialize};
 
-use super::{Console, given, query_value};
+use super::{PartViewer, Viewer, bootenv_names, given, query_value};
 use crate::http::{HttpContext, HttpError};
 use crate::model::{LabelSelector, Mac, Node, NodeState, Timestamp};
 use crate::routes::console as path;
@@ -213,55 +211,32 @@ fn link(q: &FleetQuery, state: Option<&str>, page: Option<usize>) -> String {
 /// `GET /console`.
 pub async fn page(
     State(ctx): State<Arc<HttpContext>>,
-    Extension(c): Extension<Arc<Console>>,
-    headers: HeaderMap,
+    v: Viewer,
     Query(q): Query<FleetQuery>,
 ) -> Response {
-    let signed = match c.viewer(&ctx, &headers, false) {
-        Ok(s) => s,
-        Err(resp) => return *resp,
+    let form = context! {
+        state => given(&q.state),
+        label => given(&q.label),
+        rack => given(&q.rack),
+        bootenv => given(&q.bootenv),
+        q => given(&q.q),
     };
-    match view(&ctx, &q).await {
-        Ok(v) => {
-            let form = context! {
-                state => given(&q.state),
-                label => given(&q.label),
-                rack => given(&q.rack),
-                bootenv => given(&q.bootenv),
-                q => given(&q.q),
-            };
-            let bootenvs: Vec<String> = ctx
-                .catalog
-                .current()
-                .bootenvs()
-                .map(|b| b.name.clone())
-                .collect();
-            let bulk_link = given(&q.label)
-                .map(|l| format!("{}?selector={}", path::path(path::BULK), query_value(l)));
-            c.page(
-                "fleet.html",
-                Some(&signed),
-                context! { nav => "fleet", form, bootenvs, bulk_link, ..v },
-            )
-        }
-        Err(e) => c.error(Some(&signed), e),
-    }
+    let bootenvs = bootenv_names(&ctx);
+    let bulk_link =
+        given(&q.label).map(|l| format!("{}?selector={}", path::path(path::BULK), query_value(l)));
+    let view = view(&ctx, &q)
+        .await
+        .map(|rows| context! { nav => "fleet", form, bootenvs, bulk_link, ..rows });
+    v.show("fleet.html", view)
 }
 
 /// `GET /console/fleet`: the counts and the table alone, for the live script.
 pub async fn rows(
     State(ctx): State<Arc<HttpContext>>,
-    Extension(c): Extension<Arc<Console>>,
-    headers: HeaderMap,
+    v: PartViewer,
     Query(q): Query<FleetQuery>,
 ) -> Response {
-    if let Err(resp) = c.viewer(&ctx, &headers, true) {
-        return *resp;
-    }
-    match view(&ctx, &q).await {
-        Ok(v) => c.render("fleet_rows.html", v),
-        Err(e) => axum::response::IntoResponse::into_response(e),
-    }
+    v.show("fleet_rows.html", view(&ctx, &q).await)
 }
 
 #[cfg(test)]

@@ -153,21 +153,20 @@ mod tests {
         format!("52:54:00:00:00:{n:02x}").parse().unwrap()
     }
 
+    fn listening(hub: &Hub, follow: Follow, life: Duration) -> Listening {
+        Listening {
+            rx: hub.tx.subscribe(),
+            follow,
+            ends: Instant::now() + life,
+            last: None,
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_page_hears_what_it_follows_once_per_burst() {
         let hub = Hub::default();
-        let mut fleet = Listening {
-            rx: hub.tx.subscribe(),
-            follow: Follow::Fleet,
-            ends: Instant::now() + STREAM_LIFE,
-            last: None,
-        };
-        let mut one = Listening {
-            rx: hub.tx.subscribe(),
-            follow: Follow::Node(mac(2)),
-            ends: Instant::now() + STREAM_LIFE,
-            last: None,
-        };
+        let mut fleet = listening(&hub, Follow::Fleet, STREAM_LIFE);
+        let mut one = listening(&hub, Follow::Node(mac(2)), STREAM_LIFE);
         hub.changed(&Change::Event(mac(1)));
         assert!(fleet.next().await.is_some());
         // A burst after that: one event, after the interval.
@@ -198,12 +197,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_stream_ends_after_its_life() {
         let hub = Hub::default();
-        let mut l = Listening {
-            rx: hub.tx.subscribe(),
-            follow: Follow::Fleet,
-            ends: Instant::now() + Duration::from_secs(1),
-            last: None,
-        };
+        let mut l = listening(&hub, Follow::Fleet, Duration::from_secs(1));
         assert!(l.next().await.is_none());
     }
 }

@@ -17,12 +17,13 @@ mod fleet;
 pub mod live;
 mod node;
 pub mod session;
+mod signed;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -35,6 +36,7 @@ use crate::config::ConsoleConfig;
 use crate::model::Timestamp;
 use crate::routes::console as path;
 use session::{Flash, Sessions, Signed};
+use signed::{Act, CsrfForm, PartViewer, Viewer};
 
 pub use live::Hub;
 
@@ -149,66 +151,6 @@ impl Console {
         *resp.status_mut() = status;
         resp
     }
-
-    /// The signed-in user of a page request; else the answer: to the sign-in
-    /// page for a page, 401 for a page part (its script goes to sign-in).
-    fn viewer(
-        &self,
-        ctx: &HttpContext,
-        headers: &HeaderMap,
-        part: bool,
-    ) -> Result<Signed, Box<Response>> {
-        self.sessions.signed(headers, &ctx.auth).map_err(|e| {
-            Box::new(if part {
-                (StatusCode::UNAUTHORIZED, e.public).into_response()
-            } else {
-                Redirect::to(&path::path(path::LOGIN)).into_response()
-            })
-        })
-    }
-
-    /// The signed-in user of a form, if the form may change things: its CSRF
-    /// token is the session's and its token's scope allows POST (the API's
-    /// rule and words). Else the page that says why.
-    fn actor(
-        &self,
-        ctx: &HttpContext,
-        headers: &HeaderMap,
-        csrf: &str,
-    ) -> Result<Signed, Box<Response>> {
-        let signed = self.sessions.signed(headers, &ctx.auth).map_err(|e| {
-            Box::new(self.error(
-                None,
-                HttpError::new(
-                    StatusCode::UNAUTHORIZED,
-                    format!("{}: nothing was changed", e.public),
-                ),
-            ))
-        })?;
-        if !Sessions::csrf_ok(&signed, csrf) {
-            return Err(Box::new(self.error(
-                Some(&signed),
-                HttpError::new(
-                    StatusCode::FORBIDDEN,
-                    "the form is not from this session's page (CSRF check): nothing was changed; reload the page and try again",
-                ),
-            )));
-        }
-        if let Err(e) = signed.grant.may(&Method::POST) {
-            return Err(Box::new(self.error(Some(&signed), e)));
-        }
-        Ok(signed)
-    }
-
-    /// After a form: its outcome for the next page, and a redirect there.
-    fn done(&self, signed: &Signed, to: &str, outcome: Result<String, String>) -> Response {
-        let flash = match outcome {
-            Ok(text) => Flash { ok: true, text },
-            Err(text) => Flash { ok: false, text },
-        };
-        self.sessions.flash(signed, flash);
-        Redirect::to(to).into_response()
-    }
 }
 
 /// `{{ t | ago }}`: how long before now an RFC 3339 time was, in short
@@ -240,6 +182,12 @@ fn ago(t: String) -> String {
 #[derive(Deserialize)]
 struct CsrfOnly {
     csrf: String,
+}
+
+impl CsrfForm for CsrfOnly {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
 }
 
 #[derive(Deserialize)]
@@ -373,20 +321,21 @@ struct StreamQuery {
 }
 
 async fn stream(
-    State(ctx): State<Arc<HttpContext>>,
-    Extension(c): Extension<Arc<Console>>,
-    headers: HeaderMap,
+    v: PartViewer,
     axum::extract::Query(q): axum::extract::Query<StreamQuery>,
 ) -> Response {
-    if let Err(resp) = c.viewer(&ctx, &headers, true) {
-        return *resp;
-    }
     let follow = match q.mac.as_deref().map(super::parse_mac).transpose() {
         Ok(Some(mac)) => live::Follow::Node(mac),
         Ok(None) => live::Follow::Fleet,
         Err(e) => return e.into_response(),
     };
-    c.hub.stream(follow).into_response()
+    v.c.hub.stream(follow).into_response()
+}
+
+/// The names of the bootenvs in force, for the forms that choose one.
+fn bootenv_names(ctx: &HttpContext) -> Vec<String> {
+    let catalog = ctx.catalog.current();
+    catalog.bootenvs().map(|b| b.name.clone()).collect()
 }
 
 /// A form's optional text field: absent and blank are the same.
@@ -415,6 +364,8 @@ fn now() -> Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use axum::http::StatusCode;
 
     #[test]
     fn every_template_parses_and_the_frame_renders() {

@@ -13,13 +13,11 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
-use axum::{Extension, Form};
+use axum::response::Response;
 use minijinja::{Value, context};
 use serde::Deserialize;
 
-use super::{Console, given, now};
+use super::{Act, CsrfForm, PartViewer, Signed, Viewer, bootenv_names, given, now};
 use crate::boot::NodePatch;
 use crate::control::fleet::Nodes;
 use crate::http::api::{ExplainQuery, explanation, known_bootenv};
@@ -30,7 +28,9 @@ use crate::routes::console as path;
 /// Timeline entries shown, newest first (a node keeps a few hundred).
 const EVENTS_SHOWN: usize = 200;
 
-async fn record(ctx: &HttpContext, mac: Mac) -> Result<Node, HttpError> {
+/// The record of the node a path names.
+async fn record(ctx: &HttpContext, mac: &str) -> Result<Node, HttpError> {
+    let mac = parse_mac(mac)?;
     ctx.control
         .node(mac)
         .await?
@@ -101,17 +101,12 @@ async fn live_view(ctx: &HttpContext, node: &Node) -> Result<Value, HttpError> {
 /// `GET /console/nodes/<mac>`.
 pub async fn page(
     State(ctx): State<Arc<HttpContext>>,
-    Extension(c): Extension<Arc<Console>>,
-    headers: HeaderMap,
+    v: Viewer,
     Path(mac): Path<String>,
 ) -> Response {
-    let signed = match c.viewer(&ctx, &headers, false) {
-        Ok(s) => s,
-        Err(resp) => return *resp,
-    };
     let view = async {
-        let mac = parse_mac(&mac)?;
-        let node = record(&ctx, mac).await?;
+        let node = record(&ctx, &mac).await?;
+        let mac = node.mac;
         let live = live_view(&ctx, &node).await?;
         // What it would boot now, on the architecture it announced last.
         let explain = match node.arch {
@@ -125,13 +120,8 @@ pub async fn page(
             }
             None => None,
         };
-        let bootenvs: Vec<String> = ctx
-            .catalog
-            .current()
-            .bootenvs()
-            .map(|b| b.name.clone())
-            .collect();
-        Ok::<_, HttpError>(context! {
+        let bootenvs = bootenv_names(&ctx);
+        Ok(context! {
             nav => "fleet",
             mac => mac.to_string(),
             explain => Value::from_serialize(&explain),
@@ -140,31 +130,20 @@ pub async fn page(
             ..live
         })
     };
-    match view.await {
-        Ok(v) => c.page("node.html", Some(&signed), v),
-        Err(e) => c.error(Some(&signed), e),
-    }
+    v.show("node.html", view.await)
 }
 
 /// `GET /console/nodes/<mac>/live`: the part that changes, for the live script.
 pub async fn live(
     State(ctx): State<Arc<HttpContext>>,
-    Extension(c): Extension<Arc<Console>>,
-    headers: HeaderMap,
+    v: PartViewer,
     Path(mac): Path<String>,
 ) -> Response {
-    if let Err(resp) = c.viewer(&ctx, &headers, true) {
-        return *resp;
-    }
-    let view = async {
-        let mac = parse_mac(&mac)?;
-        let node = record(&ctx, mac).await?;
-        live_view(&ctx, &node).await
+    let view = match record(&ctx, &mac).await {
+        Ok(node) => live_view(&ctx, &node).await,
+        Err(e) => Err(e),
     };
-    match view.await {
-        Ok(v) => c.render("node_live.html", v),
-        Err(e) => e.into_response(),
-    }
+    v.show("node_live.html", view)
 }
 
 /// The bootenv form: which, and for how long.
@@ -206,10 +185,16 @@ impl BootenvForm {
     }
 }
 
+impl CsrfForm for BootenvForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 /// The outcome of a patch as the API words it.
 async fn apply(
     ctx: &HttpContext,
-    signed: &super::Signed,
+    signed: &Signed,
     mac: Mac,
     patch: NodePatch,
 ) -> Result<Node, String> {
@@ -226,34 +211,21 @@ async fn apply(
 /// `POST /console/nodes/<mac>/bootenv`.
 pub async fn set_bootenv(
     State(ctx): State<Arc<HttpContext>>,
-    Extension(c): Extension<Arc<Console>>,
-    headers: HeaderMap,
     Path(mac): Path<String>,
-    Form(f): Form<BootenvForm>,
+    act: Act<BootenvForm>,
 ) -> Response {
-    let signed = match c.actor(&ctx, &headers, &f.csrf) {
-        Ok(s) => s,
-        Err(resp) => return *resp,
-    };
-    let mac = match parse_mac(&mac) {
-        Ok(m) => m,
-        Err(e) => return c.error(Some(&signed), e),
-    };
-    let outcome = match f.patch() {
-        Ok(patch) => apply(&ctx, &signed, mac, patch).await.map(|n| {
-            match (&n.next_bootenv, n.bootenv_expires) {
-                (Some(next), Some(t)) => {
-                    format!("{} boots {next} until {t}, then {}", n.hostname, n.bootenv)
-                }
-                (Some(next), None) => {
-                    format!("{} boots {next} once, then {}", n.hostname, n.bootenv)
-                }
-                _ => format!("{} boots {} from now on", n.hostname, n.bootenv),
+    let (signed, form) = (&act.signed, &act.form);
+    act.on_node(&mac, |mac| async move {
+        let n = apply(&ctx, signed, mac, form.patch()?).await?;
+        Ok(match (&n.next_bootenv, n.bootenv_expires) {
+            (Some(next), Some(t)) => {
+                format!("{} boots {next} until {t}, then {}", n.hostname, n.bootenv)
             }
-        }),
-        Err(e) => Err(e),
-    };
-    c.done(&signed, &path::node(mac, ""), outcome)
+            (Some(next), None) => format!("{} boots {next} once, then {}", n.hostname, n.bootenv),
+            _ => format!("{} boots {} from now on", n.hostname, n.bootenv),
+        })
+    })
+    .await
 }
 
 /// `POST /console/nodes/<mac>/protect`.
@@ -264,62 +236,54 @@ pub struct ProtectForm {
     protected: bool,
 }
 
+impl CsrfForm for ProtectForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 pub async fn protect(
     State(ctx): State<Arc<HttpContext>>,
-    Extension(c): Extension<Arc<Console>>,
-    headers: HeaderMap,
     Path(mac): Path<String>,
-    Form(f): Form<ProtectForm>,
+    act: Act<ProtectForm>,
 ) -> Response {
-    let signed = match c.actor(&ctx, &headers, &f.csrf) {
-        Ok(s) => s,
-        Err(resp) => return *resp,
-    };
-    let mac = match parse_mac(&mac) {
-        Ok(m) => m,
-        Err(e) => return c.error(Some(&signed), e),
-    };
-    let patch = NodePatch {
-        protected: Some(f.protected),
-        ..NodePatch::default()
-    };
-    let outcome = apply(&ctx, &signed, mac, patch).await.map(|n| {
-        if n.protected {
+    let (signed, protected) = (&act.signed, act.form.protected);
+    act.on_node(&mac, |mac| async move {
+        let patch = NodePatch {
+            protected: Some(protected),
+            ..NodePatch::default()
+        };
+        let n = apply(&ctx, signed, mac, patch).await?;
+        Ok(if n.protected {
             format!(
                 "{} is protected: its bootenv changes only when forced",
                 n.hostname
             )
         } else {
             format!("{} is no longer protected", n.hostname)
-        }
-    });
-    c.done(&signed, &path::node(mac, ""), outcome)
+        })
+    })
+    .await
 }
 
 /// `POST /console/nodes/<mac>/reconfigure`.
 pub async fn reconfigure(
     State(ctx): State<Arc<HttpContext>>,
-    Extension(c): Extension<Arc<Console>>,
-    headers: HeaderMap,
     Path(mac): Path<String>,
-    Form(f): Form<super::CsrfOnly>,
+    act: Act<super::CsrfOnly>,
 ) -> Response {
-    let signed = match c.actor(&ctx, &headers, &f.csrf) {
-        Ok(s) => s,
-        Err(resp) => return *resp,
-    };
-    let mac = match parse_mac(&mac) {
-        Ok(m) => m,
-        Err(e) => return c.error(Some(&signed), e),
-    };
-    let outcome = ctx
-        .control
-        .admin()
-        .reconfigure(&signed.grant.actor, Nodes::Macs(vec![mac]))
-        .await
-        .map(|_| format!("{mac} runs its config scripts again (at once if its agent is waiting)"))
-        .map_err(|e| HttpError::from(e).public);
-    c.done(&signed, &path::node(mac, ""), outcome)
+    let actor = &act.signed.grant.actor;
+    act.on_node(&mac, |mac| async move {
+        ctx.control
+            .admin()
+            .reconfigure(actor, Nodes::Macs(vec![mac]))
+            .await
+            .map(|_| {
+                format!("{mac} runs its config scripts again (at once if its agent is waiting)")
+            })
+            .map_err(|e| HttpError::from(e).public)
+    })
+    .await
 }
 
 #[cfg(test)]
