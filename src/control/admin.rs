@@ -373,14 +373,7 @@ impl Admin<'_> {
         patch: &ValidPatch,
         now: Timestamp,
     ) -> Result<Vec<Planned>, StoreError> {
-        let mut nodes: Vec<Node> = self
-            .store
-            .nodes()
-            .await?
-            .into_iter()
-            .filter(|n| selector.matches(&n.labels))
-            .collect();
-        nodes.sort_by_key(|n| n.mac);
+        let nodes = self.store.nodes_matching(selector).await?;
         Ok(nodes
             .into_iter()
             .map(|node| {

@@ -25,8 +25,8 @@ use super::admin::{Actor, AdminError};
 use super::fleet::Nodes;
 use crate::boot::NodePatch;
 use crate::model::{
-    BootenvFields, EventData, Hook, LabelSelector, Mac, Node, NodeState, Phase, PowerAction,
-    Rollout, RolloutNode, RolloutSpec, RolloutState, Timestamp,
+    BootenvFields, EventData, Hook, LabelSelector, Mac, NodeState, Phase, PowerAction, Rollout,
+    RolloutNode, RolloutSpec, RolloutState, Timestamp,
 };
 use crate::store::{LeaderTicks, Refusal, StoreError};
 
@@ -112,14 +112,7 @@ impl Control {
                 )));
             }
         }
-        let mut fleet: Vec<Node> = self
-            .store
-            .nodes()
-            .await?
-            .into_iter()
-            .filter(|n| selector.matches(&n.labels))
-            .collect();
-        fleet.sort_by_key(|n| n.mac);
+        let fleet = self.store.nodes_matching(&selector).await?;
         if fleet.is_empty() {
             return Err(RolloutError::Invalid(format!(
                 "field `selector`: no node matches `{}`",

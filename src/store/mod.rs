@@ -356,6 +356,20 @@ pub trait Store: Send + Sync + 'static {
     fn visit_nodes(&self, f: &mut dyn FnMut(&Node)) {
         self.mirror().nodes.values().for_each(f);
     }
+    /// The records `selector` matches, by MAC; only those are copied.
+    async fn nodes_matching(
+        &self,
+        selector: &crate::model::LabelSelector,
+    ) -> Result<Vec<Node>, StoreError> {
+        let mut matched = Vec::new();
+        self.visit_nodes(&mut |n| {
+            if selector.matches(&n.labels) {
+                matched.push(n.clone());
+            }
+        });
+        matched.sort_by_key(|n| n.mac);
+        Ok(matched)
+    }
     /// Atomically picks and records an address for `req.mac`: its fixed
     /// address, else its current lease, else the wanted address if free, else
     /// the next free address in the ranges, searching on from where the last
