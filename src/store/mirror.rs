@@ -38,7 +38,7 @@ pub struct Mirror {
     pub(crate) seen_saved: HashMap<Mac, Timestamp>,
     /// Told of every record and lease put in or taken out here, under this cache's lock, so
     /// no subscriber disagrees with the store.
-    pub(crate) feed: Feed,
+    pub(crate) feed: Arc<Feed>,
 }
 
 impl Mirror {

@@ -106,6 +106,9 @@ impl PostgresConfig {
 /// What the writer, the listener and the store share.
 pub(super) struct Shared {
     pub(super) mirror: Mutex<Mirror>,
+    /// The mirror's feed, for the changes that need not be emitted under
+    /// the mirror's lock (a timeline entry: one per packet of a boot).
+    pub(super) feed: Arc<crate::store::feed::Feed>,
     pub(super) appliance: String,
     /// Batches of this appliance whose announcements have not come back
     /// yet, by batch number.
@@ -145,8 +148,10 @@ impl PostgresStore {
     /// binary.
     pub async fn open(config: PostgresConfig) -> Result<PostgresStore, StoreError> {
         let connect = config.connector()?;
+        let mirror = Mirror::default();
         let shared = Arc::new(Shared {
-            mirror: Mutex::new(Mirror::default()),
+            feed: mirror.feed.clone(),
+            mirror: Mutex::new(mirror),
             appliance: config.appliance.clone(),
             echoes: Mutex::new(Default::default()),
             health: Mutex::new(StoreHealth {
@@ -345,7 +350,7 @@ impl Store for PostgresStore {
             .send(Op::Quick(Quick::Event(mac, Box::new(event))))
             .await
             .map_err(|_| StoreError::WriterGone)?;
-        self.mirror()
+        self.shared
             .feed
             .emit(&crate::store::feed::Change::Event(mac));
         Ok(())

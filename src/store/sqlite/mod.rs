@@ -53,6 +53,9 @@ use crate::model::{
 
 pub struct SqliteStore {
     cache: Arc<Mutex<Mirror>>,
+    /// The mirror's feed, for the changes that need not be emitted under
+    /// the mirror's lock (a timeline entry: one per packet of a boot).
+    feed: Arc<feed::Feed>,
     /// Every rollout, oldest first, as committed (or queued to be): edits
     /// run under this lock and queue their write before it is released, so
     /// two edits of one rollout land in the order they were made.
@@ -223,6 +226,7 @@ impl SqliteStore {
                 source: e,
             })?;
         Ok(SqliteStore {
+            feed: cache.feed.clone(),
             cache: Arc::new(Mutex::new(cache)),
             rollouts: Mutex::new(rollouts),
             queue,
@@ -627,7 +631,7 @@ impl Store for SqliteStore {
         if trim {
             self.queue(Write::Trim(mac)).await?;
         }
-        self.mirror().feed.emit(&feed::Change::Event(mac));
+        self.feed.emit(&feed::Change::Event(mac));
         Ok(())
     }
 
