@@ -68,6 +68,31 @@ fn sign_out(b: &Browser) {
     .unwrap_or_else(|e| panic!("sign out: {e}"));
 }
 
+/// Sets `bootenv` on node `mac`'s page (from now on, or `once`) and returns the message the
+/// page shows after.
+async fn set_bootenv(
+    c: &Client,
+    mac: &str,
+    bootenv: &str,
+    once: bool,
+) -> Result<String, fantoccini::error::CmdError> {
+    c.goto(&url(&format!("/nodes/{mac}"))).await?;
+    c.wait()
+        .at_most(common::browser::WAIT)
+        .for_element(Locator::Id("bootenv-choice"))
+        .await?
+        .select_by_value(bootenv)
+        .await?;
+    if once {
+        c.find(Locator::Id("mode-once")).await?.click().await?;
+    }
+    c.find(Locator::Id("set-bootenv-submit"))
+        .await?
+        .click()
+        .await?;
+    text_of(c, "#flash").await
+}
+
 /// Posts a form from inside the signed-in page (the page's own CSRF token unless `csrf` is
 /// given), as a forged or hand-made form would: the answer's status and text.
 async fn post_from_page(
@@ -149,19 +174,7 @@ fn a_read_token_only_sees_and_an_admin_token_sets_a_bootenv_once() {
     sign_in(&b, ADMIN_TOKEN, "admin");
     let (flash, next, forged) = b
         .run("set bootenv once", move |c| async move {
-            c.goto(&url(&format!("/nodes/{mac}"))).await?;
-            c.wait()
-                .at_most(common::browser::WAIT)
-                .for_element(Locator::Id("bootenv-choice"))
-                .await?
-                .select_by_value("rescue")
-                .await?;
-            c.find(Locator::Id("mode-once")).await?.click().await?;
-            c.find(Locator::Id("set-bootenv-submit"))
-                .await?
-                .click()
-                .await?;
-            let flash = text_of(&c, "#flash").await?;
+            let flash = set_bootenv(&c, mac, "rescue", true).await?;
             let next = text_of(&c, "#next-bootenv").await?;
             // A form whose CSRF token is not the session's changes nothing.
             let forged = post_from_page(
@@ -346,18 +359,7 @@ fn a_protected_node_refuses_the_console_as_it_refuses_the_cli_and_bulk_changes_a
     sign_in(&b, ADMIN_TOKEN, "admin");
     let flash = b
         .run("set a protected node's bootenv", move |c| async move {
-            c.goto(&url(&format!("/nodes/{guarded}"))).await?;
-            c.wait()
-                .at_most(common::browser::WAIT)
-                .for_element(Locator::Id("bootenv-choice"))
-                .await?
-                .select_by_value("rescue")
-                .await?;
-            c.find(Locator::Id("set-bootenv-submit"))
-                .await?
-                .click()
-                .await?;
-            text_of(&c, "#flash").await
+            set_bootenv(&c, guarded, "rescue", false).await
         })
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
