@@ -268,7 +268,7 @@ impl Subscriber for NameTable {
             Change::Lease(l) => self.set_lease(l),
             Change::LeaseGone(ip) => self.drop_lease(ip),
             Change::Loaded => self.loaded(),
-            Change::ConfigBumped(_) | Change::Event(_) => {}
+            Change::ConfigBumped(_) | Change::Event(..) => {}
         }
     }
 }

@@ -493,8 +493,13 @@ pub async fn run(
     }
 
     {
-        let sweep = crate::sweep::Sweep::new(store.clone(), timeline.clone(), cfg.lifecycle)
-            .reaping(cfg.reap_discovered_after, metrics.clone());
+        let sweep = crate::sweep::Sweep::new(
+            store.clone(),
+            timeline.clone(),
+            cfg.lifecycle,
+            cfg.reap_discovered_after,
+            metrics.clone(),
+        );
         let c = cancel.clone();
         tasks.spawn(async move {
             sweep.run(c).await;

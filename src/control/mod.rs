@@ -142,7 +142,7 @@ impl Subscriber for Control {
             Change::Node(_)
             | Change::Lease(_)
             | Change::LeaseGone(_)
-            | Change::Event(_)
+            | Change::Event(..)
             | Change::Loaded => {}
         }
     }

@@ -908,7 +908,7 @@ impl Subscriber for Told {
             Change::ConfigBumped(macs) => format!("bumped {macs:?}"),
             Change::Loaded => "loaded".to_string(),
             // Timelines are not what these tests follow.
-            Change::Event(_) => return,
+            Change::Event(..) => return,
         };
         self.0.lock().unwrap().push(line);
     }

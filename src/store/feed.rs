@@ -16,7 +16,7 @@
 use std::net::Ipv4Addr;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use crate::model::{Lease, Mac, Node};
+use crate::model::{Lease, Mac, Node, Timestamp};
 
 /// One change the store made.
 #[derive(Debug, Clone, Copy)]
@@ -32,10 +32,11 @@ pub enum Change<'a> {
     /// These nodes' config generation moved on: their agents run their
     /// config scripts again.
     ConfigBumped(&'a [Mac]),
-    /// An event added to this node's timeline (by this appliance): a read
-    /// of the timeline made after this sees it. For what shows timelines
-    /// live (the console).
-    Event(Mac),
+    /// An event added to this node's timeline (by this appliance), and
+    /// when it happened: a read of the timeline made after this sees it.
+    /// For what shows timelines live (the console) and what waits for the
+    /// next step of a boot (the lifecycle sweep).
+    Event(Mac, Timestamp),
     /// What came before is the store's contents when the subscriber joined
     /// (its snapshot), not changes since.
     Loaded,

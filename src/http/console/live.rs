@@ -56,7 +56,7 @@ impl Subscriber for Hub {
             Change::Node(n) => {
                 let _ = self.tx.send(n.mac);
             }
-            Change::NodeGone(mac) | Change::Event(mac) => {
+            Change::NodeGone(mac) | Change::Event(mac, _) => {
                 let _ = self.tx.send(mac);
             }
             Change::ConfigBumped(macs) => {
@@ -148,6 +148,7 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Timestamp;
 
     fn mac(n: u8) -> Mac {
         format!("52:54:00:00:00:{n:02x}").parse().unwrap()
@@ -167,11 +168,11 @@ mod tests {
         let hub = Hub::default();
         let mut fleet = listening(&hub, Follow::Fleet, STREAM_LIFE);
         let mut one = listening(&hub, Follow::Node(mac(2)), STREAM_LIFE);
-        hub.changed(&Change::Event(mac(1)));
+        hub.changed(&Change::Event(mac(1), Timestamp(0)));
         assert!(fleet.next().await.is_some());
         // A burst after that: one event, after the interval.
         for n in 0..50 {
-            hub.changed(&Change::Event(mac(n)));
+            hub.changed(&Change::Event(mac(n), Timestamp(0)));
         }
         let before = Instant::now();
         assert!(fleet.next().await.is_some());

@@ -346,13 +346,14 @@ impl Store for PostgresStore {
         event
             .appliance
             .get_or_insert_with(|| self.shared.appliance.clone());
+        let at = event.at;
         self.writes
             .send(Op::Quick(Quick::Event(mac, Box::new(event))))
             .await
             .map_err(|_| StoreError::WriterGone)?;
         self.shared
             .feed
-            .emit(&crate::store::feed::Change::Event(mac));
+            .emit(&crate::store::feed::Change::Event(mac, at));
         Ok(())
     }
 

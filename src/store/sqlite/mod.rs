@@ -631,7 +631,7 @@ impl Store for SqliteStore {
         if trim {
             self.queue(Write::Trim(mac)).await?;
         }
-        self.feed.emit(&feed::Change::Event(mac));
+        self.feed.emit(&feed::Change::Event(mac, event.at));
         Ok(())
     }
 

@@ -8,11 +8,14 @@
 //! It also reaps what a flood of made-up MACs leaves behind: a record DHCP
 //! made for an unknown MAC that never went further (still `discovered`, no
 //! live lease, nothing an admin gave it) is deleted once idle for
-//! `[lifecycle] reap_discovered_after`. The candidates come out of the scan
-//! the pass makes anyway; at most [`REAP_PER_PASS`] go per pass, in one
-//! write.
+//! `[lifecycle] reap_discovered_after`, at most [`REAP_PER_PASS`] a pass,
+//! in one write.
+//!
+//! A pass looks only at the nodes that are due ([`due`]): its work follows
+//! what happens on the boot network, not the size of the fleet.
 
-use std::collections::{HashMap, HashSet};
+mod due;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,12 +27,22 @@ use crate::metrics::Metrics;
 use crate::model::{LeaseState, Mac, Node, Timestamp};
 use crate::store::{LeaderTicks, NodeQuery, Store, StoreError};
 
+pub use due::Due;
+use due::{Rules, after};
+
 /// How often the sweep runs: a lease is reverted at most this late.
 pub const INTERVAL: Duration = Duration::from_secs(5);
 
 /// Records reaped in one pass at most: a flood's leftovers go at up to
 /// 200 a second, and no pass holds the store for long.
 pub const REAP_PER_PASS: usize = 1000;
+
+/// Nodes looked at in one pass at most, and timelines read (the costly
+/// part: a read from the database each). What is left stays due for the
+/// next pass: after a restart with a large fleet that was busy, the first
+/// checks spread over a few passes instead of one long one.
+pub const NODES_PER_PASS: usize = 5000;
+pub const TIMELINES_PER_PASS: usize = 500;
 
 /// What one pass changed, for logs and tests.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -57,40 +70,55 @@ fn before(now: Timestamp, span: Duration) -> Timestamp {
     Timestamp(now.millis().saturating_sub(span.as_millis() as i64))
 }
 
-/// The sweep and what it remembers between passes: per node, the last-seen
-/// time it was looked at with and when its boot could next count as
-/// stalled, so a quiet node's timeline is not read again every pass.
+/// The sweep, and its index of when each node is next due.
 pub struct Sweep {
     store: Arc<dyn Store>,
     timeline: Timeline,
     timeouts: Timeouts,
-    checked: HashMap<Mac, Checked>,
-    /// `[lifecycle] reap_discovered_after`, and where reaping is counted.
-    reap: Option<(Duration, Arc<Metrics>)>,
+    due: Arc<Due>,
+    /// Where reaping is counted, when it is on.
+    reaped: Option<Arc<Metrics>>,
 }
 
-struct Checked {
-    last_seen: Option<Timestamp>,
-    /// `None`: nothing pending until the node does something new.
-    recheck_at: Option<Timestamp>,
+/// What looking at one node found.
+struct Looked {
+    expired: bool,
+    stalled: bool,
+    /// Its bare record may go now.
+    doomed: bool,
+    /// When to look at it again (`None`: only when it changes).
+    next: Option<Timestamp>,
 }
 
 impl Sweep {
-    pub fn new(store: Arc<dyn Store>, timeline: Timeline, timeouts: Timeouts) -> Sweep {
+    /// A sweep over `store`; with `reap_after`, bare records idle that long
+    /// are reaped and counted in `metrics`. Joins the store's feed at once:
+    /// from here on the index misses no change.
+    pub fn new(
+        store: Arc<dyn Store>,
+        timeline: Timeline,
+        timeouts: Timeouts,
+        reap_after: Option<Duration>,
+        metrics: Arc<Metrics>,
+    ) -> Sweep {
+        let quiet = timeouts
+            .report
+            .min(timeouts.install)
+            .min(timeouts.heartbeat);
+        let due = Arc::new(Due::new(Rules { quiet, reap_after }));
+        store.subscribe(due.clone());
         Sweep {
             store,
             timeline,
             timeouts,
-            checked: HashMap::new(),
-            reap: None,
+            due,
+            reaped: reap_after.map(|_| metrics),
         }
     }
 
-    /// Reaps bare records idle for `after` (`None`: never), counting them in
-    /// `metrics`.
-    pub fn reaping(mut self, after: Option<Duration>, metrics: Arc<Metrics>) -> Sweep {
-        self.reap = after.map(|a| (a, metrics));
-        self
+    /// The index (for tests and memory figures).
+    pub fn due(&self) -> &Arc<Due> {
+        &self.due
     }
 
     /// Runs a pass every [`INTERVAL`] until `cancel` fires. A failed pass is
@@ -108,152 +136,193 @@ impl Sweep {
         }
     }
 
-    /// One pass at `now`.
+    /// One pass at `now`: the nodes due, at most [`NODES_PER_PASS`].
     pub async fn pass(&mut self, now: Timestamp) -> Result<Swept, StoreError> {
         let mut swept = Swept::default();
-        let quiet = self
-            .timeouts
-            .report
-            .min(self.timeouts.install)
-            .min(self.timeouts.heartbeat)
-            .as_millis() as i64;
-        // Only nodes with something to look at: in a storm nearly every node
-        // was seen moments ago, and copying all their records every pass
-        // would hold the store (and the DHCP answers waiting on it).
-        let mut wanted = vec![
-            // A bootenv lease ran out (what lifecycle::expire_lease acts on).
-            NodeQuery {
-                bootenv_expired_by: Some(now),
-                ..NodeQuery::default()
-            },
-            NodeQuery {
-                seen_by: Some(Timestamp(now.millis() - quiet)),
-                ..NodeQuery::default()
-            },
-        ];
-        if let Some((after, _)) = &self.reap {
-            wanted.push(reapable(now, *after));
-        }
-        let nodes = self.store.nodes_where(&wanted).await?;
-        let (nodes, reaped) = self.reap(nodes, now).await?;
-        swept.reaped = reaped;
-        // A node no longer quiet is looked at afresh once it is again.
-        let candidates: HashSet<Mac> = nodes.iter().map(|n| n.mac).collect();
-        self.checked.retain(|mac, _| candidates.contains(mac));
-        for node in nodes {
-            let mac = node.mac;
-            if lifecycle::expire_lease(&node, now).is_some() {
-                let changed = self
-                    .timeline
-                    .change_bootenv(mac, move |n| lifecycle::expire_lease(n, now))
-                    .await;
-                match changed {
-                    Ok(Some(_)) => swept.leases_expired += 1,
-                    Ok(None) => {}
-                    Err(e) if e.is_not_found() => continue,
-                    Err(e) => return Err(e),
-                }
+        let mut timelines = TIMELINES_PER_PASS;
+        let mut doomed = Vec::new();
+        let mut failed = None;
+        for (i, mac) in self.due.take(now, NODES_PER_PASS).into_iter().enumerate() {
+            // Other tasks share these threads: a long pass lets them in.
+            if i % 64 == 63 {
+                tokio::task::yield_now().await;
             }
-            // A boot stalls only after `quiet` without a step. Until a node
-            // has been unseen that long its timeline (a read from the file)
-            // is not needed: a stall is at worst noticed a little after its
-            // deadline, never missed, and a pass stays cheap in a storm.
-            let seen = node.last_seen.unwrap_or(node.created);
-            if now.millis() - seen.millis() < quiet {
+            if failed.is_some() {
+                self.due.again(mac, now);
                 continue;
             }
-            let due = match self.checked.get(&mac) {
-                None => true,
-                Some(c) => c.last_seen != node.last_seen || c.recheck_at.is_some_and(|t| t <= now),
-            };
-            if !due {
-                continue;
-            }
-            let events = self.store.events(mac).await?;
-            let mut recheck_at = stall_deadline(&node, &events, &self.timeouts);
-            if let Some(stall) = diagnose(&node, &events, now, &self.timeouts) {
-                recheck_at = None;
-                let already = node.state == stall.verdict
-                    && node.state_reason.as_deref() == Some(stall.reason.as_str());
-                if !already {
-                    let (seen, state) = (node.last_seen, node.state);
-                    let set = self
-                        .timeline
-                        .set_state_if(mac, stall.verdict, stall.reason, move |n| {
-                            n.last_seen == seen && n.state == state
-                        })
-                        .await;
-                    match set {
-                        Ok(true) => swept.stalls += 1,
-                        // It moved on meanwhile: look again next pass.
-                        Ok(false) => {
-                            self.checked.remove(&mac);
-                            continue;
-                        }
-                        Err(e) if e.is_not_found() => continue,
-                        Err(e) => return Err(e),
+            match self.look(mac, now, &mut timelines).await {
+                Ok(l) => {
+                    swept.leases_expired += usize::from(l.expired);
+                    swept.stalls += usize::from(l.stalled);
+                    if l.doomed && doomed.len() < REAP_PER_PASS {
+                        doomed.push(mac);
+                    } else if l.doomed {
+                        self.due.again(mac, after(now, INTERVAL));
+                    }
+                    if let Some(at) = l.next {
+                        self.due.again(mac, at);
                     }
                 }
-            }
-            self.checked.insert(
-                mac,
-                Checked {
-                    last_seen: node.last_seen,
-                    recheck_at,
-                },
-            );
-        }
-        Ok(swept)
-    }
-
-    /// Deletes the reapable records among `nodes` (up to
-    /// [`REAP_PER_PASS`]) and returns the others, and how many went.
-    async fn reap(
-        &mut self,
-        nodes: Vec<Node>,
-        now: Timestamp,
-    ) -> Result<(Vec<Node>, usize), StoreError> {
-        let Some((after, metrics)) = self.reap.clone() else {
-            return Ok((nodes, 0));
-        };
-        let reapable = reapable(now, after);
-        let mut doomed = Vec::new();
-        let mut kept = Vec::with_capacity(nodes.len());
-        for n in nodes {
-            if doomed.len() < REAP_PER_PASS && reapable.matches(&n) {
-                // An address it still holds (a renewing client that never
-                // PXE boots) keeps it: the record is in use.
-                let holds = self
-                    .store
-                    .lease_of(n.mac)
-                    .await?
-                    .is_some_and(|l| l.state == LeaseState::Bound && l.is_live(now));
-                if !holds {
-                    doomed.push(n.mac);
-                    continue;
+                Err(e) if e.is_not_found() => {}
+                // Tried again next pass, with every node not reached yet.
+                Err(e) => {
+                    self.due.again(mac, now);
+                    failed = Some(e);
                 }
             }
-            kept.push(n);
         }
+        swept.reaped = self.reap(&doomed, now).await?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(swept),
+        }
+    }
+
+    /// Looks at `mac` at `now`: reverts its bootenv lease if it ran out,
+    /// fails its boot if it stalled, says if its bare record may be reaped,
+    /// and when it is next due. Reads its timeline only once it has been
+    /// quiet for the shortest timeout, and only while `timelines` lasts.
+    async fn look(
+        &mut self,
+        mac: Mac,
+        now: Timestamp,
+        timelines: &mut usize,
+    ) -> Result<Looked, StoreError> {
+        let mut looked = Looked {
+            expired: false,
+            stalled: false,
+            doomed: false,
+            next: None,
+        };
+        let Some(mut node) = self.store.node(mac).await? else {
+            return Ok(looked);
+        };
+        if lifecycle::expire_lease(&node, now).is_some() {
+            let changed = self
+                .timeline
+                .change_bootenv(mac, move |n| lifecycle::expire_lease(n, now))
+                .await?;
+            if let Some(n) = changed {
+                looked.expired = true;
+                node = n;
+            }
+        }
+        let rules = *self.due.rules();
+        let mut next = node.bootenv_expires.filter(|t| *t > now);
+        if let Some(after_idle) = rules.reap_after {
+            match self.reap_check(&node, now, after_idle).await? {
+                Ok(()) => looked.doomed = true,
+                Err(at) => next = min(next, at),
+            }
+        }
+        // A boot stalls only after `quiet` without a step. Until a node
+        // has been unseen that long its timeline (a read from the database)
+        // is not needed: a stall is at worst noticed a little after its
+        // deadline, never missed.
+        let seen = node.last_seen.unwrap_or(node.created);
+        let quiet_at = after(seen, rules.quiet);
+        if now < quiet_at {
+            looked.next = min(next, Some(quiet_at));
+            return Ok(looked);
+        }
+        if *timelines == 0 {
+            looked.next = Some(now);
+            return Ok(looked);
+        }
+        *timelines -= 1;
+        let events = self.store.events(mac).await?;
+        let mut recheck_at = stall_deadline(&node, &events, &self.timeouts);
+        if let Some(stall) = diagnose(&node, &events, now, &self.timeouts) {
+            recheck_at = None;
+            let already = node.state == stall.verdict
+                && node.state_reason.as_deref() == Some(stall.reason.as_str());
+            if !already {
+                let (seen, state) = (node.last_seen, node.state);
+                looked.stalled = self
+                    .timeline
+                    .set_state_if(mac, stall.verdict, stall.reason, move |n| {
+                        n.last_seen == seen && n.state == state
+                    })
+                    .await?;
+                // It moved on meanwhile: look again next pass.
+                if !looked.stalled {
+                    recheck_at = Some(after(now, INTERVAL));
+                }
+            }
+        }
+        looked.next = min(next, recheck_at);
+        Ok(looked)
+    }
+
+    /// Whether `node` may be reaped at `now` (`Ok`), or else when to ask
+    /// again (`Err`): never for a record that is more than bare; when its
+    /// idle time is up; when the lease it still holds ends (a renewing
+    /// client that never PXE boots keeps its record: it is in use).
+    async fn reap_check(
+        &self,
+        node: &Node,
+        now: Timestamp,
+        idle: Duration,
+    ) -> Result<Result<(), Option<Timestamp>>, StoreError> {
+        if !node.is_bare_discovery() {
+            return Ok(Err(None));
+        }
+        let idle_since = node.last_seen.unwrap_or(node.created).max(node.created);
+        if now < after(idle_since, idle) {
+            return Ok(Err(Some(after(idle_since, idle))));
+        }
+        let lease = self.store.lease_of(node.mac).await?;
+        match lease.filter(|l| l.state == LeaseState::Bound && l.is_live(now)) {
+            Some(l) => Ok(Err(Some(l.expires))),
+            None => Ok(Ok(())),
+        }
+    }
+
+    /// Deletes `doomed` where still reapable, and says how many went.
+    async fn reap(&mut self, doomed: &[Mac], now: Timestamp) -> Result<usize, StoreError> {
+        let (Some(metrics), Some(after_idle)) = (self.reaped.clone(), self.due.rules().reap_after)
+        else {
+            return Ok(0);
+        };
         if doomed.is_empty() {
-            return Ok((kept, 0));
+            return Ok(0);
         }
         // Only if it is still reapable: a request meanwhile moved its
         // last-seen time past `now - after` (it came after this pass began),
         // an edit made it more than bare.
-        let deleted = self.store.delete_nodes_if(&doomed, &reapable).await?;
-        for mac in &deleted {
-            self.checked.remove(mac);
+        let deleted = self
+            .store
+            .delete_nodes_if(doomed, &reapable(now, after_idle))
+            .await?;
+        // A record spared because it was seen meanwhile (in memory only, so
+        // the index was not told) comes due again when idle again.
+        if deleted.len() < doomed.len() {
+            for mac in doomed.iter().filter(|m| !deleted.contains(m)) {
+                if let Some(n) = self.store.node(*mac).await?
+                    && let Some(at) = self.due.rules().record_says(&n)
+                {
+                    self.due.again(*mac, at);
+                }
+            }
         }
         if !deleted.is_empty() {
             tracing::info!(
                 count = deleted.len(),
-                after = %humantime::format_duration(after),
+                after = %humantime::format_duration(after_idle),
                 "reaped node records made for unknown MACs that never booted"
             );
             metrics.nodes_reaped(deleted.len());
         }
-        Ok((kept, deleted.len()))
+        Ok(deleted.len())
+    }
+}
+
+/// The sooner of two times, either of which may be absent.
+fn min(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -265,13 +334,23 @@ mod tests {
 
     const MIN: i64 = 60_000;
 
-    async fn setup() -> (Arc<dyn Store>, Sweep) {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
-        let sweep = Sweep::new(
+    fn sweep_of(store: &Arc<dyn Store>, reap: Option<(Duration, Arc<Metrics>)>) -> Sweep {
+        let (after, metrics) = match reap {
+            Some((a, m)) => (Some(a), m),
+            None => (None, Arc::new(Metrics::new(&[]))),
+        };
+        Sweep::new(
             store.clone(),
             Timeline::new(store.clone()),
             Timeouts::default(),
-        );
+            after,
+            metrics,
+        )
+    }
+
+    async fn setup() -> (Arc<dyn Store>, Sweep) {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+        let sweep = sweep_of(&store, None);
         (store, sweep)
     }
 
@@ -296,9 +375,9 @@ mod tests {
     async fn bare_records_of_unknown_macs_are_reaped_once_idle_and_no_other() {
         use crate::model::{LeaseState, NodeOrigin};
         use crate::store::LeaseRequest;
-        let (store, sweep) = setup().await;
+        let (store, _) = setup().await;
         let metrics = Arc::new(Metrics::new(&[]));
-        let mut sweep = sweep.reaping(Some(Duration::from_secs(3600)), metrics.clone());
+        let mut sweep = sweep_of(&store, Some((Duration::from_secs(3600), metrics.clone())));
         let bare = |n: u8| Node::discovered(mac(n), "discovery", format!("t{n}"), Timestamp(0));
         let mut admin = bare(2);
         admin.origin = NodeOrigin::Admin;
@@ -356,9 +435,60 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_fleet_of_quiet_records_leaves_a_pass_nothing_to_look_at() {
+        use crate::model::NodeOrigin;
+        let (store, mut sweep) = setup().await;
+        // Ten thousand records imported for machines not yet switched on.
+        let fleet = (0..10_000u32)
+            .map(|i| {
+                let [_, a, b, c] = i.to_be_bytes();
+                let mut n = Node::discovered(
+                    Mac::new([0x02, 0, 0, a, b, c]),
+                    "local",
+                    format!("n{i}"),
+                    Timestamp(0),
+                );
+                n.origin = NodeOrigin::Admin;
+                n.last_seen = None;
+                n
+            })
+            .collect();
+        store.put_nodes(fleet).await.unwrap();
+        assert!(sweep.due().is_empty(), "{} due", sweep.due().len());
+        // One that installed and went to its disk: looked at once when
+        // quiet, then not again until it does something.
+        node_in(&store, 1, NodeState::Installed).await;
+        store
+            .touch_node(mac(1), None, Timestamp(MIN))
+            .await
+            .unwrap();
+        let installed = EventData::ReportInstalled {
+            bootenv: "install".into(),
+            output: String::new(),
+        };
+        event_at(&store, 1, 1, installed).await;
+        assert_eq!(sweep.due().len(), 1);
+        assert_eq!(
+            sweep.pass(Timestamp(60 * MIN)).await.unwrap(),
+            Swept::default()
+        );
+        assert!(sweep.due().is_empty(), "{} due", sweep.due().len());
+        // Its next step puts it back.
+        event_at(
+            &store,
+            1,
+            61,
+            EventData::ReportBooted {
+                output: String::new(),
+            },
+        )
+        .await;
+        assert_eq!(sweep.due().next(), Some(Timestamp(63 * MIN)));
+    }
+
+    #[tokio::test]
     async fn nothing_is_reaped_when_reaping_is_off() {
-        let (store, sweep) = setup().await;
-        let mut sweep = sweep.reaping(None, Arc::new(Metrics::new(&[])));
+        let (store, mut sweep) = setup().await;
         let n = Node::discovered(mac(1), "discovery", "t".into(), Timestamp(0));
         store.put_nodes(vec![n]).await.unwrap();
         assert_eq!(sweep.pass(Timestamp(1000 * MIN)).await.unwrap().reaped, 0);
@@ -434,11 +564,7 @@ mod tests {
         );
         // Said once, not every pass; also after a restart (a new sweep).
         assert_eq!(sweep.pass(Timestamp(20 * MIN)).await.unwrap().stalls, 0);
-        let mut fresh = Sweep::new(
-            store.clone(),
-            Timeline::new(store.clone()),
-            Timeouts::default(),
-        );
+        let mut fresh = sweep_of(&store, None);
         assert_eq!(fresh.pass(Timestamp(20 * MIN)).await.unwrap().stalls, 0);
     }
 
