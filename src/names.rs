@@ -33,8 +33,11 @@ pub struct NameTable {
 #[derive(Default)]
 struct Inner {
     nodes: HashMap<Mac, NodeName>,
-    /// Lowercase hostname → MAC.
-    by_host: HashMap<Arc<str>, Mac>,
+    /// Hostname → MAC, by the hash of the lowercase name: it holds MACs
+    /// only, the names being those of `nodes` (a fleet's worth of names is
+    /// not kept twice).
+    by_host: hashbrown::HashTable<Mac>,
+    hasher: hashbrown::DefaultHashBuilder,
     /// Fixed address → MAC.
     by_fixed: HashMap<Ipv4Addr, Mac>,
     /// Bound leases: address → (holder, expiry).
@@ -80,7 +83,7 @@ impl NameTable {
     /// else its live bound lease.
     pub fn host_addr(&self, hostname: &str, now: Timestamp) -> Option<Ipv4Addr> {
         let inner = self.read();
-        let mac = lookup_host(&inner.by_host, hostname)?;
+        let mac = &inner.lookup_host(hostname)?;
         if let Some(ip) = inner.nodes.get(mac).and_then(|n| n.fixed) {
             return Some(ip);
         }
@@ -94,7 +97,7 @@ impl NameTable {
 
     /// Whether a node is called `hostname`, whatever its address.
     pub fn has_host(&self, hostname: &str) -> bool {
-        lookup_host(&self.read().by_host, hostname).is_some()
+        self.read().lookup_host(hostname).is_some()
     }
 
     /// The hostname (lowercase) of the node holding `ip` at `now`: by fixed address, else by a
@@ -155,11 +158,19 @@ impl NameTable {
         }
         inner.remove_node(mac);
         let hostname: Arc<str> = hostname.to_ascii_lowercase().into();
-        inner.by_host.insert(Arc::clone(&hostname), mac);
         if let Some(ip) = fixed {
             inner.by_fixed.insert(ip, mac);
         }
+        let hash = inner.hash(&hostname);
         inner.nodes.insert(mac, NodeName { hostname, fixed });
+        let Inner {
+            nodes,
+            by_host,
+            hasher,
+            ..
+        } = &mut *inner;
+        let rehash = |m: &Mac| nodes.get(m).map_or(0, |n| host_hash(hasher, &n.hostname));
+        by_host.insert_unique(hash, mac, rehash);
         self.changed();
     }
 
@@ -218,13 +229,31 @@ impl NameTable {
 }
 
 impl Inner {
+    fn hash(&self, hostname: &str) -> u64 {
+        host_hash(&self.hasher, hostname)
+    }
+
+    /// The MAC of the node called `hostname`, ASCII case aside.
+    fn lookup_host(&self, hostname: &str) -> Option<Mac> {
+        let named = |m: &Mac| {
+            self.nodes
+                .get(m)
+                .is_some_and(|n| n.hostname.eq_ignore_ascii_case(hostname))
+        };
+        self.by_host.find(self.hash(hostname), named).copied()
+    }
+
     fn remove_node(&mut self, mac: Mac) -> bool {
+        let Some(old) = self.nodes.get(&mac) else {
+            return false;
+        };
+        let hash = self.hash(&old.hostname);
+        if let Ok(entry) = self.by_host.find_entry(hash, |m| *m == mac) {
+            entry.remove();
+        }
         let Some(old) = self.nodes.remove(&mac) else {
             return false;
         };
-        if self.by_host.get(&old.hostname) == Some(&mac) {
-            self.by_host.remove(&old.hostname);
-        }
         if let Some(ip) = old.fixed
             && self.by_fixed.get(&ip) == Some(&mac)
         {
@@ -244,14 +273,15 @@ impl Inner {
     }
 }
 
-/// Looks `hostname` up case-insensitively without allocating when it is lowercase already
-/// (the DNS zone lowercases every name it hands over).
-fn lookup_host<'a>(by_host: &'a HashMap<Arc<str>, Mac>, hostname: &str) -> Option<&'a Mac> {
-    if hostname.bytes().any(|b| b.is_ascii_uppercase()) {
-        by_host.get(hostname.to_ascii_lowercase().as_str())
-    } else {
-        by_host.get(hostname)
+/// A hostname's hash, ASCII case folded (no allocation for a name asked in
+/// capitals).
+fn host_hash(hasher: &hashbrown::DefaultHashBuilder, hostname: &str) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = hasher.build_hasher();
+    for b in hostname.bytes() {
+        h.write_u8(b.to_ascii_lowercase());
     }
+    h.finish()
 }
 
 fn unix_seconds(t: Timestamp) -> u32 {

@@ -11,7 +11,7 @@
 //! decisions (what may change, what counts as forced) are policy's
 //! (`boot::edit`). Nothing here knows about HTTP.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::Ipv4Addr;
 
@@ -21,7 +21,7 @@ use crate::model::{
     DeletedRecord, Event, EventData, FieldChange, LabelSelector, Mac, Node, Timestamp,
 };
 use crate::nodes::new_token;
-use crate::store::{Refusal, Store, StoreError};
+use crate::store::{NodeMap, Refusal, Store, StoreError};
 
 /// The `tracing` target of audit log lines: `RACKBOOT_LOG=rackboot::audit=info`
 /// keeps them when everything else is quieter.
@@ -310,7 +310,7 @@ impl Admin<'_> {
         // is written as it was), so the answer names them all.
         let written = store
             .edit_nodes(Box::new(move |all| {
-                let mut nodes: Vec<&Node> = all
+                let mut nodes: Vec<Node> = all
                     .values()
                     .filter(|n| selector.matches(&n.labels))
                     .collect();
@@ -329,7 +329,7 @@ impl Admin<'_> {
                     .map(|n| {
                         let mut edited = n.clone();
                         patch.apply(&mut edited, now);
-                        match guard(Some(n), Some(&edited), patch.force()) {
+                        match guard(Some(&n), Some(&edited), patch.force()) {
                             Ok(_) => Ok(edited),
                             Err(refused) => Err(refusal(AdminError::Protected {
                                 index: None,
@@ -413,8 +413,8 @@ impl Admin<'_> {
                 let mut nodes = Vec::with_capacity(inputs.len());
                 for (index, input) in inputs.into_iter().enumerate() {
                     let before = all.get(&input.mac);
-                    let node = input.into_node(before, &default_bootenv, new_token, now);
-                    guard(before, Some(&node), force).map_err(|refused| {
+                    let node = input.into_node(before.as_ref(), &default_bootenv, new_token, now);
+                    guard(before.as_ref(), Some(&node), force).map_err(|refused| {
                         refusal(AdminError::Protected {
                             index: Some(index),
                             refusal: refused,
@@ -551,34 +551,65 @@ impl Admin<'_> {
 }
 
 /// The first record of `nodes` whose hostname or fixed address another
-/// record (in force and not replaced, or earlier in `nodes`) holds.
-fn clash(all: &HashMap<Mac, Node>, nodes: &[Node]) -> Option<(usize, &'static str, String)> {
-    let ours: HashMap<Mac, usize> = nodes.iter().enumerate().map(|(i, n)| (n.mac, i)).collect();
-    let others = || all.values().filter(|n| !ours.contains_key(&n.mac));
-    let mut hostnames: HashMap<String, Mac> = others()
-        .map(|n| (n.hostname.to_ascii_lowercase(), n.mac))
-        .collect();
-    let mut addrs: HashMap<Ipv4Addr, Mac> =
-        others().filter_map(|n| Some((n.ipv4?, n.mac))).collect();
+/// record (in force and not replaced, or earlier in `nodes`) holds. The
+/// records in force are read in place, none copied: an import into a large
+/// fleet costs a pass over its names, not a copy of it.
+fn clash(all: &NodeMap, nodes: &[Node]) -> Option<(usize, &'static str, String)> {
+    let ours: HashSet<Mac> = nodes.iter().map(|n| n.mac).collect();
+    let mut found: Option<(usize, &'static str, String)> = None;
+    let mut note = |i: usize, field: &'static str, why: String| {
+        if found.as_ref().is_none_or(|(j, _, _)| i < *j) {
+            found = Some((i, field, why));
+        }
+    };
+    let mut hostnames: HashMap<String, usize> = HashMap::new();
+    let mut addrs: HashMap<Ipv4Addr, usize> = HashMap::new();
     for (i, n) in nodes.iter().enumerate() {
-        if let Some(other) = hostnames.insert(n.hostname.to_ascii_lowercase(), n.mac) {
-            return Some((
+        let host = n.hostname.to_ascii_lowercase();
+        match hostnames.get(&host) {
+            Some(j) => note(
                 i,
                 "hostname",
-                format!("hostname {} already belongs to {other}", n.hostname),
-            ));
+                format!(
+                    "hostname {} already belongs to {}",
+                    n.hostname, nodes[*j].mac
+                ),
+            ),
+            None => {
+                hostnames.insert(host, i);
+            }
         }
-        if let Some(ip) = n.ipv4
-            && let Some(other) = addrs.insert(ip, n.mac)
-        {
-            return Some((
-                i,
-                "ipv4",
-                format!("address {ip} already belongs to {other}"),
-            ));
+        if let Some(ip) = n.ipv4 {
+            match addrs.get(&ip) {
+                Some(j) => note(
+                    i,
+                    "ipv4",
+                    format!("address {ip} already belongs to {}", nodes[*j].mac),
+                ),
+                None => {
+                    addrs.insert(ip, i);
+                }
+            }
         }
     }
-    None
+    let mut lower = String::new();
+    for (mac, host, ip) in all.names() {
+        if ours.contains(mac) {
+            continue;
+        }
+        lower.clear();
+        lower.extend(host.chars().map(|c| c.to_ascii_lowercase()));
+        if let Some(&i) = hostnames.get(lower.as_str()) {
+            let why = format!("hostname {} already belongs to {mac}", nodes[i].hostname);
+            note(i, "hostname", why);
+        }
+        if let Some(ip) = ip
+            && let Some(&i) = addrs.get(&ip)
+        {
+            note(i, "ipv4", format!("address {ip} already belongs to {mac}"));
+        }
+    }
+    found
 }
 
 #[cfg(test)]

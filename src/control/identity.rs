@@ -121,7 +121,7 @@ impl Door {
                     return Err("the new MAC has a record already".into());
                 }
                 match nodes.get(&old_mac) {
-                    Some(o) if query.matches(o) && !o.protected => Ok(vec![new, retired]),
+                    Some(o) if query.matches(&o) && !o.protected => Ok(vec![new, retired]),
                     _ => Err("the record to take over changed meanwhile".into()),
                 }
             }))

@@ -348,7 +348,7 @@ pub(crate) async fn edit_nodes_reads_and_writes_in_one_step_all_or_nothing<E: En
     // The edit sees the records in force, the state change included.
     let written = s
         .edit_nodes(Box::new(move |all| {
-            let mut out: Vec<Node> = all.values().cloned().collect();
+            let mut out: Vec<Node> = all.values().collect();
             out.sort_by_key(|n| n.mac);
             for n in &mut out {
                 n.bootenv = "rescue".into();
@@ -380,7 +380,7 @@ pub(crate) async fn edit_nodes_reads_and_writes_in_one_step_all_or_nothing<E: En
     // So does a clash.
     let err = s
         .edit_nodes(Box::new(move |all| {
-            let mut one = all[&mac(1)].clone();
+            let mut one = all.get(&mac(1)).unwrap();
             one.bootenv = "local".into();
             Ok(vec![one, named(4, "A2", None)])
         }))

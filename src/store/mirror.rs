@@ -13,6 +13,7 @@ use std::sync::Arc;
 use crate::boot::address::AddressAsk;
 use crate::model::{BootArch, Lease, LeaseState, Mac, Node, Timestamp};
 use crate::store::feed::{Change, Feed, Subscriber};
+use crate::store::packed::NodeMap;
 use crate::store::{LeaseRequest, NodeQuery, StoreError};
 
 /// How stale the stored last-seen time of a node may get before a touch
@@ -23,9 +24,7 @@ const LAST_SEEN_GRAIN_MS: i64 = 60_000;
 /// Everything reads need, kept in step with the database.
 #[derive(Default)]
 pub struct Mirror {
-    pub(crate) nodes: HashMap<Mac, Node>,
-    /// Lowercase hostname → MAC.
-    pub(crate) by_hostname: HashMap<String, Mac>,
+    pub(crate) nodes: NodeMap,
     /// Fixed address → MAC.
     pub(crate) by_fixed_ip: HashMap<Ipv4Addr, Mac>,
     pub(crate) leases: BTreeMap<u32, Lease>,
@@ -43,33 +42,23 @@ pub struct Mirror {
 
 impl Mirror {
     pub(crate) fn put_node(&mut self, node: Node) {
-        // The old keys are dropped only while they are still this MAC's:
-        // records that swap hostnames arrive one at a time.
-        if let Some(old) = self.nodes.get(&node.mac) {
-            let host = old.hostname.to_ascii_lowercase();
-            if self.by_hostname.get(&host) == Some(&node.mac) {
-                self.by_hostname.remove(&host);
-            }
-            if let Some(ip) = old.ipv4
-                && self.by_fixed_ip.get(&ip) == Some(&node.mac)
-            {
-                self.by_fixed_ip.remove(&ip);
-            }
+        // The old address is dropped only while it is still this MAC's:
+        // records that swap addresses arrive one at a time. (The hostname
+        // index is the records' own.)
+        if let Some(Some(ip)) = self.nodes.ipv4(&node.mac)
+            && self.by_fixed_ip.get(&ip) == Some(&node.mac)
+        {
+            self.by_fixed_ip.remove(&ip);
         }
-        self.by_hostname
-            .insert(node.hostname.to_ascii_lowercase(), node.mac);
         if let Some(ip) = node.ipv4 {
             self.by_fixed_ip.insert(ip, node.mac);
         }
         self.feed.emit(&Change::Node(&node));
-        self.nodes.insert(node.mac, node);
+        self.nodes.insert(&node);
     }
 
     pub(crate) fn remove_node(&mut self, mac: Mac) -> Option<Node> {
         let old = self.nodes.remove(&mac)?;
-        if self.by_hostname.get(&old.hostname.to_ascii_lowercase()) == Some(&mac) {
-            self.by_hostname.remove(&old.hostname.to_ascii_lowercase());
-        }
         if let Some(ip) = old.ipv4
             && self.by_fixed_ip.get(&ip) == Some(&mac)
         {
@@ -84,9 +73,9 @@ impl Mirror {
     /// Why `node` cannot be stored beside the records of every MAC not in
     /// `replaced`: its hostname or fixed address belongs to one of them.
     pub(crate) fn clash(&self, node: &Node, replaced: &dyn Fn(Mac) -> bool) -> Option<String> {
-        if let Some(other) = self.by_hostname.get(&node.hostname.to_ascii_lowercase())
-            && *other != node.mac
-            && !replaced(*other)
+        if let Some(other) = self.nodes.by_hostname(&node.hostname)
+            && other != node.mac
+            && !replaced(other)
         {
             return Some(format!(
                 "hostname {} already belongs to {other}",
@@ -192,15 +181,10 @@ impl Mirror {
         arch: Option<BootArch>,
         now: Timestamp,
     ) -> Result<Option<Node>, StoreError> {
-        let n = self
+        let arch_changed = self
             .nodes
-            .get_mut(&mac)
+            .seen(&mac, arch, now)
             .ok_or(StoreError::NoSuchNode(mac))?;
-        let arch_changed = arch.is_some() && arch != n.arch;
-        n.last_seen = Some(now);
-        if arch.is_some() {
-            n.arch = arch;
-        }
         let stale = self
             .seen_saved
             .get(&mac)
@@ -209,7 +193,7 @@ impl Mirror {
             return Ok(None);
         }
         self.seen_saved.insert(mac, now);
-        Ok(Some(n.clone()))
+        Ok(self.nodes.get(&mac))
     }
 
     pub(crate) fn lease_of(&self, mac: Mac) -> Option<&Lease> {
@@ -238,7 +222,6 @@ impl Mirror {
             .nodes
             .values()
             .filter(|n| any_of.is_none_or(|q| NodeQuery::any_matches(q, n)))
-            .cloned()
             .collect();
         some.sort_by_key(|n| n.mac);
         some
@@ -255,8 +238,8 @@ impl Mirror {
     /// The address of the node called `hostname`: its fixed address, else
     /// its live bound lease.
     pub(crate) fn host_addr(&self, hostname: &str, now: Timestamp) -> Option<Ipv4Addr> {
-        let mac = self.by_hostname.get(&hostname.to_ascii_lowercase())?;
-        if let Some(ip) = self.nodes.get(mac).and_then(|n| n.ipv4) {
+        let mac = &self.nodes.by_hostname(hostname)?;
+        if let Some(Some(ip)) = self.nodes.ipv4(mac) {
             return Some(ip);
         }
         self.lease_of(*mac)
@@ -272,8 +255,8 @@ impl Mirror {
                 .filter(|l| l.state == LeaseState::Bound && l.is_live(now))
                 .and_then(|l| l.mac)
         });
-        mac.and_then(|m| self.nodes.get(&m))
-            .map(|n| n.hostname.clone())
+        mac.and_then(|m| self.nodes.hostname(&m))
+            .map(str::to_string)
     }
 
     /// The MAC holding `ip`: a live lease, else a fixed address.
@@ -291,7 +274,7 @@ impl Mirror {
     /// between them.
     pub(crate) fn subscribe(&self, subscriber: Arc<dyn Subscriber>) {
         for n in self.nodes.values() {
-            subscriber.changed(&Change::Node(n));
+            subscriber.changed(&Change::Node(&n));
         }
         for l in self.leases.values() {
             subscriber.changed(&Change::Lease(l));

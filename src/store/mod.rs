@@ -16,11 +16,13 @@ use crate::model::{
 mod contract;
 pub mod feed;
 mod mirror;
+pub mod packed;
 pub mod postgres;
 mod query;
 pub mod sqlite;
 
 pub use feed::{Change, Feed, Subscriber};
+pub use packed::NodeMap;
 pub use postgres::{Copied, PostgresConfig, PostgresStore, copy_site};
 pub use query::NodeQuery;
 pub use sqlite::SqliteStore;
@@ -187,8 +189,7 @@ pub struct Edited {
 /// A change to many node records at once: given every record in force (by
 /// MAC), the records to write (created or replaced). `Err` refuses the whole
 /// change and nothing is written.
-pub type NodesEdit =
-    Box<dyn FnOnce(&std::collections::HashMap<Mac, Node>) -> Result<Vec<Node>, Refusal> + Send>;
+pub type NodesEdit = Box<dyn FnOnce(&NodeMap) -> Result<Vec<Node>, Refusal> + Send>;
 
 /// A node record written by [`Store::edit_nodes`]: what it replaced (none
 /// for a record made) and what it is now.
@@ -243,7 +244,7 @@ pub trait Store: Send + Sync + 'static {
     fn mirror(&self) -> std::sync::MutexGuard<'_, mirror::Mirror>;
 
     async fn node(&self, mac: Mac) -> Result<Option<Node>, StoreError> {
-        Ok(self.mirror().nodes.get(&mac).cloned())
+        Ok(self.mirror().nodes.get(&mac))
     }
     /// Inserts `node` unless a record for its MAC exists; returns the record
     /// in force and whether it was created. A created record is durable on
@@ -354,7 +355,7 @@ pub trait Store: Send + Sync + 'static {
     /// without copying it. The store is held while `f` runs; keep it to a
     /// few comparisons a record.
     fn visit_nodes(&self, f: &mut dyn FnMut(&Node)) {
-        self.mirror().nodes.values().for_each(f);
+        self.mirror().nodes.values().for_each(|n| f(&n));
     }
     /// The records `selector` matches, by MAC; only those are copied.
     async fn nodes_matching(

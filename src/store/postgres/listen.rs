@@ -186,9 +186,9 @@ async fn apply(client: &Client, shared: &Shared, payload: &str) -> Result<(), St
                 .map_err(|e| super::rows::corrupt("announced reconfigure", e))?;
             let mut m = shared.mirror();
             for (mac, generation) in &bumped {
-                if let Some(n) = m.nodes.get_mut(mac) {
+                m.nodes.update(mac, |n| {
                     n.config_generation = n.config_generation.max(*generation);
-                }
+                });
             }
             let macs: Vec<Mac> = bumped.iter().map(|(mac, _)| *mac).collect();
             m.feed.emit(&Change::ConfigBumped(&macs));
@@ -235,7 +235,7 @@ async fn reload(client: &Client, shared: &Shared) -> Result<(usize, usize), Stor
         m.remove_node(mac);
     }
     for (mac, n) in nodes {
-        if m.nodes.get(&mac) != Some(&n) {
+        if m.nodes.get(&mac).as_ref() != Some(&n) {
             m.put_node(n);
         }
     }

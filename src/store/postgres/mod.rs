@@ -239,7 +239,7 @@ impl Store for PostgresStore {
 
     async fn create_node_if_absent(&self, node: Node) -> Result<(Node, bool), StoreError> {
         if let Some(existing) = self.mirror().nodes.get(&node.mac) {
-            return Ok((existing.clone(), false));
+            return Ok((existing, false));
         }
         let (node, created) = self
             .ask(|tx| Op::Quick(Quick::Create(Box::new(node), tx)))
@@ -518,7 +518,7 @@ mod tests {
             || told.0.lock().unwrap().contains(&mac(1)),
         )
         .await;
-        assert_eq!(a.mirror().nodes[&mac(1)].config_generation, 1);
+        assert_eq!(a.mirror().nodes.get(&mac(1)).unwrap().config_generation, 1);
         assert!(start.elapsed() < Duration::from_secs(2));
         b.delete_node(mac(1)).await.unwrap();
         until(

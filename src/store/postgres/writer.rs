@@ -20,8 +20,8 @@ use super::tls::Connector;
 use super::{CHANNEL, ECHO_WITHIN, Shared};
 use crate::model::{Event, Lease, Mac, Node, Rollout, ScriptReport, Timestamp};
 use crate::store::{
-    EVENTS_PER_NODE, Edited, Fault, NodeEdit, NodeQuery, NodesEdit, REPORTS_PER_NODE, StoreError,
-    Written,
+    EVENTS_PER_NODE, Edited, Fault, NodeEdit, NodeMap, NodeQuery, NodesEdit, REPORTS_PER_NODE,
+    StoreError, Written,
 };
 
 /// How often the writer tries to reconnect while writes keep coming.
@@ -574,7 +574,10 @@ async fn edit_nodes(
     tx.batch_execute("LOCK TABLE nodes IN SHARE ROW EXCLUSIVE MODE")
         .await
         .map_err(db("lock the nodes"))?;
-    let mut all = all_nodes(tx, "read the nodes").await?;
+    let mut all: NodeMap = all_nodes(tx, "read the nodes")
+        .await?
+        .into_values()
+        .collect();
     let nodes = edit(&all).map_err(StoreError::Refused)?;
     let mut seen = std::collections::HashSet::new();
     if let Some(dup) = nodes.iter().find(|n| !seen.insert(n.mac)) {

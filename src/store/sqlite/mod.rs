@@ -402,9 +402,9 @@ impl Store for SqliteStore {
         let ticket = {
             let mut c = self.cache();
             if let Some(existing) = c.nodes.get(&node.mac) {
-                return Ok((existing.clone(), false));
+                return Ok((existing, false));
             }
-            if let Some(other) = c.by_hostname.get(&node.hostname.to_ascii_lowercase()) {
+            if let Some(other) = c.nodes.by_hostname(&node.hostname) {
                 return Err(StoreError::Conflict(format!(
                     "hostname {} already belongs to {other}",
                     node.hostname
@@ -445,11 +445,7 @@ impl Store for SqliteStore {
     async fn update_node(&self, mac: Mac, edit: NodeEdit) -> Result<Edited, StoreError> {
         let (before, node) = {
             let mut c = self.cache();
-            let before = c
-                .nodes
-                .get(&mac)
-                .ok_or(StoreError::NoSuchNode(mac))?
-                .clone();
+            let before = c.nodes.get(&mac).ok_or(StoreError::NoSuchNode(mac))?;
             let mut node = before.clone();
             edit(&mut node).map_err(StoreError::Refused)?;
             // The MAC is the key: an edit cannot move a record to another one.
@@ -472,8 +468,7 @@ impl Store for SqliteStore {
         let written = {
             let mut c = self.cache();
             let nodes = edit(&c.nodes).map_err(StoreError::Refused)?;
-            let befores: Vec<Option<Node>> =
-                nodes.iter().map(|n| c.nodes.get(&n.mac).cloned()).collect();
+            let befores: Vec<Option<Node>> = nodes.iter().map(|n| c.nodes.get(&n.mac)).collect();
             c.check_and_put(&nodes)?;
             befores
                 .into_iter()
@@ -496,7 +491,7 @@ impl Store for SqliteStore {
         {
             let mut c = self.cache();
             for &mac in macs {
-                if !c.nodes.get(&mac).is_some_and(|n| doomed.matches(n)) {
+                if !c.nodes.get(&mac).is_some_and(|n| doomed.matches(&n)) {
                     continue;
                 }
                 let Some(old) = c.remove_node(mac) else {
@@ -544,10 +539,12 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let node = {
             let mut c = self.cache();
-            let n = c.nodes.get_mut(&mac).ok_or(StoreError::NoSuchNode(mac))?;
-            n.state = state;
-            n.state_reason = reason.map(str::to_string);
-            n.clone()
+            c.nodes
+                .update(&mac, |n| {
+                    n.state = state;
+                    n.state_reason = reason.map(str::to_string);
+                })
+                .ok_or(StoreError::NoSuchNode(mac))?
         };
         self.queue(Write::Node(Box::new(node))).await?;
         self.flush().await
@@ -556,12 +553,13 @@ impl Store for SqliteStore {
     async fn set_node_relay_info(&self, mac: Mac, info: Option<&str>) -> Result<(), StoreError> {
         let node = {
             let mut c = self.cache();
-            let n = c.nodes.get_mut(&mac).ok_or(StoreError::NoSuchNode(mac))?;
+            let n = c.nodes.get(&mac).ok_or(StoreError::NoSuchNode(mac))?;
             if n.relay_info.as_deref() == info {
                 return Ok(());
             }
-            n.relay_info = info.map(str::to_string);
-            n.clone()
+            c.nodes
+                .update(&mac, |n| n.relay_info = info.map(str::to_string))
+                .ok_or(StoreError::NoSuchNode(mac))?
         };
         self.queue(Write::LazyNode(Box::new(node))).await
     }
@@ -578,13 +576,12 @@ impl Store for SqliteStore {
             }
             let mut records = Vec::with_capacity(macs.len());
             for mac in macs {
-                let Some(n) = c.nodes.get_mut(mac) else {
-                    continue;
-                };
                 if bumped.iter().any(|(m, _)| m == mac) {
                     continue;
                 }
-                n.config_generation += 1;
+                let Some(n) = c.nodes.update(mac, |n| n.config_generation += 1) else {
+                    continue;
+                };
                 bumped.push((*mac, n.config_generation));
                 records.push(n.clone());
             }
