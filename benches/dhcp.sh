@@ -147,7 +147,7 @@ SERVER_NAME=""
 LOAD_PID=""
 LOCK_FD=""
 
-# stop_pid, netns_exists, del_netns
+# stop_pid, netns_exists, del_netns, quiet_distro_kea, rcvbuf_errors
 # shellcheck source=benches/lib.sh
 source "$REPO/benches/lib.sh"
 
@@ -170,25 +170,6 @@ command -v sqlite3 >/dev/null || need_pkgs+=(sqlite3)
 for tool in ip taskset timeout ss flock awk; do
     command -v "$tool" >/dev/null || die "$tool not found"
 done
-
-# The distro's kea-dhcp4 service: stopped and disabled, whether or not the
-# package started it (policy-rc.d may have refused). Both systemd and not.
-quiet_distro_kea() {
-    local pidfile=/run/kea/kea-dhcp4.kea-dhcp4.pid pid
-    if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
-        systemctl disable --now kea-dhcp4-server >/dev/null 2>&1 || true
-    else
-        command -v systemctl >/dev/null && systemctl disable kea-dhcp4-server >/dev/null 2>&1 || true
-        command -v update-rc.d >/dev/null && update-rc.d kea-dhcp4-server disable >/dev/null 2>&1 || true
-        [[ -x /etc/init.d/kea-dhcp4-server ]] && /etc/init.d/kea-dhcp4-server stop >/dev/null 2>&1 || true
-    fi
-    if [[ -r $pidfile ]]; then
-        pid=$(cat "$pidfile")
-        if [[ $pid =~ ^[0-9]+$ ]] && [[ $(cat "/proc/$pid/comm" 2>/dev/null) == kea-dhcp4 ]]; then
-            stop_pid "$pid"
-        fi
-    fi
-}
 
 if ((${#need_pkgs[@]})); then
     apt_install "${need_pkgs[@]}"
@@ -392,13 +373,6 @@ PERF_ARGS() { # RATE -> the perfdhcp argument list
 # CPU time (user + system, all threads) the server has used, in clock ticks.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 CLK_TCK=$(getconf CLK_TCK)
-# UDP datagrams the kernel dropped in namespace NS for a full socket buffer:
-# on the server side the server fell behind, on the client side perfdhcp did.
-rcvbuf_errors() {
-    ip netns exec "$1" cat /proc/net/snmp | awk '
-        $1 == "Udp:" && !h { for (i = 2; i <= NF; i++) col[$i] = i; h = 1; next }
-        $1 == "Udp:" && h  { print $col["RcvbufErrors"]; exit }'
-}
 
 # CPU ticks (user + system) of the PostgreSQL server's processes, one
 # "pid ticks" line each: the postmaster and its children (backends, writers).

@@ -1,6 +1,7 @@
 # Shared by the scripts in benches/ (sourced, not run): the lock, traps,
-# build, namespaces and veth a benchmark sets up, a scratch PostgreSQL
-# cluster, and ending what it made.
+# build, namespaces and veth a benchmark sets up, what the DHCP benchmarks
+# share (the distro's Kea service kept quiet, UDP receive-buffer drops), a
+# scratch PostgreSQL cluster, and ending what it made.
 # The sourcing script defines die() and stop_processes() (stops the servers
 # and load generators it started). Every wait is bounded.
 
@@ -125,6 +126,34 @@ rackboot_version() { # REPO
     else
         git -C "$1" describe --always --dirty 2>/dev/null || echo unknown
     fi
+}
+
+# --------------------------------------------------------------- DHCP --
+# The distro's kea-dhcp4 service: stopped and disabled, whether or not the
+# package started it (policy-rc.d may have refused). Both systemd and not.
+quiet_distro_kea() {
+    local pidfile=/run/kea/kea-dhcp4.kea-dhcp4.pid pid
+    if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
+        systemctl disable --now kea-dhcp4-server >/dev/null 2>&1 || true
+    else
+        command -v systemctl >/dev/null && systemctl disable kea-dhcp4-server >/dev/null 2>&1 || true
+        command -v update-rc.d >/dev/null && update-rc.d kea-dhcp4-server disable >/dev/null 2>&1 || true
+        [[ -x /etc/init.d/kea-dhcp4-server ]] && /etc/init.d/kea-dhcp4-server stop >/dev/null 2>&1 || true
+    fi
+    if [[ -r $pidfile ]]; then
+        pid=$(cat "$pidfile")
+        if [[ $pid =~ ^[0-9]+$ ]] && [[ $(cat "/proc/$pid/comm" 2>/dev/null) == kea-dhcp4 ]]; then
+            stop_pid "$pid"
+        fi
+    fi
+}
+
+# UDP datagrams the kernel dropped in namespace NS for a full socket buffer:
+# on the server side the server fell behind, on the client side perfdhcp did.
+rcvbuf_errors() {
+    ip netns exec "$1" cat /proc/net/snmp | awk '
+        $1 == "Udp:" && !h { for (i = 2; i <= NF; i++) col[$i] = i; h = 1; next }
+        $1 == "Udp:" && h  { print $col["RcvbufErrors"]; exit }'
 }
 
 # ------------------------------------------------------ scratch PostgreSQL --

@@ -12,10 +12,15 @@
 #   benches/storm.sh       rackboot storm: a 1000-node fleet booting end to end
 #   benches/visibility.sh  two rackboot appliances on one PostgreSQL database:
 #                          a change through one, until the other shows it
+#   benches/fleet.sh       perfdhcp against Kea and rackboot holding 0, 10000
+#                          and 100000 node records (Kea: host reservations):
+#                          rate, p99, RSS and start time by fleet size
 #
-# Usage: benches/run.sh [--quick] [NAME...]   (default: all six, in that order)
-#   NAME is dhcp, dns, tftp, http, storm or visibility.
+# Usage: benches/run.sh [--quick] [NAME...]   (default: all seven, in that order)
+#   NAME is dhcp, dns, tftp, http, storm, visibility or fleet.
 #   --quick  passed to the scripts that have it: shorter trials, a smoke run.
+# FLEET_SIZES: the sizes fleet.sh measures (default 0,10000,100000; the
+# million takes long: FLEET_SIZES=0,10000,100000,1000000 adds it).
 # Environment: passed on to every script; RACKBOOT_BIN=path measures that
 # rackboot binary and builds nothing (otherwise each script builds it with
 # cargo build --release when target/release/rackboot is older than a source).
@@ -30,11 +35,11 @@ for arg in "$@"; do
     case $arg in
         --quick) QUICK=(--quick) ;;
         -h | --help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        dhcp | dns | tftp | http | storm | visibility) NAMES+=("$arg") ;;
+        dhcp | dns | tftp | http | storm | visibility | fleet) NAMES+=("$arg") ;;
         *) echo "run.sh: unknown argument: $arg (try --help)" >&2; exit 2 ;;
     esac
 done
-((${#NAMES[@]})) || NAMES=(dhcp dns tftp http storm visibility)
+((${#NAMES[@]})) || NAMES=(dhcp dns tftp http storm visibility fleet)
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 OUT=${OUT:-$(mktemp -d -t rackboot-benches.XXXXXX)}
@@ -44,6 +49,7 @@ for name in "${NAMES[@]}"; do
     args=()
     # storm.sh has no --quick: a storm is as big as it is.
     [[ $name != storm ]] && args=("${QUICK[@]}")
+    [[ $name == fleet ]] && args+=(--sizes "${FLEET_SIZES:-0,10000,100000}")
     echo "==> benches/$name.sh ${args[*]} (output: $OUT/$name.log)"
     start=$SECONDS
     if bash "$HERE/$name.sh" "${args[@]}" >"$OUT/$name.log" 2>&1; then
