@@ -294,6 +294,8 @@ pub struct Journal {
 pub struct Replay {
     pub changes: Vec<Change>,
     pub segments: Vec<PathBuf>,
+    /// Lines skipped because they did not parse (each logged).
+    pub skipped: usize,
 }
 
 /// Reads every segment left in `dir`, in order. A line that does not parse
@@ -302,14 +304,18 @@ pub struct Replay {
 pub fn replay(dir: &Path) -> io::Result<Replay> {
     let segments = segments(dir)?;
     let mut changes = Vec::new();
+    let mut skipped = 0;
     for path in &segments {
         let bytes = fs::read(path)?;
-        let complete = bytes
-            .iter()
-            .rposition(|b| *b == b'\n')
-            .map_or(&bytes[..0], |end| &bytes[..end]);
-        if complete.len() + 1 < bytes.len() {
-            tracing::warn!(path = %path.display(), offset = complete.len(), "journal: skipping an unfinished last line (the process stopped while writing it)");
+        let end = bytes.iter().rposition(|b| *b == b'\n');
+        let complete = end.map_or(&bytes[..0], |end| &bytes[..end]);
+        if end.map_or(0, |e| e + 1) < bytes.len() {
+            tracing::warn!(path = %path.display(), offset = end.map_or(0, |e| e + 1), "journal: skipping an unfinished last line (the process stopped while writing it)");
+        }
+        // A segment opened and never written to (every clean stop leaves
+        // one) has no line at all, not one empty line.
+        if end.is_none() {
+            continue;
         }
         let mut offset = 0;
         for (n, line) in complete.split(|b| *b == b'\n').enumerate() {
@@ -318,18 +324,25 @@ pub fn replay(dir: &Path) -> io::Result<Replay> {
                 .and_then(Change::parse);
             match parsed {
                 Ok(c) => changes.push(c),
-                Err(why) => tracing::warn!(
-                    path = %path.display(),
-                    line = n + 1,
-                    offset,
-                    %why,
-                    "journal: skipping a line that does not parse"
-                ),
+                Err(why) => {
+                    skipped += 1;
+                    tracing::warn!(
+                        path = %path.display(),
+                        line = n + 1,
+                        offset,
+                        %why,
+                        "journal: skipping a line that does not parse"
+                    )
+                }
             }
             offset += line.len() + 1;
         }
     }
-    Ok(Replay { changes, segments })
+    Ok(Replay {
+        changes,
+        segments,
+        skipped,
+    })
 }
 
 /// The journal's segments in `dir`, oldest first.
@@ -534,6 +547,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let r = replay(dir.path()).unwrap();
         assert!(r.changes.is_empty() && r.segments.is_empty());
+    }
+
+    /// A clean stop leaves an empty segment: replaying it finds nothing
+    /// wrong (no warning of a line that does not parse).
+    #[test]
+    fn an_empty_segment_replays_nothing_and_skips_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("leases.journal.3"), b"").unwrap();
+        let r = replay(dir.path()).unwrap();
+        assert_eq!((r.changes.len(), r.segments.len(), r.skipped), (0, 1, 0));
+        // An empty line is a bad line, though.
+        std::fs::write(dir.path().join("leases.journal.4"), b"\n").unwrap();
+        assert_eq!(replay(dir.path()).unwrap().skipped, 1);
     }
 
     /// A segment with bytes that are not UTF-8 (a disk error, a stray
