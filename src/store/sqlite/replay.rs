@@ -40,6 +40,7 @@ pub(super) fn replay_journal(conn: &Connection, dir: &Path) -> Result<Journal, S
         tracing::info!(
             changes = found.changes.len(),
             segments = found.segments.len(),
+            skipped = found.skipped,
             "store: replayed the lease journal"
         );
     }
