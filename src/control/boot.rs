@@ -136,13 +136,14 @@ impl Control {
         let effective = effective_bootenv(&node, now);
         let (catalog, generation) = self.catalog.snapshot();
         // Rendered (and kept) with a stand-in for the token: each script
-        // handed out gets its own.
-        let mut template_node = node.clone();
-        template_node.token = TOKEN_PLACEHOLDER.to_string();
+        // handed out gets its own. (Nothing below needs the record's.)
+        let mut node = node;
+        node.token = TOKEN_PLACEHOLDER.to_string();
+        let template_node = &node;
         let rendered = self
             .scripts
             .get_or_render(
-                &template_node,
+                template_node,
                 &effective.bootenv,
                 arch,
                 ask.via,
@@ -151,7 +152,7 @@ impl Control {
                     render_script(
                         ask.via,
                         &catalog,
-                        &template_node,
+                        template_node,
                         &effective.bootenv,
                         arch,
                         &self.http_base,
@@ -198,7 +199,9 @@ impl Control {
         let token = crate::nodes::new_token();
         let script = Arc::new(RenderedScript {
             text: rendered.text.replace(TOKEN_PLACEHOLDER, &token),
-            ..(*rendered).clone()
+            bootenv: rendered.bootenv.clone(),
+            kernel: rendered.kernel.clone(),
+            last_fetch: rendered.last_fetch.clone(),
         });
         let progress = if catalog.get(&script.bootenv).is_some_and(|b| b.installer) {
             Progress::InstallerRendered
