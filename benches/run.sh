@@ -6,7 +6,7 @@
 #
 #   benches/dhcp.sh        perfdhcp against Kea and rackboot, each with its
 #                          own lease store and both on PostgreSQL
-#   benches/dns.sh         dnsperf against dnsmasq and rackboot
+#   benches/dns.sh         dnsperf against dnsmasq, NSD and rackboot
 #   benches/tftp.sh        curl/atftp against tftpd-hpa, dnsmasq and rackboot
 #   benches/http.sh        curl and wrk against nginx and rackboot
 #   benches/storm.sh       rackboot storm: a 1000-node fleet booting end to end
