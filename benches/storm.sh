@@ -159,6 +159,12 @@ max_connections_per_address = 0
 bind_tokens_to_address = false
 [api]
 tokens_file = "$R/api-tokens"
+# The simulated agents report configured and stop: no heartbeat (long
+# poll) after that. A storm longer than the heartbeat timeout would see its
+# first nodes turn unreachable, rightly, before the count of configured
+# records below is taken.
+[lifecycle]
+heartbeat_timeout = "1h"
 EOF2
 ip netns exec "$SRV_NS" "$RACKBOOT" check --config "$R/rackboot.toml" >"$TMP/check.log" 2>&1 ||
     { cat "$TMP/check.log" >&2; die "rackboot check rejects the generated config"; }
