@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crate::model::{Lease, LeaseState, Mac, Timestamp};
+use crate::store::packed::host_hash;
 use crate::store::{Change, Subscriber};
 
 /// Names and addresses of nodes, kept current by the store, read by DNS.
@@ -271,17 +272,6 @@ impl Inner {
         }
         true
     }
-}
-
-/// A hostname's hash, ASCII case folded (no allocation for a name asked in
-/// capitals).
-fn host_hash(hasher: &hashbrown::DefaultHashBuilder, hostname: &str) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = hasher.build_hasher();
-    for b in hostname.bytes() {
-        h.write_u8(b.to_ascii_lowercase());
-    }
-    h.finish()
 }
 
 fn unix_seconds(t: Timestamp) -> u32 {

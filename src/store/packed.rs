@@ -178,8 +178,9 @@ impl FromIterator<Node> for NodeMap {
     }
 }
 
-/// A hostname's hash, ASCII case folded.
-fn host_hash(hasher: &hashbrown::DefaultHashBuilder, hostname: &str) -> u64 {
+/// A hostname's hash, ASCII case folded (no allocation for a name asked in
+/// capitals): for the indexes that keep MACs and read names from records.
+pub(crate) fn host_hash(hasher: &hashbrown::DefaultHashBuilder, hostname: &str) -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = hasher.build_hasher();
     for b in hostname.bytes() {
