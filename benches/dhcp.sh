@@ -476,21 +476,6 @@ rackboot_store_check() {
 # servers meet the same spells of noise from whatever else the machine runs.
 declare -A S_RATE S_GOOD S_BAD S_DONE S_BEST S_BOUND
 
-search_init() { # NAME
-    S_RATE[$1]=$START_RATE S_GOOD[$1]=0 S_BAD[$1]=0 S_DONE[$1]=0 S_BEST[$1]=0 S_BOUND[$1]=""
-}
-
-# The next rate between good and bad, or done when they are close enough.
-search_bisect() { # NAME
-    local name=$1 good=${S_GOOD[$1]} bad=${S_BAD[$1]} mid
-    mid=$(((good + bad) / 2 / 50 * 50))
-    if ((100 * (bad - good) <= PRECISION * good || mid <= good || mid >= bad)); then
-        S_DONE[$name]=1
-    else
-        S_RATE[$name]=$mid
-    fi
-}
-
 search_step() { # NAME: one (confirmed) trial, and the search moves on
     local name=$1 rate=${S_RATE[$1]}
     trial_confirmed "$name" "$rate"
@@ -506,22 +491,10 @@ search_step() { # NAME: one (confirmed) trial, and the search moves on
             BEST_DUPS=$DUPS BEST_LEASES=$LEASES BEST_MACS_MULTI=$MACS_MULTI
             BEST_LOG=$LAST_SERVER_LOG
         fi
-        S_GOOD[$name]=$rate
-        if ((CLIENT_BOUND)); then
-            S_BOUND[$name]="perfdhcp-bound" S_DONE[$name]=1
-        elif ((S_BAD[$name] == 0)); then
-            if ((rate * 2 <= MAX_RATE)); then S_RATE[$name]=$((rate * 2)); else S_DONE[$name]=1; fi
-        else
-            search_bisect "$name"
-        fi
+        search_passed "$name" "$rate" "$CLIENT_BOUND"
     else
         stop_server
-        S_BAD[$name]=$rate
-        if ((S_GOOD[$name] == 0)); then
-            if ((rate / 2 >= MIN_RATE)); then S_RATE[$name]=$((rate / 2)); else S_DONE[$name]=1; fi
-        else
-            search_bisect "$name"
-        fi
+        search_failed "$name" "$rate"
     fi
 }
 

@@ -494,41 +494,15 @@ trial_confirmed() { # KEY RATE
 # is what the ratio of one size's rate to another's needs.
 declare -A S_RATE S_GOOD S_BAD S_DONE S_BEST S_BOUND
 
-search_init() { # KEY
-    S_RATE[$1]=$START_RATE S_GOOD[$1]=0 S_BAD[$1]=0 S_DONE[$1]=0 S_BEST[$1]=0 S_BOUND[$1]=""
-}
-
-search_bisect() { # KEY
-    local name=$1 good=${S_GOOD[$1]} bad=${S_BAD[$1]} mid
-    mid=$(((good + bad) / 2 / 50 * 50))
-    if ((100 * (bad - good) <= PRECISION * good || mid <= good || mid >= bad)); then
-        S_DONE[$name]=1
-    else
-        S_RATE[$name]=$mid
-    fi
-}
-
 search_step() { # KEY
     local name=$1 rate=${S_RATE[$1]}
     trial_confirmed "$name" "$rate"
     if ((PASS)); then
         # The rate asked for, not DONE: the timed trial asks for it again.
         if ((DONE > S_BEST[$name])); then S_BEST[$name]=$DONE S_BEST_RATE[$name]=$rate; fi
-        S_GOOD[$name]=$rate
-        if ((CLIENT_BOUND)); then
-            S_BOUND[$name]="perfdhcp-bound" S_DONE[$name]=1
-        elif ((S_BAD[$name] == 0)); then
-            if ((rate * 2 <= MAX_RATE)); then S_RATE[$name]=$((rate * 2)); else S_DONE[$name]=1; fi
-        else
-            search_bisect "$name"
-        fi
+        search_passed "$name" "$rate" "$CLIENT_BOUND"
     else
-        S_BAD[$name]=$rate
-        if ((S_GOOD[$name] == 0)); then
-            if ((rate / 2 >= MIN_RATE)); then S_RATE[$name]=$((rate / 2)); else S_DONE[$name]=1; fi
-        else
-            search_bisect "$name"
-        fi
+        search_failed "$name" "$rate"
     fi
 }
 

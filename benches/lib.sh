@@ -244,3 +244,50 @@ pg_sql() { # DB SQL...
     for sql in "$@"; do args+=(-c "$sql"); done
     PGOPTIONS="-c client_min_messages=warning" timeout 60 "$PG_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$PG_DIR" -U postgres -d "$db" "${args[@]}"
 }
+
+# The DHCP rate search benches/dhcp.sh and benches/fleet.sh run, per KEY (a
+# server, or server,size): from START_RATE, doubled after each trial under 1 %
+# loss (up to MAX_RATE) and halved after each one over it (down to MIN_RATE),
+# then bisected (on a 50 DORA/s grid) until the last good and first bad rate
+# are within PRECISION %. The caller declares the maps
+#   declare -A S_RATE S_GOOD S_BAD S_DONE S_BEST S_BOUND
+# sets those four numbers, and after each trial of S_RATE[KEY] calls
+# search_passed or search_failed; the search is over once S_DONE[KEY] is 1.
+search_init() { # KEY
+    S_RATE[$1]=$START_RATE S_GOOD[$1]=0 S_BAD[$1]=0 S_DONE[$1]=0 S_BEST[$1]=0 S_BOUND[$1]=""
+}
+
+# The next rate between good and bad, or done when they are close enough.
+search_bisect() { # KEY
+    local key=$1 good=${S_GOOD[$1]} bad=${S_BAD[$1]} mid
+    mid=$(((good + bad) / 2 / 50 * 50))
+    if ((100 * (bad - good) <= PRECISION * good || mid <= good || mid >= bad)); then
+        S_DONE[$key]=1
+    else
+        S_RATE[$key]=$mid
+    fi
+}
+
+# A trial at RATE lost under 1 %; CLIENT_BOUND 1: perfdhcp could not send at
+# that rate, so no higher rate is worth asking for.
+search_passed() { # KEY RATE CLIENT_BOUND
+    local key=$1 rate=$2
+    S_GOOD[$key]=$rate
+    if (($3)); then
+        S_BOUND[$key]="perfdhcp-bound" S_DONE[$key]=1
+    elif ((S_BAD[$key] == 0)); then
+        if ((rate * 2 <= MAX_RATE)); then S_RATE[$key]=$((rate * 2)); else S_DONE[$key]=1; fi
+    else
+        search_bisect "$key"
+    fi
+}
+
+search_failed() { # KEY RATE
+    local key=$1 rate=$2
+    S_BAD[$key]=$rate
+    if ((S_GOOD[$key] == 0)); then
+        if ((rate / 2 >= MIN_RATE)); then S_RATE[$key]=$((rate / 2)); else S_DONE[$key]=1; fi
+    else
+        search_bisect "$key"
+    fi
+}
