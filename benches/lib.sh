@@ -253,11 +253,13 @@ pg_sql() { # DB SQL...
 #   declare -A S_RATE S_GOOD S_BAD S_DONE S_BEST S_BOUND
 # sets those four numbers, and after each trial of S_RATE[KEY] calls
 # search_passed or search_failed; the search is over once S_DONE[KEY] is 1.
+# shellcheck disable=SC2034 # the S_* maps are the sourcing script's
 search_init() { # KEY
     S_RATE[$1]=$START_RATE S_GOOD[$1]=0 S_BAD[$1]=0 S_DONE[$1]=0 S_BEST[$1]=0 S_BOUND[$1]=""
 }
 
 # The next rate between good and bad, or done when they are close enough.
+# shellcheck disable=SC2034 # the S_* maps are the sourcing script's
 search_bisect() { # KEY
     local key=$1 good=${S_GOOD[$1]} bad=${S_BAD[$1]} mid
     mid=$(((good + bad) / 2 / 50 * 50))
@@ -270,6 +272,7 @@ search_bisect() { # KEY
 
 # A trial at RATE lost under 1 %; CLIENT_BOUND 1: perfdhcp could not send at
 # that rate, so no higher rate is worth asking for.
+# shellcheck disable=SC2034 # the S_* maps are the sourcing script's
 search_passed() { # KEY RATE CLIENT_BOUND
     local key=$1 rate=$2
     S_GOOD[$key]=$rate
@@ -282,6 +285,7 @@ search_passed() { # KEY RATE CLIENT_BOUND
     fi
 }
 
+# shellcheck disable=SC2034 # the S_* maps are the sourcing script's
 search_failed() { # KEY RATE
     local key=$1 rate=$2
     S_BAD[$key]=$rate
