@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::boot::address::AddressAsk;
 use crate::model::{BootArch, Lease, LeaseState, Mac, Node, Timestamp};
 use crate::store::feed::{Change, Feed, Subscriber};
-use crate::store::packed::NodeMap;
+use crate::store::packed::{NodeMap, Peek};
 use crate::store::{LeaseRequest, NodeQuery, StoreError};
 
 /// How stale the stored last-seen time of a node may get before a touch
@@ -218,9 +218,12 @@ impl Mirror {
     /// Copies of the records `any_of` selects (every record with `None`),
     /// by MAC: what both engines answer `nodes` and `nodes_where` with.
     pub(crate) fn nodes_where(&self, any_of: Option<&[NodeQuery]>) -> Vec<Node> {
+        // Looked at in place first: only a record some query may select is
+        // unpacked (a claim by UUID among 100k records unpacks one).
+        let maybe = |p: &Peek<'_>| any_of.is_none_or(|qs| qs.iter().any(|q| q.may_match(p)));
         let mut some: Vec<Node> = self
             .nodes
-            .values()
+            .values_where(maybe)
             .filter(|n| any_of.is_none_or(|q| NodeQuery::any_matches(q, n)))
             .collect();
         some.sort_by_key(|n| n.mac);

@@ -55,6 +55,15 @@ pub struct NodeMap {
 
 struct Packed(Box<[u8]>);
 
+/// What a search may look at in a packed record without unpacking it.
+pub struct Peek<'a> {
+    pub last_seen: Option<Timestamp>,
+    pub created: Timestamp,
+    pub bootenv_expires: Option<Timestamp>,
+    pub relay_info: Option<&'a str>,
+    pub uuid: Option<&'a str>,
+}
+
 impl NodeMap {
     pub fn new() -> NodeMap {
         NodeMap::default()
@@ -131,6 +140,19 @@ impl NodeMap {
         self.map
             .iter()
             .map(|(mac, p)| (mac, p.hostname(), p.ipv4()))
+    }
+
+    /// A copy of each record `maybe` lets through, given a look at it in
+    /// place: a search for a few records (by switch port, by board UUID)
+    /// unpacks those, not the fleet.
+    pub fn values_where<'a>(
+        &'a self,
+        maybe: impl Fn(&Peek<'_>) -> bool + 'a,
+    ) -> impl Iterator<Item = Node> + 'a {
+        self.map
+            .iter()
+            .filter(move |(_, p)| maybe(&p.peek()))
+            .map(|(mac, p)| p.unpack(*mac))
     }
 
     /// `mac`'s hostname, as written, without unpacking the record.
@@ -325,6 +347,34 @@ impl Packed {
                 NodeOrigin::Admin
             },
             bmc,
+        }
+    }
+
+    fn peek(&self) -> Peek<'_> {
+        let some_time = |at| Some(Timestamp(self.i64(at))).filter(|t| t.0 != NO_TIME);
+        let mut r = Reader {
+            b: &self.0,
+            at: HEADER,
+        };
+        r.str(); // hostname
+        r.str(); // bootenv
+        match r.byte() {
+            TOKEN_HEX16 => {
+                r.take(16);
+            }
+            _ => {
+                r.str();
+            }
+        }
+        for _ in 0..4 {
+            r.opt(); // next_bootenv, booted_bootenv, loader, state_reason
+        }
+        Peek {
+            last_seen: some_time(LAST_SEEN),
+            created: Timestamp(self.i64(CREATED)),
+            bootenv_expires: some_time(EXPIRES),
+            relay_info: r.opt(),
+            uuid: r.opt(),
         }
     }
 
@@ -537,6 +587,21 @@ mod tests {
         // A token rackboot did not make is kept as written.
         n.token = "ABCDEF0123456789abcdef0123456789".into();
         assert_eq!(Packed::pack(&n).unpack(n.mac).token, n.token);
+    }
+
+    #[test]
+    fn a_peek_reads_what_a_search_needs_in_place() {
+        let n = full();
+        let m: NodeMap = [n.clone()].into_iter().collect();
+        let by_uuid = |u: &'static str| move |p: &Peek<'_>| p.uuid == Some(u);
+        assert_eq!(m.values_where(by_uuid("4c4c4544-0042")).count(), 1);
+        assert_eq!(m.values_where(by_uuid("other")).count(), 0);
+        let p = m.map[&n.mac].peek();
+        assert_eq!(p.relay_info, n.relay_info.as_deref());
+        assert_eq!(
+            (p.last_seen, p.created, p.bootenv_expires),
+            (n.last_seen, n.created, n.bootenv_expires)
+        );
     }
 
     #[test]

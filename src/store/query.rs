@@ -31,6 +31,23 @@ pub struct NodeQuery {
 }
 
 impl NodeQuery {
+    /// Whether a record seen as `p` (in place, not unpacked) may meet every
+    /// condition set: false only when one it shows fails. [`Self::matches`]
+    /// decides.
+    pub fn may_match(&self, p: &crate::store::packed::Peek<'_>) -> bool {
+        self.bootenv_expired_by
+            .is_none_or(|t| p.bootenv_expires.is_some_and(|until| until <= t))
+            && self
+                .seen_by
+                .is_none_or(|t| p.last_seen.unwrap_or(p.created) <= t)
+            && self.created_by.is_none_or(|t| p.created <= t)
+            && self
+                .relay_info
+                .as_deref()
+                .is_none_or(|r| p.relay_info == Some(r))
+            && self.uuid.as_deref().is_none_or(|u| p.uuid == Some(u))
+    }
+
     /// Whether `node` meets every condition set.
     pub fn matches(&self, node: &Node) -> bool {
         let expired = |t: Timestamp| node.bootenv_expires.is_some_and(|until| until <= t);
