@@ -15,9 +15,11 @@
 #   benches/fleet.sh       perfdhcp against Kea and rackboot holding 0, 10000
 #                          and 100000 node records (Kea: host reservations):
 #                          rate, p99, RSS and start time by fleet size
+#   benches/vm_boot.sh     a BIOS VM netbooting from dnsmasq + nginx and from
+#                          rackboot: power-on to the operational image
 #
-# Usage: benches/run.sh [--quick] [NAME...]   (default: all seven, in that order)
-#   NAME is dhcp, dns, tftp, http, storm, visibility or fleet.
+# Usage: benches/run.sh [--quick] [NAME...]   (default: all eight, in that order)
+#   NAME is dhcp, dns, tftp, http, storm, visibility, fleet or vm_boot.
 #   --quick  passed to the scripts that have it: shorter trials, a smoke run.
 # FLEET_SIZES: the sizes fleet.sh measures (default 0,10000,100000; the
 # million takes long: FLEET_SIZES=0,10000,100000,1000000 adds it).
@@ -35,11 +37,11 @@ for arg in "$@"; do
     case $arg in
         --quick) QUICK=(--quick) ;;
         -h | --help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        dhcp | dns | tftp | http | storm | visibility | fleet) NAMES+=("$arg") ;;
+        dhcp | dns | tftp | http | storm | visibility | fleet | vm_boot) NAMES+=("$arg") ;;
         *) echo "run.sh: unknown argument: $arg (try --help)" >&2; exit 2 ;;
     esac
 done
-((${#NAMES[@]})) || NAMES=(dhcp dns tftp http storm visibility fleet)
+((${#NAMES[@]})) || NAMES=(dhcp dns tftp http storm visibility fleet vm_boot)
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 OUT=${OUT:-$(mktemp -d -t rackboot-benches.XXXXXX)}

@@ -54,7 +54,6 @@ fn an_installer_calls_back_and_the_next_boot_goes_local() {
             ("report.installed", "bootenv installer"),
             ("state", "installing -> installed"),
             ("bootenv.changed", "installer -> local"),
-            ("tftp.sent", "undionly.kpxe"),
             ("http.script", "bootenv local, arch bios"),
         ]],
     );

@@ -15,7 +15,6 @@ use std::time::Duration;
 use common::api::{kinds, timeline_text};
 use common::lab::{self, Firmware, Lab, SERVER_IP};
 use common::netns::{Netns, write_executable};
-use common::server::Server;
 use common::setup::{LAB_CIDR, Setup};
 use common::vm_watch::{IMAGE_STEPS, Watch, boot_network};
 
@@ -61,7 +60,7 @@ fn start_dnsmasq(lab: &Lab) -> (u32, PathBuf) {
 
 /// rackboot with the lab subnet in proxy mode (no ranges), the repository's bootenvs and
 /// scripts and the assets of `boot-assets/dist`; not yet started.
-fn prepare(name: &str) -> Server {
+fn proxy_setup(name: &str) -> Setup {
     Setup::new(name)
         .dist_assets()
         .repo_configs()
@@ -70,7 +69,6 @@ fn prepare(name: &str) -> Server {
         .subnet(LAB_CIDR, "mode = \"proxy\"")
         .tftp("")
         .dns("domain = \"lab.internal\"")
-        .prepare()
 }
 
 /// The DHCP packets of the capture as tcpdump decodes them (`-vv`), one string per packet: its
@@ -103,7 +101,13 @@ fn in_dnsmasq_range(ip: &str) -> bool {
 /// Boots one VM of `firmware` with dnsmasq handing out addresses and rackboot in proxy mode; the
 /// node must reach `configured` with `loader` fetched by TFTP.
 fn proxy_boots_to_configured(name: &str, firmware: Firmware, loader: &str) {
-    let rb = prepare(name);
+    let mut setup = proxy_setup(name);
+    if matches!(firmware, Firmware::X86Bios) {
+        // The BIOS VM keeps the opt-in chain (ROM iPXE -> rackboot's `undionly.kpxe` by TFTP ->
+        // script): the one real-firmware proof of that loader and of `dhcp.upgrade_old_ipxe`.
+        setup = setup.table("dhcp", "upgrade_old_ipxe = true");
+    }
+    let rb = setup.prepare();
     let lab = &rb.lab;
     let pcap = boot_network(lab);
     let (_dnsmasq, dnsmasq_log) = start_dnsmasq(lab);
@@ -228,8 +232,9 @@ fn proxy_boots_to_configured(name: &str, firmware: Firmware, loader: &str) {
     vm.wait_for_serial("rackboot-agent: configured", Duration::from_secs(10));
 }
 
-/// SeaBIOS with qemu's iPXE option ROM: that iPXE handles proxyDHCP itself; rackboot first
-/// chainloads its own `undionly.kpxe` (the ROM lacks HTTPS), which then asks again.
+/// SeaBIOS with qemu's iPXE option ROM: that iPXE handles proxyDHCP itself; with
+/// `upgrade_old_ipxe` rackboot first chainloads its own `undionly.kpxe` (the ROM lacks HTTPS),
+/// which then asks again.
 #[test]
 fn x86_bios_vm_boots_through_proxy_dhcp_beside_dnsmasq() {
     proxy_boots_to_configured("proxy-bios", Firmware::X86Bios, "undionly.kpxe");
@@ -249,7 +254,7 @@ fn x86_uefi_vm_boots_through_proxy_dhcp_beside_dnsmasq() {
 /// and be answered, not be swallowed by rackboot's socket.
 #[test]
 fn unicast_renewals_reach_the_address_server_beside_rackboot_in_proxy_mode() {
-    let rb = prepare("proxy-renew");
+    let rb = proxy_setup("proxy-renew").prepare();
     let lab = &rb.lab;
     let pcap = lab.dir().join("renew.pcap");
     lab.capture(&pcap);

@@ -88,8 +88,9 @@ pub fn decide(client: &ClientInfo, loaders: &LoaderMap, urls: &Urls) -> Decision
         };
     };
     // An old iPXE (typically a NIC option ROM) is replaced by rackboot's own
-    // loader first. Those announce HTTPS, so the second round gets the script
-    // and this cannot loop.
+    // loader first when the site asks for it (off by default: the round costs
+    // a BIOS boot seconds, see `upgrade_old_ipxe`). rackboot's loaders
+    // announce HTTPS, so the second round gets the script and this cannot loop.
     if client.is_ipxe && !(loaders.upgrade_old_ipxe && client.is_old_ipxe()) {
         return Decision::Script {
             url: urls.script(&client.mac),
@@ -287,14 +288,22 @@ mod tests {
     }
 
     #[test]
-    fn an_ipxe_without_https_gets_rackboots_loader_once() {
+    fn an_ipxe_without_https_gets_rackboots_loader_once_when_asked() {
         let urls = Urls {
             http_base: "http://10.0.0.1".into(),
         };
         let mut old_rom = client(Some(0), Some("PXEClient"), true);
         old_rom.ipxe_features = vec![0x13, 0x18];
-        assert_eq!(
+        // By default the ROM's iPXE fetches its script: rackboot's boot
+        // path is plain HTTP, which every iPXE speaks.
+        assert!(matches!(
             decide(&old_rom, &loaders(), &urls),
+            Decision::Script { .. }
+        ));
+        let mut upgrade = loaders();
+        upgrade.upgrade_old_ipxe = true;
+        assert_eq!(
+            decide(&old_rom, &upgrade, &urls),
             Decision::Loader {
                 path: "undionly.kpxe".into(),
                 arch: BootArch::Bios
@@ -303,19 +312,13 @@ mod tests {
         let mut ours = old_rom.clone();
         ours.ipxe_features.push(crate::model::IPXE_FEATURE_HTTPS);
         assert!(matches!(
-            decide(&ours, &loaders(), &urls),
-            Decision::Script { .. }
-        ));
-        let mut off = loaders();
-        off.upgrade_old_ipxe = false;
-        assert!(matches!(
-            decide(&old_rom, &off, &urls),
+            decide(&ours, &upgrade, &urls),
             Decision::Script { .. }
         ));
         // No feature list at all: trust it rather than risk a chainload loop.
         let silent = client(Some(0), Some("PXEClient"), true);
         assert!(matches!(
-            decide(&silent, &loaders(), &urls),
+            decide(&silent, &upgrade, &urls),
             Decision::Script { .. }
         ));
     }

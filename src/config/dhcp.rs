@@ -29,7 +29,7 @@ impl Default for Section {
             enabled: true,
             lease_seconds: 3600,
             loaders: loaders::Section::default(),
-            upgrade_old_ipxe: true,
+            upgrade_old_ipxe: false,
             rate_limit_per_mac: 20,
             rate_limit_per_relay: 50_000,
             subnet: Vec::new(),

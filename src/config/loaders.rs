@@ -41,7 +41,9 @@ pub struct LoaderMap {
     pub x86_64_efi_grub: String,
     pub arm64_efi_grub: String,
     /// Chainload these loaders into an iPXE too old to support HTTPS (old
-    /// NIC option ROMs) instead of handing it the script.
+    /// NIC option ROMs) instead of handing it the script. Off by default:
+    /// the boot path is plain HTTP, and the extra round (loader by TFTP, a
+    /// second DHCP, downloads through the ROM's UNDI) made a BIOS boot slower.
     pub upgrade_old_ipxe: bool,
     /// What DHCP hands a node whose bootenv is `local`.
     pub local_boot: LocalBoot,

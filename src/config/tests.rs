@@ -508,7 +508,7 @@ fn absent_and_empty_sections_give_the_defaults() {
             arm64_efi: "ipxe-arm64.efi".into(),
             x86_64_efi_grub: "shimx64.efi".into(),
             arm64_efi_grub: "shimaa64.efi".into(),
-            upgrade_old_ipxe: true,
+            upgrade_old_ipxe: false,
             local_boot: LocalBoot::Script,
         }
     );
