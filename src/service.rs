@@ -580,6 +580,7 @@ pub async fn run(
         catalog: catalog.clone(),
         urls: urls.clone(),
         assets_dir: cfg.assets_dir.clone(),
+        asset_files: crate::assets::cache::AssetFiles::new(&cfg.assets_dir),
         bootenvs_dir: cfg.bootenvs_dir.clone(),
         scripts_dir: cfg.scripts_dir.clone(),
         default_bootenv: cfg.default_bootenv.clone(),

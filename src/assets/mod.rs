@@ -10,6 +10,7 @@
 //! the assets directory as they find it, opening what a client asks for
 //! through [`resolve`], so both refuse the same paths.
 
+pub mod cache;
 pub mod drop;
 pub mod into_bootenv;
 pub mod remote;

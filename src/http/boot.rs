@@ -1,6 +1,7 @@
 //! `/boot/<mac>.ipxe` and `/assets/...`: what iPXE fetches. Parses the
 //! request, asks [`crate::control::boot`] what it means to the node, and
-//! sends the script or the file (the asset's bytes from the descriptor
+//! sends the script or the file (a small asset's bytes as
+//! [`crate::assets::cache`] keeps them, a larger one's from the descriptor
 //! [`crate::assets::resolve`] opened).
 
 use std::net::Ipv4Addr;
@@ -129,9 +130,9 @@ pub async fn asset(
             .await
             .map_err(|e| fetch_error(&path, &e))?;
     }
-    // Opened here, beneath the assets directory and through no symbolic
-    // link; the response is sent from this descriptor.
-    let opened = assets::resolve(&ctx.assets_dir, &path).map_err(|r| match r {
+    // Opened beneath the assets directory and through no symbolic link; the
+    // response is sent from these bytes or this descriptor.
+    let asset = ctx.asset_files.open(&path).map_err(|r| match r {
         assets::Refusal::OutsideRoot => HttpError::new(
             StatusCode::FORBIDDEN,
             format!(
@@ -160,14 +161,7 @@ pub async fn asset(
     // On rackboot's own boot-path connections the body goes out by
     // sendfile(2) ([`FileRange`]).
     let sendfile = req.extensions().get::<CanSendfile>().is_some();
-    let mut resp = super::file::respond(
-        opened.file,
-        &opened.meta,
-        &path,
-        req.method(),
-        req.headers(),
-        sendfile,
-    );
+    let mut resp = super::file::respond(asset, &path, req.method(), req.headers(), sendfile);
     let slot_free = finishes_boot
         .filter(|_| resp.status() == StatusCode::OK)
         .map(|mac| {

@@ -1,16 +1,18 @@
-//! One open asset file as an HTTP response: Content-Type, Content-Length,
+//! One asset as an HTTP response: Content-Type, Content-Length,
 //! Last-Modified, HEAD, a single Range (206, or 416 past the end or for
 //! several ranges), If-Modified-Since (304) and If-Unmodified-Since (412),
 //! as tower-http's ServeFile answered before.
 //!
-//! It serves the descriptor it is given ([`crate::beneath::open`] opened it
-//! beneath the assets directory) and never opens a path: ServeFile opened
+//! It serves the bytes or the descriptor it is given ([`AssetFiles`] opened
+//! it beneath the assets directory) and never opens a path: ServeFile opened
 //! the path again, and what was checked need not have been what was sent.
+//!
+//! [`AssetFiles`]: crate::assets::cache::AssetFiles
 //! On rackboot's own boot-path connections the body goes by sendfile(2)
 //! from the same descriptor ([`FileRange`]); elsewhere (TLS, hyper) it is
 //! read in [`READ_CHUNK`]s.
 
-use std::fs::{File, Metadata};
+use std::fs::File;
 use std::io::SeekFrom;
 
 use axum::body::{Body, Bytes};
@@ -21,18 +23,20 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::sendfile::FileRange;
 use super::stream::READ_CHUNK;
+use crate::assets::cache::Asset;
 
-/// The response for `file` (its `meta`, named `name` for its type) to a
-/// request with `method` and `headers`. With `sendfile`, a 200/206 GET
-/// carries a [`FileRange`] in its extensions in place of a body.
+/// The response for `asset` (named `name` for its type) to a request with
+/// `method` and `headers`. With `sendfile`, a 200/206 GET of a file too
+/// large to be kept in memory carries a [`FileRange`] in its extensions in
+/// place of a body.
 pub fn respond(
-    file: File,
-    meta: &Metadata,
+    asset: Asset,
     name: &str,
     method: &Method,
     headers: &HeaderMap,
     sendfile: bool,
 ) -> Response {
+    let meta = asset.meta();
     let size = meta.len();
     let modified = meta.modified().ok().map(HttpDate::from);
     let date = |name| {
@@ -98,21 +102,17 @@ pub fn respond(
     if method == Method::HEAD {
         return builder.body(Body::empty()).expect("valid headers");
     }
-    // A small file (a loader's config, a script, an answer file) is read
-    // at once and goes out with its headers in one write: one read from the
-    // page cache costs less than handing each chunk to the blocking pool,
-    // and less than sendfile after a separate write of the headers (two
-    // segments on the wire for a few hundred bytes).
-    if len <= SMALL {
-        let mut buf = vec![0; len as usize];
-        return match std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, start) {
-            Ok(()) => builder.body(Body::from(buf)).expect("valid headers"),
-            Err(e) => {
-                tracing::warn!(file = name, error = %e, "reading an asset failed");
-                status(StatusCode::INTERNAL_SERVER_ERROR)
-            }
-        };
-    }
+    let file = match asset {
+        // A small file (a loader's config, a script, an answer file) is in
+        // memory and goes out with its headers in one write: less than
+        // sendfile after a separate write of the headers (two segments on
+        // the wire for a few hundred bytes).
+        Asset::Small { bytes, .. } => {
+            let body = bytes.slice(start as usize..(start + len) as usize);
+            return builder.body(Body::from(body)).expect("valid headers");
+        }
+        Asset::File(opened) => opened.file,
+    };
     if sendfile {
         return builder
             .extension(FileRange::new(file, start, len))
@@ -123,9 +123,6 @@ pub fn respond(
         .body(stream(file, start, len))
         .expect("valid headers")
 }
-
-/// Up to this many bytes are read in one go rather than streamed.
-const SMALL: u64 = 64 * 1024;
 
 fn status(code: StatusCode) -> Response {
     let mut r = Response::new(Body::empty());
@@ -173,19 +170,29 @@ fn stream(file: File, start: u64, len: u64) -> Body {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::beneath::Opened;
     use http_body_util::BodyExt;
 
-    fn file(bytes: &[u8]) -> (tempfile::NamedTempFile, File, Metadata) {
+    /// `bytes` as a file on disk, served from its descriptor.
+    fn file(bytes: &[u8]) -> (tempfile::NamedTempFile, Asset) {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         std::io::Write::write_all(&mut f, bytes).unwrap();
         let file = f.reopen().unwrap();
         let meta = file.metadata().unwrap();
-        (f, file, meta)
+        (f, Asset::File(Opened { file, meta }))
+    }
+
+    /// `bytes` as a small file kept in memory.
+    fn small(bytes: &[u8]) -> (tempfile::NamedTempFile, Asset) {
+        let (f, asset) = file(bytes);
+        let meta = asset.meta().clone();
+        let bytes = Bytes::copy_from_slice(bytes);
+        (f, Asset::Small { bytes, meta })
     }
 
     async fn get(headers: &[(&str, &str)], method: Method) -> (StatusCode, HeaderMap, Vec<u8>) {
         let bytes: Vec<u8> = (0..READ_CHUNK as u32 * 2 + 10).map(|i| i as u8).collect();
-        let (_keep, f, meta) = file(&bytes);
+        let (_keep, f) = file(&bytes);
         let mut h = HeaderMap::new();
         for (k, v) in headers {
             h.insert(
@@ -193,24 +200,24 @@ mod tests {
                 v.parse().unwrap(),
             );
         }
-        let resp = respond(f, &meta, "vmlinuz", &method, &h, false);
+        let resp = respond(f, "vmlinuz", &method, &h, false);
         let (parts, body) = resp.into_parts();
         let body = body.collect().await.unwrap().to_bytes().to_vec();
         (parts.status, parts.headers, body)
     }
 
     #[tokio::test]
-    async fn a_small_file_is_sent_whole_or_in_part_from_one_read() {
+    async fn a_small_file_is_sent_whole_or_in_part_from_memory() {
         let all: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
-        let (_keep, f, meta) = file(&all);
-        let resp = respond(f, &meta, "a.cfg", &Method::GET, &HeaderMap::new(), false);
+        let (_keep, f) = small(&all);
+        let resp = respond(f, "a.cfg", &Method::GET, &HeaderMap::new(), false);
         let (parts, body) = resp.into_parts();
         assert_eq!(parts.status, StatusCode::OK);
         assert_eq!(body.collect().await.unwrap().to_bytes().to_vec(), all);
-        let (_keep, f, meta) = file(&all);
+        let (_keep, f) = small(&all);
         let mut h = HeaderMap::new();
         h.insert(header::RANGE, "bytes=290-".parse().unwrap());
-        let resp = respond(f, &meta, "a.cfg", &Method::GET, &h, false);
+        let resp = respond(f, "a.cfg", &Method::GET, &h, true);
         let (parts, body) = resp.into_parts();
         assert_eq!(parts.status, StatusCode::PARTIAL_CONTENT);
         assert_eq!(

@@ -60,6 +60,8 @@ pub struct HttpContext {
     pub catalog: Arc<CatalogCell>,
     pub urls: Urls,
     pub assets_dir: PathBuf,
+    /// The assets directory as the asset route opens it: small files kept.
+    pub asset_files: crate::assets::cache::AssetFiles,
     /// Where bootenvs and config scripts are read from (to validate a candidate).
     pub bootenvs_dir: PathBuf,
     pub scripts_dir: PathBuf,
