@@ -15,16 +15,23 @@ pub fn default_hostname(mac: Mac, scheme: HostnameScheme) -> String {
 /// requests, so it must not be guessable from the MAC or the time.
 pub fn new_token() -> String {
     let mut bytes = [0u8; 16];
-    // The OS RNG failing means the machine is unusable; there is no safe fallback.
-    getrandom::fill(&mut bytes).expect("the OS random number generator failed");
-    // Written digit by digit: one allocation (every boot script gets a token).
+    // A ChaCha CSPRNG per thread, seeded and periodically reseeded from the
+    // OS (what `rand` calls ThreadRng): as unguessable as getrandom(2), and
+    // no syscall per boot script.
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut bytes);
+    hex(&bytes)
+}
+
+/// `bytes` in lowercase hex, written digit by digit: one allocation (every
+/// boot script gets a token, and every read of a record spells its token).
+pub fn hex(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut token = String::with_capacity(32);
-    for b in bytes {
-        token.push(char::from(HEX[usize::from(b >> 4)]));
-        token.push(char::from(HEX[usize::from(b & 0x0f)]));
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 0x0f)]));
     }
-    token
+    s
 }
 
 #[cfg(test)]

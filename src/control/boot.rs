@@ -22,7 +22,7 @@ use std::sync::Arc;
 use super::Control;
 use super::admit::{Admitted, Place, Via};
 use super::bind::Refusal;
-use super::script_cache::{PendingBoot, TOKEN_PLACEHOLDER};
+use super::script_cache::{PendingBoot, TOKEN_PLACEHOLDER, with_token};
 use crate::boot::{
     AssetRole, Choice, GRUB_MENU, Loader, Progress, RenderedScript, Verdict, WaitReason,
     effective_bootenv, grub_config_mac, is_grub_menu, lifecycle, render_grub_wait, render_script,
@@ -198,7 +198,7 @@ impl Control {
         }
         let token = crate::nodes::new_token();
         let script = Arc::new(RenderedScript {
-            text: rendered.text.replace(TOKEN_PLACEHOLDER, &token),
+            text: with_token(&rendered.text, &token),
             bootenv: rendered.bootenv.clone(),
             kernel: rendered.kernel.clone(),
             last_fetch: rendered.last_fetch.clone(),

@@ -35,6 +35,22 @@ use crate::model::{BootArch, Mac, Node};
 /// and a template that checks the token's shape sees a token.
 pub const TOKEN_PLACEHOLDER: &str = "rackbootnodetokenplaceholder0000";
 
+/// `text` with each [`TOKEN_PLACEHOLDER`] made `token`. A token is as long
+/// as the placeholder, so the copy is overwritten where the placeholder is
+/// rather than rebuilt piece by piece (every boot script handed out pays it).
+pub fn with_token(text: &str, token: &str) -> String {
+    if token.len() != TOKEN_PLACEHOLDER.len() {
+        return text.replace(TOKEN_PLACEHOLDER, token);
+    }
+    let mut out = text.as_bytes().to_vec();
+    for (at, _) in text.match_indices(TOKEN_PLACEHOLDER) {
+        out[at..at + token.len()].copy_from_slice(token.as_bytes());
+    }
+    // Valid UTF-8: ASCII placeholders replaced by a string of the same length
+    // on char boundaries (the placeholder is ASCII, so its start and end are).
+    String::from_utf8(out).unwrap_or_else(|_| text.replace(TOKEN_PLACEHOLDER, token))
+}
+
 /// A boot script handed to a node whose kernel has not been fetched yet.
 #[derive(Debug, Clone)]
 pub struct PendingBoot {
@@ -236,6 +252,17 @@ mod tests {
 
     use super::*;
     use crate::model::{NodeState, Timestamp};
+
+    #[test]
+    fn every_placeholder_becomes_the_token() {
+        let p = TOKEN_PLACEHOLDER;
+        let text = format!("kernel x rackboot.token={p} y\necho {p}\n");
+        let token = "0123456789abcdef0123456789abcdef";
+        assert_eq!(with_token(&text, token), text.replace(p, token));
+        assert_eq!(with_token("no token here", token), "no token here");
+        // A token of another length still replaces (the slow way).
+        assert_eq!(with_token(&text, "t"), text.replace(p, "t"));
+    }
 
     fn node() -> Node {
         Node::discovered(

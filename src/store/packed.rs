@@ -296,11 +296,7 @@ impl Packed {
         let hostname = r.str().to_string();
         let bootenv = r.str().to_string();
         let token = match r.byte() {
-            TOKEN_HEX16 => r
-                .take(16)
-                .iter()
-                .map(|x| format!("{x:02x}"))
-                .collect::<String>(),
+            TOKEN_HEX16 => crate::nodes::hex(r.take(16)),
             _ => r.str().to_string(),
         };
         let mut opt = || r.opt().map(str::to_string);
