@@ -260,6 +260,11 @@ impl Inner {
         {
             self.by_fixed.remove(&ip);
         }
+        crate::store::sparse::shrink(&mut self.nodes);
+        let (nodes, hasher) = (&self.nodes, &self.hasher);
+        crate::store::sparse::shrink_table(&mut self.by_host, |m| {
+            nodes.get(m).map_or(0, |n| host_hash(hasher, &n.hostname))
+        });
         true
     }
 
@@ -270,6 +275,8 @@ impl Inner {
         if self.lease_of.get(&mac) == Some(&ip) {
             self.lease_of.remove(&mac);
         }
+        crate::store::sparse::shrink(&mut self.leases);
+        crate::store::sparse::shrink(&mut self.lease_of);
         true
     }
 }

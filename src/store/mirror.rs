@@ -66,6 +66,9 @@ impl Mirror {
         }
         self.events_since_trim.remove(&mac);
         self.seen_saved.remove(&mac);
+        super::sparse::shrink(&mut self.events_since_trim);
+        super::sparse::shrink(&mut self.seen_saved);
+        super::sparse::shrink(&mut self.by_fixed_ip);
         self.feed.emit(&Change::NodeGone(mac));
         Some(old)
     }
@@ -153,6 +156,7 @@ impl Mirror {
             && self.lease_of.get(&m) == Some(&ip)
         {
             self.lease_of.remove(&m);
+            super::sparse::shrink(&mut self.lease_of);
         }
         self.feed.emit(&Change::LeaseGone(old.ip));
         Some(old)

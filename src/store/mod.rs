@@ -19,6 +19,7 @@ mod mirror;
 pub mod packed;
 pub mod postgres;
 mod query;
+pub mod sparse;
 pub mod sqlite;
 
 pub use feed::{Change, Feed, Subscriber};

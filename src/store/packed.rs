@@ -98,7 +98,13 @@ impl NodeMap {
 
     pub fn remove(&mut self, mac: &Mac) -> Option<Node> {
         self.unindex(mac);
-        self.map.remove(mac).map(|p| p.unpack(*mac))
+        let node = self.map.remove(mac).map(|p| p.unpack(*mac));
+        super::sparse::shrink(&mut self.map);
+        let (map, hasher) = (&self.map, &self.hasher);
+        super::sparse::shrink_table(&mut self.by_hostname, |m| {
+            map.get(m).map_or(0, |p| host_hash(hasher, p.hostname()))
+        });
+        node
     }
 
     /// The MAC whose record is called `hostname` (ASCII case aside). Two

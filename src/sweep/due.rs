@@ -91,6 +91,7 @@ impl Schedule {
     fn clear(&mut self, mac: Mac) {
         if let Some(old) = self.at.remove(&mac) {
             self.queue.remove(&(old, mac));
+            crate::store::sparse::shrink(&mut self.at);
         }
     }
 }
