@@ -52,6 +52,7 @@ pub mod dns;
 pub mod fuzzing;
 pub mod http;
 pub mod log;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod names;

@@ -313,6 +313,7 @@ impl Sweep {
                 "reaped node records made for unknown MACs that never booted"
             );
             metrics.nodes_reaped(deleted.len());
+            crate::memory::give_back();
         }
         Ok(deleted.len())
     }
