@@ -17,9 +17,11 @@
 #                          rate, p99, RSS and start time by fleet size
 #   benches/vm_boot.sh     a BIOS VM netbooting from dnsmasq + nginx and from
 #                          rackboot: power-on to the operational image
+#   benches/flood.sh       50000 made-up MACs through DHCP: rackboot's memory
+#                          before, after, and once the records are reaped
 #
-# Usage: benches/run.sh [--quick] [NAME...]   (default: all eight, in that order)
-#   NAME is dhcp, dns, tftp, http, storm, visibility, fleet or vm_boot.
+# Usage: benches/run.sh [--quick] [NAME...]   (default: all nine, in that order)
+#   NAME is dhcp, dns, tftp, http, storm, visibility, fleet, vm_boot or flood.
 #   --quick  passed to the scripts that have it: shorter trials, a smoke run.
 # FLEET_SIZES: the sizes fleet.sh measures (default 0,10000,100000; the
 # million takes long: FLEET_SIZES=0,10000,100000,1000000 adds it).
@@ -37,11 +39,11 @@ for arg in "$@"; do
     case $arg in
         --quick) QUICK=(--quick) ;;
         -h | --help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        dhcp | dns | tftp | http | storm | visibility | fleet | vm_boot) NAMES+=("$arg") ;;
+        dhcp | dns | tftp | http | storm | visibility | fleet | vm_boot | flood) NAMES+=("$arg") ;;
         *) echo "run.sh: unknown argument: $arg (try --help)" >&2; exit 2 ;;
     esac
 done
-((${#NAMES[@]})) || NAMES=(dhcp dns tftp http storm visibility fleet vm_boot)
+((${#NAMES[@]})) || NAMES=(dhcp dns tftp http storm visibility fleet vm_boot flood)
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 OUT=${OUT:-$(mktemp -d -t rackboot-benches.XXXXXX)}
@@ -49,8 +51,8 @@ mkdir -p "$OUT"
 failed=()
 for name in "${NAMES[@]}"; do
     args=()
-    # storm.sh has no --quick: a storm is as big as it is.
-    [[ $name != storm ]] && args=("${QUICK[@]}")
+    # storm.sh and flood.sh have no --quick: a storm or a flood is as big as it is.
+    [[ $name != storm && $name != flood ]] && args=("${QUICK[@]}")
     [[ $name == fleet ]] && args+=(--sizes "${FLEET_SIZES:-0,10000,100000}")
     echo "==> benches/$name.sh ${args[*]} (output: $OUT/$name.log)"
     start=$SECONDS
