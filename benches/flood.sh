@@ -77,14 +77,8 @@ cat >"$R/bootenvs/discovery.toml" <<'EOF'
 kernel = "vmlinuz"
 cmdline = "console=ttyS0"
 EOF
-cat >"$R/rackboot.toml" <<EOF
-state_dir = "$R/state"
-assets_dir = "$R/assets"
-bootenvs_dir = "$R/bootenvs"
-scripts_dir = "$R/scripts"
-[network]
-interface = "$SRV_IF"
-address = "$SRV_IP"
+rackboot_toml_head "$R" "$SRV_IF" "$SRV_IP" >"$R/rackboot.toml"
+cat >>"$R/rackboot.toml" <<EOF
 [dhcp]
 lease_seconds = 60
 # perfdhcp is one relay: the flood is the load, not what the limiter stops.

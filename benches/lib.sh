@@ -53,6 +53,21 @@ rackboot_release() { # REPO
     fi
 }
 
+# The head of a rackboot.toml for a bench site in DIR (its state, assets,
+# bootenvs and scripts folders) serving on interface IF at address IP; the
+# caller appends its own tables.
+rackboot_toml_head() { # DIR IF IP
+    cat <<EOF
+state_dir = "$1/state"
+assets_dir = "$1/assets"
+bootenvs_dir = "$1/bootenvs"
+scripts_dir = "$1/scripts"
+[network]
+interface = "$2"
+address = "$3"
+EOF
+}
+
 # Installs the Debian packages named (apt-get update only if the install
 # fails without it: the lists may be stale or absent on a fresh machine).
 apt_install() { # PKG...
