@@ -4,12 +4,11 @@
 //! [`crate::assets::cache`] keeps them, a larger one's from the descriptor
 //! [`crate::assets::resolve`] opened).
 
+use std::borrow::Cow;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use std::borrow::Cow;
-
 use axum::extract::{Path, Request, State};
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};

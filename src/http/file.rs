@@ -6,11 +6,12 @@
 //! It serves the bytes or the descriptor it is given ([`AssetFiles`] opened
 //! it beneath the assets directory) and never opens a path: ServeFile opened
 //! the path again, and what was checked need not have been what was sent.
+//! A small file's bytes go out with the head in one write; a larger file's,
+//! on rackboot's own boot-path connections, by sendfile(2) from the same
+//! descriptor ([`FileRange`]); elsewhere (TLS, hyper) it is read in
+//! [`READ_CHUNK`]s.
 //!
 //! [`AssetFiles`]: crate::assets::cache::AssetFiles
-//! On rackboot's own boot-path connections the body goes by sendfile(2)
-//! from the same descriptor ([`FileRange`]); elsewhere (TLS, hyper) it is
-//! read in [`READ_CHUNK`]s.
 
 use std::fs::File;
 use std::io::SeekFrom;
