@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::fs::Metadata;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -65,10 +65,6 @@ impl AssetFiles {
             root: root.into(),
             kept: Mutex::new(HashMap::new()),
         }
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 
     /// The file `requested` names beneath the assets directory, refused as
