@@ -504,39 +504,7 @@ cmdline = "console=ttyAMA0 rackboot.url={{ server_url }} rackboot.token={{ node.
     #[test]
     fn kernel_boot_script_matches_golden() {
         let s = arm64_discovery(Loader::Ipxe);
-        let golden = "\
-#!ipxe
-# rackboot: node 52:54:00:aa:bb:cc, bootenv discovery, arch arm64_efi
-set rb_retry retry1
-:fetch
-kernel --name kernel http://10.0.0.1/assets/arm64/Image?mac=52:54:00:aa:bb:cc initrd=initrd0 console=ttyAMA0 rackboot.url=http://10.0.0.1 rackboot.token=tok || goto ${rb_retry}
-initrd --name initrd0 http://10.0.0.1/assets/arm64/initrd.img?mac=52:54:00:aa:bb:cc || goto ${rb_retry}
-boot || goto ${rb_retry}
-:retry1
-set rb_retry retry2
-imgfree
-echo rackboot: fetch failed, retrying in 2 seconds
-sleep 2
-goto fetch
-:retry2
-set rb_retry retry3
-imgfree
-echo rackboot: fetch failed, retrying in 5 seconds
-sleep 5
-goto fetch
-:retry3
-set rb_retry retry4
-imgfree
-echo rackboot: fetch failed, retrying in 8 seconds
-sleep 8
-goto fetch
-:retry4
-set rb_retry retry4
-imgfree
-echo rackboot: fetch failed, retrying in 15 seconds
-sleep 15
-goto fetch
-";
+        let golden = include_str!("testdata/arm64-discovery.ipxe");
         assert_arm64_discovery(&s, golden);
     }
 
@@ -547,18 +515,7 @@ goto fetch
             "http://10.0.0.1/boot/52:54:00:aa:bb:cc.ipxe?arch=bios",
             full(32, 3, 5),
         );
-        let golden = "\
-#!ipxe
-# rackboot: node 52:54:00:aa:bb:cc waits for a boot slot, attempt 3
-echo rackboot: 32 of 32 nodes on this subnet are booting; 52:54:00:aa:bb:cc waits 5 s
-sleep 5
-:chain
-chain --replace --autofree http://10.0.0.1/boot/52:54:00:aa:bb:cc.ipxe?arch=bios || goto again
-:again
-echo rackboot: could not fetch the boot script, retrying in 5 s
-sleep 5
-goto chain
-";
+        let golden = include_str!("testdata/wait.ipxe");
         assert_eq!(s, golden);
     }
 
@@ -571,37 +528,14 @@ goto chain
     #[test]
     fn grub_config_boots_the_same_kernel_by_tftp_and_retries() {
         let s = arm64_discovery(Loader::Grub);
-        let golden = "\
-# rackboot: node 52:54:00:aa:bb:cc, bootenv discovery, arch arm64_efi
-function rb_boot {
-  echo \"rackboot: loading arm64/Image\"
-  if linux /arm64/Image console=ttyAMA0 rackboot.url=http://10.0.0.1 rackboot.token=tok; then
-    if initrd /arm64/initrd.img; then boot; fi
-  fi
-}
-for rb_pause in 2 5 8 15; do
-  rb_boot
-  echo \"rackboot: fetch failed, retrying in $rb_pause seconds\"
-  sleep $rb_pause
-done
-while true; do
-  rb_boot
-  echo \"rackboot: fetch failed, retrying in 15 seconds\"
-  sleep 15
-done
-";
+        let golden = include_str!("testdata/arm64-discovery.grub.cfg");
         assert_arm64_discovery(&s, golden);
     }
 
     #[test]
     fn grub_wait_config_sleeps_then_reads_the_nodes_own_config_again() {
         let s = render_grub_wait(node().mac, full(4, 2, 7));
-        let golden = "\
-# rackboot: node 52:54:00:aa:bb:cc waits for a boot slot, attempt 2
-echo \"rackboot: 4 of 4 nodes on this subnet are booting; 52:54:00:aa:bb:cc waits 7 s\"
-sleep 7
-configfile $prefix/grub.cfg-52:54:00:aa:bb:cc
-";
+        let golden = include_str!("testdata/wait.grub.cfg");
         assert_eq!(s, golden);
     }
 
