@@ -65,4 +65,5 @@ pub mod service;
 pub mod store;
 pub mod storm;
 pub mod sweep;
+pub mod text_file;
 pub mod tftp;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::model::BootArch;
+use crate::text_file;
 
 /// The built-in bootenv that boots a node from its own disk.
 pub const LOCAL: &str = "local";
@@ -388,11 +389,11 @@ impl Bootenv {
 
     /// Reads and parses one file.
     pub fn load(path: &Path) -> Result<Bootenv, BootenvError> {
-        let text = std::fs::read_to_string(path).map_err(|source| BootenvError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Bootenv::parse(path, &text)
+        text_file::load(
+            path,
+            |path, source| BootenvError::Read { path, source },
+            Bootenv::parse,
+        )
     }
 }
 

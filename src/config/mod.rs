@@ -39,6 +39,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::text_file;
+
 pub use admission::AdmissionConfig;
 pub use api::{ApiConfig, TlsConfig};
 pub use assets::AssetsConfig;
@@ -289,11 +291,11 @@ fn duration_text(d: Duration) -> String {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Config::parse(path, &text)
+        text_file::load(
+            path,
+            |path, source| ConfigError::Read { path, source },
+            Config::parse,
+        )
     }
 
     /// Parses `text` as if read from `path` (which anchors relative paths).

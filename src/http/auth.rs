@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use super::{ApiError, HttpContext, HttpError};
 use crate::control::admin::Actor;
 use crate::secrets::constant_time_eq;
+use crate::text_file;
 
 /// Shorter tokens are refused: they could be guessed.
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -131,11 +132,11 @@ impl Tokens {
     }
 
     pub fn load(path: &Path) -> Result<Tokens, TokensError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TokensError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Tokens::parse(path, &text)
+        text_file::load(
+            path,
+            |path, source| TokensError::Read { path, source },
+            Tokens::parse,
+        )
     }
 
     pub fn len(&self) -> usize {
