@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Subcommand;
 use serde_json::Value;
 
-use super::client::{Client, Failure, cell, print_json, print_table, query_value};
+use super::client::{Client, Failure, cell, print_json, print_rows, query_value};
 use crate::routes::api;
 
 #[derive(Debug, Subcommand)]
@@ -36,20 +36,19 @@ pub fn run(client: &Client, cmd: BootenvCommand) -> anyhow::Result<()> {
                 print_json(&all);
                 return Ok(());
             }
-            let rows: Vec<Vec<String>> = all["bootenvs"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|b| {
+            print_rows(
+                &["NAME", "ARCHS", "SCRIPTS", "DESCRIPTION"],
+                &all["bootenvs"],
+                |b| {
+                    let name = cell(&b["name"]);
                     vec![
-                        cell(&b["name"]),
+                        name,
                         join(&b["archs"]),
                         join(&b["scripts"]),
                         cell(&b["description"]),
                     ]
-                })
-                .collect();
-            print_table(&["NAME", "ARCHS", "SCRIPTS", "DESCRIPTION"], &rows);
+                },
+            );
             print_rejected(&all["rejected"]);
         }
         BootenvCommand::Show { name, json } => {

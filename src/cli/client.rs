@@ -224,7 +224,7 @@ pub fn query_value(v: &str) -> String {
 }
 
 /// Prints rows as columns padded to their widest cell, headers first.
-pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+fn print_table(headers: &[&str], rows: &[Vec<String>]) {
     let mut width: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for r in rows {
         for (w, cell) in width.iter_mut().zip(r) {
@@ -246,6 +246,18 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
     for r in rows {
         line(r.iter().map(String::as_str).collect());
     }
+}
+
+/// Prints the JSON array `items` as a table under `headers`, each element
+/// made a row by `row` (nothing but the headers when it is no array).
+pub fn print_rows(headers: &[&str], items: &Value, row: impl Fn(&Value) -> Vec<String>) {
+    let rows: Vec<Vec<String>> = items.as_array().into_iter().flatten().map(row).collect();
+    print_table(headers, &rows);
+}
+
+/// A JSON flag as a cell: `yes` when it is `true`, else `no`.
+pub fn flag(v: &Value, yes: &str, no: &str) -> String {
+    (if *v == Value::Bool(true) { yes } else { no }).to_string()
 }
 
 /// A JSON value as a table cell: strings bare, null as `-`.

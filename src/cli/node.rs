@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Map, Value, json};
 
-use super::client::{Client, Failure, cell, print_json, print_table, query_value};
+use super::client::{Client, Failure, cell, flag, print_json, print_rows, query_value};
 use crate::routes::api;
 
 #[derive(Debug, Subcommand)]
@@ -363,43 +363,25 @@ pub fn run(client: &Client, cmd: NodeCommand) -> anyhow::Result<()> {
 }
 
 fn print_nodes(nodes: &Value) {
-    let rows: Vec<Vec<String>> = nodes
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|n| {
-            let bootenv = match (n["next_bootenv"].as_str(), n["bootenv_expires"].as_str()) {
-                (Some(next), Some(until)) => {
-                    format!("{next} until {until} (then {})", cell(&n["bootenv"]))
-                }
-                (Some(next), None) => format!("{next} once (then {})", cell(&n["bootenv"])),
-                _ => cell(&n["bootenv"]),
-            };
-            let state = match n["state_reason"].as_str() {
-                Some(r) if n["state"] == "failed" || n["state"] == "unreachable" => {
-                    format!("{}: {r}", cell(&n["state"]))
-                }
-                _ => cell(&n["state"]),
-            };
-            vec![
-                cell(&n["mac"]),
-                cell(&n["hostname"]),
-                cell(&n["ipv4"]),
-                bootenv
-                    + if n["protected"] == true {
-                        " [protected]"
-                    } else {
-                        ""
-                    },
-                cell(&n["last_seen"]),
-                state,
-            ]
-        })
-        .collect();
-    print_table(
-        &["MAC", "HOSTNAME", "IPV4", "BOOTENV", "LAST SEEN", "STATE"],
-        &rows,
-    );
+    let headers = ["MAC", "HOSTNAME", "IPV4", "BOOTENV", "LAST SEEN", "STATE"];
+    print_rows(&headers, nodes, |n| {
+        let bootenv = match (n["next_bootenv"].as_str(), n["bootenv_expires"].as_str()) {
+            (Some(next), Some(until)) => {
+                format!("{next} until {until} (then {})", cell(&n["bootenv"]))
+            }
+            (Some(next), None) => format!("{next} once (then {})", cell(&n["bootenv"])),
+            _ => cell(&n["bootenv"]),
+        };
+        let state = match n["state_reason"].as_str() {
+            Some(r) if n["state"] == "failed" || n["state"] == "unreachable" => {
+                format!("{}: {r}", cell(&n["state"]))
+            }
+            _ => cell(&n["state"]),
+        };
+        let bootenv = bootenv + &flag(&n["protected"], " [protected]", "");
+        let (mac, hostname, ipv4) = (cell(&n["mac"]), cell(&n["hostname"]), cell(&n["ipv4"]));
+        vec![mac, hostname, ipv4, bootenv, cell(&n["last_seen"]), state]
+    });
 }
 
 fn print_node(n: &Value) {

@@ -5,7 +5,7 @@
 use clap::Args;
 use serde_json::{Value, json};
 
-use super::client::{Client, Failure, cell, print_json, print_table};
+use super::client::{Client, Failure, cell, flag, print_json, print_rows};
 use crate::model::PowerAction;
 use crate::routes::api;
 
@@ -39,24 +39,21 @@ pub fn run(client: &Client, a: PowerArgs) -> anyhow::Result<()> {
     if a.json {
         print_json(&reply);
     } else {
-        let rows: Vec<Vec<String>> = nodes
-            .iter()
-            .map(|n| {
+        print_rows(
+            &["MAC", "HOSTNAME", "BEFORE", "RESULT", "DETAIL"],
+            &reply["nodes"],
+            |n| {
+                let (mac, hostname, before) =
+                    (cell(&n["mac"]), cell(&n["hostname"]), cell(&n["before"]));
                 vec![
-                    cell(&n["mac"]),
-                    cell(&n["hostname"]),
-                    cell(&n["before"]),
-                    if n["ok"] == Value::Bool(true) {
-                        "ok"
-                    } else {
-                        "FAILED"
-                    }
-                    .into(),
+                    mac,
+                    hostname,
+                    before,
+                    flag(&n["ok"], "ok", "FAILED"),
                     cell(&n["detail"]),
                 ]
-            })
-            .collect();
-        print_table(&["MAC", "HOSTNAME", "BEFORE", "RESULT", "DETAIL"], &rows);
+            },
+        );
     }
     let failed = nodes
         .iter()

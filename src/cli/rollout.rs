@@ -4,7 +4,7 @@
 use clap::Subcommand;
 use serde_json::{Map, Value, json};
 
-use super::client::{Client, cell, print_json, print_table};
+use super::client::{Client, cell, flag, print_json, print_rows};
 use crate::routes::api;
 
 #[derive(Debug, Subcommand)]
@@ -109,25 +109,19 @@ pub fn run(client: &Client, cmd: RolloutCommand) -> anyhow::Result<()> {
             if json {
                 print_json(&all);
             } else {
-                let rows: Vec<Vec<String>> = all
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|r| {
-                        vec![
-                            cell(&r["id"]),
-                            cell(&r["state"]),
-                            cell(&r["spec"]["selector"]),
-                            cell(&r["spec"]["bootenv"]),
-                            progress(r),
-                            cell(&r["created"]),
-                        ]
-                    })
-                    .collect();
-                print_table(
-                    &["ID", "STATE", "SELECTOR", "BOOTENV", "NODES", "CREATED"],
-                    &rows,
-                );
+                let headers = ["ID", "STATE", "SELECTOR", "BOOTENV", "NODES", "CREATED"];
+                print_rows(&headers, &all, |r| {
+                    let (spec, created) = (&r["spec"], cell(&r["created"]));
+                    let (selector, bootenv) = (cell(&spec["selector"]), cell(&spec["bootenv"]));
+                    vec![
+                        cell(&r["id"]),
+                        cell(&r["state"]),
+                        selector,
+                        bootenv,
+                        progress(r),
+                        created,
+                    ]
+                });
             }
         }
         RolloutCommand::Status { id, json } => {
@@ -192,26 +186,17 @@ fn print_rollout(r: &Value) {
     }
     println!("{:<16}{}", "started by:", cell(&r["actor"]));
     println!();
-    let rows: Vec<Vec<String>> = r["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|n| {
-            vec![
-                cell(&n["mac"]),
-                cell(&n["hostname"]),
-                if n["canary"] == Value::Bool(true) {
-                    "canary"
-                } else {
-                    ""
-                }
-                .into(),
-                cell(&n["phase"]),
-                n["reason"].as_str().unwrap_or("").to_string(),
-            ]
-        })
-        .collect();
-    print_table(&["MAC", "HOSTNAME", "", "PHASE", "WHY"], &rows);
+    print_rows(&["MAC", "HOSTNAME", "", "PHASE", "WHY"], &r["nodes"], |n| {
+        let (mac, hostname) = (cell(&n["mac"]), cell(&n["hostname"]));
+        let why = n["reason"].as_str().unwrap_or("").to_string();
+        vec![
+            mac,
+            hostname,
+            flag(&n["canary"], "canary", ""),
+            cell(&n["phase"]),
+            why,
+        ]
+    });
 }
 
 /// `{"percent": 10}` as `10%`, `{"nodes": 2}` as `2`.
