@@ -264,6 +264,14 @@ pub fn raise_open_files_limit() -> OpenFiles {
     }
 }
 
+/// A service's task in `run`'s set: its name, and how it ended, in words.
+async fn service<E: std::fmt::Display>(
+    name: &'static str,
+    serve: impl Future<Output = Result<(), E>>,
+) -> (&'static str, Result<(), String>) {
+    (name, serve.await.map_err(|e| e.to_string()))
+}
+
 /// Starts every enabled service and runs until `cancel` fires. `ready` is
 /// called once every socket is bound.
 pub async fn run(
@@ -443,22 +451,13 @@ pub async fn run(
                     "network.interface",
                 ))?;
             let (ctx, c) = (ctx.clone(), cancel.clone());
-            tasks.spawn(async move {
-                (
-                    "PXE boot server",
-                    dhcp::serve_boot_server(boot, ctx, c)
-                        .await
-                        .map_err(|e| e.to_string()),
-                )
-            });
+            tasks.spawn(service(
+                "PXE boot server",
+                dhcp::serve_boot_server(boot, ctx, c),
+            ));
         }
         let c = cancel.clone();
-        tasks.spawn(async move {
-            (
-                "DHCP",
-                dhcp::serve(sock, ctx, c).await.map_err(|e| e.to_string()),
-            )
-        });
+        tasks.spawn(service("DHCP", dhcp::serve(sock, ctx, c)));
     }
 
     {
@@ -548,14 +547,7 @@ pub async fn run(
             max_per_address: cfg.tftp_max_per_address,
         };
         let c = cancel.clone();
-        tasks.spawn(async move {
-            (
-                "TFTP",
-                tftp::serve(sock, handler, tftp_config, c)
-                    .await
-                    .map_err(|e| e.to_string()),
-            )
-        });
+        tasks.spawn(service("TFTP", tftp::serve(sock, handler, tftp_config, c)));
     }
 
     {
@@ -624,14 +616,7 @@ pub async fn run(
             "http.port",
         ))?;
         let (ctx, limits, c) = (http_ctx.clone(), http_limits.clone(), cancel.clone());
-        tasks.spawn(async move {
-            (
-                "HTTP",
-                http::serve(listener, ctx, limits, c)
-                    .await
-                    .map_err(|e| e.to_string()),
-            )
-        });
+        tasks.spawn(service("HTTP", http::serve(listener, ctx, limits, c)));
     }
 
     if let Some((port, tls)) = tls {
@@ -646,14 +631,10 @@ pub async fn run(
         // Marked, so the console's session cookie is `Secure` here.
         let router = http::router(http_ctx.clone()).layer(axum::Extension(http::console::OverTls));
         let (limits, c) = (http_limits.clone(), cancel.clone());
-        tasks.spawn(async move {
-            (
-                "HTTPS",
-                http::tls::serve(listener, tls, router, limits, c)
-                    .await
-                    .map_err(|e| e.to_string()),
-            )
-        });
+        tasks.spawn(service(
+            "HTTPS",
+            http::tls::serve(listener, tls, router, limits, c),
+        ));
     }
 
     if let Some(d) = &cfg.dns {
@@ -689,14 +670,10 @@ pub async fn run(
         let forwarders = d.forwarders.clone();
         let dns_metrics = Arc::clone(&metrics);
         let c = cancel.clone();
-        tasks.spawn(async move {
-            (
-                "DNS",
-                dns::serve(udp, tcp, zone, names, forwarders, dns_metrics, c)
-                    .await
-                    .map_err(|e| e.to_string()),
-            )
-        });
+        tasks.spawn(service(
+            "DNS",
+            dns::serve(udp, tcp, zone, names, forwarders, dns_metrics, c),
+        ));
     }
 
     // Said once every socket is bound: a start-up error is rackboot's only line.
