@@ -52,29 +52,21 @@ pub fn claim(identity: Identity, req: &Request) -> Option<Claim> {
     if !pxe {
         return None;
     }
-    if identity.port
+    let mut query = NodeQuery::default();
+    let by = if identity.port
         && let Some(info) = &req.relay_info
     {
-        return Some(Claim {
-            query: NodeQuery {
-                relay_info: Some(info.clone()),
-                ..NodeQuery::default()
-            },
-            by: format!("port {info}"),
-        });
-    }
-    if identity.uuid
+        query.relay_info = Some(info.clone());
+        format!("port {info}")
+    } else if identity.uuid
         && let Some(uuid) = &req.uuid
     {
-        return Some(Claim {
-            query: NodeQuery {
-                uuid: Some(uuid.clone()),
-                ..NodeQuery::default()
-            },
-            by: format!("uuid {uuid}"),
-        });
-    }
-    None
+        query.uuid = Some(uuid.clone());
+        format!("uuid {uuid}")
+    } else {
+        return None;
+    };
+    Some(Claim { query, by })
 }
 
 impl Door {

@@ -214,15 +214,20 @@ mod tests {
         "52:54:00:00:00:01".parse().unwrap()
     }
 
+    /// A store holding one discovered node, `edit`ed first, and its timeline.
+    async fn one_node(edit: impl FnOnce(&mut Node)) -> (Arc<dyn Store>, Timeline) {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+        let mut n = Node::discovered(mac(), "discovery", "t".into(), Timestamp(0));
+        edit(&mut n);
+        store.create_node_if_absent(n).await.unwrap();
+        (store.clone(), Timeline::new(store))
+    }
+
     /// An admin's edit that lands between the read and the write is not
     /// overwritten: the change is decided again on the record as it is then.
     #[tokio::test]
     async fn a_change_is_decided_again_on_a_record_edited_meanwhile() {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
-        let mut n = Node::discovered(mac(), "discovery", "t".into(), Timestamp(0));
-        n.next_bootenv = Some("rescue".into());
-        store.create_node_if_absent(n).await.unwrap();
-        let timeline = Timeline::new(store.clone());
+        let (store, timeline) = one_node(|n| n.next_bootenv = Some("rescue".into())).await;
         let raced = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let s = store.clone();
         let after = timeline
@@ -275,11 +280,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_state_is_set_only_while_the_record_still_qualifies() {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
-        let mut n = Node::discovered(mac(), "discovery", "t".into(), Timestamp(0));
-        n.state = NodeState::Unreachable;
-        store.create_node_if_absent(n).await.unwrap();
-        let timeline = Timeline::new(store.clone());
+        let (store, timeline) = one_node(|n| n.state = NodeState::Unreachable).await;
         let set = |still: NodeState| {
             timeline.set_state_if(mac(), NodeState::Configured, "back".into(), move |n| {
                 n.state == still
@@ -302,11 +303,7 @@ mod tests {
     /// and its edit is not marked stalled.
     #[tokio::test]
     async fn a_node_seen_meanwhile_is_left_alone() {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
-        let mut n = Node::discovered(mac(), "discovery", "t".into(), Timestamp(0));
-        n.state = NodeState::Booting;
-        store.create_node_if_absent(n).await.unwrap();
-        let timeline = Timeline::new(store.clone());
+        let (store, timeline) = one_node(|n| n.state = NodeState::Booting).await;
         let raced = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let s = store.clone();
         let set = timeline

@@ -44,27 +44,31 @@ impl Viewer {
     }
 }
 
-/// The console of a request and its session, or why it has none.
-fn session_of(
+/// The state every console request sees.
+type Ctx = Arc<HttpContext>;
+
+/// The console of a request and its signed-in session; when it has none,
+/// the answer `refused` makes from why.
+#[allow(clippy::result_large_err, reason = "the extractors' own rejection type")]
+fn signed_in(
     parts: &Parts,
     ctx: &HttpContext,
-) -> Result<(Arc<Console>, Result<Signed, HttpError>), HttpError> {
-    let c = console_of(&parts.extensions)?;
-    let signed = c.sessions.signed(&parts.headers, &ctx.auth);
+    refused: impl FnOnce(HttpError) -> Response,
+) -> Result<(Arc<Console>, Signed), Response> {
+    let c = console_of(&parts.extensions).map_err(IntoResponse::into_response)?;
+    let signed = c
+        .sessions
+        .signed(&parts.headers, &ctx.auth)
+        .map_err(refused)?;
     Ok((c, signed))
 }
 
-impl FromRequestParts<Arc<HttpContext>> for Viewer {
+impl FromRequestParts<Ctx> for Viewer {
     type Rejection = Response;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        ctx: &Arc<HttpContext>,
-    ) -> Result<Self, Response> {
-        match session_of(parts, ctx).map_err(IntoResponse::into_response)? {
-            (c, Ok(signed)) => Ok(Viewer { c, signed }),
-            (_, Err(_)) => Err(Redirect::to(&path::path(path::LOGIN)).into_response()),
-        }
+    async fn from_request_parts(parts: &mut Parts, ctx: &Ctx) -> Result<Self, Response> {
+        let to_login = |_| Redirect::to(&path::path(path::LOGIN)).into_response();
+        signed_in(parts, ctx, to_login).map(|(c, signed)| Viewer { c, signed })
     }
 }
 
@@ -83,17 +87,12 @@ impl PartViewer {
     }
 }
 
-impl FromRequestParts<Arc<HttpContext>> for PartViewer {
+impl FromRequestParts<Ctx> for PartViewer {
     type Rejection = Response;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        ctx: &Arc<HttpContext>,
-    ) -> Result<Self, Response> {
-        match session_of(parts, ctx).map_err(IntoResponse::into_response)? {
-            (c, Ok(_)) => Ok(PartViewer { c }),
-            (_, Err(e)) => Err((StatusCode::UNAUTHORIZED, e.public).into_response()),
-        }
+    async fn from_request_parts(parts: &mut Parts, ctx: &Ctx) -> Result<Self, Response> {
+        let unauthorized = |e: HttpError| (StatusCode::UNAUTHORIZED, e.public).into_response();
+        signed_in(parts, ctx, unauthorized).map(|(c, _)| PartViewer { c })
     }
 }
 
@@ -111,10 +110,10 @@ pub struct Act<T, const CHANGES: bool = true> {
     pub form: T,
 }
 
-impl<T: CsrfForm, const CHANGES: bool> FromRequest<Arc<HttpContext>> for Act<T, CHANGES> {
+impl<T: CsrfForm, const CHANGES: bool> FromRequest<Ctx> for Act<T, CHANGES> {
     type Rejection = Response;
 
-    async fn from_request(req: Request, ctx: &Arc<HttpContext>) -> Result<Self, Response> {
+    async fn from_request(req: Request, ctx: &Ctx) -> Result<Self, Response> {
         let c = console_of(req.extensions()).map_err(IntoResponse::into_response)?;
         let headers: HeaderMap = req.headers().clone();
         let signed = c.sessions.signed(&headers, &ctx.auth).map_err(|e| {

@@ -657,10 +657,7 @@ fn commit(conn: &mut Connection, b: &Batch, seq: &mut i64) -> Result<(), StoreEr
             .map_err(db("save events"))?;
         }
         let mut trim = tx
-            .prepare_cached(
-                "DELETE FROM timeline WHERE mac = ?1 AND seq <= \
-                 (SELECT seq FROM timeline WHERE mac = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
-            )
+            .prepare_cached(&keep_newest("timeline", "seq"))
             .map_err(db("trim events"))?;
         for mac in &b.trims {
             trim.execute(params![mac_key(*mac), EVENTS_PER_NODE])
@@ -673,10 +670,7 @@ fn commit(conn: &mut Connection, b: &Batch, seq: &mut i64) -> Result<(), StoreEr
             )
             .map_err(db("save reports"))?;
         let mut trim_reports = tx
-            .prepare_cached(
-                "DELETE FROM reports WHERE mac = ?1 AND id <= \
-                 (SELECT id FROM reports WHERE mac = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-            )
+            .prepare_cached(&keep_newest("reports", "id"))
             .map_err(db("trim reports"))?;
         let mut count_drops = tx
             .prepare_cached(
@@ -754,4 +748,13 @@ pub(super) fn save_leases(tx: &Connection, b: &Batch) -> Result<(), StoreError> 
         };
     }
     Ok(())
+}
+
+/// The statement that keeps a node's newest `?2` rows of `table` (ordered
+/// by `order`) and deletes the older ones; `?1` is the node's key.
+fn keep_newest(table: &str, order: &str) -> String {
+    format!(
+        "DELETE FROM {table} WHERE mac = ?1 AND {order} <= \
+         (SELECT {order} FROM {table} WHERE mac = ?1 ORDER BY {order} DESC LIMIT 1 OFFSET ?2)"
+    )
 }
