@@ -49,7 +49,10 @@ type Ctx = Arc<HttpContext>;
 
 /// The console of a request and its signed-in session; when it has none,
 /// the answer `refused` makes from why.
-#[allow(clippy::result_large_err, reason = "the extractors' own rejection type")]
+#[allow(
+    clippy::result_large_err,
+    reason = "the extractors' own rejection type"
+)]
 fn signed_in(
     parts: &Parts,
     ctx: &HttpContext,
