@@ -129,6 +129,111 @@ $fn$;
     // 5: rollouts, each its whole record (`model::Rollout`), rewritten at
     // every step under a row lock.
     "CREATE TABLE rollouts (id TEXT PRIMARY KEY, created BIGINT NOT NULL, doc JSONB NOT NULL);",
+    // 6: the two claims and the new record of a DHCP exchange without a
+    // subtransaction, in the cases a DHCP exchange meets. A
+    // new client's offer inserts its first candidate (`ON CONFLICT DO
+    // NOTHING` with no target waits out and yields to any row another
+    // transaction holds on the address or the MAC, so it cannot raise), and
+    // a REQUEST for the address the MAC already holds updates that row;
+    // anything else (an expired address to take over, the MAC moving from
+    // another address) goes the way of 3. A new record whose hostname and
+    // address no other record holds is inserted plainly; one whose keys are
+    // taken goes the way of 4 (a concurrent insert of another MAC under the
+    // same hostname, which only an admin's record could race, fails the
+    // batch instead: its writes are answered with the error, none is lost).
+    // A subtransaction per claim and record was most of what PostgreSQL
+    // spent on an exchange.
+    r#"
+CREATE OR REPLACE FUNCTION rackboot_allocate(p_mac TEXT, p_ips BIGINT[], p_state TEXT,
+                                             p_expires BIGINT, p_now BIGINT)
+RETURNS TABLE (got_ip BIGINT, dropped_ips BIGINT[])
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    cand BIGINT;
+    got BIGINT;
+    gone BIGINT[];
+BEGIN
+    cand := p_ips[1];
+    IF cand IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.mac = p_mac AND l.ip <> cand) THEN
+        UPDATE leases l SET state = p_state, expires = p_expires
+            WHERE l.ip = cand AND l.mac = p_mac
+            RETURNING l.ip INTO got;
+        IF got IS NULL THEN
+            INSERT INTO leases (ip, mac, state, expires)
+            VALUES (cand, p_mac, p_state, p_expires)
+            ON CONFLICT DO NOTHING
+            RETURNING ip INTO got;
+        END IF;
+        IF got IS NOT NULL THEN
+            got_ip := got;
+            dropped_ips := '{}';
+            RETURN NEXT;
+            RETURN;
+        END IF;
+    END IF;
+    FOREACH cand IN ARRAY p_ips LOOP
+        BEGIN
+            WITH d AS (DELETE FROM leases l WHERE l.mac = p_mac AND l.ip <> cand RETURNING l.ip)
+            SELECT coalesce(array_agg(d.ip), '{}') INTO gone FROM d;
+            INSERT INTO leases AS l (ip, mac, state, expires)
+            VALUES (cand, p_mac, p_state, p_expires)
+            ON CONFLICT ON CONSTRAINT leases_pkey DO UPDATE
+                SET mac = EXCLUDED.mac, state = EXCLUDED.state, expires = EXCLUDED.expires
+                WHERE l.mac = EXCLUDED.mac OR l.expires <= p_now
+            RETURNING l.ip INTO got;
+            IF got IS NOT NULL THEN
+                got_ip := got;
+                dropped_ips := gone;
+                RETURN NEXT;
+                RETURN;
+            END IF;
+            RAISE SQLSTATE 'RBTKN';
+        EXCEPTION WHEN SQLSTATE 'RBTKN' OR unique_violation THEN
+            NULL;
+        END;
+    END LOOP;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION rackboot_create_node(p_mac TEXT, p_hostname_lc TEXT, p_ipv4 BIGINT,
+                                                p_record JSONB)
+RETURNS TABLE (made BOOLEAN, existing JSONB, taken TEXT, detail TEXT)
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    made := false;
+    IF NOT EXISTS (SELECT 1 FROM nodes n WHERE n.hostname_lc = p_hostname_lc AND n.mac <> p_mac)
+       AND (p_ipv4 IS NULL
+            OR NOT EXISTS (SELECT 1 FROM nodes n WHERE n.ipv4 = p_ipv4 AND n.mac <> p_mac)) THEN
+        INSERT INTO nodes (mac, hostname_lc, ipv4, record)
+        VALUES (p_mac, p_hostname_lc, p_ipv4, p_record)
+        ON CONFLICT (mac) DO NOTHING;
+        IF FOUND THEN
+            made := true;
+            RETURN NEXT;
+            RETURN;
+        END IF;
+    ELSE
+        BEGIN
+            INSERT INTO nodes (mac, hostname_lc, ipv4, record)
+            VALUES (p_mac, p_hostname_lc, p_ipv4, p_record)
+            ON CONFLICT (mac) DO NOTHING;
+            IF FOUND THEN
+                made := true;
+                RETURN NEXT;
+                RETURN;
+            END IF;
+        EXCEPTION WHEN unique_violation THEN
+            GET STACKED DIAGNOSTICS taken = CONSTRAINT_NAME, detail = PG_EXCEPTION_DETAIL;
+            RETURN NEXT;
+            RETURN;
+        END;
+    END IF;
+    SELECT n.record INTO existing FROM nodes n WHERE n.mac = p_mac;
+    RETURN NEXT;
+END
+$fn$;
+"#,
 ];
 
 /// The schema version this binary writes.
