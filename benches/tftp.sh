@@ -36,6 +36,11 @@
 # Ratios are speeds, rackboot/peer = peer time / rackboot time: higher is
 # better for rackboot, 1.00 is a tie.
 #
+# BASELINE_BIN=path adds a fourth server, "baseline": that rackboot binary
+# (an older build) with the same config on 10.81.0.5, measured interleaved
+# with the others; the report then gives rackboot/baseline speed per row, a
+# before-and-after comparison that the spread between runs cannot blur.
+#
 # Usage: benches/tftp.sh [--quick]
 #   --quick   3 fetches per figure instead of 21 (1 MiB) and 1 instead of 5 (64 MiB).
 # Environment: TMPDIR (files and logs; /tmp by default), KEEP_TMP=1 keeps it,
@@ -71,6 +76,10 @@ CLI_IF=rbtftp-c0
 CLI_IP=10.81.0.2
 declare -A IP_OF=([tftpd-hpa]=10.81.0.1 [dnsmasq]=10.81.0.3 [rackboot]=10.81.0.4)
 SERVERS=(tftpd-hpa dnsmasq rackboot)
+if [[ -n ${BASELINE_BIN:-} ]]; then
+    IP_OF[baseline]=10.81.0.5
+    SERVERS+=(baseline)
+fi
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 T0=$SECONDS
@@ -166,6 +175,13 @@ enabled = false
 EOF
 ip netns exec "$SRV_NS" "$RACKBOOT" check --config "$TMP/rackboot/rackboot.toml" >"$TMP/rackboot/check.log" 2>&1 ||
     { cat "$TMP/rackboot/check.log" >&2; die "rackboot check rejects the generated config"; }
+if [[ -n ${BASELINE_BIN:-} ]]; then
+    [[ -x $BASELINE_BIN ]] || die "BASELINE_BIN=$BASELINE_BIN is not an executable"
+    mkdir -p "$TMP/baseline/state"
+    cp "$BASELINE_BIN" "$TMP/baseline/rackboot"
+    sed -e "s|$TMP/rackboot/state|$TMP/baseline/state|" -e "s|${IP_OF[rackboot]}|${IP_OF[baseline]}|" \
+        "$TMP/rackboot/rackboot.toml" >"$TMP/baseline/rackboot.toml"
+fi
 
 # ---------------------------------------------------------------- servers --
 start_server() { # NAME
@@ -181,9 +197,9 @@ start_server() { # NAME
                 --port=0 --enable-tftp --tftp-root="$ROOT" --listen-address="$ip" --bind-interfaces \
                 --tftp-max=100 --user=root --group=root --pid-file= --log-facility=- >"$log" 2>&1 &
             ;;
-        rackboot)
-            RACKBOOT_LOG=${RACKBOOT_LOG:-warn} ip netns exec "$SRV_NS" taskset -c 0 "$RACKBOOT" serve \
-                --config "$TMP/rackboot/rackboot.toml" >"$log" 2>&1 &
+        rackboot | baseline)
+            RACKBOOT_LOG=${RACKBOOT_LOG:-warn} ip netns exec "$SRV_NS" taskset -c 0 "$TMP/$name/rackboot" serve \
+                --config "$TMP/$name/rackboot.toml" >"$log" 2>&1 &
             ;;
     esac
     pid=$!   # ip netns exec and taskset exec: this is the server itself
@@ -381,6 +397,15 @@ for peer in tftpd-hpa dnsmasq; do
             "64 MiB $(ratio "${TIME[$peer,curl,64m.bin]}" "${TIME[rackboot,atftp-window,64m.bin]}")"
     fi
 done
+if [[ -n ${BASELINE_BIN:-} ]]; then
+    echo "  rackboot/baseline speed ($BASELINE_BIN), interleaved in this run:"
+    for client in curl atftp atftp-window; do
+        for f in 1m 64m; do
+            printf '    %-13s %-4s %s\n' "$client" "$f" \
+                "$(ratio "${TIME[baseline,$client,$f.bin]}" "${TIME[rackboot,$client,$f.bin]}")"
+        done
+    done
+fi
 echo
 echo "TFTP $CONCURRENT concurrent 1 MiB fetches (curl blksize $BLKSIZE), wall seconds and failures"
 echo "  (median of 3 interleaved rounds; failures over all 3)"
