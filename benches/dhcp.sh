@@ -53,10 +53,10 @@
 # behind, "cli" perfdhcp did.
 #
 # Usage: benches/dhcp.sh [--quick] [--rounds N]
-#                        [--only kea|rackboot|rackboot-sync|kea-pg|rackboot-pg]
+#                        [--only S[,S...]]   S: kea|rackboot|rackboot-sync|kea-pg|rackboot-pg
 #   --quick     a smoke run: 3-second trials, 15 % precision, one round.
 #   --rounds N  run the searches N times (default 2); report each one's best.
-#   --only S    measure one server only (while working on this script).
+#   --only S    measure only these servers, interleaved (e.g. kea-pg,rackboot-pg).
 # Environment: TMPDIR (where lease stores and logs go; /tmp by default: a
 # disk, as deployed), KEEP_TMP=1 keeps that dir, RACKBOOT_LOG as for
 # rackboot (default here: warn, the level Kea logs at in this run, so both
@@ -93,14 +93,16 @@ while (($#)); do
 done
 ROUNDS=${ROUNDS:-$((QUICK ? 1 : 2))}
 [[ $ROUNDS =~ ^[1-9]$ ]] || { echo "dhcp.sh: --rounds wants 1..9" >&2; exit 2; }
-case $ONLY in
-    "" | kea | rackboot | rackboot-sync | kea-pg | rackboot-pg) ;;
-    *) echo "dhcp.sh: --only wants kea, rackboot, rackboot-sync, kea-pg or rackboot-pg" >&2; exit 2 ;;
-esac
+for name in ${ONLY//,/ }; do
+    case $name in
+        kea | rackboot | rackboot-sync | kea-pg | rackboot-pg) ;;
+        *) echo "dhcp.sh: --only wants kea, rackboot, rackboot-sync, kea-pg or rackboot-pg, comma-separated" >&2; exit 2 ;;
+    esac
+done
 # The servers measured, and which of them need what.
 ALL_SERVERS=(kea rackboot rackboot-sync kea-pg rackboot-pg)
 SERVERS=()
-for name in "${ALL_SERVERS[@]}"; do [[ -z $ONLY || $ONLY == "$name" ]] && SERVERS+=("$name"); done
+for name in "${ALL_SERVERS[@]}"; do [[ -z $ONLY || ",$ONLY," == *",$name,"* ]] && SERVERS+=("$name"); done
 uses() { [[ " ${SERVERS[*]} " == *" $1 "* ]]; }   # NAME: is it measured?
 NEED_RACKBOOT=0 NEED_PG=0
 if uses rackboot || uses rackboot-sync || uses rackboot-pg; then NEED_RACKBOOT=1; fi
