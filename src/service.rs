@@ -562,7 +562,7 @@ pub async fn run(
     }
     let console = cfg.console.as_ref().map(|c| {
         let console = Arc::new(http::console::Console::new(c));
-        store.subscribe(console.hub.clone());
+        store.subscribe(console.nodes.clone());
         console
     });
     let http_ctx = Arc::new(HttpContext {

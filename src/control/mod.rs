@@ -39,6 +39,7 @@ pub mod power;
 pub mod rollout;
 pub mod script_cache;
 pub mod timeline;
+pub mod watch;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

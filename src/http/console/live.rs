@@ -1,10 +1,6 @@
-//! What makes the console live: the store's change feed, told to each
-//! open page as server-sent events.
-//!
-//! [`Hub`] subscribes to the store's feed ([`crate::store::feed`]) and
-//! passes on the MAC of every node whose record or timeline changed; it
-//! only sends on a broadcast channel (never waits, never calls the store),
-//! as a feed subscriber must. Each open page holds one
+//! What makes the console live: the nodes that changed
+//! ([`crate::control::watch::NodeWatch`], fed by the store's change feed),
+//! told to each open page as server-sent events. Each open page holds one
 //! `GET /console/stream`: the fleet page hears `fleet` at most once a
 //! second while anything changes (a rack powering on changes hundreds of
 //! records a second; the page fetches its rows again, not each change), a
@@ -20,54 +16,14 @@ use futures_util::Stream;
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 use tokio::time::Instant;
 
+use crate::control::watch::NodeWatch;
 use crate::model::Mac;
-use crate::store::{Change, Subscriber};
-
-/// Changes held for a page that is slow to take them; past this it is told
-/// "something changed" (it fetches again anyway).
-const BACKLOG: usize = 1024;
 /// The least time between two events to one page.
 const COALESCE: Duration = Duration::from_millis(750);
 /// A stream ends after this; the browser's EventSource opens a new one
 /// (so a page left open does not hold a connection through a restart of
 /// the session's rules, and shutdown waits for no stream for long).
 const STREAM_LIFE: Duration = Duration::from_secs(300);
-
-/// The MACs whose record or timeline changed, as they change.
-pub struct Hub {
-    tx: broadcast::Sender<Mac>,
-}
-
-impl Default for Hub {
-    fn default() -> Hub {
-        Hub {
-            tx: broadcast::channel(BACKLOG).0,
-        }
-    }
-}
-
-impl Subscriber for Hub {
-    fn changed(&self, change: &Change<'_>) {
-        // No page open: nothing to tell (send fails, and costs a lock).
-        if self.tx.receiver_count() == 0 {
-            return;
-        }
-        match *change {
-            Change::Node(n) => {
-                let _ = self.tx.send(n.mac);
-            }
-            Change::NodeGone(mac) | Change::Event(mac, _) => {
-                let _ = self.tx.send(mac);
-            }
-            Change::ConfigBumped(macs) => {
-                for mac in macs {
-                    let _ = self.tx.send(*mac);
-                }
-            }
-            Change::Lease(_) | Change::LeaseGone(_) | Change::Loaded => {}
-        }
-    }
-}
 
 /// What one page follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,38 +81,36 @@ impl Listening {
     }
 }
 
-impl Hub {
-    /// The event stream of a page that follows `follow`.
-    pub fn stream(
-        &self,
-        follow: Follow,
-    ) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<>> {
-        let listening = Listening {
-            rx: self.tx.subscribe(),
-            follow,
-            ends: Instant::now() + STREAM_LIFE,
-            last: None,
-        };
-        let stream = futures_util::stream::unfold(listening, |mut l| async move {
-            let event = l.next().await?;
-            Some((Ok(event), l))
-        });
-        Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-    }
+/// The event stream of a page that follows `follow`. A page slow to take
+/// the changes is told "something changed" (it fetches again anyway).
+pub fn stream(
+    nodes: &NodeWatch,
+    follow: Follow,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<>> {
+    let listening = Listening {
+        rx: nodes.watch(),
+        follow,
+        ends: Instant::now() + STREAM_LIFE,
+        last: None,
+    };
+    let stream = futures_util::stream::unfold(listening, |mut l| async move {
+        let event = l.next().await?;
+        Some((Ok(event), l))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Timestamp;
 
     fn mac(n: u8) -> Mac {
         format!("52:54:00:00:00:{n:02x}").parse().unwrap()
     }
 
-    fn listening(hub: &Hub, follow: Follow, life: Duration) -> Listening {
+    fn listening(nodes: &NodeWatch, follow: Follow, life: Duration) -> Listening {
         Listening {
-            rx: hub.tx.subscribe(),
+            rx: nodes.watch(),
             follow,
             ends: Instant::now() + life,
             last: None,
@@ -165,14 +119,14 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_page_hears_what_it_follows_once_per_burst() {
-        let hub = Hub::default();
+        let hub = NodeWatch::default();
         let mut fleet = listening(&hub, Follow::Fleet, STREAM_LIFE);
         let mut one = listening(&hub, Follow::Node(mac(2)), STREAM_LIFE);
-        hub.changed(&Change::Event(mac(1), Timestamp(0)));
+        hub.tell(mac(1));
         assert!(fleet.next().await.is_some());
         // A burst after that: one event, after the interval.
         for n in 0..50 {
-            hub.changed(&Change::Event(mac(n), Timestamp(0)));
+            hub.tell(mac(n));
         }
         let before = Instant::now();
         assert!(fleet.next().await.is_some());
@@ -197,7 +151,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_stream_ends_after_its_life() {
-        let hub = Hub::default();
+        let hub = NodeWatch::default();
         let mut l = listening(&hub, Follow::Fleet, Duration::from_secs(1));
         assert!(l.next().await.is_none());
     }

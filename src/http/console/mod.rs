@@ -38,8 +38,6 @@ use crate::routes::console as path;
 use session::{Flash, Sessions, Signed};
 use signed::{Act, CsrfForm, PartViewer, Viewer};
 
-pub use live::Hub;
-
 /// The request came over HTTPS: the session cookie is then `Secure`.
 /// Put on the HTTPS listener's router.
 #[derive(Clone, Copy, Debug)]
@@ -49,7 +47,7 @@ pub struct OverTls;
 pub struct Console {
     pub sessions: Sessions,
     /// Subscribed to the store's feed by `service`.
-    pub hub: Arc<Hub>,
+    pub nodes: Arc<crate::control::watch::NodeWatch>,
     pages: Environment<'static>,
 }
 
@@ -109,7 +107,7 @@ impl Console {
         );
         Console {
             sessions: Sessions::new(cfg.session_idle),
-            hub: Arc::new(Hub::default()),
+            nodes: Arc::default(),
             pages,
         }
     }
@@ -329,7 +327,7 @@ async fn stream(
         Ok(None) => live::Follow::Fleet,
         Err(e) => return e.into_response(),
     };
-    v.c.hub.stream(follow).into_response()
+    live::stream(&v.c.nodes, follow).into_response()
 }
 
 /// The names of the bootenvs in force, for the forms that choose one.
