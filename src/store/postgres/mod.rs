@@ -614,6 +614,77 @@ mod tests {
         assert_eq!((bound.ip, bound.state), (offered.ip, LeaseState::Bound));
     }
 
+    /// A run goes out as set-based statements; a hostname taken by another
+    /// node makes the new-record insert raise, and the run is sent again
+    /// one write at a time: the clash is that write's answer, every other
+    /// write of the run is done, and the sibling hears of all of them.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_clash_in_a_run_of_quick_writes_refuses_only_its_own_write() {
+        use crate::model::{EventData, Timestamp};
+        let (a, b) = two("clash").await;
+        let range = (Ipv4Addr::new(10, 9, 2, 10), Ipv4Addr::new(10, 9, 2, 49));
+        let ask = |m: Mac| LeaseRequest {
+            mac: m,
+            ranges: vec![range],
+            fixed: None,
+            wanted: None,
+            exact: false,
+            state: LeaseState::Bound,
+            expires: Timestamp(i64::MAX / 2),
+            now: Timestamp(1),
+        };
+        let node = |m: Mac, hostname: &str| {
+            let mut n = Node::discovered(m, "discovery", format!("t{m}"), Timestamp(1));
+            n.hostname = hostname.into();
+            n
+        };
+        a.create_node_if_absent(node(mac(1), "taken"))
+            .await
+            .unwrap();
+        // b holds the first address of the range, unknown to a yet: a's
+        // first choice for mac 3 is refused and it takes the next.
+        let held = b.allocate(&ask(mac(9))).await.unwrap().unwrap();
+        assert_eq!(held.ip, range.0);
+        let note = || {
+            Event::new(
+                Timestamp(2),
+                EventData::Note {
+                    of: crate::model::EventKind::DhcpAck,
+                    text: "x".into(),
+                },
+            )
+        };
+        // Queued together: this runtime has one thread, so the writer takes
+        // them off its queue in one batch.
+        let (ask3, event) = (ask(mac(3)), note());
+        let (clash, made, mine, again, _) = tokio::join!(
+            a.create_node_if_absent(node(mac(2), "TAKEN")),
+            a.create_node_if_absent(node(mac(3), "free")),
+            a.allocate(&ask3),
+            a.create_node_if_absent(node(mac(1), "whatever")),
+            a.add_event(mac(3), &event),
+        );
+        let clash = clash.unwrap_err().to_string();
+        assert!(clash.contains("hostname"), "{clash}");
+        assert!(made.unwrap().1, "mac 3's record made");
+        let mine = mine.unwrap().expect("mac 3 bound");
+        assert_eq!(mine.ip, Ipv4Addr::new(10, 9, 2, 11), "the next after b's");
+        let (existing, made) = again.unwrap();
+        assert!(!made);
+        assert_eq!(existing.hostname, "taken", "mac 1's record as it was");
+        assert_eq!(a.events(mac(3)).await.unwrap().len(), 1, "the event saved");
+        until(
+            "b hears of mac 3's record and lease",
+            Duration::from_secs(1),
+            || {
+                let m = b.mirror();
+                m.nodes.contains_key(&mac(3)) && m.lease_of(mac(3)).is_some_and(|l| l.ip == mine.ip)
+            },
+        )
+        .await;
+        assert!(!b.mirror().nodes.contains_key(&mac(2)));
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_appliance_leads_and_another_takes_over_when_it_goes() {
         let (a, b) = two("lead").await;

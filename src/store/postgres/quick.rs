@@ -1,11 +1,20 @@
 //! The writes a DHCP exchange makes (new node records, lease allocations and
-//! timeline events), sent to PostgreSQL together and answered in order: one
-//! round trip for a run of them instead of several each. They need no
-//! savepoint: a record whose hostname or address is taken, and an address
-//! taken by another MAC, are found inside one statement
-//! (`rackboot_create_node` and `rackboot_allocate`, schema migrations 4 and
-//! 3), and an event only appends, so none fails but with the connection, and
-//! then the whole batch does.
+//! timeline events), sent to PostgreSQL together and answered in order.
+//!
+//! A run goes out as a few set-based statements, one round trip, whatever
+//! its length: all its new records in one insert, the first choices of all
+//! its allocations in one conditional upsert, all its events in one insert.
+//! PostgreSQL's cost is per statement far more than per row, so this is what
+//! keeps an appliance on a shared database fast under a storm. Those two
+//! inserts run under one savepoint: a record whose hostname or address
+//! another node holds, or a MAC bound elsewhere meanwhile by a sibling,
+//! raises inside them, and then the run is undone and sent again one write
+//! at a time (`rackboot_create_node` and `rackboot_allocate`, schema
+//! migrations 4 and 3), each of which answers such a clash instead of
+//! raising. What the set-based statements leave undone (a MAC that already
+//! had a record, a first choice a sibling took) goes the same one-at-a-time
+//! way after them. An event only appends, so none fails but with the
+//! connection, and then the whole batch does.
 //!
 //! Addresses are planned here before anything is sent: each allocation of
 //! the run skips the addresses the ones before it in the same run will try
@@ -19,7 +28,7 @@ use serde_json::{Value, json};
 use tokio_postgres::{Client, Row, Statement, Transaction};
 
 use super::Shared;
-use super::rows::{db, ip_col, ip_of, key_taken, mac_text, node_from_json, node_json};
+use super::rows::{db, describe, ip_col, ip_of, key_taken, mac_text, node_from_json, node_json};
 use super::writer::{Pending, Reply, TRIES, TRIM_EVERY, lease_note, node_note_of, pending};
 use crate::boot::address::{self, Candidate, Range};
 use crate::model::{Event, Lease, Mac, Node};
@@ -28,6 +37,10 @@ use crate::store::{EVENTS_PER_NODE, LeaseRequest, StoreError};
 /// The statements of the quick writes (and the announcement), prepared once
 /// per connection: each then costs one message, not a parse and a bind.
 pub(super) struct Prepared {
+    /// Every new record of a run, in one statement.
+    creates: Statement,
+    /// The first choice of every allocation of a run, in one statement.
+    firsts: Statement,
     create: Statement,
     allocate: Statement,
     /// Every event of a run, in one statement: rows are cheap, statements
@@ -40,6 +53,26 @@ pub(super) struct Prepared {
 impl Prepared {
     pub(super) async fn new(client: &Client) -> Result<Prepared, tokio_postgres::Error> {
         Ok(Prepared {
+            creates: client
+                .prepare(
+                    "INSERT INTO nodes (mac, hostname_lc, ipv4, record) \
+                     SELECT m, h, i, r::jsonb \
+                     FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[]) AS t(m, h, i, r) \
+                     ON CONFLICT (mac) DO NOTHING RETURNING mac",
+                )
+                .await?,
+            // As `rackboot_allocate` takes one candidate: only a free,
+            // expired or already-this-MAC's row lets the upsert through.
+            firsts: client
+                .prepare(
+                    "INSERT INTO leases AS l (ip, mac, state, expires) \
+                     SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::int8[]) \
+                     ON CONFLICT ON CONSTRAINT leases_pkey DO UPDATE \
+                     SET mac = EXCLUDED.mac, state = EXCLUDED.state, expires = EXCLUDED.expires \
+                     WHERE l.mac = EXCLUDED.mac OR l.expires <= $5 \
+                     RETURNING l.ip",
+                )
+                .await?,
             create: client
                 .prepare(
                     // The record goes as JSON text: made once, announced as it is.
@@ -91,14 +124,17 @@ enum Plan {
         mac: String,
         candidates: Vec<Candidate>,
         ips: Vec<i64>,
+        /// Its MAC holds another address now: giving that up is
+        /// `rackboot_allocate`'s, one at a time.
+        alone: bool,
     },
 }
 
 type Sent<'a> =
     Pin<Box<dyn Future<Output = Result<Option<Row>, tokio_postgres::Error>> + Send + 'a>>;
 
-/// Sends `run` in one go inside `tx` and turns what comes back into answers
-/// (held until the commit) and announcements.
+/// Sends `run` inside `tx` and turns what comes back into answers (held
+/// until the commit) and announcements.
 pub(super) async fn send(
     tx: &Transaction<'_>,
     prepared: &Prepared,
@@ -107,7 +143,284 @@ pub(super) async fn send(
     shared: &Shared,
 ) -> Vec<Pending> {
     let (plans, events) = plan(run, shared);
-    let mut sent: Vec<Sent<'_>> = Vec::with_capacity(plans.len() + 2 + events.trims.len());
+    let (went, sent) = {
+        let together = Together::of(&plans);
+        (
+            together.went.clone(),
+            together.send(tx, prepared, &events).await,
+        )
+    };
+    let mut answers = Vec::with_capacity(plans.len());
+    let (rest, events_again) = match sent {
+        Ok(done) => {
+            let mut rest = Vec::new();
+            for (p, went) in plans.into_iter().zip(went) {
+                match settle(p, went, &done, notes, shared) {
+                    Ok(answer) => answers.push(answer),
+                    Err(later) => rest.push(later),
+                }
+            }
+            (rest, None)
+        }
+        Err(e) => {
+            // A clash raised inside a set-based statement: undo the run
+            // and let each write meet its own clash.
+            tracing::debug!(error = %describe(&e), "store: a run goes again one write at a time");
+            if let Err(e) = tx.batch_execute("ROLLBACK TO SAVEPOINT run").await {
+                tracing::warn!(error = %describe(&e), "store: PostgreSQL savepoint failed");
+            }
+            (plans, Some(&events))
+        }
+    };
+    answers.extend(one_by_one(tx, prepared, rest, events_again, notes, shared).await);
+    answers
+}
+
+/// The columns of a run's set-based statements: its new records and the
+/// first choices of its allocations, each at most once, so that no row of
+/// a statement meets another row of the same statement.
+struct Together<'p> {
+    /// Which plans of the run are in it.
+    went: Vec<bool>,
+    c_macs: Vec<&'p str>,
+    c_hostnames: Vec<&'p str>,
+    c_ipv4s: Vec<Option<i64>>,
+    c_records: Vec<&'p str>,
+    a_ips: Vec<i64>,
+    a_macs: Vec<&'p str>,
+    a_states: Vec<&'static str>,
+    a_expires: Vec<i64>,
+    /// The earliest clock of the allocations: an address that expired
+    /// between their clocks is left to the one-at-a-time path.
+    now: i64,
+}
+
+/// What the set-based statements did: the MACs given a new record and the
+/// addresses taken.
+struct Done {
+    made: std::collections::HashSet<String>,
+    took: std::collections::HashSet<i64>,
+}
+
+impl<'p> Together<'p> {
+    fn of(plans: &'p [Plan]) -> Together<'p> {
+        use std::collections::HashSet;
+        let mut t = Together {
+            went: vec![false; plans.len()],
+            c_macs: Vec::new(),
+            c_hostnames: Vec::new(),
+            c_ipv4s: Vec::new(),
+            c_records: Vec::new(),
+            a_ips: Vec::new(),
+            a_macs: Vec::new(),
+            a_states: Vec::new(),
+            a_expires: Vec::new(),
+            now: i64::MAX,
+        };
+        // What the rows so far hold: a row that would meet one of them
+        // (and so make its statement fail, or touch a row twice) waits.
+        let mut names: HashSet<&str> = HashSet::new();
+        let mut addrs: HashSet<i64> = HashSet::new();
+        let mut firsts: HashSet<i64> = HashSet::new();
+        let mut holders: HashSet<&str> = HashSet::new();
+        for (i, p) in plans.iter().enumerate() {
+            match p {
+                Plan::Create {
+                    mac,
+                    hostname_lc,
+                    ipv4,
+                    record,
+                    ..
+                } => {
+                    // Hostnames and MAC texts never look alike (a MAC's has colons).
+                    if names.contains(mac.as_str())
+                        || names.contains(hostname_lc.as_str())
+                        || ipv4.is_some_and(|ip| addrs.contains(&ip))
+                    {
+                        continue;
+                    }
+                    names.extend([mac.as_str(), hostname_lc.as_str()]);
+                    addrs.extend(*ipv4);
+                    t.went[i] = true;
+                    t.c_macs.push(mac);
+                    t.c_hostnames.push(hostname_lc);
+                    t.c_ipv4s.push(*ipv4);
+                    t.c_records.push(record);
+                }
+                Plan::Allocate {
+                    req,
+                    mac,
+                    ips,
+                    alone,
+                    ..
+                } => {
+                    let Some(first) = ips.first() else { continue };
+                    if *alone || firsts.contains(first) || holders.contains(mac.as_str()) {
+                        continue;
+                    }
+                    firsts.insert(*first);
+                    holders.insert(mac);
+                    t.went[i] = true;
+                    t.a_ips.push(*first);
+                    t.a_macs.push(mac);
+                    t.a_states.push(req.state.as_str());
+                    t.a_expires.push(req.expires.millis());
+                    t.now = t.now.min(req.now.millis());
+                }
+            }
+        }
+        t
+    }
+
+    /// Sends the set-based statements under a savepoint, then the run's
+    /// events and trims, in one round trip. An error is the statements'
+    /// (the events' are logged here).
+    async fn send(
+        &self,
+        tx: &Transaction<'_>,
+        prepared: &Prepared,
+        events: &Events,
+    ) -> Result<Done, tokio_postgres::Error> {
+        let any = !self.c_macs.is_empty() || !self.a_macs.is_empty();
+        let savepoint = async {
+            if any {
+                tx.batch_execute("SAVEPOINT run").await
+            } else {
+                Ok(())
+            }
+        };
+        let creates = async {
+            if self.c_macs.is_empty() {
+                return Ok(Vec::new());
+            }
+            tx.query(
+                &prepared.creates,
+                &[
+                    &self.c_macs,
+                    &self.c_hostnames,
+                    &self.c_ipv4s,
+                    &self.c_records,
+                ],
+            )
+            .await
+        };
+        let firsts = async {
+            if self.a_macs.is_empty() {
+                return Ok(Vec::new());
+            }
+            tx.query(
+                &prepared.firsts,
+                &[
+                    &self.a_ips,
+                    &self.a_macs,
+                    &self.a_states,
+                    &self.a_expires,
+                    &self.now,
+                ],
+            )
+            .await
+        };
+        let release = async {
+            if any {
+                tx.batch_execute("RELEASE SAVEPOINT run").await
+            } else {
+                Ok(())
+            }
+        };
+        // Polled together: tokio-postgres sends each statement as it is
+        // first polled, in this order, and the server runs them in that order.
+        let (savepoint, creates, firsts, release, appended) = futures_util::join!(
+            savepoint,
+            creates,
+            firsts,
+            release,
+            append(tx, prepared, events)
+        );
+        let done = (|| {
+            savepoint?;
+            let made = creates?.iter().map(|row| row.get(0)).collect();
+            let took = firsts?.iter().map(|row| row.get(0)).collect();
+            release?;
+            Ok(Done { made, took })
+        })();
+        if done.is_ok() {
+            appended.report(events);
+        }
+        done
+    }
+}
+
+/// A plan's answer, when the set-based statements settled it; otherwise the
+/// plan, for the one-at-a-time path (an allocation without the first choice
+/// it was refused).
+fn settle(
+    p: Plan,
+    went: bool,
+    done: &Done,
+    notes: &mut Vec<String>,
+    shared: &Shared,
+) -> Result<Pending, Plan> {
+    if !went {
+        return Err(p);
+    }
+    match p {
+        Plan::Create {
+            node,
+            reply,
+            mac,
+            record,
+            ..
+        } if done.made.contains(&mac) => {
+            notes.push(node_note_of(node.mac, &record));
+            Ok(pending(reply, Ok((*node, true))))
+        }
+        Plan::Allocate {
+            req,
+            reply,
+            candidates,
+            ips,
+            ..
+        } if done.took.contains(&ips[0]) => {
+            let lease = took(ips[0], Vec::new(), &req, &candidates, notes, shared);
+            Ok(pending(reply, Ok(Some(lease))))
+        }
+        Plan::Allocate {
+            req,
+            reply,
+            mac,
+            candidates,
+            mut ips,
+            alone,
+        } => {
+            ips.remove(0);
+            Err(Plan::Allocate {
+                req,
+                reply,
+                mac,
+                candidates,
+                ips,
+                alone,
+            })
+        }
+        // Its MAC had a record: read it one at a time.
+        create => Err(create),
+    }
+}
+
+/// Sends `plans` one statement each (and `events` with them, when given) in
+/// one round trip.
+async fn one_by_one(
+    tx: &Transaction<'_>,
+    prepared: &Prepared,
+    plans: Vec<Plan>,
+    events: Option<&Events>,
+    notes: &mut Vec<String>,
+    shared: &Shared,
+) -> Vec<Pending> {
+    if plans.is_empty() && events.is_none() {
+        return Vec::new();
+    }
+    let mut sent: Vec<Sent<'_>> = Vec::with_capacity(plans.len());
     for p in &plans {
         match p {
             Plan::Create {
@@ -128,37 +441,18 @@ pub(super) async fn send(
             })),
         }
     }
-    let events_sent = !events.macs.is_empty();
-    let events = &events;
-    if events_sent {
-        sent.push(Box::pin(async move {
-            tx.execute(
-                &prepared.events,
-                &[
-                    &events.macs,
-                    &events.ats,
-                    &events.kinds,
-                    &events.data,
-                    &events.appliances,
-                ],
-            )
-            .await
-            .map(|_| None)
-        }));
+    let appended = async {
+        match events {
+            Some(events) => Some(append(tx, prepared, events).await),
+            None => None,
+        }
+    };
+    let (results, appended) = futures_util::join!(futures_util::future::join_all(sent), appended);
+    if let (Some(appended), Some(events)) = (appended, events) {
+        appended.report(events);
     }
-    for key in &events.trims {
-        sent.push(Box::pin(async move {
-            tx.execute(&prepared.trim, &[key, &EVENTS_PER_NODE])
-                .await
-                .map(|_| None)
-        }));
-    }
-    // Polled together: tokio-postgres sends each statement as it is first
-    // polled, in this order, and the server runs them in that order.
-    let mut results = futures_util::future::join_all(sent).await.into_iter();
-    let mut answers = Vec::new();
-    for p in plans {
-        let got = results.next().expect("one result per statement");
+    let mut answers = Vec::with_capacity(plans.len());
+    for (p, got) in plans.into_iter().zip(results) {
         match p {
             Plan::Create {
                 node,
@@ -177,25 +471,65 @@ pub(super) async fn send(
                 candidates,
                 ..
             } => {
-                let result = got
-                    .map_err(db("allocate"))
-                    .map(|row| row.map(|row| taken(&row, &req, &candidates, notes, shared)));
+                let result = got.map_err(db("allocate")).map(|row| {
+                    row.map(|row| took(row.get(0), row.get(1), &req, &candidates, notes, shared))
+                });
                 answers.push(pending(reply, result));
             }
         }
     }
-    if events_sent && let Some(Err(e)) = results.next() {
-        // Only the connection fails an append, and then the commit does too.
-        let e = db("add events")(e);
-        tracing::warn!(error = %e, "store: {} timeline events were not saved", events.macs.len());
-    }
-    for (key, done) in events.trims.iter().zip(results) {
-        if let Err(e) = done {
-            let e = db("trim a timeline")(e);
-            tracing::warn!(mac = %key, error = %e, "store: a timeline was not trimmed");
+    answers
+}
+
+/// What appending a run's events (and trimming timelines) came to.
+struct Appended {
+    insert: Result<u64, tokio_postgres::Error>,
+    trims: Vec<Result<u64, tokio_postgres::Error>>,
+}
+
+/// Appends `events` in one statement, then trims the timelines due.
+async fn append(tx: &Transaction<'_>, prepared: &Prepared, events: &Events) -> Appended {
+    let insert = async {
+        if events.macs.is_empty() {
+            return Ok(0);
+        }
+        tx.execute(
+            &prepared.events,
+            &[
+                &events.macs,
+                &events.ats,
+                &events.kinds,
+                &events.data,
+                &events.appliances,
+            ],
+        )
+        .await
+    };
+    let trims = futures_util::future::join_all(
+        events
+            .trims
+            .iter()
+            .map(|key| async move { tx.execute(&prepared.trim, &[key, &EVENTS_PER_NODE]).await }),
+    );
+    let (insert, trims) = futures_util::join!(insert, trims);
+    Appended { insert, trims }
+}
+
+impl Appended {
+    /// Logs what failed (only the connection fails an append, and then the
+    /// commit does too).
+    fn report(self, events: &Events) {
+        if let Err(e) = self.insert {
+            let e = db("add events")(e);
+            tracing::warn!(error = %e, "store: {} timeline events were not saved", events.macs.len());
+        }
+        for (key, done) in events.trims.iter().zip(self.trims) {
+            if let Err(e) = done {
+                let e = db("trim a timeline")(e);
+                tracing::warn!(mac = %key, error = %e, "store: a timeline was not trimmed");
+            }
         }
     }
-    answers
 }
 
 /// What `rackboot_create_node` answered for `node`: made (and announced),
@@ -226,16 +560,17 @@ fn created(
     Ok((node_from_json(existing)?, false))
 }
 
-/// The lease an allocation took, announced; the scan of its range moves on.
-fn taken(
-    row: &Row,
+/// The lease an allocation took at `ip` (giving up `dropped`), announced;
+/// the scan of its range moves on.
+fn took(
+    ip: i64,
+    dropped: Vec<i64>,
     req: &LeaseRequest,
     candidates: &[Candidate],
     notes: &mut Vec<String>,
     shared: &Shared,
 ) -> Lease {
-    let ip = ip_of(row.get(0));
-    let dropped: Vec<i64> = row.get(1);
+    let ip = ip_of(ip);
     if let Some(range) = candidates
         .iter()
         .find(|c| c.ip == ip)
@@ -304,12 +639,16 @@ fn plan(run: Vec<Quick>, shared: &Shared) -> (Vec<Plan>, Events) {
                     }
                 }
                 let ips = candidates.iter().map(|c| ip_col(c.ip)).collect();
+                let alone = m
+                    .lease_of(req.mac)
+                    .is_some_and(|l| candidates.first().is_none_or(|c| c.ip != l.ip));
                 plans.push(Plan::Allocate {
                     mac: mac_text(req.mac),
                     req,
                     reply,
                     candidates,
                     ips,
+                    alone,
                 });
             }
             Quick::Event(mac, event) => {
