@@ -67,3 +67,4 @@ pub mod storm;
 pub mod sweep;
 pub mod text_file;
 pub mod tftp;
+pub mod udp_buffer;

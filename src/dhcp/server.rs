@@ -58,48 +58,13 @@ impl DhcpContext {
     }
 }
 
-/// What the DHCP socket may queue: a rack powering on at once sends its
-/// DISCOVERs within milliseconds, and the kernel's default (about 300
-/// packets) drops the tail of such a burst whenever the server is briefly off
-/// the CPU. 4 MiB holds several thousand.
-const STORM_RCVBUF: usize = 4 << 20;
-
-/// Asks for [`STORM_RCVBUF`]. The kernel caps the request at
-/// net.core.rmem_max unless the process may exceed it (CAP_NET_ADMIN, which
-/// root has); either way what it got is logged, and a small buffer is never
-/// an error.
-fn storm_buffer(s: &Socket) {
-    use std::os::fd::AsRawFd;
-    let _ = s.set_recv_buffer_size(STORM_RCVBUF);
-    if s.recv_buffer_size().unwrap_or(0) < STORM_RCVBUF {
-        let size = STORM_RCVBUF as libc::c_int;
-        // SAFETY: setsockopt on a socket we own, with a c_int option value.
-        unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
-    }
-    let got = s.recv_buffer_size().unwrap_or(0);
-    if got < STORM_RCVBUF {
-        tracing::info!(
-            bytes = got,
-            "DHCP receive buffer is below 4 MiB (raise net.core.rmem_max to absorb boot storms)"
-        );
-    }
-}
-
 /// Binds the DHCP server socket on `interface` only: rackboot must never
 /// answer DHCP on a network it was not told to serve. No SO_REUSEADDR: a
 /// second DHCP server on the same interface must fail to start rather than
 /// answer beside this one (servers bound to other interfaces do not clash).
 pub fn bind(interface: &str, port: u16) -> io::Result<std::net::UdpSocket> {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    storm_buffer(&s);
+    crate::udp_buffer::deepen(socket2::SockRef::from(&s), "DHCP");
     s.set_broadcast(true)?;
     s.bind_device(Some(interface.as_bytes()))?;
     s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
@@ -118,7 +83,7 @@ pub fn bind(interface: &str, port: u16) -> io::Result<std::net::UdpSocket> {
 /// route for a socket bound to a broadcast address.
 pub fn bind_proxy(interface: &str, broadcast_only: bool) -> io::Result<std::net::UdpSocket> {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    storm_buffer(&s);
+    crate::udp_buffer::deepen(socket2::SockRef::from(&s), "DHCP");
     s.set_broadcast(true)?;
     s.set_reuse_address(true)?;
     s.bind_device(Some(interface.as_bytes()))?;

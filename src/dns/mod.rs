@@ -17,6 +17,7 @@
 //! - binding sockets, configuration and the cancellation token (`service.rs`);
 //! - AAAA, zone transfers, dynamic updates, DNSSEC: none exist for rackboot's nodes.
 
+mod batch;
 mod error;
 mod forward;
 pub mod metrics;

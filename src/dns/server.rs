@@ -2,17 +2,19 @@
 //!
 //! The transports are small loops of our own around [`Responder`] (which decodes and encodes
 //! with hickory-proto): a UDP question is answered inline, in the loop that received it, without
-//! a task, a channel or an allocation beyond decoding, because answers come from memory. That is
+//! a task, a channel or an allocation beyond decoding, because answers come from memory; the
+//! questions waiting are taken, and their answers sent, a batch per system call ([`super::batch`]). That is
 //! what lets one core keep up with dnsmasq; hickory-server spends a task and two channel hops per
 //! question. Only forwarded questions, which wait on an upstream, get a task of their own.
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
@@ -20,10 +22,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use super::batch::{Inbox, Outbox};
 use super::{
     DnsError,
     forward::Forwarder,
-    respond::{EDNS_PAYLOAD, Outcome, Responder, Transport},
+    respond::{Outcome, Responder, Transport},
     zone::Zone,
 };
 use crate::contain;
@@ -37,8 +40,9 @@ const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// without end cannot exhaust tasks or file descriptors.
 const TCP_MAX_CONNECTIONS: usize = 128;
 
-/// Questions answered back to back before the UDP loop lets the runtime's other tasks run: under
-/// a flood the socket is always readable, and DHCP, TFTP and HTTP share the runtime.
+/// Questions answered back to back (in batches of up to [`super::batch::BATCH`]) before the UDP loop
+/// lets the runtime's other tasks run: under a flood the socket is always readable, and DHCP,
+/// TFTP and HTTP share the runtime.
 const UDP_BURST: usize = 64;
 
 /// Largest DNS message over UDP that we read; longer datagrams are truncated by the kernel and
@@ -108,12 +112,15 @@ pub async fn serve(
 }
 
 async fn serve_udp(socket: Arc<UdpSocket>, dns: Arc<Dns>) -> Result<(), DnsError> {
-    let mut buf = vec![0u8; UDP_RECV_BUFFER];
-    let mut out = Vec::with_capacity(usize::from(EDNS_PAYLOAD));
+    // A fleet booting at once asks for its names at once.
+    crate::udp_buffer::deepen(socket2::SockRef::from(&*socket), "DNS");
+    let fd = socket.as_raw_fd();
+    let mut inbox = Inbox::new(UDP_RECV_BUFFER);
+    let mut outbox = Outbox::default();
     let mut burst = 0;
     loop {
-        let (len, src) = match socket.try_recv_from(&mut buf) {
-            Ok(received) => received,
+        let taken = match socket.try_io(Interest::READABLE, || inbox.receive(fd)) {
+            Ok(taken) => taken,
             Err(error) if error.kind() == ErrorKind::WouldBlock => {
                 burst = 0;
                 tokio::select! {
@@ -130,20 +137,24 @@ async fn serve_udp(socket: Arc<UdpSocket>, dns: Arc<Dns>) -> Result<(), DnsError
                 continue;
             }
         };
-        // Port 0 cannot be answered; such a source is spoofed or broken.
-        if src.port() == 0 {
-            continue;
+        for i in 0..taken {
+            let (question, src) = inbox.get(i);
+            // Port 0 cannot be answered; such a source is spoofed or broken.
+            let Some(src) = src.filter(|src| src.port() != 0) else {
+                continue;
+            };
+            let out = outbox.next();
+            let outcome = contain::request(&dns.metrics, Service::Dns, src, question, || {
+                dns.responder.respond(question, Transport::Udp, out)
+            });
+            match outcome.unwrap_or(Outcome::Drop) {
+                Outcome::Reply => outbox.queue(src),
+                Outcome::Forward => forward_udp(&dns, &socket, question, src),
+                Outcome::Drop => {}
+            }
         }
-        let question = &buf[..len];
-        let outcome = contain::request(&dns.metrics, Service::Dns, src, question, || {
-            dns.responder.respond(question, Transport::Udp, &mut out)
-        });
-        match outcome.unwrap_or(Outcome::Drop) {
-            Outcome::Reply => send_udp(&socket, &out, src).await,
-            Outcome::Forward => forward_udp(&dns, &socket, &buf[..len], src),
-            Outcome::Drop => {}
-        }
-        burst += 1;
+        send_all(&socket, &mut outbox).await;
+        burst += taken;
         if burst >= UDP_BURST {
             burst = 0;
             if dns.cancel.is_cancelled() {
@@ -152,6 +163,23 @@ async fn serve_udp(socket: Arc<UdpSocket>, dns: Arc<Dns>) -> Result<(), DnsError
             tokio::task::yield_now().await;
         }
     }
+}
+
+/// Sends the answers of one batch together; what the kernel will not take at once (a full
+/// send buffer, an error for one address) goes one at a time, waiting for room.
+async fn send_all(socket: &UdpSocket, outbox: &mut Outbox) {
+    let fd = socket.as_raw_fd();
+    let mut sent = 0;
+    while sent < outbox.len() {
+        match socket.try_io(Interest::WRITABLE, || outbox.send(fd, sent)) {
+            Ok(n) => sent += n,
+            Err(_) => break,
+        }
+    }
+    for (bytes, to) in outbox.queued().skip(sent) {
+        send_udp(socket, bytes, to).await;
+    }
+    outbox.clear();
 }
 
 async fn send_udp(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) {
