@@ -190,8 +190,9 @@ struct Together<'p> {
     a_macs: Vec<&'p str>,
     a_states: Vec<&'static str>,
     a_expires: Vec<i64>,
-    /// The earliest clock of the allocations: an address that expired
-    /// between their clocks is left to the one-at-a-time path.
+    /// The earliest clock of the allocations (they are milliseconds apart):
+    /// an address that expired between their clocks counts as held, and its
+    /// allocation goes on to its next candidate.
     now: i64,
 }
 
