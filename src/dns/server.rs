@@ -3,9 +3,10 @@
 //! The transports are small loops of our own around [`Responder`] (which decodes and encodes
 //! with hickory-proto): a UDP question is answered inline, in the loop that received it, without
 //! a task, a channel or an allocation beyond decoding, because answers come from memory; the
-//! questions waiting are taken, and their answers sent, a batch per system call ([`super::batch`]). That is
-//! what lets one core keep up with dnsmasq; hickory-server spends a task and two channel hops per
-//! question. Only forwarded questions, which wait on an upstream, get a task of their own.
+//! questions waiting are taken, and their answers sent, a batch per system call
+//! ([`super::batch`]). That is what lets one core keep up with dnsmasq and NSD; hickory-server
+//! spends a task and two channel hops per question. Only forwarded questions, which wait on an
+//! upstream, get a task of their own.
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;
@@ -40,9 +41,9 @@ const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// without end cannot exhaust tasks or file descriptors.
 const TCP_MAX_CONNECTIONS: usize = 128;
 
-/// Questions answered back to back (in batches of up to [`super::batch::BATCH`]) before the UDP loop
-/// lets the runtime's other tasks run: under a flood the socket is always readable, and DHCP,
-/// TFTP and HTTP share the runtime.
+/// Questions answered back to back (in batches of up to [`super::batch::BATCH`]) before the UDP
+/// loop lets the runtime's other tasks run: under a flood the socket is always readable, and
+/// DHCP, TFTP and HTTP share the runtime.
 const UDP_BURST: usize = 64;
 
 /// Largest DNS message over UDP that we read; longer datagrams are truncated by the kernel and
