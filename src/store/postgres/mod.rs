@@ -487,6 +487,20 @@ mod tests {
         Mac::new([0x52, 0x54, 0, 0, 1, n])
     }
 
+    /// A request to bind `m` an address of `range`, for good, at time 1.
+    fn bind_in(range: (Ipv4Addr, Ipv4Addr), m: Mac) -> LeaseRequest {
+        LeaseRequest {
+            mac: m,
+            ranges: vec![range],
+            fixed: None,
+            wanted: None,
+            exact: false,
+            state: LeaseState::Bound,
+            expires: Timestamp(i64::MAX / 2),
+            now: Timestamp(1),
+        }
+    }
+
     #[derive(Default)]
     struct Reconfigured(Mutex<Vec<Mac>>);
 
@@ -534,16 +548,7 @@ mod tests {
         let (a, b) = two("alloc").await;
         let (a, b) = (Arc::new(a), Arc::new(b));
         let range = (Ipv4Addr::new(10, 9, 0, 10), Ipv4Addr::new(10, 9, 0, 49));
-        let ask = |m: Mac| LeaseRequest {
-            mac: m,
-            ranges: vec![range],
-            fixed: None,
-            wanted: None,
-            exact: false,
-            state: LeaseState::Bound,
-            expires: Timestamp(i64::MAX / 2),
-            now: Timestamp(1),
-        };
+        let ask = |m: Mac| bind_in(range, m);
         // Each appliance knows nothing of the other's leases when it picks:
         // both start from the bottom of the range.
         let mut tasks = Vec::new();
@@ -623,16 +628,7 @@ mod tests {
         use crate::model::{EventData, Timestamp};
         let (a, b) = two("clash").await;
         let range = (Ipv4Addr::new(10, 9, 2, 10), Ipv4Addr::new(10, 9, 2, 49));
-        let ask = |m: Mac| LeaseRequest {
-            mac: m,
-            ranges: vec![range],
-            fixed: None,
-            wanted: None,
-            exact: false,
-            state: LeaseState::Bound,
-            expires: Timestamp(i64::MAX / 2),
-            now: Timestamp(1),
-        };
+        let ask = |m: Mac| bind_in(range, m);
         let node = |m: Mac, hostname: &str| {
             let mut n = Node::discovered(m, "discovery", format!("t{m}"), Timestamp(1));
             n.hostname = hostname.into();

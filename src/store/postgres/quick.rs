@@ -25,6 +25,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use serde_json::{Value, json};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Statement, Transaction};
 
 use super::Shared;
@@ -283,51 +284,23 @@ impl<'p> Together<'p> {
         events: &Events,
     ) -> Result<Done, tokio_postgres::Error> {
         let any = !self.c_macs.is_empty() || !self.a_macs.is_empty();
-        let savepoint = async {
-            if any {
-                tx.batch_execute("SAVEPOINT run").await
-            } else {
-                Ok(())
-            }
-        };
-        let creates = async {
-            if self.c_macs.is_empty() {
-                return Ok(Vec::new());
-            }
-            tx.query(
-                &prepared.creates,
-                &[
-                    &self.c_macs,
-                    &self.c_hostnames,
-                    &self.c_ipv4s,
-                    &self.c_records,
-                ],
-            )
-            .await
-        };
-        let firsts = async {
-            if self.a_macs.is_empty() {
-                return Ok(Vec::new());
-            }
-            tx.query(
-                &prepared.firsts,
-                &[
-                    &self.a_ips,
-                    &self.a_macs,
-                    &self.a_states,
-                    &self.a_expires,
-                    &self.now,
-                ],
-            )
-            .await
-        };
-        let release = async {
-            if any {
-                tx.batch_execute("RELEASE SAVEPOINT run").await
-            } else {
-                Ok(())
-            }
-        };
+        let savepoint = simple_if(tx, any, "SAVEPOINT run");
+        let c_params: [&(dyn ToSql + Sync); 4] = [
+            &self.c_macs,
+            &self.c_hostnames,
+            &self.c_ipv4s,
+            &self.c_records,
+        ];
+        let a_params: [&(dyn ToSql + Sync); 5] = [
+            &self.a_ips,
+            &self.a_macs,
+            &self.a_states,
+            &self.a_expires,
+            &self.now,
+        ];
+        let creates = rows_if(tx, &prepared.creates, &c_params, self.c_macs.len());
+        let firsts = rows_if(tx, &prepared.firsts, &a_params, self.a_macs.len());
+        let release = simple_if(tx, any, "RELEASE SAVEPOINT run");
         // Polled together: tokio-postgres sends each statement as it is
         // first polled, in this order, and the server runs them in that order.
         let (savepoint, creates, firsts, release, appended) = futures_util::join!(
@@ -349,6 +322,32 @@ impl<'p> Together<'p> {
         }
         done
     }
+}
+
+/// `sql` (no parameters), unless not `wanted`: then nothing is sent.
+async fn simple_if(
+    tx: &Transaction<'_>,
+    wanted: bool,
+    sql: &str,
+) -> Result<(), tokio_postgres::Error> {
+    if !wanted {
+        return Ok(());
+    }
+    tx.batch_execute(sql).await
+}
+
+/// `statement`'s rows for `params`, columns of `rows` rows each; with none,
+/// nothing is sent.
+async fn rows_if(
+    tx: &Transaction<'_>,
+    statement: &Statement,
+    params: &[&(dyn ToSql + Sync)],
+    rows: usize,
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    if rows == 0 {
+        return Ok(Vec::new());
+    }
+    tx.query(statement, params).await
 }
 
 /// A plan's answer, when the set-based statements settled it; otherwise the
