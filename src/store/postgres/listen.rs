@@ -4,18 +4,18 @@
 //! announcements are lost, so it reconnects and reloads everything, putting
 //! in what changed meanwhile and taking out what was deleted.
 
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Client};
 use tokio_util::sync::CancellationToken;
 
-use super::rows::{all_nodes, db, describe, lease_from_row, node_from_json, node_from_row};
+use super::rows::{all_nodes, db, describe, lease_from_row, node_from_row};
 use super::tls::Connector;
 use super::writer::backoff;
 use super::{CHANNEL, Shared};
-use crate::model::{Lease, Mac};
+use crate::model::{Lease, Mac, Node};
 use crate::store::StoreError;
 use crate::store::feed::Change;
 
@@ -123,25 +123,49 @@ async fn run(
     }
 }
 
-/// Applies one announcement (JSON with one key: what changed).
+/// An announcement: JSON with one key, what changed, as the writer makes
+/// them. Read straight into this (a storm announces a record and an address
+/// for every new client); one that does not read is looked at again as
+/// plain JSON to tell a kind this rackboot does not know from a broken one.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Note {
+    Node(Box<Node>),
+    /// A record too large to announce: read it from the table.
+    Fetch(Mac),
+    Gone(Mac),
+    /// `[ip, mac, state, expires in ms]`
+    Lease(Ipv4Addr, Option<Mac>, String, i64),
+    LeaseGone(Ipv4Addr),
+    Bumped(Vec<(Mac, u64)>),
+    /// A batch committed: its writer waits for this to answer.
+    Done {
+        appliance: String,
+        batch: u64,
+    },
+}
+
+const KINDS: &[&str] = &[
+    "node",
+    "fetch",
+    "gone",
+    "lease",
+    "lease_gone",
+    "bumped",
+    "done",
+];
+
+/// Applies one announcement.
 async fn apply(client: &Client, shared: &Shared, payload: &str) -> Result<(), StoreError> {
-    let note: Value =
-        serde_json::from_str(payload).map_err(|e| super::rows::corrupt("announcement", e))?;
-    let Some((what, data)) = note.as_object().and_then(|o| o.iter().next()) else {
-        return Err(super::rows::corrupt("announcement", payload));
+    let note = match serde_json::from_str::<Note>(payload) {
+        Ok(note) => note,
+        Err(e) => return unread(payload, e),
     };
-    let mac = || -> Result<Mac, StoreError> {
-        data.as_str()
-            .and_then(|m| m.parse().ok())
-            .ok_or_else(|| super::rows::corrupt("announcement", payload))
-    };
-    match what.as_str() {
-        "node" => {
-            let node = node_from_json(data.clone())?;
-            shared.mirror().put_node(node);
+    match note {
+        Note::Node(node) => {
+            shared.mirror().put_node(*node);
         }
-        "fetch" => {
-            let mac = mac()?;
+        Note::Fetch(mac) => {
             let row = client
                 .query_opt(
                     "SELECT record FROM nodes WHERE mac = $1",
@@ -159,13 +183,10 @@ async fn apply(client: &Client, shared: &Shared, payload: &str) -> Result<(), St
                 }
             }
         }
-        "gone" => {
-            shared.mirror().remove_node(mac()?);
+        Note::Gone(mac) => {
+            shared.mirror().remove_node(mac);
         }
-        "lease" => {
-            let (ip, mac, state, expires): (std::net::Ipv4Addr, Option<Mac>, String, i64) =
-                serde_json::from_value(data.clone())
-                    .map_err(|e| super::rows::corrupt("announced lease", e))?;
+        Note::Lease(ip, mac, state, expires) => {
             let lease = Lease {
                 ip,
                 mac,
@@ -176,14 +197,10 @@ async fn apply(client: &Client, shared: &Shared, payload: &str) -> Result<(), St
             };
             shared.mirror().put_lease(lease);
         }
-        "lease_gone" => {
-            let ip: std::net::Ipv4Addr = serde_json::from_value(data.clone())
-                .map_err(|e| super::rows::corrupt("announced lease", e))?;
+        Note::LeaseGone(ip) => {
             shared.mirror().drop_lease(u32::from(ip));
         }
-        "bumped" => {
-            let bumped: Vec<(Mac, u64)> = serde_json::from_value(data.clone())
-                .map_err(|e| super::rows::corrupt("announced reconfigure", e))?;
+        Note::Bumped(bumped) => {
             let mut m = shared.mirror();
             for (mac, generation) in &bumped {
                 m.nodes.update(mac, |n| {
@@ -193,9 +210,8 @@ async fn apply(client: &Client, shared: &Shared, payload: &str) -> Result<(), St
             let macs: Vec<Mac> = bumped.iter().map(|(mac, _)| *mac).collect();
             m.feed.emit(&Change::ConfigBumped(&macs));
         }
-        "done" => {
-            let mine = data.get("appliance").and_then(Value::as_str) == Some(&shared.appliance);
-            if let (true, Some(batch)) = (mine, data.get("batch").and_then(Value::as_u64)) {
+        Note::Done { appliance, batch } => {
+            if appliance == shared.appliance {
                 let waiting = shared
                     .echoes
                     .lock()
@@ -206,14 +222,30 @@ async fn apply(client: &Client, shared: &Shared, payload: &str) -> Result<(), St
                 }
             }
         }
-        other => {
-            tracing::debug!(
-                what = other,
-                "store: an announcement of a kind this rackboot does not know"
-            );
-        }
     }
     Ok(())
+}
+
+/// An announcement that did not read as a [`Note`]: one of a kind a newer
+/// rackboot makes is passed over; one of a known kind is broken, and the
+/// caller reloads.
+fn unread(payload: &str, e: serde_json::Error) -> Result<(), StoreError> {
+    let kind = serde_json::from_str::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|v| Some(v.as_object()?.keys().next()?.clone()));
+    match kind {
+        Some(kind) if !KINDS.contains(&kind.as_str()) => {
+            tracing::debug!(
+                what = kind,
+                "store: an announcement of a kind this rackboot does not know"
+            );
+            Ok(())
+        }
+        _ => Err(super::rows::corrupt(
+            "announcement",
+            format!("{e}: {payload}"),
+        )),
+    }
 }
 
 /// Makes the mirror what the database holds: records and leases put in
@@ -257,4 +289,75 @@ fn gone<'a, K: Copy + 'a>(
     still_held: impl Fn(&K) -> bool,
 ) -> Vec<K> {
     have.filter(|k| !still_held(k)).copied().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{LeaseState, Timestamp};
+    use crate::store::postgres::rows::node_text;
+    use crate::store::postgres::writer::{lease_note, node_note_of};
+
+    fn mac(s: &str) -> Mac {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_node_announcement_reads_back_as_the_record_with_its_token() {
+        let mut node = Node::discovered(
+            mac("02:00:00:00:00:01"),
+            "discovery",
+            "tok\"en\\1".into(),
+            Timestamp(1_700_000_000_000),
+        );
+        node.labels.insert("rack".into(), "r1".into());
+        node.ipv4 = Some(Ipv4Addr::new(10, 0, 0, 5));
+        let note = node_note_of(node.mac, &node_text(&node).unwrap());
+        let Ok(Note::Node(read)) = serde_json::from_str::<Note>(&note) else {
+            panic!("not read as a node: {note}");
+        };
+        assert_eq!(*read, node);
+        assert_eq!(read.token, node.token);
+    }
+
+    #[test]
+    fn a_lease_announcement_reads_back_as_the_lease() {
+        for (owner, state) in [
+            (Some(mac("02:00:00:00:00:02")), LeaseState::Bound),
+            (None, LeaseState::Declined),
+        ] {
+            let lease = Lease {
+                ip: Ipv4Addr::new(10, 0, 1, 7),
+                mac: owner,
+                state,
+                expires: Timestamp(-5),
+            };
+            let note = lease_note(&lease);
+            let Ok(Note::Lease(ip, m, s, expires)) = serde_json::from_str::<Note>(&note) else {
+                panic!("not read as a lease: {note}");
+            };
+            assert_eq!(
+                (ip, m, s.as_str(), expires),
+                (lease.ip, owner, state.as_str(), -5)
+            );
+        }
+    }
+
+    #[test]
+    fn an_announcement_of_an_unknown_kind_is_passed_over_and_a_broken_one_is_not() {
+        let unknown = r#"{"comet":{"tail":1}}"#;
+        let e = serde_json::from_str::<Note>(unknown).err().unwrap();
+        assert!(unread(unknown, e).is_ok());
+        for broken in [
+            r#"{"lease":["10.0.0.1"]}"#,
+            r#"{"node":{"mac":"x"}}"#,
+            "not json",
+        ] {
+            let e = serde_json::from_str::<Note>(broken).err().unwrap();
+            assert!(
+                matches!(unread(broken, e), Err(StoreError::Corrupt { .. })),
+                "{broken}"
+            );
+        }
+    }
 }

@@ -29,7 +29,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Statement, Transaction};
 
 use super::Shared;
-use super::rows::{db, describe, ip_col, ip_of, key_taken, mac_text, node_from_json, node_json};
+use super::rows::{db, describe, ip_col, ip_of, key_taken, mac_text, node_from_json, node_text};
 use super::writer::{Pending, Reply, TRIES, TRIM_EVERY, lease_note, node_note_of, pending};
 use crate::boot::address::{self, Candidate, Range};
 use crate::model::{Event, Lease, Mac, Node};
@@ -86,7 +86,9 @@ impl Prepared {
             events: client
                 .prepare(
                     "INSERT INTO events (mac, at, kind, data, appliance) \
-                     SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::jsonb[], $5::text[])",
+                     SELECT m, a, k, d::jsonb, ap \
+                     FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[]) \
+                     AS t(m, a, k, d, ap)",
                 )
                 .await?,
             trim: client.prepare(super::writer::TRIM_EVENTS).await?,
@@ -608,12 +610,12 @@ fn plan(run: Vec<Quick>, shared: &Shared) -> (Vec<Plan>, Events) {
     let mut events = Events::default();
     for q in run {
         match q {
-            Quick::Create(node, reply) => match node_json(&node) {
+            Quick::Create(node, reply) => match node_text(&node) {
                 Ok(record) => plans.push(Plan::Create {
                     mac: mac_text(node.mac),
                     hostname_lc: node.hostname.to_ascii_lowercase(),
                     ipv4: node.ipv4.map(ip_col),
-                    record: record.to_string(),
+                    record,
                     node,
                     reply,
                 }),
@@ -658,7 +660,7 @@ fn plan(run: Vec<Quick>, shared: &Shared) -> (Vec<Plan>, Events) {
                 if trim {
                     *n = 0;
                 }
-                let data = match serde_json::to_value(&event.data) {
+                let data = match serde_json::to_string(&event.data) {
                     Ok(data) => data,
                     Err(e) => {
                         tracing::warn!(%mac, error = %e, "store: a timeline event was not saved: {event}");
@@ -679,13 +681,15 @@ struct Events {
     macs: Vec<String>,
     ats: Vec<i64>,
     kinds: Vec<&'static str>,
-    data: Vec<Value>,
+    /// As JSON text: `jsonb`'s binary form is its text too, so nothing is
+    /// saved by making a tree of values first.
+    data: Vec<String>,
     appliances: Vec<Option<String>>,
     trims: Vec<String>,
 }
 
 impl Events {
-    fn push(&mut self, key: String, event: &Event, data: Value, trim: bool) {
+    fn push(&mut self, key: String, event: &Event, data: String, trim: bool) {
         if trim {
             self.trims.push(key.clone());
         }

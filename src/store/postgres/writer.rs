@@ -15,7 +15,9 @@ use tokio_postgres::{Client, Transaction};
 use tokio_util::sync::CancellationToken;
 
 use super::quick::{self, Prepared, Quick};
-use super::rows::{all_nodes, db, describe, fault, ip_col, mac_text, node_from_row, node_json};
+use super::rows::{
+    all_nodes, db, describe, fault, ip_col, mac_text, node_from_row, node_json, node_text,
+};
 use super::tls::Connector;
 use super::{CHANNEL, ECHO_WITHIN, Shared};
 use crate::model::{Event, Lease, Mac, Node, Rollout, ScriptReport, Timestamp};
@@ -490,8 +492,8 @@ async fn edit_rollout(
 }
 
 pub(super) fn node_note(n: &Node) -> String {
-    match node_json(n) {
-        Ok(record) => node_note_of(n.mac, &record.to_string()),
+    match node_text(n) {
+        Ok(record) => node_note_of(n.mac, &record),
         Err(_) => fetch_note(n.mac),
     }
 }
@@ -512,8 +514,18 @@ fn fetch_note(mac: Mac) -> String {
 /// A lease as `[ip, mac, state, expires]`, the expiry in milliseconds (as
 /// stored: any i64, where the text form has a range).
 pub(super) fn lease_note(l: &Lease) -> String {
-    json!({ "lease": [l.ip, l.mac.map(mac_text), l.state.as_str(), l.expires.millis()] })
-        .to_string()
+    // Written out, not through a tree of JSON values: every address an
+    // exchange takes is announced. Addresses, MACs and states need no escaping.
+    let mac = match l.mac {
+        Some(mac) => format!(r#""{mac}""#),
+        None => "null".into(),
+    };
+    format!(
+        r#"{{"lease":["{}",{mac},"{}",{}]}}"#,
+        l.ip,
+        l.state.as_str(),
+        l.expires.millis()
+    )
 }
 
 const UPSERT_NODE: &str = "INSERT INTO nodes (mac, hostname_lc, ipv4, record) VALUES ($1, $2, $3, $4) \
