@@ -187,6 +187,15 @@ impl OpenFiles {
 /// Opens the store `[store]` names: SQLite in the state directory, or the
 /// PostgreSQL database this appliance shares with others.
 async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, StartError> {
+    let store = open_engine(cfg).await?;
+    // Loading read every record through a copy of its own, freed as soon
+    // as it was packed: the allocator would keep those pages for as long as
+    // this thread stays quiet.
+    crate::memory::give_back();
+    Ok(store)
+}
+
+async fn open_engine(cfg: &Config) -> Result<Arc<dyn Store>, StartError> {
     Ok(match &cfg.store {
         StoreConfig::Sqlite { sync } => {
             Arc::new(SqliteStore::open_with(&cfg.state_dir, *sync).await?)
