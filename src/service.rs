@@ -374,6 +374,59 @@ pub async fn run(
 
     let mut tasks: JoinSet<(&'static str, Result<(), String>)> = JoinSet::new();
 
+    // Whatever follows the store's changes joins before any service answers:
+    // a join reads every record under the store's lock (over a second with
+    // a million records), and answers already being given would wait it out.
+    {
+        let sweep = crate::sweep::Sweep::new(
+            store.clone(),
+            timeline.clone(),
+            cfg.lifecycle,
+            cfg.reap_discovered_after,
+            metrics.clone(),
+        );
+        let c = cancel.clone();
+        tasks.spawn(async move {
+            sweep.run(c).await;
+            ("lifecycle sweep", Ok(()))
+        });
+    }
+    let control = Arc::new(Control::new(control::Parts {
+        store: store.clone(),
+        timeline: timeline.clone(),
+        catalog: catalog.clone(),
+        http_base: urls.http_base.clone(),
+        door: door.clone(),
+        binding: binding.clone(),
+        admission: Admission::new(Limits {
+            subnets: cfg.admission.subnets.clone(),
+            other: cfg.admission.max_booting,
+            slot_timeout: cfg.admission.slot_timeout,
+        }),
+        config_waits: ConfigWaits::new(cancel.clone()),
+        secrets_dir: cfg.secrets_dir.clone(),
+        default_bootenv: cfg.default_bootenv.clone(),
+        power: cfg.power.clone(),
+        rollout_hooks: cfg.rollout_hooks.clone(),
+    }));
+    store.subscribe(control.clone());
+    let console = cfg.console.as_ref().map(|c| {
+        let console = Arc::new(http::console::Console::new(c));
+        store.subscribe(console.nodes.clone());
+        console
+    });
+    // `[dns] names = "none"`: an empty table, so no node name is answered
+    // (A or PTR) and a walk of the reverse zones finds nothing; rackboot's
+    // own apex records and forwarding are unchanged.
+    let names = Arc::new(crate::names::NameTable::new());
+    if cfg
+        .dns
+        .as_ref()
+        .is_some_and(|d| d.names == crate::config::DnsNames::Hostname)
+    {
+        store.subscribe(names.clone());
+    }
+
     if cfg.dhcp.enabled {
         // A boot subnet in proxy mode shares port 67 with the address server.
         let proxy_boot_subnet = cfg
@@ -500,40 +553,6 @@ pub async fn run(
         });
     }
 
-    {
-        let sweep = crate::sweep::Sweep::new(
-            store.clone(),
-            timeline.clone(),
-            cfg.lifecycle,
-            cfg.reap_discovered_after,
-            metrics.clone(),
-        );
-        let c = cancel.clone();
-        tasks.spawn(async move {
-            sweep.run(c).await;
-            ("lifecycle sweep", Ok(()))
-        });
-    }
-    let control = Arc::new(Control::new(control::Parts {
-        store: store.clone(),
-        timeline: timeline.clone(),
-        catalog: catalog.clone(),
-        http_base: urls.http_base.clone(),
-        door: door.clone(),
-        binding: binding.clone(),
-        admission: Admission::new(Limits {
-            subnets: cfg.admission.subnets.clone(),
-            other: cfg.admission.max_booting,
-            slot_timeout: cfg.admission.slot_timeout,
-        }),
-        config_waits: ConfigWaits::new(cancel.clone()),
-        secrets_dir: cfg.secrets_dir.clone(),
-        default_bootenv: cfg.default_bootenv.clone(),
-        power: cfg.power.clone(),
-        rollout_hooks: cfg.rollout_hooks.clone(),
-    }));
-    store.subscribe(control.clone());
-
     if let Some(port) = cfg.tftp {
         let addr = SocketAddr::new(IpAddr::V4(address), port);
         let sock = std::net::UdpSocket::bind(addr).map_err(bind_err(
@@ -569,11 +588,6 @@ pub async fn run(
             ("rollout runner", Ok(()))
         });
     }
-    let console = cfg.console.as_ref().map(|c| {
-        let console = Arc::new(http::console::Console::new(c));
-        store.subscribe(console.nodes.clone());
-        console
-    });
     let http_ctx = Arc::new(HttpContext {
         console,
         config_path: cfg.path.clone(),
@@ -669,13 +683,6 @@ pub async fn run(
         }
         let zone = Zone::new(name, &reverse, address)
             .map_err(|e| StartError::Zone(Box::new(e), config.clone()))?;
-        // `[dns] names = "none"`: an empty table, so no node name is
-        // answered (A or PTR) and a walk of the reverse zones finds nothing;
-        // rackboot's own apex records and forwarding are unchanged.
-        let names = Arc::new(crate::names::NameTable::new());
-        if d.names == crate::config::DnsNames::Hostname {
-            store.subscribe(names.clone());
-        }
         let forwarders = d.forwarders.clone();
         let dns_metrics = Arc::clone(&metrics);
         let c = cancel.clone();
