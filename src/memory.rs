@@ -16,3 +16,14 @@ pub fn give_back() {
     // thread at any time (mimalloc's documented contract).
     unsafe { libmimalloc_sys::mi_collect(true) };
 }
+
+/// Returns the free memory at the top and in the middle of the C heap,
+/// where SQLite (which allocates with the C library's malloc, not
+/// mimalloc) freed its page cache.
+pub fn trim_c_heap() {
+    // SAFETY: malloc_trim takes no pointers and is thread-safe (glibc).
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

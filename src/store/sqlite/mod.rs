@@ -230,6 +230,12 @@ impl SqliteStore {
             }
         }
         let rollouts = rows::load_rollouts(&conn)?;
+        // The load read the whole file through SQLite's page cache (up to
+        // 2 MiB, on the C heap); the mirror now answers every read, and the
+        // writer touches a few pages at a time. Handed back, not kept idle.
+        conn.execute_batch("PRAGMA shrink_memory")
+            .map_err(db("release the page cache after loading"))?;
+        crate::memory::trim_c_heap();
         let queue = Arc::new(WriteQueue::default());
         let writer = queue.clone();
         let journal = journal.map(|j| Arc::new(Mutex::new(j)));
