@@ -7,6 +7,7 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    rackboot::memory::without_huge_pages();
     rackboot::log::init();
     let cli = rackboot::cli::Cli::parse();
     if !matches!(cli.command, rackboot::cli::Command::Serve { .. }) {
