@@ -50,3 +50,19 @@ pub fn trim_c_heap() {
         libc::malloc_trim(0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The kernel reports the switch per process, as "THP_enabled: 0".
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn huge_pages_are_off_once_turned_off() {
+        super::without_huge_pages();
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("THP_enabled:"))
+            .expect("the kernel reports THP_enabled (Linux 5.0 and later)");
+        assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+    }
+}
