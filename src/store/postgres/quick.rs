@@ -33,6 +33,7 @@ use super::rows::{db, describe, ip_col, ip_of, key_taken, mac_text, node_from_js
 use super::writer::{Pending, Reply, TRIES, TRIM_EVERY, lease_note, node_note_of, pending};
 use crate::boot::address::{self, Candidate, Range};
 use crate::model::{Event, Lease, Mac, Node};
+use crate::store::mirror::Mirror;
 use crate::store::{EVENTS_PER_NODE, LeaseRequest, StoreError};
 
 /// The statements of the quick writes (and the announcement), prepared once
@@ -130,6 +131,9 @@ enum Plan {
         /// Its MAC holds another address now: giving that up is
         /// `rackboot_allocate`'s, one at a time.
         alone: bool,
+        /// The first choice the set-based upsert was refused (a sibling
+        /// appliance holds it): not tried again.
+        refused: Option<std::net::Ipv4Addr>,
     },
 }
 
@@ -145,7 +149,7 @@ pub(super) async fn send(
     notes: &mut Vec<String>,
     shared: &Shared,
 ) -> Vec<Pending> {
-    let (plans, events) = plan(run, shared);
+    let (plans, events, claimed) = plan(run, shared);
     let (went, sent) = {
         let together = Together::of(&plans);
         (
@@ -175,6 +179,7 @@ pub(super) async fn send(
             (plans, Some(&events))
         }
     };
+    let rest = whole_lists(rest, &claimed, shared);
     answers.extend(one_by_one(tx, prepared, rest, events_again, notes, shared).await);
     answers
 }
@@ -391,19 +396,18 @@ fn settle(
             reply,
             mac,
             candidates,
-            mut ips,
+            ips,
             alone,
-        } => {
-            ips.remove(0);
-            Err(Plan::Allocate {
-                req,
-                reply,
-                mac,
-                candidates,
-                ips,
-                alone,
-            })
-        }
+            ..
+        } => Err(Plan::Allocate {
+            refused: candidates.first().map(|c| c.ip),
+            req,
+            reply,
+            mac,
+            candidates,
+            ips,
+            alone,
+        }),
         // Its MAC had a record: read it one at a time.
         create => Err(create),
     }
@@ -596,16 +600,19 @@ fn took(
     lease
 }
 
-/// Each write's statement parameters (a run's events together). An allocation's candidates are the
-/// addresses this appliance knows to be free, in policy's order, less the
-/// first choices of the allocations before it in the run.
-fn plan(run: Vec<Quick>, shared: &Shared) -> (Vec<Plan>, Events) {
+/// Each write's statement parameters (a run's events together). An
+/// allocation plans its first choice only: the first address this appliance
+/// knows to be free, in policy's order, less the first choices of the
+/// allocations before it in the run. Planning the whole list for every
+/// allocation, under the mirror's lock, was an eighth of rackboot's work in
+/// a storm on PostgreSQL, for the few that are refused their first choice.
+fn plan(run: Vec<Quick>, shared: &Shared) -> (Vec<Plan>, Events, Claimed) {
     let mut m = shared.mirror();
     let mut cursors: HashMap<Range, u32> = m.cursors.clone();
     // Each address first tried in this run, and for which MAC: another MAC's
     // first choice is skipped; the same MAC's (a DISCOVER retransmitted beside
     // its REQUEST) is not, or its REQUEST would be refused its own offer.
-    let mut claimed: HashMap<std::net::Ipv4Addr, Mac> = HashMap::new();
+    let mut claimed = Claimed::new();
     let mut plans = Vec::with_capacity(run.len());
     let mut events = Events::default();
     for q in run {
@@ -625,15 +632,11 @@ fn plan(run: Vec<Quick>, shared: &Shared) -> (Vec<Plan>, Events) {
                 }
             },
             Quick::Allocate(req, reply) => {
-                let ask = m.address_ask(&req);
-                let candidates: Vec<Candidate> =
-                    address::candidates(ask, |r| cursors.get(&r).copied())
-                        .filter(|c| {
-                            !m.taken_by_other(c.ip, req.mac, req.now)
-                                && claimed.get(&c.ip).is_none_or(|by| *by == req.mac)
-                        })
-                        .take(TRIES)
-                        .collect();
+                // The first choice alone: the set-based upsert tries nothing
+                // else, and the rare allocation that goes one at a time gets
+                // its whole list then (`whole_lists`).
+                let candidates =
+                    free_for(&m, &req, |r| cursors.get(&r).copied(), &claimed, None, 1);
                 if let Some(first) = candidates.first() {
                     claimed.insert(first.ip, req.mac);
                     if let Some(range) = first.scanned {
@@ -651,6 +654,7 @@ fn plan(run: Vec<Quick>, shared: &Shared) -> (Vec<Plan>, Events) {
                     candidates,
                     ips,
                     alone,
+                    refused: None,
                 });
             }
             Quick::Event(mac, event) => {
@@ -671,7 +675,61 @@ fn plan(run: Vec<Quick>, shared: &Shared) -> (Vec<Plan>, Events) {
             }
         }
     }
-    (plans, events)
+    (plans, events, claimed)
+}
+
+/// Each address first tried in a run, and by which MAC.
+type Claimed = HashMap<std::net::Ipv4Addr, Mac>;
+
+/// Up to `limit` addresses for `req`, in policy's order, that this
+/// appliance knows to be free, that no other MAC of the run tries first,
+/// and that are not `refused`.
+fn free_for<'a>(
+    m: &'a Mirror,
+    req: &'a LeaseRequest,
+    cursor: impl Fn(Range) -> Option<u32> + 'a,
+    claimed: &Claimed,
+    refused: Option<std::net::Ipv4Addr>,
+    limit: usize,
+) -> Vec<Candidate> {
+    address::candidates(m.address_ask(req), cursor)
+        .filter(|c| {
+            Some(c.ip) != refused
+                && !m.taken_by_other(c.ip, req.mac, req.now)
+                && claimed.get(&c.ip).is_none_or(|by| *by == req.mac)
+        })
+        .take(limit)
+        .collect()
+}
+
+/// The allocations among `plans` (those going one at a time) given their
+/// whole lists of candidates ([`TRIES`]), planned from memory as it is now.
+fn whole_lists(mut plans: Vec<Plan>, claimed: &Claimed, shared: &Shared) -> Vec<Plan> {
+    if !plans.iter().any(|p| matches!(p, Plan::Allocate { .. })) {
+        return plans;
+    }
+    let m = shared.mirror();
+    for p in &mut plans {
+        if let Plan::Allocate {
+            req,
+            candidates,
+            ips,
+            refused,
+            ..
+        } = p
+        {
+            *candidates = free_for(
+                &m,
+                req,
+                |r| m.cursors.get(&r).copied(),
+                claimed,
+                *refused,
+                TRIES,
+            );
+            *ips = candidates.iter().map(|c| ip_col(c.ip)).collect();
+        }
+    }
+    plans
 }
 
 /// A run's events as the columns of one insert, and the timelines to trim
