@@ -391,25 +391,19 @@ fn settle(
             let lease = took(ips[0], Vec::new(), &req, &candidates, notes, shared);
             Ok(pending(reply, Ok(Some(lease))))
         }
-        Plan::Allocate {
-            req,
-            reply,
-            mac,
-            candidates,
-            ips,
-            alone,
-            ..
-        } => Err(Plan::Allocate {
-            refused: candidates.first().map(|c| c.ip),
-            req,
-            reply,
-            mac,
-            candidates,
-            ips,
-            alone,
-        }),
-        // Its MAC had a record: read it one at a time.
-        create => Err(create),
+        // An allocation refused its first choice (a sibling holds it), or a
+        // record whose MAC had one: each goes one at a time.
+        mut rest => {
+            if let Plan::Allocate {
+                candidates,
+                refused,
+                ..
+            } = &mut rest
+            {
+                *refused = candidates.first().map(|c| c.ip);
+            }
+            Err(rest)
+        }
     }
 }
 
