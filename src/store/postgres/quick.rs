@@ -87,7 +87,7 @@ impl Prepared {
             events: client
                 .prepare(
                     "INSERT INTO events (mac, at, kind, data, appliance) \
-                     SELECT m, a, k, d::jsonb, ap \
+                     SELECT m, a, k, d::json, ap \
                      FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[]) \
                      AS t(m, a, k, d, ap)",
                 )
@@ -733,7 +733,7 @@ struct Events {
     macs: Vec<String>,
     ats: Vec<i64>,
     kinds: Vec<&'static str>,
-    /// As JSON text: `jsonb`'s binary form is its text too, so nothing is
+    /// As JSON text, which the `json` column keeps as sent: nothing is
     /// saved by making a tree of values first.
     data: Vec<String>,
     appliances: Vec<Option<String>>,

@@ -129,6 +129,24 @@ $fn$;
     // 5: rollouts, each its whole record (`model::Rollout`), rewritten at
     // every step under a row lock.
     "CREATE TABLE rollouts (id TEXT PRIMARY KEY, created BIGINT NOT NULL, doc JSONB NOT NULL);",
+    // 6: cheaper rows for the writes every DHCP exchange makes. Keys that
+    // are MACs or lowercase hostnames compare byte by byte (collation "C"):
+    // under a database's default locale every index comparison went through
+    // strcoll, and a new client adds six index entries keyed by its MAC. A
+    // timeline event's data is `json`, kept as written (checked, never
+    // rebuilt into `jsonb`'s binary form): events are only appended and read
+    // whole. Node records stay `jsonb`: edits merge fields into them in SQL.
+    // Measured here on PostgreSQL 15: an event row 5.1 -> 4.4 us, a new
+    // node row 10.6 -> 10.1 us.
+    r#"
+ALTER TABLE nodes ALTER COLUMN mac TYPE TEXT COLLATE "C",
+                  ALTER COLUMN hostname_lc TYPE TEXT COLLATE "C";
+ALTER TABLE leases ALTER COLUMN mac TYPE TEXT COLLATE "C";
+ALTER TABLE events ALTER COLUMN mac TYPE TEXT COLLATE "C",
+                   ALTER COLUMN data TYPE JSON USING data::json;
+ALTER TABLE reports ALTER COLUMN mac TYPE TEXT COLLATE "C";
+ALTER TABLE report_drops ALTER COLUMN mac TYPE TEXT COLLATE "C";
+"#,
 ];
 
 /// The schema version this binary writes.
@@ -137,6 +155,11 @@ pub(super) const VERSION: i32 = MIGRATIONS.len() as i32;
 /// Brings the database to [`VERSION`], under a lock every appliance takes,
 /// so two starting at once migrate once.
 pub(super) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    migrate_to(client, VERSION).await
+}
+
+/// Brings the database to `target` (a test makes an older schema with it).
+async fn migrate_to(client: &mut Client, target: i32) -> Result<(), StoreError> {
     let tx = client.transaction().await.map_err(db("begin migration"))?;
     // Any number, the same in every rackboot: the key of the migration lock.
     tx.execute("SELECT pg_advisory_xact_lock(7365823)", &[])
@@ -161,7 +184,8 @@ pub(super) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
             ),
         });
     }
-    for (i, step) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+    let steps = MIGRATIONS.iter().enumerate().take(target as usize);
+    for (i, step) in steps.skip(found as usize) {
         tx.batch_execute(step)
             .await
             .map_err(db("migrate the schema"))?;
@@ -174,4 +198,105 @@ pub(super) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
         tracing::info!(version = i + 1, "store: PostgreSQL schema migrated");
     }
     tx.commit().await.map_err(db("commit migration"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::model::{Event, EventData, EventKind, Lease, LeaseState, Mac, Node, Timestamp};
+    use crate::store::Store;
+    use crate::store::postgres::rows::{ip_col, mac_text, node_text};
+    use crate::store::postgres::scratch::ScratchCluster;
+    use crate::store::postgres::{PostgresConfig, PostgresStore};
+
+    /// A site written by a rackboot of schema 5 (`jsonb` event data, keys
+    /// in the database's collation) reads back whole after the upgrade.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_database_of_schema_5_is_upgraded_with_its_rows() {
+        let cluster = ScratchCluster::for_process();
+        cluster.create_database("upgrade_from_5").unwrap();
+        let url = cluster.url("upgrade_from_5");
+        let (mut client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        migrate_to(&mut client, 5).await.unwrap();
+
+        let mac: Mac = "52:54:00:00:06:01".parse().unwrap();
+        let mut node = Node::discovered(mac, "discovery", "tok".into(), Timestamp(5));
+        node.hostname = "Rack1-Node1".into();
+        let event = Event::new(
+            Timestamp(6),
+            EventData::Note {
+                of: EventKind::DhcpAck,
+                text: "before the upgrade".into(),
+            },
+        );
+        let ip = Ipv4Addr::new(10, 6, 0, 1);
+        client
+            .execute(
+                "INSERT INTO nodes (mac, hostname_lc, ipv4, record) VALUES ($1, $2, NULL, $3::text::jsonb)",
+                &[&mac_text(mac), &"rack1-node1", &node_text(&node).unwrap()],
+            )
+            .await
+            .unwrap();
+        client
+            .execute(
+                "INSERT INTO events (mac, at, kind, data) VALUES ($1, 6, $2, $3::text::jsonb)",
+                &[
+                    &mac_text(mac),
+                    &event.kind().as_str(),
+                    &serde_json::to_string(&event.data).unwrap(),
+                ],
+            )
+            .await
+            .unwrap();
+        client
+            .execute(
+                "INSERT INTO leases (ip, mac, state, expires) VALUES ($1, $2, 'bound', 9)",
+                &[&ip_col(ip), &mac_text(mac)],
+            )
+            .await
+            .unwrap();
+
+        let store = PostgresStore::open(PostgresConfig {
+            url,
+            password: None,
+            appliance: "a".into(),
+            ca_file: None,
+        })
+        .await
+        .unwrap();
+        assert_eq!(store.node(mac).await.unwrap(), Some(node));
+        assert_eq!(store.events(mac).await.unwrap(), vec![event]);
+        assert_eq!(
+            store.leases().await.unwrap(),
+            vec![Lease {
+                ip,
+                mac: Some(mac),
+                state: LeaseState::Bound,
+                expires: Timestamp(9),
+            }]
+        );
+        let (version, data, collation): (i32, String, Option<String>) = {
+            let row = client
+                .query_one(
+                    "SELECT (SELECT max(version) FROM rackboot_schema), \
+                     (SELECT data_type FROM information_schema.columns \
+                      WHERE table_name = 'events' AND column_name = 'data')::text, \
+                     (SELECT collation_name FROM information_schema.columns \
+                      WHERE table_name = 'leases' AND column_name = 'mac')::text",
+                    &[],
+                )
+                .await
+                .unwrap();
+            (row.get(0), row.get(1), row.get(2))
+        };
+        assert_eq!(
+            (version, data.as_str(), collation.as_deref()),
+            (VERSION, "json", Some("C"))
+        );
+    }
 }
