@@ -37,7 +37,7 @@ pub fn request<T>(
 /// A combinator, not an `async fn`: an `async fn` would keep `handle` both
 /// as its argument and inside the future it awaits, twice the size of the
 /// handling (9 KB for a DHCP request), all of it copied into the heap for
-/// every request that waits on the store.
+/// every request (the DHCP loop boxes each one before its first poll).
 pub fn request_async<'a, T: 'a>(
     metrics: &'a Metrics,
     service: Service,

@@ -132,12 +132,12 @@ $fn$;
     // 6: cheaper rows for the writes every DHCP exchange makes. Keys that
     // are MACs or lowercase hostnames compare byte by byte (collation "C"):
     // under a database's default locale every index comparison went through
-    // strcoll, and a new client adds six index entries keyed by its MAC. A
-    // timeline event's data is `json`, kept as written (checked, never
-    // rebuilt into `jsonb`'s binary form): events are only appended and read
-    // whole. Node records stay `jsonb`: edits merge fields into them in SQL.
-    // Measured here on PostgreSQL 15: an event row 5.1 -> 4.4 us, a new
-    // node row 10.6 -> 10.1 us.
+    // strcoll, and a new client adds about six index entries keyed by its
+    // MAC or hostname. A timeline event's data is `json`, kept as written
+    // (checked, never rebuilt into `jsonb`'s binary form): events are only
+    // appended and read whole. Node records stay `jsonb`: edits merge fields
+    // into them in SQL. Measured here on PostgreSQL 15: an event row 5.1 ->
+    // 4.4 us, a new node row 10.6 -> 10.1 us.
     r#"
 ALTER TABLE nodes ALTER COLUMN mac TYPE TEXT COLLATE "C",
                   ALTER COLUMN hostname_lc TYPE TEXT COLLATE "C";
