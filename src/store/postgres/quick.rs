@@ -58,7 +58,7 @@ impl Prepared {
             creates: client
                 .prepare(
                     "INSERT INTO nodes (mac, hostname_lc, ipv4, record) \
-                     SELECT m, h, i, r::jsonb \
+                     SELECT m, h, i, r::json \
                      FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[]) AS t(m, h, i, r) \
                      ON CONFLICT (mac) DO NOTHING RETURNING mac",
                 )
@@ -78,7 +78,7 @@ impl Prepared {
             create: client
                 .prepare(
                     // The record goes as JSON text: made once, announced as it is.
-                    "SELECT made, existing, taken, detail FROM rackboot_create_node($1, $2, $3, $4::text::jsonb)",
+                    "SELECT made, existing, taken, detail FROM rackboot_create_node($1, $2, $3, $4::text::json)",
                 )
                 .await?,
             allocate: client

@@ -677,7 +677,9 @@ async fn set_fields(
 ) -> Result<(), StoreError> {
     let row = tx
         .query_opt(
-            "UPDATE nodes SET record = record || $2 WHERE mac = $1 RETURNING record",
+            // Merged as `jsonb` (a record is kept as `json`: see schema 7).
+            "UPDATE nodes SET record = (record::jsonb || $2::jsonb)::json WHERE mac = $1 \
+             RETURNING record",
             &[&mac_text(mac), &Value::Object(fields)],
         )
         .await
@@ -696,8 +698,8 @@ async fn bump(
     let mut bumped = std::collections::HashMap::new();
     for row in tx
         .query(
-            "UPDATE nodes SET record = jsonb_set(record, '{config_generation}', \
-             to_jsonb(COALESCE((record->>'config_generation')::bigint, 0) + 1)) \
+            "UPDATE nodes SET record = jsonb_set(record::jsonb, '{config_generation}', \
+             to_jsonb(COALESCE((record->>'config_generation')::bigint, 0) + 1))::json \
              WHERE mac = ANY($1) RETURNING record",
             &[&keys],
         )
