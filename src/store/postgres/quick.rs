@@ -77,8 +77,9 @@ impl Prepared {
                 .await?,
             create: client
                 .prepare(
-                    // The record goes as JSON text: made once, announced as it is.
-                    "SELECT made, existing, taken, detail FROM rackboot_create_node($1, $2, $3, $4::text::json)",
+                    // The record goes as JSON text: made once, announced as it is
+                    // (and as `jsonb`, the function's type since schema 4).
+                    "SELECT made, existing, taken, detail FROM rackboot_create_node($1, $2, $3, $4::text::jsonb)",
                 )
                 .await?,
             allocate: client

@@ -158,37 +158,13 @@ ALTER TABLE report_drops ALTER COLUMN mac TYPE TEXT COLLATE "C";
     // either lease index. Measured here on PostgreSQL 15, runs of 100: a
     // new node row 12.2 -> 9.0 us; an OFFER's claim and its ACK 6.0 -> 3.9
     // us a row. Pages already full (a site upgraded from 6) get their room
-    // back as their old versions are pruned. `rackboot_create_node` gets a
-    // `json` twin; the `jsonb` one stays for an appliance still running the
-    // older rackboot until it is restarted (its record goes into the `json`
-    // column by assignment cast).
+    // back as their old versions are pruned. `rackboot_create_node` (4)
+    // stays as it is: it runs only when a run goes one write at a time,
+    // and its `jsonb` record goes into the `json` column (and back) by
+    // assignment cast.
     r#"
 ALTER TABLE leases SET (fillfactor = 50);
 ALTER TABLE nodes ALTER COLUMN record TYPE JSON USING record::json;
-CREATE FUNCTION rackboot_create_node(p_mac TEXT, p_hostname_lc TEXT, p_ipv4 BIGINT,
-                                     p_record JSON)
-RETURNS TABLE (made BOOLEAN, existing JSON, taken TEXT, detail TEXT)
-LANGUAGE plpgsql AS $fn$
-BEGIN
-    made := false;
-    BEGIN
-        INSERT INTO nodes (mac, hostname_lc, ipv4, record)
-        VALUES (p_mac, p_hostname_lc, p_ipv4, p_record)
-        ON CONFLICT (mac) DO NOTHING;
-        IF FOUND THEN
-            made := true;
-            RETURN NEXT;
-            RETURN;
-        END IF;
-    EXCEPTION WHEN unique_violation THEN
-        GET STACKED DIAGNOSTICS taken = CONSTRAINT_NAME, detail = PG_EXCEPTION_DETAIL;
-        RETURN NEXT;
-        RETURN;
-    END;
-    SELECT n.record INTO existing FROM nodes n WHERE n.mac = p_mac;
-    RETURN NEXT;
-END
-$fn$;
 "#,
 ];
 
