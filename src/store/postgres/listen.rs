@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Client};
 use tokio_util::sync::CancellationToken;
 
+use super::announce::Held;
 use super::rows::{all_nodes, db, describe, lease_from_row, node_from_row};
 use super::tls::Connector;
 use super::writer::backoff;
@@ -138,11 +139,18 @@ enum Note {
     Lease(Ipv4Addr, Option<Mac>, LeaseState, i64),
     LeaseGone(Ipv4Addr),
     Bumped(Vec<(Mac, u64)>),
-    /// A batch committed: its writer waits for this to answer.
-    Done {
-        appliance: String,
-        batch: u64,
-    },
+    /// A batch's notes, or some of them ([`super::announce`]).
+    Batch(Packed),
+}
+
+/// One payload of a batch: its writing process, its number, whether it is
+/// its last, and its notes, left unread until they are a sibling's.
+#[derive(serde::Deserialize)]
+struct Packed {
+    process: u64,
+    n: u64,
+    last: bool,
+    notes: Box<serde_json::value::RawValue>,
 }
 
 /// [`Note`]'s variants as serde names them (serde does not list them for
@@ -154,15 +162,59 @@ const KINDS: &[&str] = &[
     "lease",
     "lease_gone",
     "bumped",
-    "done",
+    "batch",
 ];
 
-/// Applies one announcement.
+/// Applies one announcement: a payload of a batch, or (from a rackboot
+/// before batches were packed) a single note.
 async fn apply(client: &Client, shared: &Shared, payload: &str) -> Result<(), StoreError> {
-    let note = match serde_json::from_str::<Note>(payload) {
-        Ok(note) => note,
+    let packed = match serde_json::from_str::<Note>(payload) {
+        Ok(Note::Batch(packed)) => packed,
+        Ok(note) => return apply_note(client, shared, note).await,
         Err(e) => return unread(payload, e),
     };
+    if packed.process == shared.process {
+        // This process's own batch: what it changed is at hand, in memory
+        // form, and goes in with the batch's last payload (all of a
+        // batch's payloads come together: they are one commit's).
+        if !packed.last {
+            return Ok(());
+        }
+        let echo = shared
+            .echoes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&packed.n);
+        if let Some(echo) = echo {
+            for held in echo.held {
+                match held {
+                    Held::Node(node) => shared.mirror().put_node(*node),
+                    Held::Lease(lease) => shared.mirror().put_lease(lease),
+                    Held::Note(note) => apply_one(client, shared, &note).await?,
+                }
+            }
+            let _ = echo.done.send(());
+            return Ok(());
+        }
+        // Its writer gave it up (a panic): read it as a sibling would.
+    }
+    let notes: Vec<&serde_json::value::RawValue> = serde_json::from_str(packed.notes.get())
+        .map_err(|e| super::rows::corrupt("announcement", format!("{e}: {payload}")))?;
+    for note in notes {
+        apply_one(client, shared, note.get()).await?;
+    }
+    Ok(())
+}
+
+/// Applies one note of a batch.
+async fn apply_one(client: &Client, shared: &Shared, text: &str) -> Result<(), StoreError> {
+    match serde_json::from_str::<Note>(text) {
+        Ok(note) => apply_note(client, shared, note).await,
+        Err(e) => unread(text, e),
+    }
+}
+
+async fn apply_note(client: &Client, shared: &Shared, note: Note) -> Result<(), StoreError> {
     match note {
         Note::Node(node) => {
             shared.mirror().put_node(*node);
@@ -209,17 +261,12 @@ async fn apply(client: &Client, shared: &Shared, payload: &str) -> Result<(), St
             let macs: Vec<Mac> = bumped.iter().map(|(mac, _)| *mac).collect();
             m.feed.emit(&Change::ConfigBumped(&macs));
         }
-        Note::Done { appliance, batch } => {
-            if appliance == shared.appliance {
-                let waiting = shared
-                    .echoes
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .remove(&batch);
-                if let Some(waiting) = waiting {
-                    let _ = waiting.send(());
-                }
-            }
+        // Taken apart by `apply`: one inside a batch is broken.
+        Note::Batch(_) => {
+            return Err(super::rows::corrupt(
+                "announcement",
+                "a batch inside a batch".to_string(),
+            ));
         }
     }
     Ok(())
@@ -294,8 +341,8 @@ fn gone<'a, K: Copy + 'a>(
 mod tests {
     use super::*;
     use crate::model::Timestamp;
+    use crate::store::postgres::announce::{lease_note, node_note_of};
     use crate::store::postgres::rows::node_text;
-    use crate::store::postgres::writer::{lease_note, node_note_of};
 
     fn mac(s: &str) -> Mac {
         s.parse().unwrap()

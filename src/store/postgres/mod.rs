@@ -18,18 +18,21 @@
 //!   refused write costs only itself), so a burst of DHCP clients shares
 //!   one commit.
 //! - **Changes reach every appliance** through `NOTIFY`: each write
-//!   announces what it changed, with the data, inside its transaction, so
-//!   the announcements go out on commit and in commit order. Every
-//!   appliance, the writing one too, applies them to its mirror in that
-//!   order ([`listen`]) and passes them on to its feed (DNS names, kept
-//!   scripts, agents waiting for a reconfigure, boot slots). A write
-//!   returns once its own appliance has applied it, so what a caller wrote
-//!   is what it reads next.
+//!   announces what it changed, with the data, inside its transaction
+//!   (all of a batch's notes packed into as few payloads as fit:
+//!   [`announce`]), so the announcements go out on commit and in commit
+//!   order. Every appliance, the writing one too (from what it holds,
+//!   not reading its own notes), applies them to its mirror in that order
+//!   ([`listen`]) and passes them on to its feed (DNS names, kept scripts,
+//!   agents waiting for a reconfigure, boot slots). A write returns once
+//!   its own appliance has applied it, so what a caller wrote is what it
+//!   reads next.
 //! - **Losing the database**: writes fail at once as unavailable (callers
 //!   refuse what they cannot promise), reads go on from memory, and both
 //!   connections come back by themselves; the listener reloads everything
 //!   when it reconnects, since announcements made meanwhile are lost.
 
+mod announce;
 mod copy;
 mod lead;
 mod listen;
@@ -110,13 +113,24 @@ pub(super) struct Shared {
     /// the mirror's lock (a timeline entry: one per packet of a boot).
     pub(super) feed: Arc<crate::store::feed::Feed>,
     pub(super) appliance: String,
-    /// Batches of this appliance whose announcements have not come back
+    /// This process among all that announce on the database (random: two
+    /// appliances given one name must still not take each other's batches
+    /// for their own).
+    pub(super) process: u64,
+    /// Batches of this process whose announcements have not come back
     /// yet, by batch number.
-    pub(super) echoes: Mutex<std::collections::HashMap<u64, oneshot::Sender<()>>>,
+    pub(super) echoes: Mutex<std::collections::HashMap<u64, Echo>>,
     pub(super) health: Mutex<StoreHealth>,
     /// Whether the writer's and the listener's connections are up.
     pub(super) writer_up: std::sync::atomic::AtomicBool,
     pub(super) listener_up: std::sync::atomic::AtomicBool,
+}
+
+/// A batch committed or on its way: what it changed, applied when its
+/// announcements come back, and its writer, woken then.
+pub(super) struct Echo {
+    done: oneshot::Sender<()>,
+    held: Vec<announce::Held>,
 }
 
 impl Shared {
@@ -153,6 +167,7 @@ impl PostgresStore {
             feed: mirror.feed.clone(),
             mirror: Mutex::new(mirror),
             appliance: config.appliance.clone(),
+            process: rand::random(),
             echoes: Mutex::new(Default::default()),
             health: Mutex::new(StoreHealth {
                 engine: "postgres",
@@ -459,6 +474,10 @@ mod tests {
 
     /// Two appliances on one new database.
     async fn two(name: &str) -> (PostgresStore, PostgresStore) {
+        two_named(name, "a", "b").await
+    }
+
+    async fn two_named(name: &str, first: &str, second: &str) -> (PostgresStore, PostgresStore) {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let cluster = scratch::ScratchCluster::for_process();
         let db = format!("{name}_{}", NEXT.fetch_add(1, Ordering::Relaxed));
@@ -471,7 +490,7 @@ mod tests {
                 ca_file: None,
             })
         };
-        (open("a").await.unwrap(), open("b").await.unwrap())
+        (open(first).await.unwrap(), open(second).await.unwrap())
     }
 
     /// Waits (bounded) until `cond` holds.
@@ -541,6 +560,53 @@ mod tests {
             || !a.mirror().nodes.contains_key(&mac(1)),
         )
         .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fleet_made_and_reconfigured_at_once_reaches_the_other_appliance() {
+        // Both given one name: each still tells its own batches from the
+        // other's.
+        let (a, b) = two_named("fleet", "row-a", "row-a").await;
+        let (a, b) = (Arc::new(a), Arc::new(b));
+        let told = Arc::new(Reconfigured::default());
+        a.subscribe(told.clone());
+        let fleet: Vec<Mac> = (0..1000u32)
+            .map(|i| Mac::new([0x52, 0x54, 0, 2, (i >> 8) as u8, i as u8]))
+            .collect();
+        // Made together: batches whose notes need several payloads.
+        let mut tasks = Vec::new();
+        for m in &fleet {
+            let (b, node) = (
+                b.clone(),
+                Node::discovered(*m, "discovery", "t".into(), Timestamp(0)),
+            );
+            tasks.push(tokio::spawn(
+                async move { b.create_node_if_absent(node).await },
+            ));
+        }
+        for t in tasks {
+            assert!(t.await.unwrap().unwrap().1, "made");
+        }
+        assert_eq!(b.mirror().nodes.len(), 1000, "b answers from what it wrote");
+        until(
+            "a hears of every node b made",
+            Duration::from_secs(5),
+            || a.mirror().nodes.len() == 1000,
+        )
+        .await;
+        // One reconfigure of all of them: more MACs than one note carries.
+        let bumped = b.bump_config_generation(&fleet).await.unwrap();
+        assert_eq!(bumped.len(), 1000);
+        until("a is told of all 1000", Duration::from_secs(5), || {
+            told.0.lock().unwrap().len() == 1000
+        })
+        .await;
+        let m = a.mirror();
+        assert!(
+            fleet
+                .iter()
+                .all(|mac| m.nodes.get(mac).unwrap().config_generation == 1)
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

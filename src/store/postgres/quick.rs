@@ -29,8 +29,9 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Statement, Transaction};
 
 use super::Shared;
+use super::announce::Notes;
 use super::rows::{db, describe, ip_col, ip_of, key_taken, mac_text, node_from_json, node_text};
-use super::writer::{Pending, Reply, TRIES, TRIM_EVERY, lease_note, node_note_of, pending};
+use super::writer::{Pending, Reply, TRIES, TRIM_EVERY, pending};
 use crate::boot::address::{self, Candidate, Range};
 use crate::model::{Event, Lease, Mac, Node};
 use crate::store::mirror::Mirror;
@@ -147,7 +148,7 @@ pub(super) async fn send(
     tx: &Transaction<'_>,
     prepared: &Prepared,
     run: Vec<Quick>,
-    notes: &mut Vec<String>,
+    notes: &mut Notes,
     shared: &Shared,
 ) -> Vec<Pending> {
     let (plans, events, claimed) = plan(run, shared);
@@ -365,7 +366,7 @@ fn settle(
     p: Plan,
     went: bool,
     done: &Done,
-    notes: &mut Vec<String>,
+    notes: &mut Notes,
     shared: &Shared,
 ) -> Result<Pending, Plan> {
     if !went {
@@ -379,7 +380,7 @@ fn settle(
             record,
             ..
         } if done.made.contains(&mac) => {
-            notes.push(node_note_of(node.mac, &record));
+            notes.node(&node, &record);
             Ok(pending(reply, Ok((*node, true))))
         }
         Plan::Allocate {
@@ -415,7 +416,7 @@ async fn one_by_one(
     prepared: &Prepared,
     plans: Vec<Plan>,
     events: Option<&Events>,
-    notes: &mut Vec<String>,
+    notes: &mut Notes,
     shared: &Shared,
 ) -> Vec<Pending> {
     if plans.is_empty() && events.is_none() {
@@ -539,12 +540,12 @@ fn created(
     row: Option<Row>,
     node: Node,
     record: &str,
-    notes: &mut Vec<String>,
+    notes: &mut Notes,
 ) -> Result<(Node, bool), StoreError> {
     let row = row.ok_or_else(|| StoreError::NoSuchNode(node.mac))?;
     let made: bool = row.try_get(0).map_err(db("create a node"))?;
     if made {
-        notes.push(node_note_of(node.mac, record));
+        notes.node(&node, record);
         return Ok((node, true));
     }
     let taken_by: Option<String> = row.try_get(2).map_err(db("create a node"))?;
@@ -568,7 +569,7 @@ fn took(
     dropped: Vec<i64>,
     req: &LeaseRequest,
     candidates: &[Candidate],
-    notes: &mut Vec<String>,
+    notes: &mut Notes,
     shared: &Shared,
 ) -> Lease {
     let ip = ip_of(ip);
@@ -591,7 +592,7 @@ fn took(
         state: req.state,
         expires: req.expires,
     };
-    notes.push(lease_note(&lease));
+    notes.lease(lease.clone());
     lease
 }
 

@@ -166,6 +166,11 @@ ALTER TABLE report_drops ALTER COLUMN mac TYPE TEXT COLLATE "C";
 ALTER TABLE leases SET (fillfactor = 50);
 ALTER TABLE nodes ALTER COLUMN record TYPE JSON USING record::json;
 "#,
+    // 8: no table changes: announcements go packed, all of a batch's notes
+    // in as few payloads as fit (`announce`). A rackboot of schema 7 would
+    // pass them over as a kind it does not know and answer from a memory
+    // gone stale, so the version moves and such a rackboot is refused.
+    "COMMENT ON TABLE rackboot_schema IS 'since 8, announcements are packed per batch';",
 ];
 
 /// The schema version this binary writes.

@@ -14,12 +14,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{Client, Transaction};
 use tokio_util::sync::CancellationToken;
 
+use super::announce::{BUMPED_PER_NOTE, Notes};
 use super::quick::{self, Prepared, Quick};
-use super::rows::{
-    all_nodes, db, describe, fault, ip_col, mac_text, node_from_row, node_json, node_text,
-};
+use super::rows::{all_nodes, db, describe, fault, ip_col, mac_text, node_from_row, node_json};
 use super::tls::Connector;
-use super::{CHANNEL, ECHO_WITHIN, Shared};
+use super::{CHANNEL, ECHO_WITHIN, Echo, Shared};
 use crate::model::{Event, Lease, Mac, Node, Rollout, ScriptReport, Timestamp};
 use crate::store::{
     EVENTS_PER_NODE, Edited, Fault, NodeEdit, NodeMap, NodeQuery, NodesEdit, REPORTS_PER_NODE,
@@ -39,10 +38,6 @@ pub(super) const TRIES: usize = 64;
 /// A node's timeline is trimmed to [`EVENTS_PER_NODE`] once every this many
 /// events of it.
 pub(super) const TRIM_EVERY: i64 = 50;
-
-/// An announcement longer than this names the record instead of carrying it
-/// (PostgreSQL's limit is 8000 bytes).
-const NOTE_MAX: usize = 7900;
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -286,7 +281,7 @@ async fn run_batch(
         }
     };
     let mut answers: Vec<Pending> = Vec::with_capacity(ops.len());
-    let mut notes: Vec<String> = Vec::new();
+    let mut notes = Notes::default();
     // Runs of quick writes go out together; every other write alone, under
     // its savepoint, in the order they came.
     let mut run: Vec<Quick> = Vec::new();
@@ -307,20 +302,20 @@ async fn run_batch(
     if !run.is_empty() {
         answers.extend(quick::send(&tx, prepared, run, &mut notes, shared).await);
     }
-    let echo = if notes.is_empty() {
-        None
+    // Answered once the batch's last payload comes back: this appliance
+    // then has applied everything committed before it, and this batch.
+    let (payloads, echo) = if notes.is_empty() {
+        (Vec::new(), None)
     } else {
-        notes
-            .push(json!({ "done": { "appliance": shared.appliance, "batch": batch } }).to_string());
+        let (payloads, held) = notes.pack(shared.process, batch);
         let (done, echoed) = oneshot::channel();
         shared
             .echoes
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(batch, done);
-        Some(echoed)
+            .insert(batch, Echo { done, held });
+        (payloads, Some(echoed))
     };
-    let payloads = notes;
     let announced = if payloads.is_empty() {
         Ok(0)
     } else {
@@ -335,6 +330,13 @@ async fn run_batch(
             if let Some(echoed) = echo
                 && tokio::time::timeout(ECHO_WITHIN, echoed).await.is_err()
             {
+                // Not held any longer: when it does come back, the listener
+                // reads it as a sibling's.
+                shared
+                    .echoes
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&batch);
                 tracing::warn!(
                     batch,
                     "store: PostgreSQL did not echo this appliance's changes within {ECHO_WITHIN:?}; \
@@ -372,14 +374,14 @@ async fn savepointed(
     tx: &Transaction<'_>,
     prepared: &Prepared,
     op: Op,
-    notes: &mut Vec<String>,
+    notes: &mut Notes,
     shared: &Shared,
 ) -> Option<Pending> {
     if let Err(e) = tx.batch_execute("SAVEPOINT op").await {
         fail(op, &BatchFailure::of(&e));
         return None;
     }
-    let mut mine = Vec::new();
+    let mut mine = Notes::default();
     let (answer, ok) = apply(tx, prepared, op, &mut mine, shared).await;
     let end = if ok {
         "RELEASE SAVEPOINT op"
@@ -391,7 +393,7 @@ async fn savepointed(
         tracing::error!(cause = %describe(&e), "store: PostgreSQL savepoint failed");
     }
     if ok {
-        notes.extend(mine);
+        notes.append(mine);
     }
     answer
 }
@@ -401,7 +403,7 @@ async fn apply(
     tx: &Transaction<'_>,
     prepared: &Prepared,
     op: Op,
-    notes: &mut Vec<String>,
+    notes: &mut Notes,
     shared: &Shared,
 ) -> (Option<Pending>, bool) {
     fn done<T: Send + 'static>(
@@ -491,43 +493,6 @@ async fn edit_rollout(
     Ok(Some(r))
 }
 
-pub(super) fn node_note(n: &Node) -> String {
-    match node_text(n) {
-        Ok(record) => node_note_of(n.mac, &record),
-        Err(_) => fetch_note(n.mac),
-    }
-}
-
-/// A node's announcement from its record already in JSON text.
-pub(super) fn node_note_of(mac: Mac, record: &str) -> String {
-    if record.len() + 10 <= NOTE_MAX {
-        format!(r#"{{"node":{record}}}"#)
-    } else {
-        fetch_note(mac)
-    }
-}
-
-fn fetch_note(mac: Mac) -> String {
-    json!({ "fetch": mac_text(mac) }).to_string()
-}
-
-/// A lease as `[ip, mac, state, expires]`, the expiry in milliseconds (as
-/// stored: any i64, where the text form has a range).
-pub(super) fn lease_note(l: &Lease) -> String {
-    // Written out, not through a tree of JSON values: every address an
-    // exchange takes is announced. Addresses, MACs and states need no escaping.
-    let mac = match l.mac {
-        Some(mac) => format!(r#""{mac}""#),
-        None => "null".into(),
-    };
-    format!(
-        r#"{{"lease":["{}",{mac},"{}",{}]}}"#,
-        l.ip,
-        l.state.as_str(),
-        l.expires.millis()
-    )
-}
-
 const UPSERT_NODE: &str = "INSERT INTO nodes (mac, hostname_lc, ipv4, record) VALUES ($1, $2, $3, $4) \
      ON CONFLICT (mac) DO UPDATE SET hostname_lc = EXCLUDED.hostname_lc, ipv4 = EXCLUDED.ipv4, \
      record = EXCLUDED.record";
@@ -563,7 +528,7 @@ async fn update(
     tx: &Transaction<'_>,
     mac: Mac,
     edit: NodeEdit,
-    notes: &mut Vec<String>,
+    notes: &mut Notes,
 ) -> Result<Edited, StoreError> {
     let before = read_node(tx, mac, true)
         .await?
@@ -573,14 +538,14 @@ async fn update(
     // The MAC is the key: an edit cannot move a record to another one.
     after.mac = mac;
     write_node(tx, UPSERT_NODE, &after).await?;
-    notes.push(node_note(&after));
+    notes.node_record(&after);
     Ok(Edited { before, after })
 }
 
 async fn edit_nodes(
     tx: &Transaction<'_>,
     edit: NodesEdit,
-    notes: &mut Vec<String>,
+    notes: &mut Notes,
 ) -> Result<Vec<Written>, StoreError> {
     // No other appliance changes a record between the read and the write.
     tx.batch_execute("LOCK TABLE nodes IN SHARE ROW EXCLUSIVE MODE")
@@ -611,7 +576,7 @@ async fn edit_nodes(
         .map_err(db("check hostnames and addresses"))?;
     let mut written = Vec::with_capacity(nodes.len());
     for after in nodes {
-        notes.push(node_note(&after));
+        notes.node_record(&after);
         written.push(Written {
             before: all.remove(&after.mac),
             after,
@@ -624,7 +589,7 @@ async fn delete_if(
     tx: &Transaction<'_>,
     macs: &[Mac],
     doomed: &NodeQuery,
-    notes: &mut Vec<String>,
+    notes: &mut Notes,
 ) -> Result<Vec<Mac>, StoreError> {
     let keys: Vec<String> = macs.iter().map(|m| mac_text(*m)).collect();
     let mut found = std::collections::HashMap::new();
@@ -673,7 +638,7 @@ async fn set_fields(
     tx: &Transaction<'_>,
     mac: Mac,
     fields: serde_json::Map<String, Value>,
-    notes: &mut Vec<String>,
+    notes: &mut Notes,
 ) -> Result<(), StoreError> {
     let row = tx
         .query_opt(
@@ -685,14 +650,14 @@ async fn set_fields(
         .await
         .map_err(db("set node fields"))?
         .ok_or(StoreError::NoSuchNode(mac))?;
-    notes.push(node_note(&node_from_row(&row)?));
+    notes.node_record(&node_from_row(&row)?);
     Ok(())
 }
 
 async fn bump(
     tx: &Transaction<'_>,
     macs: &[Mac],
-    notes: &mut Vec<String>,
+    notes: &mut Notes,
 ) -> Result<Vec<(Mac, u64)>, StoreError> {
     let keys: Vec<String> = macs.iter().map(|m| mac_text(*m)).collect();
     let mut bumped = std::collections::HashMap::new();
@@ -715,7 +680,11 @@ async fn bump(
     let generations: Vec<(Mac, u64)> = macs.iter().map(|m| (*m, bumped[m])).collect();
     // One announcement, not a record each: the feed says "reconfigure",
     // as the SQLite engine's does, and each mirror moves the generations on.
-    notes.push(json!({ "bumped": generations }).to_string());
+    // (In notes of at most BUMPED_PER_NOTE: a fleet's reconfigure would
+    // outgrow one.)
+    for some in generations.chunks(BUMPED_PER_NOTE) {
+        notes.push(json!({ "bumped": some }).to_string());
+    }
     Ok(generations)
 }
 
@@ -859,7 +828,7 @@ async fn release(
     tx: &Transaction<'_>,
     mac: Mac,
     ip: Ipv4Addr,
-    notes: &mut Vec<String>,
+    notes: &mut Notes,
 ) -> Result<bool, StoreError> {
     let n = tx
         .execute(
@@ -874,11 +843,7 @@ async fn release(
     Ok(n > 0)
 }
 
-async fn decline(
-    tx: &Transaction<'_>,
-    lease: Lease,
-    notes: &mut Vec<String>,
-) -> Result<(), StoreError> {
+async fn decline(tx: &Transaction<'_>, lease: Lease, notes: &mut Notes) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO leases (ip, mac, state, expires) VALUES ($1, NULL, $2, $3) \
          ON CONFLICT (ip) DO UPDATE SET mac = NULL, state = EXCLUDED.state, expires = EXCLUDED.expires",
@@ -886,7 +851,7 @@ async fn decline(
     )
     .await
     .map_err(db("decline an address"))?;
-    notes.push(lease_note(&lease));
+    notes.lease(lease);
     Ok(())
 }
 
