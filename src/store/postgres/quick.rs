@@ -26,7 +26,7 @@ use std::pin::Pin;
 
 use serde_json::{Value, json};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Row, Statement, Transaction};
+use tokio_postgres::{Client, Row, Statement};
 
 use super::Shared;
 use super::announce::Notes;
@@ -145,7 +145,7 @@ type Sent<'a> =
 /// Sends `run` inside `tx` and turns what comes back into answers (held
 /// until the commit) and announcements.
 pub(super) async fn send(
-    tx: &Transaction<'_>,
+    tx: &Client,
     prepared: &Prepared,
     run: Vec<Quick>,
     notes: &mut Notes,
@@ -288,7 +288,7 @@ impl<'p> Together<'p> {
     /// (the events' are logged here).
     async fn send(
         &self,
-        tx: &Transaction<'_>,
+        tx: &Client,
         prepared: &Prepared,
         events: &Events,
     ) -> Result<Done, tokio_postgres::Error> {
@@ -334,11 +334,7 @@ impl<'p> Together<'p> {
 }
 
 /// `sql` (no parameters), unless not `wanted`: then nothing is sent.
-async fn simple_if(
-    tx: &Transaction<'_>,
-    wanted: bool,
-    sql: &str,
-) -> Result<(), tokio_postgres::Error> {
+async fn simple_if(tx: &Client, wanted: bool, sql: &str) -> Result<(), tokio_postgres::Error> {
     if !wanted {
         return Ok(());
     }
@@ -348,7 +344,7 @@ async fn simple_if(
 /// `statement`'s rows for `params`, columns of `rows` rows each; with none,
 /// nothing is sent.
 async fn rows_if(
-    tx: &Transaction<'_>,
+    tx: &Client,
     statement: &Statement,
     params: &[&(dyn ToSql + Sync)],
     rows: usize,
@@ -412,7 +408,7 @@ fn settle(
 /// Sends `plans` one statement each (and `events` with them, when given) in
 /// one round trip.
 async fn one_by_one(
-    tx: &Transaction<'_>,
+    tx: &Client,
     prepared: &Prepared,
     plans: Vec<Plan>,
     events: Option<&Events>,
@@ -490,7 +486,7 @@ struct Appended {
 }
 
 /// Appends `events` in one statement, then trims the timelines due.
-async fn append(tx: &Transaction<'_>, prepared: &Prepared, events: &Events) -> Appended {
+async fn append(tx: &Client, prepared: &Prepared, events: &Events) -> Appended {
     let insert = async {
         if events.macs.is_empty() {
             return Ok(0);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::{Client, Transaction};
+use tokio_postgres::{Client, GenericClient};
 use tokio_util::sync::CancellationToken;
 
 use super::announce::{BUMPED_PER_NOTE, Notes};
@@ -226,6 +226,11 @@ pub(super) async fn run(
                 batch,
                 "store: a PostgreSQL write batch panicked; its writes failed"
             );
+            // Its transaction may still be open: undone, or the next batch
+            // would join it.
+            if let Err(e) = client.batch_execute("ROLLBACK").await {
+                tracing::warn!(error = %describe(&e), "store: PostgreSQL rollback failed");
+            }
             shared
                 .echoes
                 .lock()
@@ -270,37 +275,43 @@ async fn run_batch(
     batch: u64,
     shared: &Shared,
 ) {
-    let tx = match client.transaction().await {
-        Ok(tx) => tx,
-        Err(e) => {
-            let failed = BatchFailure::of(&e);
-            for op in ops {
-                fail(op, &failed);
-            }
-            return;
-        }
-    };
-    let mut answers: Vec<Pending> = Vec::with_capacity(ops.len());
-    let mut notes = Notes::default();
-    // Runs of quick writes go out together; every other write alone, under
-    // its savepoint, in the order they came.
-    let mut run: Vec<Quick> = Vec::new();
-    for op in ops {
-        match op {
-            Op::Quick(q) => run.push(q),
-            op => {
-                if !run.is_empty() {
-                    let sent = std::mem::take(&mut run);
-                    answers.extend(quick::send(&tx, prepared, sent, &mut notes, shared).await);
-                }
-                if let Some(answer) = savepointed(&tx, prepared, op, &mut notes, shared).await {
-                    answers.push(answer);
+    let tx: &Client = client;
+    // BEGIN goes out with the batch's first statements, not a round trip
+    // ahead of them (and COMMIT with the announcements, below): each round
+    // trip costs both processes a wake-up, on a core they share with DHCP.
+    // BEGIN fails only with the connection, and so then does all the rest.
+    let (begun, (answers, notes)) = futures_util::join!(tx.batch_execute("BEGIN"), async {
+        let mut answers: Vec<Pending> = Vec::with_capacity(ops.len());
+        let mut notes = Notes::default();
+        // Runs of quick writes go out together; every other write alone,
+        // under its savepoint, in the order they came.
+        let mut run: Vec<Quick> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Quick(q) => run.push(q),
+                op => {
+                    if !run.is_empty() {
+                        let sent = std::mem::take(&mut run);
+                        answers.extend(quick::send(tx, prepared, sent, &mut notes, shared).await);
+                    }
+                    if let Some(answer) = savepointed(tx, prepared, op, &mut notes, shared).await {
+                        answers.push(answer);
+                    }
                 }
             }
         }
-    }
-    if !run.is_empty() {
-        answers.extend(quick::send(&tx, prepared, run, &mut notes, shared).await);
+        if !run.is_empty() {
+            answers.extend(quick::send(tx, prepared, run, &mut notes, shared).await);
+        }
+        (answers, notes)
+    });
+    if let Err(e) = begun {
+        let failed = BatchFailure::of(&e);
+        tracing::error!(batch, cause = %failed.cause, "store: PostgreSQL BEGIN failed");
+        for answer in answers {
+            answer(Some(&failed));
+        }
+        return;
     }
     // Answered once the batch's last payload comes back: this appliance
     // then has applied everything committed before it, and this batch.
@@ -316,15 +327,20 @@ async fn run_batch(
             .insert(batch, Echo { done, held });
         (payloads, Some(echoed))
     };
-    let announced = if payloads.is_empty() {
-        Ok(0)
-    } else {
-        tx.execute(&prepared.notify, &[&CHANNEL, &payloads]).await
-    };
-    let committed = match announced {
-        Ok(_) => tx.commit().await,
-        Err(e) => Err(e),
-    };
+    // Sent together: if the announcements fail, the transaction is
+    // aborted and PostgreSQL answers the COMMIT behind them by rolling it
+    // back.
+    let (announced, committed) = futures_util::join!(
+        async {
+            if payloads.is_empty() {
+                Ok(0)
+            } else {
+                tx.execute(&prepared.notify, &[&CHANNEL, &payloads]).await
+            }
+        },
+        tx.batch_execute("COMMIT")
+    );
+    let committed = announced.and(committed);
     match committed {
         Ok(()) => {
             if let Some(echoed) = echo
@@ -371,7 +387,7 @@ async fn run_batch(
 /// it succeeds; when it fails, what it did is undone and the rest of the
 /// batch goes on.
 async fn savepointed(
-    tx: &Transaction<'_>,
+    tx: &Client,
     prepared: &Prepared,
     op: Op,
     notes: &mut Notes,
@@ -400,7 +416,7 @@ async fn savepointed(
 
 /// Does `op`; its answer (none for an event) and whether it succeeded.
 async fn apply(
-    tx: &Transaction<'_>,
+    tx: &Client,
     prepared: &Prepared,
     op: Op,
     notes: &mut Notes,
@@ -439,7 +455,7 @@ fn rollout_json(r: &Rollout) -> Result<Value, StoreError> {
     serde_json::to_value(r).map_err(|e| super::rows::corrupt(&r.id, e))
 }
 
-async fn create_rollout(tx: &Transaction<'_>, r: &Rollout) -> Result<(), StoreError> {
+async fn create_rollout(tx: &Client, r: &Rollout) -> Result<(), StoreError> {
     let made = tx
         .execute(
             "INSERT INTO rollouts (id, created, doc) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
@@ -453,7 +469,7 @@ async fn create_rollout(tx: &Transaction<'_>, r: &Rollout) -> Result<(), StoreEr
     Ok(())
 }
 
-async fn rollouts(tx: &Transaction<'_>) -> Result<Vec<Rollout>, StoreError> {
+async fn rollouts(tx: &Client) -> Result<Vec<Rollout>, StoreError> {
     let mut out = Vec::new();
     for row in tx
         .query("SELECT id, doc FROM rollouts ORDER BY created, id", &[])
@@ -469,7 +485,7 @@ async fn rollouts(tx: &Transaction<'_>) -> Result<Vec<Rollout>, StoreError> {
 /// Read under a row lock, so an edit made on another appliance at the same
 /// time waits for this one and then sees it.
 async fn edit_rollout(
-    tx: &Transaction<'_>,
+    tx: &Client,
     id: &str,
     edit: crate::store::RolloutEdit,
 ) -> Result<Option<Rollout>, StoreError> {
@@ -497,7 +513,7 @@ const UPSERT_NODE: &str = "INSERT INTO nodes (mac, hostname_lc, ipv4, record) VA
      ON CONFLICT (mac) DO UPDATE SET hostname_lc = EXCLUDED.hostname_lc, ipv4 = EXCLUDED.ipv4, \
      record = EXCLUDED.record";
 
-async fn write_node(tx: &Transaction<'_>, sql: &str, n: &Node) -> Result<u64, StoreError> {
+async fn write_node(tx: &Client, sql: &str, n: &Node) -> Result<u64, StoreError> {
     tx.execute(
         sql,
         &[
@@ -511,7 +527,7 @@ async fn write_node(tx: &Transaction<'_>, sql: &str, n: &Node) -> Result<u64, St
     .map_err(db("write a node"))
 }
 
-async fn read_node(tx: &Transaction<'_>, mac: Mac, lock: bool) -> Result<Option<Node>, StoreError> {
+async fn read_node(tx: &Client, mac: Mac, lock: bool) -> Result<Option<Node>, StoreError> {
     let sql = if lock {
         "SELECT record FROM nodes WHERE mac = $1 FOR UPDATE"
     } else {
@@ -525,7 +541,7 @@ async fn read_node(tx: &Transaction<'_>, mac: Mac, lock: bool) -> Result<Option<
 }
 
 async fn update(
-    tx: &Transaction<'_>,
+    tx: &Client,
     mac: Mac,
     edit: NodeEdit,
     notes: &mut Notes,
@@ -543,7 +559,7 @@ async fn update(
 }
 
 async fn edit_nodes(
-    tx: &Transaction<'_>,
+    tx: &Client,
     edit: NodesEdit,
     notes: &mut Notes,
 ) -> Result<Vec<Written>, StoreError> {
@@ -586,7 +602,7 @@ async fn edit_nodes(
 }
 
 async fn delete_if(
-    tx: &Transaction<'_>,
+    tx: &Client,
     macs: &[Mac],
     doomed: &NodeQuery,
     notes: &mut Notes,
@@ -635,7 +651,7 @@ async fn delete_if(
 }
 
 async fn set_fields(
-    tx: &Transaction<'_>,
+    tx: &Client,
     mac: Mac,
     fields: serde_json::Map<String, Value>,
     notes: &mut Notes,
@@ -654,11 +670,7 @@ async fn set_fields(
     Ok(())
 }
 
-async fn bump(
-    tx: &Transaction<'_>,
-    macs: &[Mac],
-    notes: &mut Notes,
-) -> Result<Vec<(Mac, u64)>, StoreError> {
+async fn bump(tx: &Client, macs: &[Mac], notes: &mut Notes) -> Result<Vec<(Mac, u64)>, StoreError> {
     let keys: Vec<String> = macs.iter().map(|m| mac_text(*m)).collect();
     let mut bumped = std::collections::HashMap::new();
     for row in tx
@@ -688,7 +700,7 @@ async fn bump(
     Ok(generations)
 }
 
-async fn add_report(tx: &Transaction<'_>, mac: Mac, r: &ScriptReport) -> Result<(), StoreError> {
+async fn add_report(tx: &Client, mac: Mac, r: &ScriptReport) -> Result<(), StoreError> {
     let key = mac_text(mac);
     let known = tx
         .query_opt("SELECT 1 FROM nodes WHERE mac = $1", &[&key])
@@ -720,7 +732,7 @@ async fn add_report(tx: &Transaction<'_>, mac: Mac, r: &ScriptReport) -> Result<
 
 /// One report row (no trim).
 pub(super) async fn insert_report(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     mac: Mac,
     r: &ScriptReport,
 ) -> Result<(), StoreError> {
@@ -742,7 +754,7 @@ pub(super) async fn insert_report(
     Ok(())
 }
 
-async fn reports(tx: &Transaction<'_>, mac: Mac) -> Result<(Vec<ScriptReport>, u64), StoreError> {
+async fn reports(tx: &Client, mac: Mac) -> Result<(Vec<ScriptReport>, u64), StoreError> {
     let key = mac_text(mac);
     let mut out = Vec::new();
     for row in tx
@@ -783,7 +795,7 @@ pub(super) const TRIM_EVENTS: &str = "DELETE FROM events WHERE mac = $1 AND seq 
 
 /// One timeline row (no trim).
 pub(super) async fn insert_event(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     mac: Mac,
     e: &Event,
 ) -> Result<(), StoreError> {
@@ -803,7 +815,7 @@ pub(super) async fn insert_event(
     Ok(())
 }
 
-async fn events(tx: &Transaction<'_>, mac: Mac) -> Result<Vec<Event>, StoreError> {
+async fn events(tx: &Client, mac: Mac) -> Result<Vec<Event>, StoreError> {
     let rows = tx
         .query(
             "SELECT at, data, appliance FROM (SELECT seq, at, data, appliance FROM events \
@@ -825,7 +837,7 @@ async fn events(tx: &Transaction<'_>, mac: Mac) -> Result<Vec<Event>, StoreError
 }
 
 async fn release(
-    tx: &Transaction<'_>,
+    tx: &Client,
     mac: Mac,
     ip: Ipv4Addr,
     notes: &mut Notes,
@@ -843,7 +855,7 @@ async fn release(
     Ok(n > 0)
 }
 
-async fn decline(tx: &Transaction<'_>, lease: Lease, notes: &mut Notes) -> Result<(), StoreError> {
+async fn decline(tx: &Client, lease: Lease, notes: &mut Notes) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO leases (ip, mac, state, expires) VALUES ($1, NULL, $2, $3) \
          ON CONFLICT (ip) DO UPDATE SET mac = NULL, state = EXCLUDED.state, expires = EXCLUDED.expires",
