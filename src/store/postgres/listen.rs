@@ -196,7 +196,8 @@ async fn apply(client: &Client, shared: &Shared, payload: &str) -> Result<(), St
             let _ = echo.done.send(());
             return Ok(());
         }
-        // Its writer gave it up (a panic): read it as a sibling would.
+        // Its writer gave it up (a panic, or no echo within ECHO_WITHIN):
+        // read it as a sibling would.
     }
     let notes: Vec<&serde_json::value::RawValue> = serde_json::from_str(packed.notes.get())
         .map_err(|e| super::rows::corrupt("announcement", format!("{e}: {payload}")))?;
