@@ -3,7 +3,7 @@
 //! an empty database in one transaction: all of it or nothing.
 
 use super::PostgresConfig;
-use super::rows::{db, ip_col, mac_text, node_json};
+use super::rows::{db, ip_col, mac_text, node_text};
 use super::writer::{insert_event, insert_report};
 use crate::store::{Store, StoreError};
 
@@ -47,7 +47,7 @@ pub async fn copy_site(from: &dyn Store, to: &PostgresConfig) -> Result<Copied, 
                 &mac_text(n.mac),
                 &n.hostname.to_ascii_lowercase(),
                 &n.ipv4.map(ip_col),
-                &node_json(&n)?,
+                &node_text(&n)?,
             ],
         )
         .await

@@ -59,7 +59,7 @@ impl Prepared {
             creates: client
                 .prepare(
                     "INSERT INTO nodes (mac, hostname_lc, ipv4, record) \
-                     SELECT m, h, i, r::json \
+                     SELECT m, h, i, r \
                      FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[]) AS t(m, h, i, r) \
                      ON CONFLICT (mac) DO NOTHING RETURNING mac",
                 )
@@ -89,7 +89,7 @@ impl Prepared {
             events: client
                 .prepare(
                     "INSERT INTO events (mac, at, kind, data, appliance) \
-                     SELECT m, a, k, d::json, ap \
+                     SELECT m, a, k, d, ap \
                      FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[]) \
                      AS t(m, a, k, d, ap)",
                 )
@@ -731,7 +731,7 @@ struct Events {
     macs: Vec<String>,
     ats: Vec<i64>,
     kinds: Vec<&'static str>,
-    /// As JSON text, which the `json` column keeps as sent: nothing is
+    /// As JSON text, which the `text` column keeps as sent: nothing is
     /// saved by making a tree of values first.
     data: Vec<String>,
     appliances: Vec<Option<String>>,

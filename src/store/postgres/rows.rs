@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::Json;
 use tokio_postgres::{GenericClient, Row};
 
 use crate::model::{Lease, LeaseState, Mac, Node, Timestamp};
@@ -82,14 +81,10 @@ pub(super) fn corrupt(key: impl ToString, reason: impl ToString) -> StoreError {
 }
 
 /// A record as stored: the API's JSON of it, with the token (which the API
-/// never shows) beside the other fields.
-pub(super) fn node_json(n: &Node) -> Result<serde_json::Value, StoreError> {
-    serde_json::from_str(&node_text(n)?).map_err(|e| unstorable(n, e))
-}
-
-/// [`node_json`] as JSON text, made without building a tree of values: the
-/// record as the API writes it, its closing brace then opened for the token.
-/// The writer makes one of these for every new node of a storm.
+/// never shows) beside the other fields, as text made without building a
+/// tree of values: the record as the API writes it, its closing brace then
+/// opened for the token. The writer makes one of these for every new node
+/// of a storm.
 pub(super) fn node_text(n: &Node) -> Result<String, StoreError> {
     let mut text = serde_json::to_string(n).map_err(|e| unstorable(n, e))?;
     let token = serde_json::to_string(&n.token).map_err(|e| unstorable(n, e))?;
@@ -116,13 +111,18 @@ pub(super) fn node_from_json(v: serde_json::Value) -> Result<Node, StoreError> {
     serde_json::from_value(v).map_err(|e| corrupt(mac, e))
 }
 
-/// A node's row: its record (first column), read straight into a [`Node`]
-/// (a load of a large store reads a million); one that does not read is
-/// read again as plain JSON for an error that names its MAC.
+/// A node's row: its record (first column, `text` since schema 9), read
+/// straight into a [`Node`] (a load of a large store reads a million); one
+/// that does not read is read again as plain JSON for an error that names
+/// its MAC.
 pub(super) fn node_from_row(row: &Row) -> Result<Node, StoreError> {
-    match row.try_get::<_, Json<Node>>(0) {
-        Ok(Json(node)) => Ok(node),
-        Err(_) => node_from_json(row.try_get(0).map_err(db("read a node"))?),
+    let text: &str = row.try_get(0).map_err(db("read a node"))?;
+    match serde_json::from_str::<Node>(text) {
+        Ok(node) => Ok(node),
+        Err(e) => match serde_json::from_str(text) {
+            Ok(v) => node_from_json(v),
+            Err(_) => Err(corrupt("?", e)),
+        },
     }
 }
 

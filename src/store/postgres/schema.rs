@@ -171,6 +171,42 @@ ALTER TABLE nodes ALTER COLUMN record TYPE JSON USING record::json;
     // pass them over as a kind it does not know and answer from a memory
     // gone stale, so the version moves and such a rackboot is refused.
     "COMMENT ON TABLE rackboot_schema IS 'since 8, announcements are packed per batch';",
+    // 9: node records and timeline data as `text`. `json` checked every
+    // value as it went in (a lexer pass over each record and event), yet
+    // only rackboot writes them, from its own serializer, and it parses
+    // every one it reads; edits still go through `jsonb` in SQL
+    // (`writer::set_fields`, `writer::bump`). Measured here on PostgreSQL
+    // 15: an event row 5.2 -> 4.2 us (runs of 40); at 14 000 DORA/s
+    // offered, PostgreSQL 33.8 -> 31.0 us of CPU an exchange.
+    // `rackboot_create_node` casts its `jsonb` record both ways.
+    r#"
+ALTER TABLE nodes ALTER COLUMN record TYPE TEXT;
+ALTER TABLE events ALTER COLUMN data TYPE TEXT;
+CREATE OR REPLACE FUNCTION rackboot_create_node(p_mac TEXT, p_hostname_lc TEXT, p_ipv4 BIGINT,
+                                                p_record JSONB)
+RETURNS TABLE (made BOOLEAN, existing JSONB, taken TEXT, detail TEXT)
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    made := false;
+    BEGIN
+        INSERT INTO nodes (mac, hostname_lc, ipv4, record)
+        VALUES (p_mac, p_hostname_lc, p_ipv4, p_record::text)
+        ON CONFLICT (mac) DO NOTHING;
+        IF FOUND THEN
+            made := true;
+            RETURN NEXT;
+            RETURN;
+        END IF;
+    EXCEPTION WHEN unique_violation THEN
+        GET STACKED DIAGNOSTICS taken = CONSTRAINT_NAME, detail = PG_EXCEPTION_DETAIL;
+        RETURN NEXT;
+        RETURN;
+    END;
+    SELECT n.record::jsonb INTO existing FROM nodes n WHERE n.mac = p_mac;
+    RETURN NEXT;
+END
+$fn$;
+"#,
 ];
 
 /// The schema version this binary writes.
@@ -334,12 +370,12 @@ mod tests {
                 collation.as_deref(),
                 record.as_str()
             ),
-            (VERSION, "json", Some("C"), "json")
+            (VERSION, "text", Some("C"), "text")
         );
         assert_eq!(options, Some(vec!["fillfactor=50".to_string()]));
 
         // A record edited after the upgrade merges its fields (through
-        // `jsonb`, as schema 7 keeps records as `json`), and is bumped.
+        // `jsonb`, as schema 9 keeps records as `text`), and is bumped.
         store
             .set_node_state(mac, NodeState::Failed, Some("after the upgrade"))
             .await

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::announce::{BUMPED_PER_NOTE, Notes};
 use super::quick::{self, Prepared, Quick};
-use super::rows::{all_nodes, db, describe, fault, ip_col, mac_text, node_from_row, node_json};
+use super::rows::{all_nodes, db, describe, fault, ip_col, mac_text, node_from_row, node_text};
 use super::tls::Connector;
 use super::{CHANNEL, ECHO_WITHIN, Echo, Shared};
 use crate::model::{Event, Lease, Mac, Node, Rollout, ScriptReport, Timestamp};
@@ -520,7 +520,7 @@ async fn write_node(tx: &Client, sql: &str, n: &Node) -> Result<u64, StoreError>
             &mac_text(n.mac),
             &n.hostname.to_ascii_lowercase(),
             &n.ipv4.map(ip_col),
-            &node_json(n)?,
+            &node_text(n)?,
         ],
     )
     .await
@@ -658,8 +658,8 @@ async fn set_fields(
 ) -> Result<(), StoreError> {
     let row = tx
         .query_opt(
-            // Merged as `jsonb` (a record is kept as `json`: see schema 7).
-            "UPDATE nodes SET record = (record::jsonb || $2::jsonb)::json WHERE mac = $1 \
+            // Merged as `jsonb` (a record is kept as `text`: see schema 9).
+            "UPDATE nodes SET record = (record::jsonb || $2::jsonb)::text WHERE mac = $1 \
              RETURNING record",
             &[&mac_text(mac), &Value::Object(fields)],
         )
@@ -676,7 +676,7 @@ async fn bump(tx: &Client, macs: &[Mac], notes: &mut Notes) -> Result<Vec<(Mac, 
     for row in tx
         .query(
             "UPDATE nodes SET record = jsonb_set(record::jsonb, '{config_generation}', \
-             to_jsonb(COALESCE((record->>'config_generation')::bigint, 0) + 1))::json \
+             to_jsonb(COALESCE((record::jsonb->>'config_generation')::bigint, 0) + 1))::text \
              WHERE mac = ANY($1) RETURNING record",
             &[&keys],
         )
@@ -799,7 +799,7 @@ pub(super) async fn insert_event(
     mac: Mac,
     e: &Event,
 ) -> Result<(), StoreError> {
-    let data = serde_json::to_value(&e.data).map_err(|err| super::rows::corrupt(mac, err))?;
+    let data = serde_json::to_string(&e.data).map_err(|err| super::rows::corrupt(mac, err))?;
     tx.execute(
         INSERT_EVENT,
         &[
@@ -828,8 +828,7 @@ async fn events(tx: &Client, mac: Mac) -> Result<Vec<Event>, StoreError> {
         .map(|row| {
             Ok(Event {
                 at: Timestamp(row.get(0)),
-                data: serde_json::from_value(row.get(1))
-                    .map_err(|e| super::rows::corrupt(mac, e))?,
+                data: serde_json::from_str(row.get(1)).map_err(|e| super::rows::corrupt(mac, e))?,
                 appliance: row.get(2),
             })
         })
