@@ -40,6 +40,7 @@ mod quick;
 mod rows;
 mod schema;
 pub mod scratch;
+mod timeline;
 mod tls;
 pub use copy::{Copied, copy_site};
 mod writer;
@@ -363,7 +364,7 @@ impl Store for PostgresStore {
             .get_or_insert_with(|| self.shared.appliance.clone());
         let at = event.at;
         self.writes
-            .send(Op::Quick(Quick::Event(mac, Box::new(event))))
+            .send(Op::Event(mac, Box::new(event)))
             .await
             .map_err(|_| StoreError::WriterGone)?;
         self.shared
@@ -478,6 +479,16 @@ mod tests {
     }
 
     async fn two_named(name: &str, first: &str, second: &str) -> (PostgresStore, PostgresStore) {
+        let (a, b, _) = two_at(name, first, second).await;
+        (a, b)
+    }
+
+    /// Two appliances on one new database, and its URL.
+    async fn two_at(
+        name: &str,
+        first: &str,
+        second: &str,
+    ) -> (PostgresStore, PostgresStore, String) {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let cluster = scratch::ScratchCluster::for_process();
         let db = format!("{name}_{}", NEXT.fetch_add(1, Ordering::Relaxed));
@@ -490,7 +501,8 @@ mod tests {
                 ca_file: None,
             })
         };
-        (open(first).await.unwrap(), open(second).await.unwrap())
+        let (a, b) = (open(first).await.unwrap(), open(second).await.unwrap());
+        (a, b, cluster.url(&db))
     }
 
     /// Waits (bounded) until `cond` holds.
@@ -745,6 +757,68 @@ mod tests {
         )
         .await;
         assert!(!b.mirror().nodes.contains_key(&mac(2)));
+    }
+
+    /// The events one MAC makes close together go as one timeline row:
+    /// the appliance holding them reads them at once, a sibling once they
+    /// are written (within the hold), each event as it was recorded.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_macs_events_go_as_one_row_that_a_sibling_reads_whole() {
+        use crate::model::EventData;
+        let (a, b, url) = two_at("packed", "row-a", "row-b").await;
+        let note = |at: i64| {
+            Event::new(
+                Timestamp(at),
+                EventData::Note {
+                    of: crate::model::EventKind::DhcpAck,
+                    text: format!("event {at}"),
+                },
+            )
+        };
+        for at in 1..=3 {
+            a.add_event(mac(5), &note(at)).await.unwrap();
+        }
+        b.add_event(mac(5), &note(4)).await.unwrap();
+        let stamped = |at: i64, by: &str| Event {
+            appliance: Some(by.into()),
+            ..note(at)
+        };
+        let mine: Vec<Event> = (1..=3).map(|at| stamped(at, "row-a")).collect();
+        assert_eq!(a.events(mac(5)).await.unwrap(), mine, "held, and read");
+
+        // b sees a's three (and its own) once a has written them.
+        let deadline = Instant::now() + timeline::HOLD + Duration::from_secs(2);
+        let seen = loop {
+            let seen = b.events(mac(5)).await.unwrap();
+            if seen.len() == 4 || Instant::now() > deadline {
+                break seen;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        // Each appliance's events in the order it made them; the two
+        // appliances' rows in the order they were written.
+        let mut want = mine.clone();
+        want.push(stamped(4, "row-b"));
+        let mut got = seen.clone();
+        got.sort_by_key(|e| e.at);
+        assert_eq!(got, want, "b reads both appliances' events: {seen:?}");
+
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let rows = client
+            .query(
+                "SELECT kind FROM events WHERE mac = $1 ORDER BY seq",
+                &[&rows::mac_text(mac(5))],
+            )
+            .await
+            .unwrap();
+        let kinds: Vec<&str> = rows.iter().map(|r| r.get(0)).collect();
+        assert!(
+            kinds.contains(&timeline::PACKED) && kinds.len() == 2,
+            "a's three events in one row, b's in another: {kinds:?}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,9 +1,10 @@
-//! The writes a DHCP exchange makes (new node records, lease allocations and
-//! timeline events), sent to PostgreSQL together and answered in order.
+//! The writes a DHCP exchange makes (new node records and lease
+//! allocations), sent to PostgreSQL together and answered in order. (Its
+//! timeline events go their own way, held back and packed: [`super::timeline`].)
 //!
 //! A run goes out as a few set-based statements, one round trip, whatever
 //! its length: all its new records in one insert, the first choices of all
-//! its allocations in one conditional upsert, all its events in one insert.
+//! its allocations in one conditional upsert.
 //! PostgreSQL's cost is per statement far more than per row, so this is what
 //! keeps an appliance on a shared database fast under a storm. Those two
 //! inserts run under one savepoint: a record whose hostname or address
@@ -13,8 +14,7 @@
 //! migrations 4 and 3), each of which answers such a clash instead of
 //! raising. What the set-based statements leave undone (a MAC that already
 //! had a record, a first choice a sibling took) goes the same one-at-a-time
-//! way after them. An event only appends, so none fails but with the
-//! connection, and then the whole batch does.
+//! way after them.
 //!
 //! Addresses are planned here before anything is sent: each allocation of
 //! the run skips the addresses the ones before it in the same run will try
@@ -31,11 +31,11 @@ use tokio_postgres::{Client, Row, Statement};
 use super::Shared;
 use super::announce::Notes;
 use super::rows::{db, describe, ip_col, ip_of, key_taken, mac_text, node_from_json, node_text};
-use super::writer::{Pending, Reply, TRIES, TRIM_EVERY, pending};
+use super::writer::{Pending, Reply, TRIES, pending};
 use crate::boot::address::{self, Candidate, Range};
-use crate::model::{Event, Lease, Mac, Node};
+use crate::model::{Lease, Mac, Node};
 use crate::store::mirror::Mirror;
-use crate::store::{EVENTS_PER_NODE, LeaseRequest, StoreError};
+use crate::store::{LeaseRequest, StoreError};
 
 /// The statements of the quick writes (and the announcement), prepared once
 /// per connection: each then costs one message, not a parse and a bind.
@@ -46,11 +46,8 @@ pub(super) struct Prepared {
     firsts: Statement,
     create: Statement,
     allocate: Statement,
-    /// Every event of a run, in one statement: rows are cheap, statements
-    /// are not.
-    events: Statement,
-    trim: Statement,
     pub(super) notify: Statement,
+    pub(super) timeline: super::timeline::Prepared,
 }
 
 impl Prepared {
@@ -86,21 +83,13 @@ impl Prepared {
             allocate: client
                 .prepare("SELECT got_ip, dropped_ips FROM rackboot_allocate($1, $2, $3, $4, $5)")
                 .await?,
-            events: client
-                .prepare(
-                    "INSERT INTO events (mac, at, kind, data, appliance) \
-                     SELECT m, a, k, d, ap \
-                     FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[]) \
-                     AS t(m, a, k, d, ap)",
-                )
-                .await?,
-            trim: client.prepare(super::writer::TRIM_EVENTS).await?,
             notify: client
                 .prepare(
                     "SELECT pg_notify($1, p) FROM unnest($2::text[]) WITH ORDINALITY AS t(p, i) \
                      ORDER BY i",
                 )
                 .await?,
+            timeline: super::timeline::Prepared::new(client).await?,
         })
     }
 }
@@ -110,7 +99,6 @@ pub(super) enum Quick {
     /// A node record, unless its MAC has one: (the record, whether made).
     Create(Box<Node>, Reply<(Node, bool)>),
     Allocate(Box<LeaseRequest>, Reply<Option<Lease>>),
-    Event(Mac, Box<Event>),
 }
 
 /// What one quick write sends, planned before the run goes out.
@@ -151,16 +139,13 @@ pub(super) async fn send(
     notes: &mut Notes,
     shared: &Shared,
 ) -> Vec<Pending> {
-    let (plans, events, claimed) = plan(run, shared);
+    let (plans, claimed) = plan(run, shared);
     let (went, sent) = {
         let together = Together::of(&plans);
-        (
-            together.went.clone(),
-            together.send(tx, prepared, &events).await,
-        )
+        (together.went.clone(), together.send(tx, prepared).await)
     };
     let mut answers = Vec::with_capacity(plans.len());
-    let (rest, events_again) = match sent {
+    let rest = match sent {
         Ok(done) => {
             let mut rest = Vec::new();
             for (p, went) in plans.into_iter().zip(went) {
@@ -169,7 +154,7 @@ pub(super) async fn send(
                     Err(later) => rest.push(later),
                 }
             }
-            (rest, None)
+            rest
         }
         Err(e) => {
             // A clash raised inside a set-based statement: undo the run
@@ -178,11 +163,11 @@ pub(super) async fn send(
             if let Err(e) = tx.batch_execute("ROLLBACK TO SAVEPOINT run").await {
                 tracing::warn!(error = %describe(&e), "store: PostgreSQL savepoint failed");
             }
-            (plans, Some(&events))
+            plans
         }
     };
     let rest = whole_lists(rest, &claimed, shared);
-    answers.extend(one_by_one(tx, prepared, rest, events_again, notes, shared).await);
+    answers.extend(one_by_one(tx, prepared, rest, notes, shared).await);
     answers
 }
 
@@ -283,15 +268,8 @@ impl<'p> Together<'p> {
         t
     }
 
-    /// Sends the set-based statements under a savepoint, then the run's
-    /// events and trims, in one round trip. An error is the statements'
-    /// (the events' are logged here).
-    async fn send(
-        &self,
-        tx: &Client,
-        prepared: &Prepared,
-        events: &Events,
-    ) -> Result<Done, tokio_postgres::Error> {
+    /// Sends the set-based statements under a savepoint, in one round trip.
+    async fn send(&self, tx: &Client, prepared: &Prepared) -> Result<Done, tokio_postgres::Error> {
         let any = !self.c_macs.is_empty() || !self.a_macs.is_empty();
         let savepoint = simple_if(tx, any, "SAVEPOINT run");
         let c_params: [&(dyn ToSql + Sync); 4] = [
@@ -312,24 +290,13 @@ impl<'p> Together<'p> {
         let release = simple_if(tx, any, "RELEASE SAVEPOINT run");
         // Polled together: tokio-postgres sends each statement as it is
         // first polled, in this order, and the server runs them in that order.
-        let (savepoint, creates, firsts, release, appended) = futures_util::join!(
-            savepoint,
-            creates,
-            firsts,
-            release,
-            append(tx, prepared, events)
-        );
-        let done = (|| {
-            savepoint?;
-            let made = creates?.iter().map(|row| row.get(0)).collect();
-            let took = firsts?.iter().map(|row| row.get(0)).collect();
-            release?;
-            Ok(Done { made, took })
-        })();
-        if done.is_ok() {
-            appended.report(events);
-        }
-        done
+        let (savepoint, creates, firsts, release) =
+            futures_util::join!(savepoint, creates, firsts, release);
+        savepoint?;
+        let made = creates?.iter().map(|row| row.get(0)).collect();
+        let took = firsts?.iter().map(|row| row.get(0)).collect();
+        release?;
+        Ok(Done { made, took })
     }
 }
 
@@ -405,17 +372,15 @@ fn settle(
     }
 }
 
-/// Sends `plans` one statement each (and `events` with them, when given) in
-/// one round trip.
+/// Sends `plans` one statement each, in one round trip.
 async fn one_by_one(
     tx: &Client,
     prepared: &Prepared,
     plans: Vec<Plan>,
-    events: Option<&Events>,
     notes: &mut Notes,
     shared: &Shared,
 ) -> Vec<Pending> {
-    if plans.is_empty() && events.is_none() {
+    if plans.is_empty() {
         return Vec::new();
     }
     let mut sent: Vec<Sent<'_>> = Vec::with_capacity(plans.len());
@@ -439,16 +404,7 @@ async fn one_by_one(
             })),
         }
     }
-    let appended = async {
-        match events {
-            Some(events) => Some(append(tx, prepared, events).await),
-            None => None,
-        }
-    };
-    let (results, appended) = futures_util::join!(futures_util::future::join_all(sent), appended);
-    if let (Some(appended), Some(events)) = (appended, events) {
-        appended.report(events);
-    }
+    let results = futures_util::future::join_all(sent).await;
     let mut answers = Vec::with_capacity(plans.len());
     for (p, got) in plans.into_iter().zip(results) {
         match p {
@@ -477,57 +433,6 @@ async fn one_by_one(
         }
     }
     answers
-}
-
-/// What appending a run's events (and trimming timelines) came to.
-struct Appended {
-    insert: Result<u64, tokio_postgres::Error>,
-    trims: Vec<Result<u64, tokio_postgres::Error>>,
-}
-
-/// Appends `events` in one statement, then trims the timelines due.
-async fn append(tx: &Client, prepared: &Prepared, events: &Events) -> Appended {
-    let insert = async {
-        if events.macs.is_empty() {
-            return Ok(0);
-        }
-        tx.execute(
-            &prepared.events,
-            &[
-                &events.macs,
-                &events.ats,
-                &events.kinds,
-                &events.data,
-                &events.appliances,
-            ],
-        )
-        .await
-    };
-    let trims = futures_util::future::join_all(
-        events
-            .trims
-            .iter()
-            .map(|key| async move { tx.execute(&prepared.trim, &[key, &EVENTS_PER_NODE]).await }),
-    );
-    let (insert, trims) = futures_util::join!(insert, trims);
-    Appended { insert, trims }
-}
-
-impl Appended {
-    /// Logs what failed (only the connection fails an append, and then the
-    /// commit does too).
-    fn report(self, events: &Events) {
-        if let Err(e) = self.insert {
-            let e = db("add events")(e);
-            tracing::warn!(error = %e, "store: {} timeline events were not saved", events.macs.len());
-        }
-        for (key, done) in events.trims.iter().zip(self.trims) {
-            if let Err(e) = done {
-                let e = db("trim a timeline")(e);
-                tracing::warn!(mac = %key, error = %e, "store: a timeline was not trimmed");
-            }
-        }
-    }
 }
 
 /// What `rackboot_create_node` answered for `node`: made (and announced),
@@ -592,21 +497,19 @@ fn took(
     lease
 }
 
-/// Each write's statement parameters (a run's events together). An
-/// allocation plans its first choice only: the first address this appliance
+/// Each write's statement parameters. An allocation plans its first choice only: the first address this appliance
 /// knows to be free, in policy's order, less the first choices of the
 /// allocations before it in the run. Planning the whole list for every
 /// allocation, under the mirror's lock, was an eighth of rackboot's work in
 /// a storm on PostgreSQL, for the few that are refused their first choice.
-fn plan(run: Vec<Quick>, shared: &Shared) -> (Vec<Plan>, Events, Claimed) {
-    let mut m = shared.mirror();
+fn plan(run: Vec<Quick>, shared: &Shared) -> (Vec<Plan>, Claimed) {
+    let m = shared.mirror();
     let mut cursors: HashMap<Range, u32> = m.cursors.clone();
     // Each address first tried in this run, and for which MAC: another MAC's
     // first choice is skipped; the same MAC's (a DISCOVER retransmitted beside
     // its REQUEST) is not, or its REQUEST would be refused its own offer.
     let mut claimed = Claimed::new();
     let mut plans = Vec::with_capacity(run.len());
-    let mut events = Events::default();
     for q in run {
         match q {
             Quick::Create(node, reply) => match node_text(&node) {
@@ -649,25 +552,9 @@ fn plan(run: Vec<Quick>, shared: &Shared) -> (Vec<Plan>, Events, Claimed) {
                     refused: None,
                 });
             }
-            Quick::Event(mac, event) => {
-                let n = m.events_since_trim.entry(mac).or_insert(0);
-                *n += 1;
-                let trim = *n >= TRIM_EVERY;
-                if trim {
-                    *n = 0;
-                }
-                let data = match serde_json::to_string(&event.data) {
-                    Ok(data) => data,
-                    Err(e) => {
-                        tracing::warn!(%mac, error = %e, "store: a timeline event was not saved: {event}");
-                        continue;
-                    }
-                };
-                events.push(mac_text(mac), &event, data, trim);
-            }
         }
     }
-    (plans, events, claimed)
+    (plans, claimed)
 }
 
 /// Each address first tried in a run, and by which MAC.
@@ -722,31 +609,4 @@ fn whole_lists(mut plans: Vec<Plan>, claimed: &Claimed, shared: &Shared) -> Vec<
         }
     }
     plans
-}
-
-/// A run's events as the columns of one insert, and the timelines to trim
-/// after it.
-#[derive(Default)]
-struct Events {
-    macs: Vec<String>,
-    ats: Vec<i64>,
-    kinds: Vec<&'static str>,
-    /// As JSON text, which the `text` column keeps as sent: nothing is
-    /// saved by making a tree of values first.
-    data: Vec<String>,
-    appliances: Vec<Option<String>>,
-    trims: Vec<String>,
-}
-
-impl Events {
-    fn push(&mut self, key: String, event: &Event, data: String, trim: bool) {
-        if trim {
-            self.trims.push(key.clone());
-        }
-        self.macs.push(key);
-        self.ats.push(event.at.millis());
-        self.kinds.push(event.kind().as_str());
-        self.data.push(data);
-        self.appliances.push(event.appliance.clone());
-    }
 }

@@ -207,6 +207,12 @@ BEGIN
 END
 $fn$;
 "#,
+    // 10: no table changes: a timeline row may hold several events of one
+    // MAC, those it made within a quarter of a second (`kind` 'packed',
+    // `data` a JSON array of them: `timeline`). A rackboot of schema 9
+    // would read such a row as corrupt, so the version moves and such a
+    // rackboot is refused.
+    "COMMENT ON TABLE events IS 'since 10, a row of kind packed holds several events of its MAC';",
 ];
 
 /// The schema version this binary writes.

@@ -3,6 +3,7 @@
 //! savepoint so a refused write undoes only itself, announces what changed
 //! (`NOTIFY`, delivered on commit), commits once, waits until the listener
 //! has applied its own announcements, and only then answers each write.
+//! Timeline events it holds back briefly and writes packed ([`timeline`]).
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -17,12 +18,12 @@ use tokio_util::sync::CancellationToken;
 use super::announce::{BUMPED_PER_NOTE, Notes};
 use super::quick::{self, Prepared, Quick};
 use super::rows::{all_nodes, db, describe, fault, ip_col, mac_text, node_from_row, node_text};
+use super::timeline::{self, Held, Rows};
 use super::tls::Connector;
 use super::{CHANNEL, ECHO_WITHIN, Echo, Shared};
 use crate::model::{Event, Lease, Mac, Node, Rollout, ScriptReport, Timestamp};
 use crate::store::{
-    EVENTS_PER_NODE, Edited, Fault, NodeEdit, NodeMap, NodeQuery, NodesEdit, REPORTS_PER_NODE,
-    StoreError, Written,
+    Edited, Fault, NodeEdit, NodeMap, NodeQuery, NodesEdit, REPORTS_PER_NODE, StoreError, Written,
 };
 
 /// How often the writer tries to reconnect while writes keep coming.
@@ -38,10 +39,6 @@ const MAX_BATCH: usize = 1024;
 /// up (each one found taken by another appliance first).
 pub(super) const TRIES: usize = 64;
 
-/// A node's timeline is trimmed to [`EVENTS_PER_NODE`] once every this many
-/// events of it.
-pub(super) const TRIM_EVERY: i64 = 50;
-
 pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 /// One write (or a read that must see the writes queued before it).
@@ -55,9 +52,12 @@ pub(super) enum Op {
     Bump(Vec<Mac>, Reply<Vec<(Mac, u64)>>),
     Report(Mac, Box<ScriptReport>, Reply<()>),
     Reports(Mac, Reply<(Vec<ScriptReport>, u64)>),
-    /// A lease allocation or a timeline event: sent with the others of
-    /// its kind around it, without a savepoint ([`quick`]).
+    /// A new record or a lease allocation: sent with the others of its
+    /// kind around it, without a savepoint ([`quick`]).
     Quick(Quick),
+    /// A timeline event: held back, then written packed with the MAC's
+    /// next ones ([`timeline`]).
+    Event(Mac, Box<Event>),
     Events(Mac, Reply<Vec<Event>>),
     Release(Mac, Ipv4Addr, Reply<bool>),
     Decline(Lease, Reply<()>),
@@ -135,13 +135,17 @@ pub(super) async fn run(
     let mut last_attempt: Option<std::time::Instant> = None;
     // The statements prepared on this connection (none after a reconnect).
     let mut prepared: Option<Prepared> = None;
+    let mut held = Held::default();
     loop {
+        let due = held.due();
         let first = tokio::select! {
             _ = stop.cancelled() => return,
             op = queue.recv() => match op {
-                Some(op) => op,
+                Some(op) => Some(op),
                 None => return,
             },
+            // Nothing else to write: the holds that ended go alone.
+            _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => None,
             // Idle without a connection: try again, so the appliance says it
             // is whole again without waiting for a write.
             _ = tokio::time::sleep(RECONNECT_EVERY), if client.is_closed() => {
@@ -156,13 +160,19 @@ pub(super) async fn run(
                 continue;
             }
         };
-        let mut ops = vec![first];
+        let mut ops: Vec<Op> = first.into_iter().collect();
         while ops.len() < MAX_BATCH {
             match queue.try_recv() {
                 Ok(op) => ops.push(op),
                 Err(_) => break,
             }
         }
+        // Written first in the batch, so that its reads see them.
+        let ended = held.take(tokio::time::Instant::now(), false);
+        if ops.is_empty() && ended.is_empty() {
+            continue;
+        }
+        let rows = Rows::of(ended, &shared);
         if client.is_closed() {
             shared.writer_up.store(false, Relaxed);
             // While the database is away, one connection attempt a second at
@@ -192,8 +202,9 @@ pub(super) async fn run(
                         fault: Fault::Transient,
                         cause: format!("the database is unreachable: {e}"),
                     };
+                    rows.lost(&failed.cause);
                     for op in ops {
-                        fail(op, &failed);
+                        fail(op, &failed, &mut held);
                     }
                     continue;
                 }
@@ -205,8 +216,9 @@ pub(super) async fn run(
                 Ok(p) => p,
                 Err(e) => {
                     let failed = BatchFailure::of(&e);
+                    rows.lost(&failed.cause);
                     for op in ops {
-                        fail(op, &failed);
+                        fail(op, &failed, &mut held);
                     }
                     continue;
                 }
@@ -218,8 +230,12 @@ pub(super) async fn run(
         let ran = futures_lite::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(run_batch(
             &mut client,
             &statements,
-            ops,
-            batch,
+            Batch {
+                ops,
+                rows,
+                number: batch,
+            },
+            &mut held,
             &shared,
         )))
         .await;
@@ -243,8 +259,9 @@ pub(super) async fn run(
     }
 }
 
-/// Answers `op` with the batch's failure.
-fn fail(op: Op, failed: &BatchFailure) {
+/// Answers `op` with the batch's failure. (An event is held all the same:
+/// it goes with a later batch.)
+fn fail(op: Op, failed: &BatchFailure, held: &mut Held) {
     fn send<T>(r: Reply<T>, failed: &BatchFailure) {
         let _ = r.send(Err(failed.error()));
     }
@@ -257,9 +274,7 @@ fn fail(op: Op, failed: &BatchFailure) {
         Op::Bump(_, r) => send(r, failed),
         Op::Report(_, _, r) => send(r, failed),
         Op::Reports(_, r) => send(r, failed),
-        Op::Quick(Quick::Event(mac, event)) => {
-            tracing::warn!(%mac, cause = %failed.cause, "store: a timeline event was not saved: {event}");
-        }
+        Op::Event(mac, event) => held.hold(mac, *event),
         Op::Quick(Quick::Allocate(_, r)) => send(r, failed),
         Op::Quick(Quick::Create(_, r)) => send(r, failed),
         Op::Events(_, r) => send(r, failed),
@@ -271,11 +286,23 @@ fn fail(op: Op, failed: &BatchFailure) {
     }
 }
 
+/// One transaction's writes: `ops` as they came, after `rows` (the
+/// timeline holds that ended).
+struct Batch {
+    ops: Vec<Op>,
+    rows: Rows,
+    number: u64,
+}
+
 async fn run_batch(
     client: &mut Client,
     prepared: &Prepared,
-    ops: Vec<Op>,
-    batch: u64,
+    Batch {
+        ops,
+        rows,
+        number: batch,
+    }: Batch,
+    held: &mut Held,
     shared: &Shared,
 ) {
     let tx: &Client = client;
@@ -283,31 +310,47 @@ async fn run_batch(
     // ahead of them (and COMMIT with the announcements, below): each round
     // trip costs both processes a wake-up, on a core they share with DHCP.
     // BEGIN fails only with the connection, and so then does all the rest.
-    let (begun, (answers, notes)) = futures_util::join!(tx.batch_execute("BEGIN"), async {
-        let mut answers: Vec<Pending> = Vec::with_capacity(ops.len());
-        let mut notes = Notes::default();
-        // Runs of quick writes go out together; every other write alone,
-        // under its savepoint, in the order they came.
-        let mut run: Vec<Quick> = Vec::new();
-        for op in ops {
-            match op {
-                Op::Quick(q) => run.push(q),
-                op => {
-                    if !run.is_empty() {
-                        let sent = std::mem::take(&mut run);
-                        answers.extend(quick::send(tx, prepared, sent, &mut notes, shared).await);
-                    }
-                    if let Some(answer) = savepointed(tx, prepared, op, &mut notes, shared).await {
-                        answers.push(answer);
+    let (begun, (), (answers, notes)) = futures_util::join!(
+        tx.batch_execute("BEGIN"),
+        rows.write(tx, &prepared.timeline),
+        async {
+            let mut answers: Vec<Pending> = Vec::with_capacity(ops.len());
+            let mut notes = Notes::default();
+            // Runs of quick writes go out together (events held in between
+            // do not end a run); every other write alone, under its
+            // savepoint, in the order they came.
+            let mut run: Vec<Quick> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Quick(q) => run.push(q),
+                    Op::Event(mac, event) => held.hold(mac, *event),
+                    op => {
+                        if !run.is_empty() {
+                            let sent = std::mem::take(&mut run);
+                            answers
+                                .extend(quick::send(tx, prepared, sent, &mut notes, shared).await);
+                        }
+                        // A sync promises every event before it saved; a
+                        // delete takes the timelines with it, so whatever
+                        // is held goes first, as if never held.
+                        if matches!(op, Op::Sync(_) | Op::DeleteIf(..)) {
+                            let all = held.take(tokio::time::Instant::now(), true);
+                            Rows::of(all, shared).write(tx, &prepared.timeline).await;
+                        }
+                        if let Some(answer) =
+                            savepointed(tx, prepared, op, &mut notes, held, shared).await
+                        {
+                            answers.push(answer);
+                        }
                     }
                 }
             }
+            if !run.is_empty() {
+                answers.extend(quick::send(tx, prepared, run, &mut notes, shared).await);
+            }
+            (answers, notes)
         }
-        if !run.is_empty() {
-            answers.extend(quick::send(tx, prepared, run, &mut notes, shared).await);
-        }
-        (answers, notes)
-    });
+    );
     if let Err(e) = begun {
         let failed = BatchFailure::of(&e);
         tracing::error!(batch, cause = %failed.cause, "store: PostgreSQL BEGIN failed");
@@ -379,6 +422,7 @@ async fn run_batch(
                 .failed_commits += 1;
             let failed = BatchFailure::of(&e);
             tracing::error!(batch, cause = %failed.cause, "store: PostgreSQL commit failed");
+            rows.lost(&failed.cause);
             for answer in answers {
                 answer(Some(&failed));
             }
@@ -394,14 +438,15 @@ async fn savepointed(
     prepared: &Prepared,
     op: Op,
     notes: &mut Notes,
+    held: &mut Held,
     shared: &Shared,
 ) -> Option<Pending> {
     if let Err(e) = tx.batch_execute("SAVEPOINT op").await {
-        fail(op, &BatchFailure::of(&e));
+        fail(op, &BatchFailure::of(&e), held);
         return None;
     }
     let mut mine = Notes::default();
-    let (answer, ok) = apply(tx, prepared, op, &mut mine, shared).await;
+    let (answer, ok) = apply(tx, prepared, op, &mut mine, held, shared).await;
     let end = if ok {
         "RELEASE SAVEPOINT op"
     } else {
@@ -423,6 +468,7 @@ async fn apply(
     prepared: &Prepared,
     op: Op,
     notes: &mut Notes,
+    held: &mut Held,
     shared: &Shared,
 ) -> (Option<Pending>, bool) {
     fn done<T: Send + 'static>(
@@ -441,7 +487,11 @@ async fn apply(
         Op::Bump(macs, r) => done(r, bump(tx, &macs, notes).await),
         Op::Report(mac, report, r) => done(r, add_report(tx, mac, &report).await),
         Op::Reports(mac, r) => done(r, reports(tx, mac).await),
-        Op::Events(mac, r) => done(r, events(tx, mac).await),
+        Op::Events(mac, r) => done(r, timeline::read(tx, mac, held).await),
+        Op::Event(mac, event) => {
+            held.hold(mac, *event);
+            (None, true)
+        }
         Op::Quick(q) => {
             let mut answers = quick::send(tx, prepared, vec![q], notes, shared).await;
             (answers.pop(), true)
@@ -792,10 +842,6 @@ async fn reports(tx: &Client, mac: Mac) -> Result<(Vec<ScriptReport>, u64), Stor
 pub(super) const INSERT_EVENT: &str =
     "INSERT INTO events (mac, at, kind, data, appliance) VALUES ($1, $2, $3, $4, $5)";
 
-/// Trims `$1`'s timeline to its newest `$2` events.
-pub(super) const TRIM_EVENTS: &str = "DELETE FROM events WHERE mac = $1 AND seq <= \
-     (SELECT seq FROM events WHERE mac = $1 ORDER BY seq DESC OFFSET $2 LIMIT 1)";
-
 /// One timeline row (no trim).
 pub(super) async fn insert_event(
     tx: &impl GenericClient,
@@ -816,26 +862,6 @@ pub(super) async fn insert_event(
     .await
     .map_err(db("add an event"))?;
     Ok(())
-}
-
-async fn events(tx: &Client, mac: Mac) -> Result<Vec<Event>, StoreError> {
-    let rows = tx
-        .query(
-            "SELECT at, data, appliance FROM (SELECT seq, at, data, appliance FROM events \
-             WHERE mac = $1 ORDER BY seq DESC LIMIT $2) newest ORDER BY seq",
-            &[&mac_text(mac), &EVENTS_PER_NODE],
-        )
-        .await
-        .map_err(db("list events"))?;
-    rows.iter()
-        .map(|row| {
-            Ok(Event {
-                at: Timestamp(row.get(0)),
-                data: serde_json::from_str(row.get(1)).map_err(|e| super::rows::corrupt(mac, e))?,
-                appliance: row.get(2),
-            })
-        })
-        .collect()
 }
 
 async fn release(
