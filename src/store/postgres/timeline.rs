@@ -2,11 +2,12 @@
 //! written packed, the events one MAC made within [`HOLD`] as one row.
 //!
 //! A DHCP exchange records its OFFER and its ACK (and, for a new client,
-//! its arrival) milliseconds apart, each in its own batch: as rows of their
-//! own they were the largest share of the database's work in a storm (an
-//! index entry and a heap tuple each, more than the lease rows). Held for a
-//! quarter of a second, the exchange's events go as one row, and a storm
-//! writes about one timeline row per client instead of three.
+//! that its record was made) milliseconds apart, each in its own batch:
+//! as rows of their own they were the largest share of the database's
+//! work in a storm (an index entry and a heap tuple each, more than the
+//! lease rows). Held for a quarter of a second, the exchange's events go
+//! as one row, and a storm writes about one timeline row per client
+//! instead of three.
 //!
 //! What this costs, and why it is acceptable: events are fire-and-forget
 //! already (losing one never fails a boot), so a crash of the appliance
@@ -71,8 +72,9 @@ struct PackedIn {
 #[derive(Default)]
 pub(super) struct Held {
     by_mac: HashMap<Mac, Vec<Event>>,
-    /// When each MAC's hold began, oldest first. A MAC written early
-    /// (full, or flushed) may leave an entry behind; it is skipped.
+    /// When each MAC's hold began, oldest first. A MAC written early (full)
+    /// leaves its entry behind: when that ends, the MAC's newer hold, if it
+    /// has one, goes early with it.
     began: VecDeque<(Instant, Mac)>,
     /// MACs holding [`PACK_MAX`] events: written with the batch at hand.
     full: Vec<Mac>,
