@@ -31,7 +31,8 @@ pub struct Mirror {
     pub(crate) lease_of: HashMap<Mac, u32>,
     /// Where the next free-address search in a range starts.
     pub(crate) cursors: HashMap<(u32, u32), u32>,
-    /// Events written per MAC since the last trim of its timeline.
+    /// Timeline rows written per MAC since the last trim of its timeline
+    /// (on SQLite one per event; on PostgreSQL a row may hold several).
     pub(crate) events_since_trim: HashMap<Mac, i64>,
     /// When each node's last-seen time was last written to the file.
     pub(crate) seen_saved: HashMap<Mac, Timestamp>,

@@ -167,7 +167,8 @@ pub(super) async fn run(
                 Err(_) => break,
             }
         }
-        // Written first in the batch, so that its reads see them.
+        // Out of `held` now, so written first in the batch: its timeline
+        // reads (which add what is held) then find them in the database.
         let ended = held.take(tokio::time::Instant::now(), false);
         if ops.is_empty() && ended.is_empty() {
             continue;
